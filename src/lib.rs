@@ -1,0 +1,11 @@
+//! raftkv: a Raft-replicated key-value daemon that speaks the Redis protocol.
+
+pub mod cli;
+pub mod config;
+pub mod kv;
+pub mod raft;
+pub mod replica;
+pub mod server;
+pub mod storage;
+pub mod timer_wheel;
+pub mod wire;

@@ -1,0 +1,70 @@
+//! The core's output batch and the order in which the caller must handle it.
+
+use super::message::{Entry, HardState, Message, NodeId, SnapshotMeta};
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    /// The word INFO prints (a pre-candidate is still a follower to the outside).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower | Role::PreCandidate => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// Volatile state worth reporting when it changes (role, known leader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    pub role: Role,
+    pub leader_id: NodeId,
+    pub term: u64,
+}
+
+/// A confirmed ReadIndex request: the read with context `ctx` may be answered
+/// once the state machine has applied `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: u64,
+}
+
+/// Everything the core wants done since the last `advance`. The caller handles
+/// the fields in this order, then calls `Node::advance`:
+///
+/// 1. install `snapshot` (if any), then persist `entries` (an entry whose index is
+///    already in the log replaces that entry and everything after it) and `hard_state`;
+/// 2. send `send_now` (the leader's AppendEntries may leave before its own sync,
+///    Raft thesis §10.2.1);
+/// 3. sync;
+/// 4. send `send_after_sync` (votes and follower acknowledgements promise state
+///    that must be on disk first);
+/// 5. apply `committed` in order;
+/// 6. answer `read_states` once the applied index reaches each one's index.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<SnapshotMeta>,
+    pub entries: Vec<Entry>,
+    pub send_now: Vec<Message>,
+    pub send_after_sync: Vec<Message>,
+    pub committed: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether handling this batch needs a sync before `send_after_sync`.
+    pub fn must_sync(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+}

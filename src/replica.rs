@@ -1,0 +1,1 @@
+//! IO-free glue between the core, the state machine and storage (stub).

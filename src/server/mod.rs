@@ -1,0 +1,1 @@
+//! The shell: sockets, the clock, signals (stub).

@@ -1,0 +1,62 @@
+//! Storage errors name the file and, where it matters, the byte offset.
+
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum StorageErrorKind {
+    Io(std::io::Error),
+    /// A record or file that fails its checks where a torn tail is impossible.
+    Corrupt(String),
+}
+
+#[derive(Debug)]
+pub struct StorageError {
+    pub path: PathBuf,
+    pub offset: Option<u64>,
+    pub kind: StorageErrorKind,
+}
+
+impl StorageError {
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> StorageError {
+        StorageError {
+            path: path.into(),
+            offset: None,
+            kind: StorageErrorKind::Io(err),
+        }
+    }
+
+    pub fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: Option<u64>,
+        what: impl Into<String>,
+    ) -> StorageError {
+        StorageError {
+            path: path.into(),
+            offset,
+            kind: StorageErrorKind::Corrupt(what.into()),
+        }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(offset) = self.offset {
+            write!(f, " at offset {}", offset)?;
+        }
+        match &self.kind {
+            StorageErrorKind::Io(err) => write!(f, ": {}", err),
+            StorageErrorKind::Corrupt(what) => write!(f, ": corrupt: {}", what),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            StorageErrorKind::Io(err) => Some(err),
+            StorageErrorKind::Corrupt(_) => None,
+        }
+    }
+}
