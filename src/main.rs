@@ -1,1 +1,74 @@
-fn main() {}
+//! `raftkv`: parse the command line and the config, run the node. Usage and
+//! config errors exit with status 2; runtime failures with status 1.
+
+use raftkv::cli::{self, Action};
+use raftkv::{config, server};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = Vec::new();
+    for arg in std::env::args_os().skip(1) {
+        match arg.into_string() {
+            Ok(arg) => args.push(arg),
+            Err(arg) => {
+                eprintln!("raftkv: argument {:?} is not valid UTF-8", arg);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let action = match cli::parse(&args) {
+        Ok(action) => action,
+        Err(err) => {
+            eprintln!("raftkv: {}", err);
+            return ExitCode::from(2);
+        }
+    };
+    match action {
+        Action::Help(text) => {
+            print!("{}", text);
+            ExitCode::SUCCESS
+        }
+        Action::Version => {
+            println!("raftkv {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Action::LocalCluster { nodes, flags } => server::local_cluster::run(nodes, &flags),
+        Action::Run(flags) => {
+            let config = match config::load(&flags) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("raftkv: {}", err);
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log_level, config.id);
+            match server::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    log::error!("{}", err);
+                    eprintln!("raftkv: {}", err);
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// One line per event on stderr, tagged with the node id so the interleaved
+/// output of `--local-cluster` stays readable. RUST_LOG overrides `log_level`.
+fn init_logging(level: &str, id: u64) {
+    use std::io::Write;
+    let env = env_logger::Env::default().default_filter_or(level);
+    env_logger::Builder::from_env(env)
+        .format(move |buf, record| {
+            writeln!(
+                buf,
+                "{} {:5} n{} {}",
+                buf.timestamp_millis(),
+                record.level(),
+                id,
+                record.args()
+            )
+        })
+        .init();
+}

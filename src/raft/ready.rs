@@ -60,6 +60,8 @@ pub struct Ready {
     pub send_after_sync: Vec<Message>,
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads that will never be confirmed (leadership was lost).
+    pub dropped_reads: Vec<u64>,
 }
 
 impl Ready {

@@ -1,1 +1,132 @@
-//! The shell: sockets, the clock, signals (stub).
+//! The shell: the only module with sockets, the clock, signals and child
+//! processes. It owns one `mio::Poll` loop per node (see `event_loop`).
+
+mod clients;
+mod clock;
+mod conn;
+mod event_loop;
+mod info;
+pub mod local_cluster;
+mod peers;
+mod requests;
+
+use crate::config::{Config, FsyncMode};
+use crate::kv::KvStore;
+use crate::raft::{Entry, HardState, Node, RaftConfig, Restored, SnapshotMeta};
+use crate::replica::{Durable, Replica};
+use crate::storage::{Storage, StorageError, StorageOptions};
+use log::{info, warn};
+use std::fmt;
+use std::io;
+
+/// Why a node stopped with an error (exit status 1).
+#[derive(Debug)]
+pub enum ServerError {
+    Storage(StorageError),
+    Bind {
+        what: &'static str,
+        addr: String,
+        err: io::Error,
+    },
+    Io(io::Error),
+    Fatal(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Storage(err) => write!(f, "{}", err),
+            ServerError::Bind { what, addr, err } => {
+                write!(f, "cannot listen on {} address {}: {}", what, addr, err)
+            }
+            ServerError::Io(err) => write!(f, "{}", err),
+            ServerError::Fatal(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<StorageError> for ServerError {
+    fn from(err: StorageError) -> Self {
+        ServerError::Storage(err)
+    }
+}
+
+impl From<io::Error> for ServerError {
+    fn from(err: io::Error) -> Self {
+        ServerError::Io(err)
+    }
+}
+
+/// The storage as the replica sees it; `fsync = never` skips the data sync
+/// (benchmarks only), never the stable file's.
+pub(crate) struct DiskLog {
+    pub storage: Storage,
+    pub fsync: bool,
+}
+
+impl Durable for DiskLog {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.storage.append(entries)
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.storage.set_hard_state(hard_state)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.fsync {
+            self.storage.sync()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Runs one node until SIGTERM/SIGINT.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    if config.fsync == FsyncMode::Never {
+        warn!("fsync = never: acknowledged writes can be lost on a crash (benchmarks only)");
+    }
+    let storage = Storage::open(&config.data_dir, StorageOptions::default())?;
+    let hard_state = storage.hard_state();
+    let entries = storage.entries(storage.first_index(), storage.last_index() + 1)?;
+    info!(
+        "node {} recovered term {} vote {} and log {}..={} from {}",
+        config.id,
+        hard_state.term,
+        hard_state.vote,
+        storage.first_index(),
+        storage.last_index(),
+        config.data_dir.display()
+    );
+    let tick = clock::tick_for(config.heartbeat_ms);
+    let tick_ms = tick.as_millis() as u64;
+    let raft_config = RaftConfig {
+        id: config.id,
+        voters: config.cluster.iter().map(|(id, _)| *id).collect(),
+        learners: Vec::new(),
+        election_ticks: (config.election_timeout_ms / tick_ms).max(2) as u32,
+        heartbeat_ticks: (config.heartbeat_ms / tick_ms).max(1) as u32,
+        pre_vote: true,
+        check_quorum: true,
+        max_inflight_msgs: 256,
+        max_msg_bytes: 1 << 20,
+    };
+    let restored = Restored {
+        hard_state,
+        snapshot: SnapshotMeta {
+            index: storage.first_index() - 1,
+            ..SnapshotMeta::default()
+        },
+        entries,
+    };
+    let clock = clock::Clock::new(tick);
+    let node = Node::new(raft_config, restored, clock.seed(config.id));
+    let replica = Replica::new(node, KvStore::new());
+    let disk = DiskLog {
+        storage,
+        fsync: config.fsync == FsyncMode::Always,
+    };
+    let mut server = event_loop::Server::new(config, clock, replica, disk)?;
+    server.run()
+}

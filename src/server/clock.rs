@@ -1,0 +1,45 @@
+//! The node's only clock: wall time turned into whole logical ticks.
+
+use std::time::{Duration, Instant};
+
+pub struct Clock {
+    start: Instant,
+    tick: Duration,
+}
+
+impl Clock {
+    pub fn new(tick: Duration) -> Clock {
+        assert!(!tick.is_zero(), "a tick must last some time");
+        Clock {
+            start: Instant::now(),
+            tick,
+        }
+    }
+
+    /// Whole ticks since the clock started. Never goes backwards (Instant is monotonic).
+    pub fn now_ticks(&self) -> u64 {
+        (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    /// Time until the next tick boundary, for the poll timeout.
+    pub fn until_next_tick(&self) -> Duration {
+        let tick_nanos = self.tick.as_nanos();
+        let into_tick = self.start.elapsed().as_nanos() % tick_nanos;
+        Duration::from_nanos((tick_nanos - into_tick) as u64)
+    }
+
+    /// A seed that differs between nodes and between runs, for election jitter.
+    pub fn seed(&self, id: u64) -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        wall ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// Picks the tick length for the given heartbeat: short enough that the
+/// heartbeat is several ticks, never longer than 10 ms.
+pub fn tick_for(heartbeat_ms: u64) -> Duration {
+    Duration::from_millis((heartbeat_ms / 5).clamp(1, 10))
+}

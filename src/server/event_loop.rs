@@ -1,0 +1,477 @@
+//! One node's event loop: poll, read, feed the core, handle its output batch
+//! with one sync, answer, write. See DESIGN.md "The loop".
+
+use super::clients::Client;
+use super::clock::Clock;
+use super::conn::{Conn, Fill};
+use super::peers::{LocalIdentity, PeerEvent, Peers};
+use super::{DiskLog, ServerError};
+use crate::config::Config;
+use crate::kv::{Command, Reply};
+use crate::raft::{NodeId, Role, NO_NODE};
+use crate::replica::{Completion, Replica, Transport};
+use crate::timer_wheel::TimerWheel;
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, Instant};
+
+const CLIENT_LISTENER: Token = Token(0);
+const RAFT_LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const FIRST_CONNECTION: usize = 16;
+
+/// Who waits for a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiter {
+    /// A client connection's reply slot.
+    Client { token: Token, seq: u64 },
+    /// A request a follower forwarded to us; the reply goes back to it.
+    Peer { from: NodeId, id: u64 },
+}
+
+/// Deadlines and retries on the timer wheel.
+#[derive(Debug)]
+pub enum Timer {
+    /// The request's time is up: `-TRYAGAIN` if it never left, `-TIMEOUT` if
+    /// a write's outcome is unknown.
+    Deadline {
+        token: Token,
+        seq: u64,
+    },
+    Reconnect(NodeId),
+}
+
+/// A request forwarded to the leader, kept until its reply comes back.
+pub struct Forwarded {
+    pub token: Token,
+    pub seq: u64,
+    pub command: Command,
+}
+
+pub struct Server {
+    pub(super) config: Config,
+    poll: Poll,
+    clock: Clock,
+    started: Instant,
+    wheel: TimerWheel<Timer>,
+    pub(super) replica: Replica<Waiter>,
+    pub(super) disk: DiskLog,
+    pub(super) peers: Peers,
+    pub(super) clients: HashMap<Token, Client>,
+    pub(super) forwards: HashMap<u64, Forwarded>,
+    pub(super) next_forward_id: u64,
+    /// Client requests waiting for a leader to be known, in arrival order.
+    pub(super) parked: VecDeque<(Token, u64, Command)>,
+    client_listener: TcpListener,
+    raft_listener: TcpListener,
+    signals: Signals,
+    next_token: usize,
+    next_client_id: u64,
+    shutdown: bool,
+    pub(super) completions: Vec<Completion<Waiter>>,
+    peer_events: Vec<PeerEvent>,
+    /// Clients with replies to encode or output to write this iteration.
+    pub(super) dirty_clients: Vec<Token>,
+    pub(super) deadline_ticks: u64,
+    last_tick: u64,
+    leader_seen: NodeId,
+}
+
+fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
+    let bind_err = |err| ServerError::Bind {
+        what,
+        addr: addr.to_string(),
+        err,
+    };
+    let sockaddr = super::peers::resolve(addr).map_err(bind_err)?;
+    TcpListener::bind(sockaddr).map_err(bind_err)
+}
+
+impl Server {
+    pub fn new(
+        config: Config,
+        clock: Clock,
+        replica: Replica<Waiter>,
+        disk: DiskLog,
+    ) -> Result<Server, ServerError> {
+        let poll = Poll::new()?;
+        let mut client_listener = bind("client", &config.client_addr)?;
+        let mut raft_listener = bind("raft", &config.raft_addr)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let registry = poll.registry();
+        registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
+        registry.register(&mut raft_listener, RAFT_LISTENER, Interest::READABLE)?;
+        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let identity = LocalIdentity {
+            id: config.id,
+            cluster_name: config.cluster_name.clone(),
+            raft_addr: config.raft_addr.clone(),
+            client_addr: config.client_addr.clone(),
+        };
+        let peers = Peers::new(identity, &config.cluster);
+        let tick_ms = super::clock::tick_for(config.heartbeat_ms).as_millis() as u64;
+        let deadline_ticks = (config.election_timeout_ms * 4).div_ceil(tick_ms);
+        info!(
+            "node {} serving clients on {} and peers on {}",
+            config.id, config.client_addr, config.raft_addr
+        );
+        Ok(Server {
+            config,
+            poll,
+            clock,
+            started: Instant::now(),
+            wheel: TimerWheel::new(1024),
+            replica,
+            disk,
+            peers,
+            clients: HashMap::new(),
+            forwards: HashMap::new(),
+            next_forward_id: 1,
+            parked: VecDeque::new(),
+            client_listener,
+            raft_listener,
+            signals,
+            next_token: FIRST_CONNECTION,
+            next_client_id: 1,
+            shutdown: false,
+            completions: Vec::new(),
+            peer_events: Vec::new(),
+            dirty_clients: Vec::new(),
+            deadline_ticks,
+            last_tick: 0,
+            leader_seen: NO_NODE,
+        })
+    }
+
+    fn take_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// Loops until a signal asks it to stop; then finishes the iteration, flushes and returns.
+    pub fn run(&mut self) -> Result<(), ServerError> {
+        let ids: Vec<NodeId> = self.peers.members.keys().copied().collect();
+        for id in ids {
+            let token = self.take_token();
+            self.peers.connect(id, self.poll.registry(), token);
+        }
+        let mut events = Events::with_capacity(1024);
+        while !self.shutdown {
+            let timeout = if self.has_immediate_work() {
+                Duration::ZERO
+            } else {
+                self.clock.until_next_tick()
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err.into()),
+            }
+            for event in events.iter() {
+                self.handle_event(event.token(), event.is_readable(), event.is_writable());
+            }
+            self.iterate()?;
+        }
+        info!("node {} shutting down", self.config.id);
+        self.flush_clients();
+        self.peers.close_all(self.poll.registry());
+        self.disk.storage.sync()?;
+        Ok(())
+    }
+
+    fn has_immediate_work(&self) -> bool {
+        let leader_reachable =
+            self.replica.is_leader() || self.peers.is_connected(self.replica.node().leader_id());
+        (!self.parked.is_empty() && leader_reachable) || !self.dirty_clients.is_empty()
+    }
+
+    /// Everything after the socket events of one iteration.
+    fn iterate(&mut self) -> Result<(), ServerError> {
+        self.handle_peer_events();
+        self.run_timers();
+        self.dispatch_parked();
+        self.process_ready()?;
+        self.deliver_completions();
+        self.flush_clients();
+        self.peers
+            .flush(self.poll.registry(), &mut self.peer_events);
+        Ok(())
+    }
+
+    fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
+        match token {
+            CLIENT_LISTENER => self.accept_clients(),
+            RAFT_LISTENER => self.accept_peers(),
+            SIGNALS => {
+                for signal in self.signals.pending() {
+                    info!("received signal {}; stopping", signal);
+                    self.shutdown = true;
+                }
+            }
+            token if self.peers.owns(token) => {
+                self.peers.ready(
+                    token,
+                    readable,
+                    writable,
+                    self.poll.registry(),
+                    &mut self.peer_events,
+                );
+            }
+            token => {
+                if writable {
+                    self.mark_dirty(token);
+                }
+                if readable {
+                    self.read_client(token);
+                }
+            }
+        }
+    }
+
+    fn accept_clients(&mut self) {
+        loop {
+            match self.client_listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let token = self.take_token();
+                    if let Err(err) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!("cannot register client {}: {}", addr, err);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let id = self.next_client_id;
+                    self.next_client_id += 1;
+                    let authenticated = self.config.requirepass.is_none();
+                    let max = self.config.max_request_bytes as usize;
+                    let client = Client::new(Conn::new(stream), id, max, authenticated);
+                    self.clients.insert(token, client);
+                    debug!("client {} connected from {}", id, addr);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    warn!("accept on the client port failed: {}", err);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_peers(&mut self) {
+        loop {
+            match self.raft_listener.accept() {
+                Ok((stream, _)) => {
+                    let token = self.take_token();
+                    self.peers.accept(stream, self.poll.registry(), token);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    warn!("accept on the raft port failed: {}", err);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and handles requests until the socket is drained, the client
+    /// asked to close, or it has too many replies outstanding.
+    pub(super) fn read_client(&mut self, token: Token) {
+        let mut requests = Vec::new();
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if client.close_after_replies {
+                break;
+            }
+            if client.is_backlogged() {
+                client.read_paused = true;
+                break;
+            }
+            let fill = match client.conn.fill() {
+                Ok(fill) => fill,
+                Err(err) => {
+                    debug!("client {} read failed: {}", client.id, err);
+                    self.close_client(token);
+                    return;
+                }
+            };
+            let mut protocol_error = None;
+            loop {
+                match client.parser.parse(client.conn.input()) {
+                    Ok(Some((argv, used))) => {
+                        client.conn.consume(used);
+                        requests.push(argv);
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        protocol_error = Some(err);
+                        break;
+                    }
+                }
+            }
+            for argv in requests.drain(..) {
+                self.handle_request(token, argv);
+            }
+            if let Some(err) = protocol_error {
+                if let Some(client) = self.clients.get_mut(&token) {
+                    debug!("client {}: {}", client.id, err);
+                    client.reply_now(Reply::Error(err.to_string()));
+                    client.close_after_replies = true;
+                }
+                break;
+            }
+            match fill {
+                Fill::Data => continue,
+                Fill::WouldBlock => break,
+                Fill::Closed => {
+                    if let Some(client) = self.clients.get_mut(&token) {
+                        client.close_after_replies = true;
+                    }
+                    break;
+                }
+            }
+        }
+        self.mark_dirty(token);
+    }
+
+    pub(super) fn mark_dirty(&mut self, token: Token) {
+        self.dirty_clients.push(token);
+    }
+
+    fn close_client(&mut self, token: Token) {
+        if let Some(mut client) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut client.conn.stream);
+            debug!("client {} closed", client.id);
+        }
+    }
+
+    fn flush_clients(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty_clients);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty {
+            let Some(client) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            client.encode_replies();
+            if let Err(err) = client.conn.flush() {
+                debug!("client {} write failed: {}", client.id, err);
+                self.close_client(token);
+                continue;
+            }
+            if client.finished() {
+                self.close_client(token);
+            } else if client.read_paused && !client.is_backlogged() {
+                // Resumed clients may leave new work in `dirty_clients`; the
+                // next poll does not wait for it (see `has_immediate_work`).
+                client.read_paused = false;
+                self.read_client(token);
+            }
+        }
+    }
+
+    fn handle_peer_events(&mut self) {
+        let events = std::mem::take(&mut self.peer_events);
+        for event in events {
+            match event {
+                PeerEvent::Raft(message) => self.replica.step(message),
+                PeerEvent::Forward { from, id, payload } => self.handle_forward(from, id, &payload),
+                PeerEvent::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
+                PeerEvent::Disconnected(id) => self.replica.report_unreachable(id),
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.clock.now_ticks();
+        while self.last_tick < now {
+            self.replica.tick();
+            self.last_tick += 1;
+        }
+        let mut fired = Vec::new();
+        self.wheel.advance(now, &mut fired);
+        for timer in fired {
+            match timer {
+                Timer::Deadline { token, seq } => self.expire(token, seq),
+                Timer::Reconnect(id) => {
+                    let token = self.take_token();
+                    self.peers.connect(id, self.poll.registry(), token);
+                }
+            }
+        }
+        for (id, delay_ms) in std::mem::take(&mut self.peers.reconnects) {
+            let tick_ms = super::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
+            let at = now + delay_ms.div_ceil(tick_ms);
+            self.wheel.schedule(at, Timer::Reconnect(id));
+        }
+    }
+
+    pub(super) fn schedule_deadline(&mut self, token: Token, seq: u64) {
+        let at = self.clock.now_ticks() + self.deadline_ticks;
+        self.wheel.schedule(at, Timer::Deadline { token, seq });
+    }
+
+    fn process_ready(&mut self) -> Result<(), ServerError> {
+        let mut transport = PeerTransport {
+            peers: &mut self.peers,
+            registry: self.poll.registry(),
+            events: &mut self.peer_events,
+        };
+        let outcome = self
+            .replica
+            .handle_ready(&mut self.disk, &mut transport, &mut self.completions)
+            .map_err(|err| ServerError::Fatal(err.to_string()))?;
+        for id in std::mem::take(&mut self.peers.unreachable) {
+            self.replica.report_unreachable(id);
+        }
+        if let Some(soft) = outcome.soft_state {
+            if soft.role == Role::Leader && self.leader_seen != self.config.id {
+                info!(
+                    "node {} became leader in term {}",
+                    self.config.id, soft.term
+                );
+            } else if soft.leader_id != self.leader_seen {
+                if soft.leader_id == NO_NODE {
+                    info!(
+                        "no leader in term {} (role {})",
+                        soft.term,
+                        soft.role.as_str()
+                    );
+                } else {
+                    info!("leader is node {} in term {}", soft.leader_id, soft.term);
+                }
+            }
+            self.leader_seen = soft.leader_id;
+        }
+        Ok(())
+    }
+
+    pub(super) fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// The replica's view of the peer connections.
+struct PeerTransport<'a> {
+    peers: &'a mut Peers,
+    registry: &'a Registry,
+    events: &'a mut Vec<PeerEvent>,
+}
+
+impl Transport for PeerTransport<'_> {
+    fn send(&mut self, message: crate::raft::Message) {
+        self.peers.send_raft(message);
+    }
+    fn flush(&mut self) {
+        self.peers.flush(self.registry, self.events);
+    }
+}

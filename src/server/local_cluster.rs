@@ -1,0 +1,144 @@
+//! `raftkv --local-cluster N`: N nodes on loopback as child processes of this
+//! one, on the default ports, with data under `./data/nodeN`. SIGTERM/SIGINT
+//! stops them all: each child gets SIGTERM, and any still running after a
+//! grace period gets SIGKILL.
+
+use crate::cli::Flags;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::process::{Child, Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const GRACE: Duration = Duration::from_secs(4);
+/// A child that exits this soon after starting is a failed start (say, a port in use).
+const STARTUP: Duration = Duration::from_secs(2);
+
+/// The flags that give node `i` of an `n`-node loopback cluster its identity.
+pub fn node_args(i: u32, n: u32) -> Vec<String> {
+    let cluster: Vec<String> = (1..=n)
+        .map(|j| format!("{}=127.0.0.1:{}", j, 7000 + j))
+        .collect();
+    vec![
+        "--id".into(),
+        i.to_string(),
+        "--raft-addr".into(),
+        format!("127.0.0.1:{}", 7000 + i),
+        "--client-addr".into(),
+        format!("127.0.0.1:{}", 6380 + i),
+        "--cluster".into(),
+        cluster.join(","),
+        "--data-dir".into(),
+        format!("data/node{}", i),
+    ]
+}
+
+fn passthrough(flags: &Flags) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(config) = &flags.config {
+        args.push("--config".into());
+        args.push(config.display().to_string());
+    }
+    for (key, value) in &flags.overrides {
+        args.push(format!("--{}", key.replace('_', "-")));
+        args.push(value.clone());
+    }
+    args
+}
+
+fn terminate(children: &mut [(u32, Child)]) {
+    for (_, child) in children.iter_mut() {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + GRACE;
+    for (i, child) in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!("raftkv: node {} did not stop in time; killing it", i);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// Runs the cluster until a signal; the exit status is 0 after a clean stop.
+pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        if let Err(err) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("raftkv: cannot install a signal handler: {}", err);
+            return ExitCode::from(1);
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("raftkv: cannot find my own executable: {}", err);
+            return ExitCode::from(1);
+        }
+    };
+    let extra = passthrough(flags);
+    let mut children = Vec::new();
+    for i in 1..=nodes {
+        let spawned = Command::new(&exe)
+            .args(node_args(i, nodes))
+            .args(&extra)
+            .spawn();
+        match spawned {
+            Ok(child) => children.push((i, child)),
+            Err(err) => {
+                eprintln!("raftkv: cannot start node {}: {}", i, err);
+                terminate(&mut children);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!(
+        "raftkv: started a {}-node cluster on loopback; connect to any node:",
+        nodes
+    );
+    for i in 1..=nodes {
+        println!(
+            "  node {}: redis-cli -p {}   (client 127.0.0.1:{}, raft 127.0.0.1:{}, data data/node{})",
+            i,
+            6380 + i,
+            6380 + i,
+            7000 + i,
+            i
+        );
+    }
+    println!("Ctrl-C stops all of them.");
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut exited = None;
+        for (i, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some((*i, status));
+            }
+        }
+        if let Some((i, status)) = exited {
+            eprintln!("raftkv: node {} exited ({})", i, status);
+            children.retain(|(j, _)| *j != i);
+            if started.elapsed() < STARTUP || children.is_empty() {
+                terminate(&mut children);
+                return ExitCode::from(1);
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&mut children);
+    println!("raftkv: cluster stopped");
+    ExitCode::SUCCESS
+}

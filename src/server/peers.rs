@@ -1,0 +1,479 @@
+//! Peer connections. Each node dials every other member once and sends all its
+//! messages to that member on that outbound connection; what it receives
+//! arrives on the members' outbound connections to it (inbound here). So no
+//! connection is ever shared by two directions and there is nothing to dedupe.
+//!
+//! The first frame on a connection is the dialer's handshake; an acceptor that
+//! does not like it (another cluster, an unknown id, a bad frame) logs why and
+//! closes that connection only.
+
+use super::conn::{Conn, Fill};
+use crate::kv::Reply;
+use crate::raft::{Message, NodeId};
+use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use crate::wire::peer_msg::PeerMessage;
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// Beyond this much unsent output to one peer, new messages to it are dropped
+/// (Raft tolerates loss; the peer is reported unreachable and probed later).
+const MAX_PEER_BACKLOG: usize = 64 << 20;
+const BACKOFF_MIN_MS: u64 = 20;
+const BACKOFF_MAX_MS: u64 = 1000;
+
+/// What arrived from a peer, for the server to act on.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Raft(Message),
+    Forward {
+        from: NodeId,
+        id: u64,
+        payload: Vec<u8>,
+    },
+    ForwardReply {
+        id: u64,
+        reply: Reply,
+    },
+    Disconnected(NodeId),
+}
+
+/// One member as this node knows it.
+pub struct Peer {
+    pub id: NodeId,
+    pub raft_addr: String,
+    /// Learned from the member's handshake; empty until then.
+    pub client_addr: String,
+    outbound: Option<Token>,
+    outbound_ready: bool,
+    backoff_ms: u64,
+}
+
+enum Side {
+    /// We dialed `peer`; `connected` once the connect finished.
+    Outbound { peer: NodeId, connected: bool },
+    /// They dialed us; `peer` is known after their handshake.
+    Inbound { peer: Option<NodeId> },
+}
+
+struct PeerConn {
+    conn: Conn,
+    side: Side,
+}
+
+/// This node's side of the handshake.
+#[derive(Clone)]
+pub struct LocalIdentity {
+    pub id: NodeId,
+    pub cluster_name: String,
+    pub raft_addr: String,
+    pub client_addr: String,
+}
+
+pub struct Peers {
+    me: LocalIdentity,
+    pub members: BTreeMap<NodeId, Peer>,
+    conns: HashMap<Token, PeerConn>,
+    /// Connections with output to write this iteration.
+    dirty: Vec<Token>,
+    /// (peer, delay in ms) reconnects for the server to put on the timer wheel.
+    pub reconnects: Vec<(NodeId, u64)>,
+    /// Peers a message could not be queued for since the last drain.
+    pub unreachable: Vec<NodeId>,
+}
+
+impl Peers {
+    /// `members` are the other members' (id, raft address); this node excluded.
+    pub fn new(me: LocalIdentity, members: &[(NodeId, String)]) -> Peers {
+        let members = members
+            .iter()
+            .filter(|(id, _)| *id != me.id)
+            .map(|(id, addr)| {
+                (
+                    *id,
+                    Peer {
+                        id: *id,
+                        raft_addr: addr.clone(),
+                        client_addr: String::new(),
+                        outbound: None,
+                        outbound_ready: false,
+                        backoff_ms: BACKOFF_MIN_MS,
+                    },
+                )
+            })
+            .collect();
+        Peers {
+            me,
+            members,
+            conns: HashMap::new(),
+            dirty: Vec::new(),
+            reconnects: Vec::new(),
+            unreachable: Vec::new(),
+        }
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.conns.contains_key(&token)
+    }
+
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|p| p.outbound_ready)
+    }
+
+    pub fn client_addr(&self, id: NodeId) -> Option<&str> {
+        if id == self.me.id {
+            return Some(&self.me.client_addr);
+        }
+        self.members
+            .get(&id)
+            .map(|p| p.client_addr.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// Starts a connection to `id` if it has none. Failure to even start is
+    /// retried later like any other connection failure.
+    pub fn connect(&mut self, id: NodeId, registry: &Registry, token: Token) {
+        let Some(peer) = self.members.get_mut(&id) else {
+            return;
+        };
+        if peer.outbound.is_some() {
+            return;
+        }
+        let stream = resolve(&peer.raft_addr).and_then(|addr| {
+            let mut stream = TcpStream::connect(addr)?;
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match stream {
+            Ok(stream) => {
+                let mut conn = Conn::new(stream);
+                Handshake {
+                    version: PROTOCOL_VERSION,
+                    cluster_name: self.me.cluster_name.clone(),
+                    from: self.me.id,
+                    to: id,
+                    raft_addr: self.me.raft_addr.clone(),
+                    client_addr: self.me.client_addr.clone(),
+                }
+                .encode(conn.output());
+                peer.outbound = Some(token);
+                self.conns.insert(
+                    token,
+                    PeerConn {
+                        conn,
+                        side: Side::Outbound {
+                            peer: id,
+                            connected: false,
+                        },
+                    },
+                );
+            }
+            Err(err) => {
+                debug!("cannot dial peer {} at {}: {}", id, peer.raft_addr, err);
+                self.schedule_reconnect(id);
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self, id: NodeId) {
+        if let Some(peer) = self.members.get_mut(&id) {
+            self.reconnects.push((id, peer.backoff_ms));
+            peer.backoff_ms = (peer.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+
+    /// A connection someone made to our raft port.
+    pub fn accept(&mut self, mut stream: TcpStream, registry: &Registry, token: Token) {
+        if let Err(err) = registry.register(&mut stream, token, Interest::READABLE) {
+            warn!("cannot register inbound peer connection: {}", err);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.conns.insert(
+            token,
+            PeerConn {
+                conn: Conn::new(stream),
+                side: Side::Inbound { peer: None },
+            },
+        );
+    }
+
+    /// Handles readiness on a peer connection, pushing what arrived onto `events`.
+    pub fn ready(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        registry: &Registry,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        let result = self.ready_inner(token, readable, writable, events);
+        if let Err(reason) = result {
+            self.close(token, registry, &reason, events);
+        }
+    }
+
+    fn ready_inner(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        events: &mut Vec<PeerEvent>,
+    ) -> Result<(), String> {
+        let Some(pc) = self.conns.get_mut(&token) else {
+            return Ok(());
+        };
+        if let Side::Outbound {
+            peer,
+            connected: false,
+        } = pc.side
+        {
+            if !writable && !readable {
+                return Ok(());
+            }
+            match connect_finished(&pc.conn.stream)? {
+                false => return Ok(()),
+                true => {
+                    pc.side = Side::Outbound {
+                        peer,
+                        connected: true,
+                    };
+                    let _ = pc.conn.stream.set_nodelay(true);
+                    if let Some(member) = self.members.get_mut(&peer) {
+                        member.outbound_ready = true;
+                        member.backoff_ms = BACKOFF_MIN_MS;
+                    }
+                    info!("connected to peer {}", peer);
+                }
+            }
+        }
+        if writable || matches!(pc.side, Side::Outbound { .. }) {
+            pc.conn
+                .flush()
+                .map_err(|e| format!("write failed: {}", e))?;
+        }
+        if readable {
+            self.read_frames(token, events)?;
+        }
+        Ok(())
+    }
+
+    fn read_frames(&mut self, token: Token, events: &mut Vec<PeerEvent>) -> Result<(), String> {
+        loop {
+            let Some(pc) = self.conns.get_mut(&token) else {
+                return Ok(());
+            };
+            let fill = pc.conn.fill().map_err(|e| format!("read failed: {}", e))?;
+            self.decode_frames(token, events)?;
+            match fill {
+                Fill::Data => continue,
+                Fill::WouldBlock => return Ok(()),
+                Fill::Closed => return Err("closed by peer".to_string()),
+            }
+        }
+    }
+
+    fn decode_frames(&mut self, token: Token, events: &mut Vec<PeerEvent>) -> Result<(), String> {
+        loop {
+            let Some(pc) = self.conns.get_mut(&token) else {
+                return Ok(());
+            };
+            let decoded = match frame::decode_frame(pc.conn.input(), MAX_FRAME_BYTES) {
+                Ok(None) => return Ok(()),
+                Ok(Some((kind, body, used))) => (kind, decode_body(kind, body), used),
+                Err(err) => return Err(format!("bad frame: {}", err)),
+            };
+            let (kind, body, used) = decoded;
+            pc.conn.consume(used);
+            match (&mut pc.side, body) {
+                (Side::Inbound { peer: None }, Body::Handshake(hs)) => {
+                    let id = self.check_handshake(&hs)?;
+                    if let Some(pc) = self.conns.get_mut(&token) {
+                        pc.side = Side::Inbound { peer: Some(id) };
+                    }
+                }
+                (Side::Inbound { peer: None }, _) => {
+                    return Err(format!("expected a handshake, got a {:?} frame", kind))
+                }
+                (Side::Inbound { peer: Some(from) }, Body::Message(msg)) => {
+                    let from = *from;
+                    events.push(peer_event(from, msg)?);
+                }
+                (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
+                (Side::Outbound { .. }, _) | (Side::Inbound { .. }, _) => {
+                    return Err(format!("unexpected {:?} frame", kind))
+                }
+            }
+        }
+    }
+
+    fn check_handshake(&mut self, hs: &Handshake) -> Result<NodeId, String> {
+        if hs.version != PROTOCOL_VERSION {
+            return Err(format!("peer speaks protocol version {}", hs.version));
+        }
+        if hs.cluster_name != self.me.cluster_name {
+            return Err(format!(
+                "node {} belongs to cluster '{}', not '{}'",
+                hs.from, hs.cluster_name, self.me.cluster_name
+            ));
+        }
+        if hs.to != self.me.id {
+            return Err(format!(
+                "node {} dialed node {} but this is node {}",
+                hs.from, hs.to, self.me.id
+            ));
+        }
+        let Some(member) = self.members.get_mut(&hs.from) else {
+            return Err(format!("node {} is not a member of this cluster", hs.from));
+        };
+        if member.client_addr != hs.client_addr {
+            member.client_addr = hs.client_addr.clone();
+        }
+        info!("peer {} connected from {}", hs.from, hs.raft_addr);
+        Ok(hs.from)
+    }
+
+    fn close(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        reason: &str,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        let Some(mut pc) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = registry.deregister(&mut pc.conn.stream);
+        match pc.side {
+            Side::Outbound { peer, connected } => {
+                if let Some(member) = self.members.get_mut(&peer) {
+                    member.outbound = None;
+                    member.outbound_ready = false;
+                }
+                if connected {
+                    info!("disconnected from peer {}: {}", peer, reason);
+                    events.push(PeerEvent::Disconnected(peer));
+                } else {
+                    debug!("connecting to peer {} failed: {}", peer, reason);
+                }
+                self.schedule_reconnect(peer);
+            }
+            Side::Inbound { peer: Some(peer) } => {
+                info!("peer {} closed its connection to us: {}", peer, reason)
+            }
+            Side::Inbound { peer: None } => {
+                warn!("refused peer connection: {}", reason)
+            }
+        }
+    }
+
+    /// Queues a message on the outbound connection to `to`; false if it was dropped.
+    pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
+        let Some(token) = self
+            .members
+            .get(&to)
+            .filter(|p| p.outbound_ready)
+            .and_then(|p| p.outbound)
+        else {
+            return false;
+        };
+        let Some(pc) = self.conns.get_mut(&token) else {
+            return false;
+        };
+        if pc.conn.pending_output() > MAX_PEER_BACKLOG {
+            return false;
+        }
+        let was_idle = pc.conn.pending_output() == 0;
+        message.encode(pc.conn.output());
+        if was_idle {
+            self.dirty.push(token);
+        }
+        true
+    }
+
+    pub fn send_raft(&mut self, message: Message) {
+        let to = message.to;
+        if !self.send(to, &PeerMessage::Raft(message)) {
+            self.unreachable.push(to);
+        }
+    }
+
+    /// Writes every connection's pending output.
+    pub fn flush(&mut self, registry: &Registry, events: &mut Vec<PeerEvent>) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for token in &dirty {
+            let failed = match self.conns.get_mut(token) {
+                Some(pc) => pc.conn.flush().err(),
+                None => None,
+            };
+            if let Some(err) = failed {
+                self.close(*token, registry, &format!("write failed: {}", err), events);
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&mut self, registry: &Registry) {
+        for (_, mut pc) in self.conns.drain() {
+            let _ = pc.conn.flush();
+            let _ = registry.deregister(&mut pc.conn.stream);
+        }
+    }
+}
+
+enum Body {
+    Handshake(Handshake),
+    Message(PeerMessage),
+    Bad(frame::FrameError),
+}
+
+fn decode_body(kind: FrameKind, body: &[u8]) -> Body {
+    let decoded = if kind == FrameKind::Handshake {
+        Handshake::decode(body).map(Body::Handshake)
+    } else {
+        PeerMessage::decode(kind, body).map(Body::Message)
+    };
+    decoded.unwrap_or_else(Body::Bad)
+}
+
+fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
+    match message {
+        PeerMessage::Raft(msg) if msg.from == from => Ok(PeerEvent::Raft(msg)),
+        PeerMessage::Raft(msg) => Err(format!(
+            "peer {} sent a message claiming to be from {}",
+            from, msg.from
+        )),
+        PeerMessage::Forward { id, payload } => Ok(PeerEvent::Forward { from, id, payload }),
+        PeerMessage::ForwardReply { id, reply } => Ok(PeerEvent::ForwardReply { id, reply }),
+        PeerMessage::SnapshotChunk { .. } => Err("snapshot chunks are not supported yet".into()),
+    }
+}
+
+/// Whether a non-blocking connect has finished (mio's `TcpStream::connect` steps):
+/// an error means it failed; `NotConnected` from `peer_addr` means not yet.
+fn connect_finished(stream: &TcpStream) -> Result<bool, String> {
+    if let Ok(Some(err)) | Err(err) = stream.take_error() {
+        return Err(format!("connect failed: {}", err));
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(err) => Err(format!("connect failed: {}", err)),
+    }
+}
+
+/// Resolves a configured host:port (a literal address, or a name once per dial).
+pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    if let Ok(parsed) = addr.parse() {
+        return Ok(parsed);
+    }
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {}", addr)))
+}

@@ -1,0 +1,514 @@
+//! What the node does with each client request: connection commands are
+//! answered on the spot; key-value commands go to the core when this node
+//! leads, to the leader over the peer link when it follows, or wait (parked)
+//! until a leader is known, for at most `election_timeout_ms * 4`.
+
+use super::clients::{Multi, Pending};
+use super::event_loop::{Forwarded, Server, Waiter};
+use super::info::{self, InfoContext};
+use crate::kv::{Command, Reply};
+use crate::raft::{NodeId, ProposeError};
+use crate::replica::Refused;
+use crate::wire::peer_msg::PeerMessage;
+use crate::wire::resp::Protocol;
+use mio::Token;
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+fn error(text: &str) -> Reply {
+    Reply::Error(text.to_string())
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(text.as_bytes().to_vec())
+}
+
+fn wrong_arity(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name
+    ))
+}
+
+/// Lower-cases a command name for matching; names longer than any command
+/// become "" (and then fall through to the key-value parser, which rejects them).
+fn command_name(raw: &[u8]) -> String {
+    if raw.len() > 32 {
+        return String::new();
+    }
+    String::from_utf8_lossy(raw).to_ascii_lowercase()
+}
+
+fn is_tryagain(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(text) if text.starts_with("TRYAGAIN"))
+}
+
+impl Server {
+    pub(super) fn handle_request(&mut self, token: Token, argv: Vec<Vec<u8>>) {
+        let Some(first) = argv.first() else {
+            return;
+        };
+        let name = command_name(first);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if !client.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+            client.reply_now(error(NOAUTH));
+            return;
+        }
+        if client.multi.is_some()
+            && !matches!(
+                name.as_str(),
+                "exec" | "discard" | "multi" | "watch" | "quit"
+            )
+        {
+            self.queue_in_multi(token, &name, argv);
+            return;
+        }
+        let reply = match name.as_str() {
+            "ping" => Some(match argv.len() {
+                1 => Reply::Status("PONG".into()),
+                2 => Reply::Bulk(argv[1].clone()),
+                _ => wrong_arity("ping"),
+            }),
+            "echo" if argv.len() == 2 => Some(Reply::Bulk(argv[1].clone())),
+            "echo" => Some(wrong_arity("echo")),
+            "quit" => {
+                client.close_after_replies = true;
+                Some(Reply::Ok)
+            }
+            "auth" => Some(self.auth(token, &argv)),
+            "hello" => Some(self.hello(token, &argv)),
+            "info" => Some(Reply::Bulk(self.info().into_bytes())),
+            "client" => Some(self.client_command(token, &argv)),
+            "command" => Some(Reply::Array(Vec::new())),
+            "select" => Some(match argv.get(1).map(|a| a.as_slice()) {
+                Some(b"0") if argv.len() == 2 => Reply::Ok,
+                Some(_) if argv.len() == 2 => error("ERR DB index is out of range"),
+                _ => wrong_arity("select"),
+            }),
+            "config" => Some(config_command(&argv)),
+            "multi" => Some(self.multi(token)),
+            "exec" => self.exec(token),
+            "discard" => Some(match client.multi.take() {
+                Some(_) => Reply::Ok,
+                None => error("ERR DISCARD without MULTI"),
+            }),
+            "watch" => Some(error("ERR WATCH is not supported")),
+            "unwatch" => Some(Reply::Ok),
+            "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
+            _ => match Command::parse(argv) {
+                Ok(command) => {
+                    self.submit(token, command);
+                    None
+                }
+                Err(err) => Some(Reply::Error(err.to_string())),
+            },
+        };
+        if let (Some(reply), Some(client)) = (reply, self.clients.get_mut(&token)) {
+            client.reply_now(reply);
+        }
+    }
+
+    fn queue_in_multi(&mut self, token: Token, name: &str, argv: Vec<Vec<u8>>) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let Some(multi) = client.multi.as_mut() else {
+            return;
+        };
+        let connection_command = matches!(
+            name,
+            "ping"
+                | "echo"
+                | "auth"
+                | "hello"
+                | "info"
+                | "client"
+                | "command"
+                | "select"
+                | "config"
+                | "unwatch"
+                | "dbsize"
+        );
+        let reply = if connection_command {
+            multi.failed = true;
+            Reply::Error(format!(
+                "ERR '{}' is not supported inside MULTI (only key-value commands are)",
+                name
+            ))
+        } else {
+            match Command::parse(argv) {
+                Ok(command) => {
+                    multi.queued.push(command);
+                    Reply::Status("QUEUED".into())
+                }
+                Err(err) => {
+                    multi.failed = true;
+                    Reply::Error(err.to_string())
+                }
+            }
+        };
+        client.reply_now(reply);
+    }
+
+    fn multi(&mut self, token: Token) -> Reply {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        if client.multi.is_some() {
+            return error("ERR MULTI calls can not be nested");
+        }
+        client.multi = Some(Multi {
+            queued: Vec::new(),
+            failed: false,
+        });
+        Reply::Ok
+    }
+
+    /// EXEC: the queued commands become one log entry. `None` when submitted.
+    fn exec(&mut self, token: Token) -> Option<Reply> {
+        let client = self.clients.get_mut(&token)?;
+        let Some(multi) = client.multi.take() else {
+            return Some(error("ERR EXEC without MULTI"));
+        };
+        if multi.failed {
+            return Some(error(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
+        }
+        if multi.queued.is_empty() {
+            return Some(Reply::Array(Vec::new()));
+        }
+        self.submit(token, Command::Multi(multi.queued));
+        None
+    }
+
+    fn auth(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        let password = match argv.len() {
+            2 => &argv[1],
+            3 if argv[1] == b"default" => &argv[2],
+            3 => return error("WRONGPASS invalid password"),
+            _ => return wrong_arity("auth"),
+        };
+        let Some(expected) = self.config.requirepass.as_deref() else {
+            return error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        };
+        let ok = password.as_slice() == expected.as_bytes();
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.authenticated |= ok;
+        }
+        if ok {
+            Reply::Ok
+        } else {
+            error("WRONGPASS invalid password")
+        }
+    }
+
+    fn hello(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        let mut protocol = None;
+        let mut rest = &argv[1..];
+        if let Some(version) = rest.first() {
+            protocol = match std::str::from_utf8(version)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                Some(2) => Some(Protocol::Resp2),
+                Some(3) => Some(Protocol::Resp3),
+                Some(_) => return error("NOPROTO unsupported protocol version"),
+                None => return error("ERR Protocol version is not an integer or out of range"),
+            };
+            rest = &rest[1..];
+        }
+        let mut name = None;
+        while let Some(option) = rest.first() {
+            let option = command_name(option);
+            match (option.as_str(), rest.len()) {
+                ("auth", n) if n >= 3 => {
+                    let auth = [b"auth".to_vec(), rest[1].clone(), rest[2].clone()];
+                    if self.config.requirepass.is_some() {
+                        if let reply @ Reply::Error(_) = self.auth(token, &auth) {
+                            return reply;
+                        }
+                    }
+                    rest = &rest[3..];
+                }
+                ("setname", n) if n >= 2 => {
+                    name = Some(String::from_utf8_lossy(&rest[1]).into_owned());
+                    rest = &rest[2..];
+                }
+                _ => return Reply::Error(format!("ERR Syntax error in HELLO option '{}'", option)),
+            }
+        }
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        if !client.authenticated {
+            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        if let Some(protocol) = protocol {
+            client.protocol = protocol;
+        }
+        if name.is_some() {
+            client.name = name;
+        }
+        let proto = match client.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        info::hello_reply(client.id, proto)
+    }
+
+    fn client_command(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        let Some(sub) = argv.get(1) else {
+            return wrong_arity("client");
+        };
+        match (command_name(sub).as_str(), argv.len()) {
+            ("setname", 3) => {
+                client.name = Some(String::from_utf8_lossy(&argv[2]).into_owned());
+                Reply::Ok
+            }
+            ("getname", 2) => match &client.name {
+                Some(name) => bulk(name),
+                None => Reply::Nil,
+            },
+            ("id", 2) => Reply::Integer(client.id as i64),
+            ("setinfo", _) | ("maint_notifications", _) | ("no-evict", _) | ("no-touch", _) => {
+                Reply::Ok
+            }
+            (other, _) => Reply::Error(format!(
+                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                other
+            )),
+        }
+    }
+
+    fn info(&self) -> String {
+        let status = self.replica.status();
+        let mut addresses: Vec<(NodeId, String)> = self
+            .peers
+            .members
+            .values()
+            .map(|p| (p.id, p.raft_addr.clone()))
+            .collect();
+        addresses.push((self.config.id, self.config.raft_addr.clone()));
+        let leader_client_addr = self.peers.client_addr(status.leader_id).unwrap_or("");
+        info::info_text(&InfoContext {
+            status: &status,
+            addresses: &addresses,
+            leader_client_addr,
+            keys: self.replica.kv().len(),
+            connected_clients: self.clients.len(),
+            uptime_secs: self.uptime_secs(),
+            log_bytes: self.disk.storage.log_bytes(),
+        })
+    }
+
+    /// A key-value command from a client: open its reply slot with a
+    /// deadline, then route it.
+    fn submit(&mut self, token: Token, command: Command) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let seq = client.open_slot(Pending::Parked);
+        self.schedule_deadline(token, seq);
+        self.route(token, seq, command);
+    }
+
+    /// Sends a client request where it can be served now, or parks it.
+    fn route(&mut self, token: Token, seq: u64, command: Command) {
+        let write = command.is_write();
+        let waiter = Waiter::Client { token, seq };
+        if self.replica.is_leader() {
+            match self.propose_or_read(command, waiter) {
+                Ok(()) => self.set_pending(
+                    token,
+                    seq,
+                    Pending::InFlight {
+                        write,
+                        forward: None,
+                    },
+                ),
+                Err(refused) => self.parked.push_back((token, seq, refused.command)),
+            }
+            return;
+        }
+        let leader = self.replica.node().leader_id();
+        if self.peers.is_connected(leader) {
+            let id = self.next_forward_id;
+            let mut payload = Vec::new();
+            command.encode(&mut payload);
+            if self
+                .peers
+                .send(leader, &PeerMessage::Forward { id, payload })
+            {
+                self.next_forward_id += 1;
+                self.forwards.insert(
+                    id,
+                    Forwarded {
+                        token,
+                        seq,
+                        command,
+                    },
+                );
+                self.set_pending(
+                    token,
+                    seq,
+                    Pending::InFlight {
+                        write,
+                        forward: Some(id),
+                    },
+                );
+                return;
+            }
+        }
+        self.parked.push_back((token, seq, command));
+    }
+
+    fn propose_or_read(&mut self, command: Command, waiter: Waiter) -> Result<(), Refused<Waiter>> {
+        if command.is_write() {
+            self.replica.propose(command, waiter)
+        } else {
+            self.replica.read(command, waiter)
+        }
+    }
+
+    fn set_pending(&mut self, token: Token, seq: u64, pending: Pending) {
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.set_pending(seq, pending);
+        }
+    }
+
+    /// Routes the parked requests again once a leader may serve them.
+    pub(super) fn dispatch_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let leader = self.replica.node().leader_id();
+        if !self.replica.is_leader() && !self.peers.is_connected(leader) {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for (token, seq, command) in parked {
+            let still_waiting = self
+                .clients
+                .get(&token)
+                .is_some_and(|c| c.pending(seq) == Some(Pending::Parked));
+            if still_waiting {
+                self.route(token, seq, command);
+            }
+        }
+    }
+
+    /// A request forwarded to us by a follower that believes we lead.
+    pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, payload: &[u8]) {
+        let waiter = Waiter::Peer { from, id };
+        let command = match Command::decode(payload) {
+            Ok(command) => command,
+            Err(err) => {
+                let reply = Reply::Error(format!("ERR forwarded request: {}", err));
+                self.peers
+                    .send(from, &PeerMessage::ForwardReply { id, reply });
+                return;
+            }
+        };
+        if let Err(refused) = self.propose_or_read(command, waiter) {
+            // Nothing was appended, so the follower may safely route it again.
+            let reply = match refused.error {
+                ProposeError::NotLeader { .. } => error("TRYAGAIN not the leader"),
+                ProposeError::TransferInProgress => error("TRYAGAIN leadership transfer"),
+                ProposeError::NotReady => error("TRYAGAIN leader not ready"),
+            };
+            self.peers
+                .send(from, &PeerMessage::ForwardReply { id, reply });
+        }
+    }
+
+    pub(super) fn handle_forward_reply(&mut self, id: u64, reply: Reply) {
+        let Some(forwarded) = self.forwards.remove(&id) else {
+            return;
+        };
+        let Forwarded {
+            token,
+            seq,
+            command,
+        } = forwarded;
+        if is_tryagain(&reply) {
+            // The leader we asked did not take it: it was not applied, try elsewhere.
+            let still_waiting = self
+                .clients
+                .get(&token)
+                .is_some_and(|c| c.pending(seq).is_some());
+            if still_waiting {
+                self.set_pending(token, seq, Pending::Parked);
+                self.parked.push_back((token, seq, command));
+            }
+            return;
+        }
+        self.complete(Waiter::Client { token, seq }, reply);
+    }
+
+    fn complete(&mut self, waiter: Waiter, reply: Reply) {
+        match waiter {
+            Waiter::Client { token, seq } => {
+                if let Some(client) = self.clients.get_mut(&token) {
+                    if client.complete(seq, reply) {
+                        self.mark_dirty(token);
+                    }
+                }
+            }
+            Waiter::Peer { from, id } => {
+                self.peers
+                    .send(from, &PeerMessage::ForwardReply { id, reply });
+            }
+        }
+    }
+
+    pub(super) fn deliver_completions(&mut self) {
+        let done = std::mem::take(&mut self.completions);
+        for completion in done {
+            self.complete(completion.waiter, completion.reply);
+        }
+    }
+
+    /// A request's deadline passed without a reply.
+    pub(super) fn expire(&mut self, token: Token, seq: u64) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let reply = match client.pending(seq) {
+            None => return,
+            Some(Pending::Parked) => error("TRYAGAIN no leader"),
+            Some(Pending::InFlight { write, forward }) => {
+                if let Some(id) = forward {
+                    self.forwards.remove(&id);
+                }
+                if write {
+                    error("TIMEOUT outcome unknown")
+                } else {
+                    error("TRYAGAIN no quorum")
+                }
+            }
+        };
+        if client.complete(seq, reply) {
+            self.mark_dirty(token);
+        }
+    }
+}
+
+/// CONFIG GET: enough for redis-benchmark and friends (they ask for `save`
+/// and `appendonly`); every parameter reads as absent.
+fn config_command(argv: &[Vec<u8>]) -> Reply {
+    match argv.get(1).map(|sub| command_name(sub)) {
+        Some(sub) if sub == "get" && argv.len() >= 3 => Reply::Map(Vec::new()),
+        Some(sub) if sub == "get" => wrong_arity("config|get"),
+        Some(sub) => Reply::Error(format!(
+            "ERR unknown subcommand '{}'. raftkv supports CONFIG GET only.",
+            sub
+        )),
+        None => wrong_arity("config"),
+    }
+}
