@@ -1,0 +1,129 @@
+//! The binary's command line and start-up contract (SPEC §1, §2, §4): exit
+//! status 2 with one line naming the problem for bad flags and config, exit
+//! status 1 for a data dir it cannot use, and never a silent reset.
+
+mod common;
+
+use common::{free_port, BIN};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run raftkv")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--config",
+        "--local-cluster",
+        "--data-dir",
+        "--election-timeout-ms",
+        "--requirepass",
+    ] {
+        assert!(text.contains(flag), "--help does not mention {}", flag);
+    }
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("raftkv {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_bad_flag_exits_2_with_one_line() {
+    let output = run(&["--colour", "red"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(
+        err.starts_with("raftkv: ") && err.contains("colour"),
+        "{}",
+        err
+    );
+}
+
+#[test]
+fn a_missing_required_setting_exits_2_naming_it() {
+    let output = run(&[
+        "--id",
+        "1",
+        "--raft-addr",
+        "127.0.0.1:1",
+        "--client-addr",
+        "127.0.0.1:2",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(
+        err.contains("cluster") || err.contains("data_dir"),
+        "{}",
+        err
+    );
+}
+
+#[test]
+fn an_unknown_config_key_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.conf");
+    std::fs::write(&path, "id = 1\n# a comment\n\ncolour = red\n").unwrap();
+    let path_arg = path.display().to_string();
+    let output = run(&["--config", &path_arg]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        format!("raftkv: {}:4: unknown key 'colour'", path_arg)
+    );
+}
+
+fn node_args(data_dir: &str) -> Vec<String> {
+    let raft = format!("127.0.0.1:{}", free_port());
+    vec![
+        "--id".into(),
+        "1".into(),
+        "--raft-addr".into(),
+        raft.clone(),
+        "--client-addr".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--cluster".into(),
+        format!("1={}", raft),
+        "--data-dir".into(),
+        data_dir.into(),
+    ]
+}
+
+#[test]
+fn a_corrupt_stable_file_stops_the_node_with_status_1_and_keeps_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let garbage = b"this is not a stable file, and it must not be wiped".to_vec();
+    std::fs::write(data.join("stable"), &garbage).unwrap();
+    let args = node_args(&data.display().to_string());
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("stable"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(data.join("stable")).unwrap(), garbage);
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_created_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let inside_file = file.join("data").display().to_string();
+    let args = node_args(&inside_file);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("a-file"), "{}", stderr(&output));
+}

@@ -1,0 +1,397 @@
+//! The real binary, three processes on free loopback ports: commands through
+//! the leader and a follower, `kill -9` under load, garbage on both ports,
+//! and a node of another cluster that must not join.
+
+mod common;
+
+use common::{bulk, wait_for, Client, Cluster};
+use raftkv::kv::Reply;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn int(n: i64) -> Reply {
+    Reply::Integer(n)
+}
+
+fn exercise_commands(client: &mut Client, tag: &str) {
+    let k = |name: &str| format!("{}:{}", tag, name);
+    assert_eq!(client.cmd_retry(&["SET", &k("a"), "1"]), Reply::Ok);
+    assert_eq!(client.cmd(&["GET", &k("a")]), bulk("1"));
+    assert_eq!(client.cmd(&["INCR", &k("a")]), int(2));
+    assert_eq!(client.cmd(&["INCRBY", &k("a"), "40"]), int(42));
+    assert_eq!(client.cmd(&["MSET", &k("b"), "x", &k("c"), "y"]), Reply::Ok);
+    assert_eq!(
+        client.cmd(&["MGET", &k("a"), &k("b"), &k("c"), &k("none")]),
+        Reply::Array(vec![bulk("42"), bulk("x"), bulk("y"), Reply::Nil])
+    );
+    assert_eq!(
+        client.cmd(&["EXISTS", &k("a"), &k("a"), &k("none")]),
+        int(2)
+    );
+    assert_eq!(client.cmd(&["DEL", &k("a"), &k("b"), &k("none")]), int(2));
+    assert_eq!(client.cmd(&["GET", &k("a")]), Reply::Nil);
+    match client.cmd(&["INCR", &k("c")]) {
+        Reply::Error(e) => assert_eq!(e, "ERR value is not an integer or out of range"),
+        other => panic!("INCR on a non-integer answered {:?}", other),
+    }
+    // Binary-safe: every byte value, including \0 and \r\n, survives.
+    let value: Vec<u8> = (0..=255u8).collect();
+    let key = k("bin").into_bytes();
+    client.send(&[b"SET", &key, &value]);
+    assert_eq!(client.read(), Reply::Ok);
+    client.send(&[b"GET", &key]);
+    assert_eq!(client.read(), Reply::Bulk(value));
+}
+
+#[test]
+fn commands_work_through_the_leader_and_a_follower() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    exercise_commands(&mut cluster.client(leader), "via-leader");
+    exercise_commands(&mut cluster.client(follower), "via-follower");
+
+    // A write through the follower is readable through the leader and vice versa.
+    let mut to_follower = cluster.client(follower);
+    let mut to_leader = cluster.client(leader);
+    assert_eq!(
+        to_follower.cmd(&["SET", "shared", "from-follower"]),
+        Reply::Ok
+    );
+    assert_eq!(to_leader.cmd(&["GET", "shared"]), bulk("from-follower"));
+    assert_eq!(to_leader.cmd(&["SET", "shared", "from-leader"]), Reply::Ok);
+    assert_eq!(to_follower.cmd(&["GET", "shared"]), bulk("from-leader"));
+}
+
+#[test]
+fn pipelined_requests_get_replies_in_order_on_every_node() {
+    let cluster = Cluster::start(3);
+    for i in 0..3 {
+        let mut client = cluster.client(i);
+        let counter = format!("ctr{}", i);
+        let mut batch = Vec::new();
+        for n in 0..200 {
+            let key = format!("p{}:{}", i, n);
+            raftkv::wire::resp::encode_request(&[b"SET", key.as_bytes(), b"v"], &mut batch);
+            raftkv::wire::resp::encode_request(&[b"INCR", counter.as_bytes()], &mut batch);
+            raftkv::wire::resp::encode_request(&[b"GET", key.as_bytes()], &mut batch);
+        }
+        client.send_raw(&batch).expect("write pipeline");
+        for n in 0..200 {
+            assert_eq!(client.read(), Reply::Ok, "SET #{} on node {}", n, i + 1);
+            assert_eq!(client.read(), int(n + 1), "INCR #{} on node {}", n, i + 1);
+            assert_eq!(client.read(), bulk("v"), "GET #{} on node {}", n, i + 1);
+        }
+    }
+}
+
+#[test]
+fn inline_commands_as_typed_into_netcat() {
+    let cluster = Cluster::start(3);
+    for i in 0..3 {
+        let mut stream = TcpStream::connect(cluster.nodes[i].client_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let key = format!("inl{}", i);
+        let typed = format!(
+            "SET {k} \"hello world\"\r\nget {k}\nEXISTS {k} nope\nPING\r\n",
+            k = key
+        );
+        std::io::Write::write_all(&mut stream, typed.as_bytes()).unwrap();
+        let expected = b"+OK\r\n$11\r\nhello world\r\n:1\r\n+PONG\r\n";
+        let mut got = vec![0u8; expected.len()];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected)
+        );
+    }
+}
+
+/// Writers that record what was acknowledged, spreading over all nodes and
+/// moving on when a node dies.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+    acked_sets: Arc<Mutex<HashMap<String, String>>>,
+    incr_replies: Arc<Mutex<Vec<i64>>>,
+}
+
+fn start_load(cluster: &Cluster, writers: usize) -> Load {
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_sets = Arc::new(Mutex::new(HashMap::new()));
+    let incr_replies = Arc::new(Mutex::new(Vec::new()));
+    let handles = (0..writers)
+        .map(|w| {
+            let (addrs, stop) = (addrs.clone(), Arc::clone(&stop));
+            let (acked_sets, incr_replies) = (Arc::clone(&acked_sets), Arc::clone(&incr_replies));
+            thread::spawn(move || {
+                let mut node = w % addrs.len();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut client) = Client::try_connect(&addrs[node]) else {
+                        node = (node + 1) % addrs.len();
+                        thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
+                        client.send(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                        match client.try_read() {
+                            Some(Reply::Ok) => {
+                                acked_sets.lock().unwrap().insert(key, value);
+                            }
+                            Some(Reply::Error(_)) => {}
+                            Some(other) => panic!("SET answered {:?}", other),
+                            None => break,
+                        }
+                        client.send(&[b"INCR", b"counter"]);
+                        match client.try_read() {
+                            Some(Reply::Integer(v)) => incr_replies.lock().unwrap().push(v),
+                            Some(Reply::Error(_)) => {}
+                            Some(other) => panic!("INCR answered {:?}", other),
+                            None => break,
+                        }
+                    }
+                    node = (node + 1) % addrs.len();
+                }
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        handles,
+        acked_sets,
+        incr_replies,
+    }
+}
+
+impl Load {
+    fn finish(self) -> (HashMap<String, String>, Vec<i64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            handle.join().expect("writer thread");
+        }
+        let sets = std::mem::take(&mut *self.acked_sets.lock().unwrap());
+        let incrs = std::mem::take(&mut *self.incr_replies.lock().unwrap());
+        (sets, incrs)
+    }
+}
+
+fn info_u64(cluster: &Cluster, i: usize, field: &str) -> u64 {
+    cluster.info(i)[field].parse().expect("numeric INFO field")
+}
+
+/// Every acknowledged SET readable through node `via`, and the INCR replies unique.
+fn check_acknowledged(
+    cluster: &Cluster,
+    via: usize,
+    sets: &HashMap<String, String>,
+    incrs: &[i64],
+) {
+    let mut client = cluster.client(via);
+    for (key, value) in sets {
+        assert_eq!(
+            client.cmd_retry(&["GET", key]),
+            bulk(value),
+            "acknowledged write {} lost",
+            key
+        );
+    }
+    let unique: HashSet<i64> = incrs.iter().copied().collect();
+    assert_eq!(unique.len(), incrs.len(), "an INCR reply was given twice");
+    if let Some(max) = incrs.iter().max() {
+        match client.cmd_retry(&["GET", "counter"]) {
+            Reply::Bulk(v) => {
+                let final_value: i64 = String::from_utf8_lossy(&v).parse().unwrap();
+                assert!(
+                    final_value >= *max,
+                    "counter {} below an acknowledged {}",
+                    final_value,
+                    max
+                );
+            }
+            other => panic!("GET counter answered {:?}", other),
+        }
+    }
+}
+
+/// Waits until all running nodes have applied the same index and hold the same keys.
+fn wait_converged(cluster: &Cluster) {
+    wait_for(Duration::from_secs(20), "nodes to converge", || {
+        let running: Vec<usize> = (0..3).filter(|&i| cluster.is_running(i)).collect();
+        let states: Vec<(u64, String)> = running
+            .iter()
+            .map(|&i| {
+                let info = cluster.info(i);
+                (info["applied_index"].parse().unwrap(), info["keys"].clone())
+            })
+            .collect();
+        let commit = info_u64(
+            cluster,
+            cluster.wait_for_leader(Duration::from_secs(10)),
+            "commit_index",
+        );
+        states
+            .iter()
+            .all(|s| s == &states[0] && s.0 >= commit)
+            .then_some(())
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_the_leader() {
+    let mut cluster = Cluster::start(3);
+    let old_leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let load = start_load(&cluster, 6);
+    thread::sleep(Duration::from_millis(800));
+    cluster.kill(old_leader);
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, old_leader);
+    // The new leader serves writes.
+    let before = load.acked_sets.lock().unwrap().len();
+    wait_for(
+        Duration::from_secs(10),
+        "writes under the new leader",
+        || (load.acked_sets.lock().unwrap().len() > before + 50).then_some(()),
+    );
+    cluster.spawn(old_leader);
+    thread::sleep(Duration::from_millis(800));
+    let (sets, incrs) = load.finish();
+    assert!(
+        sets.len() > 100,
+        "too few writes acknowledged: {}",
+        sets.len()
+    );
+    wait_converged(&cluster);
+    check_acknowledged(&cluster, old_leader, &sets, &incrs);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_every_node() {
+    let mut cluster = Cluster::start(3);
+    let load = start_load(&cluster, 4);
+    thread::sleep(Duration::from_millis(1500));
+    // Kill all three while writes are in flight, then stop the writers.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let (sets, incrs) = load.finish();
+    assert!(
+        sets.len() > 50,
+        "too few writes acknowledged: {}",
+        sets.len()
+    );
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_for_leader(Duration::from_secs(15));
+    for i in 0..3 {
+        check_acknowledged(&cluster, i, &sets, &incrs);
+    }
+    wait_converged(&cluster);
+}
+
+#[test]
+fn garbage_on_either_port_closes_only_that_connection() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let term = info_u64(&cluster, leader, "term");
+    let mut bystander = cluster.client(leader);
+    assert_eq!(bystander.cmd(&["SET", "before", "1"]), Reply::Ok);
+
+    let garbage: [&[u8]; 4] = [
+        b"*abc\r\n",
+        b"*1\r\n$99999999999\r\n",
+        b"*2\r\n$3\r\nGET\r\n:12\r\n",
+        b"\"unbalanced\r\n",
+    ];
+    for i in 0..3 {
+        for bytes in garbage {
+            let mut client = cluster.client(i);
+            client.send_raw(bytes).unwrap();
+            match client.read() {
+                Reply::Error(e) => assert!(e.starts_with("ERR protocol error"), "{}", e),
+                other => panic!("garbage {:?} answered {:?}", bytes, other),
+            }
+            assert!(
+                client.is_closed(),
+                "connection left open after a protocol error"
+            );
+        }
+        // Oversized request: larger than max_request_bytes (8 MiB by default).
+        let mut client = cluster.client(i);
+        client
+            .send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20000000\r\n")
+            .unwrap();
+        assert!(matches!(client.read(), Reply::Error(e) if e.starts_with("ERR protocol error")));
+
+        // Raft port: junk frames, a huge length, a half frame then EOF.
+        let raft = format!("127.0.0.1:{}", cluster.nodes[i].raft_port);
+        for bytes in [
+            &b"hello there, this is not a frame at all\r\n"[..],
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1][..],
+            &[0, 0, 0, 10, 1, 2][..],
+        ] {
+            let mut stream = TcpStream::connect(&raft).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = std::io::Write::write_all(&mut stream, bytes);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        }
+    }
+    // Every node is up, the leader and term did not change, the old connection works.
+    for i in 0..3 {
+        assert_eq!(
+            cluster.client(i).cmd(&["PING"]),
+            Reply::Status("PONG".into())
+        );
+    }
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(5)), leader);
+    assert_eq!(info_u64(&cluster, leader, "term"), term);
+    assert_eq!(bystander.cmd(&["GET", "before"]), bulk("1"));
+}
+
+#[test]
+fn a_node_of_another_cluster_does_not_join() {
+    let mut cluster = Cluster::new(3);
+    cluster.nodes[2].extra_args = vec!["--cluster-name".into(), "other".into()];
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    // Nodes 1 and 2 form a majority and elect a leader among themselves.
+    let leader = wait_for(Duration::from_secs(15), "a leader among nodes 1-2", || {
+        let id: u64 = cluster.info(0)["leader_id"].parse().ok()?;
+        (id == 1 || id == 2).then_some(id)
+    });
+    let mut client = cluster.client(leader as usize - 1);
+    assert_eq!(client.cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    thread::sleep(Duration::from_millis(1000));
+    let outsider = cluster.info(2);
+    assert_eq!(outsider["leader_id"], "0", "the outsider found a leader");
+    assert_ne!(outsider["role"], "leader");
+    assert_eq!(outsider["applied_index"], "0");
+    let started = Instant::now();
+    match cluster.client(2).cmd(&["SET", "k", "from-outsider"]) {
+        Reply::Error(e) => assert!(e.starts_with("TRYAGAIN"), "{}", e),
+        other => panic!("the outsider accepted a write: {:?}", other),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    let logs = cluster.log_text(0) + &cluster.log_text(1);
+    assert!(
+        logs.contains("belongs to cluster 'other'"),
+        "nodes 1-2 did not log why they refused the outsider"
+    );
+    assert_eq!(client.cmd(&["GET", "k"]), bulk("v"));
+}

@@ -1,0 +1,362 @@
+//! Helpers for tests that run the real `raftkv` binary: free loopback ports,
+//! temporary data dirs, a cluster whose processes are killed when it is
+//! dropped (also when the test fails), and a small RESP client.
+
+#![allow(dead_code)]
+
+use raftkv::kv::Reply;
+use raftkv::wire::resp;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
+
+/// A port nobody listens on right now (the OS picks it; racy only against
+/// other processes grabbing the same ephemeral port within milliseconds).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {:?} waiting for {}", limit, what);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One node's fixed identity; the process comes and goes.
+pub struct NodeSpec {
+    pub id: u64,
+    pub raft_port: u16,
+    pub client_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+impl NodeSpec {
+    pub fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// A cluster of real processes in a temp dir; every process is killed on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeSpec>,
+    children: Vec<Option<Child>>,
+    cluster_arg: String,
+}
+
+impl Cluster {
+    /// Allocates ports and dirs for `n` nodes without starting them.
+    pub fn new(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<NodeSpec> = (1..=n as u64)
+            .map(|id| NodeSpec {
+                id,
+                raft_port: free_port(),
+                client_port: free_port(),
+                data_dir: dir.path().join(format!("node{}", id)),
+                log_path: dir.path().join(format!("node{}.log", id)),
+                extra_args: Vec::new(),
+            })
+            .collect();
+        let cluster_arg = nodes
+            .iter()
+            .map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let children = (0..n).map(|_| None).collect();
+        Cluster {
+            dir,
+            nodes,
+            children,
+            cluster_arg,
+        }
+    }
+
+    /// Starts `n` nodes with fast timeouts and waits for a leader.
+    pub fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster::new(n);
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_for_leader(Duration::from_secs(15));
+        cluster
+    }
+
+    pub fn args(&self, i: usize) -> Vec<String> {
+        let node = &self.nodes[i];
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            node.id.to_string(),
+            "--raft-addr".into(),
+            format!("127.0.0.1:{}", node.raft_port),
+            "--client-addr".into(),
+            node.client_addr(),
+            "--cluster".into(),
+            self.cluster_arg.clone(),
+            "--data-dir".into(),
+            node.data_dir.display().to_string(),
+            "--heartbeat-ms".into(),
+            "20".into(),
+            "--election-timeout-ms".into(),
+            "200".into(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        args.extend(node.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts node `i` (0-based), appending its stderr to its log file.
+    pub fn spawn(&mut self, i: usize) {
+        assert!(
+            self.children[i].is_none(),
+            "node {} is already running",
+            i + 1
+        );
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[i].log_path)
+            .expect("open node log");
+        let child = Command::new(BIN)
+            .args(self.args(i))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftkv");
+        self.children[i] = Some(child);
+        let addr = self.nodes[i].client_addr();
+        wait_for(Duration::from_secs(10), "the client port to open", || {
+            TcpStream::connect(&addr).ok()
+        });
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    /// `kill -9` node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM node `i` and return its exit code (None if killed by a signal).
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        let mut child = self.children[i].take()?;
+        // SAFETY: a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {} ignored SIGTERM for 10 s", i + 1);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        Client::connect(&self.nodes[i].client_addr())
+    }
+
+    pub fn info(&self, i: usize) -> HashMap<String, String> {
+        self.client(i).info()
+    }
+
+    /// The index of the node every running node agrees leads, once they do.
+    pub fn wait_for_leader(&self, limit: Duration) -> usize {
+        wait_for(limit, "a leader all running nodes agree on", || {
+            let mut leader = None;
+            for i in (0..self.nodes.len()).filter(|&i| self.is_running(i)) {
+                let info = Client::try_connect(&self.nodes[i].client_addr())?.try_info()?;
+                let id: u64 = info.get("leader_id")?.parse().ok()?;
+                if id == 0 || leader.is_some_and(|l| l != id) {
+                    return None;
+                }
+                leader = Some(id);
+            }
+            let id = leader?;
+            self.nodes.iter().position(|n| n.id == id)
+        })
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub fn wait_applied(&self, index: u64, limit: Duration) {
+        wait_for(limit, "all running nodes to apply", || {
+            (0..self.nodes.len())
+                .filter(|&i| self.is_running(i))
+                .all(|i| {
+                    self.info(i)
+                        .get("applied_index")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|a| a >= index)
+                })
+                .then_some(())
+        })
+    }
+
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].data_dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        if thread::panicking() {
+            for i in 0..self.nodes.len() {
+                let text = self.log_text(i);
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines, newest first) ----", i + 1);
+                for line in tail {
+                    eprintln!("{}", line);
+                }
+            }
+        }
+    }
+}
+
+/// A blocking RESP client with timeouts, speaking arrays of bulk strings.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        Client::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {}", addr))
+    }
+
+    pub fn try_connect(addr: &str) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(Client {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn send(&mut self, argv: &[&[u8]]) {
+        let mut out = Vec::new();
+        resp::encode_request(argv, &mut out);
+        self.stream.write_all(&out).expect("write request");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one reply; None on timeout or a closed connection.
+    pub fn try_read(&mut self) -> Option<Reply> {
+        loop {
+            if let Ok(Some((reply, used))) = resp::parse_reply(&self.buf) {
+                self.buf.drain(..used);
+                return Some(reply);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub fn read(&mut self) -> Reply {
+        self.try_read().expect("a reply before the timeout")
+    }
+
+    /// Whether the server closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, argv: &[&str]) -> Reply {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        self.send(&argv);
+        self.read()
+    }
+
+    /// Retries on `-TRYAGAIN` for up to 10 s (what a client does during an election).
+    pub fn cmd_retry(&mut self, argv: &[&str]) -> Reply {
+        let start = Instant::now();
+        loop {
+            let reply = self.cmd(argv);
+            match &reply {
+                Reply::Error(e)
+                    if e.starts_with("TRYAGAIN") && start.elapsed() < Duration::from_secs(10) =>
+                {
+                    thread::sleep(Duration::from_millis(50))
+                }
+                _ => return reply,
+            }
+        }
+    }
+
+    pub fn try_info(&mut self) -> Option<HashMap<String, String>> {
+        self.send(&[b"INFO"]);
+        match self.try_read()? {
+            Reply::Bulk(text) => Some(parse_info(&String::from_utf8_lossy(&text))),
+            _ => None,
+        }
+    }
+
+    pub fn info(&mut self) -> HashMap<String, String> {
+        self.try_info().expect("INFO reply")
+    }
+}
+
+pub fn parse_info(text: &str) -> HashMap<String, String> {
+    text.split("\r\n")
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn bulk(s: &str) -> Reply {
+    Reply::Bulk(s.as_bytes().to_vec())
+}

@@ -1,0 +1,76 @@
+//! `raftkv --local-cluster 3` on the default ports (SPEC §1): serving within
+//! seconds, and gone, with exit status 0, soon after SIGTERM.
+//! This is the only test on the fixed ports 6381-6383 and 7001-7003.
+
+mod common;
+
+use common::{bulk, wait_for, Client, BIN};
+use raftkv::kv::Reply;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: a pid we spawned; SIGTERM lets it stop its own children.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn raftkv --local-cluster 3");
+    let mut guard = KillOnDrop(child);
+    let leader = wait_for(Duration::from_secs(20), "a leader on 6381-6383", || {
+        let mut client = Client::try_connect("127.0.0.1:6381")?;
+        let info = client.try_info()?;
+        let id: u64 = info.get("leader_id")?.parse().ok()?;
+        (id != 0).then_some(id)
+    });
+    assert!((1..=3).contains(&leader));
+    for port in [6381, 6382, 6383] {
+        let mut client = Client::connect(&format!("127.0.0.1:{}", port));
+        let key = format!("k{}", port);
+        assert_eq!(client.cmd_retry(&["SET", &key, "v"]), Reply::Ok);
+        assert_eq!(client.cmd(&["GET", &key]), bulk("v"));
+    }
+    for n in 1..=3 {
+        assert!(dir.path().join(format!("data/node{}", n)).is_dir());
+    }
+
+    // SAFETY: the pid of the child spawned above, not yet reaped.
+    unsafe {
+        libc::kill(guard.0.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "still running 6 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    for port in [6381, 6382, 6383, 7001, 7002, 7003] {
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {} still open after the cluster stopped",
+            port
+        );
+    }
+}
