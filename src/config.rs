@@ -237,6 +237,7 @@ pub fn flag_name(key: &str) -> String {
 /// duplicate keys are errors here; values are checked by [`resolve`].
 pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>, ConfigError> {
     let mut settings: Vec<(String, String, usize)> = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (number, raw) in text.lines().enumerate() {
         let line = number + 1;
         let content = raw.split('#').next().unwrap_or("").trim();
@@ -623,7 +624,8 @@ data_dir = data/node2
 
     #[test]
     fn parse_skips_comments_and_blanks_and_numbers_lines() {
-        let text = "# header\n\n  id = 7   # trailing\r\nraft_addr=h:1\n\t\n data_dir =  a b \n";
+        let text =
+            "\u{feff}# header\n\n  id = 7   # trailing\r\nraft_addr=h:1\n\t\n data_dir =  a b \n";
         let settings = parse(text, "f").unwrap();
         assert_eq!(
             settings,

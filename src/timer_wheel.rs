@@ -50,6 +50,8 @@ pub struct TimerWheel<T> {
     free: Vec<u32>,
     len: usize,
     next_seq: u64,
+    /// Reused by `advance` for `(at, seq, slab index)` of the timers firing.
+    scratch: Vec<(u64, u64, u32)>,
     /// `Some(d)`: `d` is exactly `next_deadline()`. `None`: recompute.
     cached_deadline: Cell<Option<Option<u64>>>,
 }
@@ -69,6 +71,7 @@ impl<T> TimerWheel<T> {
             free: Vec::new(),
             len: 0,
             next_seq: 0,
+            scratch: Vec::new(),
             cached_deadline: Cell::new(Some(None)),
         }
     }
@@ -137,7 +140,7 @@ impl<T> TimerWheel<T> {
     /// `to` before the current tick does not move time back; it only fires
     /// overdue timers.
     pub fn advance(&mut self, to: u64, fired: &mut Vec<T>) {
-        let mut due: Vec<(u64, u64, u32)> = Vec::new();
+        let mut due = std::mem::take(&mut self.scratch);
         let overdue = self.overdue_bucket();
         self.take_due(overdue, u64::MAX, &mut due);
         if to > self.now {
@@ -155,9 +158,10 @@ impl<T> TimerWheel<T> {
         }
         due.sort_unstable_by_key(|&(at, seq, _)| (at, seq));
         fired.reserve(due.len());
-        for (_, _, index) in due {
+        for (_, _, index) in due.drain(..) {
             fired.push(self.release(index).item);
         }
+        self.scratch = due;
         self.cached_deadline.set(None);
     }
 
