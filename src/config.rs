@@ -969,4 +969,20 @@ data_dir = data/node2
         assert_eq!(single.data_dir, PathBuf::from("data/single"));
         assert_eq!(single.client_addr, "127.0.0.1:6381");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_and_values_never_panic(
+            text in "[a-z_ =#0-9.:,\n\t\u{e9}-]{0,120}",
+            key in 0..KEYS.len(),
+            value in r"[a-z0-9=:,. \[\]-]{0,24}",
+        ) {
+            if let Ok(settings) = parse(&text, "f") {
+                let _ = resolve("f", &settings, &[]);
+            }
+            let _ = resolve("f", &[], &[(KEYS[key].name.to_string(), value.clone())]);
+            let base = parse(BASE, "f").unwrap();
+            let _ = resolve("f", &base, &[(KEYS[key].name.to_string(), value)]);
+        }
+    }
 }
