@@ -1,6 +1,18 @@
 //! The validated node settings: config file keys, overridden by flags.
 //!
-//! (Helper D: replace the stubs; keep the public API.)
+//! Every key is declared once, in [`KEYS`], with its default, its bounds and its
+//! help text (the way Redis `config.c` declares `createIntConfig("port", ...)`);
+//! the command line (`cli`) builds one flag per entry from the same table.
+//!
+//! Three steps, only the first of which touches the file system:
+//! 1. [`load`] reads the file named by `--config`;
+//! 2. [`parse`] turns its text into `(key, value, line)` triples, rejecting
+//!    unknown and duplicate keys (pure, so it is tested on strings);
+//! 3. [`resolve`] lays the flags over the file, checks every value against its
+//!    key's bounds and the keys against each other, and builds a [`Config`].
+//!
+//! Every error is one line naming where the bad setting came from: `file:line:`
+//! for the config file, `--flag:` for a flag.
 
 use crate::cli::Flags;
 use crate::raft::NodeId;
@@ -47,8 +59,930 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What values a key accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A decimal integer in `min..=max`.
+    Int { min: u64, max: u64 },
+    /// `host:port`; IPv6 hosts in brackets; port 1..=65535.
+    Addr,
+    /// `id=host:port,...`
+    Members,
+    /// Any non-empty text without whitespace.
+    Word,
+    /// Any non-empty text.
+    Text,
+    /// One of these words (ASCII case-insensitive; stored in lower case).
+    OneOf(&'static [&'static str]),
+}
+
+/// Whether a key must be set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Required,
+    /// Required unless `join = yes`, and forbidden when it is.
+    RequiredUnlessJoin,
+    /// May be left unset; no default.
+    Optional,
+    /// Takes this value when unset (it passes the key's own check).
+    Default(&'static str),
+}
+
+/// One config key: its name (the flag is the same with `-` for `_`), what it
+/// accepts, whether it must be set, and the help line shared by `--help`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyDef {
+    pub name: &'static str,
+    pub kind: ValueKind,
+    pub presence: Presence,
+    /// The value's placeholder in `--help` (`N`, `HOST:PORT`, ...).
+    pub hint: &'static str,
+    pub help: &'static str,
+}
+
+/// Above this a request could not travel in one 16 MiB peer frame once it is a
+/// log entry (forwarded, or replicated in an AppendEntries).
+pub const MAX_REQUEST_BYTES_LIMIT: u64 = 15 << 20;
+
+/// Every key of SPEC §2, in the order `--help` and `conf/*.conf` list them.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef {
+        name: "id",
+        kind: ValueKind::Int {
+            min: 1,
+            max: u64::MAX,
+        },
+        presence: Presence::Required,
+        hint: "N",
+        help: "this node's id, unique in the cluster",
+    },
+    KeyDef {
+        name: "raft_addr",
+        kind: ValueKind::Addr,
+        presence: Presence::Required,
+        hint: "HOST:PORT",
+        help: "address the peer protocol listens on",
+    },
+    KeyDef {
+        name: "client_addr",
+        kind: ValueKind::Addr,
+        presence: Presence::Required,
+        hint: "HOST:PORT",
+        help: "address the client (Redis) protocol listens on",
+    },
+    KeyDef {
+        name: "cluster",
+        kind: ValueKind::Members,
+        presence: Presence::RequiredUnlessJoin,
+        hint: "ID=HOST:PORT,...",
+        help: "initial members by raft address, this node included",
+    },
+    KeyDef {
+        name: "data_dir",
+        kind: ValueKind::Text,
+        presence: Presence::Required,
+        hint: "DIR",
+        help: "directory for the log, stable file and snapshots",
+    },
+    KeyDef {
+        name: "cluster_name",
+        kind: ValueKind::Word,
+        presence: Presence::Default("raftkv"),
+        hint: "NAME",
+        help: "checked in the peer handshake",
+    },
+    KeyDef {
+        name: "heartbeat_ms",
+        kind: ValueKind::Int {
+            min: 1,
+            max: 60_000,
+        },
+        presence: Presence::Default("50"),
+        hint: "MS",
+        help: "leader heartbeat interval",
+    },
+    KeyDef {
+        name: "election_timeout_ms",
+        kind: ValueKind::Int {
+            min: 2,
+            max: 600_000,
+        },
+        presence: Presence::Default("500"),
+        hint: "MS",
+        help: "base election timeout, at least 2 x heartbeat_ms",
+    },
+    KeyDef {
+        name: "fsync",
+        kind: ValueKind::OneOf(&["always", "never"]),
+        presence: Presence::Default("always"),
+        hint: "always|never",
+        help: "sync before acknowledging (never: benchmarks only)",
+    },
+    KeyDef {
+        name: "snapshot_entries",
+        kind: ValueKind::Int {
+            min: 1,
+            max: u64::MAX,
+        },
+        presence: Presence::Default("100000"),
+        hint: "N",
+        help: "snapshot after this many applied entries",
+    },
+    KeyDef {
+        name: "max_request_bytes",
+        kind: ValueKind::Int {
+            min: 64,
+            max: MAX_REQUEST_BYTES_LIMIT,
+        },
+        presence: Presence::Default("8388608"),
+        hint: "BYTES",
+        help: "largest client request accepted",
+    },
+    KeyDef {
+        name: "requirepass",
+        kind: ValueKind::Text,
+        presence: Presence::Optional,
+        hint: "PASSWORD",
+        help: "clients must AUTH with this password first",
+    },
+    KeyDef {
+        name: "join",
+        kind: ValueKind::OneOf(&["yes", "no"]),
+        presence: Presence::Default("no"),
+        hint: "yes|no",
+        help: "start empty and wait to be added (no cluster then)",
+    },
+    KeyDef {
+        name: "log_level",
+        kind: ValueKind::OneOf(&["error", "warn", "info", "debug", "trace"]),
+        presence: Presence::Default("info"),
+        hint: "LEVEL",
+        help: "error, warn, info, debug or trace (RUST_LOG overrides)",
+    },
+];
+
+/// The table entry for `name`, if it is a key.
+pub fn key_def(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|def| def.name == name)
+}
+
+/// The flag that sets `key`: `data_dir` is `--data-dir`.
+pub fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+/// Splits a config file's text into `(key, value, line)` triples, line numbers
+/// counting from 1. `#` starts a comment anywhere on a line (so a value cannot
+/// contain one); blank lines are skipped; keys and values are trimmed. Unknown and
+/// duplicate keys are errors here; values are checked by [`resolve`].
+pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>, ConfigError> {
+    let mut settings: Vec<(String, String, usize)> = Vec::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (number, raw) in text.lines().enumerate() {
+        let line = number + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = content.split_once('=') else {
+            return Err(ConfigError(format!(
+                "{file_name}:{line}: expected 'key = value'"
+            )));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(ConfigError(format!(
+                "{file_name}:{line}: expected 'key = value'"
+            )));
+        }
+        if key_def(key).is_none() {
+            return Err(ConfigError(format!(
+                "{file_name}:{line}: unknown key '{key}'"
+            )));
+        }
+        if settings.iter().any(|(seen, _, _)| seen == key) {
+            return Err(ConfigError(format!(
+                "{file_name}:{line}: duplicate key '{key}'"
+            )));
+        }
+        settings.push((key.to_string(), value.to_string(), line));
+    }
+    Ok(settings)
+}
+
 /// Reads the config file named in `flags` (if any), applies the flags over it,
 /// and validates the result.
-pub fn load(_flags: &Flags) -> Result<Config, ConfigError> {
-    todo!()
+pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+    let Some(path) = &flags.config else {
+        return resolve("", &[], &flags.overrides);
+    };
+    let file_name = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|err| ConfigError(format!("{file_name}: cannot read config file: {err}")))?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError(format!("{file_name}:{line}: not valid UTF-8"))
+    })?;
+    let settings = parse(&text, &file_name)?;
+    resolve(&file_name, &settings, &flags.overrides)
+}
+
+/// Where a setting's value came from, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    File(usize),
+    Flag,
+    Default,
+}
+
+/// A key's raw value and where it came from.
+struct Setting<'a> {
+    key: &'static str,
+    value: &'a str,
+    origin: Origin,
+}
+
+/// The settings after flags are laid over the file, by key.
+struct Merged<'a> {
+    file_name: &'a str,
+    settings: Vec<Setting<'a>>,
+}
+
+impl<'a> Merged<'a> {
+    fn get(&self, key: &str) -> Option<&Setting<'a>> {
+        self.settings.iter().find(|setting| setting.key == key)
+    }
+
+    /// The prefix naming where `setting` came from: `file:line:` or `--flag:`.
+    fn place(&self, setting: &Setting<'_>) -> String {
+        match setting.origin {
+            Origin::File(line) => format!("{}:{}: ", self.file_name, line),
+            Origin::Flag => format!("{}: ", flag_name(setting.key)),
+            Origin::Default => String::new(),
+        }
+    }
+
+    fn bad_value(&self, setting: &Setting<'_>, why: &str) -> ConfigError {
+        ConfigError(format!(
+            "{}bad value '{}' for '{}': {}",
+            self.place(setting),
+            setting.value,
+            setting.key,
+            why
+        ))
+    }
+}
+
+/// Lays `overrides` (flag values, by key) over the `(key, value, line)` triples
+/// of the file `file_name` (as [`parse`] returns them), checks every value, and
+/// builds the [`Config`]. Pure.
+pub fn resolve(
+    file_name: &str,
+    file: &[(String, String, usize)],
+    overrides: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let merged = merge(file_name, file, overrides)?;
+    for setting in &merged.settings {
+        let def = key_def(setting.key).unwrap_or_else(|| panic!("key {} has no def", setting.key));
+        check_value(def.kind, setting.value).map_err(|why| merged.bad_value(setting, &why))?;
+    }
+    let join = merged
+        .get("join")
+        .map(|s| s.value.eq_ignore_ascii_case("yes"))
+        == Some(true);
+    check_presence(&merged, join)?;
+    build(&merged, join)
+}
+
+fn merge<'a>(
+    file_name: &'a str,
+    file: &'a [(String, String, usize)],
+    overrides: &'a [(String, String)],
+) -> Result<Merged<'a>, ConfigError> {
+    let mut merged = Merged {
+        file_name,
+        settings: Vec::with_capacity(KEYS.len()),
+    };
+    for def in KEYS {
+        let from_flag = overrides.iter().rev().find(|(key, _)| key == def.name);
+        let from_file = file.iter().find(|(key, _, _)| key == def.name);
+        let setting = match (from_flag, from_file, def.presence) {
+            (Some((_, value)), _, _) => Some((value.as_str(), Origin::Flag)),
+            (None, Some((_, value, line)), _) => Some((value.as_str(), Origin::File(*line))),
+            (None, None, Presence::Default(value)) => Some((value, Origin::Default)),
+            (None, None, _) => None,
+        };
+        if let Some((value, origin)) = setting {
+            merged.settings.push(Setting {
+                key: def.name,
+                value,
+                origin,
+            });
+        }
+    }
+    let stray = file
+        .iter()
+        .map(|(key, _, _)| key)
+        .chain(overrides.iter().map(|(key, _)| key))
+        .find(|key| key_def(key).is_none());
+    if let Some(key) = stray {
+        return Err(ConfigError(format!("unknown setting '{key}'")));
+    }
+    Ok(merged)
+}
+
+fn check_presence(merged: &Merged<'_>, join: bool) -> Result<(), ConfigError> {
+    for def in KEYS {
+        let required = match def.presence {
+            Presence::Required => true,
+            Presence::RequiredUnlessJoin => !join,
+            Presence::Optional | Presence::Default(_) => false,
+        };
+        match merged.get(def.name) {
+            None if required => {
+                let unless = if def.presence == Presence::RequiredUnlessJoin {
+                    " unless join = yes"
+                } else {
+                    ""
+                };
+                return Err(ConfigError(format!(
+                    "missing required setting '{}' (config key {} or flag {}){}",
+                    def.name,
+                    def.name,
+                    flag_name(def.name),
+                    unless
+                )));
+            }
+            Some(setting) if join && def.presence == Presence::RequiredUnlessJoin => {
+                return Err(ConfigError(format!(
+                    "{}'{}' cannot be set when join = yes (a joining node learns the members from the leader)",
+                    merged.place(setting),
+                    def.name
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn build(merged: &Merged<'_>, join: bool) -> Result<Config, ConfigError> {
+    let text = |key: &str| merged.get(key).map(|s| s.value.to_string());
+    let word = |key: &str| text(key).map(|s| s.to_ascii_lowercase());
+    let int = |key: &str| merged.get(key).and_then(|s| s.value.parse::<u64>().ok());
+    let config = Config {
+        id: int("id").unwrap_or_else(|| missing("id")),
+        raft_addr: text("raft_addr").unwrap_or_else(|| missing("raft_addr")),
+        client_addr: text("client_addr").unwrap_or_else(|| missing("client_addr")),
+        cluster: match merged.get("cluster") {
+            Some(setting) => parse_members(setting.value).unwrap_or_else(|_| missing("cluster")),
+            None => Vec::new(),
+        },
+        data_dir: PathBuf::from(text("data_dir").unwrap_or_else(|| missing("data_dir"))),
+        cluster_name: text("cluster_name").unwrap_or_else(|| missing("cluster_name")),
+        heartbeat_ms: int("heartbeat_ms").unwrap_or_else(|| missing("heartbeat_ms")),
+        election_timeout_ms: int("election_timeout_ms")
+            .unwrap_or_else(|| missing("election_timeout_ms")),
+        fsync: match word("fsync").as_deref() {
+            Some("never") => FsyncMode::Never,
+            _ => FsyncMode::Always,
+        },
+        snapshot_entries: int("snapshot_entries").unwrap_or_else(|| missing("snapshot_entries")),
+        max_request_bytes: int("max_request_bytes").unwrap_or_else(|| missing("max_request_bytes")),
+        requirepass: text("requirepass"),
+        join,
+        log_level: word("log_level").unwrap_or_else(|| missing("log_level")),
+    };
+    check_timeouts(merged, &config)?;
+    check_members(merged, &config)?;
+    Ok(config)
+}
+
+/// Values passed their checks and presence was verified before `build`, so a
+/// setting missing there is a bug.
+fn missing<T>(key: &str) -> T {
+    panic!("checked setting {key} is missing")
+}
+
+/// A follower times out after at least `election_timeout_ms`; with at least two
+/// heartbeats in that window, one lost heartbeat does not start an election.
+fn check_timeouts(merged: &Merged<'_>, config: &Config) -> Result<(), ConfigError> {
+    let (heartbeat, election) = (config.heartbeat_ms, config.election_timeout_ms);
+    if election >= heartbeat.saturating_mul(2) {
+        return Ok(());
+    }
+    let (Some(election_setting), Some(heartbeat_setting)) = (
+        merged.get("election_timeout_ms"),
+        merged.get("heartbeat_ms"),
+    ) else {
+        panic!("timeouts {heartbeat}/{election} checked without their settings");
+    };
+    // Blame the key the user set; the defaults alone always pass.
+    if election_setting.origin != Origin::Default {
+        let why = format!(
+            "must be at least 2 x heartbeat_ms ({heartbeat} x 2 = {})",
+            heartbeat.saturating_mul(2)
+        );
+        Err(merged.bad_value(election_setting, &why))
+    } else {
+        let why = format!(
+            "must be at most election_timeout_ms / 2 ({election} / 2 = {})",
+            election / 2
+        );
+        Err(merged.bad_value(heartbeat_setting, &why))
+    }
+}
+
+fn check_members(merged: &Merged<'_>, config: &Config) -> Result<(), ConfigError> {
+    let Some(setting) = merged.get("cluster") else {
+        return Ok(());
+    };
+    match config.cluster.iter().find(|(id, _)| *id == config.id) {
+        None => Err(merged.bad_value(
+            setting,
+            &format!("this node's id {} is not in it", config.id),
+        )),
+        Some((_, addr)) if *addr != config.raft_addr => Err(merged.bad_value(
+            setting,
+            &format!(
+                "node {} is {} here but raft_addr is {}",
+                config.id, addr, config.raft_addr
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks one value against its kind; the error is the reason, for `bad value`.
+fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
+    match kind {
+        ValueKind::Int { min, max } => parse_int(value, min, max).map(|_| ()),
+        ValueKind::Addr => check_addr(value),
+        ValueKind::Members => parse_members(value).map(|_| ()),
+        ValueKind::Word if value.is_empty() => Err("must not be empty".to_string()),
+        ValueKind::Word if value.chars().any(char::is_whitespace) => {
+            Err("must not contain whitespace".to_string())
+        }
+        ValueKind::Text if value.is_empty() => Err("must not be empty".to_string()),
+        ValueKind::Word | ValueKind::Text => Ok(()),
+        ValueKind::OneOf(words) if words.iter().any(|w| w.eq_ignore_ascii_case(value)) => Ok(()),
+        ValueKind::OneOf(words) => Err(format!("expected {}", one_of(words))),
+    }
+}
+
+/// `a, b or c`.
+fn one_of(words: &[&str]) -> String {
+    match words.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {}", rest.join(", "), last),
+        None => String::new(),
+    }
+}
+
+fn parse_int(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let range = if max == u64::MAX {
+        format!("an integer >= {min}")
+    } else {
+        format!("an integer from {min} to {max}")
+    };
+    match value.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() => {
+            Err(format!("out of range, expected {range}"))
+        }
+        _ => Err(format!("expected {range}")),
+    }
+}
+
+/// `host:port`: a non-empty host without whitespace (an IPv6 host in brackets),
+/// and a port from 1 to 65535. Names are not resolved here.
+fn check_addr(value: &str) -> Result<(), String> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("expected host:port".to_string());
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err("expected host:port with a host name or IP address".to_string());
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.contains(':') && !bracketed {
+        return Err("an IPv6 address needs brackets, as in [::1]:7001".to_string());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p >= 1 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(format!("bad port '{port}', expected 1 to 65535")),
+    }
+}
+
+/// `id=host:port,...` into members sorted by id; ids unique.
+fn parse_members(value: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let mut members: Vec<(NodeId, String)> = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        let Some((id, addr)) = part.split_once('=') else {
+            return Err(format!("expected id=host:port, not '{part}'"));
+        };
+        let (id, addr) = (id.trim(), addr.trim());
+        let id = parse_int(id, 1, u64::MAX).map_err(|why| format!("node id '{id}': {why}"))?;
+        check_addr(addr).map_err(|why| format!("node {id} address '{addr}': {why}"))?;
+        if members.iter().any(|(seen, _)| *seen == id) {
+            return Err(format!("node {id} appears twice"));
+        }
+        members.push((id, addr.to_string()));
+    }
+    members.sort_by_key(|(id, _)| *id);
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "\
+id = 2
+raft_addr = 127.0.0.1:7002
+client_addr = 127.0.0.1:6382
+cluster = 3=127.0.0.1:7003, 1=127.0.0.1:7001,2=127.0.0.1:7002
+data_dir = data/node2
+";
+
+    fn from_text(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = parse(text, "conf/x.conf")?;
+        resolve("conf/x.conf", &settings, &overrides)
+    }
+
+    fn err(text: &str, overrides: &[(&str, &str)]) -> String {
+        match from_text(text, overrides) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parse_skips_comments_and_blanks_and_numbers_lines() {
+        let text =
+            "\u{feff}# header\n\n  id = 7   # trailing\r\nraft_addr=h:1\n\t\n data_dir =  a b \n";
+        let settings = parse(text, "f").unwrap();
+        assert_eq!(
+            settings,
+            vec![
+                ("id".to_string(), "7".to_string(), 3),
+                ("raft_addr".to_string(), "h:1".to_string(), 4),
+                ("data_dir".to_string(), "a b".to_string(), 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_key() {
+        let text = "id = 1\n\n# c\ncolour = blue\n";
+        assert_eq!(
+            parse(text, "conf/node1.conf").unwrap_err().to_string(),
+            "conf/node1.conf:4: unknown key 'colour'"
+        );
+        let text = "id = 1\nraft_addr = a:1\nid = 2\n";
+        assert_eq!(
+            parse(text, "c.conf").unwrap_err().to_string(),
+            "c.conf:3: duplicate key 'id'"
+        );
+        assert_eq!(
+            parse("id = 1\n\njust words\n", "c.conf")
+                .unwrap_err()
+                .to_string(),
+            "c.conf:3: expected 'key = value'"
+        );
+        assert_eq!(
+            parse(" = 5\n", "c.conf").unwrap_err().to_string(),
+            "c.conf:1: expected 'key = value'"
+        );
+        // Keys are exact: no case folding, no dashes.
+        assert_eq!(
+            parse("ID = 1", "c").unwrap_err().to_string(),
+            "c:1: unknown key 'ID'"
+        );
+        assert_eq!(
+            parse("data-dir = x", "c").unwrap_err().to_string(),
+            "c:1: unknown key 'data-dir'"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_unset_keys_and_cluster_is_sorted() {
+        let config = from_text(BASE, &[]).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                id: 2,
+                raft_addr: "127.0.0.1:7002".to_string(),
+                client_addr: "127.0.0.1:6382".to_string(),
+                cluster: vec![
+                    (1, "127.0.0.1:7001".to_string()),
+                    (2, "127.0.0.1:7002".to_string()),
+                    (3, "127.0.0.1:7003".to_string()),
+                ],
+                data_dir: PathBuf::from("data/node2"),
+                cluster_name: "raftkv".to_string(),
+                heartbeat_ms: 50,
+                election_timeout_ms: 500,
+                fsync: FsyncMode::Always,
+                snapshot_entries: 100_000,
+                max_request_bytes: 8_388_608,
+                requirepass: None,
+                join: false,
+                log_level: "info".to_string(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_default_passes_its_own_check() {
+        for def in KEYS {
+            if let Presence::Default(value) = def.presence {
+                assert_eq!(
+                    check_value(def.kind, value),
+                    Ok(()),
+                    "default of {}",
+                    def.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_file_keys_and_every_key_is_settable() {
+        let text = format!("{BASE}heartbeat_ms = 10\nfsync = never\n");
+        let config = from_text(
+            &text,
+            &[
+                ("data_dir", "/tmp/n2"),
+                ("heartbeat_ms", "20"),
+                ("election_timeout_ms", "200"),
+                ("cluster_name", "blue"),
+                ("snapshot_entries", "5"),
+                ("max_request_bytes", "1024"),
+                ("requirepass", "s3cret pass"),
+                ("log_level", "DEBUG"),
+                ("fsync", "always"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/n2"));
+        assert_eq!((config.heartbeat_ms, config.election_timeout_ms), (20, 200));
+        assert_eq!(config.cluster_name, "blue");
+        assert_eq!(config.snapshot_entries, 5);
+        assert_eq!(config.max_request_bytes, 1024);
+        assert_eq!(config.requirepass.as_deref(), Some("s3cret pass"));
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.fsync, FsyncMode::Always);
+        let config = from_text(&text, &[]).unwrap();
+        assert_eq!((config.heartbeat_ms, config.fsync), (10, FsyncMode::Never));
+    }
+
+    #[test]
+    fn flags_alone_without_a_file() {
+        let overrides: Vec<(String, String)> = [
+            ("id", "1"),
+            ("raft_addr", "[::1]:7001"),
+            ("client_addr", "localhost:6381"),
+            ("cluster", "1=[::1]:7001"),
+            ("data_dir", "d"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = load(&Flags {
+            config: None,
+            overrides,
+        })
+        .unwrap();
+        assert_eq!(config.cluster, vec![(1, "[::1]:7001".to_string())]);
+        assert_eq!(config.client_addr, "localhost:6381");
+    }
+
+    #[test]
+    fn bad_values_name_their_line_or_flag() {
+        let text = format!("{BASE}heartbeat_ms = abc\n");
+        assert_eq!(
+            err(&text, &[]),
+            "conf/x.conf:6: bad value 'abc' for 'heartbeat_ms': expected an integer from 1 to 60000"
+        );
+        assert_eq!(
+            err(BASE, &[("heartbeat_ms", "0")]),
+            "--heartbeat-ms: bad value '0' for 'heartbeat_ms': out of range, expected an integer from 1 to 60000"
+        );
+        // A flag replaces a bad file value without the file value being checked.
+        assert!(from_text(&text, &[("heartbeat_ms", "10")]).is_ok());
+        assert_eq!(
+            err(&BASE.replace("id = 2", "id = 0"), &[]),
+            "conf/x.conf:1: bad value '0' for 'id': out of range, expected an integer >= 1"
+        );
+        assert_eq!(
+            err(&BASE.replace("id = 2", "id = -2"), &[]),
+            "conf/x.conf:1: bad value '-2' for 'id': expected an integer >= 1"
+        );
+        assert_eq!(
+            err(BASE, &[("fsync", "sometimes")]),
+            "--fsync: bad value 'sometimes' for 'fsync': expected always or never"
+        );
+        assert_eq!(
+            err(BASE, &[("log_level", "loud")]),
+            "--log-level: bad value 'loud' for 'log_level': expected error, warn, info, debug or trace"
+        );
+        assert_eq!(
+            err(BASE, &[("cluster_name", "a b")]),
+            "--cluster-name: bad value 'a b' for 'cluster_name': must not contain whitespace"
+        );
+        assert_eq!(
+            err(&format!("{BASE}requirepass =\n"), &[]),
+            "conf/x.conf:6: bad value '' for 'requirepass': must not be empty"
+        );
+        assert_eq!(
+            err(BASE, &[("max_request_bytes", "16777216")]),
+            "--max-request-bytes: bad value '16777216' for 'max_request_bytes': out of range, expected an integer from 64 to 15728640"
+        );
+        assert_eq!(
+            err(BASE, &[("join", "maybe")]),
+            "--join: bad value 'maybe' for 'join': expected yes or no"
+        );
+    }
+
+    #[test]
+    fn addresses_need_host_and_valid_port() {
+        for (addr, why) in [
+            ("127.0.0.1", "expected host:port"),
+            (":6382", "expected host:port with a host name or IP address"),
+            (
+                "::1:6382",
+                "an IPv6 address needs brackets, as in [::1]:7001",
+            ),
+            ("h:0", "bad port '0', expected 1 to 65535"),
+            ("h:65536", "bad port '65536', expected 1 to 65535"),
+            ("h:+80", "bad port '+80', expected 1 to 65535"),
+            ("h:", "bad port '', expected 1 to 65535"),
+        ] {
+            assert_eq!(
+                err(BASE, &[("client_addr", addr)]),
+                format!("--client-addr: bad value '{addr}' for 'client_addr': {why}")
+            );
+        }
+        for addr in ["h:1", "example.com:65535", "[::1]:6382", "0.0.0.0:6382"] {
+            assert!(from_text(BASE, &[("client_addr", addr)]).is_ok(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn cluster_must_be_well_formed_and_contain_this_node() {
+        let cases = [
+            ("1=a:1,1=b:2", "node 1 appears twice"),
+            ("1=a:1,", "expected id=host:port, not ''"),
+            ("x=a:1", "node id 'x': expected an integer >= 1"),
+            (
+                "0=a:1",
+                "node id '0': out of range, expected an integer >= 1",
+            ),
+            ("2=a", "node 2 address 'a': expected host:port"),
+            ("1=127.0.0.1:7001", "this node's id 2 is not in it"),
+            (
+                "2=127.0.0.1:9999",
+                "node 2 is 127.0.0.1:9999 here but raft_addr is 127.0.0.1:7002",
+            ),
+        ];
+        for (cluster, why) in cases {
+            assert_eq!(
+                err(BASE, &[("cluster", cluster)]),
+                format!("--cluster: bad value '{cluster}' for 'cluster': {why}")
+            );
+        }
+        let text = BASE.replace("127.0.0.1:7001,2=127.0.0.1:7002", "127.0.0.1:7001");
+        assert_eq!(
+            err(&text, &[]),
+            "conf/x.conf:4: bad value '3=127.0.0.1:7003, 1=127.0.0.1:7001' for 'cluster': this node's id 2 is not in it"
+        );
+    }
+
+    #[test]
+    fn election_timeout_must_cover_two_heartbeats() {
+        assert_eq!(
+            err(BASE, &[("heartbeat_ms", "100"), ("election_timeout_ms", "199")]),
+            "--election-timeout-ms: bad value '199' for 'election_timeout_ms': must be at least 2 x heartbeat_ms (100 x 2 = 200)"
+        );
+        assert!(from_text(
+            BASE,
+            &[("heartbeat_ms", "100"), ("election_timeout_ms", "200")]
+        )
+        .is_ok());
+        // Only heartbeat_ms was set: it is the one blamed.
+        assert_eq!(
+            err(&format!("{BASE}heartbeat_ms = 300\n"), &[]),
+            "conf/x.conf:6: bad value '300' for 'heartbeat_ms': must be at most election_timeout_ms / 2 (500 / 2 = 250)"
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        assert_eq!(
+            err(&BASE.replace("id = 2\n", ""), &[]),
+            "missing required setting 'id' (config key id or flag --id)"
+        );
+        assert_eq!(
+            err(&BASE.replace("data_dir = data/node2\n", ""), &[]),
+            "missing required setting 'data_dir' (config key data_dir or flag --data-dir)"
+        );
+        let no_cluster: String = BASE
+            .lines()
+            .filter(|l| !l.starts_with("cluster"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            err(&no_cluster, &[]),
+            "missing required setting 'cluster' (config key cluster or flag --cluster) unless join = yes"
+        );
+        let joined = from_text(&no_cluster, &[("join", "yes")]).unwrap();
+        assert!(joined.join);
+        assert!(joined.cluster.is_empty());
+        assert_eq!(
+            err(BASE, &[("join", "yes")]),
+            "conf/x.conf:4: 'cluster' cannot be set when join = yes (a joining node learns the members from the leader)"
+        );
+        assert_eq!(
+            err(&no_cluster, &[("join", "yes"), ("cluster", "2=127.0.0.1:7002")]),
+            "--cluster: 'cluster' cannot be set when join = yes (a joining node learns the members from the leader)"
+        );
+        assert!(!from_text(BASE, &[("join", "no")]).unwrap().join);
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it_on_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.conf");
+        let message = load(&Flags {
+            config: Some(missing.clone()),
+            overrides: Vec::new(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.starts_with(&format!("{}: cannot read config file: ", missing.display())),
+            "{message}"
+        );
+        let bad = dir.path().join("bad.conf");
+        std::fs::write(&bad, b"id = 1\nrequirepass = \xff\xfe\n").unwrap();
+        let message = load(&Flags {
+            config: Some(bad.clone()),
+            overrides: Vec::new(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(message, format!("{}:2: not valid UTF-8", bad.display()));
+    }
+
+    #[test]
+    fn shipped_conf_files_load() {
+        let conf = |name: &str| {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("conf")
+                .join(name);
+            load(&Flags {
+                config: Some(path),
+                overrides: Vec::new(),
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let members: Vec<(NodeId, String)> =
+            (1..=3).map(|i| (i, format!("127.0.0.1:700{i}"))).collect();
+        for i in 1..=3u64 {
+            let config = conf(&format!("node{i}.conf"));
+            assert_eq!(config.id, i);
+            assert_eq!(config.raft_addr, format!("127.0.0.1:{}", 7000 + i));
+            assert_eq!(config.client_addr, format!("127.0.0.1:{}", 6380 + i));
+            assert_eq!(config.data_dir, PathBuf::from(format!("data/node{i}")));
+            assert_eq!(config.cluster, members);
+            assert_eq!(config.heartbeat_ms, 50);
+            assert!(!config.join);
+        }
+        let single = conf("single.conf");
+        assert_eq!(single.cluster, vec![(1, "127.0.0.1:7001".to_string())]);
+        assert_eq!(single.data_dir, PathBuf::from("data/single"));
+        assert_eq!(single.client_addr, "127.0.0.1:6381");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_and_values_never_panic(
+            text in "[a-z_ =#0-9.:,\n\t\u{e9}-]{0,120}",
+            key in 0..KEYS.len(),
+            value in r"[a-z0-9=:,. \[\]-]{0,24}",
+        ) {
+            if let Ok(settings) = parse(&text, "f") {
+                let _ = resolve("f", &settings, &[]);
+            }
+            let _ = resolve("f", &[], &[(KEYS[key].name.to_string(), value.clone())]);
+            let base = parse(BASE, "f").unwrap();
+            let _ = resolve("f", &base, &[(KEYS[key].name.to_string(), value)]);
+        }
+    }
 }

@@ -1,13 +1,33 @@
 //! Peer frames: `u32 length | u32 crc32 | u8 kind | body`, big-endian, with a
 //! maximum length; and the handshake that opens every peer connection.
 //!
-//! (Helper E: replace the stubs; keep the public API.)
+//! ```text
+//! offset 0   u32  length   bytes of body (NOT counting these 9 header bytes)
+//! offset 4   u32  crc32    CRC-32 (IEEE, crc32fast) of kind and body
+//! offset 8   u8   kind     FrameKind
+//! offset 9   body          `length` bytes
+//! ```
+//!
+//! A frame therefore occupies `HEADER_BYTES + length` bytes. The decoder
+//! rejects a length above the caller's maximum as soon as the 4 length bytes are
+//! in, before it waits for (or anyone allocates) the body; then it checks the
+//! CRC, then the kind. Any of these errors means the stream can no longer be
+//! framed, so the connection is closed.
+//!
+//! Inside bodies, integers are big-endian, a bool is one byte 0 or 1, and bytes
+//! and strings are `u32 length | bytes` (strings UTF-8). Every length and count
+//! is checked against the bytes that remain before anything is allocated, and a
+//! body with bytes left over after its last field is malformed.
 
 use crate::raft::NodeId;
+use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
 
 /// Largest frame body accepted (a snapshot chunk or a batch of entries fits well).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// Bytes before the body: length, CRC and kind.
+pub const HEADER_BYTES: usize = 9;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -17,6 +37,19 @@ pub enum FrameKind {
     Forward = 3,
     ForwardReply = 4,
     SnapshotChunk = 5,
+}
+
+impl FrameKind {
+    pub fn from_u8(byte: u8) -> Option<FrameKind> {
+        match byte {
+            1 => Some(FrameKind::Handshake),
+            2 => Some(FrameKind::Raft),
+            3 => Some(FrameKind::Forward),
+            4 => Some(FrameKind::ForwardReply),
+            5 => Some(FrameKind::SnapshotChunk),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,23 +79,53 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// A whole frame found at the front of a buffer: its kind, its body (borrowed
+/// from the buffer) and how many bytes of the buffer it used.
+pub type DecodedFrame<'a> = (FrameKind, &'a [u8], usize);
+
 /// Appends one frame to `out`: reserves the header, lets `write_body` append the
 /// body, then fills in length and CRC. Returns the frame's total size.
+///
+/// The body is written in place, so encoding copies nothing twice. The length is
+/// not checked against [`MAX_FRAME_BYTES`] here: the receiver's limit applies.
 pub fn encode_frame(
-    _kind: FrameKind,
-    _out: &mut Vec<u8>,
-    _write_body: impl FnOnce(&mut Vec<u8>),
+    kind: FrameKind,
+    out: &mut Vec<u8>,
+    write_body: impl FnOnce(&mut Vec<u8>),
 ) -> usize {
-    todo!()
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    out[start + 8] = kind as u8;
+    write_body(out);
+    let total = out.len() - start;
+    let length = u32::try_from(total - HEADER_BYTES)
+        .unwrap_or_else(|_| panic!("frame body of {} bytes overflows u32", total - HEADER_BYTES));
+    let crc = crc32fast::hash(&out[start + 8..]);
+    BigEndian::write_u32(&mut out[start..start + 4], length);
+    BigEndian::write_u32(&mut out[start + 4..start + 8], crc);
+    total
 }
 
 /// Decodes the frame at the front of `input`: `Ok(Some((kind, body, used)))`,
 /// `Ok(None)` if incomplete, or an error (the connection is then closed).
-pub fn decode_frame(
-    _input: &[u8],
-    _max: usize,
-) -> Result<Option<(FrameKind, &[u8], usize)>, FrameError> {
-    todo!()
+pub fn decode_frame(input: &[u8], max: usize) -> Result<Option<DecodedFrame<'_>>, FrameError> {
+    if input.len() < 4 {
+        return Ok(None);
+    }
+    let length = BigEndian::read_u32(&input[..4]) as usize;
+    if length > max {
+        return Err(FrameError::TooLong { length, max });
+    }
+    let total = HEADER_BYTES + length;
+    if input.len() < total {
+        return Ok(None);
+    }
+    let crc = BigEndian::read_u32(&input[4..8]);
+    if crc32fast::hash(&input[8..total]) != crc {
+        return Err(FrameError::BadCrc);
+    }
+    let kind = FrameKind::from_u8(input[8]).ok_or(FrameError::UnknownKind(input[8]))?;
+    Ok(Some((kind, &input[HEADER_BYTES..total], total)))
 }
 
 /// The first frame the dialing side sends on a peer connection.
@@ -81,13 +144,351 @@ pub struct Handshake {
 
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The first bytes of a handshake body.
+pub const HANDSHAKE_MAGIC: &[u8; 4] = b"RKV1";
+
 impl Handshake {
     /// Appends the handshake as a whole frame (magic `RKV1` first in the body).
-    pub fn encode(&self, _out: &mut Vec<u8>) {
-        todo!()
+    ///
+    /// Body: `magic[4] | version u16 | cluster_name str | from u64 | to u64 |
+    /// raft_addr str | client_addr str`. Only magic and version are fixed for
+    /// all versions; the rest is version 1's layout.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_frame(FrameKind::Handshake, out, |out| {
+            out.extend_from_slice(HANDSHAKE_MAGIC);
+            put_u16(out, self.version);
+            put_bytes(out, self.cluster_name.as_bytes());
+            put_u64(out, self.from);
+            put_u64(out, self.to);
+            put_bytes(out, self.raft_addr.as_bytes());
+            put_bytes(out, self.client_addr.as_bytes());
+        });
     }
-    /// Decodes a handshake frame body (checks the magic).
-    pub fn decode(_body: &[u8]) -> Result<Handshake, FrameError> {
-        todo!()
+
+    /// Decodes a handshake frame body (checks the magic). A version other than
+    /// [`PROTOCOL_VERSION`] is an error naming both versions, since the fields
+    /// after it may be laid out differently.
+    pub fn decode(body: &[u8]) -> Result<Handshake, FrameError> {
+        let mut reader = Reader::new(body);
+        if reader.take(4, "magic")? != HANDSHAKE_MAGIC {
+            return Err(FrameError::Malformed(
+                "handshake does not start with RKV1".to_string(),
+            ));
+        }
+        let version = reader.u16("version")?;
+        if version != PROTOCOL_VERSION {
+            return Err(FrameError::Malformed(format!(
+                "peer speaks protocol version {version}, this node {PROTOCOL_VERSION}"
+            )));
+        }
+        let handshake = Handshake {
+            version,
+            cluster_name: reader.string("cluster_name")?,
+            from: reader.u64("from")?,
+            to: reader.u64("to")?,
+            raft_addr: reader.string("raft_addr")?,
+            client_addr: reader.string("client_addr")?,
+        };
+        reader.finish("handshake")?;
+        Ok(handshake)
+    }
+}
+
+pub(crate) fn put_u8(out: &mut Vec<u8>, value: u8) {
+    out.push(value);
+}
+
+pub(crate) fn put_u16(out: &mut Vec<u8>, value: u16) {
+    let mut buf = [0; 2];
+    BigEndian::write_u16(&mut buf, value);
+    out.extend_from_slice(&buf);
+}
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, value: u32) {
+    let mut buf = [0; 4];
+    BigEndian::write_u32(&mut buf, value);
+    out.extend_from_slice(&buf);
+}
+
+pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
+    let mut buf = [0; 8];
+    BigEndian::write_u64(&mut buf, value);
+    out.extend_from_slice(&buf);
+}
+
+/// `u32 length | bytes`.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(out, length_u32(bytes.len()));
+    out.extend_from_slice(bytes);
+}
+
+/// A count or length as the `u32` the format stores; a larger one could never
+/// fit in a frame, so it is a caller's bug.
+pub(crate) fn length_u32(length: usize) -> u32 {
+    u32::try_from(length).unwrap_or_else(|_| panic!("length {length} does not fit a frame"))
+}
+
+/// Reads fields off the front of a frame body; every read checks what remains,
+/// and errors name the field.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(body: &'a [u8]) -> Reader<'a> {
+        Reader { rest: body }
+    }
+
+    pub(crate) fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], FrameError> {
+        if n > self.rest.len() {
+            return Err(FrameError::Malformed(format!(
+                "{field} needs {n} bytes, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self, field: &str) -> Result<u8, FrameError> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    pub(crate) fn bool(&mut self, field: &str) -> Result<bool, FrameError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(FrameError::Malformed(format!(
+                "{field} is {other}, not a bool"
+            ))),
+        }
+    }
+
+    pub(crate) fn u16(&mut self, field: &str) -> Result<u16, FrameError> {
+        Ok(BigEndian::read_u16(self.take(2, field)?))
+    }
+
+    pub(crate) fn u32(&mut self, field: &str) -> Result<u32, FrameError> {
+        Ok(BigEndian::read_u32(self.take(4, field)?))
+    }
+
+    pub(crate) fn u64(&mut self, field: &str) -> Result<u64, FrameError> {
+        Ok(BigEndian::read_u64(self.take(8, field)?))
+    }
+
+    /// A `u32` count of items each at least `min_item_bytes` long, checked
+    /// against what remains so that a lying count cannot make anyone allocate.
+    pub(crate) fn count(
+        &mut self,
+        min_item_bytes: usize,
+        field: &str,
+    ) -> Result<usize, FrameError> {
+        let count = self.u32(field)? as usize;
+        if count.saturating_mul(min_item_bytes) > self.rest.len() {
+            return Err(FrameError::Malformed(format!(
+                "{field} count {count} exceeds the {} bytes left",
+                self.rest.len()
+            )));
+        }
+        Ok(count)
+    }
+
+    pub(crate) fn bytes(&mut self, field: &str) -> Result<&'a [u8], FrameError> {
+        let length = self.u32(field)? as usize;
+        self.take(length, field)
+    }
+
+    pub(crate) fn string(&mut self, field: &str) -> Result<String, FrameError> {
+        let bytes = self.bytes(field)?;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(text.to_string()),
+            Err(_) => Err(FrameError::Malformed(format!("{field} is not UTF-8"))),
+        }
+    }
+
+    /// Fails if bytes are left over after the last field.
+    pub(crate) fn finish(&self, what: &str) -> Result<(), FrameError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Malformed(format!(
+                "{} bytes left over after the {what}",
+                self.rest.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let size = encode_frame(kind, &mut out, |out| out.extend_from_slice(body));
+        assert_eq!(size, out.len());
+        out
+    }
+
+    #[test]
+    fn layout_is_length_crc_kind_body() {
+        let out = frame(FrameKind::Forward, b"hello");
+        assert_eq!(&out[0..4], &[0, 0, 0, 5], "length counts the body only");
+        let crc = crc32fast::hash(&[3, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(&out[4..8], &crc.to_be_bytes());
+        assert_eq!(out[8], 3);
+        assert_eq!(&out[9..], b"hello");
+        // Appends after what is already in the buffer.
+        let mut two = out.clone();
+        encode_frame(FrameKind::Raft, &mut two, |_| {});
+        assert_eq!(two.len(), out.len() + HEADER_BYTES);
+        assert_eq!(
+            decode_frame(&two[out.len()..], MAX_FRAME_BYTES),
+            Ok(Some((FrameKind::Raft, &[][..], HEADER_BYTES)))
+        );
+    }
+
+    #[test]
+    fn decodes_one_frame_from_the_front() {
+        let mut input = frame(FrameKind::SnapshotChunk, b"abc");
+        let first = input.len();
+        input.extend_from_slice(&frame(FrameKind::Raft, b"xy"));
+        assert_eq!(
+            decode_frame(&input, 3),
+            Ok(Some((FrameKind::SnapshotChunk, &b"abc"[..], first)))
+        );
+        assert_eq!(
+            decode_frame(&input[first..], 3),
+            Ok(Some((FrameKind::Raft, &b"xy"[..], HEADER_BYTES + 2)))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete() {
+        let input = frame(FrameKind::ForwardReply, b"0123456789");
+        for cut in 0..input.len() {
+            assert_eq!(
+                decode_frame(&input[..cut], MAX_FRAME_BYTES),
+                Ok(None),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_long_is_rejected_from_the_length_alone() {
+        // Only the 4 length bytes have arrived: no waiting for a 4 GiB body.
+        let input = [0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            decode_frame(&input, MAX_FRAME_BYTES),
+            Err(FrameError::TooLong {
+                length: u32::MAX as usize,
+                max: MAX_FRAME_BYTES
+            })
+        );
+        let input = frame(FrameKind::Raft, &[7; 11]);
+        assert_eq!(
+            decode_frame(&input[..4], 10),
+            Err(FrameError::TooLong {
+                length: 11,
+                max: 10
+            })
+        );
+        assert!(decode_frame(&input, 11).unwrap().is_some());
+    }
+
+    #[test]
+    fn any_changed_byte_after_the_length_fails_the_crc() {
+        let input = frame(FrameKind::Raft, b"some body bytes");
+        for at in 4..input.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = input.clone();
+                bad[at] ^= flip;
+                assert_eq!(
+                    decode_frame(&bad, MAX_FRAME_BYTES),
+                    Err(FrameError::BadCrc),
+                    "byte {at} ^ {flip:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_checked_after_the_crc() {
+        let mut input = frame(FrameKind::Raft, b"x");
+        input[8] = 99;
+        let crc = crc32fast::hash(&input[8..]);
+        input[4..8].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            decode_frame(&input, MAX_FRAME_BYTES),
+            Err(FrameError::UnknownKind(99))
+        );
+        assert_eq!(
+            FrameError::UnknownKind(99).to_string(),
+            "unknown frame kind 99"
+        );
+    }
+
+    fn handshake() -> Handshake {
+        Handshake {
+            version: PROTOCOL_VERSION,
+            cluster_name: "raftkv".to_string(),
+            from: 2,
+            to: 1,
+            raft_addr: "127.0.0.1:7002".to_string(),
+            client_addr: "[::1]:6382".to_string(),
+        }
+    }
+
+    #[test]
+    fn handshake_round_trips_as_a_frame() {
+        let mut out = Vec::new();
+        handshake().encode(&mut out);
+        let (kind, body, used) = decode_frame(&out, MAX_FRAME_BYTES).unwrap().unwrap();
+        assert_eq!((kind, used), (FrameKind::Handshake, out.len()));
+        assert_eq!(&body[..4], b"RKV1");
+        assert_eq!(Handshake::decode(body), Ok(handshake()));
+    }
+
+    #[test]
+    fn handshake_rejects_bad_magic_version_utf8_and_trailing_bytes() {
+        let mut out = Vec::new();
+        handshake().encode(&mut out);
+        let body = out[HEADER_BYTES..].to_vec();
+        let malformed = |body: &[u8]| match Handshake::decode(body) {
+            Err(FrameError::Malformed(why)) => why,
+            other => panic!("expected malformed, got {other:?}"),
+        };
+        let mut bad = body.clone();
+        bad[0] = b'X';
+        assert_eq!(malformed(&bad), "handshake does not start with RKV1");
+        let mut bad = body.clone();
+        bad[5] = 2;
+        assert_eq!(
+            malformed(&bad),
+            "peer speaks protocol version 2, this node 1"
+        );
+        let mut bad = body.clone();
+        bad[10] = 0xff; // first byte of cluster_name
+        assert_eq!(malformed(&bad), "cluster_name is not UTF-8");
+        let mut bad = body.clone();
+        bad.push(0);
+        assert_eq!(malformed(&bad), "1 bytes left over after the handshake");
+        for cut in 0..body.len() {
+            assert!(Handshake::decode(&body[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..64), max in 0usize..40) {
+            if let Ok(Some((_, body, used))) = decode_frame(&input, max) {
+                prop_assert!(used <= input.len());
+                prop_assert_eq!(body.len() + HEADER_BYTES, used);
+            }
+            let _ = Handshake::decode(&input);
+        }
     }
 }
