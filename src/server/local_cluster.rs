@@ -15,8 +15,9 @@ const GRACE: Duration = Duration::from_secs(4);
 /// A child that exits this soon after starting is a failed start (say, a port in use).
 const STARTUP: Duration = Duration::from_secs(2);
 
-/// The flags that give node `i` of an `n`-node loopback cluster its identity.
-pub fn node_args(i: u32, n: u32) -> Vec<String> {
+/// The flags that give node `i` of an `n`-node loopback cluster its identity;
+/// its data dir is `nodeI` under `data_base`.
+pub fn node_args(i: u32, n: u32, data_base: &str) -> Vec<String> {
     let cluster: Vec<String> = (1..=n)
         .map(|j| format!("{}=127.0.0.1:{}", j, 7000 + j))
         .collect();
@@ -30,17 +31,19 @@ pub fn node_args(i: u32, n: u32) -> Vec<String> {
         "--cluster".into(),
         cluster.join(","),
         "--data-dir".into(),
-        format!("data/node{}", i),
+        format!("{}/node{}", data_base, i),
     ]
 }
 
+/// The flags every child gets, except `--data-dir`, which is the base of the
+/// children's own data dirs.
 fn passthrough(flags: &Flags) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(config) = &flags.config {
         args.push("--config".into());
         args.push(config.display().to_string());
     }
-    for (key, value) in &flags.overrides {
+    for (key, value) in flags.overrides.iter().filter(|(key, _)| key != "data_dir") {
         args.push(format!("--{}", key.replace('_', "-")));
         args.push(value.clone());
     }
@@ -90,10 +93,16 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         }
     };
     let extra = passthrough(flags);
+    let data_base = flags
+        .overrides
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "data_dir")
+        .map_or("data", |(_, value)| value.as_str());
     let mut children = Vec::new();
     for i in 1..=nodes {
         let spawned = Command::new(&exe)
-            .args(node_args(i, nodes))
+            .args(node_args(i, nodes, data_base))
             .args(&extra)
             .spawn();
         match spawned {
@@ -111,11 +120,12 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     );
     for i in 1..=nodes {
         println!(
-            "  node {}: redis-cli -p {}   (client 127.0.0.1:{}, raft 127.0.0.1:{}, data data/node{})",
+            "  node {}: redis-cli -p {}   (client 127.0.0.1:{}, raft 127.0.0.1:{}, data {}/node{})",
             i,
             6380 + i,
             6380 + i,
             7000 + i,
+            data_base,
             i
         );
     }
