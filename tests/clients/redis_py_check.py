@@ -1,0 +1,59 @@
+"""Drives a raftkv node with redis-py, unmodified, in its default mode and in
+RESP2 and RESP3 explicitly. Usage: redis_py_check.py PORT [PORT ...]
+Exits non-zero with a message on the first surprise."""
+
+import sys
+
+import redis
+
+
+def check(port, protocol):
+    kwargs = {} if protocol is None else {"protocol": protocol}
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, **kwargs)
+    tag = f"p{port}-{protocol}"
+    assert r.ping() is True
+    assert r.set(f"{tag}:a", "1") is True
+    assert r.get(f"{tag}:a") == b"1"
+    assert r.get(f"{tag}:missing") is None
+    assert r.incr(f"{tag}:a") == 2
+    assert r.incrby(f"{tag}:a", 10) == 12
+    assert r.mset({f"{tag}:b": "x", f"{tag}:c": b"\x00\r\n\xff"}) is True
+    assert r.mget(f"{tag}:a", f"{tag}:b", f"{tag}:c", f"{tag}:none") == [
+        b"12", b"x", b"\x00\r\n\xff", None]
+    assert r.exists(f"{tag}:a", f"{tag}:a", f"{tag}:none") == 2
+    assert r.delete(f"{tag}:b", f"{tag}:none") == 1
+    try:
+        r.incr(f"{tag}:c")
+        raise AssertionError("INCR on a non-integer succeeded")
+    except redis.ResponseError as e:
+        assert "not an integer" in str(e), e
+
+    # The default pipeline is a MULTI/EXEC transaction: one log entry.
+    with r.pipeline() as pipe:
+        pipe.set(f"{tag}:t1", "one").incr(f"{tag}:ctr").get(f"{tag}:t1").incr(f"{tag}:c")
+        results = pipe.execute(raise_on_error=False)
+    assert results[:3] == [True, 1, b"one"], results
+    assert isinstance(results[3], redis.ResponseError), results
+
+    # A pipeline without a transaction: plain pipelining.
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(100):
+            pipe.incr(f"{tag}:pipelined")
+        assert pipe.execute() == list(range(1, 101))
+
+    info = r.info()
+    assert info["role"] in ("leader", "follower"), info
+    for field in ("id", "term", "leader_id", "commit_index", "applied_index", "keys"):
+        assert field in info, field
+    r.close()
+    print(f"redis-py {redis.__version__} protocol={protocol or 'default'} port {port}: ok")
+
+
+def main():
+    for port in map(int, sys.argv[1:]):
+        for protocol in (None, 2, 3):
+            check(port, protocol)
+
+
+if __name__ == "__main__":
+    main()
