@@ -238,6 +238,31 @@ fn cut_at_every_byte_of_the_last_three_records_recovers_the_whole_ones() {
     }
 }
 
+#[test]
+fn torn_only_record_leaves_an_empty_newest_segment_that_takes_appends() {
+    capture_logs();
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let newest = segment_files(dir.path()).pop().expect("a segment");
+    let mut bytes = fs::read(&newest).expect("read");
+    let spans = record_spans(&bytes);
+    let first_in_newest = 101 - spans.len() as u64;
+    bytes[spans[0].0 + 10..].fill(0);
+    fs::write(&newest, &bytes).expect("write");
+
+    let mut storage = open(dir.path(), SEG);
+    assert_eq!(storage.last_index(), first_in_newest - 1);
+    assert_eq!(warnings_naming(&newest).len(), 1);
+    assert_eq!(segment_files(dir.path()).last(), Some(&newest), "file kept");
+    storage
+        .append(&entries(first_in_newest, first_in_newest + 3, 2))
+        .expect("append into the emptied segment");
+    drop(storage);
+    let storage = open(dir.path(), SEG);
+    assert_eq!(storage.last_index(), first_in_newest + 2);
+    assert_eq!(storage.term(first_in_newest), Some(2));
+}
+
 /// The last record of the newest segment, and the segment's path.
 fn last_record(dir: &Path) -> (PathBuf, (usize, usize)) {
     let newest = segment_files(dir).pop().expect("a segment");

@@ -255,6 +255,8 @@ pub struct SnapshotReceiver {
     tail: [u8; 4],
     tail_len: usize,
     received: u64,
+    /// A write failed part-way, so the file no longer matches `received`.
+    broken: bool,
     finished: bool,
 }
 
@@ -273,6 +275,7 @@ impl SnapshotReceiver {
             tail: [0; 4],
             tail_len: 0,
             received: 0,
+            broken: false,
             finished: false,
         })
     }
@@ -283,7 +286,9 @@ impl SnapshotReceiver {
     }
 
     /// Writes the chunk at `offset`, which must equal [`Self::received`].
+    /// After an IO error every later call fails: start a new receiver.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.check_not_broken()?;
         if offset != self.received {
             return Err(StorageError::invalid(
                 &self.tmp_path,
@@ -301,10 +306,23 @@ impl SnapshotReceiver {
                 self.tmp_path.display()
             ),
         };
-        out.write_all(data)
-            .map_err(|e| StorageError::io(&self.tmp_path, e).at(offset))?;
+        if let Err(err) = out.write_all(data) {
+            self.broken = true;
+            return Err(StorageError::io(&self.tmp_path, err).at(offset));
+        }
         self.absorb(data);
         self.received += data.len() as u64;
+        Ok(())
+    }
+
+    fn check_not_broken(&self) -> Result<(), StorageError> {
+        if self.broken {
+            return Err(StorageError::invalid(
+                &self.tmp_path,
+                Some(self.received),
+                "an earlier write to this snapshot failed",
+            ));
+        }
         Ok(())
     }
 
@@ -331,6 +349,7 @@ impl SnapshotReceiver {
     /// right and name the index and term given to `create`, then publishes the
     /// file and prunes to the newest [`KEEP`].
     pub fn finish(mut self, total_len: u64) -> Result<SnapshotInfo, StorageError> {
+        self.check_not_broken()?;
         let tmp = self.tmp_path.clone();
         if total_len != self.received {
             return Err(StorageError::invalid(
