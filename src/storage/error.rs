@@ -8,6 +8,10 @@ pub enum StorageErrorKind {
     Io(std::io::Error),
     /// A record or file that fails its checks where a torn tail is impossible.
     Corrupt(String),
+    /// Input from a caller or peer that the files cannot take: an entry too
+    /// large for a record, a snapshot chunk out of order, a length that does
+    /// not match what was received.
+    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -37,6 +41,24 @@ impl StorageError {
             kind: StorageErrorKind::Corrupt(what.into()),
         }
     }
+
+    pub fn invalid(
+        path: impl Into<PathBuf>,
+        offset: Option<u64>,
+        what: impl Into<String>,
+    ) -> StorageError {
+        StorageError {
+            path: path.into(),
+            offset,
+            kind: StorageErrorKind::Invalid(what.into()),
+        }
+    }
+
+    /// Attaches the offset an IO error happened at.
+    pub fn at(mut self, offset: u64) -> StorageError {
+        self.offset = Some(offset);
+        self
+    }
 }
 
 impl fmt::Display for StorageError {
@@ -48,6 +70,7 @@ impl fmt::Display for StorageError {
         match &self.kind {
             StorageErrorKind::Io(err) => write!(f, ": {}", err),
             StorageErrorKind::Corrupt(what) => write!(f, ": corrupt: {}", what),
+            StorageErrorKind::Invalid(what) => write!(f, ": invalid: {}", what),
         }
     }
 }
@@ -56,7 +79,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             StorageErrorKind::Io(err) => Some(err),
-            StorageErrorKind::Corrupt(_) => None,
+            StorageErrorKind::Corrupt(_) | StorageErrorKind::Invalid(_) => None,
         }
     }
 }

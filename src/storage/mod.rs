@@ -1,14 +1,39 @@
-//! Where Raft state lives on disk: the segment log under `log/` and the stable
-//! file. Knows files and bytes only.
+//! Where Raft state lives on disk: the segment log under `log/`, the stable
+//! file, and snapshot files under `snapshot/`. Knows files and bytes only.
 //!
-//! (Helper B: replace the stubs; keep the public API.)
+//! ```text
+//! data_dir/
+//!   stable                          term and vote (stable.rs)
+//!   log/00000000000000000001.seg    records from index 1 (record.rs, segment.rs)
+//!   snapshot/<index>-<term>.snap    the newest two snapshots (snapshot.rs)
+//! ```
+//!
+//! What survives what: `append` writes into the page cache through the
+//! mapping, so it survives `kill -9` at once; `sync` makes it survive power
+//! loss. `set_hard_state`, `drop_before` and `reset` are durable when they
+//! return. On open, a torn last record of the newest segment (only zeros after
+//! it) is cut with a warning; any other damage is an error naming the file and
+//! offset, and nothing is changed.
+//!
+//! The mappings assume this process is the only one using the data directory.
 
 pub mod error;
+pub mod record;
+mod segment;
+mod segment_log;
+pub mod snapshot;
+mod stable;
 
 pub use error::{StorageError, StorageErrorKind};
 
 use crate::raft::{Entry, HardState};
-use std::path::Path;
+use segment_log::SegmentLog;
+use stable::Stable;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// The log directory inside a data directory.
+pub const LOG_DIR: &str = "log";
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
@@ -26,58 +51,125 @@ impl Default for StorageOptions {
 
 /// The open log and stable file of one data directory.
 pub struct Storage {
-    _private: (),
+    data_dir: PathBuf,
+    stable: Stable,
+    log: SegmentLog,
 }
 
 impl Storage {
     /// Opens (creating if missing) `data_dir`, recovers the log (cutting a torn
     /// tail with a warning) and reads the stable file. Corruption anywhere else
     /// is an error naming the file and offset; nothing is deleted.
-    pub fn open(_data_dir: &Path, _options: StorageOptions) -> Result<Storage, StorageError> {
-        todo!()
+    ///
+    /// # Panics
+    /// If `options.segment_bytes` cannot hold even an empty record (25 bytes).
+    pub fn open(data_dir: &Path, options: StorageOptions) -> Result<Storage, StorageError> {
+        create_dir(data_dir)?;
+        let stable = Stable::open(data_dir)?;
+        let log = SegmentLog::open(&data_dir.join(LOG_DIR), options.segment_bytes)?;
+        Ok(Storage {
+            data_dir: data_dir.to_path_buf(),
+            stable,
+            log,
+        })
     }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The term and vote on disk (default when there is no stable file yet).
     pub fn hard_state(&self) -> HardState {
-        todo!()
+        self.stable.hard_state()
     }
+
     /// Replaces the stable file atomically; durable when this returns.
-    pub fn set_hard_state(&mut self, _hard_state: HardState) -> Result<(), StorageError> {
-        todo!()
+    /// Writing the hard state already on disk does no IO.
+    pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.stable.set(hard_state)
     }
+
     /// First index in the log; `last_index() + 1` when the log is empty.
+    /// A data directory that never held a log reports 1.
     pub fn first_index(&self) -> u64 {
-        todo!()
+        self.log.first_index()
     }
+
     /// Last index in the log; `first_index() - 1` when empty.
     pub fn last_index(&self) -> u64 {
-        todo!()
+        self.log.last_index()
     }
-    pub fn term(&self, _index: u64) -> Option<u64> {
-        todo!()
+
+    /// The term of the entry at `index`, `None` outside `first_index()..=last_index()`.
+    pub fn term(&self, index: u64) -> Option<u64> {
+        self.log.term(index)
     }
+
     /// Entries `lo..hi` (hi exclusive), all of which must be in the log.
-    pub fn entries(&self, _lo: u64, _hi: u64) -> Result<Vec<Entry>, StorageError> {
-        todo!()
+    /// Each record's CRC is checked again as it is read.
+    ///
+    /// # Panics
+    /// If `lo..hi` is not within `first_index()..last_index() + 1`.
+    pub fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, StorageError> {
+        self.log.entries(lo, hi)
     }
+
     /// Appends contiguous entries. If the first one's index is already in the
     /// log, that entry and everything after it are replaced. Not durable until `sync`.
-    pub fn append(&mut self, _entries: &[Entry]) -> Result<(), StorageError> {
-        todo!()
+    ///
+    /// The first append to an empty log may start at any index when the data
+    /// directory never held a log, and must start at `first_index()` otherwise
+    /// (after `reset(n)`, that is `n`). Replacing entries syncs the removal
+    /// before writing, so a crash never leaves old entries after new ones.
+    ///
+    /// # Panics
+    /// If the entries are not contiguous or the first index is outside
+    /// `first_index()..=last_index() + 1`.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.log.append(entries)
     }
+
     /// Makes everything appended so far durable (fdatasync of the dirty range).
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        todo!()
+        self.log.sync()
     }
-    /// Deletes whole segments all of whose records are below `index`.
-    pub fn drop_before(&mut self, _index: u64) -> Result<(), StorageError> {
-        todo!()
+
+    /// Deletes whole segments all of whose records are below `index`. The
+    /// newest segment always stays, so `first_index()` may remain below `index`.
+    pub fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {
+        self.log.drop_before(index)
     }
+
     /// Empties the log; the next append starts at `next_index` (after installing a snapshot).
-    pub fn reset(&mut self, _next_index: u64) -> Result<(), StorageError> {
-        todo!()
+    /// Durable when it returns: a reopen reports `first_index() == next_index`.
+    /// A crash part-way leaves a prefix of the old log, or no log at all, so
+    /// the caller compares the log with its snapshot again on restart.
+    pub fn reset(&mut self, next_index: u64) -> Result<(), StorageError> {
+        self.log.reset(next_index)
     }
-    /// Bytes the log's segment files take on disk.
+
+    /// Bytes the log's segment files take on disk: their preallocated length,
+    /// which sparse files may not yet occupy in full.
     pub fn log_bytes(&self) -> u64 {
-        todo!()
+        self.log.log_bytes()
+    }
+}
+
+/// fsync of a directory, which makes the names created or removed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+/// Creates `dir` if it is missing and makes its name durable in the parent.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
     }
 }

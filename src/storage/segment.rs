@@ -1,0 +1,403 @@
+//! One segment file: preallocated, memory-mapped, holding records with
+//! contiguous indexes starting at the index in its name.
+//!
+//! Safety properties this file keeps:
+//!
+//! 1. Every byte of the mapping at or after `write_offset` is zero, so the
+//!    first zero `length` field is the end of the records, and recovery can
+//!    tell never-written space from data.
+//! 2. A segment file only appears under its final name with its full size
+//!    already durable (created as `.tmp`, sized, fsynced, renamed, directory
+//!    fsynced), so recovery never sees a half-created segment.
+//! 3. Truncated records are zeroed and the zeros made durable before anything
+//!    is written over them, so a crash can never leave old records after new
+//!    ones (see [`Segment::truncate_from`]).
+//!
+//! The file is sized with `File::set_len`, which leaves it sparse: the blocks
+//! are allocated when the mapping is first written. That costs nothing at
+//! rollover, but a full disk shows up as SIGBUS on that write rather than as an
+//! error, and `msync` also commits the block allocation.
+
+use super::error::StorageError;
+use super::record::{self, RecordError, HEADER_BYTES};
+use super::sync_dir;
+use crate::raft::Entry;
+use memmap2::MmapMut;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+const SUFFIX: &str = ".seg";
+const NAME_DIGITS: usize = 20;
+
+/// `00000000000000000001.seg`: fixed width so a directory listing sorts in log order.
+pub(crate) fn file_name(first_index: u64) -> String {
+    format!("{:0width$}{}", first_index, SUFFIX, width = NAME_DIGITS)
+}
+
+/// The first index a segment file name carries, or `None` for any other file.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// How the scan of a segment ended.
+#[derive(Debug)]
+pub(crate) enum ScanEnd {
+    /// After the last record there is only zero space.
+    Clean,
+    /// Something at `offset` is not a record. `only_zeros_after` is true when
+    /// nothing but zeros follows the bytes it claims, the shape of a torn write.
+    Damaged {
+        offset: usize,
+        error: RecordError,
+        only_zeros_after: bool,
+    },
+    /// No record at `offset`, yet non-zero bytes follow at `nonzero_at`.
+    DataAfterEnd { offset: usize, nonzero_at: usize },
+}
+
+pub(crate) struct Segment {
+    path: PathBuf,
+    first_index: u64,
+    file: File,
+    map: MmapMut,
+    /// `offsets[k]` is where the record with index `first_index + k` starts.
+    offsets: Vec<usize>,
+    /// `terms[k]` is that record's term, so `term(i)` touches no page.
+    terms: Vec<u64>,
+    /// End of the last record; the mapping is all zeros from here on.
+    write_offset: usize,
+    /// Bytes changed since the last flush, as `start..end`.
+    dirty: Option<(usize, usize)>,
+}
+
+impl Segment {
+    /// Creates an all-zero segment of `size` bytes named by `first_index`.
+    pub(crate) fn create(dir: &Path, first_index: u64, size: u64) -> Result<Segment, StorageError> {
+        let path = dir.join(file_name(first_index));
+        let tmp = dir.join(format!("{}.tmp", file_name(first_index)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        file.set_len(size).map_err(|e| StorageError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
+        sync_dir(dir)?;
+        let map = map_file(&file, &path)?;
+        Ok(Segment::new(path, first_index, file, map))
+    }
+
+    /// Maps an existing segment file; [`Segment::scan`] then finds its records.
+    pub(crate) fn open(path: PathBuf, first_index: u64) -> Result<Segment, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(&path, e))?
+            .len();
+        if len < HEADER_BYTES as u64 {
+            return Err(StorageError::corrupt(
+                &path,
+                Some(0),
+                format!("segment file is {} bytes long", len),
+            ));
+        }
+        let map = map_file(&file, &path)?;
+        Ok(Segment::new(path, first_index, file, map))
+    }
+
+    fn new(path: PathBuf, first_index: u64, file: File, map: MmapMut) -> Segment {
+        Segment {
+            path,
+            first_index,
+            file,
+            map,
+            offsets: Vec::new(),
+            terms: Vec::new(),
+            write_offset: 0,
+            dirty: None,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// The index the next record must carry.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.first_index + self.offsets.len() as u64
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Reads every record from the start, checking CRCs and that indexes run
+    /// on from the file name. A valid record with the wrong index is an error
+    /// at once; where the records stop, the returned [`ScanEnd`] says what
+    /// follows, and the caller decides between torn tail and corruption.
+    pub(crate) fn scan(&mut self) -> Result<ScanEnd, StorageError> {
+        assert!(
+            self.offsets.is_empty(),
+            "{} scanned twice",
+            self.path.display()
+        );
+        let mut offset = 0;
+        loop {
+            match record::decode(&self.map[offset..]) {
+                Ok(view) => {
+                    let expected = self.next_index();
+                    if view.index != expected {
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            Some(offset as u64),
+                            format!("record holds index {}, expected {}", view.index, expected),
+                        ));
+                    }
+                    self.offsets.push(offset);
+                    self.terms.push(view.term);
+                    offset += view.len;
+                }
+                Err(error) => {
+                    self.write_offset = offset;
+                    return Ok(self.classify_end(offset, error));
+                }
+            }
+        }
+    }
+
+    fn classify_end(&self, offset: usize, error: RecordError) -> ScanEnd {
+        let claimed_end = offset + error.claimed_len();
+        let nonzero = first_nonzero(&self.map[claimed_end..]).map(|at| claimed_end + at);
+        match (error, nonzero) {
+            (RecordError::Empty | RecordError::ShortHeader { .. }, None) => ScanEnd::Clean,
+            (RecordError::Empty | RecordError::ShortHeader { .. }, Some(at)) => {
+                ScanEnd::DataAfterEnd {
+                    offset,
+                    nonzero_at: at,
+                }
+            }
+            (error, nonzero) => ScanEnd::Damaged {
+                offset,
+                error,
+                only_zeros_after: nonzero.is_none(),
+            },
+        }
+    }
+
+    /// Zeroes the damaged bytes at the end (see [`ScanEnd::Damaged`]) and makes
+    /// the zeros durable, so the torn record cannot reappear after new ones.
+    pub(crate) fn cut_torn_tail(&mut self, offset: usize, len: usize) -> Result<(), StorageError> {
+        assert_eq!(
+            offset,
+            self.write_offset,
+            "{}: torn tail must start where the records end",
+            self.path.display()
+        );
+        let end = (offset + len).min(self.map.len());
+        self.map[offset..end].fill(0);
+        self.mark_dirty(offset, end);
+        self.flush()
+    }
+
+    pub(crate) fn fits(&self, record_len: usize) -> bool {
+        self.map.len() - self.write_offset >= record_len
+    }
+
+    /// Makes an empty segment big enough for one oversized record.
+    pub(crate) fn grow(&mut self, size: u64) -> Result<(), StorageError> {
+        assert!(
+            self.is_empty() && self.dirty.is_none(),
+            "{}: only an empty, clean segment may grow",
+            self.path.display()
+        );
+        self.file
+            .set_len(size)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.map = map_file(&self.file, &self.path)?;
+        Ok(())
+    }
+
+    /// Writes one record after the last; the caller has checked [`Segment::fits`].
+    pub(crate) fn append(&mut self, entry: &Entry) {
+        assert_eq!(
+            entry.index,
+            self.next_index(),
+            "{}: appended index out of sequence",
+            self.path.display()
+        );
+        let start = self.write_offset;
+        let len = record::encode(entry, &mut self.map[start..]);
+        self.offsets.push(start);
+        self.terms.push(entry.term);
+        self.write_offset = start + len;
+        self.mark_dirty(start, self.write_offset);
+    }
+
+    /// Removes the records from `index` on. The freed bytes are zeroed and the
+    /// zeros synced before this returns: otherwise a crash after new, shorter
+    /// records reached the disk but before the zeros did could leave old
+    /// records behind the new ones, valid and in sequence.
+    pub(crate) fn truncate_from(&mut self, index: u64) -> Result<(), StorageError> {
+        assert!(
+            index >= self.first_index && index <= self.next_index(),
+            "{}: truncate at {} outside {}..={}",
+            self.path.display(),
+            index,
+            self.first_index,
+            self.next_index()
+        );
+        let keep = (index - self.first_index) as usize;
+        if keep == self.offsets.len() {
+            return Ok(());
+        }
+        let start = self.offsets[keep];
+        let end = self.write_offset;
+        self.map[start..end].fill(0);
+        self.mark_dirty(start, end);
+        self.offsets.truncate(keep);
+        self.terms.truncate(keep);
+        self.write_offset = start;
+        self.flush()
+    }
+
+    /// Term of a record in this segment.
+    pub(crate) fn term(&self, index: u64) -> u64 {
+        self.terms[self.slot(index)]
+    }
+
+    /// Decodes the record for `index`, checking its CRC again: the mapping
+    /// reads whatever the disk holds now.
+    pub(crate) fn entry(&self, index: u64) -> Result<Entry, StorageError> {
+        let offset = self.offsets[self.slot(index)];
+        match record::decode(&self.map[offset..self.write_offset]) {
+            Ok(view) if view.index == index => Ok(view.to_entry()),
+            Ok(view) => Err(StorageError::corrupt(
+                &self.path,
+                Some(offset as u64),
+                format!("record holds index {}, expected {}", view.index, index),
+            )),
+            Err(error) => Err(StorageError::corrupt(
+                &self.path,
+                Some(offset as u64),
+                error.describe(),
+            )),
+        }
+    }
+
+    fn slot(&self, index: u64) -> usize {
+        assert!(
+            index >= self.first_index && index < self.next_index(),
+            "{}: index {} outside {}..{}",
+            self.path.display(),
+            index,
+            self.first_index,
+            self.next_index()
+        );
+        (index - self.first_index) as usize
+    }
+
+    fn mark_dirty(&mut self, start: usize, end: usize) {
+        self.dirty = Some(match self.dirty {
+            None => (start, end),
+            Some((s, e)) => (s.min(start), e.max(end)),
+        });
+    }
+
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    /// msync of the dirty range: the mapping's fdatasync.
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some((start, end)) = self.dirty {
+            self.map
+                .flush_range(start, end - start)
+                .map_err(|e| StorageError::io(&self.path, e).at(start as u64))?;
+            self.dirty = None;
+        }
+        Ok(())
+    }
+
+    /// Unmaps and deletes the file, then makes the deletion durable.
+    pub(crate) fn remove(self) -> Result<(), StorageError> {
+        let Segment {
+            path, file, map, ..
+        } = self;
+        drop(map);
+        drop(file);
+        fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+}
+
+fn map_file(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
+    // SAFETY: the mapping is only sound while no one else changes or shrinks
+    // the file. The data directory belongs to this process alone (SPEC §4),
+    // and this process only resizes a segment through `grow`, which replaces
+    // the mapping. A file shrunk from outside would SIGBUS on access rather
+    // than corrupt memory silently.
+    unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))
+}
+
+/// Position of the first non-zero byte. Works a page at a time so the common
+/// all-zero case compiles to wide ORs rather than a byte loop with early exits.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    const CHUNK: usize = 4096;
+    for (k, chunk) in bytes.chunks(CHUNK).enumerate() {
+        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            let at = chunk.iter().position(|&b| b != 0)?;
+            return Some(k * CHUNK + at);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_fixed_width_and_parse_back() {
+        assert_eq!(file_name(1), "00000000000000000001.seg");
+        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_file_name("00000000000000000001.seg.tmp"), None);
+        assert_eq!(parse_file_name("1.seg"), None);
+        assert_eq!(parse_file_name("0000000000000000000x.seg"), None);
+        assert_eq!(parse_file_name("99999999999999999999.seg"), None);
+    }
+
+    #[test]
+    fn first_nonzero_finds_the_byte_across_chunks() {
+        let mut bytes = vec![0u8; 10_000];
+        assert_eq!(first_nonzero(&bytes), None);
+        bytes[9_999] = 1;
+        assert_eq!(first_nonzero(&bytes), Some(9_999));
+        bytes[4_096] = 7;
+        assert_eq!(first_nonzero(&bytes), Some(4_096));
+    }
+}

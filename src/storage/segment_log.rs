@@ -1,0 +1,359 @@
+//! The ordered segments of `log/`: recovery, the index → (segment, offset)
+//! lookup, append with truncation and rollover, sync, and prefix deletion.
+//!
+//! Invariants:
+//!
+//! 1. Segments are sorted by first index and contiguous: each one's first
+//!    index (its file name) is the previous one's last index + 1.
+//! 2. Only the newest segment may be empty (after `reset`, after a truncation
+//!    back to its first record, or after its only record was a torn tail).
+//! 3. Only the newest segment may hold bytes that are not yet durable: an
+//!    older one is flushed before the next segment receives a record, so a
+//!    crash can tear only the newest segment's tail — the one place recovery
+//!    accepts damage.
+//! 4. Every removal of segment files deletes from one end (oldest first for
+//!    `drop_before`, newest first for truncation and `reset`) and syncs the
+//!    directory after each file, so after a crash the files left are still
+//!    contiguous.
+
+use super::create_dir;
+use super::error::StorageError;
+use super::record::{self, RecordError, MAX_PAYLOAD_BYTES};
+use super::segment::{self, ScanEnd, Segment};
+use crate::raft::Entry;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+}
+
+impl SegmentLog {
+    /// Opens `dir` (creating it) and recovers every segment in it.
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, StorageError> {
+        assert!(
+            segment_bytes >= record::encoded_len(0) as u64,
+            "segment_bytes {} cannot hold a record",
+            segment_bytes
+        );
+        create_dir(dir)?;
+        let (files, leftovers) = list_segment_files(dir)?;
+        let count = files.len();
+        let mut segments: Vec<Segment> = Vec::with_capacity(count);
+        for (k, (first_index, path)) in files.into_iter().enumerate() {
+            let newest = k + 1 == count;
+            let mut seg = Segment::open(path, first_index)?;
+            let end = seg.scan()?;
+            if let Some(prev) = segments.last() {
+                check_follows(prev, &seg)?;
+            }
+            settle_scan_end(&mut seg, end, newest)?;
+            if !newest && seg.is_empty() {
+                return Err(StorageError::corrupt(
+                    seg.path(),
+                    Some(0),
+                    "a segment other than the newest holds no records",
+                ));
+            }
+            segments.push(seg);
+        }
+        remove_leftovers(&leftovers);
+        Ok(SegmentLog {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments,
+        })
+    }
+
+    /// 1 for a log that never held a segment.
+    pub(crate) fn first_index(&self) -> u64 {
+        self.segments.first().map_or(1, |s| s.first_index())
+    }
+
+    pub(crate) fn last_index(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_index() - 1)
+    }
+
+    pub(crate) fn term(&self, index: u64) -> Option<u64> {
+        if index < self.first_index() || index > self.last_index() {
+            return None;
+        }
+        Some(self.segments[self.segment_of(index)].term(index))
+    }
+
+    pub(crate) fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, StorageError> {
+        assert!(
+            lo <= hi && lo >= self.first_index() && hi <= self.last_index() + 1,
+            "entries {}..{} outside the log {}..={}",
+            lo,
+            hi,
+            self.first_index(),
+            self.last_index()
+        );
+        let mut out = Vec::with_capacity((hi - lo) as usize);
+        if lo == hi {
+            return Ok(out);
+        }
+        let mut k = self.segment_of(lo);
+        for index in lo..hi {
+            while self.segments[k].next_index() <= index {
+                k += 1;
+            }
+            out.push(self.segments[k].entry(index)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(head) = entries.first() else {
+            return Ok(());
+        };
+        self.check_batch(entries)?;
+        if self.segments.is_empty() {
+            assert!(
+                head.index >= 1,
+                "log indexes start at 1, got {}",
+                head.index
+            );
+            let size = self.segment_size_for(head);
+            self.segments
+                .push(Segment::create(&self.dir, head.index, size)?);
+        } else {
+            let (first, next) = (self.first_index(), self.last_index() + 1);
+            assert!(
+                head.index >= first && head.index <= next,
+                "append at {} outside the log {}..={} (next index {})",
+                head.index,
+                first,
+                next - 1,
+                next
+            );
+            if head.index < next {
+                self.truncate_from(head.index)?;
+            }
+        }
+        for entry in entries {
+            self.append_one(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Contiguity is the caller's promise (a panic if broken); a payload too
+    /// large for a record is input we refuse before changing anything.
+    fn check_batch(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let head = entries[0].index;
+        for (k, entry) in entries.iter().enumerate() {
+            assert_eq!(
+                entry.index,
+                head + k as u64,
+                "entries to append are not contiguous at position {}",
+                k
+            );
+            if entry.data.len() > MAX_PAYLOAD_BYTES {
+                return Err(StorageError::invalid(
+                    &self.dir,
+                    None,
+                    format!(
+                        "entry {} has a {}-byte payload, more than a record holds",
+                        entry.index,
+                        entry.data.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_size_for(&self, entry: &Entry) -> u64 {
+        (record::encoded_len(entry.data.len()) as u64).max(self.segment_bytes)
+    }
+
+    fn append_one(&mut self, entry: &Entry) -> Result<(), StorageError> {
+        let need = record::encoded_len(entry.data.len());
+        let size = self.segment_size_for(entry);
+        let active = self.active();
+        if !active.fits(need) {
+            if active.is_empty() {
+                active.grow(size)?;
+            } else {
+                // Invariant 3: the full segment is durable before the next
+                // one holds anything.
+                active.flush()?;
+                let seg = Segment::create(&self.dir, entry.index, size)?;
+                self.segments.push(seg);
+            }
+        }
+        self.active().append(entry);
+        Ok(())
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        match self.segments.last_mut() {
+            Some(seg) => seg,
+            None => panic!("log {} has no segment to append to", self.dir.display()),
+        }
+    }
+
+    /// Removes `index` and everything after it; newer segment files go first.
+    fn truncate_from(&mut self, index: u64) -> Result<(), StorageError> {
+        let k = self.segment_of(index);
+        while self.segments.len() > k + 1 {
+            if let Some(seg) = self.segments.pop() {
+                seg.remove()?;
+            }
+        }
+        self.segments[k].truncate_from(index)
+    }
+
+    /// Makes every appended record durable: msync of each dirty range (in
+    /// practice only the newest segment's, see invariant 3).
+    pub(crate) fn sync(&mut self) -> Result<(), StorageError> {
+        for seg in self.segments.iter_mut().filter(|s| s.is_dirty()) {
+            seg.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while the next one starts at or below
+    /// `index`; the newest segment always stays.
+    pub(crate) fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {
+        while self.segments.len() > 1 && self.segments[1].first_index() <= index {
+            self.segments.remove(0).remove()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment, then creates an empty one named `next_index`
+    /// so that a reopen knows where the log starts.
+    ///
+    /// A crash part-way leaves a prefix of the old log (or, between the last
+    /// deletion and the creation, no segment at all): the caller that reset
+    /// the log for a snapshot must compare the log with that snapshot again
+    /// on restart.
+    pub(crate) fn reset(&mut self, next_index: u64) -> Result<(), StorageError> {
+        assert!(next_index >= 1, "log indexes start at 1, reset to 0");
+        while let Some(seg) = self.segments.pop() {
+            seg.remove()?;
+        }
+        let seg = Segment::create(&self.dir, next_index, self.segment_bytes)?;
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    pub(crate) fn log_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.file_bytes()).sum()
+    }
+
+    /// The segment holding `index`, which must lie in the log.
+    fn segment_of(&self, index: u64) -> usize {
+        let after = self.segments.partition_point(|s| s.first_index() <= index);
+        assert!(
+            after > 0,
+            "index {} is below the first segment of {}",
+            index,
+            self.dir.display()
+        );
+        after - 1
+    }
+}
+
+type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+
+/// Segment files sorted by first index, and leftover `.tmp` files.
+fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
+    let mut files = Vec::new();
+    let mut leftovers = Vec::new();
+    let listing = fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    for item in listing {
+        let item = item.map_err(|e| StorageError::io(dir, e))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(first_index) = segment::parse_file_name(name) {
+            files.push((first_index, item.path()));
+        } else if name.ends_with(".tmp") {
+            leftovers.push(item.path());
+        }
+    }
+    files.sort();
+    Ok((files, leftovers))
+}
+
+/// A `.tmp` file is a segment creation cut short: it never held a record.
+/// Removed only once recovery succeeded, so a failed open changes nothing.
+fn remove_leftovers(leftovers: &[PathBuf]) {
+    for path in leftovers {
+        log::info!("removing leftover {}", path.display());
+        if let Err(err) = fs::remove_file(path) {
+            log::warn!("could not remove {}: {}", path.display(), err);
+        }
+    }
+}
+
+fn check_follows(prev: &Segment, seg: &Segment) -> Result<(), StorageError> {
+    if prev.next_index() == seg.first_index() {
+        return Ok(());
+    }
+    Err(StorageError::corrupt(
+        seg.path(),
+        Some(0),
+        format!(
+            "segment starts at index {} but {} ends at index {}",
+            seg.first_index(),
+            prev.path().display(),
+            prev.next_index() - 1
+        ),
+    ))
+}
+
+/// Accepts a clean end, cuts a torn tail of the newest segment, and turns
+/// every other shape of damage into an error (nothing is changed then).
+fn settle_scan_end(seg: &mut Segment, end: ScanEnd, newest: bool) -> Result<(), StorageError> {
+    match end {
+        ScanEnd::Clean => Ok(()),
+        ScanEnd::DataAfterEnd { offset, nonzero_at } => Err(StorageError::corrupt(
+            seg.path(),
+            Some(offset as u64),
+            format!(
+                "no record starts here, yet byte {} after it is not zero",
+                nonzero_at
+            ),
+        )),
+        ScanEnd::Damaged {
+            offset,
+            error,
+            only_zeros_after: true,
+        } if newest => {
+            log::warn!(
+                "{} at offset {}: cutting torn tail ({}); log now ends at index {}",
+                seg.path().display(),
+                offset,
+                error.describe(),
+                seg.next_index() - 1
+            );
+            seg.cut_torn_tail(offset, error.claimed_len())
+        }
+        ScanEnd::Damaged {
+            offset,
+            error,
+            only_zeros_after,
+        } => Err(StorageError::corrupt(
+            seg.path(),
+            Some(offset as u64),
+            damage_reason(&error, newest, only_zeros_after),
+        )),
+    }
+}
+
+fn damage_reason(error: &RecordError, newest: bool, only_zeros_after: bool) -> String {
+    debug_assert!(!newest || !only_zeros_after, "a torn tail is not damage");
+    let why_not_torn = if newest {
+        "followed by non-zero bytes"
+    } else {
+        "in a segment older than the newest"
+    };
+    format!("{}, {}: not a torn tail", error.describe(), why_not_torn)
+}

@@ -1,0 +1,662 @@
+//! Snapshot files under `data_dir/snapshot/`, one per snapshot, named
+//! `<index>-<term>.snap` in fixed-width decimal so a listing sorts oldest first.
+//!
+//! Everything here takes the directory or file path, not a `Storage`, so a
+//! helper thread can write a snapshot, or stream one to a follower, while the
+//! event loop keeps the log. A snapshot appears under its final name only
+//! whole and synced (written as `.tmp`, fsynced, renamed, directory fsynced);
+//! after each new one only the newest two are kept.
+//!
+//! Bytes arriving from a leader are the leader's file verbatim, so a follower
+//! checks the same trailing CRC and header before it publishes the file.
+
+use super::error::StorageError;
+use super::{create_dir, sync_dir};
+use crate::raft::{NodeId, SnapshotMeta};
+use byteorder::{BigEndian, ByteOrder, ReadBytesExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The snapshot directory inside a data directory.
+pub const SNAPSHOT_DIR: &str = "snapshot";
+/// Snapshots kept after a new one is published.
+pub const KEEP: usize = 2;
+
+const MAGIC: [u8; 8] = *b"RKVSNAP\0";
+const VERSION: u32 = 1;
+const SUFFIX: &str = ".snap";
+/// magic, version, index, term and the voter count.
+const FIXED_HEADER_BYTES: u64 = 32;
+const CRC_BYTES: u64 = 4;
+
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SNAPSHOT_DIR)
+}
+
+/// `<index>-<term>.snap`, both 20-digit decimal.
+pub fn file_name(index: u64, term: u64) -> String {
+    format!("{:020}-{:020}{}", index, term, SUFFIX)
+}
+
+fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(SUFFIX)?;
+    let (index, term) = stem.split_once('-')?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(index) || !digits(term) {
+        return None;
+    }
+    Some((index.parse().ok()?, term.parse().ok()?))
+}
+
+/// A published snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub meta: SnapshotMeta,
+    /// Length of the whole file: header, body and CRC.
+    pub bytes: u64,
+}
+
+/// Encodes the header; the file is this, then the body, then the CRC. All
+/// integers big-endian:
+///
+/// ```text
+/// offset size field
+///      0    8 magic     "RKVSNAP\0"
+///      8    4 version   1
+///     12    8 index     last log index the snapshot covers
+///     20    8 term      term of that entry
+///     28    4 n         number of voters
+///     32   8n voters    node ids
+///      .    4 m         number of learners
+///      .   8m learners  node ids
+///      .    * body      state machine bytes, opaque here
+///  end-4    4 crc32     CRC-32 (IEEE) of every byte before it
+/// ```
+fn encode_header(meta: &SnapshotMeta) -> Vec<u8> {
+    let ids = meta.voters.len() + meta.learners.len();
+    let mut buf = Vec::with_capacity(FIXED_HEADER_BYTES as usize + 4 + 8 * ids);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&VERSION.to_be_bytes());
+    buf.extend_from_slice(&meta.index.to_be_bytes());
+    buf.extend_from_slice(&meta.term.to_be_bytes());
+    for ids in [&meta.voters, &meta.learners] {
+        buf.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids.iter() {
+            buf.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+    buf
+}
+
+/// Reads the header from `r`, which holds `available` bytes before the CRC.
+/// Every count is checked against `available` before anything is allocated.
+fn read_header(
+    r: &mut impl Read,
+    available: u64,
+    path: &Path,
+) -> Result<(SnapshotMeta, u64), StorageError> {
+    let corrupt = |offset: u64, what: String| StorageError::corrupt(path, Some(offset), what);
+    let io = |e: io::Error| StorageError::io(path, e);
+    if available < FIXED_HEADER_BYTES + 4 {
+        return Err(corrupt(0, format!("{} bytes is too short", available)));
+    }
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(io)?;
+    if magic != MAGIC {
+        return Err(corrupt(0, "bad magic".to_string()));
+    }
+    let version = r.read_u32::<BigEndian>().map_err(io)?;
+    if version != VERSION {
+        return Err(corrupt(8, format!("unsupported version {}", version)));
+    }
+    let index = r.read_u64::<BigEndian>().map_err(io)?;
+    let term = r.read_u64::<BigEndian>().map_err(io)?;
+    let mut pos = FIXED_HEADER_BYTES - 4;
+    // The learner count must still fit after the voters.
+    let voters = read_ids(r, &mut pos, available, 4, path)?;
+    let learners = read_ids(r, &mut pos, available, 0, path)?;
+    let meta = SnapshotMeta {
+        index,
+        term,
+        voters,
+        learners,
+    };
+    Ok((meta, pos))
+}
+
+/// Reads a count and that many node ids at `*pos`, leaving `reserve` bytes
+/// of `available` for what follows.
+fn read_ids(
+    r: &mut impl Read,
+    pos: &mut u64,
+    available: u64,
+    reserve: u64,
+    path: &Path,
+) -> Result<Vec<NodeId>, StorageError> {
+    let io = |e: io::Error| StorageError::io(path, e);
+    let count = r.read_u32::<BigEndian>().map_err(io)? as u64;
+    if *pos + 4 + count * 8 + reserve > available {
+        return Err(StorageError::corrupt(
+            path,
+            Some(*pos),
+            format!("node count {} overruns the file", count),
+        ));
+    }
+    *pos += 4;
+    let mut ids = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        ids.push(r.read_u64::<BigEndian>().map_err(io)?);
+    }
+    *pos += count * 8;
+    Ok(ids)
+}
+
+/// Writes a snapshot from the local state machine: `create`, write the body
+/// through `std::io::Write`, then `finish`. Dropped unfinished, it removes its
+/// temporary file.
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    tmp_path: PathBuf,
+    meta: SnapshotMeta,
+    out: Option<BufWriter<File>>,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+    finished: bool,
+}
+
+impl SnapshotWriter {
+    pub fn create(dir: &Path, meta: &SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
+        create_dir(dir)?;
+        let tmp_path = dir.join(format!("{}.writing.tmp", file_name(meta.index, meta.term)));
+        let file = create_tmp(&tmp_path)?;
+        let mut writer = SnapshotWriter {
+            dir: dir.to_path_buf(),
+            tmp_path,
+            meta: meta.clone(),
+            out: Some(BufWriter::with_capacity(1 << 16, file)),
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+            finished: false,
+        };
+        writer
+            .write_all(&encode_header(meta))
+            .map_err(|e| StorageError::io(&writer.tmp_path, e))?;
+        Ok(writer)
+    }
+
+    /// Appends the CRC, syncs, publishes under the final name and prunes to
+    /// the newest [`KEEP`].
+    pub fn finish(mut self) -> Result<SnapshotInfo, StorageError> {
+        let tmp = self.tmp_path.clone();
+        let out = match self.out.take() {
+            Some(out) => out,
+            None => panic!("snapshot writer {} finished twice", tmp.display()),
+        };
+        let mut file = out
+            .into_inner()
+            .map_err(|e| StorageError::io(&tmp, e.into_error()))?;
+        let crc = self.crc.clone().finalize();
+        file.write_all(&crc.to_be_bytes())
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        let path = self.dir.join(file_name(self.meta.index, self.meta.term));
+        publish(file, &tmp, &path, &self.dir)?;
+        self.finished = true;
+        Ok(SnapshotInfo {
+            path,
+            meta: self.meta.clone(),
+            bytes: self.bytes + CRC_BYTES,
+        })
+    }
+}
+
+impl Write for SnapshotWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("snapshot writer already finished"))?;
+        let n = out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.out = None;
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Receives a snapshot file streamed raw from the leader in chunks, at
+/// sequential offsets. Dropped unfinished, it removes its temporary file.
+pub struct SnapshotReceiver {
+    dir: PathBuf,
+    tmp_path: PathBuf,
+    index: u64,
+    term: u64,
+    out: Option<BufWriter<File>>,
+    /// CRC of every byte received except the last four, which are held in
+    /// `tail` because they may turn out to be the stored CRC.
+    crc: crc32fast::Hasher,
+    tail: [u8; 4],
+    tail_len: usize,
+    received: u64,
+    /// A write failed part-way, so the file no longer matches `received`.
+    broken: bool,
+    finished: bool,
+}
+
+impl SnapshotReceiver {
+    pub fn create(dir: &Path, index: u64, term: u64) -> Result<SnapshotReceiver, StorageError> {
+        create_dir(dir)?;
+        let tmp_path = dir.join(format!("{}.receiving.tmp", file_name(index, term)));
+        let file = create_tmp(&tmp_path)?;
+        Ok(SnapshotReceiver {
+            dir: dir.to_path_buf(),
+            tmp_path,
+            index,
+            term,
+            out: Some(BufWriter::with_capacity(1 << 16, file)),
+            crc: crc32fast::Hasher::new(),
+            tail: [0; 4],
+            tail_len: 0,
+            received: 0,
+            broken: false,
+            finished: false,
+        })
+    }
+
+    /// Bytes received so far: the offset the next chunk must start at.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Writes the chunk at `offset`, which must equal [`Self::received`].
+    /// After an IO error every later call fails: start a new receiver.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.check_not_broken()?;
+        if offset != self.received {
+            return Err(StorageError::invalid(
+                &self.tmp_path,
+                Some(offset),
+                format!(
+                    "snapshot chunk out of order: {} bytes received so far",
+                    self.received
+                ),
+            ));
+        }
+        let out = match self.out.as_mut() {
+            Some(out) => out,
+            None => panic!(
+                "snapshot receiver {} used after finish",
+                self.tmp_path.display()
+            ),
+        };
+        if let Err(err) = out.write_all(data) {
+            self.broken = true;
+            return Err(StorageError::io(&self.tmp_path, err).at(offset));
+        }
+        self.absorb(data);
+        self.received += data.len() as u64;
+        Ok(())
+    }
+
+    fn check_not_broken(&self) -> Result<(), StorageError> {
+        if self.broken {
+            return Err(StorageError::invalid(
+                &self.tmp_path,
+                Some(self.received),
+                "an earlier write to this snapshot failed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn absorb(&mut self, data: &[u8]) {
+        if data.len() >= 4 {
+            self.crc.update(&self.tail[..self.tail_len]);
+            let (body, tail) = data.split_at(data.len() - 4);
+            self.crc.update(body);
+            self.tail.copy_from_slice(tail);
+            self.tail_len = 4;
+        } else {
+            let mut joined = [0u8; 7];
+            let n = self.tail_len + data.len();
+            joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            joined[self.tail_len..n].copy_from_slice(data);
+            let spill = n.saturating_sub(4);
+            self.crc.update(&joined[..spill]);
+            self.tail[..n - spill].copy_from_slice(&joined[spill..n]);
+            self.tail_len = n - spill;
+        }
+    }
+
+    /// Checks that `total_len` bytes arrived, that the CRC and header are
+    /// right and name the index and term given to `create`, then publishes the
+    /// file and prunes to the newest [`KEEP`].
+    pub fn finish(mut self, total_len: u64) -> Result<SnapshotInfo, StorageError> {
+        self.check_not_broken()?;
+        let tmp = self.tmp_path.clone();
+        if total_len != self.received {
+            return Err(StorageError::invalid(
+                &tmp,
+                Some(self.received),
+                format!(
+                    "snapshot is {} bytes but {} arrived",
+                    total_len, self.received
+                ),
+            ));
+        }
+        let out = match self.out.take() {
+            Some(out) => out,
+            None => panic!("snapshot receiver {} finished twice", tmp.display()),
+        };
+        let file = out
+            .into_inner()
+            .map_err(|e| StorageError::io(&tmp, e.into_error()))?;
+        let stored = BigEndian::read_u32(&self.tail);
+        let computed = self.crc.clone().finalize();
+        if self.tail_len < 4 || stored != computed {
+            return Err(StorageError::corrupt(
+                &tmp,
+                Some(total_len.saturating_sub(CRC_BYTES)),
+                format!(
+                    "crc {:#010x} does not match computed {:#010x}",
+                    stored, computed
+                ),
+            ));
+        }
+        let meta = self.check_header(total_len)?;
+        let path = self.dir.join(file_name(self.index, self.term));
+        publish(file, &tmp, &path, &self.dir)?;
+        self.finished = true;
+        Ok(SnapshotInfo {
+            path,
+            meta,
+            bytes: total_len,
+        })
+    }
+
+    fn check_header(&self, total_len: u64) -> Result<SnapshotMeta, StorageError> {
+        let tmp = &self.tmp_path;
+        let file = File::open(tmp).map_err(|e| StorageError::io(tmp, e))?;
+        let (meta, _) = read_header(&mut BufReader::new(file), total_len - CRC_BYTES, tmp)?;
+        if (meta.index, meta.term) != (self.index, self.term) {
+            return Err(StorageError::corrupt(
+                tmp,
+                Some(12),
+                format!(
+                    "header says index {} term {}, expected index {} term {}",
+                    meta.index, meta.term, self.index, self.term
+                ),
+            ));
+        }
+        Ok(meta)
+    }
+}
+
+impl Drop for SnapshotReceiver {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.out = None;
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+fn create_tmp(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// fsync, rename to the final name, fsync the directory, prune.
+fn publish(file: File, tmp: &Path, path: &Path, dir: &Path) -> Result<(), StorageError> {
+    file.sync_all().map_err(|e| StorageError::io(tmp, e))?;
+    drop(file);
+    fs::rename(tmp, path).map_err(|e| StorageError::io(path, e))?;
+    sync_dir(dir)?;
+    log::info!("snapshot {} published", path.display());
+    prune(dir)
+}
+
+/// Deletes all but the newest [`KEEP`] snapshots. Another thread may prune
+/// at the same time, so a file already gone is not an error.
+fn prune(dir: &Path) -> Result<(), StorageError> {
+    let snapshots = list_newest_first(dir)?;
+    if snapshots.len() <= KEEP {
+        return Ok(());
+    }
+    for (_, path) in &snapshots[KEEP..] {
+        match fs::remove_file(path) {
+            Ok(()) => log::info!("snapshot {} removed", path.display()),
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => return Err(StorageError::io(path, err)),
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Snapshot files (not temporary ones), newest first. A missing directory holds none.
+/// `(index, term)` as the file name says, and the path.
+type Listed = ((u64, u64), PathBuf);
+
+fn list_newest_first(dir: &Path) -> Result<Vec<Listed>, StorageError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(StorageError::io(dir, err)),
+    };
+    let mut found = Vec::new();
+    for item in listing {
+        let item = item.map_err(|e| StorageError::io(dir, e))?;
+        if let Some(key) = item.file_name().to_str().and_then(parse_file_name) {
+            found.push((key, item.path()));
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    Ok(found)
+}
+
+/// A snapshot read back whole and checked.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    /// The state machine bytes.
+    pub body: Vec<u8>,
+    /// Newer snapshot files that failed their checks and were passed over,
+    /// newest first. When this is not empty, the caller must check that the
+    /// log still reaches back to `meta.index + 1`.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// The newest snapshot in `dir` that passes its checks.
+///
+/// `Ok(None)` when there is no snapshot file at all. Newer files that fail
+/// are passed over with a warning naming them and the one used, and listed in
+/// [`LoadedSnapshot::skipped`]. When every file fails, the error of the newest
+/// is returned (each failure is also logged): with no snapshot the log would
+/// have to reach back to index 1, which compaction has made unlikely.
+pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
+    let mut failures: Vec<(PathBuf, StorageError)> = Vec::new();
+    for (key, path) in list_newest_first(dir)? {
+        match load_file(&path, key) {
+            Ok((meta, body)) => {
+                for (bad, err) in &failures {
+                    log::warn!(
+                        "passing over snapshot {}: {}; using {}",
+                        bad.display(),
+                        err,
+                        path.display()
+                    );
+                }
+                let skipped = failures.into_iter().map(|(p, _)| p).collect();
+                return Ok(Some(LoadedSnapshot {
+                    meta,
+                    path,
+                    body,
+                    skipped,
+                }));
+            }
+            Err(err) => failures.push((path, err)),
+        }
+    }
+    let mut failures = failures.into_iter();
+    match failures.next() {
+        None => Ok(None),
+        Some((_, newest_err)) => {
+            for (bad, err) in failures {
+                log::warn!("older snapshot {} fails too: {}", bad.display(), err);
+            }
+            Err(newest_err)
+        }
+    }
+}
+
+/// Reads and checks one snapshot file: CRC first, then the header, which
+/// must agree with the file name.
+fn load_file(
+    path: &Path,
+    (index, term): (u64, u64),
+) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
+    let mut bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let len = bytes.len() as u64;
+    if len < FIXED_HEADER_BYTES + 4 + CRC_BYTES {
+        return Err(StorageError::corrupt(
+            path,
+            Some(0),
+            format!("{} bytes is too short", len),
+        ));
+    }
+    let crc_at = bytes.len() - CRC_BYTES as usize;
+    let stored = BigEndian::read_u32(&bytes[crc_at..]);
+    let computed = crc32fast::hash(&bytes[..crc_at]);
+    if stored != computed {
+        return Err(StorageError::corrupt(
+            path,
+            Some(crc_at as u64),
+            format!(
+                "crc {:#010x} does not match computed {:#010x}",
+                stored, computed
+            ),
+        ));
+    }
+    let (meta, header_len) = read_header(&mut &bytes[..crc_at], crc_at as u64, path)?;
+    if (meta.index, meta.term) != (index, term) {
+        return Err(StorageError::corrupt(
+            path,
+            Some(12),
+            format!(
+                "header says index {} term {}, the name index {} term {}",
+                meta.index, meta.term, index, term
+            ),
+        ));
+    }
+    bytes.truncate(crc_at);
+    bytes.drain(..header_len as usize);
+    Ok((meta, bytes))
+}
+
+/// A snapshot file opened for streaming to a follower. Holding it open keeps
+/// the bytes readable even if a newer snapshot prunes the file meanwhile.
+pub struct RawReader {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl RawReader {
+    pub fn open(path: &Path) -> Result<RawReader, StorageError> {
+        let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        Ok(RawReader {
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Length of the whole file, the `total_len` a receiver's `finish` expects.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `max` bytes from `offset`; empty at the end of the file.
+    pub fn read_chunk(&self, offset: u64, max: usize) -> Result<Vec<u8>, StorageError> {
+        if offset > self.len {
+            return Err(StorageError::invalid(
+                &self.path,
+                Some(offset),
+                format!("chunk offset beyond the {}-byte file", self.len),
+            ));
+        }
+        let n = (self.len - offset).min(max as u64) as usize;
+        let mut buf = vec![0u8; n];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StorageError::io(&self.path, e).at(offset))?;
+        Ok(buf)
+    }
+}
+
+/// Up to `max` raw bytes of the snapshot file at `path` from `offset`.
+pub fn read_raw_chunk(path: &Path, offset: u64, max: usize) -> Result<Vec<u8>, StorageError> {
+    RawReader::open(path)?.read_chunk(offset, max)
+}
+
+/// Length of the snapshot file at `path`.
+pub fn raw_len(path: &Path) -> Result<u64, StorageError> {
+    Ok(RawReader::open(path)?.len())
+}
+
+/// Deletes temporary files left by a crash mid-write. Call only while no
+/// writer or receiver is active on `dir` (at startup); returns how many.
+pub fn remove_temp_files(dir: &Path) -> Result<usize, StorageError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(StorageError::io(dir, err)),
+    };
+    let mut removed = 0;
+    for item in listing {
+        let item = item.map_err(|e| StorageError::io(dir, e))?;
+        let is_tmp = item
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".tmp"));
+        if is_tmp {
+            fs::remove_file(item.path()).map_err(|e| StorageError::io(item.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

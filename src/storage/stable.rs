@@ -1,0 +1,174 @@
+//! The stable file: the current term and vote, replaced atomically.
+
+use super::error::StorageError;
+use super::sync_dir;
+use crate::raft::HardState;
+use byteorder::{BigEndian, ByteOrder};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub(crate) const FILE_NAME: &str = "stable";
+const TMP_NAME: &str = "stable.tmp";
+const MAGIC: [u8; 4] = *b"RKHS";
+const VERSION: u32 = 1;
+const LEN: usize = 28;
+
+/// Encodes the stable file, all integers big-endian:
+///
+/// ```text
+/// offset size field
+///      0    4 magic    "RKHS"
+///      4    4 version  1
+///      8    8 term     current term
+///     16    8 vote     node voted for in that term (0 = none)
+///     24    4 crc32    CRC-32 (IEEE) of bytes 0..24
+/// ```
+fn encode(hard_state: HardState) -> [u8; LEN] {
+    let mut buf = [0u8; LEN];
+    buf[0..4].copy_from_slice(&MAGIC);
+    BigEndian::write_u32(&mut buf[4..8], VERSION);
+    BigEndian::write_u64(&mut buf[8..16], hard_state.term);
+    BigEndian::write_u64(&mut buf[16..24], hard_state.vote);
+    let crc = crc32fast::hash(&buf[0..24]);
+    BigEndian::write_u32(&mut buf[24..28], crc);
+    debug_assert_eq!(
+        decode(&buf, Path::new(FILE_NAME)).ok(),
+        Some(hard_state),
+        "stable file encoding does not decode to itself"
+    );
+    buf
+}
+
+fn decode(buf: &[u8], path: &Path) -> Result<HardState, StorageError> {
+    if buf.len() != LEN {
+        return Err(StorageError::corrupt(
+            path,
+            Some(0),
+            format!("stable file is {} bytes, expected {}", buf.len(), LEN),
+        ));
+    }
+    let stored = BigEndian::read_u32(&buf[24..28]);
+    let computed = crc32fast::hash(&buf[0..24]);
+    if stored != computed {
+        return Err(StorageError::corrupt(
+            path,
+            Some(24),
+            format!(
+                "crc {:#010x} does not match computed {:#010x}",
+                stored, computed
+            ),
+        ));
+    }
+    if buf[0..4] != MAGIC {
+        return Err(StorageError::corrupt(path, Some(0), "bad magic"));
+    }
+    let version = BigEndian::read_u32(&buf[4..8]);
+    if version != VERSION {
+        return Err(StorageError::corrupt(
+            path,
+            Some(4),
+            format!("unsupported version {}", version),
+        ));
+    }
+    Ok(HardState {
+        term: BigEndian::read_u64(&buf[8..16]),
+        vote: BigEndian::read_u64(&buf[16..24]),
+    })
+}
+
+/// The stable file of a data directory and the hard state it holds.
+pub(crate) struct Stable {
+    dir: PathBuf,
+    hard_state: HardState,
+}
+
+impl Stable {
+    /// Reads `dir/stable`; a missing file is the default hard state. Any
+    /// damage is an error, never a silent fall back to term 0, which would let
+    /// this node vote twice in a term. A leftover `stable.tmp` is ignored.
+    pub(crate) fn open(dir: &Path) -> Result<Stable, StorageError> {
+        let path = dir.join(FILE_NAME);
+        let hard_state = match File::open(&path) {
+            Ok(file) => decode(&read_bounded(file, &path)?, &path)?,
+            Err(err) if err.kind() == ErrorKind::NotFound => HardState::default(),
+            Err(err) => return Err(StorageError::io(&path, err)),
+        };
+        Ok(Stable {
+            dir: dir.to_path_buf(),
+            hard_state,
+        })
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Writes `stable.tmp`, fsyncs it, renames it over `stable` and fsyncs the
+    /// directory: a crash leaves either the old or the new file, whole.
+    pub(crate) fn set(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        if hard_state == self.hard_state {
+            return Ok(());
+        }
+        let tmp = self.dir.join(TMP_NAME);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        file.write_all(&encode(hard_state))
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
+        drop(file);
+        let path = self.dir.join(FILE_NAME);
+        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
+        sync_dir(&self.dir)?;
+        self.hard_state = hard_state;
+        Ok(())
+    }
+}
+
+/// Reads at most one byte more than a valid file holds, so a huge file is
+/// rejected by its length without reading it all.
+fn read_bounded(file: File, path: &Path) -> Result<Vec<u8>, StorageError> {
+    let mut buf = Vec::with_capacity(LEN + 1);
+    file.take(LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| StorageError::io(path, e))?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let hs = HardState {
+            term: 0x0102_0304_0506_0708,
+            vote: 3,
+        };
+        let buf = encode(hs);
+        assert_eq!(&buf[0..4], b"RKHS");
+        assert_eq!(decode(&buf, Path::new("x")).ok(), Some(hs));
+    }
+
+    #[test]
+    fn every_byte_flip_is_an_error() {
+        let buf = encode(HardState { term: 9, vote: 2 });
+        for at in 0..LEN {
+            let mut bad = buf;
+            bad[at] ^= 0x40;
+            let err = decode(&bad, Path::new("dir/stable")).expect_err("flip must be caught");
+            assert!(err.to_string().contains("dir/stable"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn wrong_length_is_an_error() {
+        let buf = encode(HardState { term: 1, vote: 1 });
+        assert!(decode(&buf[..LEN - 1], Path::new("s")).is_err());
+        assert!(decode(&[], Path::new("s")).is_err());
+    }
+}

@@ -1,0 +1,798 @@
+//! Crash recovery of the data directory, by editing the files the way a crash
+//! or a bad disk would and reopening:
+//!
+//! - a newest segment cut at every byte inside its last three records (the
+//!   rest zero, as preallocated space is) reopens to exactly the whole records,
+//!   with a warning naming the file when a partial record was cut;
+//! - a flipped byte in the last record is a torn tail; anywhere else it is an
+//!   error naming the file, and the files are left untouched;
+//! - the stable file and snapshots fail loudly, never silently to defaults;
+//! - rollover, prefix drops and truncation across many small segments.
+
+use raftkv::raft::{Entry, EntryKind, HardState, SnapshotMeta};
+use raftkv::storage::record;
+use raftkv::storage::snapshot::{self, RawReader, SnapshotReceiver, SnapshotWriter};
+use raftkv::storage::{Storage, StorageOptions};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Collects log lines so tests can assert that a warning names a file. Tests
+/// run in parallel, so each looks only for lines naming its own temp dir.
+struct Capture;
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CAPTURE: Capture = Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+fn warnings_naming(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    LINES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|l| l.starts_with("WARN") && l.contains(&needle))
+        .cloned()
+        .collect()
+}
+
+fn options(segment_bytes: u64) -> StorageOptions {
+    StorageOptions { segment_bytes }
+}
+
+fn entry(index: u64, term: u64, payload: usize) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: if index % 5 == 0 {
+            EntryKind::Noop
+        } else {
+            EntryKind::Normal
+        },
+        // Never zero, so a cut inside the payload always leaves evidence.
+        data: (0..payload)
+            .map(|k| 1 + ((index as usize * 7 + k) % 250) as u8)
+            .collect(),
+    }
+}
+
+fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
+    (lo..hi)
+        .map(|i| entry(i, term, 20 + (i as usize * 37) % 100))
+        .collect()
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> Storage {
+    match Storage::open(dir, options(segment_bytes)) {
+        Ok(storage) => storage,
+        Err(err) => panic!("open {} failed: {}", dir.display(), err),
+    }
+}
+
+fn open_err(dir: &Path, segment_bytes: u64) -> String {
+    match Storage::open(dir, options(segment_bytes)) {
+        Ok(storage) => panic!(
+            "open {} succeeded with log {}..={}",
+            dir.display(),
+            storage.first_index(),
+            storage.last_index()
+        ),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// A synced log of `want` in `dir`.
+fn build(dir: &Path, segment_bytes: u64, want: &[Entry]) {
+    let mut storage = open(dir, segment_bytes);
+    for batch in want.chunks(16) {
+        storage.append(batch).expect("append");
+    }
+    storage.sync().expect("sync");
+}
+
+fn all_entries(storage: &Storage) -> Vec<Entry> {
+    storage
+        .entries(storage.first_index(), storage.last_index() + 1)
+        .expect("entries")
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `(start, end)` of every record in a segment file's bytes.
+fn record_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while let Ok(view) = record::decode(&bytes[at..]) {
+        spans.push((at, at + view.len));
+        at += view.len;
+    }
+    spans
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for item in fs::read_dir(from).expect("read_dir") {
+        let item = item.expect("dir entry");
+        let target = to.join(item.file_name());
+        if item.file_type().expect("file type").is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            fs::copy(item.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[at] ^= 0x5a;
+    fs::write(path, bytes).expect("write");
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+// ---------------------------------------------------------------------------
+// Torn tails
+
+const SEG: u64 = 4096;
+const RECORDS: u64 = 300;
+
+#[test]
+fn cut_at_every_byte_of_the_last_three_records_recovers_the_whole_ones() {
+    capture_logs();
+    let pristine = tempdir();
+    let want = entries(1, RECORDS + 1, 1);
+    build(pristine.path(), SEG, &want);
+    let files = segment_files(pristine.path());
+    assert!(files.len() > 3, "want many segments, got {}", files.len());
+    let newest_name = files[files.len() - 1].file_name().expect("name").to_owned();
+    let bytes = fs::read(&files[files.len() - 1]).expect("read newest");
+    let spans = record_spans(&bytes);
+    assert!(
+        spans.len() >= 3,
+        "newest segment holds {} records",
+        spans.len()
+    );
+    let first_in_newest = RECORDS + 1 - spans.len() as u64;
+    let last_three = &spans[spans.len() - 3..];
+
+    for cut in last_three[0].0..=last_three[2].1 {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        let newest = work.path().join("log").join(&newest_name);
+        let mut damaged = bytes.clone();
+        damaged[cut..].fill(0);
+        fs::write(&newest, &damaged).expect("write cut segment");
+
+        let whole = spans.iter().filter(|s| s.1 <= cut).count() as u64;
+        let last = first_in_newest + whole - 1;
+        let mut storage = open(work.path(), SEG);
+        assert_eq!(storage.last_index(), last, "cut at byte {}", cut);
+        assert_eq!(
+            all_entries(&storage),
+            want[..last as usize],
+            "cut at {}",
+            cut
+        );
+
+        let partial = spans.iter().find(|s| s.0 < cut && cut < s.1);
+        let evidence = partial.is_some_and(|s| damaged[s.0..cut].iter().any(|&b| b != 0));
+        let warned = warnings_naming(&newest);
+        assert_eq!(
+            !warned.is_empty(),
+            evidence,
+            "cut at {}: warnings {:?}",
+            cut,
+            warned
+        );
+        if let (true, Some(s)) = (evidence, partial) {
+            let at = format!("at offset {}", s.0);
+            assert!(
+                warned.iter().any(|w| w.contains(&at)),
+                "{:?} lacks {}",
+                warned,
+                at
+            );
+        }
+
+        // The cut bytes are gone for good: new records follow and survive.
+        storage
+            .append(&entries(last + 1, last + 3, 2))
+            .expect("append after cut");
+        storage.sync().expect("sync");
+        drop(storage);
+        let storage = open(work.path(), SEG);
+        assert_eq!(storage.last_index(), last + 2, "cut at {}", cut);
+        assert_eq!(storage.term(last + 1), Some(2));
+    }
+}
+
+#[test]
+fn torn_only_record_leaves_an_empty_newest_segment_that_takes_appends() {
+    capture_logs();
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let newest = segment_files(dir.path()).pop().expect("a segment");
+    let mut bytes = fs::read(&newest).expect("read");
+    let spans = record_spans(&bytes);
+    let first_in_newest = 101 - spans.len() as u64;
+    bytes[spans[0].0 + 10..].fill(0);
+    fs::write(&newest, &bytes).expect("write");
+
+    let mut storage = open(dir.path(), SEG);
+    assert_eq!(storage.last_index(), first_in_newest - 1);
+    assert_eq!(warnings_naming(&newest).len(), 1);
+    assert_eq!(segment_files(dir.path()).last(), Some(&newest), "file kept");
+    storage
+        .append(&entries(first_in_newest, first_in_newest + 3, 2))
+        .expect("append into the emptied segment");
+    drop(storage);
+    let storage = open(dir.path(), SEG);
+    assert_eq!(storage.last_index(), first_in_newest + 2);
+    assert_eq!(storage.term(first_in_newest), Some(2));
+}
+
+/// The last record of the newest segment, and the segment's path.
+fn last_record(dir: &Path) -> (PathBuf, (usize, usize)) {
+    let newest = segment_files(dir).pop().expect("a segment");
+    let spans = record_spans(&fs::read(&newest).expect("read"));
+    (newest, *spans.last().expect("a record"))
+}
+
+#[test]
+fn flipped_byte_in_the_last_record_is_cut_with_a_warning() {
+    capture_logs();
+    let pristine = tempdir();
+    let want = entries(1, 101, 1);
+    build(pristine.path(), SEG, &want);
+    let (newest, (start, end)) = last_record(pristine.path());
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    // Every byte after the length field: crc, index, term, kind, payload.
+    for at in start + 4..end {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        flip(&work.path().join(rel), at);
+        let storage = open(work.path(), SEG);
+        assert_eq!(storage.last_index(), 99, "flip at {}", at);
+        assert_eq!(all_entries(&storage), want[..99]);
+        let warned = warnings_naming(&work.path().join(rel));
+        let offset = format!("at offset {}", start);
+        assert!(warned.iter().any(|w| w.contains(&offset)), "{:?}", warned);
+    }
+}
+
+#[test]
+fn flipped_length_of_the_last_record_never_yields_a_wrong_log() {
+    let pristine = tempdir();
+    let want = entries(1, 101, 1);
+    build(pristine.path(), SEG, &want);
+    let (newest, (start, _)) = last_record(pristine.path());
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let name = rel.display().to_string();
+    for at in start..start + 4 {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        flip(&work.path().join(rel), at);
+        // A length that claims less than was written leaves non-zero bytes
+        // behind the record, which recovery may not call torn.
+        match Storage::open(work.path(), options(SEG)) {
+            Ok(storage) => assert_eq!(all_entries(&storage), want[..99], "flip at {}", at),
+            Err(err) => assert!(err.to_string().contains(&name), "{}", err),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Corruption: an error naming the file, and nothing changed
+
+fn assert_corrupt_untouched(dir: &Path, damaged: &Path, offset: Option<usize>) {
+    let before: Vec<Vec<u8>> = segment_files(dir)
+        .iter()
+        .map(|p| fs::read(p).expect("read"))
+        .collect();
+    let message = open_err(dir, SEG);
+    assert!(
+        message.contains(&damaged.display().to_string()),
+        "error does not name {}: {}",
+        damaged.display(),
+        message
+    );
+    if let Some(offset) = offset {
+        let at = format!("at offset {}", offset);
+        assert!(message.contains(&at), "error lacks '{}': {}", at, message);
+    }
+    let after: Vec<Vec<u8>> = segment_files(dir)
+        .iter()
+        .map(|p| fs::read(p).expect("read"))
+        .collect();
+    assert!(before == after, "a failed open changed the segment files");
+}
+
+#[test]
+fn flipped_byte_in_an_earlier_record_of_the_newest_segment_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let newest = segment_files(dir.path()).pop().expect("a segment");
+    let spans = record_spans(&fs::read(&newest).expect("read"));
+    let (start, end) = spans[spans.len() - 2];
+    flip(&newest, (start + end) / 2);
+    assert_corrupt_untouched(dir.path(), &newest, Some(start));
+}
+
+#[test]
+fn flipped_byte_in_an_older_segment_is_an_error() {
+    for which in ["first", "last"] {
+        let dir = tempdir();
+        build(dir.path(), SEG, &entries(1, 201, 1));
+        let older = segment_files(dir.path())[1].clone();
+        let spans = record_spans(&fs::read(&older).expect("read"));
+        let (start, end) = if which == "first" {
+            spans[0]
+        } else {
+            spans[spans.len() - 1]
+        };
+        flip(&older, end - 1);
+        assert_corrupt_untouched(dir.path(), &older, Some(start));
+    }
+}
+
+#[test]
+fn missing_middle_segment_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 201, 1));
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[2]).expect("remove");
+    assert_corrupt_untouched(dir.path(), &files[3], Some(0));
+}
+
+#[test]
+fn non_zero_bytes_after_the_last_record_are_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let (newest, (_, end)) = last_record(dir.path());
+    let mut bytes = fs::read(&newest).expect("read");
+    bytes[end + 100] = 1;
+    fs::write(&newest, bytes).expect("write");
+    assert_corrupt_untouched(dir.path(), &newest, Some(end));
+}
+
+#[test]
+fn record_with_the_wrong_index_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let files = segment_files(dir.path());
+    // A valid segment under the wrong name: its records do not match it.
+    let wrong = files[1].with_file_name("00000000000000000002.seg");
+    fs::rename(&files[0], &wrong).expect("rename");
+    let message = open_err(dir.path(), SEG);
+    assert!(message.contains("00000000000000000002.seg"), "{}", message);
+}
+
+#[test]
+fn leftover_temp_files_are_ignored() {
+    let dir = tempdir();
+    let want = entries(1, 51, 1);
+    build(dir.path(), SEG, &want);
+    let hard_state = HardState { term: 4, vote: 2 };
+    open(dir.path(), SEG)
+        .set_hard_state(hard_state)
+        .expect("stable");
+    fs::write(
+        dir.path().join("log/00000000000000000999.seg.tmp"),
+        [7u8; 64],
+    )
+    .expect("tmp");
+    fs::write(dir.path().join("stable.tmp"), b"garbage").expect("tmp");
+    let storage = open(dir.path(), SEG);
+    assert_eq!(all_entries(&storage), want);
+    assert_eq!(storage.hard_state(), hard_state);
+}
+
+// ---------------------------------------------------------------------------
+// The stable file
+
+#[test]
+fn hard_state_survives_reopen_and_defaults_when_missing() {
+    let dir = tempdir();
+    let mut storage = open(dir.path(), SEG);
+    assert_eq!(storage.hard_state(), HardState::default());
+    let hard_state = HardState { term: 7, vote: 3 };
+    storage.set_hard_state(hard_state).expect("set");
+    drop(storage);
+    assert_eq!(open(dir.path(), SEG).hard_state(), hard_state);
+    assert!(!dir.path().join("stable.tmp").exists());
+}
+
+#[test]
+fn stable_file_with_a_flipped_byte_is_an_error_naming_it() {
+    let dir = tempdir();
+    open(dir.path(), SEG)
+        .set_hard_state(HardState { term: 7, vote: 3 })
+        .expect("set");
+    let stable = dir.path().join("stable");
+    for at in 0..28 {
+        let mut bytes = fs::read(&stable).expect("read");
+        bytes[at] ^= 1;
+        let work = tempdir();
+        fs::write(work.path().join("stable"), bytes).expect("write");
+        let message = open_err(work.path(), SEG);
+        let named = work.path().join("stable").display().to_string();
+        assert!(message.contains(&named), "flip at {}: {}", at, message);
+    }
+    fs::write(&stable, b"").expect("truncate");
+    assert!(open_err(dir.path(), SEG).contains("stable"));
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots
+
+fn meta(index: u64, term: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term,
+        voters: vec![1, 2, 3],
+        learners: vec![9],
+    }
+}
+
+fn body(index: u64) -> Vec<u8> {
+    (0..10_000u32)
+        .map(|k| (k as u64 * 3 + index) as u8)
+        .collect()
+}
+
+fn write_snapshot(dir: &Path, index: u64, term: u64) -> snapshot::SnapshotInfo {
+    let mut writer = SnapshotWriter::create(dir, &meta(index, term)).expect("create");
+    for chunk in body(index).chunks(999) {
+        writer.write_all(chunk).expect("write");
+    }
+    writer.finish().expect("finish")
+}
+
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn snapshots_keep_the_newest_two_and_load_the_newest() {
+    let dir = tempdir();
+    let snaps = dir.path().join("snapshot");
+    assert!(snapshot::load_latest(&snaps).expect("load").is_none());
+    let infos: Vec<_> = [(10, 1), (20, 2), (30, 2)]
+        .iter()
+        .map(|&(i, t)| write_snapshot(&snaps, i, t))
+        .collect();
+    assert_eq!(
+        snapshot_files(&snaps),
+        vec![infos[1].path.clone(), infos[2].path.clone()]
+    );
+    assert_eq!(
+        infos[2].path.file_name().and_then(|n| n.to_str()),
+        Some("00000000000000000030-00000000000000000002.snap")
+    );
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!(loaded.meta, meta(30, 2));
+    assert_eq!(loaded.body, body(30));
+    assert_eq!(loaded.path, infos[2].path);
+    assert!(loaded.skipped.is_empty());
+    assert_eq!(
+        infos[2].bytes,
+        fs::metadata(&infos[2].path).expect("stat").len()
+    );
+}
+
+#[test]
+fn corrupt_newest_snapshot_is_passed_over_for_the_previous() {
+    capture_logs();
+    let dir = tempdir();
+    let snaps = dir.path().join("snapshot");
+    let older = write_snapshot(&snaps, 10, 1);
+    let newest = write_snapshot(&snaps, 20, 2);
+    flip(&newest.path, 5_000);
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!(loaded.meta, meta(10, 1));
+    assert_eq!(loaded.body, body(10));
+    assert_eq!(loaded.skipped, vec![newest.path.clone()]);
+    let warned = warnings_naming(&newest.path);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains(&older.path.display().to_string())),
+        "warning names the skipped and the used file: {:?}",
+        warned
+    );
+}
+
+#[test]
+fn all_snapshots_corrupt_is_an_error_naming_the_newest() {
+    let dir = tempdir();
+    let snaps = dir.path().join("snapshot");
+    let older = write_snapshot(&snaps, 10, 1);
+    let newest = write_snapshot(&snaps, 20, 2);
+    flip(&older.path, 100);
+    flip(&newest.path, 2);
+    let err = snapshot::load_latest(&snaps).expect_err("both corrupt");
+    assert!(
+        err.to_string().contains(&newest.path.display().to_string()),
+        "{}",
+        err
+    );
+}
+
+#[test]
+fn snapshot_streams_to_a_receiver_in_chunks_of_any_size() {
+    let leader = tempdir();
+    let info = write_snapshot(leader.path(), 42, 5);
+    let reader = RawReader::open(&info.path).expect("open raw");
+    assert_eq!(reader.len(), info.bytes);
+    assert_eq!(snapshot::raw_len(&info.path).expect("len"), info.bytes);
+    for chunk in [1usize, 3, 4, 5, 999, 1 << 20] {
+        let follower = tempdir();
+        let mut receiver = SnapshotReceiver::create(follower.path(), 42, 5).expect("create");
+        let mut offset = 0;
+        while offset < reader.len() {
+            let bytes = reader.read_chunk(offset, chunk).expect("chunk");
+            assert_eq!(
+                bytes,
+                snapshot::read_raw_chunk(&info.path, offset, chunk).expect("chunk")
+            );
+            receiver.write_at(offset, &bytes).expect("write_at");
+            offset += bytes.len() as u64;
+        }
+        assert!(reader.read_chunk(offset, chunk).expect("end").is_empty());
+        let got = receiver.finish(reader.len()).expect("finish");
+        assert_eq!(got.meta, meta(42, 5));
+        let loaded = snapshot::load_latest(follower.path())
+            .expect("load")
+            .expect("some");
+        assert_eq!(loaded.body, body(42), "chunk size {}", chunk);
+        assert_eq!(snapshot_files(follower.path()), vec![got.path]);
+    }
+}
+
+fn receive(dir: &Path, index: u64, term: u64, bytes: &[u8]) -> SnapshotReceiver {
+    let mut receiver = SnapshotReceiver::create(dir, index, term).expect("create");
+    receiver.write_at(0, bytes).expect("write_at");
+    receiver
+}
+
+#[test]
+fn receiver_rejects_bad_streams_and_leaves_no_file() {
+    let leader = tempdir();
+    let info = write_snapshot(leader.path(), 42, 5);
+    let raw = fs::read(&info.path).expect("read");
+    let follower = tempdir();
+
+    let mut receiver = SnapshotReceiver::create(follower.path(), 42, 5).expect("create");
+    receiver.write_at(0, &raw[..10]).expect("write_at");
+    assert!(
+        receiver.write_at(20, &raw[20..30]).is_err(),
+        "a gap is out of order"
+    );
+    assert!(
+        receiver.write_at(0, &raw[..10]).is_err(),
+        "a repeat is out of order"
+    );
+    drop(receiver);
+
+    let short = receive(follower.path(), 42, 5, &raw[..raw.len() - 1]);
+    assert!(short.finish(raw.len() as u64).is_err(), "missing bytes");
+
+    let mut damaged = raw.clone();
+    damaged[500] ^= 1;
+    let err = receive(follower.path(), 42, 5, &damaged)
+        .finish(raw.len() as u64)
+        .expect_err("bad crc");
+    assert!(err.to_string().contains("receiving.tmp"), "{}", err);
+
+    let wrong = receive(follower.path(), 43, 5, &raw)
+        .finish(raw.len() as u64)
+        .expect_err("header names another index");
+    assert!(wrong.to_string().contains("index 42"), "{}", wrong);
+
+    assert!(
+        snapshot_files(follower.path()).is_empty(),
+        "failed receives leave nothing"
+    );
+}
+
+#[test]
+fn unfinished_writer_leaves_nothing_and_temp_files_are_ignored() {
+    let dir = tempdir();
+    let mut writer = SnapshotWriter::create(dir.path(), &meta(5, 1)).expect("create");
+    writer.write_all(b"half a snapshot").expect("write");
+    drop(writer);
+    assert!(snapshot_files(dir.path()).is_empty());
+
+    write_snapshot(dir.path(), 5, 1);
+    let stale = dir
+        .path()
+        .join("00000000000000000009-00000000000000000001.snap.writing.tmp");
+    fs::write(&stale, b"crashed mid-write").expect("tmp");
+    let loaded = snapshot::load_latest(dir.path())
+        .expect("load")
+        .expect("some");
+    assert_eq!(loaded.meta.index, 5);
+    assert_eq!(snapshot::remove_temp_files(dir.path()).expect("remove"), 1);
+    assert!(!stale.exists());
+}
+
+// ---------------------------------------------------------------------------
+// Rollover, prefix drop, truncation, reset
+
+const SMALL: u64 = 512;
+
+#[test]
+fn rollover_and_prefix_drop_across_many_segments() {
+    let dir = tempdir();
+    let want = entries(1, 301, 1);
+    build(dir.path(), SMALL, &want);
+    let files = segment_files(dir.path());
+    assert!(files.len() > 50, "{} segments", files.len());
+    let mut storage = open(dir.path(), SMALL);
+    assert_eq!(all_entries(&storage), want);
+    let bytes_before = storage.log_bytes();
+    assert_eq!(bytes_before, files.len() as u64 * SMALL);
+
+    storage.drop_before(150).expect("drop");
+    let first = storage.first_index();
+    assert!(first <= 150 && first > 140, "first index {}", first);
+    assert!(storage.log_bytes() < bytes_before);
+    let on_disk = segment_files(dir.path());
+    assert!(on_disk[0].ends_with(format!("log/{:020}.seg", first)));
+    assert_eq!(storage.term(first - 1), None);
+    assert_eq!(all_entries(&storage), want[first as usize - 1..]);
+
+    storage
+        .drop_before(10_000)
+        .expect("drop all but the newest");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(storage.last_index(), 300);
+    drop(storage);
+    let storage = open(dir.path(), SMALL);
+    assert_eq!(storage.last_index(), 300);
+    assert_eq!(
+        all_entries(&storage),
+        want[storage.first_index() as usize - 1..]
+    );
+}
+
+#[test]
+fn truncation_removes_newer_segments_and_zeroes_the_rest() {
+    for sync_before_reopen in [false, true] {
+        let dir = tempdir();
+        build(dir.path(), SMALL, &entries(1, 101, 1));
+        let mut storage = open(dir.path(), SMALL);
+        let replacement: Vec<Entry> = (40..45).map(|i| entry(i, 2, 3)).collect();
+        storage.append(&replacement).expect("append over the tail");
+        assert_eq!(storage.last_index(), 44);
+        assert_eq!(storage.term(39), Some(1));
+        assert_eq!(storage.term(40), Some(2));
+
+        let files = segment_files(dir.path());
+        let newest = files.last().expect("a segment");
+        let bytes = fs::read(newest).expect("read");
+        let end = record_spans(&bytes).last().expect("records").1;
+        assert!(
+            bytes[end..].iter().all(|&b| b == 0),
+            "old records left behind"
+        );
+        let first_of_newest: u64 = newest
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("numeric name");
+        assert!(
+            first_of_newest <= 44,
+            "segment {} survived",
+            first_of_newest
+        );
+
+        if sync_before_reopen {
+            storage.sync().expect("sync");
+        }
+        drop(storage);
+        let storage = open(dir.path(), SMALL);
+        let mut want = entries(1, 40, 1);
+        want.extend(replacement.clone());
+        assert_eq!(all_entries(&storage), want);
+    }
+}
+
+#[test]
+fn oversized_records_get_a_segment_of_their_own() {
+    let dir = tempdir();
+    let mut storage = open(dir.path(), SMALL);
+    let want = vec![
+        entry(1, 1, 2_000), // into a fresh, empty log
+        entry(2, 1, 10),
+        entry(3, 1, 3_000), // after a record: a new segment
+        entry(4, 1, 10),
+    ];
+    storage.append(&want).expect("append");
+    let sizes: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).expect("stat").len())
+        .collect();
+    assert_eq!(sizes, vec![2_025, SMALL, 3_025, SMALL]);
+    storage.reset(10).expect("reset");
+    storage
+        .append(&[entry(10, 2, 5_000)])
+        .expect("oversized after reset");
+    storage.sync().expect("sync");
+    drop(storage);
+    let storage = open(dir.path(), SMALL);
+    assert_eq!(all_entries(&storage), vec![entry(10, 2, 5_000)]);
+}
+
+#[test]
+fn reset_is_remembered_across_reopen() {
+    let dir = tempdir();
+    build(dir.path(), SMALL, &entries(1, 60, 1));
+    let mut storage = open(dir.path(), SMALL);
+    storage.reset(1_000).expect("reset");
+    assert_eq!((storage.first_index(), storage.last_index()), (1_000, 999));
+    drop(storage);
+    let mut storage = open(dir.path(), SMALL);
+    assert_eq!((storage.first_index(), storage.last_index()), (1_000, 999));
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    storage.append(&entries(1_000, 1_010, 3)).expect("append");
+    assert_eq!(storage.term(1_000), Some(3));
+}
+
+#[test]
+#[should_panic(expected = "outside the log")]
+fn append_after_reset_must_start_at_the_reset_index() {
+    let dir = tempdir();
+    let mut storage = open(dir.path(), SMALL);
+    storage.reset(50).expect("reset");
+    let _ = storage.append(&[entry(51, 1, 1)]);
+}
+
+#[test]
+fn a_fresh_log_may_start_at_any_index() {
+    let dir = tempdir();
+    let mut storage = open(dir.path(), SMALL);
+    assert_eq!((storage.first_index(), storage.last_index()), (1, 0));
+    assert_eq!(storage.log_bytes(), 0);
+    storage.append(&entries(42, 50, 1)).expect("append");
+    drop(storage);
+    let storage = open(dir.path(), SMALL);
+    assert_eq!((storage.first_index(), storage.last_index()), (42, 49));
+}
