@@ -1,0 +1,307 @@
+//! Log replication (Raft §5.3) and the commit rule (§5.4.2): the leader's side
+//! (sending, acknowledgements, backtracking, commit) and the follower's side
+//! (accepting AppendEntries, heartbeats and snapshots).
+//!
+//! Sending is deferred: proposals and acknowledgements only update state, and
+//! `flush_leader` (run by `ready()`) sends what each follower needs. So every
+//! proposal of one loop iteration leaves in the same AppendEntries (group
+//! commit), bounded by `max_msg_bytes` per message and `max_inflight_msgs`
+//! unacknowledged messages per follower.
+
+use super::message::{Entry, Message, MessageBody, NodeId, SnapshotMeta};
+use super::progress::ProgressState;
+use super::quorum::{self, Membership};
+use super::Node;
+
+impl Node {
+    pub(super) fn step_leader(&mut self, msg: Message) {
+        let from = msg.from;
+        match msg.body {
+            MessageBody::AppendResponse {
+                success,
+                index,
+                hint_index,
+                hint_term,
+            } => self.handle_append_response(from, success, index, hint_index, hint_term),
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(from, read_round)
+            }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => panic!(
+                "two leaders in term {}: {} and {} (message {})",
+                self.term, self.id, from, msg
+            ),
+            // Late vote answers and transfer requests mean nothing to a leader.
+            _ => {}
+        }
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: u64,
+        hint_index: u64,
+        hint_term: u64,
+    ) {
+        // Resolve the hint against our own log before borrowing the progress.
+        let probe_hint = if !success && hint_term > 0 {
+            self.log.find_conflict_by_term(hint_index, hint_term).0
+        } else {
+            hint_index
+        };
+        let compacted_through = self.log.first_index() - 1;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if !success {
+            // Jump to where the logs may agree: the follower's hint, pulled
+            // further back to the last entry of ours whose term is not above the
+            // follower's (etcd `findConflictByTerm`). A whole diverging term is
+            // skipped per round trip.
+            if pr.maybe_decrease_to(index, probe_hint) && pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+            return;
+        }
+        if !pr.maybe_update(index) {
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot { .. } if pr.match_index >= compacted_through => {
+                // The follower now holds everything before our first entry.
+                pr.become_probe();
+                pr.become_replicate();
+            }
+            _ => {}
+        }
+        self.maybe_commit();
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        let latest = self.reads.round;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.on_heartbeat_response();
+        debug_assert!(
+            read_round <= latest,
+            "{from} acknowledged read round {read_round} of {latest}"
+        );
+        let read_round = read_round.min(latest);
+        if read_round > pr.read_round_acked {
+            pr.read_round_acked = read_round;
+            self.confirm_reads();
+        }
+    }
+
+    /// Raft §5.4.2: commit the highest index stored on a majority of voters,
+    /// but only if it is of the current term; earlier terms' entries are then
+    /// committed with it (Figure 8). The leader counts only what it has synced.
+    pub(super) fn maybe_commit(&mut self) {
+        let matches = voter_values(&self.membership, self.id, self.log.persisted, |id| {
+            self.progress.get(&id).map_or(0, |pr| pr.match_index)
+        });
+        let index = quorum::majority_value(matches);
+        if index > self.log.committed && self.log.term(index) == Some(self.term) {
+            self.log.commit_to(index);
+            self.on_leader_commit();
+        }
+    }
+
+    /// Whether `flush_leader` would send anything.
+    pub(super) fn leader_wants_to_send(&self) -> bool {
+        self.reads.broadcast_needed || self.progress.keys().any(|id| self.wants_append(*id))
+    }
+
+    /// Sends what proposals, acknowledgements and commits since the last
+    /// `ready()` call for.
+    pub(super) fn flush_leader(&mut self) {
+        if self.reads.broadcast_needed {
+            self.broadcast_heartbeat();
+        }
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for id in peers {
+            // In Replicate, keep sending until the window is full or the
+            // follower has everything; otherwise one message.
+            while self.wants_append(id) {
+                let streaming = self.send_append(id);
+                if !streaming {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether follower `id` is owed entries or the commit index.
+    fn wants_append(&self, id: NodeId) -> bool {
+        let pr = &self.progress[&id];
+        !pr.is_paused()
+            && (pr.next_index <= self.log.last_index() || pr.commit_sent < self.log.committed)
+    }
+
+    /// Sends one AppendEntries (or the snapshot, if the entries are compacted).
+    /// Returns whether the follower is streaming and may take another.
+    fn send_append(&mut self, id: NodeId) -> bool {
+        let next = self.progress[&id].next_index;
+        let prev_index = next - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.send_snapshot(id);
+            return false;
+        };
+        let entries: Vec<Entry> = if next <= self.log.last_index() {
+            self.log.entries_from(next, self.config.max_msg_bytes)
+        } else {
+            Vec::new()
+        };
+        let last = entries.last().map(|e| e.index);
+        let commit = self.log.committed;
+        let pr = self
+            .progress
+            .get_mut(&id)
+            .expect("progress exists for a peer");
+        pr.on_append_sent(last, commit);
+        let streaming = pr.state == ProgressState::Replicate && last.is_some();
+        self.send(
+            id,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+        streaming
+    }
+
+    fn send_snapshot(&mut self, id: NodeId) {
+        let meta = self.log.snapshot.clone();
+        let pr = self
+            .progress
+            .get_mut(&id)
+            .expect("progress exists for a peer");
+        assert!(
+            meta.index >= pr.next_index,
+            "snapshot {} does not cover next index {} of {id}",
+            meta.index,
+            pr.next_index
+        );
+        pr.become_snapshot(meta.index);
+        self.send(id, MessageBody::InstallSnapshot { meta });
+    }
+
+    /// Heartbeats carry the newest read round, so one lost heartbeat does not
+    /// strand a read, and a commit index the follower is known to have (the
+    /// follower does no log check on a heartbeat).
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let read_round = self.reads.next_broadcast_round();
+        let committed = self.log.committed;
+        let targets: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .map(|(id, pr)| (*id, pr.match_index.min(committed)))
+            .collect();
+        for (id, commit) in targets {
+            self.send(id, MessageBody::Heartbeat { commit, read_round });
+        }
+    }
+
+    /// Follower: Raft §5.3 consistency check and append.
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: u64,
+        prev_term: u64,
+        entries: &[Entry],
+        commit: u64,
+    ) {
+        if prev_index < self.log.committed {
+            // Everything up to our commit index is known to match; say where it
+            // ends so the leader resumes from there.
+            let index = self.log.committed;
+            self.send_append_ack(from, index);
+            return;
+        }
+        if self.log.match_term(prev_index, prev_term) {
+            let last_new = self.log.append_from_leader(prev_index, entries);
+            // Only entries this message proved are the leader's may be
+            // committed; a longer tail of ours may still be wrong.
+            self.log.commit_to(commit.min(last_new));
+            self.send_append_ack(from, last_new);
+            return;
+        }
+        // Hint: the last entry of ours at or below the probe whose term is not
+        // above the leader's term there. If our log is shorter, that is our
+        // last entry (or the last one of a lower term).
+        let (hint_index, hint_term) = self
+            .log
+            .find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
+        self.send(
+            from,
+            MessageBody::AppendResponse {
+                success: false,
+                index: prev_index,
+                hint_index,
+                hint_term,
+            },
+        );
+    }
+
+    fn send_append_ack(&mut self, to: NodeId, index: u64) {
+        self.send(
+            to,
+            MessageBody::AppendResponse {
+                success: true,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: u64, read_round: u64) {
+        self.log.commit_to(commit);
+        self.send(from, MessageBody::HeartbeatResponse { read_round });
+    }
+
+    /// Follower: install the leader's snapshot unless it adds nothing.
+    pub(super) fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        if meta.index <= self.log.committed {
+            let index = self.log.committed;
+            self.send_append_ack(from, index);
+            return;
+        }
+        if self.log.match_term(meta.index, meta.term) {
+            // Our log already holds the snapshot's last entry, hence everything
+            // before it: commit up to it and keep the entries after it. Resetting
+            // here could drop entries this node already acknowledged to the
+            // leader, which the leader may have counted toward a commit.
+            self.log.commit_to(meta.index);
+            self.send_append_ack(from, meta.index);
+            return;
+        }
+        if !meta.voters.is_empty() {
+            self.membership = Membership::new(&meta.voters, &meta.learners);
+        }
+        let index = meta.index;
+        self.log.restore_snapshot(meta);
+        self.send_append_ack(from, index);
+    }
+}
+
+/// Each voter's value, `own` for this node.
+pub(super) fn voter_values(
+    membership: &Membership,
+    me: NodeId,
+    own: u64,
+    peer: impl Fn(NodeId) -> u64,
+) -> Vec<u64> {
+    membership
+        .voters
+        .iter()
+        .map(|id| if *id == me { own } else { peer(*id) })
+        .collect()
+}
