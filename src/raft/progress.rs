@@ -44,6 +44,9 @@ pub(super) struct Progress {
     /// The commit index last sent, so that a follower that already knows it is
     /// not sent an empty AppendEntries just to learn it.
     pub commit_sent: u64,
+    /// Send an AppendEntries even if it carries nothing new: the follower is
+    /// alive but behind, and what was sent to it may have been lost.
+    pub resend: bool,
 }
 
 impl Progress {
@@ -61,6 +64,7 @@ impl Progress {
             recent_active: false,
             read_round_acked: 0,
             commit_sent: 0,
+            resend: false,
         }
     }
 
@@ -124,6 +128,7 @@ impl Progress {
     /// `last_index` is None) as sent.
     pub fn on_append_sent(&mut self, last_index: Option<u64>, commit: u64) {
         self.commit_sent = commit;
+        self.resend = false;
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
@@ -187,9 +192,14 @@ impl Progress {
 
     /// A heartbeat response: the follower is alive, so a probe lost in the
     /// network is retried, and a window jammed by lost acknowledgements frees
-    /// one slot (etcd does the same).
-    pub fn on_heartbeat_response(&mut self) {
+    /// one slot (etcd does the same). If the follower is behind the leader's
+    /// `last_index`, or probing, an AppendEntries goes out even if empty: in a
+    /// FIFO link its previous entry has arrived unless it was lost, and a
+    /// rejection then restarts probing. Without it a follower whose appends were
+    /// all lost in Replicate would never be sent anything again.
+    pub fn on_heartbeat_response(&mut self, last_index: u64) {
         self.recent_active = true;
+        self.resend = self.match_index < last_index || self.state == ProgressState::Probe;
         match self.state {
             ProgressState::Probe => self.probe_sent = false,
             ProgressState::Replicate => {
@@ -246,8 +256,9 @@ mod tests {
         assert_eq!(pr.inflight_count(), 1);
         assert!(!pr.is_paused());
         pr.on_append_sent(Some(7), 0);
-        pr.on_heartbeat_response();
+        pr.on_heartbeat_response(7);
         assert_eq!(pr.inflight_count(), 1, "a full window frees one slot");
+        assert!(pr.resend);
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// Entries 1.. with the given terms.
+pub fn log_of_terms(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| entry(i as u64 + 1, *t))
+        .collect()
+}
+
 /// What a node has on disk (persistence is instant here).
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
@@ -129,18 +138,26 @@ impl Net {
         self.applied.entry(id).or_default();
     }
 
+    /// Restarts `id` from a disk holding a log of `terms` (entry i+1 has
+    /// `terms[i]`) in hard-state term `term`.
+    pub fn set_log(&mut self, id: NodeId, terms: &[u64], term: u64) {
+        let disk = Disk {
+            hard_state: HardState { term, vote: 0 },
+            snapshot: SnapshotMeta::default(),
+            entries: log_of_terms(terms),
+        };
+        let cfg = self.configs[&id].clone();
+        self.nodes.remove(&id);
+        self.add_node(cfg, disk);
+    }
+
     /// A lone node restored with a log of `terms` (entry i+1 has `terms[i]`) in
     /// hard-state term `term`.
     pub fn node_with_log(id: NodeId, voters: &[NodeId], terms: &[u64], term: u64) -> Node {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(i, t)| entry(i as u64 + 1, *t))
-            .collect();
         let restored = Restored {
             hard_state: HardState { term, vote: 0 },
             snapshot: SnapshotMeta::default(),
-            entries,
+            entries: log_of_terms(terms),
         };
         Node::new(config(id, voters), restored, id)
     }
@@ -182,6 +199,11 @@ impl Net {
                 self.cut(id, other);
             }
         }
+    }
+
+    pub fn heal_pair(&mut self, a: NodeId, b: NodeId) {
+        self.cut.remove(&(a, b));
+        self.cut.remove(&(b, a));
     }
 
     pub fn heal(&mut self) {
