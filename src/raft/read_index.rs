@@ -146,7 +146,154 @@ impl ReadQueue {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testnet::{msg, Net};
+    use super::super::{MessageBody, ProposeError, Role};
     use super::*;
+
+    fn heartbeat_rounds(msgs: &[super::super::Message]) -> Vec<(u64, u64)> {
+        msgs.iter()
+            .filter_map(|m| match m.body {
+                MessageBody::Heartbeat { read_round, .. } => Some((m.to, read_round)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_of_one_iteration_share_one_confirmation_round() {
+        // Reference: thesis §6.4 (batching reads over one heartbeat round).
+        let mut net = Net::new(3);
+        net.campaign(1);
+        let commit = net.node(1).status().commit_index;
+        let node = net.node_mut(1);
+        for ctx in [10, 11, 12] {
+            node.read_index(ctx).expect("leader");
+        }
+        let rd = node.ready();
+        assert!(rd.read_states.is_empty(), "not before a majority confirms");
+        assert_eq!(heartbeat_rounds(&rd.send_now), vec![(2, 1), (3, 1)]);
+        net.queue_from_ready(rd);
+        net.node_mut(1).advance();
+        net.stabilize();
+        let expected: Vec<ReadState> = [10, 11, 12]
+            .iter()
+            .map(|ctx| ReadState {
+                ctx: *ctx,
+                index: commit,
+            })
+            .collect();
+        assert_eq!(net.read_states[&1], expected);
+    }
+
+    #[test]
+    fn one_follower_confirms_a_round_in_a_three_node_cluster() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.isolate(3);
+        net.node_mut(1).read_index(7).expect("leader");
+        net.stabilize();
+        assert_eq!(net.read_states[&1].len(), 1, "leader and 2 are a majority");
+        net.isolate(2);
+        net.node_mut(1).read_index(8).expect("leader");
+        net.stabilize();
+        assert_eq!(
+            net.read_states[&1].len(),
+            1,
+            "the leader alone confirms nothing"
+        );
+    }
+
+    #[test]
+    fn lost_read_heartbeat_is_retried_by_the_next_heartbeat() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.drop_if = Some(Box::new(|m| {
+            matches!(m.body, MessageBody::Heartbeat { .. })
+        }));
+        net.node_mut(1).read_index(7).expect("leader");
+        net.stabilize();
+        assert!(net.read_states[&1].is_empty());
+        net.drop_if = None;
+        net.tick_node(1);
+        assert_eq!(net.read_states[&1], vec![ReadState { ctx: 7, index: 1 }]);
+    }
+
+    #[test]
+    fn read_waits_for_the_first_commit_of_the_leaders_term() {
+        // Reference: thesis §6.4 step 1. Until its Noop commits, the leader's
+        // commit index may lag entries committed by its predecessors.
+        let mut net = Net::new(3);
+        net.drop_if = Some(Box::new(|m| {
+            matches!(m.body, MessageBody::AppendResponse { .. })
+        }));
+        net.campaign(1);
+        assert_eq!(net.node(1).role(), Role::Leader);
+        assert_eq!(net.node(1).status().commit_index, 0);
+        net.node_mut(1).read_index(5).expect("queued, not refused");
+        net.stabilize();
+        assert!(net.read_states[&1].is_empty());
+        net.drop_if = None;
+        net.tick_all();
+        assert_eq!(net.read_states[&1], vec![ReadState { ctx: 5, index: 1 }]);
+    }
+
+    #[test]
+    fn single_voter_confirms_reads_at_once_after_its_first_commit() {
+        let mut net = Net::new(1);
+        net.node_mut(1).tick_until_role_for_test(Role::Leader);
+        let node = net.node_mut(1);
+        node.read_index(1).expect("leader");
+        let rd = node.ready();
+        assert!(rd.read_states.is_empty(), "the Noop is not committed yet");
+        node.advance();
+        let rd = node.ready();
+        assert_eq!(rd.read_states, vec![ReadState { ctx: 1, index: 1 }]);
+        node.advance();
+        node.read_index(2).expect("leader");
+        let rd = node.ready();
+        assert_eq!(rd.read_states, vec![ReadState { ctx: 2, index: 1 }]);
+        assert!(rd.send_now.is_empty());
+        node.advance();
+    }
+
+    #[test]
+    fn pending_reads_are_dropped_when_the_leader_steps_down() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.isolate(1);
+        let node = net.node_mut(1);
+        node.read_index(3).expect("leader");
+        node.read_index(4).expect("leader");
+        let term = node.term();
+        node.step(msg(
+            2,
+            1,
+            term + 1,
+            MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+            },
+        ));
+        assert_eq!(node.role(), Role::Follower);
+        let rd = node.ready();
+        assert_eq!(rd.dropped_reads, vec![3, 4]);
+        assert!(rd.read_states.is_empty());
+        node.advance();
+    }
+
+    #[test]
+    fn follower_refuses_reads_and_names_the_leader() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        assert_eq!(
+            net.node_mut(2).read_index(1),
+            Err(ProposeError::NotLeader { leader: 1 })
+        );
+        assert_eq!(
+            net.node_mut(2).propose(vec![]),
+            Err(ProposeError::NotLeader { leader: 1 })
+        );
+    }
 
     #[test]
     fn reads_between_broadcasts_share_one_round() {

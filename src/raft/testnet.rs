@@ -279,6 +279,12 @@ impl Net {
         }
     }
 
+    /// Queues a `Ready`'s messages, as `handle_ready` would.
+    pub fn queue_from_ready(&mut self, rd: super::Ready) {
+        self.queue.extend(rd.send_now);
+        self.queue.extend(rd.send_after_sync);
+    }
+
     /// Takes the queued messages without delivering them.
     pub fn take_queue(&mut self) -> Vec<Message> {
         self.queue.drain(..).collect()
@@ -347,5 +353,18 @@ impl Net {
             .expect("proposal accepted");
         self.stabilize();
         index
+    }
+}
+
+impl Node {
+    /// Ticks this node alone until it has `role` (for single-node tests).
+    pub fn tick_until_role_for_test(&mut self, role: Role) {
+        for _ in 0..100 {
+            if self.role() == role {
+                return;
+            }
+            self.tick();
+        }
+        panic!("node {} never became {role:?}", self.id());
     }
 }
