@@ -64,6 +64,8 @@
 //! the node's invariants. Messages a peer could legitimately send in any order
 //! (stale, duplicated, from an older term) never panic.
 
+#[cfg(test)]
+mod chaos_tests;
 mod election;
 mod log;
 pub mod message;

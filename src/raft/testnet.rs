@@ -69,11 +69,17 @@ impl Disk {
     fn write(&mut self, entries: &[Entry]) {
         if let Some(first) = entries.first() {
             self.entries.retain(|e| e.index < first.index);
-            if let Some(last) = self.entries.last() {
-                assert_eq!(last.index + 1, first.index, "gap in the written log");
-            }
+            let last = self.entries.last().map_or(self.snapshot.index, |e| e.index);
+            assert_eq!(last + 1, first.index, "gap in the written log");
             self.entries.extend_from_slice(entries);
         }
+    }
+
+    /// The caller's side of `Node::compact`: the snapshot replaces the entries
+    /// it covers on disk.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        self.entries.retain(|e| e.index > meta.index);
+        self.snapshot = meta;
     }
 }
 
@@ -218,7 +224,17 @@ impl Net {
         if !node.has_ready() {
             return false;
         }
+        let applied_before = node.status().applied_index;
         let rd = node.ready();
+        // Committed entries continue what was applied (or the new snapshot).
+        let base = rd.snapshot.as_ref().map_or(applied_before, |m| m.index);
+        for (i, e) in rd.committed.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                base + 1 + i as u64,
+                "node {id} applies out of order"
+            );
+        }
         let disk = self.disks.get_mut(&id).expect("disk");
         if let Some(meta) = rd.snapshot.clone() {
             disk.install(meta);
@@ -246,6 +262,46 @@ impl Net {
         true
     }
 
+    /// Crashes `id` in the middle of handling its Ready, before the sync: the
+    /// leader's `send_now` already left, and only part of what was written
+    /// reached the disk (the hard state or not, a prefix of the entries, the
+    /// snapshot or not). Then restarts it from its disk.
+    pub fn crash_during_ready(
+        &mut self,
+        id: NodeId,
+        keep_hard: bool,
+        keep_entries: usize,
+        keep_snapshot: bool,
+    ) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.has_ready() {
+            self.restart(id);
+            return;
+        }
+        let rd = node.ready();
+        let disk = self.disks.get_mut(&id).expect("disk");
+        let snapshot_kept = match rd.snapshot {
+            Some(meta) if keep_snapshot => {
+                disk.install(meta);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
+        if snapshot_kept {
+            disk.write(&rd.entries[..keep_entries.min(rd.entries.len())]);
+        }
+        if keep_hard {
+            if let Some(hs) = rd.hard_state {
+                disk.hard_state = hs;
+            }
+        }
+        self.queue.extend(rd.send_now);
+        self.restart(id);
+    }
+
     /// Handles every Ready and delivers messages until nothing moves.
     pub fn stabilize(&mut self) {
         for _ in 0..10_000 {
@@ -269,14 +325,18 @@ impl Net {
         }
     }
 
-    pub fn deliver(&mut self, m: Message) {
+    /// Delivers `m` unless its link is cut, the filter drops it or the
+    /// receiver is down; returns whether it was delivered.
+    pub fn deliver(&mut self, m: Message) -> bool {
         if self.cut.contains(&(m.from, m.to)) || self.drop_if.as_ref().is_some_and(|f| f(&m)) {
-            return;
+            return false;
         }
-        if let Some(node) = self.nodes.get_mut(&m.to) {
-            self.delivered.push(m.clone());
-            node.step(m);
-        }
+        let Some(node) = self.nodes.get_mut(&m.to) else {
+            return false;
+        };
+        self.delivered.push(m.clone());
+        node.step(m);
+        true
     }
 
     /// Queues a `Ready`'s messages, as `handle_ready` would.
@@ -366,5 +426,21 @@ impl Node {
             self.tick();
         }
         panic!("node {} never became {role:?}", self.id());
+    }
+
+    /// The leader's view of its followers, for failure messages.
+    pub fn debug_progress(&self) -> String {
+        format!(
+            "node {} {:?} t{} commit {} persisted {} last {} first {} snap {}: {:?}",
+            self.id,
+            self.role,
+            self.term,
+            self.log.committed,
+            self.log.persisted,
+            self.log.last_index(),
+            self.log.first_index(),
+            self.log.snapshot.index,
+            self.progress
+        )
     }
 }
