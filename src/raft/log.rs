@@ -4,9 +4,15 @@
 //! in-memory log is what the core sends, compares and applies from. Indexes:
 //!
 //! ```text
-//!   offset          applied <= committed         persisted   unstable-1   last
-//!   |  (compacted)  |  entries[0] = offset+1 ...  |            |           |
+//!   (compacted) offset | offset+1 = entries[0] ............ last_index
+//!                      applied <= committed <= last_index
+//!                      persisted < unstable <= last_index + 1
 //! ```
+//!
+//! Entries below `unstable` were handed out in a `Ready`; entries up to
+//! `persisted` were acknowledged as synced by `advance()`. `committed` may be
+//! above `persisted` (a majority of followers can commit what the leader has
+//! not synced yet); the caller still syncs before it applies.
 //!
 //! Invariants (checked by `check_invariants`):
 //! - `entries[i].index == offset + 1 + i`, terms non-decreasing, all >= `offset_term`;
