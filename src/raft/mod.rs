@@ -46,6 +46,10 @@
 //!    leader may count itself for them, which can commit more) and its committed
 //!    entries applied. `soft_state` is informational (role, leader, term).
 //!
+//! For each InstallSnapshot in `send_now` the caller streams the snapshot's bytes
+//! beside the message and then calls [`Node::report_snapshot`] (success or
+//! failure); the follower gets nothing else until then.
+//!
 //! Calling [`Node::ready`] again before `advance` panics. `tick`, `step`,
 //! `propose` and `read_index` may be called between `ready` and `advance`; what
 //! they produce goes into the next `Ready`.
@@ -248,6 +252,7 @@ impl Node {
             kind: EntryKind::Normal,
             data,
         });
+        self.debug_assert_invariants();
         Ok((index, self.term))
     }
 
@@ -261,6 +266,7 @@ impl Node {
             });
         }
         self.start_read(ctx);
+        self.debug_assert_invariants();
         Ok(())
     }
 
@@ -303,7 +309,9 @@ impl Node {
         self.debug_assert_invariants();
     }
 
-    /// The caller finished (or failed) sending a snapshot to `to`.
+    /// The caller finished (or failed) sending a snapshot to `to`. Every
+    /// InstallSnapshot handed out in `send_now` must be reported once: until
+    /// then nothing else is sent to that follower.
     pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.on_snapshot_reported(success);
