@@ -1,15 +1,100 @@
 //! The Raft consensus core: a deterministic state machine with no IO.
 //!
-//! (Helper A: replace this stub with the real core; keep the public API below.)
+//! A [`Node`] changes only when its caller feeds it: [`Node::tick`] (one logical
+//! tick), [`Node::step`] (a message from a peer), [`Node::propose`] (a client
+//! command) and [`Node::read_index`] (a linearizable read). What it wants done in
+//! return is collected into a [`Ready`] batch. Time is counted in ticks and the
+//! only randomness (election jitter) comes from the seed given to [`Node::new`],
+//! so a whole cluster can be replayed from one seed.
+//!
+//! ```text
+//! loop {
+//!     node.tick() / node.step(msg) / node.propose(cmd) / node.read_index(ctx)
+//!     if node.has_ready() {
+//!         let rd = node.ready();
+//!         // handle rd in the order below
+//!         node.advance();
+//!     }
+//! }
+//! ```
+//!
+//! # The persistence contract
+//!
+//! Raft is safe only if what a node promises to others is on its disk first.
+//! The caller handles each [`Ready`] in this order (etcd `doc.go`):
+//!
+//! 1. If `snapshot` is set, install it: the log now starts after `snapshot.index`
+//!    and the state machine is the snapshot's (the caller received its bytes
+//!    beside the InstallSnapshot message).
+//! 2. Write `entries`. An entry whose index is already in the log replaces that
+//!    entry and everything after it (a follower's conflicting suffix is cut).
+//!    Write `hard_state` if set: it is set whenever the term or vote changed.
+//! 3. Send `send_now`. These are the leader's AppendEntries, heartbeats,
+//!    InstallSnapshot and TimeoutNow, and heartbeat responses. They promise
+//!    nothing about this node's disk, so they may leave before the sync (thesis
+//!    §10.2.1: the leader writes its log in parallel with replicating it, and
+//!    counts itself toward a majority only for what it has synced).
+//! 4. Sync once (`Ready::must_sync` says whether anything needs it).
+//! 5. Send `send_after_sync`: vote requests, votes and AppendEntries responses.
+//!    Each promises durable state (a vote, the candidate's own vote, or "these
+//!    entries are on my disk"), so they must not leave before the sync.
+//! 6. Apply `committed` to the state machine, in order. They are always entries
+//!    handed out in this or an earlier `Ready`, so step 4 made them durable.
+//! 7. Answer each `read_states` entry once the applied index reaches its
+//!    `index`; fail the reads in `dropped_reads`.
+//! 8. Call [`Node::advance`]: the entries of this `Ready` are now persisted (the
+//!    leader may count itself for them, which can commit more) and its committed
+//!    entries applied. `soft_state` is informational (role, leader, term).
+//!
+//! For each InstallSnapshot in `send_now` the caller streams the snapshot's bytes
+//! beside the message and then calls [`Node::report_snapshot`] (success or
+//! failure); the follower gets nothing else until then.
+//!
+//! Calling [`Node::ready`] again before `advance` panics. `tick`, `step`,
+//! `propose` and `read_index` may be called between `ready` and `advance`; what
+//! they produce goes into the next `Ready`.
+//!
+//! # Memory
+//!
+//! The whole log since the last compaction stays in memory; the core never reads
+//! storage after startup. [`Node::compact`] drops entries once the caller has a
+//! snapshot, and that snapshot is what lagging followers are sent.
+//!
+//! # Assertions
+//!
+//! A broken invariant panics with the values involved: an illegal role
+//! transition, a commit index beyond the log, truncating a committed entry, two
+//! leaders in one term. In debug builds every `tick` and `step` ends by checking
+//! the node's invariants. Messages a peer could legitimately send in any order
+//! (stale, duplicated, from an older term) never panic.
 
+#[cfg(test)]
+mod chaos_tests;
+mod election;
+mod log;
 pub mod message;
+mod node;
+mod progress;
+mod quorum;
+mod read_index;
 pub mod ready;
+mod replication;
 pub mod rng;
+#[cfg(test)]
+mod testnet;
+
+use std::collections::BTreeMap;
 
 pub use message::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta, NO_NODE,
 };
 pub use ready::{ReadState, Ready, Role, SoftState};
+
+use self::log::RaftLog;
+use self::progress::Progress;
+use self::quorum::Membership;
+use self::read_index::ReadQueue;
+use self::rng::Rng;
 
 /// Static settings of a node's core, all in ticks.
 #[derive(Clone, Debug)]
@@ -47,6 +132,7 @@ pub enum ProposeError {
     /// A leadership transfer is in progress; writes wait until it ends.
     TransferInProgress,
     /// The leader has not yet committed an entry of its term (reads only).
+    /// Not returned at present: such reads are queued until that commit.
     NotReady,
 }
 
@@ -65,74 +151,223 @@ pub struct Status {
     pub snapshot_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
-    /// Leader only: (peer, match index), sorted by id.
+    /// Leader only: (member, match index) for every member, sorted by id; the
+    /// leader's own entry is its persisted index.
     pub progress: Vec<(NodeId, u64)>,
 }
 
+/// What the outstanding `Ready` handed out, settled by `advance`.
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    last_entry: Option<u64>,
+    applying: u64,
+}
+
+/// One Raft node's consensus state. See the module docs for how to drive it.
 pub struct Node {
-    _private: (),
+    id: NodeId,
+    config: RaftConfig,
+    membership: Membership,
+    /// Durable: the current term and the vote cast in it.
+    term: u64,
+    vote: NodeId,
+    role: Role,
+    leader_id: NodeId,
+    log: RaftLog,
+    rng: Rng,
+    /// Ticks since the last reset: since hearing from the leader (follower),
+    /// since campaigning (candidate), since the last check-quorum (leader).
+    election_elapsed: u32,
+    /// Drawn from [election_ticks, 2 * election_ticks) at every reset.
+    randomized_election_ticks: u32,
+    heartbeat_elapsed: u32,
+    /// (Pre-)candidate: the answers so far, by voter.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader: every other member's progress; empty otherwise.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Leader: reads waiting for their confirmation round.
+    reads: ReadQueue,
+    msgs_now: Vec<Message>,
+    msgs_after_sync: Vec<Message>,
+    read_states: Vec<ReadState>,
+    dropped_reads: Vec<u64>,
+    /// What the last `Ready` reported, to report only changes.
+    last_soft: SoftState,
+    last_hard: HardState,
+    outstanding: Option<Outstanding>,
 }
 
 impl Node {
     /// A node restarted from `restored`; `seed` seeds its election jitter.
-    pub fn new(_config: RaftConfig, _restored: Restored, _seed: u64) -> Node {
-        todo!()
+    ///
+    /// The commit and applied indexes start at the snapshot's index (the commit
+    /// index is not durable; the leader teaches it again). Membership comes from
+    /// the snapshot when it names voters, else from `config`.
+    ///
+    /// # Panics
+    ///
+    /// If the config is unusable (zero ticks, election not longer than the
+    /// heartbeat, id 0, an empty in-flight window) or the restored entries do
+    /// not continue the snapshot.
+    pub fn new(config: RaftConfig, restored: Restored, seed: u64) -> Node {
+        node::new_node(config, restored, seed)
     }
-    /// Advances logical time by one tick.
+
+    /// Advances logical time by one tick: followers and candidates may start an
+    /// election, the leader sends heartbeats and checks its quorum.
     pub fn tick(&mut self) {
-        todo!()
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+        self.debug_assert_invariants();
     }
-    /// Handles one message from a peer (messages for another node are ignored).
-    pub fn step(&mut self, _msg: Message) {
-        todo!()
+
+    /// Handles one message from a peer. Messages addressed to another node, or
+    /// claiming to come from this node or from [`NO_NODE`], are ignored.
+    pub fn step(&mut self, msg: Message) {
+        if msg.to != self.id || msg.from == self.id || msg.from == NO_NODE {
+            return;
+        }
+        if self.step_term(&msg) {
+            self.step_role(msg);
+        }
+        self.debug_assert_invariants();
     }
+
     /// Appends a client command to the leader's log; returns its (index, term).
-    pub fn propose(&mut self, _data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
-        todo!()
+    /// Nothing is sent yet: the AppendEntries for every proposal made before the
+    /// next [`Node::ready`] leave together (group commit).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            index,
+            term: self.term,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.debug_assert_invariants();
+        Ok((index, self.term))
     }
-    /// Starts a linearizable read; `ctx` comes back in a [`ReadState`].
-    pub fn read_index(&mut self, _ctx: u64) -> Result<(), ProposeError> {
-        todo!()
+
+    /// Starts a linearizable read; `ctx` comes back in a [`ReadState`] (or in
+    /// `Ready::dropped_reads` if this node stops being the leader first).
+    /// Reads made before the next [`Node::ready`] share one confirmation round.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        self.start_read(ctx);
+        self.debug_assert_invariants();
+        Ok(())
     }
+
+    /// Whether [`Node::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
-        todo!()
+        self.has_ready_inner()
     }
-    /// Takes the output batch; the caller must handle it and call `advance`
-    /// before calling `ready` again.
+
+    /// Takes the output batch; the caller must handle it (see the module docs)
+    /// and call `advance` before calling `ready` again.
+    ///
+    /// # Panics
+    ///
+    /// If the previous `Ready` was not advanced.
     pub fn ready(&mut self) -> Ready {
-        todo!()
+        self.ready_inner()
     }
+
     /// The last `Ready` was handled: its entries are synced and its committed
     /// entries applied.
+    ///
+    /// # Panics
+    ///
+    /// If there is no outstanding `Ready`.
     pub fn advance(&mut self) {
-        todo!()
+        self.advance_inner();
+        self.debug_assert_invariants();
     }
+
     /// The caller took a snapshot covering `meta.index`; entries up to
-    /// `meta.index - trailing` may be dropped from memory.
-    pub fn compact(&mut self, _meta: SnapshotMeta, _trailing: u64) {
-        todo!()
+    /// `meta.index - trailing` may be dropped from memory. Followers that need
+    /// a dropped entry are sent this snapshot.
+    ///
+    /// # Panics
+    ///
+    /// If `meta.index` is above the applied index, or its term disagrees with
+    /// the log.
+    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) {
+        self.log.compact(meta, trailing);
+        self.debug_assert_invariants();
     }
-    /// The caller finished (or failed) sending a snapshot to `to`.
-    pub fn report_snapshot(&mut self, _to: NodeId, _success: bool) {
-        todo!()
+
+    /// The caller finished (or failed) sending a snapshot to `to`. Every
+    /// InstallSnapshot handed out in `send_now` must be reported once: until
+    /// then nothing else is sent to that follower.
+    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.on_snapshot_reported(success);
+        }
     }
-    /// The caller could not deliver to `to` (connection down).
-    pub fn report_unreachable(&mut self, _to: NodeId) {
-        todo!()
+
+    /// The caller could not deliver to `to` (connection down): stop streaming to
+    /// it optimistically and probe instead.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state == progress::ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
     }
+
     pub fn status(&self) -> Status {
-        todo!()
+        let mut progress: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .map(|(id, pr)| (*id, pr.match_index))
+            .collect();
+        if self.role == Role::Leader {
+            progress.push((self.id, self.log.persisted));
+            progress.sort_unstable();
+        }
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader_id: self.leader_id,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot.index,
+            voters: self.membership.voters.clone(),
+            learners: self.membership.learners.clone(),
+            progress,
+        }
     }
+
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
+
     pub fn term(&self) -> u64 {
-        todo!()
+        self.term
     }
+
     pub fn leader_id(&self) -> NodeId {
-        todo!()
+        self.leader_id
     }
+
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.id
     }
 }

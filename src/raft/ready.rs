@@ -49,7 +49,8 @@ pub struct ReadState {
 /// 4. send `send_after_sync` (votes and follower acknowledgements promise state
 ///    that must be on disk first);
 /// 5. apply `committed` in order;
-/// 6. answer `read_states` once the applied index reaches each one's index.
+/// 6. answer `read_states` once the applied index reaches each one's index, and
+///    fail the reads in `dropped_reads` (the client may retry elsewhere).
 #[derive(Debug, Default)]
 pub struct Ready {
     pub soft_state: Option<SoftState>,
@@ -60,7 +61,8 @@ pub struct Ready {
     pub send_after_sync: Vec<Message>,
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
-    /// Contexts of reads that will never be confirmed (leadership was lost).
+    /// Contexts of reads that will never be confirmed, because this node stopped
+    /// being the leader before a majority confirmed them.
     pub dropped_reads: Vec<u64>,
 }
 

@@ -1,0 +1,736 @@
+//! Term handling, role transitions, ticks, message routing and the
+//! `ready`/`advance` cycle. Elections live in `election.rs`, the log traffic in
+//! `replication.rs`, reads in `read_index.rs`.
+
+use std::collections::BTreeMap;
+
+use super::log::RaftLog;
+use super::message::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, NO_NODE};
+use super::progress::Progress;
+use super::quorum::Membership;
+use super::read_index::ReadQueue;
+use super::ready::{Ready, Role, SoftState};
+use super::rng::Rng;
+use super::{Node, Outstanding, RaftConfig, Restored};
+
+pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Node {
+    assert_ne!(config.id, NO_NODE, "node id 0 is reserved for NO_NODE");
+    assert!(
+        config.heartbeat_ticks > 0 && config.election_ticks > config.heartbeat_ticks,
+        "need 0 < heartbeat_ticks ({}) < election_ticks ({})",
+        config.heartbeat_ticks,
+        config.election_ticks
+    );
+    assert!(
+        config.max_inflight_msgs > 0,
+        "max_inflight_msgs must be positive"
+    );
+    let Restored {
+        hard_state,
+        snapshot,
+        entries,
+    } = restored;
+    let membership = if snapshot.voters.is_empty() {
+        Membership::new(&config.voters, &config.learners)
+    } else {
+        Membership::new(&snapshot.voters, &snapshot.learners)
+    };
+    let log = RaftLog::restore(snapshot, entries);
+    // An entry of term T on disk with a hard state below T means the hard state
+    // write was lost in a crash while the entries' survived. This node never
+    // sent a vote in T (votes leave only after the sync that carries the hard
+    // state), so taking T with no vote is safe.
+    let (term, vote) = if hard_state.term >= log.last_term() {
+        (hard_state.term, hard_state.vote)
+    } else {
+        (log.last_term(), NO_NODE)
+    };
+    let mut node = Node {
+        id: config.id,
+        membership,
+        term,
+        vote,
+        role: Role::Follower,
+        leader_id: NO_NODE,
+        log,
+        rng: Rng::new(seed),
+        election_elapsed: 0,
+        randomized_election_ticks: 0,
+        heartbeat_elapsed: 0,
+        votes: BTreeMap::new(),
+        progress: BTreeMap::new(),
+        reads: ReadQueue::default(),
+        msgs_now: Vec::new(),
+        msgs_after_sync: Vec::new(),
+        read_states: Vec::new(),
+        dropped_reads: Vec::new(),
+        last_soft: SoftState {
+            role: Role::Follower,
+            leader_id: NO_NODE,
+            term,
+        },
+        last_hard: hard_state,
+        outstanding: None,
+        config,
+    };
+    node.reset_timers();
+    node.debug_assert_invariants();
+    node
+}
+
+impl Node {
+    pub(super) fn reset_timers(&mut self) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let base = u64::from(self.config.election_ticks);
+        // The range fits u32: it is below 2 * election_ticks.
+        self.randomized_election_ticks = self.rng.range(base, 2 * base) as u32;
+    }
+
+    /// Legal from every role. A higher term forgets the vote of the old one.
+    pub(super) fn become_follower(&mut self, term: u64, leader: NodeId) {
+        assert!(
+            term >= self.term,
+            "invalid transition [{:?} -> follower]: term {} below current {}",
+            self.role,
+            term,
+            self.term
+        );
+        if term > self.term {
+            self.term = term;
+            self.vote = NO_NODE;
+        }
+        if self.role == Role::Leader {
+            self.progress.clear();
+            // Reads not yet confirmed can no longer be: another leader may have
+            // committed writes this node never saw.
+            let dropped = self.reads.drain_all();
+            self.dropped_reads.extend(dropped);
+            self.reads = ReadQueue::default();
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.votes.clear();
+        self.reset_timers();
+    }
+
+    /// Pre-vote (thesis §9.6): ask whether an election could be won before
+    /// disturbing anyone's term.
+    pub(super) fn become_pre_candidate(&mut self) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "invalid transition [leader -> pre-candidate] in term {}",
+            self.term
+        );
+        self.role = Role::PreCandidate;
+        self.leader_id = NO_NODE;
+        self.votes.clear();
+        self.reset_timers();
+    }
+
+    pub(super) fn become_candidate(&mut self) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "invalid transition [leader -> candidate] in term {}",
+            self.term
+        );
+        self.term += 1;
+        self.vote = self.id;
+        self.role = Role::Candidate;
+        self.leader_id = NO_NODE;
+        self.votes.clear();
+        self.reset_timers();
+    }
+
+    /// Only a candidate that won its election becomes leader. It appends a Noop
+    /// of its term at once: entries of earlier terms are committed only
+    /// indirectly, through an entry of the current term (Raft §5.4.2).
+    pub(super) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "invalid transition [{:?} -> leader] in term {}",
+            self.role,
+            self.term
+        );
+        self.role = Role::Leader;
+        self.leader_id = self.id;
+        self.votes.clear();
+        self.reset_timers();
+        let next = self.log.last_index() + 1;
+        let window = self.config.max_inflight_msgs;
+        self.progress = self
+            .membership
+            .peers(self.id)
+            .into_iter()
+            .map(|id| (id, Progress::new(next, window)))
+            .collect();
+        self.reads = ReadQueue::default();
+        self.log.append(Entry {
+            index: next,
+            term: self.term,
+            kind: EntryKind::Noop,
+            data: Vec::new(),
+        });
+    }
+
+    /// Applies the term rules common to every role (Raft §5.1). Returns whether
+    /// the message should be handled further.
+    pub(super) fn step_term(&mut self, msg: &Message) -> bool {
+        use MessageBody::*;
+        if msg.term > self.term {
+            match msg.body {
+                RequestVote { pre_vote, .. } => {
+                    // Leader lease (thesis §4.2.3): while this node hears from a
+                    // leader it ignores candidates, so a node that was partitioned
+                    // away and comes back with a high term cannot depose a working
+                    // leader. Its term is not bumped either.
+                    if self.in_leader_lease() {
+                        return false;
+                    }
+                    if !pre_vote {
+                        self.become_follower(msg.term, NO_NODE);
+                    }
+                }
+                // A granted pre-vote carries the term the candidate asked about,
+                // which nobody has entered yet.
+                RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                Append { .. } | Heartbeat { .. } | InstallSnapshot { .. } => {
+                    self.become_follower(msg.term, msg.from)
+                }
+                _ => self.become_follower(msg.term, NO_NODE),
+            }
+            return true;
+        }
+        if msg.term < self.term {
+            self.answer_stale(msg);
+            return false;
+        }
+        true
+    }
+
+    /// A message from an older term is ignored, except that a stale leader is
+    /// told the current term so it steps down. Without this, a node whose term
+    /// grew while it was partitioned could never rejoin when check-quorum keeps
+    /// the others from adopting its term through its vote requests, and the old
+    /// leader would keep sending in vain. A stale pre-candidate gets an explicit
+    /// rejection so it does not wait for a timeout (etcd does both).
+    fn answer_stale(&mut self, msg: &Message) {
+        match msg.body {
+            MessageBody::Append { .. } => self.send(
+                msg.from,
+                MessageBody::AppendResponse {
+                    success: false,
+                    index: 0,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            ),
+            MessageBody::Heartbeat { .. } => {
+                self.send(msg.from, MessageBody::HeartbeatResponse { read_round: 0 })
+            }
+            MessageBody::RequestVote { pre_vote: true, .. } => self.send(
+                msg.from,
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: false,
+                },
+            ),
+            _ => {}
+        }
+    }
+
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader_id != NO_NODE
+            && self.election_elapsed < self.config.election_ticks
+    }
+
+    /// Dispatches a message of the current term (or a pre-vote message) by role.
+    pub(super) fn step_role(&mut self, msg: Message) {
+        if let MessageBody::RequestVote {
+            pre_vote,
+            last_index,
+            last_term,
+        } = msg.body
+        {
+            self.handle_vote_request(msg.from, msg.term, pre_vote, last_index, last_term);
+            return;
+        }
+        match self.role {
+            Role::Leader => self.step_leader(msg),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(msg),
+            Role::Follower => self.step_follower(msg),
+        }
+    }
+
+    pub(super) fn step_follower(&mut self, msg: Message) {
+        let from = msg.from;
+        match msg.body {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.heard_from_leader(from);
+                self.handle_append(from, prev_index, prev_term, &entries, commit);
+            }
+            MessageBody::Heartbeat { commit, read_round } => {
+                self.heard_from_leader(from);
+                self.handle_heartbeat(from, commit, read_round);
+            }
+            MessageBody::InstallSnapshot { meta } => {
+                self.heard_from_leader(from);
+                self.handle_snapshot(from, meta);
+            }
+            // Leadership transfer is a later issue; until then TimeoutNow is ignored.
+            MessageBody::TimeoutNow => {}
+            // Responses reach a follower only late, from when it had another role.
+            _ => {}
+        }
+    }
+
+    fn heard_from_leader(&mut self, from: NodeId) {
+        self.election_elapsed = 0;
+        self.leader_id = from;
+    }
+
+    pub(super) fn tick_election(&mut self) {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.membership.is_voter(self.id)
+            && self.election_elapsed >= self.randomized_election_ticks
+        {
+            self.campaign(self.config.pre_vote);
+        }
+    }
+
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                // Step down rather than serve stale reads and accept writes that
+                // can never commit while partitioned from the majority.
+                self.become_follower(self.term, NO_NODE);
+                return;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a majority of voters (this node included) was heard from since
+    /// the last check; starts a new check period.
+    fn quorum_recently_active(&mut self) -> bool {
+        let active = self
+            .membership
+            .voters
+            .iter()
+            .filter(|id| **id == self.id || self.progress.get(id).is_some_and(|p| p.recent_active))
+            .count();
+        for pr in self.progress.values_mut() {
+            pr.recent_active = false;
+        }
+        active >= self.membership.majority()
+    }
+
+    /// Queues a message in the current term.
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    /// The one routing point between "may leave now" and "only after the sync".
+    pub(super) fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        let after_sync = match body {
+            // A vote promises not to vote for anyone else in this term; if it left
+            // before the hard state was synced, a crash and restart could vote
+            // again (thesis §3.8). A vote request implies the candidate's vote for
+            // itself, same reason. Pre-votes promise nothing, but take the same
+            // path so all election traffic has one rule; a pre-candidate's Ready
+            // rarely needs a sync anyway.
+            MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { .. } => true,
+            // "I have these entries": the leader counts it toward a majority, so the
+            // entries must be on disk first. Rejections and answers to stale
+            // leaders carry no such promise but are rare; one rule is simpler.
+            MessageBody::AppendResponse { .. } => true,
+            // The leader's traffic describes the leader's log, not a promise about
+            // it: the leader counts itself only for entries it has synced, so
+            // replication may overlap its own write (thesis §10.2.1). A heartbeat
+            // response promises only that no newer term was seen when the
+            // heartbeat arrived, a fact that needs no disk.
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow => false,
+        };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if after_sync {
+            self.msgs_after_sync.push(msg);
+        } else {
+            self.msgs_now.push(msg);
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader_id: self.leader_id,
+            term: self.term,
+        }
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+        }
+    }
+
+    /// The highest index the caller has applied or is applying.
+    fn applying(&self) -> u64 {
+        self.outstanding
+            .map_or(self.log.applied, |o| o.applying.max(self.log.applied))
+    }
+
+    pub(super) fn has_ready_inner(&self) -> bool {
+        self.soft_state() != self.last_soft
+            || self.hard_state() != self.last_hard
+            || self.log.pending_snapshot.is_some()
+            || self.log.has_unstable()
+            || self.log.committed > self.applying()
+            || !self.msgs_now.is_empty()
+            || !self.msgs_after_sync.is_empty()
+            || !self.read_states.is_empty()
+            || !self.dropped_reads.is_empty()
+            || (self.role == Role::Leader && self.leader_wants_to_send())
+    }
+
+    pub(super) fn ready_inner(&mut self) -> Ready {
+        assert!(
+            self.outstanding.is_none(),
+            "ready() called twice without advance()"
+        );
+        if self.role == Role::Leader {
+            self.flush_leader();
+        }
+        let soft = self.soft_state();
+        let hard = self.hard_state();
+        let entries = self.log.take_unstable();
+        let rd = Ready {
+            soft_state: (soft != self.last_soft).then_some(soft),
+            hard_state: (hard != self.last_hard).then_some(hard),
+            snapshot: self.log.pending_snapshot.take(),
+            committed: self.log.committed_unapplied().to_vec(),
+            send_now: std::mem::take(&mut self.msgs_now),
+            send_after_sync: std::mem::take(&mut self.msgs_after_sync),
+            read_states: std::mem::take(&mut self.read_states),
+            dropped_reads: std::mem::take(&mut self.dropped_reads),
+            entries,
+        };
+        self.last_soft = soft;
+        self.last_hard = hard;
+        self.outstanding = Some(Outstanding {
+            last_entry: rd.entries.last().map(|e| e.index),
+            applying: self.log.committed,
+        });
+        rd
+    }
+
+    pub(super) fn advance_inner(&mut self) {
+        let Some(done) = self.outstanding.take() else {
+            panic!("advance() called without an outstanding ready()");
+        };
+        if let Some(last) = done.last_entry {
+            self.log.persisted_through(last);
+        }
+        self.log.applied = self.log.applied.max(done.applying);
+        if self.role == Role::Leader {
+            // The leader's own vote toward a majority counts only now.
+            self.maybe_commit();
+        }
+    }
+
+    /// Checks the invariants documented on the fields (TigerBeetle's
+    /// `defer self.invariants()`); free in release builds.
+    pub(super) fn debug_assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.log.check_invariants();
+        assert!(
+            self.term >= self.log.last_term(),
+            "term {} below the last log term {}",
+            self.term,
+            self.log.last_term()
+        );
+        match self.role {
+            Role::Leader => self.check_leader_invariants(),
+            Role::Candidate => assert!(
+                self.vote == self.id && self.leader_id == NO_NODE,
+                "candidate {} with vote {} and leader {}",
+                self.id,
+                self.vote,
+                self.leader_id
+            ),
+            Role::PreCandidate | Role::Follower => assert!(
+                self.leader_id != self.id,
+                "{:?} {} believes itself leader",
+                self.role,
+                self.id
+            ),
+        }
+        if self.role != Role::Leader {
+            assert!(
+                self.progress.is_empty() && self.reads.is_empty(),
+                "non-leader {} keeps leader state",
+                self.id
+            );
+        }
+    }
+
+    fn check_leader_invariants(&self) {
+        assert!(
+            self.leader_id == self.id && self.vote == self.id,
+            "leader {} with leader_id {} and vote {}",
+            self.id,
+            self.leader_id,
+            self.vote
+        );
+        let last = self.log.last_index();
+        for (id, pr) in &self.progress {
+            assert!(
+                pr.match_index < pr.next_index && pr.next_index <= last + 1,
+                "progress of {id}: match {} next {} with last index {last}",
+                pr.match_index,
+                pr.next_index
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testnet::{config, entry, msg, Net};
+    use super::super::{
+        HardState, MessageBody, Node, Restored, Role, SnapshotMeta, SoftState, NO_NODE,
+    };
+
+    fn append(
+        from: u64,
+        term: u64,
+        prev: (u64, u64),
+        entries: Vec<super::Entry>,
+    ) -> super::Message {
+        msg(
+            from,
+            1,
+            term,
+            MessageBody::Append {
+                prev_index: prev.0,
+                prev_term: prev.1,
+                entries,
+                commit: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn candidate_vote_requests_wait_for_the_sync_of_its_own_vote() {
+        // Reference: thesis §3.8 / etcd raft.go send(): a vote request implies
+        // the candidate's vote for itself, which must be durable first.
+        let mut node = Node::new(config(1, &[1, 2, 3]), Restored::default(), 9);
+        while node.role() != Role::Candidate {
+            node.tick();
+        }
+        let rd = node.ready();
+        assert_eq!(rd.hard_state, Some(HardState { term: 1, vote: 1 }));
+        assert!(rd.must_sync());
+        assert!(rd.send_now.is_empty());
+        assert_eq!(
+            rd.send_after_sync.iter().map(|m| m.to).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(
+            rd.soft_state,
+            Some(SoftState {
+                role: Role::Candidate,
+                leader_id: NO_NODE,
+                term: 1
+            })
+        );
+        node.advance();
+        assert!(!node.has_ready(), "nothing changed since");
+    }
+
+    #[test]
+    fn leader_appends_leave_before_the_sync_and_follower_acks_after() {
+        // Reference: thesis §10.2.1.
+        let mut net = Net::new(2);
+        net.campaign(1);
+        net.node_mut(1).propose(b"x".to_vec()).expect("leader");
+        let rd = net.node_mut(1).ready();
+        assert!(matches!(rd.send_now[0].body, MessageBody::Append { .. }));
+        assert!(rd.send_after_sync.is_empty());
+        let append = rd.send_now[0].clone();
+        net.node_mut(1).advance();
+        let follower = net.node_mut(2);
+        follower.step(append);
+        let rd = follower.ready();
+        assert_eq!(rd.entries.len(), 1);
+        assert!(rd.send_now.is_empty());
+        assert!(matches!(
+            rd.send_after_sync[0].body,
+            MessageBody::AppendResponse {
+                success: true,
+                index: 2,
+                ..
+            }
+        ));
+        follower.advance();
+        follower.step(msg(
+            1,
+            2,
+            1,
+            MessageBody::Heartbeat {
+                commit: 2,
+                read_round: 4,
+            },
+        ));
+        let rd = follower.ready();
+        assert_eq!(
+            rd.send_now[0].body,
+            MessageBody::HeartbeatResponse { read_round: 4 }
+        );
+        assert_eq!(rd.committed.len(), 1);
+        follower.advance();
+    }
+
+    #[test]
+    #[should_panic(expected = "ready() called twice without advance()")]
+    fn ready_twice_without_advance_panics() {
+        let mut node = Node::new(config(1, &[1]), Restored::default(), 1);
+        node.ready();
+        node.ready();
+    }
+
+    #[test]
+    #[should_panic(expected = "advance() called without an outstanding ready()")]
+    fn advance_without_ready_panics() {
+        let mut node = Node::new(config(1, &[1]), Restored::default(), 1);
+        node.advance();
+    }
+
+    #[test]
+    fn messages_for_another_node_are_ignored() {
+        let mut node = Node::new(config(1, &[1, 2, 3]), Restored::default(), 1);
+        let mut m = append(2, 5, (0, 0), vec![entry(1, 5)]);
+        m.to = 3;
+        node.step(m);
+        assert_eq!(node.term(), 0);
+        assert!(!node.has_ready());
+    }
+
+    #[test]
+    fn truncation_between_ready_and_advance_is_handed_out_again() {
+        // Entries 2..=4 of term 1 are handed out; before advance, a leader of
+        // term 2 replaces 3.. . The next Ready must rewrite from index 3.
+        let mut node = Net::node_with_log(1, &[1, 2], &[1], 1);
+        node.step(append(
+            2,
+            1,
+            (1, 1),
+            vec![entry(2, 1), entry(3, 1), entry(4, 1)],
+        ));
+        let rd = node.ready();
+        assert_eq!(rd.entries.len(), 3);
+        node.step(append(3, 2, (2, 1), vec![entry(3, 2)]));
+        node.advance();
+        let rd = node.ready();
+        assert_eq!(rd.entries, vec![entry(3, 2)]);
+        node.advance();
+        assert_eq!(node.status().last_index, 3);
+    }
+
+    #[test]
+    fn restart_takes_membership_and_indexes_from_the_snapshot() {
+        let snapshot = SnapshotMeta {
+            index: 5,
+            term: 2,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+        };
+        let restored = Restored {
+            hard_state: HardState { term: 3, vote: 2 },
+            snapshot,
+            entries: vec![entry(6, 2), entry(7, 3)],
+        };
+        let node = Node::new(config(1, &[1]), restored, 1);
+        let status = node.status();
+        assert_eq!((status.term, status.vote), (3, 2));
+        assert_eq!((status.commit_index, status.applied_index), (5, 5));
+        assert_eq!(
+            (status.first_index, status.last_index, status.snapshot_index),
+            (6, 7, 5)
+        );
+        assert_eq!((status.voters, status.learners), (vec![1, 2, 3], vec![4]));
+        assert_eq!(status.role, Role::Follower);
+    }
+
+    #[test]
+    fn restart_after_a_lost_hard_state_write_adopts_the_log_term() {
+        let node = Net::node_with_log(1, &[1, 2], &[1, 4], 2);
+        assert_eq!((node.term(), node.status().vote), (4, NO_NODE));
+    }
+
+    #[test]
+    fn restarted_single_voter_commits_its_old_entries_through_a_new_noop() {
+        let mut net = Net::new(1);
+        net.campaign(1);
+        net.propose(1, b"a");
+        net.propose(1, b"b");
+        net.restart(1);
+        assert_eq!(
+            net.node(1).status().commit_index,
+            0,
+            "commit is not durable"
+        );
+        net.campaign(1);
+        let status = net.node(1).status();
+        assert_eq!(
+            (status.role, status.term, status.commit_index),
+            (Role::Leader, 2, 4)
+        );
+    }
+
+    #[test]
+    fn restarted_follower_catches_up() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.propose(1, b"a");
+        net.isolate(3);
+        net.restart(3);
+        let index = net.propose(1, b"b");
+        net.heal();
+        net.tick_all();
+        let status = net.node(3).status();
+        assert_eq!(
+            (status.term, status.leader_id, status.commit_index),
+            (1, 1, index)
+        );
+    }
+}

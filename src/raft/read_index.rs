@@ -1,0 +1,341 @@
+//! ReadIndex (Raft thesis §6.4): linearizable reads without writing to the log.
+//!
+//! A read records the leader's commit index, then waits until a majority of
+//! voters confirms, after the read was recorded, that this node is still the
+//! leader. Reads are batched: every read recorded before the next broadcast gets
+//! the same confirmation round, and one `Heartbeat{read_round}` per follower
+//! confirms all of them. Because a heartbeat always carries the latest round, a
+//! lost read heartbeat is retried by the next regular one.
+//!
+//! Until the leader has committed an entry of its own term its commit index may
+//! be behind entries committed by earlier leaders, so reads wait in `unready`
+//! until that first commit (thesis §6.4 step 1), then join the next round.
+
+use std::collections::VecDeque;
+
+use super::quorum;
+use super::ready::ReadState;
+use super::replication::voter_values;
+use super::Node;
+
+impl Node {
+    /// Leader: records a read (see the module docs).
+    pub(super) fn start_read(&mut self, ctx: u64) {
+        if !self.committed_in_current_term() {
+            self.reads.add_unready(ctx);
+            return;
+        }
+        self.reads.add(ctx, self.log.committed);
+        self.confirm_reads_if_alone();
+    }
+
+    fn committed_in_current_term(&self) -> bool {
+        self.log.term(self.log.committed) == Some(self.term)
+    }
+
+    /// Called when the leader's commit index advanced.
+    pub(super) fn on_leader_commit(&mut self) {
+        if self.committed_in_current_term() {
+            self.reads.release_unready(self.log.committed);
+            self.confirm_reads_if_alone();
+        }
+    }
+
+    /// A single voter is its own majority: no round trip confirms anything more.
+    fn confirm_reads_if_alone(&mut self) {
+        if self.membership.voters == [self.id] {
+            self.reads.next_broadcast_round();
+            self.confirm_reads();
+        }
+    }
+
+    /// Confirms every read whose round a majority of voters has acknowledged;
+    /// this node acknowledges every round it broadcast.
+    pub(super) fn confirm_reads(&mut self) {
+        let rounds = voter_values(&self.membership, self.id, self.reads.round, |id| {
+            self.progress.get(&id).map_or(0, |pr| pr.read_round_acked)
+        });
+        let confirmed = quorum::majority_value(rounds);
+        self.reads.confirm(confirmed, &mut self.read_states);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingRead {
+    ctx: u64,
+    index: u64,
+    round: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ReadQueue {
+    /// The latest confirmation round broadcast by this leader.
+    pub round: u64,
+    /// Reads were recorded for round `round + 1`, which is not broadcast yet.
+    pub broadcast_needed: bool,
+    /// Waiting for confirmation, in arrival order (so rounds ascend).
+    pending: VecDeque<PendingRead>,
+    /// Waiting for the first commit of the leader's term.
+    unready: Vec<u64>,
+}
+
+impl ReadQueue {
+    /// Records a read at `commit_index`, to be confirmed by the next round.
+    pub fn add(&mut self, ctx: u64, commit_index: u64) {
+        self.pending.push_back(PendingRead {
+            ctx,
+            index: commit_index,
+            round: self.round + 1,
+        });
+        self.broadcast_needed = true;
+    }
+
+    /// Parks a read until the leader commits an entry of its term.
+    pub fn add_unready(&mut self, ctx: u64) {
+        self.unready.push(ctx);
+    }
+
+    /// The leader committed in its term: parked reads get `commit_index`.
+    pub fn release_unready(&mut self, commit_index: u64) {
+        for ctx in std::mem::take(&mut self.unready) {
+            self.add(ctx, commit_index);
+        }
+    }
+
+    /// Starts the next round if reads wait for one; returns the round that
+    /// heartbeats should carry from now on.
+    pub fn next_broadcast_round(&mut self) -> u64 {
+        if self.broadcast_needed {
+            self.round += 1;
+            self.broadcast_needed = false;
+        }
+        self.round
+    }
+
+    /// A majority acknowledged `round`: every read of that round or earlier is
+    /// confirmed.
+    pub fn confirm(&mut self, round: u64, out: &mut Vec<ReadState>) {
+        assert!(
+            round <= self.round,
+            "round {round} confirmed but only {} broadcast",
+            self.round
+        );
+        while let Some(read) = self.pending.front() {
+            if read.round > round {
+                break;
+            }
+            out.push(ReadState {
+                ctx: read.ctx,
+                index: read.index,
+            });
+            self.pending.pop_front();
+        }
+    }
+
+    /// Every read still waiting: it will never be confirmed by this leader.
+    pub fn drain_all(&mut self) -> Vec<u64> {
+        let mut ctxs: Vec<u64> = self.unready.drain(..).collect();
+        ctxs.extend(self.pending.drain(..).map(|r| r.ctx));
+        ctxs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.unready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testnet::{msg, Net};
+    use super::super::{MessageBody, ProposeError, Role};
+    use super::*;
+
+    fn heartbeat_rounds(msgs: &[super::super::Message]) -> Vec<(u64, u64)> {
+        msgs.iter()
+            .filter_map(|m| match m.body {
+                MessageBody::Heartbeat { read_round, .. } => Some((m.to, read_round)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_of_one_iteration_share_one_confirmation_round() {
+        // Reference: thesis §6.4 (batching reads over one heartbeat round).
+        let mut net = Net::new(3);
+        net.campaign(1);
+        let commit = net.node(1).status().commit_index;
+        let node = net.node_mut(1);
+        for ctx in [10, 11, 12] {
+            node.read_index(ctx).expect("leader");
+        }
+        let rd = node.ready();
+        assert!(rd.read_states.is_empty(), "not before a majority confirms");
+        assert_eq!(heartbeat_rounds(&rd.send_now), vec![(2, 1), (3, 1)]);
+        net.queue_from_ready(rd);
+        net.node_mut(1).advance();
+        net.stabilize();
+        let expected: Vec<ReadState> = [10, 11, 12]
+            .iter()
+            .map(|ctx| ReadState {
+                ctx: *ctx,
+                index: commit,
+            })
+            .collect();
+        assert_eq!(net.read_states[&1], expected);
+    }
+
+    #[test]
+    fn one_follower_confirms_a_round_in_a_three_node_cluster() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.isolate(3);
+        net.node_mut(1).read_index(7).expect("leader");
+        net.stabilize();
+        assert_eq!(net.read_states[&1].len(), 1, "leader and 2 are a majority");
+        net.isolate(2);
+        net.node_mut(1).read_index(8).expect("leader");
+        net.stabilize();
+        assert_eq!(
+            net.read_states[&1].len(),
+            1,
+            "the leader alone confirms nothing"
+        );
+    }
+
+    #[test]
+    fn lost_read_heartbeat_is_retried_by_the_next_heartbeat() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.drop_if = Some(Box::new(|m| {
+            matches!(m.body, MessageBody::Heartbeat { .. })
+        }));
+        net.node_mut(1).read_index(7).expect("leader");
+        net.stabilize();
+        assert!(net.read_states[&1].is_empty());
+        net.drop_if = None;
+        net.tick_node(1);
+        assert_eq!(net.read_states[&1], vec![ReadState { ctx: 7, index: 1 }]);
+    }
+
+    #[test]
+    fn read_waits_for_the_first_commit_of_the_leaders_term() {
+        // Reference: thesis §6.4 step 1. Until its Noop commits, the leader's
+        // commit index may lag entries committed by its predecessors.
+        let mut net = Net::new(3);
+        net.drop_if = Some(Box::new(|m| {
+            matches!(m.body, MessageBody::AppendResponse { .. })
+        }));
+        net.campaign(1);
+        assert_eq!(net.node(1).role(), Role::Leader);
+        assert_eq!(net.node(1).status().commit_index, 0);
+        net.node_mut(1).read_index(5).expect("queued, not refused");
+        net.stabilize();
+        assert!(net.read_states[&1].is_empty());
+        net.drop_if = None;
+        net.tick_all();
+        assert_eq!(net.read_states[&1], vec![ReadState { ctx: 5, index: 1 }]);
+    }
+
+    #[test]
+    fn single_voter_confirms_reads_at_once_after_its_first_commit() {
+        let mut net = Net::new(1);
+        net.node_mut(1).tick_until_role_for_test(Role::Leader);
+        let node = net.node_mut(1);
+        node.read_index(1).expect("leader");
+        let rd = node.ready();
+        assert!(rd.read_states.is_empty(), "the Noop is not committed yet");
+        node.advance();
+        let rd = node.ready();
+        assert_eq!(rd.read_states, vec![ReadState { ctx: 1, index: 1 }]);
+        node.advance();
+        node.read_index(2).expect("leader");
+        let rd = node.ready();
+        assert_eq!(rd.read_states, vec![ReadState { ctx: 2, index: 1 }]);
+        assert!(rd.send_now.is_empty());
+        node.advance();
+    }
+
+    #[test]
+    fn pending_reads_are_dropped_when_the_leader_steps_down() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.isolate(1);
+        let node = net.node_mut(1);
+        node.read_index(3).expect("leader");
+        node.read_index(4).expect("leader");
+        let term = node.term();
+        node.step(msg(
+            2,
+            1,
+            term + 1,
+            MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+            },
+        ));
+        assert_eq!(node.role(), Role::Follower);
+        let rd = node.ready();
+        assert_eq!(rd.dropped_reads, vec![3, 4]);
+        assert!(rd.read_states.is_empty());
+        node.advance();
+    }
+
+    #[test]
+    fn follower_refuses_reads_and_names_the_leader() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        assert_eq!(
+            net.node_mut(2).read_index(1),
+            Err(ProposeError::NotLeader { leader: 1 })
+        );
+        assert_eq!(
+            net.node_mut(2).propose(vec![]),
+            Err(ProposeError::NotLeader { leader: 1 })
+        );
+    }
+
+    #[test]
+    fn reads_between_broadcasts_share_one_round() {
+        let mut q = ReadQueue::default();
+        q.add(1, 10);
+        q.add(2, 11);
+        assert_eq!(q.next_broadcast_round(), 1);
+        q.add(3, 12);
+        let mut out = vec![];
+        q.confirm(1, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ReadState { ctx: 1, index: 10 },
+                ReadState { ctx: 2, index: 11 }
+            ]
+        );
+        assert_eq!(q.next_broadcast_round(), 2);
+        assert_eq!(q.next_broadcast_round(), 2, "no new reads, no new round");
+        q.confirm(2, &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn unready_reads_join_the_round_after_the_first_commit() {
+        let mut q = ReadQueue::default();
+        q.add_unready(7);
+        assert!(!q.broadcast_needed);
+        q.release_unready(42);
+        assert_eq!(q.next_broadcast_round(), 1);
+        let mut out = vec![];
+        q.confirm(1, &mut out);
+        assert_eq!(out, vec![ReadState { ctx: 7, index: 42 }]);
+    }
+
+    #[test]
+    fn drain_returns_every_waiting_read() {
+        let mut q = ReadQueue::default();
+        q.add_unready(1);
+        q.add(2, 5);
+        assert_eq!(q.drain_all(), vec![1, 2]);
+        assert!(q.is_empty());
+    }
+}
