@@ -187,13 +187,18 @@ impl KvStore {
         }
     }
 
-    fn set_owned(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    /// Returns whether the key already existed.
+    fn set_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> bool {
         let (key_len, value_len) = (key.len(), value.len());
         match self.map.shard_mut(&key).insert(key, value) {
-            Some(old) => self.data_bytes = self.data_bytes - old.len() + value_len,
+            Some(old) => {
+                self.data_bytes = self.data_bytes - old.len() + value_len;
+                true
+            }
             None => {
                 self.len += 1;
                 self.data_bytes += key_len + value_len;
+                false
             }
         }
     }
@@ -214,8 +219,13 @@ impl KvStore {
         removed
     }
 
+    /// Looks the key up once, in the shard it will write to: when a snapshot
+    /// holds that shard, even a failing INCR copies it, as the next write to
+    /// the shard would anyway.
     fn incr_by(&mut self, key: &[u8], by: i64) -> Reply {
-        let current = match self.map.get(key) {
+        let shard = self.map.shard_mut(key);
+        let existing = shard.get_mut(key);
+        let current = match existing.as_deref() {
             None => 0,
             Some(value) => match parse_integer(value) {
                 Some(n) => n,
@@ -225,7 +235,20 @@ impl KvStore {
         let Some(new) = current.checked_add(by) else {
             return Reply::Error(OVERFLOW_ERROR.to_string());
         };
-        self.set_from_slices(key, new.to_string().as_bytes());
+        let mut buffer = [0u8; 20];
+        let digits = format_i64(new, &mut buffer);
+        match existing {
+            Some(value) => {
+                self.data_bytes = self.data_bytes - value.len() + digits.len();
+                value.clear();
+                value.extend_from_slice(digits);
+            }
+            None => {
+                shard.insert(key.to_vec(), digits.to_vec());
+                self.len += 1;
+                self.data_bytes += key.len() + digits.len();
+            }
+        }
         Reply::Integer(new)
     }
 
@@ -245,6 +268,25 @@ impl KvStore {
             "(len, data_bytes) drifted"
         );
     }
+}
+
+/// Writes `n` in decimal into the end of `buffer` (20 bytes fit any i64).
+fn format_i64(n: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut rest = n.unsigned_abs();
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    &buffer[at..]
 }
 
 /// Sum of per-entry hashes (so any order gives the same result), then mixed with

@@ -305,3 +305,11 @@ proptest! {
         let _ = KvStore::restore_from(&mut input.as_slice());
     }
 }
+
+#[test]
+fn format_i64_matches_to_string() {
+    let mut buffer = [0u8; 20];
+    for n in [0, 1, -1, 9, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+        assert_eq!(format_i64(n, &mut buffer), n.to_string().as_bytes());
+    }
+}

@@ -188,7 +188,7 @@ impl RequestParser {
     fn inline(&mut self, input: &[u8]) -> Result<bool, ProtocolError> {
         let unsearched = &input[self.pos..];
         self.bytes_examined += unsearched.len() as u64;
-        let Some(offset) = unsearched.iter().position(|&b| b == b'\n') else {
+        let Some(offset) = find_newline(unsearched) else {
             self.pos = input.len();
             if input.len() > self.max_request_bytes {
                 return Err(self.too_large());
@@ -314,8 +314,8 @@ impl RequestParser {
 
 /// Splits an inline line into words as Redis `sdssplitargs`: words separated by
 /// whitespace; `"..."` with `\n \r \t \b \a \\ \" \xHH` escapes; `'...'` with
-/// `\'`; a closing quote must be followed by whitespace or the end. `None`
-/// means unbalanced quotes.
+/// `\'`; a quote may start inside a word, and a closing quote must be followed
+/// by whitespace or the end. `None` means unbalanced quotes.
 fn split_inline(line: &[u8]) -> Option<Argv> {
     let mut words = Vec::new();
     let mut i = 0;
@@ -326,60 +326,100 @@ fn split_inline(line: &[u8]) -> Option<Argv> {
         if i == line.len() {
             return Some(words);
         }
-        let mut word = Vec::new();
-        let mut quote: Option<u8> = None;
-        loop {
-            let Some(&c) = line.get(i) else {
-                if quote.is_some() {
-                    return None;
-                }
-                break;
-            };
-            let next = line.get(i + 1).copied();
-            match quote {
-                None if matches!(c, b' ' | b'\n' | b'\r' | b'\t') => break,
-                None if c == b'"' || c == b'\'' => quote = Some(c),
-                None => word.push(c),
-                Some(q) if c == q => {
-                    if next.is_some_and(|n| !is_space(n)) {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                }
-                Some(b'"') if c == b'\\' && next == Some(b'x') => {
-                    match (line.get(i + 2).and_then(hex), line.get(i + 3).and_then(hex)) {
-                        (Some(hi), Some(lo)) => {
-                            word.push(hi << 4 | lo);
-                            i += 3;
-                        }
-                        _ => {
-                            word.push(b'x');
-                            i += 1;
-                        }
-                    }
-                }
-                Some(b'"') if c == b'\\' && next.is_some() => {
-                    word.push(match next.unwrap_or(c) {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                    i += 1;
-                }
-                Some(b'\'') if c == b'\\' && next == Some(b'\'') => {
-                    word.push(b'\'');
-                    i += 1;
-                }
-                Some(_) => word.push(c),
-            }
-            i += 1;
+        let run = line[i..]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | b'"' | b'\''))
+            .unwrap_or(line.len() - i);
+        let mut word = line[i..i + run].to_vec();
+        i += run;
+        if let Some(&quote) = line.get(i).filter(|&&b| b == b'"' || b == b'\'') {
+            i = split_quoted(line, i + 1, quote, &mut word)?;
         }
         words.push(word);
     }
+}
+
+/// Appends the quoted part starting at `i` (after the opening `quote`) to
+/// `word`; returns the offset after the closing quote.
+fn split_quoted(line: &[u8], mut i: usize, quote: u8, word: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        let run = line[i..]
+            .iter()
+            .position(|&b| b == quote || b == b'\\')
+            .unwrap_or(line.len() - i);
+        word.extend_from_slice(&line[i..i + run]);
+        i += run;
+        let next = line.get(i + 1).copied();
+        match line.get(i) {
+            None => return None,
+            Some(&c) if c == quote => {
+                return match next {
+                    Some(after) if !is_space(after) => None,
+                    _ => Some(i + 1),
+                };
+            }
+            // A backslash.
+            Some(_) if quote == b'\'' => {
+                let escaped_quote = next == Some(b'\'');
+                word.push(if escaped_quote { b'\'' } else { b'\\' });
+                i += if escaped_quote { 2 } else { 1 };
+            }
+            Some(_) => {
+                let hex_byte = match (line.get(i + 2).and_then(hex), line.get(i + 3).and_then(hex))
+                {
+                    (Some(hi), Some(lo)) if next == Some(b'x') => Some(hi << 4 | lo),
+                    _ => None,
+                };
+                match (hex_byte, next) {
+                    (Some(byte), _) => {
+                        word.push(byte);
+                        i += 4;
+                    }
+                    (None, Some(escaped)) => {
+                        word.push(unescape(escaped));
+                        i += 2;
+                    }
+                    // A backslash ending the line; the missing quote fails next round.
+                    (None, None) => {
+                        word.push(b'\\');
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unescape(byte: u8) -> u8 {
+    match byte {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 0x08,
+        b'a' => 0x07,
+        other => other,
+    }
+}
+
+/// The first `\n`, eight bytes at a time (the SWAR "has zero byte" test).
+fn find_newline(haystack: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(b'\n');
+    let mut i = 0;
+    while i + 8 <= haystack.len() {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&haystack[i..i + 8]);
+        let x = u64::from_le_bytes(chunk) ^ pattern;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            break;
+        }
+        i += 8;
+    }
+    haystack[i..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| i + p)
 }
 
 /// C `isspace`.
