@@ -27,12 +27,24 @@ const ENTRY_OVERHEAD_BYTES: usize = 56;
 
 const OVERFLOW_ERROR: &str = "ERR increment or decrement would overflow";
 
+/// `Clone` is O(shards) and shares every shard copy-on-write, like a snapshot.
+#[derive(Clone)]
 pub struct KvStore {
     map: ShardedMap,
     /// Number of keys, kept so `len` is O(1). Invariant: the sum of shard lengths.
     len: usize,
     /// Sum of key and value lengths. Invariant: matches the map's contents.
     data_bytes: usize,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("len", &self.len)
+            .field("data_bytes", &self.data_bytes)
+            .field("shards", &self.map.shards().len())
+            .finish()
+    }
 }
 
 impl Default for KvStore {

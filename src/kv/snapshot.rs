@@ -89,6 +89,14 @@ impl KvStore {
     }
 }
 
+impl std::fmt::Debug for KvSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvSnapshot")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl KvSnapshot {
     /// Number of keys in the view.
     pub fn len(&self) -> usize {

@@ -313,3 +313,17 @@ fn format_i64_matches_to_string() {
         assert_eq!(format_i64(n, &mut buffer), n.to_string().as_bytes());
     }
 }
+
+#[test]
+fn clone_is_independent() {
+    let mut a = KvStore::new();
+    a.apply(&cmd(&["SET", "k", "1"]));
+    let b = a.clone();
+    a.apply(&cmd(&["INCR", "k"]));
+    assert_eq!(b.get(b"k"), Some(&b"1"[..]));
+    assert_eq!(a.get(b"k"), Some(&b"2"[..]));
+    assert_eq!(
+        format!("{:?}", b),
+        "KvStore { len: 1, data_bytes: 2, shards: 4096 }"
+    );
+}
