@@ -1,6 +1,11 @@
-//! Key-value commands: from a client's argv, and to/from a log entry payload.
+//! Key-value commands: from a client's argv, and to/from a log entry payload
+//! (the payload codec is in `payload.rs`).
 //!
-//! (Helper C: replace the stubs; keep the public API.)
+//! Parsing follows Redis: the command name is case-insensitive, arity is checked
+//! first (`ERR wrong number of arguments for 'set' command`), then arguments
+//! (`ERR value is not an integer or out of range`, `ERR syntax error`). Integers
+//! are parsed as Redis `string2ll` does: an optional `-`, no `+`, no spaces, no
+//! leading zeros except `0` itself, within `i64`.
 
 use std::fmt;
 
@@ -13,11 +18,15 @@ pub enum Command {
     Exists(Vec<Vec<u8>>),
     Set(Vec<u8>, Vec<u8>),
     Del(Vec<Vec<u8>>),
-    /// INCR is `IncrBy(key, 1)`.
+    /// INCR is `IncrBy(key, 1)`, DECR `IncrBy(key, -1)`, DECRBY n `IncrBy(key, -n)`.
     IncrBy(Vec<u8>, i64),
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
     /// The queued commands of one MULTI/EXEC, applied atomically in order.
     Multi(Vec<Command>),
+    /// A queued command whose arguments Redis rejects only when EXEC runs it
+    /// (`INCRBY k abc`, `SET k v NX`): applying it answers this error text and
+    /// changes nothing. Made by [`Command::parse_queued`], never by `parse`.
+    Invalid(String),
 }
 
 /// Why an argv is not a command; `Display` gives the exact Redis error text
@@ -30,6 +39,18 @@ pub enum CommandError {
     WrongArity(String),
     /// `ERR value is not an integer or out of range`
     NotInteger,
+    /// `ERR syntax error` (e.g. `SET k v` followed by options, which we do not support).
+    Syntax,
+    /// `ERR decrement would overflow` (`DECRBY k -9223372036854775808`, as Redis).
+    DecrementOverflow,
+}
+
+impl CommandError {
+    /// Whether Redis reports this error when a command is queued inside MULTI
+    /// (so that EXEC aborts) rather than when EXEC runs it.
+    pub fn is_queue_time(&self) -> bool {
+        matches!(self, CommandError::Unknown(_) | CommandError::WrongArity(_))
+    }
 }
 
 impl fmt::Display for CommandError {
@@ -40,6 +61,8 @@ impl fmt::Display for CommandError {
                 write!(f, "ERR wrong number of arguments for '{}' command", name)
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
+            CommandError::Syntax => write!(f, "ERR syntax error"),
+            CommandError::DecrementOverflow => write!(f, "ERR decrement would overflow"),
         }
     }
 }
@@ -58,20 +81,301 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Longest command name echoed back in `ERR unknown command '...'` (Redis uses 128).
+const UNKNOWN_NAME_MAX_BYTES: usize = 128;
+
+/// How many arguments (name included) a command takes.
+enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
 impl Command {
     /// Parses a client argv (argv[0] is the command name, any case).
-    pub fn parse(_argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
-        todo!()
+    pub fn parse(argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+        let Some(name) = argv.first() else {
+            return Err(CommandError::Unknown(String::new()));
+        };
+        let lower = name.to_ascii_lowercase();
+        let arity = match arity_of(&lower) {
+            Some(arity) => arity,
+            None => return Err(CommandError::Unknown(printable_name(name))),
+        };
+        let arity_ok = match arity {
+            Arity::Exactly(n) => argv.len() == n,
+            Arity::AtLeast(n) => argv.len() >= n,
+        };
+        // MSET's pairs are part of its arity in Redis ("wrong number of arguments").
+        let pairs_ok = lower != b"mset" || argv.len() % 2 == 1;
+        if !arity_ok || !pairs_ok {
+            return Err(CommandError::WrongArity(
+                String::from_utf8_lossy(&lower).into_owned(),
+            ));
+        }
+        build(&lower, argv)
     }
+
+    /// Like [`Command::parse`] for a command queued inside MULTI: only the errors
+    /// Redis reports at queue time (unknown command, wrong arity) are returned;
+    /// argument errors become [`Command::Invalid`], answered when EXEC applies it.
+    pub fn parse_queued(argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+        match Command::parse(argv) {
+            Err(e) if !e.is_queue_time() => Ok(Command::Invalid(e.to_string())),
+            other => other,
+        }
+    }
+
     /// Whether the command changes the map (must go through the log).
     pub fn is_write(&self) -> bool {
-        todo!()
+        match self {
+            Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => false,
+            Command::Set(..) | Command::Del(_) | Command::IncrBy(..) | Command::MSet(_) => true,
+            Command::Multi(commands) => commands.iter().any(Command::is_write),
+        }
     }
-    /// Appends the compact log-payload encoding to `out`.
-    pub fn encode(&self, _out: &mut Vec<u8>) {
-        todo!()
+
+    /// The command's name, for logs and assertion messages (never the arguments,
+    /// which may be large or private).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get(_) => "get",
+            Command::MGet(_) => "mget",
+            Command::Exists(_) => "exists",
+            Command::Set(..) => "set",
+            Command::Del(_) => "del",
+            Command::IncrBy(..) => "incrby",
+            Command::MSet(_) => "mset",
+            Command::Multi(_) => "multi",
+            Command::Invalid(_) => "invalid",
+        }
     }
-    pub fn decode(_payload: &[u8]) -> Result<Command, DecodeError> {
-        todo!()
+}
+
+fn arity_of(lower_name: &[u8]) -> Option<Arity> {
+    Some(match lower_name {
+        b"get" | b"incr" | b"decr" => Arity::Exactly(2),
+        b"incrby" | b"decrby" => Arity::Exactly(3),
+        // SET takes options in Redis; extra arguments are a syntax error, not arity.
+        b"set" => Arity::AtLeast(3),
+        b"del" | b"exists" | b"mget" => Arity::AtLeast(2),
+        b"mset" => Arity::AtLeast(3),
+        _ => return None,
+    })
+}
+
+/// Builds the command once the arity is known to be right.
+fn build(lower_name: &[u8], argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let mut args = argv.into_iter().skip(1);
+    let mut next = || match args.next() {
+        Some(arg) => arg,
+        None => panic!(
+            "arity checked before build for '{}'",
+            String::from_utf8_lossy(lower_name)
+        ),
+    };
+    let command = match lower_name {
+        b"get" => Command::Get(next()),
+        b"set" => {
+            let (key, value) = (next(), next());
+            if args.next().is_some() {
+                return Err(CommandError::Syntax);
+            }
+            Command::Set(key, value)
+        }
+        b"incr" => Command::IncrBy(next(), 1),
+        b"decr" => Command::IncrBy(next(), -1),
+        b"incrby" => {
+            let key = next();
+            Command::IncrBy(key, parse_integer(&next()).ok_or(CommandError::NotInteger)?)
+        }
+        b"decrby" => {
+            let key = next();
+            let by = parse_integer(&next()).ok_or(CommandError::NotInteger)?;
+            let negated = by.checked_neg().ok_or(CommandError::DecrementOverflow)?;
+            Command::IncrBy(key, negated)
+        }
+        b"del" => Command::Del(args.collect()),
+        b"exists" => Command::Exists(args.collect()),
+        b"mget" => Command::MGet(args.collect()),
+        b"mset" => {
+            let mut pairs = Vec::with_capacity(args.len() / 2);
+            while let (Some(key), Some(value)) = (args.next(), args.next()) {
+                pairs.push((key, value));
+            }
+            Command::MSet(pairs)
+        }
+        other => panic!(
+            "build called for a name without arity: '{}'",
+            String::from_utf8_lossy(other)
+        ),
+    };
+    Ok(command)
+}
+
+fn printable_name(name: &[u8]) -> String {
+    let shown = &name[..name.len().min(UNKNOWN_NAME_MAX_BYTES)];
+    String::from_utf8_lossy(shown).into_owned()
+}
+
+/// Parses a decimal `i64` exactly as Redis `string2ll`: optional `-`, no `+`, no
+/// spaces, no leading zeros (except `0` itself; `-0` is rejected), within range.
+pub fn parse_integer(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
+    }
+    // Accumulate as a negative number so that i64::MIN is reachable.
+    let mut value: i64 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(byte - b'0'))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    fn parse(words: &[&str]) -> Result<Command, CommandError> {
+        Command::parse(argv(words))
+    }
+
+    #[test]
+    fn parse_integer_follows_string2ll() {
+        assert_eq!(parse_integer(b"0"), Some(0));
+        assert_eq!(parse_integer(b"-1"), Some(-1));
+        assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_integer(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"00",
+            b"1.0",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"99999999999999999999999",
+            b"1a",
+        ] {
+            assert_eq!(
+                parse_integer(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(
+            parse(&["sEt", "k", "v"]),
+            Ok(Command::Set(b"k".to_vec(), b"v".to_vec()))
+        );
+        assert_eq!(parse(&["INCR", "k"]), Ok(Command::IncrBy(b"k".to_vec(), 1)));
+        assert_eq!(
+            parse(&["decr", "k"]),
+            Ok(Command::IncrBy(b"k".to_vec(), -1))
+        );
+        assert_eq!(
+            parse(&["DecrBy", "k", "5"]),
+            Ok(Command::IncrBy(b"k".to_vec(), -5))
+        );
+    }
+
+    #[test]
+    fn errors_have_redis_texts() {
+        let text = |words: &[&str]| parse(words).unwrap_err().to_string();
+        assert_eq!(text(&["FOO", "x"]), "ERR unknown command 'FOO'");
+        assert_eq!(
+            text(&["SET", "k"]),
+            "ERR wrong number of arguments for 'set' command"
+        );
+        assert_eq!(
+            text(&["GET"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            text(&["GET", "a", "b"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(text(&["SET", "k", "v", "NX"]), "ERR syntax error");
+        assert_eq!(
+            text(&["MSET", "a", "1", "b"]),
+            "ERR wrong number of arguments for 'mset' command"
+        );
+        assert_eq!(
+            text(&["MSET", "a"]),
+            "ERR wrong number of arguments for 'mset' command"
+        );
+        assert_eq!(
+            text(&["INCRBY", "k", "01"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            text(&["DECRBY", "k", "-9223372036854775808"]),
+            "ERR decrement would overflow"
+        );
+        assert_eq!(
+            Command::parse(Vec::new()),
+            Err(CommandError::Unknown(String::new()))
+        );
+    }
+
+    #[test]
+    fn unknown_name_is_truncated() {
+        let long = "x".repeat(1000);
+        let err = parse(&[&long]).unwrap_err();
+        assert_eq!(
+            err,
+            CommandError::Unknown("x".repeat(UNKNOWN_NAME_MAX_BYTES))
+        );
+    }
+
+    #[test]
+    fn queued_argument_errors_become_invalid() {
+        assert_eq!(
+            Command::parse_queued(argv(&["INCRBY", "k", "x"])),
+            Ok(Command::Invalid(
+                "ERR value is not an integer or out of range".into()
+            ))
+        );
+        assert_eq!(
+            Command::parse_queued(argv(&["SET", "k"])),
+            Err(CommandError::WrongArity("set".into()))
+        );
+    }
+
+    #[test]
+    fn is_write_classifies() {
+        assert!(!parse(&["GET", "k"]).unwrap().is_write());
+        assert!(!parse(&["EXISTS", "k", "k"]).unwrap().is_write());
+        assert!(parse(&["DEL", "k"]).unwrap().is_write());
+        assert!(parse(&["MSET", "a", "1"]).unwrap().is_write());
+        let multi = Command::Multi(vec![Command::Get(b"a".to_vec())]);
+        assert!(!multi.is_write());
+        let multi = Command::Multi(vec![Command::Get(b"a".to_vec()), Command::Del(vec![])]);
+        assert!(multi.is_write());
     }
 }

@@ -1,37 +1,324 @@
 //! The replicated state machine: a key-value map. Pure: no IO, no clock.
 //!
-//! (Helper C: replace the stubs; keep the public API.)
+//! Every node applies the same commands in the same order and must end with
+//! the same map, so nothing here depends on the process: the map's hasher is
+//! unseeded (`shards.rs`) and snapshots are written in a canonical order
+//! (`snapshot.rs`). A command that fails (INCR on a non-integer) answers an
+//! error and changes nothing, identically on every node.
 
 pub mod command;
+mod payload;
 pub mod reply;
+mod shards;
+mod snapshot;
 
-pub use command::{Command, CommandError, DecodeError};
+pub use command::{parse_integer, Command, CommandError, DecodeError};
+pub use payload::MAX_MULTI_DEPTH;
 pub use reply::Reply;
+pub use shards::DEFAULT_SHARD_COUNT;
+pub use snapshot::KvSnapshot;
 
-#[derive(Default)]
+use shards::{KeyHasher, ShardedMap};
+use std::hash::{Hash, Hasher};
+
+/// What `approx_bytes` adds per key for the map's own structures (two `Vec`
+/// headers, the hash table slot and control byte), beyond key and value bytes.
+const ENTRY_OVERHEAD_BYTES: usize = 56;
+
+const OVERFLOW_ERROR: &str = "ERR increment or decrement would overflow";
+
+/// `Clone` is O(shards) and shares every shard copy-on-write, like a snapshot.
+#[derive(Clone)]
 pub struct KvStore {
-    _private: (),
+    map: ShardedMap,
+    /// Number of keys, kept so `len` is O(1). Invariant: the sum of shard lengths.
+    len: usize,
+    /// Sum of key and value lengths. Invariant: matches the map's contents.
+    data_bytes: usize,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("len", &self.len)
+            .field("data_bytes", &self.data_bytes)
+            .field("shards", &self.map.shards().len())
+            .finish()
+    }
+}
+
+impl Default for KvStore {
+    fn default() -> KvStore {
+        KvStore::new()
+    }
 }
 
 impl KvStore {
     pub fn new() -> KvStore {
-        todo!()
+        KvStore::with_shards(DEFAULT_SHARD_COUNT)
     }
+
+    /// A store with `shard_count` copy-on-write shards (a power of two). More
+    /// shards make the copy after a snapshot finer-grained; fewer make `new`
+    /// and `snapshot_view` cheaper.
+    pub fn with_shards(shard_count: usize) -> KvStore {
+        KvStore {
+            map: ShardedMap::new(shard_count),
+            len: 0,
+            data_bytes: 0,
+        }
+    }
+
     /// Applies a command (writes and reads alike, e.g. a `Multi` holding both);
     /// returns the reply the client gets. A failing command (INCR on a
     /// non-integer) returns an error reply and changes nothing.
-    pub fn apply(&mut self, _command: &Command) -> Reply {
-        todo!()
+    pub fn apply(&mut self, command: &Command) -> Reply {
+        match command {
+            Command::Set(key, value) => {
+                self.set_from_slices(key, value);
+                Reply::Ok
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    self.set_from_slices(key, value);
+                }
+                Reply::Ok
+            }
+            Command::Del(keys) => Reply::Integer(self.delete(keys)),
+            Command::IncrBy(key, by) => self.incr_by(key, *by),
+            Command::Multi(commands) => {
+                Reply::Array(commands.iter().map(|c| self.apply(c)).collect())
+            }
+            Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => {
+                self.read(command)
+            }
+        }
     }
+
+    /// Like `apply`, but moves keys and values into the map instead of copying
+    /// them (the path for commands decoded from the log, which are not reused).
+    pub fn apply_owned(&mut self, command: Command) -> Reply {
+        match command {
+            Command::Set(key, value) => {
+                self.set_owned(key, value);
+                Reply::Ok
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    self.set_owned(key, value);
+                }
+                Reply::Ok
+            }
+            Command::Multi(commands) => {
+                Reply::Array(commands.into_iter().map(|c| self.apply_owned(c)).collect())
+            }
+            other => self.apply(&other),
+        }
+    }
+
     /// Answers a read-only command without changing anything.
-    pub fn read(&self, _command: &Command) -> Reply {
-        todo!()
+    ///
+    /// # Panics
+    /// If `command.is_write()`: the caller must route writes through the log.
+    pub fn read(&self, command: &Command) -> Reply {
+        match command {
+            Command::Get(key) => self.get_reply(key),
+            Command::MGet(keys) => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
+            Command::Exists(keys) => {
+                let found = keys.iter().filter(|k| self.map.get(k).is_some()).count();
+                Reply::Integer(found as i64)
+            }
+            Command::Invalid(text) => Reply::Error(text.clone()),
+            Command::Multi(commands) if !command.is_write() => {
+                Reply::Array(commands.iter().map(|c| self.read(c)).collect())
+            }
+            Command::Set(..)
+            | Command::MSet(_)
+            | Command::Del(_)
+            | Command::IncrBy(..)
+            | Command::Multi(_) => {
+                panic!(
+                    "KvStore::read called with write command '{}'",
+                    command.name()
+                )
+            }
+        }
     }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
-        todo!()
+        self.len
     }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Memory used by keys and values plus an estimate of the map's overhead
+    /// (for INFO; not counting shards copied for a snapshot still being written).
+    pub fn approx_bytes(&self) -> usize {
+        self.data_bytes + self.len * ENTRY_OVERHEAD_BYTES
+    }
+
+    /// An order-independent hash of the whole contents: equal maps give equal
+    /// digests whatever their history or shard count (for tests comparing nodes).
+    /// O(keys).
+    pub fn digest(&self) -> u64 {
+        digest_of(self.map.shards().iter().map(|shard| &**shard))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    fn get_reply(&self, key: &[u8]) -> Reply {
+        match self.map.get(key) {
+            Some(value) => Reply::Bulk(value.clone()),
+            None => Reply::Nil,
+        }
+    }
+
+    fn set_from_slices(&mut self, key: &[u8], value: &[u8]) {
+        let shard = self.map.shard_mut(key);
+        match shard.get_mut(key) {
+            Some(old) => {
+                self.data_bytes = self.data_bytes - old.len() + value.len();
+                // Reuse the old buffer unless that would pin much more memory than needed.
+                if old.capacity() >= value.len() && old.capacity() <= 2 * value.len() + 64 {
+                    old.clear();
+                    old.extend_from_slice(value);
+                } else {
+                    *old = value.to_vec();
+                }
+            }
+            None => {
+                shard.insert(key.to_vec(), value.to_vec());
+                self.len += 1;
+                self.data_bytes += key.len() + value.len();
+            }
+        }
+    }
+
+    /// Returns whether the key already existed.
+    fn set_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let (key_len, value_len) = (key.len(), value.len());
+        match self.map.shard_mut(&key).insert(key, value) {
+            Some(old) => {
+                self.data_bytes = self.data_bytes - old.len() + value_len;
+                true
+            }
+            None => {
+                self.len += 1;
+                self.data_bytes += key_len + value_len;
+                false
+            }
+        }
+    }
+
+    fn delete(&mut self, keys: &[Vec<u8>]) -> i64 {
+        let mut removed = 0;
+        for key in keys {
+            // Look first: removing from a shard a snapshot holds would clone it.
+            if self.map.get(key).is_none() {
+                continue;
+            }
+            if let Some(old) = self.map.shard_mut(key).remove(key.as_slice()) {
+                self.len -= 1;
+                self.data_bytes -= key.len() + old.len();
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Looks the key up once, in the shard it will write to: when a snapshot
+    /// holds that shard, even a failing INCR copies it, as the next write to
+    /// the shard would anyway.
+    fn incr_by(&mut self, key: &[u8], by: i64) -> Reply {
+        let shard = self.map.shard_mut(key);
+        let existing = shard.get_mut(key);
+        let current = match existing.as_deref() {
+            None => 0,
+            Some(value) => match parse_integer(value) {
+                Some(n) => n,
+                None => return Reply::Error(CommandError::NotInteger.to_string()),
+            },
+        };
+        let Some(new) = current.checked_add(by) else {
+            return Reply::Error(OVERFLOW_ERROR.to_string());
+        };
+        let mut buffer = [0u8; 20];
+        let digits = format_i64(new, &mut buffer);
+        match existing {
+            Some(value) => {
+                self.data_bytes = self.data_bytes - value.len() + digits.len();
+                value.clear();
+                value.extend_from_slice(digits);
+            }
+            None => {
+                shard.insert(key.to_vec(), digits.to_vec());
+                self.len += 1;
+                self.data_bytes += key.len() + digits.len();
+            }
+        }
+        Reply::Integer(new)
+    }
+
+    /// Checks the counters against the shards (O(keys); for tests).
+    #[cfg(test)]
+    fn assert_invariants(&self) {
+        let shards = self.map.shards();
+        let len: usize = shards.iter().map(|s| s.len()).sum();
+        let bytes: usize = shards
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        assert_eq!(
+            (self.len, self.data_bytes),
+            (len, bytes),
+            "(len, data_bytes) drifted"
+        );
+    }
 }
+
+/// Writes `n` in decimal into the end of `buffer` (20 bytes fit any i64).
+fn format_i64(n: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut rest = n.unsigned_abs();
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    &buffer[at..]
+}
+
+/// Sum of per-entry hashes (so any order gives the same result), then mixed with
+/// the count.
+fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
+    let mut sum: u64 = 0;
+    let mut count: u64 = 0;
+    for shard in shards {
+        for (key, value) in shard {
+            let mut hasher = KeyHasher::default();
+            (key.as_slice(), value.as_slice()).hash(&mut hasher);
+            sum = sum.wrapping_add(hasher.finish());
+            count += 1;
+        }
+    }
+    let mut hasher = KeyHasher::default();
+    hasher.write_u64(sum);
+    hasher.write_u64(count);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests;

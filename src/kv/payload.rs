@@ -1,0 +1,340 @@
+//! The compact log-entry payload of a [`Command`].
+//!
+//! Format (all integers LEB128 varints; `bytes` is a varint length then the bytes):
+//!
+//! ```text
+//! payload  = command                      (nothing may follow it)
+//! command  = tag:u8 body
+//!   1 GET     bytes(key)
+//!   2 MGET    count, count × bytes(key)
+//!   3 EXISTS  count, count × bytes(key)
+//!   4 SET     bytes(key) bytes(value)
+//!   5 DEL     count, count × bytes(key)
+//!   6 INCRBY  bytes(key) zigzag(by)
+//!   7 MSET    count, count × (bytes(key) bytes(value))
+//!   8 MULTI   count, count × command      (nested at most MAX_MULTI_DEPTH deep)
+//!   9 INVALID bytes(utf-8 error text)
+//! ```
+//!
+//! Decoding never trusts a length or count further than the bytes that are
+//! actually there, so a corrupt payload yields a `DecodeError`, never a panic or
+//! a huge allocation.
+
+use super::command::{Command, DecodeError};
+
+const TAG_GET: u8 = 1;
+const TAG_MGET: u8 = 2;
+const TAG_EXISTS: u8 = 3;
+const TAG_SET: u8 = 4;
+const TAG_DEL: u8 = 5;
+const TAG_INCRBY: u8 = 6;
+const TAG_MSET: u8 = 7;
+const TAG_MULTI: u8 = 8;
+const TAG_INVALID: u8 = 9;
+
+/// Deepest `Multi` nesting `decode` accepts; bounds its recursion on corrupt input.
+/// Clients cannot nest MULTI at all, so 1 level is all that is ever written.
+pub const MAX_MULTI_DEPTH: usize = 8;
+
+impl Command {
+    /// Appends the compact log-payload encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Command::Get(key) => {
+                out.push(TAG_GET);
+                put_bytes(out, key);
+            }
+            Command::MGet(keys) => put_keys(out, TAG_MGET, keys),
+            Command::Exists(keys) => put_keys(out, TAG_EXISTS, keys),
+            Command::Del(keys) => put_keys(out, TAG_DEL, keys),
+            Command::Set(key, value) => {
+                out.reserve(1 + 10 + key.len() + 10 + value.len());
+                out.push(TAG_SET);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            Command::IncrBy(key, by) => {
+                out.push(TAG_INCRBY);
+                put_bytes(out, key);
+                put_varint(out, ((by << 1) ^ (by >> 63)) as u64);
+            }
+            Command::MSet(pairs) => {
+                out.push(TAG_MSET);
+                put_varint(out, pairs.len() as u64);
+                for (key, value) in pairs {
+                    put_bytes(out, key);
+                    put_bytes(out, value);
+                }
+            }
+            Command::Multi(commands) => {
+                out.push(TAG_MULTI);
+                put_varint(out, commands.len() as u64);
+                for command in commands {
+                    command.encode(out);
+                }
+            }
+            Command::Invalid(text) => {
+                out.push(TAG_INVALID);
+                put_bytes(out, text.as_bytes());
+            }
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Command, DecodeError> {
+        let mut reader = Reader {
+            input: payload,
+            pos: 0,
+        };
+        let command = reader.command(0)?;
+        if reader.pos != payload.len() {
+            return Err(DecodeError(format!(
+                "{} trailing bytes after the command",
+                payload.len() - reader.pos
+            )));
+        }
+        Ok(command)
+    }
+}
+
+fn put_keys(out: &mut Vec<u8>, tag: u8, keys: &[Vec<u8>]) {
+    out.push(tag);
+    put_varint(out, keys.len() as u64);
+    for key in keys {
+        put_bytes(out, key);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn command(&mut self, depth: usize) -> Result<Command, DecodeError> {
+        let tag = self.byte()?;
+        Ok(match tag {
+            TAG_GET => Command::Get(self.bytes()?),
+            TAG_MGET => Command::MGet(self.keys()?),
+            TAG_EXISTS => Command::Exists(self.keys()?),
+            TAG_DEL => Command::Del(self.keys()?),
+            TAG_SET => Command::Set(self.bytes()?, self.bytes()?),
+            TAG_INCRBY => {
+                let key = self.bytes()?;
+                let zigzag = self.varint()?;
+                Command::IncrBy(key, (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+            }
+            TAG_MSET => {
+                // Each pair takes at least two bytes (two empty lengths).
+                let count = self.count(2)?;
+                let mut pairs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    pairs.push((self.bytes()?, self.bytes()?));
+                }
+                Command::MSet(pairs)
+            }
+            TAG_MULTI => {
+                if depth >= MAX_MULTI_DEPTH {
+                    return Err(DecodeError(format!(
+                        "MULTI nested deeper than {}",
+                        MAX_MULTI_DEPTH
+                    )));
+                }
+                let count = self.count(2)?;
+                let mut commands = Vec::with_capacity(count);
+                for _ in 0..count {
+                    commands.push(self.command(depth + 1)?);
+                }
+                Command::Multi(commands)
+            }
+            TAG_INVALID => {
+                let text = self.bytes()?;
+                let text = String::from_utf8(text)
+                    .map_err(|_| DecodeError("INVALID text is not UTF-8".into()))?;
+                Command::Invalid(text)
+            }
+            other => {
+                return Err(DecodeError(format!(
+                    "unknown tag {} at offset {}",
+                    other,
+                    self.pos - 1
+                )))
+            }
+        })
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let byte = *self
+            .input
+            .get(self.pos)
+            .ok_or_else(|| DecodeError(format!("truncated at offset {}", self.pos)))?;
+        self.pos += 1;
+        Ok(byte)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                break;
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError(format!(
+            "varint overflows u64 at offset {}",
+            start
+        )))
+    }
+
+    /// A length that must fit in the bytes left.
+    fn len(&mut self) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let len = self.varint()?;
+        let left = self.input.len() - self.pos;
+        if len > left as u64 {
+            return Err(DecodeError(format!(
+                "length {} at offset {} exceeds the {} bytes left",
+                len, at, left
+            )));
+        }
+        Ok(len as usize)
+    }
+
+    /// An item count, each item taking at least `min_item_bytes` of what is left.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let count = self.varint()?;
+        let left = (self.input.len() - self.pos) / min_item_bytes;
+        if count > left as u64 {
+            return Err(DecodeError(format!(
+                "count {} at offset {} cannot fit in the bytes left",
+                count, at
+            )));
+        }
+        Ok(count as usize)
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.len()?;
+        let bytes = self.input[self.pos..self.pos + len].to_vec();
+        self.pos += len;
+        Ok(bytes)
+    }
+
+    fn keys(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let count = self.count(1)?;
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            keys.push(self.bytes()?);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..40)
+    }
+
+    fn simple_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            bytes().prop_map(Command::Get),
+            prop::collection::vec(bytes(), 0..5).prop_map(Command::MGet),
+            prop::collection::vec(bytes(), 0..5).prop_map(Command::Exists),
+            (bytes(), prop::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(k, v)| Command::Set(k, v)),
+            prop::collection::vec(bytes(), 0..5).prop_map(Command::Del),
+            (bytes(), any::<i64>()).prop_map(|(k, n)| Command::IncrBy(k, n)),
+            prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSet),
+            ".{0,20}".prop_map(Command::Invalid),
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        simple_command().prop_recursive(2, 16, 6, |inner| {
+            prop::collection::vec(inner, 0..6).prop_map(Command::Multi)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(cmd in command()) {
+            let mut out = vec![0xAA]; // appends, never overwrites
+            cmd.encode(&mut out);
+            prop_assert_eq!(out[0], 0xAA);
+            prop_assert_eq!(Command::decode(&out[1..]), Ok(cmd));
+        }
+
+        #[test]
+        fn decode_never_panics(junk in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Command::decode(&junk);
+        }
+
+        #[test]
+        fn truncation_is_an_error(cmd in command(), cut in any::<prop::sample::Index>()) {
+            let mut out = Vec::new();
+            cmd.encode(&mut out);
+            let cut = cut.index(out.len());
+            prop_assert!(Command::decode(&out[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn set_is_compact() {
+        let mut out = Vec::new();
+        Command::Set(vec![b'k'; 16], vec![b'v'; 100]).encode(&mut out);
+        assert_eq!(out.len(), 1 + 1 + 16 + 1 + 100);
+        let mut out = Vec::new();
+        Command::IncrBy(b"k".to_vec(), 1).encode(&mut out);
+        assert_eq!(out, [TAG_INCRBY, 1, b'k', 2]);
+    }
+
+    #[test]
+    fn corrupt_payloads_are_errors() {
+        assert!(Command::decode(&[]).is_err());
+        assert!(Command::decode(&[0]).is_err());
+        assert!(Command::decode(&[TAG_GET, 5, b'a']).is_err());
+        assert!(Command::decode(&[TAG_GET, 1, b'a', 0]).is_err());
+        // A count of 2^63 must not reach Vec::with_capacity.
+        let mut huge = vec![TAG_DEL];
+        put_varint(&mut huge, 1 << 63);
+        assert!(Command::decode(&huge).is_err());
+        // An 11-byte varint overflows.
+        let overflow = [
+            TAG_INCRBY, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
+        assert!(Command::decode(&overflow).is_err());
+    }
+
+    #[test]
+    fn deep_multi_nesting_is_rejected() {
+        let mut payload = [TAG_MULTI, 1].repeat(MAX_MULTI_DEPTH + 1);
+        payload.extend_from_slice(&[TAG_GET, 0]);
+        assert!(Command::decode(&payload).is_err());
+        let mut ok = [TAG_MULTI, 1].repeat(MAX_MULTI_DEPTH);
+        ok.extend_from_slice(&[TAG_GET, 0]);
+        assert!(Command::decode(&ok).is_ok());
+    }
+}

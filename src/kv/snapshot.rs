@@ -1,0 +1,196 @@
+//! A point-in-time view of the map, and its serialized form.
+//!
+//! Stream format (little-endian; the file around it, with its header and CRC,
+//! is `storage`'s):
+//!
+//! ```text
+//! "RKVSNAP1"                       8 bytes
+//! count: u64                       number of records
+//! count × record:
+//!   key_len: u32, value_len: u32, key, value
+//! "RKVSEND."                       8 bytes
+//! ```
+//!
+//! Records are written shard by shard in shard order, keys sorted within a
+//! shard, so equal maps give byte-identical streams whatever their history.
+//! The stream is self-delimiting: `restore_from` reads exactly up to the end
+//! marker and leaves anything after it unread.
+
+use super::shards::{Shard, DEFAULT_SHARD_COUNT};
+use super::{digest_of, DecodeError, KvStore};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const END_MARKER: &[u8; 8] = b"RKVSEND.";
+
+/// Keys and values up to this size are read into an exact-size buffer; larger
+/// ones grow with the bytes actually read, so a corrupt length cannot make
+/// `restore_from` allocate more than the stream holds.
+const TRUSTED_ALLOC_BYTES: usize = 64 * 1024;
+
+/// Records are gathered into a buffer of about this size before each write.
+const WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The map as it was when `KvStore::snapshot_view` was called. Holds the
+/// shards by `Arc`, so it is cheap to take and can be written from another
+/// thread while the store keeps changing.
+#[derive(Clone)]
+pub struct KvSnapshot {
+    shards: Vec<Arc<Shard>>,
+    len: usize,
+}
+
+impl KvStore {
+    /// A point-in-time view: O(shards), no key is copied now (the store copies
+    /// a shard later, on its first write to it while the view is alive).
+    pub fn snapshot_view(&self) -> KvSnapshot {
+        KvSnapshot {
+            shards: self.map.shards().to_vec(),
+            len: self.len,
+        }
+    }
+
+    /// Rebuilds a store from a stream written by `KvSnapshot::write_to`.
+    /// Bad input (wrong magic, truncation, duplicate keys) is a `DecodeError`,
+    /// as is an IO error of the reader.
+    pub fn restore_from(r: &mut dyn Read) -> Result<KvStore, DecodeError> {
+        let mut header = [0u8; 16];
+        read_exact(r, &mut header, "header")?;
+        if &header[..8] != MAGIC {
+            return Err(DecodeError(format!(
+                "bad snapshot magic {:?}",
+                &header[..8]
+            )));
+        }
+        let count = u64::from_le_bytes(array8(&header[8..]));
+        let mut store = KvStore::with_shards(DEFAULT_SHARD_COUNT);
+        for index in 0..count {
+            let mut lengths = [0u8; 8];
+            read_exact(r, &mut lengths, "record lengths")?;
+            let key_len = u32::from_le_bytes(array4(&lengths[..4])) as usize;
+            let value_len = u32::from_le_bytes(array4(&lengths[4..])) as usize;
+            let key = read_vec(r, key_len, "key")?;
+            let value = read_vec(r, value_len, "value")?;
+            if store.map.get(&key).is_some() {
+                return Err(DecodeError(format!(
+                    "duplicate key in snapshot record {}",
+                    index
+                )));
+            }
+            store.set_owned(key, value);
+        }
+        let mut end = [0u8; 8];
+        read_exact(r, &mut end, "end marker")?;
+        if &end != END_MARKER {
+            return Err(DecodeError(format!("bad snapshot end marker {:?}", end)));
+        }
+        Ok(store)
+    }
+}
+
+impl std::fmt::Debug for KvSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvSnapshot")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl KvSnapshot {
+    /// Number of keys in the view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Same as `KvStore::digest` at the time of the view.
+    pub fn digest(&self) -> u64 {
+        digest_of(self.shards.iter().map(|shard| &**shard))
+    }
+
+    /// Writes the view as the stream described in the module docs. Pass a
+    /// buffered or in-memory writer; records are written in 64 kB pieces.
+    pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(WRITE_CHUNK_BYTES * 2);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&(self.len as u64).to_le_bytes());
+        let mut written: usize = 0;
+        let mut entries: Vec<(&Vec<u8>, &Vec<u8>)> = Vec::new();
+        for shard in &self.shards {
+            entries.clear();
+            entries.extend(shard.iter());
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (key, value) in &entries {
+                put_record(&mut buf, key, value)?;
+                if buf.len() >= WRITE_CHUNK_BYTES {
+                    w.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            written += entries.len();
+        }
+        assert_eq!(
+            written, self.len,
+            "snapshot view count differs from its shards"
+        );
+        buf.extend_from_slice(END_MARKER);
+        w.write_all(&buf)
+    }
+}
+
+fn put_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let too_long = |what: &str, len: usize| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} of {} bytes does not fit a snapshot record", what, len),
+        )
+    };
+    let key_len = u32::try_from(key.len()).map_err(|_| too_long("key", key.len()))?;
+    let value_len = u32::try_from(value.len()).map_err(|_| too_long("value", value.len()))?;
+    buf.extend_from_slice(&key_len.to_le_bytes());
+    buf.extend_from_slice(&value_len.to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(value);
+    Ok(())
+}
+
+fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), DecodeError> {
+    r.read_exact(buf)
+        .map_err(|e| DecodeError(format!("snapshot {}: {}", what, e)))
+}
+
+fn read_vec(r: &mut dyn Read, len: usize, what: &str) -> Result<Vec<u8>, DecodeError> {
+    if len <= TRUSTED_ALLOC_BYTES {
+        let mut bytes = vec![0u8; len];
+        read_exact(r, &mut bytes, what)?;
+        return Ok(bytes);
+    }
+    let mut bytes = Vec::new();
+    let got = r
+        .take(len as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DecodeError(format!("snapshot {}: {}", what, e)))?;
+    if got != len {
+        return Err(DecodeError(format!(
+            "snapshot {} truncated: {} of {} bytes",
+            what, got, len
+        )));
+    }
+    Ok(bytes)
+}
+
+fn array8(bytes: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(bytes);
+    out
+}
+
+fn array4(bytes: &[u8]) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    out.copy_from_slice(bytes);
+    out
+}

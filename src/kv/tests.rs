@@ -1,0 +1,329 @@
+use super::*;
+use proptest::prelude::*;
+
+fn cmd(words: &[&str]) -> Command {
+    Command::parse(words.iter().map(|w| w.as_bytes().to_vec()).collect())
+        .unwrap_or_else(|e| panic!("{:?} does not parse: {}", words, e))
+}
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(s.as_bytes().to_vec())
+}
+
+fn err(s: &str) -> Reply {
+    Reply::Error(s.to_string())
+}
+
+fn snapshot_bytes(store: &KvStore) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .snapshot_view()
+        .write_to(&mut out)
+        .expect("Vec never fails");
+    out
+}
+
+#[test]
+fn set_get_del() {
+    let mut kv = KvStore::new();
+    assert_eq!(kv.apply(&cmd(&["GET", "k"])), Reply::Nil);
+    assert_eq!(kv.apply(&cmd(&["SET", "k", "v"])), Reply::Ok);
+    assert_eq!(kv.apply(&cmd(&["GET", "k"])), bulk("v"));
+    assert_eq!(kv.apply(&cmd(&["SET", "k", "longer value"])), Reply::Ok);
+    assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk("longer value"));
+    assert_eq!(kv.len(), 1);
+    assert_eq!(
+        kv.apply(&cmd(&["DEL", "k", "k", "nope"])),
+        Reply::Integer(1)
+    );
+    assert_eq!(kv.apply(&cmd(&["DEL", "k"])), Reply::Integer(0));
+    assert!(kv.is_empty());
+    kv.assert_invariants();
+}
+
+#[test]
+fn exists_counts_each_mention() {
+    let mut kv = KvStore::new();
+    kv.apply(&cmd(&["MSET", "a", "1", "b", "2"]));
+    assert_eq!(
+        kv.read(&cmd(&["EXISTS", "a", "a", "b", "c"])),
+        Reply::Integer(3)
+    );
+    assert_eq!(kv.read(&cmd(&["EXISTS", "c"])), Reply::Integer(0));
+}
+
+#[test]
+fn mset_mget() {
+    let mut kv = KvStore::new();
+    assert_eq!(
+        kv.apply(&cmd(&["MSET", "a", "1", "b", "2", "a", "3"])),
+        Reply::Ok
+    );
+    assert_eq!(
+        kv.read(&cmd(&["MGET", "a", "x", "b"])),
+        Reply::Array(vec![bulk("3"), Reply::Nil, bulk("2")])
+    );
+    assert_eq!(kv.len(), 2);
+    kv.assert_invariants();
+}
+
+#[test]
+fn incr_family() {
+    let mut kv = KvStore::new();
+    assert_eq!(kv.apply(&cmd(&["INCR", "n"])), Reply::Integer(1));
+    assert_eq!(kv.apply(&cmd(&["INCRBY", "n", "41"])), Reply::Integer(42));
+    assert_eq!(kv.apply(&cmd(&["DECRBY", "n", "50"])), Reply::Integer(-8));
+    assert_eq!(kv.apply(&cmd(&["DECR", "n"])), Reply::Integer(-9));
+    assert_eq!(kv.read(&cmd(&["GET", "n"])), bulk("-9"));
+    kv.assert_invariants();
+}
+
+#[test]
+fn incr_on_non_integer_changes_nothing() {
+    let mut kv = KvStore::new();
+    for value in ["abc", " 1", "01", "+1", "1.5", "", "99999999999999999999"] {
+        kv.apply(&cmd(&["SET", "k", value]));
+        assert_eq!(
+            kv.apply(&cmd(&["INCR", "k"])),
+            err("ERR value is not an integer or out of range"),
+            "value {:?}",
+            value
+        );
+        assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk(value));
+    }
+}
+
+#[test]
+fn incr_overflow_changes_nothing() {
+    let mut kv = KvStore::new();
+    kv.apply(&cmd(&["SET", "k", "9223372036854775807"]));
+    assert_eq!(kv.apply(&cmd(&["INCR", "k"])), err(OVERFLOW_ERROR));
+    kv.apply(&cmd(&["SET", "m", "-9223372036854775808"]));
+    assert_eq!(kv.apply(&cmd(&["DECR", "m"])), err(OVERFLOW_ERROR));
+    assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk("9223372036854775807"));
+}
+
+#[test]
+fn multi_applies_in_order_with_errors_inside() {
+    let mut kv = KvStore::new();
+    kv.apply(&cmd(&["SET", "s", "text"]));
+    let multi = Command::Multi(vec![
+        cmd(&["SET", "a", "1"]),
+        cmd(&["INCR", "s"]),
+        cmd(&["INCR", "a"]),
+        Command::parse_queued(vec![b"INCRBY".to_vec(), b"a".to_vec(), b"x".to_vec()]).unwrap(),
+        cmd(&["GET", "a"]),
+        cmd(&["DEL", "s"]),
+    ]);
+    let expected = Reply::Array(vec![
+        Reply::Ok,
+        err("ERR value is not an integer or out of range"),
+        Reply::Integer(2),
+        err("ERR value is not an integer or out of range"),
+        bulk("2"),
+        Reply::Integer(1),
+    ]);
+    let mut owned = KvStore::new();
+    owned.apply(&cmd(&["SET", "s", "text"]));
+    assert_eq!(owned.apply_owned(multi.clone()), expected);
+    assert_eq!(kv.apply(&multi), expected);
+    assert_eq!(kv.digest(), owned.digest());
+    assert_eq!(kv.len(), 1);
+}
+
+#[test]
+fn read_only_multi_can_be_read() {
+    let kv = KvStore::new();
+    let multi = Command::Multi(vec![cmd(&["GET", "a"]), cmd(&["EXISTS", "a"])]);
+    assert_eq!(
+        kv.read(&multi),
+        Reply::Array(vec![Reply::Nil, Reply::Integer(0)])
+    );
+}
+
+#[test]
+#[should_panic(expected = "write command 'set'")]
+fn read_refuses_writes() {
+    KvStore::new().read(&cmd(&["SET", "a", "1"]));
+}
+
+#[test]
+fn snapshot_view_is_isolated_from_later_writes() {
+    let mut kv = KvStore::with_shards(16);
+    for i in 0..100 {
+        kv.apply(&cmd(&["SET", &format!("k{}", i), "old"]));
+    }
+    let view = kv.snapshot_view();
+    let digest_before = kv.digest();
+    kv.apply(&cmd(&["SET", "k1", "new"]));
+    kv.apply(&cmd(&["DEL", "k2"]));
+    kv.apply(&cmd(&["SET", "extra", "x"]));
+    assert_eq!(view.len(), 100);
+    assert_eq!(view.digest(), digest_before);
+    assert_ne!(kv.digest(), digest_before);
+    let mut bytes = Vec::new();
+    view.write_to(&mut bytes).unwrap();
+    let restored = KvStore::restore_from(&mut bytes.as_slice()).unwrap();
+    assert_eq!(restored.get(b"k1"), Some(&b"old"[..]));
+    assert_eq!(restored.digest(), digest_before);
+}
+
+#[test]
+fn snapshot_is_send_and_static() {
+    fn check<T: Send + 'static>(_: &T) {}
+    let view = KvStore::new().snapshot_view();
+    check(&view);
+    let handle = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        view.write_to(&mut out).map(|_| out.len())
+    });
+    assert_eq!(handle.join().unwrap().unwrap(), 8 + 8 + 8);
+}
+
+#[test]
+fn snapshot_bytes_do_not_depend_on_history() {
+    let mut forward = KvStore::new();
+    let mut backward = KvStore::new();
+    for i in 0..500 {
+        forward.apply(&cmd(&["SET", &format!("key{}", i), &i.to_string()]));
+        backward.apply(&cmd(&[
+            "SET",
+            &format!("key{}", 499 - i),
+            &(499 - i).to_string(),
+        ]));
+        backward.apply(&cmd(&["SET", &format!("tmp{}", i), "x"]));
+    }
+    for i in 0..500 {
+        backward.apply(&cmd(&["DEL", &format!("tmp{}", i)]));
+    }
+    assert_eq!(forward.digest(), backward.digest());
+    assert_eq!(snapshot_bytes(&forward), snapshot_bytes(&backward));
+    let restored = KvStore::restore_from(&mut snapshot_bytes(&forward).as_slice()).unwrap();
+    assert_eq!(snapshot_bytes(&restored), snapshot_bytes(&forward));
+    assert_eq!(restored.len(), 500);
+    assert_eq!(restored.approx_bytes(), forward.approx_bytes());
+    restored.assert_invariants();
+}
+
+#[test]
+fn digest_ignores_shard_count_but_not_contents() {
+    let mut a = KvStore::with_shards(1);
+    let mut b = KvStore::with_shards(64);
+    for kv in [&mut a, &mut b] {
+        kv.apply(&cmd(&["MSET", "x", "1", "y", "2"]));
+    }
+    assert_eq!(a.digest(), b.digest());
+    b.apply(&cmd(&["SET", "y", "3"]));
+    assert_ne!(a.digest(), b.digest());
+    // Swapping which key holds which value changes the digest.
+    a.apply(&cmd(&["MSET", "x", "2", "y", "1"]));
+    b.apply(&cmd(&["MSET", "x", "1", "y", "2"]));
+    assert_ne!(a.digest(), b.digest());
+    assert_ne!(KvStore::new().digest(), a.digest());
+}
+
+#[test]
+fn restore_rejects_bad_streams() {
+    let mut kv = KvStore::new();
+    kv.apply(&cmd(&["MSET", "a", "1", "b", "2"]));
+    let good = snapshot_bytes(&kv);
+    for cut in 0..good.len() {
+        assert!(
+            KvStore::restore_from(&mut &good[..cut]).is_err(),
+            "cut at {}",
+            cut
+        );
+    }
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    assert!(KvStore::restore_from(&mut bad_magic.as_slice()).is_err());
+    // A huge declared count or length fails on the missing bytes, without allocating them.
+    let mut huge = good[..8].to_vec();
+    huge.extend_from_slice(&u64::MAX.to_le_bytes());
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.extend_from_slice(b"short");
+    assert!(KvStore::restore_from(&mut huge.as_slice()).is_err());
+    // The same record twice.
+    let mut dup = good[..8].to_vec();
+    dup.extend_from_slice(&2u64.to_le_bytes());
+    for _ in 0..2 {
+        dup.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, b'a', b'1']);
+    }
+    dup.extend_from_slice(b"RKVSEND.");
+    let err = KvStore::restore_from(&mut dup.as_slice()).err().unwrap();
+    assert!(err.0.contains("duplicate"), "{}", err);
+    // Trailing bytes are left for the caller (e.g. a CRC after the stream).
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"CRC!");
+    let mut reader = trailing.as_slice();
+    assert!(KvStore::restore_from(&mut reader).is_ok());
+    assert_eq!(reader, b"CRC!");
+}
+
+#[test]
+fn large_values_round_trip_through_snapshot() {
+    let mut kv = KvStore::new();
+    let big = vec![7u8; 200_000];
+    kv.apply_owned(Command::Set(b"big".to_vec(), big.clone()));
+    let restored = KvStore::restore_from(&mut snapshot_bytes(&kv).as_slice()).unwrap();
+    assert_eq!(restored.get(b"big"), Some(big.as_slice()));
+}
+
+fn write_command() -> impl Strategy<Value = Command> {
+    let key = prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(|k| k.as_bytes().to_vec());
+    let value = prop::sample::select(vec!["1", "-5", "x", "", "9223372036854775807"])
+        .prop_map(|v| v.as_bytes().to_vec());
+    prop_oneof![
+        (key.clone(), value.clone()).prop_map(|(k, v)| Command::Set(k, v)),
+        prop::collection::vec(key.clone(), 1..3).prop_map(Command::Del),
+        (key.clone(), -3i64..3).prop_map(|(k, n)| Command::IncrBy(k, n)),
+        prop::collection::vec((key, value), 1..3).prop_map(Command::MSet),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn apply_and_apply_owned_agree(commands in prop::collection::vec(write_command(), 0..40)) {
+        let mut by_ref = KvStore::with_shards(4);
+        let mut owned = KvStore::with_shards(4);
+        let mut views = Vec::new();
+        for c in &commands {
+            views.push(by_ref.snapshot_view());
+            prop_assert_eq!(by_ref.apply(c), owned.apply_owned(c.clone()));
+        }
+        by_ref.assert_invariants();
+        owned.assert_invariants();
+        prop_assert_eq!(by_ref.digest(), owned.digest());
+        prop_assert_eq!(snapshot_bytes(&by_ref), snapshot_bytes(&owned));
+    }
+
+    #[test]
+    fn restore_never_panics(junk in prop::collection::vec(any::<u8>(), 0..80), keep_magic in any::<bool>()) {
+        let mut input = if keep_magic { b"RKVSNAP1".to_vec() } else { Vec::new() };
+        input.extend_from_slice(&junk);
+        let _ = KvStore::restore_from(&mut input.as_slice());
+    }
+}
+
+#[test]
+fn format_i64_matches_to_string() {
+    let mut buffer = [0u8; 20];
+    for n in [0, 1, -1, 9, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+        assert_eq!(format_i64(n, &mut buffer), n.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn clone_is_independent() {
+    let mut a = KvStore::new();
+    a.apply(&cmd(&["SET", "k", "1"]));
+    let b = a.clone();
+    a.apply(&cmd(&["INCR", "k"]));
+    assert_eq!(b.get(b"k"), Some(&b"1"[..]));
+    assert_eq!(a.get(b"k"), Some(&b"2"[..]));
+    assert_eq!(
+        format!("{:?}", b),
+        "KvStore { len: 1, data_bytes: 2, shards: 4096 }"
+    );
+}
