@@ -90,7 +90,6 @@ pub struct Refused<W> {
 }
 
 struct PendingWrite<W> {
-    index: u64,
     term: u64,
     waiter: W,
     /// Kept so the leader applies its own proposal without decoding it again.
@@ -105,8 +104,10 @@ struct PendingRead<W> {
 pub struct Replica<W> {
     node: Node,
     kv: KvStore,
-    /// Local proposals in index order, waiting for their entry to be applied.
-    writes: VecDeque<PendingWrite<W>>,
+    /// Local proposals by (index, term), waiting for their index to be applied.
+    /// A node that led an earlier term may still hold proposals of that term at
+    /// indexes above its current ones, so this is not a queue.
+    writes: BTreeMap<(u64, u64), PendingWrite<W>>,
     /// Reads waiting for their ReadIndex round to be confirmed, by context.
     reads_unconfirmed: BTreeMap<u64, PendingRead<W>>,
     /// Confirmed reads waiting for the applied index to reach theirs.
@@ -124,7 +125,7 @@ impl<W> Replica<W> {
         Replica {
             node,
             kv,
-            writes: VecDeque::new(),
+            writes: BTreeMap::new(),
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
@@ -185,13 +186,14 @@ impl<W> Replica<W> {
                 })
             }
         };
-        debug_assert!(self.writes.back().map_or(true, |w| w.index < index));
-        self.writes.push_back(PendingWrite {
-            index,
-            term,
-            waiter,
-            command: Some(command),
-        });
+        self.writes.insert(
+            (index, term),
+            PendingWrite {
+                term,
+                waiter,
+                command: Some(command),
+            },
+        );
         Ok(())
     }
 
@@ -292,25 +294,30 @@ impl<W> Replica<W> {
             "entries applied out of order"
         );
         self.applied_index = entry.index;
-        // Proposals below this index that were never applied lost their slot.
-        while self.writes.front().is_some_and(|w| w.index < entry.index) {
-            if let Some(lost) = self.writes.pop_front() {
+        // Every proposal made at this index is decided now: the one whose term
+        // matches is applied; any other can never be (its slot is taken for good).
+        let mut ours = None;
+        let decided: Vec<(u64, u64)> = self
+            .writes
+            .range((entry.index, 0)..=(entry.index, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in decided {
+            let Some(write) = self.writes.remove(&key) else {
+                continue;
+            };
+            if write.term == entry.term {
+                ours = Some(write);
+            } else {
                 done.push(Completion {
-                    waiter: lost.waiter,
+                    waiter: write.waiter,
                     reply: reply_not_committed(),
                 });
             }
         }
-        let mut ours = match self.writes.front() {
-            Some(w) if w.index == entry.index => self.writes.pop_front(),
-            _ => None,
-        };
         let reply = match entry.kind {
             EntryKind::Normal => {
-                let command = match ours.as_mut() {
-                    Some(w) if w.term == entry.term => w.command.take(),
-                    _ => None,
-                };
+                let command = ours.as_mut().and_then(|w| w.command.take());
                 let command = match command {
                     Some(command) => command,
                     None => Command::decode(&entry.data).map_err(|err| ReplicaError::BadEntry {
@@ -318,16 +325,11 @@ impl<W> Replica<W> {
                         reason: err.to_string(),
                     })?,
                 };
-                self.kv.apply(&command)
+                self.kv.apply_owned(command)
             }
             EntryKind::Noop | EntryKind::ConfChange => Reply::Ok,
         };
         if let Some(write) = ours {
-            let reply = if write.term == entry.term {
-                reply
-            } else {
-                reply_not_committed()
-            };
             done.push(Completion {
                 waiter: write.waiter,
                 reply,

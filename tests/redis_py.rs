@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 fn run(cmd: &mut Command) -> String {
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {:?}: {}", cmd, e));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {}", cmd, e));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

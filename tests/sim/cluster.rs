@@ -422,6 +422,15 @@ impl Sim {
             OpKind::Write { key, value } => replica.propose(Command::Set(key, value), op),
             OpKind::Read { key } => replica.read(Command::Get(key), op),
         };
+        if self.opts.trace {
+            println!(
+                "[{:5}] submit op {} to node {}: {:?}",
+                self.now,
+                op,
+                target,
+                result.as_ref().map_err(|r| r.error)
+            );
+        }
         match result {
             Ok(()) => {
                 if let Some(o) = self.ops.get_mut(&op) {
@@ -439,6 +448,12 @@ impl Sim {
     }
 
     fn complete(&mut self, completion: Completion<OpId>) -> Result<(), Violation> {
+        if self.opts.trace {
+            println!(
+                "[{:5}] complete op {}: {:?}",
+                self.now, completion.waiter, completion.reply
+            );
+        }
         let Some(op) = self.ops.remove(&completion.waiter) else {
             return Ok(());
         };

@@ -97,6 +97,7 @@ fn run_seed(opts: SimOptions) -> Result<Sim, String> {
     sim.net.heal();
     sim.net.options = NetworkOptions::reliable();
     for i in 0..sim.nodes.len() {
+        sim.nodes[i].durable.fail_next_sync = false;
         if sim.nodes[i].replica.is_none() {
             sim.restart(i);
         }
