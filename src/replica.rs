@@ -99,6 +99,11 @@ struct PendingWrite<W> {
 struct PendingRead<W> {
     waiter: W,
     command: Command,
+    /// The last log index when the read arrived: a read is answered only after
+    /// every write proposed before it is applied, so a client that pipelines
+    /// SET then GET reads its own write (as Redis users expect), not only a
+    /// state as of the read index.
+    after_index: u64,
 }
 
 pub struct Replica<W> {
@@ -209,8 +214,15 @@ impl<W> Replica<W> {
             });
         }
         self.next_read_ctx += 1;
-        self.reads_unconfirmed
-            .insert(ctx, PendingRead { waiter, command });
+        let after_index = self.node.last_index();
+        self.reads_unconfirmed.insert(
+            ctx,
+            PendingRead {
+                waiter,
+                command,
+                after_index,
+            },
+        );
         Ok(())
     }
 
@@ -280,7 +292,11 @@ impl<W> Replica<W> {
         }
         for state in ready.read_states.drain(..) {
             if let Some(read) = self.reads_unconfirmed.remove(&state.ctx) {
-                self.reads_confirmed.push_back((state.index, read));
+                // Raising an index only makes a read wait longer, which is always
+                // safe; it keeps the queue sorted so answering looks at its front.
+                let floor = self.reads_confirmed.back().map_or(0, |(index, _)| *index);
+                let index = state.index.max(read.after_index).max(floor);
+                self.reads_confirmed.push_back((index, read));
             }
         }
         self.answer_reads(done);

@@ -32,6 +32,7 @@ fn venv_python() -> PathBuf {
     }
     let has_redis = Command::new(&python)
         .args(["-c", "import redis"])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !has_redis {

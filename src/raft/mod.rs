@@ -359,6 +359,11 @@ impl Node {
         self.role
     }
 
+    /// The index of the last entry in the log (persisted or not).
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+
     pub fn term(&self) -> u64 {
         self.term
     }

@@ -138,7 +138,7 @@ impl Server {
                 name
             ))
         } else {
-            match Command::parse(argv) {
+            match Command::parse_queued(argv) {
                 Ok(command) => {
                     multi.queued.push(command);
                     Reply::Status("QUEUED".into())

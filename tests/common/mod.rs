@@ -204,7 +204,10 @@ impl Cluster {
                 leader = Some(id);
             }
             let id = leader?;
-            self.nodes.iter().position(|n| n.id == id)
+            self.nodes
+                .iter()
+                .position(|n| n.id == id)
+                .filter(|&i| self.is_running(i))
         })
     }
 

@@ -519,10 +519,6 @@ impl Sim {
             .then_some(id)
     }
 
-    pub fn ops_pending(&self) -> usize {
-        self.ops.len()
-    }
-
     /// Submits one write from a fresh client slot and reports when it is acknowledged.
     pub fn liveness_write(&mut self) -> OpId {
         let client = 0;

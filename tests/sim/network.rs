@@ -151,8 +151,4 @@ impl Network {
     pub fn is_partitioned(&self) -> bool {
         !self.cut.is_empty()
     }
-
-    pub fn linked(&self, a: NodeId, b: NodeId) -> bool {
-        !self.cut.contains(&(a, b))
-    }
 }
