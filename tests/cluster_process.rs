@@ -224,15 +224,16 @@ fn check_acknowledged(
     }
 }
 
-/// Waits until all running nodes have applied the same index and hold the same keys.
+/// Waits until all running nodes have applied the same index and hold the same data.
 fn wait_converged(cluster: &Cluster) {
     wait_for(Duration::from_secs(20), "nodes to converge", || {
         let running: Vec<usize> = (0..3).filter(|&i| cluster.is_running(i)).collect();
-        let states: Vec<(u64, String)> = running
+        let states: Vec<(u64, Reply)> = running
             .iter()
             .map(|&i| {
                 let info = cluster.info(i);
-                (info["applied_index"].parse().unwrap(), info["keys"].clone())
+                let digest = cluster.client(i).cmd(&["DEBUG", "DIGEST"]);
+                (info["applied_index"].parse().unwrap(), digest)
             })
             .collect();
         let commit = info_u64(

@@ -97,6 +97,7 @@ impl Server {
             "watch" => Some(error("ERR WATCH is not supported")),
             "unwatch" => Some(Reply::Ok),
             "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
+            "debug" => Some(self.debug_command(&argv)),
             _ => match Command::parse(argv) {
                 Ok(command) => {
                     self.submit(token, command);
@@ -130,6 +131,7 @@ impl Server {
                 | "config"
                 | "unwatch"
                 | "dbsize"
+                | "debug"
         );
         let reply = if connection_command {
             multi.failed = true;
@@ -283,6 +285,21 @@ impl Server {
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
                 other
             )),
+        }
+    }
+
+    /// DEBUG DIGEST, as in Redis: a hash of this node's own state (not a
+    /// linearizable read), so tests and operators can compare nodes.
+    fn debug_command(&self, argv: &[Vec<u8>]) -> Reply {
+        match argv.get(1).map(|sub| command_name(sub)) {
+            Some(sub) if sub == "digest" && argv.len() == 2 => {
+                Reply::Status(format!("{:016x}", self.replica.kv().digest()))
+            }
+            Some(sub) => Reply::Error(format!(
+                "ERR unknown subcommand '{}'. raftkv supports DEBUG DIGEST only.",
+                sub
+            )),
+            None => wrong_arity("debug"),
         }
     }
 
