@@ -4,13 +4,18 @@
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Free space wanted before each read; the buffer grows (and is zeroed) only
+/// when a request does not fit, so a read costs no memset.
+const READ_CHUNK: usize = 16 * 1024;
+/// A buffer grown past this for one large request is given back once it drains.
+const KEEP_BUFFER: usize = 1 << 20;
 
 pub struct Conn {
     pub stream: TcpStream,
+    /// Received bytes live in `in_buf[in_start..in_end]`; the rest is free space.
     in_buf: Vec<u8>,
-    /// Bytes of `in_buf` already consumed by the parser.
     in_start: usize,
+    in_end: usize,
     out_buf: Vec<u8>,
     /// Bytes of `out_buf` already written to the socket.
     out_start: usize,
@@ -33,57 +38,64 @@ impl Conn {
             stream,
             in_buf: Vec::new(),
             in_start: 0,
+            in_end: 0,
             out_buf: Vec::new(),
             out_start: 0,
         }
     }
 
-    /// Reads one chunk from the socket into the input buffer.
-    pub fn fill(&mut self) -> io::Result<Fill> {
-        if self.in_start > 0 && self.in_start * 2 >= self.in_buf.len() {
-            self.in_buf.drain(..self.in_start);
+    /// Makes at least `READ_CHUNK` bytes of free space after the received bytes.
+    fn make_room(&mut self) {
+        if self.in_buf.len() - self.in_end >= READ_CHUNK {
+            return;
+        }
+        if self.in_start > 0 {
+            self.in_buf.copy_within(self.in_start..self.in_end, 0);
+            self.in_end -= self.in_start;
             self.in_start = 0;
         }
-        let old_len = self.in_buf.len();
-        self.in_buf.resize(old_len + READ_CHUNK, 0);
+        if self.in_buf.len() - self.in_end < READ_CHUNK {
+            let len = (self.in_buf.len() * 2).max(self.in_end + READ_CHUNK);
+            self.in_buf.resize(len, 0);
+        }
+    }
+
+    /// Reads one chunk from the socket into the input buffer.
+    pub fn fill(&mut self) -> io::Result<Fill> {
+        self.make_room();
         loop {
-            match self.stream.read(&mut self.in_buf[old_len..]) {
-                Ok(0) => {
-                    self.in_buf.truncate(old_len);
-                    return Ok(Fill::Closed);
-                }
+            match self.stream.read(&mut self.in_buf[self.in_end..]) {
+                Ok(0) => return Ok(Fill::Closed),
                 Ok(n) => {
-                    self.in_buf.truncate(old_len + n);
+                    self.in_end += n;
                     return Ok(Fill::Data);
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    self.in_buf.truncate(old_len);
-                    if err.kind() == io::ErrorKind::WouldBlock {
-                        return Ok(Fill::WouldBlock);
-                    }
-                    return Err(err);
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
+                Err(err) => return Err(err),
             }
         }
     }
 
     /// The received bytes not yet consumed.
     pub fn input(&self) -> &[u8] {
-        &self.in_buf[self.in_start..]
+        &self.in_buf[self.in_start..self.in_end]
     }
 
     pub fn consume(&mut self, n: usize) {
         assert!(
-            self.in_start + n <= self.in_buf.len(),
+            self.in_start + n <= self.in_end,
             "consumed {} bytes past the {} buffered",
             n,
-            self.in_buf.len() - self.in_start
+            self.in_end - self.in_start
         );
         self.in_start += n;
-        if self.in_start == self.in_buf.len() {
-            self.in_buf.clear();
+        if self.in_start == self.in_end {
             self.in_start = 0;
+            self.in_end = 0;
+            if self.in_buf.len() > KEEP_BUFFER {
+                self.in_buf = Vec::new();
+            }
         }
     }
 

@@ -18,11 +18,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CLIENT_LISTENER: Token = Token(0);
 const RAFT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
 
 /// Who waits for a reply.
@@ -44,6 +46,13 @@ pub enum Timer {
         seq: u64,
     },
     Reconnect(NodeId),
+}
+
+/// What stops the loop: SIGTERM/SIGINT for a node process, or a message on a
+/// channel (with a wake-up) for a node embedded in a test or bench.
+pub enum StopOn {
+    Signals,
+    Channel(crossbeam_channel::Receiver<()>),
 }
 
 /// A request forwarded to the leader, kept until its reply comes back.
@@ -69,7 +78,9 @@ pub struct Server {
     pub(super) parked: VecDeque<(Token, u64, Command)>,
     client_listener: TcpListener,
     raft_listener: TcpListener,
-    signals: Signals,
+    signals: Option<Signals>,
+    stop_channel: Option<crossbeam_channel::Receiver<()>>,
+    waker: Arc<mio::Waker>,
     next_token: usize,
     next_client_id: u64,
     shutdown: bool,
@@ -98,15 +109,23 @@ impl Server {
         clock: Clock,
         replica: Replica<Waiter>,
         disk: DiskLog,
+        stop_on: StopOn,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
         let mut client_listener = bind("client", &config.client_addr)?;
         let mut raft_listener = bind("raft", &config.raft_addr)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let registry = poll.registry();
         registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
         registry.register(&mut raft_listener, RAFT_LISTENER, Interest::READABLE)?;
-        registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(registry, WAKER)?);
+        let (signals, stop_channel) = match stop_on {
+            StopOn::Signals => {
+                let mut signals = Signals::new([SIGTERM, SIGINT])?;
+                registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
+                (Some(signals), None)
+            }
+            StopOn::Channel(receiver) => (None, Some(receiver)),
+        };
         let identity = LocalIdentity {
             id: config.id,
             cluster_name: config.cluster_name.clone(),
@@ -136,6 +155,8 @@ impl Server {
             client_listener,
             raft_listener,
             signals,
+            stop_channel,
+            waker,
             next_token: FIRST_CONNECTION,
             next_client_id: 1,
             shutdown: false,
@@ -146,6 +167,11 @@ impl Server {
             last_tick: 0,
             leader_seen: NO_NODE,
         })
+    }
+
+    /// Wakes the loop from another thread (after sending it a stop message).
+    pub fn waker(&self) -> Arc<mio::Waker> {
+        Arc::clone(&self.waker)
     }
 
     fn take_token(&mut self) -> Token {
@@ -209,9 +235,19 @@ impl Server {
             CLIENT_LISTENER => self.accept_clients(),
             RAFT_LISTENER => self.accept_peers(),
             SIGNALS => {
-                for signal in self.signals.pending() {
-                    info!("received signal {}; stopping", signal);
-                    self.shutdown = true;
+                if let Some(signals) = self.signals.as_mut() {
+                    for signal in signals.pending() {
+                        info!("received signal {}; stopping", signal);
+                        self.shutdown = true;
+                    }
+                }
+            }
+            WAKER => {
+                if let Some(channel) = &self.stop_channel {
+                    if channel.try_recv().is_ok() {
+                        info!("asked to stop");
+                        self.shutdown = true;
+                    }
                 }
             }
             token if self.peers.owns(token) => {

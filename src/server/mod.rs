@@ -84,6 +84,43 @@ impl Durable for DiskLog {
 
 /// Runs one node until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), ServerError> {
+    build(config, event_loop::StopOn::Signals)?.run()
+}
+
+/// A node running on its own thread inside this process (benches, tests).
+pub struct NodeHandle {
+    stop: crossbeam_channel::Sender<()>,
+    waker: std::sync::Arc<mio::Waker>,
+    thread: std::thread::JoinHandle<Result<(), ServerError>>,
+}
+
+impl NodeHandle {
+    /// Stops the node as SIGTERM would and waits for its thread.
+    pub fn stop(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(());
+        self.waker.wake()?;
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(ServerError::Fatal("node thread panicked".into())))
+    }
+}
+
+/// Starts a node on a new thread; it is listening when this returns.
+pub fn spawn(config: Config) -> Result<NodeHandle, ServerError> {
+    let (stop, receiver) = crossbeam_channel::bounded(1);
+    let mut server = build(config, event_loop::StopOn::Channel(receiver))?;
+    let waker = server.waker();
+    let thread = std::thread::Builder::new()
+        .name("raftkv-node".into())
+        .spawn(move || server.run())?;
+    Ok(NodeHandle {
+        stop,
+        waker,
+        thread,
+    })
+}
+
+fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Server, ServerError> {
     if config.fsync == FsyncMode::Never {
         warn!("fsync = never: acknowledged writes can be lost on a crash (benchmarks only)");
     }
@@ -127,6 +164,5 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         storage,
         fsync: config.fsync == FsyncMode::Always,
     };
-    let mut server = event_loop::Server::new(config, clock, replica, disk)?;
-    server.run()
+    event_loop::Server::new(config, clock, replica, disk, stop_on)
 }
