@@ -24,6 +24,13 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
+    for port in [6381, 6382, 6383, 7001, 7002, 7003] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {} is taken by another process; this test needs the default ports",
+            port
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
         .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
