@@ -494,6 +494,12 @@ impl Node {
         self.role
     }
 
+    /// The highest index known to be committed (not durable: it restarts at
+    /// the snapshot's index).
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
+    }
+
     /// The index of the last entry in the log (persisted or not).
     pub fn last_index(&self) -> u64 {
         self.log.last_index()
