@@ -532,6 +532,55 @@ mod tests {
         assert_eq!(log.entries_from(3, 1000).len(), 2);
     }
 
+    fn conf_ent(index: u64, voters: &[u64]) -> Entry {
+        let conf = conf_change::ConfEntry {
+            change: conf_change::ConfChange::Remove { id: 9 },
+            voters: voters.to_vec(),
+            learners: Vec::new(),
+        };
+        Entry {
+            index,
+            term: 1,
+            kind: EntryKind::ConfChange,
+            data: conf_change::encode(&conf),
+        }
+    }
+
+    #[test]
+    fn configurations_follow_appends_truncation_and_compaction() {
+        let mut log = RaftLog::restore(
+            SnapshotMeta::default(),
+            Membership::new(&[1, 2, 3], &[]),
+            vec![ent(1, 1), conf_ent(2, &[1, 2]), ent(3, 1)],
+        );
+        log.append(conf_ent(4, &[1]));
+        assert_eq!((log.conf().voters.clone(), log.conf_index()), (vec![1], 4));
+        assert_eq!(log.conf_at(3).voters, vec![1, 2]);
+        assert_eq!(log.conf_at(1).voters, vec![1, 2, 3]);
+        log.append_from_leader(3, &[ent(4, 2)]);
+        assert_eq!(
+            (log.conf().voters.clone(), log.conf_index()),
+            (vec![1, 2], 2)
+        );
+        log.take_unstable();
+        log.persisted_through(4);
+        log.commit_to(4);
+        log.applied = 4;
+        let meta = SnapshotMeta {
+            index: 3,
+            term: 1,
+            voters: vec![1, 2],
+            learners: Vec::new(),
+        };
+        log.compact(meta, 0);
+        assert_eq!(
+            (log.conf().voters.clone(), log.conf_index()),
+            (vec![1, 2], 0),
+            "folded into the configuration at the compaction point"
+        );
+        log.check_invariants();
+    }
+
     #[test]
     fn compaction_keeps_a_trailing_margin() {
         let mut log = log_with_terms(&[1, 1, 2, 2, 2, 3]);

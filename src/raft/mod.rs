@@ -44,7 +44,8 @@
 //!    `index`; fail the reads in `dropped_reads`.
 //! 8. Call [`Node::advance`]: the entries of this `Ready` are now persisted (the
 //!    leader may count itself for them, which can commit more) and its committed
-//!    entries applied. `soft_state` is informational (role, leader, term).
+//!    entries applied. `soft_state` (role, leader, term) and `transfer_outcomes`
+//!    are informational.
 //!
 //! For each InstallSnapshot in `send_now` the caller streams the snapshot's bytes
 //! beside the message and then calls [`Node::report_snapshot`] (success or
@@ -53,6 +54,30 @@
 //! Calling [`Node::ready`] again before `advance` panics. `tick`, `step`,
 //! `propose` and `read_index` may be called between `ready` and `advance`; what
 //! they produce goes into the next `Ready`.
+//!
+//! # Membership and leadership transfer
+//!
+//! Membership changes are single-server changes (thesis §4.1–4.2; why not
+//! joint consensus: `membership.rs`), each an [`EntryKind::ConfChange`] entry
+//! whose payload ([`conf_change`]) carries the change and the whole resulting
+//! configuration. A configuration is in force on a node as soon as the entry
+//! is in its log and is undone if the entry is truncated; [`Status`] shows it,
+//! with `conf_index <= commit_index` once it is committed.
+//!
+//! - [`Node::propose_conf_change`]: `AddLearner` (with an opaque context, the
+//!   shell's place for the raft address), `Promote`, `Remove`; one uncommitted
+//!   change at a time. The leader promotes a learner by itself once its log
+//!   is within `PROMOTE_LAG_ENTRIES` of the leader's, so a caller proposes
+//!   only AddLearner and Remove. The change is committed (answer the client)
+//!   when its (index, term) is applied, like a write.
+//! - Only voters campaign. A node started with no configuration (joining,
+//!   `RaftConfig::voters` empty) waits for a leader to send it the log or a
+//!   snapshot; a removed node stays quiet once it knows its removal committed.
+//! - [`Node::transfer_leader`], with the outcome in `Ready::transfer_outcomes`.
+//! - Snapshots carry the configuration in force at their index: build their
+//!   metadata with [`Node::snapshot_meta`]; [`Node::compact`] checks it.
+//!   `Restored::snapshot` and InstallSnapshot restore it; entries after the
+//!   snapshot (restored or received) change it again.
 //!
 //! # Memory
 //!
