@@ -539,3 +539,31 @@ fn a_lone_voter_leads_only_once_its_vote_is_on_disk() {
         .any(|m| m.to == 2 && matches!(m.body, MessageBody::Append { .. })));
     node.advance();
 }
+
+#[test]
+fn node_removed_by_an_uncommitted_change_still_stands_for_election() {
+    // Reference: thesis §4.2.2 ("a server that is not part of its own latest
+    // configuration should still start new elections, as it might still be
+    // needed until the Cnew entry is committed"). Found by the chaos test:
+    // leader 1 of {1, 2} removes itself while cut off from 2, writes on, and
+    // restarts. 2 (still under {1, 2}) needs 1's vote, which 1 refuses since
+    // its log is longer; only 1 can end this, by leading {2} to the commit.
+    let mut net = Net::new(2);
+    net.campaign(1);
+    net.isolate(1);
+    net.conf_change(1, ConfChange::Remove { id: 1 });
+    let _ = net.node_mut(1).propose(b"x".to_vec());
+    net.stabilize();
+    net.restart(1);
+    net.heal();
+    assert_eq!(conf(&net, 1), (vec![2], vec![]));
+    assert_eq!(conf(&net, 2), (vec![1, 2], vec![]));
+    net.tick_all_until(|net| net.node(2).role() == Role::Leader, 100);
+    assert_eq!(conf(&net, 2), (vec![2], vec![]));
+    assert!(net.node(2).status().conf_index <= net.node(2).status().commit_index);
+    for _ in 0..50 {
+        net.tick_all();
+    }
+    assert_eq!(net.node(1).role(), Role::Follower, "quiet once it knows");
+    assert_eq!(net.node(2).role(), Role::Leader);
+}
