@@ -143,6 +143,12 @@ impl<W> Replica<W> {
         &self.node
     }
 
+    /// The core itself, for what this glue does not wrap (membership
+    /// changes, leadership transfer).
+    pub fn node_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
     pub fn kv(&self) -> &KvStore {
         &self.kv
     }

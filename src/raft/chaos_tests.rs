@@ -5,13 +5,23 @@
 //! (every node applies the same entry at an index); at the end it heals the
 //! network and checks that the cluster commits again (liveness).
 //!
+//! Half the seeds also change the membership: they start with voters 1-3 and
+//! two empty joiners, 4 and 5, and now and then the leader adds a learner
+//! (promoted by the leader once caught up), removes a member (itself
+//! included) or hands leadership to another voter. Then it also checks that
+//! only voters campaign, that every committed configuration is one change
+//! from the one before, and that a leader's log never holds two uncommitted
+//! changes once it has committed in its term.
+//!
 //! It is a smoke test for the core's own invariants; the whole-cluster
 //! simulator with client histories lives in `tests/sim`.
 
 use std::collections::BTreeMap;
 
-use super::message::{Entry, Message, NodeId, SnapshotMeta};
-use super::ready::Role;
+use super::conf_change::{self, ConfChange};
+use super::membership::Suffrage;
+use super::message::{Entry, EntryKind, Message, NodeId};
+use super::ready::{Role, TransferOutcome};
 use super::rng::Rng;
 use super::testnet::Net;
 
@@ -34,12 +44,27 @@ struct Chaos {
     reads: BTreeMap<u64, u64>,
     reads_seen: BTreeMap<NodeId, usize>,
     reads_confirmed: usize,
+    /// Membership changes are made (nodes 4 and 5 start as joiners).
+    membership: bool,
+    /// Index -> (voters, learners) of every committed ConfChange entry.
+    committed_confs: BTreeMap<u64, (Vec<NodeId>, Vec<NodeId>)>,
+    transfers_finished: usize,
+    /// RAFT_CHAOS_TRACE: print deliveries, faults and role changes.
+    trace: bool,
+    roles: BTreeMap<NodeId, (Role, u64, Vec<NodeId>)>,
 }
+
+const FOUNDERS: [NodeId; 3] = [1, 2, 3];
 
 impl Chaos {
     fn new(seed: u64) -> Chaos {
         let mut rng = Rng::new(seed);
-        let n = [1, 3, 3, 5][rng.range(0, 4) as usize];
+        let membership = seed % 2 == 1;
+        let n = if membership {
+            3
+        } else {
+            [1, 3, 3, 5][rng.range(0, 4) as usize]
+        };
         let pre_vote = rng.chance(1, 2);
         let check_quorum = rng.chance(1, 2);
         let window = rng.range(1, 5) as usize;
@@ -52,7 +77,7 @@ impl Chaos {
             c.election_ticks = 10;
             c.heartbeat_ticks = 2;
         });
-        Chaos {
+        let mut chaos = Chaos {
             net,
             rng,
             n,
@@ -65,7 +90,18 @@ impl Chaos {
             reads: BTreeMap::new(),
             reads_seen: BTreeMap::new(),
             reads_confirmed: 0,
+            membership,
+            committed_confs: BTreeMap::new(),
+            transfers_finished: 0,
+            trace: std::env::var("RAFT_CHAOS_TRACE").is_ok(),
+            roles: BTreeMap::new(),
+        };
+        if membership {
+            chaos.net.add_joiner(4);
+            chaos.net.add_joiner(5);
+            chaos.n = 5;
         }
+        chaos
     }
 
     fn random_node(&mut self) -> NodeId {
@@ -81,6 +117,9 @@ impl Chaos {
     }
 
     fn step(&mut self) {
+        if self.membership && self.rng.chance(1, 40) {
+            self.change_membership();
+        }
         match self.rng.range(0, 1000) {
             0..=199 => {
                 let id = self.random_node();
@@ -103,6 +142,9 @@ impl Chaos {
             970..=979 => self.partition(),
             980..=981 => {
                 let id = self.random_node();
+                if self.trace {
+                    eprintln!("restart {id}");
+                }
                 self.net.restart(id);
             }
             982..=984 => {
@@ -110,6 +152,9 @@ impl Chaos {
                 let keep_hard = self.rng.chance(1, 2);
                 let keep_entries = self.rng.range(0, 4) as usize;
                 let keep_snapshot = self.rng.chance(1, 2);
+                if self.trace {
+                    eprintln!("crash {id} keep hard {keep_hard} entries {keep_entries} snapshot {keep_snapshot}");
+                }
                 self.net
                     .crash_during_ready(id, keep_hard, keep_entries, keep_snapshot);
                 self.pool.extend(self.net.take_queue());
@@ -135,7 +180,11 @@ impl Chaos {
         };
         let is_snapshot = matches!(m.body, super::MessageBody::InstallSnapshot { .. });
         let (from, to) = (m.from, m.to);
+        let shown = m.to_string();
         let delivered = !self.rng.chance(1, 10) && self.net.deliver(m);
+        if self.trace && delivered {
+            eprintln!("deliver {shown}");
+        }
         if is_snapshot {
             // The caller streams the snapshot beside the message and must report
             // how it went, or the follower stays paused.
@@ -158,6 +207,35 @@ impl Chaos {
         }
     }
 
+    /// The leader adds a learner, removes a member or starts a transfer;
+    /// refusals (a change in progress, not the leader any more) are expected.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.net.leader() else {
+            return;
+        };
+        let status = self.net.node(leader).status();
+        let id = self.random_node();
+        let member = status.voters.contains(&id) || status.learners.contains(&id);
+        let node = self.net.node_mut(leader);
+        let what = match self.rng.range(0, 10) {
+            0..=4 if !member => {
+                let context = id.to_be_bytes().to_vec();
+                format!(
+                    "{:?}",
+                    node.propose_conf_change(ConfChange::AddLearner { id, context })
+                )
+            }
+            0..=8 if member => {
+                format!("{:?}", node.propose_conf_change(ConfChange::Remove { id }))
+            }
+            9 => format!("transfer {:?}", node.transfer_leader(id)),
+            _ => return,
+        };
+        if self.trace {
+            eprintln!("leader {leader} change about {id}: {what}");
+        }
+    }
+
     fn compact(&mut self) {
         let id = self.random_node();
         let status = self.net.node(id).status();
@@ -165,13 +243,7 @@ impl Chaos {
         if index <= status.snapshot_index {
             return;
         }
-        let term = self.applied[&index].0;
-        let meta = SnapshotMeta {
-            index,
-            term,
-            voters: status.voters.clone(),
-            learners: status.learners.clone(),
-        };
+        let meta = self.net.node(id).snapshot_meta(index);
         let trailing = self.rng.range(0, 4);
         self.net.node_mut(id).compact(meta.clone(), trailing);
         self.net.disks.get_mut(&id).expect("disk").compact(meta);
@@ -184,9 +256,35 @@ impl Chaos {
                 let leader = *self.leaders.entry(node.term()).or_insert(id);
                 assert_eq!(leader, id, "two leaders in term {}", node.term());
             }
+            if self.membership {
+                check_node_membership(node);
+            }
+            if self.trace {
+                let status = node.status();
+                let now = (status.role, status.term, status.voters.clone());
+                if self.roles.get(&id) != Some(&now) {
+                    eprintln!(
+                        "node {id}: {:?} t{} voters {:?} learners {:?} conf {} commit {} last {}",
+                        status.role,
+                        status.term,
+                        status.voters,
+                        status.learners,
+                        status.conf_index,
+                        status.commit_index,
+                        status.last_index
+                    );
+                    self.roles.insert(id, now);
+                }
+            }
             let entries: &[Entry] = self.net.applied(id);
             let seen = self.applied_seen.entry(id).or_insert(0);
             for e in &entries[*seen..] {
+                if e.kind == EntryKind::ConfChange && !self.committed_confs.contains_key(&e.index) {
+                    check_next_conf(&self.committed_confs, e);
+                    let conf = conf_change::decode(&e.data).expect("a valid entry");
+                    self.committed_confs
+                        .insert(e.index, (conf.voters, conf.learners));
+                }
                 let first = self
                     .applied
                     .entry(e.index)
@@ -215,6 +313,47 @@ impl Chaos {
             }
             *seen = states.len();
         }
+        for outcomes in self.net.transfer_outcomes.values_mut() {
+            for outcome in outcomes.drain(..) {
+                if let TransferOutcome::Finished { target } = outcome {
+                    assert!(
+                        self.leaders.values().any(|l| *l == target),
+                        "transfer to {target} finished but it never led"
+                    );
+                    self.transfers_finished += 1;
+                }
+            }
+        }
+    }
+
+    /// The members of the last committed configuration and of the leader's.
+    fn members(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = match self.committed_confs.values().next_back() {
+            Some((voters, learners)) => voters.iter().chain(learners).copied().collect(),
+            None if self.membership => FOUNDERS.to_vec(),
+            None => (1..=self.n).collect(),
+        };
+        if let Some(leader) = self.net.leader() {
+            let status = self.net.node(leader).status();
+            ids.extend(status.voters.iter().chain(&status.learners));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// A removed node may not know it is out (its removal may never have
+    /// reached it) and, without pre-vote and check-quorum, its elections
+    /// would disturb the cluster forever; its operator stops it (here: cuts
+    /// it off).
+    fn cut_off_non_members(&mut self) {
+        self.net.heal();
+        let members = self.members();
+        for id in 1..=self.n {
+            if !members.contains(&id) {
+                self.net.isolate(id);
+            }
+        }
     }
 
     /// Heals everything, delivers in order, and checks that a new proposal
@@ -232,14 +371,26 @@ impl Chaos {
         }
         self.net.stabilize();
         for attempt in 0..10u8 {
-            self.net.tick_all_until(|net| net.leader().is_some(), 200);
+            self.cut_off_non_members();
+            for _ in 0..200 {
+                if self.net.leader().is_some() {
+                    break;
+                }
+                self.net.tick_all();
+            }
+            if self.net.leader().is_none() {
+                panic!("no leader after healing:\n{}", self.describe());
+            }
             let leader = self.net.leader().expect("a leader");
             let data = vec![0xff, attempt];
-            self.net.propose(leader, &data);
+            // Refused during a leadership transfer: the next attempt retries.
+            let _ = self.net.node_mut(leader).propose(data.clone());
+            self.net.stabilize();
             for _ in 0..30 {
                 self.net.tick_all();
                 self.check();
-                let everywhere = (1..=self.n).all(|id| {
+                let members = self.members();
+                let everywhere = members.iter().all(|&id| {
                     let upto = self.net.node(id).status().applied_index;
                     self.applied
                         .iter()
@@ -250,14 +401,92 @@ impl Chaos {
                 }
             }
         }
-        let states: Vec<String> = (1..=self.n)
-            .map(|id| self.net.node(id).debug_progress())
-            .collect();
         panic!(
             "no proposal reached every node after healing:\n{}",
-            states.join("\n")
+            self.describe()
         );
     }
+
+    fn describe(&self) -> String {
+        let states: Vec<String> = (1..=self.n)
+            .map(|id| {
+                let status = self.net.node(id).status();
+                format!(
+                    "{} voters {:?} learners {:?} conf_index {}",
+                    self.net.node(id).debug_progress(),
+                    status.voters,
+                    status.learners,
+                    status.conf_index
+                )
+            })
+            .collect();
+        format!(
+            "members {:?}, committed configurations {:?}\n{}",
+            self.members(),
+            self.committed_confs,
+            states.join("\n")
+        )
+    }
+}
+
+/// Only voters campaign (and nodes whose removal is not known committed,
+/// see `Suffrage::Removing`); a leader outside its configuration is one whose
+/// removal is not committed yet; and once a leader has committed an entry of
+/// its term, its log holds at most one uncommitted change.
+fn check_node_membership(node: &super::Node) {
+    let status = node.status();
+    let voter = status.voters.contains(&status.id);
+    match status.role {
+        Role::PreCandidate | Role::Candidate => assert!(
+            voter || node.suffrage() == Suffrage::Removing,
+            "non-voter {} campaigns: {status:?}",
+            status.id
+        ),
+        Role::Leader => {
+            assert!(
+                voter || status.conf_index > status.commit_index,
+                "node {} leads outside its committed configuration: {status:?}",
+                status.id
+            );
+            let log = &node.log;
+            if log.term(log.committed) == Some(status.term) {
+                let pending = log
+                    .slice(log.committed + 1, log.last_index())
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::ConfChange)
+                    .count();
+                assert!(
+                    pending <= 1,
+                    "leader {} has {pending} uncommitted changes",
+                    status.id
+                );
+            }
+        }
+        Role::Follower => {}
+    }
+}
+
+/// A newly committed configuration differs from the last committed one (or
+/// from the founders) by one voter at most, and by exactly the change the
+/// entry names.
+fn check_next_conf(committed: &BTreeMap<u64, (Vec<NodeId>, Vec<NodeId>)>, e: &Entry) {
+    let prev: Vec<NodeId> = committed
+        .values()
+        .next_back()
+        .map_or_else(|| FOUNDERS.to_vec(), |(voters, _)| voters.clone());
+    let conf = conf_change::decode(&e.data).expect("a valid entry");
+    let mut expected = prev.clone();
+    match conf.change {
+        ConfChange::AddLearner { .. } => {}
+        ConfChange::Promote { id } => expected.push(id),
+        ConfChange::Remove { id } => expected.retain(|v| *v != id),
+    }
+    expected.sort_unstable();
+    assert_eq!(
+        conf.voters, expected,
+        "committed change {:?} at {} turns voters {prev:?} into {:?}",
+        conf.change, e.index, conf.voters
+    );
 }
 
 fn run(seed: u64, steps: usize) {
@@ -268,11 +497,13 @@ fn run(seed: u64, steps: usize) {
     chaos.settle();
     if std::env::var("RAFT_CHAOS_VERBOSE").is_ok() {
         eprintln!(
-            "seed {seed}: n={} reads={} terms led={} applied={} snapshots={:?}",
+            "seed {seed}: n={} reads={} terms led={} applied={} confs={} transfers={} snapshots={:?}",
             chaos.n,
             chaos.reads_confirmed,
             chaos.leaders.len(),
             chaos.applied.len(),
+            chaos.committed_confs.len(),
+            chaos.transfers_finished,
             (1..=chaos.n)
                 .map(|id| chaos.net.node(id).status().snapshot_index)
                 .collect::<Vec<_>>()

@@ -1,17 +1,33 @@
 //! Leader election (Raft §5.2, §5.4.1) and pre-vote (thesis §9.6).
 
+use super::membership::Suffrage;
 use super::message::{Message, MessageBody, NodeId, NO_NODE};
 use super::quorum::{self, VoteResult};
 use super::ready::Role;
 use super::Node;
 
+/// How an election starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Campaign {
+    /// A pre-vote round first (thesis §9.6).
+    PreVote,
+    /// A real election in the next term.
+    Election,
+    /// A real election asked for by the leader's TimeoutNow (thesis §3.10):
+    /// no pre-vote, and voters in a leader lease answer it.
+    Transfer,
+}
+
 impl Node {
-    /// Starts an election: a pre-vote round first when `pre_vote`, else a real
-    /// one in the next term. Learners never campaign.
-    pub(super) fn campaign(&mut self, pre_vote: bool) {
-        if !self.membership.is_voter(self.id) {
+    /// Starts an election of the given kind. Only voters campaign: a learner,
+    /// a joining node with no configuration yet, and a removed node never do
+    /// (but see `Suffrage::Removing`: such a node is counted by nobody).
+    pub(super) fn campaign(&mut self, kind: Campaign) {
+        if self.suffrage() == Suffrage::None {
             return;
         }
+        let pre_vote = kind == Campaign::PreVote;
+        let transfer = kind == Campaign::Transfer;
         let vote_term = if pre_vote {
             self.become_pre_candidate();
             // Ask about the term this node would campaign in, without entering it.
@@ -22,13 +38,22 @@ impl Node {
         };
         self.votes.insert(self.id, true);
         if self.tally() == VoteResult::Won {
-            // A single voter wins on its own vote.
-            self.on_election_won();
+            // A single voter wins on its own vote, but a real vote counts only
+            // once it is on disk (etcd delivers the self-vote after the append
+            // too): leading first, it could send AppendEntries of this term (to
+            // learners, or a node being removed) and, after a crash that lost
+            // the vote, vote for another candidate in the same term. `advance`
+            // completes the election.
+            if pre_vote {
+                self.on_election_won();
+            } else {
+                self.elected_on_own_vote = true;
+            }
             return;
         }
         let last_index = self.log.last_index();
         let last_term = self.log.last_term();
-        for voter in self.membership.voters.clone() {
+        for voter in self.log.conf().voters.clone() {
             if voter == self.id {
                 continue;
             }
@@ -39,13 +64,14 @@ impl Node {
                     pre_vote,
                     last_index,
                     last_term,
+                    transfer,
                 },
             );
         }
     }
 
     fn tally(&self) -> VoteResult {
-        let voters = &self.membership.voters;
+        let voters = &self.log.conf().voters;
         let counted = self.votes.iter().filter(|(id, _)| voters.contains(id));
         let granted = counted.clone().filter(|(_, granted)| **granted).count();
         let rejected = counted.filter(|(_, granted)| !**granted).count();
@@ -54,7 +80,7 @@ impl Node {
 
     fn on_election_won(&mut self) {
         if self.role == Role::PreCandidate {
-            self.campaign(false);
+            self.campaign(Campaign::Election);
         } else {
             self.become_leader();
         }
@@ -113,7 +139,7 @@ impl Node {
                     self.term
                 };
                 let ours = pre_vote == (self.role == Role::PreCandidate);
-                if !ours || msg.term != expected_term || !self.membership.is_voter(msg.from) {
+                if !ours || msg.term != expected_term || !self.log.conf().is_voter(msg.from) {
                     return;
                 }
                 self.votes.entry(msg.from).or_insert(granted);
@@ -142,6 +168,7 @@ mod tests {
                 pre_vote: false,
                 last_index,
                 last_term,
+                transfer: false,
             },
         )
     }

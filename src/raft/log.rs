@@ -19,9 +19,21 @@
 //! - `offset <= applied <= committed <= last_index`;
 //! - `persisted < unstable <= last_index + 1`: what was synced was handed out first;
 //! - `snapshot.index >= offset` (compaction may keep a trailing margin below the
-//!   snapshot).
+//!   snapshot);
+//! - `confs` lists exactly the ConfChange entries of `entries`, ascending.
+//!
+//! # Configurations
+//!
+//! A node uses the latest configuration in its log, committed or not (thesis
+//! §4.1): a ConfChange entry takes effect when it is appended and is undone
+//! when it is truncated. The log therefore keeps the configuration in effect
+//! at `offset` (`conf_base`) and that of every ConfChange entry after it, so
+//! truncation can fall back to the one before, and a snapshot can name the
+//! configuration as of its own index rather than a later, uncommitted one.
 
-use super::message::{Entry, SnapshotMeta};
+use super::conf_change;
+use super::message::{Entry, EntryKind, SnapshotMeta};
+use super::quorum::Membership;
 
 #[derive(Debug)]
 pub(super) struct RaftLog {
@@ -42,12 +54,17 @@ pub(super) struct RaftLog {
     pub snapshot: SnapshotMeta,
     /// A snapshot installed from the leader and not yet handed out in a `Ready`.
     pub pending_snapshot: Option<SnapshotMeta>,
+    /// The configuration in effect at `offset`.
+    conf_base: Membership,
+    /// (index, configuration) of each ConfChange entry in `entries`, ascending.
+    confs: Vec<(u64, Membership)>,
 }
 
 impl RaftLog {
     /// A log restored from disk: `entries` continue `snapshot` and are all
     /// persisted; only the snapshot is known to be committed and applied.
-    pub fn restore(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
+    /// `conf_base` is the configuration in effect at the snapshot's index.
+    pub fn restore(snapshot: SnapshotMeta, conf_base: Membership, entries: Vec<Entry>) -> RaftLog {
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
@@ -57,6 +74,7 @@ impl RaftLog {
             );
         }
         let last = snapshot.index + entries.len() as u64;
+        let confs = entries.iter().filter_map(conf_of).collect();
         let log = RaftLog {
             offset: snapshot.index,
             offset_term: snapshot.term,
@@ -67,9 +85,38 @@ impl RaftLog {
             unstable: last + 1,
             snapshot,
             pending_snapshot: None,
+            conf_base,
+            confs,
         };
         log.check_invariants();
         log
+    }
+
+    /// The configuration in effect: that of the last ConfChange entry, or the
+    /// one at `offset` when there is none.
+    pub fn conf(&self) -> &Membership {
+        self.confs.last().map_or(&self.conf_base, |(_, m)| m)
+    }
+
+    /// The index of the entry that set the configuration in effect, or 0 when
+    /// it dates from before the first entry in memory (then it is committed).
+    pub fn conf_index(&self) -> u64 {
+        self.confs.last().map_or(0, |(i, _)| *i)
+    }
+
+    /// The configuration in effect at `index` (at least the compaction point).
+    pub fn conf_at(&self, index: u64) -> &Membership {
+        assert!(
+            index >= self.offset,
+            "configuration at {index} asked below the compaction point {}",
+            self.offset
+        );
+        let n = self.confs.partition_point(|(i, _)| *i <= index);
+        if n == 0 {
+            &self.conf_base
+        } else {
+            &self.confs[n - 1].1
+        }
     }
 
     pub fn first_index(&self) -> u64 {
@@ -149,6 +196,9 @@ impl RaftLog {
             entry,
             self.last_term()
         );
+        if let Some(conf) = conf_of(&entry) {
+            self.confs.push(conf);
+        }
         self.entries.push(entry);
     }
 
@@ -185,6 +235,7 @@ impl RaftLog {
     /// no longer counts: the caller will be handed the replacements.
     fn truncate_from(&mut self, index: u64) {
         self.entries.truncate((index - self.offset - 1) as usize);
+        self.confs.retain(|(i, _)| *i < index);
         self.unstable = self.unstable.min(index);
         self.persisted = self.persisted.min(index - 1);
     }
@@ -245,8 +296,9 @@ impl RaftLog {
         self.persisted = self.persisted.max(still_valid);
     }
 
-    /// Installs a snapshot from the leader: the log now starts after `meta`.
-    pub fn restore_snapshot(&mut self, meta: SnapshotMeta) {
+    /// Installs a snapshot from the leader: the log now starts after `meta`,
+    /// under `conf` (the configuration at `meta.index`).
+    pub fn restore_snapshot(&mut self, meta: SnapshotMeta, conf: Membership) {
         assert!(
             meta.index > self.committed,
             "snapshot {} at or below the commit index {}",
@@ -256,6 +308,8 @@ impl RaftLog {
         self.offset = meta.index;
         self.offset_term = meta.term;
         self.entries.clear();
+        self.conf_base = conf;
+        self.confs.clear();
         self.committed = meta.index;
         self.applied = meta.index;
         // The entries up to the snapshot are committed cluster-wide; counting them
@@ -296,6 +350,8 @@ impl RaftLog {
             self.persisted
         );
         let term = self.term(drop_to).expect("drop_to is inside the log");
+        self.conf_base = self.conf_at(drop_to).clone();
+        self.confs.retain(|(i, _)| *i > drop_to);
         self.entries.drain(..(drop_to - self.offset) as usize);
         self.offset = drop_to;
         self.offset_term = term;
@@ -303,6 +359,15 @@ impl RaftLog {
 
     /// Panics with the offending values if an invariant above is broken.
     pub fn check_invariants(&self) {
+        debug_assert!(
+            self.confs.iter().map(|(i, _)| *i).eq(self
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::ConfChange)
+                .map(|e| e.index)),
+            "configuration list {:?} does not match the log's ConfChange entries",
+            self.confs.iter().map(|(i, _)| i).collect::<Vec<_>>()
+        );
         let last = self.last_index();
         assert!(
             self.offset <= self.applied && self.applied <= self.committed && self.committed <= last,
@@ -344,10 +409,25 @@ impl RaftLog {
     }
 }
 
+/// The (index, configuration) a ConfChange entry sets, None for other kinds.
+///
+/// # Panics
+///
+/// If a ConfChange payload does not decode. Entries reach the log from this
+/// node's own encoder, from a peer frame whose decoder validated them, or
+/// from CRC-checked storage, so a bad one is a bug, not an input error.
+fn conf_of(entry: &Entry) -> Option<(u64, Membership)> {
+    if entry.kind != EntryKind::ConfChange {
+        return None;
+    }
+    let conf = conf_change::decode(&entry.data)
+        .unwrap_or_else(|err| panic!("ConfChange entry {}/{}: {err}", entry.index, entry.term));
+    Some((entry.index, Membership::new(&conf.voters, &conf.learners)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::message::EntryKind;
 
     fn ent(index: u64, term: u64) -> Entry {
         Entry {
@@ -364,7 +444,7 @@ mod tests {
             .enumerate()
             .map(|(i, t)| ent(i as u64 + 1, *t))
             .collect();
-        RaftLog::restore(SnapshotMeta::default(), entries)
+        RaftLog::restore(SnapshotMeta::default(), Membership::new(&[1], &[]), entries)
     }
 
     #[test]
@@ -375,6 +455,7 @@ mod tests {
                 term: 2,
                 ..Default::default()
             },
+            Membership::new(&[1], &[]),
             vec![ent(6, 2), ent(7, 3)],
         );
         assert_eq!(log.term(4), None);
@@ -449,6 +530,55 @@ mod tests {
             "one entry even over the limit"
         );
         assert_eq!(log.entries_from(3, 1000).len(), 2);
+    }
+
+    fn conf_ent(index: u64, voters: &[u64]) -> Entry {
+        let conf = conf_change::ConfEntry {
+            change: conf_change::ConfChange::Remove { id: 9 },
+            voters: voters.to_vec(),
+            learners: Vec::new(),
+        };
+        Entry {
+            index,
+            term: 1,
+            kind: EntryKind::ConfChange,
+            data: conf_change::encode(&conf),
+        }
+    }
+
+    #[test]
+    fn configurations_follow_appends_truncation_and_compaction() {
+        let mut log = RaftLog::restore(
+            SnapshotMeta::default(),
+            Membership::new(&[1, 2, 3], &[]),
+            vec![ent(1, 1), conf_ent(2, &[1, 2]), ent(3, 1)],
+        );
+        log.append(conf_ent(4, &[1]));
+        assert_eq!((log.conf().voters.clone(), log.conf_index()), (vec![1], 4));
+        assert_eq!(log.conf_at(3).voters, vec![1, 2]);
+        assert_eq!(log.conf_at(1).voters, vec![1, 2, 3]);
+        log.append_from_leader(3, &[ent(4, 2)]);
+        assert_eq!(
+            (log.conf().voters.clone(), log.conf_index()),
+            (vec![1, 2], 2)
+        );
+        log.take_unstable();
+        log.persisted_through(4);
+        log.commit_to(4);
+        log.applied = 4;
+        let meta = SnapshotMeta {
+            index: 3,
+            term: 1,
+            voters: vec![1, 2],
+            learners: Vec::new(),
+        };
+        log.compact(meta, 0);
+        assert_eq!(
+            (log.conf().voters.clone(), log.conf_index()),
+            (vec![1, 2], 0),
+            "folded into the configuration at the compaction point"
+        );
+        log.check_invariants();
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub enum EntryKind {
     Normal = 0,
     /// The empty entry a new leader appends so it can commit in its own term.
     Noop = 1,
-    /// A membership change (issue: membership).
+    /// A membership change; the payload is a [`super::conf_change::ConfEntry`].
     ConfChange = 2,
 }
 
@@ -85,10 +85,13 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// A (pre-)candidate asks for a vote; `last_index`/`last_term` describe its log.
+    /// `transfer` marks a campaign started by TimeoutNow: the leader itself
+    /// asked for it, so voters answer even inside a leader lease.
     RequestVote {
         pre_vote: bool,
         last_index: u64,
         last_term: u64,
+        transfer: bool,
     },
     RequestVoteResponse {
         pre_vote: bool,
@@ -138,10 +141,12 @@ impl fmt::Display for Message {
                 pre_vote,
                 last_index,
                 last_term,
+                transfer,
             } => write!(
                 f,
-                "{} last={}/{}",
+                "{}{} last={}/{}",
                 if *pre_vote { "PreVote" } else { "Vote" },
+                if *transfer { "(transfer)" } else { "" },
                 last_index,
                 last_term
             ),

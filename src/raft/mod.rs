@@ -44,7 +44,8 @@
 //!    `index`; fail the reads in `dropped_reads`.
 //! 8. Call [`Node::advance`]: the entries of this `Ready` are now persisted (the
 //!    leader may count itself for them, which can commit more) and its committed
-//!    entries applied. `soft_state` is informational (role, leader, term).
+//!    entries applied. `soft_state` (role, leader, term) and `transfer_outcomes`
+//!    are informational.
 //!
 //! For each InstallSnapshot in `send_now` the caller streams the snapshot's bytes
 //! beside the message and then calls [`Node::report_snapshot`] (success or
@@ -53,6 +54,30 @@
 //! Calling [`Node::ready`] again before `advance` panics. `tick`, `step`,
 //! `propose` and `read_index` may be called between `ready` and `advance`; what
 //! they produce goes into the next `Ready`.
+//!
+//! # Membership and leadership transfer
+//!
+//! Membership changes are single-server changes (thesis §4.1–4.2; why not
+//! joint consensus: `membership.rs`), each an [`EntryKind::ConfChange`] entry
+//! whose payload ([`conf_change`]) carries the change and the whole resulting
+//! configuration. A configuration is in force on a node as soon as the entry
+//! is in its log and is undone if the entry is truncated; [`Status`] shows it,
+//! with `conf_index <= commit_index` once it is committed.
+//!
+//! - [`Node::propose_conf_change`]: `AddLearner` (with an opaque context, the
+//!   shell's place for the raft address), `Promote`, `Remove`; one uncommitted
+//!   change at a time. The leader promotes a learner by itself once its log
+//!   is within `PROMOTE_LAG_ENTRIES` of the leader's, so a caller proposes
+//!   only AddLearner and Remove. The change is committed (answer the client)
+//!   when its (index, term) is applied, like a write.
+//! - Only voters campaign. A node started with no configuration (joining,
+//!   `RaftConfig::voters` empty) waits for a leader to send it the log or a
+//!   snapshot; a removed node stays quiet once it knows its removal committed.
+//! - [`Node::transfer_leader`], with the outcome in `Ready::transfer_outcomes`.
+//! - Snapshots carry the configuration in force at their index: build their
+//!   metadata with [`Node::snapshot_meta`]; [`Node::compact`] checks it.
+//!   `Restored::snapshot` and InstallSnapshot restore it; entries after the
+//!   snapshot (restored or received) change it again.
 //!
 //! # Memory
 //!
@@ -70,8 +95,12 @@
 
 #[cfg(test)]
 mod chaos_tests;
+pub mod conf_change;
 mod election;
 mod log;
+mod membership;
+#[cfg(test)]
+mod membership_tests;
 pub mod message;
 mod node;
 mod progress;
@@ -82,25 +111,32 @@ mod replication;
 pub mod rng;
 #[cfg(test)]
 mod testnet;
+mod transfer;
 
 use std::collections::BTreeMap;
 
+pub use conf_change::{ConfChange, ConfEntry};
 pub use message::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta, NO_NODE,
 };
-pub use ready::{ReadState, Ready, Role, SoftState};
+pub use ready::{ReadState, Ready, Role, SoftState, TransferOutcome};
 
 use self::log::RaftLog;
 use self::progress::Progress;
 use self::quorum::Membership;
 use self::read_index::ReadQueue;
 use self::rng::Rng;
+use self::transfer::Transfer;
 
 /// Static settings of a node's core, all in ticks.
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
     pub id: NodeId,
-    /// The bootstrap voters (used only when the restored state has no membership).
+    /// The bootstrap configuration: the one in effect before the first
+    /// ConfChange entry, used when the restored snapshot names no voters.
+    /// Every founding member must be given the same one; a node that joins a
+    /// running cluster is given none (it learns the configuration from the log
+    /// or a snapshot, and never campaigns while it is not a voter).
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     /// Base election timeout; each timeout is drawn from [t, 2t).
@@ -136,6 +172,48 @@ pub enum ProposeError {
     NotReady,
 }
 
+/// Why a membership change or a leadership transfer was refused; nothing was
+/// appended or started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfChangeError {
+    /// Not the leader; `leader` is the known leader or [`NO_NODE`].
+    NotLeader { leader: NodeId },
+    /// A leadership transfer is in progress.
+    TransferInProgress,
+    /// A membership change is not committed yet, or this leader has not yet
+    /// committed an entry of its own term (so an earlier leader's change may
+    /// still be pending). Retry later.
+    ChangeInProgress,
+    /// AddLearner of a voter or learner.
+    AlreadyMember { id: NodeId },
+    /// Promote of a voter.
+    AlreadyVoter { id: NodeId },
+    /// Promote, Remove or transfer naming a node that is not a member (for
+    /// Promote: not a learner), or id 0.
+    UnknownNode { id: NodeId },
+    /// Removing the only voter: nothing could ever commit again.
+    LastVoter { id: NodeId },
+    /// Transfer to a learner: it cannot be elected.
+    NotVoter { id: NodeId },
+}
+
+impl std::fmt::Display for ConfChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfChangeError::NotLeader { leader } => write!(f, "not the leader (leader {leader})"),
+            ConfChangeError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            ConfChangeError::ChangeInProgress => write!(f, "membership change in progress"),
+            ConfChangeError::AlreadyMember { id } => write!(f, "node {id} already a member"),
+            ConfChangeError::AlreadyVoter { id } => write!(f, "node {id} already a voter"),
+            ConfChangeError::UnknownNode { id } => write!(f, "unknown node {id}"),
+            ConfChangeError::LastVoter { id } => write!(f, "node {id} is the last voter"),
+            ConfChangeError::NotVoter { id } => write!(f, "node {id} is a learner"),
+        }
+    }
+}
+
+impl std::error::Error for ConfChangeError {}
+
 /// A snapshot of the node's state for INFO and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -149,11 +227,20 @@ pub struct Status {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+    /// The configuration in effect (the latest in the log, committed or not).
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
-    /// Leader only: (member, match index) for every member, sorted by id; the
+    /// The index of the ConfChange entry that set `voters`/`learners`, 0 when
+    /// they date from before the log in memory. The configuration is
+    /// committed when `conf_index <= commit_index`.
+    pub conf_index: u64,
+    /// Leader only: (node, match index) for every node it replicates to, sorted
+    /// by id: the members, and a removed node until its removal commits. The
     /// leader's own entry is its persisted index.
     pub progress: Vec<(NodeId, u64)>,
+    /// The target of the leadership transfer this node started and whose
+    /// outcome is not known yet, or [`NO_NODE`].
+    pub transfer_target: NodeId,
 }
 
 /// What the outstanding `Ready` handed out, settled by `advance`.
@@ -167,7 +254,8 @@ struct Outstanding {
 pub struct Node {
     id: NodeId,
     config: RaftConfig,
-    membership: Membership,
+    /// The bootstrap configuration (see [`RaftConfig::voters`]).
+    bootstrap: Membership,
     /// Durable: the current term and the vote cast in it.
     term: u64,
     vote: NodeId,
@@ -183,6 +271,8 @@ pub struct Node {
     heartbeat_elapsed: u32,
     /// (Pre-)candidate: the answers so far, by voter.
     votes: BTreeMap<NodeId, bool>,
+    /// Candidate: its own vote is a majority; it leads once that vote is synced.
+    elected_on_own_vote: bool,
     /// Leader: every other member's progress; empty otherwise.
     progress: BTreeMap<NodeId, Progress>,
     /// Leader: reads waiting for their confirmation round.
@@ -191,6 +281,9 @@ pub struct Node {
     msgs_after_sync: Vec<Message>,
     read_states: Vec<ReadState>,
     dropped_reads: Vec<u64>,
+    /// The leadership transfer this node started, until its outcome is known.
+    transfer: Option<Transfer>,
+    transfer_outcomes: Vec<TransferOutcome>,
     /// What the last `Ready` reported, to report only changes.
     last_soft: SoftState,
     last_hard: HardState,
@@ -221,6 +314,7 @@ impl Node {
         } else {
             self.tick_election();
         }
+        self.tick_transfer();
         self.debug_assert_invariants();
     }
 
@@ -233,6 +327,7 @@ impl Node {
         if self.step_term(&msg) {
             self.step_role(msg);
         }
+        self.resolve_transfer();
         self.debug_assert_invariants();
     }
 
@@ -245,6 +340,9 @@ impl Node {
                 leader: self.leader_id,
             });
         }
+        if self.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
         let index = self.log.last_index() + 1;
         self.log.append(Entry {
             index,
@@ -254,6 +352,64 @@ impl Node {
         });
         self.debug_assert_invariants();
         Ok((index, self.term))
+    }
+
+    /// Appends a membership change to the leader's log; returns its (index,
+    /// term). The new configuration takes effect at once, on this node and on
+    /// each follower as it appends the entry (thesis §4.1); it is committed,
+    /// like any entry, when `index` is applied with `term`.
+    ///
+    /// One change at a time: refused with `ChangeInProgress` while an earlier
+    /// change is uncommitted, and until this leader has committed an entry of
+    /// its own term (the fix to the single-server algorithm in Ongaro's
+    /// raft-dev post of 2015: otherwise two leaders' changes could give
+    /// configurations with disjoint majorities).
+    ///
+    /// A learner is promoted by the leader itself once it has caught up (see
+    /// `membership.rs`), so a caller normally proposes only AddLearner and
+    /// Remove. A removed node is still sent the log until its removal commits,
+    /// so it learns that it is out and stays quiet; then the leader stops
+    /// replicating to it. A leader that removes itself keeps leading (without
+    /// counting itself) until the removal commits, then steps down and sends
+    /// TimeoutNow to the most up-to-date voter.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(u64, u64), ConfChangeError> {
+        let assigned = self.propose_conf_change_inner(change);
+        self.debug_assert_invariants();
+        assigned
+    }
+
+    /// Starts handing leadership to voter `to` (thesis §3.10): new proposals
+    /// and membership changes are refused with `TransferInProgress`, the
+    /// target is brought up to date and sent TimeoutNow, and it campaigns at
+    /// once, its vote requests marked so that voters in a leader lease answer
+    /// them. The outcome comes back in `Ready::transfer_outcomes`: `Finished`
+    /// once this node hears from `to` as the leader of a later term, or
+    /// `Abandoned` if that has not happened within an election timeout (or
+    /// another node took over); proposals are taken again once it is known.
+    /// A transfer to this node itself finishes at once.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ConfChangeError> {
+        let started = self.transfer_leader_inner(to);
+        self.debug_assert_invariants();
+        started
+    }
+
+    /// The target of the transfer in progress, if any.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.as_ref().map(|t| t.target)
+    }
+
+    /// The metadata of a snapshot covering `index`: its term and the
+    /// configuration in effect at `index` (not a later, possibly uncommitted
+    /// one). Use it to write a snapshot before calling [`Node::compact`].
+    ///
+    /// # Panics
+    ///
+    /// If `index` is above the applied index or below the first index in memory - 1.
+    pub fn snapshot_meta(&self, index: u64) -> SnapshotMeta {
+        self.snapshot_meta_at(index)
     }
 
     /// Starts a linearizable read; `ctx` comes back in a [`ReadState`] (or in
@@ -302,9 +458,11 @@ impl Node {
     ///
     /// # Panics
     ///
-    /// If `meta.index` is above the applied index, or its term disagrees with
-    /// the log.
+    /// If `meta.index` is above the applied index, or its term or
+    /// configuration disagrees with the log (build it with
+    /// [`Node::snapshot_meta`]).
     pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) {
+        self.check_snapshot_conf(&meta);
         self.log.compact(meta, trailing);
         self.debug_assert_invariants();
     }
@@ -349,14 +507,22 @@ impl Node {
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot.index,
-            voters: self.membership.voters.clone(),
-            learners: self.membership.learners.clone(),
+            voters: self.log.conf().voters.clone(),
+            learners: self.log.conf().learners.clone(),
+            conf_index: self.log.conf_index(),
             progress,
+            transfer_target: self.transfer_target().unwrap_or(NO_NODE),
         }
     }
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The highest index known to be committed (not durable: it restarts at
+    /// the snapshot's index).
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
     }
 
     /// The index of the last entry in the log (persisted or not).

@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::election::Campaign;
 use super::log::RaftLog;
-use super::message::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, NO_NODE};
+use super::membership::Suffrage;
+use super::message::{
+    Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta, NO_NODE,
+};
 use super::progress::Progress;
 use super::quorum::Membership;
 use super::read_index::ReadQueue;
@@ -30,12 +34,9 @@ pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Nod
         snapshot,
         entries,
     } = restored;
-    let membership = if snapshot.voters.is_empty() {
-        Membership::new(&config.voters, &config.learners)
-    } else {
-        Membership::new(&snapshot.voters, &snapshot.learners)
-    };
-    let log = RaftLog::restore(snapshot, entries);
+    let bootstrap = Membership::new(&config.voters, &config.learners);
+    let conf_base = conf_of_snapshot(&snapshot, &bootstrap);
+    let log = RaftLog::restore(snapshot, conf_base, entries);
     // An entry of term T on disk with a hard state below T means the hard state
     // write was lost in a crash while the entries' survived. This node never
     // sent a vote in T (votes leave only after the sync that carries the hard
@@ -47,7 +48,7 @@ pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Nod
     };
     let mut node = Node {
         id: config.id,
-        membership,
+        bootstrap,
         term,
         vote,
         role: Role::Follower,
@@ -64,6 +65,9 @@ pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Nod
         msgs_after_sync: Vec::new(),
         read_states: Vec::new(),
         dropped_reads: Vec::new(),
+        transfer: None,
+        transfer_outcomes: Vec::new(),
+        elected_on_own_vote: false,
         last_soft: SoftState {
             role: Role::Follower,
             leader_id: NO_NODE,
@@ -76,6 +80,17 @@ pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Nod
     node.reset_timers();
     node.debug_assert_invariants();
     node
+}
+
+/// The configuration a snapshot says was in effect at its index. A snapshot
+/// naming no voters was taken before any ConfChange entry (every change
+/// leaves at least one voter): the bootstrap configuration was in effect.
+pub(super) fn conf_of_snapshot(snapshot: &SnapshotMeta, bootstrap: &Membership) -> Membership {
+    if snapshot.voters.is_empty() {
+        bootstrap.clone()
+    } else {
+        Membership::new(&snapshot.voters, &snapshot.learners)
+    }
 }
 
 impl Node {
@@ -111,6 +126,7 @@ impl Node {
         self.role = Role::Follower;
         self.leader_id = leader;
         self.votes.clear();
+        self.elected_on_own_vote = false;
         self.reset_timers();
     }
 
@@ -126,6 +142,7 @@ impl Node {
         self.role = Role::PreCandidate;
         self.leader_id = NO_NODE;
         self.votes.clear();
+        self.elected_on_own_vote = false;
         self.reset_timers();
     }
 
@@ -141,6 +158,7 @@ impl Node {
         self.role = Role::Candidate;
         self.leader_id = NO_NODE;
         self.votes.clear();
+        self.elected_on_own_vote = false;
         self.reset_timers();
     }
 
@@ -162,12 +180,13 @@ impl Node {
         let next = self.log.last_index() + 1;
         let window = self.config.max_inflight_msgs;
         self.progress = self
-            .membership
-            .peers(self.id)
+            .replication_targets()
             .into_iter()
             .map(|id| (id, Progress::new(next, window)))
             .collect();
         self.reads = ReadQueue::default();
+        // A transfer started in an earlier term of ours is moot now.
+        self.abandon_transfer();
         self.log.append(Entry {
             index: next,
             term: self.term,
@@ -182,12 +201,15 @@ impl Node {
         use MessageBody::*;
         if msg.term > self.term {
             match msg.body {
-                RequestVote { pre_vote, .. } => {
+                RequestVote {
+                    pre_vote, transfer, ..
+                } => {
                     // Leader lease (thesis §4.2.3): while this node hears from a
                     // leader it ignores candidates, so a node that was partitioned
                     // away and comes back with a high term cannot depose a working
-                    // leader. Its term is not bumped either.
-                    if self.in_leader_lease() {
+                    // leader. Its term is not bumped either. A campaign the leader
+                    // itself started by TimeoutNow is the exception (§3.10).
+                    if self.in_leader_lease() && !transfer {
                         return false;
                     }
                     if !pre_vote {
@@ -257,6 +279,7 @@ impl Node {
             pre_vote,
             last_index,
             last_term,
+            ..
         } = msg.body
         {
             self.handle_vote_request(msg.from, msg.term, pre_vote, last_index, last_term);
@@ -289,8 +312,7 @@ impl Node {
                 self.heard_from_leader(from);
                 self.handle_snapshot(from, meta);
             }
-            // Leadership transfer is a later issue; until then TimeoutNow is ignored.
-            MessageBody::TimeoutNow => {}
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
             // Responses reach a follower only late, from when it had another role.
             _ => {}
         }
@@ -303,10 +325,13 @@ impl Node {
 
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.membership.is_voter(self.id)
-            && self.election_elapsed >= self.randomized_election_ticks
-        {
-            self.campaign(self.config.pre_vote);
+        if self.election_elapsed < self.randomized_election_ticks {
+            return;
+        }
+        match self.suffrage() {
+            Suffrage::Voter if !self.config.pre_vote => self.campaign(Campaign::Election),
+            Suffrage::Voter | Suffrage::Removing => self.campaign(Campaign::PreVote),
+            Suffrage::None => {}
         }
     }
 
@@ -326,13 +351,15 @@ impl Node {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        self.maybe_promote_learner();
     }
 
     /// Whether a majority of voters (this node included) was heard from since
     /// the last check; starts a new check period.
     fn quorum_recently_active(&mut self) -> bool {
         let active = self
-            .membership
+            .log
+            .conf()
             .voters
             .iter()
             .filter(|id| **id == self.id || self.progress.get(id).is_some_and(|p| p.recent_active))
@@ -340,7 +367,7 @@ impl Node {
         for pr in self.progress.values_mut() {
             pr.recent_active = false;
         }
-        active >= self.membership.majority()
+        active >= self.log.conf().majority()
     }
 
     /// Queues a message in the current term.
@@ -417,6 +444,7 @@ impl Node {
             || !self.msgs_after_sync.is_empty()
             || !self.read_states.is_empty()
             || !self.dropped_reads.is_empty()
+            || !self.transfer_outcomes.is_empty()
             || (self.role == Role::Leader && self.leader_wants_to_send())
     }
 
@@ -440,6 +468,7 @@ impl Node {
             send_after_sync: std::mem::take(&mut self.msgs_after_sync),
             read_states: std::mem::take(&mut self.read_states),
             dropped_reads: std::mem::take(&mut self.dropped_reads),
+            transfer_outcomes: std::mem::take(&mut self.transfer_outcomes),
             entries,
         };
         self.last_soft = soft;
@@ -459,6 +488,14 @@ impl Node {
             self.log.persisted_through(last);
         }
         self.log.applied = self.log.applied.max(done.applying);
+        if self.elected_on_own_vote
+            && self.role == Role::Candidate
+            && self.last_hard == self.hard_state()
+        {
+            // The vote this node won on is on disk now (see `campaign`).
+            self.elected_on_own_vote = false;
+            self.become_leader();
+        }
         if self.role == Role::Leader {
             // The leader's own vote toward a majority counts only now.
             self.maybe_commit();
@@ -478,6 +515,15 @@ impl Node {
             self.term,
             self.log.last_term()
         );
+        if self.role != Role::Follower && self.role != Role::Leader {
+            assert!(
+                self.suffrage() != Suffrage::None,
+                "{:?} {} may not campaign in {:?}",
+                self.role,
+                self.id,
+                self.log.conf()
+            );
+        }
         match self.role {
             Role::Leader => self.check_leader_invariants(),
             Role::Candidate => assert!(
@@ -510,6 +556,21 @@ impl Node {
             self.id,
             self.leader_id,
             self.vote
+        );
+        // A leader that removed itself leads only until the removal commits.
+        assert!(
+            self.log.conf().is_voter(self.id) || self.log.conf_index() > self.log.committed,
+            "leader {} is not a voter in the committed configuration {:?}",
+            self.id,
+            self.log.conf()
+        );
+        let targets = self.replication_targets();
+        assert!(
+            self.progress.keys().copied().eq(targets.iter().copied()),
+            "leader {} tracks {:?} but replicates to {:?}",
+            self.id,
+            self.progress.keys().collect::<Vec<_>>(),
+            targets
         );
         let last = self.log.last_index();
         for (id, pr) in &self.progress {

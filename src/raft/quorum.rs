@@ -3,7 +3,9 @@
 //! Only voters count toward a majority. Learners receive the log but neither vote
 //! nor count for commit, reads or check-quorum.
 
-use super::message::NodeId;
+use super::conf_change::ConfChange;
+use super::message::{NodeId, NO_NODE};
+use super::ConfChangeError;
 
 /// Who votes and who only listens. Both lists are sorted and free of duplicates,
 /// and no id is in both, so iterating them is deterministic.
@@ -37,6 +39,53 @@ impl Membership {
 
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.binary_search(&id).is_ok()
+    }
+
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.binary_search(&id).is_ok()
+    }
+
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// The configuration after `change`, or why it cannot be made. A change
+    /// that would leave no voter is refused: nobody could ever commit again.
+    pub fn apply(&self, change: &ConfChange) -> Result<Membership, ConfChangeError> {
+        let mut voters = self.voters.clone();
+        let mut learners = self.learners.clone();
+        match *change {
+            ConfChange::AddLearner { id, .. } => {
+                if id == NO_NODE {
+                    return Err(ConfChangeError::UnknownNode { id });
+                }
+                if self.is_member(id) {
+                    return Err(ConfChangeError::AlreadyMember { id });
+                }
+                learners.push(id);
+            }
+            ConfChange::Promote { id } => {
+                if self.is_voter(id) {
+                    return Err(ConfChangeError::AlreadyVoter { id });
+                }
+                if !self.is_learner(id) {
+                    return Err(ConfChangeError::UnknownNode { id });
+                }
+                learners.retain(|l| *l != id);
+                voters.push(id);
+            }
+            ConfChange::Remove { id } => {
+                if !self.is_member(id) {
+                    return Err(ConfChangeError::UnknownNode { id });
+                }
+                if self.voters == [id] {
+                    return Err(ConfChangeError::LastVoter { id });
+                }
+                voters.retain(|v| *v != id);
+                learners.retain(|l| *l != id);
+            }
+        }
+        Ok(Membership::new(&voters, &learners))
     }
 
     /// Every member except `me`, voters and learners, in id order.
@@ -124,6 +173,54 @@ mod tests {
         assert_eq!(m.peers(2), vec![1, 3, 5]);
         assert!(m.is_voter(3) && !m.is_voter(5));
         assert_eq!(m.majority(), 2);
+    }
+
+    #[test]
+    fn changes_move_one_server_and_refuse_nonsense() {
+        // Reference: thesis §4.1 (one server added or removed at a time).
+        let m = Membership::new(&[1, 2], &[3]);
+        let add = ConfChange::AddLearner {
+            id: 4,
+            context: Vec::new(),
+        };
+        assert_eq!(m.apply(&add), Ok(Membership::new(&[1, 2], &[3, 4])));
+        assert_eq!(
+            m.apply(&ConfChange::Promote { id: 3 }),
+            Ok(Membership::new(&[1, 2, 3], &[]))
+        );
+        assert_eq!(
+            m.apply(&ConfChange::Remove { id: 3 }),
+            Ok(Membership::new(&[1, 2], &[]))
+        );
+        assert_eq!(
+            m.apply(&ConfChange::Remove { id: 1 }),
+            Ok(Membership::new(&[2], &[3]))
+        );
+        let readd = ConfChange::AddLearner {
+            id: 2,
+            context: Vec::new(),
+        };
+        assert_eq!(
+            m.apply(&readd),
+            Err(ConfChangeError::AlreadyMember { id: 2 })
+        );
+        assert_eq!(
+            m.apply(&ConfChange::Promote { id: 1 }),
+            Err(ConfChangeError::AlreadyVoter { id: 1 })
+        );
+        assert_eq!(
+            m.apply(&ConfChange::Promote { id: 9 }),
+            Err(ConfChangeError::UnknownNode { id: 9 })
+        );
+        assert_eq!(
+            m.apply(&ConfChange::Remove { id: 9 }),
+            Err(ConfChangeError::UnknownNode { id: 9 })
+        );
+        let alone = Membership::new(&[1], &[]);
+        assert_eq!(
+            alone.apply(&ConfChange::Remove { id: 1 }),
+            Err(ConfChangeError::LastVoter { id: 1 })
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Node {
         self.confirm_reads_if_alone();
     }
 
-    fn committed_in_current_term(&self) -> bool {
+    pub(super) fn committed_in_current_term(&self) -> bool {
         self.log.term(self.log.committed) == Some(self.term)
     }
 
@@ -43,7 +43,7 @@ impl Node {
 
     /// A single voter is its own majority: no round trip confirms anything more.
     fn confirm_reads_if_alone(&mut self) {
-        if self.membership.voters == [self.id] {
+        if self.log.conf().voters == [self.id] {
             self.reads.next_broadcast_round();
             self.confirm_reads();
         }
@@ -52,7 +52,7 @@ impl Node {
     /// Confirms every read whose round a majority of voters has acknowledged;
     /// this node acknowledges every round it broadcast.
     pub(super) fn confirm_reads(&mut self) {
-        let rounds = voter_values(&self.membership, self.id, self.reads.round, |id| {
+        let rounds = voter_values(self.log.conf(), self.id, self.reads.round, |id| {
             self.progress.get(&id).map_or(0, |pr| pr.read_round_acked)
         });
         let confirmed = quorum::majority_value(rounds);
@@ -240,8 +240,11 @@ mod tests {
     #[test]
     fn single_voter_confirms_reads_at_once_after_its_first_commit() {
         let mut net = Net::new(1);
-        net.node_mut(1).tick_until_role_for_test(Role::Leader);
         let node = net.node_mut(1);
+        node.tick_until_role_for_test(Role::Candidate);
+        node.ready();
+        node.advance();
+        assert_eq!(node.role(), Role::Leader, "once its vote is on disk");
         node.read_index(1).expect("leader");
         let rd = node.ready();
         assert!(rd.read_states.is_empty(), "the Noop is not committed yet");

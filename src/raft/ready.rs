@@ -30,6 +30,16 @@ pub struct SoftState {
     pub term: u64,
 }
 
+/// How a leadership transfer started by `Node::transfer_leader` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// `target` leads now (this node heard from it as leader of a later term).
+    Finished { target: NodeId },
+    /// It did not happen within an election timeout, or another node took
+    /// over; if this node still leads, it takes proposals again.
+    Abandoned { target: NodeId },
+}
+
 /// A confirmed ReadIndex request: the read with context `ctx` may be answered
 /// once the state machine has applied `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +74,9 @@ pub struct Ready {
     /// Contexts of reads that will never be confirmed, because this node stopped
     /// being the leader before a majority confirmed them.
     pub dropped_reads: Vec<u64>,
+    /// Leadership transfers started on this node whose outcome became known
+    /// (informational, like `soft_state`).
+    pub transfer_outcomes: Vec<TransferOutcome>,
 }
 
 impl Ready {

@@ -9,6 +9,7 @@
 //! unacknowledged messages per follower.
 
 use super::message::{Entry, Message, MessageBody, NodeId, SnapshotMeta};
+use super::node::conf_of_snapshot;
 use super::progress::ProgressState;
 use super::quorum::{self, Membership};
 use super::Node;
@@ -53,6 +54,14 @@ impl Node {
         };
         let compacted_through = self.log.first_index() - 1;
         let Some(pr) = self.progress.get_mut(&from) else {
+            if success {
+                // A node no longer replicated to (its removal committed)
+                // acknowledged entries late: tell it how far they are committed,
+                // so it learns that it is out and stays quiet.
+                let commit = index.min(self.log.committed);
+                let read_round = self.reads.round;
+                self.send(from, MessageBody::Heartbeat { commit, read_round });
+            }
             return;
         };
         pr.recent_active = true;
@@ -79,6 +88,7 @@ impl Node {
             _ => {}
         }
         self.maybe_commit();
+        self.maybe_send_timeout_now(from);
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
@@ -103,13 +113,14 @@ impl Node {
     /// but only if it is of the current term; earlier terms' entries are then
     /// committed with it (Figure 8). The leader counts only what it has synced.
     pub(super) fn maybe_commit(&mut self) {
-        let matches = voter_values(&self.membership, self.id, self.log.persisted, |id| {
+        let matches = voter_values(self.log.conf(), self.id, self.log.persisted, |id| {
             self.progress.get(&id).map_or(0, |pr| pr.match_index)
         });
         let index = quorum::majority_value(matches);
         if index > self.log.committed && self.log.term(index) == Some(self.term) {
             self.log.commit_to(index);
             self.on_leader_commit();
+            self.on_leader_commit_membership();
         }
     }
 
@@ -286,11 +297,11 @@ impl Node {
             self.send_append_ack(from, meta.index);
             return;
         }
-        if !meta.voters.is_empty() {
-            self.membership = Membership::new(&meta.voters, &meta.learners);
-        }
+        // The snapshot names the configuration at its index; entries after it
+        // come from the leader and may change it again.
+        let conf = conf_of_snapshot(&meta, &self.bootstrap);
         let index = meta.index;
-        self.log.restore_snapshot(meta);
+        self.log.restore_snapshot(meta, conf);
         self.send_append_ack(from, index);
     }
 }

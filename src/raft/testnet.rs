@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::message::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
-use super::ready::{ReadState, Role};
-use super::{Node, RaftConfig, Restored};
+use super::ready::{ReadState, Role, TransferOutcome};
+use super::{ConfChange, Node, RaftConfig, Restored};
 
 /// The default test config: election 10 ticks, heartbeat 1, no pre-vote, no
 /// check-quorum, a generous window and no byte limit.
@@ -93,6 +93,7 @@ pub struct Net {
     pub applied: BTreeMap<NodeId, Vec<Entry>>,
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
     pub dropped_reads: BTreeMap<NodeId, Vec<u64>>,
+    pub transfer_outcomes: BTreeMap<NodeId, Vec<TransferOutcome>>,
     queue: VecDeque<Message>,
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Every message delivered, in order, for tests that count traffic.
@@ -116,6 +117,7 @@ impl Net {
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
             dropped_reads: BTreeMap::new(),
+            transfer_outcomes: BTreeMap::new(),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             delivered: Vec::new(),
@@ -142,6 +144,26 @@ impl Net {
         self.configs.insert(id, cfg);
         self.disks.insert(id, disk);
         self.applied.entry(id).or_default();
+    }
+
+    /// Starts node `id` as a joiner: node 1's settings with no configuration.
+    pub fn add_joiner(&mut self, id: NodeId) {
+        let mut cfg = self.configs.values().next().expect("a node").clone();
+        cfg.id = id;
+        cfg.voters.clear();
+        cfg.learners.clear();
+        self.add_node(cfg, Disk::default());
+    }
+
+    /// Proposes a membership change on `id` and lets the cluster settle;
+    /// returns the entry's index.
+    pub fn conf_change(&mut self, id: NodeId, change: ConfChange) -> u64 {
+        let (index, _) = self
+            .node_mut(id)
+            .propose_conf_change(change)
+            .expect("change accepted");
+        self.stabilize();
+        index
     }
 
     /// Restarts `id` from a disk holding a log of `terms` (entry i+1 has
@@ -199,8 +221,8 @@ impl Net {
     }
 
     pub fn isolate(&mut self, id: NodeId) {
-        let ids: Vec<NodeId> = self.configs.keys().copied().collect();
-        for other in ids {
+        // Ids beyond the nodes present too, for nodes that join later.
+        for other in 1..=self.configs.keys().max().map_or(0, |m| m + 5) {
             if other != id {
                 self.cut(id, other);
             }
@@ -258,6 +280,10 @@ impl Net {
             .entry(id)
             .or_default()
             .extend(rd.dropped_reads);
+        self.transfer_outcomes
+            .entry(id)
+            .or_default()
+            .extend(rd.transfer_outcomes);
         node.advance();
         true
     }

@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! Raft           from u64 | to u64 | term u64 | tag u8 | fields of the tag:
-//!   1 RequestVote          pre_vote bool | last_index u64 | last_term u64
+//!   1 RequestVote          pre_vote bool | last_index u64 | last_term u64 | transfer bool
 //!   2 RequestVoteResponse  pre_vote bool | granted bool
 //!   3 Append               prev_index u64 | prev_term u64 | commit u64 | [entry]
 //!                          entry = index u64 | term u64 | kind u8 | data bytes
+//!                          (a ConfChange entry's data must decode as one,
+//!                          see `raft::conf_change`)
 //!   4 AppendResponse       success bool | index u64 | hint_index u64 | hint_term u64
 //!   5 Heartbeat            commit u64 | read_round u64
 //!   6 HeartbeatResponse    read_round u64
@@ -26,7 +28,7 @@ use super::frame::{
     HEADER_BYTES,
 };
 use crate::kv::Reply;
-use crate::raft::{Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+use crate::raft::{conf_change, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
 
 /// Deepest nesting of arrays and maps in a forwarded reply. Replies nest at most
 /// a few levels (an EXEC array of command replies); the limit bounds the
@@ -153,7 +155,7 @@ const ENTRY_FIXED_BYTES: usize = 8 + 8 + 1 + 4;
 
 fn message_len(message: &Message) -> usize {
     let body = match &message.body {
-        MessageBody::RequestVote { .. } => 1 + 8 + 8,
+        MessageBody::RequestVote { .. } => 1 + 8 + 8 + 1,
         MessageBody::RequestVoteResponse { .. } => 1 + 1,
         MessageBody::Append { entries, .. } => {
             8 * 3
@@ -183,11 +185,13 @@ fn write_message(message: &Message, out: &mut Vec<u8>) {
             pre_vote,
             last_index,
             last_term,
+            transfer,
         } => {
             put_u8(out, 1);
             put_u8(out, u8::from(*pre_vote));
             put_u64(out, *last_index);
             put_u64(out, *last_term);
+            put_u8(out, u8::from(*transfer));
         }
         MessageBody::RequestVoteResponse { pre_vote, granted } => {
             put_u8(out, 2);
@@ -260,6 +264,7 @@ fn read_message(reader: &mut Reader<'_>) -> Result<Message, FrameError> {
             pre_vote: reader.bool("pre_vote")?,
             last_index: reader.u64("last_index")?,
             last_term: reader.u64("last_term")?,
+            transfer: reader.bool("transfer")?,
         },
         2 => MessageBody::RequestVoteResponse {
             pre_vote: reader.bool("pre_vote")?,
@@ -317,6 +322,12 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
         let kind = EntryKind::from_u8(kind_byte)
             .ok_or_else(|| FrameError::Malformed(format!("unknown entry kind {kind_byte}")))?;
         let data = reader.bytes("entry data")?.to_vec();
+        // The core trusts the entries in its log; a membership change that does
+        // not decode is refused here, with the frame, not discovered there.
+        if kind == EntryKind::ConfChange {
+            conf_change::decode(&data)
+                .map_err(|err| FrameError::Malformed(format!("entry {index}: {err}")))?;
+        }
         entries.push(Entry {
             index,
             term,
@@ -473,6 +484,31 @@ mod tests {
         }
     }
 
+    fn conf_payload() -> Vec<u8> {
+        conf_change::encode(&conf_change::ConfEntry {
+            change: conf_change::ConfChange::AddLearner {
+                id: 4,
+                context: b"127.0.0.1:7004".to_vec(),
+            },
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+        })
+    }
+
+    #[test]
+    fn a_conf_change_entry_that_does_not_decode_is_malformed() {
+        let (kind, body) = body_of(&raft(MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![entry(1, EntryKind::ConfChange, &[1, 9])],
+            commit: 0,
+        }));
+        assert_eq!(
+            malformed(kind, &body),
+            "entry 1: bad membership change: id needs 8 bytes, 0 left"
+        );
+    }
+
     /// One of every variant, with edge values.
     fn samples() -> Vec<PeerMessage> {
         vec![
@@ -480,11 +516,13 @@ mod tests {
                 pre_vote: true,
                 last_index: 10,
                 last_term: 2,
+                transfer: false,
             }),
             raft(MessageBody::RequestVote {
                 pre_vote: false,
                 last_index: 0,
                 last_term: 0,
+                transfer: true,
             }),
             raft(MessageBody::RequestVoteResponse {
                 pre_vote: false,
@@ -500,7 +538,7 @@ mod tests {
                 entries: vec![
                     entry(10, EntryKind::Noop, b""),
                     entry(11, EntryKind::Normal, b"set k v"),
-                    entry(12, EntryKind::ConfChange, &[0, 255, 3]),
+                    entry(12, EntryKind::ConfChange, &conf_payload()),
                 ],
                 commit: 9,
             }),
@@ -797,11 +835,19 @@ mod tests {
             0u8..3,
             proptest::collection::vec(any::<u8>(), 0..16),
         )
-            .prop_map(|(index, term, kind, data)| Entry {
-                index,
-                term,
-                kind: EntryKind::from_u8(kind).expect("kind in range"),
-                data,
+            .prop_map(|(index, term, kind, data)| {
+                let kind = EntryKind::from_u8(kind).expect("kind in range");
+                let data = if kind == EntryKind::ConfChange {
+                    conf_payload()
+                } else {
+                    data
+                };
+                Entry {
+                    index,
+                    term,
+                    kind,
+                    data,
+                }
             })
     }
 

@@ -22,6 +22,9 @@ pub struct MemDurable {
     pub fail_next_sync: bool,
     /// (index, term, previous term, data fingerprint) of each append, for the checker.
     pub appended: Vec<(u64, u64, u64, u64)>,
+    /// Each ConfChange entry appended, with the ConfChange entry before it in
+    /// this log (None if there is none), for the membership checker.
+    pub confs_appended: Vec<(Entry, Option<Entry>)>,
 }
 
 impl MemDurable {
@@ -57,6 +60,10 @@ impl Durable for MemDurable {
             let prev_term = self.written.last().map_or(0, |e| e.term);
             self.appended
                 .push((entry.index, entry.term, prev_term, fingerprint(&entry.data)));
+            if entry.kind == raftkv::raft::EntryKind::ConfChange {
+                let before = crate::membership::last_conf_entry(&self.written);
+                self.confs_appended.push((entry.clone(), before));
+            }
             self.written.push(entry.clone());
         }
         Ok(())
@@ -97,6 +104,9 @@ pub type OpId = u64;
 
 pub struct SimNode {
     pub id: NodeId,
+    /// The configuration it is started with: the founders, or none for a
+    /// node that joins a running cluster.
+    pub bootstrap_voters: Vec<NodeId>,
     pub replica: Option<Replica<OpId>>,
     pub durable: MemDurable,
     /// Percent of steps on which this node's clock ticks (nodes drift apart).
@@ -142,6 +152,8 @@ pub struct Sim {
     clients: Vec<(Option<OpId>, NodeId)>,
     next_op: OpId,
     pub acks: u64,
+    /// The highest commit index any node has had (read after each Ready).
+    pub max_commit: u64,
 }
 
 const KEYS: u64 = 5;
@@ -168,6 +180,7 @@ impl Sim {
             .iter()
             .map(|&id| SimNode {
                 id,
+                bootstrap_voters: ids.clone(),
                 replica: None,
                 durable: MemDurable::default(),
                 tick_percent: rng.range(70, 101),
@@ -188,6 +201,7 @@ impl Sim {
             clients: vec![(None, 1); CLIENTS],
             next_op: 1,
             acks: 0,
+            max_commit: 0,
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -218,6 +232,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         let config = RaftConfig {
             id: node.id,
+            voters: node.bootstrap_voters.clone(),
             ..self.raft.clone()
         };
         let restored = Restored {
@@ -301,6 +316,7 @@ impl Sim {
         let mut outbox = Outbox::default();
         let mut done: Vec<Completion<OpId>> = Vec::new();
         let result = replica.handle_ready(&mut node.durable, &mut outbox, &mut done);
+        self.max_commit = self.max_commit.max(replica.node().commit_index());
         for &(index, term, prev_term, data) in &node.durable.appended {
             self.checker
                 .observe_append(node.id, index, term, prev_term, data)?;

@@ -14,6 +14,7 @@
 
 mod checker;
 mod cluster;
+mod membership;
 mod network;
 
 use cluster::{Sim, SimOptions};
@@ -87,19 +88,31 @@ fn inject_faults(sim: &mut Sim) {
 fn run_seed(opts: SimOptions) -> Result<Sim, String> {
     let steps = opts.steps;
     let mut sim = Sim::new(opts);
-    let fail =
-        |sim: &Sim, what: String| format!("step {}: {}\n  {}", sim.now, what, sim.describe());
     for _ in 0..steps {
         inject_faults(&mut sim);
         sim.step().map_err(|v| fail(&sim, v))?;
     }
-    // Liveness: heal everything, then a leader and a new write within a bound.
+    check_liveness(sim, |_, _| true)
+}
+
+/// A violation at the current step, with the run's settings.
+fn fail(sim: &Sim, what: String) -> String {
+    format!("step {}: {}\n  {}", sim.now, what, sim.describe())
+}
+
+/// Liveness: heal everything and run node `i` only if `keep(sim, i)` (the
+/// others are stopped, as an operator stops removed nodes), then a leader
+/// and a new write within a bound.
+fn check_liveness(mut sim: Sim, keep: impl Fn(&Sim, usize) -> bool) -> Result<Sim, String> {
     sim.net.heal();
     sim.net.options = NetworkOptions::reliable();
     for i in 0..sim.nodes.len() {
         sim.nodes[i].durable.fail_next_sync = false;
-        if sim.nodes[i].replica.is_none() {
+        let running = sim.nodes[i].replica.is_some();
+        if keep(&sim, i) && !running {
             sim.restart(i);
+        } else if !keep(&sim, i) && running {
+            sim.crash(i);
         }
     }
     let healed_at = sim.now;
@@ -107,14 +120,12 @@ fn run_seed(opts: SimOptions) -> Result<Sim, String> {
     let mut op_started = sim.now;
     while !sim.is_acked(op) {
         if sim.now - healed_at > LIVENESS_STEPS {
-            return Err(fail(
-                &sim,
-                format!(
-                    "liveness: no write committed within {} steps after healing (leader: {:?})",
-                    LIVENESS_STEPS,
-                    sim.stable_leader()
-                ),
-            ));
+            let why = format!(
+                "liveness: no write committed within {} steps after healing (leader: {:?})",
+                LIVENESS_STEPS,
+                sim.stable_leader()
+            );
+            return Err(fail(&sim, why));
         }
         sim.step().map_err(|v| fail(&sim, v))?;
         // A write that timed out (outcome unknown) is retried with a new value.
@@ -225,4 +236,78 @@ fn same_seed_same_run() {
             .collect()
     };
     assert_eq!(logs(&a), logs(&b));
+}
+
+/// Random membership changes and transfers among five node slots (see
+/// `membership`). `SIM_MEMBERSHIP_SEEDS=N` runs N seeds (default 500).
+#[test]
+fn membership_changes_stay_safe_and_live() {
+    let seeds = env_u64("SIM_MEMBERSHIP_SEEDS", 500);
+    let steps = env_u64("SIM_STEPS", 2000);
+    let base = env_u64("SIM_SEED_BASE", 0);
+    let mut total = membership::Stats::default();
+    let mut acks = 0;
+    for seed in base..base + seeds {
+        let opts = SimOptions {
+            nodes: membership::SLOTS,
+            steps,
+            seed,
+            trace: false,
+        };
+        match membership::run_seed(opts) {
+            Ok((sim, stats)) => {
+                acks += sim.acks;
+                total.changes_accepted += stats.changes_accepted;
+                total.changes_committed += stats.changes_committed;
+                total.transfers_started += stats.transfers_started;
+                total.transfers_finished += stats.transfers_finished;
+                total.transfer_steps += stats.transfer_steps;
+            }
+            Err(why) => panic!(
+                "membership simulation failed: seed {} at {}\nreplay: SIM_SEED={} SIM_STEPS={} cargo test --release --test sim replay_membership -- --ignored --nocapture",
+                seed, why, seed, steps
+            ),
+        }
+    }
+    println!(
+        "membership: {} seeds x {} steps: {} acknowledged writes, {} changes accepted, {} committed, {} transfers started, {} finished (mean {} steps)",
+        seeds,
+        steps,
+        acks,
+        total.changes_accepted,
+        total.changes_committed,
+        total.transfers_started,
+        total.transfers_finished,
+        total.transfer_steps / total.transfers_finished.max(1)
+    );
+    // Guard against a run that passes because nothing changes.
+    assert!(
+        total.changes_committed > seeds * 2,
+        "too few changes committed: {}",
+        total.changes_committed
+    );
+    assert!(acks > seeds * 20, "too few writes acknowledged: {}", acks);
+}
+
+/// Replays one membership seed; ignored unless asked for.
+#[test]
+#[ignore]
+fn replay_membership() {
+    let opts = SimOptions {
+        nodes: membership::SLOTS,
+        steps: env_u64("SIM_STEPS", 2000),
+        seed: env_u64("SIM_SEED", 0),
+        trace: std::env::var("SIM_TRACE").is_ok(),
+    };
+    match membership::run_seed(opts.clone()) {
+        Ok((sim, stats)) => println!(
+            "seed {} passed: {} acks, {} changes committed, {} transfers finished; {}",
+            opts.seed,
+            sim.acks,
+            stats.changes_committed,
+            stats.transfers_finished,
+            sim.describe()
+        ),
+        Err(why) => panic!("seed {} failed at {}", opts.seed, why),
+    }
 }

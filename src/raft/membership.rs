@@ -1,0 +1,243 @@
+//! Membership changes (Raft thesis §4.1–4.2): single-server changes, each a
+//! log entry whose configuration takes effect as soon as it is appended.
+//!
+//! # Why single-server changes and not joint consensus
+//!
+//! Adding or removing one server at a time means any majority of the old
+//! configuration and any majority of the new one share a server, so no
+//! moment exists where two disjoint majorities could decide. Each change is
+//! then one ordinary entry, the configuration in force is simply the latest
+//! in the log, and there is no intermediate joint state to carry through
+//! snapshots, restarts and truncation. Joint consensus buys arbitrary changes
+//! in one step, which an operator adding or removing one node never needs.
+//! Two rules make it safe:
+//!
+//! - **One change at a time.** The leader refuses a change while an earlier
+//!   one is uncommitted; the overlap argument holds only between neighbours.
+//! - **A new leader first commits an entry of its term** (its Noop) before it
+//!   proposes a change. Without it, two leaders of different terms can each
+//!   append a change to the same committed configuration (say, each removes a
+//!   different server from four), and those two configurations can have
+//!   disjoint majorities (Ongaro, raft-dev, 2015).
+//!
+//! # Learners
+//!
+//! A new node joins as a learner: it receives the log and snapshots but
+//! neither votes nor counts toward commits, reads or check-quorum, so adding
+//! a node that is still empty costs no availability. The leader promotes it
+//! itself once it has caught up (`maybe_promote_learner`): promotion is a
+//! decision about log progress, which only the leader sees, and doing it here
+//! keeps it deterministic and covered by the simulator.
+//!
+//! # Removal
+//!
+//! A removed node is still sent the log until its removal commits, and a
+//! last heartbeat carrying that commit; it then knows it is out and never
+//! campaigns. A leader that removes itself keeps leading without counting
+//! itself until the removal commits, then steps down and hands over with
+//! TimeoutNow (thesis §4.2.2).
+//!
+//! Who campaigns: voters of the latest configuration; never learners, nodes
+//! with no configuration (joining) or nodes whose removal they know to be
+//! committed. One exception (thesis §4.2.2: "a server that is not part of its
+//! own latest configuration should still start new elections, as it might
+//! still be needed until the Cnew entry is committed"): a voter removed by a
+//! change it does not know to be committed still campaigns, without counting
+//! its own vote. Otherwise a leader that removed itself from {A, B} and
+//! restarted before replicating the removal would wait forever: B (still
+//! under {A, B}) needs A's vote, which A refuses because A's log is longer,
+//! and A would never stand. Such a node always runs a pre-vote first, so it
+//! cannot disturb a cluster that has moved on without it.
+
+use super::conf_change::{self, ConfChange, ConfEntry};
+use super::message::{Entry, EntryKind, MessageBody, NodeId, SnapshotMeta, NO_NODE};
+use super::progress::{Progress, ProgressState};
+use super::ready::Role;
+use super::{ConfChangeError, Node};
+
+/// A learner is promoted once its log is within this many entries of the
+/// leader's. Any bound is safe; a small one means the new voter seldom
+/// holds back commits while it finishes catching up.
+pub(super) const PROMOTE_LAG_ENTRIES: u64 = 64;
+
+/// Whether and how this node may stand for election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Suffrage {
+    Voter,
+    /// Removed by a change not known to be committed (see the module docs).
+    Removing,
+    None,
+}
+
+impl Node {
+    pub(super) fn suffrage(&self) -> Suffrage {
+        let conf = self.log.conf();
+        if conf.is_voter(self.id) {
+            return Suffrage::Voter;
+        }
+        let index = self.log.conf_index();
+        if index > self.log.committed && self.log.conf_at(index - 1).is_voter(self.id) {
+            Suffrage::Removing
+        } else {
+            Suffrage::None
+        }
+    }
+
+    pub(super) fn propose_conf_change_inner(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(u64, u64), ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(ConfChangeError::TransferInProgress);
+        }
+        if self.log.conf_index() > self.log.committed || !self.committed_in_current_term() {
+            return Err(ConfChangeError::ChangeInProgress);
+        }
+        let next = self.log.conf().apply(&change)?;
+        let payload = conf_change::encode(&ConfEntry {
+            change,
+            voters: next.voters.clone(),
+            learners: next.learners.clone(),
+        });
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            index,
+            term: self.term,
+            kind: EntryKind::ConfChange,
+            data: payload,
+        });
+        // The new configuration is in force: a new member needs a progress; a
+        // removed one keeps its own until the removal commits.
+        let window = self.config.max_inflight_msgs;
+        for id in self.replication_targets() {
+            self.progress
+                .entry(id)
+                .or_insert_with(|| Progress::new(index, window));
+        }
+        // Fewer voters may mean a smaller majority already holds more.
+        self.maybe_commit();
+        Ok((index, self.term))
+    }
+
+    /// Everyone the leader sends the log to: the members of the configuration
+    /// in force, and those of the last committed one (a node being removed
+    /// must receive its removal). This node excluded.
+    pub(super) fn replication_targets(&self) -> Vec<NodeId> {
+        let mut ids = self.log.conf().peers(self.id);
+        if self.log.conf_index() > self.log.committed {
+            ids.extend(self.log.conf_at(self.log.committed).peers(self.id));
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        ids
+    }
+
+    /// Leader, after its commit index advanced: once the configuration in
+    /// force is committed, stop replicating to nodes outside it, and step
+    /// down if this node is one of them.
+    pub(super) fn on_leader_commit_membership(&mut self) {
+        if self.log.conf_index() > self.log.committed {
+            return;
+        }
+        let targets = self.replication_targets();
+        let removed: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| !targets.contains(id))
+            .map(|(id, pr)| (*id, pr.match_index.min(self.log.committed)))
+            .collect();
+        // Best effort: a removed node that learns its removal committed stays
+        // quiet; one that does not may run a pre-vote (see the module docs).
+        let read_round = self.reads.round;
+        for (id, commit) in removed {
+            self.progress.remove(&id);
+            self.send(id, MessageBody::Heartbeat { commit, read_round });
+        }
+        if !self.log.conf().is_voter(self.id) {
+            self.step_down_removed();
+        }
+    }
+
+    /// Thesis §4.2.2: the removed leader steps down once its removal commits.
+    /// The voters would elect a successor after an election timeout; telling
+    /// the most up-to-date one to campaign now saves that wait.
+    fn step_down_removed(&mut self) {
+        let last = self.log.last_index();
+        let successor = self
+            .progress
+            .iter()
+            .filter(|(id, pr)| self.log.conf().is_voter(**id) && pr.match_index == last)
+            .map(|(id, _)| *id)
+            .next();
+        self.become_follower(self.term, NO_NODE);
+        if let Some(id) = successor {
+            self.send(id, MessageBody::TimeoutNow);
+        }
+    }
+
+    /// Leader: proposes the promotion of the first learner that has caught
+    /// up, when a change may be made at all.
+    pub(super) fn maybe_promote_learner(&mut self) {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.log.conf_index() > self.log.committed
+            || !self.committed_in_current_term()
+        {
+            return;
+        }
+        let last = self.log.last_index();
+        let ready = self.log.conf().learners.iter().copied().find(|id| {
+            self.progress.get(id).is_some_and(|pr| {
+                pr.state == ProgressState::Replicate && pr.match_index + PROMOTE_LAG_ENTRIES >= last
+            })
+        });
+        if let Some(id) = ready {
+            let promoted = self.propose_conf_change_inner(ConfChange::Promote { id });
+            assert!(
+                promoted.is_ok(),
+                "promoting learner {id} refused: {promoted:?}"
+            );
+        }
+    }
+
+    pub(super) fn snapshot_meta_at(&self, index: u64) -> SnapshotMeta {
+        assert!(
+            index <= self.log.applied,
+            "snapshot at {index} above the applied index {}",
+            self.log.applied
+        );
+        let term = self
+            .log
+            .term(index)
+            .unwrap_or_else(|| panic!("snapshot at {index}: entry compacted away"));
+        let conf = self.log.conf_at(index);
+        SnapshotMeta {
+            index,
+            term,
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+        }
+    }
+
+    /// `compact` is given the configuration at its index, or the snapshot
+    /// would restore a later, possibly never committed one.
+    pub(super) fn check_snapshot_conf(&self, meta: &SnapshotMeta) {
+        if meta.index <= self.log.snapshot.index || meta.index < self.log.first_index() - 1 {
+            return;
+        }
+        let conf = self.log.conf_at(meta.index);
+        assert!(
+            conf.voters == meta.voters && conf.learners == meta.learners,
+            "snapshot at {} names voters {:?} learners {:?} but the configuration there is {:?}: build it with Node::snapshot_meta",
+            meta.index,
+            meta.voters,
+            meta.learners,
+            conf
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Leadership transfer (Raft thesis §3.10).
+//!
+//! The leader stops taking proposals (so the target can catch up with a log
+//! that no longer grows), sends the target whatever it lacks, and once the
+//! target's match index reaches its last index sends it TimeoutNow. The
+//! target campaigns at once, without pre-vote, and marks its vote requests
+//! as a transfer so that voters inside a leader lease (including the old
+//! leader) answer them: its log is as up to date as the leader's, so it wins
+//! unless it is cut off. A transfer whose outcome is unknown after an
+//! election timeout is abandoned and proposals resume.
+//!
+//! The node that started the transfer reports its outcome in
+//! `Ready::transfer_outcomes`, also after it has stepped down: `Finished`
+//! when it hears from the target as leader, `Abandoned` when it hears from
+//! another leader or the timeout passes first.
+
+use super::election::Campaign;
+use super::membership::Suffrage;
+use super::message::{MessageBody, NodeId, NO_NODE};
+use super::ready::{Role, TransferOutcome};
+use super::{ConfChangeError, Node};
+
+/// A transfer this node started.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Transfer {
+    pub target: NodeId,
+    /// Ticks since it started, in whatever role.
+    elapsed: u32,
+    timeout_now_sent: bool,
+}
+
+impl Node {
+    pub(super) fn transfer_leader_inner(&mut self, to: NodeId) -> Result<(), ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        if let Some(t) = self.transfer {
+            // Asking again for the same target joins the transfer under way.
+            return if t.target == to {
+                Ok(())
+            } else {
+                Err(ConfChangeError::TransferInProgress)
+            };
+        }
+        let conf = self.log.conf();
+        if !conf.is_member(to) {
+            return Err(ConfChangeError::UnknownNode { id: to });
+        }
+        if !conf.is_voter(to) {
+            return Err(ConfChangeError::NotVoter { id: to });
+        }
+        if to == self.id {
+            self.transfer_outcomes
+                .push(TransferOutcome::Finished { target: to });
+            return Ok(());
+        }
+        self.transfer = Some(Transfer {
+            target: to,
+            elapsed: 0,
+            timeout_now_sent: false,
+        });
+        self.maybe_send_timeout_now(to);
+        Ok(())
+    }
+
+    /// Leader: sends TimeoutNow to the transfer target once it holds our
+    /// whole log (and only once: a second one would start a second election).
+    pub(super) fn maybe_send_timeout_now(&mut self, id: NodeId) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        if self.role != Role::Leader || t.target != id || t.timeout_now_sent {
+            return;
+        }
+        let caught_up = self
+            .progress
+            .get(&id)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
+        if caught_up {
+            t.timeout_now_sent = true;
+            self.send(id, MessageBody::TimeoutNow);
+        }
+    }
+
+    pub(super) fn tick_transfer(&mut self) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        t.elapsed += 1;
+        if t.elapsed >= self.config.election_ticks {
+            self.abandon_transfer();
+        }
+    }
+
+    pub(super) fn abandon_transfer(&mut self) {
+        if let Some(t) = self.transfer.take() {
+            self.transfer_outcomes
+                .push(TransferOutcome::Abandoned { target: t.target });
+        }
+    }
+
+    /// After a message: the leader we now know of settles a pending transfer.
+    pub(super) fn resolve_transfer(&mut self) {
+        let Some(t) = self.transfer else {
+            return;
+        };
+        if self.leader_id == t.target {
+            self.transfer = None;
+            self.transfer_outcomes
+                .push(TransferOutcome::Finished { target: t.target });
+        } else if self.leader_id != NO_NODE && self.leader_id != self.id {
+            self.abandon_transfer();
+        }
+    }
+
+    /// Follower: the leader asks this node to campaign now. Leaders send it
+    /// only to voters of their configuration; a node that is none in its own
+    /// (a learner, a removed node) ignores it.
+    pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
+        if from != self.leader_id && self.leader_id != NO_NODE {
+            return;
+        }
+        if self.suffrage() == Suffrage::Voter {
+            self.campaign(Campaign::Transfer);
+        }
+    }
+}
