@@ -318,6 +318,16 @@ impl Node {
         }
     }
 
+    /// Whether stepping an InstallSnapshot for `meta`, sent in `term`, would
+    /// replace this node's state (a `Ready::snapshot` follows). The caller must
+    /// have the snapshot's bytes at hand before stepping such a message; one
+    /// this returns false for is answered from the log and needs no bytes.
+    pub fn would_install_snapshot(&self, term: u64, meta: &SnapshotMeta) -> bool {
+        term >= self.term
+            && meta.index > self.log.committed
+            && !self.log.match_term(meta.index, meta.term)
+    }
+
     /// The caller could not deliver to `to` (connection down): stop streaming to
     /// it optimistically and probe instead.
     pub fn report_unreachable(&mut self, to: NodeId) {
