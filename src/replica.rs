@@ -86,6 +86,15 @@ impl From<StorageError> for ReplicaError {
     }
 }
 
+/// What a written snapshot let go of.
+#[derive(Debug)]
+pub struct Compacted {
+    /// The first index the log on disk must keep; whole segments below it may go.
+    pub keep_from: u64,
+    /// Entries the core dropped from memory.
+    pub dropped: Vec<Entry>,
+}
+
 /// A reply for a request that was waiting on the log or a read round.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion<W> {
@@ -242,12 +251,12 @@ impl<W> Replica<W> {
 
     /// The snapshot from `take_snapshot` is durable: the core drops the
     /// entries it covers but a trailing margin, and sends it to followers
-    /// that need them. Returns the first index the log on disk must keep;
-    /// the caller may delete what lies wholly below it.
+    /// that need them. Says what the log on disk must keep, and hands back
+    /// the entries dropped from memory for the caller to free.
     ///
     /// # Panics
     /// If `meta` is not the snapshot in progress.
-    pub fn snapshot_written(&mut self, meta: &SnapshotMeta) -> u64 {
+    pub fn snapshot_written(&mut self, meta: &SnapshotMeta) -> Compacted {
         assert_eq!(
             self.snapshot_in_progress.as_ref(),
             Some(meta),
@@ -257,8 +266,11 @@ impl<W> Replica<W> {
         // A newer snapshot installed from the leader meanwhile already set the
         // next due index further on, and makes this compaction a no-op.
         self.snapshot_due_at = self.snapshot_due_at.max(self.due_after(meta.index));
-        self.node.compact(meta.clone(), self.snapshot_trailing);
-        meta.index.saturating_sub(self.snapshot_trailing) + 1
+        let dropped = self.node.compact(meta.clone(), self.snapshot_trailing);
+        Compacted {
+            keep_from: meta.index.saturating_sub(self.snapshot_trailing) + 1,
+            dropped,
+        }
     }
 
     /// Writing the snapshot from `take_snapshot` failed; the next attempt

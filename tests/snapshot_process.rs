@@ -317,8 +317,6 @@ fn one_million_keys_snapshot_stall_and_restart_time() {
         "never".into(),
         "--snapshot-entries".into(),
         "200000".into(),
-        "--heartbeat-ms".into(),
-        "50".into(),
     ];
     cluster.spawn(0);
     cluster.wait_for_leader(Duration::from_secs(15));
@@ -335,7 +333,7 @@ fn one_million_keys_snapshot_stall_and_restart_time() {
     for chunk in 0..10_000u64 {
         let mut argv: Vec<Vec<u8>> = vec![b"MSET".to_vec()];
         for i in chunk * 100..chunk * 100 + 100 {
-            argv.push(format!("key:{:07}", i).into_bytes());
+            argv.push(format!("key:{}", i).into_bytes());
             argv.push(value(i));
         }
         let refs: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
@@ -367,14 +365,23 @@ fn one_million_keys_snapshot_stall_and_restart_time() {
     }
     let info = client.info();
     println!(
-        "snapshot of 1,000,000 keys: {} bytes in {} ms; longest loop iteration while it was written: {} us (seen in progress: {}); heartbeat 50 ms",
+        "snapshot of 1,000,000 keys: {} bytes in {} ms (seen in progress: {}); longest loop \
+         iteration while it was written: {} us wall, {} us of loop-thread CPU; heartbeat 20 ms",
         info["snapshot_bytes"],
         info["last_snapshot_duration_ms"],
+        saw_in_progress,
         info["last_snapshot_max_iteration_us"],
-        saw_in_progress
+        info["last_snapshot_max_iteration_cpu_us"],
     );
-    let stall_us: u64 = info["last_snapshot_max_iteration_us"].parse().unwrap();
-    assert!(stall_us < 50_000, "a loop iteration took {} us", stall_us);
+    // Wall time also counts time the OS gave other processes (this test runs
+    // beside others on shared machines); the loop's own work is the CPU time.
+    // tests/common runs nodes with heartbeat_ms = 20.
+    let stall_us: u64 = info["last_snapshot_max_iteration_cpu_us"].parse().unwrap();
+    assert!(
+        stall_us < 20_000,
+        "a loop iteration took {} us of CPU",
+        stall_us
+    );
     // Some log after the snapshot, then restart.
     set_many(&mut client, "after:", 0..20_000, 1000, small_value);
     let before = digest(&cluster, 0);

@@ -297,16 +297,18 @@ impl Node {
     }
 
     /// The caller took a snapshot covering `meta.index`; entries up to
-    /// `meta.index - trailing` may be dropped from memory. Followers that need
-    /// a dropped entry are sent this snapshot.
+    /// `meta.index - trailing` are dropped from memory and returned (freeing
+    /// a long prefix is slow enough that the caller may want to do it off its
+    /// event loop). Followers that need a dropped entry are sent this snapshot.
     ///
     /// # Panics
     ///
     /// If `meta.index` is above the applied index, or its term disagrees with
     /// the log.
-    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) {
-        self.log.compact(meta, trailing);
+    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
+        let dropped = self.log.compact(meta, trailing);
         self.debug_assert_invariants();
+        dropped
     }
 
     /// The caller finished (or failed) sending a snapshot to `to`. Every

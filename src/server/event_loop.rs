@@ -191,15 +191,17 @@ impl Server {
                 Err(err) => return Err(err.into()),
             }
             let began = Instant::now();
+            let began_cpu = super::clock::thread_cpu_time();
             let snapshotting = self.snapshots.is_writing();
             for event in events.iter() {
                 self.handle_event(event.token(), event.is_readable(), event.is_writable());
             }
             self.iterate()?;
             let took = began.elapsed();
+            let took_cpu = super::clock::thread_cpu_time().saturating_sub(began_cpu);
             self.max_iteration = self.max_iteration.max(took);
             if snapshotting || self.snapshots.is_writing() {
-                self.snapshots.note_iteration(took);
+                self.snapshots.note_iteration(took, took_cpu);
             }
         }
         info!("node {} shutting down", self.config.id);
@@ -446,14 +448,15 @@ impl Server {
         }
     }
 
-    /// Results of the snapshot thread; a written snapshot shrinks the log.
+    /// Results of the snapshot thread; a written snapshot shrinks the log
+    /// (the entries and segment files it lets go of are freed by the thread).
     fn collect_snapshots(&mut self) -> Result<(), ServerError> {
-        let keep_from = self
+        let compacted = self
             .snapshots
-            .collect(&mut self.replica, &mut self.disk.decoded);
-        if let Some(keep_from) = keep_from {
+            .collect(&mut self.replica, &mut self.disk.decoded)?;
+        if let Some(compacted) = compacted {
             let before = self.disk.storage.first_index();
-            self.disk.storage.drop_before(keep_from)?;
+            let segments = self.disk.storage.detach_before(compacted.keep_from);
             let after = self.disk.storage.first_index();
             if after > before {
                 info!(
@@ -463,6 +466,7 @@ impl Server {
                     self.disk.storage.log_bytes()
                 );
             }
+            self.snapshots.discard(compacted.dropped, segments);
         }
         Ok(())
     }

@@ -27,8 +27,10 @@ pub struct SnapshotInfo {
     pub taken: u64,
     pub received: u64,
     pub sent: u64,
-    /// Longest loop iteration while the last snapshot was written.
+    /// Longest loop iteration while the last snapshot was written (wall
+    /// time, and the loop thread's CPU time).
     pub last_max_iteration_us: u64,
+    pub last_max_iteration_cpu_us: u64,
     /// Longest loop iteration since start.
     pub max_iteration_us: u64,
 }
@@ -84,6 +86,11 @@ pub fn info_text(ctx: &InfoContext) -> String {
         &mut out,
         "last_snapshot_max_iteration_us",
         p.last_max_iteration_us,
+    );
+    field(
+        &mut out,
+        "last_snapshot_max_iteration_cpu_us",
+        p.last_max_iteration_cpu_us,
     );
     field(&mut out, "snapshots_taken", p.taken);
     field(&mut out, "snapshots_received", p.received);

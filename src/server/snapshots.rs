@@ -20,10 +20,10 @@
 use super::peers::Peers;
 use super::snapshotter::{Done, Job, Snapshotter};
 use crate::kv::KvStore;
-use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta};
-use crate::replica::Replica;
+use crate::raft::{Entry, Message, MessageBody, NodeId, SnapshotMeta};
+use crate::replica::{Compacted, Replica};
 use crate::storage::snapshot::{self, RawReader, SnapshotInfo, SnapshotReceiver};
-use crate::storage::StorageError;
+use crate::storage::{SegmentRemover, StorageError};
 use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
 use std::collections::BTreeMap;
@@ -62,8 +62,10 @@ pub struct SnapshotStats {
     pub taken: u64,
     pub received: u64,
     pub sent: u64,
-    /// Longest loop iteration while the last snapshot was being written.
+    /// Longest loop iteration while the last snapshot was being written:
+    /// wall time, and the loop thread's CPU time.
     pub last_max_iteration: Duration,
+    pub last_max_iteration_cpu: Duration,
 }
 
 pub struct Snapshots {
@@ -71,8 +73,8 @@ pub struct Snapshots {
     thread: Snapshotter,
     /// When the snapshot being written was handed to the thread.
     writing_since: Option<Instant>,
-    /// Longest loop iteration since `writing_since`.
-    writing_max_iteration: Duration,
+    /// Longest loop iteration since `writing_since` (wall, CPU).
+    writing_max_iteration: (Duration, Duration),
     outgoing: BTreeMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
     /// The InstallSnapshot message waiting for its file to be finished.
@@ -88,7 +90,7 @@ impl Snapshots {
             dir,
             thread,
             writing_since: None,
-            writing_max_iteration: Duration::ZERO,
+            writing_max_iteration: (Duration::ZERO, Duration::ZERO),
             outgoing: BTreeMap::new(),
             incoming: None,
             finishing: None,
@@ -104,11 +106,11 @@ impl Snapshots {
         self.writing_since.is_some()
     }
 
-    /// Records one loop iteration's duration while a snapshot is written.
-    pub fn note_iteration(&mut self, took: Duration) {
-        if self.writing_since.is_some() {
-            self.writing_max_iteration = self.writing_max_iteration.max(took);
-        }
+    /// Records one loop iteration's wall and CPU time while a snapshot is written.
+    pub fn note_iteration(&mut self, wall: Duration, cpu: Duration) {
+        let (max_wall, max_cpu) = &mut self.writing_max_iteration;
+        *max_wall = (*max_wall).max(wall);
+        *max_cpu = (*max_cpu).max(cpu);
     }
 
     /// Starts writing a snapshot if the replica says one is due.
@@ -124,21 +126,22 @@ impl Snapshots {
                 view.len()
             );
             self.writing_since = Some(Instant::now());
-            self.writing_max_iteration = Duration::ZERO;
+            self.writing_max_iteration = (Duration::ZERO, Duration::ZERO);
             self.thread.submit(Job::Write { meta, view });
         }
     }
 
     /// Takes the helper thread's results: a written snapshot lets the core
-    /// and the log compact; a finished received one is put in `decoded` for
-    /// `DiskLog::install_snapshot` and its message stepped into the core.
-    /// Returns the first index the log must keep, when it may shrink.
+    /// and the log compact (returned, for the caller to detach segments and
+    /// `discard`); a finished received one is put in `decoded` for
+    /// `DiskLog::install_snapshot` and its message stepped into the core. A
+    /// segment file that could not be deleted is an error.
     pub fn collect<W>(
         &mut self,
         replica: &mut Replica<W>,
         decoded: &mut Option<(SnapshotMeta, KvStore)>,
-    ) -> Option<u64> {
-        let mut keep_from = None;
+    ) -> Result<Option<Compacted>, StorageError> {
+        let mut compacted = None;
         while let Some(done) = self.thread.try_done() {
             match done {
                 Done::Written {
@@ -149,18 +152,21 @@ impl Snapshots {
                     self.writing_since = None;
                     match result {
                         Ok(info) => {
+                            let (wall, cpu) = self.writing_max_iteration;
                             info!(
-                                "snapshot at index {} written: {} bytes in {} ms (longest loop iteration meanwhile {} us)",
+                                "snapshot at index {} written: {} bytes in {} ms (longest loop iteration meanwhile {} us, {} us of CPU)",
                                 meta.index,
                                 info.bytes,
                                 elapsed.as_millis(),
-                                self.writing_max_iteration.as_micros()
+                                wall.as_micros(),
+                                cpu.as_micros()
                             );
                             self.stats.bytes = info.bytes;
                             self.stats.last_duration = elapsed;
-                            self.stats.last_max_iteration = self.writing_max_iteration;
+                            self.stats.last_max_iteration = wall;
+                            self.stats.last_max_iteration_cpu = cpu;
                             self.stats.taken += 1;
-                            keep_from = Some(replica.snapshot_written(&meta));
+                            compacted = Some(replica.snapshot_written(&meta));
                         }
                         Err(err) => {
                             warn!("snapshot at index {} failed: {}", meta.index, err);
@@ -173,9 +179,15 @@ impl Snapshots {
                     result,
                     elapsed,
                 } => self.received(meta, result, elapsed, replica, decoded),
+                Done::Discarded { result } => result?,
             }
         }
-        keep_from
+        Ok(compacted)
+    }
+
+    /// Frees compacted entries and deletes detached segments off the loop.
+    pub fn discard(&mut self, dropped: Vec<Entry>, segments: SegmentRemover) {
+        self.thread.submit(Job::Discard { dropped, segments });
     }
 
     fn received<W>(

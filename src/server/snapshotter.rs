@@ -1,8 +1,10 @@
-//! The snapshot helper thread. It does the two slow snapshot jobs off the
-//! event loop: serializing a point-in-time view of the map to a snapshot file
-//! (seconds for millions of keys), and finishing a snapshot received from the
-//! leader (CRC check, fsync, rename, then decoding it into a map). Results
-//! come back over a channel, and a `mio::Waker` wakes the loop to take them.
+//! The snapshot helper thread. It does the slow snapshot jobs off the event
+//! loop: serializing a point-in-time view of the map to a snapshot file
+//! (seconds for millions of keys), finishing a snapshot received from the
+//! leader (CRC check, fsync, rename, then decoding it into a map), and the
+//! cleanup after compaction (freeing the log entries the core dropped and
+//! deleting whole segment files, tens of milliseconds each). Results come
+//! back over a channel, and a `mio::Waker` wakes the loop to take them.
 //!
 //! Why a thread and a view rather than a fork or incremental writing: the
 //! map's shards are copy-on-write (`kv::KvSnapshot` holds them by `Arc`), so
@@ -13,9 +15,9 @@
 //! each snapshot over many iterations and still need a consistent view.
 
 use crate::kv::{KvSnapshot, KvStore};
-use crate::raft::SnapshotMeta;
+use crate::raft::{Entry, SnapshotMeta};
 use crate::storage::snapshot::{self, SnapshotInfo, SnapshotReceiver, SnapshotWriter};
-use crate::storage::StorageError;
+use crate::storage::{SegmentRemover, StorageError};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::Waker;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,11 @@ pub enum Job {
         receiver: SnapshotReceiver,
         total: u64,
     },
+    /// After compaction: free `dropped` and delete the detached segments.
+    Discard {
+        dropped: Vec<Entry>,
+        segments: SegmentRemover,
+    },
 }
 
 /// A finished job.
@@ -50,6 +57,9 @@ pub enum Done {
         meta: SnapshotMeta,
         result: Result<(SnapshotInfo, KvStore), StorageError>,
         elapsed: Duration,
+    },
+    Discarded {
+        result: Result<(), StorageError>,
     },
 }
 
@@ -121,6 +131,12 @@ fn run(dir: &Path, job: Job) -> Done {
             meta,
             elapsed: started.elapsed(),
         },
+        Job::Discard { dropped, segments } => {
+            drop(dropped);
+            Done::Discarded {
+                result: segments.remove(),
+            }
+        }
     }
 }
 

@@ -304,8 +304,8 @@ impl Sim {
                 replica.snapshot_failed();
             } else {
                 node.durable.publish_snapshot(&job.meta, job.bytes);
-                let keep_from = replica.snapshot_written(&job.meta);
-                node.durable.drop_before(keep_from);
+                let compacted = replica.snapshot_written(&job.meta);
+                node.durable.drop_before(compacted.keep_from);
             }
         }
         if node.snapshot_job.is_some() {

@@ -12,6 +12,9 @@ use raftkv::replica::Durable;
 use raftkv::storage::StorageError;
 use std::sync::Arc;
 
+/// The maps here hold a handful of keys.
+const SHARDS: usize = 4;
+
 /// Snapshots kept, as `storage::snapshot::KEEP`.
 const KEEP: usize = 2;
 
@@ -104,11 +107,11 @@ impl MemDurable {
     pub fn restore(&mut self) -> (Restored, KvStore) {
         let (meta, kv) = match self.snapshots.last() {
             Some((meta, bytes)) => {
-                let kv = KvStore::restore_from(&mut bytes.as_slice())
+                let kv = KvStore::restore_from_with_shards(&mut bytes.as_slice(), SHARDS)
                     .unwrap_or_else(|e| panic!("snapshot {} does not decode: {}", meta.index, e));
                 (meta.clone(), kv)
             }
-            None => (SnapshotMeta::default(), KvStore::with_shards(4)),
+            None => (SnapshotMeta::default(), KvStore::with_shards(SHARDS)),
         };
         let first = self.offset + 1;
         let last = self.offset + self.written.len() as u64;
@@ -188,7 +191,7 @@ impl Durable for MemDurable {
                 meta.index, meta.term
             );
         };
-        let kv = KvStore::restore_from(&mut bytes.as_slice())
+        let kv = KvStore::restore_from_with_shards(&mut bytes.as_slice(), SHARDS)
             .unwrap_or_else(|e| panic!("snapshot {} does not decode: {}", meta.index, e));
         self.reset(meta.index + 1, meta.term);
         self.restored_states.push((meta.index, kv.digest()));
