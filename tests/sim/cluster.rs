@@ -265,6 +265,12 @@ impl Sim {
                     if replica.node().would_install_snapshot(message.term, meta) {
                         let bytes = self.snapshot_bytes[&(meta.index, meta.term)].clone();
                         node.durable.publish_snapshot(meta, bytes);
+                        // A crash before the core installs it leaves the new
+                        // snapshot beside the old log.
+                        if self.rng.chance(1, 20) {
+                            self.crash(to);
+                            continue;
+                        }
                     }
                 }
                 replica.step(message);
