@@ -106,11 +106,18 @@ impl Snapshots {
         self.writing_since.is_some()
     }
 
-    /// Records one loop iteration's wall and CPU time while a snapshot is written.
+    /// Records the wall and CPU time of a loop iteration during which a
+    /// snapshot was being written. The iteration that collected it (and
+    /// compacted the log) counts toward the figures already reported.
     pub fn note_iteration(&mut self, wall: Duration, cpu: Duration) {
         let (max_wall, max_cpu) = &mut self.writing_max_iteration;
         *max_wall = (*max_wall).max(wall);
         *max_cpu = (*max_cpu).max(cpu);
+        if self.writing_since.is_none() {
+            let stats = &mut self.stats;
+            stats.last_max_iteration = stats.last_max_iteration.max(wall);
+            stats.last_max_iteration_cpu = stats.last_max_iteration_cpu.max(cpu);
+        }
     }
 
     /// Starts writing a snapshot if the replica says one is due.
