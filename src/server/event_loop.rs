@@ -200,8 +200,21 @@ impl Server {
             let took = began.elapsed();
             let took_cpu = super::clock::thread_cpu_time().saturating_sub(began_cpu);
             self.max_iteration = self.max_iteration.max(took);
-            if snapshotting || self.snapshots.is_writing() {
+            let snapshotting = snapshotting || self.snapshots.is_writing();
+            if snapshotting {
                 self.snapshots.note_iteration(took, took_cpu);
+            }
+            if took.as_millis() as u64 > self.config.heartbeat_ms {
+                debug!(
+                    "slow loop iteration: {} us ({} us of CPU){}",
+                    took.as_micros(),
+                    took_cpu.as_micros(),
+                    if snapshotting {
+                        " while a snapshot was written"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
         info!("node {} shutting down", self.config.id);
