@@ -15,7 +15,6 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 fn info_u64(client: &mut Client, field: &str) -> u64 {
