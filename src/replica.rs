@@ -110,6 +110,9 @@ pub struct ReadyOutcome {
     pub entries_applied: u64,
     /// A snapshot from the leader that replaced this node's state.
     pub snapshot_installed: Option<SnapshotMeta>,
+    /// The map that snapshot replaced, for the caller to free where it likes
+    /// (freeing millions of keys takes a while).
+    pub replaced_state: Option<KvStore>,
 }
 
 /// The reply given when a write can no longer be committed: its log slot was
@@ -406,7 +409,7 @@ impl<W> Replica<W> {
         //    that follow it are written.
         if let Some(meta) = ready.snapshot.take() {
             let kv = durable.install_snapshot(&meta)?;
-            self.install(&meta, kv, done);
+            outcome.replaced_state = Some(self.install(&meta, kv, done));
             outcome.snapshot_installed = Some(meta);
         }
         // 1. Persist. The stable file is durable on return; entries wait for the sync.
@@ -458,14 +461,20 @@ impl<W> Replica<W> {
         Ok(())
     }
 
-    fn install(&mut self, meta: &SnapshotMeta, kv: KvStore, done: &mut Vec<Completion<W>>) {
+    /// Returns the map the snapshot replaced.
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta,
+        kv: KvStore,
+        done: &mut Vec<Completion<W>>,
+    ) -> KvStore {
         assert!(
             meta.index > self.applied_index,
             "installing snapshot {} at or below the applied index {}",
             meta.index,
             self.applied_index
         );
-        self.kv = kv;
+        let replaced = std::mem::replace(&mut self.kv, kv);
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_due_at = self.due_after(meta.index);
@@ -484,6 +493,7 @@ impl<W> Replica<W> {
                 });
             }
         }
+        replaced
     }
 
     fn apply(&mut self, entry: Entry, done: &mut Vec<Completion<W>>) -> Result<(), ReplicaError> {

@@ -479,7 +479,8 @@ impl Server {
                     self.disk.storage.log_bytes()
                 );
             }
-            self.snapshots.discard(compacted.dropped, segments);
+            self.snapshots.remove_segments(segments);
+            self.snapshots.free(compacted.dropped);
         }
         Ok(())
     }
@@ -536,10 +537,13 @@ impl Server {
             events: &mut self.peer_events,
             snapshots: &mut self.snapshots.requested,
         };
-        let outcome = self
+        let mut outcome = self
             .replica
             .handle_ready(&mut self.disk, &mut transport, &mut self.completions)
             .map_err(|err| ServerError::Fatal(err.to_string()))?;
+        if let Some(replaced) = outcome.replaced_state.take() {
+            self.snapshots.free(replaced);
+        }
         for id in std::mem::take(&mut self.peers.unreachable) {
             self.replica.report_unreachable(id);
         }

@@ -20,7 +20,7 @@
 use super::peers::Peers;
 use super::snapshotter::{Done, Job, Snapshotter};
 use crate::kv::KvStore;
-use crate::raft::{Entry, Message, MessageBody, NodeId, SnapshotMeta};
+use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta};
 use crate::replica::{Compacted, Replica};
 use crate::storage::snapshot::{self, RawReader, SnapshotInfo, SnapshotReceiver};
 use crate::storage::{SegmentRemover, StorageError};
@@ -140,7 +140,7 @@ impl Snapshots {
 
     /// Takes the helper thread's results: a written snapshot lets the core
     /// and the log compact (returned, for the caller to detach segments and
-    /// `discard`); a finished received one is put in `decoded` for
+    /// free the dropped entries); a finished received one is put in `decoded` for
     /// `DiskLog::install_snapshot` and its message stepped into the core. A
     /// segment file that could not be deleted is an error.
     pub fn collect<W>(
@@ -186,15 +186,21 @@ impl Snapshots {
                     result,
                     elapsed,
                 } => self.received(meta, result, elapsed, replica, decoded),
-                Done::Discarded { result } => result?,
+                Done::SegmentsRemoved { result } => result?,
+                Done::Freed => {}
             }
         }
         Ok(compacted)
     }
 
-    /// Frees compacted entries and deletes detached segments off the loop.
-    pub fn discard(&mut self, dropped: Vec<Entry>, segments: SegmentRemover) {
-        self.thread.submit(Job::Discard { dropped, segments });
+    /// Deletes detached segment files off the loop.
+    pub fn remove_segments(&mut self, segments: SegmentRemover) {
+        self.thread.submit(Job::RemoveSegments(segments));
+    }
+
+    /// Frees `garbage` off the loop.
+    pub fn free(&mut self, garbage: impl Send + 'static) {
+        self.thread.submit(Job::Free(Box::new(garbage)));
     }
 
     fn received<W>(
