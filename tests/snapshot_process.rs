@@ -457,7 +457,7 @@ impl Drop for DefaultTimingNode {
 /// overwrites keys spread over the whole map, 1,000 per pipeline, until a
 /// snapshot of them has been written; reports the longest event-loop
 /// iteration meanwhile (wall and loop-thread CPU time), and the restart time
-/// from that snapshot plus 20,000 entries of log. Default timing (heartbeat
+/// from that snapshot plus the log written after it. Default timing (heartbeat
 /// 50 ms). Ignored: timing-sensitive, and it wants the machine to itself.
 #[test]
 #[ignore]
@@ -562,7 +562,7 @@ fn one_million_keys_snapshot_stall_and_restart_time() {
         println!("{}", line);
     }
     println!(
-        "restart with 1,000,000 keys from snapshot + 20,000 log entries: leader after {:?}, \
+        "restart with 1,000,000 keys from snapshot + log: leader after {:?}, \
          everything applied after {:?}",
         serving, caught_up
     );
