@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod kv;
 pub mod raft;
+pub mod recovery;
 pub mod replica;
 pub mod server;
 pub mod storage;

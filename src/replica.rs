@@ -5,9 +5,19 @@
 //!
 //! The shell (`server/`) and the simulator (`tests/sim`) both drive a
 //! [`Replica`], so the ordering rules below are exercised by both.
+//!
+//! # Snapshots
+//!
+//! The replica decides *when* (every `snapshot_entries` applied entries, one
+//! at a time) and hands out a point-in-time view of the map with its
+//! metadata ([`Replica::take_snapshot`]); the caller writes it where it likes,
+//! off the event loop if it wants, and reports back
+//! ([`Replica::snapshot_written`]), which lets the core compact its log. A
+//! snapshot received from the leader is installed through
+//! [`Durable::install_snapshot`] while a `Ready` is handled, before its entries.
 
-use crate::kv::{Command, KvStore, Reply};
-use crate::raft::Entry;
+use crate::kv::{Command, KvSnapshot, KvStore, Reply};
+use crate::raft::{Entry, NodeId, SnapshotMeta};
 use crate::raft::{
     EntryKind, HardState, Message, Node, ProposeError, Ready, Role, SoftState, Status,
 };
@@ -22,6 +32,22 @@ pub trait Durable {
     /// Durable when it returns (the stable file is replaced atomically).
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Makes the snapshot `meta` names, received from the leader beside its
+    /// InstallSnapshot message, this node's state: returns the state machine
+    /// it holds and empties the log so that it continues at `meta.index + 1`.
+    /// Durable when it returns (the snapshot itself was made durable when it
+    /// was received, before the core saw the message).
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError>;
+}
+
+/// The most log entries kept below a snapshot's index when the log is
+/// compacted, so that a follower slightly behind is caught up from the log
+/// and not sent a whole snapshot. SPEC §4 allows at most `snapshot_entries`.
+pub const MAX_TRAILING_ENTRIES: u64 = 10_000;
+
+/// The trailing margin used with a given `snapshot_entries`.
+pub fn trailing_entries(snapshot_entries: u64) -> u64 {
+    snapshot_entries.min(MAX_TRAILING_ENTRIES)
 }
 
 /// Where messages to peers go.
@@ -60,6 +86,15 @@ impl From<StorageError> for ReplicaError {
     }
 }
 
+/// What a written snapshot let go of.
+#[derive(Debug)]
+pub struct Compacted {
+    /// The first index the log on disk must keep; whole segments below it may go.
+    pub keep_from: u64,
+    /// Entries the core dropped from memory.
+    pub dropped: Vec<Entry>,
+}
+
 /// A reply for a request that was waiting on the log or a read round.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion<W> {
@@ -73,12 +108,23 @@ pub struct ReadyOutcome {
     /// The last role/leader/term change seen, if any.
     pub soft_state: Option<SoftState>,
     pub entries_applied: u64,
+    /// A snapshot from the leader that replaced this node's state.
+    pub snapshot_installed: Option<SnapshotMeta>,
+    /// The map that snapshot replaced, for the caller to free where it likes
+    /// (freeing millions of keys takes a while).
+    pub replaced_state: Option<KvStore>,
 }
 
 /// The reply given when a write can no longer be committed: its log slot was
 /// taken by another leader's entry, so it was not and will not be applied.
 pub fn reply_not_committed() -> Reply {
     Reply::error("TRYAGAIN no leader")
+}
+
+/// The reply given when a write's fate is unknown to this node: the entries
+/// that decided it arrived inside a snapshot from the leader.
+pub fn reply_outcome_unknown() -> Reply {
+    Reply::error("TIMEOUT outcome unknown")
 }
 
 /// A request the core would not take, handed back untouched.
@@ -119,7 +165,17 @@ pub struct Replica<W> {
     reads_confirmed: VecDeque<(u64, PendingRead<W>)>,
     next_read_ctx: u64,
     applied_index: u64,
+    /// Term of the entry at `applied_index` (0 until one is applied or installed).
+    applied_term: u64,
     payload_buf: Vec<u8>,
+    /// Take a snapshot every this many applied entries (0: never).
+    snapshot_every: u64,
+    /// Entries kept below a snapshot when compacting.
+    snapshot_trailing: u64,
+    /// The applied index at which the next snapshot is due.
+    snapshot_due_at: u64,
+    /// A snapshot handed out by `take_snapshot` and not yet reported.
+    snapshot_in_progress: Option<SnapshotMeta>,
 }
 
 impl<W> Replica<W> {
@@ -135,8 +191,102 @@ impl<W> Replica<W> {
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
             applied_index,
+            applied_term: 0,
             payload_buf: Vec::new(),
+            snapshot_every: 0,
+            snapshot_trailing: 0,
+            snapshot_due_at: u64::MAX,
+            snapshot_in_progress: None,
         }
+    }
+
+    /// Take a snapshot every `every` applied entries (0: never) and keep
+    /// `trailing` entries below it in the log (see [`trailing_entries`]).
+    pub fn set_snapshot_policy(&mut self, every: u64, trailing: u64) {
+        assert!(
+            every == 0 || trailing <= every,
+            "trailing margin {trailing} exceeds snapshot_entries {every}"
+        );
+        self.snapshot_every = every;
+        self.snapshot_trailing = trailing;
+        let last = self.node.status().snapshot_index;
+        self.snapshot_due_at = self.due_after(last);
+    }
+
+    fn due_after(&self, index: u64) -> u64 {
+        match self.snapshot_every {
+            0 => u64::MAX,
+            every => index.saturating_add(every),
+        }
+    }
+
+    /// A point-in-time view of the map and its metadata when a snapshot is
+    /// due and none is being written. The caller writes it durably, then calls
+    /// [`Replica::snapshot_written`] (or [`Replica::snapshot_failed`]); until
+    /// then no other snapshot is handed out. The view costs O(shards) now;
+    /// the map copies a shard on its first write while the view holds it.
+    pub fn take_snapshot(&mut self) -> Option<(SnapshotMeta, KvSnapshot)> {
+        if self.snapshot_in_progress.is_some() || self.applied_index < self.snapshot_due_at {
+            return None;
+        }
+        assert!(
+            self.applied_term > 0,
+            "snapshot due at applied index {} with no applied entry seen",
+            self.applied_index
+        );
+        // The membership in force at the applied index, not the newest one:
+        // a later, uncommitted change may still be undone.
+        let meta = self.node.snapshot_meta(self.applied_index)?;
+        assert_eq!(
+            meta.term, self.applied_term,
+            "the log's term at applied index {} differs from the applied entry's",
+            self.applied_index
+        );
+        self.snapshot_in_progress = Some(meta.clone());
+        Some((meta, self.kv.snapshot_view()))
+    }
+
+    /// Whether a snapshot handed out by `take_snapshot` is being written.
+    pub fn snapshot_in_progress(&self) -> Option<&SnapshotMeta> {
+        self.snapshot_in_progress.as_ref()
+    }
+
+    /// The snapshot from `take_snapshot` is durable: the core drops the
+    /// entries it covers but a trailing margin, and sends it to followers
+    /// that need them. Says what the log on disk must keep, and hands back
+    /// the entries dropped from memory for the caller to free.
+    ///
+    /// # Panics
+    /// If `meta` is not the snapshot in progress.
+    pub fn snapshot_written(&mut self, meta: &SnapshotMeta) -> Compacted {
+        assert_eq!(
+            self.snapshot_in_progress.as_ref(),
+            Some(meta),
+            "reported a snapshot that was not handed out"
+        );
+        self.snapshot_in_progress = None;
+        // A newer snapshot installed from the leader meanwhile already set the
+        // next due index further on, and makes this compaction a no-op.
+        self.snapshot_due_at = self.snapshot_due_at.max(self.due_after(meta.index));
+        let dropped = self.node.compact(meta.clone(), self.snapshot_trailing);
+        Compacted {
+            keep_from: meta.index.saturating_sub(self.snapshot_trailing) + 1,
+            dropped,
+        }
+    }
+
+    /// Writing the snapshot from `take_snapshot` failed; the next attempt
+    /// waits for another `snapshot_entries` entries, so a full disk is not
+    /// retried on every iteration.
+    pub fn snapshot_failed(&mut self) {
+        self.snapshot_in_progress = None;
+        self.snapshot_due_at = self.due_after(self.applied_index);
+    }
+
+    /// Reports how streaming an InstallSnapshot handed to the transport went
+    /// (see the core's contract: exactly once per such message).
+    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
+        self.node.report_snapshot(to, success);
     }
 
     pub fn node(&self) -> &Node {
@@ -260,6 +410,13 @@ impl<W> Replica<W> {
         if let Some(soft) = ready.soft_state {
             outcome.soft_state = Some(soft);
         }
+        // 0. A snapshot from the leader replaces the state before the entries
+        //    that follow it are written.
+        if let Some(meta) = ready.snapshot.take() {
+            let kv = durable.install_snapshot(&meta)?;
+            outcome.replaced_state = Some(self.install(&meta, kv, done));
+            outcome.snapshot_installed = Some(meta);
+        }
         // 1. Persist. The stable file is durable on return; entries wait for the sync.
         if !ready.entries.is_empty() {
             durable.append(&ready.entries)?;
@@ -309,6 +466,41 @@ impl<W> Replica<W> {
         Ok(())
     }
 
+    /// Returns the map the snapshot replaced.
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta,
+        kv: KvStore,
+        done: &mut Vec<Completion<W>>,
+    ) -> KvStore {
+        assert!(
+            meta.index > self.applied_index,
+            "installing snapshot {} at or below the applied index {}",
+            meta.index,
+            self.applied_index
+        );
+        let replaced = std::mem::replace(&mut self.kv, kv);
+        self.applied_index = meta.index;
+        self.applied_term = meta.term;
+        self.snapshot_due_at = self.due_after(meta.index);
+        // Our proposals at or below the snapshot were decided by entries this
+        // node never saw: they may or may not be in it.
+        let decided: Vec<(u64, u64)> = self
+            .writes
+            .range(..=(meta.index, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in decided {
+            if let Some(write) = self.writes.remove(&key) {
+                done.push(Completion {
+                    waiter: write.waiter,
+                    reply: reply_outcome_unknown(),
+                });
+            }
+        }
+        replaced
+    }
+
     fn apply(&mut self, entry: Entry, done: &mut Vec<Completion<W>>) -> Result<(), ReplicaError> {
         debug_assert_eq!(
             entry.index,
@@ -316,6 +508,7 @@ impl<W> Replica<W> {
             "entries applied out of order"
         );
         self.applied_index = entry.index;
+        self.applied_term = entry.term;
         // Every proposal made at this index is decided now: the one whose term
         // matches is applied; any other can never be (its slot is taken for good).
         let mut ours = None;

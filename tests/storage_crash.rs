@@ -694,6 +694,40 @@ fn rollover_and_prefix_drop_across_many_segments() {
 }
 
 #[test]
+fn detached_segments_stay_until_removed_and_go_before_a_reset() {
+    let dir = tempdir();
+    let want = entries(1, 301, 1);
+    build(dir.path(), SMALL, &want);
+    let mut storage = open(dir.path(), SMALL);
+    let files_before = segment_files(dir.path()).len();
+    let remover = storage.detach_before(150);
+    let first = storage.first_index();
+    assert!(first <= 150 && first > 140, "first index {}", first);
+    assert_eq!(all_entries(&storage), want[first as usize - 1..]);
+    // Nothing deleted yet: a crash now reopens the longer log, contiguous.
+    assert_eq!(segment_files(dir.path()).len(), files_before);
+    let reopened = open(dir.path(), SMALL);
+    assert_eq!(reopened.first_index(), 1);
+    assert_eq!(all_entries(&reopened), want);
+    drop(reopened);
+    // The remover may run on another thread.
+    std::thread::spawn(move || remover.remove().expect("remove"))
+        .join()
+        .expect("remover thread");
+    let on_disk = segment_files(dir.path());
+    assert!(on_disk[0].ends_with(format!("log/{:020}.seg", first)));
+
+    // Detached again and never removed: reset deletes them first, so no
+    // older file is left beside the new segment.
+    let _pending = storage.detach_before(250);
+    storage.reset(1_000).expect("reset");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    drop(storage);
+    let storage = open(dir.path(), SMALL);
+    assert_eq!(storage.first_index(), 1_000);
+}
+
+#[test]
 fn truncation_removes_newer_segments_and_zeroes_the_rest() {
     for sync_before_reopen in [false, true] {
         let dir = tempdir();

@@ -55,6 +55,15 @@ impl KvStore {
     /// Bad input (wrong magic, truncation, duplicate keys) is a `DecodeError`,
     /// as is an IO error of the reader.
     pub fn restore_from(r: &mut dyn Read) -> Result<KvStore, DecodeError> {
+        KvStore::restore_from_with_shards(r, DEFAULT_SHARD_COUNT)
+    }
+
+    /// `restore_from` into a store of `shard_count` shards (a power of two;
+    /// tests with tiny maps use few, as with `KvStore::with_shards`).
+    pub fn restore_from_with_shards(
+        r: &mut dyn Read,
+        shard_count: usize,
+    ) -> Result<KvStore, DecodeError> {
         let mut header = [0u8; 16];
         read_exact(r, &mut header, "header")?;
         if &header[..8] != MAGIC {
@@ -64,7 +73,7 @@ impl KvStore {
             )));
         }
         let count = u64::from_le_bytes(array8(&header[8..]));
-        let mut store = KvStore::with_shards(DEFAULT_SHARD_COUNT);
+        let mut store = KvStore::with_shards(shard_count);
         for index in 0..count {
             let mut lengths = [0u8; 8];
             read_exact(r, &mut lengths, "record lengths")?;

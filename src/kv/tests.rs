@@ -324,6 +324,6 @@ fn clone_is_independent() {
     assert_eq!(a.get(b"k"), Some(&b"2"[..]));
     assert_eq!(
         format!("{:?}", b),
-        "KvStore { len: 1, data_bytes: 2, shards: 4096 }"
+        "KvStore { len: 1, data_bytes: 2, shards: 65536 }"
     );
 }

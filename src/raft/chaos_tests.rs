@@ -243,7 +243,9 @@ impl Chaos {
         if index <= status.snapshot_index {
             return;
         }
-        let meta = self.net.node(id).snapshot_meta(index);
+        let Some(meta) = self.net.node(id).snapshot_meta(index) else {
+            return;
+        };
         let trailing = self.rng.range(0, 4);
         self.net.node_mut(id).compact(meta.clone(), trailing);
         self.net.disks.get_mut(&id).expect("disk").compact(meta);

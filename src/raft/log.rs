@@ -321,8 +321,9 @@ impl RaftLog {
     }
 
     /// Records `meta` as the latest snapshot and drops entries up to
-    /// `meta.index - trailing` from memory.
-    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) {
+    /// `meta.index - trailing` from memory; returns them, so the caller can
+    /// free them where it likes (a large prefix takes a while to free).
+    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
         assert!(
             meta.index <= self.applied,
             "snapshot {} covers unapplied entries (applied {})",
@@ -330,7 +331,7 @@ impl RaftLog {
             self.applied
         );
         if meta.index <= self.snapshot.index {
-            return;
+            return Vec::new();
         }
         if let Some(term) = self.term(meta.index) {
             assert_eq!(
@@ -342,7 +343,7 @@ impl RaftLog {
         let drop_to = meta.index.saturating_sub(trailing);
         self.snapshot = meta;
         if drop_to <= self.offset {
-            return;
+            return Vec::new();
         }
         assert!(
             drop_to <= self.persisted,
@@ -352,9 +353,12 @@ impl RaftLog {
         let term = self.term(drop_to).expect("drop_to is inside the log");
         self.conf_base = self.conf_at(drop_to).clone();
         self.confs.retain(|(i, _)| *i > drop_to);
-        self.entries.drain(..(drop_to - self.offset) as usize);
+        // Moves the kept suffix out (O(kept)) rather than draining the prefix.
+        let kept = self.entries.split_off((drop_to - self.offset) as usize);
+        let dropped = std::mem::replace(&mut self.entries, kept);
         self.offset = drop_to;
         self.offset_term = term;
+        dropped
     }
 
     /// Panics with the offending values if an invariant above is broken.
@@ -593,8 +597,15 @@ mod tests {
             term: 2,
             ..Default::default()
         };
-        log.compact(meta, 2);
+        let dropped: Vec<u64> = log
+            .compact(meta.clone(), 2)
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(dropped, vec![1, 2, 3]);
         assert_eq!(log.first_index(), 4);
+        // An older or equal snapshot drops nothing.
+        assert!(log.compact(meta, 0).is_empty());
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(2), None);
         assert_eq!(log.snapshot.index, 5);

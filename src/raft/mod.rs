@@ -405,11 +405,19 @@ impl Node {
     /// configuration in effect at `index` (not a later, possibly uncommitted
     /// one). Use it to write a snapshot before calling [`Node::compact`].
     ///
+    /// `None` when this node does not know the configuration at `index`: a
+    /// node that joined holds the entries before the one that added it, but
+    /// the bootstrap configuration they were written under is in no entry. A
+    /// snapshot there would name no members where every other node's names
+    /// the founders, so the caller waits until the applied index passes a
+    /// ConfChange entry (or a snapshot from the leader told it).
+    ///
     /// # Panics
     ///
     /// If `index` is above the applied index or below the first index in memory - 1.
-    pub fn snapshot_meta(&self, index: u64) -> SnapshotMeta {
-        self.snapshot_meta_at(index)
+    pub fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
+        let meta = self.snapshot_meta_at(index);
+        (!meta.voters.is_empty()).then_some(meta)
     }
 
     /// Starts a linearizable read; `ctx` comes back in a [`ReadState`] (or in
@@ -453,18 +461,20 @@ impl Node {
     }
 
     /// The caller took a snapshot covering `meta.index`; entries up to
-    /// `meta.index - trailing` may be dropped from memory. Followers that need
-    /// a dropped entry are sent this snapshot.
+    /// `meta.index - trailing` are dropped from memory and returned (freeing
+    /// a long prefix is slow enough that the caller may want to do it off its
+    /// event loop). Followers that need a dropped entry are sent this snapshot.
     ///
     /// # Panics
     ///
     /// If `meta.index` is above the applied index, or its term or
     /// configuration disagrees with the log (build it with
     /// [`Node::snapshot_meta`]).
-    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) {
+    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
         self.check_snapshot_conf(&meta);
-        self.log.compact(meta, trailing);
+        let dropped = self.log.compact(meta, trailing);
         self.debug_assert_invariants();
+        dropped
     }
 
     /// The caller finished (or failed) sending a snapshot to `to`. Every
@@ -474,6 +484,16 @@ impl Node {
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.on_snapshot_reported(success);
         }
+    }
+
+    /// Whether stepping an InstallSnapshot for `meta`, sent in `term`, would
+    /// replace this node's state (a `Ready::snapshot` follows). The caller must
+    /// have the snapshot's bytes at hand before stepping such a message; one
+    /// this returns false for is answered from the log and needs no bytes.
+    pub fn would_install_snapshot(&self, term: u64, meta: &SnapshotMeta) -> bool {
+        term >= self.term
+            && meta.index > self.log.committed
+            && !self.log.match_term(meta.index, meta.term)
     }
 
     /// The caller could not deliver to `to` (connection down): stop streaming to

@@ -5,15 +5,17 @@ use super::clients::Client;
 use super::clock::Clock;
 use super::conn::{Conn, Fill};
 use super::peers::{LocalIdentity, PeerEvent, Peers};
+use super::snapshots::Snapshots;
+use super::snapshotter::Snapshotter;
 use super::{DiskLog, ServerError};
 use crate::config::Config;
 use crate::kv::{Command, Reply};
-use crate::raft::{NodeId, Role, NO_NODE};
+use crate::raft::{Message, MessageBody, NodeId, Role, NO_NODE};
 use crate::replica::{Completion, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
 use log::{debug, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 const CLIENT_LISTENER: Token = Token(0);
 const RAFT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+/// The snapshot thread finished a job, or an embedding process asks to stop.
 const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
 
@@ -91,6 +94,11 @@ pub struct Server {
     pub(super) deadline_ticks: u64,
     last_tick: u64,
     leader_seen: NodeId,
+    pub(super) snapshots: Snapshots,
+    /// Snapshot streams that ended outside `stream_snapshots`, to report.
+    snapshot_reports: Vec<(NodeId, bool)>,
+    /// Longest loop iteration (poll return to the end of the iteration) since start.
+    pub(super) max_iteration: Duration,
 }
 
 fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
@@ -110,14 +118,17 @@ impl Server {
         replica: Replica<Waiter>,
         disk: DiskLog,
         stop_on: StopOn,
+        snapshot_bytes: u64,
     ) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let snapshotter = Snapshotter::start(disk.snapshot_dir.clone(), Arc::clone(&waker))?;
+        let snapshots = Snapshots::new(disk.snapshot_dir.clone(), snapshotter, snapshot_bytes);
         let mut client_listener = bind("client", &config.client_addr)?;
         let mut raft_listener = bind("raft", &config.raft_addr)?;
         let registry = poll.registry();
         registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
         registry.register(&mut raft_listener, RAFT_LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(mio::Waker::new(registry, WAKER)?);
         let (signals, stop_channel) = match stop_on {
             StopOn::Signals => {
                 let mut signals = Signals::new([SIGTERM, SIGINT])?;
@@ -166,6 +177,9 @@ impl Server {
             deadline_ticks,
             last_tick: 0,
             leader_seen: NO_NODE,
+            snapshots,
+            snapshot_reports: Vec::new(),
+            max_iteration: Duration::ZERO,
         })
     }
 
@@ -199,10 +213,32 @@ impl Server {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err.into()),
             }
+            let began = Instant::now();
+            let began_cpu = super::clock::thread_cpu_time();
+            let snapshotting = self.snapshots.is_writing();
             for event in events.iter() {
                 self.handle_event(event.token(), event.is_readable(), event.is_writable());
             }
             self.iterate()?;
+            let took = began.elapsed();
+            let took_cpu = super::clock::thread_cpu_time().saturating_sub(began_cpu);
+            self.max_iteration = self.max_iteration.max(took);
+            let snapshotting = snapshotting || self.snapshots.is_writing();
+            if snapshotting {
+                self.snapshots.note_iteration(took, took_cpu);
+            }
+            if took.as_millis() as u64 > self.config.heartbeat_ms {
+                debug!(
+                    "slow loop iteration: {} us ({} us of CPU){}",
+                    took.as_micros(),
+                    took_cpu.as_micros(),
+                    if snapshotting {
+                        " while a snapshot was written"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         info!("node {} shutting down", self.config.id);
         self.flush_clients();
@@ -220,9 +256,12 @@ impl Server {
     /// Everything after the socket events of one iteration.
     fn iterate(&mut self) -> Result<(), ServerError> {
         self.handle_peer_events();
+        self.collect_snapshots()?;
         self.run_timers();
         self.dispatch_parked();
         self.process_ready()?;
+        self.stream_snapshots();
+        self.snapshots.maybe_start(&mut self.replica);
         self.deliver_completions();
         self.flush_clients();
         self.peers
@@ -242,6 +281,8 @@ impl Server {
                     }
                 }
             }
+            // Wakes for the snapshot thread (its results are collected every
+            // iteration) and for a stop request from an embedding process.
             WAKER => {
                 if let Some(channel) = &self.stop_channel {
                     if channel.try_recv().is_ok() {
@@ -419,11 +460,77 @@ impl Server {
         let events = std::mem::take(&mut self.peer_events);
         for event in events {
             match event {
-                PeerEvent::Raft(message) => self.replica.step(message),
+                PeerEvent::Raft(message) => self.step_peer_message(message),
                 PeerEvent::Forward { from, id, payload } => self.handle_forward(from, id, &payload),
                 PeerEvent::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
-                PeerEvent::Disconnected(id) => self.replica.report_unreachable(id),
+                PeerEvent::SnapshotChunk {
+                    from,
+                    index,
+                    term,
+                    offset,
+                    total,
+                    data,
+                } => self
+                    .snapshots
+                    .on_chunk(from, index, term, offset, total, &data),
+                PeerEvent::Disconnected(id) => {
+                    self.replica.report_unreachable(id);
+                    self.snapshots
+                        .peer_disconnected(id, &mut self.snapshot_reports);
+                }
             }
+        }
+    }
+
+    /// An InstallSnapshot that would replace our state waits until the
+    /// snapshot thread has checked and decoded the file streamed before it.
+    fn step_peer_message(&mut self, message: Message) {
+        if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+            if let Some(message) = self.snapshots.on_install_message(message, &self.replica) {
+                self.replica.step(message);
+            }
+        } else {
+            self.replica.step(message);
+        }
+    }
+
+    /// Results of the snapshot thread; a written snapshot shrinks the log
+    /// (the entries and segment files it lets go of are freed by the thread).
+    fn collect_snapshots(&mut self) -> Result<(), ServerError> {
+        let compacted = self
+            .snapshots
+            .collect(&mut self.replica, &mut self.disk.decoded)?;
+        if let Some(compacted) = compacted {
+            let before = self.disk.storage.first_index();
+            let segments = self.disk.storage.detach_before(compacted.keep_from);
+            let after = self.disk.storage.first_index();
+            if after > before {
+                info!(
+                    "log compacted: first index {} -> {} ({} bytes of segments left)",
+                    before,
+                    after,
+                    self.disk.storage.log_bytes()
+                );
+            }
+            self.snapshots.remove_segments(segments);
+            self.snapshots.free(compacted.dropped);
+        }
+        Ok(())
+    }
+
+    /// Starts streams for the InstallSnapshots the core sent, queues more
+    /// chunks on running ones, and reports finished streams to the core.
+    fn stream_snapshots(&mut self) {
+        // A snapshot the core did not install (it learned the entries
+        // another way) is not kept decoded.
+        self.disk.decoded = None;
+        let mut reports = std::mem::take(&mut self.snapshot_reports);
+        self.snapshots.start_streams(&mut reports);
+        let leader_term = self.replica.is_leader().then(|| self.replica.node().term());
+        self.snapshots
+            .pump(&mut self.peers, leader_term, &mut reports);
+        for (to, ok) in reports {
+            self.replica.report_snapshot(to, ok);
         }
     }
 
@@ -461,11 +568,15 @@ impl Server {
             peers: &mut self.peers,
             registry: self.poll.registry(),
             events: &mut self.peer_events,
+            snapshots: &mut self.snapshots.requested,
         };
-        let outcome = self
+        let mut outcome = self
             .replica
             .handle_ready(&mut self.disk, &mut transport, &mut self.completions)
             .map_err(|err| ServerError::Fatal(err.to_string()))?;
+        if let Some(replaced) = outcome.replaced_state.take() {
+            self.snapshots.free(replaced);
+        }
         for id in std::mem::take(&mut self.peers.unreachable) {
             self.replica.report_unreachable(id);
         }
@@ -501,11 +612,17 @@ struct PeerTransport<'a> {
     peers: &'a mut Peers,
     registry: &'a Registry,
     events: &'a mut Vec<PeerEvent>,
+    /// InstallSnapshot messages: streamed with their bytes after the Ready.
+    snapshots: &'a mut Vec<Message>,
 }
 
 impl Transport for PeerTransport<'_> {
-    fn send(&mut self, message: crate::raft::Message) {
-        self.peers.send_raft(message);
+    fn send(&mut self, message: Message) {
+        if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+            self.snapshots.push(message);
+        } else {
+            self.peers.send_raft(message);
+        }
     }
     fn flush(&mut self) {
         self.peers.flush(self.registry, self.events);

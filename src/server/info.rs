@@ -14,6 +14,25 @@ pub struct InfoContext<'a> {
     pub connected_clients: usize,
     pub uptime_secs: u64,
     pub log_bytes: u64,
+    pub snapshot: SnapshotInfo,
+}
+
+/// Snapshot and loop figures for INFO's Persistence section.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotInfo {
+    /// Size of the newest snapshot file in use.
+    pub bytes: u64,
+    pub in_progress: bool,
+    pub last_duration_ms: u64,
+    pub taken: u64,
+    pub received: u64,
+    pub sent: u64,
+    /// Longest loop iteration while the last snapshot was written (wall
+    /// time, and the loop thread's CPU time).
+    pub last_max_iteration_us: u64,
+    pub last_max_iteration_cpu_us: u64,
+    /// Longest loop iteration since start.
+    pub max_iteration_us: u64,
 }
 
 fn member_list(ids: &[NodeId], addresses: &[(NodeId, String)]) -> String {
@@ -58,6 +77,25 @@ pub fn info_text(ctx: &InfoContext) -> String {
         "learners",
         member_list(&s.learners, ctx.addresses),
     );
+    let p = &ctx.snapshot;
+    section(&mut out, "Persistence");
+    field(&mut out, "snapshot_bytes", p.bytes);
+    field(&mut out, "snapshot_in_progress", u8::from(p.in_progress));
+    field(&mut out, "last_snapshot_duration_ms", p.last_duration_ms);
+    field(
+        &mut out,
+        "last_snapshot_max_iteration_us",
+        p.last_max_iteration_us,
+    );
+    field(
+        &mut out,
+        "last_snapshot_max_iteration_cpu_us",
+        p.last_max_iteration_cpu_us,
+    );
+    field(&mut out, "snapshots_taken", p.taken);
+    field(&mut out, "snapshots_received", p.received);
+    field(&mut out, "snapshots_sent", p.sent);
+    field(&mut out, "max_iteration_us", p.max_iteration_us);
     section(&mut out, "Keyspace");
     field(&mut out, "keys", ctx.keys);
     out

@@ -38,6 +38,14 @@ pub enum PeerEvent {
         id: u64,
         reply: Reply,
     },
+    SnapshotChunk {
+        from: NodeId,
+        index: u64,
+        term: u64,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
     Disconnected(NodeId),
 }
 
@@ -370,6 +378,16 @@ impl Peers {
         }
     }
 
+    /// Unsent bytes queued for `to`; None when there is no ready connection.
+    pub fn pending_output(&self, to: NodeId) -> Option<usize> {
+        let token = self
+            .members
+            .get(&to)
+            .filter(|p| p.outbound_ready)
+            .and_then(|p| p.outbound)?;
+        self.conns.get(&token).map(|pc| pc.conn.pending_output())
+    }
+
     /// Queues a message on the outbound connection to `to`; false if it was dropped.
     pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
         let Some(token) = self
@@ -450,7 +468,20 @@ fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
         )),
         PeerMessage::Forward { id, payload } => Ok(PeerEvent::Forward { from, id, payload }),
         PeerMessage::ForwardReply { id, reply } => Ok(PeerEvent::ForwardReply { id, reply }),
-        PeerMessage::SnapshotChunk { .. } => Err("snapshot chunks are not supported yet".into()),
+        PeerMessage::SnapshotChunk {
+            snapshot_index,
+            snapshot_term,
+            offset,
+            total,
+            data,
+        } => Ok(PeerEvent::SnapshotChunk {
+            from,
+            index: snapshot_index,
+            term: snapshot_term,
+            offset,
+            total,
+            data,
+        }),
     }
 }
 

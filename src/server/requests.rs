@@ -321,7 +321,23 @@ impl Server {
             connected_clients: self.clients.len(),
             uptime_secs: self.uptime_secs(),
             log_bytes: self.disk.storage.log_bytes(),
+            snapshot: self.snapshot_info(),
         })
+    }
+
+    fn snapshot_info(&self) -> info::SnapshotInfo {
+        let stats = &self.snapshots.stats;
+        info::SnapshotInfo {
+            bytes: stats.bytes,
+            in_progress: self.snapshots.is_writing(),
+            last_duration_ms: stats.last_duration.as_millis() as u64,
+            taken: stats.taken,
+            received: stats.received,
+            sent: stats.sent,
+            last_max_iteration_us: stats.last_max_iteration.as_micros() as u64,
+            last_max_iteration_cpu_us: stats.last_max_iteration_cpu.as_micros() as u64,
+            max_iteration_us: self.max_iteration.as_micros() as u64,
+        }
     }
 
     /// A key-value command from a client: open its reply slot with a

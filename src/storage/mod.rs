@@ -27,10 +27,13 @@ mod stable;
 pub use error::{StorageError, StorageErrorKind};
 
 use crate::raft::{Entry, HardState};
+use segment::Segment;
 use segment_log::SegmentLog;
 use stable::Stable;
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The log directory inside a data directory.
 pub const LOG_DIR: &str = "log";
@@ -49,11 +52,53 @@ impl Default for StorageOptions {
     }
 }
 
+/// Segments taken out of the log whose files are still to be deleted,
+/// shared between the `Storage` and its `SegmentRemover`s.
+#[derive(Default)]
+struct Detached {
+    /// Oldest first. Locked only briefly, so `detach_before` never waits
+    /// for a file deletion.
+    queue: Mutex<VecDeque<Segment>>,
+    /// Held while files are deleted, so that deletions never overlap and
+    /// `reset` cannot create a segment while an older one is still going.
+    removing: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A remover that panicked left the queue as it was: still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Deletes the files of segments taken out by [`Storage::detach_before`],
+/// on whatever thread holds it.
+pub struct SegmentRemover {
+    detached: Arc<Detached>,
+}
+
+impl SegmentRemover {
+    /// Deletes every detached segment's file, oldest first, each durably.
+    /// On an error the files not yet deleted stay (the log on disk still
+    /// starts earlier than in memory, which a restart accepts).
+    pub fn remove(&self) -> Result<(), StorageError> {
+        let _turn = lock(&self.detached.removing);
+        loop {
+            let next = lock(&self.detached.queue).pop_front();
+            match next {
+                Some(seg) => seg.remove()?,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
 /// The open log and stable file of one data directory.
 pub struct Storage {
     data_dir: PathBuf,
     stable: Stable,
     log: SegmentLog,
+    detached: Arc<Detached>,
 }
 
 impl Storage {
@@ -71,6 +116,7 @@ impl Storage {
             data_dir: data_dir.to_path_buf(),
             stable,
             log,
+            detached: Arc::default(),
         })
     }
 
@@ -137,7 +183,30 @@ impl Storage {
     /// Deletes whole segments all of whose records are below `index`. The
     /// newest segment always stays, so `first_index()` may remain below `index`.
     pub fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {
+        self.remove_detached()?;
         self.log.drop_before(index)
+    }
+
+    /// Takes out of the log the segments `drop_before(index)` would delete,
+    /// leaving their files to the returned remover: deleting a big segment
+    /// takes the kernel a while (it frees the file's page cache), which an
+    /// event loop may hand to another thread. Until then the files stay on
+    /// disk, and a crash leaves a log that starts earlier, which is harmless.
+    /// `drop_before` and `reset` first delete what is still pending (waiting
+    /// for a remover at work), so files always go oldest first.
+    pub fn detach_before(&mut self, index: u64) -> SegmentRemover {
+        let segments = self.log.detach_before(index);
+        lock(&self.detached.queue).extend(segments);
+        SegmentRemover {
+            detached: Arc::clone(&self.detached),
+        }
+    }
+
+    fn remove_detached(&mut self) -> Result<(), StorageError> {
+        SegmentRemover {
+            detached: Arc::clone(&self.detached),
+        }
+        .remove()
     }
 
     /// Empties the log; the next append starts at `next_index` (after installing a snapshot).
@@ -145,11 +214,13 @@ impl Storage {
     /// A crash part-way leaves a prefix of the old log, or no log at all, so
     /// the caller compares the log with its snapshot again on restart.
     pub fn reset(&mut self, next_index: u64) -> Result<(), StorageError> {
+        self.remove_detached()?;
         self.log.reset(next_index)
     }
 
     /// Bytes the log's segment files take on disk: their preallocated length,
-    /// which sparse files may not yet occupy in full.
+    /// which sparse files may not yet occupy in full. Detached segments whose
+    /// files are not deleted yet are not counted.
     pub fn log_bytes(&self) -> u64 {
         self.log.log_bytes()
     }

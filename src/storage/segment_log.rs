@@ -216,6 +216,16 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Takes out the segments `drop_before` would delete, without deleting
+    /// their files (the caller deletes them oldest first, see `Storage`).
+    pub(crate) fn detach_before(&mut self, index: u64) -> Vec<Segment> {
+        let mut n = 0;
+        while self.segments.len() - n > 1 && self.segments[n + 1].first_index() <= index {
+            n += 1;
+        }
+        self.segments.drain(..n).collect()
+    }
+
     /// Deletes the oldest segments while the next one starts at or below
     /// `index`; the newest segment always stays.
     pub(crate) fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {

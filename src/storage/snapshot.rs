@@ -531,6 +531,23 @@ pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
     }
 }
 
+/// Reads and checks the snapshot `<index>-<term>.snap` in `dir`.
+pub fn load(dir: &Path, index: u64, term: u64) -> Result<LoadedSnapshot, StorageError> {
+    let path = dir.join(file_name(index, term));
+    let (meta, body) = load_file(&path, (index, term))?;
+    Ok(LoadedSnapshot {
+        meta,
+        path,
+        body,
+        skipped: Vec::new(),
+    })
+}
+
+/// The (index, term) a snapshot file's name gives, if it is one.
+pub fn parse_path(path: &Path) -> Option<(u64, u64)> {
+    parse_file_name(path.file_name()?.to_str()?)
+}
+
 /// Reads and checks one snapshot file: CRC first, then the header, which
 /// must agree with the file name.
 fn load_file(

@@ -2,93 +2,14 @@
 //! "written" from "synced", the seeded network, clients, and the faults.
 
 use crate::checker::{fingerprint, Checker, History, Outcome, Violation};
+use crate::disk::MemDurable;
 use crate::network::{Network, NetworkOptions};
-use raftkv::kv::{Command, KvStore, Reply};
+use raftkv::kv::{Command, Reply};
 use raftkv::raft::rng::Rng;
-use raftkv::raft::{Entry, HardState, Message, Node, NodeId, RaftConfig, Restored, Role};
-use raftkv::replica::{Completion, Durable, Replica, Transport};
-use raftkv::storage::StorageError;
+use raftkv::raft::{Message, MessageBody, Node, NodeId, RaftConfig, Role, SnapshotMeta};
+use raftkv::replica::{Completion, Replica, Transport};
 use std::collections::BTreeMap;
-
-/// Storage that loses everything not synced when its node crashes.
-#[derive(Default)]
-pub struct MemDurable {
-    pub hard_state: HardState,
-    pub written: Vec<Entry>,
-    synced: Vec<Entry>,
-    /// Lowest index appended or truncated since the last sync.
-    dirty_from: Option<u64>,
-    /// The next sync fails as if power went out during it.
-    pub fail_next_sync: bool,
-    /// (index, term, previous term, data fingerprint) of each append, for the checker.
-    pub appended: Vec<(u64, u64, u64, u64)>,
-    /// Each ConfChange entry appended, with the ConfChange entry before it in
-    /// this log (None if there is none), for the membership checker.
-    pub confs_appended: Vec<(Entry, Option<Entry>)>,
-}
-
-impl MemDurable {
-    pub fn term_at(&self, index: u64) -> Option<u64> {
-        let i = usize::try_from(index.checked_sub(1)?).ok()?;
-        self.written.get(i).map(|e| e.term)
-    }
-
-    fn crash(&mut self) {
-        self.written = self.synced.clone();
-        self.dirty_from = None;
-        self.fail_next_sync = false;
-    }
-}
-
-impl Durable for MemDurable {
-    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let first = entries[0].index;
-        assert!(
-            first >= 1 && first <= self.written.len() as u64 + 1,
-            "append at {} leaves a gap after {}",
-            first,
-            self.written.len()
-        );
-        self.written.truncate(first as usize - 1);
-        self.dirty_from = Some(self.dirty_from.map_or(first, |d| d.min(first)));
-        for entry in entries {
-            assert_eq!(
-                entry.index,
-                self.written.len() as u64 + 1,
-                "entries not contiguous"
-            );
-            let prev_term = self.written.last().map_or(0, |e| e.term);
-            self.appended
-                .push((entry.index, entry.term, prev_term, fingerprint(&entry.data)));
-            if entry.kind == raftkv::raft::EntryKind::ConfChange {
-                let before = crate::membership::last_conf_entry(&self.written);
-                self.confs_appended.push((entry.clone(), before));
-            }
-            self.written.push(entry.clone());
-        }
-        Ok(())
-    }
-
-    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        self.hard_state = hard_state;
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), StorageError> {
-        if self.fail_next_sync {
-            return Err(StorageError::io(
-                "sim",
-                std::io::Error::other("power lost during sync"),
-            ));
-        }
-        if let Some(from) = self.dirty_from.take() {
-            let keep = (from as usize - 1).min(self.synced.len());
-            self.synced.truncate(keep);
-            self.synced.extend_from_slice(&self.written[keep..]);
-        }
-        Ok(())
-    }
-}
+use std::sync::Arc;
 
 #[derive(Default)]
 struct Outbox(Vec<Message>);
@@ -114,6 +35,34 @@ pub struct SimNode {
     /// Applied entries already shown to the checker.
     applied_seen: u64,
     restarts: u64,
+    /// A snapshot being "written": it becomes durable at step `due`, unless
+    /// the node crashes first; `fail` makes the write fail instead.
+    snapshot_job: Option<SnapshotJob>,
+}
+
+struct SnapshotJob {
+    due: u64,
+    fail: bool,
+    meta: SnapshotMeta,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// How often nodes snapshot in one run, and how much log they keep below.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotOptions {
+    /// 0: never.
+    pub every: u64,
+    pub trailing: u64,
+}
+
+/// Counts of snapshot activity, to show the runs exercise it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotStats {
+    pub taken: u64,
+    pub failed: u64,
+    pub sent: u64,
+    pub installed: u64,
+    pub restarts_from_snapshot: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -154,6 +103,11 @@ pub struct Sim {
     pub acks: u64,
     /// The highest commit index any node has had (read after each Ready).
     pub max_commit: u64,
+    pub snapshot_options: SnapshotOptions,
+    /// The state machine stream of every snapshot taken, by (index, term):
+    /// what "travels beside" an InstallSnapshot message.
+    snapshot_bytes: BTreeMap<(u64, u64), Arc<Vec<u8>>>,
+    pub snapshot_stats: SnapshotStats,
 }
 
 const KEYS: u64 = 5;
@@ -176,6 +130,21 @@ impl Sim {
             max_msg_bytes: rng.range(64, 4096),
         };
         let net = Network::new(NetworkOptions::random(&mut rng));
+        // Small intervals, so runs of a few thousand entries take many
+        // snapshots and lagging nodes need InstallSnapshot; some runs never
+        // snapshot, to keep covering the plain log.
+        let snapshot_options = if rng.chance(1, 5) {
+            SnapshotOptions {
+                every: 0,
+                trailing: 0,
+            }
+        } else {
+            let every = rng.range(3, 60);
+            SnapshotOptions {
+                every,
+                trailing: rng.range(0, every + 1),
+            }
+        };
         let nodes = ids
             .iter()
             .map(|&id| SimNode {
@@ -186,6 +155,7 @@ impl Sim {
                 tick_percent: rng.range(70, 101),
                 applied_seen: 0,
                 restarts: 0,
+                snapshot_job: None,
             })
             .collect();
         let mut sim = Sim {
@@ -202,6 +172,9 @@ impl Sim {
             next_op: 1,
             acks: 0,
             max_commit: 0,
+            snapshot_options,
+            snapshot_bytes: BTreeMap::new(),
+            snapshot_stats: SnapshotStats::default(),
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -211,12 +184,13 @@ impl Sim {
 
     pub fn describe(&self) -> String {
         format!(
-            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}}} net={:?}",
+            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}}} snapshots={:?} net={:?}",
             self.raft.heartbeat_ticks,
             self.raft.pre_vote,
             self.raft.check_quorum,
             self.raft.max_inflight_msgs,
             self.raft.max_msg_bytes,
+            self.snapshot_options,
             self.net.options
         )
     }
@@ -227,7 +201,7 @@ impl Sim {
         }
     }
 
-    /// (Re)starts node `i` from what it synced.
+    /// (Re)starts node `i` from what it synced: its newest snapshot and the log after it.
     fn start(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let config = RaftConfig {
@@ -235,17 +209,17 @@ impl Sim {
             voters: node.bootstrap_voters.clone(),
             ..self.raft.clone()
         };
-        let restored = Restored {
-            hard_state: node.durable.hard_state,
-            snapshot: Default::default(),
-            entries: node.durable.written.clone(),
-        };
+        let (restored, kv) = node.durable.restore();
+        if restored.snapshot.index > 0 {
+            self.snapshot_stats.restarts_from_snapshot += 1;
+        }
         let seed = self.opts.seed ^ (node.id << 32) ^ node.restarts;
-        node.replica = Some(Replica::new(
-            Node::new(config, restored, seed),
-            KvStore::with_shards(4),
-        ));
-        node.applied_seen = 0;
+        let mut replica = Replica::new(Node::new(config, restored, seed), kv);
+        let policy = self.snapshot_options;
+        replica.set_snapshot_policy(policy.every, policy.trailing);
+        node.applied_seen = replica.applied_index();
+        node.replica = Some(replica);
+        node.snapshot_job = None;
         node.restarts += 1;
     }
 
@@ -253,6 +227,7 @@ impl Sim {
         self.trace(|| format!("crash node {}", i + 1));
         let node = &mut self.nodes[i];
         node.replica = None;
+        node.snapshot_job = None;
         node.durable.crash();
         let id = node.id;
         // What clients had in flight there is now of unknown outcome.
@@ -287,9 +262,24 @@ impl Sim {
         self.now += 1;
         for message in self.net.due(self.now) {
             let to = message.to as usize - 1;
-            if let Some(replica) = self.nodes[to].replica.as_mut() {
+            let node = &mut self.nodes[to];
+            if let Some(replica) = node.replica.as_mut() {
                 if self.opts.trace {
                     println!("[{:5}] deliver {}", self.now, message);
+                }
+                if let MessageBody::InstallSnapshot { meta } = &message.body {
+                    // As the server does: the streamed file is published
+                    // before the core sees a message that will install it.
+                    if replica.node().would_install_snapshot(message.term, meta) {
+                        let bytes = self.snapshot_bytes[&(meta.index, meta.term)].clone();
+                        node.durable.publish_snapshot(meta, bytes);
+                        // A crash before the core installs it leaves the new
+                        // snapshot beside the old log.
+                        if self.rng.chance(1, 20) {
+                            self.crash(to);
+                            continue;
+                        }
+                    }
                 }
                 replica.step(message);
             }
@@ -304,8 +294,59 @@ impl Sim {
         self.run_clients();
         for i in 0..self.nodes.len() {
             self.handle_ready(i)?;
+            self.run_snapshot(i)?;
         }
         self.observe()
+    }
+
+    /// Finishes node `i`'s snapshot write when it is due, or starts one when
+    /// the replica says one is due. The view is serialized at once (it is a
+    /// point-in-time copy, so this is what a helper thread would write); it
+    /// becomes durable, and the log compacted, only some steps later.
+    fn run_snapshot(&mut self, i: usize) -> Result<(), Violation> {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let Some(replica) = node.replica.as_mut() else {
+            return Ok(());
+        };
+        if node.snapshot_job.as_ref().is_some_and(|job| job.due <= now) {
+            let Some(job) = node.snapshot_job.take() else {
+                return Ok(());
+            };
+            if job.fail {
+                self.snapshot_stats.failed += 1;
+                replica.snapshot_failed();
+            } else {
+                node.durable.publish_snapshot(&job.meta, job.bytes);
+                let compacted = replica.snapshot_written(&job.meta);
+                node.durable.drop_before(compacted.keep_from);
+            }
+        }
+        if node.snapshot_job.is_some() {
+            return Ok(());
+        }
+        let Some((meta, view)) = replica.take_snapshot() else {
+            return Ok(());
+        };
+        let mut bytes = Vec::new();
+        view.write_to(&mut bytes)
+            .map_err(|e| format!("snapshot {} does not serialize: {}", meta.index, e))?;
+        let bytes = Arc::new(bytes);
+        // Snapshots at one index hold the same state on every node: checked
+        // by digest (the byte streams differ with the map's shard count).
+        self.checker
+            .observe_digest(node.id, meta.index, view.digest())?;
+        self.snapshot_bytes
+            .entry((meta.index, meta.term))
+            .or_insert_with(|| bytes.clone());
+        self.snapshot_stats.taken += 1;
+        node.snapshot_job = Some(SnapshotJob {
+            due: now + self.rng.range(0, 12),
+            fail: self.rng.chance(1, 25),
+            meta,
+            bytes,
+        });
+        Ok(())
     }
 
     fn handle_ready(&mut self, i: usize) -> Result<(), Violation> {
@@ -322,14 +363,55 @@ impl Sim {
                 .observe_append(node.id, index, term, prev_term, data)?;
         }
         node.durable.appended.clear();
+        let mut reports = Vec::new();
         for message in outbox.0 {
+            if let MessageBody::InstallSnapshot { meta } = &message.body {
+                let held = node
+                    .durable
+                    .snapshots
+                    .iter()
+                    .any(|(m, _)| (m.index, m.term) == (meta.index, meta.term));
+                if !held {
+                    return Err(format!(
+                        "node {} sent snapshot {}/{} it does not hold durably",
+                        node.id, meta.index, meta.term
+                    ));
+                }
+                // Streaming fails now and then (connection lost mid-way).
+                let ok = !self.rng.chance(1, 10);
+                reports.push((message.to, ok));
+                self.snapshot_stats.sent += 1;
+                if !ok {
+                    continue;
+                }
+            }
             self.net.send(self.now, message, &mut self.rng);
+        }
+        if let Some(meta) = &result
+            .as_ref()
+            .ok()
+            .and_then(|o| o.snapshot_installed.clone())
+        {
+            self.trace(|| {
+                format!(
+                    "node {} installed snapshot {}/{}",
+                    i + 1,
+                    meta.index,
+                    meta.term
+                )
+            });
+            self.snapshot_stats.installed += 1;
         }
         self.observe_applied(i)?;
         if result.is_err() {
             // Power went out during the sync: what was sent before it is out there.
             self.crash(i);
             return Ok(());
+        }
+        if let Some(replica) = self.nodes[i].replica.as_mut() {
+            for (to, ok) in reports {
+                replica.report_snapshot(to, ok);
+            }
         }
         for completion in done {
             self.complete(completion)?;
@@ -344,8 +426,14 @@ impl Sim {
             return Ok(());
         };
         let applied = replica.applied_index();
+        // A state taken from a snapshot skips the entries it covers; its
+        // digest is compared with what the nodes that applied them had.
+        for (index, digest) in std::mem::take(&mut node.durable.restored_states) {
+            self.checker.observe_digest(node.id, index, digest)?;
+            node.applied_seen = node.applied_seen.max(index);
+        }
         for index in node.applied_seen + 1..=applied {
-            let entry = &node.durable.written[index as usize - 1];
+            let entry = node.durable.entry(index);
             self.checker
                 .observe_applied(node.id, index, entry.term, fingerprint(&entry.data))?;
             if entry.kind == raftkv::raft::EntryKind::Normal {
@@ -370,7 +458,9 @@ impl Sim {
                 if self.checker.observe_leader(term, node.id)? {
                     self.trace(|| format!("node {} leads term {}", node.id, term));
                     self.checker
-                        .check_new_leader(node.id, term, |index| node.durable.term_at(index))?;
+                        .check_new_leader(node.id, term, node.durable.offset, |index| {
+                            node.durable.term_at(index)
+                        })?;
                 }
             }
         }
@@ -491,6 +581,10 @@ impl Sim {
             (OpKind::Write { value, .. }, Reply::Error(e)) if e.starts_with("TRYAGAIN") => self
                 .history
                 .complete_write(&value, self.now, Outcome::Refused),
+            // Decided inside a snapshot this node installed: may or may not be applied.
+            (OpKind::Write { value, .. }, Reply::Error(e)) if e.starts_with("TIMEOUT") => self
+                .history
+                .complete_write(&value, self.now, Outcome::Unknown),
             (OpKind::Read { key }, Reply::Bulk(value)) => {
                 self.history
                     .check_read(&key, op.invoked, self.now, Some(&value))

@@ -14,6 +14,7 @@
 
 mod checker;
 mod cluster;
+mod disk;
 mod membership;
 mod network;
 
@@ -149,6 +150,7 @@ fn run_many(nodes: usize) {
     let steps = env_u64("SIM_STEPS", 2000);
     let base = env_u64("SIM_SEED_BASE", 0);
     let (mut acks, mut reads, mut messages) = (0u64, 0u64, 0u64);
+    let mut snaps = cluster::SnapshotStats::default();
     for seed in base..base + seeds {
         let opts = SimOptions {
             nodes,
@@ -161,6 +163,12 @@ fn run_many(nodes: usize) {
                 acks += sim.acks;
                 reads += sim.history.reads_checked;
                 messages += sim.net.sent;
+                let s = sim.snapshot_stats;
+                snaps.taken += s.taken;
+                snaps.failed += s.failed;
+                snaps.sent += s.sent;
+                snaps.installed += s.installed;
+                snaps.restarts_from_snapshot += s.restarts_from_snapshot;
             }
             Err(why) => panic!(
                 "simulation failed: seed {} with {} nodes at {}\nreplay: {}",
@@ -172,12 +180,30 @@ fn run_many(nodes: usize) {
         }
     }
     println!(
-        "{} nodes: {} seeds x {} steps: {} acknowledged writes, {} reads checked, {} messages",
-        nodes, seeds, steps, acks, reads, messages
+        "{} nodes: {} seeds x {} steps: {} acknowledged writes, {} reads checked, {} messages; \
+         snapshots: {} taken, {} failed writes, {} sent, {} installed, {} restarts from one",
+        nodes,
+        seeds,
+        steps,
+        acks,
+        reads,
+        messages,
+        snaps.taken,
+        snaps.failed,
+        snaps.sent,
+        snaps.installed,
+        snaps.restarts_from_snapshot
     );
     // Guard against a simulation that passes because nothing happens.
     assert!(acks > seeds * 20, "too few writes acknowledged: {}", acks);
     assert!(reads > seeds * 20, "too few reads checked: {}", reads);
+    if seeds >= 50 {
+        assert!(
+            snaps.taken > seeds * 5 && snaps.installed > seeds / 5,
+            "too little snapshot activity: {:?}",
+            snaps
+        );
+    }
 }
 
 #[test]
@@ -223,15 +249,17 @@ fn same_seed_same_run() {
     let a = run_seed(opts.clone()).expect("seed 42");
     let b = run_seed(opts).expect("seed 42 again");
     assert_eq!((a.now, a.acks, a.net.sent), (b.now, b.acks, b.net.sent));
-    let logs = |s: &Sim| -> Vec<Vec<(u64, u64)>> {
+    let logs = |s: &Sim| -> Vec<(u64, Vec<(u64, u64)>)> {
         s.nodes
             .iter()
             .map(|n| {
-                n.durable
+                let log = n
+                    .durable
                     .written
                     .iter()
                     .map(|e| (e.index, e.term))
-                    .collect()
+                    .collect();
+                (n.durable.offset, log)
             })
             .collect()
     };

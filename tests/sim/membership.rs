@@ -26,8 +26,8 @@
 //!    not know to be committed (thesis §4.2.2); joiners with no
 //!    configuration never do.
 //!
-//! The written log starts at index 1 here; once the simulator compacts logs,
-//! `last_conf_entry` must also look at the snapshot's configuration.
+//! A log compacted past its last ConfChange entry takes the configuration
+//! before an append from its newest snapshot (see `disk::MemDurable`).
 
 use crate::cluster::{Sim, SimOptions};
 use crate::{check_liveness, fail, inject_faults};
@@ -38,6 +38,16 @@ use std::collections::BTreeMap;
 pub const FOUNDERS: [NodeId; 3] = [1, 2, 3];
 pub const SLOTS: usize = 5;
 const MIN_VOTERS: usize = 3;
+
+/// The configuration a node's log was in when it appended a ConfChange entry.
+pub enum ConfBefore {
+    /// The previous ConfChange entry in that log.
+    Entry(Entry),
+    /// No ConfChange entry left in the log: the snapshot's (voters, learners).
+    Snapshot(Vec<NodeId>, Vec<NodeId>),
+    /// Neither: the bootstrap configuration.
+    Founders,
+}
 
 /// The last ConfChange entry of `log`, if any.
 pub fn last_conf_entry(log: &[Entry]) -> Option<Entry> {
@@ -174,7 +184,7 @@ impl Membership {
         for i in 0..sim.nodes.len() {
             let appended = std::mem::take(&mut sim.nodes[i].durable.confs_appended);
             for (entry, before) in appended {
-                self.observe_append(sim.nodes[i].id, &entry, before.as_ref(), sim.max_commit)?;
+                self.observe_append(sim.nodes[i].id, &entry, &before, sim.max_commit)?;
             }
         }
         self.observe_commits(sim)?;
@@ -187,12 +197,12 @@ impl Membership {
         &mut self,
         node: NodeId,
         entry: &Entry,
-        before: Option<&Entry>,
+        before: &ConfBefore,
         max_commit: u64,
     ) -> Result<(), String> {
         let conf = decode(entry)?;
         let prev = match before {
-            Some(b) => {
+            ConfBefore::Entry(b) => {
                 if b.index > max_commit {
                     return Err(format!(
                         "node {node} appended change {}/{} while the change at {} was uncommitted (highest commit {max_commit})",
@@ -202,7 +212,9 @@ impl Membership {
                 let b = decode(b)?;
                 (b.voters, b.learners)
             }
-            None => (FOUNDERS.to_vec(), Vec::new()),
+            // A snapshot holds only committed state.
+            ConfBefore::Snapshot(voters, learners) => (voters.clone(), learners.clone()),
+            ConfBefore::Founders => (FOUNDERS.to_vec(), Vec::new()),
         };
         let expected = apply(&prev, &conf.change)
             .map_err(|why| format!("node {node}, entry {}: {why}", entry.index))?;
@@ -334,12 +346,14 @@ mod tests {
             context: Vec::new(),
         };
         let good = conf_entry(5, add.clone(), &[1, 2, 3], &[4]);
-        assert!(m.observe_append(1, &good, None, 0).is_ok());
+        assert!(m.observe_append(1, &good, &ConfBefore::Founders, 0).is_ok());
         // AddLearner that also makes 4 a voter: two steps at once.
         let bad = conf_entry(5, add, &[1, 2, 3, 4], &[]);
-        assert!(m.observe_append(1, &bad, None, 0).is_err());
+        assert!(m.observe_append(1, &bad, &ConfBefore::Founders, 0).is_err());
         let remove_two = conf_entry(9, ConfChange::Remove { id: 3 }, &[1], &[4]);
-        assert!(m.observe_append(1, &remove_two, Some(&good), 5).is_err());
+        assert!(m
+            .observe_append(1, &remove_two, &ConfBefore::Entry(good.clone()), 5)
+            .is_err());
     }
 
     #[test]
@@ -348,9 +362,11 @@ mod tests {
         let first = conf_entry(5, ConfChange::Remove { id: 3 }, &[1, 2], &[]);
         let second = conf_entry(7, ConfChange::Remove { id: 2 }, &[1], &[]);
         assert!(m
-            .observe_append(1, &second, Some(&first), 4)
+            .observe_append(1, &second, &ConfBefore::Entry(first.clone()), 4)
             .unwrap_err()
             .contains("uncommitted"));
-        assert!(m.observe_append(1, &second, Some(&first), 5).is_ok());
+        assert!(m
+            .observe_append(1, &second, &ConfBefore::Entry(first.clone()), 5)
+            .is_ok());
     }
 }

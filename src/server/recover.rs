@@ -1,0 +1,107 @@
+//! Startup: the newest valid snapshot, then the log after it (SPEC §4).
+//!
+//! A newest snapshot that fails its checks is passed over with a warning
+//! (by `storage::snapshot::load_latest`) only if the previous one plus the
+//! log still cover everything it covered; otherwise, or when no snapshot is
+//! valid, the node stops with an error naming the data directory. How the
+//! log must continue the snapshot is decided by `recovery::plan_log`.
+
+use super::ServerError;
+use crate::kv::KvStore;
+use crate::raft::{Restored, SnapshotMeta};
+use crate::recovery::{plan_log, LogPlan};
+use crate::storage::snapshot::{self, load_latest, parse_path, remove_temp_files};
+use crate::storage::Storage;
+use log::{info, warn};
+use std::path::Path;
+use std::time::Instant;
+
+pub(super) struct Recovered {
+    pub restored: Restored,
+    pub kv: KvStore,
+    /// Size of the snapshot file started from (0 without one).
+    pub snapshot_bytes: u64,
+}
+
+pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovered, ServerError> {
+    let started = Instant::now();
+    let unusable = |why: String| {
+        ServerError::Fatal(format!(
+            "data dir {} cannot be recovered: {}",
+            data_dir.display(),
+            why
+        ))
+    };
+    let dir = snapshot::snapshot_dir(data_dir);
+    let removed = remove_temp_files(&dir)?;
+    if removed > 0 {
+        info!(
+            "removed {} unfinished snapshot file(s) from {}",
+            removed,
+            dir.display()
+        );
+    }
+    let loaded =
+        load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
+    let (meta, kv, snapshot_bytes, must_reach) = match loaded {
+        None => (SnapshotMeta::default(), KvStore::new(), 0, 0),
+        Some(loaded) => {
+            let must_reach = loaded
+                .skipped
+                .iter()
+                .filter_map(|p| parse_path(p))
+                .map(|(index, _)| index)
+                .max()
+                .unwrap_or(0);
+            let kv = KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
+                unusable(format!(
+                    "snapshot {} does not decode: {}",
+                    loaded.path.display(),
+                    e
+                ))
+            })?;
+            let bytes = std::fs::metadata(&loaded.path).map_or(0, |m| m.len());
+            info!(
+                "loaded snapshot {} (index {}, term {}, {} keys) in {} ms",
+                loaded.path.display(),
+                loaded.meta.index,
+                loaded.meta.term,
+                kv.len(),
+                started.elapsed().as_millis()
+            );
+            (loaded.meta, kv, bytes, must_reach)
+        }
+    };
+    let (first, last) = (storage.first_index(), storage.last_index());
+    let plan = plan_log(&meta, first, last, |i| storage.term(i), must_reach).map_err(unusable)?;
+    let entries = match plan {
+        LogPlan::Keep { from } => storage.entries(from, last + 1)?,
+        LogPlan::Reset { next } => {
+            warn!(
+                "the log ({}..={}) does not continue snapshot {}/{}; emptying it to continue at {}",
+                first, last, meta.index, meta.term, next
+            );
+            storage.reset(next)?;
+            Vec::new()
+        }
+    };
+    let hard_state = storage.hard_state();
+    info!(
+        "recovered term {} vote {}, snapshot index {} and {} log entries after it from {} in {} ms",
+        hard_state.term,
+        hard_state.vote,
+        meta.index,
+        entries.len(),
+        data_dir.display(),
+        started.elapsed().as_millis()
+    );
+    Ok(Recovered {
+        restored: Restored {
+            hard_state,
+            snapshot: meta,
+            entries,
+        },
+        kv,
+        snapshot_bytes,
+    })
+}

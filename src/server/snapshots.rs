@@ -1,0 +1,460 @@
+//! The event loop's side of snapshots: taking them (through the helper
+//! thread), streaming the newest one to followers that are behind the
+//! leader's log, and receiving one from the leader.
+//!
+//! Leader: when the core hands the transport an InstallSnapshot, the file it
+//! names is streamed to that follower as `SnapshotChunk` frames, a few at a
+//! time: no more is queued while the connection holds [`SEND_WINDOW`] unsent
+//! bytes, so each iteration does a bounded amount of work and clients and
+//! heartbeats keep flowing. After the last chunk the InstallSnapshot message
+//! itself is queued on the same connection (so it arrives after the bytes)
+//! and the core is told the send succeeded; a dropped connection, or a lost
+//! leadership, reports failure instead. Exactly one report per message.
+//!
+//! Follower: chunks go to a temp file. When the InstallSnapshot message
+//! arrives and the core would install it, the complete file goes to the
+//! helper thread, which verifies, publishes and decodes it; only then is the
+//! message stepped into the core, whose `Ready.snapshot` then installs the
+//! decoded map (`DiskLog::install_snapshot`) and resets the log.
+
+use super::peers::Peers;
+use super::snapshotter::{Done, Job, Snapshotter};
+use crate::kv::KvStore;
+use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta};
+use crate::replica::{Compacted, Replica};
+use crate::storage::snapshot::{self, RawReader, SnapshotInfo, SnapshotReceiver};
+use crate::storage::{SegmentRemover, StorageError};
+use crate::wire::peer_msg::PeerMessage;
+use log::{debug, info, warn};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Bytes of one chunk frame's data.
+pub const CHUNK_BYTES: usize = 512 << 10;
+/// No more chunks are queued for a follower while its connection holds this
+/// many unsent bytes.
+pub const SEND_WINDOW: usize = 4 << 20;
+
+/// A snapshot being streamed to one follower.
+struct Outgoing {
+    message: Message,
+    reader: RawReader,
+    offset: u64,
+}
+
+/// A snapshot arriving from the leader.
+struct Incoming {
+    from: NodeId,
+    index: u64,
+    term: u64,
+    total: u64,
+    receiver: SnapshotReceiver,
+}
+
+/// What INFO shows about snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotStats {
+    /// Size of the newest snapshot file this node took, received or started from.
+    pub bytes: u64,
+    /// How long writing the last snapshot took (helper thread, wall time).
+    pub last_duration: Duration,
+    pub taken: u64,
+    pub received: u64,
+    pub sent: u64,
+    /// Longest loop iteration while the last snapshot was being written:
+    /// wall time, and the loop thread's CPU time.
+    pub last_max_iteration: Duration,
+    pub last_max_iteration_cpu: Duration,
+}
+
+pub struct Snapshots {
+    dir: PathBuf,
+    thread: Snapshotter,
+    /// When the snapshot being written was handed to the thread.
+    writing_since: Option<Instant>,
+    /// Longest loop iteration since `writing_since` (wall, CPU).
+    writing_max_iteration: (Duration, Duration),
+    outgoing: BTreeMap<NodeId, Outgoing>,
+    incoming: Option<Incoming>,
+    /// The InstallSnapshot message waiting for its file to be finished.
+    finishing: Option<Message>,
+    /// InstallSnapshot messages the core handed the transport.
+    pub requested: Vec<Message>,
+    pub stats: SnapshotStats,
+}
+
+impl Snapshots {
+    pub fn new(dir: PathBuf, thread: Snapshotter, initial_bytes: u64) -> Snapshots {
+        Snapshots {
+            dir,
+            thread,
+            writing_since: None,
+            writing_max_iteration: (Duration::ZERO, Duration::ZERO),
+            outgoing: BTreeMap::new(),
+            incoming: None,
+            finishing: None,
+            requested: Vec::new(),
+            stats: SnapshotStats {
+                bytes: initial_bytes,
+                ..SnapshotStats::default()
+            },
+        }
+    }
+
+    pub fn is_writing(&self) -> bool {
+        self.writing_since.is_some()
+    }
+
+    /// Records the wall and CPU time of a loop iteration during which a
+    /// snapshot was being written. The iteration that collected it (and
+    /// compacted the log) counts toward the figures already reported.
+    pub fn note_iteration(&mut self, wall: Duration, cpu: Duration) {
+        let (max_wall, max_cpu) = &mut self.writing_max_iteration;
+        *max_wall = (*max_wall).max(wall);
+        *max_cpu = (*max_cpu).max(cpu);
+        if self.writing_since.is_none() {
+            let stats = &mut self.stats;
+            stats.last_max_iteration = stats.last_max_iteration.max(wall);
+            stats.last_max_iteration_cpu = stats.last_max_iteration_cpu.max(cpu);
+        }
+    }
+
+    /// Starts writing a snapshot if the replica says one is due.
+    pub fn maybe_start<W>(&mut self, replica: &mut Replica<W>) {
+        if self.writing_since.is_some() {
+            return;
+        }
+        if let Some((meta, view)) = replica.take_snapshot() {
+            info!(
+                "taking snapshot at index {} term {} ({} keys)",
+                meta.index,
+                meta.term,
+                view.len()
+            );
+            self.writing_since = Some(Instant::now());
+            self.writing_max_iteration = (Duration::ZERO, Duration::ZERO);
+            self.thread.submit(Job::Write { meta, view });
+        }
+    }
+
+    /// Takes the helper thread's results: a written snapshot lets the core
+    /// and the log compact (returned, for the caller to detach segments and
+    /// free the dropped entries); a finished received one is put in `decoded` for
+    /// `DiskLog::install_snapshot` and its message stepped into the core. A
+    /// segment file that could not be deleted is an error.
+    pub fn collect<W>(
+        &mut self,
+        replica: &mut Replica<W>,
+        decoded: &mut Option<(SnapshotMeta, KvStore)>,
+    ) -> Result<Option<Compacted>, StorageError> {
+        let mut compacted = None;
+        while let Some(done) = self.thread.try_done() {
+            match done {
+                Done::Written {
+                    meta,
+                    result,
+                    elapsed,
+                } => {
+                    self.writing_since = None;
+                    match result {
+                        Ok(info) => {
+                            let (wall, cpu) = self.writing_max_iteration;
+                            info!(
+                                "snapshot at index {} written: {} bytes in {} ms (longest loop iteration meanwhile {} us, {} us of CPU)",
+                                meta.index,
+                                info.bytes,
+                                elapsed.as_millis(),
+                                wall.as_micros(),
+                                cpu.as_micros()
+                            );
+                            self.stats.bytes = info.bytes;
+                            self.stats.last_duration = elapsed;
+                            self.stats.last_max_iteration = wall;
+                            self.stats.last_max_iteration_cpu = cpu;
+                            self.stats.taken += 1;
+                            compacted = Some(replica.snapshot_written(&meta));
+                        }
+                        Err(err) => {
+                            warn!("snapshot at index {} failed: {}", meta.index, err);
+                            replica.snapshot_failed();
+                        }
+                    }
+                }
+                Done::Received {
+                    meta,
+                    result,
+                    elapsed,
+                } => self.received(meta, result, elapsed, replica, decoded),
+                Done::SegmentsRemoved { result } => result?,
+                Done::Freed => {}
+            }
+        }
+        Ok(compacted)
+    }
+
+    /// Deletes detached segment files off the loop.
+    pub fn remove_segments(&mut self, segments: SegmentRemover) {
+        self.thread.submit(Job::RemoveSegments(segments));
+    }
+
+    /// Frees `garbage` off the loop.
+    pub fn free(&mut self, garbage: impl Send + 'static) {
+        self.thread.submit(Job::Free(Box::new(garbage)));
+    }
+
+    fn received<W>(
+        &mut self,
+        meta: SnapshotMeta,
+        result: Result<(SnapshotInfo, KvStore), StorageError>,
+        elapsed: Duration,
+        replica: &mut Replica<W>,
+        decoded: &mut Option<(SnapshotMeta, KvStore)>,
+    ) {
+        let message = self.finishing.take();
+        match result {
+            Ok((info, kv)) => {
+                info!(
+                    "snapshot at index {} received from the leader: {} bytes, {} keys, checked and loaded in {} ms",
+                    meta.index,
+                    info.bytes,
+                    kv.len(),
+                    elapsed.as_millis()
+                );
+                self.stats.bytes = info.bytes;
+                self.stats.received += 1;
+                *decoded = Some((meta, kv));
+                if let Some(message) = message {
+                    replica.step(message);
+                }
+            }
+            Err(err) => warn!(
+                "snapshot at index {} from the leader is unusable: {}",
+                meta.index, err
+            ),
+        }
+    }
+
+    /// A chunk of a snapshot from `from`. Chunks that do not continue the
+    /// snapshot being received are dropped with it: the leader starts over.
+    pub fn on_chunk(
+        &mut self,
+        from: NodeId,
+        index: u64,
+        term: u64,
+        offset: u64,
+        total: u64,
+        data: &[u8],
+    ) {
+        if self.finishing.is_some() {
+            // One snapshot at a time; the leader will send again if needed.
+            return;
+        }
+        if offset == 0 {
+            // Dropped first: the new receiver may use the same temp file.
+            self.incoming = None;
+            match SnapshotReceiver::create(&self.dir, index, term) {
+                Ok(receiver) => {
+                    debug!(
+                        "receiving snapshot {}/{} ({} bytes) from {}",
+                        index, term, total, from
+                    );
+                    self.incoming = Some(Incoming {
+                        from,
+                        index,
+                        term,
+                        total,
+                        receiver,
+                    });
+                }
+                Err(err) => warn!("cannot receive a snapshot: {}", err),
+            }
+        }
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let continues = (inc.from, inc.index, inc.term, inc.total) == (from, index, term, total)
+            && inc.receiver.received() == offset;
+        if !continues {
+            debug!(
+                "snapshot chunk {}/{} at {} from {} does not continue the one being received",
+                index, term, offset, from
+            );
+            self.incoming = None;
+            return;
+        }
+        if let Err(err) = inc.receiver.write_at(offset, data) {
+            warn!("cannot write a received snapshot: {}", err);
+            self.incoming = None;
+        }
+    }
+
+    /// An InstallSnapshot message from the leader. Returns it when it can be
+    /// stepped into the core now (the core will not install it, so it needs
+    /// no bytes); otherwise the received file goes to the helper thread and
+    /// the message waits for it, or is dropped if its bytes did not all arrive
+    /// (the leader sends again).
+    pub fn on_install_message<W>(
+        &mut self,
+        message: Message,
+        replica: &Replica<W>,
+    ) -> Option<Message> {
+        let MessageBody::InstallSnapshot { meta } = &message.body else {
+            return Some(message);
+        };
+        if !replica.node().would_install_snapshot(message.term, meta) {
+            return Some(message);
+        }
+        if self.finishing.is_some() {
+            debug!("snapshot {} dropped: another is being finished", meta.index);
+            return None;
+        }
+        let Some(inc) = self.incoming.take() else {
+            debug!("snapshot {} dropped: its bytes did not arrive", meta.index);
+            return None;
+        };
+        let complete = (inc.from, inc.index, inc.term) == (message.from, meta.index, meta.term)
+            && inc.receiver.received() == inc.total;
+        if !complete {
+            debug!(
+                "snapshot {} dropped: {} of {} bytes of snapshot {}/{} arrived",
+                meta.index,
+                inc.receiver.received(),
+                inc.total,
+                inc.index,
+                inc.term
+            );
+            return None;
+        }
+        self.thread.submit(Job::Finish {
+            meta: meta.clone(),
+            receiver: inc.receiver,
+            total: inc.total,
+        });
+        self.finishing = Some(message);
+        None
+    }
+
+    /// Starts streaming for every InstallSnapshot the core handed out;
+    /// pushes a failure report for those whose file cannot be opened.
+    pub fn start_streams(&mut self, reports: &mut Vec<(NodeId, bool)>) {
+        for message in std::mem::take(&mut self.requested) {
+            let MessageBody::InstallSnapshot { meta } = &message.body else {
+                continue;
+            };
+            let path = self.dir.join(snapshot::file_name(meta.index, meta.term));
+            match RawReader::open(&path) {
+                Ok(reader) => {
+                    info!(
+                        "sending snapshot {}/{} ({} bytes) to node {}",
+                        meta.index,
+                        meta.term,
+                        reader.len(),
+                        message.to
+                    );
+                    let to = message.to;
+                    let replaced = self.outgoing.insert(
+                        to,
+                        Outgoing {
+                            message,
+                            reader,
+                            offset: 0,
+                        },
+                    );
+                    if replaced.is_some() {
+                        // Only a new progress (a new term) sends again before the
+                        // report; the old report would land on the new one.
+                        debug!("snapshot stream to {} restarted", to);
+                    }
+                }
+                Err(err) => {
+                    warn!("cannot send snapshot to node {}: {}", message.to, err);
+                    reports.push((message.to, false));
+                }
+            }
+        }
+    }
+
+    /// Queues more chunks on each stream, up to the send window; finishes
+    /// streams whose bytes are all queued. `leader_term` is the current term
+    /// while this node leads: streams of another term, or when it does not
+    /// lead, are abandoned.
+    pub fn pump(
+        &mut self,
+        peers: &mut Peers,
+        leader_term: Option<u64>,
+        reports: &mut Vec<(NodeId, bool)>,
+    ) {
+        let ids: Vec<NodeId> = self.outgoing.keys().copied().collect();
+        for to in ids {
+            let Some(out) = self.outgoing.get_mut(&to) else {
+                continue;
+            };
+            let result = if leader_term != Some(out.message.term) {
+                Err("no longer the leader of that term".to_string())
+            } else {
+                pump_one(out, peers)
+            };
+            match result {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.outgoing.remove(&to);
+                    self.stats.sent += 1;
+                    reports.push((to, true));
+                }
+                Err(why) => {
+                    info!("snapshot stream to node {} abandoned: {}", to, why);
+                    self.outgoing.remove(&to);
+                    reports.push((to, false));
+                }
+            }
+        }
+    }
+
+    /// The connection to `to` went down: a stream to it cannot continue.
+    pub fn peer_disconnected(&mut self, to: NodeId, reports: &mut Vec<(NodeId, bool)>) {
+        if self.outgoing.remove(&to).is_some() {
+            info!("snapshot stream to node {} abandoned: disconnected", to);
+            reports.push((to, false));
+        }
+    }
+}
+
+/// Queues chunks while the window allows; Ok(true) once the message itself
+/// is queued after the last chunk.
+fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
+    let to = out.message.to;
+    let MessageBody::InstallSnapshot { meta } = &out.message.body else {
+        return Err("not an InstallSnapshot".to_string());
+    };
+    loop {
+        let Some(pending) = peers.pending_output(to) else {
+            return Err("not connected".to_string());
+        };
+        if pending >= SEND_WINDOW {
+            return Ok(false);
+        }
+        if out.offset == out.reader.len() {
+            if !peers.send(to, &PeerMessage::Raft(out.message.clone())) {
+                return Err("cannot queue the message".to_string());
+            }
+            return Ok(true);
+        }
+        let data = out
+            .reader
+            .read_chunk(out.offset, CHUNK_BYTES)
+            .map_err(|e| e.to_string())?;
+        let n = data.len() as u64;
+        let chunk = PeerMessage::SnapshotChunk {
+            snapshot_index: meta.index,
+            snapshot_term: meta.term,
+            offset: out.offset,
+            total: out.reader.len(),
+            data,
+        };
+        if !peers.send(to, &chunk) {
+            return Err("cannot queue a chunk".to_string());
+        }
+        out.offset += n;
+    }
+}

@@ -1,0 +1,223 @@
+//! A simulated node's disk: a log that tells "written" from "synced" (a crash
+//! keeps only what was synced), the stable term and vote, and snapshots,
+//! which like the real ones are durable once published (temp file, sync,
+//! rename). Compaction and the reset after installing a snapshot are durable
+//! at once, as deleting segment files is.
+
+use crate::checker::fingerprint;
+use crate::membership::{last_conf_entry, ConfBefore};
+use raftkv::kv::KvStore;
+use raftkv::raft::{Entry, HardState, Restored, SnapshotMeta};
+use raftkv::recovery::{plan_log, LogPlan};
+use raftkv::replica::Durable;
+use raftkv::storage::StorageError;
+use std::sync::Arc;
+
+/// The maps here hold a handful of keys.
+const SHARDS: usize = 4;
+
+/// Snapshots kept, as `storage::snapshot::KEEP`.
+const KEEP: usize = 2;
+
+/// Storage that loses everything not synced when its node crashes.
+#[derive(Default)]
+pub struct MemDurable {
+    pub hard_state: HardState,
+    /// The log holds entries `offset + 1 ..`; everything up to `offset` is
+    /// covered by a durable snapshot.
+    pub offset: u64,
+    /// Term of the entry at `offset` (0 when `offset` is 0).
+    offset_term: u64,
+    pub written: Vec<Entry>,
+    synced: Vec<Entry>,
+    /// Lowest index appended or truncated since the last sync.
+    dirty_from: Option<u64>,
+    /// The next sync fails as if power went out during it.
+    pub fail_next_sync: bool,
+    /// (index, term, previous term, data fingerprint) of each append, for the checker.
+    pub appended: Vec<(u64, u64, u64, u64)>,
+    /// Durable snapshots, oldest first, with the state machine stream.
+    pub snapshots: Vec<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// (index, digest) of states this node took from a snapshot (installed
+    /// from the leader, or restored at start) since the checker last looked.
+    pub restored_states: Vec<(u64, u64)>,
+    /// Each ConfChange entry appended, with the configuration before it in
+    /// this log, for the membership checker.
+    pub confs_appended: Vec<(Entry, ConfBefore)>,
+}
+
+impl MemDurable {
+    /// The term of the log entry at `index`, if the log holds it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.offset && index > 0 {
+            return Some(self.offset_term);
+        }
+        let i = usize::try_from(index.checked_sub(self.offset + 1)?).ok()?;
+        self.written.get(i).map(|e| e.term)
+    }
+
+    /// The written entry at `index`, which must be in the log.
+    pub fn entry(&self, index: u64) -> &Entry {
+        &self.written[(index - self.offset - 1) as usize]
+    }
+
+    pub fn crash(&mut self) {
+        self.written = self.synced.clone();
+        self.dirty_from = None;
+        self.fail_next_sync = false;
+    }
+
+    /// The configuration at the end of the written log: its last ConfChange
+    /// entry, or else the newest snapshot's (the log after the snapshot's
+    /// index changes nothing then), or else the founders'.
+    fn conf_before(&self) -> ConfBefore {
+        if let Some(entry) = last_conf_entry(&self.written) {
+            return ConfBefore::Entry(entry);
+        }
+        match self.snapshots.last() {
+            Some((meta, _)) if self.offset > 0 => {
+                ConfBefore::Snapshot(meta.voters.clone(), meta.learners.clone())
+            }
+            _ => ConfBefore::Founders,
+        }
+    }
+
+    /// Publishes a snapshot (durable at once) and keeps the newest [`KEEP`].
+    pub fn publish_snapshot(&mut self, meta: &SnapshotMeta, bytes: Arc<Vec<u8>>) {
+        let key = |m: &SnapshotMeta| (m.index, m.term);
+        self.snapshots.retain(|(m, _)| key(m) != key(meta));
+        self.snapshots.push((meta.clone(), bytes));
+        self.snapshots.sort_by_key(|(m, _)| key(m));
+        let excess = self.snapshots.len().saturating_sub(KEEP);
+        self.snapshots.drain(..excess);
+    }
+
+    /// Deletes the log below `keep_from` (after a snapshot covers it).
+    pub fn drop_before(&mut self, keep_from: u64) {
+        if keep_from <= self.offset + 1 {
+            return;
+        }
+        let n = (keep_from - self.offset - 1) as usize;
+        assert!(
+            n <= self.synced.len() && !matches!(self.dirty_from, Some(d) if d < keep_from),
+            "compacting to {} past what is synced (offset {}, {} synced, dirty from {:?})",
+            keep_from,
+            self.offset,
+            self.synced.len(),
+            self.dirty_from
+        );
+        self.offset_term = self.synced[n - 1].term;
+        self.synced.drain(..n);
+        self.written.drain(..n);
+        self.offset += n as u64;
+    }
+
+    /// Empties the log so that it continues at `next` (durable at once).
+    fn reset(&mut self, next: u64, term: u64) {
+        self.written.clear();
+        self.synced.clear();
+        self.dirty_from = None;
+        self.offset = next - 1;
+        self.offset_term = term;
+    }
+
+    /// What a restarting node continues from: the newest snapshot (if any)
+    /// and the log after it, resetting a log that does not continue it.
+    pub fn restore(&mut self) -> (Restored, KvStore) {
+        let (meta, kv) = match self.snapshots.last() {
+            Some((meta, bytes)) => {
+                let kv = KvStore::restore_from_with_shards(&mut bytes.as_slice(), SHARDS)
+                    .unwrap_or_else(|e| panic!("snapshot {} does not decode: {}", meta.index, e));
+                (meta.clone(), kv)
+            }
+            None => (SnapshotMeta::default(), KvStore::with_shards(SHARDS)),
+        };
+        let first = self.offset + 1;
+        let last = self.offset + self.written.len() as u64;
+        let plan = plan_log(&meta, first, last, |i| self.term_at(i), 0)
+            .unwrap_or_else(|why| panic!("simulated data dir unusable: {}", why));
+        let entries = match plan {
+            LogPlan::Keep { from } => self.written[(from - first) as usize..].to_vec(),
+            LogPlan::Reset { next } => {
+                self.reset(next, meta.term);
+                Vec::new()
+            }
+        };
+        self.restored_states.push((meta.index, kv.digest()));
+        let restored = Restored {
+            hard_state: self.hard_state,
+            snapshot: meta,
+            entries,
+        };
+        (restored, kv)
+    }
+}
+
+impl Durable for MemDurable {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let first = entries[0].index;
+        assert!(
+            first > self.offset && first <= self.offset + self.written.len() as u64 + 1,
+            "append at {} outside the log {}..={}",
+            first,
+            self.offset + 1,
+            self.offset + self.written.len() as u64
+        );
+        self.written.truncate((first - self.offset - 1) as usize);
+        self.dirty_from = Some(self.dirty_from.map_or(first, |d| d.min(first)));
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.offset + self.written.len() as u64 + 1,
+                "entries not contiguous"
+            );
+            let prev_term = self.written.last().map_or(self.offset_term, |e| e.term);
+            self.appended
+                .push((entry.index, entry.term, prev_term, fingerprint(&entry.data)));
+            if entry.kind == raftkv::raft::EntryKind::ConfChange {
+                let before = self.conf_before();
+                self.confs_appended.push((entry.clone(), before));
+            }
+            self.written.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.hard_state = hard_state;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.fail_next_sync {
+            return Err(StorageError::io(
+                "sim",
+                std::io::Error::other("power lost during sync"),
+            ));
+        }
+        if let Some(from) = self.dirty_from.take() {
+            let keep = ((from - self.offset - 1) as usize).min(self.synced.len());
+            self.synced.truncate(keep);
+            self.synced.extend_from_slice(&self.written[keep..]);
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
+        let Some((_, bytes)) = self
+            .snapshots
+            .iter()
+            .find(|(m, _)| (m.index, m.term) == (meta.index, meta.term))
+        else {
+            panic!(
+                "installing snapshot {}/{} that was never received",
+                meta.index, meta.term
+            );
+        };
+        let kv = KvStore::restore_from_with_shards(&mut bytes.as_slice(), SHARDS)
+            .unwrap_or_else(|e| panic!("snapshot {} does not decode: {}", meta.index, e));
+        self.reset(meta.index + 1, meta.term);
+        self.restored_states.push((meta.index, kv.digest()));
+        Ok(kv)
+    }
+}
