@@ -14,6 +14,10 @@
 //! small pair costs 2 bytes of header: that pair takes one 128-byte malloc
 //! chunk, plus its table slot.
 //!
+//! The allocation is rounded up to what the allocator's chunk holds anyway
+//! (`capacity_for`), so a value can change length by a few bytes in place,
+//! without an allocator call, as a `Vec` reuses its capacity.
+//!
 //! `Entry` hashes and compares as its key (and borrows as `[u8]`), so a
 //! `HashSet<Entry>` is a map looked up by key bytes. A set hands out only
 //! `&Entry`, so the value is replaced through a shared reference
@@ -33,9 +37,6 @@ use std::borrow::Borrow;
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::ptr::{self, NonNull};
-
-/// Longest LEB128 encoding of a `u64`.
-const VARINT_MAX_BYTES: usize = 10;
 
 pub struct Entry {
     /// A `Cell` so that `set_value` can move the allocation through `&self`.
@@ -70,8 +71,10 @@ impl Header {
         self.header_len + self.key_len + self.value_len
     }
 
+    /// The allocation's layout: a function of the lengths alone, so `Drop`
+    /// and `realloc` find it again from the header.
     fn layout(self) -> Layout {
-        match Layout::array::<u8>(self.total()) {
+        match Layout::array::<u8>(capacity_for(self.total())) {
             Ok(layout) => layout,
             // Key and value are already in memory, so their sum fits isize.
             Err(_) => panic!(
@@ -223,13 +226,16 @@ impl Entry {
             fresh.ptr.set(old_ptr);
             return;
         }
-        // Header and key keep their place; realloc preserves them.
-        let raw = alloc::realloc(self.base(), old.layout(), new.total());
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(new.layout())
-        };
-        self.ptr.set(ptr);
-        write_header(ptr, new);
+        let (old_layout, new_layout) = (old.layout(), new.layout());
+        if new_layout != old_layout {
+            // Header and key keep their place; realloc preserves them.
+            let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
+            let Some(ptr) = NonNull::new(raw) else {
+                alloc::handle_alloc_error(new_layout)
+            };
+            self.ptr.set(ptr);
+        }
+        write_header(self.ptr.get(), new);
         let (_, value_at) = self.parts_ptr_of(new);
         ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
     }
@@ -290,25 +296,11 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-fn varint_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
-}
-
-/// Writes `n` as LEB128 at the start of `out`; returns the bytes used.
-fn put_varint(out: &mut [u8], mut n: usize) -> usize {
-    let mut used = 0;
-    while n >= 0x80 {
-        out[used] = (n as u8) | 0x80;
-        n >>= 7;
-        used += 1;
-    }
-    out[used] = n as u8;
-    used + 1
+/// LEB128 length: 7 bits per byte.
+#[inline]
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
 }
 
 /// Writes both lengths at the start of the allocation.
@@ -317,11 +309,37 @@ fn put_varint(out: &mut [u8], mut n: usize) -> usize {
 /// `at` must point to at least `header.header_len` writable bytes.
 #[inline]
 unsafe fn write_header(at: NonNull<u8>, header: Header) {
-    let mut bytes = [0u8; 2 * VARINT_MAX_BYTES];
-    let used = put_varint(&mut bytes, header.key_len);
-    let used = used + put_varint(&mut bytes[used..], header.value_len);
-    assert_eq!(used, header.header_len, "header length mismatch");
-    ptr::copy_nonoverlapping(bytes.as_ptr(), at.as_ptr(), used);
+    let value_at = write_varint(at.as_ptr(), header.key_len);
+    write_varint(value_at, header.value_len);
+}
+
+/// Writes `n` as LEB128 at `at`; returns the byte after it.
+///
+/// # Safety
+/// `at` must point to `varint_len(n)` writable bytes.
+#[inline]
+unsafe fn write_varint(mut at: *mut u8, mut n: usize) -> *mut u8 {
+    while n >= 0x80 {
+        *at = (n as u8) | 0x80;
+        n >>= 7;
+        at = at.add(1);
+    }
+    *at = n as u8;
+    at.add(1)
+}
+
+/// glibc malloc's smallest chunk, and the header inside each chunk.
+const MALLOC_MIN_CHUNK_BYTES: usize = 32;
+const MALLOC_HEADER_BYTES: usize = 8;
+
+/// Bytes to allocate for an entry of `total` bytes: what a glibc malloc chunk
+/// holds anyway (chunks are multiples of 16 bytes, of which 8 are its header),
+/// so the rounding costs no memory there and lets `set_value` resize in place.
+/// Elsewhere it is at most 15 bytes more than needed, and still correct.
+#[inline]
+fn capacity_for(total: usize) -> usize {
+    let chunk = (total + MALLOC_HEADER_BYTES).next_multiple_of(16);
+    chunk.max(MALLOC_MIN_CHUNK_BYTES) - MALLOC_HEADER_BYTES
 }
 
 /// Reads the header at the start of an entry.
@@ -390,6 +408,9 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// Longest LEB128 encoding of a `u64`.
+    const VARINT_MAX_BYTES: usize = 10;
+
     #[test]
     fn varints_round_trip_at_every_width() {
         for n in [
@@ -405,10 +426,16 @@ mod tests {
             usize::MAX,
         ] {
             let mut buf = [0u8; VARINT_MAX_BYTES];
-            let used = put_varint(&mut buf, n);
+            // SAFETY: `buf` has room for any varint, then holds the one written.
+            let (used, read) = unsafe {
+                let end = write_varint(buf.as_mut_ptr(), n);
+                (
+                    end.offset_from(buf.as_ptr()) as usize,
+                    read_varint(buf.as_ptr()),
+                )
+            };
             assert_eq!(used, varint_len(n), "{}", n);
-            // SAFETY: `buf` holds the varint just written.
-            assert_eq!(unsafe { read_varint(buf.as_ptr()) }, (n, used), "{}", n);
+            assert_eq!(read, (n, used), "{}", n);
         }
     }
 
@@ -454,9 +481,23 @@ mod tests {
     }
 
     #[test]
+    fn capacity_fills_the_malloc_chunk() {
+        assert_eq!(capacity_for(2), 24);
+        assert_eq!(capacity_for(24), 24);
+        assert_eq!(capacity_for(25), 40);
+        assert_eq!(capacity_for(118), 120);
+        assert_eq!(capacity_for(120), 120);
+        assert_eq!(capacity_for(121), 136);
+    }
+
+    #[test]
     fn set_value_at_every_size_change() {
         let key = b"the key";
-        let mut lengths = vec![3, 3, 0, 1, 127, 128, 100, 20_000, 16_383, 16_384, 5, 0];
+        // In place, within the chunk, realloc up and down, header width changes.
+        let mut lengths = vec![
+            3, 3, 0, 1, 9, 127, 120, 30, 128, 100, 20_000, 16_383, 16_384,
+        ];
+        lengths.extend([5, 0]);
         lengths.extend([200, 90, 200]);
         let entry = Entry::new(key, b"abc");
         for (step, len) in lengths.into_iter().enumerate() {
