@@ -110,6 +110,21 @@ fn bench_set(c: &mut Criterion) {
             }
         })
     });
+    // Values alternate between 100 and 90 bytes, so no overwrite is in place.
+    let shorter: Vec<Command> = pairs
+        .iter()
+        .map(|(k, v)| Command::Set(k.clone(), v[..VALUE_BYTES - 10].to_vec()))
+        .collect();
+    let mut use_shorter = false;
+    group.bench_function("kvstore_apply_other_length", |b| {
+        b.iter(|| {
+            use_shorter = !use_shorter;
+            let batch = if use_shorter { &shorter } else { &commands };
+            for command in batch {
+                black_box(kv.apply(command));
+            }
+        })
+    });
     group.finish();
 }
 

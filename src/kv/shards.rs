@@ -1,7 +1,7 @@
 //! The key-value map as a fixed array of copy-on-write shards.
 //!
 //! Why shards: a snapshot must be taken without stalling the event loop, of a
-//! map that may hold millions of keys. Each shard is an `Arc<HashMap>`; a
+//! map that may hold millions of keys. Each shard is an `Arc<Shard>`; a
 //! snapshot clones the `Arc`s (O(shards)), and a later write to a shard the
 //! snapshot still holds clones that one shard only (`Arc::make_mut`), so the
 //! cost of copy-on-write is spread over writes in pieces of `len / shards` keys.
@@ -11,8 +11,10 @@
 //! no seed, so the same operations give the same map on every node (determinism
 //! for the simulator). Snapshots additionally sort each shard (see `snapshot.rs`).
 
-use std::collections::HashMap;
+use super::entry::Entry;
+use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// Default number of shards. While a snapshot is written, the first write to
@@ -24,11 +26,94 @@ use std::sync::Arc;
 /// stays cheap: 65,536 reference-count increments, well under a millisecond.
 pub const DEFAULT_SHARD_COUNT: usize = 65536;
 
-pub type Shard = HashMap<Vec<u8>, Vec<u8>, BuildHasherDefault<KeyHasher>>;
+/// One shard: a set of entries (key and value in one allocation, see
+/// `entry.rs`) looked up by key bytes. A table slot is one 8-byte pointer.
+#[derive(Clone, Default)]
+pub struct Shard {
+    entries: HashSet<Entry, BuildHasherDefault<KeyHasher>>,
+}
+
+/// An entry found through `Shard::get_mut`: holding it borrows the shard
+/// exclusively, which is what makes writing its value in place sound.
+pub struct ValueMut<'a> {
+    entry: &'a Entry,
+    _shard: PhantomData<&'a mut Shard>,
+}
+
+impl ValueMut<'_> {
+    #[inline]
+    pub fn value(&self) -> &[u8] {
+        self.entry.value()
+    }
+
+    /// Replaces the value (in place when the length is unchanged); returns the
+    /// old value's length.
+    #[inline]
+    pub fn set(&mut self, value: &[u8]) -> usize {
+        // SAFETY: `self` exclusively borrows the shard that owns the entry (see
+        // `Shard::get_mut`), so nothing else refers to it; `value` cannot point
+        // into the entry, whose bytes are only reachable through that shard.
+        unsafe { self.entry.set_value(value) }
+    }
+}
+
+impl Shard {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<ValueMut<'_>> {
+        // `&mut self` stays borrowed for the ValueMut's lifetime.
+        let entry = self.entries.get(key)?;
+        Some(ValueMut {
+            entry,
+            _shard: PhantomData,
+        })
+    }
+
+    /// Sets `key` to `value`; returns the old value's length if the key was present.
+    #[inline]
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
+        if let Some(mut found) = self.get_mut(key) {
+            return Some(found.set(value));
+        }
+        self.entries.insert(Entry::new(key, value));
+        None
+    }
+
+    /// Inserts an entry whose key is not present; returns false (and drops it)
+    /// if it is.
+    pub fn insert_new(&mut self, entry: Entry) -> bool {
+        self.entries.insert(entry)
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        self.entries.take(key)
+    }
+}
+
+impl<'a> IntoIterator for &'a Shard {
+    type Item = &'a Entry;
+    type IntoIter = std::collections::hash_set::Iter<'a, Entry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
 
 /// A small unseeded hasher built on the folded 64×64→128-bit multiply (as in
 /// foldhash/ahash's fallback): fast on short keys and well mixed in every bit,
-/// which matters because the shard index and the shard's `HashMap` use
+/// which matters because the shard index and the shard's table use
 /// different bits of the same hash.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyHasher {
@@ -101,7 +186,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Hashes a key the way the shards' `HashMap`s do (`Vec<u8>` and `[u8]` hash alike).
+/// Hashes a key the way the shards' tables do (an `Entry` hashes as its key).
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
     let mut hasher = KeyHasher::default();
@@ -125,7 +210,7 @@ impl ShardedMap {
             shard_count
         );
         // All shards start as the same empty map; the first write to each
-        // clones it (an empty HashMap does not allocate), so `new` is cheap.
+        // clones it (an empty HashSet does not allocate), so `new` is cheap.
         let empty = Arc::new(Shard::default());
         ShardedMap {
             shards: vec![empty; shard_count],
@@ -152,8 +237,8 @@ impl ShardedMap {
         Arc::make_mut(&mut self.shards[index])
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        self.shard(key).get(key)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.shard(key).get(key).map(Entry::value)
     }
 
     pub fn shards(&self) -> &[Arc<Shard>] {
@@ -194,10 +279,10 @@ mod tests {
     #[test]
     fn write_after_snapshot_clones_only_that_shard() {
         let mut map = ShardedMap::new(8);
-        map.shard_mut(b"a").insert(b"a".to_vec(), b"1".to_vec());
-        map.shard_mut(b"b").insert(b"b".to_vec(), b"1".to_vec());
+        map.shard_mut(b"a").set(b"a", b"1");
+        map.shard_mut(b"b").set(b"b", b"1");
         let held = map.shards().to_vec();
-        map.shard_mut(b"a").insert(b"a".to_vec(), b"2".to_vec());
+        assert_eq!(map.shard_mut(b"a").set(b"a", b"2"), Some(1));
         let shared = held
             .iter()
             .zip(map.shards())
@@ -205,9 +290,9 @@ mod tests {
             .count();
         assert_eq!(shared, 7);
         assert_eq!(
-            held[map.shard_index(b"a")].get(&b"a"[..]),
-            Some(&b"1".to_vec())
+            held[map.shard_index(b"a")].get(b"a").map(Entry::value),
+            Some(&b"1"[..])
         );
-        assert_eq!(map.get(b"a"), Some(&b"2".to_vec()));
+        assert_eq!(map.get(b"a"), Some(&b"2"[..]));
     }
 }

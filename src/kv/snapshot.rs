@@ -16,6 +16,7 @@
 //! The stream is self-delimiting: `restore_from` reads exactly up to the end
 //! marker and leaves anything after it unread.
 
+use super::entry::Entry;
 use super::shards::{Shard, DEFAULT_SHARD_COUNT};
 use super::{digest_of, DecodeError, KvStore};
 use std::io::{self, Read, Write};
@@ -79,15 +80,13 @@ impl KvStore {
             read_exact(r, &mut lengths, "record lengths")?;
             let key_len = u32::from_le_bytes(array4(&lengths[..4])) as usize;
             let value_len = u32::from_le_bytes(array4(&lengths[4..])) as usize;
-            let key = read_vec(r, key_len, "key")?;
-            let value = read_vec(r, value_len, "value")?;
-            if store.map.get(&key).is_some() {
+            let entry = read_entry(r, key_len, value_len)?;
+            if !store.insert_new(entry) {
                 return Err(DecodeError(format!(
                     "duplicate key in snapshot record {}",
                     index
                 )));
             }
-            store.set_owned(key, value);
         }
         let mut end = [0u8; 8];
         read_exact(r, &mut end, "end marker")?;
@@ -128,10 +127,10 @@ impl KvSnapshot {
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&(self.len as u64).to_le_bytes());
         let mut written: usize = 0;
-        let mut entries: Vec<(&Vec<u8>, &Vec<u8>)> = Vec::new();
+        let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
         for shard in &self.shards {
             entries.clear();
-            entries.extend(shard.iter());
+            entries.extend(shard.iter().map(Entry::parts));
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (key, value) in &entries {
                 put_record(&mut buf, key, value)?;
@@ -170,6 +169,21 @@ fn put_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> io::Result<()> {
 fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), DecodeError> {
     r.read_exact(buf)
         .map_err(|e| DecodeError(format!("snapshot {}: {}", what, e)))
+}
+
+/// Reads a record's key and value straight into an entry when they are small
+/// enough to trust their lengths.
+fn read_entry(r: &mut dyn Read, key_len: usize, value_len: usize) -> Result<Entry, DecodeError> {
+    if key_len.saturating_add(value_len) <= TRUSTED_ALLOC_BYTES {
+        let mut entry = Entry::zeroed(key_len, value_len);
+        let (key, value) = entry.parts_mut();
+        read_exact(r, key, "key")?;
+        read_exact(r, value, "value")?;
+        return Ok(entry);
+    }
+    let key = read_vec(r, key_len, "key")?;
+    let value = read_vec(r, value_len, "value")?;
+    Ok(Entry::new(&key, &value))
 }
 
 fn read_vec(r: &mut dyn Read, len: usize, what: &str) -> Result<Vec<u8>, DecodeError> {

@@ -327,3 +327,36 @@ fn clone_is_independent() {
         "KvStore { len: 1, data_bytes: 2, shards: 65536 }"
     );
 }
+
+#[test]
+fn overwrites_in_place_or_resized_leave_a_view_untouched() {
+    let mut kv = KvStore::with_shards(1);
+    kv.apply(&cmd(&[
+        "MSET", "same", "aaa", "grow", "b", "shrink", "cccccc", "n", "9",
+    ]));
+    let view = kv.snapshot_view();
+    let before = view.digest();
+    kv.apply(&cmd(&[
+        "MSET",
+        "same",
+        "xyz",
+        "grow",
+        "bbbbbbbbbb",
+        "shrink",
+        "c",
+    ]));
+    kv.apply(&cmd(&["INCR", "n"]));
+    let long = "v".repeat(300);
+    kv.apply(&cmd(&["SET", "same", &long]));
+    assert_eq!(view.digest(), before);
+    let mut bytes = Vec::new();
+    view.write_to(&mut bytes).unwrap();
+    let restored = KvStore::restore_from(&mut bytes.as_slice()).unwrap();
+    assert_eq!(restored.get(b"same"), Some(&b"aaa"[..]));
+    assert_eq!(restored.get(b"n"), Some(&b"9"[..]));
+    assert_eq!(kv.get(b"same"), Some(long.as_bytes()));
+    assert_eq!(kv.get(b"grow"), Some(&b"bbbbbbbbbb"[..]));
+    assert_eq!(kv.get(b"shrink"), Some(&b"c"[..]));
+    assert_eq!(kv.get(b"n"), Some(&b"10"[..]));
+    kv.assert_invariants();
+}

@@ -1,0 +1,511 @@
+//! One key-value pair in one heap allocation.
+//!
+//! Why: the map holds millions of small pairs. A `HashMap<Vec<u8>, Vec<u8>>`
+//! pays per pair two 24-byte `Vec` headers in its table slot and two malloc
+//! chunks (each with an 8-byte allocator header and rounded up to 16 bytes):
+//! about 240 bytes for a 16-byte key and a 100-byte value. An `Entry` is a thin
+//! pointer (8 bytes in the table) to a single allocation:
+//!
+//! ```text
+//! key_len: varint | value_len: varint | key bytes | value bytes
+//! ```
+//!
+//! The lengths are LEB128 varints (one byte below 128, two below 16384), so a
+//! small pair costs 2 bytes of header: that pair takes one 128-byte malloc
+//! chunk, plus its table slot.
+//!
+//! The allocation is rounded up to what the allocator's chunk holds anyway
+//! (`capacity_for`), so a value can change length by a few bytes in place,
+//! without an allocator call, as a `Vec` reuses its capacity.
+//!
+//! `Entry` hashes and compares as its key (and borrows as `[u8]`), so a
+//! `HashSet<Entry>` is a map looked up by key bytes. A set hands out only
+//! `&Entry`, so the value is replaced through a shared reference
+//! (`Entry::set_value`, unsafe: the caller vouches for exclusive access, see
+//! `shards::ValueMut`); the alternative, `take` then `insert`, would hash and
+//! probe twice more per overwrite.
+//!
+//! # Safety
+//!
+//! The invariant every `unsafe` block below relies on: `ptr` points to a live
+//! allocation of layout `header().layout()`, made by `Entry::allocate` (or
+//! resized by `set_value`), owned by this `Entry` alone, starting with a header
+//! as written by `write_header` and with its key and value bytes initialized.
+
+use std::alloc::{self, Layout};
+use std::borrow::Borrow;
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
+use std::ptr::{self, NonNull};
+
+pub struct Entry {
+    /// A `Cell` so that `set_value` can move the allocation through `&self`.
+    ptr: Cell<NonNull<u8>>,
+}
+
+// SAFETY: an `Entry` owns its bytes exactly as a `Box<[u8]>` does: shared
+// access only reads the pointer and the bytes; writes need `&mut`, or, in
+// `set_value`, a caller who guarantees that same exclusivity, so no thread
+// ever reads while another writes.
+unsafe impl Send for Entry {}
+unsafe impl Sync for Entry {}
+
+/// The decoded header: both lengths, and where the key starts.
+#[derive(Clone, Copy)]
+struct Header {
+    key_len: usize,
+    value_len: usize,
+    header_len: usize,
+}
+
+impl Header {
+    fn new(key_len: usize, value_len: usize) -> Header {
+        Header {
+            key_len,
+            value_len,
+            header_len: varint_len(key_len) + varint_len(value_len),
+        }
+    }
+
+    fn total(self) -> usize {
+        self.header_len + self.key_len + self.value_len
+    }
+
+    /// The allocation's layout: a function of the lengths alone, so `Drop`
+    /// and `realloc` find it again from the header.
+    fn layout(self) -> Layout {
+        match Layout::array::<u8>(capacity_for(self.total())) {
+            Ok(layout) => layout,
+            // Key and value are already in memory, so their sum fits isize.
+            Err(_) => panic!(
+                "entry of {} + {} bytes does not fit a layout",
+                self.key_len, self.value_len
+            ),
+        }
+    }
+}
+
+impl Entry {
+    pub fn new(key: &[u8], value: &[u8]) -> Entry {
+        let entry = Entry::allocate(Header::new(key.len(), value.len()));
+        let (key_at, value_at) = entry.parts_ptr();
+        // SAFETY: `allocate` made room for exactly these lengths; the sources
+        // are other allocations, so the ranges do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(key.as_ptr(), key_at, key.len());
+            ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+        }
+        entry
+    }
+
+    /// An entry with zeroed key and value of these lengths, to be filled through
+    /// `parts_mut` (e.g. read straight from a snapshot stream).
+    pub fn zeroed(key_len: usize, value_len: usize) -> Entry {
+        let header = Header::new(key_len, value_len);
+        let entry = Entry::allocate(header);
+        let (key_at, _) = entry.parts_ptr();
+        // SAFETY: key and value are contiguous and end at the allocation's end.
+        unsafe { ptr::write_bytes(key_at, 0, key_len + value_len) };
+        entry
+    }
+
+    /// Allocates and writes the header; key and value bytes are left for the
+    /// caller to initialize before anything reads them.
+    fn allocate(header: Header) -> Entry {
+        let layout = header.layout();
+        // SAFETY: the layout is never zero-sized (the header takes >= 2 bytes).
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: a fresh allocation of `header.total()` bytes.
+        unsafe { write_header(ptr, header) };
+        Entry {
+            ptr: Cell::new(ptr),
+        }
+    }
+
+    #[inline]
+    fn base(&self) -> *mut u8 {
+        self.ptr.get().as_ptr()
+    }
+
+    #[inline]
+    fn header(&self) -> Header {
+        // SAFETY: the allocation starts with a header written by `write_header`.
+        unsafe { read_header(self.base()) }
+    }
+
+    /// Where the key and the value start.
+    #[inline]
+    fn parts_ptr(&self) -> (*mut u8, *mut u8) {
+        self.parts_ptr_of(self.header())
+    }
+
+    #[inline]
+    fn parts_ptr_of(&self, header: Header) -> (*mut u8, *mut u8) {
+        // SAFETY: both offsets are within the allocation (the value's is its end
+        // when the value is empty).
+        unsafe {
+            let key_at = self.base().add(header.header_len);
+            (key_at, key_at.add(header.key_len))
+        }
+    }
+
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        self.parts().0
+    }
+
+    #[inline]
+    pub fn value(&self) -> &[u8] {
+        self.parts().1
+    }
+
+    #[inline]
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        let header = self.header();
+        let (key_at, value_at) = self.parts_ptr_of(header);
+        // SAFETY: initialized bytes owned by `self`, not written while `&self` lives.
+        unsafe {
+            (
+                std::slice::from_raw_parts(key_at, header.key_len),
+                std::slice::from_raw_parts(value_at, header.value_len),
+            )
+        }
+    }
+
+    pub fn parts_mut(&mut self) -> (&mut [u8], &mut [u8]) {
+        let header = self.header();
+        let (key_at, value_at) = self.parts_ptr_of(header);
+        // SAFETY: `&mut self` is exclusive; the two ranges are disjoint.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(key_at, header.key_len),
+                std::slice::from_raw_parts_mut(value_at, header.value_len),
+            )
+        }
+    }
+
+    /// Replaces the value through a shared reference: in place when the length
+    /// is unchanged, else by resizing the allocation (which the allocator often
+    /// does in place, e.g. when shrinking), else with a fresh allocation.
+    ///
+    /// Returns the old value's length.
+    ///
+    /// # Safety
+    /// The caller must have exclusive access to this entry for the duration of
+    /// the call, with no reference to its bytes alive (it holds `&mut` to the
+    /// set that owns the entry), as with `&mut self`. `value` must not point
+    /// into this entry.
+    #[inline]
+    pub unsafe fn set_value(&self, value: &[u8]) -> usize {
+        let old = self.header();
+        if old.value_len == value.len() {
+            let (_, value_at) = self.parts_ptr_of(old);
+            // The bytes are not inside `Entry`, so writing them through the
+            // pointer is allowed with the exclusivity the caller guarantees.
+            ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+            return old.value_len;
+        }
+        self.resize_value(old, value);
+        old.value_len
+    }
+
+    /// `set_value` for a value of another length.
+    ///
+    /// # Safety
+    /// As `set_value`; `old` is the current header.
+    unsafe fn resize_value(&self, old: Header, value: &[u8]) {
+        let new = Header::new(old.key_len, value.len());
+        if new.header_len != old.header_len {
+            // The key would move: rare (the value length crossed 128, 16384...).
+            let fresh = Entry::new(self.key(), value);
+            let old_ptr = self.ptr.replace(fresh.ptr.get());
+            // `fresh` now owns the old bytes and frees them.
+            fresh.ptr.set(old_ptr);
+            return;
+        }
+        let (old_layout, new_layout) = (old.layout(), new.layout());
+        if new_layout != old_layout {
+            // Header and key keep their place; realloc preserves them.
+            let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
+            let Some(ptr) = NonNull::new(raw) else {
+                alloc::handle_alloc_error(new_layout)
+            };
+            self.ptr.set(ptr);
+        }
+        write_header(self.ptr.get(), new);
+        let (_, value_at) = self.parts_ptr_of(new);
+        ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let layout = self.header().layout();
+        // SAFETY: allocated in `allocate` with this same layout (the header,
+        // hence the layout, never changes), and dropped once.
+        unsafe { alloc::dealloc(self.base(), layout) }
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        let header = self.header();
+        let copy = Entry::allocate(header);
+        // SAFETY: same layout, distinct allocations; copies header, key, value.
+        unsafe {
+            ptr::copy_nonoverlapping(self.base(), copy.base(), header.total());
+        }
+        copy
+    }
+}
+
+/// Hashes as the key (`[u8]`'s `Hash`), as `Borrow<[u8]>` requires.
+impl Hash for Entry {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialEq for Entry {
+    #[inline]
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Entry {}
+
+impl Borrow<[u8]> for Entry {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (key, value) = self.parts();
+        f.debug_struct("Entry")
+            .field("key", &String::from_utf8_lossy(key))
+            .field("value_len", &value.len())
+            .finish()
+    }
+}
+
+/// LEB128 length: 7 bits per byte.
+#[inline]
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
+}
+
+/// Writes both lengths at the start of the allocation.
+///
+/// # Safety
+/// `at` must point to at least `header.header_len` writable bytes.
+#[inline]
+unsafe fn write_header(at: NonNull<u8>, header: Header) {
+    let value_at = write_varint(at.as_ptr(), header.key_len);
+    write_varint(value_at, header.value_len);
+}
+
+/// Writes `n` as LEB128 at `at`; returns the byte after it.
+///
+/// # Safety
+/// `at` must point to `varint_len(n)` writable bytes.
+#[inline]
+unsafe fn write_varint(mut at: *mut u8, mut n: usize) -> *mut u8 {
+    while n >= 0x80 {
+        *at = (n as u8) | 0x80;
+        n >>= 7;
+        at = at.add(1);
+    }
+    *at = n as u8;
+    at.add(1)
+}
+
+/// glibc malloc's smallest chunk, and the header inside each chunk.
+const MALLOC_MIN_CHUNK_BYTES: usize = 32;
+const MALLOC_HEADER_BYTES: usize = 8;
+
+/// Bytes to allocate for an entry of `total` bytes: what a glibc malloc chunk
+/// holds anyway (chunks are multiples of 16 bytes, of which 8 are its header),
+/// so the rounding costs no memory there and lets `set_value` resize in place.
+/// Elsewhere it is at most 15 bytes more than needed, and still correct.
+#[inline]
+fn capacity_for(total: usize) -> usize {
+    let chunk = (total + MALLOC_HEADER_BYTES).next_multiple_of(16);
+    chunk.max(MALLOC_MIN_CHUNK_BYTES) - MALLOC_HEADER_BYTES
+}
+
+/// Reads the header at the start of an entry.
+///
+/// # Safety
+/// `at` must point to a header written by `write_header`, all of it readable.
+#[inline]
+unsafe fn read_header(at: *const u8) -> Header {
+    // Fast path: a key shorter than 128 bytes and a value shorter than 16384.
+    let (key_byte, first_value_byte) = (*at, *at.add(1));
+    if key_byte < 0x80 {
+        if first_value_byte < 0x80 {
+            return Header {
+                key_len: usize::from(key_byte),
+                value_len: usize::from(first_value_byte),
+                header_len: 2,
+            };
+        }
+        let second_value_byte = *at.add(2);
+        if second_value_byte < 0x80 {
+            return Header {
+                key_len: usize::from(key_byte),
+                value_len: usize::from(first_value_byte & 0x7f)
+                    | usize::from(second_value_byte) << 7,
+                header_len: 3,
+            };
+        }
+    }
+    read_header_slow(at)
+}
+
+#[cold]
+unsafe fn read_header_slow(at: *const u8) -> Header {
+    let (key_len, first) = read_varint(at);
+    let (value_len, second) = read_varint(at.add(first));
+    Header {
+        key_len,
+        value_len,
+        header_len: first + second,
+    }
+}
+
+/// Reads a LEB128 value; returns it and the bytes used.
+///
+/// # Safety
+/// `at` must point to a varint written by `put_varint`, all of it readable.
+unsafe fn read_varint(at: *const u8) -> (usize, usize) {
+    let first = *at;
+    if first < 0x80 {
+        return (usize::from(first), 1);
+    }
+    let mut value = usize::from(first & 0x7f);
+    let mut used = 1;
+    loop {
+        let byte = *at.add(used);
+        value |= usize::from(byte & 0x7f) << (7 * used);
+        used += 1;
+        if byte < 0x80 {
+            return (value, used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Longest LEB128 encoding of a `u64`.
+    const VARINT_MAX_BYTES: usize = 10;
+
+    #[test]
+    fn varints_round_trip_at_every_width() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16383,
+            16384,
+            1 << 21,
+            1 << 35,
+            usize::MAX,
+        ] {
+            let mut buf = [0u8; VARINT_MAX_BYTES];
+            // SAFETY: `buf` has room for any varint, then holds the one written.
+            let (used, read) = unsafe {
+                let end = write_varint(buf.as_mut_ptr(), n);
+                (
+                    end.offset_from(buf.as_ptr()) as usize,
+                    read_varint(buf.as_ptr()),
+                )
+            };
+            assert_eq!(used, varint_len(n), "{}", n);
+            assert_eq!(read, (n, used), "{}", n);
+        }
+    }
+
+    #[test]
+    fn parts_survive_every_header_width() {
+        for (key_len, value_len) in [(0, 0), (0, 5), (127, 128), (200, 20_000), (16, 100)] {
+            let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
+            let value: Vec<u8> = (0..value_len).map(|i| (i * 7) as u8).collect();
+            let entry = Entry::new(&key, &value);
+            assert_eq!(entry.parts(), (&key[..], &value[..]));
+            let copy = entry.clone();
+            drop(entry);
+            assert_eq!(copy.key(), &key[..]);
+            assert_eq!(copy.value(), &value[..]);
+        }
+    }
+
+    #[test]
+    fn zeroed_then_filled() {
+        let mut entry = Entry::zeroed(3, 4);
+        assert_eq!(entry.parts(), (&[0u8; 3][..], &[0u8; 4][..]));
+        let (key, value) = entry.parts_mut();
+        key.copy_from_slice(b"abc");
+        value.copy_from_slice(b"wxyz");
+        assert_eq!(entry.parts(), (&b"abc"[..], &b"wxyz"[..]));
+    }
+
+    #[test]
+    // The `Cell` moves the allocation, never the key bytes, which alone decide
+    // `Hash` and `Eq`.
+    #[allow(clippy::mutable_key_type)]
+    fn hashes_and_compares_as_its_key() {
+        let mut set: HashSet<Entry> = HashSet::new();
+        assert!(set.insert(Entry::new(b"k", b"1")));
+        assert!(!set.insert(Entry::new(b"k", b"2")), "same key, other value");
+        assert!(set.insert(Entry::new(b"", b"")));
+        assert_eq!(set.get(&b"k"[..]).map(Entry::value), Some(&b"1"[..]));
+        assert!(set.contains(&b""[..]));
+        assert!(!set.contains(&b"k2"[..]));
+        let old = set.replace(Entry::new(b"k", b"333"));
+        assert_eq!(old.map(|e| e.value().to_vec()), Some(b"1".to_vec()));
+        assert_eq!(set.get(&b"k"[..]).map(Entry::value), Some(&b"333"[..]));
+    }
+
+    #[test]
+    fn capacity_fills_the_malloc_chunk() {
+        assert_eq!(capacity_for(2), 24);
+        assert_eq!(capacity_for(24), 24);
+        assert_eq!(capacity_for(25), 40);
+        assert_eq!(capacity_for(118), 120);
+        assert_eq!(capacity_for(120), 120);
+        assert_eq!(capacity_for(121), 136);
+    }
+
+    #[test]
+    fn set_value_at_every_size_change() {
+        let key = b"the key";
+        // In place, within the chunk, realloc up and down, header width changes.
+        let mut lengths = vec![
+            3, 3, 0, 1, 9, 127, 120, 30, 128, 100, 20_000, 16_383, 16_384,
+        ];
+        lengths.extend([5, 0]);
+        lengths.extend([200, 90, 200]);
+        let entry = Entry::new(key, b"abc");
+        for (step, len) in lengths.into_iter().enumerate() {
+            let value: Vec<u8> = (0..len).map(|i| (i + step) as u8).collect();
+            // SAFETY: the entry is local; `value` is a separate allocation.
+            unsafe { entry.set_value(&value) };
+            assert_eq!(entry.parts(), (&key[..], &value[..]), "step {}", step);
+            assert_eq!(entry.clone().value(), &value[..], "step {}", step);
+        }
+    }
+}
