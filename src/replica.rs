@@ -31,13 +31,38 @@ pub trait Durable {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
     /// Durable when it returns (the stable file is replaced atomically).
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
-    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Starts making everything appended so far durable (group commit: one
+    /// sync per batch, never per entry). [`SyncStart::Synced`] means all of it
+    /// is durable already (a blocking sync, or `fsync = never`);
+    /// [`SyncStart::Pending`] hands back a ticket that the caller reports to
+    /// [`Replica::synced`] when the sync finishes. Tickets finish in order.
+    fn start_sync(&mut self) -> Result<SyncStart, StorageError>;
     /// Makes the snapshot `meta` names, received from the leader beside its
     /// InstallSnapshot message, this node's state: returns the state machine
     /// it holds and empties the log so that it continues at `meta.index + 1`.
     /// Durable when it returns (the snapshot itself was made durable when it
     /// was received, before the core saw the message).
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError>;
+}
+
+/// What [`Durable::start_sync`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncStart {
+    /// Everything appended so far is durable now.
+    Synced,
+    /// A sync is running; this ticket will be reported when it finishes.
+    Pending(u64),
+}
+
+/// A batch whose entries are written but whose sync is still running: what
+/// it promises waits here.
+struct Unsynced {
+    ticket: u64,
+    /// Votes and acknowledgements of this batch and of any later batch that
+    /// had nothing to sync itself (they must not overtake this one).
+    messages: Vec<Message>,
+    /// The batch's last entry: persisted once the sync finishes.
+    last_entry: Option<(u64, u64)>,
 }
 
 /// The most log entries kept below a snapshot's index when the log is
@@ -176,6 +201,8 @@ pub struct Replica<W> {
     snapshot_due_at: u64,
     /// A snapshot handed out by `take_snapshot` and not yet reported.
     snapshot_in_progress: Option<SnapshotMeta>,
+    /// Batches whose sync is running, oldest first.
+    unsynced: VecDeque<Unsynced>,
 }
 
 impl<W> Replica<W> {
@@ -197,6 +224,7 @@ impl<W> Replica<W> {
             snapshot_trailing: 0,
             snapshot_due_at: u64::MAX,
             snapshot_in_progress: None,
+            unsynced: VecDeque::new(),
         }
     }
 
@@ -269,8 +297,10 @@ impl<W> Replica<W> {
         // next due index further on, and makes this compaction a no-op.
         self.snapshot_due_at = self.snapshot_due_at.max(self.due_after(meta.index));
         let dropped = self.node.compact(meta.clone(), self.snapshot_trailing);
+        // The core keeps entries whose sync is still running even below the
+        // trailing margin, so the log keeps from where the core did.
         Compacted {
-            keep_from: meta.index.saturating_sub(self.snapshot_trailing) + 1,
+            keep_from: dropped.last().map_or(0, |e| e.index + 1),
             dropped,
         }
     }
@@ -393,10 +423,86 @@ impl<W> Replica<W> {
         let mut outcome = ReadyOutcome::default();
         while self.node.has_ready() {
             let ready = self.node.ready();
-            self.handle_one(ready, durable, transport, done, &mut outcome)?;
-            self.node.advance();
+            let synced = self.handle_one(ready, durable, transport, done, &mut outcome)?;
+            if synced {
+                self.node.advance();
+            } else {
+                self.node.advance_written();
+            }
         }
         Ok(outcome)
+    }
+
+    /// The sync with `ticket` finished (and so did every earlier one): sends
+    /// what those batches promised and lets the core count their entries as
+    /// persisted. Call [`Replica::handle_ready`] afterwards.
+    pub fn synced<T: Transport>(&mut self, ticket: u64, transport: &mut T) {
+        while self.unsynced.front().is_some_and(|u| u.ticket <= ticket) {
+            if let Some(batch) = self.unsynced.pop_front() {
+                self.release(batch, transport);
+            }
+        }
+        transport.flush();
+    }
+
+    /// Syncs still running.
+    pub fn syncs_pending(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    fn release<T: Transport>(&mut self, batch: Unsynced, transport: &mut T) {
+        for message in batch.messages {
+            transport.send(message);
+        }
+        if let Some((index, term)) = batch.last_entry {
+            self.node.persisted(index, term);
+        }
+    }
+
+    /// Syncs this batch's entries (or starts to) and sends what it promises
+    /// once they and everything before them are durable. Returns whether the
+    /// batch is durable now.
+    fn sync_and_promise<D: Durable, T: Transport>(
+        &mut self,
+        ready: &mut Ready,
+        durable: &mut D,
+        transport: &mut T,
+    ) -> Result<bool, ReplicaError> {
+        let messages = std::mem::take(&mut ready.send_after_sync);
+        let start = match ready.entries.last() {
+            Some(_) => Some(durable.start_sync()?),
+            None => None,
+        };
+        match start {
+            Some(SyncStart::Pending(ticket)) => {
+                self.unsynced.push_back(Unsynced {
+                    ticket,
+                    messages,
+                    last_entry: ready.entries.last().map(|e| (e.index, e.term)),
+                });
+                return Ok(false);
+            }
+            Some(SyncStart::Synced) => {
+                // Everything appended so far is durable, earlier batches too.
+                while let Some(batch) = self.unsynced.pop_front() {
+                    self.release(batch, transport);
+                }
+            }
+            None => {
+                if let Some(last) = self.unsynced.back_mut() {
+                    // Nothing of its own to sync, but it must not overtake
+                    // the promises of a batch whose sync is still running.
+                    last.messages.extend(messages);
+                    transport.flush();
+                    return Ok(true);
+                }
+            }
+        }
+        for message in messages {
+            transport.send(message);
+        }
+        transport.flush();
+        Ok(true)
     }
 
     fn handle_one<D: Durable, T: Transport>(
@@ -406,7 +512,7 @@ impl<W> Replica<W> {
         transport: &mut T,
         done: &mut Vec<Completion<W>>,
         outcome: &mut ReadyOutcome,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<bool, ReplicaError> {
         if let Some(soft) = ready.soft_state {
             outcome.soft_state = Some(soft);
         }
@@ -430,15 +536,10 @@ impl<W> Replica<W> {
             transport.send(message);
         }
         transport.flush();
-        // 3. One sync for everything appended in this batch (group commit).
-        if ready.must_sync() {
-            durable.sync()?;
-        }
-        // 4. Votes and acknowledgements promise what is now on disk.
-        for message in ready.send_after_sync.drain(..) {
-            transport.send(message);
-        }
-        transport.flush();
+        // 3. One sync for everything appended in this batch (group commit), and
+        // 4. votes and acknowledgements, which promise what is on disk, only
+        //    after it (they wait here while a background sync runs).
+        let synced = self.sync_and_promise(&mut ready, durable, transport)?;
         // 5. Apply, answering the proposals whose entries these are.
         for entry in ready.committed.drain(..) {
             self.apply(entry, done)?;
@@ -463,7 +564,7 @@ impl<W> Replica<W> {
             }
         }
         self.answer_reads(done);
-        Ok(())
+        Ok(synced)
     }
 
     /// Returns the map the snapshot replaced.

@@ -296,6 +296,18 @@ impl RaftLog {
         self.persisted = self.persisted.max(still_valid);
     }
 
+    /// A background sync that covered the entry `index`/`term` finished. It
+    /// counts only if that entry is still in the log and was handed out: if it
+    /// was truncated and replaced meanwhile, the replacement was not in that
+    /// sync (etcd `stableTo`). Returns whether `persisted` moved.
+    pub fn persisted_to(&mut self, index: u64, term: u64) -> bool {
+        if index <= self.persisted || index >= self.unstable || !self.match_term(index, term) {
+            return false;
+        }
+        self.persisted = index;
+        true
+    }
+
     /// Installs a snapshot from the leader: the log now starts after `meta`,
     /// under `conf` (the configuration at `meta.index`).
     pub fn restore_snapshot(&mut self, meta: SnapshotMeta, conf: Membership) {
@@ -340,16 +352,13 @@ impl RaftLog {
                 meta.index
             );
         }
-        let drop_to = meta.index.saturating_sub(trailing);
+        // Entries whose sync is still running stay: a follower may apply (and
+        // snapshot) committed entries before its own copy of them is synced.
+        let drop_to = meta.index.saturating_sub(trailing).min(self.persisted);
         self.snapshot = meta;
         if drop_to <= self.offset {
             return Vec::new();
         }
-        assert!(
-            drop_to <= self.persisted,
-            "compacting to {drop_to} past the persisted index {}",
-            self.persisted
-        );
         let term = self.term(drop_to).expect("drop_to is inside the log");
         self.conf_base = self.conf_at(drop_to).clone();
         self.confs.retain(|(i, _)| *i > drop_to);

@@ -456,7 +456,26 @@ impl Node {
     ///
     /// If there is no outstanding `Ready`.
     pub fn advance(&mut self) {
-        self.advance_inner();
+        self.advance_inner(true);
+        self.debug_assert_invariants();
+    }
+
+    /// Like [`Node::advance`], for a caller that syncs in the background: the
+    /// last `Ready` was handled (its hard state is durable, its committed
+    /// entries applied, its `send_now` sent) but its entries are only written.
+    /// Their `send_after_sync` messages wait with the caller, and the sync is
+    /// reported with [`Node::persisted`] when it finishes. Until then the
+    /// leader does not count itself toward a majority for those entries.
+    pub fn advance_written(&mut self) {
+        self.advance_inner(false);
+        self.debug_assert_invariants();
+    }
+
+    /// Entries up to and including `index`, whose entry had `term` when the
+    /// sync began, are on disk. Ignored if that entry was replaced since (a
+    /// truncating append), or compacted, or is already known persisted.
+    pub fn persisted(&mut self, index: u64, term: u64) {
+        self.persisted_inner(index, term);
         self.debug_assert_invariants();
     }
 

@@ -480,11 +480,11 @@ impl Node {
         rd
     }
 
-    pub(super) fn advance_inner(&mut self) {
+    pub(super) fn advance_inner(&mut self, entries_synced: bool) {
         let Some(done) = self.outstanding.take() else {
             panic!("advance() called without an outstanding ready()");
         };
-        if let Some(last) = done.last_entry {
+        if let (Some(last), true) = (done.last_entry, entries_synced) {
             self.log.persisted_through(last);
         }
         self.log.applied = self.log.applied.max(done.applying);
@@ -498,6 +498,12 @@ impl Node {
         }
         if self.role == Role::Leader {
             // The leader's own vote toward a majority counts only now.
+            self.maybe_commit();
+        }
+    }
+
+    pub(super) fn persisted_inner(&mut self, index: u64, term: u64) {
+        if self.log.persisted_to(index, term) && self.role == Role::Leader {
             self.maybe_commit();
         }
     }

@@ -449,6 +449,61 @@ mod tests {
     }
 
     #[test]
+    fn with_a_background_sync_the_leader_counts_itself_once_persisted() {
+        // Reference: thesis §10.2.1, as above, for a caller that syncs off its
+        // loop: advance_written() does not count the leader; persisted() does.
+        let mut net = Net::new(1);
+        net.campaign(1);
+        let node = net.node_mut(1);
+        let (index, term) = node.propose(b"x".to_vec()).expect("leader");
+        let rd = node.ready();
+        assert_eq!(rd.entries.last().map(|e| e.index), Some(index));
+        node.advance_written();
+        assert_eq!(
+            node.status().commit_index,
+            index - 1,
+            "written is not synced"
+        );
+        assert!(node.ready().committed.is_empty());
+        node.advance_written();
+        node.persisted(index, term);
+        assert_eq!(node.status().commit_index, index);
+        assert_eq!(node.ready().committed.last().map(|e| e.index), Some(index));
+    }
+
+    #[test]
+    fn a_sync_of_an_entry_that_was_replaced_does_not_count() {
+        // Reference: etcd raft `stableTo`. A follower's background sync covered
+        // entry 2 of term 1; before it finished, a new leader replaced entry 2.
+        let mut node = Net::node_with_log(2, &[1, 2, 3], &[1, 1], 1);
+        let before = node.status().last_index;
+        node.step(msg(
+            1,
+            2,
+            2,
+            MessageBody::Append {
+                prev_index: 1,
+                prev_term: 1,
+                entries: vec![crate::raft::Entry {
+                    index: 2,
+                    term: 2,
+                    kind: crate::raft::EntryKind::Normal,
+                    data: b"new".to_vec(),
+                }],
+                commit: 0,
+            },
+        ));
+        let rd = node.ready();
+        assert_eq!(rd.entries.first().map(|e| (e.index, e.term)), Some((2, 2)));
+        node.advance_written();
+        assert_eq!(before, 2);
+        node.persisted(2, 1);
+        assert_eq!(node.log.persisted, 1, "the old entry 2 was replaced");
+        node.persisted(2, 2);
+        assert_eq!(node.log.persisted, 2);
+    }
+
+    #[test]
     fn single_voter_commits_after_advance() {
         let mut net = Net::new(1);
         net.campaign(1);

@@ -123,6 +123,10 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let snapshotter = Snapshotter::start(disk.snapshot_dir.clone(), Arc::clone(&waker))?;
+        let mut disk = disk;
+        if disk.fsync {
+            disk.syncer = Some(super::syncer::Syncer::start(Arc::clone(&waker))?);
+        }
         let snapshots = Snapshots::new(disk.snapshot_dir.clone(), snapshotter, snapshot_bytes);
         let mut client_listener = bind("client", &config.client_addr)?;
         let mut raft_listener = bind("raft", &config.raft_addr)?;
@@ -256,6 +260,7 @@ impl Server {
     /// Everything after the socket events of one iteration.
     fn iterate(&mut self) -> Result<(), ServerError> {
         self.handle_peer_events();
+        self.collect_syncs()?;
         self.collect_snapshots()?;
         self.run_timers();
         self.dispatch_parked();
@@ -496,6 +501,22 @@ impl Server {
 
     /// Results of the snapshot thread; a written snapshot shrinks the log
     /// (the entries and segment files it lets go of are freed by the thread).
+    /// Releases what the batches whose background sync finished promised.
+    fn collect_syncs(&mut self) -> Result<(), ServerError> {
+        let Some(result) = self.disk.syncer.as_ref().and_then(|s| s.try_done()) else {
+            return Ok(());
+        };
+        let ticket = result.map_err(|err| ServerError::Fatal(format!("sync failed: {}", err)))?;
+        let mut transport = PeerTransport {
+            peers: &mut self.peers,
+            registry: self.poll.registry(),
+            events: &mut self.peer_events,
+            snapshots: &mut self.snapshots.requested,
+        };
+        self.replica.synced(ticket, &mut transport);
+        Ok(())
+    }
+
     fn collect_snapshots(&mut self) -> Result<(), ServerError> {
         let compacted = self
             .snapshots

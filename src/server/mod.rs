@@ -12,11 +12,12 @@ mod recover;
 mod requests;
 mod snapshots;
 mod snapshotter;
+mod syncer;
 
 use crate::config::{Config, FsyncMode};
 use crate::kv::KvStore;
 use crate::raft::{Entry, HardState, Node, RaftConfig, SnapshotMeta};
-use crate::replica::{trailing_entries, Durable, Replica};
+use crate::replica::{trailing_entries, Durable, Replica, SyncStart};
 use crate::storage::snapshot;
 use crate::storage::{Storage, StorageError, StorageOptions};
 use log::{info, warn};
@@ -73,6 +74,8 @@ pub(crate) struct DiskLog {
     /// A snapshot received from the leader and already decoded off the loop,
     /// for `install_snapshot` to take.
     pub decoded: Option<(SnapshotMeta, KvStore)>,
+    /// The sync thread (None until the loop starts it, and with `fsync = never`).
+    pub syncer: Option<syncer::Syncer>,
 }
 
 impl Durable for DiskLog {
@@ -82,11 +85,16 @@ impl Durable for DiskLog {
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         self.storage.set_hard_state(hard_state)
     }
-    fn sync(&mut self) -> Result<(), StorageError> {
-        if self.fsync {
-            self.storage.sync()
-        } else {
-            Ok(())
+    fn start_sync(&mut self) -> Result<SyncStart, StorageError> {
+        match (&mut self.syncer, self.fsync) {
+            (_, false) => Ok(SyncStart::Synced),
+            (Some(syncer), true) => Ok(SyncStart::Pending(
+                syncer.submit(self.storage.take_sync_targets()),
+            )),
+            (None, true) => {
+                self.storage.sync()?;
+                Ok(SyncStart::Synced)
+            }
         }
     }
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
@@ -199,6 +207,7 @@ fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Serv
         fsync: config.fsync == FsyncMode::Always,
         snapshot_dir: snapshot::snapshot_dir(&config.data_dir),
         decoded: None,
+        syncer: None,
     };
     event_loop::Server::new(
         config,

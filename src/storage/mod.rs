@@ -93,6 +93,27 @@ impl SegmentRemover {
     }
 }
 
+/// A segment file with writes not yet synced, handed to a background syncer.
+/// Holding it keeps the file open even if the segment is deleted meanwhile.
+pub struct SyncTarget {
+    file: std::sync::Arc<std::fs::File>,
+    path: std::path::PathBuf,
+}
+
+impl SyncTarget {
+    /// fdatasync of the file.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+
+    /// Whether two targets are the same open file.
+    pub fn same_file(&self, other: &SyncTarget) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
+    }
+}
+
 /// The open log and stable file of one data directory.
 pub struct Storage {
     data_dir: PathBuf,
@@ -178,6 +199,14 @@ impl Storage {
     /// Makes everything appended so far durable (fdatasync of the dirty range).
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.log.sync()
+    }
+
+    /// For a sync off the caller's thread: the files to fdatasync (with
+    /// [`SyncTarget::sync`]) before what was appended so far is durable.
+    /// Their dirty ranges are forgotten, so a later `sync` does not cover
+    /// them: the caller must sync every target it is given.
+    pub fn take_sync_targets(&mut self) -> Vec<SyncTarget> {
+        self.log.take_sync_targets()
     }
 
     /// Deletes whole segments all of whose records are below `index`. The

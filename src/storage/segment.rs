@@ -20,11 +20,12 @@
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
-use super::sync_dir;
+use super::{sync_dir, SyncTarget};
 use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const SUFFIX: &str = ".seg";
 const NAME_DIGITS: usize = 20;
@@ -62,7 +63,8 @@ pub(crate) enum ScanEnd {
 pub(crate) struct Segment {
     path: PathBuf,
     first_index: u64,
-    file: File,
+    /// Shared with a background syncer (see [`Segment::take_sync_target`]).
+    file: Arc<File>,
     map: MmapMut,
     /// `offsets[k]` is where the record with index `first_index + k` starts.
     offsets: Vec<usize>,
@@ -120,7 +122,7 @@ impl Segment {
         Segment {
             path,
             first_index,
-            file,
+            file: Arc::new(file),
             map,
             offsets: Vec::new(),
             terms: Vec::new(),
@@ -327,6 +329,19 @@ impl Segment {
 
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty.is_some()
+    }
+
+    /// The file to fdatasync for everything written so far, and forgets the
+    /// dirty range: the caller syncs it (on another thread, say). Writes
+    /// through the shared mapping are in the page cache, so fdatasync of the
+    /// file covers them as msync of the range would (on Linux, msync(MS_SYNC)
+    /// is an fsync of the mapped file range).
+    pub(crate) fn take_sync_target(&mut self) -> Option<SyncTarget> {
+        self.dirty.take()?;
+        Some(SyncTarget {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+        })
     }
 
     /// msync of the dirty range: the mapping's fdatasync.

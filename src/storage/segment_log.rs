@@ -216,6 +216,15 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// The files to fdatasync for every appended record to be durable; their
+    /// dirty ranges count as synced from now on (the caller syncs them).
+    pub(crate) fn take_sync_targets(&mut self) -> Vec<super::SyncTarget> {
+        self.segments
+            .iter_mut()
+            .filter_map(|s| s.take_sync_target())
+            .collect()
+    }
+
     /// Takes out the segments `drop_before` would delete, without deleting
     /// their files (the caller deletes them oldest first, see `Storage`).
     pub(crate) fn detach_before(&mut self, index: u64) -> Vec<Segment> {

@@ -145,13 +145,17 @@ impl Sim {
                 trailing: rng.range(0, every + 1),
             }
         };
+        // Most runs sync in the background as the server does, finishing
+        // syncs some steps later (so acknowledgements and the leader's own
+        // count wait); the rest sync before `start_sync` returns.
+        let background_syncs = rng.chance(3, 4);
         let nodes = ids
             .iter()
             .map(|&id| SimNode {
                 id,
                 bootstrap_voters: ids.clone(),
                 replica: None,
-                durable: MemDurable::default(),
+                durable: MemDurable::new(background_syncs),
                 tick_percent: rng.range(70, 101),
                 applied_seen: 0,
                 restarts: 0,
@@ -184,12 +188,13 @@ impl Sim {
 
     pub fn describe(&self) -> String {
         format!(
-            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}}} snapshots={:?} net={:?}",
+            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}}} background_syncs={} snapshots={:?} net={:?}",
             self.raft.heartbeat_ticks,
             self.raft.pre_vote,
             self.raft.check_quorum,
             self.raft.max_inflight_msgs,
             self.raft.max_msg_bytes,
+            self.nodes.first().is_some_and(|n| n.durable.background_syncs),
             self.snapshot_options,
             self.net.options
         )
@@ -356,6 +361,12 @@ impl Sim {
         };
         let mut outbox = Outbox::default();
         let mut done: Vec<Completion<OpId>> = Vec::new();
+        // Background syncs finish after a random number of steps, in order.
+        while node.durable.syncs_running() && self.rng.chance(1, 2) {
+            if let Some(ticket) = node.durable.finish_sync() {
+                replica.synced(ticket, &mut outbox);
+            }
+        }
         let result = replica.handle_ready(&mut node.durable, &mut outbox, &mut done);
         self.max_commit = self.max_commit.max(replica.node().commit_index());
         for &(index, term, prev_term, data) in &node.durable.appended {

@@ -9,7 +9,7 @@ use crate::membership::{last_conf_entry, ConfBefore};
 use raftkv::kv::KvStore;
 use raftkv::raft::{Entry, HardState, Restored, SnapshotMeta};
 use raftkv::recovery::{plan_log, LogPlan};
-use raftkv::replica::Durable;
+use raftkv::replica::{Durable, SyncStart};
 use raftkv::storage::StorageError;
 use std::sync::Arc;
 
@@ -44,9 +44,24 @@ pub struct MemDurable {
     /// Each ConfChange entry appended, with the configuration before it in
     /// this log, for the membership checker.
     pub confs_appended: Vec<(Entry, ConfBefore)>,
+    /// Syncs run in the background (as the real sync thread does) rather
+    /// than before `start_sync` returns.
+    pub background_syncs: bool,
+    /// Background syncs started and not finished, oldest first: (ticket,
+    /// lowest index they rewrite, the written entries from there when the
+    /// sync began). A crash or a snapshot reset voids them.
+    running: std::collections::VecDeque<(u64, u64, Vec<Entry>)>,
+    next_ticket: u64,
 }
 
 impl MemDurable {
+    pub fn new(background_syncs: bool) -> MemDurable {
+        MemDurable {
+            background_syncs,
+            ..MemDurable::default()
+        }
+    }
+
     /// The term of the log entry at `index`, if the log holds it.
     pub fn term_at(&self, index: u64) -> Option<u64> {
         if index == self.offset && index > 0 {
@@ -65,6 +80,32 @@ impl MemDurable {
         self.written = self.synced.clone();
         self.dirty_from = None;
         self.fail_next_sync = false;
+        self.running.clear();
+    }
+
+    pub fn syncs_running(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    /// Finishes the oldest background sync: what was written when it began
+    /// becomes durable. Returns its ticket for `Replica::synced`.
+    pub fn finish_sync(&mut self) -> Option<u64> {
+        let (ticket, from, entries) = self.running.pop_front()?;
+        // Compaction may have dropped the start of what it wrote.
+        let start = from.max(self.offset + 1);
+        let keep = (start - self.offset - 1) as usize;
+        assert!(
+            keep <= self.synced.len(),
+            "sync {} rewrites from {} but only {} entries after {} are synced",
+            ticket,
+            start,
+            self.synced.len(),
+            self.offset
+        );
+        self.synced.truncate(keep);
+        self.synced
+            .extend(entries.into_iter().filter(|e| e.index >= start));
+        Some(ticket)
     }
 
     /// The configuration at the end of the written log: its last ConfChange
@@ -114,6 +155,7 @@ impl MemDurable {
 
     /// Empties the log so that it continues at `next` (durable at once).
     fn reset(&mut self, next: u64, term: u64) {
+        self.running.clear();
         self.written.clear();
         self.synced.clear();
         self.dirty_from = None;
@@ -188,19 +230,33 @@ impl Durable for MemDurable {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StorageError> {
+    fn start_sync(&mut self) -> Result<SyncStart, StorageError> {
         if self.fail_next_sync {
             return Err(StorageError::io(
                 "sim",
                 std::io::Error::other("power lost during sync"),
             ));
         }
+        if self.background_syncs {
+            let from = self
+                .dirty_from
+                .take()
+                .unwrap_or(self.offset + self.written.len() as u64 + 1);
+            let skip = (from - self.offset - 1) as usize;
+            self.next_ticket += 1;
+            self.running
+                .push_back((self.next_ticket, from, self.written[skip..].to_vec()));
+            return Ok(SyncStart::Pending(self.next_ticket));
+        }
+        // A blocking sync makes everything written durable, including what
+        // background syncs still running would have.
+        while self.finish_sync().is_some() {}
         if let Some(from) = self.dirty_from.take() {
             let keep = ((from - self.offset - 1) as usize).min(self.synced.len());
             self.synced.truncate(keep);
             self.synced.extend_from_slice(&self.written[keep..]);
         }
-        Ok(())
+        Ok(SyncStart::Synced)
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {

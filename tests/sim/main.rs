@@ -138,6 +138,19 @@ fn check_liveness(mut sim: Sim, keep: impl Fn(&Sim, usize) -> bool) -> Result<Si
     Ok(sim)
 }
 
+/// Runs one seed, turning a panic (an assertion inside the core or the
+/// replica) into an error, so the failure names its seed and replay command.
+fn catch_panic<T>(run: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".to_string());
+        Err(format!("panic: {}", what))
+    })
+}
+
 fn replay_command(seed: u64, nodes: usize, steps: u64) -> String {
     format!(
         "SIM_SEED={} SIM_NODES={} SIM_STEPS={} cargo test --release --test sim replay -- --ignored --nocapture",
@@ -158,7 +171,7 @@ fn run_many(nodes: usize) {
             seed,
             trace: false,
         };
-        match run_seed(opts) {
+        match catch_panic(|| run_seed(opts)) {
             Ok(sim) => {
                 acks += sim.acks;
                 reads += sim.history.reads_checked;
@@ -282,7 +295,7 @@ fn membership_changes_stay_safe_and_live() {
             seed,
             trace: false,
         };
-        match membership::run_seed(opts) {
+        match catch_panic(|| membership::run_seed(opts)) {
             Ok((sim, stats)) => {
                 acks += sim.acks;
                 total.changes_accepted += stats.changes_accepted;
