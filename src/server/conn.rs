@@ -19,13 +19,21 @@ pub struct Conn {
     out_buf: Vec<u8>,
     /// Bytes of `out_buf` already written to the socket.
     out_start: usize,
+    /// The poller reported the peer's side closed: read to the end rather
+    /// than stop at a short read (the EOF raises no further edge).
+    read_closed: bool,
 }
 
 /// What one `fill` saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fill {
-    /// Some bytes arrived; call again (edge-triggered: read until `WouldBlock`).
+    /// Bytes arrived and filled the free space: there may be more; call again
+    /// (edge-triggered readiness: read until the socket is drained).
     Data,
+    /// Bytes arrived but fewer than there was room for: the socket's receive
+    /// queue is empty now, so no further read is needed until the next event
+    /// (any later arrival raises a new edge). Saves one read per iteration.
+    Drained,
     /// Nothing more to read now.
     WouldBlock,
     /// The peer closed its side.
@@ -41,6 +49,7 @@ impl Conn {
             in_end: 0,
             out_buf: Vec::new(),
             out_start: 0,
+            read_closed: false,
         }
     }
 
@@ -67,14 +76,22 @@ impl Conn {
             match self.stream.read(&mut self.in_buf[self.in_end..]) {
                 Ok(0) => return Ok(Fill::Closed),
                 Ok(n) => {
+                    let room = self.in_buf.len() - self.in_end;
                     self.in_end += n;
-                    return Ok(Fill::Data);
+                    let drained = n < room && !self.read_closed;
+                    return Ok(if drained { Fill::Drained } else { Fill::Data });
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// The poller saw the peer close its side (or an error): the next reads
+    /// go on until EOF.
+    pub fn note_read_closed(&mut self) {
+        self.read_closed = true;
     }
 
     /// The received bytes not yet consumed.

@@ -221,6 +221,9 @@ impl Server {
             let began_cpu = super::clock::thread_cpu_time();
             let snapshotting = self.snapshots.is_writing();
             for event in events.iter() {
+                if event.is_read_closed() || event.is_error() {
+                    self.note_read_closed(event.token());
+                }
                 self.handle_event(event.token(), event.is_readable(), event.is_writable());
             }
             self.iterate()?;
@@ -272,6 +275,13 @@ impl Server {
         self.peers
             .flush(self.poll.registry(), &mut self.peer_events);
         Ok(())
+    }
+
+    fn note_read_closed(&mut self, token: Token) {
+        match self.clients.get_mut(&token) {
+            Some(client) => client.conn.note_read_closed(),
+            None => self.peers.note_read_closed(token),
+        }
     }
 
     fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
@@ -413,7 +423,7 @@ impl Server {
             }
             match fill {
                 Fill::Data => continue,
-                Fill::WouldBlock => break,
+                Fill::Drained | Fill::WouldBlock => break,
                 Fill::Closed => {
                     if let Some(client) = self.clients.get_mut(&token) {
                         client.close_after_replies = true;

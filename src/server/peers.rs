@@ -123,6 +123,13 @@ impl Peers {
         }
     }
 
+    /// See [`Conn::note_read_closed`].
+    pub fn note_read_closed(&mut self, token: Token) {
+        if let Some(pc) = self.conns.get_mut(&token) {
+            pc.conn.note_read_closed();
+        }
+    }
+
     pub fn owns(&self, token: Token) -> bool {
         self.conns.contains_key(&token)
     }
@@ -278,7 +285,7 @@ impl Peers {
             self.decode_frames(token, events)?;
             match fill {
                 Fill::Data => continue,
-                Fill::WouldBlock => return Ok(()),
+                Fill::Drained | Fill::WouldBlock => return Ok(()),
                 Fill::Closed => return Err("closed by peer".to_string()),
             }
         }
