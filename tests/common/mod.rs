@@ -46,11 +46,17 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub extra_args: Vec<String>,
+    /// Started with `--join` instead of `--cluster` (added later with CLUSTER ADD).
+    pub join: bool,
 }
 
 impl NodeSpec {
     pub fn client_addr(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
     }
 }
 
@@ -65,6 +71,13 @@ pub struct Cluster {
 impl Cluster {
     /// Allocates ports and dirs for `n` nodes without starting them.
     pub fn new(n: usize) -> Cluster {
+        Cluster::with_joiners(n, 0)
+    }
+
+    /// `founders` nodes that form the cluster (ids 1..=founders) and
+    /// `joiners` more (the next ids) that start with `--join`, all unstarted.
+    pub fn with_joiners(founders: usize, joiners: usize) -> Cluster {
+        let n = founders + joiners;
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeSpec> = (1..=n as u64)
             .map(|id| NodeSpec {
@@ -74,10 +87,12 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{}", id)),
                 log_path: dir.path().join(format!("node{}.log", id)),
                 extra_args: Vec::new(),
+                join: id > founders as u64,
             })
             .collect();
         let cluster_arg = nodes
             .iter()
+            .filter(|n| !n.join)
             .map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft_port))
             .collect::<Vec<_>>()
             .join(",");
@@ -109,8 +124,6 @@ impl Cluster {
             format!("127.0.0.1:{}", node.raft_port),
             "--client-addr".into(),
             node.client_addr(),
-            "--cluster".into(),
-            self.cluster_arg.clone(),
             "--data-dir".into(),
             node.data_dir.display().to_string(),
             "--heartbeat-ms".into(),
@@ -120,6 +133,12 @@ impl Cluster {
             "--log-level".into(),
             "debug".into(),
         ];
+        if node.join {
+            args.push("--join".into());
+        } else {
+            args.push("--cluster".into());
+            args.push(self.cluster_arg.clone());
+        }
         args.extend(node.extra_args.iter().cloned());
         args
     }
@@ -237,6 +256,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if thread::panicking() {
+            // A node that died by itself (or was killed from outside) explains a lot.
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+                    eprintln!("---- node {} had already exited: {} ----", i + 1, status);
+                }
+            }
+        }
         for i in 0..self.children.len() {
             self.kill(i);
         }
