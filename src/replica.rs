@@ -408,9 +408,15 @@ impl<W> Replica<W> {
         }
     }
 
-    /// Answers the transfer waiters whose target's outcome is known.
-    fn settle_transfers(&mut self, outcomes: &[TransferOutcome], done: &mut Vec<Completion<W>>) {
-        for outcome in outcomes {
+    /// Answers the transfer waiters whose target's outcome is known, and
+    /// reports the outcomes.
+    fn settle_transfers(
+        &mut self,
+        outcomes: Vec<TransferOutcome>,
+        done: &mut Vec<Completion<W>>,
+        report: &mut ReadyOutcome,
+    ) {
+        for outcome in &outcomes {
             let (target, reply) = match *outcome {
                 TransferOutcome::Finished { target } => (target, Reply::Ok),
                 TransferOutcome::Abandoned { target } => (target, reply_transfer_abandoned(target)),
@@ -428,6 +434,7 @@ impl<W> Replica<W> {
                 }
             }
         }
+        report.transfer_outcomes.extend(outcomes);
     }
 
     /// Starts a linearizable read; it is answered after a ReadIndex round
@@ -537,10 +544,7 @@ impl<W> Replica<W> {
             }
         }
         self.answer_reads(done);
-        self.settle_transfers(&ready.transfer_outcomes, done);
-        outcome
-            .transfer_outcomes
-            .append(&mut ready.transfer_outcomes);
+        self.settle_transfers(std::mem::take(&mut ready.transfer_outcomes), done, outcome);
         Ok(())
     }
 

@@ -338,11 +338,15 @@ fn start_load(cluster: &Cluster, writers: usize) -> Load {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
-                        client.send(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+                            break;
+                        }
                         let reply = client.try_read();
                         if let Some(Reply::Ok) = reply {
                             acked.lock().unwrap().insert(key, value);
-                            client.send(&[b"INCR", b"counter"]);
+                            if !client.try_send(&[b"INCR", b"counter"]) {
+                                break;
+                            }
                             match client.try_read() {
                                 Some(Reply::Integer(v)) => {
                                     incrs.lock().unwrap().push(v);

@@ -12,14 +12,36 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 
-/// A port nobody listens on right now (the OS picks it; racy only against
-/// other processes grabbing the same ephemeral port within milliseconds).
+/// A port nobody listens on right now, below the kernel's ephemeral range:
+/// a port from that range can be taken as the local end of any outgoing
+/// connection between now and the moment a node binds it (tests that start
+/// nodes late and connect a lot lost nodes to that). Falls back to an
+/// ephemeral port when the range leaves no room below it.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10000u32;
+    if ephemeral_low > low + 1000 {
+        let span = ephemeral_low - low;
+        // Spread concurrent test processes over the span.
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+            let port = low + (start + n.wrapping_mul(37)) % span;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
@@ -307,6 +329,13 @@ impl Client {
         let mut out = Vec::new();
         resp::encode_request(argv, &mut out);
         self.stream.write_all(&out).expect("write request");
+    }
+
+    /// Sends a request; false if the connection is gone (a killed node).
+    pub fn try_send(&mut self, argv: &[&[u8]]) -> bool {
+        let mut out = Vec::new();
+        resp::encode_request(argv, &mut out);
+        self.stream.write_all(&out).is_ok()
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
