@@ -17,6 +17,7 @@
 //! [`Durable::install_snapshot`] while a `Ready` is handled, before its entries.
 
 use crate::kv::{Command, KvSnapshot, KvStore, Reply};
+use crate::raft::{conf_change, ConfChange, ConfChangeError, ConfEntry, TransferOutcome};
 use crate::raft::{Entry, NodeId, SnapshotMeta};
 use crate::raft::{
     EntryKind, HardState, Message, Node, ProposeError, Ready, Role, SoftState, Status,
@@ -138,6 +139,13 @@ pub struct ReadyOutcome {
     /// The map that snapshot replaced, for the caller to free where it likes
     /// (freeing millions of keys takes a while).
     pub replaced_state: Option<KvStore>,
+    /// ConfChange entries written to the log, by index, in order: the
+    /// configuration each names is in force from then on (unless truncated).
+    pub conf_appended: Vec<(u64, ConfEntry)>,
+    /// ConfChange entries applied (committed), by index, in order.
+    pub conf_applied: Vec<(u64, ConfEntry)>,
+    /// Leadership transfers started on this node whose outcome became known.
+    pub transfer_outcomes: Vec<TransferOutcome>,
 }
 
 /// The reply given when a write can no longer be committed: its log slot was
@@ -165,6 +173,11 @@ struct PendingWrite<W> {
     waiter: W,
     /// Kept so the leader applies its own proposal without decoding it again.
     command: Option<Command>,
+}
+
+/// The reply to a `CLUSTER TRANSFER` whose transfer did not finish.
+pub fn reply_transfer_abandoned(target: NodeId) -> Reply {
+    Reply::Error(format!("ERR transfer to {} abandoned", target))
 }
 
 struct PendingRead<W> {
@@ -203,6 +216,8 @@ pub struct Replica<W> {
     snapshot_in_progress: Option<SnapshotMeta>,
     /// Batches whose sync is running, oldest first.
     unsynced: VecDeque<Unsynced>,
+    /// Who waits for the outcome of a leadership transfer, by target.
+    transfers: Vec<(NodeId, W)>,
 }
 
 impl<W> Replica<W> {
@@ -225,6 +240,7 @@ impl<W> Replica<W> {
             snapshot_due_at: u64::MAX,
             snapshot_in_progress: None,
             unsynced: VecDeque::new(),
+            transfers: Vec::new(),
         }
     }
 
@@ -388,6 +404,69 @@ impl<W> Replica<W> {
         Ok(())
     }
 
+    /// Proposes a membership change; `waiter` gets `+OK` once its entry is
+    /// applied, like a write. On `Err` nothing was appended.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        waiter: W,
+    ) -> Result<(), (ConfChangeError, W)> {
+        let (index, term) = match self.node.propose_conf_change(change) {
+            Ok(assigned) => assigned,
+            Err(error) => return Err((error, waiter)),
+        };
+        self.writes.insert(
+            (index, term),
+            PendingWrite {
+                term,
+                waiter,
+                command: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Starts (or joins) a leadership transfer to `to`; `waiter` gets `+OK`
+    /// when it finishes and [`reply_transfer_abandoned`] when it does not.
+    pub fn transfer_leader(&mut self, to: NodeId, waiter: W) -> Result<(), (ConfChangeError, W)> {
+        match self.node.transfer_leader(to) {
+            Ok(()) => {
+                self.transfers.push((to, waiter));
+                Ok(())
+            }
+            Err(error) => Err((error, waiter)),
+        }
+    }
+
+    /// Answers the transfer waiters whose target's outcome is known, and
+    /// reports the outcomes.
+    fn settle_transfers(
+        &mut self,
+        outcomes: Vec<TransferOutcome>,
+        done: &mut Vec<Completion<W>>,
+        report: &mut ReadyOutcome,
+    ) {
+        for outcome in &outcomes {
+            let (target, reply) = match *outcome {
+                TransferOutcome::Finished { target } => (target, Reply::Ok),
+                TransferOutcome::Abandoned { target } => (target, reply_transfer_abandoned(target)),
+            };
+            let mut i = 0;
+            while i < self.transfers.len() {
+                if self.transfers[i].0 == target {
+                    let (_, waiter) = self.transfers.swap_remove(i);
+                    done.push(Completion {
+                        waiter,
+                        reply: reply.clone(),
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        report.transfer_outcomes.extend(outcomes);
+    }
+
     /// Starts a linearizable read; it is answered after a ReadIndex round
     /// confirms leadership and the state machine has caught up with it.
     pub fn read(&mut self, command: Command, waiter: W) -> Result<(), Refused<W>> {
@@ -526,6 +605,7 @@ impl<W> Replica<W> {
         // 1. Persist. The stable file is durable on return; entries wait for the sync.
         if !ready.entries.is_empty() {
             durable.append(&ready.entries)?;
+            note_conf_entries(&ready.entries, &mut outcome.conf_appended);
         }
         if let Some(hard_state) = ready.hard_state {
             durable.set_hard_state(hard_state)?;
@@ -541,6 +621,7 @@ impl<W> Replica<W> {
         //    after it (they wait here while a background sync runs).
         let synced = self.sync_and_promise(&mut ready, durable, transport)?;
         // 5. Apply, answering the proposals whose entries these are.
+        note_conf_entries(&ready.committed, &mut outcome.conf_applied);
         for entry in ready.committed.drain(..) {
             self.apply(entry, done)?;
             outcome.entries_applied += 1;
@@ -564,6 +645,7 @@ impl<W> Replica<W> {
             }
         }
         self.answer_reads(done);
+        self.settle_transfers(std::mem::take(&mut ready.transfer_outcomes), done, outcome);
         Ok(synced)
     }
 
@@ -670,3 +752,17 @@ impl<W> Replica<W> {
         }
     }
 }
+
+/// Collects the decodable ConfChange entries among `entries` (the core has
+/// decoded each one already when it entered the log, so none fails here).
+fn note_conf_entries(entries: &[Entry], out: &mut Vec<(u64, ConfEntry)>) {
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+        if let Ok(conf) = conf_change::decode(&entry.data) {
+            out.push((entry.index, conf));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

@@ -144,7 +144,9 @@ fn start_load(cluster: &Cluster, writers: usize) -> Load {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
-                        client.send(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+                            break;
+                        }
                         match client.try_read() {
                             Some(Reply::Ok) => {
                                 acked_sets.lock().unwrap().insert(key, value);
@@ -153,7 +155,9 @@ fn start_load(cluster: &Cluster, writers: usize) -> Load {
                             Some(other) => panic!("SET answered {:?}", other),
                             None => break,
                         }
-                        client.send(&[b"INCR", b"counter"]);
+                        if !client.try_send(&[b"INCR", b"counter"]) {
+                            break;
+                        }
                         match client.try_read() {
                             Some(Reply::Integer(v)) => incr_replies.lock().unwrap().push(v),
                             Some(Reply::Error(_)) => {}

@@ -163,6 +163,26 @@ impl Node {
         }
     }
 
+    /// A pre-vote from a node outside the committed configuration: a removed
+    /// node that never learned its removal committed (its acknowledgement was
+    /// still waiting for its sync when the leader stopped replicating to it,
+    /// or leadership moved on since). Tell it how far its log is committed,
+    /// so it applies its removal and stays quiet. Its log matches ours up to
+    /// its last entry when that entry's index and term do (log matching), so
+    /// that commit index is safe to give without a consistency check.
+    pub(super) fn tell_removed_node(&mut self, from: NodeId, last_index: u64, last_term: u64) {
+        let committed = self.log.conf_index() <= self.log.committed;
+        if !committed
+            || self.log.conf().is_member(from)
+            || !self.log.match_term(last_index, last_term)
+        {
+            return;
+        }
+        let commit = last_index.min(self.log.committed);
+        let read_round = self.reads.round;
+        self.send(from, MessageBody::Heartbeat { commit, read_round });
+    }
+
     /// Thesis §4.2.2: the removed leader steps down once its removal commits.
     /// The voters would elect a successor after an election timeout; telling
     /// the most up-to-date one to campaign now saves that wait.

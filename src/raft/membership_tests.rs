@@ -307,6 +307,48 @@ fn joiner_names_no_configuration_before_the_entry_that_added_it() {
     assert_eq!(founders.voters, vec![1, 2, 3]);
 }
 
+/// Thesis §4.2.2. A removed node whose acknowledgement of its own removal
+/// never reached the leader (and that missed the farewell heartbeat) learns
+/// the removal committed from the leader's answer to its pre-vote, and stays
+/// quiet after that. Found by the membership process test: such a node kept
+/// answering `-TRYAGAIN no leader` instead of `-TRYAGAIN not a member`.
+#[test]
+fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
+    let mut net = Net::with(3, |c| c.pre_vote = true);
+    net.campaign(1);
+    let (index, _) = net
+        .node_mut(1)
+        .propose_conf_change(ConfChange::Remove { id: 3 })
+        .expect("leader");
+    net.handle_ready(1);
+    for m in net.take_queue() {
+        net.deliver(m);
+    }
+    net.handle_ready(3);
+    net.isolate(3);
+    net.stabilize();
+    assert!(net.node(1).status().commit_index >= index);
+    assert!(
+        net.node(3).status().commit_index < index,
+        "3 missed the commit"
+    );
+    net.heal();
+    let term = net.node(1).term();
+    net.tick_all_until(|net| net.node(3).status().commit_index >= index, 40);
+    assert_eq!(
+        (net.node(1).role(), net.node(1).term()),
+        (Role::Leader, term)
+    );
+    let quiet_from = net.delivered.len();
+    for _ in 0..60 {
+        net.tick_all();
+    }
+    assert!(
+        net.delivered[quiet_from..].iter().all(|m| m.from != 3),
+        "a node that knows it was removed stays quiet"
+    );
+}
+
 #[test]
 fn learner_is_promoted_only_once_it_has_caught_up() {
     let mut net = Net::new(3);

@@ -282,6 +282,9 @@ impl Node {
             ..
         } = msg.body
         {
+            if pre_vote && self.role == Role::Leader {
+                self.tell_removed_node(msg.from, last_index, last_term);
+            }
             self.handle_vote_request(msg.from, msg.term, pre_vote, last_index, last_term);
             return;
         }

@@ -1,8 +1,10 @@
 //! One node's event loop: poll, read, feed the core, handle its output batch
 //! with one sync, answer, write. See DESIGN.md "The loop".
 
+use super::addresses::AddressBook;
 use super::clients::Client;
 use super::clock::Clock;
+use super::cluster::ClusterState;
 use super::conn::{Conn, Fill};
 use super::peers::{LocalIdentity, PeerEvent, Peers};
 use super::snapshots::Snapshots;
@@ -67,7 +69,7 @@ pub struct Forwarded {
 
 pub struct Server {
     pub(super) config: Config,
-    poll: Poll,
+    pub(super) poll: Poll,
     clock: Clock,
     started: Instant,
     wheel: TimerWheel<Timer>,
@@ -99,6 +101,8 @@ pub struct Server {
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
     pub(super) max_iteration: Duration,
+    /// Membership: addresses, standing, CLUSTER commands (`cluster.rs`).
+    pub(super) cluster: ClusterState,
 }
 
 fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
@@ -148,6 +152,12 @@ impl Server {
             client_addr: config.client_addr.clone(),
         };
         let peers = Peers::new(identity, &config.cluster);
+        let book = AddressBook::load(
+            (config.id, &config.raft_addr, &config.client_addr),
+            Some(&config.data_dir),
+            &config.cluster,
+        );
+        let cluster = ClusterState::new(book, !config.cluster.is_empty());
         let tick_ms = super::clock::tick_for(config.heartbeat_ms).as_millis() as u64;
         let deadline_ticks = (config.election_timeout_ms * 4).div_ceil(tick_ms);
         info!(
@@ -184,6 +194,7 @@ impl Server {
             snapshots,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
+            cluster,
         })
     }
 
@@ -192,7 +203,7 @@ impl Server {
         Arc::clone(&self.waker)
     }
 
-    fn take_token(&mut self) -> Token {
+    pub(super) fn take_token(&mut self) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
         token
@@ -200,6 +211,7 @@ impl Server {
 
     /// Loops until a signal asks it to stop; then finishes the iteration, flushes and returns.
     pub fn run(&mut self) -> Result<(), ServerError> {
+        self.refresh_membership();
         let ids: Vec<NodeId> = self.peers.members.keys().copied().collect();
         for id in ids {
             let token = self.take_token();
@@ -255,8 +267,10 @@ impl Server {
     }
 
     fn has_immediate_work(&self) -> bool {
-        let leader_reachable =
-            self.replica.is_leader() || self.peers.is_connected(self.replica.node().leader_id());
+        // A leader handing over takes no writes: parked ones wait for the outcome.
+        let leader_reachable = (self.replica.is_leader()
+            && self.replica.node().transfer_target().is_none())
+            || self.peers.is_connected(self.replica.node().leader_id());
         (!self.parked.is_empty() && leader_reachable) || !self.dirty_clients.is_empty()
     }
 
@@ -267,6 +281,7 @@ impl Server {
         self.collect_snapshots()?;
         self.run_timers();
         self.dispatch_parked();
+        self.cluster_tick();
         self.process_ready()?;
         self.stream_snapshots();
         self.snapshots.maybe_start(&mut self.replica);
@@ -590,8 +605,16 @@ impl Server {
     }
 
     pub(super) fn schedule_deadline(&mut self, token: Token, seq: u64) {
-        let at = self.clock.now_ticks() + self.deadline_ticks;
+        self.schedule_deadline_ticks(token, seq, self.deadline_ticks);
+    }
+
+    pub(super) fn schedule_deadline_ticks(&mut self, token: Token, seq: u64, ticks: u64) {
+        let at = self.clock.now_ticks() + ticks;
         self.wheel.schedule(at, Timer::Deadline { token, seq });
+    }
+
+    pub(super) fn now_ticks(&self) -> u64 {
+        self.clock.now_ticks()
     }
 
     fn process_ready(&mut self) -> Result<(), ServerError> {
@@ -608,6 +631,7 @@ impl Server {
         if let Some(replaced) = outcome.replaced_state.take() {
             self.snapshots.free(replaced);
         }
+        self.cluster_after_ready(&outcome);
         for id in std::mem::take(&mut self.peers.unreachable) {
             self.replica.report_unreachable(id);
         }

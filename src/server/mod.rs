@@ -1,8 +1,10 @@
 //! The shell: the only module with sockets, the clock, signals and child
 //! processes. It owns one `mio::Poll` loop per node (see `event_loop`).
 
+mod addresses;
 mod clients;
 mod clock;
+mod cluster;
 mod conn;
 mod event_loop;
 mod info;
@@ -16,7 +18,7 @@ mod syncer;
 
 use crate::config::{Config, FsyncMode};
 use crate::kv::KvStore;
-use crate::raft::{Entry, HardState, Node, RaftConfig, SnapshotMeta};
+use crate::raft::{Entry, HardState, Node, RaftConfig, Restored, SnapshotMeta};
 use crate::replica::{trailing_entries, Durable, Replica, SyncStart};
 use crate::storage::snapshot;
 use crate::storage::{Storage, StorageError, StorageOptions};
@@ -196,6 +198,15 @@ fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Serv
         max_msg_bytes: 1 << 20,
     };
     let clock = clock::Clock::new(tick);
+    // What the address book and the node's standing need from the restored
+    // state, before the core takes it.
+    let restored_confs = Restored {
+        hard_state: HardState::default(),
+        snapshot: recovered.restored.snapshot.clone(),
+        entries: cluster::conf_entries(&recovered.restored.entries)
+            .cloned()
+            .collect(),
+    };
     let node = Node::new(raft_config, recovered.restored, clock.seed(config.id));
     let mut replica = Replica::new(node, recovered.kv);
     replica.set_snapshot_policy(
@@ -209,12 +220,15 @@ fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Serv
         decoded: None,
         syncer: None,
     };
-    event_loop::Server::new(
+    let id = config.id;
+    let mut server = event_loop::Server::new(
         config,
         clock,
         replica,
         disk,
         stop_on,
         recovered.snapshot_bytes,
-    )
+    )?;
+    server.cluster.restored(id, &restored_confs);
+    Ok(server)
 }

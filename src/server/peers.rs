@@ -4,8 +4,14 @@
 //! connection is ever shared by two directions and there is nothing to dedupe.
 //!
 //! The first frame on a connection is the dialer's handshake; an acceptor that
-//! does not like it (another cluster, an unknown id, a bad frame) logs why and
-//! closes that connection only.
+//! does not like it (another cluster, the wrong id, a bad frame) logs why and
+//! closes that connection only. Any node id but our own is accepted, not only
+//! the members we know: a joining node knows nobody until the leader dials
+//! it, and a member may hear from a new learner before it appends the entry
+//! that adds it. The core ignores what non-members have no business sending.
+//!
+//! The members dialed follow the configuration in force (`add_member`,
+//! `remove_member`, driven by `cluster.rs`).
 
 use super::conn::{Conn, Fill};
 use crate::kv::Reply;
@@ -51,10 +57,7 @@ pub enum PeerEvent {
 
 /// One member as this node knows it.
 pub struct Peer {
-    pub id: NodeId,
     pub raft_addr: String,
-    /// Learned from the member's handshake; empty until then.
-    pub client_addr: String,
     outbound: Option<Token>,
     outbound_ready: bool,
     backoff_ms: u64,
@@ -91,6 +94,9 @@ pub struct Peers {
     pub reconnects: Vec<(NodeId, u64)>,
     /// Peers a message could not be queued for since the last drain.
     pub unreachable: Vec<NodeId>,
+    /// (id, raft address, client address) from each handshake accepted
+    /// since the last drain, for the address book.
+    pub learned: Vec<(NodeId, String, String)>,
 }
 
 impl Peers {
@@ -103,9 +109,7 @@ impl Peers {
                 (
                     *id,
                     Peer {
-                        id: *id,
                         raft_addr: addr.clone(),
-                        client_addr: String::new(),
                         outbound: None,
                         outbound_ready: false,
                         backoff_ms: BACKOFF_MIN_MS,
@@ -120,6 +124,7 @@ impl Peers {
             dirty: Vec::new(),
             reconnects: Vec::new(),
             unreachable: Vec::new(),
+            learned: Vec::new(),
         }
     }
 
@@ -130,22 +135,50 @@ impl Peers {
         }
     }
 
+    /// Starts keeping a connection to `id` at `raft_addr` (dial it with
+    /// `connect`). A member whose address changed is dropped and re-added.
+    pub fn add_member(&mut self, id: NodeId, raft_addr: &str, registry: &Registry) {
+        if id == self.me.id {
+            return;
+        }
+        if let Some(peer) = self.members.get(&id) {
+            if peer.raft_addr == raft_addr {
+                return;
+            }
+            self.remove_member(id, registry);
+        }
+        self.members.insert(
+            id,
+            Peer {
+                raft_addr: raft_addr.to_string(),
+                outbound: None,
+                outbound_ready: false,
+                backoff_ms: BACKOFF_MIN_MS,
+            },
+        );
+    }
+
+    /// Stops dialing `id` and closes our connection to it, after one last
+    /// try at writing what is queued (a removed node's last heartbeat tells
+    /// it that its removal committed). Its connection to us stays until it
+    /// closes it.
+    pub fn remove_member(&mut self, id: NodeId, registry: &Registry) {
+        let Some(peer) = self.members.remove(&id) else {
+            return;
+        };
+        if let Some(mut pc) = peer.outbound.and_then(|t| self.conns.remove(&t)) {
+            let _ = pc.conn.flush();
+            let _ = registry.deregister(&mut pc.conn.stream);
+        }
+        info!("stopped dialing node {} (not in the configuration)", id);
+    }
+
     pub fn owns(&self, token: Token) -> bool {
         self.conns.contains_key(&token)
     }
 
     pub fn is_connected(&self, id: NodeId) -> bool {
         self.members.get(&id).is_some_and(|p| p.outbound_ready)
-    }
-
-    pub fn client_addr(&self, id: NodeId) -> Option<&str> {
-        if id == self.me.id {
-            return Some(&self.me.client_addr);
-        }
-        self.members
-            .get(&id)
-            .map(|p| p.client_addr.as_str())
-            .filter(|a| !a.is_empty())
     }
 
     /// Starts a connection to `id` if it has none. Failure to even start is
@@ -341,12 +374,11 @@ impl Peers {
                 hs.from, hs.to, self.me.id
             ));
         }
-        let Some(member) = self.members.get_mut(&hs.from) else {
-            return Err(format!("node {} is not a member of this cluster", hs.from));
-        };
-        if member.client_addr != hs.client_addr {
-            member.client_addr = hs.client_addr.clone();
+        if hs.from == self.me.id || hs.from == crate::raft::NO_NODE {
+            return Err(format!("a peer claims to be node {}", hs.from));
         }
+        self.learned
+            .push((hs.from, hs.raft_addr.clone(), hs.client_addr.clone()));
         info!("peer {} connected from {}", hs.from, hs.raft_addr);
         Ok(hs.from)
     }

@@ -4,6 +4,7 @@
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
 use super::clients::{Multi, Pending};
+use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::info::{self, InfoContext};
 use crate::kv::{Command, Reply};
@@ -98,6 +99,7 @@ impl Server {
             "unwatch" => Some(Reply::Ok),
             "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
             "debug" => Some(self.debug_command(&argv)),
+            "cluster" => self.cluster_command(token, &argv),
             _ => match Command::parse(argv) {
                 Ok(command) => {
                     self.submit(token, command);
@@ -305,14 +307,14 @@ impl Server {
 
     fn info(&self) -> String {
         let status = self.replica.status();
-        let mut addresses: Vec<(NodeId, String)> = self
-            .peers
-            .members
-            .values()
-            .map(|p| (p.id, p.raft_addr.clone()))
+        let book = &self.cluster.book;
+        let addresses: Vec<(NodeId, String)> = status
+            .voters
+            .iter()
+            .chain(&status.learners)
+            .map(|id| (*id, book.raft_addr(*id).unwrap_or("").to_string()))
             .collect();
-        addresses.push((self.config.id, self.config.raft_addr.clone()));
-        let leader_client_addr = self.peers.client_addr(status.leader_id).unwrap_or("");
+        let leader_client_addr = book.client_addr(status.leader_id).unwrap_or("");
         info::info_text(&InfoContext {
             status: &status,
             addresses: &addresses,
@@ -343,9 +345,14 @@ impl Server {
     /// A key-value command from a client: open its reply slot with a
     /// deadline, then route it.
     fn submit(&mut self, token: Token, command: Command) {
+        let refusal = self.cluster.refusal();
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        if let Some(reply) = refusal {
+            client.reply_now(reply);
+            return;
+        }
         let seq = client.open_slot(Pending::Parked);
         self.schedule_deadline(token, seq);
         self.route(token, seq, command);
@@ -372,7 +379,7 @@ impl Server {
         let leader = self.replica.node().leader_id();
         if self.peers.is_connected(leader) {
             let id = self.next_forward_id;
-            let mut payload = Vec::new();
+            let mut payload = vec![PAYLOAD_KV];
             command.encode(&mut payload);
             if self
                 .peers
@@ -424,6 +431,9 @@ impl Server {
         if !self.replica.is_leader() && !self.peers.is_connected(leader) {
             return;
         }
+        if self.replica.is_leader() && self.replica.node().transfer_target().is_some() {
+            return;
+        }
         let parked = std::mem::take(&mut self.parked);
         for (token, seq, command) in parked {
             let still_waiting = self
@@ -439,6 +449,11 @@ impl Server {
     /// A request forwarded to us by a follower that believes we lead.
     pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, payload: &[u8]) {
         let waiter = Waiter::Peer { from, id };
+        let payload = match payload.split_first() {
+            Some((&PAYLOAD_KV, command)) => command,
+            Some((&PAYLOAD_CLUSTER, text)) => return self.handle_cluster_forward(from, id, text),
+            _ => &[],
+        };
         let command = match Command::decode(payload) {
             Ok(command) => command,
             Err(err) => {
@@ -449,6 +464,9 @@ impl Server {
             }
         };
         if let Err(refused) = self.propose_or_read(command, waiter) {
+            if refused.error == ProposeError::TransferInProgress {
+                return self.hold_forwarded(refused.waiter, refused.command);
+            }
             // Nothing was appended, so the follower may safely route it again.
             let reply = match refused.error {
                 ProposeError::NotLeader { .. } => error("TRYAGAIN not the leader"),
@@ -462,7 +480,7 @@ impl Server {
 
     pub(super) fn handle_forward_reply(&mut self, id: u64, reply: Reply) {
         let Some(forwarded) = self.forwards.remove(&id) else {
-            return;
+            return self.handle_cluster_forward_reply(id, reply);
         };
         let Forwarded {
             token,
@@ -518,6 +536,7 @@ impl Server {
             Some(Pending::InFlight { write, forward }) => {
                 if let Some(id) = forward {
                     self.forwards.remove(&id);
+                    self.cluster.forget_forward(id);
                 }
                 if write {
                     error("TIMEOUT outcome unknown")

@@ -12,14 +12,36 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 
-/// A port nobody listens on right now (the OS picks it; racy only against
-/// other processes grabbing the same ephemeral port within milliseconds).
+/// A port nobody listens on right now, below the kernel's ephemeral range:
+/// a port from that range can be taken as the local end of any outgoing
+/// connection between now and the moment a node binds it (tests that start
+/// nodes late and connect a lot lost nodes to that). Falls back to an
+/// ephemeral port when the range leaves no room below it.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10000u32;
+    if ephemeral_low > low + 1000 {
+        let span = ephemeral_low - low;
+        // Spread concurrent test processes over the span.
+        let start = std::process::id().wrapping_mul(7919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+            let port = low + (start + n.wrapping_mul(37)) % span;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
@@ -46,11 +68,17 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub extra_args: Vec<String>,
+    /// Started with `--join` instead of `--cluster` (added later with CLUSTER ADD).
+    pub join: bool,
 }
 
 impl NodeSpec {
     pub fn client_addr(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
     }
 }
 
@@ -65,6 +93,13 @@ pub struct Cluster {
 impl Cluster {
     /// Allocates ports and dirs for `n` nodes without starting them.
     pub fn new(n: usize) -> Cluster {
+        Cluster::with_joiners(n, 0)
+    }
+
+    /// `founders` nodes that form the cluster (ids 1..=founders) and
+    /// `joiners` more (the next ids) that start with `--join`, all unstarted.
+    pub fn with_joiners(founders: usize, joiners: usize) -> Cluster {
+        let n = founders + joiners;
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeSpec> = (1..=n as u64)
             .map(|id| NodeSpec {
@@ -74,10 +109,12 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{}", id)),
                 log_path: dir.path().join(format!("node{}.log", id)),
                 extra_args: Vec::new(),
+                join: id > founders as u64,
             })
             .collect();
         let cluster_arg = nodes
             .iter()
+            .filter(|n| !n.join)
             .map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft_port))
             .collect::<Vec<_>>()
             .join(",");
@@ -109,8 +146,6 @@ impl Cluster {
             format!("127.0.0.1:{}", node.raft_port),
             "--client-addr".into(),
             node.client_addr(),
-            "--cluster".into(),
-            self.cluster_arg.clone(),
             "--data-dir".into(),
             node.data_dir.display().to_string(),
             "--heartbeat-ms".into(),
@@ -120,6 +155,12 @@ impl Cluster {
             "--log-level".into(),
             "debug".into(),
         ];
+        if node.join {
+            args.push("--join".into());
+        } else {
+            args.push("--cluster".into());
+            args.push(self.cluster_arg.clone());
+        }
         args.extend(node.extra_args.iter().cloned());
         args
     }
@@ -237,6 +278,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if thread::panicking() {
+            // A node that died by itself (or was killed from outside) explains a lot.
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+                    eprintln!("---- node {} had already exited: {} ----", i + 1, status);
+                }
+            }
+        }
         for i in 0..self.children.len() {
             self.kill(i);
         }
@@ -280,6 +329,13 @@ impl Client {
         let mut out = Vec::new();
         resp::encode_request(argv, &mut out);
         self.stream.write_all(&out).expect("write request");
+    }
+
+    /// Sends a request; false if the connection is gone (a killed node).
+    pub fn try_send(&mut self, argv: &[&[u8]]) -> bool {
+        let mut out = Vec::new();
+        resp::encode_request(argv, &mut out);
+        self.stream.write_all(&out).is_ok()
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {

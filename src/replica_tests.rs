@@ -1,0 +1,131 @@
+//! The replica's membership glue on a single node: a change answers its
+//! waiter when applied, transfers answer theirs from the core's outcomes, and
+//! the outcome reports what the shell needs.
+
+use super::*;
+use crate::raft::{ConfChange, ConfChangeError, RaftConfig, Restored};
+
+struct MemDisk;
+
+impl Durable for MemDisk {
+    fn append(&mut self, _: &[Entry]) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn set_hard_state(&mut self, _: HardState) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn start_sync(&mut self) -> Result<SyncStart, StorageError> {
+        Ok(SyncStart::Synced)
+    }
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
+        panic!("no snapshot expected, got {:?}", meta);
+    }
+}
+
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn send(&mut self, _: Message) {}
+    fn flush(&mut self) {}
+}
+
+fn ready(replica: &mut Replica<u32>, done: &mut Vec<Completion<u32>>) -> ReadyOutcome {
+    replica
+        .handle_ready(&mut MemDisk, &mut Nowhere, done)
+        .expect("in-memory ready")
+}
+
+/// A one-voter cluster that has elected itself and committed its Noop.
+fn leader() -> Replica<u32> {
+    let config = RaftConfig {
+        id: 1,
+        voters: vec![1],
+        learners: Vec::new(),
+        election_ticks: 10,
+        heartbeat_ticks: 1,
+        pre_vote: true,
+        check_quorum: true,
+        max_inflight_msgs: 16,
+        max_msg_bytes: 1 << 20,
+    };
+    let mut replica = Replica::new(Node::new(config, Restored::default(), 7), KvStore::new());
+    let mut done = Vec::new();
+    for _ in 0..100 {
+        replica.tick();
+        ready(&mut replica, &mut done);
+        if replica.is_leader() && replica.status().commit_index > 0 {
+            return replica;
+        }
+    }
+    panic!("no leader after 100 ticks: {:?}", replica.status());
+}
+
+#[test]
+fn a_change_answers_when_applied_and_is_reported() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    let change = ConfChange::AddLearner {
+        id: 2,
+        context: b"1=a:1,2=b:2".to_vec(),
+    };
+    replica.propose_conf_change(change.clone(), 5).unwrap();
+    let outcome = ready(&mut replica, &mut done);
+    assert_eq!(
+        done,
+        vec![Completion {
+            waiter: 5,
+            reply: Reply::Ok
+        }]
+    );
+    let index = replica.status().conf_index;
+    assert_eq!(outcome.conf_appended.len(), 1);
+    assert_eq!(outcome.conf_appended[0].0, index);
+    assert_eq!(outcome.conf_appended[0].1.change, change);
+    assert_eq!(outcome.conf_appended[0].1.learners, vec![2]);
+    assert_eq!(outcome.conf_applied, outcome.conf_appended);
+    // One change at a time is the core's rule; the waiter comes back with it.
+    let again = replica.propose_conf_change(ConfChange::Remove { id: 9 }, 6);
+    assert_eq!(
+        again.unwrap_err(),
+        (ConfChangeError::UnknownNode { id: 9 }, 6)
+    );
+}
+
+#[test]
+fn transfers_answer_from_the_outcomes() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    replica
+        .propose_conf_change(
+            ConfChange::AddLearner {
+                id: 2,
+                context: Vec::new(),
+            },
+            1,
+        )
+        .unwrap();
+    ready(&mut replica, &mut done);
+    assert_eq!(
+        replica.transfer_leader(2, 2).unwrap_err(),
+        (ConfChangeError::NotVoter { id: 2 }, 2)
+    );
+    // A transfer to itself finishes at once.
+    replica.transfer_leader(1, 3).unwrap();
+    done.clear();
+    let outcome = ready(&mut replica, &mut done);
+    assert_eq!(
+        done,
+        vec![Completion {
+            waiter: 3,
+            reply: Reply::Ok
+        }]
+    );
+    assert_eq!(
+        outcome.transfer_outcomes,
+        vec![TransferOutcome::Finished { target: 1 }]
+    );
+    assert_eq!(
+        reply_transfer_abandoned(2),
+        Reply::Error("ERR transfer to 2 abandoned".into())
+    );
+}

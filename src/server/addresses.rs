@@ -1,0 +1,336 @@
+//! The address book: the raft and client address of every node this node has
+//! heard of, so that it can dial the members of whatever configuration is in
+//! force and tell clients where the leader is.
+//!
+//! Addresses come from four places, later ones winning for raft addresses:
+//!
+//! 1. the `addresses` file in the data dir (what the book held before a restart);
+//! 2. the `cluster` config key (the founders);
+//! 3. the context of each AddLearner entry in the log: the whole address book
+//!    of the configuration it makes (`1=host:port,2=host:port,4=host:port`),
+//!    so a node that appends it can dial every member, however little of the
+//!    log's history it holds;
+//! 4. peer handshakes, which carry the dialer's raft and client address: a
+//!    raft address only when none is known (a joining node learns its first
+//!    peers this way), a client address always.
+//!
+//! The file matters after a restart from a snapshot: the log that follows it
+//! may hold no AddLearner entry, and without the file a node added after the
+//! cluster was founded would know nobody's address, nor anyone its own. It is
+//! only a hint (nothing about safety rests on it), so one that does not parse
+//! is passed over with a warning.
+
+use crate::raft::{NodeId, NO_NODE};
+use log::warn;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The file's name inside the data dir.
+pub const FILE_NAME: &str = "addresses";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Known {
+    raft: String,
+    client: String,
+}
+
+pub struct AddressBook {
+    me: NodeId,
+    nodes: BTreeMap<NodeId, Known>,
+    /// Where the book is kept; None in tests that need no file.
+    path: Option<PathBuf>,
+    /// Changed since it was last written.
+    unsaved: bool,
+}
+
+impl AddressBook {
+    /// The book a node starts with: the file, then the configured founders,
+    /// then this node's own configured addresses. (The caller then learns
+    /// the AddLearner entries of the restored log.)
+    pub fn load(
+        me: (NodeId, &str, &str),
+        data_dir: Option<&Path>,
+        cluster: &[(NodeId, String)],
+    ) -> AddressBook {
+        let path = data_dir.map(|dir| dir.join(FILE_NAME));
+        let mut book = AddressBook {
+            me: me.0,
+            nodes: BTreeMap::new(),
+            path,
+            unsaved: false,
+        };
+        if let Some(path) = &book.path {
+            match fs::read_to_string(path) {
+                Ok(text) => book.nodes = parse_file(&text, path),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => warn!(
+                    "cannot read {}: {}; starting without it",
+                    path.display(),
+                    err
+                ),
+            }
+        }
+        for (id, addr) in cluster {
+            book.set_raft(*id, addr);
+        }
+        book.set_raft(me.0, me.1);
+        book.set_client(me.0, me.2);
+        book
+    }
+
+    pub fn raft_addr(&self, id: NodeId) -> Option<&str> {
+        self.nodes
+            .get(&id)
+            .map(|k| k.raft.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    pub fn client_addr(&self, id: NodeId) -> Option<&str> {
+        self.nodes
+            .get(&id)
+            .map(|k| k.client.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The node other than `except` whose raft address is `addr`, if any.
+    pub fn owner_of(&self, addr: &str, except: NodeId) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(id, k)| **id != except && k.raft == addr)
+            .map(|(id, _)| *id)
+    }
+
+    fn set_raft(&mut self, id: NodeId, addr: &str) {
+        if id == NO_NODE || addr.is_empty() {
+            return;
+        }
+        let known = self.nodes.entry(id).or_default();
+        if known.raft != addr {
+            known.raft = addr.to_string();
+            self.unsaved = true;
+        }
+    }
+
+    fn set_client(&mut self, id: NodeId, addr: &str) {
+        if id == NO_NODE || addr.is_empty() {
+            return;
+        }
+        let known = self.nodes.entry(id).or_default();
+        if known.client != addr {
+            known.client = addr.to_string();
+            self.unsaved = true;
+        }
+    }
+
+    /// An AddLearner entry's context: `id=raft_addr` pairs, comma-separated.
+    /// This node's own address is never taken from it (its config says).
+    pub fn learn_context(&mut self, context: &[u8]) {
+        for (id, addr) in parse_pairs(&String::from_utf8_lossy(context)) {
+            if id != self.me {
+                self.set_raft(id, &addr);
+            }
+        }
+    }
+
+    /// A peer's handshake. Returns whether its raft address was new.
+    pub fn learn_handshake(&mut self, id: NodeId, raft: &str, client: &str) -> bool {
+        if id == self.me {
+            return false;
+        }
+        let new = self.raft_addr(id).is_none();
+        if new {
+            self.set_raft(id, raft);
+        }
+        self.set_client(id, client);
+        new
+    }
+
+    /// The context of an AddLearner of `new` at `addr`: the raft address of
+    /// every member of the configuration it makes (`members` plus `new`).
+    pub fn context_for(&self, members: &[NodeId], new: NodeId, addr: &str) -> Vec<u8> {
+        let mut pairs: BTreeMap<NodeId, &str> = members
+            .iter()
+            .filter_map(|id| self.raft_addr(*id).map(|a| (*id, a)))
+            .collect();
+        pairs.insert(new, addr);
+        format_pairs(pairs.into_iter()).into_bytes()
+    }
+
+    /// Writes the book if it changed: a temp file, synced, renamed over the
+    /// old one. A failure is logged and retried at the next change (the
+    /// book is a hint; the node keeps running).
+    pub fn save_if_changed(&mut self) {
+        if !self.unsaved {
+            return;
+        }
+        self.unsaved = false;
+        let Some(path) = &self.path else {
+            return;
+        };
+        if let Err(err) = write_atomically(path, &self.file_text()) {
+            warn!("cannot write {}: {}", path.display(), err);
+            self.unsaved = true;
+        }
+    }
+
+    fn file_text(&self) -> String {
+        let mut out = String::from("# raftkv address book: id raft_addr client_addr (- unknown)\n");
+        for (id, known) in &self.nodes {
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            let _ = writeln!(out, "{} {} {}", id, dash(&known.raft), dash(&known.client));
+        }
+        out
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn parse_file(text: &str, path: &Path) -> BTreeMap<NodeId, Known> {
+    let mut nodes = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let id = fields.first().and_then(|f| f.parse::<NodeId>().ok());
+        match (id, fields.len()) {
+            (Some(id), 3) if id != NO_NODE => {
+                let undash = |s: &str| {
+                    if s == "-" {
+                        String::new()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                nodes.insert(
+                    id,
+                    Known {
+                        raft: undash(fields[1]),
+                        client: undash(fields[2]),
+                    },
+                );
+            }
+            _ => warn!(
+                "{}:{}: not 'id raft_addr client_addr'; line ignored",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    nodes
+}
+
+/// `1=a,2=b` -> [(1, "a"), (2, "b")]; malformed pairs are skipped.
+fn parse_pairs(text: &str) -> Vec<(NodeId, String)> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (id, addr) = pair.trim().split_once('=')?;
+            let id: NodeId = id.trim().parse().ok()?;
+            let addr = addr.trim();
+            (id != NO_NODE && !addr.is_empty()).then(|| (id, addr.to_string()))
+        })
+        .collect()
+}
+
+fn format_pairs<'a>(pairs: impl Iterator<Item = (NodeId, &'a str)>) -> String {
+    let mut out = String::new();
+    for (id, addr) in pairs {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{}={}", id, addr);
+    }
+    out
+}
+
+/// Whether `addr` can be a raft address in a context or the book: host:port
+/// with none of the separators those formats use.
+pub fn valid_addr(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
+        && !addr.contains([',', '=', ' ', '\t', '\n', '\r'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_sources_win_and_the_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = vec![(1, "h:1".to_string()), (2, "h:2".to_string())];
+        let mut book = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &cluster);
+        book.learn_context(b"1=elsewhere:1,2=h:22,4=h:4");
+        assert_eq!(book.raft_addr(1), Some("h:1"));
+        assert_eq!(book.raft_addr(2), Some("h:22"));
+        assert_eq!(book.raft_addr(4), Some("h:4"));
+        assert_eq!(book.client_addr(1), Some("c:1"));
+        assert_eq!(book.client_addr(2), None);
+        // A handshake fills in what is unknown but does not move a member.
+        assert!(book.learn_handshake(5, "h:5", "c:5"));
+        assert!(!book.learn_handshake(4, "elsewhere:9", "c:4"));
+        assert_eq!(book.raft_addr(4), Some("h:4"));
+        assert_eq!(book.client_addr(4), Some("c:4"));
+        book.save_if_changed();
+        let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
+        assert_eq!(again.nodes, book.nodes);
+        assert_eq!(book.context_for(&[1, 2], 6, "h:6"), b"1=h:1,2=h:22,6=h:6");
+        assert_eq!(book.owner_of("h:5", 1), Some(5));
+        assert_eq!(book.owner_of("h:1", 1), None);
+    }
+
+    #[test]
+    fn bad_lines_and_pairs_are_skipped() {
+        let nodes = parse_file(
+            "# c\n1 a:1 -\nx a:2 b\n0 a:3 b\n2 a:2\n3 a:3 c:3\n",
+            Path::new("f"),
+        );
+        assert_eq!(nodes.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(nodes[&1].client, "");
+        assert_eq!(
+            parse_pairs("1=a:1, x=b,0=c,2=,3=d:3,junk"),
+            vec![(1, "a:1".to_string()), (3, "d:3".to_string())]
+        );
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(valid_addr("127.0.0.1:7004"));
+        assert!(valid_addr("[::1]:7004"));
+        assert!(valid_addr("node4.example:7004"));
+        for bad in [
+            "7004",
+            ":7004",
+            "h:0",
+            "h:99999",
+            "h:1,2=x:3",
+            "a=b:1",
+            "h :1",
+        ] {
+            assert!(!valid_addr(bad), "{bad}");
+        }
+    }
+}

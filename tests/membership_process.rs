@@ -1,0 +1,521 @@
+//! Membership changes and leadership transfer with real processes: CLUSTER
+//! MEMBERS / ADD / REMOVE / TRANSFER, joining nodes, removed nodes, and a
+//! cluster grown from 3 to 5 and shrunk by two of its founders (the leader
+//! among them) under write load.
+
+mod common;
+
+use common::{bulk, wait_for, Client, Cluster};
+use raftkv::kv::Reply;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn ok() -> Reply {
+    Reply::Ok
+}
+
+fn err(text: &str) -> Reply {
+    Reply::Error(text.to_string())
+}
+
+fn text(reply: Reply) -> String {
+    match reply {
+        Reply::Bulk(b) => String::from_utf8(b).expect("utf-8 reply"),
+        other => panic!("expected a bulk string, got {:?}", other),
+    }
+}
+
+/// CLUSTER MEMBERS through node `via`, parsed: id -> field -> value.
+fn members(cluster: &Cluster, via: usize) -> BTreeMap<u64, HashMap<String, String>> {
+    let reply = cluster.client(via).cmd_retry(&["CLUSTER", "MEMBERS"]);
+    let text = text(reply);
+    text.split('\n')
+        .map(|line| {
+            let fields: HashMap<String, String> = line
+                .split(' ')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').expect("key=value");
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            (fields["id"].parse().expect("numeric id"), fields)
+        })
+        .collect()
+}
+
+/// Runs a CLUSTER command through node `via`, retrying `-TRYAGAIN` for up to 20 s.
+fn cluster_cmd(cluster: &Cluster, via: usize, args: &[&str]) -> Reply {
+    let mut argv = vec!["CLUSTER"];
+    argv.extend_from_slice(args);
+    let start = Instant::now();
+    loop {
+        let reply = cluster.client(via).cmd(&argv);
+        match &reply {
+            Reply::Error(e) if e.starts_with("TRYAGAIN") && start.elapsed().as_secs() < 20 => {
+                thread::sleep(Duration::from_millis(50))
+            }
+            _ => return reply,
+        }
+    }
+}
+
+fn wait_voter(cluster: &Cluster, via: usize, id: u64) {
+    wait_for(
+        Duration::from_secs(15),
+        "the new node to become a voter",
+        || {
+            members(cluster, via)
+                .get(&id)
+                .filter(|m| m["suffrage"] == "voter")
+                .map(|_| ())
+        },
+    );
+}
+
+fn index_of(cluster: &Cluster, id: u64) -> usize {
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == id)
+        .expect("node id")
+}
+
+#[test]
+fn a_joiner_waits_then_members_and_errors_read_as_specified() {
+    let mut cluster = Cluster::with_joiners(3, 1);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (leader + 1) % 3;
+    cluster.spawn(3);
+    // The joiner serves connection commands only.
+    let mut joiner = cluster.client(3);
+    assert_eq!(joiner.cmd(&["PING"]), Reply::Status("PONG".into()));
+    assert_eq!(
+        joiner.cmd(&["SET", "k", "v"]),
+        err("TRYAGAIN not a member yet")
+    );
+    assert_eq!(joiner.cmd(&["GET", "k"]), err("TRYAGAIN not a member yet"));
+    assert_eq!(
+        joiner.cmd(&["CLUSTER", "MEMBERS"]),
+        err("TRYAGAIN not a member yet")
+    );
+    let info = joiner.info();
+    assert_eq!(info["members"], "");
+    assert_eq!(info["learners"], "");
+
+    // MEMBERS through a follower: forwarded to the leader, one line per member.
+    let listed = members(&cluster, follower);
+    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    for (id, m) in &listed {
+        let node = &cluster.nodes[index_of(&cluster, *id)];
+        assert_eq!(m["raft_addr"], node.raft_addr());
+        assert_eq!(m["client_addr"], node.client_addr());
+        assert_eq!(m["suffrage"], "voter");
+        let is_leader = *id == cluster.nodes[leader].id;
+        assert_eq!(m["leader"], if is_leader { "yes" } else { "no" });
+        assert!(m["match_index"].parse::<u64>().unwrap() >= 1);
+        assert_eq!(m.len(), 6, "fields of {:?}", m);
+    }
+
+    // ADD through a follower, answered once the learner entry commits.
+    let addr4 = cluster.nodes[3].raft_addr();
+    assert_eq!(cluster_cmd(&cluster, follower, &["ADD", "4", &addr4]), ok());
+    wait_voter(&cluster, follower, 4);
+    let mut joiner = cluster.client(3);
+    assert_eq!(joiner.cmd_retry(&["SET", "k", "v"]), ok());
+    assert_eq!(joiner.cmd_retry(&["GET", "k"]), bulk("v"));
+    assert_eq!(
+        cluster.client(leader).cmd(&["CLUSTER", "ADD", "4", &addr4]),
+        err("ERR node 4 already a member")
+    );
+    for (args, reply) in [
+        (vec!["REMOVE", "7"], "ERR unknown node 7"),
+        (vec!["TRANSFER", "7"], "ERR unknown node 7"),
+        (vec!["ADD", "x", "h:1"], "ERR invalid node id 'x'"),
+        (
+            vec!["ADD", "8", "nohost"],
+            "ERR invalid raft address 'nohost' (expected host:port)",
+        ),
+        (
+            vec!["ADD", "8"],
+            "ERR wrong number of arguments for 'cluster|add' command",
+        ),
+    ] {
+        let mut argv = vec!["CLUSTER"];
+        argv.extend(args);
+        assert_eq!(
+            cluster.client(follower).cmd(&argv),
+            err(reply),
+            "{:?}",
+            argv
+        );
+    }
+    // Every node's INFO lists the four voters with their raft addresses.
+    let expected: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.raft_addr()))
+        .collect();
+    for i in 0..4 {
+        wait_for(
+            Duration::from_secs(10),
+            "INFO members on every node",
+            || {
+                let info = cluster.info(i);
+                (info["members"] == expected.join(",") && info["learners"].is_empty()).then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn transfers_finish_or_are_abandoned_and_one_change_runs_at_a_time() {
+    let mut cluster = Cluster::with_joiners(3, 2);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let id_a = cluster.nodes[a].id.to_string();
+    // Asked through another follower, answered once node a leads.
+    assert_eq!(cluster_cmd(&cluster, b, &["TRANSFER", &id_a]), ok());
+    assert_eq!(cluster.info(a)["leader_id"], id_a);
+    assert_eq!(cluster.info(a)["role"], "leader");
+    assert_eq!(
+        cluster.client(b).cmd_retry(&["SET", "after", "transfer"]),
+        ok()
+    );
+
+    // Two changes pipelined on one connection: the second finds the first
+    // uncommitted. Nodes 4 and 5 are not running, so 4 stays a learner.
+    let (addr4, addr5) = (cluster.nodes[3].raft_addr(), cluster.nodes[4].raft_addr());
+    let mut client = cluster.client(a);
+    client.send(&[b"CLUSTER", b"ADD", b"4", addr4.as_bytes()]);
+    client.send(&[b"CLUSTER", b"ADD", b"5", addr5.as_bytes()]);
+    assert_eq!(client.read(), ok());
+    assert_eq!(client.read(), err("TRYAGAIN membership change in progress"));
+    let listed = members(&cluster, b);
+    assert_eq!(listed[&4]["suffrage"], "learner");
+    assert_eq!(listed[&4]["client_addr"], "");
+    assert_eq!(listed[&4]["match_index"], "0");
+    assert!(!listed.contains_key(&5));
+    assert_eq!(cluster.info(b)["learners"], format!("4={}", addr4));
+    assert_eq!(
+        cluster.client(b).cmd(&["CLUSTER", "TRANSFER", "4"]),
+        err("ERR node 4 is a learner")
+    );
+    assert_eq!(cluster_cmd(&cluster, b, &["REMOVE", "4"]), ok());
+    assert!(!members(&cluster, b).contains_key(&4));
+
+    // A transfer to a node that does not answer is abandoned after an
+    // election timeout, and writes go on.
+    cluster.kill(b);
+    let id_b = cluster.nodes[b].id.to_string();
+    let started = Instant::now();
+    assert_eq!(
+        cluster.client(a).cmd(&["CLUSTER", "TRANSFER", &id_b]),
+        err(&format!("ERR transfer to {} abandoned", id_b))
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(cluster.info(a)["role"], "leader");
+    assert_eq!(
+        cluster
+            .client(leader)
+            .cmd_retry(&["SET", "after", "abandon"]),
+        ok()
+    );
+    assert_eq!(cluster.client(a).cmd(&["GET", "after"]), bulk("abandon"));
+}
+
+#[test]
+fn membership_survives_a_full_restart_from_snapshots() {
+    let mut cluster = Cluster::with_joiners(3, 2);
+    for node in cluster.nodes.iter_mut() {
+        node.extra_args = vec!["--snapshot-entries".into(), "20".into()];
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_for_leader(Duration::from_secs(15));
+    for i in [3, 4] {
+        cluster.spawn(i);
+        let (id, addr) = (
+            cluster.nodes[i].id.to_string(),
+            cluster.nodes[i].raft_addr(),
+        );
+        assert_eq!(cluster_cmd(&cluster, 0, &["ADD", &id, &addr]), ok());
+        wait_voter(&cluster, 0, cluster.nodes[i].id);
+    }
+    // Remove two founders, the leader among them if it is one.
+    for id in ["1", "2"] {
+        assert_eq!(cluster_cmd(&cluster, 2, &["REMOVE", id]), ok());
+    }
+    cluster.terminate(0);
+    cluster.terminate(1);
+    let mut client = cluster.client(2);
+    let conf_applied: u64 = cluster.info(2)["applied_index"].parse().unwrap();
+    for n in 0..100 {
+        let key = format!("k{}", n);
+        assert_eq!(client.cmd_retry(&["SET", &key, "v"]), ok());
+    }
+    // Every snapshot now covers the configuration changes, so the logs the
+    // nodes restart from hold none of them.
+    for i in 2..5 {
+        wait_for(
+            Duration::from_secs(10),
+            "a snapshot past the changes",
+            || {
+                let index: u64 = cluster.info(i)["snapshot_index"].parse().ok()?;
+                (index > conf_applied + 20).then_some(())
+            },
+        );
+    }
+    for i in 2..5 {
+        assert_eq!(cluster.terminate(i), Some(0));
+    }
+    for i in 2..5 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert!(leader >= 2);
+    let listed = members(&cluster, 3);
+    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
+    for (id, m) in &listed {
+        let node = &cluster.nodes[index_of(&cluster, *id)];
+        assert_eq!(m["raft_addr"], node.raft_addr());
+        assert_eq!(m["suffrage"], "voter");
+    }
+    assert_eq!(cluster.client(4).cmd_retry(&["GET", "k99"]), bulk("v"));
+    assert_eq!(
+        cluster.client(3).cmd_retry(&["SET", "after", "restart"]),
+        ok()
+    );
+}
+
+/// Writers spread over every node (joiners included), each recording the
+/// writes acknowledged and every error reply. A writer moves to the next node
+/// on `-TRYAGAIN` and on a closed connection (a stopped node).
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+    acked: Arc<Mutex<HashMap<String, String>>>,
+    incrs: Arc<Mutex<Vec<i64>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+fn start_load(cluster: &Cluster, writers: usize) -> Load {
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
+    let load = Load {
+        stop: Arc::new(AtomicBool::new(false)),
+        handles: Vec::new(),
+        acked: Arc::new(Mutex::new(HashMap::new())),
+        incrs: Arc::new(Mutex::new(Vec::new())),
+        errors: Arc::new(Mutex::new(Vec::new())),
+    };
+    let handles = (0..writers)
+        .map(|w| {
+            let addrs = addrs.clone();
+            let stop = Arc::clone(&load.stop);
+            let (acked, incrs, errors) = (
+                Arc::clone(&load.acked),
+                Arc::clone(&load.incrs),
+                Arc::clone(&load.errors),
+            );
+            thread::spawn(move || {
+                let mut node = w % addrs.len();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut client) = Client::try_connect(&addrs[node]) else {
+                        node = (node + 1) % addrs.len();
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
+                        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+                            break;
+                        }
+                        let reply = client.try_read();
+                        if let Some(Reply::Ok) = reply {
+                            acked.lock().unwrap().insert(key, value);
+                            if !client.try_send(&[b"INCR", b"counter"]) {
+                                break;
+                            }
+                            match client.try_read() {
+                                Some(Reply::Integer(v)) => {
+                                    incrs.lock().unwrap().push(v);
+                                    continue;
+                                }
+                                other => {
+                                    if let Some(Reply::Error(e)) = &other {
+                                        errors.lock().unwrap().push(e.clone());
+                                    }
+                                    if !matches!(other, Some(Reply::Error(_)) | None) {
+                                        panic!("INCR answered {:?}", other);
+                                    }
+                                }
+                            }
+                        } else if let Some(Reply::Error(e)) = &reply {
+                            errors.lock().unwrap().push(e.clone());
+                        } else if reply.is_some() {
+                            panic!("SET answered {:?}", reply);
+                        }
+                        break;
+                    }
+                    node = (node + 1) % addrs.len();
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    Load { handles, ..load }
+}
+
+impl Load {
+    fn finish(self) -> (HashMap<String, String>, Vec<i64>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            handle.join().expect("writer thread");
+        }
+        let take = |m: &Mutex<HashMap<String, String>>| std::mem::take(&mut *m.lock().unwrap());
+        let acked = take(&self.acked);
+        let incrs = std::mem::take(&mut *self.incrs.lock().unwrap());
+        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
+        (acked, incrs, errors)
+    }
+}
+
+fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
+    wait_for(
+        Duration::from_secs(15),
+        "a leader the members agree on",
+        || {
+            let ids: Vec<String> = nodes
+                .iter()
+                .map(|&i| Client::try_connect(&cluster.nodes[i].client_addr())?.try_info())
+                .map(|info| info.map(|i| i["leader_id"].clone()))
+                .collect::<Option<_>>()?;
+            let id: u64 = ids[0].parse().ok()?;
+            (id != 0 && ids.iter().all(|i| *i == ids[0])).then(|| index_of(cluster, id))
+        },
+    )
+}
+
+#[test]
+fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
+    let mut cluster = Cluster::with_joiners(3, 2);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let first_leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let load = start_load(&cluster, 8);
+    thread::sleep(Duration::from_millis(300));
+    // Grow 3 -> 5, asking a different node each time.
+    for i in [3, 4] {
+        cluster.spawn(i);
+        let (id, addr) = (cluster.nodes[i].id, cluster.nodes[i].raft_addr());
+        assert_eq!(
+            cluster_cmd(&cluster, i - 3, &["ADD", &id.to_string(), &addr]),
+            ok()
+        );
+        wait_voter(&cluster, i, id);
+    }
+    thread::sleep(Duration::from_millis(300));
+    // Remove the leader (through a joiner), then another founder.
+    let leader_id = cluster.nodes[first_leader].id;
+    assert_eq!(
+        cluster_cmd(&cluster, 3, &["REMOVE", &leader_id.to_string()]),
+        ok()
+    );
+    let other = (0..3).find(|&i| i != first_leader).unwrap();
+    let other_id = cluster.nodes[other].id;
+    assert_eq!(
+        cluster_cmd(&cluster, 4, &["REMOVE", &other_id.to_string()]),
+        ok()
+    );
+    let remaining: Vec<usize> = (0..5)
+        .filter(|&i| i != first_leader && i != other)
+        .collect();
+    let leader = leader_among(&cluster, &remaining);
+    assert_ne!(leader, first_leader);
+    thread::sleep(Duration::from_millis(300));
+    // Hand leadership to a named node.
+    let target = *remaining.iter().find(|&&i| i != leader).unwrap();
+    let target_id = cluster.nodes[target].id.to_string();
+    assert_eq!(
+        cluster_cmd(&cluster, leader, &["TRANSFER", &target_id]),
+        ok()
+    );
+    assert_eq!(cluster.info(target)["role"], "leader");
+    thread::sleep(Duration::from_millis(300));
+    let (acked, incrs, errors) = load.finish();
+
+    // The removed nodes said so and refuse requests; then they go, data and all.
+    for i in [first_leader, other] {
+        assert_eq!(
+            cluster.client(i).cmd(&["SET", "x", "y"]),
+            err("TRYAGAIN not a member")
+        );
+        assert!(cluster.log_text(i).contains("was removed from the cluster"));
+        assert_eq!(cluster.terminate(i), Some(0));
+        std::fs::remove_dir_all(cluster.data_dir(i)).expect("delete a removed node's data dir");
+    }
+    let others: Vec<&String> = errors
+        .iter()
+        .filter(|e| !e.starts_with("TRYAGAIN"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "errors other than TRYAGAIN: {:?}",
+        others
+    );
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    let leader = leader_among(&cluster, &remaining);
+    let mut client = cluster.client(leader);
+    for (key, value) in &acked {
+        assert_eq!(
+            client.cmd_retry(&["GET", key]),
+            bulk(value),
+            "acknowledged {} lost",
+            key
+        );
+    }
+    let unique: std::collections::HashSet<i64> = incrs.iter().copied().collect();
+    assert_eq!(unique.len(), incrs.len(), "an INCR reply was given twice");
+    assert_eq!(client.cmd_retry(&["SET", "after", "removal"]), ok());
+    let commit: u64 = cluster.info(leader)["commit_index"].parse().unwrap();
+    wait_for(Duration::from_secs(10), "the members to converge", || {
+        let states: Vec<(String, Reply)> = remaining
+            .iter()
+            .map(|&i| {
+                let applied = cluster.info(i)["applied_index"].clone();
+                (applied, cluster.client(i).cmd(&["DEBUG", "DIGEST"]))
+            })
+            .collect();
+        let applied: u64 = states[0].0.parse().ok()?;
+        (applied >= commit && states.iter().all(|s| *s == states[0])).then_some(())
+    });
+    let listed = members(&cluster, remaining[0]);
+    let ids: Vec<u64> = remaining.iter().map(|&i| cluster.nodes[i].id).collect();
+    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), ids);
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &errors {
+        *kinds.entry(e.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "{} writes acknowledged; error replies during the changes: {:?}",
+        acked.len(),
+        kinds
+    );
+}
