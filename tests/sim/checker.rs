@@ -10,8 +10,11 @@
 //! 4. Every acknowledged write is in the log of every leader elected after it.
 //! 5. Reads are linearizable (see `History`); writes answered `-TRYAGAIN`
 //!    are never applied.
+//! 6. Nothing is promised before it is durable: a vote (granted, or a
+//!    candidate's own behind its request) or an acknowledgement of entries
+//!    leaves a node only when its disk holds it (`check_promise`).
 
-use raftkv::raft::NodeId;
+use raftkv::raft::{HardState, Message, MessageBody, NodeId};
 use std::collections::BTreeMap;
 
 pub type Violation = String;
@@ -130,6 +133,48 @@ impl Checker {
             }
         }
         Ok(())
+    }
+}
+
+/// Property 6 for one message that left `node`, given what its disk holds:
+/// the hard state and the number of synced entries. Checked after the node
+/// handled its Ready batches, so a vote whose hard state was never written,
+/// or an acknowledgement whose sync failed, is caught the moment it leaves;
+/// a bad order within one successful batch is not (the sync came after).
+/// Without this a forgotten vote does harm only if the voter restarts and a
+/// second candidate of that term asks it again, which random runs seldom hit.
+pub fn check_promise(
+    node: NodeId,
+    message: &Message,
+    hard_state: HardState,
+    synced_entries: u64,
+) -> Result<(), Violation> {
+    let holds_vote = |term: u64, candidate: NodeId| {
+        hard_state.term > term || (hard_state.term == term && hard_state.vote == candidate)
+    };
+    match message.body {
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        } if !holds_vote(message.term, message.to) => Err(format!(
+            "node {} granted its term {} vote to {} but its disk holds {:?}",
+            node, message.term, message.to, hard_state
+        )),
+        MessageBody::RequestVote {
+            pre_vote: false, ..
+        } if !holds_vote(message.term, node) => Err(format!(
+            "node {} asked for votes in term {} but its disk holds {:?}",
+            node, message.term, hard_state
+        )),
+        MessageBody::AppendResponse {
+            success: true,
+            index,
+            ..
+        } if index > synced_entries => Err(format!(
+            "node {} acknowledged entries through {} but synced only {}",
+            node, index, synced_entries
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -333,6 +378,55 @@ mod tests {
         assert!(c.check_new_leader(1, 3, |i| (i <= 4).then_some(2)).is_ok());
         assert!(c.check_new_leader(2, 3, |i| (i <= 3).then_some(2)).is_err());
         assert!(c.check_new_leader(3, 3, |i| (i <= 4).then_some(1)).is_err());
+    }
+
+    #[test]
+    fn promises_not_on_disk_are_caught() {
+        let message = |from, to, term, body| Message {
+            from,
+            to,
+            term,
+            body,
+        };
+        let hs = |term, vote| HardState { term, vote };
+        let grant = message(
+            1,
+            2,
+            5,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+        );
+        assert!(check_promise(1, &grant, hs(5, 2), 0).is_ok());
+        assert!(check_promise(1, &grant, hs(6, 0), 0).is_ok());
+        assert!(check_promise(1, &grant, hs(5, 0), 0).is_err());
+        assert!(check_promise(1, &grant, hs(4, 2), 0).is_err());
+        let request = message(
+            1,
+            2,
+            5,
+            MessageBody::RequestVote {
+                pre_vote: false,
+                last_index: 0,
+                last_term: 0,
+            },
+        );
+        assert!(check_promise(1, &request, hs(5, 1), 0).is_ok());
+        assert!(check_promise(1, &request, hs(4, 1), 0).is_err());
+        let ack = message(
+            1,
+            2,
+            5,
+            MessageBody::AppendResponse {
+                success: true,
+                index: 7,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+        assert!(check_promise(1, &ack, hs(5, 2), 7).is_ok());
+        assert!(check_promise(1, &ack, hs(5, 2), 6).is_err());
     }
 
     fn history_with_two_acked_writes() -> History {

@@ -1,7 +1,7 @@
 //! A whole cluster in one thread: replicas over in-memory storage that tells
 //! "written" from "synced", the seeded network, clients, and the faults.
 
-use crate::checker::{fingerprint, Checker, History, Outcome, Violation};
+use crate::checker::{check_promise, fingerprint, Checker, History, Outcome, Violation};
 use crate::network::{Network, NetworkOptions};
 use raftkv::kv::{Command, KvStore, Reply};
 use raftkv::raft::rng::Rng;
@@ -25,6 +25,10 @@ pub struct MemDurable {
 }
 
 impl MemDurable {
+    pub fn synced_entries(&self) -> u64 {
+        self.synced.len() as u64
+    }
+
     pub fn term_at(&self, index: u64) -> Option<u64> {
         let i = usize::try_from(index.checked_sub(1)?).ok()?;
         self.written.get(i).map(|e| e.term)
@@ -306,6 +310,14 @@ impl Sim {
                 .observe_append(node.id, index, term, prev_term, data)?;
         }
         node.durable.appended.clear();
+        for message in &outbox.0 {
+            check_promise(
+                node.id,
+                message,
+                node.durable.hard_state,
+                node.durable.synced_entries(),
+            )?;
+        }
         for message in outbox.0 {
             self.net.send(self.now, message, &mut self.rng);
         }

@@ -133,6 +133,16 @@ fn replay_command(seed: u64, nodes: usize, steps: u64) -> String {
     )
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
 fn run_many(nodes: usize) {
     let seeds = env_u64("SIM_SEEDS", 500);
     let steps = env_u64("SIM_STEPS", 2000);
@@ -145,7 +155,11 @@ fn run_many(nodes: usize) {
             seed,
             trace: false,
         };
-        match run_seed(opts) {
+        // A core assertion (two leaders, truncating a committed entry) panics
+        // inside the run: report it with its seed like any other violation.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(opts)))
+            .unwrap_or_else(|panic| Err(format!("panic: {}", panic_message(&*panic))));
+        match outcome {
             Ok(sim) => {
                 acks += sim.acks;
                 reads += sim.history.reads_checked;
