@@ -1,7 +1,9 @@
 //! A whole cluster in one thread: replicas over in-memory storage that tells
 //! "written" from "synced", the seeded network, clients, and the faults.
 
-use crate::checker::{check_promise, fingerprint, Checker, History, Outcome, Violation};
+use crate::checker::{
+    check_promise, check_read_index, fingerprint, Checker, History, Outcome, Violation,
+};
 use crate::network::{Network, NetworkOptions};
 use raftkv::kv::{Command, KvStore, Reply};
 use raftkv::raft::rng::Rng;
@@ -120,6 +122,8 @@ struct Op {
     kind: OpKind,
     client: usize,
     invoked: u64,
+    /// The highest index known committed when the op was invoked.
+    committed_before: u64,
     /// The node it was submitted to, once it was.
     node: Option<NodeId>,
 }
@@ -145,6 +149,10 @@ pub struct Sim {
     /// Each client's op in progress and the node it believes leads.
     clients: Vec<(Option<OpId>, NodeId)>,
     next_op: OpId,
+    /// Clients only read until this step: an idle leader that is cut off has
+    /// nothing uncommitted, so reads it wrongly answers are not held back
+    /// behind writes that never commit.
+    reads_only_until: u64,
     pub acks: u64,
 }
 
@@ -165,7 +173,14 @@ impl Sim {
             pre_vote: rng.chance(3, 4),
             check_quorum: rng.chance(3, 4),
             max_inflight_msgs: rng.range(1, 8) as usize,
-            max_msg_bytes: rng.range(64, 4096),
+            // One entry per AppendEntries in some runs: a new leader's Noop then
+            // trails the older entries it re-replicates, which is what lets an
+            // old-term entry reach a majority alone (Raft Figure 8).
+            max_msg_bytes: if rng.chance(1, 4) {
+                1
+            } else {
+                rng.range(64, 4096)
+            },
         };
         let net = Network::new(NetworkOptions::random(&mut rng));
         let nodes = ids
@@ -191,6 +206,7 @@ impl Sim {
             ops: BTreeMap::new(),
             clients: vec![(None, 1); CLIENTS],
             next_op: 1,
+            reads_only_until: 0,
             acks: 0,
         };
         for i in 0..sim.nodes.len() {
@@ -327,8 +343,11 @@ impl Sim {
             self.crash(i);
             return Ok(());
         }
+        let node = &self.nodes[i];
+        let applied = node.replica.as_ref().map_or(0, |r| r.applied_index());
+        let id = node.id;
         for completion in done {
-            self.complete(completion)?;
+            self.complete(id, applied, completion)?;
         }
         Ok(())
     }
@@ -374,6 +393,9 @@ impl Sim {
     }
 
     fn run_clients(&mut self) {
+        if self.now >= self.reads_only_until && self.rng.chance(1, 400) {
+            self.reads_only_until = self.now + self.rng.range(50, 250);
+        }
         for c in 0..self.clients.len() {
             let timed_out = self.clients[c].0.filter(|op| {
                 self.ops
@@ -399,7 +421,7 @@ impl Sim {
         let key = format!("k{}", self.rng.range(0, KEYS)).into_bytes();
         let id = self.next_op;
         self.next_op += 1;
-        let kind = if self.rng.chance(1, 2) {
+        let kind = if self.rng.chance(1, 2) && self.now >= self.reads_only_until {
             let value = format!("v{}", id).into_bytes();
             self.history.invoke_write(&key, &value, self.now);
             OpKind::Write { key, value }
@@ -412,6 +434,7 @@ impl Sim {
                 kind,
                 client,
                 invoked: self.now,
+                committed_before: self.checker.max_applied(),
                 node: None,
             },
         );
@@ -459,7 +482,13 @@ impl Sim {
         }
     }
 
-    fn complete(&mut self, completion: Completion<OpId>) -> Result<(), Violation> {
+    /// `applied` is the answering node's applied index once its Readies are handled.
+    fn complete(
+        &mut self,
+        node: NodeId,
+        applied: u64,
+        completion: Completion<OpId>,
+    ) -> Result<(), Violation> {
         if self.opts.trace {
             println!(
                 "[{:5}] complete op {}: {:?}",
@@ -470,6 +499,9 @@ impl Sim {
             return Ok(());
         };
         self.clients[op.client].0 = None;
+        if matches!(completion.reply, Reply::Bulk(_) | Reply::Nil) {
+            check_read_index(node, op.committed_before, applied)?;
+        }
         match (op.kind, completion.reply) {
             (OpKind::Write { value, .. }, Reply::Ok) => {
                 let Some(&index) = self.history.applied_index.get(&value) else {
@@ -548,6 +580,7 @@ impl Sim {
                 kind: OpKind::Write { key, value },
                 client,
                 invoked: self.now,
+                committed_before: self.checker.max_applied(),
                 node: None,
             },
         );
