@@ -10,10 +10,14 @@
 //! 4. Every acknowledged write is in the log of every leader elected after it
 //!    (or below its compaction point, in the snapshot it holds: snapshots are
 //!    checked by digest against the nodes that applied the entries).
-//! 5. Reads are linearizable (see `History`); writes answered `-TRYAGAIN`
+//! 5. Reads are linearizable (see `History`) and see every entry committed
+//!    before they began (`check_read_index`); writes answered `-TRYAGAIN`
 //!    are never applied.
+//! 6. Nothing is promised before it is durable: a vote (granted, or a
+//!    candidate's own behind its request) or an acknowledgement of entries
+//!    leaves a node only when its disk holds it (`check_promise`).
 
-use raftkv::raft::NodeId;
+use raftkv::raft::{HardState, Message, MessageBody, NodeId};
 use std::collections::BTreeMap;
 
 pub type Violation = String;
@@ -101,6 +105,11 @@ impl Checker {
         }
     }
 
+    /// The highest index any node applied: committed, so every later read must see it.
+    pub fn max_applied(&self) -> u64 {
+        self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+
     /// The (index, term) the entry at `index` was applied with, if any node applied it.
     pub fn applied_at(&self, index: u64) -> Option<u64> {
         self.applied.get(&index).map(|(term, _)| *term)
@@ -134,6 +143,71 @@ impl Checker {
             }
         }
         Ok(())
+    }
+}
+
+/// ReadIndex (thesis §6.4): a read is served from a state that holds every
+/// entry committed before it began, whatever key it reads, so a deposed
+/// leader's stale read is caught even when no write to that key raced it.
+/// `served_at` is the node's applied index when the answer was seen, which
+/// can only be at or above the state the read was served from.
+pub fn check_read_index(
+    node: NodeId,
+    committed_before: u64,
+    served_at: u64,
+) -> Result<(), Violation> {
+    if served_at < committed_before {
+        return Err(format!(
+            "stale read: node {} answered from applied index {} but {} was committed before the read began",
+            node, served_at, committed_before
+        ));
+    }
+    Ok(())
+}
+
+/// Property 6 for one message that left `node`, given what its disk holds:
+/// the hard state and the number of synced entries. Checked after the node
+/// handled its Ready batches, so a vote whose hard state was never written,
+/// or an acknowledgement whose sync failed, is caught the moment it leaves;
+/// a bad order within one successful batch is not (the sync came after).
+/// An acknowledgement from an older term than the disk's is exempt: when a
+/// newer leader's entries arrive in the same batch, they replace the acked
+/// ones before the sync. That breaks no quorum: the newer leader was elected
+/// without this node, so a majority of the others decides those entries.
+/// Without this a forgotten vote does harm only if the voter restarts and a
+/// second candidate of that term asks it again, which random runs seldom hit.
+pub fn check_promise(
+    node: NodeId,
+    message: &Message,
+    hard_state: HardState,
+    synced_entries: u64,
+) -> Result<(), Violation> {
+    let holds_vote = |term: u64, candidate: NodeId| {
+        hard_state.term > term || (hard_state.term == term && hard_state.vote == candidate)
+    };
+    match message.body {
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        } if !holds_vote(message.term, message.to) => Err(format!(
+            "node {} granted its term {} vote to {} but its disk holds {:?}",
+            node, message.term, message.to, hard_state
+        )),
+        MessageBody::RequestVote {
+            pre_vote: false, ..
+        } if !holds_vote(message.term, node) => Err(format!(
+            "node {} asked for votes in term {} but its disk holds {:?}",
+            node, message.term, hard_state
+        )),
+        MessageBody::AppendResponse {
+            success: true,
+            index,
+            ..
+        } if hard_state.term == message.term && index > synced_entries => Err(format!(
+            "node {} acknowledged entries through {} but synced only {}",
+            node, index, synced_entries
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -350,6 +424,64 @@ mod tests {
         assert!(c
             .check_new_leader(4, 3, 3, |i| (i > 4).then_some(2))
             .is_err());
+    }
+
+    #[test]
+    fn a_read_behind_the_commit_index_is_caught() {
+        assert!(check_read_index(1, 7, 7).is_ok());
+        assert!(check_read_index(1, 7, 9).is_ok());
+        assert!(check_read_index(1, 7, 6).is_err());
+    }
+
+    #[test]
+    fn promises_not_on_disk_are_caught() {
+        let message = |from, to, term, body| Message {
+            from,
+            to,
+            term,
+            body,
+        };
+        let hs = |term, vote| HardState { term, vote };
+        let grant = message(
+            1,
+            2,
+            5,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+        );
+        assert!(check_promise(1, &grant, hs(5, 2), 0).is_ok());
+        assert!(check_promise(1, &grant, hs(6, 0), 0).is_ok());
+        assert!(check_promise(1, &grant, hs(5, 0), 0).is_err());
+        assert!(check_promise(1, &grant, hs(4, 2), 0).is_err());
+        let request = message(
+            1,
+            2,
+            5,
+            MessageBody::RequestVote {
+                pre_vote: false,
+                last_index: 0,
+                last_term: 0,
+                transfer: false,
+            },
+        );
+        assert!(check_promise(1, &request, hs(5, 1), 0).is_ok());
+        assert!(check_promise(1, &request, hs(4, 1), 0).is_err());
+        let ack = message(
+            1,
+            2,
+            5,
+            MessageBody::AppendResponse {
+                success: true,
+                index: 7,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+        assert!(check_promise(1, &ack, hs(5, 2), 7).is_ok());
+        assert!(check_promise(1, &ack, hs(5, 2), 6).is_err());
+        assert!(check_promise(1, &ack, hs(6, 0), 6).is_ok());
     }
 
     fn history_with_two_acked_writes() -> History {

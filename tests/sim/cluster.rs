@@ -1,7 +1,9 @@
 //! A whole cluster in one thread: replicas over in-memory storage that tells
 //! "written" from "synced", the seeded network, clients, and the faults.
 
-use crate::checker::{fingerprint, Checker, History, Outcome, Violation};
+use crate::checker::{
+    check_promise, check_read_index, fingerprint, Checker, History, Outcome, Violation,
+};
 use crate::disk::MemDurable;
 use crate::network::{Network, NetworkOptions};
 use raftkv::kv::{Command, Reply};
@@ -75,6 +77,8 @@ struct Op {
     kind: OpKind,
     client: usize,
     invoked: u64,
+    /// The highest index known committed when the op was invoked.
+    committed_before: u64,
     /// The node it was submitted to, once it was.
     node: Option<NodeId>,
 }
@@ -100,6 +104,10 @@ pub struct Sim {
     /// Each client's op in progress and the node it believes leads.
     clients: Vec<(Option<OpId>, NodeId)>,
     next_op: OpId,
+    /// Clients only read until this step: an idle leader that is cut off has
+    /// nothing uncommitted, so reads it wrongly answers are not held back
+    /// behind writes that never commit.
+    reads_only_until: u64,
     pub acks: u64,
     /// The highest commit index any node has had (read after each Ready).
     pub max_commit: u64,
@@ -127,7 +135,14 @@ impl Sim {
             pre_vote: rng.chance(3, 4),
             check_quorum: rng.chance(3, 4),
             max_inflight_msgs: rng.range(1, 8) as usize,
-            max_msg_bytes: rng.range(64, 4096),
+            // One entry per AppendEntries in some runs: a new leader's Noop then
+            // trails the older entries it re-replicates, which is what lets an
+            // old-term entry reach a majority alone (Raft Figure 8).
+            max_msg_bytes: if rng.chance(1, 4) {
+                1
+            } else {
+                rng.range(64, 4096)
+            },
         };
         let net = Network::new(NetworkOptions::random(&mut rng));
         // Small intervals, so runs of a few thousand entries take many
@@ -174,6 +189,7 @@ impl Sim {
             ops: BTreeMap::new(),
             clients: vec![(None, 1); CLIENTS],
             next_op: 1,
+            reads_only_until: 0,
             acks: 0,
             max_commit: 0,
             snapshot_options,
@@ -374,6 +390,14 @@ impl Sim {
                 .observe_append(node.id, index, term, prev_term, data)?;
         }
         node.durable.appended.clear();
+        for message in &outbox.0 {
+            check_promise(
+                node.id,
+                message,
+                node.durable.hard_state,
+                node.durable.synced_through(),
+            )?;
+        }
         let mut reports = Vec::new();
         for message in outbox.0 {
             if let MessageBody::InstallSnapshot { meta } = &message.body {
@@ -424,8 +448,11 @@ impl Sim {
                 replica.report_snapshot(to, ok);
             }
         }
+        let node = &self.nodes[i];
+        let applied = node.replica.as_ref().map_or(0, |r| r.applied_index());
+        let id = node.id;
         for completion in done {
-            self.complete(completion)?;
+            self.complete(id, applied, completion)?;
         }
         Ok(())
     }
@@ -479,6 +506,9 @@ impl Sim {
     }
 
     fn run_clients(&mut self) {
+        if self.now >= self.reads_only_until && self.rng.chance(1, 400) {
+            self.reads_only_until = self.now + self.rng.range(50, 250);
+        }
         for c in 0..self.clients.len() {
             let timed_out = self.clients[c].0.filter(|op| {
                 self.ops
@@ -504,7 +534,7 @@ impl Sim {
         let key = format!("k{}", self.rng.range(0, KEYS)).into_bytes();
         let id = self.next_op;
         self.next_op += 1;
-        let kind = if self.rng.chance(1, 2) {
+        let kind = if self.rng.chance(1, 2) && self.now >= self.reads_only_until {
             let value = format!("v{}", id).into_bytes();
             self.history.invoke_write(&key, &value, self.now);
             OpKind::Write { key, value }
@@ -517,6 +547,7 @@ impl Sim {
                 kind,
                 client,
                 invoked: self.now,
+                committed_before: self.checker.max_applied(),
                 node: None,
             },
         );
@@ -564,7 +595,13 @@ impl Sim {
         }
     }
 
-    fn complete(&mut self, completion: Completion<OpId>) -> Result<(), Violation> {
+    /// `applied` is the answering node's applied index once its Readies are handled.
+    fn complete(
+        &mut self,
+        node: NodeId,
+        applied: u64,
+        completion: Completion<OpId>,
+    ) -> Result<(), Violation> {
         if self.opts.trace {
             println!(
                 "[{:5}] complete op {}: {:?}",
@@ -575,6 +612,9 @@ impl Sim {
             return Ok(());
         };
         self.clients[op.client].0 = None;
+        if matches!(completion.reply, Reply::Bulk(_) | Reply::Nil) {
+            check_read_index(node, op.committed_before, applied)?;
+        }
         match (op.kind, completion.reply) {
             (OpKind::Write { value, .. }, Reply::Ok) => {
                 let Some(&index) = self.history.applied_index.get(&value) else {
@@ -657,6 +697,7 @@ impl Sim {
                 kind: OpKind::Write { key, value },
                 client,
                 invoked: self.now,
+                committed_before: self.checker.max_applied(),
                 node: None,
             },
         );

@@ -83,6 +83,11 @@ impl MemDurable {
         self.running.clear();
     }
 
+    /// The index of the last entry on disk (what a crash would keep).
+    pub fn synced_through(&self) -> u64 {
+        self.offset + self.synced.len() as u64
+    }
+
     pub fn syncs_running(&self) -> bool {
         !self.running.is_empty()
     }
