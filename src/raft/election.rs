@@ -191,6 +191,52 @@ mod tests {
     }
 
     #[test]
+    fn a_vote_in_the_current_term_is_persisted_before_it_is_sent() {
+        // Reference: Raft Figure 2 (votedFor is persistent state, "updated on
+        // stable storage before responding to RPCs"). The term does not change
+        // here, only the vote: the Ready must still carry the hard state.
+        let restored = Restored {
+            hard_state: super::super::HardState { term: 5, vote: 0 },
+            ..Restored::default()
+        };
+        let mut node = Node::new(config(2, &[1, 2, 3]), restored, 1);
+        if node.has_ready() {
+            node.ready();
+            node.advance();
+        }
+        node.step(vote_req(1, 2, 5, 0, 0));
+        let rd = node.ready();
+        assert_eq!(
+            rd.hard_state,
+            Some(super::super::HardState { term: 5, vote: 1 })
+        );
+        node.advance();
+    }
+
+    #[test]
+    fn a_pre_vote_request_never_changes_the_receivers_term() {
+        // Reference: thesis §9.6 (pre-vote): a pre-candidate asks whether it
+        // could win before it bumps anyone's term.
+        let mut node = Node::new(config(2, &[1, 2, 3]), Restored::default(), 1);
+        let pre_vote = msg(
+            1,
+            2,
+            7,
+            MessageBody::RequestVote {
+                pre_vote: true,
+                last_index: 0,
+                last_term: 0,
+                transfer: false,
+            },
+        );
+        node.step(pre_vote);
+        assert_eq!(node.term(), 0);
+        let rd = node.ready();
+        assert!(rd.hard_state.is_none_or(|hs| hs.term == 0), "{:?}", rd.hard_state);
+        node.advance();
+    }
+
+    #[test]
     fn election_timeout_is_drawn_from_t_to_2t_and_redrawn() {
         // Reference: Raft §5.2 (randomized election timeouts).
         let mut seen = std::collections::BTreeSet::new();
