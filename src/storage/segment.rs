@@ -344,6 +344,16 @@ impl Segment {
         })
     }
 
+    /// fdatasync of the whole file, whatever the dirty range says: a range
+    /// handed to a background syncer ([`Segment::take_sync_target`]) is no
+    /// longer marked dirty but may not be on disk yet.
+    pub(crate) fn sync_file(&mut self) -> Result<(), StorageError> {
+        self.dirty = None;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+
     /// msync of the dirty range: the mapping's fdatasync.
     pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
         if let Some((start, end)) = self.dirty {

@@ -179,8 +179,9 @@ impl SegmentLog {
                 active.grow(size)?;
             } else {
                 // Invariant 3: the full segment is durable before the next
-                // one holds anything.
-                active.flush()?;
+                // one holds anything (all of it: part of it may have been
+                // handed to a background sync that has not finished).
+                active.sync_file()?;
                 let seg = Segment::create(&self.dir, entry.index, size)?;
                 self.segments.push(seg);
             }
