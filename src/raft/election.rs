@@ -232,7 +232,11 @@ mod tests {
         node.step(pre_vote);
         assert_eq!(node.term(), 0);
         let rd = node.ready();
-        assert!(rd.hard_state.is_none_or(|hs| hs.term == 0), "{:?}", rd.hard_state);
+        assert!(
+            rd.hard_state.is_none_or(|hs| hs.term == 0),
+            "{:?}",
+            rd.hard_state
+        );
         node.advance();
     }
 

@@ -21,9 +21,12 @@ pub enum Pending {
     InFlight { write: bool, forward: Option<u64> },
 }
 
+/// A reply slot, with the protocol in force when its request was handled:
+/// replies are encoded only when the connection is flushed, and a HELLO later
+/// in the same pipeline must not change how earlier replies are written.
 enum Slot {
-    Waiting(Pending),
-    Done(Reply),
+    Waiting(Pending, Protocol),
+    Done(Reply, Protocol),
 }
 
 pub struct Multi {
@@ -69,13 +72,13 @@ impl Client {
 
     /// Opens a reply slot for the next request; returns its sequence number.
     pub fn open_slot(&mut self, pending: Pending) -> u64 {
-        self.slots.push_back(Slot::Waiting(pending));
+        self.slots.push_back(Slot::Waiting(pending, self.protocol));
         self.first_seq + self.slots.len() as u64 - 1
     }
 
     /// Opens a slot that is already answered.
     pub fn reply_now(&mut self, reply: Reply) {
-        self.slots.push_back(Slot::Done(reply));
+        self.slots.push_back(Slot::Done(reply, self.protocol));
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
@@ -87,14 +90,14 @@ impl Client {
     pub fn pending(&self, seq: u64) -> Option<Pending> {
         let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
         match self.slots.get(offset) {
-            Some(Slot::Waiting(pending)) => Some(*pending),
+            Some(Slot::Waiting(pending, _)) => Some(*pending),
             _ => None,
         }
     }
 
     pub fn set_pending(&mut self, seq: u64, pending: Pending) {
-        if let Some(slot @ Slot::Waiting(_)) = self.slot_mut(seq) {
-            *slot = Slot::Waiting(pending);
+        if let Some(Slot::Waiting(slot_pending, _)) = self.slot_mut(seq) {
+            *slot_pending = pending;
         }
     }
 
@@ -102,8 +105,11 @@ impl Client {
     /// completion after a timeout) or is gone.
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
         match self.slot_mut(seq) {
-            Some(slot @ Slot::Waiting(_)) => {
-                *slot = Slot::Done(reply);
+            Some(slot @ Slot::Waiting(..)) => {
+                let protocol = match slot {
+                    Slot::Waiting(_, protocol) | Slot::Done(_, protocol) => *protocol,
+                };
+                *slot = Slot::Done(reply, protocol);
                 true
             }
             _ => false,
@@ -112,9 +118,9 @@ impl Client {
 
     /// Encodes the answered replies at the front, in order, into the output buffer.
     pub fn encode_replies(&mut self) {
-        while let Some(Slot::Done(_)) = self.slots.front() {
-            if let Some(Slot::Done(reply)) = self.slots.pop_front() {
-                resp::encode_reply(&reply, self.protocol, self.conn.output());
+        while let Some(Slot::Done(..)) = self.slots.front() {
+            if let Some(Slot::Done(reply, protocol)) = self.slots.pop_front() {
+                resp::encode_reply(&reply, protocol, self.conn.output());
                 self.first_seq += 1;
             }
         }

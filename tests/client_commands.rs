@@ -1,0 +1,221 @@
+//! The client protocol's exact replies on a live node (SPEC §3): AUTH with
+//! requirepass, MULTI/EXEC/DISCARD and their errors, HELLO in RESP2 and
+//! RESP3, and the connection commands clients send on connect. Raw bytes are
+//! compared where the encoding matters.
+
+mod common;
+
+use common::{bulk, Client, Cluster};
+use raftkv::kv::Reply;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn err(text: &str) -> Reply {
+    Reply::Error(text.to_string())
+}
+
+fn status(text: &str) -> Reply {
+    Reply::Status(text.to_string())
+}
+
+/// Sends `request` as typed and returns exactly `expected.len()` bytes of reply.
+fn raw(addr: &str, request: &[u8], expected: &[u8]) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut got = vec![0u8; expected.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "reply to {:?}",
+        String::from_utf8_lossy(request)
+    );
+}
+
+#[test]
+fn requirepass_gates_everything_but_auth_hello_and_quit() {
+    let mut cluster = Cluster::new(1);
+    cluster.nodes[0].extra_args = vec!["--requirepass".into(), "s3cret".into()];
+    cluster.spawn(0);
+    let mut c = cluster.client(0);
+    assert_eq!(c.cmd(&["PING"]), err("NOAUTH Authentication required."));
+    assert_eq!(
+        c.cmd(&["SET", "k", "v"]),
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(c.cmd(&["AUTH", "wrong"]), err("WRONGPASS invalid password"));
+    assert_eq!(
+        c.cmd(&["AUTH", "default", "wrong"]),
+        err("WRONGPASS invalid password")
+    );
+    assert_eq!(c.cmd(&["AUTH", "s3cret"]), Reply::Ok);
+    assert_eq!(c.cmd(&["PING"]), status("PONG"));
+    assert_eq!(c.cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    // HELLO can authenticate and switch protocol in one go.
+    let mut h = cluster.client(0);
+    match h.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]) {
+        Reply::Map(fields) => assert!(fields.contains(&(bulk("proto"), Reply::Integer(3)))),
+        other => panic!("HELLO 3 AUTH answered {:?}", other),
+    }
+    assert_eq!(h.cmd(&["GET", "k"]), bulk("v"));
+    let mut q = cluster.client(0);
+    assert_eq!(q.cmd(&["QUIT"]), Reply::Ok);
+    assert!(q.is_closed());
+}
+
+#[test]
+fn multi_exec_discard_and_their_errors() {
+    let cluster = Cluster::start(1);
+    let addr = cluster.nodes[0].client_addr();
+    let mut c = cluster.client(0);
+    assert_eq!(c.cmd(&["EXEC"]), err("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["DISCARD"]), err("ERR DISCARD without MULTI"));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["MULTI"]), err("ERR MULTI calls can not be nested"));
+    assert_eq!(c.cmd(&["SET", "t", "1"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "t"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["SET", "s", "text"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "s"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["GET", "t"]), status("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            Reply::Ok,
+            Reply::Integer(2),
+            Reply::Ok,
+            err("ERR value is not an integer or out of range"),
+            bulk("2"),
+        ])
+    );
+    // DISCARD drops the queue; nothing was applied.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["SET", "d", "x"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::Ok);
+    assert_eq!(c.cmd(&["GET", "d"]), Reply::Nil);
+    // A command refused at queue time aborts the transaction.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["SET", "a", "1"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["NOSUCH", "x"]), err("ERR unknown command 'NOSUCH'"));
+    assert_eq!(
+        c.cmd(&["SET", "only-key"]),
+        err("ERR wrong number of arguments for 'set' command")
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(c.cmd(&["GET", "a"]), Reply::Nil);
+    assert_eq!(c.cmd(&["WATCH", "a"]), err("ERR WATCH is not supported"));
+    // Inline, the way a person types it.
+    raw(
+        &addr,
+        b"MULTI\r\nSET x 1\r\nINCR x\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n",
+    );
+}
+
+#[test]
+fn hello_switches_protocol_and_answers_as_redis_does() {
+    let cluster = Cluster::start(1);
+    let addr = cluster.nodes[0].client_addr();
+    let mut c = cluster.client(0);
+    // In RESP2 the map is a flat array of alternating names and values.
+    match c.cmd(&["HELLO"]) {
+        Reply::Array(flat) => {
+            assert_eq!(flat.len(), 14, "{:?}", flat);
+            let fields: Vec<(Reply, Reply)> = flat
+                .chunks(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect();
+            for (name, value) in [
+                ("server", bulk("raftkv")),
+                ("version", bulk(env!("CARGO_PKG_VERSION"))),
+                ("proto", Reply::Integer(2)),
+                ("mode", bulk("standalone")),
+                ("role", bulk("master")),
+                ("modules", Reply::Array(Vec::new())),
+            ] {
+                assert!(
+                    fields.contains(&(bulk(name), value.clone())),
+                    "{} {:?}",
+                    name,
+                    fields
+                );
+            }
+        }
+        other => panic!("HELLO answered {:?}", other),
+    }
+    assert_eq!(
+        c.cmd(&["HELLO", "4"]),
+        err("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        c.cmd(&["HELLO", "x"]),
+        err("ERR Protocol version is not an integer or out of range")
+    );
+    // RESP2 gives the map as a flat array and nil as $-1; RESP3 uses % and _.
+    raw(&addr, b"GET missing\r\n", b"$-1\r\n");
+    raw(
+        &addr,
+        b"HELLO 2\r\n",
+        b"*14\r\n$6\r\nserver\r\n$6\r\nraftkv\r\n",
+    );
+    raw(
+        &addr,
+        b"HELLO 3\r\nGET missing\r\n",
+        b"%7\r\n$6\r\nserver\r\n$6\r\nraftkv\r\n",
+    );
+    let mut three = TcpStream::connect(&addr).unwrap();
+    three
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    three
+        .write_all(b"HELLO 3\r\nGET missing\r\nHELLO 2\r\nGET missing\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&all).ends_with("$-1\r\n") {
+        let n = three.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        all.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("\r\n_\r\n*14\r\n"),
+        "RESP3 nil, then back to RESP2: {:?}",
+        text
+    );
+}
+
+#[test]
+fn connection_commands_clients_send_on_connect() {
+    let cluster = Cluster::start(1);
+    let mut c: Client = cluster.client(0);
+    assert_eq!(c.cmd(&["PING", "hello"]), bulk("hello"));
+    assert_eq!(c.cmd(&["ECHO", "hi"]), bulk("hi"));
+    assert_eq!(c.cmd(&["SELECT", "0"]), Reply::Ok);
+    assert_eq!(c.cmd(&["SELECT", "1"]), err("ERR DB index is out of range"));
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "tester"]), Reply::Ok);
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), bulk("tester"));
+    assert_eq!(c.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "x"]), Reply::Ok);
+    assert!(matches!(c.cmd(&["CLIENT", "ID"]), Reply::Integer(_)));
+    assert!(matches!(c.cmd(&["COMMAND", "DOCS"]), Reply::Array(_)));
+    assert!(matches!(
+        c.cmd(&["CONFIG", "GET", "save"]),
+        Reply::Array(_) | Reply::Map(_)
+    ));
+    assert_eq!(c.cmd(&["FOO"]), err("ERR unknown command 'FOO'"));
+    assert_eq!(
+        c.cmd(&["GET"]),
+        err("ERR wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        c.cmd(&["PING"]),
+        status("PONG"),
+        "the connection stays usable"
+    );
+}
