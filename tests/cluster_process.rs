@@ -4,13 +4,12 @@
 
 mod common;
 
+use common::load::{LoadResult, WriteLoad};
 use common::{bulk, wait_for, Client, Cluster};
 use raftkv::kv::Reply;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -114,82 +113,6 @@ fn inline_commands_as_typed_into_netcat() {
     }
 }
 
-/// Writers that record what was acknowledged, spreading over all nodes and
-/// moving on when a node dies.
-struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<()>>,
-    acked_sets: Arc<Mutex<HashMap<String, String>>>,
-    incr_replies: Arc<Mutex<Vec<i64>>>,
-}
-
-fn start_load(cluster: &Cluster, writers: usize) -> Load {
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked_sets = Arc::new(Mutex::new(HashMap::new()));
-    let incr_replies = Arc::new(Mutex::new(Vec::new()));
-    let handles = (0..writers)
-        .map(|w| {
-            let (addrs, stop) = (addrs.clone(), Arc::clone(&stop));
-            let (acked_sets, incr_replies) = (Arc::clone(&acked_sets), Arc::clone(&incr_replies));
-            thread::spawn(move || {
-                let mut node = w % addrs.len();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(mut client) = Client::try_connect(&addrs[node]) else {
-                        node = (node + 1) % addrs.len();
-                        thread::sleep(Duration::from_millis(20));
-                        continue;
-                    };
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
-                        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
-                            break;
-                        }
-                        match client.try_read() {
-                            Some(Reply::Ok) => {
-                                acked_sets.lock().unwrap().insert(key, value);
-                            }
-                            Some(Reply::Error(_)) => {}
-                            Some(other) => panic!("SET answered {:?}", other),
-                            None => break,
-                        }
-                        if !client.try_send(&[b"INCR", b"counter"]) {
-                            break;
-                        }
-                        match client.try_read() {
-                            Some(Reply::Integer(v)) => incr_replies.lock().unwrap().push(v),
-                            Some(Reply::Error(_)) => {}
-                            Some(other) => panic!("INCR answered {:?}", other),
-                            None => break,
-                        }
-                    }
-                    node = (node + 1) % addrs.len();
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        handles,
-        acked_sets,
-        incr_replies,
-    }
-}
-
-impl Load {
-    fn finish(self) -> (HashMap<String, String>, Vec<i64>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for handle in self.handles {
-            handle.join().expect("writer thread");
-        }
-        let sets = std::mem::take(&mut *self.acked_sets.lock().unwrap());
-        let incrs = std::mem::take(&mut *self.incr_replies.lock().unwrap());
-        (sets, incrs)
-    }
-}
-
 fn info_u64(cluster: &Cluster, i: usize, field: &str) -> u64 {
     cluster.info(i)[field].parse().expect("numeric INFO field")
 }
@@ -256,21 +179,23 @@ fn wait_converged(cluster: &Cluster) {
 fn acknowledged_writes_survive_kill_9_of_the_leader() {
     let mut cluster = Cluster::start(3);
     let old_leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let load = start_load(&cluster, 6);
+    let load = WriteLoad::start(&cluster, 6);
     thread::sleep(Duration::from_millis(800));
     cluster.kill(old_leader);
     let new_leader = cluster.wait_for_leader(Duration::from_secs(10));
     assert_ne!(new_leader, old_leader);
     // The new leader serves writes.
-    let before = load.acked_sets.lock().unwrap().len();
+    let before = load.acked_count();
     wait_for(
         Duration::from_secs(10),
         "writes under the new leader",
-        || (load.acked_sets.lock().unwrap().len() > before + 50).then_some(()),
+        || (load.acked_count() > before + 50).then_some(()),
     );
     cluster.spawn(old_leader);
     thread::sleep(Duration::from_millis(800));
-    let (sets, incrs) = load.finish();
+    let LoadResult {
+        acked: sets, incrs, ..
+    } = load.finish();
     assert!(
         sets.len() > 100,
         "too few writes acknowledged: {}",
@@ -283,13 +208,15 @@ fn acknowledged_writes_survive_kill_9_of_the_leader() {
 #[test]
 fn acknowledged_writes_survive_kill_9_of_every_node() {
     let mut cluster = Cluster::start(3);
-    let load = start_load(&cluster, 4);
+    let load = WriteLoad::start(&cluster, 4);
     thread::sleep(Duration::from_millis(1500));
     // Kill all three while writes are in flight, then stop the writers.
     for i in 0..3 {
         cluster.kill(i);
     }
-    let (sets, incrs) = load.finish();
+    let LoadResult {
+        acked: sets, incrs, ..
+    } = load.finish();
     assert!(
         sets.len() > 50,
         "too few writes acknowledged: {}",

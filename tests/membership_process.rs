@@ -5,11 +5,10 @@
 
 mod common;
 
+use common::load::{LoadResult, WriteLoad};
 use common::{bulk, wait_for, Client, Cluster};
 use raftkv::kv::Reply;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -297,100 +296,6 @@ fn membership_survives_a_full_restart_from_snapshots() {
     );
 }
 
-/// Writers spread over every node (joiners included), each recording the
-/// writes acknowledged and every error reply. A writer moves to the next node
-/// on `-TRYAGAIN` and on a closed connection (a stopped node).
-struct Load {
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<()>>,
-    acked: Arc<Mutex<HashMap<String, String>>>,
-    incrs: Arc<Mutex<Vec<i64>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-fn start_load(cluster: &Cluster, writers: usize) -> Load {
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
-    let load = Load {
-        stop: Arc::new(AtomicBool::new(false)),
-        handles: Vec::new(),
-        acked: Arc::new(Mutex::new(HashMap::new())),
-        incrs: Arc::new(Mutex::new(Vec::new())),
-        errors: Arc::new(Mutex::new(Vec::new())),
-    };
-    let handles = (0..writers)
-        .map(|w| {
-            let addrs = addrs.clone();
-            let stop = Arc::clone(&load.stop);
-            let (acked, incrs, errors) = (
-                Arc::clone(&load.acked),
-                Arc::clone(&load.incrs),
-                Arc::clone(&load.errors),
-            );
-            thread::spawn(move || {
-                let mut node = w % addrs.len();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(mut client) = Client::try_connect(&addrs[node]) else {
-                        node = (node + 1) % addrs.len();
-                        thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let (key, value) = (format!("w{}:{}", w, n), format!("v{}", n));
-                        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
-                            break;
-                        }
-                        let reply = client.try_read();
-                        if let Some(Reply::Ok) = reply {
-                            acked.lock().unwrap().insert(key, value);
-                            if !client.try_send(&[b"INCR", b"counter"]) {
-                                break;
-                            }
-                            match client.try_read() {
-                                Some(Reply::Integer(v)) => {
-                                    incrs.lock().unwrap().push(v);
-                                    continue;
-                                }
-                                other => {
-                                    if let Some(Reply::Error(e)) = &other {
-                                        errors.lock().unwrap().push(e.clone());
-                                    }
-                                    if !matches!(other, Some(Reply::Error(_)) | None) {
-                                        panic!("INCR answered {:?}", other);
-                                    }
-                                }
-                            }
-                        } else if let Some(Reply::Error(e)) = &reply {
-                            errors.lock().unwrap().push(e.clone());
-                        } else if reply.is_some() {
-                            panic!("SET answered {:?}", reply);
-                        }
-                        break;
-                    }
-                    node = (node + 1) % addrs.len();
-                    thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
-    Load { handles, ..load }
-}
-
-impl Load {
-    fn finish(self) -> (HashMap<String, String>, Vec<i64>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for handle in self.handles {
-            handle.join().expect("writer thread");
-        }
-        let take = |m: &Mutex<HashMap<String, String>>| std::mem::take(&mut *m.lock().unwrap());
-        let acked = take(&self.acked);
-        let incrs = std::mem::take(&mut *self.incrs.lock().unwrap());
-        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
-        (acked, incrs, errors)
-    }
-}
-
 fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
     wait_for(
         Duration::from_secs(15),
@@ -414,7 +319,7 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
         cluster.spawn(i);
     }
     let first_leader = cluster.wait_for_leader(Duration::from_secs(15));
-    let load = start_load(&cluster, 8);
+    let load = WriteLoad::start(&cluster, 8);
     thread::sleep(Duration::from_millis(300));
     // Grow 3 -> 5, asking a different node each time.
     for i in [3, 4] {
@@ -454,7 +359,11 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
     );
     assert_eq!(cluster.info(target)["role"], "leader");
     thread::sleep(Duration::from_millis(300));
-    let (acked, incrs, errors) = load.finish();
+    let LoadResult {
+        acked,
+        incrs,
+        errors,
+    } = load.finish();
 
     // The removed nodes said so and refuse requests; then they go, data and all.
     for i in [first_leader, other] {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::HashMap;
