@@ -164,12 +164,14 @@ impl Node {
     }
 
     /// A pre-vote from a node outside the committed configuration: a removed
-    /// node that never learned its removal committed (its acknowledgement was
-    /// still waiting for its sync when the leader stopped replicating to it,
-    /// or leadership moved on since). Tell it how far its log is committed,
-    /// so it applies its removal and stays quiet. Its log matches ours up to
-    /// its last entry when that entry's index and term do (log matching), so
-    /// that commit index is safe to give without a consistency check.
+    /// node that never learned its removal committed. Its acknowledgement may
+    /// have been waiting for its sync when the leader stopped replicating to it,
+    /// leadership may have moved on since, or (in a larger cluster) the removal
+    /// committed without it ever receiving the entry. Bring it the entries up to
+    /// the one that removed it, or just the commit index if it has them, so it
+    /// applies its removal and stays quiet. Its log matches ours up to its last
+    /// entry when that entry's index and term do (log matching), so appending
+    /// after it, and a commit index up to it, are both safe.
     pub(super) fn tell_removed_node(&mut self, from: NodeId, last_index: u64, last_term: u64) {
         let committed = self.log.conf_index() <= self.log.committed;
         if !committed
@@ -178,9 +180,28 @@ impl Node {
         {
             return;
         }
-        let commit = last_index.min(self.log.committed);
         let read_round = self.reads.round;
-        self.send(from, MessageBody::Heartbeat { commit, read_round });
+        let removal = self.log.conf_index();
+        if last_index >= removal || last_index >= self.log.last_index() {
+            let commit = last_index.min(self.log.committed);
+            self.send(from, MessageBody::Heartbeat { commit, read_round });
+            return;
+        }
+        let mut entries = self
+            .log
+            .entries_from(last_index + 1, self.config.max_msg_bytes);
+        entries.retain(|e| e.index <= removal);
+        let sent_to = entries.last().map_or(last_index, |e| e.index);
+        let commit = sent_to.min(self.log.committed);
+        self.send(
+            from,
+            MessageBody::Append {
+                prev_index: last_index,
+                prev_term: last_term,
+                entries,
+                commit,
+            },
+        );
     }
 
     /// Thesis §4.2.2: the removed leader steps down once its removal commits.

@@ -349,6 +349,39 @@ fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
     );
 }
 
+/// The same, for a removed node that never received the entry removing it:
+/// the majority committed without it (found by the membership process test
+/// with five voters). The leader's answer to its pre-vote brings the entries.
+#[test]
+fn removed_node_that_never_got_its_removal_learns_it_from_its_pre_vote() {
+    let mut net = Net::with(3, |c| c.pre_vote = true);
+    net.campaign(1);
+    net.propose(1, b"before");
+    net.isolate(3);
+    let index = net.conf_change(1, ConfChange::Remove { id: 3 });
+    assert!(net.node(1).status().commit_index >= index);
+    assert!(
+        net.node(3).status().last_index < index,
+        "3 never got its removal"
+    );
+    net.heal();
+    let term = net.node(1).term();
+    net.tick_all_until(|net| net.node(3).status().commit_index >= index, 40);
+    assert_eq!(conf(&net, 3), (vec![1, 2], vec![]));
+    assert_eq!(
+        (net.node(1).role(), net.node(1).term()),
+        (Role::Leader, term)
+    );
+    let quiet_from = net.delivered.len();
+    for _ in 0..60 {
+        net.tick_all();
+    }
+    assert!(
+        net.delivered[quiet_from..].iter().all(|m| m.from != 3),
+        "a node that knows it was removed stays quiet"
+    );
+}
+
 #[test]
 fn learner_is_promoted_only_once_it_has_caught_up() {
     let mut net = Net::new(3);

@@ -15,6 +15,7 @@ use crate::kv::{Command, Reply};
 use crate::raft::{Message, MessageBody, NodeId, Role, NO_NODE};
 use crate::replica::{Completion, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
+use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -501,19 +502,25 @@ impl Server {
         let events = std::mem::take(&mut self.peer_events);
         for event in events {
             match event {
-                PeerEvent::Raft(message) => self.step_peer_message(message),
-                PeerEvent::Forward { from, id, payload } => self.handle_forward(from, id, &payload),
-                PeerEvent::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
-                PeerEvent::SnapshotChunk {
-                    from,
-                    index,
-                    term,
-                    offset,
-                    total,
-                    data,
-                } => self
-                    .snapshots
-                    .on_chunk(from, index, term, offset, total, &data),
+                PeerEvent::Message { from, message } => match message {
+                    PeerMessage::Raft(message) => self.step_peer_message(message),
+                    PeerMessage::Forward { id, payload } => self.handle_forward(from, id, &payload),
+                    PeerMessage::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
+                    PeerMessage::SnapshotChunk {
+                        snapshot_index,
+                        snapshot_term,
+                        offset,
+                        total,
+                        data,
+                    } => self.snapshots.on_chunk(
+                        from,
+                        snapshot_index,
+                        snapshot_term,
+                        offset,
+                        total,
+                        &data,
+                    ),
+                },
                 PeerEvent::Disconnected(id) => {
                     self.replica.report_unreachable(id);
                     self.snapshots

@@ -14,7 +14,6 @@
 //! `remove_member`, driven by `cluster.rs`).
 
 use super::conn::{Conn, Fill};
-use crate::kv::Reply;
 use crate::raft::{Message, NodeId};
 use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::wire::peer_msg::PeerMessage;
@@ -34,23 +33,11 @@ const BACKOFF_MAX_MS: u64 = 1000;
 /// What arrived from a peer, for the server to act on.
 #[derive(Debug)]
 pub enum PeerEvent {
-    Raft(Message),
-    Forward {
+    /// A message from member `from` (a Raft message's own `from` was checked
+    /// against the handshake).
+    Message {
         from: NodeId,
-        id: u64,
-        payload: Vec<u8>,
-    },
-    ForwardReply {
-        id: u64,
-        reply: Reply,
-    },
-    SnapshotChunk {
-        from: NodeId,
-        index: u64,
-        term: u64,
-        offset: u64,
-        total: u64,
-        data: Vec<u8>,
+        message: PeerMessage,
     },
     Disconnected(NodeId),
 }
@@ -499,28 +486,12 @@ fn decode_body(kind: FrameKind, body: &[u8]) -> Body {
 }
 
 fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
-    match message {
-        PeerMessage::Raft(msg) if msg.from == from => Ok(PeerEvent::Raft(msg)),
-        PeerMessage::Raft(msg) => Err(format!(
+    match &message {
+        PeerMessage::Raft(msg) if msg.from != from => Err(format!(
             "peer {} sent a message claiming to be from {}",
             from, msg.from
         )),
-        PeerMessage::Forward { id, payload } => Ok(PeerEvent::Forward { from, id, payload }),
-        PeerMessage::ForwardReply { id, reply } => Ok(PeerEvent::ForwardReply { id, reply }),
-        PeerMessage::SnapshotChunk {
-            snapshot_index,
-            snapshot_term,
-            offset,
-            total,
-            data,
-        } => Ok(PeerEvent::SnapshotChunk {
-            from,
-            index: snapshot_index,
-            term: snapshot_term,
-            offset,
-            total,
-            data,
-        }),
+        _ => Ok(PeerEvent::Message { from, message }),
     }
 }
 
