@@ -367,10 +367,12 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
 
     // The removed nodes said so and refuse requests; then they go, data and all.
     for i in [first_leader, other] {
-        assert_eq!(
-            cluster.client(i).cmd(&["SET", "x", "y"]),
-            err("TRYAGAIN not a member")
-        );
+        // A removed node learns that its removal committed from the leader (at
+        // once, or in answer to its next pre-vote): give it a few seconds.
+        wait_for(Duration::from_secs(5), "a removed node to know it", || {
+            (cluster.client(i).cmd(&["SET", "x", "y"]) == err("TRYAGAIN not a member"))
+                .then_some(())
+        });
         assert!(cluster.log_text(i).contains("was removed from the cluster"));
         assert_eq!(cluster.terminate(i), Some(0));
         std::fs::remove_dir_all(cluster.data_dir(i)).expect("delete a removed node's data dir");

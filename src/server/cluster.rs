@@ -18,7 +18,8 @@
 //! the leader still replicates to (one being removed, until its removal
 //! commits), and the known leader (a joining node hears from it before it
 //! has any configuration). A node leaving that set is still dialed for a
-//! grace period, so replies to requests it forwarded reach it.
+//! grace period (three client deadlines), so replies to requests it forwarded
+//! reach it and a removed node's pre-vote gets the answer that tells it so.
 
 use super::clients::Pending;
 use super::event_loop::{Server, Waiter};
@@ -636,7 +637,10 @@ impl Server {
             let token = self.take_token();
             self.peers.connect(*id, self.poll.registry(), token);
         }
-        let grace_until = self.now_ticks() + self.deadline_ticks;
+        // Long enough for a removed node whose election timer fires late (a
+        // loaded machine) to pre-vote and get the leader's answer, which tells
+        // it that it was removed (see `Node::tell_removed_node`).
+        let grace_until = self.now_ticks() + 3 * self.deadline_ticks;
         let unwanted: Vec<NodeId> = self
             .peers
             .members
