@@ -64,7 +64,7 @@ fn batch(first: u64, len: u64) -> Vec<Entry> {
             index,
             term: 1,
             kind: EntryKind::Normal,
-            data: vec![(index % 251) as u8 + 1; PAYLOAD_BYTES],
+            data: vec![(index % 251) as u8 + 1; PAYLOAD_BYTES].into(),
         })
         .collect()
 }

@@ -383,7 +383,7 @@ impl<W> Replica<W> {
     pub fn propose(&mut self, command: Command, waiter: W) -> Result<(), Refused<W>> {
         self.payload_buf.clear();
         command.encode(&mut self.payload_buf);
-        let (index, term) = match self.node.propose(self.payload_buf.clone()) {
+        let (index, term) = match self.node.propose(&self.payload_buf[..]) {
             Ok(assigned) => assigned,
             Err(error) => {
                 return Err(Refused {

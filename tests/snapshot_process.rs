@@ -278,7 +278,7 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
                 index,
                 term: 1,
                 kind: EntryKind::Normal,
-                data,
+                data: data.into(),
             }
         })
         .collect();

@@ -290,10 +290,10 @@ impl Chaos {
                 let first = self
                     .applied
                     .entry(e.index)
-                    .or_insert((e.term, e.data.clone()));
+                    .or_insert((e.term, e.data.to_vec()));
                 assert_eq!(
                     *first,
-                    (e.term, e.data.clone()),
+                    (e.term, e.data.to_vec()),
                     "node {id} applied a different entry at {}",
                     e.index
                 );

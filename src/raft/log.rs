@@ -447,7 +447,7 @@ mod tests {
             index,
             term,
             kind: EntryKind::Normal,
-            data: vec![0; 10],
+            data: vec![0; 10].into(),
         }
     }
 
@@ -555,7 +555,7 @@ mod tests {
             index,
             term: 1,
             kind: EntryKind::ConfChange,
-            data: conf_change::encode(&conf),
+            data: conf_change::encode(&conf).into(),
         }
     }
 

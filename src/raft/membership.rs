@@ -109,7 +109,7 @@ impl Node {
             index,
             term: self.term,
             kind: EntryKind::ConfChange,
-            data: payload,
+            data: payload.into(),
         });
         // The new configuration is in force: a new member needs a progress; a
         // removed one keeps its own until the removal commits.

@@ -30,7 +30,8 @@ fn conf_entry(
             change,
             voters: voters.to_vec(),
             learners: learners.to_vec(),
-        }),
+        })
+        .into(),
     }
 }
 

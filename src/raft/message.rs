@@ -2,6 +2,11 @@
 //! state, and the messages nodes send each other. No behaviour lives here.
 
 use std::fmt;
+use std::sync::Arc;
+
+/// An entry's payload, shared rather than copied: the leader hands the same
+/// entry out to be persisted, sent to each follower and applied.
+pub type Payload = Arc<[u8]>;
 
 /// A node's id in the cluster. Ids start at 1; [`NO_NODE`] means "none".
 pub type NodeId = u64;
@@ -38,7 +43,7 @@ pub struct Entry {
     pub index: u64,
     pub term: u64,
     pub kind: EntryKind,
-    pub data: Vec<u8>,
+    pub data: Payload,
 }
 
 impl fmt::Debug for Entry {

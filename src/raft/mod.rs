@@ -117,7 +117,7 @@ use std::collections::BTreeMap;
 
 pub use conf_change::{ConfChange, ConfEntry};
 pub use message::{
-    Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta, NO_NODE,
+    Entry, EntryKind, HardState, Message, MessageBody, NodeId, Payload, SnapshotMeta, NO_NODE,
 };
 pub use ready::{ReadState, Ready, Role, SoftState, TransferOutcome};
 
@@ -334,7 +334,7 @@ impl Node {
     /// Appends a client command to the leader's log; returns its (index, term).
     /// Nothing is sent yet: the AppendEntries for every proposal made before the
     /// next [`Node::ready`] leave together (group commit).
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), ProposeError> {
+    pub fn propose(&mut self, data: impl Into<Payload>) -> Result<(u64, u64), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader_id,
@@ -348,7 +348,7 @@ impl Node {
             index,
             term: self.term,
             kind: EntryKind::Normal,
-            data,
+            data: data.into(),
         });
         self.debug_assert_invariants();
         Ok((index, self.term))

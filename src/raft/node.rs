@@ -191,7 +191,7 @@ impl Node {
             index: next,
             term: self.term,
             kind: EntryKind::Noop,
-            data: Vec::new(),
+            data: super::message::Payload::default(),
         });
     }
 

@@ -488,7 +488,7 @@ mod tests {
                     index: 2,
                     term: 2,
                     kind: crate::raft::EntryKind::Normal,
-                    data: b"new".to_vec(),
+                    data: b"new".to_vec().into(),
                 }],
                 commit: 0,
             },

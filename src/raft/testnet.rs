@@ -39,7 +39,7 @@ pub fn entry(index: u64, term: u64) -> Entry {
         index,
         term,
         kind: EntryKind::Normal,
-        data: Vec::new(),
+        data: Vec::new().into(),
     }
 }
 

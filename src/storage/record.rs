@@ -94,7 +94,7 @@ impl RecordView<'_> {
             index: self.index,
             term: self.term,
             kind: self.kind,
-            data: self.payload.to_vec(),
+            data: self.payload.into(),
         }
     }
 }
@@ -196,7 +196,7 @@ mod tests {
             index,
             term,
             kind,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         }
     }
 

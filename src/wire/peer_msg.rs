@@ -332,7 +332,7 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
             index,
             term,
             kind,
-            data,
+            data: data.into(),
         });
     }
     Ok(entries)
@@ -480,7 +480,7 @@ mod tests {
             index,
             term: 3,
             kind,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         }
     }
 
@@ -846,7 +846,7 @@ mod tests {
                     index,
                     term,
                     kind,
-                    data,
+                    data: data.into(),
                 }
             })
     }

@@ -334,7 +334,8 @@ mod tests {
                 change,
                 voters: voters.to_vec(),
                 learners: learners.to_vec(),
-            }),
+            })
+            .into(),
         }
     }
 
