@@ -13,10 +13,9 @@
 //!    is written over them, so a crash can never leave old records after new
 //!    ones (see [`Segment::truncate_from`]).
 //!
-//! The file is sized with `File::set_len`, which leaves it sparse: the blocks
-//! are allocated when the mapping is first written. That costs nothing at
-//! rollover, but a full disk shows up as SIGBUS on that write rather than as an
-//! error, and `msync` also commits the block allocation.
+//! The file is sized with `File::set_len` and its blocks reserved with
+//! `posix_fallocate`, so a full disk is an error when a segment is created
+//! (naming the file) rather than a SIGBUS on a write into the mapping.
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
@@ -89,6 +88,7 @@ impl Segment {
             .open(&tmp)
             .map_err(|e| StorageError::io(&tmp, e))?;
         file.set_len(size).map_err(|e| StorageError::io(&tmp, e))?;
+        reserve_blocks(&file, size, &tmp)?;
         file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
         sync_dir(dir)?;
@@ -234,6 +234,7 @@ impl Segment {
         self.file
             .set_len(size)
             .map_err(|e| StorageError::io(&self.path, e))?;
+        reserve_blocks(&self.file, size, &self.path)?;
         self.file
             .sync_all()
             .map_err(|e| StorageError::io(&self.path, e))?;
@@ -377,6 +378,37 @@ impl Segment {
             Some(dir) => sync_dir(dir),
             None => Ok(()),
         }
+    }
+}
+
+/// Allocates the file's blocks up front, so a full disk is an error here,
+/// naming the file, rather than a SIGBUS on a later write into the mapping.
+/// A filesystem that cannot preallocate keeps the file sparse, with a warning.
+fn reserve_blocks(file: &File, size: u64, path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(size) else {
+        return Err(StorageError::invalid(
+            path,
+            None,
+            format!("segment size {} too large", size),
+        ));
+    };
+    // SAFETY: posix_fallocate on a file descriptor this `File` owns and keeps
+    // open for the call; it touches no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => {
+            log::warn!(
+                "{}: the filesystem cannot preallocate; the segment stays sparse (a full disk will stop the node on a write)",
+                path.display()
+            );
+            Ok(())
+        }
+        err => Err(StorageError::io(
+            path,
+            std::io::Error::from_raw_os_error(err),
+        )),
     }
 }
 
