@@ -308,6 +308,18 @@ fn joiner_names_no_configuration_before_the_entry_that_added_it() {
     assert_eq!(founders.voters, vec![1, 2, 3]);
 }
 
+/// After 60 ticks, nothing has come from `id` (a node that knows it was removed).
+fn assert_stays_quiet(net: &mut Net, id: u64) {
+    let quiet_from = net.delivered.len();
+    for _ in 0..60 {
+        net.tick_all();
+    }
+    assert!(
+        net.delivered[quiet_from..].iter().all(|m| m.from != id),
+        "a node that knows it was removed stays quiet"
+    );
+}
+
 /// Thesis §4.2.2. A removed node whose acknowledgement of its own removal
 /// never reached the leader (and that missed the farewell heartbeat) learns
 /// the removal committed from the leader's answer to its pre-vote, and stays
@@ -340,14 +352,7 @@ fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
         (net.node(1).role(), net.node(1).term()),
         (Role::Leader, term)
     );
-    let quiet_from = net.delivered.len();
-    for _ in 0..60 {
-        net.tick_all();
-    }
-    assert!(
-        net.delivered[quiet_from..].iter().all(|m| m.from != 3),
-        "a node that knows it was removed stays quiet"
-    );
+    assert_stays_quiet(&mut net, 3);
 }
 
 /// The same, for a removed node that never received the entry removing it:
@@ -373,14 +378,7 @@ fn removed_node_that_never_got_its_removal_learns_it_from_its_pre_vote() {
         (net.node(1).role(), net.node(1).term()),
         (Role::Leader, term)
     );
-    let quiet_from = net.delivered.len();
-    for _ in 0..60 {
-        net.tick_all();
-    }
-    assert!(
-        net.delivered[quiet_from..].iter().all(|m| m.from != 3),
-        "a node that knows it was removed stays quiet"
-    );
+    assert_stays_quiet(&mut net, 3);
 }
 
 #[test]
