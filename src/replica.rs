@@ -171,8 +171,6 @@ pub struct Refused<W> {
 struct PendingWrite<W> {
     term: u64,
     waiter: W,
-    /// Kept so the leader applies its own proposal without decoding it again.
-    command: Option<Command>,
 }
 
 /// The reply to a `CLUSTER TRANSFER` whose transfer did not finish.
@@ -393,14 +391,8 @@ impl<W> Replica<W> {
                 })
             }
         };
-        self.writes.insert(
-            (index, term),
-            PendingWrite {
-                term,
-                waiter,
-                command: Some(command),
-            },
-        );
+        self.writes
+            .insert((index, term), PendingWrite { term, waiter });
         Ok(())
     }
 
@@ -415,14 +407,8 @@ impl<W> Replica<W> {
             Ok(assigned) => assigned,
             Err(error) => return Err((error, waiter)),
         };
-        self.writes.insert(
-            (index, term),
-            PendingWrite {
-                term,
-                waiter,
-                command: None,
-            },
-        );
+        self.writes
+            .insert((index, term), PendingWrite { term, waiter });
         Ok(())
     }
 
@@ -695,14 +681,13 @@ impl<W> Replica<W> {
         // Every proposal made at this index is decided now: the one whose term
         // matches is applied; any other can never be (its slot is taken for good).
         let mut ours = None;
-        let decided: Vec<(u64, u64)> = self
+        while let Some((&key, _)) = self
             .writes
             .range((entry.index, 0)..=(entry.index, u64::MAX))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in decided {
+            .next()
+        {
             let Some(write) = self.writes.remove(&key) else {
-                continue;
+                break;
             };
             if write.term == entry.term {
                 ours = Some(write);
@@ -715,15 +700,12 @@ impl<W> Replica<W> {
         }
         let reply = match entry.kind {
             EntryKind::Normal => {
-                let command = ours.as_mut().and_then(|w| w.command.take());
-                let command = match command {
-                    Some(command) => command,
-                    None => Command::decode(&entry.data).map_err(|err| ReplicaError::BadEntry {
+                self.kv
+                    .apply_encoded(&entry.data)
+                    .map_err(|err| ReplicaError::BadEntry {
                         index: entry.index,
                         reason: err.to_string(),
-                    })?,
-                };
-                self.kv.apply_owned(command)
+                    })?
             }
             EntryKind::Noop | EntryKind::ConfChange => Reply::Ok,
         };

@@ -6,7 +6,7 @@
 //! The bound is generous (about 15% above the measured figure) so that only a
 //! real regression in the layout fails it, not allocator noise.
 
-use raftkv::kv::{Command, KvStore};
+use raftkv::kv::{Command, KvStore, Reply};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -100,10 +100,13 @@ fn million_keys_fit_in_redis_footprint() {
     let rss_before = rss_bytes();
     let (requested_before, footprint_before) = live();
     let mut kv = KvStore::new();
+    let mut payload = Vec::new();
     for i in 0..KEYS {
-        // The log path: commands decoded from entries are applied by value.
+        // The log path: entries are applied from their encoded payload.
         let value = vec![b'a' + (i % 26) as u8; VALUE_BYTES];
-        kv.apply_owned(Command::Set(key(i), value));
+        payload.clear();
+        Command::Set(key(i), value).encode(&mut payload);
+        assert_eq!(kv.apply_encoded(&payload), Ok(Reply::Ok));
     }
     let (requested_after, footprint_after) = live();
     let rss_per_key = match (rss_before, rss_bytes()) {

@@ -296,6 +296,29 @@ fn a_request_split_at_every_byte_parses_identically() {
 }
 
 #[test]
+fn recycled_buffers_carry_nothing_into_the_next_request() {
+    // Long words before short ones and the reverse, multibulk and inline.
+    let mut input = mixed_stream();
+    let mut reversed = Vec::new();
+    encode_request(&[b"GET", b"k"], &mut reversed);
+    encode_request(&[b"SET", &[b'v'; 500], b"x"], &mut reversed);
+    reversed.extend_from_slice(b"a bb ccc dddd\r\n");
+    input.extend_from_slice(&reversed);
+    input.extend_from_slice(&mixed_stream());
+    let (whole, left) = parse_all(&input, MAX).unwrap();
+    assert_eq!((whole.len(), left), (13, 0));
+    let mut parser = RequestParser::new(MAX);
+    let mut got = Vec::new();
+    let mut front = 0;
+    while let Some((argv, used)) = parser.parse(&input[front..]).unwrap() {
+        got.push(argv.clone());
+        parser.recycle(argv);
+        front += used;
+    }
+    assert_eq!(got, whole);
+}
+
+#[test]
 fn pipelined_requests() {
     let mut input = Vec::new();
     for i in 0..64 {
@@ -587,7 +610,7 @@ fn run(kv: &mut KvStore, input: &[u8], protocol: Protocol) -> Vec<u8> {
     assert_eq!(left, 0);
     let mut out = Vec::new();
     for argv in requests {
-        let reply = match Command::parse(argv) {
+        let reply = match Command::parse(&argv) {
             Ok(command) => kv.apply(&command),
             Err(e) => Reply::Error(e.to_string()),
         };
@@ -699,7 +722,7 @@ fn multi_array_holds_errors_of_failed_commands() {
         &["INCRBY", "a", "x"],
     ]
     .iter()
-    .map(|w| Command::parse_queued(words(w)).unwrap())
+    .map(|w| Command::parse_queued(&words(w)).unwrap())
     .collect();
     let reply = kv.apply(&Command::Multi(queued));
     assert_eq!(

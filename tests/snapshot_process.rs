@@ -291,7 +291,7 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
     for index in [100, 250] {
         let mut kv = KvStore::new();
         for e in &entries[..index as usize] {
-            kv.apply_owned(KvCommand::decode(&e.data).expect("decode"));
+            kv.apply_encoded(&e.data).expect("a valid entry");
         }
         let meta = SnapshotMeta {
             index,

@@ -84,6 +84,10 @@ impl std::error::Error for DecodeError {}
 /// Longest command name echoed back in `ERR unknown command '...'` (Redis uses 128).
 const UNKNOWN_NAME_MAX_BYTES: usize = 128;
 
+/// Longest key-value command name (`incrby`, `decrby`, `exists`); a longer
+/// name is unknown without looking further.
+const LONGEST_NAME_BYTES: usize = 6;
+
 /// How many arguments (name included) a command takes.
 enum Arity {
     Exactly(usize),
@@ -92,12 +96,20 @@ enum Arity {
 
 impl Command {
     /// Parses a client argv (argv[0] is the command name, any case).
-    pub fn parse(argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    pub fn parse(argv: &[Vec<u8>]) -> Result<Command, CommandError> {
         let Some(name) = argv.first() else {
             return Err(CommandError::Unknown(String::new()));
         };
-        let lower = name.to_ascii_lowercase();
-        let arity = match arity_of(&lower) {
+        let mut lower = [0u8; LONGEST_NAME_BYTES];
+        let lower = match lower.get_mut(..name.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(name);
+                lower.make_ascii_lowercase();
+                &*lower
+            }
+            None => &[],
+        };
+        let arity = match arity_of(lower) {
             Some(arity) => arity,
             None => return Err(CommandError::Unknown(printable_name(name))),
         };
@@ -109,16 +121,16 @@ impl Command {
         let pairs_ok = lower != b"mset" || argv.len() % 2 == 1;
         if !arity_ok || !pairs_ok {
             return Err(CommandError::WrongArity(
-                String::from_utf8_lossy(&lower).into_owned(),
+                String::from_utf8_lossy(lower).into_owned(),
             ));
         }
-        build(&lower, argv)
+        build(lower, &argv[1..])
     }
 
     /// Like [`Command::parse`] for a command queued inside MULTI: only the errors
     /// Redis reports at queue time (unknown command, wrong arity) are returned;
     /// argument errors become [`Command::Invalid`], answered when EXEC applies it.
-    pub fn parse_queued(argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    pub fn parse_queued(argv: &[Vec<u8>]) -> Result<Command, CommandError> {
         match Command::parse(argv) {
             Err(e) if !e.is_queue_time() => Ok(Command::Invalid(e.to_string())),
             other => other,
@@ -163,9 +175,10 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
     })
 }
 
-/// Builds the command once the arity is known to be right.
-fn build(lower_name: &[u8], argv: Vec<Vec<u8>>) -> Result<Command, CommandError> {
-    let mut args = argv.into_iter().skip(1);
+/// Builds the command from the arguments after its name, once the arity is
+/// known to be right.
+fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
+    let mut args = args.iter().cloned();
     let mut next = || match args.next() {
         Some(arg) => arg,
         None => panic!(
@@ -254,7 +267,7 @@ mod tests {
     }
 
     fn parse(words: &[&str]) -> Result<Command, CommandError> {
-        Command::parse(argv(words))
+        Command::parse(&argv(words))
     }
 
     #[test]
@@ -338,7 +351,7 @@ mod tests {
             "ERR decrement would overflow"
         );
         assert_eq!(
-            Command::parse(Vec::new()),
+            Command::parse(&[]),
             Err(CommandError::Unknown(String::new()))
         );
     }
@@ -356,13 +369,13 @@ mod tests {
     #[test]
     fn queued_argument_errors_become_invalid() {
         assert_eq!(
-            Command::parse_queued(argv(&["INCRBY", "k", "x"])),
+            Command::parse_queued(&argv(&["INCRBY", "k", "x"])),
             Ok(Command::Invalid(
                 "ERR value is not an integer or out of range".into()
             ))
         );
         assert_eq!(
-            Command::parse_queued(argv(&["SET", "k"])),
+            Command::parse_queued(&argv(&["SET", "k"])),
             Err(CommandError::WrongArity("set".into()))
         );
     }

@@ -96,6 +96,23 @@ impl Command {
     }
 }
 
+/// The key and value of a payload that is exactly one SET, borrowed from it;
+/// `None` for anything else, including a damaged SET (which `Command::decode`
+/// then reports). SET is nearly every entry of a busy log, and applying it
+/// from the entry's own bytes saves two allocations per entry on every node.
+pub fn decode_set(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut reader = Reader {
+        input: payload,
+        pos: 0,
+    };
+    if reader.byte().ok()? != TAG_SET {
+        return None;
+    }
+    let key = reader.slice().ok()?;
+    let value = reader.slice().ok()?;
+    (reader.pos == payload.len()).then_some((key, value))
+}
+
 fn put_keys(out: &mut Vec<u8>, tag: u8, keys: &[Vec<u8>]) {
     out.push(tag);
     put_varint(out, keys.len() as u64);
@@ -122,7 +139,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn command(&mut self, depth: usize) -> Result<Command, DecodeError> {
         let tag = self.byte()?;
         Ok(match tag {
@@ -233,8 +250,12 @@ impl Reader<'_> {
     }
 
     fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        self.slice().map(<[u8]>::to_vec)
+    }
+
+    fn slice(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.len()?;
-        let bytes = self.input[self.pos..self.pos + len].to_vec();
+        let bytes = &self.input[self.pos..self.pos + len];
         self.pos += len;
         Ok(bytes)
     }

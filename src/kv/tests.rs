@@ -2,8 +2,13 @@ use super::*;
 use proptest::prelude::*;
 
 fn cmd(words: &[&str]) -> Command {
-    Command::parse(words.iter().map(|w| w.as_bytes().to_vec()).collect())
-        .unwrap_or_else(|e| panic!("{:?} does not parse: {}", words, e))
+    Command::parse(
+        &words
+            .iter()
+            .map(|w| w.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|e| panic!("{:?} does not parse: {}", words, e))
 }
 
 fn bulk(s: &str) -> Reply {
@@ -111,7 +116,7 @@ fn multi_applies_in_order_with_errors_inside() {
         cmd(&["SET", "a", "1"]),
         cmd(&["INCR", "s"]),
         cmd(&["INCR", "a"]),
-        Command::parse_queued(vec![b"INCRBY".to_vec(), b"a".to_vec(), b"x".to_vec()]).unwrap(),
+        Command::parse_queued(&[b"INCRBY".to_vec(), b"a".to_vec(), b"x".to_vec()]).unwrap(),
         cmd(&["GET", "a"]),
         cmd(&["DEL", "s"]),
     ]);
@@ -125,7 +130,7 @@ fn multi_applies_in_order_with_errors_inside() {
     ]);
     let mut owned = KvStore::new();
     owned.apply(&cmd(&["SET", "s", "text"]));
-    assert_eq!(owned.apply_owned(multi.clone()), expected);
+    assert_eq!(owned.apply_encoded(&encoded(&multi)), Ok(expected.clone()));
     assert_eq!(kv.apply(&multi), expected);
     assert_eq!(kv.digest(), owned.digest());
     assert_eq!(kv.len(), 1);
@@ -265,9 +270,28 @@ fn restore_rejects_bad_streams() {
 fn large_values_round_trip_through_snapshot() {
     let mut kv = KvStore::new();
     let big = vec![7u8; 200_000];
-    kv.apply_owned(Command::Set(b"big".to_vec(), big.clone()));
+    let set = Command::Set(b"big".to_vec(), big.clone());
+    assert_eq!(kv.apply_encoded(&encoded(&set)), Ok(Reply::Ok));
     let restored = KvStore::restore_from(&mut snapshot_bytes(&kv).as_slice()).unwrap();
     assert_eq!(restored.get(b"big"), Some(big.as_slice()));
+}
+
+fn encoded(command: &Command) -> Vec<u8> {
+    let mut payload = Vec::new();
+    command.encode(&mut payload);
+    payload
+}
+
+#[test]
+fn a_damaged_set_payload_is_an_error_and_changes_nothing() {
+    let payload = encoded(&Command::Set(b"key".to_vec(), b"value".to_vec()));
+    let mut longer = payload.clone();
+    longer.push(0);
+    for bad in [&payload[..payload.len() - 1], &payload[..2], &longer[..]] {
+        let mut kv = KvStore::new();
+        assert!(kv.apply_encoded(bad).is_err(), "{:?}", bad);
+        assert_eq!(kv.len(), 0);
+    }
 }
 
 fn write_command() -> impl Strategy<Value = Command> {
@@ -284,13 +308,13 @@ fn write_command() -> impl Strategy<Value = Command> {
 
 proptest! {
     #[test]
-    fn apply_and_apply_owned_agree(commands in prop::collection::vec(write_command(), 0..40)) {
+    fn apply_and_apply_encoded_agree(commands in prop::collection::vec(write_command(), 0..40)) {
         let mut by_ref = KvStore::with_shards(4);
         let mut owned = KvStore::with_shards(4);
         let mut views = Vec::new();
         for c in &commands {
             views.push(by_ref.snapshot_view());
-            prop_assert_eq!(by_ref.apply(c), owned.apply_owned(c.clone()));
+            prop_assert_eq!(Ok(by_ref.apply(c)), owned.apply_encoded(&encoded(c)));
         }
         by_ref.assert_invariants();
         owned.assert_invariants();

@@ -16,6 +16,7 @@ use crate::raft::{Message, MessageBody, NodeId, Role, NO_NODE};
 use crate::replica::{Completion, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
 use crate::wire::peer_msg::PeerMessage;
+use crate::wire::resp::ProtocolError;
 use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -403,7 +404,6 @@ impl Server {
     /// Reads and handles requests until the socket is drained, the client
     /// asked to close, or it has too many replies outstanding.
     pub(super) fn read_client(&mut self, token: Token) {
-        let mut requests = Vec::new();
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
@@ -423,24 +423,7 @@ impl Server {
                     return;
                 }
             };
-            let mut protocol_error = None;
-            loop {
-                match client.parser.parse(client.conn.input()) {
-                    Ok(Some((argv, used))) => {
-                        client.conn.consume(used);
-                        requests.push(argv);
-                    }
-                    Ok(None) => break,
-                    Err(err) => {
-                        protocol_error = Some(err);
-                        break;
-                    }
-                }
-            }
-            for argv in requests.drain(..) {
-                self.handle_request(token, argv);
-            }
-            if let Some(err) = protocol_error {
+            if let Err(err) = self.handle_buffered_requests(token) {
                 if let Some(client) = self.clients.get_mut(&token) {
                     debug!("client {}: {}", client.id, err);
                     client.reply_now(Reply::Error(err.to_string()));
@@ -460,6 +443,26 @@ impl Server {
             }
         }
         self.mark_dirty(token);
+    }
+
+    /// Handles, one by one, the whole requests in a client's input buffer.
+    fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return Ok(());
+            };
+            if client.close_after_replies {
+                return Ok(());
+            }
+            let Some((argv, used)) = client.parser.parse(client.conn.input())? else {
+                return Ok(());
+            };
+            client.conn.consume(used);
+            self.handle_request(token, &argv);
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.parser.recycle(argv);
+            }
+        }
     }
 
     pub(super) fn mark_dirty(&mut self, token: Token) {

@@ -31,13 +31,48 @@ fn wrong_arity(name: &str) -> Reply {
     ))
 }
 
-/// Lower-cases a command name for matching; names longer than any command
-/// become "" (and then fall through to the key-value parser, which rejects them).
-fn command_name(raw: &[u8]) -> String {
-    if raw.len() > 32 {
-        return String::new();
+/// Longest (sub)command name matched here; a longer one reads as "" (and then
+/// falls through to the key-value parser, which rejects it).
+const NAME_MAX_BYTES: usize = 32;
+
+/// A command or subcommand name lower-cased for matching, on the stack: every
+/// request has one, and the common ones are ASCII.
+enum Name {
+    Ascii {
+        bytes: [u8; NAME_MAX_BYTES],
+        len: usize,
+    },
+    /// Not ASCII: lossily decoded, for the error message that will follow.
+    Other(String),
+}
+
+impl Name {
+    fn as_str(&self) -> &str {
+        match self {
+            // ASCII bytes are always valid UTF-8.
+            Name::Ascii { bytes, len } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            Name::Other(text) => text,
+        }
     }
-    String::from_utf8_lossy(raw).to_ascii_lowercase()
+}
+
+fn command_name(raw: &[u8]) -> Name {
+    if raw.len() > NAME_MAX_BYTES {
+        return Name::Ascii {
+            bytes: [0; NAME_MAX_BYTES],
+            len: 0,
+        };
+    }
+    if !raw.is_ascii() {
+        return Name::Other(String::from_utf8_lossy(raw).to_ascii_lowercase());
+    }
+    let mut bytes = [0; NAME_MAX_BYTES];
+    bytes[..raw.len()].copy_from_slice(raw);
+    bytes.make_ascii_lowercase();
+    Name::Ascii {
+        bytes,
+        len: raw.len(),
+    }
 }
 
 fn is_tryagain(reply: &Reply) -> bool {
@@ -45,28 +80,26 @@ fn is_tryagain(reply: &Reply) -> bool {
 }
 
 impl Server {
-    pub(super) fn handle_request(&mut self, token: Token, argv: Vec<Vec<u8>>) {
+    pub(super) fn handle_request(&mut self, token: Token, argv: &[Vec<u8>]) {
         let Some(first) = argv.first() else {
             return;
         };
         let name = command_name(first);
+        let name = name.as_str();
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        if !client.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+        if !client.authenticated && !matches!(name, "auth" | "hello" | "quit") {
             client.reply_now(error(NOAUTH));
             return;
         }
         if client.multi.is_some()
-            && !matches!(
-                name.as_str(),
-                "exec" | "discard" | "multi" | "watch" | "quit"
-            )
+            && !matches!(name, "exec" | "discard" | "multi" | "watch" | "quit")
         {
-            self.queue_in_multi(token, &name, argv);
+            self.queue_in_multi(token, name, argv);
             return;
         }
-        let reply = match name.as_str() {
+        let reply = match name {
             "ping" => Some(match argv.len() {
                 1 => Reply::Status("PONG".into()),
                 2 => Reply::Bulk(argv[1].clone()),
@@ -78,17 +111,17 @@ impl Server {
                 client.close_after_replies = true;
                 Some(Reply::Ok)
             }
-            "auth" => Some(self.auth(token, &argv)),
-            "hello" => Some(self.hello(token, &argv)),
+            "auth" => Some(self.auth(token, argv)),
+            "hello" => Some(self.hello(token, argv)),
             "info" => Some(Reply::Bulk(self.info().into_bytes())),
-            "client" => Some(self.client_command(token, &argv)),
+            "client" => Some(self.client_command(token, argv)),
             "command" => Some(Reply::Array(Vec::new())),
             "select" => Some(match argv.get(1).map(|a| a.as_slice()) {
                 Some(b"0") if argv.len() == 2 => Reply::Ok,
                 Some(_) if argv.len() == 2 => error("ERR DB index is out of range"),
                 _ => wrong_arity("select"),
             }),
-            "config" => Some(config_command(&argv)),
+            "config" => Some(config_command(argv)),
             "multi" => Some(self.multi(token)),
             "exec" => self.exec(token),
             "discard" => Some(match client.multi.take() {
@@ -98,8 +131,8 @@ impl Server {
             "watch" => Some(error("ERR WATCH is not supported")),
             "unwatch" => Some(Reply::Ok),
             "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
-            "debug" => Some(self.debug_command(&argv)),
-            "cluster" => self.cluster_command(token, &argv),
+            "debug" => Some(self.debug_command(argv)),
+            "cluster" => self.cluster_command(token, argv),
             _ => match Command::parse(argv) {
                 Ok(command) => {
                     self.submit(token, command);
@@ -113,7 +146,7 @@ impl Server {
         }
     }
 
-    fn queue_in_multi(&mut self, token: Token, name: &str, argv: Vec<Vec<u8>>) {
+    fn queue_in_multi(&mut self, token: Token, name: &str, argv: &[Vec<u8>]) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
@@ -227,7 +260,8 @@ impl Server {
         let mut name = None;
         while let Some(option) = rest.first() {
             let option = command_name(option);
-            match (option.as_str(), rest.len()) {
+            let option = option.as_str();
+            match (option, rest.len()) {
                 ("auth", n) if n >= 3 => {
                     let auth = [b"auth".to_vec(), rest[1].clone(), rest[2].clone()];
                     if self.config.requirepass.is_some() {
@@ -294,12 +328,12 @@ impl Server {
     /// linearizable read), so tests and operators can compare nodes.
     fn debug_command(&self, argv: &[Vec<u8>]) -> Reply {
         match argv.get(1).map(|sub| command_name(sub)) {
-            Some(sub) if sub == "digest" && argv.len() == 2 => {
+            Some(sub) if sub.as_str() == "digest" && argv.len() == 2 => {
                 Reply::Status(format!("{:016x}", self.replica.kv().digest()))
             }
             Some(sub) => Reply::Error(format!(
                 "ERR unknown subcommand '{}'. raftkv supports DEBUG DIGEST only.",
-                sub
+                sub.as_str()
             )),
             None => wrong_arity("debug"),
         }
@@ -555,11 +589,11 @@ impl Server {
 /// and `appendonly`); every parameter reads as absent.
 fn config_command(argv: &[Vec<u8>]) -> Reply {
     match argv.get(1).map(|sub| command_name(sub)) {
-        Some(sub) if sub == "get" && argv.len() >= 3 => Reply::Map(Vec::new()),
-        Some(sub) if sub == "get" => wrong_arity("config|get"),
+        Some(sub) if sub.as_str() == "get" && argv.len() >= 3 => Reply::Map(Vec::new()),
+        Some(sub) if sub.as_str() == "get" => wrong_arity("config|get"),
         Some(sub) => Reply::Error(format!(
             "ERR unknown subcommand '{}'. raftkv supports CONFIG GET only.",
-            sub
+            sub.as_str()
         )),
         None => wrong_arity("config"),
     }

@@ -47,6 +47,12 @@ const MIN_BULK_BYTES: usize = 6;
 /// (Redis uses the same bound).
 const ARGV_PREALLOC_MAX: usize = 1024;
 
+/// Word buffers handed back through [`RequestParser::recycle`] are kept for
+/// reuse only up to this capacity and count, so one huge request does not pin
+/// its memory to the connection.
+const SPARE_WORD_MAX_BYTES: usize = 4096;
+const SPARE_WORDS_MAX: usize = 64;
+
 /// Where the parser stands inside the request that begins at `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -88,6 +94,12 @@ pub struct RequestParser {
     pos: usize,
     /// The arguments of a multibulk request parsed so far.
     argv: Argv,
+    /// Buffers of earlier requests given back by the caller: a word is copied
+    /// into one of these instead of a fresh allocation, as a pipelined stream
+    /// of same-shaped requests (SET k v, SET k v, ...) would otherwise allocate
+    /// every word of every request.
+    spare_words: Vec<Vec<u8>>,
+    spare_argv: Argv,
     failed: Option<ProtocolError>,
     /// Bytes looked at by searches and checks, for tests that parse cost stays
     /// linear in the input (the final copy of each argument is not counted).
@@ -102,6 +114,8 @@ impl RequestParser {
             start: 0,
             pos: 0,
             argv: Vec::new(),
+            spare_words: Vec::new(),
+            spare_argv: Vec::new(),
             failed: None,
             bytes_examined: 0,
         }
@@ -127,6 +141,28 @@ impl RequestParser {
             self.failed = Some(error.clone());
         }
         result
+    }
+
+    /// Gives back an argv returned by `parse` once the caller is done with it,
+    /// so its buffers serve the next requests.
+    pub fn recycle(&mut self, mut argv: Argv) {
+        // Reversed, so the next request's first word gets this one's first
+        // buffer back: same-shaped requests then fit without reallocating.
+        for mut word in argv.drain(..).rev() {
+            if self.spare_words.len() < SPARE_WORDS_MAX && word.capacity() <= SPARE_WORD_MAX_BYTES {
+                word.clear();
+                self.spare_words.push(word);
+            }
+        }
+        if argv.capacity() <= ARGV_PREALLOC_MAX {
+            self.spare_argv = argv;
+        }
+    }
+
+    fn push_word(&mut self, bytes: &[u8]) {
+        let mut word = self.spare_words.pop().unwrap_or_default();
+        word.extend_from_slice(bytes);
+        self.argv.push(word);
     }
 
     /// Bytes examined so far (see the field); a diagnostic for tests.
@@ -203,8 +239,11 @@ impl RequestParser {
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        self.argv = split_inline(line)
-            .ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+        let mut argv = std::mem::take(&mut self.spare_argv);
+        if !split_inline(line, &mut argv, &mut self.spare_words) {
+            return Err(ProtocolError("unbalanced quotes in request".into()));
+        }
+        self.argv = argv;
         self.finish_request(newline + 1);
         Ok(true)
     }
@@ -225,7 +264,8 @@ impl RequestParser {
         if next.saturating_add(count.saturating_mul(MIN_BULK_BYTES)) > self.max_request_bytes {
             return Err(self.too_large());
         }
-        self.argv = Vec::with_capacity(count.min(ARGV_PREALLOC_MAX));
+        self.argv = std::mem::take(&mut self.spare_argv);
+        self.argv.reserve(count.min(ARGV_PREALLOC_MAX));
         self.state = State::BulkHeader { remaining: count };
         self.pos = next;
         Ok(true)
@@ -272,7 +312,7 @@ impl RequestParser {
         if &input[end..end + 2] != b"\r\n" {
             return Err(ProtocolError("expected '\\r\\n' after bulk data".into()));
         }
-        self.argv.push(input[self.pos..end].to_vec());
+        self.push_word(&input[self.pos..end]);
         if remaining == 1 {
             self.finish_request(end + 2);
         } else {
@@ -315,25 +355,29 @@ impl RequestParser {
 /// Splits an inline line into words as Redis `sdssplitargs`: words separated by
 /// whitespace; `"..."` with `\n \r \t \b \a \\ \" \xHH` escapes; `'...'` with
 /// `\'`; a quote may start inside a word, and a closing quote must be followed
-/// by whitespace or the end. `None` means unbalanced quotes.
-fn split_inline(line: &[u8]) -> Option<Argv> {
-    let mut words = Vec::new();
+/// by whitespace or the end. The words are appended to `words`, in buffers
+/// taken from `spare` where it has any; `false` means unbalanced quotes.
+fn split_inline(line: &[u8], words: &mut Argv, spare: &mut Vec<Vec<u8>>) -> bool {
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
             i += 1;
         }
         if i == line.len() {
-            return Some(words);
+            return true;
         }
         let run = line[i..]
             .iter()
             .position(|&b| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | b'"' | b'\''))
             .unwrap_or(line.len() - i);
-        let mut word = line[i..i + run].to_vec();
+        let mut word = spare.pop().unwrap_or_default();
+        word.extend_from_slice(&line[i..i + run]);
         i += run;
         if let Some(&quote) = line.get(i).filter(|&&b| b == b'"' || b == b'\'') {
-            i = split_quoted(line, i + 1, quote, &mut word)?;
+            match split_quoted(line, i + 1, quote, &mut word) {
+                Some(next) => i = next,
+                None => return false,
+            }
         }
         words.push(word);
     }
