@@ -16,7 +16,7 @@ mod snapshot;
 pub use command::{parse_integer, Command, CommandError, DecodeError};
 pub use payload::MAX_MULTI_DEPTH;
 pub use reply::Reply;
-pub use shards::DEFAULT_SHARD_COUNT;
+pub use shards::{DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
 pub use snapshot::KvSnapshot;
 
 use shards::{KeyHasher, ShardedMap};
@@ -96,6 +96,20 @@ impl KvStore {
                 self.read(command)
             }
         }
+    }
+
+    /// Prepares the map for applying these payloads next (a hint; it changes
+    /// nothing): see [`ShardedMap::prefetch`]. Only SETs are looked at.
+    pub fn prefetch_encoded<'a>(&self, payloads: impl Iterator<Item = &'a [u8]>) {
+        let mut keys: [&[u8]; shards::PREFETCH_KEYS_MAX] = [&[]; shards::PREFETCH_KEYS_MAX];
+        let mut count = 0;
+        for payload in payloads.take(shards::PREFETCH_KEYS_MAX) {
+            if let Some((key, _)) = payload::decode_set(payload) {
+                keys[count] = key;
+                count += 1;
+            }
+        }
+        self.map.prefetch(&keys[..count]);
     }
 
     /// Applies a command in its log-payload encoding (see `payload.rs`). A SET

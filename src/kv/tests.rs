@@ -283,6 +283,24 @@ fn encoded(command: &Command) -> Vec<u8> {
 }
 
 #[test]
+fn prefetching_changes_nothing_and_takes_any_payload() {
+    let mut kv = KvStore::new();
+    let mut payloads: Vec<Vec<u8>> = (0..40)
+        .map(|i| encoded(&Command::Set(format!("k{}", i).into_bytes(), b"v".to_vec())))
+        .collect();
+    payloads.push(encoded(&Command::Del(vec![b"k1".to_vec()])));
+    payloads.push(vec![4, 200]);
+    payloads.push(Vec::new());
+    for payload in &payloads[..20] {
+        assert!(kv.apply_encoded(payload).is_ok());
+    }
+    let before = (kv.digest(), kv.len());
+    kv.prefetch_encoded(payloads.iter().map(Vec::as_slice));
+    kv.prefetch_encoded(payloads.iter().rev().map(Vec::as_slice));
+    assert_eq!((kv.digest(), kv.len()), before);
+}
+
+#[test]
 fn a_damaged_set_payload_is_an_error_and_changes_nothing() {
     let payload = encoded(&Command::Set(b"key".to_vec(), b"value".to_vec()));
     let mut longer = payload.clone();
