@@ -28,7 +28,7 @@ use super::frame::{
     HEADER_BYTES,
 };
 use crate::kv::Reply;
-use crate::raft::{conf_change, Entry, EntryKind, Message, MessageBody, SnapshotMeta};
+use crate::raft::{conf_change, Entry, EntryKind, Message, MessageBody, Payload, SnapshotMeta};
 
 /// Deepest nesting of arrays and maps in a forwarded reply. Replies nest at most
 /// a few levels (an EXEC array of command replies); the limit bounds the
@@ -321,18 +321,18 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
         let kind_byte = reader.u8("entry kind")?;
         let kind = EntryKind::from_u8(kind_byte)
             .ok_or_else(|| FrameError::Malformed(format!("unknown entry kind {kind_byte}")))?;
-        let data = reader.bytes("entry data")?.to_vec();
+        let data = reader.bytes("entry data")?;
         // The core trusts the entries in its log; a membership change that does
         // not decode is refused here, with the frame, not discovered there.
         if kind == EntryKind::ConfChange {
-            conf_change::decode(&data)
+            conf_change::decode(data)
                 .map_err(|err| FrameError::Malformed(format!("entry {index}: {err}")))?;
         }
         entries.push(Entry {
             index,
             term,
             kind,
-            data: data.into(),
+            data: Payload::from(data),
         });
     }
     Ok(entries)
