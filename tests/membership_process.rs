@@ -294,6 +294,35 @@ fn membership_survives_a_full_restart_from_snapshots() {
         cluster.client(3).cmd_retry(&["SET", "after", "restart"]),
         ok()
     );
+
+    // A removed joiner, restarted, still answers that it was removed.
+    let removed = index_of(&cluster, 5);
+    assert_eq!(cluster_cmd(&cluster, 2, &["REMOVE", "5"]), ok());
+    let says_removed = |cluster: &Cluster| {
+        let mut client = Client::try_connect(&cluster.nodes[removed].client_addr())?;
+        client.try_send(&[b"GET", b"k99"]).then_some(())?;
+        (client.try_read()? == err("TRYAGAIN not a member")).then_some(())
+    };
+    wait_for(Duration::from_secs(15), "node 5 learns its removal", || {
+        says_removed(&cluster)
+    });
+    // Its own configuration leaves it out, so it restarts with one that does.
+    wait_for(
+        Duration::from_secs(15),
+        "node 5 applies its removal",
+        || {
+            let info = Client::try_connect(&cluster.nodes[removed].client_addr())?.try_info()?;
+            (!info.get("members")?.split(',').any(|m| m.starts_with("5="))).then_some(())
+        },
+    );
+    assert_eq!(cluster.terminate(removed), Some(0));
+    cluster.spawn(removed);
+    wait_for(
+        Duration::from_secs(15),
+        "the restarted removed node says it was removed",
+        || says_removed(&cluster),
+    );
+    assert_eq!(cluster.client(2).cmd_retry(&["GET", "k99"]), bulk("v"));
 }
 
 fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {

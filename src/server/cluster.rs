@@ -160,7 +160,8 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    pub fn new(book: AddressBook, founder: bool) -> ClusterState {
+    /// `was_member`: this node was in a configuration before this start.
+    pub fn new(book: AddressBook, founder: bool, was_member: bool) -> ClusterState {
         ClusterState {
             book,
             standing: if founder {
@@ -168,7 +169,7 @@ impl ClusterState {
             } else {
                 Standing::NotYet
             },
-            ever_member: founder,
+            ever_member: was_member,
             refresh: true,
             parked: VecDeque::new(),
             forwards: HashMap::new(),

@@ -161,7 +161,14 @@ impl Server {
             Some(&config.data_dir),
             &config.cluster,
         );
-        let cluster = ClusterState::new(book, !config.cluster.is_empty());
+        // A joiner holds log entries or a snapshot only once a leader has
+        // replicated to it, which it does only after adding it: so a joiner
+        // restarted with state was a member, and is removed if the
+        // configuration it restarts with leaves it out, even when neither its
+        // snapshot nor its log names it (a snapshot taken past its removal).
+        let founder = !config.cluster.is_empty();
+        let was_member = founder || replica.status().last_index > 0;
+        let cluster = ClusterState::new(book, founder, was_member);
         let tick_ms = super::clock::tick_for(config.heartbeat_ms).as_millis() as u64;
         let deadline_ticks = (config.election_timeout_ms * 4).div_ceil(tick_ms);
         info!(
