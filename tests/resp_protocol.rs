@@ -319,6 +319,31 @@ fn recycled_buffers_carry_nothing_into_the_next_request() {
 }
 
 #[test]
+fn recycling_keeps_only_a_few_small_buffers() {
+    let mut parser = RequestParser::new(MAX);
+    let mut input = Vec::new();
+    encode_request(&[b"SET", b"key", &[b'v'; 100]], &mut input);
+    let (argv, _) = parser.parse(&input).unwrap().unwrap();
+    parser.recycle(argv);
+    assert!(parser.spare_bytes() >= 100, "a SET's buffers are kept");
+    let big = vec![b'x'; 10_000];
+    let words: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
+        .chain(std::iter::repeat(&big[..]).take(200))
+        .collect();
+    let mut input = Vec::new();
+    encode_request(&words, &mut input);
+    let mut parser = RequestParser::new(MAX * 4);
+    let (argv, _) = parser.parse(&input).unwrap().unwrap();
+    assert_eq!(argv.len(), 201);
+    parser.recycle(argv);
+    assert!(
+        parser.spare_bytes() <= 16 * 1024 + 64 * 24,
+        "kept {} bytes",
+        parser.spare_bytes()
+    );
+}
+
+#[test]
 fn pipelined_requests() {
     let mut input = Vec::new();
     for i in 0..64 {

@@ -47,11 +47,12 @@ const MIN_BULK_BYTES: usize = 6;
 /// (Redis uses the same bound).
 const ARGV_PREALLOC_MAX: usize = 1024;
 
-/// Word buffers handed back through [`RequestParser::recycle`] are kept for
-/// reuse only up to this capacity and count, so one huge request does not pin
-/// its memory to the connection.
-const SPARE_WORD_MAX_BYTES: usize = 4096;
-const SPARE_WORDS_MAX: usize = 64;
+/// Buffers handed back through [`RequestParser::recycle`] are kept for reuse
+/// only up to these sizes and counts, so an idle connection holds at most a
+/// few kilobytes, whatever requests it sent before.
+const SPARE_WORD_MAX_BYTES: usize = 1024;
+const SPARE_WORDS_MAX: usize = 16;
+const SPARE_ARGV_MAX_WORDS: usize = 64;
 
 /// Where the parser stands inside the request that begins at `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +155,15 @@ impl RequestParser {
                 self.spare_words.push(word);
             }
         }
-        if argv.capacity() <= ARGV_PREALLOC_MAX {
+        if argv.capacity() <= SPARE_ARGV_MAX_WORDS {
             self.spare_argv = argv;
         }
+    }
+
+    /// Bytes of buffer capacity kept for reuse; a diagnostic for tests.
+    pub fn spare_bytes(&self) -> usize {
+        let words: usize = self.spare_words.iter().map(Vec::capacity).sum();
+        words + self.spare_argv.capacity() * std::mem::size_of::<Vec<u8>>()
     }
 
     fn push_word(&mut self, bytes: &[u8]) {
