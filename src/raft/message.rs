@@ -2,11 +2,98 @@
 //! state, and the messages nodes send each other. No behaviour lives here.
 
 use std::fmt;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-/// An entry's payload, shared rather than copied: the leader hands the same
-/// entry out to be persisted, sent to each follower and applied.
-pub type Payload = Arc<[u8]>;
+/// An entry's payload: a range of a shared, immutable buffer. Shared rather
+/// than copied: the leader hands the same entry out to be persisted, sent to
+/// each follower and applied; and the entries a follower receives in one
+/// AppendEntries are ranges of one buffer, one allocation per message rather
+/// than per entry (and one free, when the log is compacted, on another thread).
+#[derive(Clone)]
+pub struct Payload {
+    shared: Arc<[u8]>,
+    range: Range<usize>,
+}
+
+impl Payload {
+    /// The bytes `range` of `shared`.
+    ///
+    /// # Panics
+    /// If `range` is not within `shared`.
+    pub fn slice(shared: &Arc<[u8]>, range: Range<usize>) -> Payload {
+        assert!(
+            range.start <= range.end && range.end <= shared.len(),
+            "payload range {:?} outside a buffer of {} bytes",
+            range,
+            shared.len()
+        );
+        Payload {
+            shared: Arc::clone(shared),
+            range,
+        }
+    }
+}
+
+impl Payload {
+    /// Whether both are ranges of the same buffer.
+    pub fn shares_buffer_with(&self, other: &Payload) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.shared[self.range.clone()]
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Payload {
+        Payload::from(&[][..])
+    }
+}
+
+impl From<&[u8]> for Payload {
+    fn from(bytes: &[u8]) -> Payload {
+        Payload {
+            shared: Arc::from(bytes),
+            range: 0..bytes.len(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Payload {
+        let len = bytes.len();
+        Payload {
+            shared: Arc::from(bytes),
+            range: 0..len,
+        }
+    }
+}
+
+impl FromIterator<u8> for Payload {
+    fn from_iter<I: IntoIterator<Item = u8>>(bytes: I) -> Payload {
+        Payload::from(bytes.into_iter().collect::<Vec<u8>>())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Payload {}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &**self)
+    }
+}
 
 /// A node's id in the cluster. Ids start at 1; [`NO_NODE`] means "none".
 pub type NodeId = u64;

@@ -239,6 +239,11 @@ impl<'a> Reader<'a> {
         Reader { rest: body }
     }
 
+    /// What is left to read.
+    pub(crate) fn remaining(&self) -> &'a [u8] {
+        self.rest
+    }
+
     pub(crate) fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], FrameError> {
         if n > self.rest.len() {
             return Err(FrameError::Malformed(format!(

@@ -29,6 +29,7 @@ use super::frame::{
 };
 use crate::kv::Reply;
 use crate::raft::{conf_change, Entry, EntryKind, Message, MessageBody, Payload, SnapshotMeta};
+use std::sync::Arc;
 
 /// Deepest nesting of arrays and maps in a forwarded reply. Replies nest at most
 /// a few levels (an EXEC array of command replies); the limit bounds the
@@ -312,29 +313,38 @@ fn read_message(reader: &mut Reader<'_>) -> Result<Message, FrameError> {
     })
 }
 
+/// The entries' payloads become ranges of one copy of the rest of the frame
+/// (see [`Payload`]): one allocation for the message, not one per entry.
 fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
     let count = reader.count(ENTRY_FIXED_BYTES, "entries")?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let shared: Arc<[u8]> = Arc::from(reader.remaining());
+    let mut inner = Reader::new(&shared);
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
-        let index = reader.u64("entry index")?;
-        let term = reader.u64("entry term")?;
-        let kind_byte = reader.u8("entry kind")?;
+        let index = inner.u64("entry index")?;
+        let term = inner.u64("entry term")?;
+        let kind_byte = inner.u8("entry kind")?;
         let kind = EntryKind::from_u8(kind_byte)
             .ok_or_else(|| FrameError::Malformed(format!("unknown entry kind {kind_byte}")))?;
-        let data = reader.bytes("entry data")?;
+        let data = inner.bytes("entry data")?;
         // The core trusts the entries in its log; a membership change that does
         // not decode is refused here, with the frame, not discovered there.
         if kind == EntryKind::ConfChange {
             conf_change::decode(data)
                 .map_err(|err| FrameError::Malformed(format!("entry {index}: {err}")))?;
         }
+        let end = shared.len() - inner.remaining().len();
         entries.push(Entry {
             index,
             term,
             kind,
-            data: Payload::from(data),
+            data: Payload::slice(&shared, end - data.len()..end),
         });
     }
+    reader.take(shared.len() - inner.remaining().len(), "entries")?;
     Ok(entries)
 }
 
@@ -635,6 +645,33 @@ mod tests {
             .expect("whole frame");
         assert_eq!(used, out.len() - 1);
         PeerMessage::decode(kind, body).unwrap_or_else(|e| panic!("{message:?}: {e}"))
+    }
+
+    #[test]
+    fn entries_of_one_message_share_one_buffer() {
+        let sent = vec![
+            entry(5, EntryKind::Normal, b"first"),
+            entry(6, EntryKind::Noop, b""),
+            entry(7, EntryKind::Normal, &[9u8; 300]),
+        ];
+        let message = raft(MessageBody::Append {
+            prev_index: 4,
+            prev_term: 3,
+            commit: 4,
+            entries: sent.clone(),
+        });
+        let PeerMessage::Raft(Message {
+            body: MessageBody::Append { entries, .. },
+            ..
+        }) = round_trip(&message)
+        else {
+            panic!("not an Append");
+        };
+        assert_eq!(entries, sent);
+        assert!(entries
+            .iter()
+            .all(|e| e.data.shares_buffer_with(&entries[0].data)));
+        assert!(!sent[0].data.shares_buffer_with(&sent[2].data));
     }
 
     #[test]
