@@ -53,6 +53,11 @@ start_raftkv() {
     [ -n "$leader" ] && [ "$leader" != 0 ] && break
     sleep 0.1
   done
+  if [ -z "$leader" ] || [ "$leader" = 0 ]; then
+    echo "raftkv --local-cluster 3 elected no leader within 10 s; its log:" >&2
+    tail -n 20 "$WORK/raftkv.log" >&2
+    exit 1
+  fi
   LEADER_PORT=$((6380 + leader))
   FOLLOWER_PORT=$((6380 + leader % 3 + 1))
   RAFTKV_PIDS=$(pgrep -P "$RAFTKV_PID" | paste -sd,)

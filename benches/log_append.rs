@@ -1,7 +1,9 @@
 //! Log append throughput, with and without the sync that makes it durable,
 //! for batches of 1, 16 and 256 entries of 100-byte payloads, beside what the
 //! same disk allows: 4 KiB `write_all` + `sync_data` appended to a plain file
-//! (and, for reference, overwriting preallocated space).
+//! (and, for reference, overwriting preallocated space, and appending while two
+//! other threads append and sync files of their own on the same disk, as the
+//! three nodes of a local cluster do).
 //!
 //! All files live in a temporary directory under `CARGO_TARGET_TMPDIR`
 //! (`target/tmp`), so the log and the baseline share a disk. Criterion reports
@@ -18,7 +20,9 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 const PAYLOAD_BYTES: usize = 100;
@@ -145,6 +149,66 @@ fn raw_disk(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `append` case of `raw_disk` while two more threads each append and
+/// fdatasync a file of their own for as long as it is measured: what one node
+/// of a three-node cluster on one disk gets.
+fn raw_disk_beside_two_more(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raw_disk");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Bytes(RAW_BLOCK as u64));
+    let name = "4KiB-append+fdatasync-beside-2-more";
+    group.bench_function(name, |b| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let others: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let dir = bench_dir();
+                    let mut file = raw_file(&dir, false);
+                    let block = vec![0x5au8; RAW_BLOCK];
+                    let mut written = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
+                            rewind(&mut file, true);
+                            written = 0;
+                        }
+                        file.write_all(&block).expect("write");
+                        file.sync_data().expect("fdatasync");
+                        written += RAW_BLOCK as u64;
+                    }
+                })
+            })
+            .collect();
+        let dir = bench_dir();
+        let mut file = raw_file(&dir, false);
+        let block = vec![0xa5u8; RAW_BLOCK];
+        let mut written = 0u64;
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                if written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
+                    rewind(&mut file, true);
+                    written = 0;
+                }
+                let start = Instant::now();
+                file.write_all(&block).expect("write");
+                file.sync_data().expect("fdatasync");
+                elapsed += start.elapsed();
+                written += RAW_BLOCK as u64;
+            }
+            record(name, elapsed, iters, iters * RAW_BLOCK as u64, iters);
+            elapsed
+        });
+        stop.store(true, Ordering::Relaxed);
+        for other in others {
+            other.join().expect("a competing writer panicked");
+        }
+    });
+    group.finish();
+}
+
 fn raw_file(dir: &tempfile::TempDir, preallocate: bool) -> File {
     let mut file = OpenOptions::new()
         .create(true)
@@ -180,7 +244,7 @@ fn summary(_: &mut Criterion) {
         .map(|t| per_sec(t.syncs, t.elapsed));
     println!("\nsummary (means over all iterations, warm-up included)");
     println!(
-        "{:<28} {:>12} {:>14} {:>10} {:>16}",
+        "{:<36} {:>12} {:>14} {:>10} {:>16}",
         "bench", "entries/s", "payload MB/s", "syncs/s", "syncs vs raw"
     );
     for (name, t) in tallies.iter() {
@@ -190,7 +254,7 @@ fn summary(_: &mut Criterion) {
             _ => "-".to_string(),
         };
         println!(
-            "{:<28} {:>12.0} {:>14.1} {:>10.0} {:>16}",
+            "{:<36} {:>12.0} {:>14.1} {:>10.0} {:>16}",
             name,
             per_sec(t.entries, t.elapsed),
             per_sec(t.payload_bytes, t.elapsed) / 1e6,
@@ -201,5 +265,11 @@ fn summary(_: &mut Criterion) {
     println!("(raw rows: one 4 KiB block = one entry; files under target/tmp)");
 }
 
-criterion_group!(benches, log_append, raw_disk, summary);
+criterion_group!(
+    benches,
+    log_append,
+    raw_disk,
+    raw_disk_beside_two_more,
+    summary
+);
 criterion_main!(benches);
