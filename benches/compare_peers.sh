@@ -49,7 +49,7 @@ start_raftkv() {
   RAFTKV_PID=$!
   local leader=0 i
   for i in $(seq 1 100); do
-    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}')
+    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}') || leader=0
     [ -n "$leader" ] && [ "$leader" != 0 ] && break
     sleep 0.1
   done
