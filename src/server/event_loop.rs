@@ -652,32 +652,13 @@ impl Server {
         self.clock.now_ticks()
     }
 
-    /// Whether this iteration's sync should run on the loop itself. A
-    /// follower with no client request waiting on it does nothing while its
-    /// sync runs but wait to acknowledge, and handing the sync to the sync
-    /// thread and back costs two thread wakeups: measured at 64 clients
-    /// writing to the leader, syncing here took 18% less CPU across the
-    /// cluster for the same throughput. A leader keeps the sync thread (its
-    /// loop must go on serving clients and counting acknowledgements: syncing
-    /// here cost it a fifth of its writes), and so does a follower serving
-    /// clients (7-13% slower writes through it); and the switch is made only
-    /// while no background sync runs, so one sync here covers everything.
-    fn prefer_inline_sync(&self) -> bool {
-        !self.replica.is_leader()
-            && self.forwards.is_empty()
-            && self.parked.is_empty()
-            && self.replica.syncs_pending() == 0
-    }
-
     fn process_ready(&mut self) -> Result<(), ServerError> {
-        let prefer_inline_sync = self.prefer_inline_sync();
         let mut transport = PeerTransport {
             peers: &mut self.peers,
             registry: self.poll.registry(),
             events: &mut self.peer_events,
             snapshots: &mut self.snapshots.requested,
         };
-        self.disk.sync_inline = prefer_inline_sync;
         let mut outcome = self
             .replica
             .handle_ready(&mut self.disk, &mut transport, &mut self.completions)

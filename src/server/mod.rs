@@ -78,10 +78,6 @@ pub(crate) struct DiskLog {
     pub decoded: Option<(SnapshotMeta, KvStore)>,
     /// The sync thread (None until the loop starts it, and with `fsync = never`).
     pub syncer: Option<syncer::Syncer>,
-    /// Sync on the loop's own thread rather than hand the sync to the sync
-    /// thread: set by the loop (see `Server::prefer_inline_sync`) only while
-    /// no background sync is running, so one sync covers everything.
-    pub sync_inline: bool,
 }
 
 impl Durable for DiskLog {
@@ -94,10 +90,10 @@ impl Durable for DiskLog {
     fn start_sync(&mut self) -> Result<SyncStart, StorageError> {
         match (&mut self.syncer, self.fsync) {
             (_, false) => Ok(SyncStart::Synced),
-            (Some(syncer), true) if !self.sync_inline => Ok(SyncStart::Pending(
+            (Some(syncer), true) => Ok(SyncStart::Pending(
                 syncer.submit(self.storage.take_sync_targets()),
             )),
-            (_, true) => {
+            (None, true) => {
                 self.storage.sync()?;
                 Ok(SyncStart::Synced)
             }
@@ -223,7 +219,6 @@ fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Serv
         snapshot_dir: snapshot::snapshot_dir(&config.data_dir),
         decoded: None,
         syncer: None,
-        sync_inline: false,
     };
     let id = config.id;
     let mut server = event_loop::Server::new(

@@ -10,10 +10,6 @@
 //! `fsync = never` on the same machine, the loop-blocking sync cost about a
 //! third of the write throughput at 64 clients (README, "Performance").
 //!
-//! A follower with no client request waiting skips this thread and syncs on
-//! its loop (`Server::prefer_inline_sync`): it has nothing else to do
-//! meanwhile, and the handoff's two thread wakeups cost CPU.
-//!
 //! Jobs carry increasing tickets and finish in order. Jobs that queued up
 //! while a sync ran are done by one fdatasync per file (group commit across
 //! loop iterations), and reported by the highest ticket.
