@@ -113,37 +113,77 @@ fn log_append(c: &mut Criterion) {
     group.finish();
 }
 
-/// 4 KiB blocks + fdatasync each. `append` grows the file, as a log without
-/// preallocation would; `overwrite` rewrites already-allocated blocks.
-fn raw_disk(c: &mut Criterion) {
+/// A file written 4 KiB + fdatasync at a time, from the front again once full.
+/// `grows`: it starts empty and each write extends it, as a log without
+/// preallocation would; otherwise it is written in full first and each write
+/// overwrites already-allocated blocks.
+struct RawFile {
+    _dir: tempfile::TempDir,
+    file: File,
+    grows: bool,
+    written: u64,
+    block: Vec<u8>,
+}
+
+impl RawFile {
+    fn new(grows: bool) -> RawFile {
+        let dir = bench_dir();
+        let file = raw_file(&dir, !grows);
+        RawFile {
+            _dir: dir,
+            file,
+            grows,
+            written: 0,
+            block: vec![0xa5u8; RAW_BLOCK],
+        }
+    }
+
+    /// Starts over at the front once the file is full; not part of the timing.
+    fn make_room(&mut self) {
+        if self.written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
+            rewind(&mut self.file, self.grows);
+            self.written = 0;
+        }
+    }
+
+    fn write_synced(&mut self) {
+        self.file.write_all(&self.block).expect("write");
+        self.file.sync_data().expect("fdatasync");
+        self.written += RAW_BLOCK as u64;
+    }
+
+    /// `iters` timed writes, recorded under `name`.
+    fn timed(&mut self, name: &str, iters: u64) -> Duration {
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..iters {
+            self.make_room();
+            let start = Instant::now();
+            self.write_synced();
+            elapsed += start.elapsed();
+        }
+        record(name, elapsed, iters, iters * RAW_BLOCK as u64, iters);
+        elapsed
+    }
+}
+
+fn raw_group(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
     let mut group = c.benchmark_group("raw_disk");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Bytes(RAW_BLOCK as u64));
+    group
+}
+
+/// 4 KiB blocks + fdatasync each, appended to a growing file or overwriting
+/// an already-written one.
+fn raw_disk(c: &mut Criterion) {
+    let mut group = raw_group(c);
     for mode in ["append", "overwrite"] {
         let name = format!("4KiB-{}+fdatasync", mode);
         group.bench_function(name.as_str(), |b| {
-            let dir = bench_dir();
-            let mut file = raw_file(&dir, mode == "overwrite");
-            let block = vec![0xa5u8; RAW_BLOCK];
-            let mut written = 0u64;
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    if written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
-                        rewind(&mut file, mode == "append");
-                        written = 0;
-                    }
-                    let start = Instant::now();
-                    file.write_all(&block).expect("write");
-                    file.sync_data().expect("fdatasync");
-                    elapsed += start.elapsed();
-                    written += RAW_BLOCK as u64;
-                }
-                record(&name, elapsed, iters, iters * RAW_BLOCK as u64, iters);
-                elapsed
-            });
+            let mut raw = RawFile::new(mode == "append");
+            b.iter_custom(|iters| raw.timed(&name, iters));
         });
     }
     group.finish();
@@ -153,11 +193,7 @@ fn raw_disk(c: &mut Criterion) {
 /// fdatasync a file of their own for as long as it is measured: what one node
 /// of a three-node cluster on one disk gets.
 fn raw_disk_beside_two_more(c: &mut Criterion) {
-    let mut group = c.benchmark_group("raw_disk");
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
-    group.throughput(Throughput::Bytes(RAW_BLOCK as u64));
+    let mut group = raw_group(c);
     let name = "4KiB-append+fdatasync-beside-2-more";
     group.bench_function(name, |b| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -165,42 +201,16 @@ fn raw_disk_beside_two_more(c: &mut Criterion) {
             .map(|_| {
                 let stop = Arc::clone(&stop);
                 thread::spawn(move || {
-                    let dir = bench_dir();
-                    let mut file = raw_file(&dir, false);
-                    let block = vec![0x5au8; RAW_BLOCK];
-                    let mut written = 0u64;
+                    let mut raw = RawFile::new(true);
                     while !stop.load(Ordering::Relaxed) {
-                        if written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
-                            rewind(&mut file, true);
-                            written = 0;
-                        }
-                        file.write_all(&block).expect("write");
-                        file.sync_data().expect("fdatasync");
-                        written += RAW_BLOCK as u64;
+                        raw.make_room();
+                        raw.write_synced();
                     }
                 })
             })
             .collect();
-        let dir = bench_dir();
-        let mut file = raw_file(&dir, false);
-        let block = vec![0xa5u8; RAW_BLOCK];
-        let mut written = 0u64;
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            for _ in 0..iters {
-                if written + RAW_BLOCK as u64 > RAW_FILE_BYTES {
-                    rewind(&mut file, true);
-                    written = 0;
-                }
-                let start = Instant::now();
-                file.write_all(&block).expect("write");
-                file.sync_data().expect("fdatasync");
-                elapsed += start.elapsed();
-                written += RAW_BLOCK as u64;
-            }
-            record(name, elapsed, iters, iters * RAW_BLOCK as u64, iters);
-            elapsed
-        });
+        let mut raw = RawFile::new(true);
+        b.iter_custom(|iters| raw.timed(name, iters));
         stop.store(true, Ordering::Relaxed);
         for other in others {
             other.join().expect("a competing writer panicked");
