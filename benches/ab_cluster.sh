@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two raftkv builds under the same load: each round starts a
+# fresh `--local-cluster 3` from build A, loads its leader, stops it, then does
+# the same for build B, so drift on a shared machine lands on both alike. This
+# is how the "measured changes" in the README were compared.
+#
+#   PEERS=/tmp/peers benches/ab_cluster.sh OLD_BINARY NEW_BINARY [loadgen args...]
+#   PEERS=/tmp/peers ROUNDS=4 SECS=8 benches/ab_cluster.sh /tmp/raftkv.old target/release/raftkv --clients 64 --pipeline 16
+#
+# PEERS is a writable copy of the peer benchmark kit (it provides the load
+# generator; see compare_peers.sh). Default load: 64 clients, SET, 16-byte
+# keys, 100-byte values, 100,000 keys. Prints one line per run.
+set -euo pipefail
+
+PEERS="${PEERS:?set PEERS to a writable copy of the peer benchmark kit}"
+[ $# -ge 2 ] || { echo "usage: $0 OLD_BINARY NEW_BINARY [loadgen args...]" >&2; exit 2; }
+A="$(realpath "$1")"; B="$(realpath "$2")"; shift 2
+LOAD=("$@"); [ ${#LOAD[@]} -gt 0 ] || LOAD=(--clients 64)
+ROUNDS="${ROUNDS:-3}"
+SECS="${SECS:-6}"
+LG="$PEERS/loadgen/target/release/loadgen"
+cargo build --release --manifest-path "$PEERS/loadgen/Cargo.toml" -q
+WORK="$(mktemp -d /tmp/raftkv-ab.XXXXXX)"
+CLUSTER_PID=""
+
+stop_cluster() {
+  if [ -n "$CLUSTER_PID" ]; then
+    kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+    wait "$CLUSTER_PID" 2>/dev/null || true
+    CLUSTER_PID=""
+  fi
+}
+trap 'stop_cluster; rm -rf "$WORK"' EXIT
+
+run() {  # label binary
+  local label=$1 binary=$2 leader=0 pids res
+  rm -rf "$WORK/data"
+  (cd "$WORK" && exec "$binary" --local-cluster 3 >/dev/null 2>"$WORK/raftkv.log") &
+  CLUSTER_PID=$!
+  for _ in $(seq 1 100); do
+    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}') || leader=0
+    [ -n "$leader" ] && [ "$leader" != 0 ] && break
+    sleep 0.1
+  done
+  if [ -z "$leader" ] || [ "$leader" = 0 ]; then
+    echo "$label: no leader within 10 s; its log:" >&2
+    tail -n 20 "$WORK/raftkv.log" >&2
+    exit 1
+  fi
+  pids=$(pgrep -P "$CLUSTER_PID" | paste -sd,) || pids=""
+  res=$("$LG" --target resp --addr "127.0.0.1:$((6380 + leader))" --keys 100000 --key-size 16 \
+    --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$pids" \
+    "${LOAD[@]}" 2>/dev/null | tail -n 1) || res=null
+  stop_cluster
+  python3 - "$label" "$res" <<'PY'
+import json, sys
+label, raw = sys.argv[1:]
+r = json.loads(raw) if raw != "null" else None
+if r is None:
+    print(f"{label:<4} FAILED")
+else:
+    print(f"{label:<4} {r['ops_per_sec']:>9.0f} ops/s  p50 {r['p50_us']:>6.0f} us  p99 {r['p99_us']:>6.0f} us  "
+          f"loadgen cpu {r['client_cpu_pct']:.0f}%  servers cpu {r['server_cpu_pct']}%")
+PY
+}
+
+for _ in $(seq 1 "$ROUNDS"); do
+  run A "$A"
+  run B "$B"
+done
