@@ -137,6 +137,7 @@ impl SegmentLog {
         for entry in entries {
             self.append_one(entry)?;
         }
+        self.active().write_pending()?;
         Ok(())
     }
 
@@ -181,6 +182,7 @@ impl SegmentLog {
                 // Invariant 3: the full segment is durable before the next
                 // one holds anything (all of it: part of it may have been
                 // handed to a background sync that has not finished).
+                active.write_pending()?;
                 active.sync_file()?;
                 let seg = Segment::create(&self.dir, entry.index, size)?;
                 self.segments.push(seg);
