@@ -22,36 +22,17 @@ LG="$PEERS/loadgen/target/release/loadgen"
 cargo build --release --manifest-path "$PEERS/loadgen/Cargo.toml" -q
 WORK="$(mktemp -d /tmp/raftkv-ab.XXXXXX)"
 CLUSTER_PID=""
-
-stop_cluster() {
-  if [ -n "$CLUSTER_PID" ]; then
-    kill -TERM "$CLUSTER_PID" 2>/dev/null || true
-    wait "$CLUSTER_PID" 2>/dev/null || true
-    CLUSTER_PID=""
-  fi
-}
-trap 'stop_cluster; rm -rf "$WORK"' EXIT
+# shellcheck source=benches/local_cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/local_cluster.sh"
+trap 'stop_local_cluster; rm -rf "$WORK"' EXIT
 
 run() {  # label binary
-  local label=$1 binary=$2 leader=0 pids res
-  rm -rf "$WORK/data"
-  (cd "$WORK" && exec "$binary" --local-cluster 3 >/dev/null 2>"$WORK/raftkv.log") &
-  CLUSTER_PID=$!
-  for _ in $(seq 1 100); do
-    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}') || leader=0
-    [ -n "$leader" ] && [ "$leader" != 0 ] && break
-    sleep 0.1
-  done
-  if [ -z "$leader" ] || [ "$leader" = 0 ]; then
-    echo "$label: no leader within 10 s; its log:" >&2
-    tail -n 20 "$WORK/raftkv.log" >&2
-    exit 1
-  fi
-  pids=$(pgrep -P "$CLUSTER_PID" | paste -sd,) || pids=""
-  res=$("$LG" --target resp --addr "127.0.0.1:$((6380 + leader))" --keys 100000 --key-size 16 \
-    --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$pids" \
+  local label=$1 binary=$2 res
+  start_local_cluster "$binary" "$WORK"
+  res=$("$LG" --target resp --addr "127.0.0.1:$LEADER_PORT" --keys 100000 --key-size 16 \
+    --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$CLUSTER_PIDS" \
     "${LOAD[@]}" 2>/dev/null | tail -n 1) || res=null
-  stop_cluster
+  stop_local_cluster
   python3 - "$label" "$res" <<'PY'
 import json, sys
 label, raw = sys.argv[1:]

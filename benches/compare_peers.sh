@@ -31,37 +31,18 @@ cargo build --release --manifest-path "$ROOT/Cargo.toml" -q
 cargo build --release --manifest-path "$PEERS/loadgen/Cargo.toml" -q
 : >"$OUT"
 WORK="$(mktemp -d /tmp/raftkv-compare.XXXXXX)"
-RAFTKV_PID=""
+CLUSTER_PID=""
+# shellcheck source=benches/local_cluster.sh
+source "$ROOT/benches/local_cluster.sh"
 
 cleanup() {
-  [ -n "$RAFTKV_PID" ] && kill -TERM "$RAFTKV_PID" 2>/dev/null && wait "$RAFTKV_PID" 2>/dev/null
+  stop_local_cluster
   "$PEERS/redis.sh" stop durable >/dev/null 2>&1 || true
   "$PEERS/redis.sh" stop memory >/dev/null 2>&1 || true
   "$PEERS/etcd-cluster.sh" stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# Starts raftkv --local-cluster 3 (ports 6381-6383) and waits for a leader;
-# sets LEADER_PORT, FOLLOWER_PORT and RAFTKV_PIDS.
-start_raftkv() {
-  (cd "$WORK" && rm -rf data && exec "$RAFTKV" --local-cluster 3 >/dev/null 2>"$WORK/raftkv.log") &
-  RAFTKV_PID=$!
-  local leader=0 i
-  for i in $(seq 1 100); do
-    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}') || leader=0
-    [ -n "$leader" ] && [ "$leader" != 0 ] && break
-    sleep 0.1
-  done
-  if [ -z "$leader" ] || [ "$leader" = 0 ]; then
-    echo "raftkv --local-cluster 3 elected no leader within 10 s; its log:" >&2
-    tail -n 20 "$WORK/raftkv.log" >&2
-    exit 1
-  fi
-  LEADER_PORT=$((6380 + leader))
-  FOLLOWER_PORT=$((6380 + leader % 3 + 1))
-  RAFTKV_PIDS=$(pgrep -P "$RAFTKV_PID" | paste -sd,)
-}
 
 run() {  # system label loadgen-args...
   local system=$1 label=$2; shift 2
@@ -85,7 +66,7 @@ echo "fdatasync and loopback on this machine:"
 "$PEERS/fsync-probe/target/release/fsync-probe" all --seconds 3 --dir "$ROOT/target" 2>/dev/null \
   | grep -E 'append\+fdatasync|pin=none' || true
 
-start_raftkv
+start_local_cluster "$RAFTKV" "$WORK"
 # Preload the key space so GETs find values.
 "$LG" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients 64 --pipeline 16 --key-pattern sequential \
   --keys 100000 --key-size 16 --value-size 100 --requests 100000 --seconds 60 >/dev/null 2>&1 || true
@@ -101,7 +82,7 @@ point() {  # label args-for-resp (and the same clients/pipeline for etcd)
     for system in "${order[@]}"; do
       case $system in
         raftkv) run raftkv "$label" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients "$clients" \
-                  --pipeline "$pipeline" --server-pids "$RAFTKV_PIDS" ;;
+                  --pipeline "$pipeline" --server-pids "$CLUSTER_PIDS" ;;
         etcd) [ "$pipeline" = 1 ] && run etcd "$label" --target etcd --endpoints "$EPS" --clients "$clients" \
                   --server-pids "$ETCD_PIDS" ;;
         redis-durable) run redis-durable "$label" --target resp --addr "127.0.0.1:$RD_PORT" \
@@ -119,9 +100,9 @@ point "set c=64" 64 1
 point "set c=256" 256 1
 point "set c=64 P=16" 64 16
 for rep in $(seq 1 "$REPS"); do
-  run raftkv "set c=64 via follower" --target resp --addr "127.0.0.1:$FOLLOWER_PORT" --clients 64 --server-pids "$RAFTKV_PIDS"
-  run raftkv "set c=64" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients 64 --server-pids "$RAFTKV_PIDS"
-  run raftkv "get c=64" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients 64 --op get --server-pids "$RAFTKV_PIDS"
+  run raftkv "set c=64 via follower" --target resp --addr "127.0.0.1:$FOLLOWER_PORT" --clients 64 --server-pids "$CLUSTER_PIDS"
+  run raftkv "set c=64" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients 64 --server-pids "$CLUSTER_PIDS"
+  run raftkv "get c=64" --target resp --addr "127.0.0.1:$LEADER_PORT" --clients 64 --op get --server-pids "$CLUSTER_PIDS"
   run redis-durable "get c=64" --target resp --addr "127.0.0.1:$RD_PORT" --clients 64 --op get --server-pids "$RD_PID"
 done
 echo "redis-benchmark (-t set,get -d 100 -r 100000 -n 200000 -c 50):"

@@ -1,0 +1,36 @@
+# Sourced by compare_peers.sh and ab_cluster.sh: starting a 3-node local cluster
+# for a benchmark, and stopping it.
+#
+# start_local_cluster BINARY WORKDIR: starts `BINARY --local-cluster 3` in
+# WORKDIR (ports 6381-6383, a fresh data dir, its log in WORKDIR/raftkv.log),
+# waits up to 10 s for a leader, and sets CLUSTER_PID, LEADER_PORT,
+# FOLLOWER_PORT and CLUSTER_PIDS (the nodes, comma-separated). Exits the
+# script, showing the log, if no leader is elected.
+start_local_cluster() {
+  local binary=$1 work=$2 leader=0
+  (cd "$work" && rm -rf data && exec "$binary" --local-cluster 3 >/dev/null 2>"$work/raftkv.log") &
+  CLUSTER_PID=$!
+  for _ in $(seq 1 100); do
+    # A node not yet listening fails this pipeline; under set -e that must not end the script.
+    leader=$(redis-cli -p 6381 INFO 2>/dev/null | tr -d '\r' | awk -F: '/^leader_id/{print $2}') || leader=0
+    [ -n "$leader" ] && [ "$leader" != 0 ] && break
+    sleep 0.1
+  done
+  if [ -z "$leader" ] || [ "$leader" = 0 ]; then
+    echo "$binary --local-cluster 3 elected no leader within 10 s; its log:" >&2
+    tail -n 20 "$work/raftkv.log" >&2
+    exit 1
+  fi
+  LEADER_PORT=$((6380 + leader))
+  FOLLOWER_PORT=$((6380 + leader % 3 + 1))
+  CLUSTER_PIDS=$(pgrep -P "$CLUSTER_PID" | paste -sd,) || CLUSTER_PIDS=""
+}
+
+# stop_local_cluster: SIGTERM to the cluster started last, and wait for it.
+stop_local_cluster() {
+  if [ -n "${CLUSTER_PID:-}" ]; then
+    kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+    wait "$CLUSTER_PID" 2>/dev/null || true
+    CLUSTER_PID=""
+  fi
+}
