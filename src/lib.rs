@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod kv;
+mod pending_writes;
 pub mod raft;
 pub mod recovery;
 pub mod replica;

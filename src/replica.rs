@@ -17,6 +17,7 @@
 //! [`Durable::install_snapshot`] while a `Ready` is handled, before its entries.
 
 use crate::kv::{Command, KvSnapshot, KvStore, Reply};
+use crate::pending_writes::PendingWrites;
 use crate::raft::{conf_change, ConfChange, ConfChangeError, ConfEntry, TransferOutcome};
 use crate::raft::{Entry, NodeId, SnapshotMeta};
 use crate::raft::{
@@ -172,11 +173,6 @@ pub struct Refused<W> {
     pub waiter: W,
 }
 
-struct PendingWrite<W> {
-    term: u64,
-    waiter: W,
-}
-
 /// The reply to a `CLUSTER TRANSFER` whose transfer did not finish.
 pub fn reply_transfer_abandoned(target: NodeId) -> Reply {
     Reply::Error(format!("ERR transfer to {} abandoned", target))
@@ -198,7 +194,7 @@ pub struct Replica<W> {
     /// Local proposals by (index, term), waiting for their index to be applied.
     /// A node that led an earlier term may still hold proposals of that term at
     /// indexes above its current ones, so this is not a queue.
-    writes: BTreeMap<(u64, u64), PendingWrite<W>>,
+    writes: PendingWrites<W>,
     /// Reads waiting for their ReadIndex round to be confirmed, by context.
     reads_unconfirmed: BTreeMap<u64, PendingRead<W>>,
     /// Confirmed reads waiting for the applied index to reach theirs.
@@ -230,7 +226,7 @@ impl<W> Replica<W> {
         Replica {
             node,
             kv,
-            writes: BTreeMap::new(),
+            writes: PendingWrites::default(),
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
@@ -395,8 +391,7 @@ impl<W> Replica<W> {
                 })
             }
         };
-        self.writes
-            .insert((index, term), PendingWrite { term, waiter });
+        self.writes.insert(index, term, waiter);
         Ok(())
     }
 
@@ -411,8 +406,7 @@ impl<W> Replica<W> {
             Ok(assigned) => assigned,
             Err(error) => return Err((error, waiter)),
         };
-        self.writes
-            .insert((index, term), PendingWrite { term, waiter });
+        self.writes.insert(index, term, waiter);
         Ok(())
     }
 
@@ -663,18 +657,11 @@ impl<W> Replica<W> {
         self.snapshot_due_at = self.due_after(meta.index);
         // Our proposals at or below the snapshot were decided by entries this
         // node never saw: they may or may not be in it.
-        let decided: Vec<(u64, u64)> = self
-            .writes
-            .range(..=(meta.index, u64::MAX))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in decided {
-            if let Some(write) = self.writes.remove(&key) {
-                done.push(Completion {
-                    waiter: write.waiter,
-                    reply: reply_outcome_unknown(),
-                });
-            }
+        while let Some((_, _, waiter)) = self.writes.pop_up_to(meta.index) {
+            done.push(Completion {
+                waiter,
+                reply: reply_outcome_unknown(),
+            });
         }
         replaced
     }
@@ -690,19 +677,12 @@ impl<W> Replica<W> {
         // Every proposal made at this index is decided now: the one whose term
         // matches is applied; any other can never be (its slot is taken for good).
         let mut ours = None;
-        while let Some((&key, _)) = self
-            .writes
-            .range((entry.index, 0)..=(entry.index, u64::MAX))
-            .next()
-        {
-            let Some(write) = self.writes.remove(&key) else {
-                break;
-            };
-            if write.term == entry.term {
-                ours = Some(write);
+        while let Some((index, term, waiter)) = self.writes.pop_up_to(entry.index) {
+            if (index, term) == (entry.index, entry.term) {
+                ours = Some(waiter);
             } else {
                 done.push(Completion {
-                    waiter: write.waiter,
+                    waiter,
                     reply: reply_not_committed(),
                 });
             }
@@ -718,11 +698,8 @@ impl<W> Replica<W> {
             }
             EntryKind::Noop | EntryKind::ConfChange => Reply::Ok,
         };
-        if let Some(write) = ours {
-            done.push(Completion {
-                waiter: write.waiter,
-                reply,
-            });
+        if let Some(waiter) = ours {
+            done.push(Completion { waiter, reply });
         }
         Ok(())
     }
