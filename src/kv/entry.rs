@@ -18,12 +18,9 @@
 //! (`capacity_for`), so a value can change length by a few bytes in place,
 //! without an allocator call, as a `Vec` reuses its capacity.
 //!
-//! `Entry` hashes and compares as its key (and borrows as `[u8]`), so a
-//! `HashSet<Entry>` is a map looked up by key bytes. A set hands out only
-//! `&Entry`, so the value is replaced through a shared reference
-//! (`Entry::set_value`, unsafe: the caller vouches for exclusive access, see
-//! `shards::ValueMut`); the alternative, `take` then `insert`, would hash and
-//! probe twice more per overwrite.
+//! `Entry` hashes and compares as its key (and borrows as `[u8]`), so a set
+//! of entries is a map looked up by key bytes; `shard.rs` keeps them in its
+//! own table, which hands out `&mut Entry` for replacing a value in place.
 //!
 //! # Safety
 //!
@@ -34,19 +31,15 @@
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
-use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::ptr::{self, NonNull};
 
 pub struct Entry {
-    /// A `Cell` so that `set_value` can move the allocation through `&self`.
-    ptr: Cell<NonNull<u8>>,
+    ptr: NonNull<u8>,
 }
 
 // SAFETY: an `Entry` owns its bytes exactly as a `Box<[u8]>` does: shared
-// access only reads the pointer and the bytes; writes need `&mut`, or, in
-// `set_value`, a caller who guarantees that same exclusivity, so no thread
-// ever reads while another writes.
+// access only reads the pointer and the bytes, and writes need `&mut`.
 unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
@@ -120,14 +113,12 @@ impl Entry {
         };
         // SAFETY: a fresh allocation of `header.total()` bytes.
         unsafe { write_header(ptr, header) };
-        Entry {
-            ptr: Cell::new(ptr),
-        }
+        Entry { ptr }
     }
 
     #[inline]
     fn base(&self) -> *mut u8 {
-        self.ptr.get().as_ptr()
+        self.ptr.as_ptr()
     }
 
     #[inline]
@@ -187,65 +178,64 @@ impl Entry {
         }
     }
 
-    /// Replaces the value through a shared reference: in place when the length
-    /// is unchanged, else by resizing the allocation (which the allocator often
-    /// does in place, e.g. when shrinking), else with a fresh allocation.
+    /// Replaces the value: in place when the length is unchanged, else by
+    /// resizing the allocation (which the allocator often does in place, e.g.
+    /// when shrinking), else with a fresh allocation.
     ///
     /// Returns the old value's length.
-    ///
-    /// # Safety
-    /// The caller must have exclusive access to this entry for the duration of
-    /// the call, with no reference to its bytes alive (it holds `&mut` to the
-    /// set that owns the entry), as with `&mut self`. `value` must not point
-    /// into this entry.
     #[inline]
-    pub unsafe fn set_value(&self, value: &[u8]) -> usize {
+    pub fn set_value(&mut self, value: &[u8]) -> usize {
         let old = self.header();
         if old.value_len == value.len() {
             let (_, value_at) = self.parts_ptr_of(old);
-            // The bytes are not inside `Entry`, so writing them through the
-            // pointer is allowed with the exclusivity the caller guarantees.
-            ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+            // SAFETY: the value's bytes, owned by `self` (held `&mut`); `value`
+            // is borrowed separately, so it cannot point into them.
+            unsafe { ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len()) };
             return old.value_len;
         }
         self.resize_value(old, value);
         old.value_len
     }
 
-    /// `set_value` for a value of another length.
-    ///
-    /// # Safety
-    /// As `set_value`; `old` is the current header.
-    unsafe fn resize_value(&self, old: Header, value: &[u8]) {
+    /// `set_value` for a value of another length; `old` is the current header.
+    fn resize_value(&mut self, old: Header, value: &[u8]) {
         let new = Header::new(old.key_len, value.len());
         if new.header_len != old.header_len {
             // The key would move: rare (the value length crossed 128, 16384...).
-            let fresh = Entry::new(self.key(), value);
-            let old_ptr = self.ptr.replace(fresh.ptr.get());
-            // `fresh` now owns the old bytes and frees them.
-            fresh.ptr.set(old_ptr);
+            // The old bytes are freed when `self`'s old value drops here.
+            *self = Entry::new(self.key(), value);
             return;
         }
         let (old_layout, new_layout) = (old.layout(), new.layout());
-        if new_layout != old_layout {
-            // Header and key keep their place; realloc preserves them.
-            let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
-            let Some(ptr) = NonNull::new(raw) else {
-                alloc::handle_alloc_error(new_layout)
-            };
-            self.ptr.set(ptr);
+        // SAFETY: `self` owns the allocation of `old_layout` (the invariant) and
+        // is held `&mut`; header and key keep their place, which realloc
+        // preserves, and the new layout has room for the new header and value.
+        unsafe {
+            if new_layout != old_layout {
+                let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
+                let Some(ptr) = NonNull::new(raw) else {
+                    alloc::handle_alloc_error(new_layout)
+                };
+                self.ptr = ptr;
+            }
+            write_header(self.ptr, new);
+            let (_, value_at) = self.parts_ptr_of(new);
+            ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
         }
-        write_header(self.ptr.get(), new);
-        let (_, value_at) = self.parts_ptr_of(new);
-        ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+    }
+
+    /// Where the entry's bytes start, for a prefetch hint.
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
     }
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         let layout = self.header().layout();
-        // SAFETY: allocated in `allocate` with this same layout (the header,
-        // hence the layout, never changes), and dropped once.
+        // SAFETY: allocated in `allocate` (or resized by `set_value`) with the
+        // layout its current header gives, and dropped once.
         unsafe { alloc::dealloc(self.base(), layout) }
     }
 }
@@ -464,9 +454,6 @@ mod tests {
     }
 
     #[test]
-    // The `Cell` moves the allocation, never the key bytes, which alone decide
-    // `Hash` and `Eq`.
-    #[allow(clippy::mutable_key_type)]
     fn hashes_and_compares_as_its_key() {
         let mut set: HashSet<Entry> = HashSet::new();
         assert!(set.insert(Entry::new(b"k", b"1")));
@@ -499,11 +486,10 @@ mod tests {
         ];
         lengths.extend([5, 0]);
         lengths.extend([200, 90, 200]);
-        let entry = Entry::new(key, b"abc");
+        let mut entry = Entry::new(key, b"abc");
         for (step, len) in lengths.into_iter().enumerate() {
             let value: Vec<u8> = (0..len).map(|i| (i + step) as u8).collect();
-            // SAFETY: the entry is local; `value` is a separate allocation.
-            unsafe { entry.set_value(&value) };
+            entry.set_value(&value);
             assert_eq!(entry.parts(), (&key[..], &value[..]), "step {}", step);
             assert_eq!(entry.clone().value(), &value[..], "step {}", step);
         }

@@ -10,6 +10,7 @@ pub mod command;
 mod entry;
 mod payload;
 pub mod reply;
+mod shard;
 mod shards;
 mod snapshot;
 
@@ -24,9 +25,10 @@ use std::hash::{Hash, Hasher};
 
 /// What `approx_bytes` adds per key beyond key and value bytes: the entry's
 /// 2-3 byte header, the allocator's 8-byte chunk header and rounding to 16
-/// (8 on average), and a table slot (8-byte pointer and control byte) at the
-/// table's average load of about 2/3 (tests/kv_memory.rs measures the total).
-const ENTRY_OVERHEAD_BYTES: usize = 32;
+/// (8 on average), and a 16-byte table slot (hash and pointer, see `shard.rs`)
+/// at the table's average load of a little over half: 28 bytes
+/// (tests/kv_memory.rs measures the total).
+const ENTRY_OVERHEAD_BYTES: usize = 46;
 
 const OVERFLOW_ERROR: &str = "ERR increment or decrement would overflow";
 
@@ -187,7 +189,7 @@ impl KvStore {
     }
 
     fn set_from_slices(&mut self, key: &[u8], value: &[u8]) {
-        match self.map.shard_mut(key).set(key, value) {
+        match self.map.set(key, value) {
             Some(old_len) => self.data_bytes = self.data_bytes - old_len + value.len(),
             None => {
                 self.len += 1;
@@ -200,7 +202,7 @@ impl KvStore {
     /// already present (and leaves the store unchanged).
     fn insert_new(&mut self, entry: entry::Entry) -> bool {
         let (key_len, value_len) = (entry.key().len(), entry.value().len());
-        if !self.map.shard_mut(entry.key()).insert_new(entry) {
+        if !self.map.insert_new(entry) {
             return false;
         }
         self.len += 1;
@@ -211,11 +213,7 @@ impl KvStore {
     fn delete(&mut self, keys: &[Vec<u8>]) -> i64 {
         let mut removed = 0;
         for key in keys {
-            // Look first: removing from a shard a snapshot holds would clone it.
-            if self.map.get(key).is_none() {
-                continue;
-            }
-            if let Some(old) = self.map.shard_mut(key).remove(key) {
+            if let Some(old) = self.map.remove(key) {
                 self.len -= 1;
                 self.data_bytes -= key.len() + old.value().len();
                 removed += 1;
@@ -228,8 +226,9 @@ impl KvStore {
     /// holds that shard, even a failing INCR copies it, as the next write to
     /// the shard would anyway.
     fn incr_by(&mut self, key: &[u8], by: i64) -> Reply {
-        let shard = self.map.shard_mut(key);
-        let mut existing = shard.get_mut(key);
+        let hash = shards::hash_key(key);
+        let shard = self.map.shard_mut(hash);
+        let mut existing = shard.get_mut(key, hash);
         let current = match &existing {
             None => 0,
             Some(found) => match parse_integer(found.value()) {
@@ -243,10 +242,9 @@ impl KvStore {
         let mut buffer = [0u8; 20];
         let digits = format_i64(new, &mut buffer);
         let old_len = match &mut existing {
-            Some(found) => Some(found.set(digits)),
+            Some(found) => Some(found.set_value(digits)),
             None => {
-                let inserted = shard.insert_new(entry::Entry::new(key, digits));
-                assert!(inserted, "INCR inserted a key it had just not found");
+                shard.insert_absent(hash, entry::Entry::new(key, digits));
                 None
             }
         };
@@ -303,7 +301,7 @@ fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
     let mut sum: u64 = 0;
     let mut count: u64 = 0;
     for shard in shards {
-        for entry in shard {
+        for entry in shard.iter() {
             let mut hasher = KeyHasher::default();
             entry.parts().hash(&mut hasher);
             sum = sum.wrapping_add(hasher.finish());

@@ -12,9 +12,8 @@
 //! for the simulator). Snapshots additionally sort each shard (see `snapshot.rs`).
 
 use super::entry::Entry;
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::marker::PhantomData;
+pub use super::shard::Shard;
+use std::hash::Hasher;
 use std::sync::Arc;
 
 /// Default number of shards. While a snapshot is written, the first write to
@@ -25,91 +24,6 @@ use std::sync::Arc;
 /// 160 ms on a busy 2-core machine), longer than a heartbeat. `snapshot_view`
 /// stays cheap: 65,536 reference-count increments, well under a millisecond.
 pub const DEFAULT_SHARD_COUNT: usize = 65536;
-
-/// One shard: a set of entries (key and value in one allocation, see
-/// `entry.rs`) looked up by key bytes. A table slot is one 8-byte pointer.
-#[derive(Clone, Default)]
-pub struct Shard {
-    entries: HashSet<Entry, BuildHasherDefault<KeyHasher>>,
-}
-
-/// An entry found through `Shard::get_mut`: holding it borrows the shard
-/// exclusively, which is what makes writing its value in place sound.
-pub struct ValueMut<'a> {
-    entry: &'a Entry,
-    _shard: PhantomData<&'a mut Shard>,
-}
-
-impl ValueMut<'_> {
-    #[inline]
-    pub fn value(&self) -> &[u8] {
-        self.entry.value()
-    }
-
-    /// Replaces the value (in place when the length is unchanged); returns the
-    /// old value's length.
-    #[inline]
-    pub fn set(&mut self, value: &[u8]) -> usize {
-        // SAFETY: `self` exclusively borrows the shard that owns the entry (see
-        // `Shard::get_mut`), so nothing else refers to it; `value` cannot point
-        // into the entry, whose bytes are only reachable through that shard.
-        unsafe { self.entry.set_value(value) }
-    }
-}
-
-impl Shard {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
-    }
-
-    #[inline]
-    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.entries.get(key)
-    }
-
-    #[inline]
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<ValueMut<'_>> {
-        // `&mut self` stays borrowed for the ValueMut's lifetime.
-        let entry = self.entries.get(key)?;
-        Some(ValueMut {
-            entry,
-            _shard: PhantomData,
-        })
-    }
-
-    /// Sets `key` to `value`; returns the old value's length if the key was present.
-    #[inline]
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
-        if let Some(mut found) = self.get_mut(key) {
-            return Some(found.set(value));
-        }
-        self.entries.insert(Entry::new(key, value));
-        None
-    }
-
-    /// Inserts an entry whose key is not present; returns false (and drops it)
-    /// if it is.
-    pub fn insert_new(&mut self, entry: Entry) -> bool {
-        self.entries.insert(entry)
-    }
-
-    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.entries.take(key)
-    }
-}
-
-impl<'a> IntoIterator for &'a Shard {
-    type Item = &'a Entry;
-    type IntoIter = std::collections::hash_set::Iter<'a, Entry>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.entries.iter()
-    }
-}
 
 /// A small unseeded hasher built on the folded 64×64→128-bit multiply (as in
 /// foldhash/ahash's fallback): fast on short keys and well mixed in every bit,
@@ -237,44 +151,80 @@ impl ShardedMap {
         }
     }
 
-    /// Uses bits 32.. of the hash: hashbrown takes the bucket from the low bits
-    /// and the control tag from the top 7, so this keeps both varied inside a shard.
+    /// Uses bits 32.. of the hash: a shard's table takes a slot from the low
+    /// bits, so this keeps them varied inside a shard.
     #[inline]
-    fn shard_index(&self, key: &[u8]) -> usize {
-        ((hash_key(key) >> 32) & self.mask) as usize
+    fn shard_index(&self, hash: u64) -> usize {
+        ((hash >> 32) & self.mask) as usize
     }
 
     #[inline]
-    pub fn shard(&self, key: &[u8]) -> &Shard {
-        &self.shards[self.shard_index(key)]
+    fn shard_of(&self, hash: u64) -> &Shard {
+        &self.shards[self.shard_index(hash)]
     }
 
-    /// The shard holding `key`, cloned first if a snapshot still shares it.
+    /// The shard for `hash`, copied first if a snapshot still shares it.
     #[inline]
-    pub fn shard_mut(&mut self, key: &[u8]) -> &mut Shard {
-        let index = self.shard_index(key);
+    pub fn shard_mut(&mut self, hash: u64) -> &mut Shard {
+        let index = self.shard_index(hash);
         Arc::make_mut(&mut self.shards[index])
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.shard(key).get(key).map(Entry::value)
+        let hash = hash_key(key);
+        self.shard_of(hash).get(key, hash).map(Entry::value)
     }
 
-    /// Starts loading, for each key, the first two links a lookup follows:
-    /// the shard's slot in `shards`, then the shard itself. With many keys
-    /// these are cache misses that a lookup would take one after the other;
-    /// here the misses of all `keys` are in flight together. (The second
-    /// pass reads the slots the first one asked for, so it stalls at most
-    /// once, on the slowest of them.)
+    /// Sets `key` to `value`; returns the old value's length if it was present.
+    #[inline]
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
+        let hash = hash_key(key);
+        self.shard_mut(hash).set(key, hash, value)
+    }
+
+    /// Removes `key`, without copying a shard a snapshot holds when the key is
+    /// not there.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let hash = hash_key(key);
+        self.shard_of(hash).get(key, hash)?;
+        self.shard_mut(hash).remove(key, hash)
+    }
+
+    /// Inserts an entry whose key is not present; returns false (and drops it)
+    /// if it is.
+    pub fn insert_new(&mut self, entry: Entry) -> bool {
+        let hash = hash_key(entry.key());
+        self.shard_mut(hash).insert_new(hash, entry)
+    }
+
+    /// Starts loading, for each key, the links a lookup follows: the shard's
+    /// slot in `shards`, the shard, the key's home slot in the shard's table,
+    /// and the entry. With many keys these are cache misses that a lookup
+    /// would take one after the other; here each pass issues the loads of all
+    /// `keys` together, and reads only what the pass before asked for, so it
+    /// stalls at most once, on the slowest of them.
     pub fn prefetch(&self, keys: &[&[u8]]) {
-        let mut slots = [0usize; PREFETCH_KEYS_MAX];
         let keys = &keys[..keys.len().min(PREFETCH_KEYS_MAX)];
-        for (slot, key) in slots.iter_mut().zip(keys) {
-            *slot = self.shard_index(key);
+        let mut hashes = [0u64; PREFETCH_KEYS_MAX];
+        let mut slots = [0usize; PREFETCH_KEYS_MAX];
+        for ((hash, slot), key) in hashes.iter_mut().zip(slots.iter_mut()).zip(keys) {
+            *hash = hash_key(key);
+            *slot = self.shard_index(*hash);
             prefetch_line(&self.shards[*slot]);
         }
-        for &slot in &slots[..keys.len()] {
+        let count = keys.len();
+        for &slot in &slots[..count] {
             prefetch_line(Arc::as_ptr(&self.shards[slot]));
+        }
+        for (&slot, &hash) in slots[..count].iter().zip(&hashes) {
+            prefetch_line(self.shards[slot].home(hash));
+        }
+        for (&slot, &hash) in slots[..count].iter().zip(&hashes) {
+            if let Some(entry) = self.shards[slot].find_entry(hash) {
+                // A 16-byte key and 100-byte value span two lines.
+                prefetch_line(entry.as_ptr());
+                prefetch_line(entry.as_ptr().wrapping_add(64));
+            }
         }
     }
 
@@ -302,7 +252,7 @@ mod tests {
         let map = ShardedMap::new(64);
         let mut counts = [0usize; 64];
         for i in 0..64_000u32 {
-            counts[map.shard_index(format!("key:{:012}", i).as_bytes())] += 1;
+            counts[map.shard_index(hash_key(format!("key:{:012}", i).as_bytes()))] += 1;
         }
         let (min, max) = (counts.iter().min(), counts.iter().max());
         assert!(
@@ -316,10 +266,10 @@ mod tests {
     #[test]
     fn write_after_snapshot_clones_only_that_shard() {
         let mut map = ShardedMap::new(8);
-        map.shard_mut(b"a").set(b"a", b"1");
-        map.shard_mut(b"b").set(b"b", b"1");
+        map.set(b"a", b"1");
+        map.set(b"b", b"1");
         let held = map.shards().to_vec();
-        assert_eq!(map.shard_mut(b"a").set(b"a", b"2"), Some(1));
+        assert_eq!(map.set(b"a", b"2"), Some(1));
         let shared = held
             .iter()
             .zip(map.shards())
@@ -327,7 +277,9 @@ mod tests {
             .count();
         assert_eq!(shared, 7);
         assert_eq!(
-            held[map.shard_index(b"a")].get(b"a").map(Entry::value),
+            held[map.shard_index(hash_key(b"a"))]
+                .get(b"a", hash_key(b"a"))
+                .map(Entry::value),
             Some(&b"1"[..])
         );
         assert_eq!(map.get(b"a"), Some(&b"2"[..]));
