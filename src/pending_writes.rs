@@ -40,13 +40,21 @@ impl<W> PendingWrites<W> {
     /// once, so a duplicate is a bug in the caller.
     pub fn insert(&mut self, index: u64, term: u64, waiter: W) {
         let key = (index, term);
-        let at = match self.queue.back() {
-            Some(last) if (last.index, last.term) < key => self.queue.len(),
-            None => 0,
-            Some(_) => self
-                .queue
-                .partition_point(|pending| (pending.index, pending.term) < key),
-        };
+        if self
+            .queue
+            .back()
+            .map_or(true, |last| (last.index, last.term) < key)
+        {
+            self.queue.push_back(Pending {
+                index,
+                term,
+                waiter,
+            });
+            return;
+        }
+        let at = self
+            .queue
+            .partition_point(|pending| (pending.index, pending.term) < key);
         assert!(
             self.queue
                 .get(at)

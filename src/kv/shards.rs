@@ -143,7 +143,7 @@ impl ShardedMap {
             shard_count
         );
         // All shards start as the same empty map; the first write to each
-        // clones it (an empty HashSet does not allocate), so `new` is cheap.
+        // clones it (an empty Shard does not allocate), so `new` is cheap.
         let empty = Arc::new(Shard::default());
         ShardedMap {
             shards: vec![empty; shard_count],

