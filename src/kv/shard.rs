@@ -17,6 +17,7 @@
 //! shifts later entries back to keep this); `len` counts the full slots.
 
 use super::entry::Entry;
+use super::shards::prefetch_line;
 
 #[derive(Clone, Default)]
 pub struct Shard {
@@ -66,6 +67,23 @@ impl Shard {
                 return Some(entry);
             }
             at = (at + 1) & mask;
+        }
+    }
+
+    /// Hints the CPU to load the whole table, ahead of a scan.
+    pub fn prefetch_table(&self) {
+        let start = self.slots.as_ptr().cast::<u8>();
+        let bytes = std::mem::size_of_val(self.slots.as_slice());
+        for offset in (0..bytes).step_by(64) {
+            prefetch_line(start.wrapping_add(offset));
+        }
+    }
+
+    /// Hints the CPU to load the start of every entry, ahead of a scan; the
+    /// table itself should be in cache by now (see `prefetch_table`).
+    pub fn prefetch_entries(&self) {
+        for entry in self.iter() {
+            prefetch_line(entry.as_ptr());
         }
     }
 

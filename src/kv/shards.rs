@@ -115,7 +115,7 @@ pub const PREFETCH_KEYS_MAX: usize = 32;
 /// Hints the CPU to bring the cache line at `at` into cache. Never faults,
 /// whatever the address.
 #[inline]
-fn prefetch_line<T>(at: *const T) {
+pub(super) fn prefetch_line<T>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
