@@ -19,7 +19,7 @@
 use crate::kv::{Command, KvSnapshot, KvStore, Reply};
 use crate::pending_writes::PendingWrites;
 use crate::raft::{conf_change, ConfChange, ConfChangeError, ConfEntry, TransferOutcome};
-use crate::raft::{Entry, NodeId, SnapshotMeta};
+use crate::raft::{Entry, NodeId, PayloadArena, SnapshotMeta};
 use crate::raft::{
     EntryKind, HardState, Message, Node, ProposeError, Ready, Role, SoftState, Status,
 };
@@ -204,6 +204,8 @@ pub struct Replica<W> {
     /// Term of the entry at `applied_index` (0 until one is applied or installed).
     applied_term: u64,
     payload_buf: Vec<u8>,
+    /// Where proposals' payloads are packed (see `raft::payload`).
+    payloads: PayloadArena,
     /// Take a snapshot every this many applied entries (0: never).
     snapshot_every: u64,
     /// Entries kept below a snapshot when compacting.
@@ -233,6 +235,7 @@ impl<W> Replica<W> {
             applied_index,
             applied_term: 0,
             payload_buf: Vec::new(),
+            payloads: PayloadArena::default(),
             snapshot_every: 0,
             snapshot_trailing: 0,
             snapshot_due_at: u64::MAX,
@@ -381,18 +384,36 @@ impl<W> Replica<W> {
     pub fn propose(&mut self, command: Command, waiter: W) -> Result<(), Refused<W>> {
         self.payload_buf.clear();
         command.encode(&mut self.payload_buf);
-        let (index, term) = match self.node.propose(&self.payload_buf[..]) {
-            Ok(assigned) => assigned,
-            Err(error) => {
-                return Err(Refused {
-                    error,
-                    command,
-                    waiter,
-                })
+        self.propose_payload_buf(waiter)
+            .map_err(|(error, waiter)| Refused {
+                error,
+                command,
+                waiter,
+            })
+    }
+
+    /// `propose(Command::Set(key, value), waiter)` without building the
+    /// command: a plain SET is most requests under load. On `Err` nothing was
+    /// appended and the waiter comes back.
+    pub fn propose_set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        waiter: W,
+    ) -> Result<(), (ProposeError, W)> {
+        self.payload_buf.clear();
+        crate::kv::encode_set(key, value, &mut self.payload_buf);
+        self.propose_payload_buf(waiter)
+    }
+
+    fn propose_payload_buf(&mut self, waiter: W) -> Result<(), (ProposeError, W)> {
+        match self.node.propose(self.payloads.push(&self.payload_buf)) {
+            Ok((index, term)) => {
+                self.writes.insert(index, term, waiter);
+                Ok(())
             }
-        };
-        self.writes.insert(index, term, waiter);
-        Ok(())
+            Err(error) => Err((error, waiter)),
+        }
     }
 
     /// Proposes a membership change; `waiter` gets `+OK` once its entry is

@@ -15,7 +15,7 @@ mod shards;
 mod snapshot;
 
 pub use command::{parse_integer, Command, CommandError, DecodeError};
-pub use payload::MAX_MULTI_DEPTH;
+pub use payload::{encode_set, MAX_MULTI_DEPTH};
 pub use reply::Reply;
 pub use shards::{DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
 pub use snapshot::KvSnapshot;

@@ -47,12 +47,7 @@ impl Command {
             Command::MGet(keys) => put_keys(out, TAG_MGET, keys),
             Command::Exists(keys) => put_keys(out, TAG_EXISTS, keys),
             Command::Del(keys) => put_keys(out, TAG_DEL, keys),
-            Command::Set(key, value) => {
-                out.reserve(1 + 10 + key.len() + 10 + value.len());
-                out.push(TAG_SET);
-                put_bytes(out, key);
-                put_bytes(out, value);
-            }
+            Command::Set(key, value) => encode_set(key, value, out),
             Command::IncrBy(key, by) => {
                 out.push(TAG_INCRBY);
                 put_bytes(out, key);
@@ -94,6 +89,15 @@ impl Command {
         }
         Ok(command)
     }
+}
+
+/// Appends the encoding of `Command::Set(key, value)` to `out`, without the
+/// command (a leader's fast path for plain SETs, which builds none).
+pub fn encode_set(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.reserve(1 + 10 + key.len() + 10 + value.len());
+    out.push(TAG_SET);
+    put_bytes(out, key);
+    put_bytes(out, value);
 }
 
 /// The key and value of a payload that is exactly one SET, borrowed from it;

@@ -103,6 +103,7 @@ mod membership;
 mod membership_tests;
 pub mod message;
 mod node;
+mod payload;
 mod progress;
 mod quorum;
 mod read_index;
@@ -119,6 +120,7 @@ pub use conf_change::{ConfChange, ConfEntry};
 pub use message::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, Payload, SnapshotMeta, NO_NODE,
 };
+pub use payload::{PayloadArena, PayloadBuffer};
 pub use ready::{ReadState, Ready, Role, SoftState, TransferOutcome};
 
 use self::log::RaftLog;

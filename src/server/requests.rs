@@ -133,6 +133,10 @@ impl Server {
             "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
             "debug" => Some(self.debug_command(argv)),
             "cluster" => self.cluster_command(token, argv),
+            "set" if argv.len() == 3 && self.replica.is_leader() => {
+                self.submit_set(token, &argv[1], &argv[2]);
+                None
+            }
             _ => match Command::parse(argv) {
                 Ok(command) => {
                     self.submit(token, command);
@@ -376,20 +380,52 @@ impl Server {
         }
     }
 
-    /// A key-value command from a client: open its reply slot with a
-    /// deadline, then route it.
+    /// A key-value command from a client: open its reply slot, then route it.
     fn submit(&mut self, token: Token, command: Command) {
-        let refusal = self.cluster.refusal();
-        let Some(client) = self.clients.get_mut(&token) else {
+        if let Some(seq) = self.open_request(token) {
+            self.route(token, seq, command);
+        }
+    }
+
+    /// A plain `SET key value` on the leader, proposed straight from the
+    /// request's words: no `Command` is built unless the proposal is refused
+    /// and must be parked. Saves two allocations and copies per write.
+    fn submit_set(&mut self, token: Token, key: &[u8], value: &[u8]) {
+        let Some(seq) = self.open_request(token) else {
             return;
         };
+        match self
+            .replica
+            .propose_set(key, value, Waiter::Client { token, seq })
+        {
+            Ok(()) => self.set_pending(
+                token,
+                seq,
+                Pending::InFlight {
+                    write: true,
+                    forward: None,
+                },
+            ),
+            Err(_) => {
+                let command = Command::Set(key.to_vec(), value.to_vec());
+                self.parked.push_back((token, seq, command));
+            }
+        }
+    }
+
+    /// Opens a client's reply slot with a deadline and returns its sequence
+    /// number; `None` if the client is gone or the cluster refuses requests
+    /// now (that reply is already queued).
+    fn open_request(&mut self, token: Token) -> Option<u64> {
+        let refusal = self.cluster.refusal();
+        let client = self.clients.get_mut(&token)?;
         if let Some(reply) = refusal {
             client.reply_now(reply);
-            return;
+            return None;
         }
         let seq = client.open_slot(Pending::Parked);
         self.schedule_deadline(token, seq);
-        self.route(token, seq, command);
+        Some(seq)
     }
 
     /// Sends a client request where it can be served now, or parks it.

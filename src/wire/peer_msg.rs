@@ -28,8 +28,9 @@ use super::frame::{
     HEADER_BYTES,
 };
 use crate::kv::Reply;
-use crate::raft::{conf_change, Entry, EntryKind, Message, MessageBody, Payload, SnapshotMeta};
-use std::sync::Arc;
+use crate::raft::{
+    conf_change, Entry, EntryKind, Message, MessageBody, Payload, PayloadBuffer, SnapshotMeta,
+};
 
 /// Deepest nesting of arrays and maps in a forwarded reply. Replies nest at most
 /// a few levels (an EXEC array of command replies); the limit bounds the
@@ -320,8 +321,9 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
     if count == 0 {
         return Ok(Vec::new());
     }
-    let shared: Arc<[u8]> = Arc::from(reader.remaining());
-    let mut inner = Reader::new(&shared);
+    let bytes = reader.remaining();
+    let shared = PayloadBuffer::copy_from(bytes);
+    let mut inner = Reader::new(bytes);
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
         let index = inner.u64("entry index")?;
@@ -336,7 +338,7 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
             conf_change::decode(data)
                 .map_err(|err| FrameError::Malformed(format!("entry {index}: {err}")))?;
         }
-        let end = shared.len() - inner.remaining().len();
+        let end = bytes.len() - inner.remaining().len();
         entries.push(Entry {
             index,
             term,
@@ -344,7 +346,8 @@ fn read_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, FrameError> {
             data: Payload::slice(&shared, end - data.len()..end),
         });
     }
-    reader.take(shared.len() - inner.remaining().len(), "entries")?;
+    let consumed = bytes.len() - inner.remaining().len();
+    reader.take(consumed, "entries")?;
     Ok(entries)
 }
 
