@@ -4,7 +4,8 @@
 //! pays per pair two 24-byte `Vec` headers in its table slot and two malloc
 //! chunks (each with an 8-byte allocator header and rounded up to 16 bytes):
 //! about 240 bytes for a 16-byte key and a 100-byte value. An `Entry` is a thin
-//! pointer (8 bytes in the table) to a single allocation:
+//! pointer (8 bytes, beside the key's hash in the table's slot) to a single
+//! allocation:
 //!
 //! ```text
 //! key_len: varint | value_len: varint | key bytes | value bytes
@@ -18,9 +19,8 @@
 //! (`capacity_for`), so a value can change length by a few bytes in place,
 //! without an allocator call, as a `Vec` reuses its capacity.
 //!
-//! `Entry` hashes and compares as its key (and borrows as `[u8]`), so a set
-//! of entries is a map looked up by key bytes; `shard.rs` keeps them in its
-//! own table, which hands out `&mut Entry` for replacing a value in place.
+//! The table that holds entries (`shard.rs`) looks them up by key bytes and
+//! hands out `&mut Entry` for replacing a value in place.
 //!
 //! # Safety
 //!
@@ -30,8 +30,6 @@
 //! as written by `write_header` and with its key and value bytes initialized.
 
 use std::alloc::{self, Layout};
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
 use std::ptr::{self, NonNull};
 
 pub struct Entry {
@@ -252,30 +250,6 @@ impl Clone for Entry {
     }
 }
 
-/// Hashes as the key (`[u8]`'s `Hash`), as `Borrow<[u8]>` requires.
-impl Hash for Entry {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state)
-    }
-}
-
-impl PartialEq for Entry {
-    #[inline]
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Entry {}
-
-impl Borrow<[u8]> for Entry {
-    #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (key, value) = self.parts();
@@ -396,7 +370,6 @@ unsafe fn read_varint(at: *const u8) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     /// Longest LEB128 encoding of a `u64`.
     const VARINT_MAX_BYTES: usize = 10;
@@ -451,20 +424,6 @@ mod tests {
         key.copy_from_slice(b"abc");
         value.copy_from_slice(b"wxyz");
         assert_eq!(entry.parts(), (&b"abc"[..], &b"wxyz"[..]));
-    }
-
-    #[test]
-    fn hashes_and_compares_as_its_key() {
-        let mut set: HashSet<Entry> = HashSet::new();
-        assert!(set.insert(Entry::new(b"k", b"1")));
-        assert!(!set.insert(Entry::new(b"k", b"2")), "same key, other value");
-        assert!(set.insert(Entry::new(b"", b"")));
-        assert_eq!(set.get(&b"k"[..]).map(Entry::value), Some(&b"1"[..]));
-        assert!(set.contains(&b""[..]));
-        assert!(!set.contains(&b"k2"[..]));
-        let old = set.replace(Entry::new(b"k", b"333"));
-        assert_eq!(old.map(|e| e.value().to_vec()), Some(b"1".to_vec()));
-        assert_eq!(set.get(&b"k"[..]).map(Entry::value), Some(&b"333"[..]));
     }
 
     #[test]
