@@ -35,7 +35,6 @@ struct Slot {
 const MIN_CAPACITY: usize = 4;
 
 impl Shard {
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

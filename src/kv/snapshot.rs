@@ -125,13 +125,17 @@ impl KvSnapshot {
 
     /// Writes the view as the stream described in the module docs. Pass a
     /// buffered or in-memory writer; records are written in 64 kB pieces.
-    pub fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
+    ///
+    /// Consumes the view, letting go of each shard as soon as it is written:
+    /// the store copies a shard on its first write only while a view still
+    /// holds it, so a shard released early is one copy fewer on the event loop.
+    pub fn write_to(mut self, w: &mut dyn Write) -> io::Result<()> {
         let mut buf = Vec::with_capacity(WRITE_CHUNK_BYTES * 2);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&(self.len as u64).to_le_bytes());
         let mut written: usize = 0;
-        let mut entries: Vec<(&[u8], &[u8])> = Vec::new();
-        for (at, shard) in self.shards.iter().enumerate() {
+        let released = Arc::new(Shard::default());
+        for at in 0..self.shards.len() {
             // Each shard is three dependent cache misses away (shard, table,
             // entries): start them for shards a little ahead, one link per
             // distance, so they arrive by the time the scan gets there.
@@ -144,17 +148,12 @@ impl KvSnapshot {
             if let Some(ahead) = self.shards.get(at + SCAN_AHEAD_SHARDS) {
                 ahead.prefetch_entries();
             }
-            entries.clear();
-            entries.extend(shard.iter().map(Entry::parts));
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (key, value) in &entries {
-                put_record(&mut buf, key, value)?;
-                if buf.len() >= WRITE_CHUNK_BYTES {
-                    w.write_all(&buf)?;
-                    buf.clear();
-                }
+            let shard = std::mem::replace(&mut self.shards[at], Arc::clone(&released));
+            written += write_shard(&shard, &mut buf)?;
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                w.write_all(&buf)?;
+                buf.clear();
             }
-            written += entries.len();
         }
         assert_eq!(
             written, self.len,
@@ -163,6 +162,29 @@ impl KvSnapshot {
         buf.extend_from_slice(END_MARKER);
         w.write_all(&buf)
     }
+}
+
+/// Shards up to this many keys are sorted on the stack.
+const SORT_ON_STACK: usize = 16;
+
+/// Appends a shard's records to `buf`, sorted by key; returns how many.
+fn write_shard(shard: &Shard, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut on_stack: [(&[u8], &[u8]); SORT_ON_STACK] = [(&[], &[]); SORT_ON_STACK];
+    let mut on_heap = Vec::new();
+    let entries: &mut [(&[u8], &[u8])] = if shard.len() <= SORT_ON_STACK {
+        for (slot, entry) in on_stack.iter_mut().zip(shard.iter()) {
+            *slot = entry.parts();
+        }
+        &mut on_stack[..shard.len()]
+    } else {
+        on_heap.extend(shard.iter().map(Entry::parts));
+        &mut on_heap
+    };
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in entries.iter() {
+        put_record(buf, key, value)?;
+    }
+    Ok(entries.len())
 }
 
 fn put_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> io::Result<()> {

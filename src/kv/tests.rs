@@ -402,3 +402,50 @@ fn overwrites_in_place_or_resized_leave_a_view_untouched() {
     assert_eq!(kv.get(b"n"), Some(&b"10"[..]));
     kv.assert_invariants();
 }
+
+/// A writer that, at its first write, counts how many of the store's shards
+/// the view still holds (a strong count of 3: store, view, `probe`).
+struct CountHeldAtFirstWrite {
+    probe: Vec<std::sync::Arc<super::shards::Shard>>,
+    held_at_first_write: Option<usize>,
+}
+
+impl std::io::Write for CountHeldAtFirstWrite {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.held_at_first_write.is_none() {
+            let held = self
+                .probe
+                .iter()
+                .filter(|shard| std::sync::Arc::strong_count(shard) == 3)
+                .count();
+            self.held_at_first_write = Some(held);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn writing_a_view_lets_go_of_each_shard_once_written() {
+    let mut kv = KvStore::with_shards(8);
+    for i in 0..2000 {
+        kv.apply(&cmd(&["SET", &format!("key{}", i), &"v".repeat(100)]));
+    }
+    let view = kv.snapshot_view();
+    let mut writer = CountHeldAtFirstWrite {
+        probe: kv.map.shards().to_vec(),
+        held_at_first_write: None,
+    };
+    view.write_to(&mut writer).unwrap();
+    // 230 kB of records: the first 64 kB piece leaves once a few shards
+    // are written, and those are no longer held; the rest still are.
+    let held = writer.held_at_first_write;
+    assert!(held.is_some_and(|held| held > 0 && held < 8), "{:?}", held);
+    assert!(writer
+        .probe
+        .iter()
+        .all(|shard| std::sync::Arc::strong_count(shard) == 2));
+}

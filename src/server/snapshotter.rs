@@ -113,10 +113,9 @@ fn run(dir: &Path, job: Job) -> Done {
     let started = Instant::now();
     match job {
         Job::Write { meta, view } => {
-            let result = write(dir, &meta, &view);
-            // The view's last references to shards the loop has since
-            // copied are freed here, not on the loop.
-            drop(view);
+            // The view's references to shards the loop has since copied are
+            // the last ones: those shards are freed here, not on the loop.
+            let result = write(dir, &meta, view);
             Done::Written {
                 meta,
                 result,
@@ -142,7 +141,7 @@ fn run(dir: &Path, job: Job) -> Done {
     }
 }
 
-fn write(dir: &Path, meta: &SnapshotMeta, view: &KvSnapshot) -> Result<SnapshotInfo, StorageError> {
+fn write(dir: &Path, meta: &SnapshotMeta, view: KvSnapshot) -> Result<SnapshotInfo, StorageError> {
     let mut writer = SnapshotWriter::create(dir, meta)?;
     view.write_to(&mut writer)
         .map_err(|e| StorageError::io(dir.join(snapshot::file_name(meta.index, meta.term)), e))?;

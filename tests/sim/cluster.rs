@@ -349,14 +349,14 @@ impl Sim {
         let Some((meta, view)) = replica.take_snapshot() else {
             return Ok(());
         };
+        // Snapshots at one index hold the same state on every node: checked
+        // by digest (the byte streams differ with the map's shard count).
+        let digest = view.digest();
         let mut bytes = Vec::new();
         view.write_to(&mut bytes)
             .map_err(|e| format!("snapshot {} does not serialize: {}", meta.index, e))?;
         let bytes = Arc::new(bytes);
-        // Snapshots at one index hold the same state on every node: checked
-        // by digest (the byte streams differ with the map's shard count).
-        self.checker
-            .observe_digest(node.id, meta.index, view.digest())?;
+        self.checker.observe_digest(node.id, meta.index, digest)?;
         self.snapshot_bytes
             .entry((meta.index, meta.term))
             .or_insert_with(|| bytes.clone());
