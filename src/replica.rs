@@ -193,7 +193,7 @@ pub struct Replica<W> {
     kv: KvStore,
     /// Local proposals by (index, term), waiting for their index to be applied.
     /// A node that led an earlier term may still hold proposals of that term at
-    /// indexes above its current ones, so this is not a queue.
+    /// indexes above its current ones, so they are kept sorted, not in arrival order.
     writes: PendingWrites<W>,
     /// Reads waiting for their ReadIndex round to be confirmed, by context.
     reads_unconfirmed: BTreeMap<u64, PendingRead<W>>,

@@ -136,6 +136,10 @@ impl Shard {
 
     /// Inserts an entry the caller has just looked up and not found.
     pub fn insert_absent(&mut self, hash: u64, entry: Entry) {
+        debug_assert!(
+            self.position(entry.key(), hash).is_none(),
+            "insert_absent of a key that is present"
+        );
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }

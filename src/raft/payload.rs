@@ -205,7 +205,7 @@ pub struct PayloadArena {
 impl PayloadArena {
     /// A payload holding a copy of `bytes`.
     pub fn push(&mut self, bytes: &[u8]) -> Payload {
-        if bytes.len() > ARENA_MAX_PAYLOAD_BYTES {
+        if bytes.is_empty() || bytes.len() > ARENA_MAX_PAYLOAD_BYTES {
             return Payload::from(bytes);
         }
         let fits = self
