@@ -24,6 +24,12 @@
 //! follower's event loop; with `pwrite`, appending without sync runs 1.2x
 //! faster in batches of 16 and 1.8x in batches of 256 (`log_append` bench),
 //! and a pipelined cluster commits 13% more writes (README).
+//!
+//! Zeros are written ahead of the records ([`Segment::write_zeros_ahead`]),
+//! so records land in blocks the file has already written, and an fdatasync
+//! after them only flushes data: writing into preallocated (unwritten)
+//! blocks instead makes each fdatasync also commit the block state change
+//! to the filesystem journal.
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
@@ -40,6 +46,13 @@ const SUFFIX: &str = ".seg";
 /// batch's buffer is freed once written.
 const PENDING_KEEP_BYTES: usize = 1 << 20;
 const NAME_DIGITS: usize = 20;
+
+/// Zeros are kept written at least `ZERO_AHEAD_MIN` bytes past the last
+/// record, topped up to `ZERO_AHEAD_MAX` at once, so one fdatasync in many
+/// carries the journal commit for a stretch of blocks.
+const ZERO_AHEAD_MIN: usize = 64 << 10;
+const ZERO_AHEAD_MAX: usize = 256 << 10;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// `00000000000000000001.seg`: fixed width so a directory listing sorts in log order.
 pub(crate) fn file_name(first_index: u64) -> String {
@@ -83,6 +96,9 @@ pub(crate) struct Segment {
     terms: Vec<u64>,
     /// End of the last record; the mapping is all zeros from here on.
     write_offset: usize,
+    /// Bytes before this offset have been written to the file (records or
+    /// zeros); past it the file may still hold unwritten preallocated blocks.
+    written_to: usize,
     /// Bytes changed since the last flush, as `start..end`.
     dirty: Option<(usize, usize)>,
     /// Records appended but not yet written to the file; they end at
@@ -142,6 +158,7 @@ impl Segment {
             offsets: Vec::new(),
             terms: Vec::new(),
             write_offset: 0,
+            written_to: 0,
             dirty: None,
             pending: Vec::new(),
         }
@@ -196,6 +213,7 @@ impl Segment {
                 }
                 Err(error) => {
                     self.write_offset = offset;
+                    self.written_to = offset;
                     return Ok(self.classify_end(offset, error));
                 }
             }
@@ -294,6 +312,32 @@ impl Segment {
             self.pending = Vec::new();
         } else {
             self.pending.clear();
+        }
+        self.written_to = self.written_to.max(self.write_offset);
+        self.write_zeros_ahead()
+    }
+
+    /// Writes zeros over the never-written space just past the records when
+    /// less than `ZERO_AHEAD_MIN` of it has been written. The bytes were zero
+    /// already, so this changes no content; it moves the filesystem's
+    /// conversion of preallocated blocks off the fdatasyncs that follow.
+    /// On this machine's ext4 that made 64 clients commit 13% more writes
+    /// (README). Done on the loop, not a helper thread: a thread zeroing
+    /// ahead could race the loop's `pwrite` of records into the same bytes.
+    fn write_zeros_ahead(&mut self) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt;
+        let len = self.map.len();
+        if self.written_to >= len || self.written_to - self.write_offset >= ZERO_AHEAD_MIN {
+            return Ok(());
+        }
+        let end = (self.write_offset + ZERO_AHEAD_MAX).min(len);
+        while self.written_to < end {
+            let n = (end - self.written_to).min(ZEROS.len());
+            let at = self.written_to as u64;
+            self.file
+                .write_all_at(&ZEROS[..n], at)
+                .map_err(|e| StorageError::io(&self.path, e).at(at))?;
+            self.written_to += n;
         }
         Ok(())
     }
@@ -518,5 +562,50 @@ mod tests {
         assert_eq!(first_nonzero(&bytes), Some(9_999));
         bytes[4_096] = 7;
         assert_eq!(first_nonzero(&bytes), Some(4_096));
+    }
+
+    fn entry(index: u64, len: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            kind: crate::raft::EntryKind::Normal,
+            data: vec![0xA5; len].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn zeros_run_ahead_of_the_records_but_never_past_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 5 * ZERO_AHEAD_MIN as u64 + 1234;
+        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
+        let record_len = record::encoded_len(1000);
+        let mut index = 1;
+        while seg.fits(16 * record_len) {
+            for _ in 0..16 {
+                seg.append(&entry(index, 1000));
+                index += 1;
+            }
+            seg.write_pending().expect("write");
+            let want = (seg.write_offset + ZERO_AHEAD_MIN).min(size as usize);
+            assert!(
+                seg.written_to >= want,
+                "zeros written to {}, records end at {}",
+                seg.written_to,
+                seg.write_offset
+            );
+            assert_eq!(seg.file.metadata().expect("metadata").len(), size);
+        }
+        assert_eq!(seg.written_to, size as usize);
+        seg.sync_file().expect("sync");
+        let path = seg.path().to_path_buf();
+        drop(seg);
+
+        let mut reopened = Segment::open(path, 1).expect("open");
+        assert!(matches!(reopened.scan().expect("scan"), ScanEnd::Clean));
+        assert_eq!(reopened.next_index(), index);
+        assert_eq!(
+            reopened.entry(index - 1).expect("entry"),
+            entry(index - 1, 1000)
+        );
     }
 }
