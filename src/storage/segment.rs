@@ -28,8 +28,8 @@
 //! Zeros are written ahead of the records ([`Segment::write_zeros_ahead`]),
 //! so records land in blocks the file has already written, and an fdatasync
 //! after them only flushes data: writing into preallocated (unwritten)
-//! blocks instead makes each fdatasync also commit the block state change
-//! to the filesystem journal.
+//! blocks instead makes each fdatasync also write the metadata that marks
+//! them written (on ext4 the extent tree, or a journal commit).
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
@@ -49,7 +49,7 @@ const NAME_DIGITS: usize = 20;
 
 /// Zeros are kept written at least `ZERO_AHEAD_MIN` bytes past the last
 /// record, topped up to `ZERO_AHEAD_MAX` at once, so one fdatasync in many
-/// carries the journal commit for a stretch of blocks.
+/// carries the metadata update for a stretch of blocks.
 const ZERO_AHEAD_MIN: usize = 64 << 10;
 const ZERO_AHEAD_MAX: usize = 256 << 10;
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];

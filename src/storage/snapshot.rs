@@ -31,6 +31,10 @@ const SUFFIX: &str = ".snap";
 const FIXED_HEADER_BYTES: u64 = 32;
 const CRC_BYTES: u64 = 4;
 
+/// A snapshot being written is handed to the disk in steps of this size, and
+/// the writer waits for the step before the last (see [`pace_writeback`]).
+const WRITEBACK_STEP_BYTES: u64 = 256 << 10;
+
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(SNAPSHOT_DIR)
 }
@@ -164,6 +168,8 @@ pub struct SnapshotWriter {
     out: Option<BufWriter<File>>,
     crc: crc32fast::Hasher,
     bytes: u64,
+    /// Bytes of the file already handed to writeback.
+    written_back: u64,
     finished: bool,
 }
 
@@ -179,6 +185,7 @@ impl SnapshotWriter {
             out: Some(BufWriter::with_capacity(1 << 16, file)),
             crc: crc32fast::Hasher::new(),
             bytes: 0,
+            written_back: 0,
             finished: false,
         };
         writer
@@ -221,6 +228,11 @@ impl Write for SnapshotWriter {
         let n = out.write(buf)?;
         self.crc.update(&buf[..n]);
         self.bytes += n as u64;
+        let in_file = self.bytes - out.buffer().len() as u64;
+        if in_file - self.written_back >= WRITEBACK_STEP_BYTES {
+            pace_writeback(out.get_ref(), self.written_back, in_file)?;
+            self.written_back = in_file;
+        }
         Ok(n)
     }
 
@@ -416,6 +428,41 @@ impl Drop for SnapshotReceiver {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
+}
+
+/// Starts writeback of `from..to` and waits until the bytes before `from`
+/// are written. Otherwise the whole snapshot (12 MB for 100,000 keys) sits in
+/// the page cache until the final fsync and reaches the disk in one burst, in
+/// front of the log's small fdatasyncs. Pacing took the pipelined p99 from
+/// 15-17 ms to 8-10 ms (README). It orders no writes and makes nothing
+/// durable; the final fsync still does that.
+fn pace_writeback(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let offset = |at: u64| libc::off64_t::try_from(at).map_err(io::Error::other);
+    let fd = file.as_raw_fd();
+    // SAFETY: sync_file_range on a descriptor `file` keeps open for the
+    // call; it reads and writes no memory of ours.
+    let rc = unsafe {
+        libc::sync_file_range(
+            fd,
+            offset(from)?,
+            offset(to - from)?,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if from == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let rc =
+        unsafe { libc::sync_file_range(fd, 0, offset(from)?, libc::SYNC_FILE_RANGE_WAIT_BEFORE) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn create_tmp(path: &Path) -> Result<File, StorageError> {
@@ -676,4 +723,38 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize, StorageError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_snapshot_goes_to_writeback_in_steps_and_loads_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = SnapshotMeta {
+            index: 7,
+            term: 2,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+        };
+        let body: Vec<u8> = (0..3_000_000u32).map(|k| (k % 251) as u8).collect();
+        let mut writer = SnapshotWriter::create(dir.path(), &meta).expect("create");
+        for chunk in body.chunks(10_007) {
+            writer.write_all(chunk).expect("write");
+            let in_file = writer.bytes - writer.out.as_ref().map_or(0, |o| o.buffer().len() as u64);
+            assert!(
+                in_file - writer.written_back < WRITEBACK_STEP_BYTES,
+                "{} bytes in the file, only {} handed to writeback",
+                in_file,
+                writer.written_back
+            );
+        }
+        assert!(writer.written_back > 0);
+        writer.finish().expect("finish");
+
+        let loaded = load_latest(dir.path()).expect("load").expect("a snapshot");
+        assert_eq!(loaded.meta, meta);
+        assert_eq!(loaded.body, body);
+    }
 }
