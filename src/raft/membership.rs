@@ -172,12 +172,17 @@ impl Node {
     /// applies its removal and stays quiet. Its log matches ours up to its last
     /// entry when that entry's index and term do (log matching), so appending
     /// after it, and a commit index up to it, are both safe.
+    ///
+    /// When its last entry is not ours (a leader that removed itself, kept
+    /// appending, and was cut off before it learned the removal committed),
+    /// probe it as a follower is probed: see [`Node::probe_removed_node`].
     pub(super) fn tell_removed_node(&mut self, from: NodeId, last_index: u64, last_term: u64) {
-        let committed = self.log.conf_index() <= self.log.committed;
-        if !committed
-            || self.log.conf().is_member(from)
-            || !self.log.match_term(last_index, last_term)
-        {
+        if !self.removal_committed(from) {
+            return;
+        }
+        if !self.log.match_term(last_index, last_term) {
+            let probe = self.log.find_conflict_by_term(last_index, last_term).0;
+            self.probe_removed_node(from, probe);
             return;
         }
         let read_round = self.reads.round;
@@ -187,17 +192,44 @@ impl Node {
             self.send(from, MessageBody::Heartbeat { commit, read_round });
             return;
         }
-        let mut entries = self
-            .log
-            .entries_from(last_index + 1, self.config.max_msg_bytes);
+        self.send_to_removed_node(from, last_index, last_term);
+    }
+
+    /// Whether `id` is outside a committed configuration.
+    pub(super) fn removal_committed(&self, id: NodeId) -> bool {
+        self.log.conf_index() <= self.log.committed && !self.log.conf().is_member(id)
+    }
+
+    /// Sends a removed node our entries after `probe`, up to the one that
+    /// removed it, checked against our entry at `probe`: it accepts them only
+    /// if its log agrees there, and otherwise its rejection hints at an
+    /// earlier index, which `handle_append_response` probes next. No progress
+    /// is kept for it; each answer carries what the next step needs.
+    pub(super) fn probe_removed_node(&mut self, to: NodeId, probe: u64) {
+        // Below our first entry nothing can be checked; a removed node that
+        // far behind is left to the operator, who stops it anyway.
+        let Some(prev_term) = self.log.term(probe) else {
+            return;
+        };
+        self.send_to_removed_node(to, probe, prev_term);
+    }
+
+    fn send_to_removed_node(&mut self, to: NodeId, prev_index: u64, prev_term: u64) {
+        let removal = self.log.conf_index();
+        let mut entries = if prev_index < removal {
+            self.log
+                .entries_from(prev_index + 1, self.config.max_msg_bytes)
+        } else {
+            Vec::new()
+        };
         entries.retain(|e| e.index <= removal);
-        let sent_to = entries.last().map_or(last_index, |e| e.index);
+        let sent_to = entries.last().map_or(prev_index, |e| e.index);
         let commit = sent_to.min(self.log.committed);
         self.send(
-            from,
+            to,
             MessageBody::Append {
-                prev_index: last_index,
-                prev_term: last_term,
+                prev_index,
+                prev_term,
                 entries,
                 commit,
             },

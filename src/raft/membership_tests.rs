@@ -676,3 +676,43 @@ fn node_removed_by_an_uncommitted_change_still_stands_for_election() {
     assert_eq!(net.node(1).role(), Role::Follower, "quiet once it knows");
     assert_eq!(net.node(2).role(), Role::Leader);
 }
+
+/// A leader that removes itself and appends more entries, then is cut off
+/// before it learns that its removal committed: its successor commits the
+/// removal, and the old leader's last entries are ones the successor never
+/// had. Its pre-vote then names a last entry the leader cannot match.
+#[test]
+fn removed_leader_with_entries_the_cluster_never_had_learns_its_removal() {
+    let mut net = Net::with(3, |c| c.pre_vote = true);
+    net.campaign(1);
+    let (index, _) = net
+        .node_mut(1)
+        .propose_conf_change(ConfChange::Remove { id: 1 })
+        .expect("leader");
+    net.handle_ready(1);
+    for m in net.take_queue() {
+        net.deliver(m);
+    }
+    for id in [2, 3] {
+        net.handle_ready(id);
+    }
+    net.take_queue();
+    net.node_mut(1)
+        .propose(b"lost".to_vec())
+        .expect("still leader");
+    net.handle_ready(1);
+    net.take_queue();
+    net.isolate(1);
+    net.tick_all_until(|net| matches!(net.leader(), Some(2 | 3)), 100);
+    let leader = net.leader().expect("a successor");
+    net.propose(leader, b"after");
+    assert!(net.node(leader).status().commit_index >= index);
+    assert!(
+        net.node(1).status().commit_index < index,
+        "1 missed the commit"
+    );
+    net.heal();
+    net.tick_all_until(|net| net.node(1).status().commit_index >= index, 100);
+    assert_eq!(conf(&net, 1), (vec![2, 3], vec![]));
+    assert_stays_quiet(&mut net, 1);
+}

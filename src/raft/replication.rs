@@ -61,6 +61,10 @@ impl Node {
                 let commit = index.min(self.log.committed);
                 let read_round = self.reads.round;
                 self.send(from, MessageBody::Heartbeat { commit, read_round });
+            } else if probe_hint < index && self.removal_committed(from) {
+                // A removed node's log differs from ours at `index`: probe
+                // further back (each step is lower, so this ends).
+                self.probe_removed_node(from, probe_hint);
             }
             return;
         };

@@ -8,8 +8,8 @@
 //!   snapshot/<index>-<term>.snap    the newest two snapshots (snapshot.rs)
 //! ```
 //!
-//! What survives what: `append` writes into the page cache through the
-//! mapping, so it survives `kill -9` at once; `sync` makes it survive power
+//! What survives what: `append` writes into the page cache (one `pwrite`
+//! per batch), so it survives `kill -9` at once; `sync` makes it survive power
 //! loss. `set_hard_state`, `drop_before` and `reset` are durable when they
 //! return. On open, a torn last record of the newest segment (only zeros after
 //! it) is cut with a warning; any other damage is an error naming the file and

@@ -296,10 +296,18 @@ impl Segment {
     }
 
     /// Writes the records appended since the last call to the file, in one
-    /// `pwrite`. The log calls it at the end of every append and before a
-    /// full segment is synced, so nothing reads, syncs or truncates a segment
-    /// while records are pending.
+    /// `pwrite`, then keeps zeros written ahead of them. The log calls it at
+    /// the end of every append, so nothing reads, syncs or truncates a
+    /// segment while records are pending.
     pub(crate) fn write_pending(&mut self) -> Result<(), StorageError> {
+        self.write_records()?;
+        self.write_zeros_ahead();
+        Ok(())
+    }
+
+    /// [`Segment::write_pending`] without the zeros: for a full segment
+    /// about to be synced and closed, which will take no more records.
+    pub(crate) fn write_records(&mut self) -> Result<(), StorageError> {
         use std::os::unix::fs::FileExt;
         if self.pending.is_empty() {
             return Ok(());
@@ -314,7 +322,7 @@ impl Segment {
             self.pending.clear();
         }
         self.written_to = self.written_to.max(self.write_offset);
-        self.write_zeros_ahead()
+        Ok(())
     }
 
     /// Writes zeros over the never-written space just past the records when
@@ -324,22 +332,31 @@ impl Segment {
     /// On this machine's ext4 that made 64 clients commit 13% more writes
     /// (README). Done on the loop, not a helper thread: a thread zeroing
     /// ahead could race the loop's `pwrite` of records into the same bytes.
-    fn write_zeros_ahead(&mut self) -> Result<(), StorageError> {
+    ///
+    /// Only an optimization, so a failure (a full disk under a filesystem
+    /// that could not preallocate, say) is logged and ends the zeroing for
+    /// this segment; it is the records' own writes that must succeed.
+    fn write_zeros_ahead(&mut self) {
         use std::os::unix::fs::FileExt;
         let len = self.map.len();
         if self.written_to >= len || self.written_to - self.write_offset >= ZERO_AHEAD_MIN {
-            return Ok(());
+            return;
         }
         let end = (self.write_offset + ZERO_AHEAD_MAX).min(len);
         while self.written_to < end {
             let n = (end - self.written_to).min(ZEROS.len());
-            let at = self.written_to as u64;
-            self.file
-                .write_all_at(&ZEROS[..n], at)
-                .map_err(|e| StorageError::io(&self.path, e).at(at))?;
+            if let Err(err) = self.file.write_all_at(&ZEROS[..n], self.written_to as u64) {
+                log::warn!(
+                    "{}: writing zeros ahead of the records at offset {} failed ({}); not trying again in this segment",
+                    self.path.display(),
+                    self.written_to,
+                    err
+                );
+                self.written_to = len;
+                return;
+            }
             self.written_to += n;
         }
-        Ok(())
     }
 
     fn assert_written(&self) {
@@ -573,39 +590,62 @@ mod tests {
         }
     }
 
+    /// Appends `count` records of `len` bytes as one batch and checks that
+    /// zeros run at least `ZERO_AHEAD_MIN` ahead without growing the file.
+    fn append_batch(seg: &mut Segment, count: usize, len: usize, size: u64) {
+        for _ in 0..count {
+            let index = seg.next_index();
+            seg.append(&entry(index, len));
+        }
+        seg.write_pending().expect("write");
+        let want = (seg.write_offset + ZERO_AHEAD_MIN).min(size as usize);
+        assert!(
+            seg.written_to >= want,
+            "zeros written to {}, records end at {}",
+            seg.written_to,
+            seg.write_offset
+        );
+        assert_eq!(seg.file.metadata().expect("metadata").len(), size);
+    }
+
+    fn assert_reads_back(seg: &Segment, len: usize) {
+        for index in seg.first_index()..seg.next_index() {
+            assert_eq!(seg.entry(index).expect("entry"), entry(index, len));
+        }
+    }
+
     #[test]
     fn zeros_run_ahead_of_the_records_but_never_past_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let size = 5 * ZERO_AHEAD_MIN as u64 + 1234;
+        let size = 5 * ZERO_AHEAD_MAX as u64 + 1234;
+        let len = 1000;
         let mut seg = Segment::create(dir.path(), 1, size).expect("create");
-        let record_len = record::encoded_len(1000);
-        let mut index = 1;
-        while seg.fits(16 * record_len) {
-            for _ in 0..16 {
-                seg.append(&entry(index, 1000));
-                index += 1;
-            }
-            seg.write_pending().expect("write");
-            let want = (seg.write_offset + ZERO_AHEAD_MIN).min(size as usize);
-            assert!(
-                seg.written_to >= want,
-                "zeros written to {}, records end at {}",
-                seg.written_to,
-                seg.write_offset
-            );
-            assert_eq!(seg.file.metadata().expect("metadata").len(), size);
-        }
-        assert_eq!(seg.written_to, size as usize);
+        append_batch(&mut seg, 16, len, size);
+        // A batch longer than the zeros ahead of it.
+        append_batch(&mut seg, 300, len, size);
+        seg.truncate_from(200).expect("truncate");
+        append_batch(&mut seg, 16, len, size);
+        assert_reads_back(&seg, len);
         seg.sync_file().expect("sync");
         let path = seg.path().to_path_buf();
         drop(seg);
 
-        let mut reopened = Segment::open(path, 1).expect("open");
-        assert!(matches!(reopened.scan().expect("scan"), ScanEnd::Clean));
-        assert_eq!(reopened.next_index(), index);
-        assert_eq!(
-            reopened.entry(index - 1).expect("entry"),
-            entry(index - 1, 1000)
-        );
+        let mut seg = Segment::open(path, 1).expect("open");
+        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        assert_eq!(seg.next_index(), 216);
+        append_batch(&mut seg, 16, len, size);
+        while seg.fits(16 * record::encoded_len(len)) {
+            append_batch(&mut seg, 16, len, size);
+        }
+        assert_eq!(seg.written_to, size as usize);
+        assert_reads_back(&seg, len);
+        seg.sync_file().expect("sync");
+        let (path, next) = (seg.path().to_path_buf(), seg.next_index());
+        drop(seg);
+
+        let mut seg = Segment::open(path, 1).expect("open");
+        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        assert_eq!(seg.next_index(), next);
+        assert_reads_back(&seg, len);
     }
 }

@@ -182,7 +182,7 @@ impl SegmentLog {
                 // Invariant 3: the full segment is durable before the next
                 // one holds anything (all of it: part of it may have been
                 // handed to a background sync that has not finished).
-                active.write_pending()?;
+                active.write_records()?;
                 active.sync_file()?;
                 let seg = Segment::create(&self.dir, entry.index, size)?;
                 self.segments.push(seg);
