@@ -214,7 +214,7 @@ impl Node {
         self.send_to_removed_node(to, probe, prev_term);
     }
 
-    fn send_to_removed_node(&mut self, to: NodeId, prev_index: u64, prev_term: u64) {
+    pub(super) fn send_to_removed_node(&mut self, to: NodeId, prev_index: u64, prev_term: u64) {
         let removal = self.log.conf_index();
         let mut entries = if prev_index < removal {
             self.log

@@ -327,7 +327,22 @@ fn assert_stays_quiet(net: &mut Net, id: u64) {
 /// answering `-TRYAGAIN no leader` instead of `-TRYAGAIN not a member`.
 #[test]
 fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
-    let mut net = Net::with(3, |c| c.pre_vote = true);
+    for check_quorum in [false, true] {
+        removed_node_that_missed_the_commit(check_quorum);
+    }
+}
+
+/// With check-quorum the leader holds a lease and drops pre-votes of a
+/// higher term, as a removed node's are: it must still answer them.
+fn pre_vote_net(check_quorum: bool) -> Net {
+    Net::with(3, move |c| {
+        c.pre_vote = true;
+        c.check_quorum = check_quorum;
+    })
+}
+
+fn removed_node_that_missed_the_commit(check_quorum: bool) {
+    let mut net = pre_vote_net(check_quorum);
     net.campaign(1);
     let (index, _) = net
         .node_mut(1)
@@ -360,7 +375,13 @@ fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
 /// with five voters). The leader's answer to its pre-vote brings the entries.
 #[test]
 fn removed_node_that_never_got_its_removal_learns_it_from_its_pre_vote() {
-    let mut net = Net::with(3, |c| c.pre_vote = true);
+    for check_quorum in [false, true] {
+        removed_node_that_never_got_its_removal(check_quorum);
+    }
+}
+
+fn removed_node_that_never_got_its_removal(check_quorum: bool) {
+    let mut net = pre_vote_net(check_quorum);
     net.campaign(1);
     net.propose(1, b"before");
     net.isolate(3);
@@ -683,7 +704,13 @@ fn node_removed_by_an_uncommitted_change_still_stands_for_election() {
 /// had. Its pre-vote then names a last entry the leader cannot match.
 #[test]
 fn removed_leader_with_entries_the_cluster_never_had_learns_its_removal() {
-    let mut net = Net::with(3, |c| c.pre_vote = true);
+    for check_quorum in [false, true] {
+        removed_leader_with_entries_the_cluster_never_had(check_quorum);
+    }
+}
+
+fn removed_leader_with_entries_the_cluster_never_had(check_quorum: bool) {
+    let mut net = pre_vote_net(check_quorum);
     net.campaign(1);
     let (index, _) = net
         .node_mut(1)
@@ -715,4 +742,28 @@ fn removed_leader_with_entries_the_cluster_never_had_learns_its_removal() {
     net.tick_all_until(|net| net.node(1).status().commit_index >= index, 100);
     assert_eq!(conf(&net, 1), (vec![2, 3], vec![]));
     assert_stays_quiet(&mut net, 1);
+}
+
+/// A removed node far behind gets the entries up to its removal in several
+/// messages (each holds at most `max_msg_bytes`): every acknowledgement is
+/// answered with the next part, not just with the commit index.
+#[test]
+fn removed_node_far_behind_gets_the_entries_up_to_its_removal_in_parts() {
+    let mut net = Net::with(3, |c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+        c.max_msg_bytes = 1;
+    });
+    net.campaign(1);
+    net.isolate(3);
+    for k in 0..30u8 {
+        net.propose(1, &[k]);
+    }
+    let index = net.conf_change(1, ConfChange::Remove { id: 3 });
+    assert!(net.node(3).status().last_index + 30 < index);
+    net.heal();
+    // One pre-vote (about an election timeout) must be enough.
+    net.tick_all_until(|net| net.node(3).status().commit_index >= index, 25);
+    assert_eq!(conf(&net, 3), (vec![1, 2], vec![]));
+    assert_stays_quiet(&mut net, 3);
 }

@@ -202,7 +202,10 @@ impl Node {
         if msg.term > self.term {
             match msg.body {
                 RequestVote {
-                    pre_vote, transfer, ..
+                    pre_vote,
+                    transfer,
+                    last_index,
+                    last_term,
                 } => {
                     // Leader lease (thesis §4.2.3): while this node hears from a
                     // leader it ignores candidates, so a node that was partitioned
@@ -210,6 +213,11 @@ impl Node {
                     // leader. Its term is not bumped either. A campaign the leader
                     // itself started by TimeoutNow is the exception (§3.10).
                     if self.in_leader_lease() && !transfer {
+                        // A removed node's pre-vote carries a term above the
+                        // leader's, so this is where the leader meets it.
+                        if pre_vote && self.role == Role::Leader {
+                            self.tell_removed_node(msg.from, last_index, last_term);
+                        }
                         return false;
                     }
                     if !pre_vote {

@@ -54,7 +54,14 @@ impl Node {
         };
         let compacted_through = self.log.first_index() - 1;
         let Some(pr) = self.progress.get_mut(&from) else {
-            if success {
+            let short_of_removal = self.removal_committed(from) && index < self.log.conf_index();
+            if success && short_of_removal {
+                // Our entries reached it only in part (one message holds at
+                // most `max_msg_bytes`): send on from where it acknowledged.
+                if let Some(term) = self.log.term(index) {
+                    self.send_to_removed_node(from, index, term);
+                }
+            } else if success {
                 // A node no longer replicated to (its removal committed)
                 // acknowledged entries late: tell it how far they are committed,
                 // so it learns that it is out and stays quiet.
