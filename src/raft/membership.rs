@@ -192,7 +192,7 @@ impl Node {
             self.send(from, MessageBody::Heartbeat { commit, read_round });
             return;
         }
-        self.send_to_removed_node(from, last_index, last_term);
+        self.probe_removed_node(from, last_index);
     }
 
     /// Whether `id` is outside a committed configuration.
@@ -200,21 +200,17 @@ impl Node {
         self.log.conf_index() <= self.log.committed && !self.log.conf().is_member(id)
     }
 
-    /// Sends a removed node our entries after `probe`, up to the one that
-    /// removed it, checked against our entry at `probe`: it accepts them only
+    /// Sends a removed node our entries after `prev_index`, up to the one that
+    /// removed it, checked against our entry there: it accepts them only
     /// if its log agrees there, and otherwise its rejection hints at an
     /// earlier index, which `handle_append_response` probes next. No progress
     /// is kept for it; each answer carries what the next step needs.
-    pub(super) fn probe_removed_node(&mut self, to: NodeId, probe: u64) {
+    pub(super) fn probe_removed_node(&mut self, to: NodeId, prev_index: u64) {
         // Below our first entry nothing can be checked; a removed node that
         // far behind is left to the operator, who stops it anyway.
-        let Some(prev_term) = self.log.term(probe) else {
+        let Some(prev_term) = self.log.term(prev_index) else {
             return;
         };
-        self.send_to_removed_node(to, probe, prev_term);
-    }
-
-    pub(super) fn send_to_removed_node(&mut self, to: NodeId, prev_index: u64, prev_term: u64) {
         let removal = self.log.conf_index();
         let mut entries = if prev_index < removal {
             self.log

@@ -58,9 +58,7 @@ impl Node {
             if success && short_of_removal {
                 // Our entries reached it only in part (one message holds at
                 // most `max_msg_bytes`): send on from where it acknowledged.
-                if let Some(term) = self.log.term(index) {
-                    self.send_to_removed_node(from, index, term);
-                }
+                self.probe_removed_node(from, index);
             } else if success {
                 // A node no longer replicated to (its removal committed)
                 // acknowledged entries late: tell it how far they are committed,
