@@ -325,6 +325,35 @@ fn membership_survives_a_full_restart_from_snapshots() {
     assert_eq!(cluster.client(2).cmd_retry(&["GET", "k99"]), bulk("v"));
 }
 
+/// A node removed while it was down never received its removal. When it
+/// returns it asks for votes, at a term above the leader's; the leader, which
+/// holds its lease then, must still answer with the entries up to the
+/// removal, so that the node learns it was removed.
+#[test]
+fn a_node_removed_while_down_learns_its_removal_when_it_returns() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+    let gone = (0..3).find(|&i| i != leader).expect("a follower");
+    assert_eq!(cluster.terminate(gone), Some(0));
+    let gone_id = cluster.nodes[gone].id.to_string();
+    assert_eq!(cluster_cmd(&cluster, leader, &["REMOVE", &gone_id]), ok());
+    cluster.spawn(gone);
+    wait_for(
+        Duration::from_secs(10),
+        "the returned node to answer that it was removed",
+        || {
+            let mut client = Client::try_connect(&cluster.nodes[gone].client_addr())?;
+            client.try_send(&[b"GET", b"k"]).then_some(())?;
+            (client.try_read()? == err("TRYAGAIN not a member")).then_some(())
+        },
+    );
+    assert!(cluster
+        .log_text(gone)
+        .contains("was removed from the cluster"));
+    assert_eq!(cluster.client(leader).cmd_retry(&["GET", "k"]), bulk("v"));
+}
+
 fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
     wait_for(
         Duration::from_secs(15),
