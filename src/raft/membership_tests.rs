@@ -327,9 +327,12 @@ fn assert_stays_quiet(net: &mut Net, id: u64) {
 /// answering `-TRYAGAIN no leader` instead of `-TRYAGAIN not a member`.
 #[test]
 fn removed_node_that_missed_the_commit_learns_it_from_its_pre_vote() {
-    for check_quorum in [false, true] {
-        removed_node_that_missed_the_commit(check_quorum);
-    }
+    with_and_without_check_quorum(removed_node_that_missed_the_commit);
+}
+
+fn with_and_without_check_quorum(test: fn(bool)) {
+    test(false);
+    test(true);
 }
 
 /// With check-quorum the leader holds a lease and drops pre-votes of a
@@ -375,9 +378,7 @@ fn removed_node_that_missed_the_commit(check_quorum: bool) {
 /// with five voters). The leader's answer to its pre-vote brings the entries.
 #[test]
 fn removed_node_that_never_got_its_removal_learns_it_from_its_pre_vote() {
-    for check_quorum in [false, true] {
-        removed_node_that_never_got_its_removal(check_quorum);
-    }
+    with_and_without_check_quorum(removed_node_that_never_got_its_removal);
 }
 
 fn removed_node_that_never_got_its_removal(check_quorum: bool) {
@@ -704,9 +705,7 @@ fn node_removed_by_an_uncommitted_change_still_stands_for_election() {
 /// had. Its pre-vote then names a last entry the leader cannot match.
 #[test]
 fn removed_leader_with_entries_the_cluster_never_had_learns_its_removal() {
-    for check_quorum in [false, true] {
-        removed_leader_with_entries_the_cluster_never_had(check_quorum);
-    }
+    with_and_without_check_quorum(removed_leader_with_entries_the_cluster_never_had);
 }
 
 fn removed_leader_with_entries_the_cluster_never_had(check_quorum: bool) {
