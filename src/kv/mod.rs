@@ -17,10 +17,10 @@ mod snapshot;
 pub use command::{parse_integer, Command, CommandError, DecodeError};
 pub use payload::{encode_set, MAX_MULTI_DEPTH};
 pub use reply::Reply;
-pub use shards::{DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
+pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
 pub use snapshot::KvSnapshot;
 
-use shards::{KeyHasher, ShardedMap};
+use shards::ShardedMap;
 use std::hash::{Hash, Hasher};
 
 /// What `approx_bytes` adds per key beyond key and value bytes: the entry's

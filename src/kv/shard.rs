@@ -43,6 +43,13 @@ impl Shard {
         self.slots.iter().filter_map(|slot| slot.entry.as_ref())
     }
 
+    /// Each entry with its key's hash, as kept in its slot.
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.entry.as_ref().map(|entry| (slot.hash, entry)))
+    }
+
     /// The slot a probe for `hash` starts at, for a prefetch hint; null if the
     /// table has none.
     #[inline]

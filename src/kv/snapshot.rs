@@ -11,8 +11,9 @@
 //! "RKVSEND."                       8 bytes
 //! ```
 //!
-//! Records are written shard by shard in shard order, keys sorted within a
-//! shard, so equal maps give byte-identical streams whatever their history.
+//! Records are written shard by shard in shard order, sorted within a shard
+//! by the key's hash and then the key, so equal maps give byte-identical
+//! streams whatever their history.
 //! The stream is self-delimiting: `restore_from` reads exactly up to the end
 //! marker and leaves anything after it unread.
 
@@ -167,21 +168,29 @@ impl KvSnapshot {
 /// Shards up to this many keys are sorted on the stack.
 const SORT_ON_STACK: usize = 16;
 
-/// Appends a shard's records to `buf`, sorted by key; returns how many.
+/// Appends a shard's records to `buf`, in the order of their keys' hashes
+/// (keys break ties); returns how many. Why hashes: they sit in the table's
+/// slots, so the sort reads no entry, where comparing keys cost a tenth of the
+/// snapshot thread's time. Any order that depends only on the keys keeps
+/// streams of equal maps byte-identical.
 fn write_shard(shard: &Shard, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut on_stack: [(&[u8], &[u8]); SORT_ON_STACK] = [(&[], &[]); SORT_ON_STACK];
+    let mut on_stack: [Option<(u64, &Entry)>; SORT_ON_STACK] = [None; SORT_ON_STACK];
     let mut on_heap = Vec::new();
-    let entries: &mut [(&[u8], &[u8])] = if shard.len() <= SORT_ON_STACK {
-        for (slot, entry) in on_stack.iter_mut().zip(shard.iter()) {
-            *slot = entry.parts();
+    let entries: &mut [Option<(u64, &Entry)>] = if shard.len() <= SORT_ON_STACK {
+        for (slot, hashed) in on_stack.iter_mut().zip(shard.iter_hashed()) {
+            *slot = Some(hashed);
         }
         &mut on_stack[..shard.len()]
     } else {
-        on_heap.extend(shard.iter().map(Entry::parts));
+        on_heap.extend(shard.iter_hashed().map(Some));
         &mut on_heap
     };
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (key, value) in entries.iter() {
+    entries.sort_unstable_by(|a, b| match (a, b) {
+        (Some(a), Some(b)) => a.0.cmp(&b.0).then_with(|| a.1.key().cmp(b.1.key())),
+        _ => a.is_some().cmp(&b.is_some()),
+    });
+    for (_, entry) in entries.iter().flatten() {
+        let (key, value) = entry.parts();
         put_record(buf, key, value)?;
     }
     Ok(entries.len())

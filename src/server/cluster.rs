@@ -23,6 +23,7 @@
 
 use super::clients::Pending;
 use super::event_loop::{Server, Waiter};
+use super::LoopMap;
 use crate::kv::{Command, Reply};
 use crate::raft::{ConfChange, ConfChangeError, Entry, EntryKind, NodeId, Restored, NO_NODE};
 use crate::raft::{ProposeError, Role, TransferOutcome};
@@ -30,7 +31,7 @@ use crate::replica::{Completion, ReadyOutcome};
 use crate::wire::peer_msg::PeerMessage;
 use log::info;
 use mio::Token;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
 use super::addresses::{valid_addr, AddressBook};
@@ -151,7 +152,7 @@ pub struct ClusterState {
     /// Something the dialed set or the standing depends on changed.
     refresh: bool,
     parked: VecDeque<(Token, u64, ClusterRequest)>,
-    forwards: HashMap<u64, (Token, u64, ClusterRequest)>,
+    forwards: LoopMap<u64, (Token, u64, ClusterRequest)>,
     held: Vec<(Waiter, Held)>,
     /// CLUSTER REMOVE of this leader: who waits, and the transfer target.
     self_removal: Option<(Waiter, NodeId)>,
@@ -172,7 +173,7 @@ impl ClusterState {
             ever_member: was_member,
             refresh: true,
             parked: VecDeque::new(),
-            forwards: HashMap::new(),
+            forwards: LoopMap::default(),
             held: Vec::new(),
             self_removal: None,
             leaving: BTreeMap::new(),

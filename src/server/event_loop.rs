@@ -9,7 +9,7 @@ use super::conn::{Conn, Fill};
 use super::peers::{LocalIdentity, PeerEvent, Peers};
 use super::snapshots::Snapshots;
 use super::snapshotter::Snapshotter;
-use super::{DiskLog, ServerError};
+use super::{DiskLog, LoopMap, ServerError};
 use crate::config::Config;
 use crate::kv::{Command, Reply};
 use crate::raft::{Message, MessageBody, NodeId, Role, NO_NODE};
@@ -22,7 +22,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,8 +81,8 @@ pub struct Server {
     pub(super) replica: Replica<Waiter>,
     pub(super) disk: DiskLog,
     pub(super) peers: Peers,
-    pub(super) clients: HashMap<Token, Client>,
-    pub(super) forwards: HashMap<u64, Forwarded>,
+    pub(super) clients: LoopMap<Token, Client>,
+    pub(super) forwards: LoopMap<u64, Forwarded>,
     pub(super) next_forward_id: u64,
     /// Client requests waiting for a leader to be known, in arrival order.
     pub(super) parked: VecDeque<(Token, u64, Command)>,
@@ -188,8 +188,8 @@ impl Server {
             replica,
             disk,
             peers,
-            clients: HashMap::new(),
-            forwards: HashMap::new(),
+            clients: LoopMap::default(),
+            forwards: LoopMap::default(),
             next_forward_id: 1,
             parked: VecDeque::new(),
             client_listener,

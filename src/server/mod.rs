@@ -17,15 +17,24 @@ mod snapshotter;
 mod syncer;
 
 use crate::config::{Config, FsyncMode};
-use crate::kv::KvStore;
+use crate::kv::{KeyHasher, KvStore};
 use crate::raft::{Entry, HardState, Node, RaftConfig, Restored, SnapshotMeta};
 use crate::replica::{trailing_entries, Durable, Replica, SyncStart};
 use crate::storage::snapshot;
 use crate::storage::{Storage, StorageError, StorageOptions};
 use log::{info, warn};
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::PathBuf;
+
+/// A map keyed by the loop's own numbers (connection tokens, forward ids).
+/// Why not `std`'s default SipHash: the loop looks up a client several times
+/// per request, and SipHash was 3-4% of a pipelined leader's loop. The keys
+/// are handed out by the loop, not chosen by peers or clients, so flooding one
+/// bucket is not a concern here.
+pub(crate) type LoopMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// Why a node stopped with an error (exit status 1).
 #[derive(Debug)]

@@ -14,13 +14,14 @@
 //! `remove_member`, driven by `cluster.rs`).
 
 use super::conn::{Conn, Fill};
+use super::LoopMap;
 use crate::raft::{Message, NodeId};
 use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -74,7 +75,7 @@ pub struct LocalIdentity {
 pub struct Peers {
     me: LocalIdentity,
     pub members: BTreeMap<NodeId, Peer>,
-    conns: HashMap<Token, PeerConn>,
+    conns: LoopMap<Token, PeerConn>,
     /// Connections with output to write this iteration.
     dirty: Vec<Token>,
     /// (peer, delay in ms) reconnects for the server to put on the timer wheel.
@@ -107,7 +108,7 @@ impl Peers {
         Peers {
             me,
             members,
-            conns: HashMap::new(),
+            conns: LoopMap::default(),
             dirty: Vec::new(),
             reconnects: Vec::new(),
             unreachable: Vec::new(),
