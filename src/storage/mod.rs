@@ -17,6 +17,7 @@
 //!
 //! The mappings assume this process is the only one using the data directory.
 
+mod chunked_file;
 pub mod error;
 pub mod record;
 mod segment;

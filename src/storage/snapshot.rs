@@ -10,6 +10,7 @@
 //! Bytes arriving from a leader are the leader's file verbatim, so a follower
 //! checks the same trailing CRC and header before it publishes the file.
 
+use super::chunked_file::ChunkedFile;
 use super::error::StorageError;
 use super::{create_dir, sync_dir};
 use crate::raft::{NodeId, SnapshotMeta};
@@ -30,10 +31,6 @@ const SUFFIX: &str = ".snap";
 /// magic, version, index, term and the voter count.
 const FIXED_HEADER_BYTES: u64 = 32;
 const CRC_BYTES: u64 = 4;
-
-/// A snapshot being written is handed to the disk in steps of this size, and
-/// the writer waits for the step before the last (see [`pace_writeback`]).
-const WRITEBACK_STEP_BYTES: u64 = 256 << 10;
 
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(SNAPSHOT_DIR)
@@ -165,11 +162,9 @@ pub struct SnapshotWriter {
     dir: PathBuf,
     tmp_path: PathBuf,
     meta: SnapshotMeta,
-    out: Option<BufWriter<File>>,
+    out: Option<ChunkedFile>,
     crc: crc32fast::Hasher,
     bytes: u64,
-    /// Bytes of the file already handed to writeback.
-    written_back: u64,
     finished: bool,
 }
 
@@ -177,15 +172,14 @@ impl SnapshotWriter {
     pub fn create(dir: &Path, meta: &SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
         create_dir(dir)?;
         let tmp_path = dir.join(format!("{}.writing.tmp", file_name(meta.index, meta.term)));
-        let file = create_tmp(&tmp_path)?;
+        let file = ChunkedFile::create(&tmp_path)?;
         let mut writer = SnapshotWriter {
             dir: dir.to_path_buf(),
             tmp_path,
             meta: meta.clone(),
-            out: Some(BufWriter::with_capacity(1 << 16, file)),
+            out: Some(file),
             crc: crc32fast::Hasher::new(),
             bytes: 0,
-            written_back: 0,
             finished: false,
         };
         writer
@@ -198,15 +192,14 @@ impl SnapshotWriter {
     /// the newest [`KEEP`].
     pub fn finish(mut self) -> Result<SnapshotInfo, StorageError> {
         let tmp = self.tmp_path.clone();
-        let out = match self.out.take() {
+        let mut out = match self.out.take() {
             Some(out) => out,
             None => panic!("snapshot writer {} finished twice", tmp.display()),
         };
-        let mut file = out
-            .into_inner()
-            .map_err(|e| StorageError::io(&tmp, e.into_error()))?;
         let crc = self.crc.clone().finalize();
-        file.write_all(&crc.to_be_bytes())
+        let file = out
+            .write_all(&crc.to_be_bytes())
+            .and_then(|()| out.finish())
             .map_err(|e| StorageError::io(&tmp, e))?;
         let path = self.dir.join(file_name(self.meta.index, self.meta.term));
         publish(file, &tmp, &path, &self.dir)?;
@@ -225,23 +218,16 @@ impl Write for SnapshotWriter {
             .out
             .as_mut()
             .ok_or_else(|| io::Error::other("snapshot writer already finished"))?;
-        // Paced before taking new bytes, so that an error takes none.
-        let in_file = self.bytes - out.buffer().len() as u64;
-        if in_file - self.written_back >= WRITEBACK_STEP_BYTES {
-            pace_writeback(out.get_ref(), self.written_back, in_file)?;
-            self.written_back = in_file;
-        }
         let n = out.write(buf)?;
         self.crc.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }
 
+    /// Nothing to do: the bytes are written as chunks fill, and made
+    /// durable by `finish`.
     fn flush(&mut self) -> io::Result<()> {
-        match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -429,41 +415,6 @@ impl Drop for SnapshotReceiver {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
-}
-
-/// Starts writeback of `from..to` and waits for the writeback of the bytes
-/// before `from`, which earlier calls started. Otherwise the whole snapshot (12 MB for 100,000 keys) sits in
-/// the page cache until the final fsync and reaches the disk in one burst, in
-/// front of the log's small fdatasyncs. Pacing took the pipelined p99 from
-/// 15-17 ms to 8-10 ms (README). It orders no writes and makes nothing
-/// durable; the final fsync still does that.
-fn pace_writeback(file: &File, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let offset = |at: u64| libc::off64_t::try_from(at).map_err(io::Error::other);
-    let fd = file.as_raw_fd();
-    // SAFETY: sync_file_range on a descriptor `file` keeps open for the
-    // call; it reads and writes no memory of ours.
-    let rc = unsafe {
-        libc::sync_file_range(
-            fd,
-            offset(from)?,
-            offset(to - from)?,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if from == 0 {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    let rc =
-        unsafe { libc::sync_file_range(fd, 0, offset(from)?, libc::SYNC_FILE_RANGE_WAIT_BEFORE) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn create_tmp(path: &Path) -> Result<File, StorageError> {
@@ -731,7 +682,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_snapshot_goes_to_writeback_in_steps_and_loads_back_whole() {
+    fn a_large_snapshot_written_in_pieces_of_any_size_loads_back_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta = SnapshotMeta {
             index: 7,
@@ -741,23 +692,10 @@ mod tests {
         };
         let body: Vec<u8> = (0..3_000_000u32).map(|k| (k % 251) as u8).collect();
         let mut writer = SnapshotWriter::create(dir.path(), &meta).expect("create");
-        // Small writes go through the buffer; ones larger than it go straight
-        // to the file.
         let (small, large) = body.split_at(1_000_000);
-        let chunks = small.chunks(10_007).chain(large.chunks(100_003));
-        let mut last_in_file = 0;
-        for chunk in chunks {
+        for chunk in small.chunks(10_007).chain(large.chunks(300_007)) {
             writer.write_all(chunk).expect("write");
-            assert!(
-                last_in_file - writer.written_back < WRITEBACK_STEP_BYTES,
-                "{} bytes were in the file before this write, only {} handed to writeback",
-                last_in_file,
-                writer.written_back
-            );
-            last_in_file =
-                writer.bytes - writer.out.as_ref().map_or(0, |o| o.buffer().len() as u64);
         }
-        assert!(writer.written_back > 0);
         writer.finish().expect("finish");
 
         let loaded = load_latest(dir.path()).expect("load").expect("a snapshot");
