@@ -89,6 +89,106 @@ fn pipelined_requests_get_replies_in_order_on_every_node() {
     }
 }
 
+/// Each read in a pipeline sees the writes sent before it on its connection
+/// and none sent after it, as if Redis served them one at a time. (A read
+/// waits for its ReadIndex round; a write pipelined behind it must not be
+/// applied first.)
+#[test]
+fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
+        Reply::Ok
+    );
+    let req = |argv: &[&str], out: &mut Vec<u8>| {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        raftkv::wire::resp::encode_request(&argv, out);
+    };
+    for i in 0..3 {
+        let key = format!("seq{}", i);
+        let mut batch = Vec::new();
+        for n in 0..100 {
+            req(&["SET", &key, &n.to_string()], &mut batch);
+            req(&["GET", &key], &mut batch);
+            req(&["MGET", &key, &key], &mut batch);
+        }
+        req(&["DEL", &key], &mut batch);
+        req(&["GET", &key], &mut batch);
+        req(&["SET", &key, "a"], &mut batch);
+        req(&["MULTI"], &mut batch);
+        req(&["GET", &key], &mut batch);
+        req(&["EXEC"], &mut batch);
+        req(&["SET", &key, "b"], &mut batch);
+        req(&["EXISTS", &key], &mut batch);
+        req(&["DEL", &key], &mut batch);
+        let mut client = cluster.client(i);
+        client.send_raw(&batch).expect("write pipeline");
+        for n in 0..100 {
+            let value = n.to_string();
+            assert_eq!(client.read(), Reply::Ok, "SET #{} on node {}", n, i + 1);
+            assert_eq!(client.read(), bulk(&value), "GET #{} on node {}", n, i + 1);
+            assert_eq!(
+                client.read(),
+                Reply::Array(vec![bulk(&value), bulk(&value)]),
+                "MGET #{} on node {}",
+                n,
+                i + 1
+            );
+        }
+        assert_eq!(client.read(), int(1));
+        assert_eq!(client.read(), Reply::Nil, "GET after DEL on node {}", i + 1);
+        assert_eq!(client.read(), Reply::Ok);
+        assert_eq!(client.read(), Reply::Ok);
+        assert_eq!(client.read(), Reply::Status("QUEUED".into()));
+        assert_eq!(
+            client.read(),
+            Reply::Array(vec![bulk("a")]),
+            "EXEC of a GET before a later SET on node {}",
+            i + 1
+        );
+        assert_eq!(client.read(), Reply::Ok);
+        assert_eq!(client.read(), int(1));
+        assert_eq!(client.read(), int(1));
+    }
+}
+
+/// A client that sends a pipeline and shuts its side at once (`nc -N`) gets
+/// every reply, including those of writes held behind a read.
+#[test]
+fn a_pipeline_sent_before_the_client_shuts_its_side_is_served_whole() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
+        Reply::Ok
+    );
+    for i in 0..3 {
+        let key = format!("eof{}", i);
+        let typed = format!(
+            "SET {k} 1\r\nGET {k}\r\nSET {k} 2\r\nGET {k}\r\nSET {k} 3\r\n",
+            k = key
+        );
+        let mut client = cluster.client(i);
+        client.send_raw(typed.as_bytes()).expect("write pipeline");
+        client
+            .stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut the write side");
+        let mut replies = Vec::new();
+        while let Some(reply) = client.try_read() {
+            replies.push(reply);
+        }
+        assert_eq!(
+            replies,
+            vec![Reply::Ok, bulk("1"), Reply::Ok, bulk("2"), Reply::Ok],
+            "on node {}",
+            i + 1
+        );
+        assert_eq!(cluster.client(leader).cmd(&["GET", &key]), bulk("3"));
+    }
+}
+
 #[test]
 fn inline_commands_as_typed_into_netcat() {
     let cluster = Cluster::start(3);

@@ -25,8 +25,15 @@ pub enum Pending {
 /// replies are encoded only when the connection is flushed, and a HELLO later
 /// in the same pipeline must not change how earlier replies are written.
 enum Slot {
-    Waiting(Pending, Protocol),
+    Waiting(Pending, Protocol, Kind),
     Done(Reply, Protocol),
+}
+
+/// What a waiting slot's request does to the map, for [`Client::held`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Other,
 }
 
 pub struct Multi {
@@ -49,8 +56,20 @@ pub struct Client {
     first_seq: u64,
     /// Close once every reply is written (QUIT, a protocol error, or EOF).
     pub close_after_replies: bool,
-    /// Reading stopped for backpressure; resume when the output drains.
+    /// Reading stopped for backpressure (resume when the output drains) or
+    /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
+    /// Reads of this connection still waiting for their replies.
+    reads_waiting: usize,
+    /// A request that arrived behind unanswered reads and would not only read:
+    /// it waits, and the connection takes nothing after it, until those reads
+    /// are answered. Why: a read is answered once its ReadIndex round is
+    /// confirmed and the writes before it are applied, from the map as it is
+    /// then. A write pipelined after it and proposed meanwhile could be
+    /// applied by then, and the read would see a write its client sent later
+    /// (`SET k 0`, `GET k`, `SET k 1` answering 1). Redis answers each
+    /// connection's requests in order, as if one at a time.
+    held: Option<Vec<Vec<u8>>>,
 }
 
 impl Client {
@@ -67,13 +86,43 @@ impl Client {
             first_seq: 0,
             close_after_replies: false,
             read_paused: false,
+            reads_waiting: 0,
+            held: None,
         }
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
-    pub fn open_slot(&mut self, pending: Pending) -> u64 {
-        self.slots.push_back(Slot::Waiting(pending, self.protocol));
+    pub fn open_slot(&mut self, pending: Pending, kind: Kind) -> u64 {
+        if kind == Kind::Read {
+            self.reads_waiting += 1;
+        }
+        self.slots
+            .push_back(Slot::Waiting(pending, self.protocol, kind));
         self.first_seq + self.slots.len() as u64 - 1
+    }
+
+    /// Whether a request must wait behind this connection's unanswered reads;
+    /// `only_reads` says whether it does nothing but read the map.
+    pub fn must_hold(&self, only_reads: bool) -> bool {
+        self.held.is_some() || (self.reads_waiting > 0 && !only_reads)
+    }
+
+    pub fn hold(&mut self, argv: Vec<Vec<u8>>) {
+        debug_assert!(self.held.is_none(), "a second request held");
+        self.held = Some(argv);
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The held request, once no read before it waits any more.
+    pub fn release_held(&mut self) -> Option<Vec<Vec<u8>>> {
+        if self.reads_waiting == 0 {
+            self.held.take()
+        } else {
+            None
+        }
     }
 
     /// Opens a slot that is already answered.
@@ -90,13 +139,13 @@ impl Client {
     pub fn pending(&self, seq: u64) -> Option<Pending> {
         let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
         match self.slots.get(offset) {
-            Some(Slot::Waiting(pending, _)) => Some(*pending),
+            Some(Slot::Waiting(pending, ..)) => Some(*pending),
             _ => None,
         }
     }
 
     pub fn set_pending(&mut self, seq: u64, pending: Pending) {
-        if let Some(Slot::Waiting(slot_pending, _)) = self.slot_mut(seq) {
+        if let Some(Slot::Waiting(slot_pending, ..)) = self.slot_mut(seq) {
             *slot_pending = pending;
         }
     }
@@ -106,10 +155,14 @@ impl Client {
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
         match self.slot_mut(seq) {
             Some(slot @ Slot::Waiting(..)) => {
-                let protocol = match slot {
-                    Slot::Waiting(_, protocol) | Slot::Done(_, protocol) => *protocol,
+                let (protocol, kind) = match slot {
+                    Slot::Waiting(_, protocol, kind) => (*protocol, *kind),
+                    Slot::Done(_, protocol) => (*protocol, Kind::Other),
                 };
                 *slot = Slot::Done(reply, protocol);
+                if kind == Kind::Read {
+                    self.reads_waiting -= 1;
+                }
                 true
             }
             _ => false,
@@ -132,6 +185,41 @@ impl Client {
 
     /// Whether the connection can be dropped now: asked to close and nothing left to say.
     pub fn finished(&self) -> bool {
-        self.close_after_replies && self.slots.is_empty() && self.conn.pending_output() == 0
+        self.close_after_replies
+            && self.held.is_none()
+            && self.slots.is_empty()
+            && self.conn.pending_output() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> (Client, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let conn = Conn::new(mio::net::TcpStream::from_std(stream));
+        (Client::new(conn, 1, 1 << 20, true), listener)
+    }
+
+    #[test]
+    fn a_request_behind_an_unanswered_read_is_held_until_it_is_answered() {
+        let (mut c, _listener) = client();
+        let write = c.open_slot(Pending::Parked, Kind::Other);
+        assert!(!c.must_hold(false), "unanswered writes hold nothing back");
+        let read = c.open_slot(Pending::Parked, Kind::Read);
+        assert!(!c.must_hold(true), "a read may pass an unanswered read");
+        assert!(c.must_hold(false));
+        c.hold(vec![b"SET".to_vec()]);
+        assert!(c.must_hold(true), "nothing passes a held request");
+        assert!(c.complete(write, Reply::Ok));
+        assert_eq!(c.release_held(), None, "the read is still unanswered");
+        assert!(!c.finished());
+        assert!(c.complete(read, Reply::Nil));
+        assert!(!c.complete(read, Reply::Nil), "a slot is answered once");
+        assert_eq!(c.release_held(), Some(vec![b"SET".to_vec()]));
+        assert!(!c.must_hold(false));
     }
 }

@@ -21,7 +21,7 @@
 //! grace period (three client deadlines), so replies to requests it forwarded
 //! reach it and a removed node's pre-vote gets the answer that tells it so.
 
-use super::clients::Pending;
+use super::clients::{Kind, Pending};
 use super::event_loop::{Server, Waiter};
 use super::LoopMap;
 use crate::kv::{Command, Reply};
@@ -242,7 +242,7 @@ impl Server {
             return Some(reply);
         }
         let client = self.clients.get_mut(&token)?;
-        let seq = client.open_slot(Pending::Parked);
+        let seq = client.open_slot(Pending::Parked, Kind::Other);
         // A removal of the leader waits for a transfer, then for a commit.
         self.schedule_deadline_ticks(token, seq, self.deadline_ticks * 2);
         self.route_cluster(token, seq, request);

@@ -7,6 +7,7 @@ use super::clock::Clock;
 use super::cluster::ClusterState;
 use super::conn::{Conn, Fill};
 use super::peers::{LocalIdentity, PeerEvent, Peers};
+use super::requests::only_reads;
 use super::snapshots::Snapshots;
 use super::snapshotter::Snapshotter;
 use super::{DiskLog, LoopMap, ServerError};
@@ -409,13 +410,14 @@ impl Server {
     }
 
     /// Reads and handles requests until the socket is drained, the client
-    /// asked to close, or it has too many replies outstanding.
+    /// asked to close, it has too many replies outstanding, or a request waits
+    /// behind its unanswered reads (see `Client::must_hold`).
     pub(super) fn read_client(&mut self, token: Token) {
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
             };
-            if client.close_after_replies {
+            if client.close_after_replies || client.is_holding() {
                 break;
             }
             if client.is_backlogged() {
@@ -430,17 +432,12 @@ impl Server {
                     return;
                 }
             };
-            if let Err(err) = self.handle_buffered_requests(token) {
-                if let Some(client) = self.clients.get_mut(&token) {
-                    debug!("client {}: {}", client.id, err);
-                    client.reply_now(Reply::Error(err.to_string()));
-                    client.close_after_replies = true;
-                }
-                break;
-            }
+            self.handle_input(token);
             match fill {
                 Fill::Data => continue,
                 Fill::Drained | Fill::WouldBlock => break,
+                // Nothing is read while a request is held, so the requests
+                // sent before the client shut its side are all served first.
                 Fill::Closed => {
                     if let Some(client) = self.clients.get_mut(&token) {
                         client.close_after_replies = true;
@@ -452,24 +449,64 @@ impl Server {
         self.mark_dirty(token);
     }
 
-    /// Handles, one by one, the whole requests in a client's input buffer.
+    /// Handles the whole requests in the client's input buffer; a protocol
+    /// error is answered and closes the connection after the replies.
+    fn handle_input(&mut self, token: Token) {
+        if let Err(err) = self.handle_buffered_requests(token) {
+            if let Some(client) = self.clients.get_mut(&token) {
+                debug!("client {}: {}", client.id, err);
+                client.reply_now(Reply::Error(err.to_string()));
+                client.close_after_replies = true;
+            }
+        }
+    }
+
+    /// Handles, one by one, the whole requests in a client's input buffer,
+    /// until one must wait behind the connection's unanswered reads.
     fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
                 return Ok(());
             };
-            if client.close_after_replies {
+            if client.close_after_replies || client.is_holding() {
                 return Ok(());
             }
             let Some((argv, used)) = client.parser.parse(client.conn.input())? else {
                 return Ok(());
             };
             client.conn.consume(used);
+            if client.must_hold(only_reads(&argv, client.multi.is_some())) {
+                client.hold(argv);
+                client.read_paused = true;
+                return Ok(());
+            }
             self.handle_request(token, &argv);
             if let Some(client) = self.clients.get_mut(&token) {
                 client.parser.recycle(argv);
             }
         }
+    }
+
+    /// Serves a held request once the reads before it are answered, then the
+    /// input after it, and reads on.
+    fn resume_held(&mut self, token: Token) {
+        let Some(argv) = self.clients.get_mut(&token).and_then(Client::release_held) else {
+            return;
+        };
+        self.handle_request(token, &argv);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.parser.recycle(argv);
+        self.handle_input(token);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.is_holding() {
+            return;
+        }
+        client.read_paused = false;
+        self.read_client(token);
     }
 
     pub(super) fn mark_dirty(&mut self, token: Token) {
@@ -502,8 +539,12 @@ impl Server {
             } else if client.read_paused && !client.is_backlogged() {
                 // Resumed clients may leave new work in `dirty_clients`; the
                 // next poll does not wait for it (see `has_immediate_work`).
-                client.read_paused = false;
-                self.read_client(token);
+                if client.is_holding() {
+                    self.resume_held(token);
+                } else {
+                    client.read_paused = false;
+                    self.read_client(token);
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! leads, to the leader over the peer link when it follows, or wait (parked)
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
-use super::clients::{Multi, Pending};
+use super::clients::{Kind, Multi, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::info::{self, InfoContext};
@@ -73,6 +73,15 @@ fn command_name(raw: &[u8]) -> Name {
         bytes,
         len: raw.len(),
     }
+}
+
+/// Whether a request only reads the map (GET, MGET or EXISTS outside a
+/// MULTI), so it need not wait behind its connection's unanswered reads.
+pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
+    !in_multi
+        && argv
+            .first()
+            .is_some_and(|name| matches!(command_name(name).as_str(), "get" | "mget" | "exists"))
 }
 
 fn is_tryagain(reply: &Reply) -> bool {
@@ -382,7 +391,12 @@ impl Server {
 
     /// A key-value command from a client: open its reply slot, then route it.
     fn submit(&mut self, token: Token, command: Command) {
-        if let Some(seq) = self.open_request(token) {
+        let kind = if command.is_write() {
+            Kind::Other
+        } else {
+            Kind::Read
+        };
+        if let Some(seq) = self.open_request(token, kind) {
             self.route(token, seq, command);
         }
     }
@@ -391,7 +405,7 @@ impl Server {
     /// request's words: no `Command` is built unless the proposal is refused
     /// and must be parked. Saves two allocations and copies per write.
     fn submit_set(&mut self, token: Token, key: &[u8], value: &[u8]) {
-        let Some(seq) = self.open_request(token) else {
+        let Some(seq) = self.open_request(token, Kind::Other) else {
             return;
         };
         match self
@@ -416,14 +430,14 @@ impl Server {
     /// Opens a client's reply slot with a deadline and returns its sequence
     /// number; `None` if the client is gone or the cluster refuses requests
     /// now (that reply is already queued).
-    fn open_request(&mut self, token: Token) -> Option<u64> {
+    fn open_request(&mut self, token: Token, kind: Kind) -> Option<u64> {
         let refusal = self.cluster.refusal();
         let client = self.clients.get_mut(&token)?;
         if let Some(reply) = refusal {
             client.reply_now(reply);
             return None;
         }
-        let seq = client.open_slot(Pending::Parked);
+        let seq = client.open_slot(Pending::Parked, kind);
         self.schedule_deadline(token, seq);
         Some(seq)
     }
