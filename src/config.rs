@@ -456,7 +456,20 @@ fn build(merged: &Merged<'_>, join: bool) -> Result<Config, ConfigError> {
     };
     check_timeouts(merged, &config)?;
     check_members(merged, &config)?;
+    check_distinct_ports(merged, &config)?;
     Ok(config)
+}
+
+/// The two listeners cannot share an address; caught here, before the data
+/// directory is made, rather than as a failed bind.
+fn check_distinct_ports(merged: &Merged<'_>, config: &Config) -> Result<(), ConfigError> {
+    match merged.get("client_addr") {
+        Some(setting) if config.client_addr == config.raft_addr => Err(merged.bad_value(
+            setting,
+            "the same address as raft_addr; the two ports must differ",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Values passed their checks and presence was verified before `build`, so a
@@ -761,6 +774,14 @@ data_dir = data/node2
         .unwrap();
         assert_eq!(config.cluster, vec![(1, "[::1]:7001".to_string())]);
         assert_eq!(config.client_addr, "localhost:6381");
+    }
+
+    #[test]
+    fn client_and_raft_addresses_must_differ() {
+        assert_eq!(
+            err(BASE, &[("client_addr", "127.0.0.1:7002")]),
+            "--client-addr: bad value '127.0.0.1:7002' for 'client_addr': the same address as raft_addr; the two ports must differ"
+        );
     }
 
     #[test]

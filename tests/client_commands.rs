@@ -110,6 +110,40 @@ fn multi_exec_discard_and_their_errors() {
     );
     assert_eq!(c.cmd(&["GET", "a"]), Reply::Nil);
     assert_eq!(c.cmd(&["WATCH", "a"]), err("ERR WATCH is not supported"));
+    // Connection commands are queued too, and answered in their places.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["PING"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["SET", "m", "1"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["ECHO", "between"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "m"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["CLIENT", "SETNAME", "in-multi"]), status("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            status("PONG"),
+            Reply::Ok,
+            bulk("between"),
+            Reply::Integer(2),
+            Reply::Ok,
+        ])
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), bulk("in-multi"));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["PING"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["DBSIZE"]), status("QUEUED"));
+    assert!(matches!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(replies) if replies.len() == 2 && replies[0] == status("PONG")
+    ));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(
+        c.cmd(&["ECHO"]),
+        err("ERR wrong number of arguments for 'echo' command")
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
     // Inline, the way a person types it.
     raw(
         &addr,
@@ -199,6 +233,23 @@ fn connection_commands_clients_send_on_connect() {
     assert_eq!(c.cmd(&["ECHO", "hi"]), bulk("hi"));
     assert_eq!(c.cmd(&["SELECT", "0"]), Reply::Ok);
     assert_eq!(c.cmd(&["SELECT", "1"]), err("ERR DB index is out of range"));
+    assert_eq!(
+        c.cmd(&["SELECT", "x"]),
+        err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(
+        c.cmd(&["CLIENT", "SETNAME"]),
+        err("ERR wrong number of arguments for 'client|setname' command")
+    );
+    assert_eq!(
+        c.cmd(&["CLIENT", "NoSuch"]),
+        err("ERR unknown subcommand 'NoSuch'. Try CLIENT HELP.")
+    );
+    assert_eq!(c.cmd(&["COMMAND", "COUNT"]), Reply::Integer(0));
+    assert_eq!(
+        c.cmd(&["DBSIZE", "x"]),
+        err("ERR wrong number of arguments for 'dbsize' command")
+    );
     assert_eq!(c.cmd(&["CLIENT", "SETNAME", "tester"]), Reply::Ok);
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]), bulk("tester"));
     assert_eq!(c.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "x"]), Reply::Ok);

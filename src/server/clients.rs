@@ -2,7 +2,8 @@
 //! reply slots that keep pipelined replies in request order.
 
 use super::conn::Conn;
-use crate::kv::{Command, Reply};
+use super::transactions::{splice, Queued};
+use crate::kv::Reply;
 use crate::wire::resp::{self, Protocol, RequestParser};
 use std::collections::VecDeque;
 
@@ -37,7 +38,7 @@ pub enum Kind {
 }
 
 pub struct Multi {
-    pub queued: Vec<Command>,
+    pub queued: Vec<Queued>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub failed: bool,
 }
@@ -70,6 +71,9 @@ pub struct Client {
     /// (`SET k 0`, `GET k`, `SET k 1` answering 1). Redis answers each
     /// connection's requests in order, as if one at a time.
     held: Option<Vec<Vec<u8>>>,
+    /// EXECs waiting for their entry, by slot: the replies of the connection
+    /// commands queued with them, by place (see `transactions`).
+    exec_locals: Vec<(u64, Vec<(usize, Reply)>)>,
 }
 
 impl Client {
@@ -88,6 +92,7 @@ impl Client {
             read_paused: false,
             reads_waiting: 0,
             held: None,
+            exec_locals: Vec::new(),
         }
     }
 
@@ -99,6 +104,12 @@ impl Client {
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
         self.first_seq + self.slots.len() as u64 - 1
+    }
+
+    /// The replies of connection commands queued in the EXEC of slot `seq`,
+    /// to put into its reply when it comes.
+    pub fn splice_into(&mut self, seq: u64, locals: Vec<(usize, Reply)>) {
+        self.exec_locals.push((seq, locals));
     }
 
     /// Whether a request must wait behind this connection's unanswered reads;
@@ -153,6 +164,10 @@ impl Client {
     /// Answers a waiting slot; false if it was already answered (a late
     /// completion after a timeout) or is gone.
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
+        let reply = match self.exec_locals.iter().position(|(at, _)| *at == seq) {
+            Some(found) => splice(reply, self.exec_locals.swap_remove(found).1),
+            None => reply,
+        };
         match self.slot_mut(seq) {
             Some(slot @ Slot::Waiting(..)) => {
                 let (protocol, kind) = match slot {

@@ -15,6 +15,7 @@ mod requests;
 mod snapshots;
 mod snapshotter;
 mod syncer;
+mod transactions;
 
 use crate::config::{Config, FsyncMode};
 use crate::kv::{KeyHasher, KvStore};

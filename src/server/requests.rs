@@ -3,7 +3,7 @@
 //! leads, to the leader over the peer link when it follows, or wait (parked)
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
-use super::clients::{Kind, Multi, Pending};
+use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::info::{self, InfoContext};
@@ -24,7 +24,7 @@ fn bulk(text: &str) -> Reply {
     Reply::Bulk(text.as_bytes().to_vec())
 }
 
-fn wrong_arity(name: &str) -> Reply {
+pub(super) fn wrong_arity(name: &str) -> Reply {
     Reply::Error(format!(
         "ERR wrong number of arguments for '{}' command",
         name
@@ -37,7 +37,7 @@ const NAME_MAX_BYTES: usize = 32;
 
 /// A command or subcommand name lower-cased for matching, on the stack: every
 /// request has one, and the common ones are ASCII.
-enum Name {
+pub(super) enum Name {
     Ascii {
         bytes: [u8; NAME_MAX_BYTES],
         len: usize,
@@ -47,7 +47,7 @@ enum Name {
 }
 
 impl Name {
-    fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         match self {
             // ASCII bytes are always valid UTF-8.
             Name::Ascii { bytes, len } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
@@ -56,7 +56,7 @@ impl Name {
     }
 }
 
-fn command_name(raw: &[u8]) -> Name {
+pub(super) fn command_name(raw: &[u8]) -> Name {
     if raw.len() > NAME_MAX_BYTES {
         return Name::Ascii {
             bytes: [0; NAME_MAX_BYTES],
@@ -108,39 +108,23 @@ impl Server {
             self.queue_in_multi(token, name, argv);
             return;
         }
+        if let Some(reply) = self.local_command(token, name, argv) {
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.reply_now(reply);
+            }
+            return;
+        }
         let reply = match name {
-            "ping" => Some(match argv.len() {
-                1 => Reply::Status("PONG".into()),
-                2 => Reply::Bulk(argv[1].clone()),
-                _ => wrong_arity("ping"),
-            }),
-            "echo" if argv.len() == 2 => Some(Reply::Bulk(argv[1].clone())),
-            "echo" => Some(wrong_arity("echo")),
             "quit" => {
-                client.close_after_replies = true;
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.close_after_replies = true;
+                }
                 Some(Reply::Ok)
             }
-            "auth" => Some(self.auth(token, argv)),
-            "hello" => Some(self.hello(token, argv)),
-            "info" => Some(Reply::Bulk(self.info().into_bytes())),
-            "client" => Some(self.client_command(token, argv)),
-            "command" => Some(Reply::Array(Vec::new())),
-            "select" => Some(match argv.get(1).map(|a| a.as_slice()) {
-                Some(b"0") if argv.len() == 2 => Reply::Ok,
-                Some(_) if argv.len() == 2 => error("ERR DB index is out of range"),
-                _ => wrong_arity("select"),
-            }),
-            "config" => Some(config_command(argv)),
             "multi" => Some(self.multi(token)),
             "exec" => self.exec(token),
-            "discard" => Some(match client.multi.take() {
-                Some(_) => Reply::Ok,
-                None => error("ERR DISCARD without MULTI"),
-            }),
+            "discard" => Some(self.discard(token)),
             "watch" => Some(error("ERR WATCH is not supported")),
-            "unwatch" => Some(Reply::Ok),
-            "dbsize" => Some(Reply::Integer(self.replica.kv().len() as i64)),
-            "debug" => Some(self.debug_command(argv)),
             "cluster" => self.cluster_command(token, argv),
             "set" if argv.len() == 3 && self.replica.is_leader() => {
                 self.submit_set(token, &argv[1], &argv[2]);
@@ -159,79 +143,37 @@ impl Server {
         }
     }
 
-    fn queue_in_multi(&mut self, token: Token, name: &str, argv: &[Vec<u8>]) {
-        let Some(client) = self.clients.get_mut(&token) else {
-            return;
-        };
-        let Some(multi) = client.multi.as_mut() else {
-            return;
-        };
-        let connection_command = matches!(
-            name,
-            "ping"
-                | "echo"
-                | "auth"
-                | "hello"
-                | "info"
-                | "client"
-                | "command"
-                | "select"
-                | "config"
-                | "unwatch"
-                | "dbsize"
-                | "debug"
-        );
-        let reply = if connection_command {
-            multi.failed = true;
-            Reply::Error(format!(
-                "ERR '{}' is not supported inside MULTI (only key-value commands are)",
-                name
-            ))
-        } else {
-            match Command::parse_queued(argv) {
-                Ok(command) => {
-                    multi.queued.push(command);
-                    Reply::Status("QUEUED".into())
-                }
-                Err(err) => {
-                    multi.failed = true;
-                    Reply::Error(err.to_string())
-                }
-            }
-        };
-        client.reply_now(reply);
-    }
-
-    fn multi(&mut self, token: Token) -> Reply {
-        let Some(client) = self.clients.get_mut(&token) else {
-            return Reply::Ok;
-        };
-        if client.multi.is_some() {
-            return error("ERR MULTI calls can not be nested");
-        }
-        client.multi = Some(Multi {
-            queued: Vec::new(),
-            failed: false,
-        });
-        Reply::Ok
-    }
-
-    /// EXEC: the queued commands become one log entry. `None` when submitted.
-    fn exec(&mut self, token: Token) -> Option<Reply> {
-        let client = self.clients.get_mut(&token)?;
-        let Some(multi) = client.multi.take() else {
-            return Some(error("ERR EXEC without MULTI"));
-        };
-        if multi.failed {
-            return Some(error(
-                "EXECABORT Transaction discarded because of previous errors.",
-            ));
-        }
-        if multi.queued.is_empty() {
-            return Some(Reply::Array(Vec::new()));
-        }
-        self.submit(token, Command::Multi(multi.queued));
-        None
+    /// The connection commands: answered by this node at once, in every
+    /// state, and queued like any other command inside MULTI. `None` for
+    /// anything else.
+    pub(super) fn local_command(
+        &mut self,
+        token: Token,
+        name: &str,
+        argv: &[Vec<u8>],
+    ) -> Option<Reply> {
+        Some(match name {
+            "ping" => match argv.len() {
+                1 => Reply::Status("PONG".into()),
+                2 => Reply::Bulk(argv[1].clone()),
+                _ => wrong_arity("ping"),
+            },
+            "echo" if argv.len() == 2 => Reply::Bulk(argv[1].clone()),
+            "echo" => wrong_arity("echo"),
+            "auth" => self.auth(token, argv),
+            "hello" => self.hello(token, argv),
+            "info" => Reply::Bulk(self.info().into_bytes()),
+            "client" => self.client_command(token, argv),
+            "command" => command_command(argv),
+            "select" => select_command(argv),
+            "config" => config_command(argv),
+            "unwatch" if argv.len() == 1 => Reply::Ok,
+            "unwatch" => wrong_arity("unwatch"),
+            "dbsize" if argv.len() == 1 => Reply::Integer(self.replica.kv().len() as i64),
+            "dbsize" => wrong_arity("dbsize"),
+            "debug" => self.debug_command(argv),
+            _ => return None,
+        })
     }
 
     fn auth(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
@@ -271,10 +213,9 @@ impl Server {
             rest = &rest[1..];
         }
         let mut name = None;
-        while let Some(option) = rest.first() {
-            let option = command_name(option);
-            let option = option.as_str();
-            match (option, rest.len()) {
+        while let Some(typed) = rest.first() {
+            let option = command_name(typed);
+            match (option.as_str(), rest.len()) {
                 ("auth", n) if n >= 3 => {
                     let auth = [b"auth".to_vec(), rest[1].clone(), rest[2].clone()];
                     if self.config.requirepass.is_some() {
@@ -288,7 +229,12 @@ impl Server {
                     name = Some(String::from_utf8_lossy(&rest[1]).into_owned());
                     rest = &rest[2..];
                 }
-                _ => return Reply::Error(format!("ERR Syntax error in HELLO option '{}'", option)),
+                _ => {
+                    return Reply::Error(format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(typed)
+                    ))
+                }
             }
         }
         let Some(client) = self.clients.get_mut(&token) else {
@@ -330,9 +276,12 @@ impl Server {
             ("setinfo", _) | ("maint_notifications", _) | ("no-evict", _) | ("no-touch", _) => {
                 Reply::Ok
             }
-            (other, _) => Reply::Error(format!(
+            (known @ ("setname" | "getname" | "id"), _) => {
+                wrong_arity(&format!("client|{}", known))
+            }
+            _ => Reply::Error(format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                other
+                String::from_utf8_lossy(sub)
             )),
         }
     }
@@ -344,9 +293,9 @@ impl Server {
             Some(sub) if sub.as_str() == "digest" && argv.len() == 2 => {
                 Reply::Status(format!("{:016x}", self.replica.kv().digest()))
             }
-            Some(sub) => Reply::Error(format!(
+            Some(_) => Reply::Error(format!(
                 "ERR unknown subcommand '{}'. raftkv supports DEBUG DIGEST only.",
-                sub.as_str()
+                String::from_utf8_lossy(&argv[1])
             )),
             None => wrong_arity("debug"),
         }
@@ -391,14 +340,31 @@ impl Server {
 
     /// A key-value command from a client: open its reply slot, then route it.
     fn submit(&mut self, token: Token, command: Command) {
+        self.submit_exec(token, command, Vec::new());
+    }
+
+    /// [`Server::submit`] for EXEC's entry: `locals`, the replies of the
+    /// connection commands queued with it, go into its reply by place.
+    pub(super) fn submit_exec(
+        &mut self,
+        token: Token,
+        command: Command,
+        locals: Vec<(usize, Reply)>,
+    ) {
         let kind = if command.is_write() {
             Kind::Other
         } else {
             Kind::Read
         };
-        if let Some(seq) = self.open_request(token, kind) {
-            self.route(token, seq, command);
+        let Some(seq) = self.open_request(token, kind) else {
+            return;
+        };
+        if !locals.is_empty() {
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.splice_into(seq, locals);
+            }
         }
+        self.route(token, seq, command);
     }
 
     /// A plain `SET key value` on the leader, proposed straight from the
@@ -642,13 +608,42 @@ impl Server {
 
 /// CONFIG GET: enough for redis-benchmark and friends (they ask for `save`
 /// and `appendonly`); every parameter reads as absent.
+/// COMMAND: redis-cli and client libraries ask for the command table on
+/// connect and do without it; this node lists none.
+fn command_command(argv: &[Vec<u8>]) -> Reply {
+    let Some(sub) = argv.get(1) else {
+        return Reply::Array(Vec::new());
+    };
+    match (command_name(sub).as_str(), argv.len()) {
+        ("count", 2) => Reply::Integer(0),
+        ("count", _) => wrong_arity("command|count"),
+        ("docs" | "info" | "list", _) => Reply::Array(Vec::new()),
+        _ => Reply::Error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(sub)
+        )),
+    }
+}
+
+/// SELECT: there is one database, 0.
+fn select_command(argv: &[Vec<u8>]) -> Reply {
+    if argv.len() != 2 {
+        return wrong_arity("select");
+    }
+    match crate::kv::parse_integer(&argv[1]) {
+        Some(0) => Reply::Ok,
+        Some(_) => error("ERR DB index is out of range"),
+        None => error("ERR value is not an integer or out of range"),
+    }
+}
+
 fn config_command(argv: &[Vec<u8>]) -> Reply {
     match argv.get(1).map(|sub| command_name(sub)) {
         Some(sub) if sub.as_str() == "get" && argv.len() >= 3 => Reply::Map(Vec::new()),
         Some(sub) if sub.as_str() == "get" => wrong_arity("config|get"),
-        Some(sub) => Reply::Error(format!(
+        Some(_) => Reply::Error(format!(
             "ERR unknown subcommand '{}'. raftkv supports CONFIG GET only.",
-            sub.as_str()
+            String::from_utf8_lossy(&argv[1])
         )),
         None => wrong_arity("config"),
     }

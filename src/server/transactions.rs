@@ -1,0 +1,190 @@
+//! MULTI, EXEC and DISCARD, as in Redis: after MULTI each command is answered
+//! `+QUEUED` (an unknown command or a wrong number of arguments is answered at
+//! once and makes EXEC answer `-EXECABORT`); EXEC commits the queued key-value
+//! commands as one log entry and answers with an array of every queued
+//! command's reply.
+//!
+//! Connection commands (PING, INFO, CLIENT ...) in a transaction are answered
+//! by this node when EXEC runs, as they are outside one; they have nothing to
+//! put in the log. Their replies take their places in EXEC's array when the
+//! entry's replies come back ([`splice`]).
+
+use super::clients::Multi;
+use super::event_loop::Server;
+use super::requests::{command_name, wrong_arity};
+use crate::kv::{Command, Reply};
+use mio::Token;
+
+/// A command queued after MULTI.
+pub enum Queued {
+    Kv(Command),
+    /// A connection command's words.
+    Local(Vec<Vec<u8>>),
+}
+
+/// How many words a connection command takes, as Redis checks when it queues
+/// one (further checks come when it runs).
+enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+fn local_arity(name: &str) -> Option<Arity> {
+    Some(match name {
+        "ping" | "hello" | "info" | "command" => Arity::AtLeast(1),
+        "auth" | "client" | "config" | "debug" => Arity::AtLeast(2),
+        "echo" | "select" => Arity::Exactly(2),
+        "unwatch" | "dbsize" => Arity::Exactly(1),
+        _ => return None,
+    })
+}
+
+impl Server {
+    pub(super) fn queue_in_multi(&mut self, token: Token, name: &str, argv: &[Vec<u8>]) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let Some(multi) = client.multi.as_mut() else {
+            return;
+        };
+        let queued = match local_arity(name) {
+            Some(arity) => {
+                let fits = match arity {
+                    Arity::Exactly(n) => argv.len() == n,
+                    Arity::AtLeast(n) => argv.len() >= n,
+                };
+                if fits {
+                    Ok(Queued::Local(argv.to_vec()))
+                } else {
+                    Err(wrong_arity(name))
+                }
+            }
+            None => Command::parse_queued(argv)
+                .map(Queued::Kv)
+                .map_err(|err| Reply::Error(err.to_string())),
+        };
+        let reply = match queued {
+            Ok(queued) => {
+                multi.queued.push(queued);
+                Reply::Status("QUEUED".into())
+            }
+            Err(reply) => {
+                multi.failed = true;
+                reply
+            }
+        };
+        client.reply_now(reply);
+    }
+
+    pub(super) fn multi(&mut self, token: Token) -> Reply {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        if client.multi.is_some() {
+            return Reply::Error("ERR MULTI calls can not be nested".into());
+        }
+        client.multi = Some(Multi {
+            queued: Vec::new(),
+            failed: false,
+        });
+        Reply::Ok
+    }
+
+    pub(super) fn discard(&mut self, token: Token) -> Reply {
+        match self.clients.get_mut(&token).and_then(|c| c.multi.take()) {
+            Some(_) => Reply::Ok,
+            None => Reply::Error("ERR DISCARD without MULTI".into()),
+        }
+    }
+
+    /// EXEC: the queued key-value commands become one log entry. `None` when
+    /// that entry is submitted (the reply comes when it is applied).
+    pub(super) fn exec(&mut self, token: Token) -> Option<Reply> {
+        let client = self.clients.get_mut(&token)?;
+        let Some(multi) = client.multi.take() else {
+            return Some(Reply::Error("ERR EXEC without MULTI".into()));
+        };
+        if multi.failed {
+            return Some(Reply::Error(
+                "EXECABORT Transaction discarded because of previous errors.".into(),
+            ));
+        }
+        let mut commands = Vec::new();
+        let mut locals = Vec::new();
+        for (at, queued) in multi.queued.into_iter().enumerate() {
+            match queued {
+                Queued::Kv(command) => commands.push(command),
+                Queued::Local(argv) => {
+                    let name = command_name(&argv[0]);
+                    let reply = self
+                        .local_command(token, name.as_str(), &argv)
+                        .unwrap_or_else(|| wrong_arity(name.as_str()));
+                    locals.push((at, reply));
+                }
+            }
+        }
+        if commands.is_empty() {
+            return Some(Reply::Array(
+                locals.into_iter().map(|(_, reply)| reply).collect(),
+            ));
+        }
+        self.submit_exec(token, Command::Multi(commands), locals);
+        None
+    }
+}
+
+/// EXEC's reply: the log entry's replies with the connection commands'
+/// replies put back at their places (`locals`: place and reply, in order). An
+/// error instead of the entry's replies (`-TRYAGAIN`, `-TIMEOUT`) is the
+/// whole reply.
+pub fn splice(reply: Reply, locals: Vec<(usize, Reply)>) -> Reply {
+    let Reply::Array(entry_replies) = reply else {
+        return reply;
+    };
+    let mut out = Vec::with_capacity(entry_replies.len() + locals.len());
+    let mut entry_replies = entry_replies.into_iter();
+    let mut locals = locals.into_iter().peekable();
+    loop {
+        let next = match locals.next_if(|(at, _)| *at == out.len()) {
+            Some((_, reply)) => Some(reply),
+            None => entry_replies.next(),
+        };
+        match next {
+            Some(reply) => out.push(reply),
+            None => break,
+        }
+    }
+    out.extend(locals.map(|(_, reply)| reply));
+    Reply::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(text: &str) -> Reply {
+        Reply::Status(text.into())
+    }
+
+    #[test]
+    fn local_replies_go_back_to_their_places() {
+        let entry = Reply::Array(vec![Reply::Ok, Reply::Integer(2)]);
+        let locals = vec![(0, status("PONG")), (2, status("B")), (4, status("E"))];
+        assert_eq!(
+            splice(entry, locals),
+            Reply::Array(vec![
+                status("PONG"),
+                Reply::Ok,
+                status("B"),
+                Reply::Integer(2),
+                status("E"),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_error_instead_of_the_entry_replies_is_the_whole_reply() {
+        let error = Reply::Error("TRYAGAIN no leader".into());
+        assert_eq!(splice(error.clone(), vec![(0, status("PONG"))]), error);
+    }
+}
