@@ -43,6 +43,16 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
     cluster.spawn(0);
     let mut c = cluster.client(0);
     assert_eq!(c.cmd(&["PING"]), err("NOAUTH Authentication required."));
+    // As Redis: an unknown command or a wrong arity is reported first.
+    assert_eq!(c.cmd(&["FOO"]), err("ERR unknown command 'FOO'"));
+    assert_eq!(
+        c.cmd(&["GET"]),
+        err("ERR wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        c.cmd(&["CLUSTER", "INFO"]),
+        err("NOAUTH Authentication required.")
+    );
     assert_eq!(
         c.cmd(&["SET", "k", "v"]),
         err("NOAUTH Authentication required.")

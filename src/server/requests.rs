@@ -7,7 +7,8 @@ use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::info::{self, InfoContext};
-use crate::kv::{Command, Reply};
+use super::transactions::{local_arity, Arity};
+use crate::kv::{Command, CommandError, Reply};
 use crate::raft::{NodeId, ProposeError};
 use crate::replica::Refused;
 use crate::wire::peer_msg::PeerMessage;
@@ -84,6 +85,24 @@ pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
             .is_some_and(|name| matches!(command_name(name).as_str(), "get" | "mget" | "exists"))
 }
 
+/// The error Redis checks for first, before AUTH: an unknown command or a
+/// wrong number of arguments; `None` for a request that passes both.
+fn unknown_or_arity_error(name: &str, argv: &[Vec<u8>]) -> Option<Reply> {
+    let arity = match name {
+        "multi" | "exec" | "discard" => Some(Arity::Exactly(1)),
+        "watch" | "cluster" => Some(Arity::AtLeast(2)),
+        "quit" => Some(Arity::AtLeast(1)),
+        other => local_arity(other),
+    };
+    match arity {
+        Some(arity) => (!arity.fits(argv.len())).then(|| wrong_arity(name)),
+        None => Command::parse(argv)
+            .err()
+            .filter(CommandError::is_queue_time)
+            .map(|err| Reply::Error(err.to_string())),
+    }
+}
+
 fn is_tryagain(reply: &Reply) -> bool {
     matches!(reply, Reply::Error(text) if text.starts_with("TRYAGAIN"))
 }
@@ -99,7 +118,10 @@ impl Server {
             return;
         };
         if !client.authenticated && !matches!(name, "auth" | "hello" | "quit") {
-            client.reply_now(error(NOAUTH));
+            // As Redis: an unknown command or a wrong number of arguments is
+            // reported before the missing AUTH.
+            let reply = unknown_or_arity_error(name, argv).unwrap_or_else(|| error(NOAUTH));
+            client.reply_now(reply);
             return;
         }
         if client.multi.is_some()

@@ -22,14 +22,23 @@ pub enum Queued {
     Local(Vec<Vec<u8>>),
 }
 
-/// How many words a connection command takes, as Redis checks when it queues
-/// one (further checks come when it runs).
-enum Arity {
+/// How many words a connection command takes, as Redis checks before it
+/// queues or runs one (further checks come when it runs).
+pub(super) enum Arity {
     Exactly(usize),
     AtLeast(usize),
 }
 
-fn local_arity(name: &str) -> Option<Arity> {
+impl Arity {
+    pub(super) fn fits(&self, words: usize) -> bool {
+        match *self {
+            Arity::Exactly(n) => words == n,
+            Arity::AtLeast(n) => words >= n,
+        }
+    }
+}
+
+pub(super) fn local_arity(name: &str) -> Option<Arity> {
     Some(match name {
         "ping" | "hello" | "info" | "command" => Arity::AtLeast(1),
         "auth" | "client" | "config" | "debug" => Arity::AtLeast(2),
@@ -49,11 +58,7 @@ impl Server {
         };
         let queued = match local_arity(name) {
             Some(arity) => {
-                let fits = match arity {
-                    Arity::Exactly(n) => argv.len() == n,
-                    Arity::AtLeast(n) => argv.len() >= n,
-                };
-                if fits {
+                if arity.fits(argv.len()) {
                     Ok(Queued::Local(argv.to_vec()))
                 } else {
                     Err(wrong_arity(name))
