@@ -411,7 +411,7 @@ impl Server {
 
     /// Reads and handles requests until the socket is drained, the client
     /// asked to close, it has too many replies outstanding, or a request waits
-    /// behind its unanswered reads (see `Client::must_hold`).
+    /// behind its unanswered reads (see `Client::held`).
     pub(super) fn read_client(&mut self, token: Token) {
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -475,7 +475,7 @@ impl Server {
                 return Ok(());
             };
             client.conn.consume(used);
-            if client.must_hold(only_reads(&argv, client.multi.is_some())) {
+            if client.has_unanswered_reads() && !only_reads(&argv, client.multi.is_some()) {
                 client.hold(argv);
                 client.read_paused = true;
                 return Ok(());
