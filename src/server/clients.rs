@@ -2,7 +2,7 @@
 //! reply slots that keep pipelined replies in request order.
 
 use super::conn::Conn;
-use super::transactions::{splice, Queued};
+use super::transactions::{LocalCommand, Queued};
 use crate::kv::Reply;
 use crate::wire::resp::{self, Protocol, RequestParser};
 use std::collections::VecDeque;
@@ -71,9 +71,9 @@ pub struct Client {
     /// (`SET k 0`, `GET k`, `SET k 1` answering 1). Redis answers each
     /// connection's requests in order, as if one at a time.
     held: Option<Vec<Vec<u8>>>,
-    /// EXECs waiting for their entry, by slot: the replies of the connection
-    /// commands queued with them, by place (see `transactions`).
-    exec_locals: Vec<(u64, Vec<(usize, Reply)>)>,
+    /// EXECs waiting for their entry, by slot, with the connection commands
+    /// queued with them (see `transactions`).
+    exec_locals: Vec<(u64, Vec<LocalCommand>)>,
 }
 
 impl Client {
@@ -106,10 +106,16 @@ impl Client {
         self.first_seq + self.slots.len() as u64 - 1
     }
 
-    /// The replies of connection commands queued in the EXEC of slot `seq`,
-    /// to put into its reply when it comes.
-    pub fn splice_into(&mut self, seq: u64, locals: Vec<(usize, Reply)>) {
+    /// The connection commands queued in the EXEC of slot `seq`, to run when
+    /// its reply comes.
+    pub fn await_locals(&mut self, seq: u64, locals: Vec<LocalCommand>) {
         self.exec_locals.push((seq, locals));
+    }
+
+    /// The connection commands waiting for the EXEC of slot `seq`, if any.
+    pub fn take_locals(&mut self, seq: u64) -> Option<Vec<LocalCommand>> {
+        let found = self.exec_locals.iter().position(|(at, _)| *at == seq)?;
+        Some(self.exec_locals.swap_remove(found).1)
     }
 
     /// Whether reads of this connection wait for replies: a request that
@@ -164,10 +170,6 @@ impl Client {
     /// Answers a waiting slot; false if it was already answered (a late
     /// completion after a timeout) or is gone.
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
-        let reply = match self.exec_locals.iter().position(|(at, _)| *at == seq) {
-            Some(found) => splice(reply, self.exec_locals.swap_remove(found).1),
-            None => reply,
-        };
         match self.slot_mut(seq) {
             Some(slot @ Slot::Waiting(..)) => {
                 let (protocol, kind) = match slot {

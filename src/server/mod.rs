@@ -6,6 +6,7 @@ mod clients;
 mod clock;
 mod cluster;
 mod conn;
+mod connection;
 mod event_loop;
 mod info;
 pub mod local_cluster;

@@ -1,17 +1,18 @@
 //! MULTI, EXEC and DISCARD, as in Redis: after MULTI each command is answered
-//! `+QUEUED` (an unknown command or a wrong number of arguments is answered at
-//! once and makes EXEC answer `-EXECABORT`); EXEC commits the queued key-value
-//! commands as one log entry and answers with an array of every queued
-//! command's reply.
+//! `+QUEUED` (an unknown command, a wrong number of arguments or an unknown
+//! subcommand is answered at once and makes EXEC answer `-EXECABORT`); EXEC
+//! commits the queued key-value commands as one log entry and answers with an
+//! array of every queued command's reply.
 //!
-//! Connection commands (PING, INFO, CLIENT ...) in a transaction are answered
-//! by this node when EXEC runs, as they are outside one; they have nothing to
-//! put in the log. Their replies take their places in EXEC's array when the
-//! entry's replies come back ([`splice`]).
+//! Connection commands (PING, DBSIZE, CLIENT ...) in a transaction have
+//! nothing to put in the log: this node runs them when the entry's replies
+//! come back, so they see its writes (DBSIZE counts them), and puts their
+//! replies in their places in EXEC's array ([`splice`]). An EXEC that fails
+//! (`-TRYAGAIN`, `-TIMEOUT`) runs none of them.
 
 use super::clients::Multi;
+use super::connection::{command_name, is_local};
 use super::event_loop::Server;
-use super::requests::{command_name, wrong_arity};
 use crate::kv::{Command, Reply};
 use mio::Token;
 
@@ -22,33 +23,12 @@ pub enum Queued {
     Local(Vec<Vec<u8>>),
 }
 
-/// How many words a connection command takes, as Redis checks before it
-/// queues or runs one (further checks come when it runs).
-pub(super) enum Arity {
-    Exactly(usize),
-    AtLeast(usize),
-}
-
-impl Arity {
-    pub(super) fn fits(&self, words: usize) -> bool {
-        match *self {
-            Arity::Exactly(n) => words == n,
-            Arity::AtLeast(n) => words >= n,
-        }
-    }
-}
-
-pub(super) fn local_arity(name: &str) -> Option<Arity> {
-    Some(match name {
-        "ping" | "hello" | "info" | "command" => Arity::AtLeast(1),
-        "auth" | "client" | "config" | "debug" => Arity::AtLeast(2),
-        "echo" | "select" => Arity::Exactly(2),
-        "unwatch" | "dbsize" => Arity::Exactly(1),
-        _ => return None,
-    })
-}
+/// A connection command queued in a transaction: its place among the
+/// queued commands, and its words.
+pub type LocalCommand = (usize, Vec<Vec<u8>>);
 
 impl Server {
+    /// Queues a command after MULTI; it passed `connection::precheck`.
     pub(super) fn queue_in_multi(&mut self, token: Token, name: &str, argv: &[Vec<u8>]) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
@@ -56,27 +36,44 @@ impl Server {
         let Some(multi) = client.multi.as_mut() else {
             return;
         };
-        let queued = match local_arity(name) {
-            Some(arity) => {
-                if arity.fits(argv.len()) {
-                    Ok(Queued::Local(argv.to_vec()))
-                } else {
-                    Err(wrong_arity(name))
-                }
-            }
-            None => Command::parse_queued(argv)
-                .map(Queued::Kv)
-                .map_err(|err| Reply::Error(err.to_string())),
+        let queued = if is_local(name) {
+            Ok(Queued::Local(argv.to_vec()))
+        } else {
+            Command::parse_queued(argv).map(Queued::Kv)
         };
         let reply = match queued {
             Ok(queued) => {
                 multi.queued.push(queued);
                 Reply::Status("QUEUED".into())
             }
-            Err(reply) => {
+            Err(err) => {
+                multi.failed = true;
+                Reply::Error(err.to_string())
+            }
+        };
+        client.reply_now(reply);
+    }
+
+    /// Answers a request that failed `connection::precheck`. Inside MULTI
+    /// that fails the transaction, and an EXEC with arguments discards it.
+    pub(super) fn refuse(&mut self, token: Token, name: &str, reply: Reply) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let reply = match (client.multi.as_mut(), reply) {
+            (Some(_), Reply::Error(text)) if name == "exec" => {
+                client.multi = None;
+                let why = text.strip_prefix("ERR ").unwrap_or(&text);
+                Reply::Error(format!(
+                    "EXECABORT Transaction discarded because of: {}",
+                    why
+                ))
+            }
+            (Some(multi), reply) => {
                 multi.failed = true;
                 reply
             }
+            (None, reply) => reply,
         };
         client.reply_now(reply);
     }
@@ -119,22 +116,37 @@ impl Server {
         for (at, queued) in multi.queued.into_iter().enumerate() {
             match queued {
                 Queued::Kv(command) => commands.push(command),
-                Queued::Local(argv) => {
-                    let name = command_name(&argv[0]);
-                    let reply = self
-                        .local_command(token, name.as_str(), &argv)
-                        .unwrap_or_else(|| wrong_arity(name.as_str()));
-                    locals.push((at, reply));
-                }
+                Queued::Local(argv) => locals.push((at, argv)),
             }
         }
         if commands.is_empty() {
-            return Some(Reply::Array(
-                locals.into_iter().map(|(_, reply)| reply).collect(),
-            ));
+            return Some(self.exec_reply(token, Reply::Array(Vec::new()), locals));
         }
         self.submit_exec(token, Command::Multi(commands), locals);
         None
+    }
+
+    /// EXEC's reply from its entry's: runs the connection commands queued
+    /// with it and puts their replies in their places, unless the entry
+    /// failed.
+    pub(super) fn exec_reply(
+        &mut self,
+        token: Token,
+        reply: Reply,
+        locals: Vec<LocalCommand>,
+    ) -> Reply {
+        if !matches!(reply, Reply::Array(_)) {
+            return reply;
+        }
+        let mut replies = Vec::with_capacity(locals.len());
+        for (at, argv) in locals {
+            let name = command_name(&argv[0]);
+            let local = self
+                .local_command(token, name.as_str(), &argv)
+                .unwrap_or(Reply::Ok);
+            replies.push((at, local));
+        }
+        splice(reply, replies)
     }
 }
 

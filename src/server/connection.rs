@@ -1,0 +1,418 @@
+//! The connection commands: PING, ECHO, AUTH, HELLO, INFO, CLIENT, COMMAND,
+//! SELECT, CONFIG, UNWATCH, DBSIZE and DEBUG. This node answers them itself,
+//! in every state (even waiting to join), and they go nowhere near the log.
+//! Also the checks Redis makes of every request before anything else (an
+//! unknown command, a wrong number of arguments, an unknown subcommand), so
+//! that they come before `NOAUTH` and abort a transaction as in Redis.
+
+use super::event_loop::Server;
+use super::info::{self, InfoContext};
+use crate::kv::{Command, CommandError, Reply};
+use crate::raft::NodeId;
+use crate::wire::resp::Protocol;
+use mio::Token;
+
+pub(super) fn error(text: &str) -> Reply {
+    Reply::Error(text.to_string())
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(text.as_bytes().to_vec())
+}
+
+pub(super) fn wrong_arity(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name
+    ))
+}
+
+/// Longest (sub)command name matched here; a longer one reads as "" (and then
+/// falls through to the key-value parser, which rejects it).
+const NAME_MAX_BYTES: usize = 32;
+
+/// A command or subcommand name lower-cased for matching, on the stack: every
+/// request has one, and the common ones are ASCII.
+pub(super) enum Name {
+    Ascii {
+        bytes: [u8; NAME_MAX_BYTES],
+        len: usize,
+    },
+    /// Not ASCII: lossily decoded, for the error message that will follow.
+    Other(String),
+}
+
+impl Name {
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            // ASCII bytes are always valid UTF-8.
+            Name::Ascii { bytes, len } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            Name::Other(text) => text,
+        }
+    }
+}
+
+pub(super) fn command_name(raw: &[u8]) -> Name {
+    if raw.len() > NAME_MAX_BYTES {
+        return Name::Ascii {
+            bytes: [0; NAME_MAX_BYTES],
+            len: 0,
+        };
+    }
+    if !raw.is_ascii() {
+        return Name::Other(String::from_utf8_lossy(raw).to_ascii_lowercase());
+    }
+    let mut bytes = [0; NAME_MAX_BYTES];
+    bytes[..raw.len()].copy_from_slice(raw);
+    bytes.make_ascii_lowercase();
+    Name::Ascii {
+        bytes,
+        len: raw.len(),
+    }
+}
+
+/// How many words a command takes, as Redis checks before it queues or runs
+/// one.
+enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+impl Arity {
+    fn fits(&self, words: usize) -> bool {
+        match *self {
+            Arity::Exactly(n) => words == n,
+            Arity::AtLeast(n) => words >= n,
+        }
+    }
+}
+
+/// Whether `name` is a connection command.
+pub(super) fn is_local(name: &str) -> bool {
+    local_arity(name).is_some()
+}
+
+fn local_arity(name: &str) -> Option<Arity> {
+    Some(match name {
+        "ping" | "hello" | "info" | "command" => Arity::AtLeast(1),
+        "auth" | "client" | "config" | "debug" => Arity::AtLeast(2),
+        "echo" | "select" => Arity::Exactly(2),
+        "unwatch" | "dbsize" => Arity::Exactly(1),
+        _ => return None,
+    })
+}
+
+/// The error Redis gives a connection or transaction command before it
+/// looks at anything else: a wrong number of arguments or an unknown
+/// subcommand. `None` when there is none, and for key-value commands
+/// (`Command::parse` checks those).
+pub(super) fn precheck(name: &str, argv: &[Vec<u8>]) -> Option<Reply> {
+    let arity = match name {
+        "multi" | "exec" | "discard" => Arity::Exactly(1),
+        "watch" | "cluster" => Arity::AtLeast(2),
+        "quit" => Arity::AtLeast(1),
+        other => local_arity(other)?,
+    };
+    if !arity.fits(argv.len()) {
+        return Some(wrong_arity(name));
+    }
+    match name {
+        "client" => subcommand_error(argv, CLIENT),
+        "command" => subcommand_error(argv, COMMAND),
+        "config" => subcommand_error(argv, CONFIG),
+        "debug" => subcommand_error(argv, DEBUG),
+        _ => None,
+    }
+}
+
+/// [`precheck`], and for a key-value command the errors `Command::parse`
+/// reports before running it (unknown command, wrong arity).
+pub(super) fn request_error(name: &str, argv: &[Vec<u8>]) -> Option<Reply> {
+    if is_known_name(name) {
+        return precheck(name, argv);
+    }
+    Command::parse(argv)
+        .err()
+        .filter(CommandError::is_queue_time)
+        .map(|err| Reply::Error(err.to_string()))
+}
+
+fn is_known_name(name: &str) -> bool {
+    is_local(name)
+        || matches!(
+            name,
+            "multi" | "exec" | "discard" | "watch" | "cluster" | "quit"
+        )
+}
+
+fn unknown_subcommand(sub: &[u8], help: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR unknown subcommand '{}'. {}",
+        String::from_utf8_lossy(sub),
+        help
+    ))
+}
+
+/// The subcommands of CLIENT, COMMAND, CONFIG and DEBUG this node knows, with
+/// the words each takes (the whole request's), and the hint of the error an
+/// unknown one gets.
+type Family = (&'static str, &'static [(&'static str, Arity)], &'static str);
+
+const CLIENT: Family = (
+    "client",
+    &[
+        ("setname", Arity::Exactly(3)),
+        ("getname", Arity::Exactly(2)),
+        ("id", Arity::Exactly(2)),
+        // Libraries send these on connect; any arguments are taken.
+        ("setinfo", Arity::AtLeast(2)),
+        ("maint_notifications", Arity::AtLeast(2)),
+        ("no-evict", Arity::AtLeast(2)),
+        ("no-touch", Arity::AtLeast(2)),
+    ],
+    "Try CLIENT HELP.",
+);
+const COMMAND: Family = (
+    "command",
+    &[
+        ("count", Arity::Exactly(2)),
+        ("docs", Arity::AtLeast(2)),
+        ("info", Arity::AtLeast(2)),
+        ("list", Arity::AtLeast(2)),
+    ],
+    "Try COMMAND HELP.",
+);
+const CONFIG: Family = (
+    "config",
+    &[("get", Arity::AtLeast(3))],
+    "raftkv supports CONFIG GET only.",
+);
+const DEBUG: Family = (
+    "debug",
+    &[("digest", Arity::Exactly(2))],
+    "raftkv supports DEBUG DIGEST only.",
+);
+
+fn subcommand_error(argv: &[Vec<u8>], (family, known, help): Family) -> Option<Reply> {
+    let sub = argv.get(1)?;
+    let name = command_name(sub);
+    match known.iter().find(|(known, _)| *known == name.as_str()) {
+        Some((known, arity)) if !arity.fits(argv.len()) => {
+            Some(wrong_arity(&format!("{}|{}", family, known)))
+        }
+        Some(_) => None,
+        None => Some(unknown_subcommand(sub, help)),
+    }
+}
+
+impl Server {
+    /// A connection command's reply, `None` for any other command.
+    pub(super) fn local_command(
+        &mut self,
+        token: Token,
+        name: &str,
+        argv: &[Vec<u8>],
+    ) -> Option<Reply> {
+        if !is_local(name) {
+            return None;
+        }
+        if let Some(error) = precheck(name, argv) {
+            return Some(error);
+        }
+        Some(match name {
+            "ping" => match argv.len() {
+                1 => Reply::Status("PONG".into()),
+                2 => Reply::Bulk(argv[1].clone()),
+                _ => wrong_arity("ping"),
+            },
+            "echo" => Reply::Bulk(argv[1].clone()),
+            "auth" => self.auth(token, argv),
+            "hello" => self.hello(token, argv),
+            "info" => Reply::Bulk(self.info().into_bytes()),
+            "client" => self.client_command(token, argv),
+            "command" => command_command(argv),
+            "select" => select_command(argv),
+            "config" => config_command(argv),
+            "dbsize" => Reply::Integer(self.replica.kv().len() as i64),
+            "debug" => self.debug_command(argv),
+            _ => Reply::Ok, // unwatch
+        })
+    }
+
+    fn auth(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        let password = match argv.len() {
+            2 => &argv[1],
+            3 if argv[1] == b"default" => &argv[2],
+            3 => return error("WRONGPASS invalid password"),
+            _ => return wrong_arity("auth"),
+        };
+        let Some(expected) = self.config.requirepass.as_deref() else {
+            return error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        };
+        let ok = password.as_slice() == expected.as_bytes();
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.authenticated |= ok;
+        }
+        if ok {
+            Reply::Ok
+        } else {
+            error("WRONGPASS invalid password")
+        }
+    }
+
+    fn hello(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        let mut protocol = None;
+        let mut rest = &argv[1..];
+        if let Some(version) = rest.first() {
+            protocol = match std::str::from_utf8(version)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                Some(2) => Some(Protocol::Resp2),
+                Some(3) => Some(Protocol::Resp3),
+                Some(_) => return error("NOPROTO unsupported protocol version"),
+                None => return error("ERR Protocol version is not an integer or out of range"),
+            };
+            rest = &rest[1..];
+        }
+        let mut name = None;
+        while let Some(typed) = rest.first() {
+            let option = command_name(typed);
+            match (option.as_str(), rest.len()) {
+                ("auth", n) if n >= 3 => {
+                    let auth = [b"auth".to_vec(), rest[1].clone(), rest[2].clone()];
+                    if self.config.requirepass.is_some() {
+                        if let reply @ Reply::Error(_) = self.auth(token, &auth) {
+                            return reply;
+                        }
+                    }
+                    rest = &rest[3..];
+                }
+                ("setname", n) if n >= 2 => {
+                    name = Some(String::from_utf8_lossy(&rest[1]).into_owned());
+                    rest = &rest[2..];
+                }
+                _ => {
+                    return Reply::Error(format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(typed)
+                    ))
+                }
+            }
+        }
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        if !client.authenticated {
+            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        }
+        if let Some(protocol) = protocol {
+            client.protocol = protocol;
+        }
+        if name.is_some() {
+            client.name = name;
+        }
+        let proto = match client.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        info::hello_reply(client.id, proto)
+    }
+
+    fn client_command(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
+        if let Some(error) = precheck("client", argv) {
+            return error;
+        }
+        let Some(client) = self.clients.get_mut(&token) else {
+            return Reply::Ok;
+        };
+        match command_name(&argv[1]).as_str() {
+            "setname" => {
+                client.name = Some(String::from_utf8_lossy(&argv[2]).into_owned());
+                Reply::Ok
+            }
+            "getname" => match &client.name {
+                Some(name) => bulk(name),
+                None => Reply::Nil,
+            },
+            "id" => Reply::Integer(client.id as i64),
+            _ => Reply::Ok,
+        }
+    }
+
+    /// DEBUG DIGEST, as in Redis: a hash of this node's own state (not a
+    /// linearizable read), so tests and operators can compare nodes.
+    fn debug_command(&self, argv: &[Vec<u8>]) -> Reply {
+        match precheck("debug", argv) {
+            Some(error) => error,
+            None => Reply::Status(format!("{:016x}", self.replica.kv().digest())),
+        }
+    }
+
+    pub(super) fn info(&self) -> String {
+        let status = self.replica.status();
+        let book = &self.cluster.book;
+        let addresses: Vec<(NodeId, String)> = status
+            .voters
+            .iter()
+            .chain(&status.learners)
+            .map(|id| (*id, book.raft_addr(*id).unwrap_or("").to_string()))
+            .collect();
+        let leader_client_addr = book.client_addr(status.leader_id).unwrap_or("");
+        info::info_text(&InfoContext {
+            status: &status,
+            addresses: &addresses,
+            leader_client_addr,
+            keys: self.replica.kv().len(),
+            connected_clients: self.clients.len(),
+            uptime_secs: self.uptime_secs(),
+            log_bytes: self.disk.storage.log_bytes(),
+            snapshot: self.snapshot_info(),
+        })
+    }
+
+    fn snapshot_info(&self) -> info::SnapshotInfo {
+        let stats = &self.snapshots.stats;
+        info::SnapshotInfo {
+            bytes: stats.bytes,
+            in_progress: self.snapshots.is_writing(),
+            last_duration_ms: stats.last_duration.as_millis() as u64,
+            taken: stats.taken,
+            received: stats.received,
+            sent: stats.sent,
+            last_max_iteration_us: stats.last_max_iteration.as_micros() as u64,
+            last_max_iteration_cpu_us: stats.last_max_iteration_cpu.as_micros() as u64,
+            max_iteration_us: self.max_iteration.as_micros() as u64,
+        }
+    }
+}
+
+/// COMMAND: redis-cli and client libraries ask for the command table on
+/// connect and do without it; this node lists none.
+fn command_command(argv: &[Vec<u8>]) -> Reply {
+    if let Some(error) = precheck("command", argv) {
+        return error;
+    }
+    match argv.get(1).map(|sub| command_name(sub)) {
+        Some(sub) if sub.as_str() == "count" => Reply::Integer(0),
+        _ => Reply::Array(Vec::new()),
+    }
+}
+
+/// SELECT: there is one database, 0.
+fn select_command(argv: &[Vec<u8>]) -> Reply {
+    if let Some(error) = precheck("select", argv) {
+        return error;
+    }
+    match crate::kv::parse_integer(&argv[1]) {
+        Some(0) => Reply::Ok,
+        Some(_) => error("ERR DB index is out of range"),
+        None => error("ERR value is not an integer or out of range"),
+    }
+}
+
+/// CONFIG GET: enough for redis-benchmark and friends (they ask for `save`
+/// and `appendonly`); every parameter reads as absent.
+fn config_command(argv: &[Vec<u8>]) -> Reply {
+    precheck("config", argv).unwrap_or(Reply::Map(Vec::new()))
+}
