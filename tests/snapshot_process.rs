@@ -132,7 +132,9 @@ fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
         "the follower caught up without a snapshot"
     );
     assert!(info_u64(&mut to_follower, "snapshot_index") >= leader_first);
-    assert!(info_u64(&mut client, "snapshots_sent") >= 1);
+    // Once: appends arriving while the follower decodes the snapshot do not
+    // make the leader stream it again.
+    assert_eq!(info_u64(&mut client, "snapshots_sent"), 1);
     let applied = |i: usize| info_u64(&mut cluster.client(i), "applied_index");
     assert_eq!(applied(follower), applied(leader));
     let leader_digest = digest(&cluster, leader);
@@ -145,6 +147,39 @@ fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
         "300,000 writes in {:?}; follower caught up through InstallSnapshot in {:?}",
         writing, catch_up
     );
+}
+
+/// A follower that needs a large snapshot gets it streamed once: appends that
+/// arrive while it decodes the snapshot must not make the leader start over.
+#[test]
+fn a_follower_behind_a_large_snapshot_gets_it_streamed_once() {
+    let mut cluster = Cluster::new(3);
+    for node in &mut cluster.nodes {
+        node.extra_args = vec!["--snapshot-entries".into(), "5000".into()];
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.client(leader);
+    cluster.kill(follower);
+    set_many(&mut client, "big", 0..60_000, 500, |i| {
+        let mut value = vec![b'v'; 1000];
+        value[..8].copy_from_slice(&i.to_le_bytes());
+        value
+    });
+    let target = info_u64(&mut client, "applied_index");
+    cluster.spawn(follower);
+    wait_for(Duration::from_secs(60), "the follower to catch up", || {
+        let mut c = Client::try_connect(&cluster.nodes[follower].client_addr())?;
+        let info = c.try_info()?;
+        let applied: u64 = info.get("applied_index")?.parse().ok()?;
+        (applied >= target).then_some(())
+    });
+    assert_eq!(info_u64(&mut client, "snapshots_sent"), 1);
+    let leader_digest = digest(&cluster, leader);
+    assert_eq!(digest(&cluster, follower), leader_digest);
 }
 
 fn single_node(snapshot_entries: u64) -> Cluster {

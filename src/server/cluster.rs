@@ -243,8 +243,10 @@ impl Server {
         }
         let client = self.clients.get_mut(&token)?;
         let seq = client.open_slot(Pending::Parked, Kind::Other);
-        // A removal of the leader waits for a transfer, then for a commit.
-        self.schedule_deadline_ticks(token, seq, self.deadline_ticks * 2);
+        // Within the same `election_timeout_ms * 4` as every other request
+        // (SPEC): a removal of the leader waits for a transfer, then for a
+        // commit, which takes milliseconds when a quorum is up.
+        self.schedule_deadline(token, seq);
         self.route_cluster(token, seq, request);
         None
     }

@@ -13,7 +13,7 @@ use super::snapshotter::Snapshotter;
 use super::{DiskLog, LoopMap, ServerError};
 use crate::config::Config;
 use crate::kv::{Command, Reply};
-use crate::raft::{Message, MessageBody, NodeId, Role, NO_NODE};
+use crate::raft::{Message, MessageBody, NodeId, Role, SoftState, NO_NODE};
 use crate::replica::{Completion, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
 use crate::wire::peer_msg::PeerMessage;
@@ -101,6 +101,8 @@ pub struct Server {
     pub(super) dirty_clients: Vec<Token>,
     pub(super) deadline_ticks: u64,
     leader_seen: NodeId,
+    /// Role and term last logged.
+    role_seen: (Role, u64),
     pub(super) snapshots: Snapshots,
     /// Snapshot streams that ended outside `stream_snapshots`, to report.
     snapshot_reports: Vec<(NodeId, bool)>,
@@ -206,6 +208,7 @@ impl Server {
             dirty_clients: Vec::new(),
             deadline_ticks,
             leader_seen: NO_NODE,
+            role_seen: (Role::Follower, 0),
             snapshots,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
@@ -588,6 +591,18 @@ impl Server {
             if let Some(message) = self.snapshots.on_install_message(message, &self.replica) {
                 self.replica.step(message);
             }
+        } else if self.snapshots.is_finishing()
+            && matches!(message.body, MessageBody::Append { .. })
+        {
+            // Our log is still the one before the snapshot, so the core would
+            // reject this, and the leader, whose log no longer holds what we
+            // lack, would stream the whole snapshot again. Dropped instead:
+            // the leader probes again after its next heartbeat, answered once
+            // the snapshot is in.
+            debug!(
+                "append from node {} dropped: a snapshot is being finished",
+                message.from
+            );
         } else {
             self.replica.step(message);
         }
@@ -681,11 +696,7 @@ impl Server {
     }
 
     pub(super) fn schedule_deadline(&mut self, token: Token, seq: u64) {
-        self.schedule_deadline_ticks(token, seq, self.deadline_ticks);
-    }
-
-    pub(super) fn schedule_deadline_ticks(&mut self, token: Token, seq: u64, ticks: u64) {
-        let at = self.clock.now_ticks() + ticks;
+        let at = self.clock.now_ticks() + self.deadline_ticks;
         self.wheel.schedule(at, Timer::Deadline { token, seq });
     }
 
@@ -712,25 +723,36 @@ impl Server {
             self.replica.report_unreachable(id);
         }
         if let Some(soft) = outcome.soft_state {
-            if soft.role == Role::Leader && self.leader_seen != self.config.id {
-                info!(
-                    "node {} became leader in term {}",
-                    self.config.id, soft.term
-                );
-            } else if soft.leader_id != self.leader_seen {
-                if soft.leader_id == NO_NODE {
-                    info!(
-                        "no leader in term {} (role {})",
-                        soft.term,
-                        soft.role.as_str()
-                    );
-                } else {
-                    info!("leader is node {} in term {}", soft.leader_id, soft.term);
-                }
-            }
-            self.leader_seen = soft.leader_id;
+            self.log_soft_state(soft);
         }
         Ok(())
+    }
+
+    /// One line per change of role (with its term) or of the known leader.
+    fn log_soft_state(&mut self, soft: SoftState) {
+        let id = self.config.id;
+        let role = match soft.role {
+            Role::PreCandidate => "pre-candidate",
+            other => other.as_str(),
+        };
+        if (soft.role, soft.term) != self.role_seen {
+            match soft.role {
+                Role::Leader => info!("node {} became leader in term {}", id, soft.term),
+                Role::Follower if soft.leader_id != NO_NODE => info!(
+                    "node {} is follower in term {}, leader is node {}",
+                    id, soft.term, soft.leader_id
+                ),
+                _ => info!("node {} is {} in term {}", id, role, soft.term),
+            }
+        } else if soft.leader_id != self.leader_seen {
+            if soft.leader_id == NO_NODE {
+                info!("no leader in term {} (role {})", soft.term, role);
+            } else {
+                info!("leader is node {} in term {}", soft.leader_id, soft.term);
+            }
+        }
+        self.role_seen = (soft.role, soft.term);
+        self.leader_seen = soft.leader_id;
     }
 
     pub(super) fn uptime_secs(&self) -> u64 {

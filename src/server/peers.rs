@@ -24,10 +24,16 @@ use mio::{Interest, Registry, Token};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 /// Beyond this much unsent output to one peer, new messages to it are dropped
 /// (Raft tolerates loss; the peer is reported unreachable and probed later).
 const MAX_PEER_BACKLOG: usize = 64 << 20;
+/// Redial delays: doubling from the minimum up to the maximum, and back to
+/// the minimum only after a connection stayed up for the maximum. Why not on
+/// connect: a peer that takes the TCP connection and then closes it (its
+/// `cluster_name` differs, say) would otherwise be redialed, and both sides
+/// would log it, fifty times a second.
 const BACKOFF_MIN_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 1000;
 
@@ -49,6 +55,8 @@ pub struct Peer {
     outbound: Option<Token>,
     outbound_ready: bool,
     backoff_ms: u64,
+    /// When our connection to it finished connecting, while it is up.
+    connected_since: Option<Instant>,
 }
 
 enum Side {
@@ -101,6 +109,7 @@ impl Peers {
                         outbound: None,
                         outbound_ready: false,
                         backoff_ms: BACKOFF_MIN_MS,
+                        connected_since: None,
                     },
                 )
             })
@@ -142,6 +151,7 @@ impl Peers {
                 outbound: None,
                 outbound_ready: false,
                 backoff_ms: BACKOFF_MIN_MS,
+                connected_since: None,
             },
         );
     }
@@ -280,7 +290,7 @@ impl Peers {
                     let _ = pc.conn.stream.set_nodelay(true);
                     if let Some(member) = self.members.get_mut(&peer) {
                         member.outbound_ready = true;
-                        member.backoff_ms = BACKOFF_MIN_MS;
+                        member.connected_since = Some(Instant::now());
                     }
                     info!("connected to peer {}", peer);
                 }
@@ -387,6 +397,10 @@ impl Peers {
                 if let Some(member) = self.members.get_mut(&peer) {
                     member.outbound = None;
                     member.outbound_ready = false;
+                    let stayed = member.connected_since.take().map(|at| at.elapsed());
+                    if stayed >= Some(Duration::from_millis(BACKOFF_MAX_MS)) {
+                        member.backoff_ms = BACKOFF_MIN_MS;
+                    }
                 }
                 if connected {
                     info!("disconnected from peer {}: {}", peer, reason);

@@ -359,7 +359,7 @@ impl Server {
                 if write {
                     error("TIMEOUT outcome unknown")
                 } else {
-                    error("TRYAGAIN no quorum")
+                    error("TRYAGAIN no leader")
                 }
             }
         };

@@ -102,6 +102,11 @@ impl Snapshots {
         }
     }
 
+    /// Whether a received snapshot is being checked and decoded.
+    pub fn is_finishing(&self) -> bool {
+        self.finishing.is_some()
+    }
+
     pub fn is_writing(&self) -> bool {
         self.writing_since.is_some()
     }
