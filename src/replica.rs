@@ -600,32 +600,36 @@ impl<W> Replica<W> {
         if let Some(soft) = ready.soft_state {
             outcome.soft_state = Some(soft);
         }
-        // 0. A snapshot from the leader replaces the state before the entries
+        // 0. The hard state first (durable on return): whatever a crash leaves
+        //    behind, no snapshot or entry on disk has a term above the stable
+        //    file's, which is how recovery tells a missing or stale stable file
+        //    from a crash (`recover`).
+        if let Some(hard_state) = ready.hard_state {
+            durable.set_hard_state(hard_state)?;
+        }
+        // 1. A snapshot from the leader replaces the state before the entries
         //    that follow it are written.
         if let Some(meta) = ready.snapshot.take() {
             let kv = durable.install_snapshot(&meta)?;
             outcome.replaced_state = Some(self.install(&meta, kv, done));
             outcome.snapshot_installed = Some(meta);
         }
-        // 1. Persist. The stable file is durable on return; entries wait for the sync.
+        // 2. Entries, which wait for the sync.
         if !ready.entries.is_empty() {
             durable.append(&ready.entries)?;
             note_conf_entries(&ready.entries, &mut outcome.conf_appended);
         }
-        if let Some(hard_state) = ready.hard_state {
-            durable.set_hard_state(hard_state)?;
-        }
-        // 2. The leader's AppendEntries leave before its own sync (thesis §10.2.1):
+        // 3. The leader's AppendEntries leave before its own sync (thesis §10.2.1):
         //    followers write their copies while we write ours.
         for message in ready.send_now.drain(..) {
             transport.send(message);
         }
         transport.flush();
-        // 3. One sync for everything appended in this batch (group commit), and
-        // 4. votes and acknowledgements, which promise what is on disk, only
+        // 4. One sync for everything appended in this batch (group commit), and
+        // 5. votes and acknowledgements, which promise what is on disk, only
         //    after it (they wait here while a background sync runs).
         let synced = self.sync_and_promise(&mut ready, durable, transport)?;
-        // 5. Apply, answering the proposals whose entries these are.
+        // 6. Apply, answering the proposals whose entries these are.
         note_conf_entries(&ready.committed, &mut outcome.conf_applied);
         for batch in ready.committed.chunks(PREFETCH_ENTRIES) {
             self.kv
@@ -636,7 +640,7 @@ impl<W> Replica<W> {
             }
         }
         ready.committed.clear();
-        // 6. Reads: confirmed ones wait for the applied index; dropped ones never ran.
+        // 7. Reads: confirmed ones wait for the applied index; dropped ones never ran.
         for ctx in ready.dropped_reads.drain(..) {
             if let Some(read) = self.reads_unconfirmed.remove(&ctx) {
                 done.push(Completion {

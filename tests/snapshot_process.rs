@@ -288,6 +288,37 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
     );
 }
 
+/// A deleted stable file must not restart the node at term 0 with no vote
+/// (it could vote twice in a term): the log's terms show it is missing.
+#[test]
+fn a_missing_stable_file_stops_the_node_with_exit_status_1() {
+    let mut cluster = single_node(1_000_000);
+    let mut client = cluster.client(0);
+    set_many(&mut client, "k", 0..100, 100, small_value);
+    cluster.kill(0);
+    let stable = cluster.data_dir(0).join("stable");
+    std::fs::remove_file(&stable).expect("remove the stable file");
+    let log_before = std::fs::read_dir(cluster.data_dir(0).join("log"))
+        .expect("log dir")
+        .count();
+    let output = Command::new(common::BIN)
+        .args(cluster.args(0))
+        .output()
+        .expect("run raftkv");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&stable.display().to_string()) && stderr.contains("holds term 0"),
+        "{}",
+        stderr
+    );
+    assert!(!stable.exists(), "the node wrote a new stable file");
+    let log_after = std::fs::read_dir(cluster.data_dir(0).join("log"))
+        .expect("log dir")
+        .count();
+    assert_eq!(log_after, log_before);
+}
+
 /// A data directory built with the library: entries 1..=300 in small
 /// segments, snapshots at 100 and 250, the log compacted to about 200, then
 /// the newest snapshot corrupted. The older snapshot plus the log no longer

@@ -86,6 +86,17 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
         }
     };
     let hard_state = storage.hard_state();
+    let newest_term = entries
+        .last()
+        .map_or(meta.term, |entry| entry.term.max(meta.term));
+    if hard_state.term < newest_term {
+        return Err(unusable(format!(
+            "{} holds term {}, below term {} of the snapshot and log: the stable file is missing or older than the log, and starting from it could vote twice in a term",
+            data_dir.join(crate::storage::STABLE_FILE).display(),
+            hard_state.term,
+            newest_term
+        )));
+    }
     info!(
         "recovered term {} vote {}, snapshot index {} and {} log entries after it from {} in {} ms",
         hard_state.term,

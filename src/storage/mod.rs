@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The log directory inside a data directory.
 pub const LOG_DIR: &str = "log";
+/// The stable file (term and vote) inside a data directory.
+pub const STABLE_FILE: &str = stable::FILE_NAME;
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
