@@ -17,13 +17,17 @@
 use crate::cli::Flags;
 use crate::raft::NodeId;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncMode {
     Always,
     Never,
 }
+
+/// The file in the data dir that records the members a node was founded
+/// with (see `server::founders`).
+pub const FOUNDERS_FILE: &str = "founders";
 
 /// Every setting of SPEC §2, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,7 +355,12 @@ pub fn resolve(
         .get("join")
         .map(|s| s.value.eq_ignore_ascii_case("yes"))
         == Some(true);
-    check_presence(&merged, join)?;
+    // A node that has booted before records its founding members in its data
+    // dir (`server::founders`), so `cluster` is needed on first boot only.
+    let booted_before = merged
+        .get("data_dir")
+        .is_some_and(|dir| Path::new(dir.value).join(FOUNDERS_FILE).exists());
+    check_presence(&merged, join, booted_before)?;
     build(&merged, join)
 }
 
@@ -392,17 +401,17 @@ fn merge<'a>(
     Ok(merged)
 }
 
-fn check_presence(merged: &Merged<'_>, join: bool) -> Result<(), ConfigError> {
+fn check_presence(merged: &Merged<'_>, join: bool, booted_before: bool) -> Result<(), ConfigError> {
     for def in KEYS {
         let required = match def.presence {
             Presence::Required => true,
-            Presence::RequiredUnlessJoin => !join,
+            Presence::RequiredUnlessJoin => !join && !booted_before,
             Presence::Optional | Presence::Default(_) => false,
         };
         match merged.get(def.name) {
             None if required => {
                 let unless = if def.presence == Presence::RequiredUnlessJoin {
-                    " unless join = yes"
+                    " on first boot, unless join = yes"
                 } else {
                     ""
                 };
@@ -588,7 +597,7 @@ fn check_addr(value: &str) -> Result<(), String> {
 }
 
 /// `id=host:port,...` into members sorted by id; ids unique.
-fn parse_members(value: &str) -> Result<Vec<(NodeId, String)>, String> {
+pub(crate) fn parse_members(value: &str) -> Result<Vec<(NodeId, String)>, String> {
     let mut members: Vec<(NodeId, String)> = Vec::new();
     for part in value.split(',') {
         let part = part.trim();
@@ -920,7 +929,7 @@ data_dir = data/node2
             .collect();
         assert_eq!(
             err(&no_cluster, &[]),
-            "missing required setting 'cluster' (config key cluster or flag --cluster) unless join = yes"
+            "missing required setting 'cluster' (config key cluster or flag --cluster) on first boot, unless join = yes"
         );
         let joined = from_text(&no_cluster, &[("join", "yes")]).unwrap();
         assert!(joined.join);

@@ -189,6 +189,36 @@ fn a_pipeline_sent_before_the_client_shuts_its_side_is_served_whole() {
     }
 }
 
+/// `cluster` is needed on first boot only: a node restarted without it (as
+/// the SPEC allows) rejoins with the members it was founded with.
+#[test]
+fn a_node_restarts_without_the_cluster_setting() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.client(leader);
+    assert_eq!(client.cmd_retry(&["SET", "before", "1"]), Reply::Ok);
+    assert_eq!(cluster.terminate(follower), Some(0));
+    assert_eq!(client.cmd(&["SET", "while-down", "2"]), Reply::Ok);
+    cluster.nodes[follower].restart_bare = true;
+    assert!(!cluster.args(follower).iter().any(|a| a == "--cluster"));
+    cluster.spawn(follower);
+    let mut restarted = cluster.client(follower);
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted node to catch up",
+        || {
+            let info = restarted.try_info()?;
+            (info.get("members")?.matches('=').count() == 3
+                && info.get("applied_index")? == cluster.info(leader).get("applied_index")?)
+            .then_some(())
+        },
+    );
+    assert_eq!(restarted.cmd(&["GET", "while-down"]), bulk("2"));
+    assert_eq!(restarted.cmd(&["SET", "after", "3"]), Reply::Ok);
+    assert_eq!(client.cmd(&["GET", "after"]), bulk("3"));
+}
+
 #[test]
 fn inline_commands_as_typed_into_netcat() {
     let cluster = Cluster::start(3);

@@ -170,6 +170,20 @@ fn a_follower_behind_a_large_snapshot_gets_it_streamed_once() {
         value
     });
     let target = info_u64(&mut client, "applied_index");
+    // A snapshot the leader is still taking would legitimately need sending
+    // too, once it compacts the log past the one being sent.
+    let mut last_seen = u64::MAX;
+    wait_for(
+        Duration::from_secs(30),
+        "the leader's snapshots to settle",
+        || {
+            let index = info_u64(&mut client, "snapshot_index");
+            let settled = info_u64(&mut client, "snapshot_in_progress") == 0 && index == last_seen;
+            last_seen = index;
+            std::thread::sleep(Duration::from_millis(100));
+            settled.then_some(())
+        },
+    );
     cluster.spawn(follower);
     wait_for(Duration::from_secs(60), "the follower to catch up", || {
         let mut c = Client::try_connect(&cluster.nodes[follower].client_addr())?;

@@ -8,6 +8,7 @@ mod cluster;
 mod conn;
 mod connection;
 mod event_loop;
+mod founders;
 mod info;
 pub mod local_cluster;
 mod peers;
@@ -188,12 +189,16 @@ pub fn spawn(config: Config) -> Result<NodeHandle, ServerError> {
     })
 }
 
-fn build(config: Config, stop_on: event_loop::StopOn) -> Result<event_loop::Server, ServerError> {
+fn build(
+    mut config: Config,
+    stop_on: event_loop::StopOn,
+) -> Result<event_loop::Server, ServerError> {
     tune_allocator();
     if config.fsync == FsyncMode::Never {
         warn!("fsync = never: acknowledged writes can be lost on a crash (benchmarks only)");
     }
     let mut storage = Storage::open(&config.data_dir, StorageOptions::default())?;
+    config.cluster = founders::settle(&config.data_dir, &config.cluster)?;
     let recovered = recover::recover(&config.data_dir, &mut storage)?;
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;

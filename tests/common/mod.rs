@@ -72,6 +72,9 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
     /// Started with `--join` instead of `--cluster` (added later with CLUSTER ADD).
     pub join: bool,
+    /// Started with neither `--cluster` nor `--join` (a restart: the data dir
+    /// records the members it was founded with).
+    pub restart_bare: bool,
 }
 
 impl NodeSpec {
@@ -112,6 +115,7 @@ impl Cluster {
                 log_path: dir.path().join(format!("node{}.log", id)),
                 extra_args: Vec::new(),
                 join: id > founders as u64,
+                restart_bare: false,
             })
             .collect();
         let cluster_arg = nodes
@@ -157,9 +161,9 @@ impl Cluster {
             "--log-level".into(),
             "debug".into(),
         ];
-        if node.join {
+        if node.join && !node.restart_bare {
             args.push("--join".into());
-        } else {
+        } else if !node.restart_bare {
             args.push("--cluster".into());
             args.push(self.cluster_arg.clone());
         }
