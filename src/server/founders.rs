@@ -14,18 +14,56 @@ use std::path::Path;
 type Members = Vec<(NodeId, String)>;
 
 /// The founding members to start with: `configured` when given (written to
-/// the file on first boot), else what the file recorded.
-pub fn settle(data_dir: &Path, configured: &[(NodeId, String)]) -> Result<Members, ServerError> {
+/// the file on first boot), else what the file recorded. The founding voters
+/// cannot change later (membership changes go through CLUSTER ADD/REMOVE),
+/// so a `cluster` naming other ids than the file is refused; other addresses
+/// for the same ids are taken and recorded. This node (`id` at `raft_addr`)
+/// must be among the founders, unless it joined (none).
+pub fn settle(
+    data_dir: &Path,
+    configured: &[(NodeId, String)],
+    id: NodeId,
+    raft_addr: &str,
+) -> Result<Members, ServerError> {
     let path = data_dir.join(FOUNDERS_FILE);
     let fatal = |why: String| ServerError::Fatal(format!("{}: {}", path.display(), why));
-    match fs::read_to_string(&path) {
-        Ok(text) if configured.is_empty() => parse(&text).map_err(fatal),
-        Ok(_) => Ok(configured.to_vec()),
+    let members = match fs::read_to_string(&path) {
+        Ok(text) => {
+            let recorded = parse(&text).map_err(fatal)?;
+            let ids = |members: &[(NodeId, String)]| -> Vec<NodeId> {
+                let mut ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                ids
+            };
+            if configured.is_empty() || configured == recorded.as_slice() {
+                recorded
+            } else if ids(configured) == ids(&recorded) {
+                record(data_dir, configured).map_err(|e| fatal(e.to_string()))?;
+                configured.to_vec()
+            } else {
+                return Err(fatal(format!(
+                    "this node was founded with members {:?}, but cluster names {:?}; the founding members cannot change (use CLUSTER ADD and REMOVE)",
+                    ids(&recorded),
+                    ids(configured)
+                )));
+            }
+        }
         Err(err) if err.kind() == ErrorKind::NotFound => {
             record(data_dir, configured).map_err(|e| fatal(e.to_string()))?;
-            Ok(configured.to_vec())
+            configured.to_vec()
         }
-        Err(err) => Err(fatal(err.to_string())),
+        Err(err) => return Err(fatal(err.to_string())),
+    };
+    match members.iter().find(|(member, _)| *member == id) {
+        None if !members.is_empty() => Err(fatal(format!(
+            "node {} is not among the founding members (is this another node's data dir?)",
+            id
+        ))),
+        Some((_, addr)) if addr != raft_addr => Err(fatal(format!(
+            "node {} was founded at {}, but raft_addr is {}",
+            id, addr, raft_addr
+        ))),
+        _ => Ok(members),
     }
 }
 
@@ -67,26 +105,54 @@ mod tests {
     fn the_first_boot_records_the_members_and_a_restart_without_them_reads_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let founders = vec![(1, "127.0.0.1:7001".to_string()), (2, "h:2".to_string())];
-        assert_eq!(settle(dir.path(), &founders).expect("first boot"), founders);
-        assert_eq!(settle(dir.path(), &[]).expect("restart"), founders);
-        // Given again, the key is used as given.
-        let other = vec![(1, "127.0.0.1:7001".to_string())];
-        assert_eq!(settle(dir.path(), &other).expect("restart"), other);
-        assert_eq!(settle(dir.path(), &[]).expect("restart"), founders);
+        let settle =
+            |configured: &[(NodeId, String)]| settle(dir.path(), configured, 1, "127.0.0.1:7001");
+        assert_eq!(settle(&founders).expect("first boot"), founders);
+        assert_eq!(settle(&[]).expect("restart"), founders);
+        // A new address of a founder is taken, and recorded.
+        let moved = vec![(1, "127.0.0.1:7001".to_string()), (2, "h:22".to_string())];
+        assert_eq!(settle(&moved).expect("restart"), moved);
+        assert_eq!(settle(&[]).expect("restart"), moved);
+        // Other founders are refused, and the file is kept.
+        let other = vec![(1, "127.0.0.1:7001".to_string()), (3, "h:3".to_string())];
+        assert!(matches!(settle(&other), Err(ServerError::Fatal(_))));
+        assert_eq!(settle(&[]).expect("restart"), moved);
     }
 
     #[test]
     fn a_joiner_records_no_members() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(settle(dir.path(), &[]).expect("first boot"), Vec::new());
-        assert_eq!(settle(dir.path(), &[]).expect("restart"), Vec::new());
+        assert_eq!(
+            settle(dir.path(), &[], 4, "h:4").expect("first boot"),
+            Vec::new()
+        );
+        assert_eq!(
+            settle(dir.path(), &[], 4, "h:4").expect("restart"),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn another_nodes_data_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let founders = vec![(1, "h:1".to_string()), (2, "h:2".to_string())];
+        settle(dir.path(), &founders, 1, "h:1").expect("first boot");
+        assert!(matches!(
+            settle(dir.path(), &[], 3, "h:3"),
+            Err(ServerError::Fatal(_))
+        ));
+        assert!(matches!(
+            settle(dir.path(), &[], 2, "h:9"),
+            Err(ServerError::Fatal(_))
+        ));
+        assert!(settle(dir.path(), &[], 2, "h:2").is_ok());
     }
 
     #[test]
     fn a_damaged_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join(FOUNDERS_FILE), "cluster = 1=\n").expect("write");
-        match settle(dir.path(), &[]) {
+        match settle(dir.path(), &[], 1, "h:1") {
             Err(ServerError::Fatal(text)) => assert!(text.contains(FOUNDERS_FILE), "{}", text),
             other => panic!("expected an error, got {:?}", other.map(|_| ())),
         }

@@ -198,7 +198,12 @@ fn build(
         warn!("fsync = never: acknowledged writes can be lost on a crash (benchmarks only)");
     }
     let mut storage = Storage::open(&config.data_dir, StorageOptions::default())?;
-    config.cluster = founders::settle(&config.data_dir, &config.cluster)?;
+    config.cluster = founders::settle(
+        &config.data_dir,
+        &config.cluster,
+        config.id,
+        &config.raft_addr,
+    )?;
     let recovered = recover::recover(&config.data_dir, &mut storage)?;
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;

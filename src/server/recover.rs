@@ -73,6 +73,22 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
         }
     };
     let (first, last) = (storage.first_index(), storage.last_index());
+    // Checked before anything is changed. Every snapshot or entry on disk was
+    // written after a stable file with at least its term (`Replica` makes the
+    // hard state durable first), so a lower term means a missing or stale
+    // stable file. (A snapshot received from a leader is published before
+    // the core sees its message, but only by a follower that had already
+    // answered that leader in its term, after storing that term.)
+    let stable_term = storage.hard_state().term;
+    let newest_term = storage.term(last).unwrap_or(0).max(meta.term);
+    if stable_term < newest_term {
+        return Err(unusable(format!(
+            "{} holds term {}, below term {} of the snapshot and log: the stable file is missing or older than the log, and starting from it could vote twice in a term",
+            data_dir.join(crate::storage::STABLE_FILE).display(),
+            stable_term,
+            newest_term
+        )));
+    }
     let plan = plan_log(&meta, first, last, |i| storage.term(i), must_reach).map_err(unusable)?;
     let entries = match plan {
         LogPlan::Keep { from } => storage.entries(from, last + 1)?,
@@ -86,17 +102,6 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
         }
     };
     let hard_state = storage.hard_state();
-    let newest_term = entries
-        .last()
-        .map_or(meta.term, |entry| entry.term.max(meta.term));
-    if hard_state.term < newest_term {
-        return Err(unusable(format!(
-            "{} holds term {}, below term {} of the snapshot and log: the stable file is missing or older than the log, and starting from it could vote twice in a term",
-            data_dir.join(crate::storage::STABLE_FILE).display(),
-            hard_state.term,
-            newest_term
-        )));
-    }
     info!(
         "recovered term {} vote {}, snapshot index {} and {} log entries after it from {} in {} ms",
         hard_state.term,
