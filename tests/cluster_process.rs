@@ -89,18 +89,24 @@ fn pipelined_requests_get_replies_in_order_on_every_node() {
     }
 }
 
-/// Each read in a pipeline sees the writes sent before it on its connection
-/// and none sent after it, as if Redis served them one at a time. (A read
-/// waits for its ReadIndex round; a write pipelined behind it must not be
-/// applied first.)
-#[test]
-fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
+/// Three nodes, started, with a leader that has committed a write.
+fn cluster_that_committed_a_write() -> (Cluster, usize) {
     let cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
         Reply::Ok
     );
+    (cluster, leader)
+}
+
+/// Each read in a pipeline sees the writes sent before it on its connection
+/// and none sent after it, as if Redis served them one at a time. (A read
+/// waits for its ReadIndex round; a write pipelined behind it must not be
+/// applied first.)
+#[test]
+fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
+    let (cluster, _) = cluster_that_committed_a_write();
     let req = |argv: &[&str], out: &mut Vec<u8>| {
         let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
         raftkv::wire::resp::encode_request(&argv, out);
@@ -157,12 +163,7 @@ fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
 /// every reply, including those of writes held behind a read.
 #[test]
 fn a_pipeline_sent_before_the_client_shuts_its_side_is_served_whole() {
-    let cluster = Cluster::start(3);
-    let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    assert_eq!(
-        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
-        Reply::Ok
-    );
+    let (cluster, leader) = cluster_that_committed_a_write();
     for i in 0..3 {
         let key = format!("eof{}", i);
         let typed = format!(

@@ -91,17 +91,23 @@ fn flip_byte(path: &Path, offset: u64) {
     fs::write(path, bytes).expect("write snapshot");
 }
 
-#[test]
-fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
+/// Three running nodes that snapshot every `entries` entries: the cluster,
+/// its leader and a follower (indexes).
+fn three_nodes_snapshotting_every(entries: u64) -> (Cluster, usize, usize) {
     let mut cluster = Cluster::new(3);
     for node in &mut cluster.nodes {
-        node.extra_args = vec!["--snapshot-entries".into(), "10000".into()];
+        node.extra_args = vec!["--snapshot-entries".into(), entries.to_string()];
     }
     for i in 0..3 {
         cluster.spawn(i);
     }
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
-    let follower = (leader + 1) % 3;
+    (cluster, leader, (leader + 1) % 3)
+}
+
+#[test]
+fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
+    let (mut cluster, leader, follower) = three_nodes_snapshotting_every(10000);
     let mut client = cluster.client(leader);
     set_many(&mut client, "before:", 0..1000, 500, small_value);
     cluster.kill(follower);
@@ -119,12 +125,7 @@ fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
     let started = Instant::now();
     cluster.spawn(follower);
     let target = info_u64(&mut client, "applied_index");
-    wait_for(Duration::from_secs(60), "the follower to catch up", || {
-        let mut c = Client::try_connect(&cluster.nodes[follower].client_addr())?;
-        let info = c.try_info()?;
-        let applied: u64 = info.get("applied_index")?.parse().ok()?;
-        (applied >= target).then_some(())
-    });
+    cluster.wait_applied(target, Duration::from_secs(60));
     let catch_up = started.elapsed();
     let mut to_follower = cluster.client(follower);
     assert!(
@@ -153,15 +154,7 @@ fn a_follower_down_during_300k_writes_catches_up_through_install_snapshot() {
 /// arrive while it decodes the snapshot must not make the leader start over.
 #[test]
 fn a_follower_behind_a_large_snapshot_gets_it_streamed_once() {
-    let mut cluster = Cluster::new(3);
-    for node in &mut cluster.nodes {
-        node.extra_args = vec!["--snapshot-entries".into(), "5000".into()];
-    }
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
-    let follower = (leader + 1) % 3;
+    let (mut cluster, leader, follower) = three_nodes_snapshotting_every(5000);
     let mut client = cluster.client(leader);
     cluster.kill(follower);
     set_many(&mut client, "big", 0..60_000, 500, |i| {
@@ -185,12 +178,7 @@ fn a_follower_behind_a_large_snapshot_gets_it_streamed_once() {
         },
     );
     cluster.spawn(follower);
-    wait_for(Duration::from_secs(60), "the follower to catch up", || {
-        let mut c = Client::try_connect(&cluster.nodes[follower].client_addr())?;
-        let info = c.try_info()?;
-        let applied: u64 = info.get("applied_index")?.parse().ok()?;
-        (applied >= target).then_some(())
-    });
+    cluster.wait_applied(target, Duration::from_secs(60));
     assert_eq!(info_u64(&mut client, "snapshots_sent"), 1);
     let leader_digest = digest(&cluster, leader);
     assert_eq!(digest(&cluster, follower), leader_digest);
