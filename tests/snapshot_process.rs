@@ -276,18 +276,24 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
     for file in snapshot_files(cluster.data_dir(0)) {
         flip_byte(&file, 40);
     }
-    let output = Command::new(common::BIN)
-        .args(cluster.args(0))
-        .output()
-        .expect("run raftkv");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = start_expecting_exit_status_1(&cluster);
     let data_dir = cluster.data_dir(0).display().to_string();
     assert!(
         stderr.contains("cannot be recovered") && stderr.contains(&data_dir),
         "{}",
         stderr
     );
+}
+
+/// Runs node 1 of `cluster` in the foreground, checks that it refuses to
+/// start with exit status 1, and returns what it wrote to stderr.
+fn start_expecting_exit_status_1(cluster: &Cluster) -> String {
+    let output = Command::new(common::BIN)
+        .args(cluster.args(0))
+        .output()
+        .expect("run raftkv");
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A deleted stable file must not restart the node at term 0 with no vote
@@ -303,12 +309,7 @@ fn a_missing_stable_file_stops_the_node_with_exit_status_1() {
     let log_before = std::fs::read_dir(cluster.data_dir(0).join("log"))
         .expect("log dir")
         .count();
-    let output = Command::new(common::BIN)
-        .args(cluster.args(0))
-        .output()
-        .expect("run raftkv");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = start_expecting_exit_status_1(&cluster);
     assert!(
         stderr.contains(&stable.display().to_string()) && stderr.contains("holds term 0"),
         "{}",
