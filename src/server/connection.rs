@@ -395,6 +395,8 @@ fn command_command(argv: &[Vec<u8>]) -> Reply {
     }
     match argv.get(1).map(|sub| command_name(sub)) {
         Some(sub) if sub.as_str() == "count" => Reply::Integer(0),
+        // A map in RESP3, as Redis answers it.
+        Some(sub) if sub.as_str() == "docs" => Reply::Map(Vec::new()),
         _ => Reply::Array(Vec::new()),
     }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 const GRACE: Duration = Duration::from_secs(4);
 /// A child that exits this soon after starting is a failed start (say, a port in use).
 const STARTUP: Duration = Duration::from_secs(2);
+/// Longest wait for the nodes' client ports before the banner.
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
 /// The flags that give node `i` of an `n`-node loopback cluster its identity;
 /// its data dir is `nodeI` under `data_base`.
@@ -114,6 +116,10 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             }
         }
     }
+    if let Err(code) = wait_until_listening(&mut children, &stop) {
+        terminate(&mut children);
+        return code;
+    }
     println!(
         "raftkv: started a {}-node cluster on loopback; connect to any node:",
         nodes
@@ -151,4 +157,29 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     terminate(&mut children);
     println!("raftkv: cluster stopped");
     ExitCode::SUCCESS
+}
+
+/// Waits until every node accepts connections on its client port, so that the
+/// banner's "started" is true. A node that exits first (its port taken, say)
+/// ends the cluster with status 1; a slow start (a large snapshot to load) is
+/// waited for up to `LISTEN_WAIT`, then the banner is printed anyway.
+fn wait_until_listening(children: &mut [(u32, Child)], stop: &AtomicBool) -> Result<(), ExitCode> {
+    let deadline = Instant::now() + LISTEN_WAIT;
+    let mut waiting: Vec<u32> = children.iter().map(|(i, _)| *i).collect();
+    while !waiting.is_empty() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        for (i, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("raftkv: node {} exited ({})", i, status);
+                return Err(ExitCode::from(1));
+            }
+        }
+        waiting.retain(|i| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 6380 + *i as u16));
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err()
+        });
+        if !waiting.is_empty() {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
