@@ -344,17 +344,24 @@ fn pre_vote_net(check_quorum: bool) -> Net {
     })
 }
 
-fn removed_node_that_missed_the_commit(check_quorum: bool) {
+/// A pre-vote cluster of three where node 1 leads and has proposed removing
+/// `id`, its messages delivered once; with the proposal's index.
+fn removal_proposed(check_quorum: bool, id: u64) -> (Net, u64) {
     let mut net = pre_vote_net(check_quorum);
     net.campaign(1);
     let (index, _) = net
         .node_mut(1)
-        .propose_conf_change(ConfChange::Remove { id: 3 })
+        .propose_conf_change(ConfChange::Remove { id })
         .expect("leader");
     net.handle_ready(1);
     for m in net.take_queue() {
         net.deliver(m);
     }
+    (net, index)
+}
+
+fn removed_node_that_missed_the_commit(check_quorum: bool) {
+    let (mut net, index) = removal_proposed(check_quorum, 3);
     net.handle_ready(3);
     net.isolate(3);
     net.stabilize();
@@ -709,16 +716,7 @@ fn removed_leader_with_entries_the_cluster_never_had_learns_its_removal() {
 }
 
 fn removed_leader_with_entries_the_cluster_never_had(check_quorum: bool) {
-    let mut net = pre_vote_net(check_quorum);
-    net.campaign(1);
-    let (index, _) = net
-        .node_mut(1)
-        .propose_conf_change(ConfChange::Remove { id: 1 })
-        .expect("leader");
-    net.handle_ready(1);
-    for m in net.take_queue() {
-        net.deliver(m);
-    }
+    let (mut net, index) = removal_proposed(check_quorum, 1);
     for id in [2, 3] {
         net.handle_ready(id);
     }
