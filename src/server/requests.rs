@@ -310,18 +310,21 @@ impl Server {
     fn complete(&mut self, waiter: Waiter, reply: Reply) {
         match waiter {
             Waiter::Client { token, seq } => {
-                let reply = match self
-                    .clients
-                    .get_mut(&token)
-                    .and_then(|client| client.take_locals(seq))
-                {
-                    Some(locals) => self.exec_reply(token, reply, locals),
-                    None => reply,
+                let Some(client) = self.clients.get_mut(&token) else {
+                    return;
                 };
-                if let Some(client) = self.clients.get_mut(&token) {
-                    if client.complete(seq, reply) {
-                        self.mark_dirty(token);
+                let answered = match client.take_locals(seq) {
+                    None => client.complete(seq, reply),
+                    // An EXEC with connection commands: they run now.
+                    Some(locals) => {
+                        let reply = self.exec_reply(token, reply, locals);
+                        self.clients
+                            .get_mut(&token)
+                            .is_some_and(|client| client.complete(seq, reply))
                     }
+                };
+                if answered {
+                    self.mark_dirty(token);
                 }
             }
             Waiter::Peer { from, id } => {
