@@ -2,6 +2,7 @@
 //! processes. It owns one `mio::Poll` loop per node (see `event_loop`).
 
 mod addresses;
+mod client_io;
 mod clients;
 mod clock;
 mod cluster;

@@ -1,0 +1,187 @@
+//! The client side of the event loop: accepting connections, reading and
+//! handling their requests (holding one behind the connection's unanswered
+//! reads, see `Client::held`), and writing their replies, one write per
+//! connection per iteration.
+
+use super::clients::Client;
+use super::conn::{Conn, Fill};
+use super::event_loop::Server;
+use super::requests::only_reads;
+use crate::kv::Reply;
+use crate::wire::resp::ProtocolError;
+use log::{debug, warn};
+use mio::{Interest, Token};
+use std::io;
+
+impl Server {
+    pub(super) fn accept_clients(&mut self) {
+        loop {
+            match self.client_listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let token = self.take_token();
+                    if let Err(err) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!("cannot register client {}: {}", addr, err);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let id = self.next_client_id;
+                    self.next_client_id += 1;
+                    let authenticated = self.config.requirepass.is_none();
+                    let max = self.config.max_request_bytes as usize;
+                    let client = Client::new(Conn::new(stream), id, max, authenticated);
+                    self.clients.insert(token, client);
+                    debug!("client {} connected from {}", id, addr);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    warn!("accept on the client port failed: {}", err);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and handles requests until the socket is drained, the client
+    /// asked to close, it has too many replies outstanding, or a request waits
+    /// behind its unanswered reads (see `Client::held`).
+    pub(super) fn read_client(&mut self, token: Token) {
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if client.close_after_replies || client.is_holding() {
+                break;
+            }
+            if client.is_backlogged() {
+                client.read_paused = true;
+                break;
+            }
+            let fill = match client.conn.fill() {
+                Ok(fill) => fill,
+                Err(err) => {
+                    debug!("client {} read failed: {}", client.id, err);
+                    self.close_client(token);
+                    return;
+                }
+            };
+            self.handle_input(token);
+            match fill {
+                Fill::Data => continue,
+                Fill::Drained | Fill::WouldBlock => break,
+                // Nothing is read while a request is held, so the requests
+                // sent before the client shut its side are all served first.
+                Fill::Closed => {
+                    if let Some(client) = self.clients.get_mut(&token) {
+                        client.close_after_replies = true;
+                    }
+                    break;
+                }
+            }
+        }
+        self.mark_dirty(token);
+    }
+
+    /// Handles the whole requests in the client's input buffer; a protocol
+    /// error is answered and closes the connection after the replies.
+    pub(super) fn handle_input(&mut self, token: Token) {
+        if let Err(err) = self.handle_buffered_requests(token) {
+            if let Some(client) = self.clients.get_mut(&token) {
+                debug!("client {}: {}", client.id, err);
+                client.reply_now(Reply::Error(err.to_string()));
+                client.close_after_replies = true;
+            }
+        }
+    }
+
+    /// Handles, one by one, the whole requests in a client's input buffer,
+    /// until one must wait behind the connection's unanswered reads.
+    pub(super) fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return Ok(());
+            };
+            if client.close_after_replies || client.is_holding() {
+                return Ok(());
+            }
+            let Some((argv, used)) = client.parser.parse(client.conn.input())? else {
+                return Ok(());
+            };
+            client.conn.consume(used);
+            if client.has_unanswered_reads() && !only_reads(&argv, client.multi.is_some()) {
+                client.hold(argv);
+                client.read_paused = true;
+                return Ok(());
+            }
+            self.handle_request(token, &argv);
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.parser.recycle(argv);
+            }
+        }
+    }
+
+    /// Serves a held request once the reads before it are answered, then the
+    /// input after it, and reads on.
+    pub(super) fn resume_held(&mut self, token: Token) {
+        let Some(argv) = self.clients.get_mut(&token).and_then(Client::release_held) else {
+            return;
+        };
+        self.handle_request(token, &argv);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.parser.recycle(argv);
+        self.handle_input(token);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.is_holding() {
+            return;
+        }
+        client.read_paused = false;
+        self.read_client(token);
+    }
+
+    pub(super) fn mark_dirty(&mut self, token: Token) {
+        self.dirty_clients.push(token);
+    }
+
+    pub(super) fn close_client(&mut self, token: Token) {
+        if let Some(mut client) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut client.conn.stream);
+            debug!("client {} closed", client.id);
+        }
+    }
+
+    pub(super) fn flush_clients(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty_clients);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty {
+            let Some(client) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            client.encode_replies();
+            if let Err(err) = client.conn.flush() {
+                debug!("client {} write failed: {}", client.id, err);
+                self.close_client(token);
+                continue;
+            }
+            if client.finished() {
+                self.close_client(token);
+            } else if client.read_paused && !client.is_backlogged() {
+                // Resumed clients may leave new work in `dirty_clients`; the
+                // next poll does not wait for it (see `has_immediate_work`).
+                if client.is_holding() {
+                    self.resume_held(token);
+                } else {
+                    client.read_paused = false;
+                    self.read_client(token);
+                }
+            }
+        }
+    }
+}
