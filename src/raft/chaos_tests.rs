@@ -254,6 +254,7 @@ impl Chaos {
     fn check(&mut self) {
         for id in 1..=self.n {
             let node = self.net.node(id);
+            assert_eq!(node.refused_messages(), 0, "node {id} refused a message");
             if node.role() == Role::Leader {
                 let leader = *self.leaders.entry(node.term()).or_insert(id);
                 assert_eq!(leader, id, "two leaders in term {}", node.term());

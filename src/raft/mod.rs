@@ -290,6 +290,8 @@ pub struct Node {
     last_soft: SoftState,
     last_hard: HardState,
     outstanding: Option<Outstanding>,
+    /// Messages refused because no honest peer sends them in this state.
+    refused_messages: u64,
 }
 
 impl Node {
@@ -331,6 +333,14 @@ impl Node {
         }
         self.resolve_transfer();
         self.debug_assert_invariants();
+    }
+
+    /// How many messages this node refused because no honest peer sends them
+    /// in its state (another leader of its term, an acknowledgement or commit
+    /// index beyond its log): each is logged; any at all means a bug or a
+    /// stranger on the raft port.
+    pub fn refused_messages(&self) -> u64 {
+        self.refused_messages
     }
 
     /// Appends a client command to the leader's log; returns its (index, term).

@@ -29,10 +29,15 @@ impl Node {
             }
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot { .. } => panic!(
-                "two leaders in term {}: {} and {} (message {})",
-                self.term, self.id, from, msg
-            ),
+            | MessageBody::InstallSnapshot { .. } => {
+                // Raft elects at most one leader per term, so this comes from a
+                // bug or from a stranger on the raft port: refused, not obeyed.
+                self.refused_messages += 1;
+                log::error!(
+                    "node {from} acts as leader in term {}, which this node leads; message ignored: {msg}",
+                    self.term
+                )
+            }
             // Late vote answers and transfer requests mean nothing to a leader.
             _ => {}
         }
@@ -46,6 +51,14 @@ impl Node {
         hint_index: u64,
         hint_term: u64,
     ) {
+        if success && index > self.log.last_index() {
+            log::error!(
+                "node {from} acknowledged entries up to {index}, beyond this leader's last entry {}; ignored",
+                self.log.last_index()
+            );
+            self.refused_messages += 1;
+            return;
+        }
         // Resolve the hint against our own log before borrowing the progress.
         let probe_hint = if !success && hint_term > 0 {
             self.log.find_conflict_by_term(hint_index, hint_term).0
@@ -286,7 +299,17 @@ impl Node {
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: u64, read_round: u64) {
-        self.log.commit_to(commit);
+        // The leader sends at most what this node acknowledged, so only a bug
+        // or a stranger sends more; those entries are not known to match.
+        if commit <= self.log.last_index() {
+            self.log.commit_to(commit);
+        } else {
+            self.refused_messages += 1;
+            log::error!(
+                "node {from} sent commit index {commit}, beyond this node's last entry {}; not committed",
+                self.log.last_index()
+            );
+        }
         self.send(from, MessageBody::HeartbeatResponse { read_round });
     }
 
@@ -842,22 +865,6 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "two leaders in term")]
-    fn two_leaders_in_one_term_is_fatal() {
-        let mut node = hand_elected_leader(&[], 0);
-        let term = node.term();
-        node.step(msg(
-            3,
-            1,
-            term,
-            MessageBody::Heartbeat {
-                commit: 0,
-                read_round: 0,
-            },
-        ));
-    }
-
-    #[test]
     fn learner_receives_the_log_but_does_not_count() {
         let mut net = Net::with(3, |c| {
             c.voters = vec![1, 2];
@@ -882,5 +889,49 @@ mod tests {
             "a learner never campaigns"
         );
         let _ = Node::new(config(3, &[1, 2]), Restored::default(), 0);
+    }
+
+    #[test]
+    fn messages_no_honest_peer_sends_are_ignored_not_obeyed() {
+        let mut net = Net::new(3);
+        net.campaign(1);
+        let index = net.propose(1, b"x");
+        let term = net.node(1).term();
+        let leader = net.node_mut(1);
+        // A second leader of the same term.
+        for body in [
+            MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+            },
+            MessageBody::Append {
+                prev_index: index,
+                prev_term: term,
+                entries: vec![],
+                commit: index,
+            },
+        ] {
+            leader.step(msg(2, 1, term, body));
+            assert_eq!(leader.role(), Role::Leader);
+        }
+        assert_eq!(leader.refused_messages(), 2);
+        // An acknowledgement of entries the leader never had.
+        leader.step(ack(2, term, index + 1000));
+        assert_eq!(leader.status().commit_index, index);
+        leader.propose(b"y".to_vec()).expect("still leads");
+        // A commit index past the follower's log.
+        let follower = net.node_mut(2);
+        follower.step(msg(
+            1,
+            2,
+            term,
+            MessageBody::Heartbeat {
+                commit: index + 1000,
+                read_round: 0,
+            },
+        ));
+        assert_eq!(follower.status().commit_index, index);
+        assert_eq!(follower.refused_messages(), 1);
+        assert_eq!(net.node(1).refused_messages(), 3);
     }
 }

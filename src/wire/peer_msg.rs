@@ -306,12 +306,43 @@ fn read_message(reader: &mut Reader<'_>) -> Result<Message, FrameError> {
             )))
         }
     };
+    if let MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries,
+        ..
+    } = &body
+    {
+        check_entry_order(term, *prev_index, *prev_term, entries)?;
+    }
     Ok(Message {
         from,
         to,
         term,
         body,
     })
+}
+
+/// An Append's entries continue `prev_index` one by one, with terms that never
+/// fall and never pass the message's term. Any leader's entries do; the core's
+/// log asserts it, so a frame that breaks it is refused here, with the frame.
+fn check_entry_order(
+    term: u64,
+    prev_index: u64,
+    prev_term: u64,
+    entries: &[Entry],
+) -> Result<(), FrameError> {
+    let (mut index, mut last_term) = (prev_index, prev_term);
+    for e in entries {
+        if Some(e.index) != index.checked_add(1) || e.term < last_term || e.term > term {
+            return Err(FrameError::Malformed(format!(
+                "entry {}/{} after {}/{} in an append of term {}",
+                e.index, e.term, index, last_term, term
+            )));
+        }
+        (index, last_term) = (e.index, e.term);
+    }
+    Ok(())
 }
 
 /// The entries' payloads become ranges of one copy of the rest of the frame
@@ -730,6 +761,45 @@ mod tests {
     }
 
     #[test]
+    fn appends_whose_entries_no_leader_writes_are_refused() {
+        let append = |prev_index, entries: Vec<(u64, u64)>| {
+            let entries = entries
+                .into_iter()
+                .map(|(index, term)| Entry {
+                    term,
+                    ..entry(index, EntryKind::Normal, b"v")
+                })
+                .collect();
+            body_of(&raft(MessageBody::Append {
+                prev_index,
+                prev_term: 2,
+                entries,
+                commit: 0,
+            }))
+        };
+        let (kind, body) = append(4, vec![(5, 2), (6, 7)]);
+        assert!(PeerMessage::decode(kind, &body).is_ok());
+        for (prev, entries, why) in [
+            (
+                4,
+                vec![(6, 3)],
+                "entry 6/3 after 4/2 in an append of term 7",
+            ),
+            (4, vec![(5, 3), (5, 3)], "entry 5/3 after 5/3"),
+            (4, vec![(5, 1)], "entry 5/1 after 4/2"),
+            (
+                4,
+                vec![(5, 8)],
+                "entry 5/8 after 4/2 in an append of term 7",
+            ),
+            (u64::MAX, vec![(0, 3)], "entry 0/3 after"),
+        ] {
+            let (kind, body) = append(prev, entries);
+            assert!(malformed(kind, &body).contains(why), "{why}");
+        }
+    }
+
+    #[test]
     fn bad_tags_bools_and_kinds_are_named() {
         let (kind, mut body) = body_of(&raft(MessageBody::TimeoutNow));
         body[24] = 9;
@@ -896,9 +966,13 @@ mod tests {
         fn random_replies_and_entries_round_trip(
             id in any::<u64>(),
             reply in any_reply(),
-            entries in proptest::collection::vec(any_entry(), 0..5),
+            mut entries in proptest::collection::vec(any_entry(), 0..5),
             commit in any::<u64>(),
         ) {
+            // In the order any leader sends them: after 1/2, up to term 7.
+            for (i, e) in entries.iter_mut().enumerate() {
+                (e.index, e.term) = (2 + i as u64, 2 + i as u64);
+            }
             let message = PeerMessage::ForwardReply { id, reply };
             prop_assert_eq!(round_trip(&message), message);
             let message = raft(MessageBody::Append { prev_index: 1, prev_term: 2, entries, commit });

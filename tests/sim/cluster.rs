@@ -491,6 +491,12 @@ impl Sim {
             let Some(replica) = node.replica.as_ref() else {
                 continue;
             };
+            if replica.node().refused_messages() > 0 {
+                return Err(format!(
+                    "node {} refused a message no honest peer sends (see the log)",
+                    node.id
+                ));
+            }
             if replica.node().role() == Role::Leader {
                 let term = replica.node().term();
                 if self.checker.observe_leader(term, node.id)? {
