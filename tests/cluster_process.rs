@@ -458,3 +458,48 @@ fn a_node_of_another_cluster_does_not_join() {
     );
     assert_eq!(client.cmd(&["GET", "k"]), bulk("v"));
 }
+
+/// A peer frame holds at most 16 MiB. A transaction is one log entry, so it
+/// gets the limit of one request; an MGET reply too large to relay gets an
+/// error on the follower. Neither may cost the cluster its leader (a frame
+/// over the limit used to make the receiver drop the connection, again and
+/// again).
+#[test]
+fn oversized_transactions_and_relayed_replies_get_errors_not_elections() {
+    let (cluster, leader) = cluster_that_committed_a_write();
+    let follower = (leader + 1) % 3;
+    let term = cluster.info(leader)["term"].clone();
+    let value = vec![b'v'; 6_000_000];
+    let mut c = cluster.client(leader);
+    for key in ["big1", "big2", "big3"] {
+        c.send(&[b"SET", key.as_bytes(), &value]);
+        assert_eq!(c.read(), Reply::Ok);
+    }
+    let mut f = cluster.client(follower);
+    match f.cmd(&["MGET", "big1", "big2", "big3"]) {
+        Reply::Error(e) => assert!(
+            e.starts_with("ERR reply of") && e.contains("too large for a follower to relay"),
+            "{e}"
+        ),
+        other => panic!("a relayed 18 MB MGET answered {:?}", other),
+    }
+    assert_eq!(f.cmd(&["MULTI"]), Reply::Ok);
+    f.send(&[b"SET", b"t1", &value]);
+    assert_eq!(f.read(), Reply::Status("QUEUED".into()));
+    f.send(&[b"SET", b"t2", &value]);
+    assert_eq!(
+        f.read(),
+        Reply::Error("ERR the transaction exceeds max_request_bytes (8388608)".into())
+    );
+    assert_eq!(
+        f.cmd(&["EXEC"]),
+        Reply::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(f.cmd(&["EXISTS", "t1"]), int(0));
+    assert_eq!(f.cmd(&["SET", "after", "1"]), Reply::Ok);
+    assert_eq!(cluster.info(leader)["term"], term, "no election");
+    assert_eq!(
+        cluster.info(follower)["leader_id"],
+        cluster.info(leader)["id"]
+    );
+}

@@ -32,6 +32,13 @@ const ENTRY_OVERHEAD_BYTES: usize = 46;
 
 const OVERFLOW_ERROR: &str = "ERR increment or decrement would overflow";
 
+/// The most bytes of values one reply carries (Redis's `proto-max-bulk-len`
+/// for a single value is the same figure). An MGET beyond it, or a read in a
+/// transaction beyond what the transaction's earlier reads left, answers an
+/// error: a few requests naming a big value many times could otherwise make
+/// every node that applies them allocate gigabytes.
+pub const MAX_REPLY_VALUE_BYTES: usize = 512 << 20;
+
 /// `Clone` is O(shards) and shares every shard copy-on-write, like a snapshot.
 #[derive(Clone)]
 pub struct KvStore {
@@ -40,6 +47,8 @@ pub struct KvStore {
     len: usize,
     /// Sum of key and value lengths. Invariant: matches the map's contents.
     data_bytes: usize,
+    /// [`MAX_REPLY_VALUE_BYTES`], smaller in tests.
+    max_reply_value_bytes: usize,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -71,6 +80,7 @@ impl KvStore {
             map: ShardedMap::new(shard_count),
             len: 0,
             data_bytes: 0,
+            max_reply_value_bytes: MAX_REPLY_VALUE_BYTES,
         }
     }
 
@@ -92,7 +102,12 @@ impl KvStore {
             Command::Del(keys) => Reply::Integer(self.delete(keys)),
             Command::IncrBy(key, by) => self.incr_by(key, *by),
             Command::Multi(commands) => {
-                Reply::Array(commands.iter().map(|c| self.apply(c)).collect())
+                let mut budget = self.max_reply_value_bytes;
+                let replies = commands.iter().map(|c| {
+                    self.spend_reply_budget(c, &mut budget)
+                        .unwrap_or_else(|| self.apply(c))
+                });
+                Reply::Array(replies.collect())
             }
             Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => {
                 self.read(command)
@@ -133,14 +148,25 @@ impl KvStore {
     pub fn read(&self, command: &Command) -> Reply {
         match command {
             Command::Get(key) => self.get_reply(key),
-            Command::MGet(keys) => Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect()),
+            Command::MGet(keys) => {
+                let mut budget = self.max_reply_value_bytes;
+                if let Some(error) = self.spend_reply_budget(command, &mut budget) {
+                    return error;
+                }
+                Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect())
+            }
             Command::Exists(keys) => {
                 let found = keys.iter().filter(|k| self.map.get(k).is_some()).count();
                 Reply::Integer(found as i64)
             }
             Command::Invalid(text) => Reply::Error(text.clone()),
             Command::Multi(commands) if !command.is_write() => {
-                Reply::Array(commands.iter().map(|c| self.read(c)).collect())
+                let mut budget = self.max_reply_value_bytes;
+                let replies = commands.iter().map(|c| {
+                    self.spend_reply_budget(c, &mut budget)
+                        .unwrap_or_else(|| self.read(c))
+                });
+                Reply::Array(replies.collect())
             }
             Command::Set(..)
             | Command::MSet(_)
@@ -179,6 +205,30 @@ impl KvStore {
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.map.get(key)
+    }
+
+    /// Takes the bytes of the values `command` reads from `budget`, or
+    /// returns the error it answers instead when they do not fit.
+    fn spend_reply_budget(&self, command: &Command, budget: &mut usize) -> Option<Reply> {
+        let value_len = |key: &Vec<u8>| self.map.get(key).map_or(0, <[u8]>::len);
+        let bytes: usize = match command {
+            Command::Get(key) => value_len(key),
+            Command::MGet(keys) => keys.iter().map(value_len).sum(),
+            _ => return None,
+        };
+        if bytes > *budget {
+            return Some(Reply::Error(format!(
+                "ERR reply of {} bytes of values exceeds the limit of {} per reply",
+                bytes, self.max_reply_value_bytes
+            )));
+        }
+        *budget -= bytes;
+        None
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_max_reply_value_bytes(&mut self, bytes: usize) {
+        self.max_reply_value_bytes = bytes;
     }
 
     fn get_reply(&self, key: &[u8]) -> Reply {

@@ -147,6 +147,42 @@ fn read_only_multi_can_be_read() {
 }
 
 #[test]
+fn replies_carry_at_most_the_reply_limit_of_values() {
+    let mut kv = KvStore::new();
+    kv.set_max_reply_value_bytes(25);
+    kv.apply(&cmd(&["SET", "ten", "0123456789"]));
+    let too_large = err("ERR reply of 30 bytes of values exceeds the limit of 25 per reply");
+    assert_eq!(
+        kv.read(&cmd(&["MGET", "ten", "ten"])),
+        Reply::Array(vec![bulk("0123456789"); 2])
+    );
+    assert_eq!(kv.read(&cmd(&["MGET", "ten", "ten", "ten"])), too_large);
+    // In a transaction the reads share one budget; writes still apply.
+    let multi = Command::Multi(vec![
+        cmd(&["MGET", "ten", "ten"]),
+        cmd(&["GET", "ten"]),
+        cmd(&["SET", "one", "1"]),
+        cmd(&["GET", "one"]),
+    ]);
+    let replies = Reply::Array(vec![
+        Reply::Array(vec![bulk("0123456789"); 2]),
+        err("ERR reply of 10 bytes of values exceeds the limit of 25 per reply"),
+        Reply::Ok,
+        bulk("1"),
+    ]);
+    assert_eq!(kv.apply(&multi), replies);
+    let reads = Command::Multi(vec![cmd(&["GET", "ten"]); 3]);
+    assert_eq!(
+        kv.read(&reads),
+        Reply::Array(vec![
+            bulk("0123456789"),
+            bulk("0123456789"),
+            err("ERR reply of 10 bytes of values exceeds the limit of 25 per reply"),
+        ])
+    );
+}
+
+#[test]
 #[should_panic(expected = "write command 'set'")]
 fn read_refuses_writes() {
     KvStore::new().read(&cmd(&["SET", "a", "1"]));

@@ -41,6 +41,8 @@ pub struct Multi {
     pub queued: Vec<Queued>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub failed: bool,
+    /// The queued commands' size as `max_request_bytes` counts it.
+    pub bytes: usize,
 }
 
 pub struct Client {

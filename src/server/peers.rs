@@ -15,10 +15,11 @@
 
 use super::conn::{Conn, Fill};
 use super::LoopMap;
+use crate::kv::Reply;
 use crate::raft::{Message, NodeId};
 use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::wire::peer_msg::PeerMessage;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::BTreeMap;
@@ -431,6 +432,21 @@ impl Peers {
 
     /// Queues a message on the outbound connection to `to`; false if it was dropped.
     pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
+        let len = message.encoded_len();
+        if len > MAX_FRAME_BYTES {
+            // The receiver would refuse the frame and drop the connection, and
+            // with it every message queued behind. Requests, entries and
+            // transactions are bounded by max_request_bytes, below the frame
+            // limit; replies are not (MGET of large values), and get an error.
+            if let PeerMessage::ForwardReply { id, .. } = message {
+                let reply = Reply::Error(format!(
+                    "ERR reply of {len} bytes is too large for a follower to relay; send the command to the leader"
+                ));
+                return self.send(to, &PeerMessage::ForwardReply { id: *id, reply });
+            }
+            error!("not sending a message of {len} bytes to node {to}: the frame limit is {MAX_FRAME_BYTES}");
+            return false;
+        }
         let Some(token) = self
             .members
             .get(&to)

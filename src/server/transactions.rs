@@ -36,6 +36,17 @@ impl Server {
         let Some(multi) = client.multi.as_mut() else {
             return;
         };
+        // EXEC puts the whole transaction in one log entry, and a peer frame
+        // holds an entry whole: the transaction gets the limit of one request.
+        let bytes: usize = argv.iter().map(|word| word.len() + 16).sum();
+        let limit = self.config.max_request_bytes as usize;
+        if multi.bytes + bytes > limit {
+            multi.failed = true;
+            return client.reply_now(Reply::Error(format!(
+                "ERR the transaction exceeds max_request_bytes ({limit})"
+            )));
+        }
+        multi.bytes += bytes;
         let queued = if is_local(name) {
             Ok(Queued::Local(argv.to_vec()))
         } else {
@@ -88,6 +99,7 @@ impl Server {
         client.multi = Some(Multi {
             queued: Vec::new(),
             failed: false,
+            bytes: 0,
         });
         Reply::Ok
     }
