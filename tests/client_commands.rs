@@ -317,3 +317,48 @@ fn connection_commands_clients_send_on_connect() {
         "the connection stays usable"
     );
 }
+
+/// Every client costs a file descriptor. With `ulimit -n 150` the node keeps
+/// 96 for itself and takes 54 clients; the next ones are told so and closed,
+/// and the node still opens the files it needs (a new log segment after
+/// 64 MiB of writes) instead of stopping.
+#[test]
+fn clients_beyond_the_open_files_limit_are_refused_and_the_node_lives() {
+    let mut cluster = Cluster::new(1);
+    cluster.nodes[0].open_files = Some(150);
+    cluster.spawn(0);
+    let addr = cluster.nodes[0].client_addr();
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for _ in 0..140 {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        stream.write_all(b"PING\r\n").unwrap();
+        let mut reply = [0u8; 36];
+        let n = stream.read(&mut reply).unwrap();
+        match &reply[..n] {
+            b"+PONG\r\n" => kept.push(stream),
+            b"-ERR max number of clients reached\r\n" => refused += 1,
+            other => panic!("unexpected reply {:?}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert!(
+        (40..=60).contains(&kept.len()) && refused == 140 - kept.len(),
+        "{} kept, {} refused",
+        kept.len(),
+        refused
+    );
+    drop(kept.pop());
+    let mut c = common::wait_for(Duration::from_secs(5), "a free client slot", || {
+        let mut c = common::Client::try_connect(&addr)?;
+        (c.cmd(&["PING"]) == status("PONG")).then_some(c)
+    });
+    let value = vec![b'v'; 8_000_000];
+    for i in 0..10 {
+        c.send(&[b"SET", format!("big{i}").as_bytes(), &value]);
+        assert_eq!(c.read(), Reply::Ok, "SET big{i}");
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Integer(10));
+}

@@ -13,11 +13,19 @@ use log::{debug, warn};
 use mio::{Interest, Token};
 use std::io;
 
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
 impl Server {
     pub(super) fn accept_clients(&mut self) {
         loop {
             match self.client_listener.accept() {
                 Ok((mut stream, addr)) => {
+                    if self.clients.len() >= self.max_clients {
+                        // Best effort, as Redis: the socket's buffer is empty.
+                        let _ = io::Write::write(&mut stream, MAX_CLIENTS_REACHED);
+                        debug!("refused client {}: max number of clients reached", addr);
+                        continue;
+                    }
                     let token = self.take_token();
                     if let Err(err) = self.poll.registry().register(
                         &mut stream,

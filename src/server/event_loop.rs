@@ -91,6 +91,8 @@ pub struct Server {
     waker: Arc<mio::Waker>,
     next_token: usize,
     pub(super) next_client_id: u64,
+    /// Client connections beyond this many are refused (`fd_limit`).
+    pub(super) max_clients: usize,
     shutdown: bool,
     pub(super) completions: Vec<Completion<Waiter>>,
     peer_events: Vec<PeerEvent>,
@@ -199,6 +201,7 @@ impl Server {
             waker,
             next_token: FIRST_CONNECTION,
             next_client_id: 1,
+            max_clients: super::fd_limit::client_capacity(),
             shutdown: false,
             completions: Vec::new(),
             peer_events: Vec::new(),

@@ -9,6 +9,7 @@ mod cluster;
 mod conn;
 mod connection;
 mod event_loop;
+mod fd_limit;
 mod founders;
 mod info;
 pub mod local_cluster;

@@ -14,6 +14,7 @@
 //! `remove_member`, driven by `cluster.rs`).
 
 use super::conn::{Conn, Fill};
+use super::fd_limit::MAX_UNIDENTIFIED_PEERS;
 use super::LoopMap;
 use crate::kv::Reply;
 use crate::raft::{Message, NodeId};
@@ -234,6 +235,15 @@ impl Peers {
 
     /// A connection someone made to our raft port.
     pub fn accept(&mut self, mut stream: TcpStream, registry: &Registry, token: Token) {
+        let unidentified = self
+            .conns
+            .values()
+            .filter(|pc| matches!(pc.side, Side::Inbound { peer: None }))
+            .count();
+        if unidentified >= MAX_UNIDENTIFIED_PEERS {
+            debug!("refused a raft connection: {unidentified} others have not sent a handshake");
+            return;
+        }
         if let Err(err) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("cannot register inbound peer connection: {}", err);
             return;

@@ -75,6 +75,8 @@ pub struct NodeSpec {
     /// Started with neither `--cluster` nor `--join` (a restart: the data dir
     /// records the members it was founded with).
     pub restart_bare: bool,
+    /// Both open-files limits (`ulimit -n`) the process starts with.
+    pub open_files: Option<u64>,
 }
 
 impl NodeSpec {
@@ -116,6 +118,7 @@ impl Cluster {
                 extra_args: Vec::new(),
                 join: id > founders as u64,
                 restart_bare: false,
+                open_files: None,
             })
             .collect();
         let cluster_arg = nodes
@@ -183,7 +186,23 @@ impl Cluster {
             .append(true)
             .open(&self.nodes[i].log_path)
             .expect("open node log");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(n) = self.nodes[i].open_files {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(self.args(i))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
