@@ -586,8 +586,15 @@ fn check_addr(value: &str) -> Result<(), String> {
     if host.is_empty() || host.chars().any(char::is_whitespace) {
         return Err("expected host:port with a host name or IP address".to_string());
     }
-    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
-    if host.contains(':') && !bracketed {
+    if host.starts_with('[') || host.ends_with(']') {
+        let inner = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if inner
+            .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return Err("expected an IPv6 address in brackets, as in [::1]:7001".to_string());
+        }
+    } else if host.contains(':') {
         return Err("an IPv6 address needs brackets, as in [::1]:7001".to_string());
     }
     match port.parse::<u16>() {
@@ -848,6 +855,18 @@ data_dir = data/node2
             (
                 "::1:6382",
                 "an IPv6 address needs brackets, as in [::1]:7001",
+            ),
+            (
+                "[]:7001",
+                "expected an IPv6 address in brackets, as in [::1]:7001",
+            ),
+            (
+                "[h]:7001",
+                "expected an IPv6 address in brackets, as in [::1]:7001",
+            ),
+            (
+                "[::1:7001",
+                "expected an IPv6 address in brackets, as in [::1]:7001",
             ),
             ("h:0", "bad port '0', expected 1 to 65535"),
             ("h:65536", "bad port '65536', expected 1 to 65535"),
