@@ -220,6 +220,11 @@ impl Cluster {
         self.children[i].is_some()
     }
 
+    /// The pid of node `i`'s process while it runs (to signal it, e.g. SIGSTOP).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
     /// `kill -9` node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {

@@ -1,0 +1,800 @@
+//! A nemesis against three real processes: for about 35 s it alternately
+//! SIGSTOPs the leader (longer than the election timeout, then SIGCONTs it)
+//! and `kill -9`s a node (the leader or a follower) and restarts it on the
+//! same data dir, while client threads on every node check, without a full
+//! linearizability checker:
+//!
+//! - SET: each writer owns its keys and writes strictly increasing integers.
+//!   A read sent after `v` was acknowledged returns at least `v` (or a value
+//!   whose write had an unknown outcome, which may be applied late); it never
+//!   returns more than the highest value sent before its reply arrived, a
+//!   value answered `-TRYAGAIN` (a promise that it was not applied), or
+//!   anything that was never written.
+//! - INCR on shared counters: each reply is unique, above every reply
+//!   acknowledged before it was sent, and not above the INCRs attempted; the
+//!   final value lies between the acknowledged and the attempted count.
+//! - Reads go to every node: SPEC promises linearizable GET/MGET on any node
+//!   (followers forward to the leader), so followers get the same checks.
+//! - While the old leader is stopped and the new one has acknowledged a
+//!   marker write, a fresh connection queues reads and a write on the stopped
+//!   node; once resumed it must not answer them from its stale state (half
+//!   the stops end right then, before a check-quorum period has passed), and
+//!   a read pipelined after an acknowledged SET on that connection sees it.
+//! - At the end every node has converged (same applied index and digest) and
+//!   every acknowledged write is readable through every node.
+//!
+//! `NEMESIS_SEED=n` replays a run's choices (timing still varies); a failure
+//! prints the seed, the nemesis timeline (wall-clock times match the node
+//! logs) and the violations, and keeps the node logs under the target dir.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod history;
+
+use history::{show, History};
+
+use common::{Client, Cluster};
+use raftkv::kv::Reply;
+use raftkv::wire::resp;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const WRITERS: usize = 4;
+const READERS: usize = 2;
+const KEYS_PER_WRITER: usize = 4;
+const COUNTERS: usize = 2;
+const PROBE_KEY: &str = "nem:probe";
+/// How long the nemesis disturbs the cluster.
+const NEMESIS_TIME: Duration = Duration::from_secs(35);
+/// A client gives up on a reply after this long (outcome unknown) and moves on.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// No client thread runs longer than this, whatever happens.
+const HARD_LIMIT: Duration = Duration::from_secs(90);
+
+fn writer_key(w: usize, j: usize) -> String {
+    format!("nem:w{}:k{}", w, j)
+}
+
+fn counter_key(c: usize) -> String {
+    format!("nem:ctr{}", c)
+}
+
+/// SplitMix64: the test's choices come from one seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.below(high - low))
+    }
+}
+
+/// The wall clock as the nodes' log lines print it (RFC 3339, UTC, millis).
+fn utc_now() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        year,
+        month,
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+fn connect(addr: &str, timeout: Duration) -> Option<Client> {
+    let client = Client::try_connect(addr)?;
+    client.stream.set_read_timeout(Some(timeout)).ok()?;
+    client.stream.set_write_timeout(Some(timeout)).ok()?;
+    Some(client)
+}
+
+fn all_keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..WRITERS)
+        .flat_map(|w| (0..KEYS_PER_WRITER).map(move |j| writer_key(w, j)))
+        .collect();
+    keys.extend((0..COUNTERS).map(counter_key));
+    keys.push(PROBE_KEY.to_string());
+    keys
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Writer(usize),
+    Reader,
+}
+
+/// One client thread: connects to a random node, works until `stop`, and
+/// moves to another node after an error, a timeout, or a few hundred ops.
+fn run_client(
+    role: Role,
+    seed: u64,
+    addrs: Vec<String>,
+    hist: Arc<History>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = Rng(seed);
+    let keys = all_keys();
+    let mut conn: Option<(usize, Client)> = None;
+    let mut ops_left = 0;
+    let mut next_key = 0;
+    while !stop.load(Ordering::Relaxed) && hist.start.elapsed() < HARD_LIMIT {
+        let (node, client) = match &mut conn {
+            Some((node, client)) => (*node, client),
+            None => {
+                let node = rng.below(addrs.len() as u64) as usize;
+                match connect(&addrs[node], OP_TIMEOUT) {
+                    Some(client) => {
+                        ops_left = 50 + rng.below(300);
+                        conn = Some((node, client));
+                    }
+                    None => thread::sleep(Duration::from_millis(20)),
+                }
+                continue;
+            }
+        };
+        let via = format!("node {}", node + 1);
+        let keep = match role {
+            Role::Writer(w) if rng.below(4) == 0 => {
+                let key = counter_key(w % COUNTERS);
+                let floor = hist.begin_incr(&key);
+                let reply = client
+                    .try_send(&[b"INCR", key.as_bytes()])
+                    .then(|| client.try_read())
+                    .flatten();
+                hist.end_incr(&key, floor, reply, &via)
+            }
+            Role::Writer(w) => {
+                let key = writer_key(w, next_key % KEYS_PER_WRITER);
+                next_key += 1;
+                let value = hist.begin_set(&key);
+                let v = value.to_string();
+                let reply = client
+                    .try_send(&[b"SET", key.as_bytes(), v.as_bytes()])
+                    .then(|| client.try_read())
+                    .flatten();
+                hist.end_set(&key, value, reply, &via)
+            }
+            Role::Reader if rng.below(3) == 0 => {
+                let picked: Vec<String> = (0..3)
+                    .map(|_| keys[rng.below(keys.len() as u64) as usize].clone())
+                    .collect();
+                let floors = hist.all_floors(&picked);
+                let mut argv: Vec<&[u8]> = vec![b"MGET"];
+                argv.extend(picked.iter().map(|k| k.as_bytes()));
+                let reply = client.try_send(&argv).then(|| client.try_read()).flatten();
+                match reply {
+                    Some(Reply::Array(items)) if items.len() == picked.len() => {
+                        for ((key, floor), item) in picked.iter().zip(floors).zip(&items) {
+                            hist.check_read(key, floor, item, &format!("{} (MGET)", via));
+                        }
+                        true
+                    }
+                    Some(Reply::Error(_)) | None => hist.read_failed(&reply, "MGET", &via),
+                    Some(other) => {
+                        hist.violation(format!("{}: MGET {:?} answered {:?}", via, picked, other));
+                        false
+                    }
+                }
+            }
+            Role::Reader => {
+                let key = &keys[rng.below(keys.len() as u64) as usize];
+                let floor = hist.floor(key);
+                let reply = client
+                    .try_send(&[b"GET", key.as_bytes()])
+                    .then(|| client.try_read())
+                    .flatten();
+                match reply {
+                    Some(Reply::Error(_)) | None => hist.read_failed(&reply, "GET", &via),
+                    Some(reply) => {
+                        hist.check_read(key, floor, &reply, &via);
+                        true
+                    }
+                }
+            }
+        };
+        ops_left = ops_left.saturating_sub(1);
+        if !keep || ops_left == 0 {
+            conn = None;
+        }
+    }
+}
+
+/// SIGCONTs a stopped node when dropped (also when the test fails), before
+/// the cluster kills every node.
+struct Stopped(Option<u32>);
+
+impl Stopped {
+    fn signal(pid: u32, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not
+        // reaped (a node is never killed and reaped while it is stopped).
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {})", pid, signal);
+    }
+
+    fn stop(&mut self, pid: u32) {
+        assert!(self.0.is_none(), "one node stopped at a time");
+        Stopped::signal(pid, libc::SIGSTOP);
+        self.0 = Some(pid);
+    }
+
+    fn resume(&mut self) {
+        if let Some(pid) = self.0.take() {
+            Stopped::signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: as in `signal`; no assertion while possibly unwinding.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+            }
+        }
+    }
+}
+
+/// Sets the stop flag when dropped, so client threads end when the test fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The leader all of `among` agree on (and which is one of them), if they do.
+fn leader_among(cluster: &Cluster, among: &[usize]) -> Option<usize> {
+    let mut leader = None;
+    for &i in among {
+        let mut client = connect(&cluster.nodes[i].client_addr(), Duration::from_secs(1))?;
+        let id: u64 = client.try_info()?.get("leader_id")?.parse().ok()?;
+        if id == 0 || leader.is_some_and(|l| l != id) {
+            return None;
+        }
+        leader = Some(id);
+    }
+    let index = cluster.nodes.iter().position(|n| Some(n.id) == leader)?;
+    among.contains(&index).then_some(index)
+}
+
+/// The nemesis side of one run: the shared history and the seed to report.
+struct Run<'a> {
+    hist: &'a History,
+    seed: u64,
+}
+
+impl Run<'_> {
+    /// Fails the test with everything needed to reproduce and explain it.
+    fn fail(&self, cluster: &Cluster, why: &str) -> ! {
+        let saved =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nemesis-{}", self.seed));
+        let _ = std::fs::create_dir_all(&saved);
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let _ = std::fs::copy(&node.log_path, saved.join(format!("node{}.log", i + 1)));
+        }
+        let mut report = String::new();
+        let _ = writeln!(report, "{}", why);
+        let _ = writeln!(
+            report,
+            "seed {} (replay the nemesis choices with NEMESIS_SEED={}); node logs kept in {}",
+            self.seed,
+            self.seed,
+            saved.display()
+        );
+        let _ = writeln!(report, "{}", self.stats());
+        let _ = writeln!(report, "nemesis timeline:");
+        for line in self.hist.events.lock().unwrap().iter() {
+            let _ = writeln!(report, "  {}", line);
+        }
+        let violations = self.hist.violations.lock().unwrap();
+        let _ = writeln!(report, "{} violations (first 30):", violations.len());
+        for line in violations.iter().take(30) {
+            let _ = writeln!(report, "  {}", line);
+        }
+        drop(violations);
+        panic!("{}", report);
+    }
+
+    fn stats(&self) -> String {
+        let h = self.hist;
+        let incrs: i64 = h.counters.values().map(|c| c.lock().unwrap().acked).sum();
+        format!(
+            "acknowledged SETs {}, acknowledged INCRs {}, reads checked {} ({} by stale-leader probes), errors {:?}",
+            h.acked_sets.load(Ordering::Relaxed),
+            incrs,
+            h.checked_reads.load(Ordering::Relaxed),
+            h.probe_reads.load(Ordering::Relaxed),
+            h.errors.lock().unwrap()
+        )
+    }
+
+    fn wait_leader(
+        &self,
+        cluster: &Cluster,
+        among: &[usize],
+        limit: Duration,
+        what: &str,
+    ) -> usize {
+        let start = Instant::now();
+        loop {
+            if let Some(leader) = leader_among(cluster, among) {
+                return leader;
+            }
+            if start.elapsed() > limit {
+                self.fail(
+                    cluster,
+                    &format!(
+                        "no leader agreed on by nodes {:?} within {:?} ({})",
+                        among.iter().map(|i| i + 1).collect::<Vec<_>>(),
+                        limit,
+                        what
+                    ),
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SETs the probe key through `node` (retrying `-TRYAGAIN` for up to
+    /// 3 s); whether it was acknowledged.
+    fn write_marker(&self, cluster: &Cluster, node: usize) -> bool {
+        let via = format!("marker write through node {}", node + 1);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            let Some(mut client) = connect(&cluster.nodes[node].client_addr(), OP_TIMEOUT) else {
+                return false;
+            };
+            let value = self.hist.begin_set(PROBE_KEY);
+            let v = value.to_string();
+            let reply = client
+                .try_send(&[b"SET", PROBE_KEY.as_bytes(), v.as_bytes()])
+                .then(|| client.try_read())
+                .flatten();
+            let acked = reply == Some(Reply::Ok);
+            let refused = matches!(&reply, Some(Reply::Error(e)) if e.starts_with("TRYAGAIN"));
+            self.hist.end_set(PROBE_KEY, value, reply, &via);
+            if acked || !refused {
+                return acked;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops the leader past the election timeout; once the other two have
+    /// elected a leader and acknowledged newer writes, sends the stopped node
+    /// reads and a write on a fresh connection, resumes it and checks them.
+    fn pause_leader(&self, cluster: &Cluster, stopped: &mut Stopped, rng: &mut Rng) {
+        let old = self.wait_leader(
+            cluster,
+            &[0, 1, 2],
+            Duration::from_secs(10),
+            "before a stop",
+        );
+        let pid = cluster.pid(old).expect("the leader runs");
+        let keys = all_keys();
+        let started = Instant::now();
+        stopped.stop(pid);
+        self.hist.event(format!(
+            "SIGSTOP node {} (the leader, pid {})",
+            old + 1,
+            pid
+        ));
+        let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+        let new = self.wait_leader(
+            cluster,
+            &others,
+            Duration::from_secs(10),
+            "while the old leader is stopped",
+        );
+        self.hist.event(format!(
+            "node {} leads after {} ms",
+            new + 1,
+            started.elapsed().as_millis()
+        ));
+        // A write the new leader acknowledges while the old one is stopped,
+        // so the stopped node's own copy of the data is certainly stale.
+        let marked = self.write_marker(cluster, new);
+
+        // The probe: pipelined GETs, an MGET, a SET and a GET of what it set,
+        // queued in the stopped node's socket after the new leader acknowledged
+        // the marker (and the writers whatever they could).
+        let mut probe = connect(&cluster.nodes[old].client_addr(), Duration::from_secs(6));
+        let floors = self.hist.all_floors(&keys);
+        let probe_floor = self.hist.floor(PROBE_KEY);
+        let probe_value = self.hist.begin_set(PROBE_KEY);
+        if let Some(client) = &mut probe {
+            let mut batch = Vec::new();
+            for key in &keys {
+                resp::encode_request(&[b"GET", key.as_bytes()], &mut batch);
+            }
+            let mut mget: Vec<&[u8]> = vec![b"MGET"];
+            mget.extend(keys.iter().map(|k| k.as_bytes()));
+            resp::encode_request(&mget, &mut batch);
+            let v = probe_value.to_string();
+            resp::encode_request(&[b"SET", PROBE_KEY.as_bytes(), v.as_bytes()], &mut batch);
+            resp::encode_request(&[b"GET", PROBE_KEY.as_bytes()], &mut batch);
+            if client.send_raw(&batch).is_err() {
+                probe = None;
+            }
+        }
+        // Half the stops end as soon as the probe is queued: the stopped node
+        // then missed less than a check-quorum period or two, so on resuming it
+        // still believes it leads until a message of the new term reaches it
+        // (after a long stop, its catch-up ticks step it down at once).
+        let hold = match rng.below(2) {
+            0 => Duration::ZERO,
+            _ => rng.millis(700, 1600),
+        };
+        thread::sleep(hold.saturating_sub(started.elapsed()));
+        stopped.resume();
+        self.hist.event(format!(
+            "SIGCONT node {} after {} ms stopped (marker write {}, probe {})",
+            old + 1,
+            started.elapsed().as_millis(),
+            if marked {
+                "acknowledged"
+            } else {
+                "not acknowledged"
+            },
+            if probe.is_some() {
+                "queued"
+            } else {
+                "not sent"
+            }
+        ));
+        let via = format!("probe of resumed old leader node {}", old + 1);
+        match &mut probe {
+            Some(client) => self.read_probe(client, &keys, &floors, probe_value, probe_floor, &via),
+            None => {
+                self.hist.end_set(PROBE_KEY, probe_value, None, &via);
+            }
+        }
+        let leader = self.wait_leader(
+            cluster,
+            &[0, 1, 2],
+            Duration::from_secs(10),
+            "after SIGCONT",
+        );
+        self.hist
+            .event(format!("all three agree node {} leads", leader + 1));
+    }
+
+    fn read_probe(
+        &self,
+        client: &mut Client,
+        keys: &[String],
+        floors: &[i64],
+        probe_value: u64,
+        probe_floor: i64,
+        via: &str,
+    ) {
+        let hist = self.hist;
+        let check = |key: &str, floor: i64, reply: &Reply, via: &str| {
+            hist.probe_reads.fetch_add(1, Ordering::Relaxed);
+            hist.check_read(key, floor, reply, via);
+        };
+        // No reply (a timeout): the pipelined SET's outcome stays unknown.
+        let gave_up = |what: &str| {
+            hist.read_failed(&None, what, via);
+            hist.end_set(PROBE_KEY, probe_value, None, via);
+        };
+        for (key, &floor) in keys.iter().zip(floors) {
+            match client.try_read() {
+                Some(Reply::Error(e)) => {
+                    hist.read_failed(&Some(Reply::Error(e)), "GET", via);
+                }
+                None => return gave_up("GET"),
+                Some(reply) => check(key, floor, &reply, via),
+            }
+        }
+        match client.try_read() {
+            Some(Reply::Array(items)) if items.len() == keys.len() => {
+                for ((key, &floor), item) in keys.iter().zip(floors).zip(&items) {
+                    check(key, floor, item, &format!("{} (MGET)", via));
+                }
+            }
+            Some(Reply::Error(e)) => {
+                hist.read_failed(&Some(Reply::Error(e)), "MGET", via);
+            }
+            None => return gave_up("MGET"),
+            Some(other) => hist.violation(format!("{}: MGET answered {:?}", via, other)),
+        }
+        let set = client.try_read();
+        let acked = set == Some(Reply::Ok);
+        if !hist.end_set(PROBE_KEY, probe_value, set, via) {
+            return;
+        }
+        // A read pipelined after an acknowledged write on its connection sees it.
+        let floor = if acked {
+            probe_value as i64
+        } else {
+            probe_floor
+        };
+        match client.try_read() {
+            Some(Reply::Error(e)) => {
+                hist.read_failed(&Some(Reply::Error(e)), "GET", via);
+            }
+            None => {
+                hist.read_failed(&None, "GET", via);
+            }
+            Some(reply) => check(PROBE_KEY, floor, &reply, via),
+        }
+    }
+
+    /// `kill -9` the leader or a follower, wait, restart it on its data dir.
+    fn kill_and_restart(&self, cluster: &mut Cluster, rng: &mut Rng) {
+        let leader = self.wait_leader(
+            cluster,
+            &[0, 1, 2],
+            Duration::from_secs(10),
+            "before a kill",
+        );
+        let target = if rng.below(2) == 0 {
+            leader
+        } else {
+            (leader + 1 + rng.below(2) as usize) % 3
+        };
+        cluster.kill(target);
+        self.hist.event(format!(
+            "kill -9 node {} ({})",
+            target + 1,
+            if target == leader {
+                "the leader"
+            } else {
+                "a follower"
+            }
+        ));
+        let others: Vec<usize> = (0..3).filter(|&i| i != target).collect();
+        let down = rng.millis(200, 1500);
+        let started = Instant::now();
+        let leader = self.wait_leader(
+            cluster,
+            &others,
+            Duration::from_secs(10),
+            "with a node killed",
+        );
+        thread::sleep(down.saturating_sub(started.elapsed()));
+        cluster.spawn(target);
+        self.hist.event(format!(
+            "restarted node {} after {} ms down (node {} led meanwhile)",
+            target + 1,
+            started.elapsed().as_millis(),
+            leader + 1
+        ));
+        let leader = self.wait_leader(
+            cluster,
+            &[0, 1, 2],
+            Duration::from_secs(15),
+            "after a restart",
+        );
+        self.hist
+            .event(format!("all three agree node {} leads", leader + 1));
+    }
+
+    /// The applied index every node reached, if all applied the same index,
+    /// at least their commit index, with the same data digest.
+    fn converged(&self, cluster: &Cluster) -> Option<u64> {
+        let mut states = Vec::new();
+        for node in &cluster.nodes {
+            let mut client = connect(&node.client_addr(), Duration::from_secs(1))?;
+            let info = client.try_info()?;
+            let applied: u64 = info.get("applied_index")?.parse().ok()?;
+            let commit: u64 = info.get("commit_index")?.parse().ok()?;
+            client.send(&[b"DEBUG", b"DIGEST"]);
+            let digest = client.try_read()?;
+            states.push((applied, commit, digest));
+        }
+        let (applied, _, digest) = &states[0];
+        states
+            .iter()
+            .all(|(a, c, d)| a == applied && d == digest && a >= c)
+            .then_some(*applied)
+    }
+
+    /// After the nemesis: the nodes converge, every acknowledged write is
+    /// readable through every node, counters are within bounds, no node panicked.
+    fn final_checks(&self, cluster: &Cluster) {
+        let hist = self.hist;
+        let start = Instant::now();
+        let applied = loop {
+            if let Some(applied) = self.converged(cluster) {
+                break applied;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                self.fail(
+                    cluster,
+                    "the three nodes did not converge (applied index and digest) within 20 s",
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        hist.event(format!(
+            "converged at applied index {} after {} ms",
+            applied,
+            start.elapsed().as_millis()
+        ));
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let via = format!("final read through node {}", i + 1);
+            let Some(mut client) = connect(&node.client_addr(), Duration::from_secs(5)) else {
+                self.fail(cluster, &format!("{}: cannot connect", via));
+            };
+            for key in all_keys() {
+                let reply = client.cmd_retry(&["GET", &key]);
+                let value: i64 = match &reply {
+                    Reply::Nil => 0,
+                    Reply::Bulk(b) => String::from_utf8_lossy(b).parse().unwrap_or(-1),
+                    _ => -1,
+                };
+                if let Some(counter) = hist.counters.get(&key) {
+                    let c = counter.lock().unwrap();
+                    let (least, most) = (c.acked.max(c.max_reply), c.attempted - c.refused);
+                    if value < least || value > most {
+                        hist.violation(format!(
+                            "{}: counter {} is {}, outside [{}, {}] (acknowledged {}, highest reply {}, attempted {}, refused {})",
+                            via, key, show(&reply), least, most, c.acked, c.max_reply, c.attempted, c.refused
+                        ));
+                    }
+                    continue;
+                }
+                let k = hist.key(&key);
+                let lost = value < k.acked as i64 && !k.unknown.contains(&(value as u64));
+                if value < 0 || value as u64 > k.sent || k.refused.contains(&(value as u64)) || lost
+                {
+                    hist.violation(format!(
+                        "{}: {} is {} (acknowledged up to {}, sent up to {}, {} refused, {} of unknown outcome)",
+                        via,
+                        key,
+                        show(&reply),
+                        k.acked,
+                        k.sent,
+                        k.refused.len(),
+                        k.unknown.len()
+                    ));
+                }
+            }
+        }
+        for (key, state) in &hist.keys {
+            let k = state.lock().unwrap();
+            if let Some(v) = k.seen.intersection(&k.refused).next() {
+                hist.violation(format!(
+                    "a read of {} returned {}, whose SET was answered -TRYAGAIN",
+                    key, v
+                ));
+            }
+        }
+        for i in 0..3 {
+            if let Some(line) = cluster.log_text(i).lines().find(|l| l.contains("panicked")) {
+                hist.violation(format!("node {} panicked: {}", i + 1, line));
+            }
+        }
+    }
+}
+
+#[test]
+fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
+    let seed: u64 = match std::env::var("NEMESIS_SEED") {
+        Ok(s) => s.parse().expect("NEMESIS_SEED is a number"),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64,
+    };
+    eprintln!("nemesis seed {} (replay with NEMESIS_SEED={})", seed, seed);
+    let test_start = Instant::now();
+    let mut rng = Rng(seed);
+    let mut cluster = Cluster::start(3);
+    // Declared after the cluster, so dropped before it (also when the test
+    // fails): the clients stop and a stopped node is resumed before the
+    // cluster kills every node.
+    let mut stopped = Stopped(None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    let hist = Arc::new(History::new());
+    let run = Run { hist: &hist, seed };
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
+    let clients: Vec<_> = (0..WRITERS)
+        .map(Role::Writer)
+        .chain((0..READERS).map(|_| Role::Reader))
+        .map(|role| {
+            let (addrs, hist, stop) = (addrs.clone(), Arc::clone(&hist), Arc::clone(&stop));
+            let client_seed = rng.next();
+            thread::spawn(move || run_client(role, client_seed, addrs, hist, stop))
+        })
+        .collect();
+
+    thread::sleep(Duration::from_millis(500));
+    let nemesis_start = Instant::now();
+    let (mut stops, mut kills) = (0, 0);
+    while nemesis_start.elapsed() < NEMESIS_TIME && !hist.has_violations() {
+        // Alternate, so that every run has both kinds; targets and times are random.
+        if (stops + kills) % 2 == 0 {
+            run.pause_leader(&cluster, &mut stopped, &mut rng);
+            stops += 1;
+        } else {
+            run.kill_and_restart(&mut cluster, &mut rng);
+            kills += 1;
+        }
+        thread::sleep(rng.millis(300, 900));
+    }
+    hist.event(format!(
+        "nemesis done: {} leader stops, {} kills; clients go on for a second",
+        stops, kills
+    ));
+    if !hist.has_violations() {
+        thread::sleep(Duration::from_secs(1));
+    }
+    drop(stop_on_drop);
+    for client in clients {
+        if client.join().is_err() {
+            hist.violation("a client thread panicked".to_string());
+        }
+    }
+    // Requests still queued in a node expire after election_timeout_ms * 4.
+    thread::sleep(Duration::from_millis(1000));
+    run.wait_leader(
+        &cluster,
+        &[0, 1, 2],
+        Duration::from_secs(15),
+        "after the nemesis",
+    );
+    run.final_checks(&cluster);
+    let elapsed = test_start.elapsed();
+    eprintln!("nemesis: {} in {:.1} s", run.stats(), elapsed.as_secs_f64());
+    if hist.has_violations() {
+        run.fail(&cluster, "invariants violated");
+    }
+    // The run must have exercised what it claims to.
+    let sets = hist.acked_sets.load(Ordering::Relaxed);
+    let reads = hist.checked_reads.load(Ordering::Relaxed);
+    let probes = hist.probe_reads.load(Ordering::Relaxed);
+    let incrs: i64 = hist
+        .counters
+        .values()
+        .map(|c| c.lock().unwrap().acked)
+        .sum();
+    if stops < 3 || kills < 3 || sets < 500 || reads < 500 || probes == 0 || incrs < 100 {
+        run.fail(
+            &cluster,
+            &format!(
+                "the run did too little to be meaningful: {} stops, {} kills, {} SETs, {} reads, {} probe reads, {} INCRs",
+                stops, kills, sets, reads, probes, incrs
+            ),
+        );
+    }
+}
