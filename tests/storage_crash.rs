@@ -420,6 +420,82 @@ fn leftover_temp_files_are_ignored() {
 }
 
 // ---------------------------------------------------------------------------
+// A segment file cut short: a torn write never changes a file's length, so a
+// shorter file lost records after its end, which recovery must not shrug off
+
+fn set_len(path: &Path, len: usize) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len as u64))
+        .expect("truncate");
+}
+
+#[test]
+fn newest_segment_cut_short_anywhere_is_an_error_naming_its_end() {
+    let pristine = tempdir();
+    build(pristine.path(), SEG, &entries(1, RECORDS + 1, 1));
+    let newest = segment_files(pristine.path()).pop().expect("a segment");
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let spans = record_spans(&fs::read(&newest).expect("read"));
+    let end = spans.last().expect("records").1;
+    // Every record boundary (where a cut leaves a log that looks whole),
+    // every byte of the last three records, the zeros after them, and the
+    // very last byte of the file.
+    let mut cuts: Vec<usize> = spans.iter().map(|s| s.0).collect();
+    cuts.extend(spans[spans.len() - 3].0..(end + 40).min(SEG as usize));
+    cuts.push(SEG as usize - 1);
+    for cut in cuts {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        let damaged = work.path().join(rel);
+        set_len(&damaged, cut);
+        assert_corrupt_untouched(work.path(), &damaged, Some(cut));
+    }
+}
+
+#[test]
+fn older_segment_cut_short_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 201, 1));
+    let older = segment_files(dir.path())[1].clone();
+    let spans = record_spans(&fs::read(&older).expect("read"));
+    set_len(&older, spans[spans.len() - 1].0);
+    assert_corrupt_untouched(dir.path(), &older, None);
+}
+
+/// The size check needs the size segments are created with; a record whose
+/// length runs past the end of the file is caught without it (here, with
+/// the log reopened under a smaller segment size than it was written with).
+#[test]
+fn record_running_past_the_end_of_the_file_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 31, 1));
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1, "one segment");
+    let spans = record_spans(&fs::read(&files[0]).expect("read"));
+    let &(start, _) = spans
+        .iter()
+        .find(|s| s.0 > SMALL as usize)
+        .expect("a record past SMALL bytes");
+    // Length, crc and the index's high (zero) bytes are left: nothing but
+    // zeros after the header, which once passed for a torn write.
+    set_len(&files[0], start + 12);
+    let message = open_err(dir.path(), SMALL);
+    assert!(
+        message.contains(&files[0].display().to_string())
+            && message.contains(&format!("at offset {}", start)),
+        "{}",
+        message
+    );
+    assert_eq!(
+        fs::metadata(&files[0]).expect("stat").len(),
+        start as u64 + 12,
+        "file left as it was"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The stable file
 
 #[test]

@@ -43,7 +43,10 @@ pub const STABLE_FILE: &str = stable::FILE_NAME;
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// Size each new segment file is preallocated to.
+    /// Size each new segment file is preallocated to, and so the least a
+    /// segment file may be on open: a shorter one was cut short after it was
+    /// written (see `segment.rs`). Open a log with the size it was written
+    /// with, or a smaller one.
     pub segment_bytes: u64,
 }
 

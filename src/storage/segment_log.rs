@@ -44,7 +44,7 @@ impl SegmentLog {
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         for (k, (first_index, path)) in files.into_iter().enumerate() {
             let newest = k + 1 == count;
-            let mut seg = Segment::open(path, first_index)?;
+            let mut seg = Segment::open(path, first_index, segment_bytes)?;
             let end = seg.scan()?;
             if let Some(prev) = segments.last() {
                 check_follows(prev, &seg)?;
@@ -342,6 +342,16 @@ fn settle_scan_end(seg: &mut Segment, end: ScanEnd, newest: bool) -> Result<(), 
             format!(
                 "no record starts here, yet byte {} after it is not zero",
                 nonzero_at
+            ),
+        )),
+        ScanEnd::PastEnd { offset, claimed } => Err(StorageError::corrupt(
+            seg.path(),
+            Some(offset as u64),
+            format!(
+                "the record here claims {} bytes, past the end of the file at {}: \
+                 the file was cut short, not torn",
+                claimed,
+                seg.file_bytes()
             ),
         )),
         ScanEnd::Damaged {
