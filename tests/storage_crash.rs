@@ -496,6 +496,35 @@ fn record_running_past_the_end_of_the_file_is_an_error() {
 }
 
 // ---------------------------------------------------------------------------
+// Segment names a log cannot have
+
+#[test]
+fn segment_named_for_index_zero_is_an_error() {
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let seg = dir.path().join("log/00000000000000000000.seg");
+    fs::write(&seg, vec![0u8; SEG as usize]).expect("write");
+    let message = open_err(dir.path(), SEG);
+    assert!(message.contains(&seg.display().to_string()), "{}", message);
+}
+
+#[test]
+fn record_at_the_largest_index_is_an_error() {
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let seg = dir.path().join(format!("log/{:020}.seg", u64::MAX));
+    let mut bytes = vec![0u8; SEG as usize];
+    record::encode(&entry(u64::MAX, 1, 10), &mut bytes);
+    fs::write(&seg, bytes).expect("write");
+    let message = open_err(dir.path(), SEG);
+    assert!(
+        message.contains(&seg.display().to_string()) && message.contains("at offset 0"),
+        "{}",
+        message
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The stable file
 
 #[test]

@@ -265,6 +265,14 @@ impl Segment {
                             format!("record holds index {}, expected {}", view.index, expected),
                         ));
                     }
+                    if view.index == u64::MAX {
+                        // `next_index` would overflow; no log gets this far.
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            Some(offset as u64),
+                            "record holds the largest index there is, which no log reaches",
+                        ));
+                    }
                     self.offsets.push(offset);
                     self.terms.push(view.term);
                     offset += view.len;

@@ -44,6 +44,15 @@ impl SegmentLog {
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         for (k, (first_index, path)) in files.into_iter().enumerate() {
             let newest = k + 1 == count;
+            if first_index == 0 {
+                // Nothing writes it (indexes start at 1), and an empty log
+                // named for 0 would end at index 0 - 1.
+                return Err(StorageError::corrupt(
+                    &path,
+                    None,
+                    "a segment named for index 0, but log indexes start at 1",
+                ));
+            }
             let mut seg = Segment::open(path, first_index, segment_bytes)?;
             let end = seg.scan()?;
             if let Some(prev) = segments.last() {
