@@ -2,8 +2,8 @@
 //! was compacted catches up through InstallSnapshot; a restart loads the
 //! newest snapshot and replays only the log after it; a corrupt newest
 //! snapshot is passed over, but stops the node when the log no longer covers
-//! what it held, as does a directory whose snapshots are all corrupt or a
-//! segment cut short;
+//! what it held, as does a directory whose snapshots are all corrupt, a
+//! segment cut short, or an entry whose payload does not decode;
 //! 1,000,000 overwrites keep the data directory bounded. The stall and restart measurement with 1,000,000 keys is
 //! `#[ignore]`d (timing-sensitive): run it with
 //! `cargo test --release --test snapshot_process -- --ignored --nocapture --test-threads 1`.
@@ -395,6 +395,65 @@ fn a_segment_cut_short_stops_the_node_and_nothing_is_deleted() {
     assert_eq!(snapshot_files(cluster.data_dir(0)), snapshots_before);
 }
 
+/// A data directory built with the library whose log holds `records`
+/// (kind, payload) from index 1, in term 1, in a segment of the size the
+/// binary creates. Returns the segment's path.
+fn data_dir_with_log(
+    cluster: &Cluster,
+    records: &[(raftkv::raft::EntryKind, &[u8])],
+) -> std::path::PathBuf {
+    use raftkv::raft::{Entry, HardState};
+    use raftkv::storage::{Storage, StorageOptions};
+    let data_dir = cluster.data_dir(0);
+    let mut storage = Storage::open(data_dir, StorageOptions::default()).expect("open storage");
+    let entries: Vec<Entry> = records
+        .iter()
+        .enumerate()
+        .map(|(k, (kind, payload))| Entry {
+            index: k as u64 + 1,
+            term: 1,
+            kind: *kind,
+            data: payload.to_vec().into(),
+        })
+        .collect();
+    storage.append(&entries).expect("append");
+    storage.sync().expect("sync");
+    storage
+        .set_hard_state(HardState { term: 1, vote: 1 })
+        .expect("hard state");
+    data_dir.join("log").join("00000000000000000001.seg")
+}
+
+/// A record with a valid CRC whose payload does not decode as its kind says
+/// (a membership change `01 09`, a command `01 09`) once panicked in the
+/// core, or stopped the node only on applying it, without naming the file.
+#[test]
+fn an_entry_whose_payload_does_not_decode_stops_the_node_naming_the_file() {
+    use raftkv::kv::Command as KvCommand;
+    use raftkv::raft::EntryKind;
+    let mut set = Vec::new();
+    KvCommand::Set(b"k".to_vec(), b"v".to_vec()).encode(&mut set);
+    for kind in [EntryKind::ConfChange, EntryKind::Normal] {
+        let cluster = Cluster::new(1);
+        let segment = data_dir_with_log(
+            &cluster,
+            &[(EntryKind::Normal, &set), (kind, &[0x01, 0x09])],
+        );
+        let before = fs::read(&segment).expect("read segment");
+        let offset = raftkv::storage::record::encoded_len(set.len());
+        let stderr = start_expecting_exit_status_1(&cluster);
+        assert!(
+            stderr.contains(&segment.display().to_string())
+                && stderr.contains(&format!("at offset {}", offset))
+                && !stderr.contains("panicked"),
+            "{:?}: {}",
+            kind,
+            stderr
+        );
+        assert!(fs::read(&segment).expect("read segment") == before);
+    }
+}
+
 /// A data directory built with the library: entries 1..=300 in small
 /// segments, snapshots at 100 and 250, the log compacted to about 200, then
 /// the newest snapshot corrupted. The older snapshot plus the log no longer
@@ -410,6 +469,7 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
     let data_dir = cluster.data_dir(0).to_path_buf();
     let options = StorageOptions {
         segment_bytes: 2048,
+        ..StorageOptions::default()
     };
     let mut storage = Storage::open(&data_dir, options).expect("open storage");
     let entries: Vec<Entry> = (1..=300u64)

@@ -78,7 +78,7 @@
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
-use super::{sync_dir, SyncTarget};
+use super::{sync_dir, PayloadCheck, SyncTarget};
 use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
@@ -243,11 +243,16 @@ impl Segment {
         self.map.len() as u64
     }
 
-    /// Reads every record from the start, checking CRCs and that indexes run
-    /// on from the file name. A valid record with the wrong index is an error
-    /// at once; where the records stop, the returned [`ScanEnd`] says what
+    /// Reads every record from the start, checking CRCs, that indexes run
+    /// on from the file name, and payloads with `check_payload`. A valid
+    /// record with the wrong index or a payload that fails the check is an
+    /// error at once (its CRC shows it was written whole, so it is no torn
+    /// write); where the records stop, the returned [`ScanEnd`] says what
     /// follows, and the caller decides between torn tail and corruption.
-    pub(crate) fn scan(&mut self) -> Result<ScanEnd, StorageError> {
+    pub(crate) fn scan(
+        &mut self,
+        check_payload: Option<PayloadCheck>,
+    ) -> Result<ScanEnd, StorageError> {
         assert!(
             self.offsets.is_empty(),
             "{} scanned twice",
@@ -271,6 +276,18 @@ impl Segment {
                             &self.path,
                             Some(offset as u64),
                             "record holds the largest index there is, which no log reaches",
+                        ));
+                    }
+                    if let Some(Err(why)) =
+                        check_payload.map(|check| check(view.kind, view.payload))
+                    {
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            Some(offset as u64),
+                            format!(
+                                "the {:?} payload of entry {} does not decode: {}",
+                                view.kind, view.index, why
+                            ),
                         ));
                     }
                     self.offsets.push(offset);
@@ -705,7 +722,7 @@ mod tests {
         drop(seg);
 
         let mut seg = Segment::open(path, 1, size).expect("open");
-        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), 216);
         append_batch(&mut seg, 16, len, size);
         while seg.fits(16 * record::encoded_len(len)) {
@@ -718,7 +735,7 @@ mod tests {
         drop(seg);
 
         let mut seg = Segment::open(path, 1, size).expect("open");
-        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), next);
         assert_reads_back(&seg, len);
     }

@@ -20,6 +20,7 @@ use super::create_dir;
 use super::error::StorageError;
 use super::record::{self, RecordError, MAX_PAYLOAD_BYTES};
 use super::segment::{self, ScanEnd, Segment};
+use super::PayloadCheck;
 use crate::raft::Entry;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,13 @@ pub(crate) struct SegmentLog {
 }
 
 impl SegmentLog {
-    /// Opens `dir` (creating it) and recovers every segment in it.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, StorageError> {
+    /// Opens `dir` (creating it) and recovers every segment in it, checking
+    /// each record's payload with `check_payload`.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        check_payload: Option<PayloadCheck>,
+    ) -> Result<SegmentLog, StorageError> {
         assert!(
             segment_bytes >= record::encoded_len(0) as u64,
             "segment_bytes {} cannot hold a record",
@@ -54,7 +60,7 @@ impl SegmentLog {
                 ));
             }
             let mut seg = Segment::open(path, first_index, segment_bytes)?;
-            let end = seg.scan()?;
+            let end = seg.scan(check_payload)?;
             if let Some(prev) = segments.last() {
                 check_follows(prev, &seg)?;
             }
