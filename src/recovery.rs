@@ -17,7 +17,26 @@
 //! next index (the entries in between are gone), or, when a newer snapshot was
 //! passed over as corrupt, a log that no longer covers what it covered.
 
-use crate::raft::SnapshotMeta;
+use crate::raft::{conf_change, EntryKind, SnapshotMeta};
+
+/// Whether a log entry's payload decodes as its kind says: a command for a
+/// normal entry, a membership change for a ConfChange. The server has
+/// storage run it on every record as the log is opened
+/// (`StorageOptions::check_payload`), so a record with a valid CRC but a
+/// payload none of our encoders wrote stops the node naming the file and
+/// offset. Otherwise the core, which trusts restored entries, would panic on
+/// a bad membership change, and a bad command would stop the node only when
+/// applied, with no file named.
+pub fn check_payload(kind: EntryKind, payload: &[u8]) -> Result<(), String> {
+    match kind {
+        EntryKind::Normal => crate::kv::check_encoded(payload).map_err(|e| e.to_string()),
+        EntryKind::ConfChange => conf_change::decode(payload)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        // Nothing reads a no-op's payload.
+        EntryKind::Noop => Ok(()),
+    }
+}
 
 /// What to do with the log found on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +130,32 @@ mod tests {
     /// A log whose entry i has term i / 10 + 1.
     fn term_of(i: u64) -> Option<u64> {
         Some(i / 10 + 1)
+    }
+
+    #[test]
+    fn payloads_are_checked_as_their_kind_says() {
+        use crate::kv::Command;
+        use crate::raft::{ConfChange, ConfEntry};
+        let mut set = Vec::new();
+        Command::Set(b"k".to_vec(), b"v".to_vec()).encode(&mut set);
+        let mut del = Vec::new();
+        Command::Del(vec![b"k".to_vec()]).encode(&mut del);
+        let conf = conf_change::encode(&ConfEntry {
+            change: ConfChange::Promote { id: 2 },
+            voters: vec![1, 2],
+            learners: Vec::new(),
+        });
+        assert_eq!(check_payload(EntryKind::Normal, &set), Ok(()));
+        assert_eq!(check_payload(EntryKind::Normal, &del), Ok(()));
+        assert_eq!(check_payload(EntryKind::ConfChange, &conf), Ok(()));
+        assert_eq!(check_payload(EntryKind::Noop, b"anything"), Ok(()));
+        let bad = [0x01, 0x09];
+        assert!(check_payload(EntryKind::Normal, &bad).is_err());
+        assert!(check_payload(EntryKind::ConfChange, &bad).is_err());
+        // A command is not a membership change, nor the other way round.
+        assert!(check_payload(EntryKind::ConfChange, &set).is_err());
+        assert!(check_payload(EntryKind::Normal, &conf).is_err());
+        assert!(check_payload(EntryKind::Normal, &set[..set.len() - 1]).is_err());
     }
 
     #[test]

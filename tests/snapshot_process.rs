@@ -2,7 +2,8 @@
 //! was compacted catches up through InstallSnapshot; a restart loads the
 //! newest snapshot and replays only the log after it; a corrupt newest
 //! snapshot is passed over, but stops the node when the log no longer covers
-//! what it held, as does a directory whose snapshots are all corrupt;
+//! what it held, as does a directory whose snapshots are all corrupt, a
+//! segment cut short, or an entry whose payload does not decode;
 //! 1,000,000 overwrites keep the data directory bounded. The stall and restart measurement with 1,000,000 keys is
 //! `#[ignore]`d (timing-sensitive): run it with
 //! `cargo test --release --test snapshot_process -- --ignored --nocapture --test-threads 1`.
@@ -287,13 +288,44 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
 
 /// Runs node 1 of `cluster` in the foreground, checks that it refuses to
 /// start with exit status 1, and returns what it wrote to stderr.
+/// Starts node 1 and returns its stderr once it exits with status 1; a node
+/// that is still running after 20 s (it accepted the data dir) is killed
+/// and fails the test.
 fn start_expecting_exit_status_1(cluster: &Cluster) -> String {
-    let output = Command::new(common::BIN)
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(common::BIN)
         .args(cluster.args(0))
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run raftkv");
-    assert_eq!(output.status.code(), Some(1));
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let mut pipe = child.stderr.take().expect("stderr pipe");
+    // Read on a thread, so a node that logs a lot cannot block on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for raftkv") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("stderr reader");
+    match status {
+        Some(status) => assert_eq!(status.code(), Some(1), "{}", stderr),
+        None => panic!("the node accepted the data dir and ran: {}", stderr),
+    }
+    stderr
 }
 
 /// A deleted stable file must not restart the node at term 0 with no vote
@@ -322,6 +354,106 @@ fn a_missing_stable_file_stops_the_node_with_exit_status_1() {
     assert_eq!(log_after, log_before);
 }
 
+/// A newest segment cut short (here to 100 bytes, inside record 3) once
+/// passed for a torn tail: the node cut it to 2 entries, found that log
+/// behind its snapshot at 100 and emptied it, deleting entries 101..=121.
+/// It must stop instead, naming the file, and change nothing.
+#[test]
+fn a_segment_cut_short_stops_the_node_and_nothing_is_deleted() {
+    let mut cluster = single_node(100);
+    let mut client = cluster.client(0);
+    set_many(&mut client, "k", 0..120, 10, small_value);
+    wait_snapshot_at_least(&mut client, 100);
+    cluster.kill(0);
+    let log_dir = cluster.data_dir(0).join("log");
+    let segment = log_dir.join("00000000000000000001.seg");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|f| f.set_len(100))
+        .expect("truncate the segment");
+    let listing = |dir: &Path| -> Vec<(std::path::PathBuf, u64)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry"))
+            .map(|e| (e.path(), e.metadata().expect("metadata").len()))
+            .collect();
+        files.sort();
+        files
+    };
+    let log_before = listing(&log_dir);
+    let snapshots_before = snapshot_files(cluster.data_dir(0));
+
+    let stderr = start_expecting_exit_status_1(&cluster);
+    assert!(
+        stderr.contains(&segment.display().to_string()) && stderr.contains("offset 100"),
+        "{}",
+        stderr
+    );
+    assert!(!stderr.contains("torn"), "{}", stderr);
+    assert_eq!(listing(&log_dir), log_before);
+    assert_eq!(snapshot_files(cluster.data_dir(0)), snapshots_before);
+}
+
+/// A data directory built with the library whose log holds `records`
+/// (kind, payload) from index 1, in term 1, in a segment of the size the
+/// binary creates. Returns the segment's path.
+fn data_dir_with_log(
+    cluster: &Cluster,
+    records: &[(raftkv::raft::EntryKind, &[u8])],
+) -> std::path::PathBuf {
+    use raftkv::raft::{Entry, HardState};
+    use raftkv::storage::{Storage, StorageOptions};
+    let data_dir = cluster.data_dir(0);
+    let mut storage = Storage::open(data_dir, StorageOptions::default()).expect("open storage");
+    let entries: Vec<Entry> = records
+        .iter()
+        .enumerate()
+        .map(|(k, (kind, payload))| Entry {
+            index: k as u64 + 1,
+            term: 1,
+            kind: *kind,
+            data: payload.to_vec().into(),
+        })
+        .collect();
+    storage.append(&entries).expect("append");
+    storage.sync().expect("sync");
+    storage
+        .set_hard_state(HardState { term: 1, vote: 1 })
+        .expect("hard state");
+    data_dir.join("log").join("00000000000000000001.seg")
+}
+
+/// A record with a valid CRC whose payload does not decode as its kind says
+/// (a membership change `01 09`, a command `01 09`) once panicked in the
+/// core, or stopped the node only on applying it, without naming the file.
+#[test]
+fn an_entry_whose_payload_does_not_decode_stops_the_node_naming_the_file() {
+    use raftkv::kv::Command as KvCommand;
+    use raftkv::raft::EntryKind;
+    let mut set = Vec::new();
+    KvCommand::Set(b"k".to_vec(), b"v".to_vec()).encode(&mut set);
+    for kind in [EntryKind::ConfChange, EntryKind::Normal] {
+        let cluster = Cluster::new(1);
+        let segment = data_dir_with_log(
+            &cluster,
+            &[(EntryKind::Normal, &set), (kind, &[0x01, 0x09])],
+        );
+        let before = fs::read(&segment).expect("read segment");
+        let offset = raftkv::storage::record::encoded_len(set.len());
+        let stderr = start_expecting_exit_status_1(&cluster);
+        assert!(
+            stderr.contains(&segment.display().to_string())
+                && stderr.contains(&format!("at offset {}", offset))
+                && !stderr.contains("panicked"),
+            "{:?}: {}",
+            kind,
+            stderr
+        );
+        assert!(fs::read(&segment).expect("read segment") == before);
+    }
+}
+
 /// A data directory built with the library: entries 1..=300 in small
 /// segments, snapshots at 100 and 250, the log compacted to about 200, then
 /// the newest snapshot corrupted. The older snapshot plus the log no longer
@@ -337,6 +469,7 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
     let data_dir = cluster.data_dir(0).to_path_buf();
     let options = StorageOptions {
         segment_bytes: 2048,
+        ..StorageOptions::default()
     };
     let mut storage = Storage::open(&data_dir, options).expect("open storage");
     let entries: Vec<Entry> = (1..=300u64)
@@ -376,6 +509,16 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
     let first = storage.first_index();
     assert!(first > 101 && first <= 200, "first index {}", first);
     drop(storage);
+    // The binary creates every segment at the default size and refuses a
+    // shorter one as cut short; pad these with zeros to that size, which is
+    // what its own preallocated segments hold past their records.
+    for item in fs::read_dir(data_dir.join("log")).expect("log dir") {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(item.expect("entry").path())
+            .and_then(|f| f.set_len(StorageOptions::default().segment_bytes))
+            .expect("pad segment");
+    }
     let newest = snapshot_files(&data_dir).pop().expect("a snapshot");
     flip_byte(&newest, 60);
 

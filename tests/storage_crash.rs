@@ -59,7 +59,10 @@ fn warnings_naming(path: &Path) -> Vec<String> {
 }
 
 fn options(segment_bytes: u64) -> StorageOptions {
-    StorageOptions { segment_bytes }
+    StorageOptions {
+        segment_bytes,
+        ..StorageOptions::default()
+    }
 }
 
 fn entry(index: u64, term: u64, payload: usize) -> Entry {
@@ -417,6 +420,157 @@ fn leftover_temp_files_are_ignored() {
     let storage = open(dir.path(), SEG);
     assert_eq!(all_entries(&storage), want);
     assert_eq!(storage.hard_state(), hard_state);
+}
+
+// ---------------------------------------------------------------------------
+// A segment file cut short: a torn write never changes a file's length, so a
+// shorter file lost records after its end, which recovery must not shrug off
+
+fn set_len(path: &Path, len: usize) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len as u64))
+        .expect("truncate");
+}
+
+#[test]
+fn newest_segment_cut_short_anywhere_is_an_error_naming_its_end() {
+    let pristine = tempdir();
+    build(pristine.path(), SEG, &entries(1, RECORDS + 1, 1));
+    let newest = segment_files(pristine.path()).pop().expect("a segment");
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let spans = record_spans(&fs::read(&newest).expect("read"));
+    let end = spans.last().expect("records").1;
+    // Every record boundary (where a cut leaves a log that looks whole),
+    // every byte of the last three records, the zeros after them, and the
+    // very last byte of the file.
+    let mut cuts: Vec<usize> = spans.iter().map(|s| s.0).collect();
+    cuts.extend(spans[spans.len() - 3].0..(end + 40).min(SEG as usize));
+    cuts.push(SEG as usize - 1);
+    for cut in cuts {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        let damaged = work.path().join(rel);
+        set_len(&damaged, cut);
+        assert_corrupt_untouched(work.path(), &damaged, Some(cut));
+    }
+}
+
+#[test]
+fn older_segment_cut_short_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 201, 1));
+    let older = segment_files(dir.path())[1].clone();
+    let spans = record_spans(&fs::read(&older).expect("read"));
+    set_len(&older, spans[spans.len() - 1].0);
+    assert_corrupt_untouched(dir.path(), &older, None);
+}
+
+/// The size check needs the size segments are created with; a record whose
+/// length runs past the end of the file is caught without it (here, with
+/// the log reopened under a smaller segment size than it was written with).
+#[test]
+fn record_running_past_the_end_of_the_file_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 31, 1));
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1, "one segment");
+    let spans = record_spans(&fs::read(&files[0]).expect("read"));
+    let &(start, _) = spans
+        .iter()
+        .find(|s| s.0 > SMALL as usize)
+        .expect("a record past SMALL bytes");
+    // Length, crc and the index's high (zero) bytes are left: nothing but
+    // zeros after the header, which once passed for a torn write.
+    set_len(&files[0], start + 12);
+    let message = open_err(dir.path(), SMALL);
+    assert!(
+        message.contains(&files[0].display().to_string())
+            && message.contains(&format!("at offset {}", start)),
+        "{}",
+        message
+    );
+    assert_eq!(
+        fs::metadata(&files[0]).expect("stat").len(),
+        start as u64 + 12,
+        "file left as it was"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Segment names a log cannot have
+
+#[test]
+fn segment_named_for_index_zero_is_an_error() {
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let seg = dir.path().join("log/00000000000000000000.seg");
+    fs::write(&seg, vec![0u8; SEG as usize]).expect("write");
+    let message = open_err(dir.path(), SEG);
+    assert!(message.contains(&seg.display().to_string()), "{}", message);
+}
+
+#[test]
+fn record_at_the_largest_index_is_an_error() {
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let seg = dir.path().join(format!("log/{:020}.seg", u64::MAX));
+    let mut bytes = vec![0u8; SEG as usize];
+    record::encode(&entry(u64::MAX, 1, 10), &mut bytes);
+    fs::write(&seg, bytes).expect("write");
+    let message = open_err(dir.path(), SEG);
+    assert!(
+        message.contains(&seg.display().to_string()) && message.contains("at offset 0"),
+        "{}",
+        message
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Payloads: a record written whole (its CRC matches) whose payload is not
+// one its kind can have is corruption, found as the log is opened
+
+#[test]
+fn payload_that_does_not_decode_is_an_error_naming_the_record() {
+    use raftkv::kv::Command;
+    let mut set = Vec::new();
+    Command::Set(b"k".to_vec(), b"v".to_vec()).encode(&mut set);
+    for kind in [EntryKind::ConfChange, EntryKind::Normal] {
+        let dir = tempdir();
+        let log = [
+            Entry {
+                index: 1,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: set.clone().into(),
+            },
+            Entry {
+                index: 2,
+                term: 1,
+                kind,
+                data: vec![0x01, 0x09].into(),
+            },
+        ];
+        build(dir.path(), SEG, &log);
+        let checked = StorageOptions {
+            check_payload: Some(raftkv::recovery::check_payload),
+            ..options(SEG)
+        };
+        let message = match Storage::open(dir.path(), checked) {
+            Ok(_) => panic!("{:?} entry 2 with payload 01 09 was accepted", kind),
+            Err(err) => err.to_string(),
+        };
+        let newest = segment_files(dir.path()).pop().expect("a segment");
+        let at = format!("at offset {}", record::encoded_len(set.len()));
+        assert!(
+            message.contains(&newest.display().to_string()) && message.contains(&at),
+            "{}",
+            message
+        );
+        // Without a check (the default) storage takes any payload.
+        assert_eq!(all_entries(&open(dir.path(), SEG)), log);
+    }
 }
 
 // ---------------------------------------------------------------------------

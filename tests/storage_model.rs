@@ -79,6 +79,7 @@ fn entry(index: u64, term: u64, payload: usize) -> Entry {
 fn open(dir: &Path) -> Storage {
     let options = StorageOptions {
         segment_bytes: SEGMENT_BYTES,
+        ..StorageOptions::default()
     };
     match Storage::open(dir, options) {
         Ok(storage) => storage,

@@ -23,6 +23,15 @@ pub use snapshot::KvSnapshot;
 use shards::ShardedMap;
 use std::hash::{Hash, Hasher};
 
+/// Whether `payload` decodes as a command, as [`KvStore::apply_encoded`]
+/// needs, without applying it. A SET, nearly every entry, is checked in place.
+pub fn check_encoded(payload: &[u8]) -> Result<(), DecodeError> {
+    if payload::decode_set(payload).is_some() {
+        return Ok(());
+    }
+    Command::decode(payload).map(drop)
+}
+
 /// What `approx_bytes` adds per key beyond key and value bytes: the entry's
 /// 2-3 byte header, the allocator's 8-byte chunk header and rounding to 16
 /// (8 on average), and a 16-byte table slot (hash and pointer, see `shard.rs`)

@@ -428,7 +428,8 @@ impl RaftLog {
 ///
 /// If a ConfChange payload does not decode. Entries reach the log from this
 /// node's own encoder, from a peer frame whose decoder validated them, or
-/// from CRC-checked storage, so a bad one is a bug, not an input error.
+/// from storage, which checks every payload as it opens the log (with
+/// `recovery::check_payload`), so a bad one is a bug, not an input error.
 fn conf_of(entry: &Entry) -> Option<(u64, Membership)> {
     if entry.kind != EntryKind::ConfChange {
         return None;

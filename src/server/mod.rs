@@ -199,7 +199,11 @@ fn build(
     if config.fsync == FsyncMode::Never {
         warn!("fsync = never: acknowledged writes can be lost on a crash (benchmarks only)");
     }
-    let mut storage = Storage::open(&config.data_dir, StorageOptions::default())?;
+    let options = StorageOptions {
+        check_payload: Some(crate::recovery::check_payload),
+        ..StorageOptions::default()
+    };
+    let mut storage = Storage::open(&config.data_dir, options)?;
     config.cluster = founders::settle(
         &config.data_dir,
         &config.cluster,

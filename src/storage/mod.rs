@@ -27,7 +27,7 @@ mod stable;
 
 pub use error::{StorageError, StorageErrorKind};
 
-use crate::raft::{Entry, HardState};
+use crate::raft::{Entry, EntryKind, HardState};
 use segment::Segment;
 use segment_log::SegmentLog;
 use stable::Stable;
@@ -43,14 +43,26 @@ pub const STABLE_FILE: &str = stable::FILE_NAME;
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// Size each new segment file is preallocated to.
+    /// Size each new segment file is preallocated to, and so the least a
+    /// segment file may be on open: a shorter one was cut short after it was
+    /// written (see `segment.rs`). Open a log with the size it was written
+    /// with, or a smaller one.
     pub segment_bytes: u64,
+    /// Run on every record as the log is opened; an error makes the record
+    /// corrupt (file and offset named). Storage knows bytes, not what a
+    /// payload means, so the caller that does supplies it: the server passes
+    /// [`crate::recovery::check_payload`]. `None` checks nothing.
+    pub check_payload: Option<PayloadCheck>,
 }
+
+/// Whether a record's payload is one its kind can have; the error says why not.
+pub type PayloadCheck = fn(EntryKind, &[u8]) -> Result<(), String>;
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_bytes: 64 << 20,
+            check_payload: None,
         }
     }
 }
@@ -127,15 +139,20 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (creating if missing) `data_dir`, recovers the log (cutting a torn
-    /// tail with a warning) and reads the stable file. Corruption anywhere else
-    /// is an error naming the file and offset; nothing is deleted.
+    /// tail with a warning) and reads the stable file. Corruption anywhere else,
+    /// a record whose payload `options.check_payload` rejects included, is an
+    /// error naming the file and offset; nothing is deleted.
     ///
     /// # Panics
     /// If `options.segment_bytes` cannot hold even an empty record (25 bytes).
     pub fn open(data_dir: &Path, options: StorageOptions) -> Result<Storage, StorageError> {
         create_dir(data_dir)?;
         let stable = Stable::open(data_dir)?;
-        let log = SegmentLog::open(&data_dir.join(LOG_DIR), options.segment_bytes)?;
+        let log = SegmentLog::open(
+            &data_dir.join(LOG_DIR),
+            options.segment_bytes,
+            options.check_payload,
+        )?;
         Ok(Storage {
             data_dir: data_dir.to_path_buf(),
             stable,

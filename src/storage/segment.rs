@@ -12,6 +12,51 @@
 //! 3. Truncated records are zeroed and the zeros made durable before anything
 //!    is written over them, so a crash can never leave old records after new
 //!    ones (see [`Segment::truncate_from`]).
+//! 4. A segment file never gets shorter, so recovery can tell a torn write
+//!    from a file cut short (see below).
+//!
+//! # Torn writes and files cut short
+//!
+//! A torn write (a crash in the middle of an append) damages the bytes the
+//! append was writing and nothing else; recovery cuts it off with a warning.
+//! A file cut short (by `truncate`, a bad copy, a filesystem repair) loses
+//! every record past its new end, acknowledged ones too, and looks like a
+//! clean end or a torn write when it ends at or inside a record. Recovery
+//! refuses it, using the length of the file: every way this module changes a
+//! segment keeps the length at least what the segment was created with,
+//! whatever the moment of a crash.
+//!
+//! - Creation ([`Segment::create`]): the file is sized (`set_len`,
+//!   `posix_fallocate`) and fsynced as `.tmp`, then renamed and the directory
+//!   fsynced. A crash before the rename leaves only the `.tmp`, which the
+//!   next open deletes (no record was ever written to it: `create` returns
+//!   after the directory fsync). After the rename the name may or may not
+//!   survive the crash, but the length was durable before the rename, so a
+//!   file under a segment name has its full length. The length is
+//!   `segment_bytes`, or more for a record that does not fit in that.
+//!   Without preallocation (a filesystem that cannot) `set_len` still sets
+//!   the length; the file is sparse.
+//! - Growth ([`Segment::grow`]), for an oversized record: only an empty
+//!   segment grows, and a crash leaves the old length or the new one, both
+//!   at least the size created with, and zeros either way.
+//! - Records and zeros written ahead ([`Segment::write_pending`]): `pwrite`s
+//!   inside the file (`fits` was checked; the zeros stop at the end), so the
+//!   length does not change. What reaches the disk is some of the new bytes,
+//!   by sector or page, over zeros. A length field with only some of its
+//!   bytes written reads as the true length with some bytes still zero,
+//!   which is never more than the true length, and that fitted in the file:
+//!   a torn record never claims bytes past the end of the file.
+//! - Truncation of records and cutting a torn tail: zeros written through
+//!   the mapping, no change of length. Deletion: the whole file or nothing.
+//!
+//! So a segment shorter than `segment_bytes`, or a record whose length runs
+//! past the end of its file, is never what a crash leaves: both are errors
+//! naming the file and offset ([`Segment::open`], [`ScanEnd::PastEnd`]).
+//! Nothing calls `set_len` to shrink a segment. The first check needs the
+//! size segments were created with; the binary always uses the default, and
+//! a log opened with a larger `segment_bytes` than it was written with would
+//! read as cut short. The second needs no size, and still catches a file cut
+//! inside a record.
 //!
 //! The file is sized with `File::set_len` and its blocks reserved with
 //! `posix_fallocate`, so a full disk is an error when a segment is created
@@ -33,7 +78,7 @@
 
 use super::error::StorageError;
 use super::record::{self, RecordError, HEADER_BYTES};
-use super::{sync_dir, SyncTarget};
+use super::{sync_dir, PayloadCheck, SyncTarget};
 use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
@@ -82,6 +127,9 @@ pub(crate) enum ScanEnd {
     },
     /// No record at `offset`, yet non-zero bytes follow at `nonzero_at`.
     DataAfterEnd { offset: usize, nonzero_at: usize },
+    /// The record at `offset` claims `claimed` bytes, more than are left in
+    /// the file: it was cut short, as a torn write never leaves it (module docs).
+    PastEnd { offset: usize, claimed: usize },
 }
 
 pub(crate) struct Segment {
@@ -128,7 +176,13 @@ impl Segment {
     }
 
     /// Maps an existing segment file; [`Segment::scan`] then finds its records.
-    pub(crate) fn open(path: PathBuf, first_index: u64) -> Result<Segment, StorageError> {
+    /// `min_bytes` is the size segments are created with (at least a record
+    /// header): a shorter file was cut short, which no crash does (module docs).
+    pub(crate) fn open(
+        path: PathBuf,
+        first_index: u64,
+        min_bytes: u64,
+    ) -> Result<Segment, StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -138,11 +192,15 @@ impl Segment {
             .metadata()
             .map_err(|e| StorageError::io(&path, e))?
             .len();
-        if len < HEADER_BYTES as u64 {
+        if len < min_bytes.max(HEADER_BYTES as u64) {
             return Err(StorageError::corrupt(
                 &path,
-                Some(0),
-                format!("segment file is {} bytes long", len),
+                Some(len),
+                format!(
+                    "the file ends here, short of the {} bytes every segment is created with: \
+                     it was cut short, and any records past this point are lost",
+                    min_bytes
+                ),
             ));
         }
         let map = map_file(&file, &path)?;
@@ -185,11 +243,16 @@ impl Segment {
         self.map.len() as u64
     }
 
-    /// Reads every record from the start, checking CRCs and that indexes run
-    /// on from the file name. A valid record with the wrong index is an error
-    /// at once; where the records stop, the returned [`ScanEnd`] says what
+    /// Reads every record from the start, checking CRCs, that indexes run
+    /// on from the file name, and payloads with `check_payload`. A valid
+    /// record with the wrong index or a payload that fails the check is an
+    /// error at once (its CRC shows it was written whole, so it is no torn
+    /// write); where the records stop, the returned [`ScanEnd`] says what
     /// follows, and the caller decides between torn tail and corruption.
-    pub(crate) fn scan(&mut self) -> Result<ScanEnd, StorageError> {
+    pub(crate) fn scan(
+        &mut self,
+        check_payload: Option<PayloadCheck>,
+    ) -> Result<ScanEnd, StorageError> {
         assert!(
             self.offsets.is_empty(),
             "{} scanned twice",
@@ -207,6 +270,26 @@ impl Segment {
                             format!("record holds index {}, expected {}", view.index, expected),
                         ));
                     }
+                    if view.index == u64::MAX {
+                        // `next_index` would overflow; no log gets this far.
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            Some(offset as u64),
+                            "record holds the largest index there is, which no log reaches",
+                        ));
+                    }
+                    if let Some(Err(why)) =
+                        check_payload.map(|check| check(view.kind, view.payload))
+                    {
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            Some(offset as u64),
+                            format!(
+                                "the {:?} payload of entry {} does not decode: {}",
+                                view.kind, view.index, why
+                            ),
+                        ));
+                    }
                     self.offsets.push(offset);
                     self.terms.push(view.term);
                     offset += view.len;
@@ -221,6 +304,14 @@ impl Segment {
     }
 
     fn classify_end(&self, offset: usize, error: RecordError) -> ScanEnd {
+        if let RecordError::BadLength { length, available } = error {
+            if length as usize > available {
+                return ScanEnd::PastEnd {
+                    offset,
+                    claimed: HEADER_BYTES + length as usize,
+                };
+            }
+        }
         let claimed_end = offset + error.claimed_len();
         let nonzero = first_nonzero(&self.map[claimed_end..]).map(|at| claimed_end + at);
         match (error, nonzero) {
@@ -630,8 +721,8 @@ mod tests {
         let path = seg.path().to_path_buf();
         drop(seg);
 
-        let mut seg = Segment::open(path, 1).expect("open");
-        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        let mut seg = Segment::open(path, 1, size).expect("open");
+        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), 216);
         append_batch(&mut seg, 16, len, size);
         while seg.fits(16 * record::encoded_len(len)) {
@@ -643,8 +734,8 @@ mod tests {
         let (path, next) = (seg.path().to_path_buf(), seg.next_index());
         drop(seg);
 
-        let mut seg = Segment::open(path, 1).expect("open");
-        assert!(matches!(seg.scan().expect("scan"), ScanEnd::Clean));
+        let mut seg = Segment::open(path, 1, size).expect("open");
+        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), next);
         assert_reads_back(&seg, len);
     }

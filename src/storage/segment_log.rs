@@ -20,6 +20,7 @@ use super::create_dir;
 use super::error::StorageError;
 use super::record::{self, RecordError, MAX_PAYLOAD_BYTES};
 use super::segment::{self, ScanEnd, Segment};
+use super::PayloadCheck;
 use crate::raft::Entry;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,13 @@ pub(crate) struct SegmentLog {
 }
 
 impl SegmentLog {
-    /// Opens `dir` (creating it) and recovers every segment in it.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<SegmentLog, StorageError> {
+    /// Opens `dir` (creating it) and recovers every segment in it, checking
+    /// each record's payload with `check_payload`.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        check_payload: Option<PayloadCheck>,
+    ) -> Result<SegmentLog, StorageError> {
         assert!(
             segment_bytes >= record::encoded_len(0) as u64,
             "segment_bytes {} cannot hold a record",
@@ -44,8 +50,17 @@ impl SegmentLog {
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         for (k, (first_index, path)) in files.into_iter().enumerate() {
             let newest = k + 1 == count;
-            let mut seg = Segment::open(path, first_index)?;
-            let end = seg.scan()?;
+            if first_index == 0 {
+                // Nothing writes it (indexes start at 1), and an empty log
+                // named for 0 would end at index 0 - 1.
+                return Err(StorageError::corrupt(
+                    &path,
+                    None,
+                    "a segment named for index 0, but log indexes start at 1",
+                ));
+            }
+            let mut seg = Segment::open(path, first_index, segment_bytes)?;
+            let end = seg.scan(check_payload)?;
             if let Some(prev) = segments.last() {
                 check_follows(prev, &seg)?;
             }
@@ -342,6 +357,16 @@ fn settle_scan_end(seg: &mut Segment, end: ScanEnd, newest: bool) -> Result<(), 
             format!(
                 "no record starts here, yet byte {} after it is not zero",
                 nonzero_at
+            ),
+        )),
+        ScanEnd::PastEnd { offset, claimed } => Err(StorageError::corrupt(
+            seg.path(),
+            Some(offset as u64),
+            format!(
+                "the record here claims {} bytes, past the end of the file at {}: \
+                 the file was cut short, not torn",
+                claimed,
+                seg.file_bytes()
             ),
         )),
         ScanEnd::Damaged {
