@@ -76,7 +76,7 @@ pub fn plan_log(
                 s
             ));
         }
-        return Ok(LogPlan::Keep { from: s + 1 });
+        return keep_after(snapshot, term_at);
     }
     if first > s + 1 {
         let what = if s == 0 {
@@ -103,7 +103,24 @@ pub fn plan_log(
     if last < s || !matches_at_s {
         return Ok(LogPlan::Reset { next: s + 1 });
     }
-    Ok(LogPlan::Keep { from: s + 1 })
+    keep_after(snapshot, term_at)
+}
+
+/// Keeps the log from the entry after `snapshot`. Entries after the
+/// snapshot's last were appended after it, so their terms cannot be lower (the
+/// restored Raft log asserts it): a lower one is damage, not a torn write.
+fn keep_after(
+    snapshot: &SnapshotMeta,
+    term_at: impl Fn(u64) -> Option<u64>,
+) -> Result<LogPlan, String> {
+    let next = snapshot.index + 1;
+    match term_at(next) {
+        Some(term) if term < snapshot.term => Err(format!(
+            "log entry {} has term {}, below the term {} of the snapshot it follows",
+            next, term, snapshot.term
+        )),
+        _ => Ok(LogPlan::Keep { from: next }),
+    }
 }
 
 fn describe(first: u64, last: u64) -> String {
@@ -200,6 +217,17 @@ mod tests {
             plan_log(&snap(90, 9), 91, 120, term_of, 0),
             Ok(LogPlan::Keep { from: 91 })
         );
+    }
+
+    #[test]
+    fn a_log_whose_terms_fall_below_the_snapshot_is_an_error() {
+        let below = |index: u64| term_of(index).map(|term| term.min(2));
+        for must_reach in [0, 95] {
+            assert_eq!(
+                plan_log(&snap(90, 9), 91, 120, below, must_reach),
+                Err("log entry 91 has term 2, below the term 9 of the snapshot it follows".into())
+            );
+        }
     }
 
     #[test]

@@ -527,6 +527,44 @@ fn record_at_the_largest_index_is_an_error() {
     );
 }
 
+#[test]
+fn terms_that_fall_are_an_error_within_and_across_segments() {
+    // Written whole (CRCs match), but no leader's log has them.
+    let write = |dir: &Path, first: u64, terms: &[u64]| {
+        let mut bytes = vec![0u8; SEG as usize];
+        let mut at = 0;
+        for (i, term) in terms.iter().enumerate() {
+            at += record::encode(&entry(first + i as u64, *term, 10), &mut bytes[at..]);
+        }
+        let seg = dir.join(format!("log/{:020}.seg", first));
+        fs::write(&seg, bytes).expect("write");
+        seg
+    };
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let seg = write(dir.path(), 1, &[1, 2, 1]);
+    let message = open_err(dir.path(), SEG);
+    assert!(
+        message.contains(&seg.display().to_string())
+            && message.contains("entry 3 has term 1, below the term 2"),
+        "{}",
+        message
+    );
+    let dir = tempdir();
+    fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    write(dir.path(), 1, &[1, 3]);
+    let seg = write(dir.path(), 3, &[2]);
+    let message = open_err(dir.path(), SEG);
+    assert!(
+        message.contains(&seg.display().to_string())
+            && message.contains("entry 3 has term 2, below the term 3"),
+        "{}",
+        message
+    );
+    write(dir.path(), 3, &[3, 4]);
+    assert_eq!(open(dir.path(), SEG).last_index(), 4);
+}
+
 // ---------------------------------------------------------------------------
 // Payloads: a record written whole (its CRC matches) whose payload is not
 // one its kind can have is corruption, found as the log is opened

@@ -270,6 +270,20 @@ impl Segment {
                             format!("record holds index {}, expected {}", view.index, expected),
                         ));
                     }
+                    if let Some(&previous) = self.terms.last() {
+                        if view.term < previous {
+                            // A leader's terms never fall, and the Raft log
+                            // the entries are restored into asserts it.
+                            return Err(StorageError::corrupt(
+                                &self.path,
+                                Some(offset as u64),
+                                format!(
+                                    "entry {} has term {}, below the term {} of the entry before it",
+                                    view.index, view.term, previous
+                                ),
+                            ));
+                        }
+                    }
                     if view.index == u64::MAX {
                         // `next_index` would overflow; no log gets this far.
                         return Err(StorageError::corrupt(

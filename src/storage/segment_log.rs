@@ -332,7 +332,27 @@ fn remove_leftovers(leftovers: &[PathBuf]) {
 
 fn check_follows(prev: &Segment, seg: &Segment) -> Result<(), StorageError> {
     if prev.next_index() == seg.first_index() {
-        return Ok(());
+        if prev.is_empty() || seg.is_empty() {
+            return Ok(());
+        }
+        let (before, first) = (
+            prev.term(prev.next_index() - 1),
+            seg.term(seg.first_index()),
+        );
+        if first >= before {
+            return Ok(());
+        }
+        return Err(StorageError::corrupt(
+            seg.path(),
+            Some(0),
+            format!(
+                "entry {} has term {}, below the term {} that {} ends with",
+                seg.first_index(),
+                first,
+                before,
+                prev.path().display()
+            ),
+        ));
     }
     Err(StorageError::corrupt(
         seg.path(),
