@@ -113,8 +113,11 @@ impl KvStore {
             Command::Multi(commands) => {
                 let mut budget = self.max_reply_value_bytes;
                 let replies = commands.iter().map(|c| {
-                    self.spend_reply_budget(c, &mut budget)
-                        .unwrap_or_else(|| self.apply(c))
+                    if c.is_write() {
+                        self.apply(c)
+                    } else {
+                        self.read_within(c, &mut budget)
+                    }
                 });
                 Reply::Array(replies.collect())
             }
@@ -155,14 +158,40 @@ impl KvStore {
     /// # Panics
     /// If `command.is_write()`: the caller must route writes through the log.
     pub fn read(&self, command: &Command) -> Reply {
+        let mut budget = self.max_reply_value_bytes;
+        self.read_within(command, &mut budget)
+    }
+
+    /// [`read`](Self::read), answering an error instead of values beyond
+    /// `budget` bytes, and taking the values' bytes from it (a transaction's
+    /// reads share one).
+    fn read_within(&self, command: &Command, budget: &mut usize) -> Reply {
         match command {
-            Command::Get(key) => self.get_reply(key),
-            Command::MGet(keys) => {
-                let mut budget = self.max_reply_value_bytes;
-                if let Some(error) = self.spend_reply_budget(command, &mut budget) {
-                    return error;
+            Command::Get(key) => match self.map.get(key) {
+                Some(value) if value.len() > *budget => self.reply_too_large(),
+                Some(value) => {
+                    *budget -= value.len();
+                    Reply::Bulk(value.to_vec())
                 }
-                Reply::Array(keys.iter().map(|k| self.get_reply(k)).collect())
+                None => Reply::Nil,
+            },
+            Command::MGet(keys) => {
+                let mut replies = Vec::with_capacity(keys.len());
+                let mut bytes = 0;
+                for key in keys {
+                    replies.push(match self.map.get(key) {
+                        Some(value) => {
+                            bytes += value.len();
+                            if bytes > *budget {
+                                return self.reply_too_large();
+                            }
+                            Reply::Bulk(value.to_vec())
+                        }
+                        None => Reply::Nil,
+                    });
+                }
+                *budget -= bytes;
+                Reply::Array(replies)
             }
             Command::Exists(keys) => {
                 let found = keys.iter().filter(|k| self.map.get(k).is_some()).count();
@@ -171,10 +200,7 @@ impl KvStore {
             Command::Invalid(text) => Reply::Error(text.clone()),
             Command::Multi(commands) if !command.is_write() => {
                 let mut budget = self.max_reply_value_bytes;
-                let replies = commands.iter().map(|c| {
-                    self.spend_reply_budget(c, &mut budget)
-                        .unwrap_or_else(|| self.read(c))
-                });
+                let replies = commands.iter().map(|c| self.read_within(c, &mut budget));
                 Reply::Array(replies.collect())
             }
             Command::Set(..)
@@ -216,35 +242,16 @@ impl KvStore {
         self.map.get(key)
     }
 
-    /// Takes the bytes of the values `command` reads from `budget`, or
-    /// returns the error it answers instead when they do not fit.
-    fn spend_reply_budget(&self, command: &Command, budget: &mut usize) -> Option<Reply> {
-        let value_len = |key: &Vec<u8>| self.map.get(key).map_or(0, <[u8]>::len);
-        let bytes: usize = match command {
-            Command::Get(key) => value_len(key),
-            Command::MGet(keys) => keys.iter().map(value_len).sum(),
-            _ => return None,
-        };
-        if bytes > *budget {
-            return Some(Reply::Error(format!(
-                "ERR reply of {} bytes of values exceeds the limit of {} per reply",
-                bytes, self.max_reply_value_bytes
-            )));
-        }
-        *budget -= bytes;
-        None
+    fn reply_too_large(&self) -> Reply {
+        Reply::Error(format!(
+            "ERR reply exceeds the limit of {} bytes of values",
+            self.max_reply_value_bytes
+        ))
     }
 
     #[cfg(test)]
     pub(crate) fn set_max_reply_value_bytes(&mut self, bytes: usize) {
         self.max_reply_value_bytes = bytes;
-    }
-
-    fn get_reply(&self, key: &[u8]) -> Reply {
-        match self.map.get(key) {
-            Some(value) => Reply::Bulk(value.to_vec()),
-            None => Reply::Nil,
-        }
     }
 
     fn set_from_slices(&mut self, key: &[u8], value: &[u8]) {
