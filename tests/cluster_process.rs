@@ -503,3 +503,37 @@ fn oversized_transactions_and_relayed_replies_get_errors_not_elections() {
         cluster.info(leader)["id"]
     );
 }
+
+/// Connections to the raft port that never send a handshake cannot lock the
+/// members out: past 16 of them the oldest silent one is closed for each new
+/// connection, so a member that reconnects still gets through.
+#[test]
+fn silent_raft_connections_do_not_lock_a_member_out() {
+    let (mut cluster, leader) = cluster_that_committed_a_write();
+    let follower = (leader + 1) % 3;
+    let raft = format!("127.0.0.1:{}", cluster.nodes[leader].raft_port);
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&raft).expect("connect to the raft port"))
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    cluster.kill(follower);
+    cluster.spawn(follower);
+    let mut c = cluster.client(leader);
+    assert_eq!(c.cmd_retry(&["SET", "after", "1"]), Reply::Ok);
+    let index = info_u64(&cluster, leader, "commit_index");
+    let id = cluster.nodes[follower].id;
+    wait_for(
+        Duration::from_secs(10),
+        "the leader to hear the restarted follower's acknowledgements",
+        || {
+            let Reply::Bulk(text) = c.cmd(&["CLUSTER", "MEMBERS"]) else {
+                return None;
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let line = text.lines().find(|l| l.starts_with(&format!("id={id} ")))?;
+            let matched: u64 = line.split("match_index=").nth(1)?.trim().parse().ok()?;
+            (matched >= index).then_some(())
+        },
+    );
+    drop(silent);
+}

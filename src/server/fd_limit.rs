@@ -16,8 +16,9 @@ pub const MAX_CLIENTS: usize = 10_000;
 /// (one each way per member, and a few inbound ones not yet identified).
 pub const RESERVED_FDS: u64 = 96;
 
-/// Inbound raft connections that have not sent their handshake yet, at most.
-/// A member needs one at a time; more are strangers or stale reconnects.
+/// Inbound raft connections that have not sent their handshake yet, at most
+/// (the oldest is closed for a new one). A member needs one at a time; more
+/// are strangers or stale reconnects.
 pub const MAX_UNIDENTIFIED_PEERS: usize = 16;
 
 /// Raises the soft open-files limit as far as the hard one allows (up to

@@ -235,14 +235,21 @@ impl Peers {
 
     /// A connection someone made to our raft port.
     pub fn accept(&mut self, mut stream: TcpStream, registry: &Registry, token: Token) {
-        let unidentified = self
+        // A member sends its handshake as soon as it connects, so the oldest
+        // connection still silent goes first: refusing the newest instead
+        // would let a few silent strangers lock the members out.
+        let unidentified: Vec<Token> = self
             .conns
-            .values()
-            .filter(|pc| matches!(pc.side, Side::Inbound { peer: None }))
-            .count();
-        if unidentified >= MAX_UNIDENTIFIED_PEERS {
-            debug!("refused a raft connection: {unidentified} others have not sent a handshake");
-            return;
+            .iter()
+            .filter(|(_, pc)| matches!(pc.side, Side::Inbound { peer: None }))
+            .map(|(token, _)| *token)
+            .collect();
+        if unidentified.len() >= MAX_UNIDENTIFIED_PEERS {
+            let oldest = unidentified.iter().min().copied();
+            if let Some(mut pc) = oldest.and_then(|token| self.conns.remove(&token)) {
+                let _ = registry.deregister(&mut pc.conn.stream);
+                debug!("closed a raft connection that sent no handshake to take a new one");
+            }
         }
         if let Err(err) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("cannot register inbound peer connection: {}", err);
