@@ -286,8 +286,6 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
     );
 }
 
-/// Runs node 1 of `cluster` in the foreground, checks that it refuses to
-/// start with exit status 1, and returns what it wrote to stderr.
 /// Starts node 1 and returns its stderr once it exits with status 1; a node
 /// that is still running after 20 s (it accepted the data dir) is killed
 /// and fails the test.

@@ -428,8 +428,9 @@ impl RaftLog {
 ///
 /// If a ConfChange payload does not decode. Entries reach the log from this
 /// node's own encoder, from a peer frame whose decoder validated them, or
-/// from storage, which checks every payload as it opens the log (with
-/// `recovery::check_payload`), so a bad one is a bug, not an input error.
+/// from storage, which the daemon opens with `recovery::check_payload` so
+/// that it checks every payload first; a bad one is then a bug, not an input
+/// error. (Storage opened without that check trusts its files.)
 fn conf_of(entry: &Entry) -> Option<(u64, Membership)> {
     if entry.kind != EntryKind::ConfChange {
         return None;

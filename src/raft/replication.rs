@@ -34,7 +34,7 @@ impl Node {
                 // bug or from a stranger on the raft port: refused, not obeyed.
                 self.refused_messages += 1;
                 log::error!(
-                    "node {from} acts as leader in term {}, which this node leads; message ignored: {msg}",
+                    "refused a message no honest peer sends: node {from} acts as leader in term {}, which this node leads: {msg}",
                     self.term
                 )
             }
@@ -53,7 +53,7 @@ impl Node {
     ) {
         if success && index > self.log.last_index() {
             log::error!(
-                "node {from} acknowledged entries up to {index}, beyond this leader's last entry {}; ignored",
+                "refused a message no honest peer sends: node {from} acknowledged entries up to {index}, beyond this leader's last entry {}",
                 self.log.last_index()
             );
             self.refused_messages += 1;
@@ -306,7 +306,7 @@ impl Node {
         } else {
             self.refused_messages += 1;
             log::error!(
-                "node {from} sent commit index {commit}, beyond this node's last entry {}; not committed",
+                "refused a message no honest peer sends: node {from} sent commit index {commit}, beyond this node's last entry {} (or this node lost acknowledged entries in a crash with fsync = never)",
                 self.log.last_index()
             );
         }

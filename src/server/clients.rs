@@ -41,7 +41,7 @@ pub struct Multi {
     pub queued: Vec<Queued>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub failed: bool,
-    /// The queued commands' size as `max_request_bytes` counts it.
+    /// The queued commands' size, counted against `max_request_bytes`.
     pub bytes: usize,
 }
 

@@ -367,6 +367,7 @@ impl Server {
             connected_clients: self.clients.len(),
             uptime_secs: self.uptime_secs(),
             log_bytes: self.disk.storage.log_bytes(),
+            refused_peer_messages: self.replica.node().refused_messages(),
             snapshot: self.snapshot_info(),
         })
     }

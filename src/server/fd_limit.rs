@@ -21,10 +21,10 @@ pub const RESERVED_FDS: u64 = 96;
 /// are strangers or stale reconnects.
 pub const MAX_UNIDENTIFIED_PEERS: usize = 16;
 
-/// Raises the soft open-files limit as far as the hard one allows (up to
-/// what `MAX_CLIENTS` needs) and returns how many clients fit in it.
+/// Raises the soft open-files limit to the hard one and returns how many
+/// clients fit in it. All of it, not just what the clients need: each log
+/// segment holds a descriptor too, and a log of large values has many.
 pub fn client_capacity() -> usize {
-    let wanted = MAX_CLIENTS as u64 + RESERVED_FDS;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -34,13 +34,19 @@ pub fn client_capacity() -> usize {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return MAX_CLIENTS;
         }
-        if limit.rlim_cur < wanted && limit.rlim_max > limit.rlim_cur {
+        // An unlimited hard limit is refused for open files (the kernel's
+        // nr_open caps it); a million is what most systems allow.
+        for wanted in [limit.rlim_max, 1 << 20] {
+            if limit.rlim_cur >= wanted {
+                break;
+            }
             let raised = libc::rlimit {
-                rlim_cur: wanted.min(limit.rlim_max),
+                rlim_cur: wanted,
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = raised.rlim_cur;
+                limit.rlim_cur = wanted;
+                break;
             }
         }
         limit.rlim_cur

@@ -14,6 +14,8 @@ pub struct InfoContext<'a> {
     pub connected_clients: usize,
     pub uptime_secs: u64,
     pub log_bytes: u64,
+    /// `Node::refused_messages`: nonzero means a bug or a stranger on the raft port.
+    pub refused_peer_messages: u64,
     pub snapshot: SnapshotInfo,
 }
 
@@ -71,6 +73,7 @@ pub fn info_text(ctx: &InfoContext) -> String {
     field(&mut out, "first_log_index", s.first_index);
     field(&mut out, "snapshot_index", s.snapshot_index);
     field(&mut out, "log_bytes", ctx.log_bytes);
+    field(&mut out, "refused_peer_messages", ctx.refused_peer_messages);
     field(&mut out, "members", member_list(&s.voters, ctx.addresses));
     field(
         &mut out,

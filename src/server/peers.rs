@@ -19,8 +19,8 @@ use super::LoopMap;
 use crate::kv::Reply;
 use crate::raft::{Message, NodeId};
 use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use crate::wire::peer_msg::PeerMessage;
-use log::{debug, error, info, warn};
+use crate::wire::peer_msg::{self, PeerMessage};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::BTreeMap;
@@ -245,10 +245,9 @@ impl Peers {
             .map(|(token, _)| *token)
             .collect();
         if unidentified.len() >= MAX_UNIDENTIFIED_PEERS {
-            let oldest = unidentified.iter().min().copied();
-            if let Some(mut pc) = oldest.and_then(|token| self.conns.remove(&token)) {
-                let _ = registry.deregister(&mut pc.conn.stream);
-                debug!("closed a raft connection that sent no handshake to take a new one");
+            if let Some(oldest) = unidentified.iter().min() {
+                let reason = "no handshake, and a newer connection needs its place";
+                self.close(*oldest, registry, reason, &mut Vec::new());
             }
         }
         if let Err(err) = registry.register(&mut stream, token, Interest::READABLE) {
@@ -449,20 +448,15 @@ impl Peers {
 
     /// Queues a message on the outbound connection to `to`; false if it was dropped.
     pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
-        let len = message.encoded_len();
-        if len > MAX_FRAME_BYTES {
-            // The receiver would refuse the frame and drop the connection, and
-            // with it every message queued behind. Requests, entries and
-            // transactions are bounded by max_request_bytes, below the frame
-            // limit; replies are not (MGET of large values), and get an error.
-            if let PeerMessage::ForwardReply { id, .. } = message {
-                let reply = Reply::Error(format!(
-                    "ERR reply of {len} bytes is too large for a follower to relay; send the command to the leader"
-                ));
+        // A frame over the limit would make the receiver drop the connection,
+        // and with it every message queued behind. Requests, entries and
+        // transactions are bounded by max_request_bytes, below the limit;
+        // only replies are not (MGET of large values).
+        if let PeerMessage::ForwardReply { id, reply } = message {
+            if message.encoded_len() > MAX_FRAME_BYTES {
+                let reply = fit_for_relay(reply.clone(), MAX_FRAME_BYTES - FORWARD_REPLY_OVERHEAD);
                 return self.send(to, &PeerMessage::ForwardReply { id: *id, reply });
             }
-            error!("not sending a message of {len} bytes to node {to}: the frame limit is {MAX_FRAME_BYTES}");
-            return false;
         }
         let Some(token) = self
             .members
@@ -541,6 +535,36 @@ fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
         )),
         _ => Ok(PeerEvent::Message { from, message }),
     }
+}
+
+/// Frame header and request id around a relayed reply, with room to spare.
+const FORWARD_REPLY_OVERHEAD: usize = 64;
+
+/// A reply cut down to at most `limit` encoded bytes for a follower to
+/// relay. Elements of an array give way largest first, each replaced by an
+/// error, so that a transaction still reports its writes' outcomes (they were
+/// applied: answering the whole EXEC with an error would invite a retry).
+fn fit_for_relay(reply: Reply, limit: usize) -> Reply {
+    const TOO_LARGE: &str =
+        "ERR reply too large for a follower to relay (16 MiB); send the command to the leader";
+    let Reply::Array(mut items) = reply else {
+        return Reply::Error(TOO_LARGE.into());
+    };
+    let mut sizes: Vec<(usize, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (peer_msg::reply_len(item), i))
+        .collect();
+    let mut total: usize = sizes.iter().map(|(len, _)| len).sum::<usize>() + 16;
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    for (len, i) in sizes {
+        if total <= limit {
+            break;
+        }
+        items[i] = Reply::Error(TOO_LARGE.into());
+        total = total - len + peer_msg::reply_len(&items[i]);
+    }
+    Reply::Array(items)
 }
 
 /// Whether a non-blocking connect has finished (mio's `TcpStream::connect` steps):

@@ -38,6 +38,8 @@ impl Server {
         };
         // EXEC puts the whole transaction in one log entry, and a peer frame
         // holds an entry whole: the transaction gets the limit of one request.
+        // Each word is counted with 16 bytes more than its length, as much as
+        // or more than it costs in a request or in the entry.
         let bytes: usize = argv.iter().map(|word| word.len() + 16).sum();
         let limit = self.config.max_request_bytes as usize;
         if multi.bytes + bytes > limit {

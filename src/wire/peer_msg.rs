@@ -412,7 +412,8 @@ fn read_chunk(reader: &mut Reader<'_>) -> Result<PeerMessage, FrameError> {
 /// vectors grow with the items actually decoded rather than trust the count.
 const PREALLOCATED_ITEMS: usize = 1024;
 
-fn reply_len(reply: &Reply) -> usize {
+/// The encoded size of a reply inside a frame.
+pub(crate) fn reply_len(reply: &Reply) -> usize {
     1 + match reply {
         Reply::Ok | Reply::Nil => 0,
         Reply::Status(text) | Reply::Error(text) => 4 + text.len(),

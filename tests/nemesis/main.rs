@@ -702,6 +702,10 @@ impl Run<'_> {
             if let Some(line) = cluster.log_text(i).lines().find(|l| l.contains("panicked")) {
                 hist.violation(format!("node {} panicked: {}", i + 1, line));
             }
+            let refused = "refused a message no honest peer sends";
+            if let Some(line) = cluster.log_text(i).lines().find(|l| l.contains(refused)) {
+                hist.violation(format!("node {} {}", i + 1, line));
+            }
         }
     }
 }
