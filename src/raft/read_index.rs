@@ -171,7 +171,11 @@ mod tests {
         }
         let rd = node.ready();
         assert!(rd.read_states.is_empty(), "not before a majority confirms");
-        assert_eq!(heartbeat_rounds(&rd.send_now), vec![(2, 1), (3, 1)]);
+        assert_eq!(
+            heartbeat_rounds(&rd.send_now),
+            vec![(2, 1)],
+            "one follower is enough for a majority of three"
+        );
         net.queue_from_ready(rd);
         net.node_mut(1).advance();
         net.stabilize();
@@ -183,6 +187,37 @@ mod tests {
             })
             .collect();
         assert_eq!(net.read_states[&1], expected);
+    }
+
+    #[test]
+    fn a_round_goes_to_the_voters_that_confirmed_the_latest_ones() {
+        let mut net = Net::new(5);
+        net.campaign(1);
+        net.isolate(2);
+        net.node_mut(1).read_index(7).expect("leader");
+        let rd = net.node_mut(1).ready();
+        assert_eq!(heartbeat_rounds(&rd.send_now), vec![(2, 1), (3, 1)]);
+        net.queue_from_ready(rd);
+        net.node_mut(1).advance();
+        net.stabilize();
+        assert!(net.read_states[&1].is_empty(), "2 did not answer");
+        // The regular heartbeat asks everyone, with the same round.
+        for _ in 0..100 {
+            if !net.read_states[&1].is_empty() {
+                break;
+            }
+            net.tick_node(1);
+            net.stabilize();
+        }
+        assert_eq!(net.read_states[&1].len(), 1, "confirmed by 3 and 4");
+        net.node_mut(1).read_index(8).expect("leader");
+        let rd = net.node_mut(1).ready();
+        let asked = heartbeat_rounds(&rd.send_now);
+        assert_eq!(asked.len(), 2);
+        assert!(
+            asked.iter().all(|(to, round)| *to != 2 && *round == 2),
+            "{asked:?}"
+        );
     }
 
     #[test]
