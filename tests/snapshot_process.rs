@@ -202,13 +202,26 @@ fn wait_snapshot_at_least(client: &mut Client, index: u64) {
     });
 }
 
+/// One node snapshotting every `snapshot_entries`, written keys `k0..k{keys}`
+/// in pipelined batches of `batch`, once it holds a snapshot at `snapshot_at`
+/// or later.
+fn node_with_a_snapshot(
+    snapshot_entries: u64,
+    keys: u64,
+    batch: u64,
+    snapshot_at: u64,
+) -> (Cluster, Client) {
+    let cluster = single_node(snapshot_entries);
+    let mut client = cluster.client(0);
+    set_many(&mut client, "k", 0..keys, batch, small_value);
+    wait_snapshot_at_least(&mut client, snapshot_at);
+    (cluster, client)
+}
+
 #[test]
 fn a_restart_loads_the_newest_snapshot_and_replays_the_log_after_it() {
-    let mut cluster = single_node(1000);
-    let mut client = cluster.client(0);
     // One batch per 300 keys, so snapshots fall inside the run.
-    set_many(&mut client, "k", 0..2600, 300, small_value);
-    wait_snapshot_at_least(&mut client, 2000);
+    let (mut cluster, mut client) = node_with_a_snapshot(1000, 2600, 300, 2000);
     let info = client.info();
     let snapshot_index: u64 = info["snapshot_index"].parse().unwrap();
     assert!(info["snapshot_bytes"].parse::<u64>().unwrap() > 2000 * 10);
@@ -241,10 +254,7 @@ fn a_restart_loads_the_newest_snapshot_and_replays_the_log_after_it() {
 
 #[test]
 fn a_corrupt_newest_snapshot_is_passed_over_when_the_log_covers_it() {
-    let mut cluster = single_node(1000);
-    let mut client = cluster.client(0);
-    set_many(&mut client, "k", 0..2600, 300, small_value);
-    wait_snapshot_at_least(&mut client, 2000);
+    let (mut cluster, _) = node_with_a_snapshot(1000, 2600, 300, 2000);
     let before = digest(&cluster, 0);
     cluster.kill(0);
     let files = snapshot_files(cluster.data_dir(0));
@@ -269,10 +279,7 @@ fn a_corrupt_newest_snapshot_is_passed_over_when_the_log_covers_it() {
 
 #[test]
 fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
-    let mut cluster = single_node(1000);
-    let mut client = cluster.client(0);
-    set_many(&mut client, "k", 0..2600, 300, small_value);
-    wait_snapshot_at_least(&mut client, 2000);
+    let (mut cluster, _) = node_with_a_snapshot(1000, 2600, 300, 2000);
     cluster.kill(0);
     for file in snapshot_files(cluster.data_dir(0)) {
         flip_byte(&file, 40);
@@ -358,10 +365,7 @@ fn a_missing_stable_file_stops_the_node_with_exit_status_1() {
 /// It must stop instead, naming the file, and change nothing.
 #[test]
 fn a_segment_cut_short_stops_the_node_and_nothing_is_deleted() {
-    let mut cluster = single_node(100);
-    let mut client = cluster.client(0);
-    set_many(&mut client, "k", 0..120, 10, small_value);
-    wait_snapshot_at_least(&mut client, 100);
+    let (mut cluster, _) = node_with_a_snapshot(100, 120, 10, 100);
     cluster.kill(0);
     let log_dir = cluster.data_dir(0).join("log");
     let segment = log_dir.join("00000000000000000001.seg");
