@@ -331,13 +331,43 @@ fn membership_survives_a_full_restart_from_snapshots() {
 /// removal, so that the node learns it was removed.
 #[test]
 fn a_node_removed_while_down_learns_its_removal_when_it_returns() {
-    let mut cluster = Cluster::start(3);
+    removed_while_down_learns_it(None);
+}
+
+/// The leader's log no longer holds the returning node's last entry: it
+/// learns its removal from the leader's snapshot.
+#[test]
+fn a_node_removed_while_down_learns_its_removal_past_the_leaders_compaction() {
+    removed_while_down_learns_it(Some(20));
+}
+
+fn removed_while_down_learns_it(snapshot_entries: Option<u64>) {
+    let mut cluster = Cluster::new(3);
+    for i in 0..3 {
+        if let Some(n) = snapshot_entries {
+            cluster.nodes[i].extra_args = vec!["--snapshot-entries".into(), n.to_string()];
+        }
+        cluster.spawn(i);
+    }
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let gone = (0..3).find(|&i| i != leader).expect("a follower");
     assert_eq!(cluster.terminate(gone), Some(0));
     let gone_id = cluster.nodes[gone].id.to_string();
     assert_eq!(cluster_cmd(&cluster, leader, &["REMOVE", &gone_id]), ok());
+    if snapshot_entries.is_some() {
+        let mut client = cluster.client(leader);
+        for n in 0..300 {
+            assert_eq!(client.cmd_retry(&["SET", &format!("w{n}"), "v"]), ok());
+        }
+        let first: u64 = client.info()["first_log_index"]
+            .parse()
+            .expect("first_log_index");
+        assert!(
+            first > 10,
+            "the leader compacted its log (first index {first})"
+        );
+    }
     cluster.spawn(gone);
     wait_for(
         Duration::from_secs(10),

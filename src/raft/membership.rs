@@ -206,9 +206,15 @@ impl Node {
     /// earlier index, which `handle_append_response` probes next. No progress
     /// is kept for it; each answer carries what the next step needs.
     pub(super) fn probe_removed_node(&mut self, to: NodeId, prev_index: u64) {
-        // Below our first entry nothing can be checked; a removed node that
-        // far behind is left to the operator, who stops it anyway.
         let Some(prev_term) = self.log.term(prev_index) else {
+            // Compacted away: our snapshot brings it up to where our entries
+            // follow. It names the configuration at its index, without this
+            // node once the removal is in it; else the entries up to the
+            // removal follow when it acknowledges the snapshot.
+            if prev_index < self.log.snapshot.index {
+                let meta = self.log.snapshot.clone();
+                self.send(to, MessageBody::InstallSnapshot { meta });
+            }
             return;
         };
         let removal = self.log.conf_index();

@@ -670,7 +670,7 @@ impl Server {
                 match standing {
                     Standing::Member => "a member",
                     Standing::NotYet => "not a member yet",
-                    Standing::Removed => "not a member any more",
+                    Standing::Removed => "not a member any more (it was removed from the cluster)",
                 },
                 status.voters,
                 status.learners

@@ -347,6 +347,17 @@ impl Snapshots {
             let MessageBody::InstallSnapshot { meta } = &message.body else {
                 continue;
             };
+            let same_stream = self.outgoing.get(&message.to).is_some_and(|out| {
+                out.message.term == message.term
+                    && matches!(&out.message.body, MessageBody::InstallSnapshot { meta: m }
+                        if (m.index, m.term) == (meta.index, meta.term))
+            });
+            if same_stream {
+                // A removed node is sent our snapshot at each of its
+                // pre-votes; restarting the stream each time could keep it
+                // from ever finishing.
+                continue;
+            }
             let path = self.dir.join(snapshot::file_name(meta.index, meta.term));
             match RawReader::open(&path) {
                 Ok(reader) => {

@@ -321,4 +321,54 @@ impl History {
             Some(_) => unreachable!("only called for errors and missing replies"),
         }
     }
+
+    /// Checks a read made after the cluster converged: a counter lies between
+    /// its acknowledged and attempted INCRs; a SET key holds at least its
+    /// acknowledged value (or one of unknown outcome), nothing refused and
+    /// nothing never sent.
+    pub fn check_final_read(&self, via: &str, key: &str, reply: &Reply) {
+        let value: i64 = match reply {
+            Reply::Nil => 0,
+            Reply::Bulk(b) => String::from_utf8_lossy(b).parse().unwrap_or(-1),
+            _ => -1,
+        };
+        if let Some(counter) = self.counters.get(key) {
+            let c = counter.lock().unwrap();
+            let (least, most) = (c.acked.max(c.max_reply), c.attempted - c.refused);
+            if value < least || value > most {
+                self.violation(format!(
+                    "{}: counter {} is {}, outside [{}, {}] (acknowledged {}, highest reply {}, attempted {}, refused {})",
+                    via, key, show(reply), least, most, c.acked, c.max_reply, c.attempted, c.refused
+                ));
+            }
+            return;
+        }
+        let k = self.key(key);
+        let lost = value < k.acked as i64 && !k.unknown.contains(&(value as u64));
+        if value < 0 || value as u64 > k.sent || k.refused.contains(&(value as u64)) || lost {
+            self.violation(format!(
+                "{}: {} is {} (acknowledged up to {}, sent up to {}, {} refused, {} of unknown outcome)",
+                via,
+                key,
+                show(reply),
+                k.acked,
+                k.sent,
+                k.refused.len(),
+                k.unknown.len()
+            ));
+        }
+    }
+
+    /// No read ever returned a value whose SET was answered -TRYAGAIN.
+    pub fn check_no_refused_value_was_read(&self) {
+        for (key, state) in &self.keys {
+            let k = state.lock().unwrap();
+            if let Some(v) = k.seen.intersection(&k.refused).next() {
+                self.violation(format!(
+                    "a read of {} returned {}, whose SET was answered -TRYAGAIN",
+                    key, v
+                ));
+            }
+        }
+    }
 }

@@ -30,8 +30,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod history;
+mod toolkit;
 
-use history::{show, History};
+use toolkit::{connect, utc_now, Rng, StopOnDrop, Stopped};
+
+use history::History;
 
 use common::{Client, Cluster};
 use raftkv::kv::Reply;
@@ -62,63 +65,6 @@ fn writer_key(w: usize, j: usize) -> String {
 
 fn counter_key(c: usize) -> String {
     format!("nem:ctr{}", c)
-}
-
-/// SplitMix64: the test's choices come from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.below(high - low))
-    }
-}
-
-/// The wall clock as the nodes' log lines print it (RFC 3339, UTC, millis).
-fn utc_now() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        year,
-        month,
-        day,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-fn connect(addr: &str, timeout: Duration) -> Option<Client> {
-    let client = Client::try_connect(addr)?;
-    client.stream.set_read_timeout(Some(timeout)).ok()?;
-    client.stream.set_write_timeout(Some(timeout)).ok()?;
-    Some(client)
 }
 
 fn all_keys() -> Vec<String> {
@@ -229,51 +175,6 @@ fn run_client(
         if !keep || ops_left == 0 {
             conn = None;
         }
-    }
-}
-
-/// SIGCONTs a stopped node when dropped (also when the test fails), before
-/// the cluster kills every node.
-struct Stopped(Option<u32>);
-
-impl Stopped {
-    fn signal(pid: u32, signal: i32) {
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not
-        // reaped (a node is never killed and reaped while it is stopped).
-        let rc = unsafe { libc::kill(pid as i32, signal) };
-        assert_eq!(rc, 0, "kill({}, {})", pid, signal);
-    }
-
-    fn stop(&mut self, pid: u32) {
-        assert!(self.0.is_none(), "one node stopped at a time");
-        Stopped::signal(pid, libc::SIGSTOP);
-        self.0 = Some(pid);
-    }
-
-    fn resume(&mut self) {
-        if let Some(pid) = self.0.take() {
-            Stopped::signal(pid, libc::SIGCONT);
-        }
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            // SAFETY: as in `signal`; no assertion while possibly unwinding.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGCONT);
-            }
-        }
-    }
-}
-
-/// Sets the stop flag when dropped, so client threads end when the test fails.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -656,48 +557,10 @@ impl Run<'_> {
             };
             for key in all_keys() {
                 let reply = client.cmd_retry(&["GET", &key]);
-                let value: i64 = match &reply {
-                    Reply::Nil => 0,
-                    Reply::Bulk(b) => String::from_utf8_lossy(b).parse().unwrap_or(-1),
-                    _ => -1,
-                };
-                if let Some(counter) = hist.counters.get(&key) {
-                    let c = counter.lock().unwrap();
-                    let (least, most) = (c.acked.max(c.max_reply), c.attempted - c.refused);
-                    if value < least || value > most {
-                        hist.violation(format!(
-                            "{}: counter {} is {}, outside [{}, {}] (acknowledged {}, highest reply {}, attempted {}, refused {})",
-                            via, key, show(&reply), least, most, c.acked, c.max_reply, c.attempted, c.refused
-                        ));
-                    }
-                    continue;
-                }
-                let k = hist.key(&key);
-                let lost = value < k.acked as i64 && !k.unknown.contains(&(value as u64));
-                if value < 0 || value as u64 > k.sent || k.refused.contains(&(value as u64)) || lost
-                {
-                    hist.violation(format!(
-                        "{}: {} is {} (acknowledged up to {}, sent up to {}, {} refused, {} of unknown outcome)",
-                        via,
-                        key,
-                        show(&reply),
-                        k.acked,
-                        k.sent,
-                        k.refused.len(),
-                        k.unknown.len()
-                    ));
-                }
+                hist.check_final_read(&via, &key, &reply);
             }
         }
-        for (key, state) in &hist.keys {
-            let k = state.lock().unwrap();
-            if let Some(v) = k.seen.intersection(&k.refused).next() {
-                hist.violation(format!(
-                    "a read of {} returned {}, whose SET was answered -TRYAGAIN",
-                    key, v
-                ));
-            }
-        }
+        hist.check_no_refused_value_was_read();
         for i in 0..3 {
             if let Some(line) = cluster.log_text(i).lines().find(|l| l.contains("panicked")) {
                 hist.violation(format!("node {} panicked: {}", i + 1, line));
