@@ -43,6 +43,8 @@
 //! failure prints the seed, the timeline and the violations, and copies the
 //! node logs to /tmp/membership-nemesis-logs/<seed>/.
 
+#[path = "nemesis/clients.rs"]
+mod clients;
 mod common;
 #[allow(dead_code)]
 #[path = "nemesis/history.rs"]
@@ -50,9 +52,10 @@ mod history;
 #[path = "nemesis/toolkit.rs"]
 mod toolkit;
 
+use clients::{Role, Workload};
 use toolkit::{connect, utc_now, Rng, StopOnDrop, Stopped};
 
-use common::{Client, Cluster};
+use common::Cluster;
 use history::{show, History};
 use raftkv::kv::Reply;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -65,11 +68,19 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // Names the history checker (tests/nemesis/history.rs) takes from its parent.
-const WRITERS: usize = 3;
 const READERS: usize = 2;
-const KEYS_PER_WRITER: usize = 4;
-const COUNTERS: usize = 2;
-const PROBE_KEY: &str = "mn:probe";
+const WORKLOAD: Workload = Workload {
+    prefix: "mn",
+    probe_key: "mn:probe",
+    writers: 3,
+    keys_per_writer: 4,
+    counters: 2,
+    max_ops_per_connection: 250,
+    leave_node_on_failure: true,
+    op_timeout: Duration::from_secs(2),
+    hard_limit: Duration::from_secs(100),
+};
+const PROBE_KEY: &str = WORKLOAD.probe_key;
 
 const FOUNDERS: usize = 3;
 const JOINERS: usize = 2;
@@ -78,33 +89,12 @@ const NODES: usize = FOUNDERS + JOINERS;
 const MIN_VOTERS: usize = 3;
 /// How long the nemesis disturbs the cluster.
 const NEMESIS_TIME: Duration = Duration::from_secs(40);
-/// A client gives up on a data reply after this long (outcome unknown).
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node that is neither stopped nor killed answers a CLUSTER command within
 /// its request deadline (election_timeout_ms * 4 = 800 ms here); this is
 /// generous for a loaded 2-core machine.
 const CLUSTER_REPLY_LIMIT: Duration = Duration::from_secs(5);
-/// No client thread runs longer than this, whatever happens.
-const HARD_LIMIT: Duration = Duration::from_secs(100);
 /// After healing, no node's term may grow during this window.
 const QUIET_WINDOW: Duration = Duration::from_secs(3);
-
-fn writer_key(w: usize, j: usize) -> String {
-    format!("mn:w{}:k{}", w, j)
-}
-
-fn counter_key(c: usize) -> String {
-    format!("mn:ctr{}", c)
-}
-
-fn all_keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..WRITERS)
-        .flat_map(|w| (0..KEYS_PER_WRITER).map(move |j| writer_key(w, j)))
-        .collect();
-    keys.extend((0..COUNTERS).map(counter_key));
-    keys.push(PROBE_KEY.to_string());
-    keys
-}
 
 fn err_text(reply: &Reply) -> Option<&str> {
     match reply {
@@ -119,118 +109,6 @@ fn is_tryagain(reply: &Reply) -> bool {
 
 fn is_timeout(reply: &Reply) -> bool {
     err_text(reply).is_some_and(|e| e.starts_with("TIMEOUT"))
-}
-
-#[derive(Clone, Copy)]
-enum Role {
-    Writer(usize),
-    Reader,
-}
-
-/// One client thread: connects to a random node (of all five, members or
-/// not), works until `stop`, and moves to another node after an error, a
-/// timeout, or a few hundred ops.
-fn run_client(
-    role: Role,
-    seed: u64,
-    addrs: Vec<String>,
-    hist: Arc<History>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut rng = Rng(seed);
-    let keys = all_keys();
-    let mut conn: Option<(usize, Client)> = None;
-    let mut ops_left = 0;
-    let mut next_key = 0;
-    while !stop.load(Ordering::Relaxed) && hist.start.elapsed() < HARD_LIMIT {
-        let Some((node, client)) = conn.as_mut() else {
-            let node = rng.below(addrs.len() as u64) as usize;
-            match connect(&addrs[node], OP_TIMEOUT) {
-                Some(client) => {
-                    ops_left = 50 + rng.below(200);
-                    conn = Some((node, client));
-                }
-                None => thread::sleep(Duration::from_millis(20)),
-            }
-            continue;
-        };
-        let via = format!("node {}", *node + 1);
-        let success = match role {
-            Role::Writer(w) if rng.below(4) == 0 => {
-                let key = counter_key(w % COUNTERS);
-                let floor = hist.begin_incr(&key);
-                let reply = client
-                    .try_send(&[b"INCR", key.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                let success = matches!(reply, Some(Reply::Integer(_)));
-                hist.end_incr(&key, floor, reply, &via) && success
-            }
-            Role::Writer(w) => {
-                let key = writer_key(w, next_key % KEYS_PER_WRITER);
-                next_key += 1;
-                let value = hist.begin_set(&key);
-                let v = value.to_string();
-                let reply = client
-                    .try_send(&[b"SET", key.as_bytes(), v.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                let success = reply == Some(Reply::Ok);
-                hist.end_set(&key, value, reply, &via) && success
-            }
-            Role::Reader if rng.below(3) == 0 => {
-                let picked: Vec<String> = (0..3)
-                    .map(|_| keys[rng.below(keys.len() as u64) as usize].clone())
-                    .collect();
-                let floors = hist.all_floors(&picked);
-                let mut argv: Vec<&[u8]> = vec![b"MGET"];
-                argv.extend(picked.iter().map(|k| k.as_bytes()));
-                let reply = client.try_send(&argv).then(|| client.try_read()).flatten();
-                match reply {
-                    Some(Reply::Array(items)) if items.len() == picked.len() => {
-                        for ((key, floor), item) in picked.iter().zip(floors).zip(&items) {
-                            hist.check_read(key, floor, item, &format!("{} (MGET)", via));
-                        }
-                        true
-                    }
-                    Some(Reply::Error(_)) | None => {
-                        hist.read_failed(&reply, "MGET", &via);
-                        false
-                    }
-                    Some(other) => {
-                        hist.violation(format!("{}: MGET {:?} answered {:?}", via, picked, other));
-                        false
-                    }
-                }
-            }
-            Role::Reader => {
-                let key = &keys[rng.below(keys.len() as u64) as usize];
-                let floor = hist.floor(key);
-                let reply = client
-                    .try_send(&[b"GET", key.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                match reply {
-                    Some(Reply::Error(_)) | None => {
-                        hist.read_failed(&reply, "GET", &via);
-                        false
-                    }
-                    Some(reply) => {
-                        hist.check_read(key, floor, &reply, &via);
-                        true
-                    }
-                }
-            }
-        };
-        ops_left = ops_left.saturating_sub(1);
-        if !success || ops_left == 0 {
-            conn = None;
-            if !success {
-                // A joiner or a removed node refuses at once: do not spin on it.
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
 }
 
 /// What a CLUSTER request got.
@@ -1155,7 +1033,7 @@ impl Nemesis<'_> {
         for &id in &view.voters {
             let i = (id - 1) as usize;
             let via = format!("final read through node {}", id);
-            for key in all_keys() {
+            for key in WORKLOAD.all_keys() {
                 let Some(reply) = final_get(&cluster.nodes[i].client_addr(), &key) else {
                     hist.violation(format!("{}: no answer for GET {} within 10 s", via, key));
                     continue;
@@ -1288,8 +1166,10 @@ fn membership_changes_stay_safe_under_kills_and_stops() {
     for i in FOUNDERS..NODES {
         cluster.spawn(i);
     }
-    let hist = Arc::new(History::new());
-    let client_seeds: Vec<u64> = (0..WRITERS + READERS).map(|_| rng.next()).collect();
+    let hist = Arc::new(History::new(&WORKLOAD));
+    let client_seeds: Vec<u64> = (0..WORKLOAD.writers + READERS)
+        .map(|_| rng.next())
+        .collect();
     // Declared after the cluster, so dropped before it (also when the test
     // fails): the clients stop and a stopped node is resumed before the
     // cluster kills every node.
@@ -1314,13 +1194,13 @@ fn membership_changes_stay_safe_under_kills_and_stops() {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_on_drop = StopOnDrop(Arc::clone(&stop));
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
-    let clients: Vec<_> = (0..WRITERS)
+    let clients: Vec<_> = (0..WORKLOAD.writers)
         .map(Role::Writer)
         .chain((0..READERS).map(|_| Role::Reader))
         .zip(client_seeds)
         .map(|(role, client_seed)| {
             let (addrs, hist, stop) = (addrs.clone(), Arc::clone(&hist), Arc::clone(&stop));
-            thread::spawn(move || run_client(role, client_seed, addrs, hist, stop))
+            thread::spawn(move || WORKLOAD.run_client(role, client_seed, addrs, hist, stop))
         })
         .collect();
 

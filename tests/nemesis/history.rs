@@ -50,17 +50,17 @@ pub struct History {
 }
 
 impl History {
-    pub fn new() -> History {
-        let mut keys: HashMap<String, Mutex<KeyState>> = (0..WRITERS)
-            .flat_map(|w| (0..KEYS_PER_WRITER).map(move |j| writer_key(w, j)))
+    pub fn new(workload: &Workload) -> History {
+        let mut keys: HashMap<String, Mutex<KeyState>> = (0..workload.writers)
+            .flat_map(|w| (0..workload.keys_per_writer).map(move |j| workload.writer_key(w, j)))
             .map(|k| (k, Mutex::default()))
             .collect();
-        keys.insert(PROBE_KEY.to_string(), Mutex::default());
+        keys.insert(workload.probe_key.to_string(), Mutex::default());
         History {
             start: Instant::now(),
             keys,
-            counters: (0..COUNTERS)
-                .map(|c| (counter_key(c), Mutex::default()))
+            counters: (0..workload.counters)
+                .map(|c| (workload.counter_key(c), Mutex::default()))
                 .collect(),
             violations: Mutex::default(),
             events: Mutex::default(),

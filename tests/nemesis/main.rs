@@ -27,11 +27,13 @@
 //! prints the seed, the nemesis timeline (wall-clock times match the node
 //! logs) and the violations, and keeps the node logs under the target dir.
 
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod history;
 mod toolkit;
 
+use clients::{Role, Workload};
 use toolkit::{connect, utc_now, Rng, StopOnDrop, Stopped};
 
 use history::History;
@@ -47,136 +49,21 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const WRITERS: usize = 4;
 const READERS: usize = 2;
-const KEYS_PER_WRITER: usize = 4;
-const COUNTERS: usize = 2;
-const PROBE_KEY: &str = "nem:probe";
+const WORKLOAD: Workload = Workload {
+    prefix: "nem",
+    probe_key: "nem:probe",
+    writers: 4,
+    keys_per_writer: 4,
+    counters: 2,
+    max_ops_per_connection: 350,
+    leave_node_on_failure: false,
+    op_timeout: Duration::from_secs(2),
+    hard_limit: Duration::from_secs(90),
+};
+const PROBE_KEY: &str = WORKLOAD.probe_key;
 /// How long the nemesis disturbs the cluster.
 const NEMESIS_TIME: Duration = Duration::from_secs(35);
-/// A client gives up on a reply after this long (outcome unknown) and moves on.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
-/// No client thread runs longer than this, whatever happens.
-const HARD_LIMIT: Duration = Duration::from_secs(90);
-
-fn writer_key(w: usize, j: usize) -> String {
-    format!("nem:w{}:k{}", w, j)
-}
-
-fn counter_key(c: usize) -> String {
-    format!("nem:ctr{}", c)
-}
-
-fn all_keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..WRITERS)
-        .flat_map(|w| (0..KEYS_PER_WRITER).map(move |j| writer_key(w, j)))
-        .collect();
-    keys.extend((0..COUNTERS).map(counter_key));
-    keys.push(PROBE_KEY.to_string());
-    keys
-}
-
-#[derive(Clone, Copy)]
-enum Role {
-    Writer(usize),
-    Reader,
-}
-
-/// One client thread: connects to a random node, works until `stop`, and
-/// moves to another node after an error, a timeout, or a few hundred ops.
-fn run_client(
-    role: Role,
-    seed: u64,
-    addrs: Vec<String>,
-    hist: Arc<History>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut rng = Rng(seed);
-    let keys = all_keys();
-    let mut conn: Option<(usize, Client)> = None;
-    let mut ops_left = 0;
-    let mut next_key = 0;
-    while !stop.load(Ordering::Relaxed) && hist.start.elapsed() < HARD_LIMIT {
-        let (node, client) = match &mut conn {
-            Some((node, client)) => (*node, client),
-            None => {
-                let node = rng.below(addrs.len() as u64) as usize;
-                match connect(&addrs[node], OP_TIMEOUT) {
-                    Some(client) => {
-                        ops_left = 50 + rng.below(300);
-                        conn = Some((node, client));
-                    }
-                    None => thread::sleep(Duration::from_millis(20)),
-                }
-                continue;
-            }
-        };
-        let via = format!("node {}", node + 1);
-        let keep = match role {
-            Role::Writer(w) if rng.below(4) == 0 => {
-                let key = counter_key(w % COUNTERS);
-                let floor = hist.begin_incr(&key);
-                let reply = client
-                    .try_send(&[b"INCR", key.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                hist.end_incr(&key, floor, reply, &via)
-            }
-            Role::Writer(w) => {
-                let key = writer_key(w, next_key % KEYS_PER_WRITER);
-                next_key += 1;
-                let value = hist.begin_set(&key);
-                let v = value.to_string();
-                let reply = client
-                    .try_send(&[b"SET", key.as_bytes(), v.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                hist.end_set(&key, value, reply, &via)
-            }
-            Role::Reader if rng.below(3) == 0 => {
-                let picked: Vec<String> = (0..3)
-                    .map(|_| keys[rng.below(keys.len() as u64) as usize].clone())
-                    .collect();
-                let floors = hist.all_floors(&picked);
-                let mut argv: Vec<&[u8]> = vec![b"MGET"];
-                argv.extend(picked.iter().map(|k| k.as_bytes()));
-                let reply = client.try_send(&argv).then(|| client.try_read()).flatten();
-                match reply {
-                    Some(Reply::Array(items)) if items.len() == picked.len() => {
-                        for ((key, floor), item) in picked.iter().zip(floors).zip(&items) {
-                            hist.check_read(key, floor, item, &format!("{} (MGET)", via));
-                        }
-                        true
-                    }
-                    Some(Reply::Error(_)) | None => hist.read_failed(&reply, "MGET", &via),
-                    Some(other) => {
-                        hist.violation(format!("{}: MGET {:?} answered {:?}", via, picked, other));
-                        false
-                    }
-                }
-            }
-            Role::Reader => {
-                let key = &keys[rng.below(keys.len() as u64) as usize];
-                let floor = hist.floor(key);
-                let reply = client
-                    .try_send(&[b"GET", key.as_bytes()])
-                    .then(|| client.try_read())
-                    .flatten();
-                match reply {
-                    Some(Reply::Error(_)) | None => hist.read_failed(&reply, "GET", &via),
-                    Some(reply) => {
-                        hist.check_read(key, floor, &reply, &via);
-                        true
-                    }
-                }
-            }
-        };
-        ops_left = ops_left.saturating_sub(1);
-        if !keep || ops_left == 0 {
-            conn = None;
-        }
-    }
-}
 
 /// The leader all of `among` agree on (and which is one of them), if they do.
 fn leader_among(cluster: &Cluster, among: &[usize]) -> Option<usize> {
@@ -277,7 +164,8 @@ impl Run<'_> {
         let via = format!("marker write through node {}", node + 1);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(3) {
-            let Some(mut client) = connect(&cluster.nodes[node].client_addr(), OP_TIMEOUT) else {
+            let Some(mut client) = connect(&cluster.nodes[node].client_addr(), WORKLOAD.op_timeout)
+            else {
                 return false;
             };
             let value = self.hist.begin_set(PROBE_KEY);
@@ -308,7 +196,7 @@ impl Run<'_> {
             "before a stop",
         );
         let pid = cluster.pid(old).expect("the leader runs");
-        let keys = all_keys();
+        let keys = WORKLOAD.all_keys();
         let started = Instant::now();
         stopped.stop(pid);
         self.hist.event(format!(
@@ -555,7 +443,7 @@ impl Run<'_> {
             let Some(mut client) = connect(&node.client_addr(), Duration::from_secs(5)) else {
                 self.fail(cluster, &format!("{}: cannot connect", via));
             };
-            for key in all_keys() {
+            for key in WORKLOAD.all_keys() {
                 let reply = client.cmd_retry(&["GET", &key]);
                 hist.check_final_read(&via, &key, &reply);
             }
@@ -592,16 +480,16 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
     let mut stopped = Stopped(None);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    let hist = Arc::new(History::new());
+    let hist = Arc::new(History::new(&WORKLOAD));
     let run = Run { hist: &hist, seed };
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
-    let clients: Vec<_> = (0..WRITERS)
+    let clients: Vec<_> = (0..WORKLOAD.writers)
         .map(Role::Writer)
         .chain((0..READERS).map(|_| Role::Reader))
         .map(|role| {
             let (addrs, hist, stop) = (addrs.clone(), Arc::clone(&hist), Arc::clone(&stop));
             let client_seed = rng.next();
-            thread::spawn(move || run_client(role, client_seed, addrs, hist, stop))
+            thread::spawn(move || WORKLOAD.run_client(role, client_seed, addrs, hist, stop))
         })
         .collect();
 
