@@ -229,9 +229,6 @@ impl Node {
         self.send(id, MessageBody::InstallSnapshot { meta });
     }
 
-    /// Heartbeats carry the newest read round, so one lost heartbeat does not
-    /// strand a read, and a commit index the follower is known to have (the
-    /// follower does no log check on a heartbeat).
     /// Starts a read round and asks only as many voters as a majority needs
     /// besides this node, those that confirmed the latest rounds first: under
     /// a stream of reads a round goes out every iteration, and each heartbeat
@@ -256,6 +253,9 @@ impl Node {
         }
     }
 
+    /// Heartbeats carry the newest read round, so one lost heartbeat does not
+    /// strand a read, and a commit index the follower is known to have (the
+    /// follower does no log check on a heartbeat).
     pub(super) fn broadcast_heartbeat(&mut self) {
         let read_round = self.reads.next_broadcast_round();
         let committed = self.log.committed;

@@ -455,9 +455,13 @@ impl Peers {
         if let PeerMessage::ForwardReply { id, reply } = message {
             if message.encoded_len() > MAX_FRAME_BYTES {
                 let reply = fit_for_relay(reply.clone(), MAX_FRAME_BYTES - FORWARD_REPLY_OVERHEAD);
-                return self.send(to, &PeerMessage::ForwardReply { id: *id, reply });
+                return self.queue(to, &PeerMessage::ForwardReply { id: *id, reply });
             }
         }
+        self.queue(to, message)
+    }
+
+    fn queue(&mut self, to: NodeId, message: &PeerMessage) -> bool {
         let Some(token) = self
             .members
             .get(&to)
@@ -541,15 +545,22 @@ fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
 const FORWARD_REPLY_OVERHEAD: usize = 64;
 
 /// A reply cut down to at most `limit` encoded bytes for a follower to
-/// relay. Elements of an array give way largest first, each replaced by an
-/// error, so that a transaction still reports its writes' outcomes (they were
-/// applied: answering the whole EXEC with an error would invite a retry).
+/// relay. Elements of an array larger than an error give way largest first,
+/// each replaced by an error, so that a transaction still reports its
+/// writes' outcomes (they were applied: answering the whole EXEC with an
+/// error would invite a retry). If that is not enough (a great many small
+/// elements), the whole reply is one error.
 fn fit_for_relay(reply: Reply, limit: usize) -> Reply {
-    const TOO_LARGE: &str =
-        "ERR reply too large for a follower to relay (16 MiB); send the command to the leader";
-    let Reply::Array(mut items) = reply else {
-        return Reply::Error(TOO_LARGE.into());
+    let too_large = || {
+        Reply::Error(
+            "ERR reply too large for a follower to relay (16 MiB); send the command to the leader"
+                .into(),
+        )
     };
+    let Reply::Array(mut items) = reply else {
+        return too_large();
+    };
+    let error_len = peer_msg::reply_len(&too_large());
     let mut sizes: Vec<(usize, usize)> = items
         .iter()
         .enumerate()
@@ -558,11 +569,14 @@ fn fit_for_relay(reply: Reply, limit: usize) -> Reply {
     let mut total: usize = sizes.iter().map(|(len, _)| len).sum::<usize>() + 16;
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     for (len, i) in sizes {
-        if total <= limit {
+        if total <= limit || len <= error_len {
             break;
         }
-        items[i] = Reply::Error(TOO_LARGE.into());
-        total = total - len + peer_msg::reply_len(&items[i]);
+        items[i] = too_large();
+        total = total - len + error_len;
+    }
+    if total > limit {
+        return too_large();
     }
     Reply::Array(items)
 }
@@ -589,4 +603,35 @@ pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
     addr.to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {}", addr)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(reply: &Reply) -> usize {
+        peer_msg::reply_len(reply)
+    }
+
+    #[test]
+    fn a_relayed_reply_is_cut_to_fit_and_never_grows() {
+        let big = Reply::Bulk(vec![b'v'; 600]);
+        let small = Reply::Integer(1);
+        let fitted = fit_for_relay(
+            Reply::Array(vec![small.clone(), big.clone(), big.clone()]),
+            1000,
+        );
+        let Reply::Array(items) = &fitted else {
+            panic!("not an array: {fitted:?}");
+        };
+        assert_eq!(items[0], small, "a write's outcome is kept");
+        assert_eq!(items.iter().filter(|i| **i == big).count(), 1);
+        assert!(encoded(&fitted) <= 1000);
+        // Many elements smaller than an error: replacing them would only
+        // grow the reply, so it becomes one error.
+        let many = Reply::Array(vec![Reply::Bulk(b"0123456789".to_vec()); 1000]);
+        assert!(encoded(&many) > 5000);
+        assert!(matches!(fit_for_relay(many, 5000), Reply::Error(_)));
+        assert!(matches!(fit_for_relay(big, 100), Reply::Error(_)));
+    }
 }
