@@ -53,7 +53,7 @@ mod history;
 mod toolkit;
 
 use clients::{Role, Workload};
-use toolkit::{connect, utc_now, Rng, StopOnDrop, Stopped};
+use toolkit::{connect, Rng, StopOnDrop, Stopped};
 
 use common::Cluster;
 use history::{show, History};
@@ -62,12 +62,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-// Names the history checker (tests/nemesis/history.rs) takes from its parent.
 const READERS: usize = 2;
 const WORKLOAD: Workload = Workload {
     prefix: "mn",

@@ -1,6 +1,12 @@
 //! What the clients saw, and the checks of each reply against it.
 
-use super::*;
+use super::clients::Workload;
+use super::toolkit::utc_now;
+use raftkv::kv::Reply;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// A reply as a person reads it in a report.
 pub fn show(reply: &Reply) -> String {

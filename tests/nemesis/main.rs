@@ -34,18 +34,17 @@ mod history;
 mod toolkit;
 
 use clients::{Role, Workload};
-use toolkit::{connect, utc_now, Rng, StopOnDrop, Stopped};
+use toolkit::{connect, Rng, StopOnDrop, Stopped};
 
 use history::History;
 
 use common::{Client, Cluster};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
