@@ -221,6 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leaders_first_round_skips_a_voter_it_has_not_heard_from() {
+        let mut net = Net::new(3);
+        net.isolate(1);
+        net.campaign(3);
+        assert_eq!(net.leader(), Some(3));
+        net.node_mut(3).read_index(7).expect("leader");
+        let rd = net.node_mut(3).ready();
+        assert_eq!(
+            heartbeat_rounds(&rd.send_now),
+            vec![(2, 1)],
+            "2 answered the leader's first entry, 1 did not"
+        );
+        net.queue_from_ready(rd);
+        net.node_mut(3).advance();
+        net.stabilize();
+        assert_eq!(net.read_states[&3].len(), 1, "confirmed without a tick");
+    }
+
+    #[test]
     fn one_follower_confirms_a_round_in_a_three_node_cluster() {
         let mut net = Net::new(3);
         net.campaign(1);

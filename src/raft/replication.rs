@@ -241,14 +241,20 @@ impl Node {
         let committed = self.log.committed;
         let conf = self.log.conf();
         let needed = conf.majority() - usize::from(conf.is_voter(self.id));
-        let mut voters: Vec<(u64, NodeId, u64)> = self
+        // Voters that confirmed the latest rounds first; among equals (a new
+        // leader has no rounds yet), those heard from lately, so that a dead
+        // old leader with a low id is not asked first.
+        let mut voters: Vec<(u64, bool, NodeId, u64)> = self
             .progress
             .iter()
             .filter(|(id, _)| conf.is_voter(**id))
-            .map(|(id, pr)| (pr.read_round_acked, *id, pr.match_index.min(committed)))
+            .map(|(id, pr)| {
+                let commit = pr.match_index.min(committed);
+                (pr.read_round_acked, pr.recent_active, *id, commit)
+            })
             .collect();
-        voters.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, id, commit) in voters.into_iter().take(needed) {
+        voters.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        for (_, _, id, commit) in voters.into_iter().take(needed) {
             self.send(id, MessageBody::Heartbeat { commit, read_round });
         }
     }
