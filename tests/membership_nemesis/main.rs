@@ -40,8 +40,8 @@
 //! "panicked" or "refused a message no honest peer sends".
 //!
 //! `MEMBERSHIP_NEMESIS_SEED=n` replays the nemesis choices (timing varies). A
-//! failure prints the seed, the timeline and the violations, and copies the
-//! node logs to /tmp/membership-nemesis-logs/<seed>/.
+//! failure prints the seed, the timeline and the violations, and keeps the
+//! node logs and the report under the target dir.
 
 #[path = "../nemesis/clients.rs"]
 mod clients;

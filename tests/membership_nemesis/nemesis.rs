@@ -6,13 +6,11 @@ use super::cluster_command::{cluster_request, is_timeout, is_tryagain, parse_mem
 use super::cluster_command::{Asked, Change, View};
 use super::common::Cluster;
 use super::history::{show, History};
-use super::toolkit::{Rng, Stopped};
+use super::toolkit::{fail_with_report, Rng, Stopped};
 use super::{CLUSTER_REPLY_LIMIT, MIN_VOTERS, NODES};
 use raftkv::kv::Reply;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -45,36 +43,17 @@ pub struct Nemesis<'a> {
 }
 
 impl Nemesis<'_> {
-    /// Fails the test with everything needed to reproduce and explain it.
     pub fn fail(&mut self, cluster: &Cluster, why: &str) -> ! {
         self.stopped.resume();
-        let saved = PathBuf::from("/tmp/membership-nemesis-logs").join(self.seed.to_string());
-        let _ = std::fs::create_dir_all(&saved);
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            let _ = std::fs::copy(&node.log_path, saved.join(format!("node{}.log", i + 1)));
-        }
-        let mut report = String::new();
-        let _ = writeln!(report, "{}", why);
-        let _ = writeln!(
-            report,
-            "seed {} (replay the nemesis choices with MEMBERSHIP_NEMESIS_SEED={}); node logs copied to {}",
+        let stats = self.summary();
+        fail_with_report(
+            cluster,
+            self.hist,
+            "membership-nemesis",
             self.seed,
-            self.seed,
-            saved.display()
-        );
-        let _ = writeln!(report, "{}", self.summary());
-        let _ = writeln!(report, "nemesis timeline:");
-        for line in self.hist.events.lock().unwrap().iter() {
-            let _ = writeln!(report, "  {}", line);
-        }
-        let violations = self.hist.violations.lock().unwrap();
-        let _ = writeln!(report, "{} violations (first 30):", violations.len());
-        for line in violations.iter().take(30) {
-            let _ = writeln!(report, "  {}", line);
-        }
-        drop(violations);
-        let _ = std::fs::write(saved.join("report.txt"), &report);
-        panic!("{}", report);
+            &stats,
+            why,
+        )
     }
 
     pub fn summary(&self) -> String {

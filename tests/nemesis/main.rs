@@ -34,15 +34,13 @@ mod history;
 mod toolkit;
 
 use clients::{Role, Workload};
-use toolkit::{connect, Rng, StopOnDrop, Stopped};
+use toolkit::{connect, fail_with_report, Rng, StopOnDrop, Stopped};
 
 use history::History;
 
 use common::{Client, Cluster};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
-use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -86,35 +84,8 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Fails the test with everything needed to reproduce and explain it.
     fn fail(&self, cluster: &Cluster, why: &str) -> ! {
-        let saved =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nemesis-{}", self.seed));
-        let _ = std::fs::create_dir_all(&saved);
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            let _ = std::fs::copy(&node.log_path, saved.join(format!("node{}.log", i + 1)));
-        }
-        let mut report = String::new();
-        let _ = writeln!(report, "{}", why);
-        let _ = writeln!(
-            report,
-            "seed {} (replay the nemesis choices with NEMESIS_SEED={}); node logs kept in {}",
-            self.seed,
-            self.seed,
-            saved.display()
-        );
-        let _ = writeln!(report, "{}", self.stats());
-        let _ = writeln!(report, "nemesis timeline:");
-        for line in self.hist.events.lock().unwrap().iter() {
-            let _ = writeln!(report, "  {}", line);
-        }
-        let violations = self.hist.violations.lock().unwrap();
-        let _ = writeln!(report, "{} violations (first 30):", violations.len());
-        for line in violations.iter().take(30) {
-            let _ = writeln!(report, "  {}", line);
-        }
-        drop(violations);
-        panic!("{}", report);
+        fail_with_report(cluster, self.hist, "nemesis", self.seed, &self.stats(), why)
     }
 
     fn stats(&self) -> String {

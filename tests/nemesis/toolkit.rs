@@ -1,11 +1,14 @@
 //! Pieces both nemesis tests use: a seeded RNG, the wall clock as node logs
-//! print it, a client with timeouts, and guards that resume a stopped node
-//! and stop the client threads when a test fails.
+//! print it, a client with timeouts, guards that resume a stopped node and
+//! stop the client threads when a test fails, and the failure report.
 
 // Each test binary uses its own part of it.
 #![allow(dead_code)]
 
-use super::common::Client;
+use super::common::{Client, Cluster};
+use super::history::History;
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,4 +117,44 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// Fails a nemesis test with everything needed to reproduce and explain it:
+/// the node logs and the report are kept in `<CARGO_TARGET_TMPDIR>/<test>-<seed>`,
+/// and the seed's variable (`NEMESIS_SEED` for the test `nemesis`) replays
+/// the nemesis's choices.
+pub fn fail_with_report(
+    cluster: &Cluster,
+    hist: &History,
+    test: &str,
+    seed: u64,
+    stats: &str,
+    why: &str,
+) -> ! {
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-{seed}"));
+    let _ = std::fs::create_dir_all(&saved);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let _ = std::fs::copy(&node.log_path, saved.join(format!("node{}.log", i + 1)));
+    }
+    let seed_var = format!("{}_SEED", test.to_uppercase().replace('-', "_"));
+    let mut report = String::new();
+    let _ = writeln!(report, "{why}");
+    let _ = writeln!(
+        report,
+        "seed {seed} (replay the nemesis choices with {seed_var}={seed}); node logs kept in {}",
+        saved.display()
+    );
+    let _ = writeln!(report, "{stats}");
+    let _ = writeln!(report, "nemesis timeline:");
+    for line in hist.events.lock().unwrap().iter() {
+        let _ = writeln!(report, "  {line}");
+    }
+    let violations = hist.violations.lock().unwrap();
+    let _ = writeln!(report, "{} violations (first 30):", violations.len());
+    for line in violations.iter().take(30) {
+        let _ = writeln!(report, "  {line}");
+    }
+    drop(violations);
+    let _ = std::fs::write(saved.join("report.txt"), &report);
+    panic!("{}", report);
 }
