@@ -1,6 +1,7 @@
 //! The real binary, three processes on free loopback ports: commands through
 //! the leader and a follower, `kill -9` under load, garbage on both ports,
-//! and a node of another cluster that must not join.
+//! a node of another cluster that must not join, and a node that cannot
+//! write its log.
 
 mod common;
 
@@ -552,4 +553,68 @@ fn silent_raft_connections_do_not_lock_a_member_out() {
         },
     );
     drop(silent);
+}
+
+#[test]
+fn a_node_that_cannot_write_its_log_stops_naming_the_file_and_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(
+        cluster.client(0).cmd_retry(&["SET", "before", "1"]),
+        Reply::Ok
+    );
+    assert_eq!(cluster.terminate(0), Some(0));
+    // The first 64 MiB segment exists now; writes past its first 48 MiB fail,
+    // as they would on a full disk.
+    cluster.nodes[0].file_size = Some(48 << 20);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    let filler = "v".repeat(1 << 20);
+    let mut acked = Vec::new();
+    let mut sent = 0;
+    while sent < 200 {
+        let (key, value) = (format!("k{sent}"), format!("{sent}:{filler}"));
+        sent += 1;
+        if !client.try_send(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+            break;
+        }
+        match client.try_read() {
+            Some(Reply::Ok) => acked.push((key, value)),
+            Some(other) => panic!("SET {key} answered {other:?}"),
+            None => break,
+        }
+    }
+    assert!(
+        sent < 200,
+        "the node took 200 MB past a 66 MiB file-size limit"
+    );
+    assert!(
+        acked.len() > 30,
+        "only {} writes before the limit",
+        acked.len()
+    );
+    assert_eq!(cluster.wait_exit(0, Duration::from_secs(10)), Some(1));
+    let log = cluster.log_text(0);
+    let failure = log
+        .lines()
+        .find(|line| line.contains("storage failure"))
+        .unwrap_or_else(|| panic!("no storage failure in the log:\n{log}"));
+    assert!(
+        failure.contains(".seg") && failure.contains("File too large"),
+        "the failure names neither the file nor the error: {failure}"
+    );
+
+    cluster.nodes[0].file_size = None;
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    for (key, value) in &acked {
+        match client.cmd_retry(&["GET", key]) {
+            Reply::Bulk(got) if got == value.as_bytes() => {}
+            other => panic!("acknowledged {key} lost after the restart: {:.60?}", other),
+        }
+    }
+    assert_eq!(client.cmd_retry(&["SET", "after", "1"]), Reply::Ok);
 }

@@ -77,6 +77,10 @@ pub struct NodeSpec {
     pub restart_bare: bool,
     /// Both open-files limits (`ulimit -n`) the process starts with.
     pub open_files: Option<u64>,
+    /// Both file-size limits (`ulimit -f`, in bytes) the process starts with,
+    /// with SIGXFSZ ignored: a write past it fails with EFBIG, as a write to a
+    /// full disk fails with ENOSPC.
+    pub file_size: Option<u64>,
 }
 
 impl NodeSpec {
@@ -119,6 +123,7 @@ impl Cluster {
                 join: id > founders as u64,
                 restart_bare: false,
                 open_files: None,
+                file_size: None,
             })
             .collect();
         let cluster_arg = nodes
@@ -187,16 +192,28 @@ impl Cluster {
             .open(&self.nodes[i].log_path)
             .expect("open node log");
         let mut command = Command::new(BIN);
-        if let Some(n) = self.nodes[i].open_files {
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        let (open_files, file_size) = (self.nodes[i].open_files, self.nodes[i].file_size);
+        if open_files.is_some() || file_size.is_some() {
+            // SAFETY: setrlimit and signal are async-signal-safe; nothing else
+            // runs in the child.
             unsafe {
                 std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    let limits = [
+                        (libc::RLIMIT_NOFILE, open_files),
+                        (libc::RLIMIT_FSIZE, file_size),
+                    ];
+                    for (resource, value) in limits {
+                        let Some(n) = value else { continue };
+                        let limit = libc::rlimit {
+                            rlim_cur: n,
+                            rlim_max: n,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if file_size.is_some() {
+                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                     }
                     Ok(())
                 });
@@ -230,6 +247,24 @@ impl Cluster {
         if let Some(mut child) = self.children[i].take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Waits up to `limit` for node `i` to exit by itself and returns its exit
+    /// code (None if a signal ended it).
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<i32> {
+        let mut child = self.children[i].take().expect("node was started");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {} did not exit within {:?}", i + 1, limit);
+            }
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
