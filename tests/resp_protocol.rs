@@ -99,13 +99,12 @@ fn non_number_multibulk_length() {
 }
 
 #[test]
-fn negative_multibulk_length_below_minus_one() {
+fn negative_multibulk_length() {
     // Redis skips any count <= 0; SPEC §3 makes a negative count an error,
-    // keeping the null array `*-1` as an empty request.
-    assert_eq!(
-        error(b"*-10\r\n"),
-        "ERR protocol error: invalid multibulk length"
-    );
+    // the null array `*-1` included.
+    for input in [&b"*-10\r\n"[..], b"*-1\r\nPING\r\n"] {
+        assert_eq!(error(input), "ERR protocol error: invalid multibulk length");
+    }
 }
 
 #[test]
@@ -234,7 +233,7 @@ fn unbalanced_number_of_quotes() {
 
 #[test]
 fn empty_requests_are_skipped() {
-    let input = b"\r\n\n   \r\n*0\r\n*-1\r\nPING\r\n";
+    let input = b"\r\n\n   \r\n*0\r\nPING\r\n";
     assert_eq!(parse_all(input, MAX), Ok((vec![words(&["PING"])], 0)));
     // Skipped bytes are reported as used with the request after them, even
     // when they arrived in an earlier read.

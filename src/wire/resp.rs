@@ -88,7 +88,7 @@ pub struct RequestParser {
     max_request_bytes: usize,
     state: State,
     /// Offset of the current request in the caller's buffer. Empty requests
-    /// (blank inline lines, `*0`, `*-1`) before it have been skipped but are
+    /// (blank inline lines, `*0`) before it have been skipped but are
     /// still in the caller's buffer, and count toward the size limit.
     start: usize,
     /// Offset where parsing resumes.
@@ -260,7 +260,9 @@ impl RequestParser {
         let Some((count, next)) = self.header_line(input, self.start + 1, invalid)? else {
             return Ok(false);
         };
-        if count == 0 || count == -1 {
+        // Redis skips any count <= 0, the null array `*-1` included; SPEC §3
+        // makes every negative count a protocol error.
+        if count == 0 {
             self.finish_request(next);
             return Ok(true);
         }
