@@ -191,6 +191,18 @@ fn multi_exec_discard_and_their_errors() {
         c.cmd(&["EXEC"]),
         err("EXECABORT Transaction discarded because of previous errors.")
     );
+    // A membership change cannot go in a transaction's log entry.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["SET", "q", "3"]), status("QUEUED"));
+    assert_eq!(
+        c.cmd(&["CLUSTER", "MEMBERS"]),
+        err("ERR Command not allowed inside a transaction")
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(c.cmd(&["GET", "q"]), Reply::Nil);
     // Inline, the way a person types it.
     raw(
         &addr,

@@ -103,6 +103,17 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
         joiner.cmd(&["CLUSTER", "MEMBERS"]),
         err("TRYAGAIN not a member yet")
     );
+    for transaction in ["MULTI", "EXEC", "DISCARD"] {
+        assert_eq!(
+            joiner.cmd(&[transaction]),
+            err("TRYAGAIN not a member yet"),
+            "{transaction} is not a connection command"
+        );
+    }
+    assert_eq!(
+        joiner.cmd(&["SET", "k", "v"]),
+        err("TRYAGAIN not a member yet")
+    );
     let info = joiner.info();
     assert_eq!(info["members"], "");
     assert_eq!(info["learners"], "");

@@ -51,6 +51,25 @@ impl Server {
             self.refuse(token, name, reply);
             return;
         }
+        if matches!(name, "multi" | "exec" | "discard" | "watch") {
+            // Not connection commands (SPEC §3): a node that is not a member
+            // serves none of them, and a transaction begun before it was
+            // removed ends here.
+            if let Some(reply) = self.cluster.refusal() {
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.multi = None;
+                    client.reply_now(reply);
+                }
+                return;
+            }
+        }
+        if in_multi && name == "cluster" {
+            // A membership change cannot be part of a transaction's log
+            // entry; this is Redis's answer to a command it will not queue.
+            let reply = error("ERR Command not allowed inside a transaction");
+            self.refuse(token, name, reply);
+            return;
+        }
         if in_multi && !matches!(name, "exec" | "discard" | "multi" | "watch" | "quit") {
             self.queue_in_multi(token, name, argv);
             return;
