@@ -84,6 +84,24 @@ fn an_unknown_config_key_names_file_line_and_key() {
     );
 }
 
+#[test]
+fn a_bad_value_for_a_local_cluster_exits_2_with_one_line_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--local-cluster", "2", "--heartbeat-ms", "0"])
+        .output()
+        .expect("run raftkv");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(err.contains("heartbeat"), "{}", err);
+    assert!(
+        !dir.path().join("data").exists(),
+        "a node started and made its data dir"
+    );
+}
+
 fn node_args(data_dir: &str) -> Vec<String> {
     let raft = format!("127.0.0.1:{}", free_port());
     vec![

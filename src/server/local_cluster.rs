@@ -3,7 +3,8 @@
 //! stops them all: each child gets SIGTERM, and any still running after a
 //! grace period gets SIGKILL.
 
-use crate::cli::Flags;
+use crate::cli::{self, Action, Flags};
+use crate::config;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +102,22 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         .rev()
         .find(|(key, _)| key == "data_dir")
         .map_or("data", |(_, value)| value.as_str());
+    // Checked here, as the children will check them, so that a bad setting
+    // is one line and status 2 with nothing started (SPEC §1), not one
+    // line per child and a cluster that falls apart.
+    for i in 1..=nodes {
+        let mut args = node_args(i, nodes, data_base);
+        args.extend(extra.iter().cloned());
+        let checked = match cli::parse(&args) {
+            Ok(Action::Run(child)) => config::load(&child).map(drop).map_err(|e| e.to_string()),
+            Ok(_) => Err(format!("node {i}: unexpected arguments {args:?}")),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = checked {
+            eprintln!("raftkv: {}", err);
+            return ExitCode::from(2);
+        }
+    }
     let mut children = Vec::new();
     for i in 1..=nodes {
         let spawned = Command::new(&exe)
