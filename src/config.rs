@@ -347,6 +347,18 @@ pub fn resolve(
     overrides: &[(String, String)],
 ) -> Result<Config, ConfigError> {
     let merged = merge(file_name, file, overrides)?;
+    // A bad value in the file is an error even where a flag overrides it:
+    // the node runs with the file alone once the flag is gone.
+    for (key, value, line) in file {
+        if let Some(def) = key_def(key) {
+            let setting = Setting {
+                key: def.name,
+                value,
+                origin: Origin::File(*line),
+            };
+            check_value(def.kind, value).map_err(|why| merged.bad_value(&setting, &why))?;
+        }
+    }
     for setting in &merged.settings {
         let def = key_def(setting.key).unwrap_or_else(|| panic!("key {} has no def", setting.key));
         check_value(def.kind, setting.value).map_err(|why| merged.bad_value(setting, &why))?;
@@ -568,11 +580,11 @@ fn parse_int(value: &str, min: u64, max: u64) -> Result<u64, String> {
     } else {
         format!("an integer from {min} to {max}")
     };
+    // Digits only: Rust's parse would also take a leading '+'.
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
     match value.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() => {
-            Err(format!("out of range, expected {range}"))
-        }
+        Ok(n) if digits && (min..=max).contains(&n) => Ok(n),
+        _ if digits => Err(format!("out of range, expected {range}")),
         _ => Err(format!("expected {range}")),
     }
 }
@@ -616,6 +628,11 @@ pub(crate) fn parse_members(value: &str) -> Result<Vec<(NodeId, String)>, String
         check_addr(addr).map_err(|why| format!("node {id} address '{addr}': {why}"))?;
         if members.iter().any(|(seen, _)| *seen == id) {
             return Err(format!("node {id} appears twice"));
+        }
+        if let Some((other, _)) = members.iter().find(|(_, seen)| seen == addr) {
+            return Err(format!(
+                "nodes {other} and {id} have the same address {addr}"
+            ));
         }
         members.push((id, addr.to_string()));
     }
@@ -811,8 +828,15 @@ data_dir = data/node2
             err(BASE, &[("heartbeat_ms", "0")]),
             "--heartbeat-ms: bad value '0' for 'heartbeat_ms': out of range, expected an integer from 1 to 60000"
         );
-        // A flag replaces a bad file value without the file value being checked.
-        assert!(from_text(&text, &[("heartbeat_ms", "10")]).is_ok());
+        // A flag does not hide a bad file value.
+        assert_eq!(
+            err(&text, &[("heartbeat_ms", "10")]),
+            "conf/x.conf:6: bad value 'abc' for 'heartbeat_ms': expected an integer from 1 to 60000"
+        );
+        assert_eq!(
+            err(&BASE.replace("id = 2", "id = +2"), &[]),
+            "conf/x.conf:1: bad value '+2' for 'id': expected an integer >= 1"
+        );
         assert_eq!(
             err(&BASE.replace("id = 2", "id = 0"), &[]),
             "conf/x.conf:1: bad value '0' for 'id': out of range, expected an integer >= 1"
@@ -887,6 +911,7 @@ data_dir = data/node2
     fn cluster_must_be_well_formed_and_contain_this_node() {
         let cases = [
             ("1=a:1,1=b:2", "node 1 appears twice"),
+            ("1=a:1,2=a:1", "nodes 1 and 2 have the same address a:1"),
             ("1=a:1,", "expected id=host:port, not ''"),
             ("x=a:1", "node id 'x': expected an integer >= 1"),
             (
