@@ -618,3 +618,17 @@ fn a_node_that_cannot_write_its_log_stops_naming_the_file_and_keeps_every_acknow
     }
     assert_eq!(client.cmd_retry(&["SET", "after", "1"]), Reply::Ok);
 }
+
+#[test]
+fn a_node_alone_campaigns_as_a_candidate_without_raising_its_term() {
+    let mut cluster = Cluster::new(3);
+    cluster.spawn(0);
+    let info = wait_for(Duration::from_secs(10), "node 1 to campaign", || {
+        let info = cluster.info(0);
+        (info["role"] == "candidate").then_some(info)
+    });
+    assert_eq!(info["leader_id"], "0");
+    // Its pre-vote finds no majority, so the term a real election would
+    // raise stays where it was.
+    assert_eq!(info["term"], "0");
+}

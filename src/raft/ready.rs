@@ -12,11 +12,12 @@ pub enum Role {
 }
 
 impl Role {
-    /// The word INFO prints (a pre-candidate is still a follower to the outside).
+    /// The word INFO prints. SPEC knows three roles; a node campaigning
+    /// without a leader is a candidate to the outside, in its pre-vote too.
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Follower | Role::PreCandidate => "follower",
-            Role::Candidate => "candidate",
+            Role::Follower => "follower",
+            Role::PreCandidate | Role::Candidate => "candidate",
             Role::Leader => "leader",
         }
     }
