@@ -5,6 +5,7 @@
 //! unknown command, a wrong number of arguments, an unknown subcommand), so
 //! that they come before `NOAUTH` and abort a transaction as in Redis.
 
+use super::config_get::config_get;
 use super::event_loop::Server;
 use super::info::{self, InfoContext};
 use crate::kv::{Command, CommandError, Reply};
@@ -232,7 +233,7 @@ impl Server {
             "client" => self.client_command(token, argv),
             "command" => command_command(argv),
             "select" => select_command(argv),
-            "config" => config_command(argv),
+            "config" => config_get(&self.config, &argv[2..]),
             "dbsize" => Reply::Integer(self.replica.kv().len() as i64),
             "debug" => self.debug_command(argv),
             _ => Reply::Ok, // unwatch
@@ -412,10 +413,4 @@ fn select_command(argv: &[Vec<u8>]) -> Reply {
         Some(_) => error("ERR DB index is out of range"),
         None => error("ERR value is not an integer or out of range"),
     }
-}
-
-/// CONFIG GET: enough for redis-benchmark and friends (they ask for `save`
-/// and `appendonly`); every parameter reads as absent.
-fn config_command(argv: &[Vec<u8>]) -> Reply {
-    precheck("config", argv).unwrap_or(Reply::Map(Vec::new()))
 }

@@ -6,6 +6,7 @@ mod client_io;
 mod clients;
 mod clock;
 mod cluster;
+mod config_get;
 mod conn;
 mod connection;
 mod event_loop;

@@ -1,0 +1,191 @@
+//! `CONFIG GET pattern [pattern ...]`: this node's settings, matched as
+//! Redis matches them (glob-style, case-insensitive), as a map of names to
+//! values. Read-only: there is no CONFIG SET, a node's settings come from
+//! its file and flags.
+
+use crate::config::{Config, FsyncMode};
+use crate::kv::Reply;
+
+/// Every name CONFIG GET knows, with this node's value.
+fn parameters(config: &Config) -> Vec<(&'static str, String)> {
+    let fsync = config.fsync == FsyncMode::Always;
+    let cluster: Vec<String> = config
+        .cluster
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect();
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    vec![
+        ("id", config.id.to_string()),
+        ("raft_addr", config.raft_addr.clone()),
+        ("client_addr", config.client_addr.clone()),
+        ("cluster", cluster.join(",")),
+        ("data_dir", config.data_dir.display().to_string()),
+        ("cluster_name", config.cluster_name.clone()),
+        ("heartbeat_ms", config.heartbeat_ms.to_string()),
+        (
+            "election_timeout_ms",
+            config.election_timeout_ms.to_string(),
+        ),
+        ("fsync", if fsync { "always" } else { "never" }.to_string()),
+        ("snapshot_entries", config.snapshot_entries.to_string()),
+        ("max_request_bytes", config.max_request_bytes.to_string()),
+        ("join", yes_no(config.join)),
+        ("log_level", config.log_level.clone()),
+        // The Redis names redis-benchmark asks for: no RDB snapshots, and
+        // every write appended to the log, synced before it is acknowledged
+        // unless fsync = never.
+        ("save", String::new()),
+        ("appendonly", yes_no(true)),
+        (
+            "appendfsync",
+            if fsync { "always" } else { "no" }.to_string(),
+        ),
+    ]
+}
+
+/// The reply to `CONFIG GET` with these patterns: each matching name once.
+pub(super) fn config_get(config: &Config, patterns: &[Vec<u8>]) -> Reply {
+    let pairs = parameters(config)
+        .into_iter()
+        .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
+        .map(|(name, value)| (Reply::Bulk(name.into()), Reply::Bulk(value.into_bytes())))
+        .collect();
+    Reply::Map(pairs)
+}
+
+/// Redis's glob, case-insensitive: `*`, `?`, `[abc]`, `[a-z]`, `[^...]` and
+/// `\` before a character to take it literally. Greedy with one backtrack
+/// point, so a pattern of many `*` costs O(pattern × text), not more.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Just after the last `*`, and the text position it now stands for.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            if pattern[p] == b'*' {
+                p += 1;
+                star = Some((p, t));
+                continue;
+            }
+            let (len, matched) = match_one(&pattern[p..], text[t]);
+            if matched {
+                p += len;
+                t += 1;
+                continue;
+            }
+        }
+        match star {
+            Some((after, from)) => {
+                p = after;
+                t = from + 1;
+                star = Some((after, from + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Whether the pattern element at the start of `pattern` (not `*`) matches
+/// `c`, and how many pattern bytes it takes.
+fn match_one(pattern: &[u8], c: u8) -> (usize, bool) {
+    let c = c.to_ascii_lowercase();
+    match pattern {
+        [b'?', ..] => (1, true),
+        [b'\\', escaped, ..] => (2, escaped.to_ascii_lowercase() == c),
+        [b'[', rest @ ..] => match class_end(rest) {
+            Some(end) => (end + 2, class_matches(&rest[..end], c)),
+            // No closing bracket: a literal '['.
+            None => (1, c == b'['),
+        },
+        [literal, ..] => (1, literal.to_ascii_lowercase() == c),
+        [] => (0, false),
+    }
+}
+
+/// The index of the `]` that closes a class whose body starts `body`.
+fn class_end(body: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\\' => i += 2,
+            b']' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn class_matches(body: &[u8], c: u8) -> bool {
+    let (negated, body) = match body {
+        [b'^', rest @ ..] => (true, rest),
+        _ => (false, body),
+    };
+    let mut found = false;
+    let mut i = 0;
+    while i < body.len() {
+        let lo = if body[i] == b'\\' && i + 1 < body.len() {
+            i += 1;
+            body[i]
+        } else {
+            body[i]
+        };
+        if i + 2 < body.len() && body[i + 1] == b'-' {
+            let hi = body[i + 2];
+            let (lo, hi) = (lo.to_ascii_lowercase(), hi.to_ascii_lowercase());
+            found |= (lo.min(hi)..=lo.max(hi)).contains(&c);
+            i += 3;
+        } else {
+            found |= lo.to_ascii_lowercase() == c;
+            i += 1;
+        }
+    }
+    found != negated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        glob_match(pattern.as_bytes(), text.as_bytes())
+    }
+
+    #[test]
+    fn globs_match_as_in_redis() {
+        let cases = [
+            ("*", "heartbeat_ms", true),
+            ("heartbeat*", "heartbeat_ms", true),
+            ("*_ms", "election_timeout_ms", true),
+            ("*_ms", "fsync", false),
+            ("h?artbeat_ms", "heartbeat_ms", true),
+            ("h?artbeat_ms", "hartbeat_ms", false),
+            ("[hs]*", "save", true),
+            ("[hs]*", "fsync", false),
+            ("[^h]*", "fsync", true),
+            ("[^h]*", "heartbeat_ms", false),
+            ("[a-f]sync", "fsync", true),
+            ("[f-a]sync", "fsync", true),
+            ("FSYNC", "fsync", true),
+            ("\\*", "*", true),
+            ("\\*", "fsync", false),
+            ("[", "[", true),
+            ("save", "saves", false),
+            ("saves", "save", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("", "", true),
+            ("", "x", false),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(matches(pattern, text), expected, "{pattern:?} on {text:?}");
+        }
+    }
+
+    #[test]
+    fn many_stars_do_not_blow_up() {
+        let pattern = format!("{}x", "*".repeat(10_000));
+        assert!(!matches(&pattern, &"a".repeat(10_000)));
+    }
+}
