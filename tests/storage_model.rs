@@ -112,13 +112,14 @@ fn check(storage: &Storage, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Applies `op` and returns the storage (a new one after `Reopen`).
 fn apply(
-    storage: &mut Storage,
+    mut storage: Storage,
     model: &mut Model,
     dir: &Path,
     step: u64,
     op: &Op,
-) -> Result<(), TestCaseError> {
+) -> Result<Storage, TestCaseError> {
     match *op {
         Op::Append {
             back,
@@ -172,11 +173,14 @@ fn apply(
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             // Unsynced records are in the page cache, so a process-level
-            // reopen sees them either way, as after `kill -9`.
-            *storage = open(dir);
+            // reopen sees them either way, as after `kill -9`. The old
+            // storage goes first, as a process does: it holds the data
+            // dir's lock.
+            drop(storage);
+            storage = open(dir);
         }
     }
-    Ok(())
+    Ok(storage)
 }
 
 proptest! {
@@ -189,7 +193,7 @@ proptest! {
         let mut model = Model { first: 1, entries: Vec::new() };
         check(&storage, &model)?;
         for (step, op) in ops.iter().enumerate() {
-            apply(&mut storage, &mut model, tmp.path(), step as u64 + 1, op)?;
+            storage = apply(storage, &mut model, tmp.path(), step as u64 + 1, op)?;
             check(&storage, &model)?;
         }
         storage.sync().map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -12,6 +12,11 @@ pub enum StorageErrorKind {
     /// large for a record, a snapshot chunk out of order, a length that does
     /// not match what was received.
     Invalid(String),
+    /// Another process holds the data directory's lock (`path` is the
+    /// directory); its pid when the lock file says.
+    InUse {
+        holder: Option<u32>,
+    },
 }
 
 #[derive(Debug)]
@@ -54,6 +59,15 @@ impl StorageError {
         }
     }
 
+    /// Another process holds the lock on `data_dir`.
+    pub fn in_use(data_dir: impl Into<PathBuf>, holder: Option<u32>) -> StorageError {
+        StorageError {
+            path: data_dir.into(),
+            offset: None,
+            kind: StorageErrorKind::InUse { holder },
+        }
+    }
+
     /// Attaches the offset an IO error happened at.
     pub fn at(mut self, offset: u64) -> StorageError {
         self.offset = Some(offset);
@@ -63,6 +77,18 @@ impl StorageError {
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let StorageErrorKind::InUse { holder } = &self.kind {
+            let lock = self.path.join(super::dir_lock::FILE_NAME);
+            write!(
+                f,
+                "data dir {} is in use by another process: ",
+                self.path.display()
+            )?;
+            return match holder {
+                Some(pid) => write!(f, "pid {} holds the lock on {}", pid, lock.display()),
+                None => write!(f, "it holds the lock on {}", lock.display()),
+            };
+        }
         write!(f, "{}", self.path.display())?;
         if let Some(offset) = self.offset {
             write!(f, " at offset {}", offset)?;
@@ -71,6 +97,7 @@ impl fmt::Display for StorageError {
             StorageErrorKind::Io(err) => write!(f, ": {}", err),
             StorageErrorKind::Corrupt(what) => write!(f, ": corrupt: {}", what),
             StorageErrorKind::Invalid(what) => write!(f, ": invalid: {}", what),
+            StorageErrorKind::InUse { .. } => Ok(()),
         }
     }
 }
@@ -79,7 +106,9 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             StorageErrorKind::Io(err) => Some(err),
-            StorageErrorKind::Corrupt(_) | StorageErrorKind::Invalid(_) => None,
+            StorageErrorKind::Corrupt(_)
+            | StorageErrorKind::Invalid(_)
+            | StorageErrorKind::InUse { .. } => None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! data_dir/
+//!   lock                            held while the directory is open (dir_lock.rs)
 //!   stable                          term and vote (stable.rs)
 //!   log/00000000000000000001.seg    records from index 1 (record.rs, segment.rs)
 //!   snapshot/<index>-<term>.snap    the newest two snapshots (snapshot.rs)
@@ -15,9 +16,12 @@
 //! it) is cut with a warning; any other damage is an error naming the file and
 //! offset, and nothing is changed.
 //!
-//! The mappings assume this process is the only one using the data directory.
+//! The mappings assume this process is the only one using the data directory;
+//! `Storage::open` makes sure of it by locking the directory first (`lock`),
+//! and the `Storage` holds that lock until it is dropped.
 
 mod chunked_file;
+mod dir_lock;
 pub mod error;
 pub mod record;
 mod segment;
@@ -28,11 +32,13 @@ mod stable;
 pub use error::{StorageError, StorageErrorKind};
 
 use crate::raft::{Entry, EntryKind, HardState};
+use dir_lock::DirLock;
 use segment::Segment;
 use segment_log::SegmentLog;
 use stable::Stable;
 use std::collections::VecDeque;
 use std::fs::{self, File};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +46,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const LOG_DIR: &str = "log";
 /// The stable file (term and vote) inside a data directory.
 pub const STABLE_FILE: &str = stable::FILE_NAME;
+/// The lock file inside a data directory, which the open `Storage` holds an
+/// exclusive `flock` on and which names the pid of the last process that did.
+pub const LOCK_FILE: &str = dir_lock::FILE_NAME;
 
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
@@ -135,29 +144,55 @@ pub struct Storage {
     stable: Stable,
     log: SegmentLog,
     detached: Arc<Detached>,
+    /// Held for as long as the storage is open (the kernel drops it if the
+    /// process dies first).
+    _lock: DirLock,
 }
 
 impl Storage {
-    /// Opens (creating if missing) `data_dir`, recovers the log (cutting a torn
-    /// tail with a warning) and reads the stable file. Corruption anywhere else,
-    /// a record whose payload `options.check_payload` rejects included, is an
-    /// error naming the file and offset; nothing is deleted.
+    /// Opens (creating if missing) `data_dir`, locks it, recovers the log
+    /// (cutting a torn tail with a warning) and reads the stable file.
+    /// Corruption anywhere else, a record whose payload
+    /// `options.check_payload` rejects included, is an error naming the file
+    /// and offset; nothing is deleted.
+    ///
+    /// The lock comes before anything in the directory is read or written:
+    /// a directory another process (or another open `Storage`) holds is an
+    /// [`StorageErrorKind::InUse`] error, and nothing in it is touched but
+    /// the lock file's existence.
+    ///
+    /// A stable file without a `log/` directory is corruption too: the first
+    /// open creates `log/` (and syncs the directory) before any hard state
+    /// can be set, so the log was deleted, and recreating it empty would drop
+    /// every entry this node acknowledged.
     ///
     /// # Panics
     /// If `options.segment_bytes` cannot hold even an empty record (25 bytes).
     pub fn open(data_dir: &Path, options: StorageOptions) -> Result<Storage, StorageError> {
         create_dir(data_dir)?;
+        let lock = DirLock::acquire(data_dir)?;
         let stable = Stable::open(data_dir)?;
-        let log = SegmentLog::open(
-            &data_dir.join(LOG_DIR),
-            options.segment_bytes,
-            options.check_payload,
-        )?;
+        let log_dir = data_dir.join(LOG_DIR);
+        // Any error but a missing directory is for `SegmentLog::open` to report.
+        let log_missing = matches!(fs::symlink_metadata(&log_dir),
+            Err(err) if err.kind() == ErrorKind::NotFound);
+        if stable.on_disk() && log_missing {
+            return Err(StorageError::corrupt(
+                &log_dir,
+                None,
+                format!(
+                    "missing, but {} exists (log/ is created before the first stable file): the log was removed, and starting without it would lose acknowledged writes",
+                    data_dir.join(STABLE_FILE).display()
+                ),
+            ));
+        }
+        let log = SegmentLog::open(&log_dir, options.segment_bytes, options.check_payload)?;
         Ok(Storage {
             data_dir: data_dir.to_path_buf(),
             stable,
             log,
             detached: Arc::default(),
+            _lock: lock,
         })
     }
 

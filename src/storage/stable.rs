@@ -81,6 +81,8 @@ fn decode(buf: &[u8], path: &Path) -> Result<HardState, StorageError> {
 pub(crate) struct Stable {
     dir: PathBuf,
     hard_state: HardState,
+    /// Whether the file was there at open or has been written since.
+    on_disk: bool,
 }
 
 impl Stable {
@@ -89,15 +91,22 @@ impl Stable {
     /// this node vote twice in a term. A leftover `stable.tmp` is ignored.
     pub(crate) fn open(dir: &Path) -> Result<Stable, StorageError> {
         let path = dir.join(FILE_NAME);
-        let hard_state = match File::open(&path) {
-            Ok(file) => decode(&read_bounded(file, &path)?, &path)?,
-            Err(err) if err.kind() == ErrorKind::NotFound => HardState::default(),
+        let (hard_state, on_disk) = match File::open(&path) {
+            Ok(file) => (decode(&read_bounded(file, &path)?, &path)?, true),
+            Err(err) if err.kind() == ErrorKind::NotFound => (HardState::default(), false),
             Err(err) => return Err(StorageError::io(&path, err)),
         };
         Ok(Stable {
             dir: dir.to_path_buf(),
             hard_state,
+            on_disk,
         })
+    }
+
+    /// Whether a stable file exists: a hard state was ever set in this
+    /// directory.
+    pub(crate) fn on_disk(&self) -> bool {
+        self.on_disk
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
@@ -125,6 +134,7 @@ impl Stable {
         fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
         sync_dir(&self.dir)?;
         self.hard_state = hard_state;
+        self.on_disk = true;
         Ok(())
     }
 }

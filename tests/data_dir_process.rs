@@ -1,0 +1,265 @@
+//! The data directory guards, against the real binary:
+//!
+//! - a second process on a data dir a live node holds exits with status 1
+//!   naming the dir and the holder's pid, changes nothing, and the first
+//!   keeps serving; once the first is `kill -9`ed the dir starts again;
+//! - a node whose `log/` was removed stops with status 1 naming it and
+//!   recreates nothing, with or without a snapshot (it used to start with an
+//!   empty log, or empty it to continue the snapshot, losing acknowledged
+//!   writes);
+//! - a node that joined and never got an entry still restarts.
+
+mod common;
+
+use common::{bulk, free_port, wait_for, Cluster, BIN};
+use raftkv::kv::Reply;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary with `args` until it exits and returns its exit code and
+/// stderr; one still running after `limit` (it accepted the data dir) is
+/// killed and fails the test.
+fn run_to_exit(args: &[String], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run raftkv");
+    let mut pipe = child.stderr.take().expect("stderr pipe");
+    // Read on a thread, so a node that logs a lot cannot block on a full pipe.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for raftkv") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("stderr reader");
+    match status {
+        Some(status) => (status.code(), stderr),
+        None => panic!(
+            "the node accepted the data dir and ran for {:?}:\n{}",
+            limit, stderr
+        ),
+    }
+}
+
+/// The line `main` prints for the error that stopped the node.
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|line| line.starts_with("raftkv: "))
+        .unwrap_or_else(|| panic!("no 'raftkv: ' error line:\n{}", stderr))
+}
+
+/// Every file under `dir` (relative path → bytes), `skip` left out.
+fn contents(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for item in fs::read_dir(dir).expect("read dir") {
+            let path = item.expect("dir entry").path();
+            let rel = path.strip_prefix(root).expect("inside").to_path_buf();
+            if skip.iter().any(|s| rel == Path::new(s)) {
+                continue;
+            }
+            if path.is_dir() {
+                out.insert(rel.join(""), Vec::new());
+                walk(root, &path, skip, out);
+            } else {
+                out.insert(rel, fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, skip, &mut out);
+    out
+}
+
+#[test]
+fn a_second_process_on_a_live_data_dir_exits_1_and_the_first_keeps_serving() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    assert_eq!(client.cmd_retry(&["SET", "before", "1"]), Reply::Ok);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    let lock = data_dir.join("lock");
+    let first_pid = cluster.pid(0).expect("running");
+    assert_eq!(
+        fs::read_to_string(&lock).expect("read the lock file"),
+        format!("{}\n", first_pid)
+    );
+    let kept = ["lock", "founders", "stable"].map(|name| {
+        let path = data_dir.join(name);
+        let bytes = fs::read(&path).expect("read");
+        (path, bytes)
+    });
+
+    // Same id and data dir, ports of its own and a cluster naming them: the
+    // old binary started this one, recorded its address as node 1's in
+    // `founders`, and had it elect itself and acknowledge writes too.
+    let raft = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--id",
+        "1",
+        "--raft-addr",
+        &raft,
+        "--client-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--cluster",
+        &format!("1={}", raft),
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--heartbeat-ms",
+        "20",
+        "--election-timeout-ms",
+        "200",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (code, stderr) = run_to_exit(&args, Duration::from_secs(15));
+    assert_eq!(code, Some(1), "{}", stderr);
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "raftkv: data dir {} is in use by another process: pid {} holds the lock on {}",
+            data_dir.display(),
+            first_pid,
+            lock.display()
+        ),
+        "{}",
+        stderr
+    );
+    for (path, bytes) in &kept {
+        assert_eq!(
+            &fs::read(path).expect("read"),
+            bytes,
+            "{} changed",
+            path.display()
+        );
+    }
+
+    // The first node never noticed.
+    assert_eq!(client.cmd_retry(&["SET", "during", "2"]), Reply::Ok);
+    assert_eq!(client.cmd(&["GET", "before"]), bulk("1"));
+
+    // kill -9: the kernel drops the lock with the process.
+    cluster.kill(0);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    assert_eq!(client.cmd_retry(&["GET", "before"]), bulk("1"));
+    assert_eq!(client.cmd_retry(&["GET", "during"]), bulk("2"));
+    assert_eq!(client.cmd_retry(&["SET", "after", "3"]), Reply::Ok);
+    assert_eq!(
+        fs::read_to_string(&lock).expect("read the lock file"),
+        format!("{}\n", cluster.pid(0).expect("running"))
+    );
+}
+
+/// Writes keys to a one-node cluster snapshotting every `snapshot_entries`
+/// entries, kills it, removes its `log/` and restarts it: it must stop
+/// naming `log/` and change nothing (the lock file aside, which holds the
+/// pid of whichever process opened the dir last).
+fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at: u64) {
+    let mut cluster = Cluster::new(1);
+    cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), snapshot_entries.to_string()];
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    for k in 0..keys {
+        let key = format!("k{}", k);
+        assert_eq!(client.cmd_retry(&["SET", &key, "v"]), Reply::Ok);
+    }
+    if snapshot_at > 0 {
+        wait_for(Duration::from_secs(20), "a snapshot", || {
+            let info = client.try_info()?;
+            let at: u64 = info.get("snapshot_index")?.parse().ok()?;
+            let busy = info.get("snapshot_in_progress")? != "0";
+            (at >= snapshot_at && !busy).then_some(())
+        });
+    }
+    cluster.kill(0);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    let log_dir = data_dir.join("log");
+    fs::remove_dir_all(&log_dir).expect("rm -rf log/");
+    // `snapshot/` is created with the first snapshot.
+    let has_snapshot = fs::read_dir(data_dir.join("snapshot")).is_ok_and(|mut items| {
+        items.any(|e| {
+            e.expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "snap")
+        })
+    });
+    assert_eq!(has_snapshot, snapshot_at > 0);
+    let before = contents(&data_dir, &["lock"]);
+
+    for _ in 0..2 {
+        let (code, stderr) = run_to_exit(&cluster.args(0), Duration::from_secs(15));
+        assert_eq!(code, Some(1), "{}", stderr);
+        let line = error_line(&stderr);
+        assert!(
+            line.starts_with(&format!("raftkv: {}: corrupt: missing", log_dir.display()))
+                && line.contains(&data_dir.join("stable").display().to_string()),
+            "{}",
+            stderr
+        );
+        assert!(
+            !log_dir.exists(),
+            "the node recreated {}",
+            log_dir.display()
+        );
+        assert_eq!(contents(&data_dir, &["lock"]), before);
+    }
+}
+
+#[test]
+fn a_node_whose_log_dir_was_removed_exits_1_naming_it_and_recreates_nothing() {
+    removed_log_dir_stops_the_node(1_000_000, 20, 0);
+}
+
+#[test]
+fn a_node_with_a_snapshot_whose_log_dir_was_removed_exits_1_naming_it() {
+    removed_log_dir_stops_the_node(10, 45, 30);
+}
+
+/// A node started with `--join` that was never added holds an empty `log/`
+/// (and no entries): it restarts after `kill -9`, and is then added and
+/// catches up.
+#[test]
+fn a_joiner_that_never_got_an_entry_restarts() {
+    let mut cluster = Cluster::with_joiners(1, 1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.spawn(1);
+    assert!(cluster.data_dir(1).join("log").is_dir());
+    cluster.kill(1);
+    cluster.spawn(1);
+    let mut leader = cluster.client(0);
+    assert_eq!(leader.cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    let raft = cluster.nodes[1].raft_addr();
+    assert_eq!(leader.cmd_retry(&["CLUSTER", "ADD", "2", &raft]), Reply::Ok);
+    let index: u64 = cluster.info(0)["commit_index"]
+        .parse()
+        .expect("commit_index");
+    cluster.wait_applied(index, Duration::from_secs(15));
+    cluster.kill(1);
+    cluster.spawn(1);
+    cluster.wait_applied(index, Duration::from_secs(15));
+}
