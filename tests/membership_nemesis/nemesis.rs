@@ -30,6 +30,28 @@ pub struct Stats {
     pub replies: BTreeMap<String, u64>,
 }
 
+/// The nemesis's kinds of step.
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    Change,
+    Transfer,
+    Kill,
+    KillMidChange,
+    StopLeader,
+}
+
+impl Step {
+    pub fn random(rng: &mut Rng) -> Step {
+        match rng.below(100) {
+            0..=29 => Step::Change,
+            30..=44 => Step::Transfer,
+            45..=62 => Step::Kill,
+            63..=81 => Step::KillMidChange,
+            _ => Step::StopLeader,
+        }
+    }
+}
+
 pub struct Nemesis<'a> {
     pub hist: &'a History,
     pub seed: u64,
@@ -54,6 +76,47 @@ impl Nemesis<'_> {
             &stats,
             why,
         )
+    }
+
+    /// The first thing this run has not yet done enough of to be
+    /// meaningful, and the step that does it (none for the clients' work,
+    /// which grows with time).
+    pub fn shortfall(&self) -> Option<(&'static str, Option<Step>)> {
+        let replies = |what: &str| self.stats.replies.get(what).copied().unwrap_or(0);
+        let acted = |what: &str| self.stats.actions.get(what).copied().unwrap_or(0);
+        let h = self.hist;
+        let incrs: i64 = h.counters.values().map(|c| c.lock().unwrap().acked).sum();
+        let needs = [
+            ("ADD OK", replies("ADD OK") >= 3, Some(Step::Change)),
+            ("REMOVE OK", replies("REMOVE OK") >= 2, Some(Step::Change)),
+            (
+                "TRANSFER OK",
+                replies("TRANSFER OK") >= 1,
+                Some(Step::Transfer),
+            ),
+            ("kill", acted("kill") >= 2, Some(Step::Kill)),
+            (
+                "kill mid-change",
+                acted("kill mid-change") >= 2,
+                Some(Step::KillMidChange),
+            ),
+            (
+                "stop leader",
+                acted("stop leader") >= 1,
+                Some(Step::StopLeader),
+            ),
+            ("SETs", h.acked_sets.load(Ordering::Relaxed) >= 300, None),
+            (
+                "reads",
+                h.checked_reads.load(Ordering::Relaxed) >= 300,
+                None,
+            ),
+            ("INCRs", incrs >= 50, None),
+        ];
+        needs
+            .into_iter()
+            .find(|(_, done, _)| !done)
+            .map(|(what, _, step)| (what, step))
     }
 
     pub fn summary(&self) -> String {
