@@ -105,8 +105,11 @@ pub struct KeyDef {
 }
 
 /// Above this a request could not travel in one 16 MiB peer frame once it is a
-/// log entry (forwarded, or replicated in an AppendEntries).
+/// log entry (forwarded, or replicated in an AppendEntries); and the room a
+/// relayed reply has beyond its values (`frame::MAX_FORWARD_REPLY_BYTES`)
+/// counts on requests being smaller than a frame.
 pub const MAX_REQUEST_BYTES_LIMIT: u64 = 15 << 20;
+const _: () = assert!(MAX_REQUEST_BYTES_LIMIT < crate::wire::frame::MAX_FRAME_BYTES as u64);
 
 /// Every key of SPEC §2, in the order `--help` and `conf/*.conf` list them.
 pub const KEYS: &[KeyDef] = &[

@@ -16,10 +16,9 @@
 use super::conn::{Conn, Fill};
 use super::fd_limit::MAX_UNIDENTIFIED_PEERS;
 use super::LoopMap;
-use crate::kv::Reply;
 use crate::raft::{Message, NodeId};
-use crate::wire::frame::{self, FrameKind, Handshake, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-use crate::wire::peer_msg::{self, PeerMessage};
+use crate::wire::frame::{self, FrameKind, FrameLimits, Handshake, PROTOCOL_VERSION};
+use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -29,7 +28,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Beyond this much unsent output to one peer, new messages to it are dropped
-/// (Raft tolerates loss; the peer is reported unreachable and probed later).
+/// (Raft tolerates loss; the peer is reported unreachable and probed later),
+/// but for relayed replies (see [`Peers::send`]).
 const MAX_PEER_BACKLOG: usize = 64 << 20;
 /// Redial delays: doubling from the minimum up to the maximum, and back to
 /// the minimum only after a connection stayed up for the maximum. Why not on
@@ -344,8 +344,13 @@ impl Peers {
             let Some(pc) = self.conns.get_mut(&token) else {
                 return Ok(());
             };
-            let decoded = match frame::decode_frame(pc.conn.input(), MAX_FRAME_BYTES) {
-                Ok(None) => return Ok(()),
+            let decoded = match frame::decode_frame(pc.conn.input(), limits(&pc.side)) {
+                Ok(None) => {
+                    if let Some(size) = frame::declared_size(pc.conn.input()) {
+                        pc.conn.expect_input(size);
+                    }
+                    return Ok(());
+                }
                 Ok(Some((kind, body, used))) => (kind, decode_body(kind, body), used),
                 Err(err) => return Err(format!("bad frame: {}", err)),
             };
@@ -447,21 +452,20 @@ impl Peers {
     }
 
     /// Queues a message on the outbound connection to `to`; false if it was dropped.
+    ///
+    /// Every message fits the receiver's limits: requests, entries and
+    /// transactions are bounded by max_request_bytes, below
+    /// [`frame::MAX_FRAME_BYTES`], and a reply by what a reply may hold, below
+    /// [`frame::MAX_FORWARD_REPLY_BYTES`], which a member accepts.
+    ///
+    /// A relayed reply is queued however much is already waiting: dropping it
+    /// would turn a request the leader served into a timeout for the client
+    /// (for a write, "outcome unknown"), where the leader's own client would
+    /// have had its reply. What it holds here is what this node would hold
+    /// for the same requests from clients of its own (it buffers whatever
+    /// replies a client asked for), and it drains as fast as the link allows:
+    /// the follower reads its peer connections whatever its clients do.
     pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
-        // A frame over the limit would make the receiver drop the connection,
-        // and with it every message queued behind. Requests, entries and
-        // transactions are bounded by max_request_bytes, below the limit;
-        // only replies are not (MGET of large values).
-        if let PeerMessage::ForwardReply { id, reply } = message {
-            if message.encoded_len() > MAX_FRAME_BYTES {
-                let reply = fit_for_relay(reply.clone(), MAX_FRAME_BYTES - FORWARD_REPLY_OVERHEAD);
-                return self.queue(to, &PeerMessage::ForwardReply { id: *id, reply });
-            }
-        }
-        self.queue(to, message)
-    }
-
-    fn queue(&mut self, to: NodeId, message: &PeerMessage) -> bool {
         let Some(token) = self
             .members
             .get(&to)
@@ -473,7 +477,8 @@ impl Peers {
         let Some(pc) = self.conns.get_mut(&token) else {
             return false;
         };
-        if pc.conn.pending_output() > MAX_PEER_BACKLOG {
+        let is_reply = matches!(message, PeerMessage::ForwardReply { .. });
+        if pc.conn.pending_output() > MAX_PEER_BACKLOG && !is_reply {
             return false;
         }
         let was_idle = pc.conn.pending_output() == 0;
@@ -516,6 +521,16 @@ impl Peers {
     }
 }
 
+/// What a connection may make this node buffer for one frame: more only for
+/// a reply relayed by a member (see [`FrameLimits`]). Our outbound
+/// connections receive nothing at all.
+fn limits(side: &Side) -> FrameLimits {
+    match side {
+        Side::Inbound { peer: Some(_) } => FrameLimits::MEMBER,
+        Side::Inbound { peer: None } | Side::Outbound { .. } => FrameLimits::UNIDENTIFIED,
+    }
+}
+
 enum Body {
     Handshake(Handshake),
     Message(PeerMessage),
@@ -539,46 +554,6 @@ fn peer_event(from: NodeId, message: PeerMessage) -> Result<PeerEvent, String> {
         )),
         _ => Ok(PeerEvent::Message { from, message }),
     }
-}
-
-/// Frame header and request id around a relayed reply, with room to spare.
-const FORWARD_REPLY_OVERHEAD: usize = 64;
-
-/// A reply cut down to at most `limit` encoded bytes for a follower to
-/// relay. Elements of an array larger than an error give way largest first,
-/// each replaced by an error, so that a transaction still reports its
-/// writes' outcomes (they were applied: answering the whole EXEC with an
-/// error would invite a retry). If that is not enough (a great many small
-/// elements), the whole reply is one error.
-fn fit_for_relay(reply: Reply, limit: usize) -> Reply {
-    let too_large = || {
-        Reply::Error(
-            "ERR reply too large for a follower to relay (16 MiB); send the command to the leader"
-                .into(),
-        )
-    };
-    let Reply::Array(mut items) = reply else {
-        return too_large();
-    };
-    let error_len = peer_msg::reply_len(&too_large());
-    let mut sizes: Vec<(usize, usize)> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| (peer_msg::reply_len(item), i))
-        .collect();
-    let mut total: usize = sizes.iter().map(|(len, _)| len).sum::<usize>() + 16;
-    sizes.sort_unstable_by(|a, b| b.cmp(a));
-    for (len, i) in sizes {
-        if total <= limit || len <= error_len {
-            break;
-        }
-        items[i] = too_large();
-        total = total - len + error_len;
-    }
-    if total > limit {
-        return too_large();
-    }
-    Reply::Array(items)
 }
 
 /// Whether a non-blocking connect has finished (mio's `TcpStream::connect` steps):
@@ -608,30 +583,162 @@ pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::Reply;
+    use crate::wire::frame::{HEADER_BYTES, MAX_FORWARD_REPLY_BYTES, MAX_FRAME_BYTES};
+    use byteorder::{BigEndian, ByteOrder};
+    use mio::Poll;
+    use std::io::Write;
+    use std::net::TcpListener;
 
-    fn encoded(reply: &Reply) -> usize {
-        peer_msg::reply_len(reply)
+    const TOKEN: Token = Token(7);
+
+    struct Harness {
+        peers: Peers,
+        poll: Poll,
+        /// Our end of node 2's connection to us (node 1).
+        far: std::net::TcpStream,
+        events: Vec<PeerEvent>,
+    }
+
+    impl Harness {
+        /// Node 1 with one inbound connection, not yet identified.
+        fn new() -> Harness {
+            let me = LocalIdentity {
+                id: 1,
+                cluster_name: "test".to_string(),
+                raft_addr: "127.0.0.1:1".to_string(),
+                client_addr: "127.0.0.1:2".to_string(),
+            };
+            let mut peers = Peers::new(me, &[]);
+            let poll = Poll::new().expect("poll");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let far = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            let (near, _) = listener.accept().expect("accept");
+            near.set_nonblocking(true).expect("nonblocking");
+            peers.accept(TcpStream::from_std(near), poll.registry(), TOKEN);
+            Harness {
+                peers,
+                poll,
+                far,
+                events: Vec::new(),
+            }
+        }
+
+        fn handshake(&mut self) {
+            let mut out = Vec::new();
+            Handshake {
+                version: PROTOCOL_VERSION,
+                cluster_name: "test".to_string(),
+                from: 2,
+                to: 1,
+                raft_addr: "127.0.0.1:3".to_string(),
+                client_addr: "127.0.0.1:4".to_string(),
+            }
+            .encode(&mut out);
+            self.write(&out);
+            self.read_until("the handshake", |h| {
+                h.conn().is_some_and(|c| c.input().is_empty())
+                    && h.peers.learned.iter().any(|(id, ..)| *id == 2)
+            });
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            self.far.write_all(bytes).expect("write to the node");
+        }
+
+        fn conn(&self) -> Option<&Conn> {
+            self.peers.conns.get(&TOKEN).map(|pc| &pc.conn)
+        }
+
+        fn is_open(&self) -> bool {
+            self.peers.owns(TOKEN)
+        }
+
+        /// Lets the node read until `done`, for at most 10 s.
+        fn read_until(&mut self, what: &str, done: impl Fn(&Harness) -> bool) {
+            let start = Instant::now();
+            while !done(self) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "timed out waiting for {what}"
+                );
+                let registry = self.poll.registry();
+                self.peers
+                    .ready(TOKEN, true, false, registry, &mut self.events);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// Sends a frame header declaring `length` bytes of body; whether the
+        /// node keeps the connection to wait for them.
+        fn declare(&mut self, kind: FrameKind, length: usize) -> bool {
+            let mut header = [0; HEADER_BYTES];
+            BigEndian::write_u32(&mut header[..4], length as u32);
+            header[8] = kind as u8;
+            self.write(&header);
+            self.read_until("the header to be read or refused", |h| {
+                h.conn().is_none_or(|c| c.input().len() == HEADER_BYTES)
+            });
+            if let Some(conn) = self.conn() {
+                assert_eq!(
+                    conn.expected_input(),
+                    HEADER_BYTES + length,
+                    "told the buffer"
+                );
+            }
+            self.is_open()
+        }
     }
 
     #[test]
-    fn a_relayed_reply_is_cut_to_fit_and_never_grows() {
-        let big = Reply::Bulk(vec![b'v'; 600]);
-        let small = Reply::Integer(1);
-        let fitted = fit_for_relay(
-            Reply::Array(vec![small.clone(), big.clone(), big.clone()]),
-            1000,
-        );
-        let Reply::Array(items) = &fitted else {
-            panic!("not an array: {fitted:?}");
-        };
-        assert_eq!(items[0], small, "a write's outcome is kept");
-        assert_eq!(items.iter().filter(|i| **i == big).count(), 1);
-        assert!(encoded(&fitted) <= 1000);
-        // Many elements smaller than an error: replacing them would only
-        // grow the reply, so it becomes one error.
-        let many = Reply::Array(vec![Reply::Bulk(b"0123456789".to_vec()); 1000]);
-        assert!(encoded(&many) > 5000);
-        assert!(matches!(fit_for_relay(many, 5000), Reply::Error(_)));
-        assert!(matches!(fit_for_relay(big, 100), Reply::Error(_)));
+    fn a_large_relayed_reply_is_waited_for_only_from_a_member() {
+        let big = MAX_FRAME_BYTES + 1;
+        let mut stranger = Harness::new();
+        assert!(!stranger.declare(FrameKind::ForwardReply, big));
+
+        let mut member = Harness::new();
+        member.handshake();
+        assert!(member.declare(FrameKind::ForwardReply, MAX_FORWARD_REPLY_BYTES));
+        let mut member = Harness::new();
+        member.handshake();
+        assert!(!member.declare(FrameKind::ForwardReply, MAX_FORWARD_REPLY_BYTES + 1));
+        for kind in [
+            FrameKind::Raft,
+            FrameKind::Forward,
+            FrameKind::SnapshotChunk,
+        ] {
+            let mut member = Harness::new();
+            member.handshake();
+            assert!(!member.declare(kind, big), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_larger_than_a_frame_arrives_whole_from_a_member() {
+        let mut member = Harness::new();
+        member.handshake();
+        let reply = Reply::Array(vec![
+            Reply::Bulk(vec![b'a'; MAX_FRAME_BYTES / 2]),
+            Reply::Bulk(vec![b'b'; MAX_FRAME_BYTES / 2]),
+            Reply::Nil,
+        ]);
+        let message = PeerMessage::ForwardReply { id: 9, reply };
+        let mut out = Vec::new();
+        message.encode(&mut out);
+        assert!(out.len() > MAX_FRAME_BYTES + HEADER_BYTES);
+        let mut far = member.far.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || far.write_all(&out).expect("write the reply"));
+        member.read_until("the reply", |h| !h.events.is_empty() || !h.is_open());
+        writer.join().expect("writer");
+        assert!(member.is_open());
+        match member.events.as_slice() {
+            [PeerEvent::Message {
+                from: 2,
+                message: got,
+            }] => assert!(*got == message),
+            other => panic!("got {} events, not the reply", other.len()),
+        }
+        assert!(member.conn().is_some_and(|c| c.input().is_empty()));
     }
 }

@@ -9,25 +9,83 @@
 //! ```
 //!
 //! A frame therefore occupies `HEADER_BYTES + length` bytes. The decoder
-//! rejects a length above the caller's maximum as soon as the 4 length bytes are
-//! in, before it waits for (or anyone allocates) the body; then it checks the
-//! CRC, then the kind. Any of these errors means the stream can no longer be
-//! framed, so the connection is closed.
+//! rejects a length above the caller's limits ([`FrameLimits`]) as soon as the
+//! header is in, before it waits for (or anyone allocates) the body; then it
+//! checks the CRC, then the kind. Any of these errors means the stream can no
+//! longer be framed, so the connection is closed.
 //!
 //! Inside bodies, integers are big-endian, a bool is one byte 0 or 1, and bytes
 //! and strings are `u32 length | bytes` (strings UTF-8). Every length and count
 //! is checked against the bytes that remain before anything is allocated, and a
 //! body with bytes left over after its last field is malformed.
 
+use crate::kv::MAX_REPLY_VALUE_BYTES;
 use crate::raft::NodeId;
 use byteorder::{BigEndian, ByteOrder};
 use std::fmt;
 
-/// Largest frame body accepted (a snapshot chunk or a batch of entries fits well).
+/// Largest frame body accepted but for a relayed reply (a snapshot chunk, a
+/// batch of entries, a forwarded request: requests are bounded by
+/// `max_request_bytes`, below this).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// Largest ForwardReply body accepted from a peer that completed the
+/// handshake. A follower must relay whatever the leader would answer its own
+/// client, and that is bounded only by the values a reply may carry
+/// ([`MAX_REPLY_VALUE_BYTES`]) plus what surrounds them: bulk and array
+/// headers, nils, integers, error texts. Those come to at most a few bytes per
+/// byte of the request answered (5 per key of an inline `MGET`, which costs 2;
+/// an error of under 64 bytes per command in a transaction, which counts at
+/// least 32 against `max_request_bytes`), and a request is smaller than
+/// [`MAX_FRAME_BYTES`]: 8 frames' worth leaves three times the room needed.
+pub const MAX_FORWARD_REPLY_BYTES: usize = MAX_REPLY_VALUE_BYTES + 8 * MAX_FRAME_BYTES;
 
 /// Bytes before the body: length, CRC and kind.
 pub const HEADER_BYTES: usize = 9;
+
+/// The largest body a connection accepts, by frame kind.
+///
+/// Why only ForwardReply gets more, and only after the handshake: the limit is
+/// what a peer can make this node buffer by merely declaring a length, so a
+/// connection that has not yet named this node's cluster gets no more than
+/// any frame needs, and a member gets more only for the one kind that no
+/// sender can keep small (a reply is as large as what the client asked
+/// for). Why one large frame rather than a reply cut
+/// into chunks: the follower holds the whole reply before it answers either
+/// way, and chunks would add a frame kind, reassembly state for each reply
+/// and a limit on that state, to end up buffering the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub forward_reply: usize,
+    /// Every other kind, and a kind byte that names none (refused once the
+    /// frame is in and its CRC checked).
+    pub other: usize,
+}
+
+impl FrameLimits {
+    /// Before the handshake, and on connections that receive nothing large.
+    pub const UNIDENTIFIED: FrameLimits = FrameLimits::uniform(MAX_FRAME_BYTES);
+    /// From a peer whose handshake was accepted.
+    pub const MEMBER: FrameLimits = FrameLimits {
+        forward_reply: MAX_FORWARD_REPLY_BYTES,
+        other: MAX_FRAME_BYTES,
+    };
+
+    pub const fn uniform(max: usize) -> FrameLimits {
+        FrameLimits {
+            forward_reply: max,
+            other: max,
+        }
+    }
+
+    fn for_kind(&self, kind: u8) -> usize {
+        if kind == FrameKind::ForwardReply as u8 {
+            self.forward_reply
+        } else {
+            self.other
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -108,11 +166,23 @@ pub fn encode_frame(
 
 /// Decodes the frame at the front of `input`: `Ok(Some((kind, body, used)))`,
 /// `Ok(None)` if incomplete, or an error (the connection is then closed).
-pub fn decode_frame(input: &[u8], max: usize) -> Result<Option<DecodedFrame<'_>>, FrameError> {
+///
+/// A length is checked as soon as it is in: against the largest limit, then,
+/// once the kind byte is in too, against its kind's. The kind byte is not yet
+/// covered by the CRC then; it only decides how much to wait for, and a frame
+/// that lied about it fails its CRC when whole.
+pub fn decode_frame(
+    input: &[u8],
+    limits: FrameLimits,
+) -> Result<Option<DecodedFrame<'_>>, FrameError> {
     if input.len() < 4 {
         return Ok(None);
     }
     let length = BigEndian::read_u32(&input[..4]) as usize;
+    let max = match input.get(8) {
+        Some(&kind) => limits.for_kind(kind),
+        None => limits.forward_reply.max(limits.other),
+    };
     if length > max {
         return Err(FrameError::TooLong { length, max });
     }
@@ -126,6 +196,14 @@ pub fn decode_frame(input: &[u8], max: usize) -> Result<Option<DecodedFrame<'_>>
     }
     let kind = FrameKind::from_u8(input[8]).ok_or(FrameError::UnknownKind(input[8]))?;
     Ok(Some((kind, &input[HEADER_BYTES..total], total)))
+}
+
+/// The whole size of the frame at the front of `input`, header included, once
+/// its length is in. Only for input [`decode_frame`] found incomplete, so that
+/// the length has passed the limits.
+pub fn declared_size(input: &[u8]) -> Option<usize> {
+    let length = input.get(..4).map(BigEndian::read_u32)?;
+    Some(HEADER_BYTES + length as usize)
 }
 
 /// The first frame the dialing side sends on a peer connection.
@@ -350,7 +428,7 @@ mod tests {
         encode_frame(FrameKind::Raft, &mut two, |_| {});
         assert_eq!(two.len(), out.len() + HEADER_BYTES);
         assert_eq!(
-            decode_frame(&two[out.len()..], MAX_FRAME_BYTES),
+            decode_frame(&two[out.len()..], FrameLimits::UNIDENTIFIED),
             Ok(Some((FrameKind::Raft, &[][..], HEADER_BYTES)))
         );
     }
@@ -361,11 +439,11 @@ mod tests {
         let first = input.len();
         input.extend_from_slice(&frame(FrameKind::Raft, b"xy"));
         assert_eq!(
-            decode_frame(&input, 3),
+            decode_frame(&input, FrameLimits::uniform(3)),
             Ok(Some((FrameKind::SnapshotChunk, &b"abc"[..], first)))
         );
         assert_eq!(
-            decode_frame(&input[first..], 3),
+            decode_frame(&input[first..], FrameLimits::uniform(3)),
             Ok(Some((FrameKind::Raft, &b"xy"[..], HEADER_BYTES + 2)))
         );
     }
@@ -375,7 +453,7 @@ mod tests {
         let input = frame(FrameKind::ForwardReply, b"0123456789");
         for cut in 0..input.len() {
             assert_eq!(
-                decode_frame(&input[..cut], MAX_FRAME_BYTES),
+                decode_frame(&input[..cut], FrameLimits::UNIDENTIFIED),
                 Ok(None),
                 "cut {cut}"
             );
@@ -387,7 +465,7 @@ mod tests {
         // Only the 4 length bytes have arrived: no waiting for a 4 GiB body.
         let input = [0xff, 0xff, 0xff, 0xff];
         assert_eq!(
-            decode_frame(&input, MAX_FRAME_BYTES),
+            decode_frame(&input, FrameLimits::UNIDENTIFIED),
             Err(FrameError::TooLong {
                 length: u32::MAX as usize,
                 max: MAX_FRAME_BYTES
@@ -395,13 +473,91 @@ mod tests {
         );
         let input = frame(FrameKind::Raft, &[7; 11]);
         assert_eq!(
-            decode_frame(&input[..4], 10),
+            decode_frame(&input[..4], FrameLimits::uniform(10)),
             Err(FrameError::TooLong {
                 length: 11,
                 max: 10
             })
         );
-        assert!(decode_frame(&input, 11).unwrap().is_some());
+        assert!(decode_frame(&input, FrameLimits::uniform(11))
+            .unwrap()
+            .is_some());
+    }
+
+    fn header(kind: u8, length: usize) -> Vec<u8> {
+        let mut header = vec![0; HEADER_BYTES];
+        BigEndian::write_u32(&mut header[..4], length_u32(length));
+        header[8] = kind;
+        header
+    }
+
+    #[test]
+    fn only_a_members_forward_reply_may_pass_the_frame_limit() {
+        let reply = FrameKind::ForwardReply as u8;
+        let big = MAX_FRAME_BYTES + 1;
+        let too_long = |length, max| Err(FrameError::TooLong { length, max });
+        // Before the handshake, refused from the length alone, whatever the kind.
+        for kind in [reply, FrameKind::Handshake as u8] {
+            let input = header(kind, big);
+            assert_eq!(
+                decode_frame(&input[..4], FrameLimits::UNIDENTIFIED),
+                too_long(big, MAX_FRAME_BYTES)
+            );
+        }
+        // From a member: a relayed reply that large is waited for...
+        let input = header(reply, big);
+        for cut in [4, HEADER_BYTES] {
+            assert_eq!(decode_frame(&input[..cut], FrameLimits::MEMBER), Ok(None));
+        }
+        let input = header(reply, MAX_FORWARD_REPLY_BYTES);
+        assert_eq!(decode_frame(&input, FrameLimits::MEMBER), Ok(None));
+        // ...but not one past its own limit, refused from the length alone.
+        let input = header(reply, MAX_FORWARD_REPLY_BYTES + 1);
+        assert_eq!(
+            decode_frame(&input[..4], FrameLimits::MEMBER),
+            too_long(MAX_FORWARD_REPLY_BYTES + 1, MAX_FORWARD_REPLY_BYTES)
+        );
+        // Any other kind (or none) is refused once its kind byte is in.
+        for kind in [1, 2, 3, 5, 0, 99] {
+            let input = header(kind, big);
+            assert_eq!(decode_frame(&input[..4], FrameLimits::MEMBER), Ok(None));
+            assert_eq!(
+                decode_frame(&input, FrameLimits::MEMBER),
+                too_long(big, MAX_FRAME_BYTES),
+                "kind {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kind_byte_that_claims_the_larger_limit_still_fails_the_crc() {
+        let limits = FrameLimits {
+            forward_reply: 20,
+            other: 10,
+        };
+        let input = frame(FrameKind::ForwardReply, &[1; 20]);
+        assert_eq!(
+            decode_frame(&input, limits),
+            Ok(Some((FrameKind::ForwardReply, &[1; 20][..], input.len())))
+        );
+        let input = frame(FrameKind::Raft, &[1; 20]);
+        assert_eq!(
+            decode_frame(&input, limits),
+            Err(FrameError::TooLong {
+                length: 20,
+                max: 10
+            })
+        );
+        let mut forged = input.clone();
+        forged[8] = FrameKind::ForwardReply as u8;
+        assert_eq!(decode_frame(&forged[..15], limits), Ok(None));
+        assert_eq!(decode_frame(&forged, limits), Err(FrameError::BadCrc));
+    }
+
+    #[test]
+    fn declared_size_counts_the_header() {
+        assert_eq!(declared_size(&[0, 0, 1]), None);
+        assert_eq!(declared_size(&header(2, 300)[..4]), Some(309));
     }
 
     #[test]
@@ -412,7 +568,7 @@ mod tests {
                 let mut bad = input.clone();
                 bad[at] ^= flip;
                 assert_eq!(
-                    decode_frame(&bad, MAX_FRAME_BYTES),
+                    decode_frame(&bad, FrameLimits::UNIDENTIFIED),
                     Err(FrameError::BadCrc),
                     "byte {at} ^ {flip:#x}"
                 );
@@ -427,7 +583,7 @@ mod tests {
         let crc = crc32fast::hash(&input[8..]);
         input[4..8].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
-            decode_frame(&input, MAX_FRAME_BYTES),
+            decode_frame(&input, FrameLimits::UNIDENTIFIED),
             Err(FrameError::UnknownKind(99))
         );
         assert_eq!(
@@ -451,7 +607,9 @@ mod tests {
     fn handshake_round_trips_as_a_frame() {
         let mut out = Vec::new();
         handshake().encode(&mut out);
-        let (kind, body, used) = decode_frame(&out, MAX_FRAME_BYTES).unwrap().unwrap();
+        let (kind, body, used) = decode_frame(&out, FrameLimits::UNIDENTIFIED)
+            .unwrap()
+            .unwrap();
         assert_eq!((kind, used), (FrameKind::Handshake, out.len()));
         assert_eq!(&body[..4], b"RKV1");
         assert_eq!(Handshake::decode(body), Ok(handshake()));
@@ -489,7 +647,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..64), max in 0usize..40) {
-            if let Ok(Some((_, body, used))) = decode_frame(&input, max) {
+            if let Ok(Some((_, body, used))) = decode_frame(&input, FrameLimits::uniform(max)) {
                 prop_assert!(used <= input.len());
                 prop_assert_eq!(body.len() + HEADER_BYTES, used);
             }

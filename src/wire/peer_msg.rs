@@ -508,7 +508,7 @@ fn read_reply(reader: &mut Reader<'_>, depth: usize) -> Result<Reply, FrameError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::frame::{decode_frame, MAX_FRAME_BYTES};
+    use crate::wire::frame::{decode_frame, FrameLimits};
     use proptest::prelude::*;
 
     fn raft(body: MessageBody) -> PeerMessage {
@@ -675,7 +675,7 @@ mod tests {
         let mut out = vec![0xAA]; // something already buffered
         message.encode(&mut out);
         assert_eq!(out.len(), 1 + message.encoded_len());
-        let (kind, body, used) = decode_frame(&out[1..], MAX_FRAME_BYTES)
+        let (kind, body, used) = decode_frame(&out[1..], FrameLimits::MEMBER)
             .expect("valid frame")
             .expect("whole frame");
         assert_eq!(used, out.len() - 1);

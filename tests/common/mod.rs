@@ -426,6 +426,24 @@ impl Client {
         self.try_read().expect("a reply before the timeout")
     }
 
+    /// Reads one reply's bytes exactly as the server sent them. For replies
+    /// of tens of MB: `read` parses the whole buffer again after every read,
+    /// copying every complete value each time.
+    pub fn read_raw(&mut self) -> Vec<u8> {
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            if let Some(end) = reply_end(&self.buf, 0) {
+                let rest = self.buf.split_off(end);
+                return std::mem::replace(&mut self.buf, rest);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed after {} bytes", self.buf.len()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(err) => panic!("no whole reply after {} bytes: {}", self.buf.len(), err),
+            }
+        }
+    }
+
     /// Whether the server closed the connection (reads EOF within the timeout).
     pub fn is_closed(&mut self) -> bool {
         let mut chunk = [0u8; 1024];
@@ -470,6 +488,35 @@ impl Client {
 
     pub fn info(&mut self) -> HashMap<String, String> {
         self.try_info().expect("INFO reply")
+    }
+}
+
+/// Where the RESP2 reply starting at `at` ends, once it is all in `buf`:
+/// looks at headers only, jumping over bulk contents.
+fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let next = line_end + 2;
+    let number = || -> i64 {
+        let text = std::str::from_utf8(&buf[at + 1..line_end]).expect("ASCII length");
+        text.parse().expect("a length")
+    };
+    match buf[at] {
+        b'+' | b'-' | b':' => Some(next),
+        b'$' => match number() {
+            -1 => Some(next),
+            len => {
+                let end = next + len as usize + 2;
+                (buf.len() >= end).then_some(end)
+            }
+        },
+        b'*' => {
+            let mut end = next;
+            for _ in 0..number().max(0) {
+                end = reply_end(buf, end)?;
+            }
+            Some(end)
+        }
+        other => panic!("unexpected reply type {:?}", other as char),
     }
 }
 
