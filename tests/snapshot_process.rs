@@ -294,42 +294,10 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
 }
 
 /// Starts node 1 and returns its stderr once it exits with status 1; a node
-/// that is still running after 20 s (it accepted the data dir) is killed
-/// and fails the test.
+/// that is still running after 20 s (it accepted the data dir) fails the test.
 fn start_expecting_exit_status_1(cluster: &Cluster) -> String {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = Command::new(common::BIN)
-        .args(cluster.args(0))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run raftkv");
-    let mut pipe = child.stderr.take().expect("stderr pipe");
-    // Read on a thread, so a node that logs a lot cannot block on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for raftkv") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = reader.join().expect("stderr reader");
-    match status {
-        Some(status) => assert_eq!(status.code(), Some(1), "{}", stderr),
-        None => panic!("the node accepted the data dir and ran: {}", stderr),
-    }
+    let (code, stderr) = common::run_to_exit(&cluster.args(0), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{}", stderr);
     stderr
 }
 

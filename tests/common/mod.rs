@@ -93,6 +93,46 @@ impl NodeSpec {
     }
 }
 
+/// Runs the binary with `args` until it exits and returns its exit code and
+/// stderr; one still running after `limit` (it accepted the data dir) is
+/// killed and fails the test.
+pub fn run_to_exit(args: &[String], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run raftkv");
+    let mut pipe = child.stderr.take().expect("stderr pipe");
+    // Read on a thread, so a node that logs a lot cannot block on a full pipe.
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for raftkv") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().expect("stderr reader");
+    match status {
+        Some(status) => (status.code(), stderr),
+        None => panic!(
+            "the node accepted the data dir and ran for {:?}:\n{}",
+            limit, stderr
+        ),
+    }
+}
+
 /// A cluster of real processes in a temp dir; every process is killed on drop.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
