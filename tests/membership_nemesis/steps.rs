@@ -35,13 +35,7 @@ impl Nemesis<'_> {
         };
         let start = Instant::now();
         loop {
-            let sent = cluster_request(
-                &cluster.nodes[via].client_addr(),
-                &change.args(cluster),
-                CLUSTER_REPLY_LIMIT,
-            );
-            self.record_change(change, via, &sent, true);
-            self.check_ok_shows(cluster, change, &sent);
+            let sent = self.ask_change(cluster, change, via);
             let retry = matches!(&sent, Asked::Reply(r) if is_tryagain(r))
                 && members.contains(&(via as u64 + 1))
                 && start.elapsed() < Duration::from_secs(3);
@@ -178,6 +172,12 @@ impl Nemesis<'_> {
             return;
         };
         self.count_action("change while a node is down");
+        self.ask_change(cluster, change, via);
+    }
+
+    /// Sends `change` through node `via`, records the reply against the
+    /// model and checks that a definite OK shows in CLUSTER MEMBERS at once.
+    fn ask_change(&mut self, cluster: &Cluster, change: Change, via: usize) -> Asked {
         let sent = cluster_request(
             &cluster.nodes[via].client_addr(),
             &change.args(cluster),
@@ -185,6 +185,7 @@ impl Nemesis<'_> {
         );
         self.record_change(change, via, &sent, true);
         self.check_ok_shows(cluster, change, &sent);
+        sent
     }
 
     /// A change through one node and, 0–80 ms later, `kill -9` of the leader
