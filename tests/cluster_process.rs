@@ -6,7 +6,7 @@
 mod common;
 
 use common::load::{LoadResult, WriteLoad};
-use common::{bulk, wait_for, Client, Cluster};
+use common::{bulk, wait_for, Client, Cluster, BIN};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::{HashMap, HashSet};
@@ -677,4 +677,84 @@ fn a_node_alone_campaigns_as_a_candidate_without_raising_its_term() {
     // Its pre-vote finds no majority, so the term a real election would
     // raise stays where it was.
     assert_eq!(info["term"], "0");
+}
+
+/// Whether process `pid` catches SIGTERM (`SigCgt` in /proc/PID/status).
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+#[test]
+fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(0);
+    let value = "v".repeat(1 << 20);
+    // In batches, each well within the request deadline.
+    for batch in 0..30 {
+        for i in batch * 10..batch * 10 + 10 {
+            client.send(&[b"SET", format!("k{i}").as_bytes(), value.as_bytes()]);
+        }
+        for _ in 0..10 {
+            assert_eq!(client.read(), Reply::Ok);
+        }
+    }
+    assert_eq!(cluster.terminate(0), Some(0));
+
+    // Replaying 300 MB of log takes a while; SIGTERM meanwhile, once the
+    // node catches it and before it serves, must stop it with status 0.
+    let mut child = std::process::Command::new(BIN)
+        .args(cluster.args(0))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run raftkv");
+    let pid = child.id();
+    let caught = wait_for(Duration::from_secs(10), "the node to catch SIGTERM", || {
+        if catches_sigterm(pid) {
+            return Some(true);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => panic!("the node exited first: {status}"),
+            _ => None,
+        }
+    });
+    assert!(caught);
+    let serving = TcpStream::connect(cluster.nodes[0].client_addr()).is_ok();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node ignored SIGTERM for 20 s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        !serving,
+        "recovery was over before the signal; the test proves nothing"
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
+
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let got = cluster.client(0).cmd_retry(&["GET", "k299"]);
+    assert!(
+        matches!(&got, Reply::Bulk(v) if v.len() == 1 << 20),
+        "k299 lost"
+    );
 }

@@ -18,7 +18,6 @@ use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::VecDeque;
 use std::io;
@@ -59,7 +58,9 @@ pub enum Timer {
 /// What stops the loop: SIGTERM/SIGINT for a node process, or a message on a
 /// channel (with a wake-up) for a node embedded in a test or bench.
 pub enum StopOn {
-    Signals,
+    /// Registered before recovery (see `server::run`), so a signal that
+    /// arrives while the node starts is kept for the loop's first poll.
+    Signals(Signals),
     Channel(crossbeam_channel::Receiver<()>),
 }
 
@@ -144,8 +145,7 @@ impl Server {
         registry.register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
         registry.register(&mut raft_listener, RAFT_LISTENER, Interest::READABLE)?;
         let (signals, stop_channel) = match stop_on {
-            StopOn::Signals => {
-                let mut signals = Signals::new([SIGTERM, SIGINT])?;
+            StopOn::Signals(mut signals) => {
                 registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
                 (Some(signals), None)
             }

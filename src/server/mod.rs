@@ -29,6 +29,8 @@ use crate::replica::{trailing_entries, Durable, Replica, SyncStart};
 use crate::storage::snapshot;
 use crate::storage::{Storage, StorageError, StorageOptions};
 use log::{info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
@@ -156,7 +158,11 @@ fn tune_allocator() {
 
 /// Runs one node until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    build(config, event_loop::StopOn::Signals)?.run()
+    // Caught from before recovery, which takes seconds with a large log or
+    // snapshot: a signal meanwhile stops the node at the loop's first
+    // iteration, exit status 0 (SPEC §5), instead of killing it.
+    let signals = Signals::new([SIGTERM, SIGINT])?;
+    build(config, event_loop::StopOn::Signals(signals))?.run()
 }
 
 /// A node running on its own thread inside this process (benches, tests).
