@@ -284,12 +284,24 @@ fn no_valid_snapshot_stops_the_node_with_exit_status_1() {
     for file in snapshot_files(cluster.data_dir(0)) {
         flip_byte(&file, 40);
     }
+    // What a snapshot cut short by a crash leaves; a start that fails must
+    // not clean it up either.
+    let unfinished = cluster
+        .data_dir(0)
+        .join("snapshot")
+        .join("unfinished.snap.tmp");
+    fs::write(&unfinished, b"half a snapshot").expect("write a leftover");
     let stderr = start_expecting_exit_status_1(&cluster);
     let data_dir = cluster.data_dir(0).display().to_string();
     assert!(
         stderr.contains("cannot be recovered") && stderr.contains(&data_dir),
         "{}",
         stderr
+    );
+    assert!(
+        unfinished.exists(),
+        "a refused start deleted {}",
+        unfinished.display()
     );
 }
 

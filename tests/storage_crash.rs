@@ -716,6 +716,8 @@ fn a_data_dir_open_elsewhere_is_refused_until_released() {
     let mut first = open(dir.path(), SEG);
     first.append(&want).expect("append");
     first.sync().expect("sync");
+    // The node records its pid once it has recovered.
+    first.record_pid();
     let lock = dir.path().join("lock");
     let pid = std::process::id().to_string();
     assert_eq!(fs::read_to_string(&lock).expect("read lock").trim(), pid);

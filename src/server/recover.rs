@@ -33,14 +33,6 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
         ))
     };
     let dir = snapshot::snapshot_dir(data_dir);
-    let removed = remove_temp_files(&dir)?;
-    if removed > 0 {
-        info!(
-            "removed {} unfinished snapshot file(s) from {}",
-            removed,
-            dir.display()
-        );
-    }
     let loaded =
         load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
     let (meta, kv, snapshot_bytes, must_reach) = match loaded {
@@ -101,6 +93,17 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
             Vec::new()
         }
     };
+    // Only now that the data dir is known good: a start that fails changes
+    // nothing (SPEC §4).
+    let removed = remove_temp_files(&dir)?;
+    if removed > 0 {
+        info!(
+            "removed {} unfinished snapshot file(s) from {}",
+            removed,
+            dir.display()
+        );
+    }
+    storage.record_pid();
     let hard_state = storage.hard_state();
     info!(
         "recovered term {} vote {}, snapshot index {} and {} log entries after it from {} in {} ms",

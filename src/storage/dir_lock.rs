@@ -18,18 +18,18 @@ use super::error::StorageError;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(crate) const FILE_NAME: &str = "lock";
 
 /// The held lock on a data directory; released when dropped.
 pub(crate) struct DirLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl DirLock {
-    /// Locks `data_dir` (which must exist), creating the lock file if missing,
-    /// and records this process's pid in it. Another holder is an
+    /// Locks `data_dir` (which must exist), creating the lock file if missing. Another holder is an
     /// [`StorageErrorKind::InUse`](super::StorageErrorKind::InUse) error
     /// naming the directory and, when the file says, the holder's pid.
     pub(crate) fn acquire(data_dir: &Path) -> Result<DirLock, StorageError> {
@@ -55,19 +55,25 @@ impl DirLock {
             }
             Err(err) => return Err(StorageError::io(&path, err)),
         }
-        // The pid is for the error above, in whichever process comes next;
-        // failing to write it (a full disk) does not make the lock less held.
+        Ok(DirLock { file, path })
+    }
+
+    /// Writes this process's pid into the lock file, for the error above in
+    /// whichever process comes next. Called once the node has recovered, so
+    /// that a start that fails changes nothing in the directory. Failing to
+    /// write it (a full disk) does not make the lock less held.
+    pub(crate) fn record_pid(&mut self) {
+        let file = &mut self.file;
         let written = file
             .set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
         if let Err(err) = written {
             log::warn!(
                 "could not write this process's pid to {}: {}",
-                path.display(),
+                self.path.display(),
                 err
             );
         }
-        Ok(DirLock { _file: file })
     }
 }
 
@@ -96,7 +102,8 @@ mod tests {
     #[test]
     fn a_second_lock_fails_naming_the_holder_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let first = DirLock::acquire(dir.path()).expect("first lock");
+        let mut first = DirLock::acquire(dir.path()).expect("first lock");
+        first.record_pid();
         let pid = std::process::id();
         assert_eq!(
             std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read"),

@@ -146,7 +146,7 @@ pub struct Storage {
     detached: Arc<Detached>,
     /// Held for as long as the storage is open (the kernel drops it if the
     /// process dies first).
-    _lock: DirLock,
+    lock: DirLock,
 }
 
 impl Storage {
@@ -192,8 +192,15 @@ impl Storage {
             stable,
             log,
             detached: Arc::default(),
-            _lock: lock,
+            lock,
         })
+    }
+
+    /// Writes this process's pid into the lock file, which the error a
+    /// second process gets names. For the caller to do once recovery has
+    /// succeeded, so that a start that fails changes no file.
+    pub fn record_pid(&mut self) {
+        self.lock.record_pid();
     }
 
     pub fn data_dir(&self) -> &Path {
