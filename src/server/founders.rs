@@ -67,11 +67,21 @@ pub fn settle(
     }
 }
 
+/// What `record` writes: comments and one `cluster =` line. Anything else
+/// means the file was damaged or is not ours.
 fn parse(text: &str) -> Result<Members, String> {
-    let line = text
-        .lines()
-        .find_map(|line| line.strip_prefix("cluster ="))
-        .ok_or("no 'cluster =' line")?;
+    let mut cluster = None;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.strip_prefix("cluster =") {
+            Some(value) if cluster.is_none() => cluster = Some(value),
+            Some(_) => return Err(format!("line {}: a second 'cluster =' line", n + 1)),
+            None => return Err(format!("line {}: unexpected {:?}", n + 1, line)),
+        }
+    }
+    let line = cluster.ok_or("no 'cluster =' line")?;
     match line.trim() {
         "" => Ok(Vec::new()),
         members => config::parse_members(members).map_err(|why| format!("bad members: {}", why)),
@@ -151,10 +161,20 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join(FOUNDERS_FILE), "cluster = 1=\n").expect("write");
-        match settle(dir.path(), &[], 1, "h:1") {
-            Err(ServerError::Fatal(text)) => assert!(text.contains(FOUNDERS_FILE), "{}", text),
-            other => panic!("expected an error, got {:?}", other.map(|_| ())),
+        let good = "# comment\ncluster = 1=h:1\n";
+        for damaged in [
+            "cluster = 1=\n".to_string(),
+            format!("{good}garbage"),
+            format!("{good}cluster = 1=h:1\n"),
+            good.replace("cluster", "clusterX"),
+        ] {
+            fs::write(dir.path().join(FOUNDERS_FILE), &damaged).expect("write");
+            match settle(dir.path(), &[], 1, "h:1") {
+                Err(ServerError::Fatal(text)) => assert!(text.contains(FOUNDERS_FILE), "{}", text),
+                other => panic!("{damaged:?} was taken: {:?}", other.map(|_| ())),
+            }
         }
+        fs::write(dir.path().join(FOUNDERS_FILE), good).expect("write");
+        assert!(settle(dir.path(), &[], 1, "h:1").is_ok());
     }
 }
