@@ -218,9 +218,30 @@ pub struct Replica<W> {
     unsynced: VecDeque<Unsynced>,
     /// Who waits for the outcome of a leadership transfer, by target.
     transfers: Vec<(NodeId, W)>,
+    /// Reads dropped unconfirmed when this node stopped leading, kept for the
+    /// caller to route again (see [`Replica::keep_dropped_reads`]); `None`:
+    /// they are answered `-TRYAGAIN` instead.
+    dropped_reads: Option<Vec<(W, Command)>>,
 }
 
 impl<W> Replica<W> {
+    /// From now on, reads dropped unconfirmed when this node stops leading are
+    /// kept for [`Replica::take_dropped_reads`] rather than answered
+    /// `-TRYAGAIN`: a read has no effect, so the caller can route it to the
+    /// next leader and a client sees the change of leader as a delay.
+    pub fn keep_dropped_reads(&mut self) {
+        self.dropped_reads.get_or_insert_with(Vec::new);
+    }
+
+    /// The reads dropped since the last call (empty unless
+    /// [`Replica::keep_dropped_reads`] was called).
+    pub fn take_dropped_reads(&mut self) -> Vec<(W, Command)> {
+        self.dropped_reads
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Joins a core restarted from durable state with the state machine that
     /// corresponds to its snapshot (empty when there is none).
     pub fn new(node: Node, kv: KvStore) -> Replica<W> {
@@ -232,6 +253,7 @@ impl<W> Replica<W> {
             reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
+            dropped_reads: None,
             applied_index,
             applied_term: 0,
             payload_buf: Vec::new(),
@@ -643,10 +665,13 @@ impl<W> Replica<W> {
         // 7. Reads: confirmed ones wait for the applied index; dropped ones never ran.
         for ctx in ready.dropped_reads.drain(..) {
             if let Some(read) = self.reads_unconfirmed.remove(&ctx) {
-                done.push(Completion {
-                    waiter: read.waiter,
-                    reply: reply_not_committed(),
-                });
+                match self.dropped_reads.as_mut() {
+                    Some(kept) => kept.push((read.waiter, read.command)),
+                    None => done.push(Completion {
+                        waiter: read.waiter,
+                        reply: reply_not_committed(),
+                    }),
+                }
             }
         }
         for state in ready.read_states.drain(..) {

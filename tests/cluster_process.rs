@@ -758,3 +758,53 @@ fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
         "k299 lost"
     );
 }
+
+/// SIGCONTs a SIGSTOPped node when dropped, also when the test fails.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child this test spawned.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGCONT);
+        }
+    }
+}
+
+#[test]
+fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
+    let cluster = Cluster::start(3);
+    let old = cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(old);
+    assert_eq!(client.cmd(&["SET", "k", "old"]), Reply::Ok);
+    let pid = cluster.pid(old).expect("running");
+    // SAFETY: kill(2) on the pid of a child this test spawned.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    let resume = Resume(pid);
+    // These wait in the stopped leader's socket; when it runs again it may
+    // take them as leader before it hears of its successor.
+    for _ in 0..20 {
+        client.send(&[b"GET", b"k"]);
+    }
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new = wait_for(Duration::from_secs(10), "a new leader", || {
+        others
+            .iter()
+            .copied()
+            .find(|&i| cluster.info(i)["role"] == "leader")
+    });
+    assert_eq!(
+        cluster.client(new).cmd_retry(&["SET", "k", "new"]),
+        Reply::Ok
+    );
+    drop(resume);
+    for _ in 0..20 {
+        let reply = client.read();
+        assert!(
+            reply == bulk("old") || reply == bulk("new"),
+            "a read the old leader took got {reply:?}"
+        );
+    }
+}

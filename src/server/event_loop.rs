@@ -547,6 +547,7 @@ impl Server {
         if let Some(replaced) = outcome.replaced_state.take() {
             self.snapshots.free(replaced);
         }
+        self.route_dropped_reads();
         self.cluster_after_ready(&outcome);
         for id in std::mem::take(&mut self.peers.unreachable) {
             self.replica.report_unreachable(id);

@@ -243,6 +243,7 @@ fn build(
     };
     let node = Node::new(raft_config, recovered.restored, clock.seed(config.id));
     let mut replica = Replica::new(node, recovered.kv);
+    replica.keep_dropped_reads();
     replica.set_snapshot_policy(
         config.snapshot_entries,
         trailing_entries(config.snapshot_entries),

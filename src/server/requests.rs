@@ -353,6 +353,33 @@ impl Server {
         }
     }
 
+    /// Reads this node took as leader and dropped unconfirmed when it
+    /// stopped leading: they never ran, so they go to the next leader like
+    /// any request that arrives between leaders (a client's, parked until
+    /// one is known; a follower's, handed back with `-TRYAGAIN`, on which the
+    /// follower routes it again).
+    pub(super) fn route_dropped_reads(&mut self) {
+        for (waiter, command) in self.replica.take_dropped_reads() {
+            match waiter {
+                Waiter::Client { token, seq } => {
+                    let waiting = self
+                        .clients
+                        .get(&token)
+                        .is_some_and(|c| c.pending(seq).is_some());
+                    if waiting {
+                        self.set_pending(token, seq, Pending::Parked);
+                        self.parked.push_back((token, seq, command));
+                    }
+                }
+                Waiter::Peer { from, id } => {
+                    let reply = error("TRYAGAIN not the leader");
+                    self.peers
+                        .send(from, &PeerMessage::ForwardReply { id, reply });
+                }
+            }
+        }
+    }
+
     pub(super) fn deliver_completions(&mut self) {
         let mut done = std::mem::take(&mut self.completions);
         for completion in done.drain(..) {
