@@ -87,6 +87,7 @@ fn log_append(c: &mut Criterion) {
                 let dir = bench_dir();
                 let mut storage =
                     Storage::open(dir.path(), StorageOptions::default()).expect("open log");
+                storage.finish_recovery().expect("finish recovery");
                 let mut next = 1;
                 b.iter_custom(|iters| {
                     let mut elapsed = Duration::ZERO;

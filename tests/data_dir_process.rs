@@ -11,11 +11,9 @@
 
 mod common;
 
-use common::{bulk, free_port, run_to_exit, wait_for, Cluster};
+use common::{bulk, contents, free_port, run_to_exit, wait_for, Cluster};
 use raftkv::kv::Reply;
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The line `main` prints for the error that stopped the node.
@@ -24,28 +22,6 @@ fn error_line(stderr: &str) -> &str {
         .lines()
         .find(|line| line.starts_with("raftkv: "))
         .unwrap_or_else(|| panic!("no 'raftkv: ' error line:\n{}", stderr))
-}
-
-/// Every file under `dir` (relative path → bytes), `skip` left out.
-fn contents(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for item in fs::read_dir(dir).expect("read dir") {
-            let path = item.expect("dir entry").path();
-            let rel = path.strip_prefix(root).expect("inside").to_path_buf();
-            if skip.iter().any(|s| rel == Path::new(s)) {
-                continue;
-            }
-            if path.is_dir() {
-                out.insert(rel.join(""), Vec::new());
-                walk(root, &path, skip, out);
-            } else {
-                out.insert(rel, fs::read(&path).expect("read file"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, skip, &mut out);
-    out
 }
 
 #[test]

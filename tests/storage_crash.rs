@@ -6,6 +6,12 @@
 //!   with a warning naming the file when a partial record was cut;
 //! - a flipped byte in the last record is a torn tail; anywhere else it is an
 //!   error naming the file, and the files are left untouched;
+//! - the newest segment truncated inside its last record, or random bytes
+//!   after its last record with zeros after them, is a torn tail; truncated
+//!   at a record boundary it opens; either way it is brought back to its
+//!   created size; a valid record after the damage, or a short older
+//!   segment, is an error; the open itself writes nothing (repairs wait for
+//!   `finish_recovery`);
 //! - the stable file and snapshots fail loudly, never silently to defaults;
 //! - a removed `log/` next to a stable file is an error, not a new empty log,
 //!   and a data dir another open `Storage` holds (its lock) is refused;
@@ -91,7 +97,10 @@ fn entries(lo: u64, hi: u64, term: u64) -> Vec<Entry> {
 
 fn open(dir: &Path, segment_bytes: u64) -> Storage {
     match Storage::open(dir, options(segment_bytes)) {
-        Ok(storage) => storage,
+        Ok(mut storage) => {
+            storage.finish_recovery().expect("finish recovery");
+            storage
+        }
         Err(err) => panic!("open {} failed: {}", dir.display(), err),
     }
 }
@@ -381,15 +390,26 @@ fn missing_middle_segment_is_an_error() {
     assert_corrupt_untouched(dir.path(), &files[3], Some(0));
 }
 
+/// A valid record after damage in the newest segment shows the damage is
+/// no torn write: cutting there would lose the record.
 #[test]
-fn non_zero_bytes_after_the_last_record_are_an_error() {
+fn garbage_after_the_last_record_followed_by_a_valid_record_is_an_error() {
     let dir = tempdir();
     build(dir.path(), SEG, &entries(1, 101, 1));
     let (newest, (_, end)) = last_record(dir.path());
     let mut bytes = fs::read(&newest).expect("read");
-    bytes[end + 100] = 1;
+    // Garbage, then (after a gap of zeros) a whole record for index 101.
+    let garbage = random_bytes(7, 50);
+    bytes[end..end + 50].copy_from_slice(&garbage);
+    let at = end + 50 + 13;
+    record::encode(&entry(101, 1, 30), &mut bytes[at..]);
     fs::write(&newest, bytes).expect("write");
-    assert_corrupt_untouched(dir.path(), &newest, Some(end));
+    let message = open_and_refuse(dir.path(), &newest, end);
+    assert!(
+        message.contains(&format!("follows at offset {}", at)),
+        "{}",
+        message
+    );
 }
 
 #[test]
@@ -425,8 +445,11 @@ fn leftover_temp_files_are_ignored() {
 }
 
 // ---------------------------------------------------------------------------
-// A segment file cut short: a torn write never changes a file's length, so a
-// shorter file lost records after its end, which recovery must not shrug off
+// The newest segment cut short, and garbage after its last record: per SPEC
+// §4 a torn write (the last record incomplete or failing its CRC, nothing
+// valid after it) is cut on start, and a cut at a record boundary is no
+// damage. The open changes nothing; `finish_recovery` cuts the tail and
+// brings the file back to its created size, with a warning naming the file.
 
 fn set_len(path: &Path, len: usize) {
     fs::OpenOptions::new()
@@ -436,68 +459,332 @@ fn set_len(path: &Path, len: usize) {
         .expect("truncate");
 }
 
+/// Deterministic bytes, never all zero.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    out[0] |= 1;
+    out
+}
+
+/// Every file under `dir` (relative path → bytes), the lock file aside.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for item in fs::read_dir(dir).expect("read dir") {
+            let path = item.expect("dir entry").path();
+            let rel = path.strip_prefix(root).expect("inside").to_path_buf();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if rel != Path::new("lock") {
+                out.push((rel, fs::read(&path).expect("read")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Opens `dir` expecting a torn tail or a short newest segment: the open
+/// itself changes no file (a start refused later must leave the data dir
+/// as it was), and `finish_recovery` then repairs it. Returns the storage.
+fn open_deferred(dir: &Path, segment_bytes: u64) -> Storage {
+    let before = contents(dir);
+    let storage = match Storage::open(dir, options(segment_bytes)) {
+        Ok(storage) => storage,
+        Err(err) => panic!("open {} failed: {}", dir.display(), err),
+    };
+    assert!(contents(dir) == before, "the open changed files");
+    let (first, last) = (storage.first_index(), storage.last_index());
+    let read = all_entries(&storage);
+    // Dropped unfinished (a refused start): still nothing changed.
+    drop(storage);
+    assert!(contents(dir) == before, "an unfinished open changed files");
+    let mut storage = Storage::open(dir, options(segment_bytes)).expect("reopen");
+    storage.finish_recovery().expect("finish recovery");
+    assert_eq!((storage.first_index(), storage.last_index()), (first, last));
+    assert_eq!(all_entries(&storage), read);
+    storage
+}
+
+/// After the repair: the newest segment is back to its created size, takes
+/// appends after `last`, and they survive a reopen.
+fn assert_repaired(dir: &Path, mut storage: Storage, newest: &Path, last: u64) {
+    assert_eq!(storage.last_index(), last);
+    assert_eq!(fs::metadata(newest).expect("stat").len(), SEG);
+    let bytes = fs::read(newest).expect("read");
+    let end = record_spans(&bytes).last().map_or(0, |s| s.1);
+    assert!(
+        bytes[end..].iter().all(|&b| b == 0),
+        "bytes left after the records"
+    );
+    storage
+        .append(&entries(last + 1, last + 4, 2))
+        .expect("append after the repair");
+    storage.sync().expect("sync");
+    drop(storage);
+    let storage = open(dir, SEG);
+    assert_eq!(storage.last_index(), last + 3);
+    assert_eq!(storage.term(last + 1), Some(2));
+}
+
+fn open_and_refuse(dir: &Path, damaged: &Path, offset: usize) -> String {
+    let before = contents(dir);
+    let message = open_err(dir, SEG);
+    assert!(
+        message.contains(&damaged.display().to_string())
+            && message.contains(&format!("at offset {}", offset)),
+        "error does not name {} at offset {}: {}",
+        damaged.display(),
+        offset,
+        message
+    );
+    assert!(contents(dir) == before, "a failed open changed files");
+    message
+}
+
 #[test]
-fn newest_segment_cut_short_anywhere_is_an_error_naming_its_end() {
+fn newest_segment_truncated_inside_its_last_record_is_a_torn_tail() {
+    capture_logs();
     let pristine = tempdir();
-    build(pristine.path(), SEG, &entries(1, RECORDS + 1, 1));
+    let want = entries(1, RECORDS + 1, 1);
+    build(pristine.path(), SEG, &want);
     let newest = segment_files(pristine.path()).pop().expect("a segment");
     let rel = newest.strip_prefix(pristine.path()).expect("inside");
     let spans = record_spans(&fs::read(&newest).expect("read"));
-    let end = spans.last().expect("records").1;
-    // Every record boundary (where a cut leaves a log that looks whole),
-    // every byte of the last three records, the zeros after them, and the
-    // very last byte of the file.
-    let mut cuts: Vec<usize> = spans.iter().map(|s| s.0).collect();
-    cuts.extend(spans[spans.len() - 3].0..(end + 40).min(SEG as usize));
-    cuts.push(SEG as usize - 1);
-    for cut in cuts {
+    let (start, end) = *spans.last().expect("records");
+    for cut in start + 1..end {
         let work = tempdir();
         copy_dir(pristine.path(), work.path());
         let damaged = work.path().join(rel);
         set_len(&damaged, cut);
-        assert_corrupt_untouched(work.path(), &damaged, Some(cut));
+        let storage = open_deferred(work.path(), SEG);
+        assert_eq!(storage.last_index(), RECORDS - 1, "cut at {}", cut);
+        assert_eq!(all_entries(&storage), want[..RECORDS as usize - 1]);
+        let warned = warnings_naming(&damaged);
+        assert!(
+            warned.iter().any(|w| w.contains("short of")),
+            "cut at {}: {:?}",
+            cut,
+            warned
+        );
+        // The length field's high bytes are zero: a cut inside them leaves
+        // only zeros, a clean end; past them the record is torn.
+        if cut >= start + 4 {
+            let at = format!("at offset {}: cutting torn tail", start);
+            assert!(
+                warned.iter().any(|w| w.contains(&at)),
+                "cut at {}: {:?} lacks {}",
+                cut,
+                warned,
+                at
+            );
+        }
+        assert_repaired(work.path(), storage, &damaged, RECORDS - 1);
     }
 }
 
 #[test]
-fn older_segment_cut_short_is_an_error() {
-    let dir = tempdir();
-    build(dir.path(), SEG, &entries(1, 201, 1));
-    let older = segment_files(dir.path())[1].clone();
-    let spans = record_spans(&fs::read(&older).expect("read"));
-    set_len(&older, spans[spans.len() - 1].0);
-    assert_corrupt_untouched(dir.path(), &older, None);
+fn newest_segment_truncated_at_a_record_boundary_opens_with_the_records_before_it() {
+    capture_logs();
+    let pristine = tempdir();
+    let want = entries(1, RECORDS + 1, 1);
+    build(pristine.path(), SEG, &want);
+    let newest = segment_files(pristine.path()).pop().expect("a segment");
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let spans = record_spans(&fs::read(&newest).expect("read"));
+    let first_in_newest = RECORDS + 1 - spans.len() as u64;
+    // Right after the last record (no record lost: all open), before each
+    // of the others, and at 0 (an empty file).
+    let mut cuts: Vec<(usize, u64)> = vec![(spans.last().expect("records").1, RECORDS)];
+    for (k, s) in spans.iter().enumerate() {
+        cuts.push((s.0, first_in_newest + k as u64 - 1));
+    }
+    for (cut, last) in cuts {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        let damaged = work.path().join(rel);
+        set_len(&damaged, cut);
+        let storage = open_deferred(work.path(), SEG);
+        assert_eq!(storage.last_index(), last, "cut at {}", cut);
+        assert_eq!(all_entries(&storage), want[..last as usize]);
+        let warned = warnings_naming(&damaged);
+        assert!(
+            warned.iter().any(|w| w.contains("short of"))
+                && !warned.iter().any(|w| w.contains("torn")),
+            "cut at {}: {:?}",
+            cut,
+            warned
+        );
+        assert_repaired(work.path(), storage, &damaged, last);
+    }
 }
 
-/// The size check needs the size segments are created with; a record whose
-/// length runs past the end of the file is caught without it (here, with
-/// the log reopened under a smaller segment size than it was written with).
+/// Random bytes written just after the last record, zeros after them (a torn
+/// append whose length field is garbage): cut, every earlier record kept.
 #[test]
-fn record_running_past_the_end_of_the_file_is_an_error() {
+fn random_garbage_after_the_last_record_is_cut_as_a_torn_tail() {
+    capture_logs();
+    let pristine = tempdir();
+    let want = entries(1, 101, 1);
+    build(pristine.path(), SEG, &want);
+    let (newest, (_, end)) = last_record(pristine.path());
+    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    for seed in 1..=12u64 {
+        for len in [1, 2, 3, 4, 5, 7, 8, 9, 24, 25, 26, 60, 123, 200] {
+            let work = tempdir();
+            copy_dir(pristine.path(), work.path());
+            let damaged = work.path().join(rel);
+            let mut bytes = fs::read(&damaged).expect("read");
+            bytes[end..end + len].copy_from_slice(&random_bytes(seed * 1000 + len as u64, len));
+            fs::write(&damaged, bytes).expect("write");
+            let storage = open_deferred(work.path(), SEG);
+            assert_eq!(all_entries(&storage), want, "seed {} len {}", seed, len);
+            let at = format!("at offset {}: cutting torn tail", end);
+            assert!(
+                warnings_naming(&damaged).iter().any(|w| w.contains(&at)),
+                "seed {} len {}",
+                seed,
+                len
+            );
+            assert_repaired(work.path(), storage, &damaged, 100);
+        }
+    }
+}
+
+/// Non-zero bytes some way after the last record, zeros in between and
+/// after (the last pages of a torn append that reached the disk while its
+/// first page did not): no valid record follows, so a torn tail too.
+#[test]
+fn non_zero_bytes_after_zeros_after_the_last_record_are_cut_as_a_torn_tail() {
+    capture_logs();
     let dir = tempdir();
-    build(dir.path(), SEG, &entries(1, 31, 1));
+    let want = entries(1, 101, 1);
+    build(dir.path(), SEG, &want);
+    let (newest, (_, end)) = last_record(dir.path());
+    let mut bytes = fs::read(&newest).expect("read");
+    bytes[end + 100] = 1;
+    bytes[end + 700..end + 900].copy_from_slice(&random_bytes(3, 200));
+    fs::write(&newest, bytes).expect("write");
+    let storage = open_deferred(dir.path(), SEG);
+    assert_eq!(all_entries(&storage), want);
+    let at = format!("at offset {}: cutting torn tail", end);
+    assert!(
+        warnings_naming(&newest).iter().any(|w| w.contains(&at)),
+        "{:?}",
+        warnings_naming(&newest)
+    );
+    assert_repaired(dir.path(), storage, &newest, 100);
+}
+
+/// A whole record for the next index after zeros: records in between are
+/// lost, which is no torn write.
+#[test]
+fn a_valid_record_after_zeros_after_the_last_record_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let (newest, (_, end)) = last_record(dir.path());
+    let mut bytes = fs::read(&newest).expect("read");
+    record::encode(&entry(102, 1, 30), &mut bytes[end + 333..]);
+    fs::write(&newest, bytes).expect("write");
+    open_and_refuse(dir.path(), &newest, end);
+}
+
+#[test]
+fn older_segment_cut_short_is_an_error() {
+    let pristine = tempdir();
+    build(pristine.path(), SEG, &entries(1, 201, 1));
+    let older = segment_files(pristine.path())[1].clone();
+    let rel = older.strip_prefix(pristine.path()).expect("inside");
+    let spans = record_spans(&fs::read(&older).expect("read"));
+    // Inside its last record, before it, and right after it (where the next
+    // segment still follows on).
+    let (start, end) = spans[spans.len() - 1];
+    for cut in [start + 10, start, end] {
+        let work = tempdir();
+        copy_dir(pristine.path(), work.path());
+        let damaged = work.path().join(rel);
+        set_len(&damaged, cut);
+        let message = open_and_refuse(work.path(), &damaged, cut);
+        assert!(message.contains("older than the newest"), "{}", message);
+    }
+}
+
+/// A record whose length runs past the end of the newest segment is its
+/// last record, incomplete: a torn tail, even where the file is not shorter
+/// than the size the log is opened with.
+#[test]
+fn record_running_past_the_end_of_the_newest_file_is_a_torn_tail() {
+    capture_logs();
+    let dir = tempdir();
+    let want = entries(1, 31, 1);
+    build(dir.path(), SEG, &want);
     let files = segment_files(dir.path());
     assert_eq!(files.len(), 1, "one segment");
     let spans = record_spans(&fs::read(&files[0]).expect("read"));
-    let &(start, _) = spans
+    let (k, &(start, _)) = spans
         .iter()
-        .find(|s| s.0 > SMALL as usize)
+        .enumerate()
+        .find(|s| s.1 .0 > SMALL as usize)
         .expect("a record past SMALL bytes");
-    // Length, crc and the index's high (zero) bytes are left: nothing but
-    // zeros after the header, which once passed for a torn write.
     set_len(&files[0], start + 12);
-    let message = open_err(dir.path(), SMALL);
-    assert!(
-        message.contains(&files[0].display().to_string())
-            && message.contains(&format!("at offset {}", start)),
-        "{}",
-        message
-    );
+    let mut storage = Storage::open(dir.path(), options(SMALL)).expect("open");
     assert_eq!(
         fs::metadata(&files[0]).expect("stat").len(),
         start as u64 + 12,
-        "file left as it was"
+        "the open changed nothing"
     );
+    assert_eq!(all_entries(&storage), want[..k]);
+    storage.finish_recovery().expect("finish");
+    let at = format!("at offset {}: cutting torn tail", start);
+    assert!(warnings_naming(&files[0]).iter().any(|w| w.contains(&at)));
+    assert!(fs::read(&files[0]).expect("read")[start..]
+        .iter()
+        .all(|&b| b == 0));
+}
+
+/// Garbage with a torn-looking last record in the newest segment, and a
+/// segment file a crash cannot leave: both are found by the open, the
+/// storage is dropped before `finish_recovery` (as when the snapshot check
+/// then refuses the start), and every file is as it was.
+#[test]
+fn an_open_never_finished_changes_no_file() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 101, 1));
+    let (newest, (start, end)) = last_record(dir.path());
+    flip(&newest, (start + end) / 2);
+    fs::write(
+        dir.path().join("log/00000000000000000999.seg.tmp"),
+        [7u8; 64],
+    )
+    .expect("tmp");
+    let before = contents(dir.path());
+    let storage = Storage::open(dir.path(), options(SEG)).expect("open");
+    assert_eq!(storage.last_index(), 99);
+    drop(storage);
+    assert!(contents(dir.path()) == before, "the open changed files");
+    set_len(&newest, start + 3);
+    let before = contents(dir.path());
+    let storage = Storage::open(dir.path(), options(SEG)).expect("open");
+    assert_eq!(storage.last_index(), 99);
+    drop(storage);
+    assert!(contents(dir.path()) == before, "the open changed files");
+}
+
+#[test]
+#[should_panic(expected = "before finish_recovery")]
+fn appending_before_finish_recovery_panics() {
+    let dir = tempdir();
+    let mut storage = Storage::open(dir.path(), options(SEG)).expect("open");
+    let _ = storage.append(&entries(1, 2, 1));
 }
 
 // ---------------------------------------------------------------------------
@@ -716,8 +1003,6 @@ fn a_data_dir_open_elsewhere_is_refused_until_released() {
     let mut first = open(dir.path(), SEG);
     first.append(&want).expect("append");
     first.sync().expect("sync");
-    // The node records its pid once it has recovered.
-    first.record_pid();
     let lock = dir.path().join("lock");
     let pid = std::process::id().to_string();
     assert_eq!(fs::read_to_string(&lock).expect("read lock").trim(), pid);

@@ -82,7 +82,10 @@ fn open(dir: &Path) -> Storage {
         ..StorageOptions::default()
     };
     match Storage::open(dir, options) {
-        Ok(storage) => storage,
+        Ok(mut storage) => {
+            storage.finish_recovery().expect("finish recovery");
+            storage
+        }
         Err(err) => panic!("reopen failed: {}", err),
     }
 }

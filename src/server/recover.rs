@@ -5,6 +5,11 @@
 //! log still cover everything it covered; otherwise, or when no snapshot is
 //! valid, the node stops with an error naming the data directory. How the
 //! log must continue the snapshot is decided by `recovery::plan_log`.
+//!
+//! A refused start changes nothing (SPEC §4): [`check`] only reads, and the
+//! repairs the storage's open found (a torn tail to cut, a short newest
+//! segment to extend) are made by [`finish`], with the plan's own changes,
+//! once every check has passed.
 
 use super::ServerError;
 use crate::kv::KvStore;
@@ -16,6 +21,15 @@ use log::{info, warn};
 use std::path::Path;
 use std::time::Instant;
 
+/// What [`check`] decided, for [`finish`] to carry out.
+pub(super) struct Checked {
+    meta: SnapshotMeta,
+    kv: KvStore,
+    snapshot_bytes: u64,
+    plan: LogPlan,
+    started: Instant,
+}
+
 pub(super) struct Recovered {
     pub restored: Restored,
     pub kv: KvStore,
@@ -23,7 +37,8 @@ pub(super) struct Recovered {
     pub snapshot_bytes: u64,
 }
 
-pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovered, ServerError> {
+/// Loads the snapshot and decides how the log continues it, changing nothing.
+pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, ServerError> {
     let started = Instant::now();
     let unusable = |why: String| {
         ServerError::Fatal(format!(
@@ -82,6 +97,41 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
         )));
     }
     let plan = plan_log(&meta, first, last, |i| storage.term(i), must_reach).map_err(unusable)?;
+    Ok(Checked {
+        meta,
+        kv,
+        snapshot_bytes,
+        plan,
+        started,
+    })
+}
+
+/// Carries out what [`check`] decided: first the storage's deferred repairs
+/// (a torn tail, a short newest segment) and the removal of unfinished
+/// snapshot files, then the log plan.
+pub(super) fn finish(
+    data_dir: &Path,
+    storage: &mut Storage,
+    checked: Checked,
+) -> Result<Recovered, ServerError> {
+    let Checked {
+        meta,
+        kv,
+        snapshot_bytes,
+        plan,
+        started,
+    } = checked;
+    storage.finish_recovery()?;
+    let dir = snapshot::snapshot_dir(data_dir);
+    let removed = remove_temp_files(&dir)?;
+    if removed > 0 {
+        info!(
+            "removed {} unfinished snapshot file(s) from {}",
+            removed,
+            dir.display()
+        );
+    }
+    let (first, last) = (storage.first_index(), storage.last_index());
     let entries = match plan {
         LogPlan::Keep { from } => storage.entries(from, last + 1)?,
         LogPlan::Reset { next } => {
@@ -93,17 +143,6 @@ pub(super) fn recover(data_dir: &Path, storage: &mut Storage) -> Result<Recovere
             Vec::new()
         }
     };
-    // Only now that the data dir is known good: a start that fails changes
-    // nothing (SPEC §4).
-    let removed = remove_temp_files(&dir)?;
-    if removed > 0 {
-        info!(
-            "removed {} unfinished snapshot file(s) from {}",
-            removed,
-            dir.display()
-        );
-    }
-    storage.record_pid();
     let hard_state = storage.hard_state();
     info!(
         "recovered term {} vote {}, snapshot index {} and {} log entries after it from {} in {} ms",

@@ -12,9 +12,13 @@
 //! What survives what: `append` writes into the page cache (one `pwrite`
 //! per batch), so it survives `kill -9` at once; `sync` makes it survive power
 //! loss. `set_hard_state`, `drop_before` and `reset` are durable when they
-//! return. On open, a torn last record of the newest segment (only zeros after
-//! it) is cut with a warning; any other damage is an error naming the file and
-//! offset, and nothing is changed.
+//! return. On open, a torn tail of the newest segment (damage at its end that
+//! no valid record follows) is found, and so is a newest segment shorter than
+//! segments are created with; any other damage is an error naming the file and
+//! offset. The open writes nothing: the torn tail is cut, and the short file
+//! extended, with a warning each, by [`Storage::finish_recovery`], which the
+//! caller runs once the rest of recovery (snapshot, log plan) has succeeded,
+//! so a refused start changes nothing.
 //!
 //! The mappings assume this process is the only one using the data directory;
 //! `Storage::open` makes sure of it by locking the directory first (`lock`),
@@ -53,9 +57,9 @@ pub const LOCK_FILE: &str = dir_lock::FILE_NAME;
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
     /// Size each new segment file is preallocated to, and so the least a
-    /// segment file may be on open: a shorter one was cut short after it was
-    /// written (see `segment.rs`). Open a log with the size it was written
-    /// with, or a smaller one.
+    /// segment file other than the newest may be on open (see `segment.rs`);
+    /// a shorter newest segment is extended to it. Open a log with the size
+    /// it was written with, or a smaller one.
     pub segment_bytes: u64,
     /// Run on every record as the log is opened; an error makes the record
     /// corrupt (file and offset named). Storage knows bytes, not what a
@@ -144,6 +148,8 @@ pub struct Storage {
     stable: Stable,
     log: SegmentLog,
     detached: Arc<Detached>,
+    /// Until [`Storage::finish_recovery`]: nothing may change the data dir.
+    recovering: bool,
     /// Held for as long as the storage is open (the kernel drops it if the
     /// process dies first).
     lock: DirLock,
@@ -151,10 +157,15 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (creating if missing) `data_dir`, locks it, recovers the log
-    /// (cutting a torn tail with a warning) and reads the stable file.
-    /// Corruption anywhere else, a record whose payload
+    /// and reads the stable file. A torn tail of the newest segment (SPEC
+    /// §4: damage at the end of the newest segment that no valid record
+    /// follows) is left out of the log, and, like a newest segment shorter
+    /// than `options.segment_bytes`, repaired only by
+    /// [`Storage::finish_recovery`], which must be called before anything
+    /// changes the storage. Corruption anywhere else, a record whose payload
     /// `options.check_payload` rejects included, is an error naming the file
-    /// and offset; nothing is deleted.
+    /// and offset. The open writes nothing but the lock file (and creates the
+    /// directories of a new data dir).
     ///
     /// The lock comes before anything in the directory is read or written:
     /// a directory another process (or another open `Storage`) holds is an
@@ -192,15 +203,36 @@ impl Storage {
             stable,
             log,
             detached: Arc::default(),
+            recovering: true,
             lock,
         })
     }
 
-    /// Writes this process's pid into the lock file, which the error a
-    /// second process gets names. For the caller to do once recovery has
-    /// succeeded, so that a start that fails changes no file.
-    pub fn record_pid(&mut self) {
+    /// Makes the repairs the open found (cutting a torn tail, extending a
+    /// short newest segment), durably and with a warning each, removes
+    /// leftover temporary segment files, and writes this process's pid into
+    /// the lock file (which the error a second process gets names). Call it
+    /// once recovery has decided to start from what the open found, and
+    /// before anything else changes the storage: until then `append`,
+    /// `reset`, `drop_before`, `detach_before` and `set_hard_state` panic,
+    /// since the log's invariants (zeros after the records) do not hold yet.
+    ///
+    /// # Panics
+    /// If called twice.
+    pub fn finish_recovery(&mut self) -> Result<(), StorageError> {
+        assert!(self.recovering, "recovery finished twice");
+        self.log.finish_recovery()?;
         self.lock.record_pid();
+        self.recovering = false;
+        Ok(())
+    }
+
+    fn assert_recovered(&self) {
+        assert!(
+            !self.recovering,
+            "{}: storage changed before finish_recovery",
+            self.data_dir.display()
+        );
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -215,6 +247,7 @@ impl Storage {
     /// Replaces the stable file atomically; durable when this returns.
     /// Writing the hard state already on disk does no IO.
     pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.assert_recovered();
         self.stable.set(hard_state)
     }
 
@@ -255,6 +288,7 @@ impl Storage {
     /// If the entries are not contiguous or the first index is outside
     /// `first_index()..=last_index() + 1`.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.assert_recovered();
         self.log.append(entries)
     }
 
@@ -274,6 +308,7 @@ impl Storage {
     /// Deletes whole segments all of whose records are below `index`. The
     /// newest segment always stays, so `first_index()` may remain below `index`.
     pub fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {
+        self.assert_recovered();
         self.remove_detached()?;
         self.log.drop_before(index)
     }
@@ -286,6 +321,7 @@ impl Storage {
     /// `drop_before` and `reset` first delete what is still pending (waiting
     /// for a remover at work), so files always go oldest first.
     pub fn detach_before(&mut self, index: u64) -> SegmentRemover {
+        self.assert_recovered();
         let segments = self.log.detach_before(index);
         lock(&self.detached.queue).extend(segments);
         SegmentRemover {
@@ -305,6 +341,7 @@ impl Storage {
     /// A crash part-way leaves a prefix of the old log, or no log at all, so
     /// the caller compares the log with its snapshot again on restart.
     pub fn reset(&mut self, next_index: u64) -> Result<(), StorageError> {
+        self.assert_recovered();
         self.remove_detached()?;
         self.log.reset(next_index)
     }

@@ -5,58 +5,102 @@
 //!
 //! 1. Every byte of the mapping at or after `write_offset` is zero, so the
 //!    first zero `length` field is the end of the records, and recovery can
-//!    tell never-written space from data.
+//!    tell never-written space from data (from the end of recovery on: a
+//!    torn tail found on open stays until it is cut, see below).
 //! 2. A segment file only appears under its final name with its full size
 //!    already durable (created as `.tmp`, sized, fsynced, renamed, directory
 //!    fsynced), so recovery never sees a half-created segment.
 //! 3. Truncated records are zeroed and the zeros made durable before anything
 //!    is written over them, so a crash can never leave old records after new
 //!    ones (see [`Segment::truncate_from`]).
-//! 4. A segment file never gets shorter, so recovery can tell a torn write
-//!    from a file cut short (see below).
+//! 4. Every segment file is at least the size segments are created with
+//!    (`segment_bytes`) while records are appended to it: this module never
+//!    shrinks one, and the log brings a newest segment found shorter back to
+//!    that size before appending (see below), so `fits`, the zeros written
+//!    ahead and the mapping's size all refer to the full file.
 //!
-//! # Torn writes and files cut short
+//! # Torn writes, and files cut short
 //!
-//! A torn write (a crash in the middle of an append) damages the bytes the
-//! append was writing and nothing else; recovery cuts it off with a warning.
-//! A file cut short (by `truncate`, a bad copy, a filesystem repair) loses
-//! every record past its new end, acknowledged ones too, and looks like a
-//! clean end or a torn write when it ends at or inside a record. Recovery
-//! refuses it, using the length of the file: every way this module changes a
-//! segment keeps the length at least what the segment was created with,
-//! whatever the moment of a crash.
+//! SPEC §4 defines a torn write as the last record of the newest segment
+//! being incomplete or failing its CRC with nothing but never-written (zero)
+//! space after it; it is cut off on start with a warning naming the file and
+//! offset. Any other damage (a bad record followed by a valid one, a bad
+//! record in an older segment) is an error naming the file and offset, and
+//! changes nothing. The log applies that as follows where the scan of a
+//! segment ([`Segment::scan`]) stops, at the first offset where no record
+//! decodes ([`ScanEnd`]):
+//!
+//! - Only zeros from there to the end of the file (or no bytes at all): a
+//!   clean end.
+//! - Otherwise, in a segment older than the newest: an error. Such a
+//!   segment was synced before the next one received a record, so no crash
+//!   tears it.
+//! - In the newest segment: a torn tail if no valid record follows anywhere
+//!   later in the file ([`Segment::find_record`] searches every offset from
+//!   the damaged one on for a record whose CRC matches, whose kind is known
+//!   and whose index could follow the records before it); an error naming
+//!   the record found otherwise, since cutting there would lose it. Every
+//!   shape of bad record counts: an impossible length, a length past the end
+//!   of the file, a bad CRC, an unknown kind, a header cut off by the end of
+//!   the file. So does a zero length field with non-zero bytes later and no
+//!   valid record among them: a torn append whose later pages reached the
+//!   disk while the page holding its length field did not leaves exactly
+//!   that (writeback order within a write is not guaranteed), so those bytes
+//!   are the last record, incomplete, with zeros after it. A valid record
+//!   after such zeros is still an error: records before it are missing.
+//!   The torn tail is cut from the damaged offset to the last non-zero byte.
+//!
+//! A file cut short (by `truncate`, a bad copy, a filesystem repair) is
+//! treated the same way, since SPEC §4 judges the bytes, not how they came
+//! to be: the newest segment cut inside its last record ends in an
+//! incomplete record with nothing after it, a torn write; cut exactly after
+//! a record it holds no damage at all (records past the cut, if there were
+//! any, are gone without a trace, as after a crash that lost them). Either
+//! way the log warns that the file is shorter than created and brings it
+//! back to `segment_bytes` (`set_len`, `posix_fallocate` and fsync, as
+//! creation does, then a new mapping). An older segment shorter than
+//! `segment_bytes` is an error: no crash leaves one (below), and its last
+//! records are lost whether or not its successor still seems to follow it.
+//!
+//! Recovery writes nothing while it decides: the open only notes the torn
+//! tail and the short file (the log already ends before the torn bytes),
+//! and the repairs are made, durably and with their warnings, by
+//! `SegmentLog::finish_recovery` once the caller has checked the rest of
+//! the data directory (the snapshot, how the log continues it), so a start
+//! refused for any reason leaves every file as it was. Nothing appends
+//! before that (`Storage` asserts it): until then the zeros after
+//! `write_offset` (property 1) and the full size (property 4) may not hold.
+//!
+//! What the module's own writes leave after a crash, whatever the moment:
 //!
 //! - Creation ([`Segment::create`]): the file is sized (`set_len`,
 //!   `posix_fallocate`) and fsynced as `.tmp`, then renamed and the directory
 //!   fsynced. A crash before the rename leaves only the `.tmp`, which the
-//!   next open deletes (no record was ever written to it: `create` returns
-//!   after the directory fsync). After the rename the name may or may not
-//!   survive the crash, but the length was durable before the rename, so a
-//!   file under a segment name has its full length. The length is
-//!   `segment_bytes`, or more for a record that does not fit in that.
+//!   next successful recovery deletes (no record was ever written to it:
+//!   `create` returns after the directory fsync). After the rename the name
+//!   may or may not survive the crash, but the length was durable before the
+//!   rename, so a file under a segment name has its full length. The length
+//!   is `segment_bytes`, or more for a record that does not fit in that.
 //!   Without preallocation (a filesystem that cannot) `set_len` still sets
 //!   the length; the file is sparse.
-//! - Growth ([`Segment::grow`]), for an oversized record: only an empty
-//!   segment grows, and a crash leaves the old length or the new one, both
-//!   at least the size created with, and zeros either way.
+//! - Growth ([`Segment::grow`]), for an oversized record, and extension
+//!   ([`Segment::extend`]) of a newest segment found short: a crash leaves
+//!   the old length or the new one, and zeros after the records either way.
+//!   Extension comes after the torn tail's zeros are synced, so a crash
+//!   between the two reopens to the same log.
 //! - Records and zeros written ahead ([`Segment::write_pending`]): `pwrite`s
 //!   inside the file (`fits` was checked; the zeros stop at the end), so the
 //!   length does not change. What reaches the disk is some of the new bytes,
-//!   by sector or page, over zeros. A length field with only some of its
-//!   bytes written reads as the true length with some bytes still zero,
-//!   which is never more than the true length, and that fitted in the file:
-//!   a torn record never claims bytes past the end of the file.
+//!   by sector or page, over zeros: at worst the last records incomplete,
+//!   with zeros or more of their own bytes after them, which is a torn tail.
 //! - Truncation of records and cutting a torn tail: zeros written through
 //!   the mapping, no change of length. Deletion: the whole file or nothing.
 //!
-//! So a segment shorter than `segment_bytes`, or a record whose length runs
-//! past the end of its file, is never what a crash leaves: both are errors
-//! naming the file and offset ([`Segment::open`], [`ScanEnd::PastEnd`]).
-//! Nothing calls `set_len` to shrink a segment. The first check needs the
-//! size segments were created with; the binary always uses the default, and
-//! a log opened with a larger `segment_bytes` than it was written with would
-//! read as cut short. The second needs no size, and still catches a file cut
-//! inside a record.
+//! So none of this module's writes leaves a segment shorter than it was
+//! created. The size check on older segments needs the size segments were
+//! created with; the binary always uses the default, and a log opened with
+//! a larger `segment_bytes` than it was written with would read as cut
+//! short (an error for older segments, an extension of the newest).
 //!
 //! The file is sized with `File::set_len` and its blocks reserved with
 //! `posix_fallocate`, so a full disk is an error when a segment is created
@@ -77,9 +121,10 @@
 //! them written (on ext4 the extent tree, or a journal commit).
 
 use super::error::StorageError;
-use super::record::{self, RecordError, HEADER_BYTES};
+use super::record::{self, RecordError, FIXED_BYTES, HEADER_BYTES};
 use super::{sync_dir, PayloadCheck, SyncTarget};
-use crate::raft::Entry;
+use crate::raft::{Entry, EntryKind};
+use byteorder::{BigEndian, ByteOrder};
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -116,20 +161,16 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 /// How the scan of a segment ended.
 #[derive(Debug)]
 pub(crate) enum ScanEnd {
-    /// After the last record there is only zero space.
+    /// After the last record there is only zero space (or the end of the file).
     Clean,
-    /// Something at `offset` is not a record. `only_zeros_after` is true when
-    /// nothing but zeros follows the bytes it claims, the shape of a torn write.
+    /// No record decodes at `offset` (`error` says why; `Empty` when its
+    /// length field is zero), yet not everything from there on is zero:
+    /// `end` is one past the last non-zero byte of the file.
     Damaged {
         offset: usize,
         error: RecordError,
-        only_zeros_after: bool,
+        end: usize,
     },
-    /// No record at `offset`, yet non-zero bytes follow at `nonzero_at`.
-    DataAfterEnd { offset: usize, nonzero_at: usize },
-    /// The record at `offset` claims `claimed` bytes, more than are left in
-    /// the file: it was cut short, as a torn write never leaves it (module docs).
-    PastEnd { offset: usize, claimed: usize },
 }
 
 pub(crate) struct Segment {
@@ -176,33 +217,14 @@ impl Segment {
     }
 
     /// Maps an existing segment file; [`Segment::scan`] then finds its records.
-    /// `min_bytes` is the size segments are created with (at least a record
-    /// header): a shorter file was cut short, which no crash does (module docs).
-    pub(crate) fn open(
-        path: PathBuf,
-        first_index: u64,
-        min_bytes: u64,
-    ) -> Result<Segment, StorageError> {
+    /// Whatever its length: the log decides what a file shorter than the
+    /// size segments are created with means (module docs).
+    pub(crate) fn open(path: PathBuf, first_index: u64) -> Result<Segment, StorageError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io(&path, e))?
-            .len();
-        if len < min_bytes.max(HEADER_BYTES as u64) {
-            return Err(StorageError::corrupt(
-                &path,
-                Some(len),
-                format!(
-                    "the file ends here, short of the {} bytes every segment is created with: \
-                     it was cut short, and any records past this point are lost",
-                    min_bytes
-                ),
-            ));
-        }
         let map = map_file(&file, &path)?;
         Ok(Segment::new(path, first_index, file, map))
     }
@@ -318,30 +340,53 @@ impl Segment {
     }
 
     fn classify_end(&self, offset: usize, error: RecordError) -> ScanEnd {
-        if let RecordError::BadLength { length, available } = error {
-            if length as usize > available {
-                return ScanEnd::PastEnd {
-                    offset,
-                    claimed: HEADER_BYTES + length as usize,
-                };
-            }
-        }
-        let claimed_end = offset + error.claimed_len();
-        let nonzero = first_nonzero(&self.map[claimed_end..]).map(|at| claimed_end + at);
-        match (error, nonzero) {
-            (RecordError::Empty | RecordError::ShortHeader { .. }, None) => ScanEnd::Clean,
-            (RecordError::Empty | RecordError::ShortHeader { .. }, Some(at)) => {
-                ScanEnd::DataAfterEnd {
-                    offset,
-                    nonzero_at: at,
-                }
-            }
-            (error, nonzero) => ScanEnd::Damaged {
+        match last_nonzero(&self.map[offset..]) {
+            None => ScanEnd::Clean,
+            Some(at) => ScanEnd::Damaged {
                 offset,
                 error,
-                only_zeros_after: nonzero.is_none(),
+                end: offset + at + 1,
             },
         }
+    }
+
+    /// The first position at or after `from` where a record decodes (its CRC
+    /// matches and its kind is known) carrying an index in
+    /// `min_index..=` the most records the rest of the file could hold after
+    /// it: such a record was written whole, so whatever is damaged before it
+    /// is no torn write. Returns its offset and index.
+    ///
+    /// Cheap on a preallocated file: runs of zeros are skipped a page at a
+    /// time (a zero length field is no record), and no CRC is computed for a
+    /// length that is impossible or runs past the end of the file, nor for an
+    /// unknown kind or an index out of range, so random bytes almost never
+    /// cost a CRC.
+    pub(crate) fn find_record(&self, from: usize, min_index: u64) -> Option<(usize, u64)> {
+        let map = &self.map[..];
+        let min_len = record::encoded_len(0);
+        let max_index = min_index.saturating_add((map.len().saturating_sub(from) / min_len) as u64);
+        let mut at = from;
+        while at + min_len <= map.len() {
+            let length = BigEndian::read_u32(&map[at..at + 4]) as usize;
+            if length == 0 {
+                // The next position whose length field holds a non-zero byte.
+                let next = first_nonzero(&map[at + 4..])? + at + 4;
+                at = next - 3;
+                continue;
+            }
+            let len = HEADER_BYTES + length;
+            if length >= FIXED_BYTES
+                && len <= map.len() - at
+                && EntryKind::from_u8(map[at + 24]).is_some()
+            {
+                let index = BigEndian::read_u64(&map[at + 8..at + 16]);
+                if (min_index..=max_index).contains(&index) && record::decode(&map[at..]).is_ok() {
+                    return Some((at, index));
+                }
+            }
+            at += 1;
+        }
+        None
     }
 
     /// Zeroes the damaged bytes at the end (see [`ScanEnd::Damaged`]) and makes
@@ -370,6 +415,23 @@ impl Segment {
             "{}: only an empty, clean segment may grow",
             self.path.display()
         );
+        self.resize(size)
+    }
+
+    /// Brings a segment file found shorter than `size` (the size segments
+    /// are created with) back to it, as creation sizes it, durably; the
+    /// bytes added are zeros, so everything after the records stays zero.
+    pub(crate) fn extend(&mut self, size: u64) -> Result<(), StorageError> {
+        assert!(
+            size > self.file_bytes() && self.dirty.is_none() && self.pending.is_empty(),
+            "{}: only a clean segment shorter than {} bytes is extended",
+            self.path.display(),
+            size
+        );
+        self.resize(size)
+    }
+
+    fn resize(&mut self, size: u64) -> Result<(), StorageError> {
         self.file
             .set_len(size)
             .map_err(|e| StorageError::io(&self.path, e))?;
@@ -635,9 +697,9 @@ fn reserve_blocks(file: &File, size: u64, path: &Path) -> Result<(), StorageErro
 fn map_file(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     // SAFETY: the mapping is only sound while no one else changes or shrinks
     // the file. The data directory belongs to this process alone (SPEC §4),
-    // and this process only resizes a segment through `grow`, which replaces
-    // the mapping. A file shrunk from outside would SIGBUS on access rather
-    // than corrupt memory silently.
+    // and this process only resizes a segment through `grow` or `extend`,
+    // which replace the mapping. A file shrunk from outside would SIGBUS on
+    // access rather than corrupt memory silently.
     let map = unsafe { MmapMut::map_mut(file) }.map_err(|e| StorageError::io(path, e))?;
     // The log is written front to back, but a write fault on a page the file
     // does not have yet reads it in, and the kernel's readahead then fills
@@ -647,6 +709,20 @@ fn map_file(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     map.advise(memmap2::Advice::Random)
         .map_err(|e| StorageError::io(path, e))?;
     Ok(map)
+}
+
+/// Position of the last non-zero byte, a page at a time like [`first_nonzero`].
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const CHUNK: usize = 4096;
+    let chunks = bytes.len().div_ceil(CHUNK);
+    for k in (0..chunks).rev() {
+        let chunk = &bytes[k * CHUNK..((k + 1) * CHUNK).min(bytes.len())];
+        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            let at = chunk.iter().rposition(|&b| b != 0)?;
+            return Some(k * CHUNK + at);
+        }
+    }
+    None
 }
 
 /// Position of the first non-zero byte. Works a page at a time so the common
@@ -674,6 +750,50 @@ mod tests {
         assert_eq!(parse_file_name("1.seg"), None);
         assert_eq!(parse_file_name("0000000000000000000x.seg"), None);
         assert_eq!(parse_file_name("99999999999999999999.seg"), None);
+    }
+
+    #[test]
+    fn last_nonzero_finds_the_byte_across_chunks() {
+        let mut bytes = vec![0u8; 10_000];
+        assert_eq!(last_nonzero(&bytes), None);
+        bytes[3] = 1;
+        assert_eq!(last_nonzero(&bytes), Some(3));
+        bytes[4_096] = 7;
+        assert_eq!(last_nonzero(&bytes), Some(4_096));
+        bytes[9_999] = 7;
+        assert_eq!(last_nonzero(&bytes), Some(9_999));
+    }
+
+    /// Garbage after the records of a mostly-zero file holds no record; a
+    /// whole record after it is found, at any alignment, but not one whose
+    /// index could not follow.
+    #[test]
+    fn find_record_skips_zeros_and_garbage_and_finds_a_whole_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 8 << 20;
+        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
+        append_batch(&mut seg, 10, 40, size);
+        let end = seg.write_offset;
+        let mut state = 88172645463325252u64;
+        for k in 0..4096 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            seg.map[end + k] = state as u8;
+        }
+        assert_eq!(seg.find_record(end + 1, 11), None);
+        for at in [
+            end + 4096 + 1,
+            5 << 20,
+            size as usize - record::encoded_len(3),
+        ] {
+            let mut copy = seg.map[at..at + record::encoded_len(3)].to_vec();
+            record::encode(&entry(12, 3), &mut copy);
+            seg.map[at..at + copy.len()].copy_from_slice(&copy);
+            assert_eq!(seg.find_record(end + 1, 11), Some((at, 12)));
+            assert_eq!(seg.find_record(end + 1, 13), None, "index below the range");
+            seg.map[at..at + copy.len()].fill(0);
+        }
     }
 
     #[test]
@@ -735,7 +855,7 @@ mod tests {
         let path = seg.path().to_path_buf();
         drop(seg);
 
-        let mut seg = Segment::open(path, 1, size).expect("open");
+        let mut seg = Segment::open(path, 1).expect("open");
         assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), 216);
         append_batch(&mut seg, 16, len, size);
@@ -748,7 +868,7 @@ mod tests {
         let (path, next) = (seg.path().to_path_buf(), seg.next_index());
         drop(seg);
 
-        let mut seg = Segment::open(path, 1, size).expect("open");
+        let mut seg = Segment::open(path, 1).expect("open");
         assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), next);
         assert_reads_back(&seg, len);

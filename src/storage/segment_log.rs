@@ -29,11 +29,31 @@ pub(crate) struct SegmentLog {
     dir: PathBuf,
     segment_bytes: u64,
     segments: Vec<Segment>,
+    /// What [`SegmentLog::open`] found to repair, not yet done: nothing is
+    /// written until [`SegmentLog::finish_recovery`], so a start refused
+    /// after the open changes nothing.
+    repair: Option<Repair>,
+}
+
+/// Repairs of the newest segment that recovery found and deferred.
+#[derive(Default)]
+struct Repair {
+    /// A torn tail: `offset..end` is zeroed (the log already ends at
+    /// `offset`), and `warning` logged.
+    torn: Option<(usize, usize, String)>,
+    /// The file is shorter than segments are created with: it is brought
+    /// back to `segment_bytes`, and the warning logged.
+    short: Option<String>,
+    /// Leftover `.tmp` files of segment creations cut short.
+    leftovers: Vec<PathBuf>,
 }
 
 impl SegmentLog {
     /// Opens `dir` (creating it) and recovers every segment in it, checking
-    /// each record's payload with `check_payload`.
+    /// each record's payload with `check_payload`. Writes nothing: a torn
+    /// tail or a short newest segment is only noted (the log ends before the
+    /// torn bytes), and repaired by [`SegmentLog::finish_recovery`], which
+    /// must come before anything changes the log.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
@@ -48,6 +68,10 @@ impl SegmentLog {
         let (files, leftovers) = list_segment_files(dir)?;
         let count = files.len();
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
+        let mut repair = Repair {
+            leftovers,
+            ..Repair::default()
+        };
         for (k, (first_index, path)) in files.into_iter().enumerate() {
             let newest = k + 1 == count;
             if first_index == 0 {
@@ -59,12 +83,35 @@ impl SegmentLog {
                     "a segment named for index 0, but log indexes start at 1",
                 ));
             }
-            let mut seg = Segment::open(path, first_index, segment_bytes)?;
+            let mut seg = Segment::open(path, first_index)?;
+            if seg.file_bytes() < segment_bytes {
+                if !newest {
+                    // Its last records are lost: the next segment does not
+                    // follow it (or, cut at a record boundary, may follow
+                    // it but the file is no longer what was written).
+                    return Err(StorageError::corrupt(
+                        seg.path(),
+                        Some(seg.file_bytes()),
+                        format!(
+                            "the file ends here, short of the {} bytes every segment is created with, \
+                             in a segment older than the newest: it was cut short",
+                            segment_bytes
+                        ),
+                    ));
+                }
+                repair.short = Some(format!(
+                    "{}: the file is {} bytes, short of the {} bytes segments are created with \
+                     (it was cut short); extending it with zeros",
+                    seg.path().display(),
+                    seg.file_bytes(),
+                    segment_bytes
+                ));
+            }
             let end = seg.scan(check_payload)?;
             if let Some(prev) = segments.last() {
                 check_follows(prev, &seg)?;
             }
-            settle_scan_end(&mut seg, end, newest)?;
+            repair.torn = settle_scan_end(&seg, end, newest)?;
             if !newest && seg.is_empty() {
                 return Err(StorageError::corrupt(
                     seg.path(),
@@ -74,12 +121,45 @@ impl SegmentLog {
             }
             segments.push(seg);
         }
-        remove_leftovers(&leftovers);
         Ok(SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             segments,
+            repair: Some(repair),
         })
+    }
+
+    /// Applies the repairs [`SegmentLog::open`] deferred, each durable when
+    /// this returns, logging a warning for each: the torn tail is zeroed
+    /// (and the zeros synced) before a short file is extended, so a crash
+    /// in between leaves a file that reopens to the same log. Then removes
+    /// leftover `.tmp` files. Called once, after recovery succeeded.
+    pub(crate) fn finish_recovery(&mut self) -> Result<(), StorageError> {
+        let Some(repair) = self.repair.take() else {
+            panic!("{}: recovery finished twice", self.dir.display());
+        };
+        if let Some(seg) = self.segments.last_mut() {
+            if let Some((offset, end, warning)) = repair.torn {
+                log::warn!("{}", warning);
+                seg.cut_torn_tail(offset, end - offset)?;
+            }
+            if let Some(warning) = repair.short {
+                log::warn!("{}", warning);
+                seg.extend(self.segment_bytes)?;
+            }
+        }
+        remove_leftovers(&repair.leftovers);
+        Ok(())
+    }
+
+    /// Panics while repairs found on open are still to be made: the log's
+    /// invariants (zeros after the records, full-size files) do not hold yet.
+    fn assert_recovered(&self) {
+        assert!(
+            self.repair.is_none(),
+            "{}: the log is changed before recovery finished",
+            self.dir.display()
+        );
     }
 
     /// 1 for a log that never held a segment.
@@ -122,6 +202,7 @@ impl SegmentLog {
     }
 
     pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.assert_recovered();
         let Some(head) = entries.first() else {
             return Ok(());
         };
@@ -246,6 +327,7 @@ impl SegmentLog {
     /// Takes out the segments `drop_before` would delete, without deleting
     /// their files (the caller deletes them oldest first, see `Storage`).
     pub(crate) fn detach_before(&mut self, index: u64) -> Vec<Segment> {
+        self.assert_recovered();
         let mut n = 0;
         while self.segments.len() - n > 1 && self.segments[n + 1].first_index() <= index {
             n += 1;
@@ -256,6 +338,7 @@ impl SegmentLog {
     /// Deletes the oldest segments while the next one starts at or below
     /// `index`; the newest segment always stays.
     pub(crate) fn drop_before(&mut self, index: u64) -> Result<(), StorageError> {
+        self.assert_recovered();
         while self.segments.len() > 1 && self.segments[1].first_index() <= index {
             self.segments.remove(0).remove()?;
         }
@@ -271,6 +354,7 @@ impl SegmentLog {
     /// on restart.
     pub(crate) fn reset(&mut self, next_index: u64) -> Result<(), StorageError> {
         assert!(next_index >= 1, "log indexes start at 1, reset to 0");
+        self.assert_recovered();
         while let Some(seg) = self.segments.pop() {
             seg.remove()?;
         }
@@ -320,7 +404,7 @@ fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
 }
 
 /// A `.tmp` file is a segment creation cut short: it never held a record.
-/// Removed only once recovery succeeded, so a failed open changes nothing.
+/// Removed only once recovery succeeded, so a refused start changes nothing.
 fn remove_leftovers(leftovers: &[PathBuf]) {
     for path in leftovers {
         log::info!("removing leftover {}", path.display());
@@ -366,61 +450,49 @@ fn check_follows(prev: &Segment, seg: &Segment) -> Result<(), StorageError> {
     ))
 }
 
-/// Accepts a clean end, cuts a torn tail of the newest segment, and turns
-/// every other shape of damage into an error (nothing is changed then).
-fn settle_scan_end(seg: &mut Segment, end: ScanEnd, newest: bool) -> Result<(), StorageError> {
-    match end {
-        ScanEnd::Clean => Ok(()),
-        ScanEnd::DataAfterEnd { offset, nonzero_at } => Err(StorageError::corrupt(
-            seg.path(),
-            Some(offset as u64),
-            format!(
-                "no record starts here, yet byte {} after it is not zero",
-                nonzero_at
-            ),
-        )),
-        ScanEnd::PastEnd { offset, claimed } => Err(StorageError::corrupt(
-            seg.path(),
-            Some(offset as u64),
-            format!(
-                "the record here claims {} bytes, past the end of the file at {}: \
-                 the file was cut short, not torn",
-                claimed,
-                seg.file_bytes()
-            ),
-        )),
-        ScanEnd::Damaged {
-            offset,
-            error,
-            only_zeros_after: true,
-        } if newest => {
-            log::warn!(
-                "{} at offset {}: cutting torn tail ({}); log now ends at index {}",
-                seg.path().display(),
-                offset,
-                error.describe(),
-                seg.next_index() - 1
-            );
-            seg.cut_torn_tail(offset, error.claimed_len())
-        }
-        ScanEnd::Damaged {
-            offset,
-            error,
-            only_zeros_after,
-        } => Err(StorageError::corrupt(
-            seg.path(),
-            Some(offset as u64),
-            damage_reason(&error, newest, only_zeros_after),
-        )),
-    }
-}
-
-fn damage_reason(error: &RecordError, newest: bool, only_zeros_after: bool) -> String {
-    debug_assert!(!newest || !only_zeros_after, "a torn tail is not damage");
-    let why_not_torn = if newest {
-        "followed by non-zero bytes"
-    } else {
-        "in a segment older than the newest"
+/// Where the records of `seg` stop: a clean end (only zeros follow) is fine;
+/// in the newest segment, damage that no valid record follows anywhere later
+/// in the file is a torn tail, returned as `(offset, end, warning)` for
+/// [`SegmentLog::finish_recovery`] to cut; everything else is an error
+/// naming the file and offset (SPEC §4).
+fn settle_scan_end(
+    seg: &Segment,
+    end: ScanEnd,
+    newest: bool,
+) -> Result<Option<(usize, usize, String)>, StorageError> {
+    let ScanEnd::Damaged { offset, error, end } = end else {
+        return Ok(None);
     };
-    format!("{}, {}: not a torn tail", error.describe(), why_not_torn)
+    let what = match error {
+        RecordError::Empty => format!(
+            "no record starts here, yet byte {} after it is not zero",
+            end - 1
+        ),
+        error => error.describe(),
+    };
+    let corrupt = |why: String| StorageError::corrupt(seg.path(), Some(offset as u64), why);
+    if !newest {
+        return Err(corrupt(format!(
+            "{}, in a segment older than the newest: not a torn tail",
+            what
+        )));
+    }
+    if let Some((at, index)) = seg.find_record(offset + 1, seg.next_index()) {
+        return Err(corrupt(format!(
+            "{}, yet a valid record (entry {}) follows at offset {}: not a torn tail, \
+             and cutting here would lose it",
+            what, index, at
+        )));
+    }
+    let warning = format!(
+        "{} at offset {}: cutting torn tail ({}; {} bytes up to offset {}, no valid record after it); \
+         log now ends at index {}",
+        seg.path().display(),
+        offset,
+        what,
+        end - offset,
+        end,
+        seg.next_index() - 1
+    );
+    Ok(Some((offset, end, warning)))
 }

@@ -8,8 +8,8 @@ pub mod load;
 
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -570,4 +570,26 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
 
 pub fn bulk(s: &str) -> Reply {
     Reply::Bulk(s.as_bytes().to_vec())
+}
+
+/// Every file under `dir` (relative path → bytes), `skip` left out.
+pub fn contents(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for item in fs::read_dir(dir).expect("read dir") {
+            let path = item.expect("dir entry").path();
+            let rel = path.strip_prefix(root).expect("inside").to_path_buf();
+            if skip.iter().any(|s| rel == Path::new(s)) {
+                continue;
+            }
+            if path.is_dir() {
+                out.insert(rel.join(""), Vec::new());
+                walk(root, &path, skip, out);
+            } else {
+                out.insert(rel, fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, skip, &mut out);
+    out
 }
