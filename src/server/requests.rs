@@ -313,15 +313,7 @@ impl Server {
         } = forwarded;
         if is_tryagain(&reply) {
             // The leader we asked did not take it: it was not applied, try elsewhere.
-            let still_waiting = self
-                .clients
-                .get(&token)
-                .is_some_and(|c| c.pending(seq).is_some());
-            if still_waiting {
-                self.set_pending(token, seq, Pending::Parked);
-                self.parked.push_back((token, seq, command));
-            }
-            return;
+            return self.park_again(token, seq, command);
         }
         self.complete(Waiter::Client { token, seq }, reply);
     }
@@ -361,22 +353,26 @@ impl Server {
     pub(super) fn route_dropped_reads(&mut self) {
         for (waiter, command) in self.replica.take_dropped_reads() {
             match waiter {
-                Waiter::Client { token, seq } => {
-                    let waiting = self
-                        .clients
-                        .get(&token)
-                        .is_some_and(|c| c.pending(seq).is_some());
-                    if waiting {
-                        self.set_pending(token, seq, Pending::Parked);
-                        self.parked.push_back((token, seq, command));
-                    }
-                }
+                Waiter::Client { token, seq } => self.park_again(token, seq, command),
                 Waiter::Peer { from, id } => {
                     let reply = error("TRYAGAIN not the leader");
                     self.peers
                         .send(from, &PeerMessage::ForwardReply { id, reply });
                 }
             }
+        }
+    }
+
+    /// Parks a client's request that was not applied where it went, to be
+    /// routed again, if the client still waits for it.
+    fn park_again(&mut self, token: Token, seq: u64, command: Command) {
+        let waiting = self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.pending(seq).is_some());
+        if waiting {
+            self.set_pending(token, seq, Pending::Parked);
+            self.parked.push_back((token, seq, command));
         }
     }
 
