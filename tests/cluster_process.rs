@@ -10,7 +10,7 @@ use common::{bulk, wait_for, Client, Cluster, BIN};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -806,5 +806,41 @@ fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
             reply == bulk("old") || reply == bulk("new"),
             "a read the old leader took got {reply:?}"
         );
+    }
+}
+
+#[test]
+fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
+    // A node reads 4 MiB of one client's requests at a time and takes up the
+    // rest in later iterations: a pipeline of writes larger than that, which
+    // waits in the kernel while the node is stopped, is served whole and in
+    // order once it runs again.
+    let cluster = Cluster::start(1);
+    let mut client = cluster.client(0);
+    let value = |i: usize| format!("{i}:{}", "v".repeat(300 << 10));
+    let mut requests = Vec::new();
+    for i in 0..20 {
+        let key = format!("big{i}");
+        resp::encode_request(
+            &[b"SET", key.as_bytes(), value(i).as_bytes()],
+            &mut requests,
+        );
+    }
+    let pid = cluster.pid(0).expect("running");
+    // SAFETY: kill(2) on the pid of a child this test spawned.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    let resume = Resume(pid);
+    let mut writer = client.stream.try_clone().expect("clone the stream");
+    let sender = thread::spawn(move || writer.write_all(&requests));
+    thread::sleep(Duration::from_millis(300));
+    drop(resume);
+    for i in 0..20 {
+        assert_eq!(client.read(), Reply::Ok, "SET {i}");
+    }
+    sender.join().expect("writer").expect("write the pipeline");
+    for i in 0..20 {
+        assert_eq!(client.cmd(&["GET", &format!("big{i}")]), bulk(&value(i)));
     }
 }
