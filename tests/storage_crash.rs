@@ -284,23 +284,62 @@ fn last_record(dir: &Path) -> (PathBuf, (usize, usize)) {
     (newest, *spans.last().expect("a record"))
 }
 
+/// A data dir of `records` entries in segments of `SEG` bytes, built once;
+/// each case damages a fresh copy of it.
+struct Pristine {
+    dir: tempfile::TempDir,
+    want: Vec<Entry>,
+    /// The newest segment's path inside the dir.
+    newest: PathBuf,
+    /// The byte ranges of the newest segment's records.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Pristine {
+    fn build(records: u64) -> Pristine {
+        let dir = tempdir();
+        let want = entries(1, records + 1, 1);
+        build(dir.path(), SEG, &want);
+        let newest = segment_files(dir.path()).pop().expect("a segment");
+        let spans = record_spans(&fs::read(&newest).expect("read"));
+        let newest = newest
+            .strip_prefix(dir.path())
+            .expect("inside")
+            .to_path_buf();
+        Pristine {
+            dir,
+            want,
+            newest,
+            spans,
+        }
+    }
+
+    fn last_record(&self) -> (usize, usize) {
+        *self.spans.last().expect("a record")
+    }
+
+    /// A fresh copy, and the path of its newest segment.
+    fn copy(&self) -> (tempfile::TempDir, PathBuf) {
+        let work = tempdir();
+        copy_dir(self.dir.path(), work.path());
+        let newest = work.path().join(&self.newest);
+        (work, newest)
+    }
+}
+
 #[test]
 fn flipped_byte_in_the_last_record_is_cut_with_a_warning() {
     capture_logs();
-    let pristine = tempdir();
-    let want = entries(1, 101, 1);
-    build(pristine.path(), SEG, &want);
-    let (newest, (start, end)) = last_record(pristine.path());
-    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let pristine = Pristine::build(100);
+    let (start, end) = pristine.last_record();
     // Every byte after the length field: crc, index, term, kind, payload.
     for at in start + 4..end {
-        let work = tempdir();
-        copy_dir(pristine.path(), work.path());
-        flip(&work.path().join(rel), at);
+        let (work, damaged) = pristine.copy();
+        flip(&damaged, at);
         let storage = open(work.path(), SEG);
         assert_eq!(storage.last_index(), 99, "flip at {}", at);
-        assert_eq!(all_entries(&storage), want[..99]);
-        let warned = warnings_naming(&work.path().join(rel));
+        assert_eq!(all_entries(&storage), pristine.want[..99]);
+        let warned = warnings_naming(&damaged);
         let offset = format!("at offset {}", start);
         assert!(warned.iter().any(|w| w.contains(&offset)), "{:?}", warned);
     }
@@ -308,20 +347,16 @@ fn flipped_byte_in_the_last_record_is_cut_with_a_warning() {
 
 #[test]
 fn flipped_length_of_the_last_record_never_yields_a_wrong_log() {
-    let pristine = tempdir();
-    let want = entries(1, 101, 1);
-    build(pristine.path(), SEG, &want);
-    let (newest, (start, _)) = last_record(pristine.path());
-    let rel = newest.strip_prefix(pristine.path()).expect("inside");
-    let name = rel.display().to_string();
+    let pristine = Pristine::build(100);
+    let (start, _) = pristine.last_record();
+    let name = pristine.newest.display().to_string();
     for at in start..start + 4 {
-        let work = tempdir();
-        copy_dir(pristine.path(), work.path());
-        flip(&work.path().join(rel), at);
+        let (work, damaged) = pristine.copy();
+        flip(&damaged, at);
         // A length that claims less than was written leaves non-zero bytes
         // behind the record, which recovery may not call torn.
         match Storage::open(work.path(), options(SEG)) {
-            Ok(storage) => assert_eq!(all_entries(&storage), want[..99], "flip at {}", at),
+            Ok(storage) => assert_eq!(all_entries(&storage), pristine.want[..99], "flip at {}", at),
             Err(err) => assert!(err.to_string().contains(&name), "{}", err),
         }
     }
@@ -554,21 +589,14 @@ fn open_and_refuse(dir: &Path, damaged: &Path, offset: usize) -> String {
 #[test]
 fn newest_segment_truncated_inside_its_last_record_is_a_torn_tail() {
     capture_logs();
-    let pristine = tempdir();
-    let want = entries(1, RECORDS + 1, 1);
-    build(pristine.path(), SEG, &want);
-    let newest = segment_files(pristine.path()).pop().expect("a segment");
-    let rel = newest.strip_prefix(pristine.path()).expect("inside");
-    let spans = record_spans(&fs::read(&newest).expect("read"));
-    let (start, end) = *spans.last().expect("records");
+    let pristine = Pristine::build(RECORDS);
+    let (start, end) = pristine.last_record();
     for cut in start + 1..end {
-        let work = tempdir();
-        copy_dir(pristine.path(), work.path());
-        let damaged = work.path().join(rel);
+        let (work, damaged) = pristine.copy();
         set_len(&damaged, cut);
         let storage = open_deferred(work.path(), SEG);
         assert_eq!(storage.last_index(), RECORDS - 1, "cut at {}", cut);
-        assert_eq!(all_entries(&storage), want[..RECORDS as usize - 1]);
+        assert_eq!(all_entries(&storage), pristine.want[..RECORDS as usize - 1]);
         let warned = warnings_naming(&damaged);
         assert!(
             warned.iter().any(|w| w.contains("short of")),
@@ -595,27 +623,20 @@ fn newest_segment_truncated_inside_its_last_record_is_a_torn_tail() {
 #[test]
 fn newest_segment_truncated_at_a_record_boundary_opens_with_the_records_before_it() {
     capture_logs();
-    let pristine = tempdir();
-    let want = entries(1, RECORDS + 1, 1);
-    build(pristine.path(), SEG, &want);
-    let newest = segment_files(pristine.path()).pop().expect("a segment");
-    let rel = newest.strip_prefix(pristine.path()).expect("inside");
-    let spans = record_spans(&fs::read(&newest).expect("read"));
-    let first_in_newest = RECORDS + 1 - spans.len() as u64;
+    let pristine = Pristine::build(RECORDS);
+    let first_in_newest = RECORDS + 1 - pristine.spans.len() as u64;
     // Right after the last record (no record lost: all open), before each
     // of the others, and at 0 (an empty file).
-    let mut cuts: Vec<(usize, u64)> = vec![(spans.last().expect("records").1, RECORDS)];
-    for (k, s) in spans.iter().enumerate() {
+    let mut cuts: Vec<(usize, u64)> = vec![(pristine.last_record().1, RECORDS)];
+    for (k, s) in pristine.spans.iter().enumerate() {
         cuts.push((s.0, first_in_newest + k as u64 - 1));
     }
     for (cut, last) in cuts {
-        let work = tempdir();
-        copy_dir(pristine.path(), work.path());
-        let damaged = work.path().join(rel);
+        let (work, damaged) = pristine.copy();
         set_len(&damaged, cut);
         let storage = open_deferred(work.path(), SEG);
         assert_eq!(storage.last_index(), last, "cut at {}", cut);
-        assert_eq!(all_entries(&storage), want[..last as usize]);
+        assert_eq!(all_entries(&storage), pristine.want[..last as usize]);
         let warned = warnings_naming(&damaged);
         assert!(
             warned.iter().any(|w| w.contains("short of"))
@@ -633,21 +654,22 @@ fn newest_segment_truncated_at_a_record_boundary_opens_with_the_records_before_i
 #[test]
 fn random_garbage_after_the_last_record_is_cut_as_a_torn_tail() {
     capture_logs();
-    let pristine = tempdir();
-    let want = entries(1, 101, 1);
-    build(pristine.path(), SEG, &want);
-    let (newest, (_, end)) = last_record(pristine.path());
-    let rel = newest.strip_prefix(pristine.path()).expect("inside");
+    let pristine = Pristine::build(100);
+    let (_, end) = pristine.last_record();
     for seed in 1..=12u64 {
         for len in [1, 2, 3, 4, 5, 7, 8, 9, 24, 25, 26, 60, 123, 200] {
-            let work = tempdir();
-            copy_dir(pristine.path(), work.path());
-            let damaged = work.path().join(rel);
+            let (work, damaged) = pristine.copy();
             let mut bytes = fs::read(&damaged).expect("read");
             bytes[end..end + len].copy_from_slice(&random_bytes(seed * 1000 + len as u64, len));
             fs::write(&damaged, bytes).expect("write");
             let storage = open_deferred(work.path(), SEG);
-            assert_eq!(all_entries(&storage), want, "seed {} len {}", seed, len);
+            assert_eq!(
+                all_entries(&storage),
+                pristine.want,
+                "seed {} len {}",
+                seed,
+                len
+            );
             let at = format!("at offset {}: cutting torn tail", end);
             assert!(
                 warnings_naming(&damaged).iter().any(|w| w.contains(&at)),
