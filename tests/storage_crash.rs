@@ -707,6 +707,78 @@ fn non_zero_bytes_after_zeros_after_the_last_record_are_cut_as_a_torn_tail() {
     assert_repaired(dir.path(), storage, &newest, 100);
 }
 
+/// A torn append (its length written, its payload not all) whose payload, a
+/// client's value, holds the encoding of the next record: the search for a
+/// whole record starts after the torn one's claimed bytes, so the value
+/// cannot make the torn tail look like lost records.
+#[test]
+fn a_record_inside_a_torn_records_value_does_not_stop_the_cut() {
+    capture_logs();
+    let dir = tempdir();
+    let want = entries(1, 101, 1);
+    build(dir.path(), SEG, &want);
+    let (newest, (_, end)) = last_record(dir.path());
+    let mut value = vec![7u8; 1000];
+    let inner = entry(102, 1, 30);
+    let inner_len = record::encoded_len(inner.data.len());
+    record::encode(&inner, &mut value[100..100 + inner_len]);
+    let torn = Entry {
+        index: 101,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: value.into(),
+    };
+    let mut bytes = fs::read(&newest).expect("read");
+    let torn_len = record::encoded_len(torn.data.len());
+    record::encode(&torn, &mut bytes[end..end + torn_len]);
+    // The end of the value did not reach the disk.
+    bytes[end + torn_len - 300..end + torn_len].fill(0);
+    fs::write(&newest, bytes).expect("write");
+    let storage = open_deferred(dir.path(), SEG);
+    assert_eq!(all_entries(&storage), want);
+    let at = format!("at offset {}: cutting torn tail", end);
+    assert!(
+        warnings_naming(&newest).iter().any(|w| w.contains(&at)),
+        "{:?}",
+        warnings_naming(&newest)
+    );
+}
+
+/// Record-like headers packed after damage, each claiming most of the file,
+/// would cost a CRC of most of the file apiece: the search gives up after
+/// hashing a few times the file's size, and the node refuses to guess.
+#[test]
+fn record_like_headers_after_damage_are_searched_within_a_budget() {
+    let segment = 1 << 20;
+    let dir = tempdir();
+    build(dir.path(), segment, &entries(1, 101, 1));
+    let (newest, (_, end)) = last_record(dir.path());
+    let fake = Entry {
+        index: 101,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: vec![0u8; 900_000].into(),
+    };
+    let mut encoded = vec![0u8; record::encoded_len(fake.data.len())];
+    record::encode(&fake, &mut encoded);
+    encoded[4] ^= 0xff;
+    let header = &encoded[..32];
+    let mut bytes = fs::read(&newest).expect("read");
+    // A zero length field first: the damage starts where no record does.
+    for k in 0..2000 {
+        let at = end + 8 + k * 32;
+        bytes[at..at + 32].copy_from_slice(header);
+    }
+    fs::write(&newest, bytes).expect("write");
+    let message = open_err(dir.path(), segment);
+    assert!(
+        message.contains(&format!("at offset {}", end))
+            && message.contains("too many record-like headers"),
+        "{}",
+        message
+    );
+}
+
 /// A whole record for the next index after zeros: records in between are
 /// lost, which is no torn write.
 #[test]

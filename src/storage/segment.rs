@@ -158,6 +158,20 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// How many times a segment's size [`Segment::find_record`] may hash.
+const SEARCH_BUDGET_FILES: usize = 4;
+
+/// What [`Segment::find_record`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Search {
+    /// A whole record at `at` with entry `index`.
+    Found { at: usize, index: u64 },
+    /// No whole record.
+    Nothing,
+    /// Gave up at `at`, its budget spent on record-like bytes.
+    TooCostly { at: usize },
+}
+
 /// How the scan of a segment ended.
 #[derive(Debug)]
 pub(crate) enum ScanEnd {
@@ -361,17 +375,25 @@ impl Segment {
     /// length that is impossible or runs past the end of the file, nor for an
     /// unknown kind or an index out of range, so random bytes almost never
     /// cost a CRC.
-    pub(crate) fn find_record(&self, from: usize, min_index: u64) -> Option<(usize, u64)> {
+    ///
+    /// Bytes that look like record headers can be packed into a value, each
+    /// claiming most of the file; so the CRCs computed are bounded by
+    /// [`SEARCH_BUDGET_FILES`] times the file's size, past which the search
+    /// gives up ([`Search::TooCostly`]) rather than take minutes.
+    pub(crate) fn find_record(&self, from: usize, min_index: u64) -> Search {
         let map = &self.map[..];
         let min_len = record::encoded_len(0);
         let max_index = min_index.saturating_add((map.len().saturating_sub(from) / min_len) as u64);
+        let mut budget = map.len().saturating_mul(SEARCH_BUDGET_FILES);
         let mut at = from;
         while at + min_len <= map.len() {
             let length = BigEndian::read_u32(&map[at..at + 4]) as usize;
             if length == 0 {
                 // The next position whose length field holds a non-zero byte.
-                let next = first_nonzero(&map[at + 4..])? + at + 4;
-                at = next - 3;
+                let Some(next) = first_nonzero(&map[at + 4..]) else {
+                    return Search::Nothing;
+                };
+                at = next + at + 4 - 3;
                 continue;
             }
             let len = HEADER_BYTES + length;
@@ -380,13 +402,19 @@ impl Segment {
                 && EntryKind::from_u8(map[at + 24]).is_some()
             {
                 let index = BigEndian::read_u64(&map[at + 8..at + 16]);
-                if (min_index..=max_index).contains(&index) && record::decode(&map[at..]).is_ok() {
-                    return Some((at, index));
+                if (min_index..=max_index).contains(&index) {
+                    if len > budget {
+                        return Search::TooCostly { at };
+                    }
+                    budget -= len;
+                    if record::decode(&map[at..]).is_ok() {
+                        return Search::Found { at, index };
+                    }
                 }
             }
             at += 1;
         }
-        None
+        Search::Nothing
     }
 
     /// Zeroes the damaged bytes at the end (see [`ScanEnd::Damaged`]) and makes
@@ -781,7 +809,7 @@ mod tests {
             state ^= state << 17;
             seg.map[end + k] = state as u8;
         }
-        assert_eq!(seg.find_record(end + 1, 11), None);
+        assert_eq!(seg.find_record(end + 1, 11), Search::Nothing);
         for at in [
             end + 4096 + 1,
             5 << 20,
@@ -790,8 +818,15 @@ mod tests {
             let mut copy = seg.map[at..at + record::encoded_len(3)].to_vec();
             record::encode(&entry(12, 3), &mut copy);
             seg.map[at..at + copy.len()].copy_from_slice(&copy);
-            assert_eq!(seg.find_record(end + 1, 11), Some((at, 12)));
-            assert_eq!(seg.find_record(end + 1, 13), None, "index below the range");
+            assert_eq!(
+                seg.find_record(end + 1, 11),
+                Search::Found { at, index: 12 }
+            );
+            assert_eq!(
+                seg.find_record(end + 1, 13),
+                Search::Nothing,
+                "index below the range"
+            );
             seg.map[at..at + copy.len()].fill(0);
         }
     }

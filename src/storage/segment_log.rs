@@ -19,7 +19,7 @@
 use super::create_dir;
 use super::error::StorageError;
 use super::record::{self, RecordError, MAX_PAYLOAD_BYTES};
-use super::segment::{self, ScanEnd, Segment};
+use super::segment::{self, ScanEnd, Search, Segment};
 use super::PayloadCheck;
 use crate::raft::Entry;
 use std::fs;
@@ -463,6 +463,10 @@ fn settle_scan_end(
     let ScanEnd::Damaged { offset, error, end } = end else {
         return Ok(None);
     };
+    // A record whose length fits is searched past: its own bytes are a
+    // client's value, which may hold anything, a record's encoding included
+    // (a torn write keeps the true length, see the module docs of segment.rs).
+    let from = offset + error.claimed_len().max(1);
     let what = match error {
         RecordError::Empty => format!(
             "no record starts here, yet byte {} after it is not zero",
@@ -477,12 +481,22 @@ fn settle_scan_end(
             what
         )));
     }
-    if let Some((at, index)) = seg.find_record(offset + 1, seg.next_index()) {
-        return Err(corrupt(format!(
-            "{}, yet a valid record (entry {}) follows at offset {}: not a torn tail, \
-             and cutting here would lose it",
-            what, index, at
-        )));
+    match seg.find_record(from, seg.next_index()) {
+        Search::Nothing => {}
+        Search::Found { at, index } => {
+            return Err(corrupt(format!(
+                "{}, yet a valid record (entry {}) follows at offset {}: not a torn tail, \
+                 and cutting here would lose it",
+                what, index, at
+            )))
+        }
+        Search::TooCostly { at } => {
+            return Err(corrupt(format!(
+                "{}, and the bytes after it hold too many record-like headers to tell a \
+                 torn tail from lost records (searched up to offset {}): not cut",
+                what, at
+            )))
+        }
     }
     let warning = format!(
         "{} at offset {}: cutting torn tail ({}; {} bytes up to offset {}, no valid record after it); \
