@@ -344,7 +344,17 @@ impl Peers {
             let Some(pc) = self.conns.get_mut(&token) else {
                 return Ok(());
             };
-            let decoded = match frame::decode_frame(pc.conn.input(), limits(&pc.side)) {
+            // More only for a reply relayed by a member: an identified
+            // stranger (the right cluster name, an id not in the
+            // configuration) gets the limit of an unidentified connection.
+            // Our outbound connections receive nothing at all.
+            let member = matches!(pc.side, Side::Inbound { peer: Some(id) } if self.members.contains_key(&id));
+            let limits = if member {
+                FrameLimits::MEMBER
+            } else {
+                FrameLimits::UNIDENTIFIED
+            };
+            let decoded = match frame::decode_frame(pc.conn.input(), limits) {
                 Ok(None) => {
                     if let Some(size) = frame::declared_size(pc.conn.input()) {
                         pc.conn.expect_input(size);
@@ -521,16 +531,6 @@ impl Peers {
     }
 }
 
-/// What a connection may make this node buffer for one frame: more only for
-/// a reply relayed by a member (see [`FrameLimits`]). Our outbound
-/// connections receive nothing at all.
-fn limits(side: &Side) -> FrameLimits {
-    match side {
-        Side::Inbound { peer: Some(_) } => FrameLimits::MEMBER,
-        Side::Inbound { peer: None } | Side::Outbound { .. } => FrameLimits::UNIDENTIFIED,
-    }
-}
-
 enum Body {
     Handshake(Handshake),
     Message(PeerMessage),
@@ -609,7 +609,8 @@ mod tests {
                 raft_addr: "127.0.0.1:1".to_string(),
                 client_addr: "127.0.0.1:2".to_string(),
             };
-            let mut peers = Peers::new(me, &[]);
+            // Node 2 is a member; node 3 only knows the cluster's name.
+            let mut peers = Peers::new(me, &[(2, "127.0.0.1:3".to_string())]);
             let poll = Poll::new().expect("poll");
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let far = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
@@ -626,20 +627,24 @@ mod tests {
         }
 
         fn handshake(&mut self) {
+            self.handshake_as(2);
+        }
+
+        fn handshake_as(&mut self, from: NodeId) {
             let mut out = Vec::new();
             Handshake {
                 version: PROTOCOL_VERSION,
                 cluster_name: "test".to_string(),
-                from: 2,
+                from,
                 to: 1,
-                raft_addr: "127.0.0.1:3".to_string(),
+                raft_addr: format!("127.0.0.1:{}", from + 1),
                 client_addr: "127.0.0.1:4".to_string(),
             }
             .encode(&mut out);
             self.write(&out);
             self.read_until("the handshake", |h| {
                 h.conn().is_some_and(|c| c.input().is_empty())
-                    && h.peers.learned.iter().any(|(id, ..)| *id == 2)
+                    && h.peers.learned.iter().any(|(id, ..)| *id == from)
             });
         }
 
@@ -696,6 +701,12 @@ mod tests {
         let big = MAX_FRAME_BYTES + 1;
         let mut stranger = Harness::new();
         assert!(!stranger.declare(FrameKind::ForwardReply, big));
+        let mut outsider = Harness::new();
+        outsider.handshake_as(3);
+        assert!(
+            !outsider.declare(FrameKind::ForwardReply, big),
+            "the right cluster name, but not a member"
+        );
 
         let mut member = Harness::new();
         member.handshake();
