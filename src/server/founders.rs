@@ -19,15 +19,18 @@ type Members = Vec<(NodeId, String)>;
 /// so a `cluster` naming other ids than the file is refused; other addresses
 /// for the same ids are taken and recorded. This node (`id` at `raft_addr`)
 /// must be among the founders, unless it joined (none).
-pub fn settle(
+///
+/// Reads only: the file is written by [`Settled::record`], once the node
+/// has recovered, so that a start refused here or later changes nothing.
+pub fn decide(
     data_dir: &Path,
     configured: &[(NodeId, String)],
     id: NodeId,
     raft_addr: &str,
-) -> Result<Members, ServerError> {
+) -> Result<Settled, ServerError> {
     let path = data_dir.join(FOUNDERS_FILE);
     let fatal = |why: String| ServerError::Fatal(format!("{}: {}", path.display(), why));
-    let members = match fs::read_to_string(&path) {
+    let (members, write) = match fs::read_to_string(&path) {
         Ok(text) => {
             let recorded = parse(&text).map_err(fatal)?;
             let ids = |members: &[(NodeId, String)]| -> Vec<NodeId> {
@@ -36,10 +39,9 @@ pub fn settle(
                 ids
             };
             if configured.is_empty() || configured == recorded.as_slice() {
-                recorded
+                (recorded, false)
             } else if ids(configured) == ids(&recorded) {
-                record(data_dir, configured).map_err(|e| fatal(e.to_string()))?;
-                configured.to_vec()
+                (configured.to_vec(), true)
             } else {
                 return Err(fatal(format!(
                     "this node was founded with members {:?}, but cluster names {:?}; the founding members cannot change (use CLUSTER ADD and REMOVE)",
@@ -48,10 +50,7 @@ pub fn settle(
                 )));
             }
         }
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            record(data_dir, configured).map_err(|e| fatal(e.to_string()))?;
-            configured.to_vec()
-        }
+        Err(err) if err.kind() == ErrorKind::NotFound => (configured.to_vec(), true),
         Err(err) => return Err(fatal(err.to_string())),
     };
     match members.iter().find(|(member, _)| *member == id) {
@@ -63,7 +62,27 @@ pub fn settle(
             "node {} was founded at {}, but raft_addr is {}",
             id, addr, raft_addr
         ))),
-        _ => Ok(members),
+        _ => Ok(Settled { members, write }),
+    }
+}
+
+/// The founding members [`decide`] settled on, and whether the file must
+/// say so.
+pub struct Settled {
+    members: Members,
+    write: bool,
+}
+
+impl Settled {
+    /// Writes the file if it must change, and returns the members.
+    pub fn record(self, data_dir: &Path) -> Result<Members, ServerError> {
+        if self.write {
+            record(data_dir, &self.members).map_err(|e| {
+                let path = data_dir.join(FOUNDERS_FILE);
+                ServerError::Fatal(format!("{}: {}", path.display(), e))
+            })?;
+        }
+        Ok(self.members)
     }
 }
 
@@ -111,6 +130,15 @@ fn record(data_dir: &Path, members: &[(NodeId, String)]) -> std::io::Result<()> 
 mod tests {
     use super::*;
 
+    fn settle(
+        data_dir: &Path,
+        configured: &[(NodeId, String)],
+        id: NodeId,
+        raft_addr: &str,
+    ) -> Result<Members, ServerError> {
+        decide(data_dir, configured, id, raft_addr)?.record(data_dir)
+    }
+
     #[test]
     fn the_first_boot_records_the_members_and_a_restart_without_them_reads_them() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -127,6 +155,23 @@ mod tests {
         let other = vec![(1, "127.0.0.1:7001".to_string()), (3, "h:3".to_string())];
         assert!(matches!(settle(&other), Err(ServerError::Fatal(_))));
         assert_eq!(settle(&[]).expect("restart"), moved);
+    }
+
+    #[test]
+    fn deciding_writes_nothing_until_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let founders = vec![(1, "h:1".to_string()), (2, "h:2".to_string())];
+        let settled = decide(dir.path(), &founders, 1, "h:1").expect("first boot");
+        assert!(!dir.path().join(FOUNDERS_FILE).exists());
+        assert_eq!(settled.record(dir.path()).expect("record"), founders);
+        assert!(dir.path().join(FOUNDERS_FILE).exists());
+        let moved = vec![(1, "h:1".to_string()), (2, "h:22".to_string())];
+        let before = fs::read(dir.path().join(FOUNDERS_FILE)).expect("read");
+        decide(dir.path(), &moved, 1, "h:1").expect("restart");
+        assert_eq!(
+            fs::read(dir.path().join(FOUNDERS_FILE)).expect("read"),
+            before
+        );
     }
 
     #[test]

@@ -211,16 +211,17 @@ fn build(
         ..StorageOptions::default()
     };
     let mut storage = Storage::open(&config.data_dir, options)?;
-    // Checked before `founders::settle` may record the founders file, and
-    // before any repair: a refused start changes nothing.
+    // Everything is checked before anything is written (the founders file,
+    // the storage's repairs): a refused start changes nothing.
     let checked = recover::check(&config.data_dir, &storage)?;
-    config.cluster = founders::settle(
+    let founding = founders::decide(
         &config.data_dir,
         &config.cluster,
         config.id,
         &config.raft_addr,
     )?;
     let recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
+    config.cluster = founding.record(&config.data_dir)?;
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;
     let raft_config = RaftConfig {
