@@ -101,7 +101,7 @@ impl SegmentLog {
                 }
                 repair.short = Some(format!(
                     "{}: the file is {} bytes, short of the {} bytes segments are created with \
-                     (it was cut short); extending it with zeros",
+                     (it was cut short: any records that were past its end are lost); extending it with zeros",
                     seg.path().display(),
                     seg.file_bytes(),
                     segment_bytes
