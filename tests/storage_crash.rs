@@ -586,6 +586,23 @@ fn open_and_refuse(dir: &Path, damaged: &Path, offset: usize) -> String {
     message
 }
 
+/// Opens `dir`, whose newest segment `newest` was damaged from `end` on:
+/// every record in `want` is there, the damage is cut as a torn tail with a
+/// warning naming the file and `end`, and the repair holds.
+fn assert_torn_tail_cut(dir: &Path, newest: &Path, end: usize, want: &[Entry], case: &str) {
+    let storage = open_deferred(dir, SEG);
+    assert_eq!(all_entries(&storage), want, "{}", case);
+    let at = format!("at offset {}: cutting torn tail", end);
+    let warned = warnings_naming(newest);
+    assert!(
+        warned.iter().any(|w| w.contains(&at)),
+        "{}: {:?}",
+        case,
+        warned
+    );
+    assert_repaired(dir, storage, newest, want.len() as u64);
+}
+
 #[test]
 fn newest_segment_truncated_inside_its_last_record_is_a_torn_tail() {
     capture_logs();
@@ -662,22 +679,8 @@ fn random_garbage_after_the_last_record_is_cut_as_a_torn_tail() {
             let mut bytes = fs::read(&damaged).expect("read");
             bytes[end..end + len].copy_from_slice(&random_bytes(seed * 1000 + len as u64, len));
             fs::write(&damaged, bytes).expect("write");
-            let storage = open_deferred(work.path(), SEG);
-            assert_eq!(
-                all_entries(&storage),
-                pristine.want,
-                "seed {} len {}",
-                seed,
-                len
-            );
-            let at = format!("at offset {}: cutting torn tail", end);
-            assert!(
-                warnings_naming(&damaged).iter().any(|w| w.contains(&at)),
-                "seed {} len {}",
-                seed,
-                len
-            );
-            assert_repaired(work.path(), storage, &damaged, 100);
+            let case = format!("seed {} len {}", seed, len);
+            assert_torn_tail_cut(work.path(), &damaged, end, &pristine.want, &case);
         }
     }
 }
@@ -696,15 +699,13 @@ fn non_zero_bytes_after_zeros_after_the_last_record_are_cut_as_a_torn_tail() {
     bytes[end + 100] = 1;
     bytes[end + 700..end + 900].copy_from_slice(&random_bytes(3, 200));
     fs::write(&newest, bytes).expect("write");
-    let storage = open_deferred(dir.path(), SEG);
-    assert_eq!(all_entries(&storage), want);
-    let at = format!("at offset {}: cutting torn tail", end);
-    assert!(
-        warnings_naming(&newest).iter().any(|w| w.contains(&at)),
-        "{:?}",
-        warnings_naming(&newest)
+    assert_torn_tail_cut(
+        dir.path(),
+        &newest,
+        end,
+        &want,
+        "non-zero bytes after zeros",
     );
-    assert_repaired(dir.path(), storage, &newest, 100);
 }
 
 /// A torn append (its length written, its payload not all) whose payload, a
@@ -734,14 +735,7 @@ fn a_record_inside_a_torn_records_value_does_not_stop_the_cut() {
     // The end of the value did not reach the disk.
     bytes[end + torn_len - 300..end + torn_len].fill(0);
     fs::write(&newest, bytes).expect("write");
-    let storage = open_deferred(dir.path(), SEG);
-    assert_eq!(all_entries(&storage), want);
-    let at = format!("at offset {}: cutting torn tail", end);
-    assert!(
-        warnings_naming(&newest).iter().any(|w| w.contains(&at)),
-        "{:?}",
-        warnings_naming(&newest)
-    );
+    assert_torn_tail_cut(dir.path(), &newest, end, &want, "a record inside the value");
 }
 
 /// Record-like headers packed after damage, each claiming most of the file,
