@@ -449,11 +449,9 @@ fn data_dir_with_log(
     cluster: &Cluster,
     records: &[(raftkv::raft::EntryKind, &[u8])],
 ) -> std::path::PathBuf {
-    use raftkv::raft::{Entry, HardState};
-    use raftkv::storage::{Storage, StorageOptions};
+    use raftkv::raft::Entry;
+    use raftkv::storage::StorageOptions;
     let data_dir = cluster.data_dir(0);
-    let mut storage = Storage::open(data_dir, StorageOptions::default()).expect("open storage");
-    storage.finish_recovery().expect("finish recovery");
     let entries: Vec<Entry> = records
         .iter()
         .enumerate()
@@ -464,12 +462,26 @@ fn data_dir_with_log(
             data: payload.to_vec().into(),
         })
         .collect();
-    storage.append(&entries).expect("append");
+    library_log(data_dir, StorageOptions::default(), &entries);
+    data_dir.join("log").join("00000000000000000001.seg")
+}
+
+/// Writes `entries` to a new data dir's log with the storage library, as a
+/// node that voted for itself in term 1 would have; returns the storage.
+fn library_log(
+    data_dir: &Path,
+    options: raftkv::storage::StorageOptions,
+    entries: &[raftkv::raft::Entry],
+) -> raftkv::storage::Storage {
+    use raftkv::raft::HardState;
+    let mut storage = raftkv::storage::Storage::open(data_dir, options).expect("open storage");
+    storage.finish_recovery().expect("finish recovery");
+    storage.append(entries).expect("append");
     storage.sync().expect("sync");
     storage
         .set_hard_state(HardState { term: 1, vote: 1 })
         .expect("hard state");
-    data_dir.join("log").join("00000000000000000001.seg")
+    storage
 }
 
 /// A record with a valid CRC whose payload does not decode as its kind says
@@ -509,9 +521,9 @@ fn an_entry_whose_payload_does_not_decode_stops_the_node_naming_the_file() {
 #[test]
 fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
     use raftkv::kv::{Command as KvCommand, KvStore};
-    use raftkv::raft::{Entry, EntryKind, HardState, SnapshotMeta};
+    use raftkv::raft::{Entry, EntryKind, SnapshotMeta};
     use raftkv::storage::snapshot::{self, SnapshotWriter};
-    use raftkv::storage::{Storage, StorageOptions};
+    use raftkv::storage::StorageOptions;
 
     let cluster = Cluster::new(1);
     let data_dir = cluster.data_dir(0).to_path_buf();
@@ -519,8 +531,6 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
         segment_bytes: 2048,
         ..StorageOptions::default()
     };
-    let mut storage = Storage::open(&data_dir, options).expect("open storage");
-    storage.finish_recovery().expect("finish recovery");
     let entries: Vec<Entry> = (1..=300u64)
         .map(|index| {
             let mut data = Vec::new();
@@ -533,11 +543,7 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
             }
         })
         .collect();
-    storage.append(&entries).expect("append");
-    storage.sync().expect("sync");
-    storage
-        .set_hard_state(HardState { term: 1, vote: 1 })
-        .expect("hard state");
+    let mut storage = library_log(&data_dir, options, &entries);
     let dir = snapshot::snapshot_dir(&data_dir);
     for index in [100, 250] {
         let mut kv = KvStore::new();
