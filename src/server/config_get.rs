@@ -44,14 +44,34 @@ fn parameters(config: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The longest pattern CONFIG GET takes. Matching costs up to the pattern's
+/// length for each text position, so a multi-megabyte pattern would stall
+/// the event loop; the longest name is 19 bytes, so no useful pattern is
+/// anywhere near this.
+const MAX_PATTERN_BYTES: usize = 4096;
+
 /// The reply to `CONFIG GET` with these patterns: each matching name once.
 pub(super) fn config_get(config: &Config, patterns: &[Vec<u8>]) -> Reply {
+    if let Some(refusal) = refuse_overlong(patterns) {
+        return refusal;
+    }
     let pairs = parameters(config)
         .into_iter()
         .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
         .map(|(name, value)| (Reply::Bulk(name.into()), Reply::Bulk(value.into_bytes())))
         .collect();
     Reply::Map(pairs)
+}
+
+fn refuse_overlong(patterns: &[Vec<u8>]) -> Option<Reply> {
+    patterns
+        .iter()
+        .any(|p| p.len() > MAX_PATTERN_BYTES)
+        .then(|| {
+            Reply::error(format!(
+                "ERR CONFIG GET pattern longer than {MAX_PATTERN_BYTES} bytes"
+            ))
+        })
 }
 
 /// Redis's glob, case-insensitive: `*`, `?`, `[abc]`, `[a-z]`, `[^...]` and
@@ -180,6 +200,17 @@ mod tests {
         ];
         for (pattern, text, expected) in cases {
             assert_eq!(matches(pattern, text), expected, "{pattern:?} on {text:?}");
+        }
+    }
+
+    #[test]
+    fn overlong_patterns_are_refused() {
+        let longest = format!("{}*", "[".repeat(MAX_PATTERN_BYTES - 1)).into_bytes();
+        assert!(refuse_overlong(std::slice::from_ref(&longest)).is_none());
+        let over = "*".repeat(MAX_PATTERN_BYTES + 1).into_bytes();
+        match refuse_overlong(&[b"id".to_vec(), over]) {
+            Some(Reply::Error(text)) => assert!(text.contains("longer than 4096"), "{text}"),
+            other => panic!("overlong pattern answered {other:?}"),
         }
     }
 
