@@ -36,6 +36,10 @@ fn parameters(config: &Config) -> Vec<(&'static str, String)> {
         // every write appended to the log, synced before it is acknowledged
         // unless fsync = never.
         ("save", String::new()),
+        // What GUIs and libraries read to lay out their views: one database,
+        // no memory limit.
+        ("databases", "1".to_string()),
+        ("maxmemory", "0".to_string()),
         ("appendonly", yes_no(true)),
         (
             "appendfsync",

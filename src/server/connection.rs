@@ -171,7 +171,7 @@ const CLIENT: Family = (
         ("no-evict", Arity::AtLeast(2)),
         ("no-touch", Arity::AtLeast(2)),
     ],
-    "Try CLIENT HELP.",
+    "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
 );
 const COMMAND: Family = (
     "command",
@@ -181,7 +181,7 @@ const COMMAND: Family = (
         ("info", Arity::AtLeast(2)),
         ("list", Arity::AtLeast(2)),
     ],
-    "Try COMMAND HELP.",
+    "raftkv supports COMMAND COUNT, DOCS, INFO and LIST.",
 );
 const CONFIG: Family = (
     "config",
@@ -229,7 +229,7 @@ impl Server {
             "echo" => Reply::Bulk(argv[1].clone()),
             "auth" => self.auth(token, argv),
             "hello" => self.hello(token, argv),
-            "info" => Reply::Bulk(self.info().into_bytes()),
+            "info" => Reply::Bulk(self.info(&argv[1..]).into_bytes()),
             "client" => self.client_command(token, argv),
             "command" => command_command(argv),
             "select" => select_command(argv),
@@ -290,7 +290,10 @@ impl Server {
                     rest = &rest[3..];
                 }
                 ("setname", n) if n >= 2 => {
-                    name = Some(String::from_utf8_lossy(&rest[1]).into_owned());
+                    match client_name(&rest[1]) {
+                        Ok(given) => name = Some(given),
+                        Err(refusal) => return refusal,
+                    }
                     rest = &rest[2..];
                 }
                 _ => {
@@ -310,7 +313,7 @@ impl Server {
         if let Some(protocol) = protocol {
             client.protocol = protocol;
         }
-        if name.is_some() {
+        if let Some(name) = name {
             client.name = name;
         }
         let proto = match client.protocol {
@@ -328,10 +331,13 @@ impl Server {
             return Reply::Ok;
         };
         match command_name(&argv[1]).as_str() {
-            "setname" => {
-                client.name = Some(String::from_utf8_lossy(&argv[2]).into_owned());
-                Reply::Ok
-            }
+            "setname" => match client_name(&argv[2]) {
+                Ok(name) => {
+                    client.name = name;
+                    Reply::Ok
+                }
+                Err(refusal) => refusal,
+            },
             "getname" => match &client.name {
                 Some(name) => bulk(name),
                 None => Reply::Nil,
@@ -350,7 +356,7 @@ impl Server {
         }
     }
 
-    pub(super) fn info(&self) -> String {
+    pub(super) fn info(&self, sections: &[Vec<u8>]) -> String {
         let status = self.replica.status();
         let book = &self.cluster.book;
         let addresses: Vec<(NodeId, String)> = status
@@ -360,17 +366,23 @@ impl Server {
             .map(|id| (*id, book.raft_addr(*id).unwrap_or("").to_string()))
             .collect();
         let leader_client_addr = book.client_addr(status.leader_id).unwrap_or("");
-        info::info_text(&InfoContext {
-            status: &status,
-            addresses: &addresses,
-            leader_client_addr,
-            keys: self.replica.kv().len(),
-            connected_clients: self.clients.len(),
-            uptime_secs: self.uptime_secs(),
-            log_bytes: self.disk.storage.log_bytes(),
-            refused_peer_messages: self.replica.node().refused_messages(),
-            snapshot: self.snapshot_info(),
-        })
+        info::info_text(
+            &InfoContext {
+                status: &status,
+                addresses: &addresses,
+                leader_client_addr,
+                keys: self.replica.kv().len(),
+                connected_clients: self.clients.len(),
+                connections_received: self.next_client_id - 1,
+                commands_processed: self.commands_processed,
+                resident_bytes: info::resident_bytes(),
+                uptime_secs: self.uptime_secs(),
+                log_bytes: self.disk.storage.log_bytes(),
+                refused_peer_messages: self.replica.node().refused_messages(),
+                snapshot: self.snapshot_info(),
+            },
+            sections,
+        )
     }
 
     fn snapshot_info(&self) -> info::SnapshotInfo {
@@ -391,14 +403,31 @@ impl Server {
 
 /// COMMAND: redis-cli and client libraries ask for the command table on
 /// connect and do without it; this node lists none.
+/// A name for CLIENT SETNAME or HELLO SETNAME; an empty one removes the
+/// name. As in Redis, it is one printable word, so CLIENT GETNAME and the
+/// logs show it as given.
+fn client_name(given: &[u8]) -> Result<Option<String>, Reply> {
+    if given.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok((!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned()))
+}
+
 fn command_command(argv: &[Vec<u8>]) -> Reply {
     if let Some(error) = precheck("command", argv) {
         return error;
     }
     match argv.get(1).map(|sub| command_name(sub)) {
         Some(sub) if sub.as_str() == "count" => Reply::Integer(0),
-        // A map in RESP3, as Redis answers it.
-        Some(sub) if sub.as_str() == "docs" => Reply::Map(Vec::new()),
+        // redis-cli asks for the docs to build its hints and `help`; an
+        // error makes it use the ones it was built with, where an empty
+        // answer would leave it with none.
+        Some(sub) if sub.as_str() == "docs" => error("ERR COMMAND DOCS is not supported"),
+        // One entry per name asked for, as Redis answers; nil is the entry
+        // of a name it does not describe.
+        Some(sub) if sub.as_str() == "info" => Reply::Array(vec![Reply::Nil; argv.len() - 2]),
         _ => Reply::Array(Vec::new()),
     }
 }

@@ -92,6 +92,8 @@ pub struct Server {
     waker: Arc<mio::Waker>,
     next_token: usize,
     pub(super) next_client_id: u64,
+    /// Requests handled since start, for INFO.
+    pub(super) commands_processed: u64,
     /// Client connections beyond this many are refused (`fd_limit`).
     pub(super) max_clients: usize,
     shutdown: bool,
@@ -201,6 +203,7 @@ impl Server {
             waker,
             next_token: FIRST_CONNECTION,
             next_client_id: 1,
+            commands_processed: 0,
             max_clients: super::fd_limit::client_capacity(),
             shutdown: false,
             completions: Vec::new(),

@@ -12,6 +12,9 @@ pub struct InfoContext<'a> {
     pub leader_client_addr: &'a str,
     pub keys: usize,
     pub connected_clients: usize,
+    pub connections_received: u64,
+    pub commands_processed: u64,
+    pub resident_bytes: u64,
     pub uptime_secs: u64,
     pub log_bytes: u64,
     /// `Node::refused_messages`: nonzero means a bug or a stranger on the raft port.
@@ -53,55 +56,122 @@ fn member_list(ids: &[NodeId], addresses: &[(NodeId, String)]) -> String {
     out
 }
 
-/// The INFO text: `field:value` lines separated by `\r\n`, with `# Section` headers.
-pub fn info_text(ctx: &InfoContext) -> String {
+/// The INFO text for `INFO [section ...]`: `field:value` lines separated by
+/// `\r\n`, under `# Section` headers. As in Redis, sections are named
+/// case-insensitively; none, `all`, `everything` or `default` give every
+/// section, and an unknown name gives nothing.
+///
+/// Beside the Raft state it has the fields Redis tools read
+/// (`redis-cli --stat` reads the clients, memory, stats and `db0` ones).
+/// `used_memory` is the resident size: raftkv does not count its
+/// allocations as Redis does.
+pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
+    let wanted = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|asked| {
+                let asked = asked.to_ascii_lowercase();
+                asked == name.as_bytes()
+                    || [&b"all"[..], b"everything", b"default"].contains(&&asked[..])
+            })
+    };
+    let mut out = String::with_capacity(1024);
     let s = ctx.status;
-    let mut out = String::with_capacity(512);
-    section(&mut out, "Server");
-    field(&mut out, "raftkv_version", env!("CARGO_PKG_VERSION"));
-    field(&mut out, "uptime_in_seconds", ctx.uptime_secs);
-    field(&mut out, "connected_clients", ctx.connected_clients);
-    section(&mut out, "Raft");
-    field(&mut out, "id", s.id);
-    field(&mut out, "role", s.role.as_str());
-    field(&mut out, "term", s.term);
-    field(&mut out, "leader_id", s.leader_id);
-    field(&mut out, "leader_client_addr", ctx.leader_client_addr);
-    field(&mut out, "commit_index", s.commit_index);
-    field(&mut out, "applied_index", s.applied_index);
-    field(&mut out, "last_log_index", s.last_index);
-    field(&mut out, "first_log_index", s.first_index);
-    field(&mut out, "snapshot_index", s.snapshot_index);
-    field(&mut out, "log_bytes", ctx.log_bytes);
-    field(&mut out, "refused_peer_messages", ctx.refused_peer_messages);
-    field(&mut out, "members", member_list(&s.voters, ctx.addresses));
+    if wanted("server") {
+        section(&mut out, "Server");
+        field(&mut out, "raftkv_version", env!("CARGO_PKG_VERSION"));
+        field(&mut out, "process_id", std::process::id());
+        field(&mut out, "uptime_in_seconds", ctx.uptime_secs);
+    }
+    if wanted("clients") {
+        section(&mut out, "Clients");
+        field(&mut out, "connected_clients", ctx.connected_clients);
+        field(&mut out, "blocked_clients", 0);
+    }
+    if wanted("memory") {
+        section(&mut out, "Memory");
+        field(&mut out, "used_memory", ctx.resident_bytes);
+        field(&mut out, "used_memory_rss", ctx.resident_bytes);
+    }
+    if wanted("raft") {
+        section(&mut out, "Raft");
+        field(&mut out, "id", s.id);
+        field(&mut out, "role", s.role.as_str());
+        field(&mut out, "term", s.term);
+        field(&mut out, "leader_id", s.leader_id);
+        field(&mut out, "leader_client_addr", ctx.leader_client_addr);
+        field(&mut out, "commit_index", s.commit_index);
+        field(&mut out, "applied_index", s.applied_index);
+        field(&mut out, "last_log_index", s.last_index);
+        field(&mut out, "first_log_index", s.first_index);
+        field(&mut out, "snapshot_index", s.snapshot_index);
+        field(&mut out, "log_bytes", ctx.log_bytes);
+        field(&mut out, "refused_peer_messages", ctx.refused_peer_messages);
+        field(&mut out, "members", member_list(&s.voters, ctx.addresses));
+        field(
+            &mut out,
+            "learners",
+            member_list(&s.learners, ctx.addresses),
+        );
+    }
+    if wanted("persistence") {
+        persistence(&mut out, &ctx.snapshot);
+    }
+    if wanted("stats") {
+        section(&mut out, "Stats");
+        field(
+            &mut out,
+            "total_connections_received",
+            ctx.connections_received,
+        );
+        field(&mut out, "total_commands_processed", ctx.commands_processed);
+    }
+    if wanted("keyspace") {
+        section(&mut out, "Keyspace");
+        field(&mut out, "keys", ctx.keys);
+        if ctx.keys > 0 {
+            let db0 = format!("keys={},expires=0,avg_ttl=0", ctx.keys);
+            field(&mut out, "db0", db0);
+        }
+    }
+    out
+}
+
+fn persistence(out: &mut String, p: &SnapshotInfo) {
+    section(out, "Persistence");
+    field(out, "snapshot_bytes", p.bytes);
+    field(out, "snapshot_in_progress", u8::from(p.in_progress));
+    field(out, "last_snapshot_duration_ms", p.last_duration_ms);
     field(
-        &mut out,
-        "learners",
-        member_list(&s.learners, ctx.addresses),
-    );
-    let p = &ctx.snapshot;
-    section(&mut out, "Persistence");
-    field(&mut out, "snapshot_bytes", p.bytes);
-    field(&mut out, "snapshot_in_progress", u8::from(p.in_progress));
-    field(&mut out, "last_snapshot_duration_ms", p.last_duration_ms);
-    field(
-        &mut out,
+        out,
         "last_snapshot_max_iteration_us",
         p.last_max_iteration_us,
     );
     field(
-        &mut out,
+        out,
         "last_snapshot_max_iteration_cpu_us",
         p.last_max_iteration_cpu_us,
     );
-    field(&mut out, "snapshots_taken", p.taken);
-    field(&mut out, "snapshots_received", p.received);
-    field(&mut out, "snapshots_sent", p.sent);
-    field(&mut out, "max_iteration_us", p.max_iteration_us);
-    section(&mut out, "Keyspace");
-    field(&mut out, "keys", ctx.keys);
-    out
+    field(out, "snapshots_taken", p.taken);
+    field(out, "snapshots_received", p.received);
+    field(out, "snapshots_sent", p.sent);
+    field(out, "max_iteration_us", p.max_iteration_us);
+}
+
+/// This process's resident size in bytes (`VmRSS`), 0 where /proc does not
+/// tell.
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 fn section(out: &mut String, name: &str) {
@@ -130,4 +200,74 @@ pub fn hello_reply(connection_id: u64, protocol: i64) -> Reply {
         field("role", Reply::Bulk(b"master".to_vec())),
         field("modules", Reply::Array(Vec::new())),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Role;
+
+    fn text(sections: &[&str]) -> String {
+        let status = Status {
+            id: 2,
+            role: Role::Leader,
+            term: 7,
+            vote: 2,
+            leader_id: 2,
+            commit_index: 40,
+            applied_index: 40,
+            first_index: 1,
+            last_index: 41,
+            snapshot_index: 0,
+            voters: vec![1, 2],
+            learners: vec![],
+            conf_index: 0,
+            progress: vec![],
+            transfer_target: 0,
+        };
+        let addresses = [(1, "127.0.0.1:7001".into()), (2, "127.0.0.1:7002".into())];
+        let ctx = InfoContext {
+            status: &status,
+            addresses: &addresses,
+            leader_client_addr: "127.0.0.1:6382",
+            keys: 12,
+            connected_clients: 3,
+            connections_received: 9,
+            commands_processed: 1234,
+            resident_bytes: 4096,
+            uptime_secs: 5,
+            log_bytes: 0,
+            refused_peer_messages: 0,
+            snapshot: SnapshotInfo::default(),
+        };
+        let sections: Vec<Vec<u8>> = sections.iter().map(|s| s.as_bytes().to_vec()).collect();
+        info_text(&ctx, &sections)
+    }
+
+    #[test]
+    fn sections_are_chosen_as_in_redis() {
+        let all = text(&[]);
+        for line in [
+            "# Raft\r\n",
+            "role:leader\r\n",
+            "members:1=127.0.0.1:7001,2=127.0.0.1:7002\r\n",
+            "connected_clients:3\r\n",
+            "used_memory:4096\r\n",
+            "total_connections_received:9\r\n",
+            "total_commands_processed:1234\r\n",
+            "keys:12\r\n",
+            "db0:keys=12,expires=0,avg_ttl=0\r\n",
+        ] {
+            assert!(all.contains(line), "{line:?} missing from {all:?}");
+        }
+        assert_eq!(text(&["ALL"]), all);
+        assert_eq!(text(&["everything"]), all);
+        let raft = text(&["raft"]);
+        assert!(raft.starts_with("# Raft\r\n") && raft.contains("term:7\r\n"));
+        assert!(!raft.contains("keys:"), "{raft:?}");
+        let two = text(&["Keyspace", "stats"]);
+        assert!(two.contains("# Stats\r\n") && two.contains("# Keyspace\r\n"));
+        assert!(!two.contains("role:"), "{two:?}");
+        assert_eq!(text(&["no-such-section"]), "");
+    }
 }

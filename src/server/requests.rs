@@ -36,6 +36,7 @@ impl Server {
         };
         let name = command_name(first);
         let name = name.as_str();
+        self.commands_processed += 1;
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
@@ -63,9 +64,12 @@ impl Server {
                 return;
             }
         }
-        if in_multi && name == "cluster" {
+        if in_multi && (name == "cluster" || (name == "hello" && argv.len() > 1)) {
             // A membership change cannot be part of a transaction's log
-            // entry; this is Redis's answer to a command it will not queue.
+            // entry. A HELLO that names a protocol would switch it only when
+            // EXEC's entry is applied, after the replies to the requests
+            // pipelined behind EXEC were already framed in the old one. This
+            // is Redis's answer to a command it will not queue.
             let reply = error("ERR Command not allowed inside a transaction");
             self.refuse(token, name, reply);
             return;
