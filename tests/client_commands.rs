@@ -419,3 +419,49 @@ fn clients_beyond_the_open_files_limit_are_refused_and_the_node_lives() {
     }
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Integer(10));
 }
+
+/// Everything the client sent up to EOF, after its whole `request` was taken.
+fn reply_after_sending(addr: &str, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    for timeout in [
+        stream.set_read_timeout(Some(Duration::from_secs(10))),
+        stream.set_write_timeout(Some(Duration::from_secs(10))),
+    ] {
+        timeout.unwrap();
+    }
+    stream
+        .write_all(request)
+        .expect("the node takes the whole request before it closes");
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .expect("the connection ends with EOF, not a reset");
+    reply
+}
+
+/// A client that sends a request too large to take, as libraries do (the
+/// whole request, then read), gets the error, not a reset: the node reads and
+/// drops the rest instead of closing a socket with unread input. So does one
+/// that pipelines past QUIT.
+#[test]
+fn a_closing_connection_drains_what_the_client_still_sends() {
+    let mut cluster = Cluster::new(1);
+    cluster.nodes[0].extra_args = vec!["--max-request-bytes".into(), "1024".into()];
+    cluster.spawn(0);
+    assert_eq!(cluster.client(0).cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    let addr = cluster.nodes[0].client_addr();
+    let mut oversized = Vec::new();
+    let value = vec![b'v'; 4 << 20];
+    raftkv::wire::resp::encode_request(&[b"SET", b"k", &value], &mut oversized);
+    assert_eq!(
+        String::from_utf8_lossy(&reply_after_sending(&addr, &oversized)),
+        "-ERR protocol error: request exceeds max_request_bytes (1024)\r\n"
+    );
+    let mut after_quit = b"PING\r\nQUIT\r\n".to_vec();
+    after_quit.extend(b"PING\r\n".repeat(500_000));
+    assert_eq!(
+        String::from_utf8_lossy(&reply_after_sending(&addr, &after_quit)),
+        "+PONG\r\n+OK\r\n"
+    );
+    assert_eq!(cluster.client(0).cmd(&["GET", "k"]), bulk("v"));
+}

@@ -19,6 +19,9 @@ const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// at once took the leader's loop 0.4 s, long enough for its followers to
 /// stop hearing it and elect another leader.
 const READ_BUDGET: usize = 4 << 20;
+/// Bytes read and dropped from a client after its last reply before the
+/// connection is closed anyway (see [`Server::linger`]).
+const LINGER_BYTES: usize = 256 << 20;
 
 impl Server {
     pub(super) fn accept_clients(&mut self) {
@@ -63,6 +66,13 @@ impl Server {
     /// behind its unanswered reads (see `Client::held`), or this call has
     /// read [`READ_BUDGET`] bytes; the rest waits for the next iteration.
     pub(super) fn read_client(&mut self, token: Token) {
+        if self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.lingering.is_some())
+        {
+            return self.linger(token);
+        }
         let mut read = 0;
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -96,6 +106,7 @@ impl Server {
                 Fill::Closed => {
                     if let Some(client) = self.clients.get_mut(&token) {
                         client.close_after_replies = true;
+                        client.peer_closed = true;
                     }
                     break;
                 }
@@ -168,6 +179,63 @@ impl Server {
         self.dirty_clients.push(token);
     }
 
+    /// Every reply is written. A client that has not closed its side may
+    /// still be sending (the rest of a request too large to take, requests
+    /// pipelined after QUIT); closing a socket with unread input sends a
+    /// reset, which can destroy the error reply before the client reads it.
+    /// So this side is shut, and what arrives is dropped until the client
+    /// closes, up to [`LINGER_BYTES`].
+    fn finish_client(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.peer_closed || client.lingering.is_some() {
+            return self.close_client(token);
+        }
+        if client
+            .conn
+            .stream
+            .shutdown(std::net::Shutdown::Write)
+            .is_err()
+        {
+            return self.close_client(token);
+        }
+        client.lingering = Some(0);
+        self.linger(token);
+    }
+
+    /// Reads and drops a lingering client's input until it closes, fails,
+    /// or sent [`LINGER_BYTES`], or [`READ_BUDGET`] this iteration.
+    fn linger(&mut self, token: Token) {
+        let mut read = 0;
+        while read < READ_BUDGET {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            let fill = client.conn.fill();
+            let got = client.conn.input().len();
+            client.conn.consume(got);
+            read += got;
+            let dropped = client.lingering.unwrap_or(0) + got;
+            client.lingering = Some(dropped);
+            match fill {
+                Ok(Fill::Data | Fill::Drained | Fill::WouldBlock) if dropped >= LINGER_BYTES => {
+                    debug!(
+                        "client {} sent {} bytes after its last reply",
+                        client.id, dropped
+                    );
+                    return self.close_client(token);
+                }
+                Ok(Fill::Data) => continue,
+                Ok(Fill::Drained | Fill::WouldBlock) => return,
+                Ok(Fill::Closed) | Err(_) => return self.close_client(token),
+            }
+        }
+        // The budget is spent with input left: the next readiness event may
+        // never come for bytes already queued, so read on next iteration.
+        self.mark_dirty(token);
+    }
+
     pub(super) fn close_client(&mut self, token: Token) {
         if let Some(mut client) = self.clients.remove(&token) {
             let _ = self.poll.registry().deregister(&mut client.conn.stream);
@@ -183,6 +251,10 @@ impl Server {
             let Some(client) = self.clients.get_mut(&token) else {
                 continue;
             };
+            if client.lingering.is_some() {
+                self.linger(token);
+                continue;
+            }
             client.encode_replies();
             if let Err(err) = client.conn.flush() {
                 debug!("client {} write failed: {}", client.id, err);
@@ -190,7 +262,7 @@ impl Server {
                 continue;
             }
             if client.finished() {
-                self.close_client(token);
+                self.finish_client(token);
             } else if client.read_paused && !client.is_backlogged() {
                 // Resumed clients may leave new work in `dirty_clients`; the
                 // next poll does not wait for it (see `has_immediate_work`).

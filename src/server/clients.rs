@@ -59,6 +59,11 @@ pub struct Client {
     first_seq: u64,
     /// Close once every reply is written (QUIT, a protocol error, or EOF).
     pub close_after_replies: bool,
+    /// The client closed its side (EOF read).
+    pub peer_closed: bool,
+    /// Every reply is written and this side shut: what still arrives is read
+    /// and dropped until the client closes (see `client_io::linger`).
+    pub lingering: Option<usize>,
     /// Reading stopped for backpressure (resume when the output drains) or
     /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
@@ -91,6 +96,8 @@ impl Client {
             slots: VecDeque::new(),
             first_seq: 0,
             close_after_replies: false,
+            peer_closed: false,
+            lingering: None,
             read_paused: false,
             reads_waiting: 0,
             held: None,
