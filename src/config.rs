@@ -647,12 +647,14 @@ pub(crate) fn parse_members(value: &str) -> Result<Vec<(NodeId, String)>, String
 mod tests {
     use super::*;
 
+    /// Its data dir never exists: one with a `founders` file (as the README's
+    /// first command leaves in `data/`) would make `cluster` optional.
     const BASE: &str = "\
 id = 2
 raft_addr = 127.0.0.1:7002
 client_addr = 127.0.0.1:6382
 cluster = 3=127.0.0.1:7003, 1=127.0.0.1:7001,2=127.0.0.1:7002
-data_dir = data/node2
+data_dir = /nonexistent/raftkv-config-tests/node2
 ";
 
     fn from_text(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -733,7 +735,7 @@ data_dir = data/node2
                     (2, "127.0.0.1:7002".to_string()),
                     (3, "127.0.0.1:7003".to_string()),
                 ],
-                data_dir: PathBuf::from("data/node2"),
+                data_dir: PathBuf::from("/nonexistent/raftkv-config-tests/node2"),
                 cluster_name: "raftkv".to_string(),
                 heartbeat_ms: 50,
                 election_timeout_ms: 500,
@@ -966,7 +968,10 @@ data_dir = data/node2
             "missing required setting 'id' (config key id or flag --id)"
         );
         assert_eq!(
-            err(&BASE.replace("data_dir = data/node2\n", ""), &[]),
+            err(
+                &BASE.replace("data_dir = /nonexistent/raftkv-config-tests/node2\n", ""),
+                &[]
+            ),
             "missing required setting 'data_dir' (config key data_dir or flag --data-dir)"
         );
         let no_cluster: String = BASE
