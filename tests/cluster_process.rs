@@ -809,6 +809,36 @@ fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
     }
 }
 
+/// A leader dies holding requests a follower forwarded to it. Once the
+/// follower knows another leader, the read goes there and is answered, and
+/// the write, whose outcome nobody can know, gets `-TIMEOUT`, both before
+/// their deadline (the read used to get `-TRYAGAIN` at its deadline).
+#[test]
+fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
+    let mut cluster = Cluster::start(3);
+    let old = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (0..3).find(|i| *i != old).expect("a follower");
+    let mut client = cluster.client(follower);
+    assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::Ok);
+    let pid = cluster.pid(old).expect("running");
+    // SAFETY: kill(2) on the pid of a child this test spawned.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    let resume = Resume(pid);
+    // A read after a write is not held behind it: both are forwarded.
+    client.send(&[b"SET", b"w", b"1"]);
+    client.send(&[b"GET", b"k"]);
+    thread::sleep(Duration::from_millis(100));
+    cluster.kill(old);
+    drop(resume);
+    assert_eq!(
+        client.read(),
+        Reply::Error("TIMEOUT outcome unknown".into())
+    );
+    assert_eq!(client.read(), bulk("v"), "the read went to the next leader");
+}
+
 #[test]
 fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
     // A node reads 4 MiB of one client's requests at a time and takes up the

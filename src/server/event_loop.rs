@@ -69,6 +69,8 @@ pub struct Forwarded {
     pub token: Token,
     pub seq: u64,
     pub command: Command,
+    /// The leader it went to.
+    pub leader: NodeId,
 }
 
 pub struct Server {
@@ -82,6 +84,10 @@ pub struct Server {
     pub(super) peers: Peers,
     pub(super) clients: LoopMap<Token, Client>,
     pub(super) forwards: LoopMap<u64, Forwarded>,
+    /// The known leader changed or a peer connection closed: forwards to a
+    /// leader that is neither the leader nor reachable any more are to be
+    /// settled (`settle_orphaned_forwards`).
+    pub(super) forwards_to_check: bool,
     pub(super) next_forward_id: u64,
     /// Client requests waiting for a leader to be known, in arrival order.
     pub(super) parked: VecDeque<(Token, u64, Command)>,
@@ -194,6 +200,7 @@ impl Server {
             peers,
             clients: LoopMap::default(),
             forwards: LoopMap::default(),
+            forwards_to_check: false,
             next_forward_id: 1,
             parked: VecDeque::new(),
             client_listener,
@@ -408,6 +415,7 @@ impl Server {
                     ),
                 },
                 PeerEvent::Disconnected(id) => {
+                    self.forwards_to_check = true;
                     self.replica.report_unreachable(id);
                     self.snapshots
                         .peer_disconnected(id, &mut self.snapshot_reports);
@@ -556,7 +564,11 @@ impl Server {
             self.replica.report_unreachable(id);
         }
         if let Some(soft) = outcome.soft_state {
+            self.forwards_to_check = true;
             self.log_soft_state(soft);
+        }
+        if std::mem::take(&mut self.forwards_to_check) {
+            self.settle_orphaned_forwards();
         }
         Ok(())
     }

@@ -220,6 +220,7 @@ impl Server {
                         token,
                         seq,
                         command,
+                        leader,
                     },
                 );
                 self.set_pending(
@@ -314,6 +315,7 @@ impl Server {
             token,
             seq,
             command,
+            ..
         } = forwarded;
         if is_tryagain(&reply) {
             // The leader we asked did not take it: it was not applied, try elsewhere.
@@ -363,6 +365,40 @@ impl Server {
                     self.peers
                         .send(from, &PeerMessage::ForwardReply { id, reply });
                 }
+            }
+        }
+    }
+
+    /// Requests forwarded to a node that no longer leads, as far as this
+    /// node knows, and that it cannot reach: a leader that died, whose reply
+    /// will never come. A read is routed again (it changed nothing, and is
+    /// served by the next leader within the client's wait). A write's
+    /// outcome is unknown, since the dead leader may have replicated it:
+    /// `-TIMEOUT` now rather than at the deadline. A deposed leader that is
+    /// still connected answers for itself.
+    pub(super) fn settle_orphaned_forwards(&mut self) {
+        let leader = self.replica.node().leader_id();
+        let orphaned: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.leader != leader && !self.peers.is_connected(f.leader))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            let Some(Forwarded {
+                token,
+                seq,
+                command,
+                ..
+            }) = self.forwards.remove(&id)
+            else {
+                continue;
+            };
+            if command.is_write() {
+                let reply = error("TIMEOUT outcome unknown");
+                self.complete(Waiter::Client { token, seq }, reply);
+            } else {
+                self.park_again(token, seq, command);
             }
         }
     }
