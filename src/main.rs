@@ -45,7 +45,8 @@ fn main() -> ExitCode {
             match server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    log::error!("{}", err);
+                    // One line, as for a config error; it names the node's
+                    // data dir or file, which tells --local-cluster's nodes apart.
                     eprintln!("raftkv: {}", err);
                     ExitCode::from(1)
                 }

@@ -181,7 +181,9 @@ fn a_joiner_that_never_got_an_entry_restarts() {
     cluster.spawn(0);
     cluster.wait_for_leader(Duration::from_secs(15));
     cluster.spawn(1);
-    assert!(cluster.data_dir(1).join("log").is_dir());
+    for dir in ["log", "snapshot"] {
+        assert!(cluster.data_dir(1).join(dir).is_dir(), "{dir}/ missing");
+    }
     cluster.kill(1);
     cluster.spawn(1);
     let mut leader = cluster.client(0);

@@ -222,6 +222,8 @@ impl Storage {
     pub fn finish_recovery(&mut self) -> Result<(), StorageError> {
         assert!(self.recovering, "recovery finished twice");
         self.log.finish_recovery()?;
+        // SPEC's layout has it from the start, not from the first snapshot.
+        create_dir(&snapshot::snapshot_dir(&self.data_dir))?;
         self.lock.record_pid();
         self.recovering = false;
         Ok(())

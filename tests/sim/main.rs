@@ -9,7 +9,7 @@
 //! `SIM_SEEDS=N` runs N seeds per cluster size (default 500), `SIM_STEPS`
 //! sets the steps per run (default 2000). A failure prints the seed and the
 //! command that replays it exactly:
-//! `SIM_SEED=<seed> SIM_NODES=<n> cargo test --release --test sim replay -- --ignored --nocapture`
+//! `SIM_SEED=<seed> SIM_NODES=<n> cargo test --release --test sim replay -- --exact --ignored --nocapture`
 //! (add `SIM_TRACE=1` to print every delivered message).
 
 mod checker;
@@ -153,7 +153,7 @@ fn catch_panic<T>(run: impl FnOnce() -> Result<T, String>) -> Result<T, String> 
 
 fn replay_command(seed: u64, nodes: usize, steps: u64) -> String {
     format!(
-        "SIM_SEED={} SIM_NODES={} SIM_STEPS={} cargo test --release --test sim replay -- --ignored --nocapture",
+        "SIM_SEED={} SIM_NODES={} SIM_STEPS={} cargo test --release --test sim replay -- --exact --ignored --nocapture",
         seed, nodes, steps
     )
 }
@@ -305,7 +305,7 @@ fn membership_changes_stay_safe_and_live() {
                 total.transfer_steps += stats.transfer_steps;
             }
             Err(why) => panic!(
-                "membership simulation failed: seed {} at {}\nreplay: SIM_SEED={} SIM_STEPS={} cargo test --release --test sim replay_membership -- --ignored --nocapture",
+                "membership simulation failed: seed {} at {}\nreplay: SIM_SEED={} SIM_STEPS={} cargo test --release --test sim replay_membership -- --exact --ignored --nocapture",
                 seed, why, seed, steps
             ),
         }
