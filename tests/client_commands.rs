@@ -465,3 +465,30 @@ fn a_closing_connection_drains_what_the_client_still_sends() {
     );
     assert_eq!(cluster.client(0).cmd(&["GET", "k"]), bulk("v"));
 }
+
+/// A client that never closes after QUIT is not kept: after the time it had
+/// to send the rest of its request, the node closes the connection.
+#[test]
+fn a_lingering_connection_is_closed_in_the_end() {
+    let cluster = Cluster::start(1);
+    let addr = cluster.nodes[0].client_addr();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"PING\r\nQUIT\r\n").unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .expect("EOF after the replies");
+    assert_eq!(reply, b"+PONG\r\n+OK\r\n");
+    let mut observer = cluster.client(0);
+    let clients = |c: &mut Client| c.info()["connected_clients"].clone();
+    assert_eq!(clients(&mut observer), "2", "the lingering one counts");
+    common::wait_for(
+        Duration::from_secs(30),
+        "the lingering connection closed",
+        || (clients(&mut observer) == "1").then_some(()),
+    );
+    drop(stream);
+}

@@ -12,6 +12,7 @@ use crate::wire::resp::ProtocolError;
 use log::{debug, warn};
 use mio::{Interest, Token};
 use std::io;
+use std::time::Duration;
 
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Request bytes one client is read for at a time. Bounds the work one
@@ -22,6 +23,11 @@ const READ_BUDGET: usize = 4 << 20;
 /// Bytes read and dropped from a client after its last reply before the
 /// connection is closed anyway (see [`Server::linger`]).
 const LINGER_BYTES: usize = 256 << 20;
+/// How long a client has to close after its last reply before the
+/// connection is closed anyway: time to send the rest of a request too large
+/// to take (at `LINGER_BYTES`) and read the error, without keeping a client
+/// that never closes.
+const LINGER_TIME: Duration = Duration::from_secs(10);
 
 impl Server {
     pub(super) fn accept_clients(&mut self) {
@@ -201,6 +207,7 @@ impl Server {
             return self.close_client(token);
         }
         client.lingering = Some(0);
+        self.schedule_end_linger(token, LINGER_TIME);
         self.linger(token);
     }
 

@@ -50,6 +50,8 @@ pub enum Timer {
         seq: u64,
     },
     Reconnect(NodeId),
+    /// A lingering client (see `client_io`) had its time to close.
+    EndLinger(Token),
     /// The core's logical clock: tick `n`, then schedule tick `n + 1` (a
     /// late wake-up runs every tick it missed, so no tick is lost).
     RaftTick(u64),
@@ -521,6 +523,7 @@ impl Server {
                         self.wheel.schedule(n + 1, Timer::RaftTick(n + 1));
                     }
                     Timer::Deadline { token, seq } => self.expire(token, seq),
+                    Timer::EndLinger(token) => self.close_client(token),
                     Timer::Reconnect(id) => {
                         let token = self.take_token();
                         self.peers.connect(id, self.poll.registry(), token);
@@ -533,6 +536,13 @@ impl Server {
             let at = now + delay_ms.div_ceil(tick_ms);
             self.wheel.schedule(at, Timer::Reconnect(id));
         }
+    }
+
+    /// Closes a lingering client `after` from now, if it is still there.
+    pub(super) fn schedule_end_linger(&mut self, token: Token, after: Duration) {
+        let tick = super::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
+        let at = self.clock.now_ticks() + (after.as_millis() as u64).div_ceil(tick.max(1));
+        self.wheel.schedule(at, Timer::EndLinger(token));
     }
 
     pub(super) fn schedule_deadline(&mut self, token: Token, seq: u64) {
