@@ -65,6 +65,16 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
     assert_eq!(c.cmd(&["AUTH", "s3cret"]), Reply::Ok);
     assert_eq!(c.cmd(&["PING"]), status("PONG"));
     assert_eq!(c.cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    // A HELLO answered with an error changes nothing, its AUTH included.
+    let mut refused = cluster.client(0);
+    assert_eq!(
+        refused.cmd(&["HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "a b"]),
+        err("ERR Client names cannot contain spaces, newlines or special characters.")
+    );
+    assert_eq!(
+        refused.cmd(&["PING"]),
+        err("NOAUTH Authentication required.")
+    );
     // HELLO can authenticate and switch protocol in one go.
     let mut h = cluster.client(0);
     match h.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]) {

@@ -48,10 +48,11 @@ fn parameters(config: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The longest pattern CONFIG GET takes. Matching costs up to the pattern's
-/// length for each text position, so a multi-megabyte pattern would stall
-/// the event loop; the longest name is 19 bytes, so no useful pattern is
-/// anywhere near this.
+/// The most pattern bytes one CONFIG GET takes, all its patterns together.
+/// Matching a name costs up to a pattern's length for each of the name's
+/// bytes, so megabytes of patterns in one request would stall the event loop
+/// for the whole cluster; the longest name is 19 bytes, so no useful request
+/// comes anywhere near this.
 const MAX_PATTERN_BYTES: usize = 4096;
 
 /// The reply to `CONFIG GET` with these patterns: each matching name once.
@@ -68,14 +69,12 @@ pub(super) fn config_get(config: &Config, patterns: &[Vec<u8>]) -> Reply {
 }
 
 fn refuse_overlong(patterns: &[Vec<u8>]) -> Option<Reply> {
-    patterns
-        .iter()
-        .any(|p| p.len() > MAX_PATTERN_BYTES)
-        .then(|| {
-            Reply::error(format!(
-                "ERR CONFIG GET pattern longer than {MAX_PATTERN_BYTES} bytes"
-            ))
-        })
+    let total: usize = patterns.iter().map(Vec::len).sum();
+    (total > MAX_PATTERN_BYTES).then(|| {
+        Reply::error(format!(
+            "ERR CONFIG GET patterns longer than {MAX_PATTERN_BYTES} bytes in all"
+        ))
+    })
 }
 
 /// Redis's glob, case-insensitive: `*`, `?`, `[abc]`, `[a-z]`, `[^...]` and
@@ -212,9 +211,12 @@ mod tests {
         let longest = format!("{}*", "[".repeat(MAX_PATTERN_BYTES - 1)).into_bytes();
         assert!(refuse_overlong(std::slice::from_ref(&longest)).is_none());
         let over = "*".repeat(MAX_PATTERN_BYTES + 1).into_bytes();
-        match refuse_overlong(&[b"id".to_vec(), over]) {
-            Some(Reply::Error(text)) => assert!(text.contains("longer than 4096"), "{text}"),
-            other => panic!("overlong pattern answered {other:?}"),
+        let many = vec![b"*[[".to_vec(); MAX_PATTERN_BYTES / 3 + 1];
+        for patterns in [vec![b"id".to_vec(), over], many] {
+            match refuse_overlong(&patterns) {
+                Some(Reply::Error(text)) => assert!(text.contains("longer than 4096"), "{text}"),
+                other => panic!("overlong patterns answered {other:?}"),
+            }
         }
     }
 

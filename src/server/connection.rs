@@ -276,17 +276,15 @@ impl Server {
             };
             rest = &rest[1..];
         }
+        // Every option is checked before AUTH takes effect, as in Redis: a
+        // HELLO answered with an error changes nothing.
         let mut name = None;
+        let mut auth = None;
         while let Some(typed) = rest.first() {
             let option = command_name(typed);
             match (option.as_str(), rest.len()) {
                 ("auth", n) if n >= 3 => {
-                    let auth = [b"auth".to_vec(), rest[1].clone(), rest[2].clone()];
-                    if self.config.requirepass.is_some() {
-                        if let reply @ Reply::Error(_) = self.auth(token, &auth) {
-                            return reply;
-                        }
-                    }
+                    auth = Some([b"auth".to_vec(), rest[1].clone(), rest[2].clone()]);
                     rest = &rest[3..];
                 }
                 ("setname", n) if n >= 2 => {
@@ -302,6 +300,11 @@ impl Server {
                         String::from_utf8_lossy(typed)
                     ))
                 }
+            }
+        }
+        if let Some(auth) = auth.filter(|_| self.config.requirepass.is_some()) {
+            if let reply @ Reply::Error(_) = self.auth(token, &auth) {
+                return reply;
             }
         }
         let Some(client) = self.clients.get_mut(&token) else {
