@@ -810,9 +810,10 @@ fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
 }
 
 /// A leader dies holding requests a follower forwarded to it. Once the
-/// follower knows another leader, the read goes there and is answered, and
-/// the write, whose outcome nobody can know, gets `-TIMEOUT`, both before
-/// their deadline (the read used to get `-TRYAGAIN` at its deadline).
+/// follower knows another leader, the reads (a GET, CLUSTER MEMBERS) go
+/// there and are answered, and the write, whose outcome nobody can know,
+/// gets `-TIMEOUT`, all before their deadline (the reads used to get
+/// `-TRYAGAIN` at their deadline).
 #[test]
 fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     let mut cluster = Cluster::start(3);
@@ -829,6 +830,8 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     // A read after a write is not held behind it: both are forwarded.
     client.send(&[b"SET", b"w", b"1"]);
     client.send(&[b"GET", b"k"]);
+    let mut members = cluster.client(follower);
+    members.send(&[b"CLUSTER", b"MEMBERS"]);
     thread::sleep(Duration::from_millis(100));
     cluster.kill(old);
     drop(resume);
@@ -837,6 +840,13 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
         Reply::Error("TIMEOUT outcome unknown".into())
     );
     assert_eq!(client.read(), bulk("v"), "the read went to the next leader");
+    match members.read() {
+        Reply::Bulk(text) => {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            assert!(text.contains("leader=yes"), "{text}");
+        }
+        other => panic!("CLUSTER MEMBERS answered {other:?}"),
+    }
 }
 
 #[test]

@@ -152,7 +152,9 @@ pub struct ClusterState {
     /// Something the dialed set or the standing depends on changed.
     refresh: bool,
     parked: VecDeque<(Token, u64, ClusterRequest)>,
-    forwards: LoopMap<u64, (Token, u64, ClusterRequest)>,
+    /// CLUSTER requests forwarded to the leader: the client's slot, the
+    /// request, and the leader it went to.
+    forwards: LoopMap<u64, (Token, u64, ClusterRequest, NodeId)>,
     held: Vec<(Waiter, Held)>,
     /// CLUSTER REMOVE of this leader: who waits, and the transfer target.
     self_removal: Option<(Waiter, NodeId)>,
@@ -278,7 +280,9 @@ impl Server {
                 .send(leader, &PeerMessage::Forward { id, payload })
             {
                 self.next_forward_id += 1;
-                self.cluster.forwards.insert(id, (token, seq, request));
+                self.cluster
+                    .forwards
+                    .insert(id, (token, seq, request, leader));
                 let forward = Some(id);
                 self.set_slot(token, seq, Pending::InFlight { write, forward });
                 return;
@@ -313,10 +317,38 @@ impl Server {
         }
     }
 
+    /// CLUSTER requests forwarded to a leader that died (see
+    /// `settle_orphaned_forwards`): a change's outcome is unknown, anything
+    /// else is routed again.
+    pub(super) fn settle_orphaned_cluster_forwards(&mut self) {
+        let leader = self.replica.node().leader_id();
+        let orphaned: Vec<u64> = self
+            .cluster
+            .forwards
+            .iter()
+            .filter(|(_, (.., to))| *to != leader && !self.peers.is_connected(*to))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            let Some((token, seq, request, _)) = self.cluster.forwards.remove(&id) else {
+                continue;
+            };
+            if request.is_change() {
+                self.completions.push(Completion {
+                    waiter: Waiter::Client { token, seq },
+                    reply: Reply::error("TIMEOUT outcome unknown"),
+                });
+            } else if self.slot_waiting(token, seq) {
+                self.set_slot(token, seq, Pending::Parked);
+                self.cluster.parked.push_back((token, seq, request));
+            }
+        }
+    }
+
     /// The leader's reply to a CLUSTER command we forwarded: relayed, or the
     /// request routed again when the node asked no longer leads.
     pub(super) fn handle_cluster_forward_reply(&mut self, id: u64, reply: Reply) {
-        let Some((token, seq, request)) = self.cluster.forwards.remove(&id) else {
+        let Some((token, seq, request, _)) = self.cluster.forwards.remove(&id) else {
             return;
         };
         if is_not_the_leader(&reply) {

@@ -401,6 +401,7 @@ impl Server {
                 self.park_again(token, seq, command);
             }
         }
+        self.settle_orphaned_cluster_forwards();
     }
 
     /// Parks a client's request that was not applied where it went, to be
