@@ -40,6 +40,13 @@ fn exercise_commands(client: &mut Client, tag: &str) {
         Reply::Error(e) => assert_eq!(e, "ERR value is not an integer or out of range"),
         other => panic!("INCR on a non-integer answered {:?}", other),
     }
+    // SET's options, GETSET and SETNX.
+    assert_eq!(client.cmd(&["SET", &k("c"), "z", "NX"]), Reply::Nil);
+    assert_eq!(client.cmd(&["SET", &k("c"), "z", "XX", "GET"]), bulk("y"));
+    assert_eq!(client.cmd(&["GETSET", &k("c"), "w"]), bulk("z"));
+    assert_eq!(client.cmd(&["SETNX", &k("c"), "v"]), int(0));
+    assert_eq!(client.cmd(&["SETNX", &k("d"), "v"]), int(1));
+    assert_eq!(client.cmd(&["GET", &k("c")]), bulk("w"));
     // Binary-safe: every byte value, including \0 and \r\n, survives.
     let value: Vec<u8> = (0..=255u8).collect();
     let key = k("bin").into_bytes();

@@ -17,6 +17,8 @@ pub enum Command {
     MGet(Vec<Vec<u8>>),
     Exists(Vec<Vec<u8>>),
     Set(Vec<u8>, Vec<u8>),
+    /// SET with options (NX, XX, GET), GETSET and SETNX; a plain SET is `Set`.
+    SetWith(Vec<u8>, Vec<u8>, SetOptions),
     Del(Vec<Vec<u8>>),
     /// INCR is `IncrBy(key, 1)`, DECR `IncrBy(key, -1)`, DECRBY n `IncrBy(key, -n)`.
     IncrBy(Vec<u8>, i64),
@@ -24,9 +26,28 @@ pub enum Command {
     /// The queued commands of one MULTI/EXEC, applied atomically in order.
     Multi(Vec<Command>),
     /// A queued command whose arguments Redis rejects only when EXEC runs it
-    /// (`INCRBY k abc`, `SET k v NX`): applying it answers this error text and
+    /// (`INCRBY k abc`, `SET k v NX XX`): applying it answers this error text and
     /// changes nothing. Made by [`Command::parse_queued`], never by `parse`.
     Invalid(String),
+}
+
+/// When a [`Command::SetWith`] writes, and what it answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// NX: only if the key is absent; XX: only if it is present.
+    pub condition: SetCondition,
+    /// GET (and GETSET): answer the old value (nil if none) instead of `+OK`.
+    pub get: bool,
+    /// SETNX: answer `:1` if it wrote, `:0` if not.
+    pub counted: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetCondition {
+    #[default]
+    Always,
+    IfAbsent,
+    IfPresent,
 }
 
 /// Why an argv is not a command; `Display` gives the exact Redis error text
@@ -39,8 +60,10 @@ pub enum CommandError {
     WrongArity(String),
     /// `ERR value is not an integer or out of range`
     NotInteger,
-    /// `ERR syntax error` (e.g. `SET k v` followed by options, which we do not support).
+    /// `ERR syntax error` (e.g. `SET k v NX XX`).
     Syntax,
+    /// SET with EX, PX, EXAT or PXAT: keys never expire here.
+    NoExpiry,
     /// `ERR decrement would overflow` (`DECRBY k -9223372036854775808`, as Redis).
     DecrementOverflow,
 }
@@ -62,6 +85,10 @@ impl fmt::Display for CommandError {
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
             CommandError::Syntax => write!(f, "ERR syntax error"),
+            CommandError::NoExpiry => write!(
+                f,
+                "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
+            ),
             CommandError::DecrementOverflow => write!(f, "ERR decrement would overflow"),
         }
     }
@@ -141,7 +168,11 @@ impl Command {
     pub fn is_write(&self) -> bool {
         match self {
             Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => false,
-            Command::Set(..) | Command::Del(_) | Command::IncrBy(..) | Command::MSet(_) => true,
+            Command::Set(..)
+            | Command::SetWith(..)
+            | Command::Del(_)
+            | Command::IncrBy(..)
+            | Command::MSet(_) => true,
             Command::Multi(commands) => commands.iter().any(Command::is_write),
         }
     }
@@ -153,7 +184,7 @@ impl Command {
             Command::Get(_) => "get",
             Command::MGet(_) => "mget",
             Command::Exists(_) => "exists",
-            Command::Set(..) => "set",
+            Command::Set(..) | Command::SetWith(..) => "set",
             Command::Del(_) => "del",
             Command::IncrBy(..) => "incrby",
             Command::MSet(_) => "mset",
@@ -166,7 +197,7 @@ impl Command {
 fn arity_of(lower_name: &[u8]) -> Option<Arity> {
     Some(match lower_name {
         b"get" | b"incr" | b"decr" => Arity::Exactly(2),
-        b"incrby" | b"decrby" => Arity::Exactly(3),
+        b"incrby" | b"decrby" | b"getset" | b"setnx" => Arity::Exactly(3),
         // SET takes options in Redis; extra arguments are a syntax error, not arity.
         b"set" => Arity::AtLeast(3),
         b"del" | b"exists" | b"mget" => Arity::AtLeast(2),
@@ -190,10 +221,27 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"get" => Command::Get(next()),
         b"set" => {
             let (key, value) = (next(), next());
-            if args.next().is_some() {
-                return Err(CommandError::Syntax);
+            let options: Vec<Vec<u8>> = args.collect();
+            if options.is_empty() {
+                Command::Set(key, value)
+            } else {
+                Command::SetWith(key, value, set_options(&options)?)
             }
-            Command::Set(key, value)
+        }
+        b"getset" => {
+            let get = SetOptions {
+                get: true,
+                ..SetOptions::default()
+            };
+            Command::SetWith(next(), next(), get)
+        }
+        b"setnx" => {
+            let counted = SetOptions {
+                condition: SetCondition::IfAbsent,
+                counted: true,
+                ..SetOptions::default()
+            };
+            Command::SetWith(next(), next(), counted)
         }
         b"incr" => Command::IncrBy(next(), 1),
         b"decr" => Command::IncrBy(next(), -1),
@@ -223,6 +271,27 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         ),
     };
     Ok(command)
+}
+
+/// SET's options after key and value, as Redis 7 takes them: NX or XX, GET,
+/// KEEPTTL (nothing to keep: no key expires); an expiry is refused.
+fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
+    let mut options = SetOptions::default();
+    for word in words {
+        match word.to_ascii_lowercase().as_slice() {
+            b"nx" if options.condition != SetCondition::IfPresent => {
+                options.condition = SetCondition::IfAbsent
+            }
+            b"xx" if options.condition != SetCondition::IfAbsent => {
+                options.condition = SetCondition::IfPresent
+            }
+            b"get" => options.get = true,
+            b"keepttl" => {}
+            b"ex" | b"px" | b"exat" | b"pxat" => return Err(CommandError::NoExpiry),
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok(options)
 }
 
 fn printable_name(name: &[u8]) -> String {
@@ -333,7 +402,17 @@ mod tests {
             text(&["GET", "a", "b"]),
             "ERR wrong number of arguments for 'get' command"
         );
-        assert_eq!(text(&["SET", "k", "v", "NX"]), "ERR syntax error");
+        assert_eq!(text(&["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
+        assert_eq!(text(&["SET", "k", "v", "XX", "nx"]), "ERR syntax error");
+        assert_eq!(text(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
+        assert_eq!(
+            text(&["SET", "k", "v", "KEEPTTL", "ex", "10"]),
+            "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
+        );
+        assert_eq!(
+            text(&["SETNX", "k"]),
+            "ERR wrong number of arguments for 'setnx' command"
+        );
         assert_eq!(
             text(&["MSET", "a", "1", "b"]),
             "ERR wrong number of arguments for 'mset' command"

@@ -14,7 +14,7 @@ mod shard;
 mod shards;
 mod snapshot;
 
-pub use command::{parse_integer, Command, CommandError, DecodeError};
+pub use command::{parse_integer, Command, CommandError, DecodeError, SetCondition, SetOptions};
 pub use payload::{encode_set, MAX_MULTI_DEPTH};
 pub use reply::Reply;
 pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
@@ -108,16 +108,20 @@ impl KvStore {
                 }
                 Reply::Ok
             }
+            Command::SetWith(key, value, options) => {
+                let mut budget = self.max_reply_value_bytes;
+                self.set_with(key, value, options, &mut budget)
+            }
             Command::Del(keys) => Reply::Integer(self.delete(keys)),
             Command::IncrBy(key, by) => self.incr_by(key, *by),
             Command::Multi(commands) => {
                 let mut budget = self.max_reply_value_bytes;
-                let replies = commands.iter().map(|c| {
-                    if c.is_write() {
-                        self.apply(c)
-                    } else {
-                        self.read_within(c, &mut budget)
+                let replies = commands.iter().map(|c| match c {
+                    Command::SetWith(key, value, options) => {
+                        self.set_with(key, value, options, &mut budget)
                     }
+                    c if c.is_write() => self.apply(c),
+                    c => self.read_within(c, &mut budget),
                 });
                 Reply::Array(replies.collect())
             }
@@ -125,6 +129,45 @@ impl KvStore {
                 self.read(command)
             }
         }
+    }
+
+    /// SET with options: writes unless its condition fails, and answers the
+    /// old value for GET, taking its bytes from `budget` (a transaction's
+    /// replies share one; past it the write is still made, and the reply is
+    /// the error a read gets).
+    fn set_with(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        options: &SetOptions,
+        budget: &mut usize,
+    ) -> Reply {
+        let old = self.map.get(key);
+        let writes = match options.condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => old.is_none(),
+            SetCondition::IfPresent => old.is_some(),
+        };
+        let reply = if options.counted {
+            Reply::Integer(i64::from(writes))
+        } else if options.get {
+            match old {
+                Some(old) if old.len() > *budget => self.reply_too_large(),
+                Some(old) => {
+                    *budget -= old.len();
+                    Reply::Bulk(old.to_vec())
+                }
+                None => Reply::Nil,
+            }
+        } else if writes {
+            Reply::Ok
+        } else {
+            Reply::Nil
+        };
+        if writes {
+            self.set_from_slices(key, value);
+        }
+        reply
     }
 
     /// Prepares the map for applying these payloads next (a hint; it changes
@@ -204,6 +247,7 @@ impl KvStore {
                 Reply::Array(replies.collect())
             }
             Command::Set(..)
+            | Command::SetWith(..)
             | Command::MSet(_)
             | Command::Del(_)
             | Command::IncrBy(..)

@@ -14,13 +14,14 @@
 //!   7 MSET    count, count × (bytes(key) bytes(value))
 //!   8 MULTI   count, count × command      (nested at most MAX_MULTI_DEPTH deep)
 //!   9 INVALID bytes(utf-8 error text)
+//!  10 SETWITH bytes(key) bytes(value) flags:u8   (1 NX, 2 XX, 4 GET, 8 counted)
 //! ```
 //!
 //! Decoding never trusts a length or count further than the bytes that are
 //! actually there, so a corrupt payload yields a `DecodeError`, never a panic or
 //! a huge allocation.
 
-use super::command::{Command, DecodeError};
+use super::command::{Command, DecodeError, SetCondition, SetOptions};
 
 const TAG_GET: u8 = 1;
 const TAG_MGET: u8 = 2;
@@ -31,6 +32,11 @@ const TAG_INCRBY: u8 = 6;
 const TAG_MSET: u8 = 7;
 const TAG_MULTI: u8 = 8;
 const TAG_INVALID: u8 = 9;
+const TAG_SET_WITH: u8 = 10;
+const SET_NX: u8 = 1;
+const SET_XX: u8 = 2;
+const SET_GET: u8 = 4;
+const SET_COUNTED: u8 = 8;
 
 /// Deepest `Multi` nesting `decode` accepts; bounds its recursion on corrupt input.
 /// Clients cannot nest MULTI at all, so 1 level is all that is ever written.
@@ -48,6 +54,12 @@ impl Command {
             Command::Exists(keys) => put_keys(out, TAG_EXISTS, keys),
             Command::Del(keys) => put_keys(out, TAG_DEL, keys),
             Command::Set(key, value) => encode_set(key, value, out),
+            Command::SetWith(key, value, options) => {
+                out.push(TAG_SET_WITH);
+                put_bytes(out, key);
+                put_bytes(out, value);
+                out.push(set_flags(options));
+            }
             Command::IncrBy(key, by) => {
                 out.push(TAG_INCRBY);
                 put_bytes(out, key);
@@ -117,6 +129,34 @@ pub fn decode_set(payload: &[u8]) -> Option<(&[u8], &[u8])> {
     (reader.pos == payload.len()).then_some((key, value))
 }
 
+fn set_flags(options: &SetOptions) -> u8 {
+    let condition = match options.condition {
+        SetCondition::Always => 0,
+        SetCondition::IfAbsent => SET_NX,
+        SetCondition::IfPresent => SET_XX,
+    };
+    condition
+        | if options.get { SET_GET } else { 0 }
+        | if options.counted { SET_COUNTED } else { 0 }
+}
+
+fn set_options(flags: u8) -> Result<SetOptions, DecodeError> {
+    let condition = match flags & (SET_NX | SET_XX) {
+        0 => SetCondition::Always,
+        SET_NX => SetCondition::IfAbsent,
+        SET_XX => SetCondition::IfPresent,
+        _ => return Err(DecodeError("SET with both NX and XX".into())),
+    };
+    if flags & !(SET_NX | SET_XX | SET_GET | SET_COUNTED) != 0 {
+        return Err(DecodeError(format!("unknown SET flags {flags:#04x}")));
+    }
+    Ok(SetOptions {
+        condition,
+        get: flags & SET_GET != 0,
+        counted: flags & SET_COUNTED != 0,
+    })
+}
+
 fn put_keys(out: &mut Vec<u8>, tag: u8, keys: &[Vec<u8>]) {
     out.push(tag);
     put_varint(out, keys.len() as u64);
@@ -152,6 +192,10 @@ impl<'a> Reader<'a> {
             TAG_EXISTS => Command::Exists(self.keys()?),
             TAG_DEL => Command::Del(self.keys()?),
             TAG_SET => Command::Set(self.bytes()?, self.bytes()?),
+            TAG_SET_WITH => {
+                let (key, value) = (self.bytes()?, self.bytes()?);
+                Command::SetWith(key, value, set_options(self.byte()?)?)
+            }
             TAG_INCRBY => {
                 let key = self.bytes()?;
                 let zigzag = self.varint()?;
@@ -290,6 +334,21 @@ mod tests {
             prop::collection::vec(bytes(), 0..5).prop_map(Command::Exists),
             (bytes(), prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(k, v)| Command::Set(k, v)),
+            (bytes(), bytes(), 0..3u8, any::<bool>(), any::<bool>()).prop_map(
+                |(k, v, condition, get, counted)| {
+                    let condition = [
+                        SetCondition::Always,
+                        SetCondition::IfAbsent,
+                        SetCondition::IfPresent,
+                    ][condition as usize];
+                    let options = SetOptions {
+                        condition,
+                        get,
+                        counted,
+                    };
+                    Command::SetWith(k, v, options)
+                }
+            ),
             prop::collection::vec(bytes(), 0..5).prop_map(Command::Del),
             (bytes(), any::<i64>()).prop_map(|(k, n)| Command::IncrBy(k, n)),
             prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSet),
@@ -342,6 +401,11 @@ mod tests {
         assert!(Command::decode(&[0]).is_err());
         assert!(Command::decode(&[TAG_GET, 5, b'a']).is_err());
         assert!(Command::decode(&[TAG_GET, 1, b'a', 0]).is_err());
+        // SET flags: NX with XX, and an unknown bit.
+        for flags in [SET_NX | SET_XX, 16] {
+            assert!(Command::decode(&[TAG_SET_WITH, 1, b'k', 1, b'v', flags]).is_err());
+        }
+        assert!(Command::decode(&[TAG_SET_WITH, 1, b'k', 1, b'v', SET_NX | SET_GET]).is_ok());
         // A count of 2^63 must not reach Vec::with_capacity.
         let mut huge = vec![TAG_DEL];
         put_varint(&mut huge, 1 << 63);

@@ -29,6 +29,41 @@ fn snapshot_bytes(store: &KvStore) -> Vec<u8> {
 }
 
 #[test]
+fn set_options_nx_xx_get_as_in_redis() {
+    let mut kv = KvStore::new();
+    let mut run = |words: &[&str]| kv.apply(&cmd(words));
+    assert_eq!(run(&["SET", "k", "1", "XX"]), Reply::Nil);
+    assert_eq!(run(&["SET", "k", "1", "XX", "GET"]), Reply::Nil);
+    assert_eq!(run(&["GET", "k"]), Reply::Nil, "XX wrote an absent key");
+    assert_eq!(run(&["SET", "k", "1", "nx"]), Reply::Ok);
+    assert_eq!(run(&["SET", "k", "2", "NX"]), Reply::Nil);
+    assert_eq!(run(&["SET", "k", "2", "NX", "GET"]), bulk("1"));
+    assert_eq!(run(&["GET", "k"]), bulk("1"), "NX overwrote");
+    assert_eq!(run(&["SET", "k", "3", "XX"]), Reply::Ok);
+    assert_eq!(run(&["SET", "k", "4", "GET", "KEEPTTL"]), bulk("3"));
+    assert_eq!(run(&["SET", "new", "a", "GET"]), Reply::Nil);
+    assert_eq!(run(&["GET", "new"]), bulk("a"));
+    assert_eq!(run(&["GETSET", "k", "5"]), bulk("4"));
+    assert_eq!(run(&["GETSET", "other", "x"]), Reply::Nil);
+    assert_eq!(run(&["SETNX", "k", "6"]), Reply::Integer(0));
+    assert_eq!(run(&["SETNX", "fresh", "6"]), Reply::Integer(1));
+    assert_eq!(run(&["GET", "k"]), bulk("5"));
+    assert_eq!(run(&["GET", "fresh"]), bulk("6"));
+    assert_eq!(kv.len(), 4);
+    // In a transaction, in order, each seeing the one before.
+    let multi = Command::Multi(vec![
+        cmd(&["SET", "t", "1", "NX", "GET"]),
+        cmd(&["SET", "t", "2", "NX", "GET"]),
+        cmd(&["SET", "t", "3", "GET"]),
+    ]);
+    assert_eq!(
+        kv.apply(&multi),
+        Reply::Array(vec![Reply::Nil, bulk("1"), bulk("1")])
+    );
+    assert_eq!(kv.read(&cmd(&["GET", "t"])), bulk("3"));
+}
+
+#[test]
 fn set_get_del() {
     let mut kv = KvStore::new();
     assert_eq!(kv.apply(&cmd(&["GET", "k"])), Reply::Nil);

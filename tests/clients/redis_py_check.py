@@ -22,6 +22,13 @@ def check(port, protocol):
         b"12", b"x", b"\x00\r\n\xff", None]
     assert r.exists(f"{tag}:a", f"{tag}:a", f"{tag}:none") == 2
     assert r.delete(f"{tag}:b", f"{tag}:none") == 1
+    # SET's options as redis-py sends them, and SETNX.
+    assert r.set(f"{tag}:a", "13", nx=True) is None
+    assert r.set(f"{tag}:a", "13", xx=True, get=True) == b"12"
+    assert r.setnx(f"{tag}:lock", "me") is True
+    assert r.setnx(f"{tag}:lock", "you") is False
+    assert r.get(f"{tag}:lock") == b"me"
+    assert r.set(f"{tag}:a", "12") is True
     try:
         r.incr(f"{tag}:c")
         raise AssertionError("INCR on a non-integer succeeded")
