@@ -723,6 +723,10 @@ fn command_errors() {
     );
     assert_eq!(
         run2(&mut kv, b"SET k v EX 10\r\n"),
+        b"-ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT\r\n"
+    );
+    assert_eq!(
+        run2(&mut kv, b"SET k v NX XX\r\n"),
         b"-ERR syntax error\r\n"
     );
     assert_eq!(
