@@ -151,14 +151,7 @@ impl KvStore {
         let reply = if options.counted {
             Reply::Integer(i64::from(writes))
         } else if options.get {
-            match old {
-                Some(old) if old.len() > *budget => self.reply_too_large(),
-                Some(old) => {
-                    *budget -= old.len();
-                    Reply::Bulk(old.to_vec())
-                }
-                None => Reply::Nil,
-            }
+            self.value_reply(old, budget)
         } else if writes {
             Reply::Ok
         } else {
@@ -210,14 +203,7 @@ impl KvStore {
     /// reads share one).
     fn read_within(&self, command: &Command, budget: &mut usize) -> Reply {
         match command {
-            Command::Get(key) => match self.map.get(key) {
-                Some(value) if value.len() > *budget => self.reply_too_large(),
-                Some(value) => {
-                    *budget -= value.len();
-                    Reply::Bulk(value.to_vec())
-                }
-                None => Reply::Nil,
-            },
+            Command::Get(key) => self.value_reply(self.map.get(key), budget),
             Command::MGet(keys) => {
                 let mut replies = Vec::with_capacity(keys.len());
                 let mut bytes = 0;
@@ -284,6 +270,19 @@ impl KvStore {
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.map.get(key)
+    }
+
+    /// A value as a bulk reply (nil if absent), its bytes taken from
+    /// `budget`, or the error for a reply past it.
+    fn value_reply(&self, value: Option<&[u8]>, budget: &mut usize) -> Reply {
+        match value {
+            Some(value) if value.len() > *budget => self.reply_too_large(),
+            Some(value) => {
+                *budget -= value.len();
+                Reply::Bulk(value.to_vec())
+            }
+            None => Reply::Nil,
+        }
     }
 
     fn reply_too_large(&self) -> Reply {

@@ -321,12 +321,11 @@ impl Server {
     /// `settle_orphaned_forwards`): a change's outcome is unknown, anything
     /// else is routed again.
     pub(super) fn settle_orphaned_cluster_forwards(&mut self) {
-        let leader = self.replica.node().leader_id();
         let orphaned: Vec<u64> = self
             .cluster
             .forwards
             .iter()
-            .filter(|(_, (.., to))| *to != leader && !self.peers.is_connected(*to))
+            .filter(|(_, (.., to))| self.is_gone(*to))
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {

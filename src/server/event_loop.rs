@@ -532,16 +532,20 @@ impl Server {
             }
         }
         for (id, delay_ms) in std::mem::take(&mut self.peers.reconnects) {
-            let tick_ms = super::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
-            let at = now + delay_ms.div_ceil(tick_ms);
+            let at = now + self.ticks_in(Duration::from_millis(delay_ms));
             self.wheel.schedule(at, Timer::Reconnect(id));
         }
     }
 
+    /// The wheel's ticks in `span`, rounded up.
+    fn ticks_in(&self, span: Duration) -> u64 {
+        let tick_ms = super::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
+        (span.as_millis() as u64).div_ceil(tick_ms.max(1))
+    }
+
     /// Closes a lingering client `after` from now, if it is still there.
     pub(super) fn schedule_end_linger(&mut self, token: Token, after: Duration) {
-        let tick = super::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
-        let at = self.clock.now_ticks() + (after.as_millis() as u64).div_ceil(tick.max(1));
+        let at = self.clock.now_ticks() + self.ticks_in(after);
         self.wheel.schedule(at, Timer::EndLinger(token));
     }
 

@@ -377,11 +377,10 @@ impl Server {
     /// `-TIMEOUT` now rather than at the deadline. A deposed leader that is
     /// still connected answers for itself.
     pub(super) fn settle_orphaned_forwards(&mut self) {
-        let leader = self.replica.node().leader_id();
         let orphaned: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, f)| f.leader != leader && !self.peers.is_connected(f.leader))
+            .filter(|(_, f)| self.is_gone(f.leader))
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {
@@ -402,6 +401,12 @@ impl Server {
             }
         }
         self.settle_orphaned_cluster_forwards();
+    }
+
+    /// Whether a node that was asked as leader will never answer, as far as
+    /// this node can tell: it no longer leads and its connection is closed.
+    pub(super) fn is_gone(&self, leader: NodeId) -> bool {
+        leader != self.replica.node().leader_id() && !self.peers.is_connected(leader)
     }
 
     /// Parks a client's request that was not applied where it went, to be
