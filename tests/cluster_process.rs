@@ -769,6 +769,17 @@ fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
 /// SIGCONTs a SIGSTOPped node when dropped, also when the test fails.
 struct Resume(u32);
 
+impl Resume {
+    /// SIGSTOPs the node with this pid, until the guard is dropped.
+    fn stop(pid: u32) -> Resume {
+        // SAFETY: kill(2) on the pid of a child this test spawned.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        Resume(pid)
+    }
+}
+
 impl Drop for Resume {
     fn drop(&mut self) {
         // SAFETY: kill(2) on the pid of a child this test spawned.
@@ -785,11 +796,7 @@ fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
     let mut client = cluster.client(old);
     assert_eq!(client.cmd(&["SET", "k", "old"]), Reply::Ok);
     let pid = cluster.pid(old).expect("running");
-    // SAFETY: kill(2) on the pid of a child this test spawned.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
-    let resume = Resume(pid);
+    let resume = Resume::stop(pid);
     // These wait in the stopped leader's socket; when it runs again it may
     // take them as leader before it hears of its successor.
     for _ in 0..20 {
@@ -829,11 +836,7 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     let mut client = cluster.client(follower);
     assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::Ok);
     let pid = cluster.pid(old).expect("running");
-    // SAFETY: kill(2) on the pid of a child this test spawned.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
-    let resume = Resume(pid);
+    let resume = Resume::stop(pid);
     // A read after a write is not held behind it: both are forwarded.
     client.send(&[b"SET", b"w", b"1"]);
     client.send(&[b"GET", b"k"]);
@@ -874,11 +877,7 @@ fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
         );
     }
     let pid = cluster.pid(0).expect("running");
-    // SAFETY: kill(2) on the pid of a child this test spawned.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGSTOP);
-    }
-    let resume = Resume(pid);
+    let resume = Resume::stop(pid);
     let mut writer = client.stream.try_clone().expect("clone the stream");
     let sender = thread::spawn(move || writer.write_all(&requests));
     thread::sleep(Duration::from_millis(300));
