@@ -64,6 +64,8 @@ pub enum CommandError {
     Syntax,
     /// SET with EX, PX, EXAT or PXAT: keys never expire here.
     NoExpiry,
+    /// `ERR invalid expire time in 'set' command` (an expiry of 0 or less).
+    InvalidExpireTime,
     /// `ERR decrement would overflow` (`DECRBY k -9223372036854775808`, as Redis).
     DecrementOverflow,
 }
@@ -85,6 +87,9 @@ impl fmt::Display for CommandError {
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
             CommandError::Syntax => write!(f, "ERR syntax error"),
+            CommandError::InvalidExpireTime => {
+                write!(f, "ERR invalid expire time in 'set' command")
+            }
             CommandError::NoExpiry => write!(
                 f,
                 "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
@@ -222,10 +227,10 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"set" => {
             let (key, value) = (next(), next());
             let options: Vec<Vec<u8>> = args.collect();
-            if options.is_empty() {
-                Command::Set(key, value)
-            } else {
-                Command::SetWith(key, value, set_options(&options)?)
+            match set_options(&options)? {
+                // KEEPTTL alone changes nothing: a plain SET, on its fast path.
+                plain if plain == SetOptions::default() => Command::Set(key, value),
+                options => Command::SetWith(key, value, options),
             }
         }
         b"getset" => {
@@ -274,11 +279,18 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
 }
 
 /// SET's options after key and value, as Redis 7 takes them: NX or XX, GET,
-/// KEEPTTL (nothing to keep: no key expires); an expiry is refused.
+/// KEEPTTL (nothing to keep: no key expires). An expiry is parsed and checked
+/// as Redis checks it, so that every other error is Redis's, and only then
+/// refused.
 fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
     let mut options = SetOptions::default();
-    for word in words {
-        match word.to_ascii_lowercase().as_slice() {
+    let mut keep_ttl = false;
+    // The expiry's unit (lower case) and time, the last one given.
+    let mut expiry: Option<(Vec<u8>, &[u8])> = None;
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let lower = word.to_ascii_lowercase();
+        match lower.as_slice() {
             b"nx" if options.condition != SetCondition::IfPresent => {
                 options.condition = SetCondition::IfAbsent
             }
@@ -286,10 +298,24 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
                 options.condition = SetCondition::IfPresent
             }
             b"get" => options.get = true,
-            b"keepttl" => {}
-            b"ex" | b"px" | b"exat" | b"pxat" => return Err(CommandError::NoExpiry),
+            b"keepttl" if expiry.is_none() => keep_ttl = true,
+            b"ex" | b"px" | b"exat" | b"pxat" => {
+                // One kind of expiry, given again at most, and never with KEEPTTL.
+                let other_kind = matches!(&expiry, Some((unit, _)) if *unit != lower);
+                match words.next() {
+                    Some(time) if !other_kind && !keep_ttl => expiry = Some((lower, time)),
+                    _ => return Err(CommandError::Syntax),
+                }
+            }
             _ => return Err(CommandError::Syntax),
         }
+    }
+    if let Some((_, time)) = expiry {
+        return Err(match parse_integer(time) {
+            None => CommandError::NotInteger,
+            Some(t) if t <= 0 => CommandError::InvalidExpireTime,
+            Some(_) => CommandError::NoExpiry,
+        });
     }
     Ok(options)
 }
@@ -405,9 +431,40 @@ mod tests {
         assert_eq!(text(&["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
         assert_eq!(text(&["SET", "k", "v", "XX", "nx"]), "ERR syntax error");
         assert_eq!(text(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
+        let no_expiry = "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT";
+        assert_eq!(text(&["SET", "k", "v", "ex", "10"]), no_expiry);
         assert_eq!(
-            text(&["SET", "k", "v", "KEEPTTL", "ex", "10"]),
-            "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
+            text(&["SET", "k", "v", "PXAT", "5", "NX", "GET"]),
+            no_expiry
+        );
+        assert_eq!(text(&["SET", "k", "v", "EX", "1", "EX", "2"]), no_expiry);
+        // Redis's own errors win, as Redis checks them first.
+        for syntax in [
+            &["SET", "k", "v", "KEEPTTL", "EX", "10"][..],
+            &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+            &["SET", "k", "v", "EX", "10", "PX", "10"],
+            &["SET", "k", "v", "EX"],
+            &["SET", "k", "v", "EX", "10", "NX", "XX"],
+        ] {
+            assert_eq!(text(syntax), "ERR syntax error", "{syntax:?}");
+        }
+        assert_eq!(
+            text(&["SET", "k", "v", "EX", "abc"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            text(&["SET", "k", "v", "PX", "0"]),
+            "ERR invalid expire time in 'set' command"
+        );
+        assert_eq!(
+            Command::parse(&[
+                b"SET".to_vec(),
+                b"k".to_vec(),
+                b"v".to_vec(),
+                b"KEEPTTL".to_vec()
+            ]),
+            Ok(Command::Set(b"k".to_vec(), b"v".to_vec())),
+            "KEEPTTL alone is a plain SET"
         );
         assert_eq!(
             text(&["SETNX", "k"]),

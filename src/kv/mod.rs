@@ -133,8 +133,8 @@ impl KvStore {
 
     /// SET with options: writes unless its condition fails, and answers the
     /// old value for GET, taking its bytes from `budget` (a transaction's
-    /// replies share one; past it the write is still made, and the reply is
-    /// the error a read gets).
+    /// replies share one). An old value past the budget is an error, and an
+    /// error changes nothing.
     fn set_with(
         &mut self,
         key: &[u8],
@@ -143,6 +143,9 @@ impl KvStore {
         budget: &mut usize,
     ) -> Reply {
         let old = self.map.get(key);
+        if options.get && old.is_some_and(|old| old.len() > *budget) {
+            return self.reply_too_large();
+        }
         let writes = match options.condition {
             SetCondition::Always => true,
             SetCondition::IfAbsent => old.is_none(),

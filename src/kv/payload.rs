@@ -401,11 +401,19 @@ mod tests {
         assert!(Command::decode(&[0]).is_err());
         assert!(Command::decode(&[TAG_GET, 5, b'a']).is_err());
         assert!(Command::decode(&[TAG_GET, 1, b'a', 0]).is_err());
-        // SET flags: NX with XX, and an unknown bit.
-        for flags in [SET_NX | SET_XX, 16] {
-            assert!(Command::decode(&[TAG_SET_WITH, 1, b'k', 1, b'v', flags]).is_err());
+        // SET flags, as the log holds them: NX with XX, and an unknown bit.
+        for flags in [3, 16] {
+            assert!(Command::decode(&[10, 1, b'k', 1, b'v', flags]).is_err());
         }
-        assert!(Command::decode(&[TAG_SET_WITH, 1, b'k', 1, b'v', SET_NX | SET_GET]).is_ok());
+        let nx_get = SetOptions {
+            condition: SetCondition::IfAbsent,
+            get: true,
+            counted: false,
+        };
+        assert_eq!(
+            Command::decode(&[10, 1, b'k', 1, b'v', 5]),
+            Ok(Command::SetWith(b"k".to_vec(), b"v".to_vec(), nx_get))
+        );
         // A count of 2^63 must not reach Vec::with_capacity.
         let mut huge = vec![TAG_DEL];
         put_varint(&mut huge, 1 << 63);

@@ -64,6 +64,35 @@ fn set_options_nx_xx_get_as_in_redis() {
 }
 
 #[test]
+fn set_get_past_the_reply_budget_answers_an_error_and_writes_nothing() {
+    let mut kv = KvStore::new();
+    kv.apply(&cmd(&["SET", "big", "0123456789"]));
+    kv.set_max_reply_value_bytes(4);
+    let refused = kv.apply(&cmd(&["SET", "big", "small", "GET"]));
+    assert!(matches!(refused, Reply::Error(_)), "{refused:?}");
+    kv.set_max_reply_value_bytes(1 << 20);
+    assert_eq!(kv.read(&cmd(&["GET", "big"])), bulk("0123456789"));
+    // In a transaction, the budget is what the replies before it left.
+    kv.set_max_reply_value_bytes(12);
+    let multi = Command::Multi(vec![
+        cmd(&["GET", "big"]),
+        cmd(&["SET", "big", "small", "GET"]),
+        cmd(&["SET", "other", "x", "GET"]),
+    ]);
+    match kv.apply(&multi) {
+        Reply::Array(replies) => {
+            assert_eq!(replies[0], bulk("0123456789"));
+            assert!(matches!(replies[1], Reply::Error(_)), "{:?}", replies[1]);
+            assert_eq!(replies[2], Reply::Nil);
+        }
+        other => panic!("EXEC answered {other:?}"),
+    }
+    kv.set_max_reply_value_bytes(1 << 20);
+    assert_eq!(kv.read(&cmd(&["GET", "big"])), bulk("0123456789"));
+    assert_eq!(kv.read(&cmd(&["GET", "other"])), bulk("x"));
+}
+
+#[test]
 fn set_get_del() {
     let mut kv = KvStore::new();
     assert_eq!(kv.apply(&cmd(&["GET", "k"])), Reply::Nil);
@@ -395,6 +424,26 @@ fn write_command() -> impl Strategy<Value = Command> {
         .prop_map(|v| v.as_bytes().to_vec());
     prop_oneof![
         (key.clone(), value.clone()).prop_map(|(k, v)| Command::Set(k, v)),
+        (
+            key.clone(),
+            value.clone(),
+            0..3usize,
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(k, v, condition, get, counted)| {
+                let condition = [
+                    SetCondition::Always,
+                    SetCondition::IfAbsent,
+                    SetCondition::IfPresent,
+                ][condition];
+                let options = SetOptions {
+                    condition,
+                    get,
+                    counted,
+                };
+                Command::SetWith(k, v, options)
+            }),
         prop::collection::vec(key.clone(), 1..3).prop_map(Command::Del),
         (key.clone(), -3i64..3).prop_map(|(k, n)| Command::IncrBy(k, n)),
         prop::collection::vec((key, value), 1..3).prop_map(Command::MSet),
