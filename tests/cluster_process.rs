@@ -54,6 +54,64 @@ fn exercise_commands(client: &mut Client, tag: &str) {
     assert_eq!(client.read(), Reply::Ok);
     client.send(&[b"GET", &key]);
     assert_eq!(client.read(), Reply::Bulk(value));
+
+    // Keyspace commands.
+    assert_eq!(client.cmd(&["APPEND", &k("d"), "w"]), int(2));
+    assert_eq!(client.cmd(&["STRLEN", &k("d")]), int(2));
+    assert_eq!(
+        client.cmd(&["TYPE", &k("d")]),
+        Reply::Status("string".into())
+    );
+    assert_eq!(client.cmd(&["TTL", &k("d")]), int(-1));
+    assert_eq!(client.cmd(&["RENAME", &k("d"), &k("e")]), Reply::Ok);
+    assert_eq!(client.cmd(&["MSETNX", &k("e"), "1", &k("f"), "2"]), int(0));
+    assert_eq!(client.cmd(&["GETDEL", &k("e")]), bulk("vw"));
+    let expected = vec![k("bin").into_bytes(), k("c").into_bytes()];
+    let pattern = format!("{tag}:*");
+    assert_eq!(sorted_keys(client.cmd(&["KEYS", &pattern])), expected);
+    let mut scanned = Vec::new();
+    let mut cursor = b"0".to_vec();
+    for _ in 0..100_000 {
+        client.send(&[
+            b"SCAN",
+            &cursor,
+            b"MATCH",
+            pattern.as_bytes(),
+            b"COUNT",
+            b"50",
+        ]);
+        match client.read() {
+            Reply::Array(mut parts) if parts.len() == 2 => {
+                scanned.extend(sorted_keys(parts.pop().unwrap_or(Reply::Nil)));
+                match parts.pop() {
+                    Some(Reply::Bulk(next)) => cursor = next,
+                    other => panic!("SCAN's cursor: {other:?}"),
+                }
+            }
+            other => panic!("SCAN answered {other:?}"),
+        }
+        if cursor == b"0" {
+            break;
+        }
+    }
+    scanned.sort();
+    assert_eq!(scanned, expected, "one SCAN iteration");
+    assert_eq!(client.cmd(&["UNLINK", &k("c"), &k("bin")]), int(2));
+}
+
+fn sorted_keys(reply: Reply) -> Vec<Vec<u8>> {
+    let Reply::Array(items) = reply else {
+        panic!("not an array: {reply:?}");
+    };
+    let mut keys: Vec<Vec<u8>> = items
+        .into_iter()
+        .map(|item| match item {
+            Reply::Bulk(key) => key,
+            other => panic!("not a key: {other:?}"),
+        })
+        .collect();
+    keys.sort();
+    keys
 }
 
 #[test]

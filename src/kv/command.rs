@@ -23,6 +23,28 @@ pub enum Command {
     /// INCR is `IncrBy(key, 1)`, DECR `IncrBy(key, -1)`, DECRBY n `IncrBy(key, -n)`.
     IncrBy(Vec<u8>, i64),
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
+    /// MSETNX: sets every pair only if none of the keys exists.
+    MSetNx(Vec<(Vec<u8>, Vec<u8>)>),
+    /// APPEND key value.
+    Append(Vec<u8>, Vec<u8>),
+    /// GETDEL key.
+    GetDel(Vec<u8>),
+    /// RENAME source destination; RENAMENX when the flag is set.
+    Rename(Vec<u8>, Vec<u8>, bool),
+    /// FLUSHALL and FLUSHDB (there is one database).
+    FlushAll,
+    /// KEYS pattern.
+    Keys(Vec<u8>),
+    /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE type].
+    Scan(ScanOptions),
+    /// TYPE key.
+    Type(Vec<u8>),
+    /// STRLEN key.
+    Strlen(Vec<u8>),
+    /// TTL and PTTL: -1 for a key (none expires), -2 for none.
+    Ttl(Vec<u8>),
+    /// PERSIST key: 0, as there is never a timeout to remove.
+    Persist(Vec<u8>),
     /// The queued commands of one MULTI/EXEC, applied atomically in order.
     Multi(Vec<Command>),
     /// A queued command whose arguments Redis rejects only when EXEC runs it
@@ -41,6 +63,23 @@ pub struct SetOptions {
     /// SETNX: answer `:1` if it wrote, `:0` if not.
     pub counted: bool,
 }
+
+/// Where a [`Command::Scan`] goes on, and which keys it returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// 0 to start; each reply gives the cursor to go on from, 0 at the end.
+    pub cursor: u64,
+    /// MATCH's pattern; `None` for every key.
+    pub pattern: Option<Vec<u8>>,
+    /// COUNT: about how many keys to look at (at least 1).
+    pub count: u64,
+    /// TYPE named a type other than `string`, the only one here: no key
+    /// is returned, though the cursor moves on as usual.
+    pub other_type: bool,
+}
+
+/// SCAN's COUNT when none is given, as in Redis.
+pub const SCAN_DEFAULT_COUNT: u64 = 10;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SetCondition {
@@ -62,10 +101,16 @@ pub enum CommandError {
     NotInteger,
     /// `ERR syntax error` (e.g. `SET k v NX XX`).
     Syntax,
-    /// SET with EX, PX, EXAT or PXAT: keys never expire here.
-    NoExpiry,
-    /// `ERR invalid expire time in 'set' command` (an expiry of 0 or less).
-    InvalidExpireTime,
+    /// SET with EX, PX, EXAT or PXAT, EXPIRE and the like: keys never
+    /// expire here. Holds the command's name (lower case).
+    NoExpiry(&'static str),
+    /// `ERR invalid expire time in 'set' command` (an expiry of 0 or less),
+    /// with the command's name.
+    InvalidExpireTime(&'static str),
+    /// `ERR invalid cursor` (SCAN's cursor is not an unsigned 64-bit number).
+    InvalidCursor,
+    /// A KEYS or SCAN MATCH pattern longer than [`MAX_PATTERN_BYTES`].
+    PatternTooLong,
     /// `ERR decrement would overflow` (`DECRBY k -9223372036854775808`, as Redis).
     DecrementOverflow,
 }
@@ -87,13 +132,22 @@ impl fmt::Display for CommandError {
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
             CommandError::Syntax => write!(f, "ERR syntax error"),
-            CommandError::InvalidExpireTime => {
-                write!(f, "ERR invalid expire time in 'set' command")
+            CommandError::InvalidExpireTime(name) => {
+                write!(f, "ERR invalid expire time in '{name}' command")
             }
-            CommandError::NoExpiry => write!(
+            CommandError::NoExpiry("set") => write!(
                 f,
                 "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
             ),
+            CommandError::NoExpiry(name) => write!(
+                f,
+                "ERR keys do not expire in raftkv: {} is not supported",
+                name.to_ascii_uppercase()
+            ),
+            CommandError::InvalidCursor => write!(f, "ERR invalid cursor"),
+            CommandError::PatternTooLong => {
+                write!(f, "ERR pattern longer than {MAX_PATTERN_BYTES} bytes")
+            }
             CommandError::DecrementOverflow => write!(f, "ERR decrement would overflow"),
         }
     }
@@ -116,9 +170,14 @@ impl std::error::Error for DecodeError {}
 /// Longest command name echoed back in `ERR unknown command '...'` (Redis uses 128).
 const UNKNOWN_NAME_MAX_BYTES: usize = 128;
 
-/// Longest key-value command name (`incrby`, `decrby`, `exists`); a longer
-/// name is unknown without looking further.
-const LONGEST_NAME_BYTES: usize = 6;
+/// Longest key-value command name (`pexpireat`); a longer name is unknown
+/// without looking further.
+const LONGEST_NAME_BYTES: usize = 9;
+
+/// The longest KEYS or SCAN MATCH pattern. Matching costs up to the
+/// pattern's length times the key's for each key, on the leader's loop, so
+/// an unbounded pattern could stall it past an election timeout.
+pub const MAX_PATTERN_BYTES: usize = 4096;
 
 /// How many arguments (name included) a command takes.
 enum Arity {
@@ -150,7 +209,7 @@ impl Command {
             Arity::AtLeast(n) => argv.len() >= n,
         };
         // MSET's pairs are part of its arity in Redis ("wrong number of arguments").
-        let pairs_ok = lower != b"mset" || argv.len() % 2 == 1;
+        let pairs_ok = !matches!(lower, b"mset" | b"msetnx") || argv.len() % 2 == 1;
         if !arity_ok || !pairs_ok {
             return Err(CommandError::WrongArity(
                 String::from_utf8_lossy(lower).into_owned(),
@@ -172,12 +231,26 @@ impl Command {
     /// Whether the command changes the map (must go through the log).
     pub fn is_write(&self) -> bool {
         match self {
-            Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => false,
+            Command::Get(_)
+            | Command::MGet(_)
+            | Command::Exists(_)
+            | Command::Keys(_)
+            | Command::Scan(_)
+            | Command::Type(_)
+            | Command::Strlen(_)
+            | Command::Ttl(_)
+            | Command::Persist(_)
+            | Command::Invalid(_) => false,
             Command::Set(..)
             | Command::SetWith(..)
             | Command::Del(_)
             | Command::IncrBy(..)
-            | Command::MSet(_) => true,
+            | Command::MSet(_)
+            | Command::MSetNx(_)
+            | Command::Append(..)
+            | Command::GetDel(_)
+            | Command::Rename(..)
+            | Command::FlushAll => true,
             Command::Multi(commands) => commands.iter().any(Command::is_write),
         }
     }
@@ -193,6 +266,18 @@ impl Command {
             Command::Del(_) => "del",
             Command::IncrBy(..) => "incrby",
             Command::MSet(_) => "mset",
+            Command::MSetNx(_) => "msetnx",
+            Command::Append(..) => "append",
+            Command::GetDel(_) => "getdel",
+            Command::Rename(_, _, false) => "rename",
+            Command::Rename(_, _, true) => "renamenx",
+            Command::FlushAll => "flushall",
+            Command::Keys(_) => "keys",
+            Command::Scan(_) => "scan",
+            Command::Type(_) => "type",
+            Command::Strlen(_) => "strlen",
+            Command::Ttl(_) => "ttl",
+            Command::Persist(_) => "persist",
             Command::Multi(_) => "multi",
             Command::Invalid(_) => "invalid",
         }
@@ -201,12 +286,18 @@ impl Command {
 
 fn arity_of(lower_name: &[u8]) -> Option<Arity> {
     Some(match lower_name {
-        b"get" | b"incr" | b"decr" => Arity::Exactly(2),
-        b"incrby" | b"decrby" | b"getset" | b"setnx" => Arity::Exactly(3),
+        b"get" | b"incr" | b"decr" | b"getdel" | b"keys" | b"type" | b"strlen" | b"ttl"
+        | b"pttl" | b"persist" => Arity::Exactly(2),
+        b"incrby" | b"decrby" | b"getset" | b"setnx" | b"append" | b"rename" | b"renamenx" => {
+            Arity::Exactly(3)
+        }
+        b"setex" | b"psetex" => Arity::Exactly(4),
         // SET takes options in Redis; extra arguments are a syntax error, not arity.
         b"set" => Arity::AtLeast(3),
-        b"del" | b"exists" | b"mget" => Arity::AtLeast(2),
-        b"mset" => Arity::AtLeast(3),
+        b"del" | b"unlink" | b"exists" | b"mget" | b"scan" => Arity::AtLeast(2),
+        b"mset" | b"msetnx" => Arity::AtLeast(3),
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => Arity::AtLeast(3),
+        b"flushall" | b"flushdb" => Arity::AtLeast(1),
         _ => return None,
     })
 }
@@ -214,6 +305,7 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
 /// Builds the command from the arguments after its name, once the arity is
 /// known to be right.
 fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
+    let words = args;
     let mut args = args.iter().cloned();
     let mut next = || match args.next() {
         Some(arg) => arg,
@@ -260,15 +352,51 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
             let negated = by.checked_neg().ok_or(CommandError::DecrementOverflow)?;
             Command::IncrBy(key, negated)
         }
-        b"del" => Command::Del(args.collect()),
+        b"del" | b"unlink" => Command::Del(args.collect()),
         b"exists" => Command::Exists(args.collect()),
         b"mget" => Command::MGet(args.collect()),
-        b"mset" => {
+        b"mset" | b"msetnx" => {
             let mut pairs = Vec::with_capacity(args.len() / 2);
             while let (Some(key), Some(value)) = (args.next(), args.next()) {
                 pairs.push((key, value));
             }
-            Command::MSet(pairs)
+            if lower_name == b"mset" {
+                Command::MSet(pairs)
+            } else {
+                Command::MSetNx(pairs)
+            }
+        }
+        b"append" => Command::Append(next(), next()),
+        b"getdel" => Command::GetDel(next()),
+        b"rename" => Command::Rename(next(), next(), false),
+        b"renamenx" => Command::Rename(next(), next(), true),
+        b"flushall" | b"flushdb" => {
+            // ASYNC and SYNC are accepted; both free the keys at once.
+            let mode = args.next().map(|word| word.to_ascii_lowercase());
+            match (mode.as_deref(), args.next()) {
+                (None | Some(b"async" | b"sync"), None) => Command::FlushAll,
+                _ => return Err(CommandError::Syntax),
+            }
+        }
+        b"keys" => Command::Keys(pattern(next())?),
+        b"scan" => Command::Scan(scan_options(&words[0], &words[1..])?),
+        b"type" => Command::Type(next()),
+        b"strlen" => Command::Strlen(next()),
+        b"ttl" | b"pttl" => Command::Ttl(next()),
+        b"persist" => Command::Persist(next()),
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
+            let _key = next();
+            parse_integer(&next()).ok_or(CommandError::NotInteger)?;
+            return Err(CommandError::NoExpiry(expiry_name(lower_name)));
+        }
+        b"setex" | b"psetex" => {
+            let _key = next();
+            let name = expiry_name(lower_name);
+            return Err(match parse_integer(&next()) {
+                None => CommandError::NotInteger,
+                Some(t) if t <= 0 => CommandError::InvalidExpireTime(name),
+                Some(_) => CommandError::NoExpiry(name),
+            });
         }
         other => panic!(
             "build called for a name without arity: '{}'",
@@ -313,11 +441,68 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
     if let Some((_, time)) = expiry {
         return Err(match parse_integer(time) {
             None => CommandError::NotInteger,
-            Some(t) if t <= 0 => CommandError::InvalidExpireTime,
-            Some(_) => CommandError::NoExpiry,
+            Some(t) if t <= 0 => CommandError::InvalidExpireTime("set"),
+            Some(_) => CommandError::NoExpiry("set"),
         });
     }
     Ok(options)
+}
+
+/// SCAN's cursor and options, checked as Redis 7.0 checks them: the cursor
+/// first, then each option in turn.
+fn scan_options(cursor: &[u8], words: &[Vec<u8>]) -> Result<ScanOptions, CommandError> {
+    let cursor = parse_cursor(cursor).ok_or(CommandError::InvalidCursor)?;
+    let mut options = ScanOptions {
+        cursor,
+        pattern: None,
+        count: SCAN_DEFAULT_COUNT,
+        other_type: false,
+    };
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let lower = word.to_ascii_lowercase();
+        let Some(value) = words.next() else {
+            return Err(CommandError::Syntax);
+        };
+        match lower.as_slice() {
+            b"count" => match parse_integer(value) {
+                None => return Err(CommandError::NotInteger),
+                Some(count) if count < 1 => return Err(CommandError::Syntax),
+                Some(count) => options.count = count as u64,
+            },
+            b"match" => options.pattern = Some(pattern(value.clone())?).filter(|p| p != b"*"),
+            b"type" => options.other_type = !value.eq_ignore_ascii_case(b"string"),
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok(options)
+}
+
+/// A cursor as Redis reads one: decimal digits within `u64`.
+fn parse_cursor(word: &[u8]) -> Option<u64> {
+    if word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(word).ok()?.parse().ok()
+}
+
+fn pattern(word: Vec<u8>) -> Result<Vec<u8>, CommandError> {
+    if word.len() > MAX_PATTERN_BYTES {
+        return Err(CommandError::PatternTooLong);
+    }
+    Ok(word)
+}
+
+/// The static name of an expiry command, for its errors.
+fn expiry_name(lower_name: &[u8]) -> &'static str {
+    match lower_name {
+        b"pexpire" => "pexpire",
+        b"expireat" => "expireat",
+        b"pexpireat" => "pexpireat",
+        b"setex" => "setex",
+        b"psetex" => "psetex",
+        _ => "expire",
+    }
 }
 
 fn printable_name(name: &[u8]) -> String {

@@ -8,13 +8,17 @@
 
 pub mod command;
 mod entry;
+mod glob;
+mod keyspace;
 mod payload;
 pub mod reply;
 mod shard;
 mod shards;
 mod snapshot;
 
-pub use command::{parse_integer, Command, CommandError, DecodeError, SetCondition, SetOptions};
+pub use command::{
+    parse_integer, Command, CommandError, DecodeError, ScanOptions, SetCondition, SetOptions,
+};
 pub use payload::{encode_set, MAX_MULTI_DEPTH};
 pub use reply::Reply;
 pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
@@ -114,20 +118,36 @@ impl KvStore {
             }
             Command::Del(keys) => Reply::Integer(self.delete(keys)),
             Command::IncrBy(key, by) => self.incr_by(key, *by),
+            Command::MSetNx(pairs) => self.mset_nx(pairs),
+            Command::Append(key, tail) => self.append(key, tail),
+            Command::GetDel(key) => {
+                let mut budget = self.max_reply_value_bytes;
+                self.get_del(key, &mut budget)
+            }
+            Command::Rename(source, destination, nx) => self.rename(source, destination, *nx),
+            Command::FlushAll => self.flush_all(),
             Command::Multi(commands) => {
                 let mut budget = self.max_reply_value_bytes;
                 let replies = commands.iter().map(|c| match c {
                     Command::SetWith(key, value, options) => {
                         self.set_with(key, value, options, &mut budget)
                     }
+                    Command::GetDel(key) => self.get_del(key, &mut budget),
                     c if c.is_write() => self.apply(c),
                     c => self.read_within(c, &mut budget),
                 });
                 Reply::Array(replies.collect())
             }
-            Command::Get(_) | Command::MGet(_) | Command::Exists(_) | Command::Invalid(_) => {
-                self.read(command)
-            }
+            Command::Get(_)
+            | Command::MGet(_)
+            | Command::Exists(_)
+            | Command::Keys(_)
+            | Command::Scan(_)
+            | Command::Type(_)
+            | Command::Strlen(_)
+            | Command::Ttl(_)
+            | Command::Persist(_)
+            | Command::Invalid(_) => self.read(command),
         }
     }
 
@@ -229,6 +249,21 @@ impl KvStore {
                 let found = keys.iter().filter(|k| self.map.get(k).is_some()).count();
                 Reply::Integer(found as i64)
             }
+            Command::Keys(pattern) => self.keys(pattern, budget),
+            Command::Scan(scan) => self.scan(scan, budget),
+            Command::Type(key) => Reply::Status(
+                if self.map.get(key).is_some() {
+                    "string"
+                } else {
+                    "none"
+                }
+                .to_string(),
+            ),
+            Command::Strlen(key) => {
+                Reply::Integer(self.map.get(key).map_or(0, |value| value.len() as i64))
+            }
+            Command::Ttl(key) => Reply::Integer(if self.map.get(key).is_some() { -1 } else { -2 }),
+            Command::Persist(_) => Reply::Integer(0),
             Command::Invalid(text) => Reply::Error(text.clone()),
             Command::Multi(commands) if !command.is_write() => {
                 let mut budget = self.max_reply_value_bytes;
@@ -240,6 +275,11 @@ impl KvStore {
             | Command::MSet(_)
             | Command::Del(_)
             | Command::IncrBy(..)
+            | Command::MSetNx(_)
+            | Command::Append(..)
+            | Command::GetDel(_)
+            | Command::Rename(..)
+            | Command::FlushAll
             | Command::Multi(_) => {
                 panic!(
                     "KvStore::read called with write command '{}'",
@@ -426,5 +466,7 @@ fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
     hasher.finish()
 }
 
+#[cfg(test)]
+mod keyspace_tests;
 #[cfg(test)]
 mod tests;

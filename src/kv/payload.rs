@@ -15,13 +15,29 @@
 //!   8 MULTI   count, count × command      (nested at most MAX_MULTI_DEPTH deep)
 //!   9 INVALID bytes(utf-8 error text)
 //!  10 SETWITH bytes(key) bytes(value) flags:u8   (1 NX, 2 XX, 4 GET, 8 counted)
+//!  11 MSETNX  count, count × (bytes(key) bytes(value))
+//!  12 APPEND  bytes(key) bytes(value)
+//!  13 GETDEL  bytes(key)
+//!  14 RENAME  bytes(source) bytes(destination) nx:u8 (0 or 1)
+//!  15 FLUSHALL
+//!  16 KEYS    bytes(pattern)
+//!  17 SCAN    cursor count flags:u8 (1 MATCH, 2 another TYPE) [bytes(pattern)]
+//!  18 TYPE    bytes(key)
+//!  19 STRLEN  bytes(key)
+//!  20 TTL     bytes(key)
+//!  21 PERSIST bytes(key)
 //! ```
+//!
+//! Reads (GET, KEYS, ...) are logged only inside a MULTI; all of them travel
+//! in this form when a follower forwards them.
 //!
 //! Decoding never trusts a length or count further than the bytes that are
 //! actually there, so a corrupt payload yields a `DecodeError`, never a panic or
 //! a huge allocation.
 
-use super::command::{Command, DecodeError, SetCondition, SetOptions};
+use super::command::{Command, DecodeError, ScanOptions, SetCondition, SetOptions};
+
+type KeyValue = (Vec<u8>, Vec<u8>);
 
 const TAG_GET: u8 = 1;
 const TAG_MGET: u8 = 2;
@@ -33,6 +49,19 @@ const TAG_MSET: u8 = 7;
 const TAG_MULTI: u8 = 8;
 const TAG_INVALID: u8 = 9;
 const TAG_SET_WITH: u8 = 10;
+const TAG_MSET_NX: u8 = 11;
+const TAG_APPEND: u8 = 12;
+const TAG_GET_DEL: u8 = 13;
+const TAG_RENAME: u8 = 14;
+const TAG_FLUSH_ALL: u8 = 15;
+const TAG_KEYS: u8 = 16;
+const TAG_SCAN: u8 = 17;
+const TAG_TYPE: u8 = 18;
+const TAG_STRLEN: u8 = 19;
+const TAG_TTL: u8 = 20;
+const TAG_PERSIST: u8 = 21;
+const SCAN_MATCH: u8 = 1;
+const SCAN_OTHER_TYPE: u8 = 2;
 const SET_NX: u8 = 1;
 const SET_XX: u8 = 2;
 const SET_GET: u8 = 4;
@@ -46,10 +75,7 @@ impl Command {
     /// Appends the compact log-payload encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Command::Get(key) => {
-                out.push(TAG_GET);
-                put_bytes(out, key);
-            }
+            Command::Get(key) => put_key(out, TAG_GET, key),
             Command::MGet(keys) => put_keys(out, TAG_MGET, keys),
             Command::Exists(keys) => put_keys(out, TAG_EXISTS, keys),
             Command::Del(keys) => put_keys(out, TAG_DEL, keys),
@@ -65,14 +91,40 @@ impl Command {
                 put_bytes(out, key);
                 put_varint(out, ((by << 1) ^ (by >> 63)) as u64);
             }
-            Command::MSet(pairs) => {
-                out.push(TAG_MSET);
-                put_varint(out, pairs.len() as u64);
-                for (key, value) in pairs {
-                    put_bytes(out, key);
-                    put_bytes(out, value);
+            Command::MSet(pairs) => put_pairs(out, TAG_MSET, pairs),
+            Command::MSetNx(pairs) => put_pairs(out, TAG_MSET_NX, pairs),
+            Command::Append(key, value) => {
+                out.push(TAG_APPEND);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            Command::GetDel(key) => put_key(out, TAG_GET_DEL, key),
+            Command::Rename(source, destination, nx) => {
+                out.push(TAG_RENAME);
+                put_bytes(out, source);
+                put_bytes(out, destination);
+                out.push(u8::from(*nx));
+            }
+            Command::FlushAll => out.push(TAG_FLUSH_ALL),
+            Command::Keys(pattern) => put_key(out, TAG_KEYS, pattern),
+            Command::Scan(scan) => {
+                out.push(TAG_SCAN);
+                put_varint(out, scan.cursor);
+                put_varint(out, scan.count);
+                let flags = if scan.pattern.is_some() {
+                    SCAN_MATCH
+                } else {
+                    0
+                } | if scan.other_type { SCAN_OTHER_TYPE } else { 0 };
+                out.push(flags);
+                if let Some(pattern) = &scan.pattern {
+                    put_bytes(out, pattern);
                 }
             }
+            Command::Type(key) => put_key(out, TAG_TYPE, key),
+            Command::Strlen(key) => put_key(out, TAG_STRLEN, key),
+            Command::Ttl(key) => put_key(out, TAG_TTL, key),
+            Command::Persist(key) => put_key(out, TAG_PERSIST, key),
             Command::Multi(commands) => {
                 out.push(TAG_MULTI);
                 put_varint(out, commands.len() as u64);
@@ -157,6 +209,20 @@ fn set_options(flags: u8) -> Result<SetOptions, DecodeError> {
     })
 }
 
+fn put_key(out: &mut Vec<u8>, tag: u8, key: &[u8]) {
+    out.push(tag);
+    put_bytes(out, key);
+}
+
+fn put_pairs(out: &mut Vec<u8>, tag: u8, pairs: &[KeyValue]) {
+    out.push(tag);
+    put_varint(out, pairs.len() as u64);
+    for (key, value) in pairs {
+        put_bytes(out, key);
+        put_bytes(out, value);
+    }
+}
+
 fn put_keys(out: &mut Vec<u8>, tag: u8, keys: &[Vec<u8>]) {
     out.push(tag);
     put_varint(out, keys.len() as u64);
@@ -201,15 +267,44 @@ impl<'a> Reader<'a> {
                 let zigzag = self.varint()?;
                 Command::IncrBy(key, (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
             }
-            TAG_MSET => {
-                // Each pair takes at least two bytes (two empty lengths).
-                let count = self.count(2)?;
-                let mut pairs = Vec::with_capacity(count);
-                for _ in 0..count {
-                    pairs.push((self.bytes()?, self.bytes()?));
-                }
-                Command::MSet(pairs)
+            TAG_MSET => Command::MSet(self.pairs()?),
+            TAG_MSET_NX => Command::MSetNx(self.pairs()?),
+            TAG_APPEND => Command::Append(self.bytes()?, self.bytes()?),
+            TAG_GET_DEL => Command::GetDel(self.bytes()?),
+            TAG_RENAME => {
+                let (source, destination) = (self.bytes()?, self.bytes()?);
+                let nx = match self.byte()? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(DecodeError(format!("RENAME flag {other}"))),
+                };
+                Command::Rename(source, destination, nx)
             }
+            TAG_FLUSH_ALL => Command::FlushAll,
+            TAG_KEYS => Command::Keys(self.bytes()?),
+            TAG_SCAN => {
+                let (cursor, count) = (self.varint()?, self.varint()?);
+                let flags = self.byte()?;
+                if flags & !(SCAN_MATCH | SCAN_OTHER_TYPE) != 0 || count == 0 {
+                    return Err(DecodeError(format!(
+                        "SCAN with flags {flags:#04x} and count {count}"
+                    )));
+                }
+                let pattern = match flags & SCAN_MATCH {
+                    0 => None,
+                    _ => Some(self.bytes()?),
+                };
+                Command::Scan(ScanOptions {
+                    cursor,
+                    pattern,
+                    count,
+                    other_type: flags & SCAN_OTHER_TYPE != 0,
+                })
+            }
+            TAG_TYPE => Command::Type(self.bytes()?),
+            TAG_STRLEN => Command::Strlen(self.bytes()?),
+            TAG_TTL => Command::Ttl(self.bytes()?),
+            TAG_PERSIST => Command::Persist(self.bytes()?),
             TAG_MULTI => {
                 if depth >= MAX_MULTI_DEPTH {
                     return Err(DecodeError(format!(
@@ -217,7 +312,8 @@ impl<'a> Reader<'a> {
                         MAX_MULTI_DEPTH
                     )));
                 }
-                let count = self.count(2)?;
+                // FLUSHALL, the shortest command, is its tag alone.
+                let count = self.count(1)?;
                 let mut commands = Vec::with_capacity(count);
                 for _ in 0..count {
                     commands.push(self.command(depth + 1)?);
@@ -297,6 +393,16 @@ impl<'a> Reader<'a> {
         Ok(count as usize)
     }
 
+    fn pairs(&mut self) -> Result<Vec<KeyValue>, DecodeError> {
+        // Each pair takes at least two bytes (two empty lengths).
+        let count = self.count(2)?;
+        let mut pairs = Vec::with_capacity(count);
+        for _ in 0..count {
+            pairs.push((self.bytes()?, self.bytes()?));
+        }
+        Ok(pairs)
+    }
+
     fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
         self.slice().map(<[u8]>::to_vec)
     }
@@ -352,6 +458,30 @@ mod tests {
             prop::collection::vec(bytes(), 0..5).prop_map(Command::Del),
             (bytes(), any::<i64>()).prop_map(|(k, n)| Command::IncrBy(k, n)),
             prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSet),
+            prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSetNx),
+            (bytes(), bytes()).prop_map(|(k, v)| Command::Append(k, v)),
+            bytes().prop_map(Command::GetDel),
+            (bytes(), bytes(), any::<bool>()).prop_map(|(a, b, nx)| Command::Rename(a, b, nx)),
+            Just(Command::FlushAll),
+            bytes().prop_map(Command::Keys),
+            (
+                any::<u64>(),
+                1..u64::MAX,
+                prop::option::of(bytes()),
+                any::<bool>()
+            )
+                .prop_map(|(cursor, count, pattern, other_type)| Command::Scan(
+                    ScanOptions {
+                        cursor,
+                        pattern,
+                        count,
+                        other_type,
+                    }
+                )),
+            bytes().prop_map(Command::Type),
+            bytes().prop_map(Command::Strlen),
+            bytes().prop_map(Command::Ttl),
+            bytes().prop_map(Command::Persist),
             ".{0,20}".prop_map(Command::Invalid),
         ]
     }

@@ -1,7 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
-fn cmd(words: &[&str]) -> Command {
+pub(super) fn cmd(words: &[&str]) -> Command {
     Command::parse(
         &words
             .iter()
@@ -11,11 +11,11 @@ fn cmd(words: &[&str]) -> Command {
     .unwrap_or_else(|e| panic!("{:?} does not parse: {}", words, e))
 }
 
-fn bulk(s: &str) -> Reply {
+pub(super) fn bulk(s: &str) -> Reply {
     Reply::Bulk(s.as_bytes().to_vec())
 }
 
-fn err(s: &str) -> Reply {
+pub(super) fn err(s: &str) -> Reply {
     Reply::Error(s.to_string())
 }
 
@@ -446,7 +446,12 @@ fn write_command() -> impl Strategy<Value = Command> {
             }),
         prop::collection::vec(key.clone(), 1..3).prop_map(Command::Del),
         (key.clone(), -3i64..3).prop_map(|(k, n)| Command::IncrBy(k, n)),
-        prop::collection::vec((key, value), 1..3).prop_map(Command::MSet),
+        prop::collection::vec((key.clone(), value.clone()), 1..3).prop_map(Command::MSet),
+        prop::collection::vec((key.clone(), value.clone()), 1..3).prop_map(Command::MSetNx),
+        (key.clone(), value).prop_map(|(k, v)| Command::Append(k, v)),
+        key.clone().prop_map(Command::GetDel),
+        (key.clone(), key, any::<bool>()).prop_map(|(a, b, nx)| Command::Rename(a, b, nx)),
+        Just(Command::FlushAll),
     ]
 }
 

@@ -404,8 +404,6 @@ impl Server {
     }
 }
 
-/// COMMAND: redis-cli and client libraries ask for the command table on
-/// connect and do without it; this node lists none.
 /// A name for CLIENT SETNAME or HELLO SETNAME; an empty one removes the
 /// name. As in Redis, it is one printable word, so CLIENT GETNAME and the
 /// logs show it as given.
@@ -418,6 +416,8 @@ fn client_name(given: &[u8]) -> Result<Option<String>, Reply> {
     Ok((!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned()))
 }
 
+/// COMMAND: redis-cli and client libraries ask for the command table on
+/// connect and do without it; this node lists none.
 fn command_command(argv: &[Vec<u8>]) -> Reply {
     if let Some(error) = precheck("command", argv) {
         return error;

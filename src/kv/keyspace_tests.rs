@@ -1,0 +1,397 @@
+use super::command::MAX_PATTERN_BYTES;
+use super::tests::{bulk, cmd, err};
+use super::*;
+use std::collections::BTreeSet;
+
+fn keys_of(reply: Reply) -> BTreeSet<Vec<u8>> {
+    let Reply::Array(keys) = reply else {
+        panic!("not an array: {reply:?}");
+    };
+    let mut found = BTreeSet::new();
+    for key in keys {
+        let Reply::Bulk(key) = key else {
+            panic!("not a bulk string: {key:?}");
+        };
+        assert!(found.insert(key.clone()), "{key:?} returned twice");
+    }
+    found
+}
+
+fn set_of(keys: &[&str]) -> BTreeSet<Vec<u8>> {
+    keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+}
+
+/// One SCAN call: the cursor it gives back and its keys.
+fn scan(kv: &KvStore, words: &[&str]) -> (String, Vec<Reply>) {
+    let mut argv = vec!["SCAN"];
+    argv.extend_from_slice(words);
+    match kv.read(&cmd(&argv)) {
+        Reply::Array(mut parts) if parts.len() == 2 => {
+            let keys = match parts.pop() {
+                Some(Reply::Array(keys)) => keys,
+                other => panic!("SCAN's keys: {other:?}"),
+            };
+            match parts.pop() {
+                Some(Reply::Bulk(cursor)) => (String::from_utf8(cursor).expect("digits"), keys),
+                other => panic!("SCAN's cursor: {other:?}"),
+            }
+        }
+        other => panic!("SCAN answered {other:?}"),
+    }
+}
+
+/// A whole SCAN iteration from cursor 0, calling `between` after each call.
+fn scan_all(
+    kv: &mut KvStore,
+    options: &[&str],
+    mut between: impl FnMut(&mut KvStore),
+) -> BTreeSet<Vec<u8>> {
+    let mut cursor = "0".to_string();
+    let mut found = BTreeSet::new();
+    for _ in 0..1_000_000 {
+        let mut words = vec![cursor.as_str()];
+        words.extend_from_slice(options);
+        let (next, keys) = scan(kv, &words);
+        for key in keys_of(Reply::Array(keys)) {
+            assert!(found.insert(key.clone()), "{key:?} returned by two calls");
+        }
+        between(kv);
+        if next == "0" {
+            return found;
+        }
+        cursor = next;
+    }
+    panic!("SCAN never came back to cursor 0");
+}
+
+#[test]
+fn keys_matches_patterns() {
+    let mut kv = KvStore::with_shards(16);
+    kv.apply(&cmd(&[
+        "MSET", "user:1", "a", "user:2", "b", "order:1", "c",
+    ]));
+    assert_eq!(
+        keys_of(kv.read(&cmd(&["KEYS", "*"]))),
+        set_of(&["user:1", "user:2", "order:1"])
+    );
+    assert_eq!(
+        keys_of(kv.read(&cmd(&["KEYS", "user:*"]))),
+        set_of(&["user:1", "user:2"])
+    );
+    assert_eq!(
+        keys_of(kv.read(&cmd(&["KEYS", "*:[1]"]))),
+        set_of(&["user:1", "order:1"])
+    );
+    assert_eq!(keys_of(kv.read(&cmd(&["KEYS", "nothing*"]))), set_of(&[]));
+}
+
+#[test]
+fn keys_past_the_reply_budget_is_an_error() {
+    let mut kv = KvStore::with_shards(16);
+    kv.apply(&cmd(&["MSET", "aaaa", "1", "bbbb", "2"]));
+    kv.set_max_reply_value_bytes(7);
+    assert_eq!(
+        kv.read(&cmd(&["KEYS", "*"])),
+        err("ERR reply exceeds the limit of 7 bytes of values")
+    );
+    kv.set_max_reply_value_bytes(8);
+    assert_eq!(keys_of(kv.read(&cmd(&["KEYS", "*"]))).len(), 2);
+}
+
+#[test]
+fn scan_returns_every_key_once_and_ends_at_cursor_zero() {
+    let mut kv = KvStore::with_shards(64);
+    let keys: Vec<String> = (0..500).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        kv.apply(&cmd(&["SET", key, "v"]));
+    }
+    let all: BTreeSet<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    assert_eq!(scan_all(&mut kv, &[], |_| {}), all);
+    assert_eq!(scan_all(&mut kv, &["COUNT", "1"], |_| {}), all);
+    assert_eq!(scan_all(&mut kv, &["COUNT", "100000"], |_| {}), all);
+    // With COUNT 10 over 64 shards of about 8 keys, a call returns whole
+    // shards: at least 10 keys, far fewer than all of them.
+    let (cursor, first) = scan(&kv, &["0"]);
+    assert_ne!(cursor, "0");
+    assert!((10..100).contains(&first.len()), "{} keys", first.len());
+}
+
+#[test]
+fn scan_returns_keys_present_throughout_despite_writes_between_calls() {
+    let mut kv = KvStore::with_shards(64);
+    for i in 0..300 {
+        kv.apply(&cmd(&["SET", &format!("stays:{i}"), "v"]));
+        kv.apply(&cmd(&["SET", &format!("goes:{i}"), "v"]));
+    }
+    let mut step = 0;
+    let found = scan_all(&mut kv, &["COUNT", "7"], |kv| {
+        // Between calls: delete old keys and add many new ones.
+        for _ in 0..20 {
+            kv.apply(&cmd(&["DEL", &format!("goes:{step}")]));
+            kv.apply(&cmd(&["SET", &format!("new:{step}"), "v"]));
+            step += 1;
+        }
+    });
+    for i in 0..300 {
+        assert!(
+            found.contains(format!("stays:{i}").as_bytes()),
+            "stays:{i} missed"
+        );
+    }
+}
+
+#[test]
+fn scan_match_type_and_cursor_past_the_end() {
+    let mut kv = KvStore::with_shards(8);
+    kv.apply(&cmd(&["MSET", "a:1", "x", "a:2", "x", "b:1", "x"]));
+    assert_eq!(
+        scan_all(&mut kv, &["MATCH", "a:*", "COUNT", "1000"], |_| {}),
+        set_of(&["a:1", "a:2"])
+    );
+    assert_eq!(
+        scan_all(&mut kv, &["TYPE", "STRING"], |_| {}),
+        set_of(&["a:1", "a:2", "b:1"])
+    );
+    assert_eq!(scan_all(&mut kv, &["TYPE", "hash"], |_| {}), set_of(&[]));
+    assert_eq!(scan(&kv, &["8"]), ("0".to_string(), vec![]));
+    assert_eq!(
+        scan(&kv, &["18446744073709551615"]),
+        ("0".to_string(), vec![])
+    );
+}
+
+#[test]
+fn scan_and_keys_parse_as_redis() {
+    let text = |words: &[&str]| {
+        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        Command::parse(&argv).unwrap_err().to_string()
+    };
+    assert_eq!(text(&["SCAN", "x"]), "ERR invalid cursor");
+    assert_eq!(text(&["SCAN", "-1"]), "ERR invalid cursor");
+    assert_eq!(
+        text(&["SCAN", "18446744073709551616"]),
+        "ERR invalid cursor"
+    );
+    assert_eq!(text(&["SCAN", "0", "COUNT", "0"]), "ERR syntax error");
+    assert_eq!(
+        text(&["SCAN", "0", "COUNT", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(text(&["SCAN", "0", "MATCH"]), "ERR syntax error");
+    assert_eq!(text(&["SCAN", "0", "LIMIT", "1"]), "ERR syntax error");
+    assert_eq!(
+        text(&["SCAN"]),
+        "ERR wrong number of arguments for 'scan' command"
+    );
+    assert_eq!(
+        text(&["KEYS", &"*".repeat(MAX_PATTERN_BYTES + 1)]),
+        "ERR pattern longer than 4096 bytes"
+    );
+    assert_eq!(
+        cmd(&["scan", "7", "match", "*", "count", "3"]),
+        Command::Scan(ScanOptions {
+            cursor: 7,
+            pattern: None,
+            count: 3,
+            other_type: false
+        })
+    );
+}
+
+#[test]
+fn type_strlen_ttl_persist() {
+    let mut kv = KvStore::with_shards(8);
+    kv.apply(&cmd(&["SET", "k", "hello"]));
+    assert_eq!(
+        kv.read(&cmd(&["TYPE", "k"])),
+        Reply::Status("string".into())
+    );
+    assert_eq!(
+        kv.read(&cmd(&["TYPE", "nope"])),
+        Reply::Status("none".into())
+    );
+    assert_eq!(kv.read(&cmd(&["STRLEN", "k"])), Reply::Integer(5));
+    assert_eq!(kv.read(&cmd(&["STRLEN", "nope"])), Reply::Integer(0));
+    assert_eq!(kv.read(&cmd(&["TTL", "k"])), Reply::Integer(-1));
+    assert_eq!(kv.read(&cmd(&["PTTL", "nope"])), Reply::Integer(-2));
+    assert_eq!(kv.read(&cmd(&["PERSIST", "k"])), Reply::Integer(0));
+}
+
+#[test]
+fn expiry_commands_are_refused_after_redis_checks() {
+    let text = |words: &[&str]| {
+        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        Command::parse(&argv).unwrap_err().to_string()
+    };
+    assert_eq!(
+        text(&["EXPIRE", "k", "10"]),
+        "ERR keys do not expire in raftkv: EXPIRE is not supported"
+    );
+    assert_eq!(
+        text(&["pexpireat", "k", "10", "NX"]),
+        "ERR keys do not expire in raftkv: PEXPIREAT is not supported"
+    );
+    assert_eq!(
+        text(&["EXPIRE", "k", "ten"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        text(&["SETEX", "k", "0", "v"]),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        text(&["PSETEX", "k", "5", "v"]),
+        "ERR keys do not expire in raftkv: PSETEX is not supported"
+    );
+    assert_eq!(
+        text(&["EXPIRE", "k"]),
+        "ERR wrong number of arguments for 'expire' command"
+    );
+}
+
+#[test]
+fn append_getdel_unlink() {
+    let mut kv = KvStore::with_shards(8);
+    assert_eq!(kv.apply(&cmd(&["APPEND", "k", "ab"])), Reply::Integer(2));
+    assert_eq!(kv.apply(&cmd(&["APPEND", "k", "cd"])), Reply::Integer(4));
+    assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk("abcd"));
+    assert_eq!(kv.apply(&cmd(&["GETDEL", "k"])), bulk("abcd"));
+    assert_eq!(kv.apply(&cmd(&["GETDEL", "k"])), Reply::Nil);
+    assert!(kv.is_empty());
+    kv.apply(&cmd(&["MSET", "a", "1", "b", "2"]));
+    assert_eq!(
+        kv.apply(&cmd(&["UNLINK", "a", "b", "c"])),
+        Reply::Integer(2)
+    );
+    kv.assert_invariants();
+}
+
+#[test]
+fn append_and_getdel_stay_within_the_reply_limit() {
+    let mut kv = KvStore::with_shards(8);
+    kv.set_max_reply_value_bytes(4);
+    assert_eq!(kv.apply(&cmd(&["APPEND", "k", "abc"])), Reply::Integer(3));
+    assert_eq!(
+        kv.apply(&cmd(&["APPEND", "k", "de"])),
+        err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    );
+    assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk("abc"));
+    // In a transaction, GETDEL shares the reply budget: past it, the key stays.
+    let multi = Command::Multi(vec![cmd(&["GET", "k"]), cmd(&["GETDEL", "k"])]);
+    assert_eq!(
+        kv.apply(&multi),
+        Reply::Array(vec![
+            bulk("abc"),
+            err("ERR reply exceeds the limit of 4 bytes of values")
+        ])
+    );
+    assert_eq!(kv.read(&cmd(&["GET", "k"])), bulk("abc"));
+    kv.assert_invariants();
+}
+
+#[test]
+fn rename_and_renamenx_as_redis() {
+    let mut kv = KvStore::with_shards(8);
+    assert_eq!(
+        kv.apply(&cmd(&["RENAME", "a", "b"])),
+        err("ERR no such key")
+    );
+    assert_eq!(
+        kv.apply(&cmd(&["RENAMENX", "a", "a"])),
+        err("ERR no such key")
+    );
+    kv.apply(&cmd(&["MSET", "a", "1", "c", "3"]));
+    assert_eq!(kv.apply(&cmd(&["RENAME", "a", "a"])), Reply::Ok);
+    assert_eq!(kv.apply(&cmd(&["RENAMENX", "a", "a"])), Reply::Integer(0));
+    assert_eq!(kv.apply(&cmd(&["RENAME", "a", "b"])), Reply::Ok);
+    assert_eq!(
+        kv.read(&cmd(&["MGET", "a", "b"])),
+        Reply::Array(vec![Reply::Nil, bulk("1")])
+    );
+    assert_eq!(kv.apply(&cmd(&["RENAMENX", "b", "c"])), Reply::Integer(0));
+    assert_eq!(kv.apply(&cmd(&["RENAME", "b", "c"])), Reply::Ok);
+    assert_eq!(kv.read(&cmd(&["GET", "c"])), bulk("1"));
+    assert_eq!(kv.apply(&cmd(&["RENAMENX", "c", "d"])), Reply::Integer(1));
+    assert_eq!(kv.len(), 1);
+    kv.assert_invariants();
+}
+
+#[test]
+fn msetnx_sets_all_or_none() {
+    let mut kv = KvStore::with_shards(8);
+    assert_eq!(
+        kv.apply(&cmd(&["MSETNX", "a", "1", "b", "2"])),
+        Reply::Integer(1)
+    );
+    assert_eq!(
+        kv.apply(&cmd(&["MSETNX", "c", "3", "a", "9"])),
+        Reply::Integer(0)
+    );
+    assert_eq!(
+        kv.read(&cmd(&["MGET", "a", "b", "c"])),
+        Reply::Array(vec![bulk("1"), bulk("2"), Reply::Nil])
+    );
+    assert_eq!(
+        kv.apply(&cmd(&["MSETNX", "d", "1", "d", "2"])),
+        Reply::Integer(1)
+    );
+    assert_eq!(
+        kv.read(&cmd(&["GET", "d"])),
+        bulk("2"),
+        "the last pair wins, as MSET"
+    );
+    let text = Command::parse(&[b"MSETNX".to_vec(), b"a".to_vec()])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(text, "ERR wrong number of arguments for 'msetnx' command");
+    kv.assert_invariants();
+}
+
+#[test]
+fn flushall_empties_the_map_but_not_a_snapshot_view() {
+    let mut kv = KvStore::with_shards(8);
+    kv.apply(&cmd(&["MSET", "a", "1", "b", "2"]));
+    let digest = kv.digest();
+    let view = kv.snapshot_view();
+    assert_eq!(kv.apply(&cmd(&["FLUSHDB", "ASYNC"])), Reply::Ok);
+    assert!(kv.is_empty());
+    assert_eq!(kv.approx_bytes(), 0);
+    assert_eq!(kv.read(&cmd(&["GET", "a"])), Reply::Nil);
+    let mut bytes = Vec::new();
+    view.write_to(&mut bytes).expect("Vec never fails");
+    let restored = KvStore::restore_from(&mut &bytes[..]).expect("restores");
+    assert_eq!(restored.digest(), digest);
+    assert_eq!(kv.apply(&cmd(&["FLUSHALL"])), Reply::Ok);
+    let text = Command::parse(&[b"FLUSHALL".to_vec(), b"LATER".to_vec()])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(text, "ERR syntax error");
+    kv.assert_invariants();
+}
+
+#[test]
+fn new_commands_are_reads_or_writes_as_they_act() {
+    for read in [
+        &["KEYS", "*"][..],
+        &["SCAN", "0"],
+        &["TYPE", "k"],
+        &["STRLEN", "k"],
+        &["TTL", "k"],
+        &["PTTL", "k"],
+        &["PERSIST", "k"],
+    ] {
+        assert!(!cmd(read).is_write(), "{read:?}");
+    }
+    for write in [
+        &["APPEND", "k", "v"][..],
+        &["GETDEL", "k"],
+        &["UNLINK", "k"],
+        &["RENAME", "a", "b"],
+        &["RENAMENX", "a", "b"],
+        &["MSETNX", "a", "b"],
+        &["FLUSHALL"],
+        &["FLUSHDB"],
+    ] {
+        assert!(cmd(write).is_write(), "{write:?}");
+    }
+}
