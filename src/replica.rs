@@ -133,6 +133,28 @@ pub struct Completion<W> {
     pub reply: Reply,
 }
 
+/// A confirmed read that looks at every key (KEYS), with a view of the map
+/// at its read point, for the caller to answer off its event loop (see
+/// [`Replica::answer_full_reads_elsewhere`]).
+pub struct FullRead<W> {
+    pub waiter: W,
+    command: Command,
+    /// O(shards) to take; the shards it shares are copied on the map's next
+    /// write to them while it lives, as for a snapshot.
+    view: KvStore,
+}
+
+impl<W> FullRead<W> {
+    /// The read's reply, as the map stood at its read point.
+    pub fn answer(self) -> Completion<W> {
+        let reply = self.view.read(&self.command);
+        Completion {
+            waiter: self.waiter,
+            reply,
+        }
+    }
+}
+
 /// What one call of [`Replica::handle_ready`] observed, for logging and INFO.
 #[derive(Debug, Default)]
 pub struct ReadyOutcome {
@@ -222,6 +244,9 @@ pub struct Replica<W> {
     /// caller to route again (see [`Replica::keep_dropped_reads`]); `None`:
     /// they are answered `-TRYAGAIN` instead.
     dropped_reads: Option<Vec<(W, Command)>>,
+    /// Confirmed reads of every key, kept for the caller to answer elsewhere
+    /// (see [`Replica::answer_full_reads_elsewhere`]); `None`: answered here.
+    full_reads: Option<Vec<FullRead<W>>>,
 }
 
 impl<W> Replica<W> {
@@ -242,6 +267,24 @@ impl<W> Replica<W> {
             .unwrap_or_default()
     }
 
+    /// From now on, reads that look at every key (KEYS, which takes about
+    /// 0.1 s per million keys) are not answered in [`Replica::handle_ready`]
+    /// but kept, each with a view of the map, for
+    /// [`Replica::take_full_reads`]: the caller answers them on another
+    /// thread, so that its loop goes on sending heartbeats meanwhile.
+    pub fn answer_full_reads_elsewhere(&mut self) {
+        self.full_reads.get_or_insert_with(Vec::new);
+    }
+
+    /// The reads of every key confirmed since the last call (empty unless
+    /// [`Replica::answer_full_reads_elsewhere`] was called).
+    pub fn take_full_reads(&mut self) -> Vec<FullRead<W>> {
+        self.full_reads
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Joins a core restarted from durable state with the state machine that
     /// corresponds to its snapshot (empty when there is none).
     pub fn new(node: Node, kv: KvStore) -> Replica<W> {
@@ -254,6 +297,7 @@ impl<W> Replica<W> {
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
             dropped_reads: None,
+            full_reads: None,
             applied_index,
             applied_term: 0,
             payload_buf: Vec::new(),
@@ -761,6 +805,18 @@ impl<W> Replica<W> {
             .is_some_and(|(index, _)| *index <= self.applied_index)
         {
             if let Some((_, read)) = self.reads_confirmed.pop_front() {
+                if let Some(full_reads) = self
+                    .full_reads
+                    .as_mut()
+                    .filter(|_| read.command.looks_at_every_key())
+                {
+                    full_reads.push(FullRead {
+                        waiter: read.waiter,
+                        command: read.command,
+                        view: self.kv.clone(),
+                    });
+                    continue;
+                }
                 let reply = self.kv.read(&read.command);
                 done.push(Completion {
                     waiter: read.waiter,

@@ -129,3 +129,54 @@ fn transfers_answer_from_the_outcomes() {
         Reply::Error("ERR transfer to 2 abandoned".into())
     );
 }
+
+fn set(key: &str) -> Command {
+    Command::Set(key.as_bytes().to_vec(), b"v".to_vec())
+}
+
+#[test]
+fn reads_of_every_key_are_handed_over_with_a_view_at_their_read_point() {
+    let mut replica = leader();
+    replica.answer_full_reads_elsewhere();
+    let mut done = Vec::new();
+    replica.propose(set("a"), 1).unwrap();
+    ready(&mut replica, &mut done);
+    replica.read(Command::Keys(b"*".to_vec()), 2).unwrap();
+    replica.read(Command::Get(b"a".to_vec()), 3).unwrap();
+    ready(&mut replica, &mut done);
+    // The GET is answered here; the KEYS is handed over, not answered.
+    let waiters: Vec<u32> = done.iter().map(|c| c.waiter).collect();
+    assert_eq!(waiters, vec![1, 3]);
+    let full = replica.take_full_reads();
+    assert_eq!(full.len(), 1);
+    assert!(replica.take_full_reads().is_empty());
+    // A write applied after the read point is not in its answer.
+    replica.propose(set("b"), 4).unwrap();
+    ready(&mut replica, &mut done);
+    assert_eq!(replica.kv().len(), 2);
+    let answer = full.into_iter().next().map(FullRead::answer);
+    assert_eq!(
+        answer,
+        Some(Completion {
+            waiter: 2,
+            reply: Reply::Array(vec![Reply::Bulk(b"a".to_vec())])
+        })
+    );
+}
+
+#[test]
+fn reads_of_every_key_are_answered_in_place_by_default() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    replica.propose(set("a"), 1).unwrap();
+    replica.read(Command::Keys(b"*".to_vec()), 2).unwrap();
+    ready(&mut replica, &mut done);
+    assert!(replica.take_full_reads().is_empty());
+    assert_eq!(
+        done.last(),
+        Some(&Completion {
+            waiter: 2,
+            reply: Reply::Array(vec![Reply::Bulk(b"a".to_vec())])
+        })
+    );
+}

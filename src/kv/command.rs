@@ -255,6 +255,17 @@ impl Command {
         }
     }
 
+    /// Whether answering it looks at every key (KEYS, or a transaction
+    /// holding one), which takes long enough to be worth doing off the
+    /// event loop.
+    pub fn looks_at_every_key(&self) -> bool {
+        match self {
+            Command::Keys(_) => true,
+            Command::Multi(commands) => commands.iter().any(Command::looks_at_every_key),
+            _ => false,
+        }
+    }
+
     /// The command's name, for logs and assertion messages (never the arguments,
     /// which may be large or private).
     pub fn name(&self) -> &'static str {

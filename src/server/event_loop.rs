@@ -5,6 +5,7 @@ use super::addresses::AddressBook;
 use super::clients::Client;
 use super::clock::Clock;
 use super::cluster::ClusterState;
+use super::full_reads::FullReads;
 use super::peers::{LocalIdentity, PeerEvent, Peers};
 use super::snapshots::Snapshots;
 use super::snapshotter::Snapshotter;
@@ -27,7 +28,8 @@ use std::time::{Duration, Instant};
 const CLIENT_LISTENER: Token = Token(0);
 const RAFT_LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-/// The snapshot thread finished a job, or an embedding process asks to stop.
+/// The snapshot or full-reads thread finished a job, or an embedding process
+/// asks to stop.
 const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
 
@@ -114,6 +116,8 @@ pub struct Server {
     /// Role and term last logged.
     role_seen: (Role, u64),
     pub(super) snapshots: Snapshots,
+    /// Answers KEYS off the loop (`full_reads.rs`).
+    full_reads: FullReads,
     /// Snapshot streams that ended outside `stream_snapshots`, to report.
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
@@ -149,6 +153,7 @@ impl Server {
             disk.syncer = Some(super::syncer::Syncer::start(Arc::clone(&waker))?);
         }
         let snapshots = Snapshots::new(disk.snapshot_dir.clone(), snapshotter, snapshot_bytes);
+        let full_reads = FullReads::start(Arc::clone(&waker))?;
         let mut client_listener = bind("client", &config.client_addr)?;
         let mut raft_listener = bind("raft", &config.raft_addr)?;
         let registry = poll.registry();
@@ -222,6 +227,7 @@ impl Server {
             leader_seen: NO_NODE,
             role_seen: (Role::Follower, 0),
             snapshots,
+            full_reads,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
             cluster,
@@ -321,6 +327,10 @@ impl Server {
         self.process_ready()?;
         self.stream_snapshots();
         self.snapshots.maybe_start(&mut self.replica);
+        for read in self.replica.take_full_reads() {
+            self.full_reads.submit(read);
+        }
+        self.full_reads.collect(&mut self.completions);
         self.deliver_completions();
         self.flush_clients();
         self.peers
@@ -347,8 +357,9 @@ impl Server {
                     }
                 }
             }
-            // Wakes for the snapshot thread (its results are collected every
-            // iteration) and for a stop request from an embedding process.
+            // Wakes for the snapshot and full-reads threads (their results are
+            // collected every iteration) and for a stop request from an
+            // embedding process.
             WAKER => {
                 if let Some(channel) = &self.stop_channel {
                     if channel.try_recv().is_ok() {

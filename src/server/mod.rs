@@ -12,6 +12,7 @@ mod connection;
 mod event_loop;
 mod fd_limit;
 mod founders;
+mod full_reads;
 mod info;
 pub mod local_cluster;
 mod peers;
@@ -248,6 +249,7 @@ fn build(
     let node = Node::new(raft_config, recovered.restored, clock.seed(config.id));
     let mut replica = Replica::new(node, recovered.kv);
     replica.keep_dropped_reads();
+    replica.answer_full_reads_elsewhere();
     replica.set_snapshot_policy(
         config.snapshot_entries,
         trailing_entries(config.snapshot_entries),
