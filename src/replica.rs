@@ -16,7 +16,7 @@
 //! snapshot received from the leader is installed through
 //! [`Durable::install_snapshot`] while a `Ready` is handled, before its entries.
 
-use crate::kv::{Command, KvSnapshot, KvStore, Reply};
+use crate::kv::{Command, FlushedKeys, KvSnapshot, KvStore, Reply};
 use crate::pending_writes::PendingWrites;
 use crate::raft::{conf_change, ConfChange, ConfChangeError, ConfEntry, TransferOutcome};
 use crate::raft::{Entry, NodeId, PayloadArena, SnapshotMeta};
@@ -166,6 +166,8 @@ pub struct ReadyOutcome {
     /// The map that snapshot replaced, for the caller to free where it likes
     /// (freeing millions of keys takes a while).
     pub replaced_state: Option<KvStore>,
+    /// Maps that FLUSHALL emptied, for the caller to free where it likes.
+    pub flushed: Vec<FlushedKeys>,
     /// ConfChange entries written to the log, by index, in order: the
     /// configuration each names is in force from then on (unless truncated).
     pub conf_appended: Vec<(u64, ConfEntry)>,
@@ -706,6 +708,7 @@ impl<W> Replica<W> {
             }
         }
         ready.committed.clear();
+        outcome.flushed.extend(self.kv.take_flushed());
         // 7. Reads: confirmed ones wait for the applied index; dropped ones never ran.
         for ctx in ready.dropped_reads.drain(..) {
             if let Some(read) = self.reads_unconfirmed.remove(&ctx) {

@@ -180,3 +180,14 @@ fn reads_of_every_key_are_answered_in_place_by_default() {
         })
     );
 }
+
+#[test]
+fn flushed_keys_are_handed_to_the_caller() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    replica.propose(set("a"), 1).unwrap();
+    replica.propose(Command::FlushAll, 2).unwrap();
+    let outcome = ready(&mut replica, &mut done);
+    assert_eq!(format!("{:?}", outcome.flushed), "[FlushedKeys(1 keys)]");
+    assert!(replica.kv().is_empty());
+}

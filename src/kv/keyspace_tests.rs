@@ -355,6 +355,10 @@ fn flushall_empties_the_map_but_not_a_snapshot_view() {
     let view = kv.snapshot_view();
     assert_eq!(kv.apply(&cmd(&["FLUSHDB", "ASYNC"])), Reply::Ok);
     assert!(kv.is_empty());
+    // The old keys wait to be freed by the caller, once.
+    let flushed = kv.take_flushed();
+    assert_eq!(format!("{flushed:?}"), "[FlushedKeys(2 keys)]");
+    assert!(kv.take_flushed().is_empty());
     assert_eq!(kv.approx_bytes(), 0);
     assert_eq!(kv.read(&cmd(&["GET", "a"])), Reply::Nil);
     let mut bytes = Vec::new();

@@ -19,6 +19,7 @@ mod snapshot;
 pub use command::{
     parse_integer, Command, CommandError, DecodeError, ScanOptions, SetCondition, SetOptions,
 };
+pub use keyspace::FlushedKeys;
 pub use payload::{encode_set, MAX_MULTI_DEPTH};
 pub use reply::Reply;
 pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
@@ -53,7 +54,6 @@ const OVERFLOW_ERROR: &str = "ERR increment or decrement would overflow";
 pub const MAX_REPLY_VALUE_BYTES: usize = 512 << 20;
 
 /// `Clone` is O(shards) and shares every shard copy-on-write, like a snapshot.
-#[derive(Clone)]
 pub struct KvStore {
     map: ShardedMap,
     /// Number of keys, kept so `len` is O(1). Invariant: the sum of shard lengths.
@@ -62,6 +62,21 @@ pub struct KvStore {
     data_bytes: usize,
     /// [`MAX_REPLY_VALUE_BYTES`], smaller in tests.
     max_reply_value_bytes: usize,
+    /// What FLUSHALL emptied, until [`KvStore::take_flushed`].
+    flushed: Vec<FlushedKeys>,
+}
+
+impl Clone for KvStore {
+    /// The copy holds no flushed keys: those are the original's to hand over.
+    fn clone(&self) -> KvStore {
+        KvStore {
+            map: self.map.clone(),
+            len: self.len,
+            data_bytes: self.data_bytes,
+            max_reply_value_bytes: self.max_reply_value_bytes,
+            flushed: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for KvStore {
@@ -94,6 +109,7 @@ impl KvStore {
             len: 0,
             data_bytes: 0,
             max_reply_value_bytes: MAX_REPLY_VALUE_BYTES,
+            flushed: Vec::new(),
         }
     }
 

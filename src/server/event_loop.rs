@@ -583,6 +583,9 @@ impl Server {
         if let Some(replaced) = outcome.replaced_state.take() {
             self.snapshots.free(replaced);
         }
+        for flushed in outcome.flushed.drain(..) {
+            self.snapshots.free(flushed);
+        }
         self.route_dropped_reads();
         self.cluster_after_ready(&outcome);
         for id in std::mem::take(&mut self.peers.unreachable) {
