@@ -133,7 +133,7 @@ pub struct Completion<W> {
     pub reply: Reply,
 }
 
-/// A confirmed read that looks at every key (KEYS), with a view of the map
+/// A confirmed read of many keys (KEYS, SCAN with a large COUNT), with a view of the map
 /// at its read point, for the caller to answer off its event loop (see
 /// [`Replica::answer_full_reads_elsewhere`]).
 pub struct FullRead<W> {
@@ -269,8 +269,8 @@ impl<W> Replica<W> {
             .unwrap_or_default()
     }
 
-    /// From now on, reads that look at every key (KEYS, which takes about
-    /// 0.1 s per million keys) are not answered in [`Replica::handle_ready`]
+    /// From now on, reads of many keys (KEYS, which takes about 0.1 s per
+    /// million keys, and SCAN with a large COUNT) are not answered in [`Replica::handle_ready`]
     /// but kept, each with a view of the map, for
     /// [`Replica::take_full_reads`]: the caller answers them on another
     /// thread, so that its loop goes on sending heartbeats meanwhile.
@@ -278,7 +278,7 @@ impl<W> Replica<W> {
         self.full_reads.get_or_insert_with(Vec::new);
     }
 
-    /// The reads of every key confirmed since the last call (empty unless
+    /// The reads of many keys confirmed since the last call (empty unless
     /// [`Replica::answer_full_reads_elsewhere`] was called).
     pub fn take_full_reads(&mut self) -> Vec<FullRead<W>> {
         self.full_reads
@@ -811,7 +811,7 @@ impl<W> Replica<W> {
                 if let Some(full_reads) = self
                     .full_reads
                     .as_mut()
-                    .filter(|_| read.command.looks_at_every_key())
+                    .filter(|_| read.command.reads_many_keys())
                 {
                     full_reads.push(FullRead {
                         waiter: read.waiter,

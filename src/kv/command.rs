@@ -81,6 +81,10 @@ pub struct ScanOptions {
 /// SCAN's COUNT when none is given, as in Redis.
 pub const SCAN_DEFAULT_COUNT: u64 = 10;
 
+/// A SCAN with a larger COUNT may take milliseconds: a leader answers it
+/// off its event loop, as it does KEYS.
+pub const SCAN_MAX_COUNT_IN_PLACE: u64 = 10_000;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SetCondition {
     #[default]
@@ -97,6 +101,9 @@ pub enum CommandError {
     Unknown(String),
     /// `ERR wrong number of arguments for 'set' command` (name lower-cased).
     WrongArity(String),
+    /// MSET or MSETNX with a key and no value: worded as `WrongArity`, but
+    /// found when the command runs.
+    OddPairs(String),
     /// `ERR value is not an integer or out of range`
     NotInteger,
     /// `ERR syntax error` (e.g. `SET k v NX XX`).
@@ -107,6 +114,8 @@ pub enum CommandError {
     /// `ERR invalid expire time in 'set' command` (an expiry of 0 or less),
     /// with the command's name.
     InvalidExpireTime(&'static str),
+    /// Another of Redis's argument errors, its whole text.
+    Rejected(String),
     /// `ERR invalid cursor` (SCAN's cursor is not an unsigned 64-bit number).
     InvalidCursor,
     /// A KEYS or SCAN MATCH pattern longer than [`MAX_PATTERN_BYTES`].
@@ -127,7 +136,7 @@ impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::Unknown(name) => write!(f, "ERR unknown command '{}'", name),
-            CommandError::WrongArity(name) => {
+            CommandError::WrongArity(name) | CommandError::OddPairs(name) => {
                 write!(f, "ERR wrong number of arguments for '{}' command", name)
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
@@ -145,6 +154,7 @@ impl fmt::Display for CommandError {
                 name.to_ascii_uppercase()
             ),
             CommandError::InvalidCursor => write!(f, "ERR invalid cursor"),
+            CommandError::Rejected(text) => write!(f, "{text}"),
             CommandError::PatternTooLong => {
                 write!(f, "ERR pattern longer than {MAX_PATTERN_BYTES} bytes")
             }
@@ -208,12 +218,14 @@ impl Command {
             Arity::Exactly(n) => argv.len() == n,
             Arity::AtLeast(n) => argv.len() >= n,
         };
-        // MSET's pairs are part of its arity in Redis ("wrong number of arguments").
-        let pairs_ok = !matches!(lower, b"mset" | b"msetnx") || argv.len() % 2 == 1;
-        if !arity_ok || !pairs_ok {
-            return Err(CommandError::WrongArity(
-                String::from_utf8_lossy(lower).into_owned(),
-            ));
+        let name = || String::from_utf8_lossy(lower).into_owned();
+        if !arity_ok {
+            return Err(CommandError::WrongArity(name()));
+        }
+        // Redis checks MSET's pairs when it runs the command, so inside MULTI
+        // an odd count is an error in EXEC's reply, not an abort.
+        if matches!(lower, b"mset" | b"msetnx") && argv.len() % 2 == 0 {
+            return Err(CommandError::OddPairs(name()));
         }
         build(lower, &argv[1..])
     }
@@ -255,15 +267,39 @@ impl Command {
         }
     }
 
-    /// Whether answering it looks at every key (KEYS, or a transaction
-    /// holding one), which takes long enough to be worth doing off the
-    /// event loop.
-    pub fn looks_at_every_key(&self) -> bool {
+    /// Whether answering it may look at more keys than an event loop should
+    /// in one go: KEYS, a SCAN with a COUNT over [`SCAN_MAX_COUNT_IN_PLACE`],
+    /// or a transaction holding one.
+    pub fn reads_many_keys(&self) -> bool {
         match self {
             Command::Keys(_) => true,
-            Command::Multi(commands) => commands.iter().any(Command::looks_at_every_key),
+            Command::Scan(scan) => scan.count > SCAN_MAX_COUNT_IN_PLACE,
+            Command::Multi(commands) => commands.iter().any(Command::reads_many_keys),
             _ => false,
         }
+    }
+
+    /// The transaction of these queued commands. In one that writes, reads
+    /// of many keys become errors: its entry is applied on every node's
+    /// event loop, where they could stall every node at once.
+    pub fn transaction(commands: Vec<Command>) -> Command {
+        let writes = commands.iter().any(Command::is_write);
+        if !writes || !commands.iter().any(Command::reads_many_keys) {
+            return Command::Multi(commands);
+        }
+        let refused = format!(
+            "ERR KEYS, and SCAN with a COUNT over {SCAN_MAX_COUNT_IN_PLACE}, \
+             are not allowed in a transaction that writes"
+        );
+        Command::Multi(
+            commands
+                .into_iter()
+                .map(|c| match c.reads_many_keys() {
+                    true => Command::Invalid(refused.clone()),
+                    false => c,
+                })
+                .collect(),
+        )
     }
 
     /// The command's name, for logs and assertion messages (never the arguments,
@@ -396,18 +432,31 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"ttl" | b"pttl" => Command::Ttl(next()),
         b"persist" => Command::Persist(next()),
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
-            let _key = next();
-            parse_integer(&next()).ok_or(CommandError::NotInteger)?;
-            return Err(CommandError::NoExpiry(expiry_name(lower_name)));
+            expire_options(&words[2..])?;
+            let unit = match lower_name {
+                b"expire" => TimeUnit::RelativeSeconds,
+                b"pexpire" => TimeUnit::RelativeMillis,
+                b"expireat" => TimeUnit::AbsoluteSeconds,
+                _ => TimeUnit::AbsoluteMillis,
+            };
+            return Err(refuse_expiry(
+                expiry_name(lower_name),
+                &words[1],
+                unit,
+                false,
+            ));
         }
         b"setex" | b"psetex" => {
-            let _key = next();
-            let name = expiry_name(lower_name);
-            return Err(match parse_integer(&next()) {
-                None => CommandError::NotInteger,
-                Some(t) if t <= 0 => CommandError::InvalidExpireTime(name),
-                Some(_) => CommandError::NoExpiry(name),
-            });
+            let unit = match lower_name {
+                b"setex" => TimeUnit::RelativeSeconds,
+                _ => TimeUnit::RelativeMillis,
+            };
+            return Err(refuse_expiry(
+                expiry_name(lower_name),
+                &words[1],
+                unit,
+                true,
+            ));
         }
         other => panic!(
             "build called for a name without arity: '{}'",
@@ -449,14 +498,86 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
             _ => return Err(CommandError::Syntax),
         }
     }
-    if let Some((_, time)) = expiry {
-        return Err(match parse_integer(time) {
-            None => CommandError::NotInteger,
-            Some(t) if t <= 0 => CommandError::InvalidExpireTime("set"),
-            Some(_) => CommandError::NoExpiry("set"),
-        });
+    if let Some((unit, time)) = expiry {
+        let unit = match unit.as_slice() {
+            b"ex" => TimeUnit::RelativeSeconds,
+            b"px" => TimeUnit::RelativeMillis,
+            b"exat" => TimeUnit::AbsoluteSeconds,
+            _ => TimeUnit::AbsoluteMillis,
+        };
+        return Err(refuse_expiry("set", time, unit, true));
     }
     Ok(options)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TimeUnit {
+    RelativeSeconds,
+    RelativeMillis,
+    AbsoluteSeconds,
+    AbsoluteMillis,
+}
+
+/// The current time in milliseconds is below this until the year 2109. Redis
+/// adds the current time to a relative expiry and calls a sum past `i64` an
+/// invalid time; taking this bound for it keeps parsing free of clocks, and
+/// differs from Redis only in which error refuses a time within 140 years of
+/// `i64::MAX` milliseconds.
+const NOW_MILLIS_BOUND: i64 = 1 << 42;
+
+/// The error for an expiry: Redis's own for a time it would refuse (not an
+/// integer; 0 or less where it must be positive; past `i64` in milliseconds),
+/// else that keys do not expire here.
+fn refuse_expiry(name: &'static str, time: &[u8], unit: TimeUnit, positive: bool) -> CommandError {
+    let Some(time) = parse_integer(time) else {
+        return CommandError::NotInteger;
+    };
+    let seconds = matches!(unit, TimeUnit::RelativeSeconds | TimeUnit::AbsoluteSeconds);
+    let millis = match seconds {
+        true => time.checked_mul(1000),
+        false => Some(time),
+    };
+    let relative = matches!(unit, TimeUnit::RelativeSeconds | TimeUnit::RelativeMillis);
+    let invalid = match millis {
+        None => true,
+        Some(_) if positive && time <= 0 => true,
+        Some(ms) => relative && ms > i64::MAX - NOW_MILLIS_BOUND,
+    };
+    if invalid {
+        CommandError::InvalidExpireTime(name)
+    } else {
+        CommandError::NoExpiry(name)
+    }
+}
+
+/// EXPIRE's options after key and time, checked as Redis 7.0 checks them.
+fn expire_options(words: &[Vec<u8>]) -> Result<(), CommandError> {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for word in words {
+        match word.to_ascii_lowercase().as_slice() {
+            b"nx" => nx = true,
+            b"xx" => xx = true,
+            b"gt" => gt = true,
+            b"lt" => lt = true,
+            _ => {
+                return Err(CommandError::Rejected(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(word)
+                )))
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err(CommandError::Rejected(
+            "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+        ));
+    }
+    if gt && lt {
+        return Err(CommandError::Rejected(
+            "ERR GT and LT options at the same time are not compatible".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// SCAN's cursor and options, checked as Redis 7.0 checks them: the cursor
@@ -489,12 +610,27 @@ fn scan_options(cursor: &[u8], words: &[Vec<u8>]) -> Result<ScanOptions, Command
     Ok(options)
 }
 
-/// A cursor as Redis reads one: decimal digits within `u64`.
+/// A cursor as Redis 7.0 reads one, with C's `strtoul`: an optional sign
+/// and decimal digits within `u64` (a `-` negates modulo 2^64), and nothing
+/// at all as 0.
 fn parse_cursor(word: &[u8]) -> Option<u64> {
-    if word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
+    if word.is_empty() {
+        return Some(0);
+    }
+    let (negative, digits) = match word.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, word),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(word).ok()?.parse().ok()
+    let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
 }
 
 fn pattern(word: Vec<u8>) -> Result<Vec<u8>, CommandError> {
@@ -709,6 +845,17 @@ mod tests {
         assert_eq!(
             Command::parse_queued(&argv(&["SET", "k"])),
             Err(CommandError::WrongArity("set".into()))
+        );
+        // As in Redis, MSET's pairs are checked when it runs.
+        assert_eq!(
+            Command::parse_queued(&argv(&["MSETNX", "a", "1", "b"])),
+            Ok(Command::Invalid(
+                "ERR wrong number of arguments for 'msetnx' command".into()
+            ))
+        );
+        assert_eq!(
+            Command::parse_queued(&argv(&["MSET", "a"])),
+            Err(CommandError::WrongArity("mset".into()))
         );
     }
 

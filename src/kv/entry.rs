@@ -222,6 +222,41 @@ impl Entry {
         }
     }
 
+    /// Appends `tail` to the value and returns the value's new length. Only
+    /// `tail` is copied when the allocator grows the allocation in place, as
+    /// it does for large ones by remapping their pages; APPENDs to a large
+    /// value would otherwise copy it whole each time.
+    pub fn append_value(&mut self, tail: &[u8]) -> usize {
+        let old = self.header();
+        let new = Header::new(old.key_len, old.value_len + tail.len());
+        if new.header_len != old.header_len {
+            // The key would move: rare (the value length crossed 128, 16384...).
+            let mut value = Vec::with_capacity(new.value_len);
+            value.extend_from_slice(self.value());
+            value.extend_from_slice(tail);
+            *self = Entry::new(self.key(), &value);
+            return new.value_len;
+        }
+        let (old_layout, new_layout) = (old.layout(), new.layout());
+        // SAFETY: as in `resize_value`: `self` owns the allocation of
+        // `old_layout` and is held `&mut`; realloc keeps header, key and the
+        // old value in place, and the new layout has room for `tail` after
+        // them. `tail` is borrowed separately, so it is not in the allocation.
+        unsafe {
+            if new_layout != old_layout {
+                let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
+                let Some(ptr) = NonNull::new(raw) else {
+                    alloc::handle_alloc_error(new_layout)
+                };
+                self.ptr = ptr;
+            }
+            write_header(self.ptr, new);
+            let (_, value_at) = self.parts_ptr_of(new);
+            ptr::copy_nonoverlapping(tail.as_ptr(), value_at.add(old.value_len), tail.len());
+        }
+        new.value_len
+    }
+
     /// Where the entry's bytes start, for a prefetch hint.
     #[inline]
     pub fn as_ptr(&self) -> *const u8 {
@@ -434,6 +469,24 @@ mod tests {
         assert_eq!(capacity_for(118), 120);
         assert_eq!(capacity_for(120), 120);
         assert_eq!(capacity_for(121), 136);
+    }
+
+    #[test]
+    fn append_value_at_every_size_change() {
+        let key = b"the key";
+        let mut entry = Entry::new(key, b"");
+        let mut expected = Vec::new();
+        // Within the chunk, realloc, across header widths (128, 16384).
+        for (step, len) in [0, 1, 3, 20, 100, 4, 1, 16_000, 300, 5]
+            .into_iter()
+            .enumerate()
+        {
+            let tail: Vec<u8> = (0..len).map(|i| (i * 7 + step) as u8).collect();
+            expected.extend_from_slice(&tail);
+            assert_eq!(entry.append_value(&tail), expected.len(), "step {step}");
+            assert_eq!(entry.parts(), (&key[..], &expected[..]), "step {step}");
+            assert_eq!(entry.clone().value(), &expected[..], "step {step}");
+        }
     }
 
     #[test]

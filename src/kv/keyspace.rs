@@ -8,7 +8,8 @@
 //! Redis promises at least once.
 
 use super::command::ScanOptions;
-use super::shards::ShardedMap;
+use super::entry::Entry;
+use super::shards::{self, ShardedMap};
 use super::{glob, KvStore, Reply};
 
 /// Keys a FLUSHALL removed, to be dropped (freed) wherever suits.
@@ -21,25 +22,80 @@ impl std::fmt::Debug for FlushedKeys {
     }
 }
 
-impl KvStore {
-    /// KEYS: every key that matches, their bytes taken from `budget`.
-    pub(super) fn keys(&self, pattern: &[u8], budget: &mut usize) -> Reply {
-        let mut keys = Vec::new();
-        let mut bytes = 0;
-        for shard in self.map.shards() {
-            for entry in shard.iter() {
-                let key = entry.key();
-                if glob::matches(pattern, key) {
-                    bytes += key.len();
-                    if bytes > *budget {
-                        return self.reply_too_large();
-                    }
-                    keys.push(Reply::Bulk(key.to_vec()));
+/// A SCAN call looks at no more than this many shards, empty ones included,
+/// so that one call over a map whose keys were deleted (its shards emptied
+/// one by one) stays near a millisecond; four calls cover a whole empty map.
+const SCAN_MAX_SHARDS: usize = 16384;
+
+/// Matching work one KEYS or SCAN may do: this much, plus
+/// [`MATCH_STEPS_PER_BYTE`] for each byte of the keys it looks at. Plain
+/// patterns take about one step per byte; a pattern like `*` followed by
+/// thousands of `?` would take thousands, and gets an error instead.
+const MATCH_STEPS_BASE: u64 = 1_000_000;
+const MATCH_STEPS_PER_BYTE: u64 = 8;
+
+/// What the reply budget is charged per key beyond its bytes: the reply's
+/// element for it, so that millions of short keys count as the memory
+/// their reply takes.
+const REPLY_BYTES_PER_KEY: usize = std::mem::size_of::<Reply>();
+
+/// Keys matched by KEYS or SCAN, and what they cost.
+struct Matched<'a> {
+    pattern: Option<&'a [u8]>,
+    keys: Vec<Reply>,
+    reply_bytes: usize,
+    steps: u64,
+}
+
+impl<'a> Matched<'a> {
+    fn new(pattern: Option<&'a [u8]>) -> Matched<'a> {
+        Matched {
+            pattern: pattern.filter(|p| *p != b"*"),
+            keys: Vec::new(),
+            reply_bytes: 0,
+            steps: MATCH_STEPS_BASE,
+        }
+    }
+
+    /// Adds `key` if it matches; `Err` with the reply when the reply budget
+    /// or the matching work runs out.
+    fn offer(&mut self, store: &KvStore, key: &[u8], budget: usize) -> Result<(), Reply> {
+        if let Some(pattern) = self.pattern {
+            self.steps = self
+                .steps
+                .saturating_add(MATCH_STEPS_PER_BYTE * (key.len() as u64 + 1));
+            match glob::matches_within(pattern, key, &mut self.steps) {
+                Some(true) => {}
+                Some(false) => return Ok(()),
+                None => {
+                    return Err(Reply::error(
+                        "ERR pattern too costly to match against these keys: use a simpler one",
+                    ))
                 }
             }
         }
-        *budget -= bytes;
-        Reply::Array(keys)
+        self.reply_bytes += key.len() + REPLY_BYTES_PER_KEY;
+        if self.reply_bytes > budget {
+            return Err(store.reply_too_large());
+        }
+        self.keys.push(Reply::Bulk(key.to_vec()));
+        Ok(())
+    }
+}
+
+impl KvStore {
+    /// KEYS: every key that matches, their bytes taken from `budget`.
+    pub(super) fn keys(&self, pattern: &[u8], budget: &mut usize) -> Reply {
+        let mut matched = Matched::new(Some(pattern));
+        for shard in self.map.shards().iter().filter(|shard| shard.len() > 0) {
+            for entry in shard.iter() {
+                if let Err(reply) = matched.offer(self, entry.key(), *budget) {
+                    return reply;
+                }
+            }
+        }
+        *budget -= matched.reply_bytes;
+        Reply::Array(matched.keys)
     }
 
     /// SCAN: the keys of whole shards from the cursor on, until about
@@ -47,39 +103,32 @@ impl KvStore {
     pub(super) fn scan(&self, scan: &ScanOptions, budget: &mut usize) -> Reply {
         let shards = self.map.shards();
         let mut at = usize::try_from(scan.cursor).unwrap_or(usize::MAX);
-        let mut keys = Vec::new();
-        let (mut looked_at, mut bytes) = (0u64, 0usize);
-        // Empty shards cost next to nothing (all of them are one shared
-        // allocation until written): a call walks past any number of them.
+        let mut matched = Matched::new(scan.pattern.as_deref());
+        let (mut looked_at, mut shards_seen) = (0u64, 0usize);
         while let Some(shard) = shards.get(at) {
-            if looked_at >= scan.count {
+            if looked_at >= scan.count || shards_seen >= SCAN_MAX_SHARDS {
                 break;
             }
             at += 1;
+            shards_seen += 1;
+            if shard.len() == 0 {
+                continue;
+            }
             looked_at += shard.len() as u64;
             if scan.other_type {
                 continue;
             }
             for entry in shard.iter() {
-                let key = entry.key();
-                if scan
-                    .pattern
-                    .as_ref()
-                    .map_or(true, |p| glob::matches(p, key))
-                {
-                    bytes += key.len();
-                    if bytes > *budget {
-                        return self.reply_too_large();
-                    }
-                    keys.push(Reply::Bulk(key.to_vec()));
+                if let Err(reply) = matched.offer(self, entry.key(), *budget) {
+                    return reply;
                 }
             }
         }
-        *budget -= bytes;
+        *budget -= matched.reply_bytes;
         let next = if at >= shards.len() { 0 } else { at };
         Reply::Array(vec![
             Reply::Bulk(next.to_string().into_bytes()),
-            Reply::Array(keys),
+            Reply::Array(matched.keys),
         ])
     }
 
@@ -119,15 +168,23 @@ impl KvStore {
     /// reply may carry (512 MiB, Redis's `proto-max-bulk-len`), so that it
     /// can still be read.
     pub(super) fn append(&mut self, key: &[u8], tail: &[u8]) -> Reply {
-        let old = self.map.get(key).unwrap_or_default();
-        if old.len() + tail.len() > self.max_reply_value_bytes {
+        let old_len = self.map.get(key).map_or(0, <[u8]>::len);
+        if old_len + tail.len() > self.max_reply_value_bytes {
             return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
         }
-        let mut value = Vec::with_capacity(old.len() + tail.len());
-        value.extend_from_slice(old);
-        value.extend_from_slice(tail);
-        self.set_from_slices(key, &value);
-        Reply::Integer(value.len() as i64)
+        let hash = shards::hash_key(key);
+        let shard = self.map.shard_mut(hash);
+        let new_len = match shard.get_mut(key, hash) {
+            Some(entry) => entry.append_value(tail),
+            None => {
+                shard.insert_absent(hash, Entry::new(key, tail));
+                self.len += 1;
+                self.data_bytes += key.len();
+                tail.len()
+            }
+        };
+        self.data_bytes += tail.len();
+        Reply::Integer(new_len as i64)
     }
 
     /// GETDEL: the value (its bytes taken from `budget`) and the key gone;

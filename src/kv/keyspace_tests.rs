@@ -89,12 +89,17 @@ fn keys_matches_patterns() {
 fn keys_past_the_reply_budget_is_an_error() {
     let mut kv = KvStore::with_shards(16);
     kv.apply(&cmd(&["MSET", "aaaa", "1", "bbbb", "2"]));
-    kv.set_max_reply_value_bytes(7);
+    // Each key costs its bytes and its element of the reply.
+    let both = 2 * (4 + std::mem::size_of::<Reply>());
+    kv.set_max_reply_value_bytes(both - 1);
     assert_eq!(
         kv.read(&cmd(&["KEYS", "*"])),
-        err("ERR reply exceeds the limit of 7 bytes of values")
+        err(&format!(
+            "ERR reply exceeds the limit of {} bytes of values",
+            both - 1
+        ))
     );
-    kv.set_max_reply_value_bytes(8);
+    kv.set_max_reply_value_bytes(both);
     assert_eq!(keys_of(kv.read(&cmd(&["KEYS", "*"]))).len(), 2);
 }
 
@@ -167,7 +172,17 @@ fn scan_and_keys_parse_as_redis() {
         Command::parse(&argv).unwrap_err().to_string()
     };
     assert_eq!(text(&["SCAN", "x"]), "ERR invalid cursor");
-    assert_eq!(text(&["SCAN", "-1"]), "ERR invalid cursor");
+    assert_eq!(text(&["SCAN", " 1"]), "ERR invalid cursor");
+    assert_eq!(text(&["SCAN", "-"]), "ERR invalid cursor");
+    // As strtoul reads them: a sign, and nothing at all as 0.
+    let cursor = |word: &str| match cmd(&["SCAN", word]) {
+        Command::Scan(scan) => scan.cursor,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cursor(""), 0);
+    assert_eq!(cursor("+7"), 7);
+    assert_eq!(cursor("-1"), u64::MAX);
+    assert_eq!(cursor("18446744073709551615"), u64::MAX);
     assert_eq!(
         text(&["SCAN", "18446744073709551616"]),
         "ERR invalid cursor"
@@ -246,6 +261,42 @@ fn expiry_commands_are_refused_after_redis_checks() {
     assert_eq!(
         text(&["EXPIRE", "k"]),
         "ERR wrong number of arguments for 'expire' command"
+    );
+    // Redis checks the options first, then the time.
+    assert_eq!(
+        text(&["EXPIRE", "k", "abc", "junk"]),
+        "ERR Unsupported option junk"
+    );
+    assert_eq!(
+        text(&["EXPIRE", "k", "10", "nx", "XX"]),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        text(&["EXPIRE", "k", "10", "GT", "lt"]),
+        "ERR GT and LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        text(&["EXPIRE", "k", "-5", "XX", "GT"]),
+        "ERR keys do not expire in raftkv: EXPIRE is not supported"
+    );
+    // Times Redis cannot hold in milliseconds from now.
+    for (words, name) in [
+        (&["EXPIRE", "k", "9223372036854775807"][..], "expire"),
+        (&["EXPIREAT", "k", "-9223372036854775808"], "expireat"),
+        (&["PEXPIRE", "k", "9223372036854775807"], "pexpire"),
+        (&["SETEX", "k", "9223372036854775", "v"], "setex"),
+        (&["PSETEX", "k", "9223372036854775807", "v"], "psetex"),
+        (&["SET", "k", "v", "EX", "9223372036854775"], "set"),
+    ] {
+        assert_eq!(
+            text(words),
+            format!("ERR invalid expire time in '{name}' command"),
+            "{words:?}"
+        );
+    }
+    assert_eq!(
+        text(&["PEXPIREAT", "k", "9223372036854775807"]),
+        "ERR keys do not expire in raftkv: PEXPIREAT is not supported"
     );
 }
 
@@ -398,4 +449,112 @@ fn new_commands_are_reads_or_writes_as_they_act() {
     ] {
         assert!(cmd(write).is_write(), "{write:?}");
     }
+}
+
+#[test]
+fn costly_patterns_get_an_error_not_unbounded_work() {
+    let mut kv = KvStore::with_shards(16);
+    for i in 0..2000 {
+        kv.apply(&cmd(&["SET", &format!("{i:0100}"), "v"]));
+    }
+    let costly = format!("*{}b", "?".repeat(90));
+    let refused = err("ERR pattern too costly to match against these keys: use a simpler one");
+    assert_eq!(kv.read(&cmd(&["KEYS", &costly])), refused);
+    assert_eq!(
+        kv.read(&cmd(&["SCAN", "0", "MATCH", &costly, "COUNT", "100000"])),
+        refused
+    );
+    // A long set costs its length at each byte, matched or not.
+    let long_set = format!("*[{}]", "x".repeat(4000));
+    assert_eq!(kv.read(&cmd(&["KEYS", &long_set])), refused);
+    // Patterns of ordinary cost are answered over the same keys.
+    assert_eq!(keys_of(kv.read(&cmd(&["KEYS", "*9?"]))).len(), 200);
+    assert_eq!(keys_of(kv.read(&cmd(&["KEYS", "0*[0-9]*1"]))).len(), 200);
+}
+
+#[test]
+fn scan_of_an_emptied_map_takes_a_few_bounded_calls() {
+    let mut kv = KvStore::new();
+    for i in 0..100_000 {
+        kv.apply(&cmd(&["SET", &i.to_string(), "v"]));
+    }
+    for i in 1..100_000 {
+        kv.apply(&cmd(&["DEL", &i.to_string()]));
+    }
+    let mut cursors = Vec::new();
+    let mut cursor = "0".to_string();
+    let mut found = Vec::new();
+    loop {
+        let (next, keys) = scan(&kv, &[&cursor]);
+        found.extend(keys);
+        cursors.push(next.clone());
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(found, vec![bulk("0")]);
+    assert_eq!(cursors, ["16384", "32768", "49152", "0"]);
+}
+
+#[test]
+fn scan_goes_on_over_a_map_restored_from_a_snapshot() {
+    // A new leader holds the same keys in a map of another history: restored
+    // from a snapshot, its tables filled in another order.
+    let mut kv = KvStore::with_shards(64);
+    for i in 0..1000 {
+        kv.apply(&cmd(&["SET", &format!("key:{i}"), "v"]));
+    }
+    let (cursor, first) = scan(&kv, &["0", "COUNT", "100"]);
+    let mut bytes = Vec::new();
+    kv.snapshot_view()
+        .write_to(&mut bytes)
+        .expect("Vec never fails");
+    let restored = KvStore::restore_from_with_shards(&mut &bytes[..], 64).expect("restores");
+    let mut found = keys_of(Reply::Array(first));
+    let rest = {
+        let mut cursor = cursor;
+        let mut rest = BTreeSet::new();
+        while cursor != "0" {
+            let (next, keys) = scan(&restored, &[&cursor, "COUNT", "100"]);
+            rest.extend(keys_of(Reply::Array(keys)));
+            cursor = next;
+        }
+        rest
+    };
+    for key in rest {
+        assert!(found.insert(key.clone()), "{key:?} returned twice");
+    }
+    assert_eq!(found.len(), 1000);
+    restored.assert_invariants();
+}
+
+#[test]
+fn transactions_that_write_refuse_reads_of_many_keys() {
+    let refused = Command::Invalid(
+        "ERR KEYS, and SCAN with a COUNT over 10000, are not allowed in a transaction that writes"
+            .into(),
+    );
+    let writing = Command::transaction(vec![
+        cmd(&["SET", "a", "1"]),
+        cmd(&["KEYS", "*"]),
+        cmd(&["SCAN", "0", "COUNT", "10000"]),
+        cmd(&["SCAN", "0", "COUNT", "10001"]),
+    ]);
+    assert_eq!(
+        writing,
+        Command::Multi(vec![
+            cmd(&["SET", "a", "1"]),
+            refused.clone(),
+            cmd(&["SCAN", "0", "COUNT", "10000"]),
+            refused,
+        ])
+    );
+    let reading = vec![cmd(&["GET", "a"]), cmd(&["KEYS", "*"])];
+    assert_eq!(
+        Command::transaction(reading.clone()),
+        Command::Multi(reading)
+    );
+    assert!(Command::transaction(vec![cmd(&["KEYS", "*"])]).reads_many_keys());
+    assert!(!cmd(&["SCAN", "0", "COUNT", "10000"]).reads_many_keys());
 }

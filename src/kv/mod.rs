@@ -8,7 +8,7 @@
 
 pub mod command;
 mod entry;
-mod glob;
+pub mod glob;
 mod keyspace;
 mod payload;
 pub mod reply;

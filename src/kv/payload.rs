@@ -35,7 +35,9 @@
 //! actually there, so a corrupt payload yields a `DecodeError`, never a panic or
 //! a huge allocation.
 
-use super::command::{Command, DecodeError, ScanOptions, SetCondition, SetOptions};
+use super::command::{
+    Command, DecodeError, ScanOptions, SetCondition, SetOptions, MAX_PATTERN_BYTES,
+};
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -66,6 +68,12 @@ const SET_NX: u8 = 1;
 const SET_XX: u8 = 2;
 const SET_GET: u8 = 4;
 const SET_COUNTED: u8 = 8;
+
+/// At most this many items are allocated for ahead of decoding them: a count
+/// is checked only against the bytes left (one per item at least), and an
+/// item in memory is much larger than one byte, so a corrupt count could
+/// otherwise ask for many times the payload's size.
+const PREALLOCATED_ITEMS: usize = 1024;
 
 /// Deepest `Multi` nesting `decode` accepts; bounds its recursion on corrupt input.
 /// Clients cannot nest MULTI at all, so 1 level is all that is ever written.
@@ -281,7 +289,7 @@ impl<'a> Reader<'a> {
                 Command::Rename(source, destination, nx)
             }
             TAG_FLUSH_ALL => Command::FlushAll,
-            TAG_KEYS => Command::Keys(self.bytes()?),
+            TAG_KEYS => Command::Keys(self.pattern()?),
             TAG_SCAN => {
                 let (cursor, count) = (self.varint()?, self.varint()?);
                 let flags = self.byte()?;
@@ -292,7 +300,7 @@ impl<'a> Reader<'a> {
                 }
                 let pattern = match flags & SCAN_MATCH {
                     0 => None,
-                    _ => Some(self.bytes()?),
+                    _ => Some(self.pattern()?),
                 };
                 Command::Scan(ScanOptions {
                     cursor,
@@ -314,7 +322,7 @@ impl<'a> Reader<'a> {
                 }
                 // FLUSHALL, the shortest command, is its tag alone.
                 let count = self.count(1)?;
-                let mut commands = Vec::with_capacity(count);
+                let mut commands = Vec::with_capacity(count.min(PREALLOCATED_ITEMS));
                 for _ in 0..count {
                     commands.push(self.command(depth + 1)?);
                 }
@@ -393,10 +401,22 @@ impl<'a> Reader<'a> {
         Ok(count as usize)
     }
 
+    /// A KEYS or SCAN pattern, no longer than a client may send.
+    fn pattern(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let pattern = self.bytes()?;
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(DecodeError(format!(
+                "a pattern of {} bytes, over {MAX_PATTERN_BYTES}",
+                pattern.len()
+            )));
+        }
+        Ok(pattern)
+    }
+
     fn pairs(&mut self) -> Result<Vec<KeyValue>, DecodeError> {
         // Each pair takes at least two bytes (two empty lengths).
         let count = self.count(2)?;
-        let mut pairs = Vec::with_capacity(count);
+        let mut pairs = Vec::with_capacity(count.min(PREALLOCATED_ITEMS));
         for _ in 0..count {
             pairs.push((self.bytes()?, self.bytes()?));
         }
@@ -416,7 +436,7 @@ impl<'a> Reader<'a> {
 
     fn keys(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
         let count = self.count(1)?;
-        let mut keys = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count.min(PREALLOCATED_ITEMS));
         for _ in 0..count {
             keys.push(self.bytes()?);
         }

@@ -77,94 +77,9 @@ fn refuse_overlong(patterns: &[Vec<u8>]) -> Option<Reply> {
     })
 }
 
-/// Redis's glob, case-insensitive: `*`, `?`, `[abc]`, `[a-z]`, `[^...]` and
-/// `\` before a character to take it literally. Greedy with one backtrack
-/// point, so a pattern of many `*` costs O(pattern × text), not more.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Just after the last `*`, and the text position it now stands for.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() {
-            if pattern[p] == b'*' {
-                p += 1;
-                star = Some((p, t));
-                continue;
-            }
-            let (len, matched) = match_one(&pattern[p..], text[t]);
-            if matched {
-                p += len;
-                t += 1;
-                continue;
-            }
-        }
-        match star {
-            Some((after, from)) => {
-                p = after;
-                t = from + 1;
-                star = Some((after, from + 1));
-            }
-            None => return false,
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// Whether the pattern element at the start of `pattern` (not `*`) matches
-/// `c`, and how many pattern bytes it takes.
-fn match_one(pattern: &[u8], c: u8) -> (usize, bool) {
-    let c = c.to_ascii_lowercase();
-    match pattern {
-        [b'?', ..] => (1, true),
-        [b'\\', escaped, ..] => (2, escaped.to_ascii_lowercase() == c),
-        [b'[', rest @ ..] => match class_end(rest) {
-            Some(end) => (end + 2, class_matches(&rest[..end], c)),
-            // No closing bracket: a literal '['.
-            None => (1, c == b'['),
-        },
-        [literal, ..] => (1, literal.to_ascii_lowercase() == c),
-        [] => (0, false),
-    }
-}
-
-/// The index of the `]` that closes a class whose body starts `body`.
-fn class_end(body: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'\\' => i += 2,
-            b']' => return Some(i),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-fn class_matches(body: &[u8], c: u8) -> bool {
-    let (negated, body) = match body {
-        [b'^', rest @ ..] => (true, rest),
-        _ => (false, body),
-    };
-    let mut found = false;
-    let mut i = 0;
-    while i < body.len() {
-        let lo = if body[i] == b'\\' && i + 1 < body.len() {
-            i += 1;
-            body[i]
-        } else {
-            body[i]
-        };
-        if i + 2 < body.len() && body[i + 1] == b'-' {
-            let hi = body[i + 2];
-            let (lo, hi) = (lo.to_ascii_lowercase(), hi.to_ascii_lowercase());
-            found |= (lo.min(hi)..=lo.max(hi)).contains(&c);
-            i += 3;
-        } else {
-            found |= lo.to_ascii_lowercase() == c;
-            i += 1;
-        }
-    }
-    found != negated
+/// Redis's glob, without case, as CONFIG GET matches names.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    crate::kv::glob::matches_nocase(pattern, name)
 }
 
 #[cfg(test)]
@@ -193,7 +108,8 @@ mod tests {
             ("FSYNC", "fsync", true),
             ("\\*", "*", true),
             ("\\*", "fsync", false),
-            ("[", "[", true),
+            ("[", "[", false),
+            ("[^", "x", true),
             ("save", "saves", false),
             ("saves", "save", false),
             ("a*b*c", "axxbyyc", true),

@@ -136,7 +136,7 @@ impl Server {
         if commands.is_empty() {
             return Some(self.exec_reply(token, Reply::Array(Vec::new()), locals));
         }
-        self.submit_exec(token, Command::Multi(commands), locals);
+        self.submit_exec(token, Command::transaction(commands), locals);
         None
     }
 
