@@ -558,3 +558,127 @@ fn transactions_that_write_refuse_reads_of_many_keys() {
     assert!(Command::transaction(vec![cmd(&["KEYS", "*"])]).reads_many_keys());
     assert!(!cmd(&["SCAN", "0", "COUNT", "10000"]).reads_many_keys());
 }
+
+mod model {
+    //! The store against a plain `BTreeMap` that does what Redis does.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    fn command() -> impl Strategy<Value = Command> {
+        let key = prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(|k| k.into());
+        let value = prop::sample::select(vec!["1", "-2", "x", "", "yz"]).prop_map(|v| v.into());
+        let keys = prop::collection::vec(key.clone(), 1..4);
+        prop_oneof![
+            10 => (key.clone(), value.clone()).prop_map(|(k, v)| Command::Set(k, v)),
+            5 => keys.prop_map(Command::Del),
+            5 => (key.clone(), -2i64..3).prop_map(|(k, n)| Command::IncrBy(k, n)),
+            10 => (key.clone(), value.clone()).prop_map(|(k, v)| Command::Append(k, v)),
+            5 => key.clone().prop_map(Command::GetDel),
+            10 => (key.clone(), key.clone(), any::<bool>())
+                .prop_map(|(a, b, nx)| Command::Rename(a, b, nx)),
+            5 => prop::collection::vec((key, value), 1..3).prop_map(Command::MSetNx),
+            1 => Just(Command::FlushAll),
+        ]
+    }
+
+    fn apply(model: &mut Model, command: &Command) -> Reply {
+        match command {
+            Command::Set(k, v) => {
+                model.insert(k.clone(), v.clone());
+                Reply::Ok
+            }
+            Command::Del(keys) => {
+                Reply::Integer(keys.iter().filter(|k| model.remove(*k).is_some()).count() as i64)
+            }
+            Command::IncrBy(k, by) => {
+                let current = match model.get(k) {
+                    None => 0,
+                    Some(v) => match parse_integer(v) {
+                        Some(n) => n,
+                        None => return Reply::Error(CommandError::NotInteger.to_string()),
+                    },
+                };
+                match current.checked_add(*by) {
+                    Some(new) => {
+                        model.insert(k.clone(), new.to_string().into_bytes());
+                        Reply::Integer(new)
+                    }
+                    None => Reply::error("ERR increment or decrement would overflow"),
+                }
+            }
+            Command::Append(k, tail) => {
+                let value = model.entry(k.clone()).or_default();
+                value.extend_from_slice(tail);
+                Reply::Integer(value.len() as i64)
+            }
+            Command::GetDel(k) => model.remove(k).map_or(Reply::Nil, Reply::Bulk),
+            Command::Rename(from, to, nx) => {
+                if !model.contains_key(from) {
+                    return Reply::error("ERR no such key");
+                }
+                if from == to || (*nx && model.contains_key(to)) {
+                    return if *nx { Reply::Integer(0) } else { Reply::Ok };
+                }
+                if let Some(value) = model.remove(from) {
+                    model.insert(to.clone(), value);
+                }
+                if *nx {
+                    Reply::Integer(1)
+                } else {
+                    Reply::Ok
+                }
+            }
+            Command::MSetNx(pairs) => {
+                if pairs.iter().any(|(k, _)| model.contains_key(k)) {
+                    return Reply::Integer(0);
+                }
+                for (k, v) in pairs {
+                    model.insert(k.clone(), v.clone());
+                }
+                Reply::Integer(1)
+            }
+            Command::FlushAll => {
+                model.clear();
+                Reply::Ok
+            }
+            other => panic!("no model for {}", other.name()),
+        }
+    }
+
+    /// The store's contents, every key with its value.
+    fn contents(kv: &KvStore) -> Model {
+        let keys = keys_of(kv.read(&Command::Keys(b"*".to_vec())));
+        keys.into_iter()
+            .map(|k| {
+                let value = kv.get(&k).map(<[u8]>::to_vec).unwrap_or_default();
+                (k, value)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn writes_do_what_the_model_does(commands in prop::collection::vec(command(), 0..60)) {
+            let mut kv = KvStore::with_shards(4);
+            let mut model = Model::new();
+            let mut views = Vec::new();
+            for c in &commands {
+                views.push((kv.snapshot_view(), model.clone()));
+                let expected = apply(&mut model, c);
+                prop_assert_eq!(kv.apply(c), expected, "{:?}", c);
+                kv.assert_invariants();
+            }
+            prop_assert_eq!(contents(&kv), model);
+            // Each view still holds the map as it was when taken.
+            for (view, then) in views {
+                let mut bytes = Vec::new();
+                view.write_to(&mut bytes).expect("Vec never fails");
+                let restored = KvStore::restore_from_with_shards(&mut &bytes[..], 4).expect("restores");
+                prop_assert_eq!(contents(&restored), then);
+            }
+        }
+    }
+}

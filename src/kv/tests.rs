@@ -451,7 +451,6 @@ fn write_command() -> impl Strategy<Value = Command> {
         (key.clone(), value).prop_map(|(k, v)| Command::Append(k, v)),
         key.clone().prop_map(Command::GetDel),
         (key.clone(), key, any::<bool>()).prop_map(|(a, b, nx)| Command::Rename(a, b, nx)),
-        Just(Command::FlushAll),
     ]
 }
 
