@@ -142,12 +142,14 @@ pub struct FullRead<W> {
     /// O(shards) to take; the shards it shares are copied on the map's next
     /// write to them while it lives, as for a snapshot.
     view: KvStore,
+    /// The time it is answered at.
+    now: u64,
 }
 
 impl<W> FullRead<W> {
     /// The read's reply, as the map stood at its read point.
     pub fn answer(self) -> Completion<W> {
-        let reply = self.view.read(&self.command);
+        let reply = self.view.read_at(&self.command, self.now);
         Completion {
             waiter: self.waiter,
             reply,
@@ -246,6 +248,14 @@ pub struct Replica<W> {
     /// caller to route again (see [`Replica::keep_dropped_reads`]); `None`:
     /// they are answered `-TRYAGAIN` instead.
     dropped_reads: Option<Vec<(W, Command)>>,
+    /// The wall clock (unix ms) as the caller last set it: a leader stamps
+    /// writes with it and answers reads at it (see `kv/timeouts.rs`).
+    now_ms: u64,
+    /// The latest time this node stamped a write with or answered a read
+    /// at: neither goes back, even when the wall clock does.
+    time_seen: u64,
+    /// Where the next search for expired keys starts.
+    purge_cursor: usize,
     /// Confirmed reads of every key, kept for the caller to answer elsewhere
     /// (see [`Replica::answer_full_reads_elsewhere`]); `None`: answered here.
     full_reads: Option<Vec<FullRead<W>>>,
@@ -300,6 +310,9 @@ impl<W> Replica<W> {
             next_read_ctx: 1,
             dropped_reads: None,
             full_reads: None,
+            now_ms: 0,
+            time_seen: 0,
+            purge_cursor: 0,
             applied_index,
             applied_term: 0,
             payload_buf: Vec::new(),
@@ -451,13 +464,54 @@ impl<W> Replica<W> {
     /// appended and the request comes back, so the caller may forward or park it.
     pub fn propose(&mut self, command: Command, waiter: W) -> Result<(), Refused<W>> {
         self.payload_buf.clear();
-        command.encode(&mut self.payload_buf);
+        if command.is_stamped() {
+            let stamp = self.time();
+            command.encode_stamped(stamp, &mut self.payload_buf);
+        } else {
+            command.encode(&mut self.payload_buf);
+        }
         self.propose_payload_buf(waiter)
             .map_err(|(error, waiter)| Refused {
                 error,
                 command,
                 waiter,
             })
+    }
+
+    /// Sets the wall clock (unix ms) that a leader stamps writes with and
+    /// answers reads at; the caller sets it as time passes.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.now_ms = unix_ms;
+    }
+
+    /// The time a write is stamped with or a read answered at: the wall
+    /// clock, but never before a stamp already applied (a new leader's clock
+    /// may be behind the old one's) nor before a time this node used (a key
+    /// a read found expired stays expired).
+    fn time(&mut self) -> u64 {
+        self.time_seen = self.time_seen.max(self.now_ms).max(self.kv.clock());
+        self.time_seen
+    }
+
+    /// As leader: proposes the deletion of up to `max` keys that have
+    /// expired, found among the timeouts of `shards` shards (the search goes
+    /// round them call by call); `Ok(false)` when it found none. The entry
+    /// deletes only keys expired at its own stamp, so a key given a new time
+    /// meanwhile stays.
+    pub fn propose_purge(
+        &mut self,
+        shards: usize,
+        max: usize,
+        waiter: W,
+    ) -> Result<bool, Refused<W>> {
+        let now = self.time();
+        let keys = self
+            .kv
+            .expired_keys(now, &mut self.purge_cursor, shards, max);
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        self.propose(Command::Purge(keys), waiter).map(|()| true)
     }
 
     /// `propose(Command::Set(key, value), waiter)` without building the
@@ -802,6 +856,7 @@ impl<W> Replica<W> {
     }
 
     fn answer_reads(&mut self, done: &mut Vec<Completion<W>>) {
+        let now = self.time();
         while self
             .reads_confirmed
             .front()
@@ -817,10 +872,11 @@ impl<W> Replica<W> {
                         waiter: read.waiter,
                         command: read.command,
                         view: self.kv.clone(),
+                        now,
                     });
                     continue;
                 }
-                let reply = self.kv.read(&read.command);
+                let reply = self.kv.read_at(&read.command, now);
                 done.push(Completion {
                     waiter: read.waiter,
                     reply,

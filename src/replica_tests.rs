@@ -191,3 +191,76 @@ fn flushed_keys_are_handed_to_the_caller() {
     assert_eq!(format!("{:?}", outcome.flushed), "[FlushedKeys(1 keys)]");
     assert!(replica.kv().is_empty());
 }
+
+#[test]
+fn a_leader_stamps_writes_with_its_clock_and_reads_at_it() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    let t0 = 1_700_000_000_000;
+    replica.set_wall_clock(t0);
+    let set_ex = Command::parse(&[
+        b"SET".to_vec(),
+        b"k".to_vec(),
+        b"v".to_vec(),
+        b"PX".to_vec(),
+        b"1000".to_vec(),
+    ])
+    .unwrap();
+    replica.propose(set_ex, 1).unwrap();
+    ready(&mut replica, &mut done);
+    assert_eq!(replica.kv().clock(), t0);
+    // A clock that went back stamps no earlier than the last stamp.
+    replica.set_wall_clock(t0 - 5_000);
+    replica
+        .propose(Command::Persist(b"none".to_vec()), 2)
+        .unwrap();
+    ready(&mut replica, &mut done);
+    assert_eq!(replica.kv().clock(), t0);
+    // Reads are answered at the wall clock.
+    replica.set_wall_clock(t0 + 999);
+    replica.read(Command::Get(b"k".to_vec()), 3).unwrap();
+    ready(&mut replica, &mut done);
+    replica.set_wall_clock(t0 + 1_000);
+    replica.read(Command::Get(b"k".to_vec()), 4).unwrap();
+    ready(&mut replica, &mut done);
+    let replies: Vec<(u32, Reply)> = done.drain(..).map(|c| (c.waiter, c.reply)).collect();
+    assert_eq!(
+        replies,
+        vec![
+            (1, Reply::Ok),
+            (2, Reply::Integer(0)),
+            (3, Reply::Bulk(b"v".to_vec())),
+            (4, Reply::Nil)
+        ]
+    );
+}
+
+#[test]
+fn a_leader_purges_expired_keys() {
+    let mut replica = leader();
+    let mut done = Vec::new();
+    let t0 = 1_700_000_000_000;
+    replica.set_wall_clock(t0);
+    for key in ["a", "b", "c"] {
+        let words = [
+            b"SET".to_vec(),
+            key.into(),
+            b"v".to_vec(),
+            b"PX".to_vec(),
+            b"10".to_vec(),
+        ];
+        replica.propose(Command::parse(&words).unwrap(), 1).unwrap();
+    }
+    replica.propose(set("kept"), 1).unwrap();
+    ready(&mut replica, &mut done);
+    assert!(matches!(replica.propose_purge(1 << 16, 100, 9), Ok(false)));
+    replica.set_wall_clock(t0 + 10);
+    assert!(matches!(replica.propose_purge(1 << 16, 100, 9), Ok(true)));
+    ready(&mut replica, &mut done);
+    assert_eq!(
+        done.last().map(|c| (c.waiter, c.reply.clone())),
+        Some((9, Reply::Integer(3)))
+    );
+    assert_eq!(replica.kv().len(), 1);
+    assert_eq!(replica.kv().expiring_keys(), 0);
+}

@@ -948,3 +948,59 @@ fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
         assert_eq!(client.cmd(&["GET", &format!("big{i}")]), bulk(&value(i)));
     }
 }
+
+fn integer(reply: Reply) -> i64 {
+    match reply {
+        Reply::Integer(n) => n,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+#[test]
+fn keys_expire_on_every_node_and_timeouts_survive_a_restart() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let mut via_follower = cluster.client(follower);
+    let set_at = Instant::now();
+    assert_eq!(
+        via_follower.cmd_retry(&["SET", "soon", "v", "PX", "1500"]),
+        Reply::Ok
+    );
+    assert_eq!(via_follower.cmd(&["SET", "later", "v"]), Reply::Ok);
+    assert_eq!(via_follower.cmd(&["EXPIRE", "later", "1"]), int(1));
+    assert_eq!(via_follower.cmd(&["SETEX", "kept", "100", "v"]), Reply::Ok);
+    let pttl = integer(via_follower.cmd(&["PTTL", "soon"]));
+    assert!((1..=1500).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(via_follower.cmd(&["TTL", "later"]), int(1));
+    assert_eq!(via_follower.cmd(&["GET", "soon"]), bulk("v"));
+
+    thread::sleep(Duration::from_millis(1600).saturating_sub(set_at.elapsed()));
+    for node in [leader, follower] {
+        let mut client = cluster.client(node);
+        assert_eq!(client.cmd(&["GET", "soon"]), Reply::Nil, "node {node}");
+        assert_eq!(client.cmd(&["EXISTS", "soon", "later"]), int(0));
+        assert_eq!(client.cmd(&["PTTL", "soon"]), int(-2));
+    }
+    // The leader deletes expired keys on every node, nobody reading them.
+    for node in 0..3 {
+        let mut client = cluster.client(node);
+        wait_for(Duration::from_secs(10), "expired keys purged", || {
+            (client.cmd(&["DBSIZE"]) == int(1)).then_some(())
+        });
+    }
+    let ttl = integer(via_follower.cmd(&["TTL", "kept"]));
+    assert!((90..=100).contains(&ttl), "TTL {ttl}");
+
+    // A restarted node recovers the timeout from its log.
+    cluster.kill(follower);
+    cluster.spawn(follower);
+    let mut restarted = cluster.client(follower);
+    let ttl = integer(restarted.cmd_retry(&["TTL", "kept"]));
+    assert!((90..=100).contains(&ttl), "TTL {ttl} after a restart");
+    let info = restarted.info();
+    assert_eq!(
+        info.get("db0").map(String::as_str),
+        Some("keys=1,expires=1,avg_ttl=0")
+    );
+}

@@ -722,8 +722,8 @@ fn command_errors() {
         b"-ERR wrong number of arguments for 'set' command\r\n"
     );
     assert_eq!(
-        run2(&mut kv, b"SET k v EX 10\r\n"),
-        b"-ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT\r\n"
+        run2(&mut kv, b"SET k v EX 0\r\n"),
+        b"-ERR invalid expire time in 'set' command\r\n"
     );
     assert_eq!(
         run2(&mut kv, b"SET k v NX XX\r\n"),

@@ -7,6 +7,7 @@
 //! are parsed as Redis `string2ll` does: an optional `-`, no `+`, no spaces, no
 //! leading zeros except `0` itself, within `i64`.
 
+use super::expiry::{expire_condition, parse_expiry, ExpireCondition, Expiry, TimeUnit};
 use std::fmt;
 
 /// A key-value command. Reads are never logged on their own, but may be part of
@@ -41,10 +42,19 @@ pub enum Command {
     Type(Vec<u8>),
     /// STRLEN key.
     Strlen(Vec<u8>),
-    /// TTL and PTTL: -1 for a key (none expires), -2 for none.
+    /// TTL key: seconds left (rounded), -1 without a timeout, -2 for no key.
     Ttl(Vec<u8>),
-    /// PERSIST key: 0, as there is never a timeout to remove.
+    /// PTTL key: milliseconds left, as TTL.
+    Pttl(Vec<u8>),
+    /// EXPIRETIME key, or PEXPIRETIME when the flag is set: the deadline.
+    ExpireTime(Vec<u8>, bool),
+    /// PERSIST key: removes the key's timeout.
     Persist(Vec<u8>),
+    /// EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT.
+    Expire(Vec<u8>, Expiry, ExpireCondition),
+    /// Deletes those of the keys whose deadline has passed (a leader's
+    /// active expiry; no client sends it).
+    Purge(Vec<Vec<u8>>),
     /// The queued commands of one MULTI/EXEC, applied atomically in order.
     Multi(Vec<Command>),
     /// A queued command whose arguments Redis rejects only when EXEC runs it
@@ -62,6 +72,10 @@ pub struct SetOptions {
     pub get: bool,
     /// SETNX: answer `:1` if it wrote, `:0` if not.
     pub counted: bool,
+    /// KEEPTTL: the key keeps its timeout (else a SET removes it).
+    pub keep_ttl: bool,
+    /// EX, PX, EXAT or PXAT (and SETEX, PSETEX).
+    pub expiry: Option<Expiry>,
 }
 
 /// Where a [`Command::Scan`] goes on, and which keys it returns.
@@ -108,9 +122,6 @@ pub enum CommandError {
     NotInteger,
     /// `ERR syntax error` (e.g. `SET k v NX XX`).
     Syntax,
-    /// SET with EX, PX, EXAT or PXAT, EXPIRE and the like: keys never
-    /// expire here. Holds the command's name (lower case).
-    NoExpiry(&'static str),
     /// `ERR invalid expire time in 'set' command` (an expiry of 0 or less),
     /// with the command's name.
     InvalidExpireTime(&'static str),
@@ -144,15 +155,6 @@ impl fmt::Display for CommandError {
             CommandError::InvalidExpireTime(name) => {
                 write!(f, "ERR invalid expire time in '{name}' command")
             }
-            CommandError::NoExpiry("set") => write!(
-                f,
-                "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT"
-            ),
-            CommandError::NoExpiry(name) => write!(
-                f,
-                "ERR keys do not expire in raftkv: {} is not supported",
-                name.to_ascii_uppercase()
-            ),
             CommandError::InvalidCursor => write!(f, "ERR invalid cursor"),
             CommandError::Rejected(text) => write!(f, "{text}"),
             CommandError::PatternTooLong => {
@@ -180,9 +182,9 @@ impl std::error::Error for DecodeError {}
 /// Longest command name echoed back in `ERR unknown command '...'` (Redis uses 128).
 const UNKNOWN_NAME_MAX_BYTES: usize = 128;
 
-/// Longest key-value command name (`pexpireat`); a longer name is unknown
+/// Longest key-value command name (`pexpiretime`); a longer name is unknown
 /// without looking further.
-const LONGEST_NAME_BYTES: usize = 9;
+const LONGEST_NAME_BYTES: usize = 11;
 
 /// The longest KEYS or SCAN MATCH pattern. Matching costs up to the
 /// pattern's length times the key's for each key, on the leader's loop, so
@@ -251,7 +253,8 @@ impl Command {
             | Command::Type(_)
             | Command::Strlen(_)
             | Command::Ttl(_)
-            | Command::Persist(_)
+            | Command::Pttl(_)
+            | Command::ExpireTime(..)
             | Command::Invalid(_) => false,
             Command::Set(..)
             | Command::SetWith(..)
@@ -262,6 +265,9 @@ impl Command {
             | Command::Append(..)
             | Command::GetDel(_)
             | Command::Rename(..)
+            | Command::Persist(_)
+            | Command::Expire(..)
+            | Command::Purge(_)
             | Command::FlushAll => true,
             Command::Multi(commands) => commands.iter().any(Command::is_write),
         }
@@ -324,7 +330,12 @@ impl Command {
             Command::Type(_) => "type",
             Command::Strlen(_) => "strlen",
             Command::Ttl(_) => "ttl",
+            Command::Pttl(_) => "pttl",
+            Command::ExpireTime(_, false) => "expiretime",
+            Command::ExpireTime(_, true) => "pexpiretime",
             Command::Persist(_) => "persist",
+            Command::Expire(..) => "expire",
+            Command::Purge(_) => "purge",
             Command::Multi(_) => "multi",
             Command::Invalid(_) => "invalid",
         }
@@ -334,7 +345,7 @@ impl Command {
 fn arity_of(lower_name: &[u8]) -> Option<Arity> {
     Some(match lower_name {
         b"get" | b"incr" | b"decr" | b"getdel" | b"keys" | b"type" | b"strlen" | b"ttl"
-        | b"pttl" | b"persist" => Arity::Exactly(2),
+        | b"pttl" | b"persist" | b"expiretime" | b"pexpiretime" => Arity::Exactly(2),
         b"incrby" | b"decrby" | b"getset" | b"setnx" | b"append" | b"rename" | b"renamenx" => {
             Arity::Exactly(3)
         }
@@ -367,7 +378,6 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
             let (key, value) = (next(), next());
             let options: Vec<Vec<u8>> = args.collect();
             match set_options(&options)? {
-                // KEEPTTL alone changes nothing: a plain SET, on its fast path.
                 plain if plain == SetOptions::default() => Command::Set(key, value),
                 options => Command::SetWith(key, value, options),
             }
@@ -429,34 +439,33 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"scan" => Command::Scan(scan_options(&words[0], &words[1..])?),
         b"type" => Command::Type(next()),
         b"strlen" => Command::Strlen(next()),
-        b"ttl" | b"pttl" => Command::Ttl(next()),
+        b"ttl" => Command::Ttl(next()),
+        b"pttl" => Command::Pttl(next()),
+        b"expiretime" => Command::ExpireTime(next(), false),
+        b"pexpiretime" => Command::ExpireTime(next(), true),
         b"persist" => Command::Persist(next()),
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
-            expire_options(&words[2..])?;
+            let condition = expire_condition(&words[2..])?;
             let unit = match lower_name {
                 b"expire" => TimeUnit::RelativeSeconds,
                 b"pexpire" => TimeUnit::RelativeMillis,
                 b"expireat" => TimeUnit::AbsoluteSeconds,
                 _ => TimeUnit::AbsoluteMillis,
             };
-            return Err(refuse_expiry(
-                expiry_name(lower_name),
-                &words[1],
-                unit,
-                false,
-            ));
+            let expiry = parse_expiry(expiry_name(lower_name), &words[1], unit, false)?;
+            Command::Expire(next(), expiry, condition)
         }
         b"setex" | b"psetex" => {
             let unit = match lower_name {
                 b"setex" => TimeUnit::RelativeSeconds,
                 _ => TimeUnit::RelativeMillis,
             };
-            return Err(refuse_expiry(
-                expiry_name(lower_name),
-                &words[1],
-                unit,
-                true,
-            ));
+            let expiry = parse_expiry(expiry_name(lower_name), &words[1], unit, true)?;
+            let options = SetOptions {
+                expiry: Some(expiry),
+                ..SetOptions::default()
+            };
+            Command::SetWith(words[0].clone(), words[2].clone(), options)
         }
         other => panic!(
             "build called for a name without arity: '{}'",
@@ -467,12 +476,9 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
 }
 
 /// SET's options after key and value, as Redis 7 takes them: NX or XX, GET,
-/// KEEPTTL (nothing to keep: no key expires). An expiry is parsed and checked
-/// as Redis checks it, so that every other error is Redis's, and only then
-/// refused.
+/// KEEPTTL or one of EX, PX, EXAT and PXAT.
 fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
     let mut options = SetOptions::default();
-    let mut keep_ttl = false;
     // The expiry's unit (lower case) and time, the last one given.
     let mut expiry: Option<(Vec<u8>, &[u8])> = None;
     let mut words = words.iter();
@@ -486,12 +492,12 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
                 options.condition = SetCondition::IfPresent
             }
             b"get" => options.get = true,
-            b"keepttl" if expiry.is_none() => keep_ttl = true,
+            b"keepttl" if expiry.is_none() => options.keep_ttl = true,
             b"ex" | b"px" | b"exat" | b"pxat" => {
                 // One kind of expiry, given again at most, and never with KEEPTTL.
                 let other_kind = matches!(&expiry, Some((unit, _)) if *unit != lower);
                 match words.next() {
-                    Some(time) if !other_kind && !keep_ttl => expiry = Some((lower, time)),
+                    Some(time) if !other_kind && !options.keep_ttl => expiry = Some((lower, time)),
                     _ => return Err(CommandError::Syntax),
                 }
             }
@@ -505,79 +511,9 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
             b"exat" => TimeUnit::AbsoluteSeconds,
             _ => TimeUnit::AbsoluteMillis,
         };
-        return Err(refuse_expiry("set", time, unit, true));
+        options.expiry = Some(parse_expiry("set", time, unit, true)?);
     }
     Ok(options)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TimeUnit {
-    RelativeSeconds,
-    RelativeMillis,
-    AbsoluteSeconds,
-    AbsoluteMillis,
-}
-
-/// The current time in milliseconds is below this until the year 2109. Redis
-/// adds the current time to a relative expiry and calls a sum past `i64` an
-/// invalid time; taking this bound for it keeps parsing free of clocks, and
-/// differs from Redis only in which error refuses a time within 140 years of
-/// `i64::MAX` milliseconds.
-const NOW_MILLIS_BOUND: i64 = 1 << 42;
-
-/// The error for an expiry: Redis's own for a time it would refuse (not an
-/// integer; 0 or less where it must be positive; past `i64` in milliseconds),
-/// else that keys do not expire here.
-fn refuse_expiry(name: &'static str, time: &[u8], unit: TimeUnit, positive: bool) -> CommandError {
-    let Some(time) = parse_integer(time) else {
-        return CommandError::NotInteger;
-    };
-    let seconds = matches!(unit, TimeUnit::RelativeSeconds | TimeUnit::AbsoluteSeconds);
-    let millis = match seconds {
-        true => time.checked_mul(1000),
-        false => Some(time),
-    };
-    let relative = matches!(unit, TimeUnit::RelativeSeconds | TimeUnit::RelativeMillis);
-    let invalid = match millis {
-        None => true,
-        Some(_) if positive && time <= 0 => true,
-        Some(ms) => relative && ms > i64::MAX - NOW_MILLIS_BOUND,
-    };
-    if invalid {
-        CommandError::InvalidExpireTime(name)
-    } else {
-        CommandError::NoExpiry(name)
-    }
-}
-
-/// EXPIRE's options after key and time, checked as Redis 7.0 checks them.
-fn expire_options(words: &[Vec<u8>]) -> Result<(), CommandError> {
-    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-    for word in words {
-        match word.to_ascii_lowercase().as_slice() {
-            b"nx" => nx = true,
-            b"xx" => xx = true,
-            b"gt" => gt = true,
-            b"lt" => lt = true,
-            _ => {
-                return Err(CommandError::Rejected(format!(
-                    "ERR Unsupported option {}",
-                    String::from_utf8_lossy(word)
-                )))
-            }
-        }
-    }
-    if nx && (xx || gt || lt) {
-        return Err(CommandError::Rejected(
-            "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
-        ));
-    }
-    if gt && lt {
-        return Err(CommandError::Rejected(
-            "ERR GT and LT options at the same time are not compatible".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// SCAN's cursor and options, checked as Redis 7.0 checks them: the cursor
@@ -763,13 +699,6 @@ mod tests {
         assert_eq!(text(&["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
         assert_eq!(text(&["SET", "k", "v", "XX", "nx"]), "ERR syntax error");
         assert_eq!(text(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
-        let no_expiry = "ERR keys do not expire in raftkv: SET takes no EX, PX, EXAT or PXAT";
-        assert_eq!(text(&["SET", "k", "v", "ex", "10"]), no_expiry);
-        assert_eq!(
-            text(&["SET", "k", "v", "PXAT", "5", "NX", "GET"]),
-            no_expiry
-        );
-        assert_eq!(text(&["SET", "k", "v", "EX", "1", "EX", "2"]), no_expiry);
         // Redis's own errors win, as Redis checks them first.
         for syntax in [
             &["SET", "k", "v", "KEEPTTL", "EX", "10"][..],
@@ -788,15 +717,50 @@ mod tests {
             text(&["SET", "k", "v", "PX", "0"]),
             "ERR invalid expire time in 'set' command"
         );
+        let keep_ttl = SetOptions {
+            keep_ttl: true,
+            ..SetOptions::default()
+        };
         assert_eq!(
-            Command::parse(&[
-                b"SET".to_vec(),
+            parse(&["SET", "k", "v", "KEEPTTL"]),
+            Ok(Command::SetWith(b"k".to_vec(), b"v".to_vec(), keep_ttl))
+        );
+        let ex = |time, unit| SetOptions {
+            expiry: Some(Expiry { time, unit }),
+            ..SetOptions::default()
+        };
+        assert_eq!(
+            parse(&["SET", "k", "v", "ex", "10"]),
+            Ok(Command::SetWith(
                 b"k".to_vec(),
                 b"v".to_vec(),
-                b"KEEPTTL".to_vec()
-            ]),
-            Ok(Command::Set(b"k".to_vec(), b"v".to_vec())),
-            "KEEPTTL alone is a plain SET"
+                ex(10, TimeUnit::RelativeSeconds)
+            ))
+        );
+        assert_eq!(
+            parse(&["SET", "k", "v", "EX", "1", "EX", "2"]),
+            Ok(Command::SetWith(
+                b"k".to_vec(),
+                b"v".to_vec(),
+                ex(2, TimeUnit::RelativeSeconds)
+            )),
+            "the last time given counts, as in Redis"
+        );
+        assert_eq!(
+            parse(&["SETEX", "k", "5", "v"]),
+            Ok(Command::SetWith(
+                b"k".to_vec(),
+                b"v".to_vec(),
+                ex(5, TimeUnit::RelativeSeconds)
+            ))
+        );
+        assert_eq!(
+            parse(&["PSETEX", "k", "5", "v"]),
+            Ok(Command::SetWith(
+                b"k".to_vec(),
+                b"v".to_vec(),
+                ex(5, TimeUnit::RelativeMillis)
+            ))
         );
         assert_eq!(
             text(&["SETNX", "k"]),

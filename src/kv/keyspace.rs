@@ -9,15 +9,19 @@
 
 use super::command::ScanOptions;
 use super::entry::Entry;
+use super::expires::Expires;
 use super::shards::{self, ShardedMap};
 use super::{glob, KvStore, Reply};
 
 /// Keys a FLUSHALL removed, to be dropped (freed) wherever suits.
-pub struct FlushedKeys(ShardedMap);
+pub struct FlushedKeys {
+    keys: ShardedMap,
+    _timeouts: Expires,
+}
 
 impl std::fmt::Debug for FlushedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: usize = self.0.shards().iter().map(|shard| shard.len()).sum();
+        let keys: usize = self.keys.shards().iter().map(|shard| shard.len()).sum();
         write!(f, "FlushedKeys({keys} keys)")
     }
 }
@@ -85,10 +89,13 @@ impl<'a> Matched<'a> {
 
 impl KvStore {
     /// KEYS: every key that matches, their bytes taken from `budget`.
-    pub(super) fn keys(&self, pattern: &[u8], budget: &mut usize) -> Reply {
+    pub(super) fn keys(&self, pattern: &[u8], budget: &mut usize, now: u64) -> Reply {
         let mut matched = Matched::new(Some(pattern));
         for shard in self.map.shards().iter().filter(|shard| shard.len() > 0) {
             for entry in shard.iter() {
+                if self.is_expired(entry.key(), now) {
+                    continue;
+                }
                 if let Err(reply) = matched.offer(self, entry.key(), *budget) {
                     return reply;
                 }
@@ -100,7 +107,7 @@ impl KvStore {
 
     /// SCAN: the keys of whole shards from the cursor on, until about
     /// `count` keys have been looked at, and the cursor to go on from.
-    pub(super) fn scan(&self, scan: &ScanOptions, budget: &mut usize) -> Reply {
+    pub(super) fn scan(&self, scan: &ScanOptions, budget: &mut usize, now: u64) -> Reply {
         let shards = self.map.shards();
         let mut at = usize::try_from(scan.cursor).unwrap_or(usize::MAX);
         let mut matched = Matched::new(scan.pattern.as_deref());
@@ -119,6 +126,9 @@ impl KvStore {
                 continue;
             }
             for entry in shard.iter() {
+                if self.is_expired(entry.key(), now) {
+                    continue;
+                }
                 if let Err(reply) = matched.offer(self, entry.key(), *budget) {
                     return reply;
                 }
@@ -133,7 +143,10 @@ impl KvStore {
     }
 
     /// RENAME and RENAMENX, as Redis answers them.
+    /// The destination takes the source's timeout, or none.
     pub(super) fn rename(&mut self, source: &[u8], destination: &[u8], nx: bool) -> Reply {
+        self.drop_if_expired(source);
+        self.drop_if_expired(destination);
         let Some(value) = self.map.get(source) else {
             return Reply::error("ERR no such key");
         };
@@ -144,8 +157,12 @@ impl KvStore {
             return Reply::Integer(0);
         }
         let value = value.to_vec();
+        let deadline = self.expires.get(source);
         self.delete_one(source);
         self.set_from_slices(destination, &value);
+        if let Some(deadline) = deadline {
+            self.expires.set(destination, deadline);
+        }
         if nx {
             Reply::Integer(1)
         } else {
@@ -155,6 +172,9 @@ impl KvStore {
 
     /// MSETNX: all the pairs if none of their keys exists (`:1`), else none (`:0`).
     pub(super) fn mset_nx(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Reply {
+        for (key, _) in pairs {
+            self.drop_if_expired(key);
+        }
         if pairs.iter().any(|(key, _)| self.map.get(key).is_some()) {
             return Reply::Integer(0);
         }
@@ -168,6 +188,7 @@ impl KvStore {
     /// reply may carry (512 MiB, Redis's `proto-max-bulk-len`), so that it
     /// can still be read.
     pub(super) fn append(&mut self, key: &[u8], tail: &[u8]) -> Reply {
+        self.drop_if_expired(key);
         let old_len = self.map.get(key).map_or(0, <[u8]>::len);
         if old_len + tail.len() > self.max_reply_value_bytes {
             return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
@@ -190,6 +211,7 @@ impl KvStore {
     /// GETDEL: the value (its bytes taken from `budget`) and the key gone;
     /// past the budget, an error and the key kept.
     pub(super) fn get_del(&mut self, key: &[u8], budget: &mut usize) -> Reply {
+        self.drop_if_expired(key);
         let reply = self.value_reply(self.map.get(key), budget);
         if matches!(reply, Reply::Bulk(_)) {
             self.delete_one(key);
@@ -201,9 +223,13 @@ impl KvStore {
     /// with it. The old keys wait in the store for [`KvStore::take_flushed`]:
     /// freeing a million of them takes about 0.4 s.
     pub(super) fn flush_all(&mut self) -> Reply {
-        let empty = ShardedMap::new(self.map.shards().len());
-        let old = std::mem::replace(&mut self.map, empty);
-        self.flushed.push(FlushedKeys(old));
+        let shard_count = self.map.shards().len();
+        let old = std::mem::replace(&mut self.map, ShardedMap::new(shard_count));
+        let expires = std::mem::replace(&mut self.expires, Expires::new(shard_count));
+        self.flushed.push(FlushedKeys {
+            keys: old,
+            _timeouts: expires,
+        });
         self.len = 0;
         self.data_bytes = 0;
         Reply::Ok
@@ -215,10 +241,14 @@ impl KvStore {
         std::mem::take(&mut self.flushed)
     }
 
-    fn delete_one(&mut self, key: &[u8]) {
-        if let Some(old) = self.map.remove(key) {
-            self.len -= 1;
-            self.data_bytes -= key.len() + old.value().len();
-        }
+    /// Deletes `key` and its timeout; whether it was there.
+    pub(super) fn delete_one(&mut self, key: &[u8]) -> bool {
+        self.expires.remove(key);
+        let Some(old) = self.map.remove(key) else {
+            return false;
+        };
+        self.len -= 1;
+        self.data_bytes -= key.len() + old.value().len();
+        true
     }
 }

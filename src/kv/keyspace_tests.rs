@@ -1,4 +1,5 @@
 use super::command::MAX_PATTERN_BYTES;
+use super::expiry::{ExpireCondition, Expiry, TimeUnit};
 use super::tests::{bulk, cmd, err};
 use super::*;
 use std::collections::BTreeSet;
@@ -229,23 +230,15 @@ fn type_strlen_ttl_persist() {
     assert_eq!(kv.read(&cmd(&["STRLEN", "nope"])), Reply::Integer(0));
     assert_eq!(kv.read(&cmd(&["TTL", "k"])), Reply::Integer(-1));
     assert_eq!(kv.read(&cmd(&["PTTL", "nope"])), Reply::Integer(-2));
-    assert_eq!(kv.read(&cmd(&["PERSIST", "k"])), Reply::Integer(0));
+    assert_eq!(kv.apply(&cmd(&["PERSIST", "k"])), Reply::Integer(0));
 }
 
 #[test]
-fn expiry_commands_are_refused_after_redis_checks() {
+fn expiry_commands_parse_as_redis() {
     let text = |words: &[&str]| {
         let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
         Command::parse(&argv).unwrap_err().to_string()
     };
-    assert_eq!(
-        text(&["EXPIRE", "k", "10"]),
-        "ERR keys do not expire in raftkv: EXPIRE is not supported"
-    );
-    assert_eq!(
-        text(&["pexpireat", "k", "10", "NX"]),
-        "ERR keys do not expire in raftkv: PEXPIREAT is not supported"
-    );
     assert_eq!(
         text(&["EXPIRE", "k", "ten"]),
         "ERR value is not an integer or out of range"
@@ -253,10 +246,6 @@ fn expiry_commands_are_refused_after_redis_checks() {
     assert_eq!(
         text(&["SETEX", "k", "0", "v"]),
         "ERR invalid expire time in 'setex' command"
-    );
-    assert_eq!(
-        text(&["PSETEX", "k", "5", "v"]),
-        "ERR keys do not expire in raftkv: PSETEX is not supported"
     );
     assert_eq!(
         text(&["EXPIRE", "k"]),
@@ -275,10 +264,6 @@ fn expiry_commands_are_refused_after_redis_checks() {
         text(&["EXPIRE", "k", "10", "GT", "lt"]),
         "ERR GT and LT options at the same time are not compatible"
     );
-    assert_eq!(
-        text(&["EXPIRE", "k", "-5", "XX", "GT"]),
-        "ERR keys do not expire in raftkv: EXPIRE is not supported"
-    );
     // Times Redis cannot hold in milliseconds from now.
     for (words, name) in [
         (&["EXPIRE", "k", "9223372036854775807"][..], "expire"),
@@ -295,8 +280,30 @@ fn expiry_commands_are_refused_after_redis_checks() {
         );
     }
     assert_eq!(
-        text(&["PEXPIREAT", "k", "9223372036854775807"]),
-        "ERR keys do not expire in raftkv: PEXPIREAT is not supported"
+        cmd(&["pexpireat", "k", "9223372036854775807", "xx", "LT"]),
+        Command::Expire(
+            b"k".to_vec(),
+            Expiry {
+                time: i64::MAX,
+                unit: TimeUnit::AbsoluteMillis
+            },
+            ExpireCondition {
+                xx: true,
+                lt: true,
+                ..ExpireCondition::default()
+            }
+        )
+    );
+    assert_eq!(
+        cmd(&["EXPIRE", "k", "-5"]),
+        Command::Expire(
+            b"k".to_vec(),
+            Expiry {
+                time: -5,
+                unit: TimeUnit::RelativeSeconds
+            },
+            ExpireCondition::default()
+        )
     );
 }
 
@@ -433,7 +440,8 @@ fn new_commands_are_reads_or_writes_as_they_act() {
         &["STRLEN", "k"],
         &["TTL", "k"],
         &["PTTL", "k"],
-        &["PERSIST", "k"],
+        &["EXPIRETIME", "k"],
+        &["PEXPIRETIME", "k"],
     ] {
         assert!(!cmd(read).is_write(), "{read:?}");
     }
@@ -446,6 +454,8 @@ fn new_commands_are_reads_or_writes_as_they_act() {
         &["MSETNX", "a", "b"],
         &["FLUSHALL"],
         &["FLUSHDB"],
+        &["PERSIST", "k"],
+        &["EXPIRE", "k", "1"],
     ] {
         assert!(cmd(write).is_write(), "{write:?}");
     }

@@ -8,6 +8,8 @@
 
 pub mod command;
 mod entry;
+mod expires;
+pub mod expiry;
 pub mod glob;
 mod keyspace;
 mod payload;
@@ -15,6 +17,7 @@ pub mod reply;
 mod shard;
 mod shards;
 mod snapshot;
+mod timeouts;
 
 pub use command::{
     parse_integer, Command, CommandError, DecodeError, ScanOptions, SetCondition, SetOptions,
@@ -25,6 +28,7 @@ pub use reply::Reply;
 pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
 pub use snapshot::KvSnapshot;
 
+use expires::Expires;
 use shards::ShardedMap;
 use std::hash::{Hash, Hasher};
 
@@ -64,6 +68,10 @@ pub struct KvStore {
     max_reply_value_bytes: usize,
     /// What FLUSHALL emptied, until [`KvStore::take_flushed`].
     flushed: Vec<FlushedKeys>,
+    /// Deadlines of the keys that have a timeout.
+    expires: Expires,
+    /// The latest leader stamp applied, unix ms (see `timeouts.rs`).
+    clock: u64,
 }
 
 impl Clone for KvStore {
@@ -75,6 +83,8 @@ impl Clone for KvStore {
             data_bytes: self.data_bytes,
             max_reply_value_bytes: self.max_reply_value_bytes,
             flushed: Vec::new(),
+            expires: self.expires.clone(),
+            clock: self.clock,
         }
     }
 }
@@ -110,12 +120,22 @@ impl KvStore {
             data_bytes: 0,
             max_reply_value_bytes: MAX_REPLY_VALUE_BYTES,
             flushed: Vec::new(),
+            expires: Expires::new(shard_count),
+            clock: 0,
         }
     }
 
-    /// Applies a command (writes and reads alike, e.g. a `Multi` holding both);
-    /// returns the reply the client gets. A failing command (INCR on a
-    /// non-integer) returns an error reply and changes nothing.
+    /// [`apply`](Self::apply) at the leader's stamp `stamp` (unix ms): the
+    /// store's clock moves on to it, never back.
+    pub fn apply_at(&mut self, command: &Command, stamp: u64) -> Reply {
+        self.clock = self.clock.max(stamp);
+        self.apply(command)
+    }
+
+    /// Applies a command (writes and reads alike, e.g. a `Multi` holding both)
+    /// at the store's clock; returns the reply the client gets. A failing
+    /// command (INCR on a non-integer) returns an error reply and changes
+    /// nothing.
     pub fn apply(&mut self, command: &Command) -> Reply {
         match command {
             Command::Set(key, value) => {
@@ -142,6 +162,9 @@ impl KvStore {
             }
             Command::Rename(source, destination, nx) => self.rename(source, destination, *nx),
             Command::FlushAll => self.flush_all(),
+            Command::Expire(key, expiry, condition) => self.expire(key, *expiry, *condition),
+            Command::Persist(key) => self.persist(key),
+            Command::Purge(keys) => self.purge(keys),
             Command::Multi(commands) => {
                 let mut budget = self.max_reply_value_bytes;
                 let replies = commands.iter().map(|c| match c {
@@ -150,7 +173,7 @@ impl KvStore {
                     }
                     Command::GetDel(key) => self.get_del(key, &mut budget),
                     c if c.is_write() => self.apply(c),
-                    c => self.read_within(c, &mut budget),
+                    c => self.read_within(c, &mut budget, self.clock),
                 });
                 Reply::Array(replies.collect())
             }
@@ -162,7 +185,8 @@ impl KvStore {
             | Command::Type(_)
             | Command::Strlen(_)
             | Command::Ttl(_)
-            | Command::Persist(_)
+            | Command::Pttl(_)
+            | Command::ExpireTime(..)
             | Command::Invalid(_) => self.read(command),
         }
     }
@@ -178,6 +202,7 @@ impl KvStore {
         options: &SetOptions,
         budget: &mut usize,
     ) -> Reply {
+        self.drop_if_expired(key);
         let old = self.map.get(key);
         if options.get && old.is_some_and(|old| old.len() > *budget) {
             return self.reply_too_large();
@@ -197,7 +222,15 @@ impl KvStore {
             Reply::Nil
         };
         if writes {
+            let kept = options.keep_ttl.then(|| self.expires.get(key)).flatten();
             self.set_from_slices(key, value);
+            let deadline = match options.expiry {
+                Some(expiry) => Some(expiry.deadline(self.clock).max(0) as u64),
+                None => kept,
+            };
+            if let Some(deadline) = deadline {
+                self.expires.set(key, deadline);
+            }
         }
         reply
     }
@@ -225,7 +258,10 @@ impl KvStore {
             self.set_from_slices(key, value);
             return Ok(Reply::Ok);
         }
-        Ok(self.apply(&Command::decode(payload)?))
+        match Command::decode_stamped(payload)? {
+            (Some(stamp), command) => Ok(self.apply_at(&command, stamp)),
+            (None, command) => Ok(self.apply(&command)),
+        }
     }
 
     /// Answers a read-only command without changing anything.
@@ -233,21 +269,28 @@ impl KvStore {
     /// # Panics
     /// If `command.is_write()`: the caller must route writes through the log.
     pub fn read(&self, command: &Command) -> Reply {
+        self.read_at(command, self.clock)
+    }
+
+    /// [`read`](Self::read) at `now` (unix ms): keys whose deadline is not
+    /// after it are absent. A leader reads at its own clock, and never
+    /// before the stamps it has applied.
+    pub fn read_at(&self, command: &Command, now: u64) -> Reply {
         let mut budget = self.max_reply_value_bytes;
-        self.read_within(command, &mut budget)
+        self.read_within(command, &mut budget, now.max(self.clock))
     }
 
     /// [`read`](Self::read), answering an error instead of values beyond
     /// `budget` bytes, and taking the values' bytes from it (a transaction's
     /// reads share one).
-    fn read_within(&self, command: &Command, budget: &mut usize) -> Reply {
+    fn read_within(&self, command: &Command, budget: &mut usize, now: u64) -> Reply {
         match command {
-            Command::Get(key) => self.value_reply(self.map.get(key), budget),
+            Command::Get(key) => self.value_reply(self.live(key, now), budget),
             Command::MGet(keys) => {
                 let mut replies = Vec::with_capacity(keys.len());
                 let mut bytes = 0;
                 for key in keys {
-                    replies.push(match self.map.get(key) {
+                    replies.push(match self.live(key, now) {
                         Some(value) => {
                             bytes += value.len();
                             if bytes > *budget {
@@ -262,13 +305,13 @@ impl KvStore {
                 Reply::Array(replies)
             }
             Command::Exists(keys) => {
-                let found = keys.iter().filter(|k| self.map.get(k).is_some()).count();
+                let found = keys.iter().filter(|k| self.live(k, now).is_some()).count();
                 Reply::Integer(found as i64)
             }
-            Command::Keys(pattern) => self.keys(pattern, budget),
-            Command::Scan(scan) => self.scan(scan, budget),
+            Command::Keys(pattern) => self.keys(pattern, budget, now),
+            Command::Scan(scan) => self.scan(scan, budget, now),
             Command::Type(key) => Reply::Status(
-                if self.map.get(key).is_some() {
+                if self.live(key, now).is_some() {
                     "string"
                 } else {
                     "none"
@@ -276,14 +319,17 @@ impl KvStore {
                 .to_string(),
             ),
             Command::Strlen(key) => {
-                Reply::Integer(self.map.get(key).map_or(0, |value| value.len() as i64))
+                Reply::Integer(self.live(key, now).map_or(0, |value| value.len() as i64))
             }
-            Command::Ttl(key) => Reply::Integer(if self.map.get(key).is_some() { -1 } else { -2 }),
-            Command::Persist(_) => Reply::Integer(0),
+            Command::Ttl(key) => self.time_left(key, now, false, false),
+            Command::Pttl(key) => self.time_left(key, now, true, false),
+            Command::ExpireTime(key, millis) => self.time_left(key, now, *millis, true),
             Command::Invalid(text) => Reply::Error(text.clone()),
             Command::Multi(commands) if !command.is_write() => {
                 let mut budget = self.max_reply_value_bytes;
-                let replies = commands.iter().map(|c| self.read_within(c, &mut budget));
+                let replies = commands
+                    .iter()
+                    .map(|c| self.read_within(c, &mut budget, now));
                 Reply::Array(replies.collect())
             }
             Command::Set(..)
@@ -296,6 +342,9 @@ impl KvStore {
             | Command::GetDel(_)
             | Command::Rename(..)
             | Command::FlushAll
+            | Command::Expire(..)
+            | Command::Persist(_)
+            | Command::Purge(_)
             | Command::Multi(_) => {
                 panic!(
                     "KvStore::read called with write command '{}'",
@@ -324,7 +373,8 @@ impl KvStore {
     /// digests whatever their history or shard count (for tests comparing nodes).
     /// O(keys).
     pub fn digest(&self) -> u64 {
-        digest_of(self.map.shards().iter().map(|shard| &**shard))
+        let digest = digest_of(self.map.shards().iter().map(|shard| &**shard));
+        digest_with_timeouts(digest, &self.expires)
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -356,7 +406,11 @@ impl KvStore {
         self.max_reply_value_bytes = bytes;
     }
 
+    /// Sets `key` without a timeout, as SET does.
     fn set_from_slices(&mut self, key: &[u8], value: &[u8]) {
+        if self.expires.len() > 0 {
+            self.expires.remove(key);
+        }
         match self.map.set(key, value) {
             Some(old_len) => self.data_bytes = self.data_bytes - old_len + value.len(),
             None => {
@@ -381,9 +435,8 @@ impl KvStore {
     fn delete(&mut self, keys: &[Vec<u8>]) -> i64 {
         let mut removed = 0;
         for key in keys {
-            if let Some(old) = self.map.remove(key) {
-                self.len -= 1;
-                self.data_bytes -= key.len() + old.value().len();
+            let expired = self.is_expired(key, self.clock);
+            if self.delete_one(key) && !expired {
                 removed += 1;
             }
         }
@@ -394,6 +447,7 @@ impl KvStore {
     /// holds that shard, even a failing INCR copies it, as the next write to
     /// the shard would anyway.
     fn incr_by(&mut self, key: &[u8], by: i64) -> Reply {
+        self.drop_if_expired(key);
         let hash = shards::hash_key(key);
         let shard = self.map.shard_mut(hash);
         let mut existing = shard.get_mut(key, hash);
@@ -484,5 +538,25 @@ fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
 
 #[cfg(test)]
 mod keyspace_tests;
+/// `digest` with the keys' timeouts folded in; unchanged when no key has one.
+fn digest_with_timeouts(digest: u64, expires: &Expires) -> u64 {
+    if expires.len() == 0 {
+        return digest;
+    }
+    let mut sum: u64 = 0;
+    for (key, at) in expires.shards().iter().flat_map(|shard| shard.iter()) {
+        let mut hasher = KeyHasher::default();
+        key.hash(&mut hasher);
+        hasher.write_u64(*at);
+        sum = sum.wrapping_add(hasher.finish());
+    }
+    let mut hasher = KeyHasher::default();
+    hasher.write_u64(digest);
+    hasher.write_u64(sum);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeouts_tests;

@@ -14,7 +14,9 @@
 //!   7 MSET    count, count × (bytes(key) bytes(value))
 //!   8 MULTI   count, count × command      (nested at most MAX_MULTI_DEPTH deep)
 //!   9 INVALID bytes(utf-8 error text)
-//!  10 SETWITH bytes(key) bytes(value) flags:u8   (1 NX, 2 XX, 4 GET, 8 counted)
+//!  10 SETWITH bytes(key) bytes(value) flags:u8   (1 NX, 2 XX, 4 GET, 8 counted,
+//!                                                16 KEEPTTL, 32 expiry)
+//!             [zigzag(time) unit:u8]          (with flag 32; unit below)
 //!  11 MSETNX  count, count × (bytes(key) bytes(value))
 //!  12 APPEND  bytes(key) bytes(value)
 //!  13 GETDEL  bytes(key)
@@ -26,7 +28,18 @@
 //!  19 STRLEN  bytes(key)
 //!  20 TTL     bytes(key)
 //!  21 PERSIST bytes(key)
+//!  22 AT      stamp command                   (the leader's unix ms; outermost only)
+//!  23 PTTL    bytes(key)
+//!  24 EXPIRETIME bytes(key) millis:u8 (0 or 1)
+//!  25 EXPIRE  bytes(key) zigzag(time) unit:u8 condition:u8 (1 NX, 2 XX, 4 GT, 8 LT)
+//!  26 PURGE   count, count × bytes(key)
+//!
+//! unit = 0 relative seconds, 1 relative ms, 2 unix seconds, 3 unix ms
 //! ```
+//!
+//! A leader stamps every write but a plain SET or MSET with its clock (AT),
+//! and every node applies the entry at that time: what has expired by then,
+//! and the deadline of a relative time, are the same on every node.
 //!
 //! Reads (GET, KEYS, ...) are logged only inside a MULTI; all of them travel
 //! in this form when a follower forwards them.
@@ -38,6 +51,7 @@
 use super::command::{
     Command, DecodeError, ScanOptions, SetCondition, SetOptions, MAX_PATTERN_BYTES,
 };
+use super::expiry::{ExpireCondition, Expiry, TimeUnit};
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -62,6 +76,17 @@ const TAG_TYPE: u8 = 18;
 const TAG_STRLEN: u8 = 19;
 const TAG_TTL: u8 = 20;
 const TAG_PERSIST: u8 = 21;
+const TAG_AT: u8 = 22;
+const TAG_PTTL: u8 = 23;
+const TAG_EXPIRE_TIME: u8 = 24;
+const TAG_EXPIRE: u8 = 25;
+const TAG_PURGE: u8 = 26;
+const SET_KEEP_TTL: u8 = 16;
+const SET_EXPIRY: u8 = 32;
+const EXPIRE_NX: u8 = 1;
+const EXPIRE_XX: u8 = 2;
+const EXPIRE_GT: u8 = 4;
+const EXPIRE_LT: u8 = 8;
 const SCAN_MATCH: u8 = 1;
 const SCAN_OTHER_TYPE: u8 = 2;
 const SET_NX: u8 = 1;
@@ -93,7 +118,26 @@ impl Command {
                 put_bytes(out, key);
                 put_bytes(out, value);
                 out.push(set_flags(options));
+                if let Some(expiry) = options.expiry {
+                    put_expiry(out, expiry);
+                }
             }
+            Command::Pttl(key) => put_key(out, TAG_PTTL, key),
+            Command::ExpireTime(key, millis) => {
+                put_key(out, TAG_EXPIRE_TIME, key);
+                out.push(u8::from(*millis));
+            }
+            Command::Expire(key, expiry, condition) => {
+                put_key(out, TAG_EXPIRE, key);
+                put_expiry(out, *expiry);
+                out.push(
+                    if condition.nx { EXPIRE_NX } else { 0 }
+                        | if condition.xx { EXPIRE_XX } else { 0 }
+                        | if condition.gt { EXPIRE_GT } else { 0 }
+                        | if condition.lt { EXPIRE_LT } else { 0 },
+                );
+            }
+            Command::Purge(keys) => put_keys(out, TAG_PURGE, keys),
             Command::IncrBy(key, by) => {
                 out.push(TAG_INCRBY);
                 put_bytes(out, key);
@@ -147,10 +191,23 @@ impl Command {
         }
     }
 
+    /// The command of a payload, whether or not a leader stamped it.
     pub fn decode(payload: &[u8]) -> Result<Command, DecodeError> {
+        Ok(Command::decode_stamped(payload)?.1)
+    }
+
+    /// A payload's stamp (the leader's unix ms, if it stamped one) and command.
+    pub fn decode_stamped(payload: &[u8]) -> Result<(Option<u64>, Command), DecodeError> {
         let mut reader = Reader {
             input: payload,
             pos: 0,
+        };
+        let stamp = match payload.first() {
+            Some(&TAG_AT) => {
+                reader.pos = 1;
+                Some(reader.varint()?)
+            }
+            _ => None,
         };
         let command = reader.command(0)?;
         if reader.pos != payload.len() {
@@ -159,8 +216,31 @@ impl Command {
                 payload.len() - reader.pos
             )));
         }
-        Ok(command)
+        Ok((stamp, command))
     }
+
+    /// Appends the payload of this command stamped with the leader's `stamp`.
+    pub fn encode_stamped(&self, stamp: u64, out: &mut Vec<u8>) {
+        out.push(TAG_AT);
+        put_varint(out, stamp);
+        self.encode(out);
+    }
+
+    /// Whether a leader stamps this write with its clock: every write but a
+    /// plain SET and MSET, whose outcome does not depend on the time.
+    pub fn is_stamped(&self) -> bool {
+        self.is_write() && !matches!(self, Command::Set(..) | Command::MSet(_))
+    }
+}
+
+fn put_expiry(out: &mut Vec<u8>, expiry: Expiry) {
+    put_varint(out, ((expiry.time << 1) ^ (expiry.time >> 63)) as u64);
+    out.push(match expiry.unit {
+        TimeUnit::RelativeSeconds => 0,
+        TimeUnit::RelativeMillis => 1,
+        TimeUnit::AbsoluteSeconds => 2,
+        TimeUnit::AbsoluteMillis => 3,
+    });
 }
 
 /// Appends the encoding of `Command::Set(key, value)` to `out`, without the
@@ -198,6 +278,12 @@ fn set_flags(options: &SetOptions) -> u8 {
     condition
         | if options.get { SET_GET } else { 0 }
         | if options.counted { SET_COUNTED } else { 0 }
+        | if options.keep_ttl { SET_KEEP_TTL } else { 0 }
+        | if options.expiry.is_some() {
+            SET_EXPIRY
+        } else {
+            0
+        }
 }
 
 fn set_options(flags: u8) -> Result<SetOptions, DecodeError> {
@@ -207,13 +293,16 @@ fn set_options(flags: u8) -> Result<SetOptions, DecodeError> {
         SET_XX => SetCondition::IfPresent,
         _ => return Err(DecodeError("SET with both NX and XX".into())),
     };
-    if flags & !(SET_NX | SET_XX | SET_GET | SET_COUNTED) != 0 {
+    let known = SET_NX | SET_XX | SET_GET | SET_COUNTED | SET_KEEP_TTL | SET_EXPIRY;
+    if flags & !known != 0 || flags & SET_KEEP_TTL != 0 && flags & SET_EXPIRY != 0 {
         return Err(DecodeError(format!("unknown SET flags {flags:#04x}")));
     }
     Ok(SetOptions {
         condition,
         get: flags & SET_GET != 0,
         counted: flags & SET_COUNTED != 0,
+        keep_ttl: flags & SET_KEEP_TTL != 0,
+        expiry: None,
     })
 }
 
@@ -268,8 +357,37 @@ impl<'a> Reader<'a> {
             TAG_SET => Command::Set(self.bytes()?, self.bytes()?),
             TAG_SET_WITH => {
                 let (key, value) = (self.bytes()?, self.bytes()?);
-                Command::SetWith(key, value, set_options(self.byte()?)?)
+                let flags = self.byte()?;
+                let mut options = set_options(flags)?;
+                if flags & SET_EXPIRY != 0 {
+                    options.expiry = Some(self.expiry()?);
+                }
+                Command::SetWith(key, value, options)
             }
+            TAG_PTTL => Command::Pttl(self.bytes()?),
+            TAG_EXPIRE_TIME => {
+                let key = self.bytes()?;
+                match self.byte()? {
+                    0 => Command::ExpireTime(key, false),
+                    1 => Command::ExpireTime(key, true),
+                    other => return Err(DecodeError(format!("EXPIRETIME flag {other}"))),
+                }
+            }
+            TAG_EXPIRE => {
+                let (key, expiry) = (self.bytes()?, self.expiry()?);
+                let flags = self.byte()?;
+                if flags & !(EXPIRE_NX | EXPIRE_XX | EXPIRE_GT | EXPIRE_LT) != 0 {
+                    return Err(DecodeError(format!("EXPIRE flags {flags:#04x}")));
+                }
+                let condition = ExpireCondition {
+                    nx: flags & EXPIRE_NX != 0,
+                    xx: flags & EXPIRE_XX != 0,
+                    gt: flags & EXPIRE_GT != 0,
+                    lt: flags & EXPIRE_LT != 0,
+                };
+                Command::Expire(key, expiry, condition)
+            }
+            TAG_PURGE => Command::Purge(self.keys()?),
             TAG_INCRBY => {
                 let key = self.bytes()?;
                 let zigzag = self.varint()?;
@@ -413,6 +531,19 @@ impl<'a> Reader<'a> {
         Ok(pattern)
     }
 
+    fn expiry(&mut self) -> Result<Expiry, DecodeError> {
+        let zigzag = self.varint()?;
+        let time = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        let unit = match self.byte()? {
+            0 => TimeUnit::RelativeSeconds,
+            1 => TimeUnit::RelativeMillis,
+            2 => TimeUnit::AbsoluteSeconds,
+            3 => TimeUnit::AbsoluteMillis,
+            other => return Err(DecodeError(format!("expiry unit {other}"))),
+        };
+        Ok(Expiry { time, unit })
+    }
+
     fn pairs(&mut self) -> Result<Vec<KeyValue>, DecodeError> {
         // Each pair takes at least two bytes (two empty lengths).
         let count = self.count(2)?;
@@ -460,8 +591,16 @@ mod tests {
             prop::collection::vec(bytes(), 0..5).prop_map(Command::Exists),
             (bytes(), prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(k, v)| Command::Set(k, v)),
-            (bytes(), bytes(), 0..3u8, any::<bool>(), any::<bool>()).prop_map(
-                |(k, v, condition, get, counted)| {
+            (
+                bytes(),
+                bytes(),
+                0..3u8,
+                any::<bool>(),
+                any::<bool>(),
+                prop::option::of(expiry()),
+                any::<bool>()
+            )
+                .prop_map(|(k, v, condition, get, counted, expiry, keep_ttl)| {
                     let condition = [
                         SetCondition::Always,
                         SetCondition::IfAbsent,
@@ -471,10 +610,17 @@ mod tests {
                         condition,
                         get,
                         counted,
+                        keep_ttl: keep_ttl && expiry.is_none(),
+                        expiry,
                     };
                     Command::SetWith(k, v, options)
-                }
-            ),
+                }),
+            (bytes(), expiry(), any::<[bool; 4]>()).prop_map(|(k, expiry, [nx, xx, gt, lt])| {
+                Command::Expire(k, expiry, ExpireCondition { nx, xx, gt, lt })
+            }),
+            bytes().prop_map(Command::Pttl),
+            (bytes(), any::<bool>()).prop_map(|(k, ms)| Command::ExpireTime(k, ms)),
+            prop::collection::vec(bytes(), 0..5).prop_map(Command::Purge),
             prop::collection::vec(bytes(), 0..5).prop_map(Command::Del),
             (bytes(), any::<i64>()).prop_map(|(k, n)| Command::IncrBy(k, n)),
             prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSet),
@@ -506,6 +652,18 @@ mod tests {
         ]
     }
 
+    fn expiry() -> impl Strategy<Value = Expiry> {
+        (any::<i64>(), 0..4usize).prop_map(|(time, unit)| Expiry {
+            time,
+            unit: [
+                TimeUnit::RelativeSeconds,
+                TimeUnit::RelativeMillis,
+                TimeUnit::AbsoluteSeconds,
+                TimeUnit::AbsoluteMillis,
+            ][unit],
+        })
+    }
+
     fn command() -> impl Strategy<Value = Command> {
         simple_command().prop_recursive(2, 16, 6, |inner| {
             prop::collection::vec(inner, 0..6).prop_map(Command::Multi)
@@ -518,7 +676,15 @@ mod tests {
             let mut out = vec![0xAA]; // appends, never overwrites
             cmd.encode(&mut out);
             prop_assert_eq!(out[0], 0xAA);
-            prop_assert_eq!(Command::decode(&out[1..]), Ok(cmd));
+            prop_assert_eq!(Command::decode(&out[1..]), Ok(cmd.clone()));
+        }
+
+        #[test]
+        fn stamped_round_trips(cmd in command(), stamp in any::<u64>()) {
+            let mut out = Vec::new();
+            cmd.encode_stamped(stamp, &mut out);
+            prop_assert_eq!(Command::decode_stamped(&out), Ok((Some(stamp), cmd.clone())));
+            prop_assert_eq!(Command::decode(&out), Ok(cmd));
         }
 
         #[test]
@@ -552,13 +718,13 @@ mod tests {
         assert!(Command::decode(&[TAG_GET, 5, b'a']).is_err());
         assert!(Command::decode(&[TAG_GET, 1, b'a', 0]).is_err());
         // SET flags, as the log holds them: NX with XX, and an unknown bit.
-        for flags in [3, 16] {
+        for flags in [3, 64, 16 | 32] {
             assert!(Command::decode(&[10, 1, b'k', 1, b'v', flags]).is_err());
         }
         let nx_get = SetOptions {
             condition: SetCondition::IfAbsent,
             get: true,
-            counted: false,
+            ..SetOptions::default()
         };
         assert_eq!(
             Command::decode(&[10, 1, b'k', 1, b'v', 5]),

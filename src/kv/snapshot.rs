@@ -4,26 +4,31 @@
 //! is `storage`'s):
 //!
 //! ```text
-//! "RKVSNAP1"                       8 bytes
+//! "RKVSNAP2"                       8 bytes ("RKVSNAP1" before timeouts: read too)
 //! count: u64                       number of records
 //! count × record:
 //!   key_len: u32, value_len: u32, key, value
+//! timeouts: u64                    (not in RKVSNAP1)
+//! timeouts × (key_len: u32, key, deadline: u64 unix ms)
+//! clock: u64                       the latest leader stamp applied (not in RKVSNAP1)
 //! "RKVSEND."                       8 bytes
 //! ```
 //!
 //! Records are written shard by shard in shard order, sorted within a shard
-//! by the key's hash and then the key, so equal maps give byte-identical
-//! streams whatever their history.
+//! by the key's hash and then the key, and timeouts shard by shard sorted by
+//! key, so equal maps give byte-identical streams whatever their history.
 //! The stream is self-delimiting: `restore_from` reads exactly up to the end
 //! marker and leaves anything after it unread.
 
 use super::entry::Entry;
+use super::expires::{Expires, ExpiryShard};
 use super::shards::{prefetch_line, Shard, DEFAULT_SHARD_COUNT};
 use super::{digest_of, DecodeError, KvStore};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const MAGIC: &[u8; 8] = b"RKVSNAP2";
+const MAGIC_WITHOUT_TIMEOUTS: &[u8; 8] = b"RKVSNAP1";
 const END_MARKER: &[u8; 8] = b"RKVSEND.";
 
 /// Keys and values up to this size are read into an exact-size buffer; larger
@@ -44,6 +49,8 @@ const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 pub struct KvSnapshot {
     shards: Vec<Arc<Shard>>,
     len: usize,
+    expires: Expires,
+    clock: u64,
 }
 
 impl KvStore {
@@ -53,6 +60,8 @@ impl KvStore {
         KvSnapshot {
             shards: self.map.shards().to_vec(),
             len: self.len,
+            expires: self.expires.clone(),
+            clock: self.clock,
         }
     }
 
@@ -71,12 +80,11 @@ impl KvStore {
     ) -> Result<KvStore, DecodeError> {
         let mut header = [0u8; 16];
         read_exact(r, &mut header, "header")?;
-        if &header[..8] != MAGIC {
-            return Err(DecodeError(format!(
-                "bad snapshot magic {:?}",
-                &header[..8]
-            )));
-        }
+        let with_timeouts = match &header[..8] {
+            magic if magic == MAGIC => true,
+            magic if magic == MAGIC_WITHOUT_TIMEOUTS => false,
+            magic => return Err(DecodeError(format!("bad snapshot magic {:?}", magic))),
+        };
         let count = u64::from_le_bytes(array8(&header[8..]));
         let mut store = KvStore::with_shards(shard_count);
         for index in 0..count {
@@ -91,6 +99,9 @@ impl KvStore {
                     index
                 )));
             }
+        }
+        if with_timeouts {
+            read_timeouts(r, &mut store)?;
         }
         let mut end = [0u8; 8];
         read_exact(r, &mut end, "end marker")?;
@@ -121,7 +132,8 @@ impl KvSnapshot {
 
     /// Same as `KvStore::digest` at the time of the view.
     pub fn digest(&self) -> u64 {
-        digest_of(self.shards.iter().map(|shard| &**shard))
+        let digest = digest_of(self.shards.iter().map(|shard| &**shard));
+        super::digest_with_timeouts(digest, &self.expires)
     }
 
     /// Writes the view as the stream described in the module docs. Pass a
@@ -160,9 +172,59 @@ impl KvSnapshot {
             written, self.len,
             "snapshot view count differs from its shards"
         );
+        buf.extend_from_slice(&(self.expires.len() as u64).to_le_bytes());
+        for shard in self.expires.shards() {
+            write_timeouts(shard, &mut buf)?;
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                w.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        buf.extend_from_slice(&self.clock.to_le_bytes());
         buf.extend_from_slice(END_MARKER);
         w.write_all(&buf)
     }
+}
+
+/// Appends a shard's timeouts to `buf`, sorted by key.
+fn write_timeouts(shard: &ExpiryShard, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut timeouts: Vec<(&[u8], u64)> = shard.iter().map(|(k, at)| (&**k, *at)).collect();
+    timeouts.sort_unstable();
+    for (key, at) in timeouts {
+        let key_len = u32::try_from(key.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("key of {} bytes does not fit a snapshot record", key.len()),
+            )
+        })?;
+        buf.extend_from_slice(&key_len.to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(&at.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Reads the timeouts and the clock into `store`, whose keys are read: a
+/// timeout for a key it does not hold, or twice for one, is an error.
+fn read_timeouts(r: &mut dyn Read, store: &mut KvStore) -> Result<(), DecodeError> {
+    let mut word = [0u8; 8];
+    read_exact(r, &mut word, "timeout count")?;
+    let count = u64::from_le_bytes(word);
+    for index in 0..count {
+        let mut len = [0u8; 4];
+        read_exact(r, &mut len, "timeout key length")?;
+        let key = read_vec(r, u32::from_le_bytes(len) as usize, "timeout key")?;
+        read_exact(r, &mut word, "timeout")?;
+        if store.map.get(&key).is_none() || store.expires.get(&key).is_some() {
+            return Err(DecodeError(format!(
+                "snapshot timeout {index} for a key without a record, or twice"
+            )));
+        }
+        store.expires.set(&key, u64::from_le_bytes(word));
+    }
+    read_exact(r, &mut word, "clock")?;
+    store.clock = u64::from_le_bytes(word);
+    Ok(())
 }
 
 /// Shards up to this many keys are sorted on the stack.

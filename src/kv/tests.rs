@@ -282,7 +282,8 @@ fn snapshot_is_send_and_static() {
         let mut out = Vec::new();
         view.write_to(&mut out).map(|_| out.len())
     });
-    assert_eq!(handle.join().unwrap().unwrap(), 8 + 8 + 8);
+    // Magic, count, no timeouts, the clock, end marker.
+    assert_eq!(handle.join().unwrap().unwrap(), 8 + 8 + 8 + 8 + 8);
 }
 
 #[test]
@@ -441,6 +442,7 @@ fn write_command() -> impl Strategy<Value = Command> {
                     condition,
                     get,
                     counted,
+                    ..SetOptions::default()
                 };
                 Command::SetWith(k, v, options)
             }),

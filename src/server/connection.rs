@@ -375,6 +375,7 @@ impl Server {
                 addresses: &addresses,
                 leader_client_addr,
                 keys: self.replica.kv().len(),
+                expiring_keys: self.replica.kv().expiring_keys(),
                 connected_clients: self.clients.len(),
                 connections_received: self.next_client_id - 1,
                 commands_processed: self.commands_processed,

@@ -33,6 +33,20 @@ const SIGNALS: Token = Token(2);
 const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
 
+/// How often a leader looks for expired keys to delete, in how many shards'
+/// timeouts, and how many keys one purge entry deletes at most.
+const PURGE_EVERY: Duration = Duration::from_millis(100);
+const PURGE_SHARDS: usize = 1024;
+const PURGE_MAX_KEYS: usize = 1000;
+
+/// The wall clock in unix milliseconds (0 before 1970: a broken clock only
+/// makes keys with a timeout live longer).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// Who waits for a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waiter {
@@ -40,6 +54,8 @@ pub enum Waiter {
     Client { token: Token, seq: u64 },
     /// A request a follower forwarded to us; the reply goes back to it.
     Peer { from: NodeId, id: u64 },
+    /// The node's own request (a purge of expired keys): nobody waits.
+    Nobody,
 }
 
 /// Deadlines and retries on the timer wheel.
@@ -122,6 +138,8 @@ pub struct Server {
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
     pub(super) max_iteration: Duration,
+    /// When this node last looked for expired keys to purge.
+    last_purge: Instant,
     /// Membership: addresses, standing, CLUSTER commands (`cluster.rs`).
     pub(super) cluster: ClusterState,
 }
@@ -230,6 +248,7 @@ impl Server {
             full_reads,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
+            last_purge: Instant::now(),
             cluster,
         })
     }
@@ -308,6 +327,26 @@ impl Server {
         Ok(())
     }
 
+    /// As leader, at most every [`PURGE_EVERY`]: proposes the deletion of
+    /// keys whose timeout has passed, found by looking at the timeouts of
+    /// [`PURGE_SHARDS`] shards, so that the memory of expired keys nobody
+    /// reads again comes back (all shards in about 6 s).
+    fn purge_expired_keys(&mut self) {
+        if !self.replica.is_leader()
+            || self.replica.kv().expiring_keys() == 0
+            || self.last_purge.elapsed() < PURGE_EVERY
+        {
+            return;
+        }
+        self.last_purge = Instant::now();
+        if let Err(refused) =
+            self.replica
+                .propose_purge(PURGE_SHARDS, PURGE_MAX_KEYS, Waiter::Nobody)
+        {
+            debug!("purge of expired keys not proposed: {:?}", refused.error);
+        }
+    }
+
     fn has_immediate_work(&self) -> bool {
         // A leader handing over takes no writes: parked ones wait for the outcome.
         let leader_reachable = (self.replica.is_leader()
@@ -318,6 +357,7 @@ impl Server {
 
     /// Everything after the socket events of one iteration.
     fn iterate(&mut self) -> Result<(), ServerError> {
+        self.replica.set_wall_clock(unix_millis());
         self.handle_peer_events();
         self.collect_syncs()?;
         self.collect_snapshots()?;
@@ -327,6 +367,7 @@ impl Server {
         self.process_ready()?;
         self.stream_snapshots();
         self.snapshots.maybe_start(&mut self.replica);
+        self.purge_expired_keys();
         for read in self.replica.take_full_reads() {
             self.full_reads.submit(read);
         }

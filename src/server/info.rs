@@ -11,6 +11,8 @@ pub struct InfoContext<'a> {
     pub addresses: &'a [(NodeId, String)],
     pub leader_client_addr: &'a str,
     pub keys: usize,
+    /// Keys with a timeout.
+    pub expiring_keys: usize,
     pub connected_clients: usize,
     pub connections_received: u64,
     pub commands_processed: u64,
@@ -129,7 +131,7 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
         section(&mut out, "Keyspace");
         field(&mut out, "keys", ctx.keys);
         if ctx.keys > 0 {
-            let db0 = format!("keys={},expires=0,avg_ttl=0", ctx.keys);
+            let db0 = format!("keys={},expires={},avg_ttl=0", ctx.keys, ctx.expiring_keys);
             field(&mut out, "db0", db0);
         }
     }
@@ -231,6 +233,7 @@ mod tests {
             addresses: &addresses,
             leader_client_addr: "127.0.0.1:6382",
             keys: 12,
+            expiring_keys: 3,
             connected_clients: 3,
             connections_received: 9,
             commands_processed: 1234,
@@ -256,7 +259,7 @@ mod tests {
             "total_connections_received:9\r\n",
             "total_commands_processed:1234\r\n",
             "keys:12\r\n",
-            "db0:keys=12,expires=0,avg_ttl=0\r\n",
+            "db0:keys=12,expires=3,avg_ttl=0\r\n",
         ] {
             assert!(all.contains(line), "{line:?} missing from {all:?}");
         }

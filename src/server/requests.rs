@@ -348,6 +348,7 @@ impl Server {
                 self.peers
                     .send(from, &PeerMessage::ForwardReply { id, reply });
             }
+            Waiter::Nobody => {}
         }
     }
 
@@ -365,6 +366,7 @@ impl Server {
                     self.peers
                         .send(from, &PeerMessage::ForwardReply { id, reply });
                 }
+                Waiter::Nobody => {}
             }
         }
     }

@@ -48,6 +48,25 @@ def check(port, protocol):
             pipe.incr(f"{tag}:pipelined")
         assert pipe.execute() == list(range(1, 101))
 
+    # Keyspace commands and timeouts, as redis-py sends them.
+    assert r.set(f"{tag}:ttl", "v", ex=100) is True
+    assert 90 <= r.ttl(f"{tag}:ttl") <= 100
+    assert r.expire(f"{tag}:a", 50, nx=True) is True
+    assert 0 < r.pttl(f"{tag}:a") <= 50_000
+    assert r.persist(f"{tag}:a") is True
+    assert r.ttl(f"{tag}:a") == -1
+    assert r.setex(f"{tag}:gone", 1, "v") is True
+    assert r.pexpire(f"{tag}:gone", 1) is True
+    assert r.append(f"{tag}:lock", "!") == 3
+    assert r.strlen(f"{tag}:lock") == 3
+    assert r.type(f"{tag}:lock") == b"string"
+    assert r.rename(f"{tag}:lock", f"{tag}:lock2") is True
+    assert r.getdel(f"{tag}:lock2") == b"me!"
+    keys = set(r.keys(f"{tag}:*"))
+    assert f"{tag}:ttl".encode() in keys and f"{tag}:lock2".encode() not in keys, keys
+    gone = {f"{tag}:gone".encode()}  # expires within a millisecond, maybe in between
+    assert set(r.scan_iter(match=f"{tag}:*", count=1000)) - gone == keys - gone
+
     info = r.info()
     assert info["role"] in ("leader", "follower"), info
     for field in ("id", "term", "leader_id", "commit_index", "applied_index", "keys"):
