@@ -34,6 +34,10 @@ pub struct SimNode {
     pub durable: MemDurable,
     /// Percent of steps on which this node's clock ticks (nodes drift apart).
     tick_percent: u64,
+    /// Its wall clock (unix ms) as its replica is told it: 10 ms a tick,
+    /// from a start up to 2 s apart from the others', so leaders stamp
+    /// writes with clocks that disagree.
+    wall_ms: u64,
     /// Applied entries already shown to the checker.
     applied_seen: u64,
     restarts: u64,
@@ -69,8 +73,19 @@ pub struct SnapshotStats {
 
 #[derive(Clone, Debug)]
 enum OpKind {
-    Write { key: Vec<u8>, value: Vec<u8> },
-    Read { key: Vec<u8> },
+    Write {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Read {
+        key: Vec<u8>,
+    },
+    /// A write with timeouts on keys of their own (`t0`..), whose replies
+    /// are not checked: what it tests is that every node holds the same keys
+    /// and timeouts at each applied index (the digest covers both).
+    Timed {
+        command: Command,
+    },
 }
 
 struct Op {
@@ -172,6 +187,7 @@ impl Sim {
                 replica: None,
                 durable: MemDurable::new(background_syncs),
                 tick_percent: rng.range(70, 101),
+                wall_ms: 1_700_000_000_000 + rng.range(0, 2_000),
                 applied_seen: 0,
                 restarts: 0,
                 snapshot_job: None,
@@ -307,8 +323,15 @@ impl Sim {
         }
         for i in 0..self.nodes.len() {
             if self.rng.chance(self.nodes[i].tick_percent, 100) {
-                if let Some(replica) = self.nodes[i].replica.as_mut() {
+                let node = &mut self.nodes[i];
+                node.wall_ms += 10;
+                if let Some(replica) = node.replica.as_mut() {
+                    replica.set_wall_clock(node.wall_ms);
                     replica.tick();
+                    // Now and then a leader purges expired keys (nobody waits).
+                    if replica.is_leader() && self.rng.chance(1, 10) {
+                        let _ = replica.propose_purge(64, 4, OpId::MAX);
+                    }
                 }
             }
         }
@@ -540,7 +563,11 @@ impl Sim {
         let key = format!("k{}", self.rng.range(0, KEYS)).into_bytes();
         let id = self.next_op;
         self.next_op += 1;
-        let kind = if self.rng.chance(1, 2) && self.now >= self.reads_only_until {
+        let kind = if self.rng.chance(1, 5) && self.now >= self.reads_only_until {
+            OpKind::Timed {
+                command: self.timed_command(),
+            }
+        } else if self.rng.chance(1, 2) && self.now >= self.reads_only_until {
             let value = format!("v{}", id).into_bytes();
             self.history.invoke_write(&key, &value, self.now);
             OpKind::Write { key, value }
@@ -561,6 +588,29 @@ impl Sim {
         id
     }
 
+    /// A write that sets, keeps, moves or removes a timeout, or meets an
+    /// expired key, on one of four keys of its own. Times are a few ticks.
+    fn timed_command(&mut self) -> Command {
+        let key = format!("t{}", self.rng.range(0, 4));
+        let other = format!("t{}", self.rng.range(0, 4));
+        let ms = self.rng.range(1, 300).to_string();
+        let words: Vec<&str> = match self.rng.range(0, 8) {
+            0 => vec!["SET", &key, "v", "PX", &ms],
+            1 => vec!["SET", &key, "w", "KEEPTTL"],
+            2 => vec!["PEXPIRE", &key, &ms],
+            3 => vec!["PEXPIRE", &key, &ms, "GT"],
+            4 => vec!["INCR", &key],
+            5 => vec!["PERSIST", &key],
+            6 => vec!["RENAME", &key, &other],
+            _ => vec!["APPEND", &key, "x"],
+        };
+        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        match Command::parse(&argv) {
+            Ok(command) => command,
+            Err(error) => panic!("{words:?} does not parse: {error}"),
+        }
+    }
+
     /// Offers an op to the node its client believes leads; on refusal the
     /// client follows the hint (or picks another node) and retries next step.
     pub fn submit(&mut self, op: OpId) {
@@ -575,6 +625,7 @@ impl Sim {
         let result = match kind {
             OpKind::Write { key, value } => replica.propose(Command::Set(key, value), op),
             OpKind::Read { key } => replica.read(Command::Get(key), op),
+            OpKind::Timed { command } => replica.propose(command, op),
         };
         if self.opts.trace {
             println!(
@@ -618,6 +669,9 @@ impl Sim {
             return Ok(());
         };
         self.clients[op.client].0 = None;
+        if matches!(op.kind, OpKind::Timed { .. }) {
+            return Ok(());
+        }
         if matches!(completion.reply, Reply::Bulk(_) | Reply::Nil) {
             check_read_index(node, op.committed_before, applied)?;
         }
