@@ -157,6 +157,17 @@ impl<W> FullRead<W> {
     }
 }
 
+/// How much one purge of expired keys looks at and deletes.
+#[derive(Clone, Copy, Debug)]
+pub struct PurgeLimits {
+    /// Shards whose timeouts it looks through.
+    pub shards: usize,
+    /// Keys it deletes at most.
+    pub keys: usize,
+    /// Bytes of keys it names at most, past the first key.
+    pub bytes: usize,
+}
+
 /// What one call of [`Replica::handle_ready`] observed, for logging and INFO.
 #[derive(Debug, Default)]
 pub struct ReadyOutcome {
@@ -251,11 +262,12 @@ pub struct Replica<W> {
     /// The wall clock (unix ms) as the caller last set it: a leader stamps
     /// writes with it and answers reads at it (see `kv/timeouts.rs`).
     now_ms: u64,
-    /// The latest time this node stamped a write with or answered a read
-    /// at: neither goes back, even when the wall clock does.
-    time_seen: u64,
+
     /// Where the next search for expired keys starts.
     purge_cursor: usize,
+    /// The index of the last purge proposed: the next waits until it is
+    /// applied, so that no two purges name the same keys.
+    purge_index: u64,
     /// Confirmed reads of every key, kept for the caller to answer elsewhere
     /// (see [`Replica::answer_full_reads_elsewhere`]); `None`: answered here.
     full_reads: Option<Vec<FullRead<W>>>,
@@ -311,8 +323,8 @@ impl<W> Replica<W> {
             dropped_reads: None,
             full_reads: None,
             now_ms: 0,
-            time_seen: 0,
             purge_cursor: 0,
+            purge_index: 0,
             applied_index,
             applied_term: 0,
             payload_buf: Vec::new(),
@@ -485,33 +497,38 @@ impl<W> Replica<W> {
     }
 
     /// The time a write is stamped with or a read answered at: the wall
-    /// clock, but never before a stamp already applied (a new leader's clock
-    /// may be behind the old one's) nor before a time this node used (a key
-    /// a read found expired stays expired).
-    fn time(&mut self) -> u64 {
-        self.time_seen = self.time_seen.max(self.now_ms).max(self.kv.clock());
-        self.time_seen
+    /// clock, as Redis uses its own. A clock set back, or a new leader's
+    /// behind the old one's, can make a key live longer than it would have;
+    /// a floor under it (the last stamp, say) would instead hold the whole
+    /// cluster's time in the future after one leader's clock jumped ahead.
+    fn time(&self) -> u64 {
+        self.now_ms
     }
 
-    /// As leader: proposes the deletion of up to `max` keys that have
-    /// expired, found among the timeouts of `shards` shards (the search goes
-    /// round them call by call); `Ok(false)` when it found none. The entry
-    /// deletes only keys expired at its own stamp, so a key given a new time
-    /// meanwhile stays.
-    pub fn propose_purge(
-        &mut self,
-        shards: usize,
-        max: usize,
-        waiter: W,
-    ) -> Result<bool, Refused<W>> {
-        let now = self.time();
-        let keys = self
-            .kv
-            .expired_keys(now, &mut self.purge_cursor, shards, max);
+    /// As leader: proposes the deletion of keys that have expired, found
+    /// among the timeouts of `limits.shards` shards (the search goes round
+    /// them call by call), at most `limits.keys` of them and, past the first,
+    /// `limits.bytes` of key bytes, so that the entry fits a peer frame.
+    /// `Ok(false)` when it found none, or the last purge is not applied yet.
+    /// The entry deletes only keys expired at its own stamp, so a key given
+    /// a new time meanwhile stays.
+    pub fn propose_purge(&mut self, limits: PurgeLimits, waiter: W) -> Result<bool, Refused<W>> {
+        if self.purge_index > self.applied_index {
+            return Ok(false);
+        }
+        let keys = self.kv.expired_keys(
+            self.time(),
+            &mut self.purge_cursor,
+            limits.shards,
+            limits.keys,
+            limits.bytes,
+        );
         if keys.is_empty() {
             return Ok(false);
         }
-        self.propose(Command::Purge(keys), waiter).map(|()| true)
+        self.propose(Command::Purge(keys), waiter)?;
+        self.purge_index = self.node.last_index();
+        Ok(true)
     }
 
     /// `propose(Command::Set(key, value), waiter)` without building the

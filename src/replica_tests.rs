@@ -192,45 +192,48 @@ fn flushed_keys_are_handed_to_the_caller() {
     assert!(replica.kv().is_empty());
 }
 
+fn parse(words: &[&str]) -> Command {
+    let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+    Command::parse(&argv).unwrap()
+}
+
 #[test]
 fn a_leader_stamps_writes_with_its_clock_and_reads_at_it() {
     let mut replica = leader();
     let mut done = Vec::new();
     let t0 = 1_700_000_000_000;
     replica.set_wall_clock(t0);
-    let set_ex = Command::parse(&[
-        b"SET".to_vec(),
-        b"k".to_vec(),
-        b"v".to_vec(),
-        b"PX".to_vec(),
-        b"1000".to_vec(),
-    ])
-    .unwrap();
-    replica.propose(set_ex, 1).unwrap();
-    ready(&mut replica, &mut done);
-    assert_eq!(replica.kv().clock(), t0);
-    // A clock that went back stamps no earlier than the last stamp.
-    replica.set_wall_clock(t0 - 5_000);
     replica
-        .propose(Command::Persist(b"none".to_vec()), 2)
+        .propose(parse(&["SET", "k", "v", "PX", "1000"]), 1)
         .unwrap();
     ready(&mut replica, &mut done);
     assert_eq!(replica.kv().clock(), t0);
+    // Writes are stamped with the wall clock as it is, also when it went
+    // back: the relative time counts from that stamp.
+    replica.set_wall_clock(t0 - 5_000);
+    replica
+        .propose(parse(&["SET", "j", "v", "PX", "1000"]), 2)
+        .unwrap();
+    ready(&mut replica, &mut done);
+    assert_eq!(replica.kv().clock(), t0 - 5_000);
     // Reads are answered at the wall clock.
+    replica.read(parse(&["PTTL", "j"]), 3).unwrap();
+    ready(&mut replica, &mut done);
     replica.set_wall_clock(t0 + 999);
-    replica.read(Command::Get(b"k".to_vec()), 3).unwrap();
+    replica.read(Command::Get(b"k".to_vec()), 4).unwrap();
     ready(&mut replica, &mut done);
     replica.set_wall_clock(t0 + 1_000);
-    replica.read(Command::Get(b"k".to_vec()), 4).unwrap();
+    replica.read(Command::Get(b"k".to_vec()), 5).unwrap();
     ready(&mut replica, &mut done);
     let replies: Vec<(u32, Reply)> = done.drain(..).map(|c| (c.waiter, c.reply)).collect();
     assert_eq!(
         replies,
         vec![
             (1, Reply::Ok),
-            (2, Reply::Integer(0)),
-            (3, Reply::Bulk(b"v".to_vec())),
-            (4, Reply::Nil)
+            (2, Reply::Ok),
+            (3, Reply::Integer(1000)),
+            (4, Reply::Bulk(b"v".to_vec())),
+            (5, Reply::Nil)
         ]
     );
 }
@@ -242,25 +245,32 @@ fn a_leader_purges_expired_keys() {
     let t0 = 1_700_000_000_000;
     replica.set_wall_clock(t0);
     for key in ["a", "b", "c"] {
-        let words = [
-            b"SET".to_vec(),
-            key.into(),
-            b"v".to_vec(),
-            b"PX".to_vec(),
-            b"10".to_vec(),
-        ];
-        replica.propose(Command::parse(&words).unwrap(), 1).unwrap();
+        replica
+            .propose(parse(&["SET", key, "v", "PX", "10"]), 1)
+            .unwrap();
     }
     replica.propose(set("kept"), 1).unwrap();
     ready(&mut replica, &mut done);
-    assert!(matches!(replica.propose_purge(1 << 16, 100, 9), Ok(false)));
+    let limits = PurgeLimits {
+        shards: 1 << 16,
+        keys: 2,
+        bytes: 1 << 20,
+    };
+    assert!(matches!(replica.propose_purge(limits, 9), Ok(false)));
     replica.set_wall_clock(t0 + 10);
-    assert!(matches!(replica.propose_purge(1 << 16, 100, 9), Ok(true)));
+    assert!(matches!(replica.propose_purge(limits, 9), Ok(true)));
+    // The next purge waits for this one to be applied.
+    assert!(matches!(replica.propose_purge(limits, 9), Ok(false)));
     ready(&mut replica, &mut done);
-    assert_eq!(
-        done.last().map(|c| (c.waiter, c.reply.clone())),
-        Some((9, Reply::Integer(3)))
-    );
+    assert_eq!(replica.kv().expiring_keys(), 1);
+    assert!(matches!(replica.propose_purge(limits, 9), Ok(true)));
+    ready(&mut replica, &mut done);
+    let purged: Vec<Reply> = done
+        .iter()
+        .filter(|c| c.waiter == 9)
+        .map(|c| c.reply.clone())
+        .collect();
+    assert_eq!(purged, vec![Reply::Integer(2), Reply::Integer(1)]);
     assert_eq!(replica.kv().len(), 1);
     assert_eq!(replica.kv().expiring_keys(), 0);
 }

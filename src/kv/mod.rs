@@ -125,10 +125,12 @@ impl KvStore {
         }
     }
 
-    /// [`apply`](Self::apply) at the leader's stamp `stamp` (unix ms): the
-    /// store's clock moves on to it, never back.
+    /// [`apply`](Self::apply) at the leader's stamp `stamp` (unix ms), which
+    /// becomes the store's clock. Stamps follow the leaders' wall clocks and
+    /// may go back (a clock set back, a new leader's behind the old one's):
+    /// what matters is that every node applies each entry at its stamp.
     pub fn apply_at(&mut self, command: &Command, stamp: u64) -> Reply {
-        self.clock = self.clock.max(stamp);
+        self.clock = stamp;
         self.apply(command)
     }
 
@@ -273,11 +275,10 @@ impl KvStore {
     }
 
     /// [`read`](Self::read) at `now` (unix ms): keys whose deadline is not
-    /// after it are absent. A leader reads at its own clock, and never
-    /// before the stamps it has applied.
+    /// after it are absent. A leader reads at its own wall clock.
     pub fn read_at(&self, command: &Command, now: u64) -> Reply {
         let mut budget = self.max_reply_value_bytes;
-        self.read_within(command, &mut budget, now.max(self.clock))
+        self.read_within(command, &mut budget, now)
     }
 
     /// [`read`](Self::read), answering an error instead of values beyond
@@ -374,7 +375,7 @@ impl KvStore {
     /// O(keys).
     pub fn digest(&self) -> u64 {
         let digest = digest_of(self.map.shards().iter().map(|shard| &**shard));
-        digest_with_timeouts(digest, &self.expires)
+        digest_with_timeouts(digest, &self.expires, self.clock)
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -495,6 +496,17 @@ impl KvStore {
             (len, bytes),
             "(len, data_bytes) drifted"
         );
+        let timeouts: Vec<&[u8]> = self
+            .expires
+            .shards()
+            .iter()
+            .flat_map(|shard| shard.keys())
+            .map(|key| &**key)
+            .collect();
+        assert_eq!(timeouts.len(), self.expires.len(), "timeout count drifted");
+        for key in timeouts {
+            assert!(self.map.get(key).is_some(), "a timeout for no key: {key:?}");
+        }
     }
 }
 
@@ -538,9 +550,10 @@ fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
 
 #[cfg(test)]
 mod keyspace_tests;
-/// `digest` with the keys' timeouts folded in; unchanged when no key has one.
-fn digest_with_timeouts(digest: u64, expires: &Expires) -> u64 {
-    if expires.len() == 0 {
+/// `digest` with the keys' timeouts and the clock folded in; unchanged when
+/// no key has a timeout and no stamp was applied.
+fn digest_with_timeouts(digest: u64, expires: &Expires, clock: u64) -> u64 {
+    if expires.len() == 0 && clock == 0 {
         return digest;
     }
     let mut sum: u64 = 0;
@@ -553,6 +566,7 @@ fn digest_with_timeouts(digest: u64, expires: &Expires) -> u64 {
     let mut hasher = KeyHasher::default();
     hasher.write_u64(digest);
     hasher.write_u64(sum);
+    hasher.write_u64(clock);
     hasher.finish()
 }
 

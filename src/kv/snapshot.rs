@@ -133,7 +133,7 @@ impl KvSnapshot {
     /// Same as `KvStore::digest` at the time of the view.
     pub fn digest(&self) -> u64 {
         let digest = digest_of(self.shards.iter().map(|shard| &**shard));
-        super::digest_with_timeouts(digest, &self.expires)
+        super::digest_with_timeouts(digest, &self.expires, self.clock)
     }
 
     /// Writes the view as the stream described in the module docs. Pass a

@@ -2,7 +2,7 @@
 //! means to the other commands.
 //!
 //! Time here is a number the caller gives, never a clock: an entry is
-//! applied at its leader's stamp ([`KvStore::clock`] keeps the latest), so
+//! applied at its leader's stamp ([`KvStore::clock`] keeps the last one), so
 //! every node sees the same keys expired; a read is answered at the leader's
 //! time. A key past its deadline is absent to every command, as in Redis;
 //! a write that meets one deletes it first, and a leader deletes the others
@@ -12,8 +12,8 @@ use super::expiry::{ExpireCondition, Expiry};
 use super::{KvStore, Reply};
 
 impl KvStore {
-    /// The latest leader stamp applied (unix ms): the time of entries that
-    /// carry none.
+    /// The last leader stamp applied (unix ms): the time of entries that
+    /// carry none (plain SET and MSET, which do not depend on it).
     pub fn clock(&self) -> u64 {
         self.clock
     }
@@ -86,8 +86,13 @@ impl KvStore {
             deadline
         } else {
             deadline.saturating_sub(now)
-        } as i64;
-        Reply::Integer(if millis { ms } else { (ms + 500) / 1000 })
+        }
+        .min(i64::MAX as u64) as i64;
+        Reply::Integer(if millis {
+            ms
+        } else {
+            ms / 1000 + i64::from(ms % 1000 >= 500)
+        })
     }
 
     /// A leader's purge: deletes those of `keys` that have expired by now.
@@ -102,32 +107,36 @@ impl KvStore {
         Reply::Integer(deleted)
     }
 
-    /// Up to `max` keys that have expired by `now`, looking at the timeouts
-    /// of at most `shards` shards from `*cursor` on (which it moves on, round
-    /// the shards), for a leader's purge.
+    /// Keys that have expired by `now`, looking at the timeouts of at most
+    /// `shards` shards from `*cursor` on (which it moves on, round the
+    /// shards): at most `max` of them, and past the first at most
+    /// `max_bytes` of key bytes, for a leader's purge.
     pub fn expired_keys(
         &self,
         now: u64,
         cursor: &mut usize,
         shards: usize,
         max: usize,
+        max_bytes: usize,
     ) -> Vec<Vec<u8>> {
         let mut found = Vec::new();
         if self.expires.len() == 0 {
             return found;
         }
         let all = self.expires.shards();
+        let mut bytes = 0;
         for _ in 0..shards.min(all.len()) {
             *cursor %= all.len();
-            for (key, at) in all[*cursor].iter() {
-                if *at <= now && found.len() < max {
-                    found.push(key.to_vec());
+            for (key, _) in all[*cursor].iter().filter(|(_, at)| **at <= now) {
+                let full = found.len() >= max || bytes + key.len() > max_bytes;
+                if full && !found.is_empty() {
+                    // The rest of this shard waits for the next purge.
+                    return found;
                 }
+                bytes += key.len();
+                found.push(key.to_vec());
             }
             *cursor += 1;
-            if found.len() >= max {
-                break;
-            }
         }
         found
     }

@@ -58,8 +58,13 @@ fn a_key_lives_until_its_deadline() {
         Reply::Array(parts) => assert_eq!(parts[1], Reply::Array(vec![])),
         other => panic!("{other:?}"),
     }
-    // A read is never answered before a stamp already applied.
-    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), 0), int(10_000));
+    // EXPIRETIME rounds without overflowing at the end of time.
+    let mut kv = KvStore::with_shards(8);
+    kv.apply_at(&cmd(&["SET", "k", "v", "PXAT", "9223372036854775807"]), T0);
+    assert_eq!(
+        kv.read_at(&cmd(&["EXPIRETIME", "k"]), T0),
+        int(9_223_372_036_854_776)
+    );
 }
 
 #[test]
@@ -206,8 +211,10 @@ fn purge_deletes_only_what_has_expired_by_its_stamp() {
     kv.apply_at(&cmd(&["SET", "j", "v", "EX", "20"]), T0);
     kv.apply_at(&cmd(&["SET", "plain", "v"]), T0);
     let mut cursor = 0;
-    assert!(kv.expired_keys(T0 + 9_999, &mut cursor, 8, 10).is_empty());
-    let found = kv.expired_keys(T0 + 15_000, &mut cursor, 8, 10);
+    assert!(kv
+        .expired_keys(T0 + 9_999, &mut cursor, 8, 10, 1 << 20)
+        .is_empty());
+    let found = kv.expired_keys(T0 + 15_000, &mut cursor, 8, 10, 1 << 20);
     assert_eq!(found, vec![b"k".to_vec()]);
     // Meanwhile k got a new timeout: the purge, stamped after, leaves it.
     kv.apply_at(&cmd(&["EXPIRE", "k", "100"]), T0 + 5_000);
@@ -221,18 +228,42 @@ fn purge_deletes_only_what_has_expired_by_its_stamp() {
 }
 
 #[test]
-fn stamps_move_the_clock_forward_only() {
+fn each_entry_is_applied_at_its_stamp() {
     let mut kv = KvStore::with_shards(8);
     let mut payload = Vec::new();
     cmd(&["SET", "k", "v", "PX", "100"]).encode_stamped(T0, &mut payload);
     kv.apply_encoded(&payload).unwrap();
     assert_eq!(kv.clock(), T0);
-    // A stamp behind (a new leader's clock) applies at the store's clock.
+    // A stamp behind (a new leader's clock): the deadline is from it.
     payload.clear();
     cmd(&["EXPIRE", "k", "1"]).encode_stamped(T0 - 50_000, &mut payload);
+    assert_eq!(kv.apply_encoded(&payload), Ok(int(1)));
+    assert_eq!(kv.clock(), T0 - 50_000);
+    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), T0 - 50_000), int(1_000));
+    // A plain SET carries no stamp and leaves the clock.
+    payload.clear();
+    encode_set(b"j", b"v", &mut payload);
     kv.apply_encoded(&payload).unwrap();
-    assert_eq!(kv.clock(), T0);
-    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), T0), int(1_000));
+    assert_eq!(kv.clock(), T0 - 50_000);
+}
+
+#[test]
+fn a_purge_names_keys_within_its_byte_limit() {
+    let mut kv = KvStore::with_shards(1);
+    for key in ["a", "b", "c"] {
+        let key = key.repeat(600);
+        kv.apply_at(&cmd(&["SET", &key, "v", "PX", "1"]), T0);
+    }
+    let mut cursor = 0;
+    let found = kv.expired_keys(T0 + 1, &mut cursor, 1, 10, 1000);
+    assert_eq!(found.len(), 1, "a second key would pass 1000 bytes");
+    assert_eq!(cursor, 0, "the rest of the shard waits for the next purge");
+    let found = kv.expired_keys(T0 + 1, &mut cursor, 1, 10, 100);
+    assert_eq!(found.len(), 1, "the first key goes alone, however long");
+    let found = kv.expired_keys(T0 + 1, &mut cursor, 1, 2, 1 << 20);
+    assert_eq!(found.len(), 2);
+    let found = kv.expired_keys(T0 + 1, &mut cursor, 1, 10, 1 << 20);
+    assert_eq!((found.len(), cursor), (3, 1));
 }
 
 #[test]
@@ -292,4 +323,123 @@ fn a_view_keeps_the_timeouts_it_was_taken_with() {
     assert_eq!(restored.expiring_keys(), 1);
     assert_eq!(restored.read(&cmd(&["PTTL", "k"])), int(10_000));
     assert_eq!(kv.read(&cmd(&["PTTL", "k"])), int(-1));
+}
+
+mod replay {
+    //! A store that applies a log whole against one restored from a
+    //! snapshot taken part way and applying the rest: every reply, the
+    //! digest, the clock and the snapshot bytes agree.
+    use super::super::expiry::{ExpireCondition, Expiry, TimeUnit};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(|k| k.as_bytes().to_vec())
+    }
+
+    fn expiry() -> impl Strategy<Value = Expiry> {
+        (-5i64..400, 0..4usize).prop_map(|(time, unit)| {
+            let unit = [
+                TimeUnit::RelativeMillis,
+                TimeUnit::RelativeMillis,
+                TimeUnit::AbsoluteMillis,
+                TimeUnit::RelativeSeconds,
+            ][unit];
+            let time = if unit == TimeUnit::AbsoluteMillis {
+                T0 as i64 + time
+            } else {
+                time
+            };
+            Expiry { time, unit }
+        })
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let simple = prop_oneof![
+            4 => (key(), prop::option::of(expiry()), any::<bool>()).prop_map(|(k, expiry, keep_ttl)| {
+                let options = SetOptions {
+                    expiry,
+                    keep_ttl: keep_ttl && expiry.is_none(),
+                    ..SetOptions::default()
+                };
+                Command::SetWith(k, b"v".to_vec(), options)
+            }),
+            4 => (key(), expiry(), any::<[bool; 2]>()).prop_map(|(k, expiry, [nx, gt])| {
+                Command::Expire(k, expiry, ExpireCondition { nx, gt: gt && !nx, ..ExpireCondition::default() })
+            }),
+            2 => key().prop_map(|k| Command::IncrBy(k, 1)),
+            2 => key().prop_map(Command::Persist),
+            2 => (key(), key()).prop_map(|(a, b)| Command::Rename(a, b, false)),
+            2 => key().prop_map(|k| Command::Append(k, b"x".to_vec())),
+            2 => prop::collection::vec(key(), 1..3).prop_map(Command::Del),
+            2 => key().prop_map(|k| Command::Set(k, b"p".to_vec())),
+            1 => prop::collection::vec((key(), Just(b"m".to_vec())), 1..3).prop_map(Command::MSet),
+            2 => prop::collection::vec(key(), 1..4).prop_map(Command::Purge),
+            1 => Just(Command::FlushAll),
+        ];
+        prop_oneof![
+            8 => simple.clone(),
+            1 => prop::collection::vec(simple, 1..3).prop_map(Command::Multi),
+        ]
+    }
+
+    /// Log payloads as a leader writes them, its clock wandering (also back).
+    fn log() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec((command(), -100i64..200), 0..50).prop_map(|steps| {
+            let mut clock = T0 as i64;
+            steps
+                .into_iter()
+                .map(|(command, step)| {
+                    clock += step;
+                    let mut payload = Vec::new();
+                    if command.is_stamped() {
+                        command.encode_stamped(clock as u64, &mut payload);
+                    } else {
+                        command.encode(&mut payload);
+                    }
+                    payload
+                })
+                .collect()
+        })
+    }
+
+    fn snapshot_bytes(kv: &KvStore) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        kv.snapshot_view()
+            .write_to(&mut bytes)
+            .expect("Vec never fails");
+        bytes
+    }
+
+    proptest! {
+        #[test]
+        fn a_restored_store_goes_on_as_the_whole_log(log in log(), cut in any::<prop::sample::Index>()) {
+            let cut = cut.index(log.len() + 1);
+            let mut whole = KvStore::with_shards(4);
+            let mut part = KvStore::with_shards(4);
+            for payload in &log[..cut] {
+                let reply = whole.apply_encoded(payload);
+                prop_assert_eq!(part.apply_encoded(payload), reply);
+            }
+            let bytes = snapshot_bytes(&part);
+            let mut restored = KvStore::restore_from_with_shards(&mut &bytes[..], 4).expect("restores");
+            for payload in &log[cut..] {
+                let reply = whole.apply_encoded(payload);
+                prop_assert_eq!(restored.apply_encoded(payload), reply);
+                whole.assert_invariants();
+            }
+            restored.assert_invariants();
+            prop_assert_eq!(restored.digest(), whole.digest());
+            prop_assert_eq!(restored.clock(), whole.clock());
+            prop_assert_eq!(snapshot_bytes(&restored), snapshot_bytes(&whole));
+        }
+
+        #[test]
+        fn restore_never_panics_on_timeouts(junk in prop::collection::vec(any::<u8>(), 0..80)) {
+            let mut input = b"RKVSNAP2".to_vec();
+            input.extend_from_slice(&0u64.to_le_bytes());
+            input.extend_from_slice(&junk);
+            let _ = KvStore::restore_from_with_shards(&mut input.as_slice(), 4);
+        }
+    }
 }

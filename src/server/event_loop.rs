@@ -13,7 +13,7 @@ use super::{DiskLog, LoopMap, ServerError};
 use crate::config::Config;
 use crate::kv::Command;
 use crate::raft::{Message, MessageBody, NodeId, Role, SoftState, NO_NODE};
-use crate::replica::{Completion, Replica, Transport};
+use crate::replica::{Completion, PurgeLimits, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
 use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
@@ -33,11 +33,17 @@ const SIGNALS: Token = Token(2);
 const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
 
-/// How often a leader looks for expired keys to delete, in how many shards'
-/// timeouts, and how many keys one purge entry deletes at most.
+/// How often a leader looks for expired keys to delete when the last look
+/// found none (after one that found some, it looks again as soon as that
+/// purge is applied), and how much one purge looks at and deletes: a key
+/// of up to `max_request_bytes` goes in a purge of its own, well inside a
+/// peer frame.
 const PURGE_EVERY: Duration = Duration::from_millis(100);
-const PURGE_SHARDS: usize = 1024;
-const PURGE_MAX_KEYS: usize = 1000;
+const PURGE_LIMITS: PurgeLimits = PurgeLimits {
+    shards: 1024,
+    keys: 1000,
+    bytes: 1 << 20,
+};
 
 /// The wall clock in unix milliseconds (0 before 1970: a broken clock only
 /// makes keys with a timeout live longer).
@@ -138,8 +144,8 @@ pub struct Server {
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
     pub(super) max_iteration: Duration,
-    /// When this node last looked for expired keys to purge.
-    last_purge: Instant,
+    /// When this node, as leader, next looks for expired keys to purge.
+    next_purge: Instant,
     /// Membership: addresses, standing, CLUSTER commands (`cluster.rs`).
     pub(super) cluster: ClusterState,
 }
@@ -248,7 +254,7 @@ impl Server {
             full_reads,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
-            last_purge: Instant::now(),
+            next_purge: Instant::now(),
             cluster,
         })
     }
@@ -327,23 +333,24 @@ impl Server {
         Ok(())
     }
 
-    /// As leader, at most every [`PURGE_EVERY`]: proposes the deletion of
-    /// keys whose timeout has passed, found by looking at the timeouts of
-    /// [`PURGE_SHARDS`] shards, so that the memory of expired keys nobody
-    /// reads again comes back (all shards in about 6 s).
+    /// As leader: proposes the deletion of keys whose timeout has passed,
+    /// so that the memory of expired keys nobody reads again comes back. A
+    /// look that finds none waits [`PURGE_EVERY`] for the next (all shards
+    /// in about 6 s); while there are more, purges follow each other.
     fn purge_expired_keys(&mut self) {
         if !self.replica.is_leader()
             || self.replica.kv().expiring_keys() == 0
-            || self.last_purge.elapsed() < PURGE_EVERY
+            || Instant::now() < self.next_purge
         {
             return;
         }
-        self.last_purge = Instant::now();
-        if let Err(refused) =
-            self.replica
-                .propose_purge(PURGE_SHARDS, PURGE_MAX_KEYS, Waiter::Nobody)
-        {
-            debug!("purge of expired keys not proposed: {:?}", refused.error);
+        match self.replica.propose_purge(PURGE_LIMITS, Waiter::Nobody) {
+            Ok(true) => {}
+            Ok(false) => self.next_purge = Instant::now() + PURGE_EVERY,
+            Err(refused) => {
+                debug!("purge of expired keys not proposed: {:?}", refused.error);
+                self.next_purge = Instant::now() + PURGE_EVERY;
+            }
         }
     }
 

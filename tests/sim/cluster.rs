@@ -330,7 +330,12 @@ impl Sim {
                     replica.tick();
                     // Now and then a leader purges expired keys (nobody waits).
                     if replica.is_leader() && self.rng.chance(1, 10) {
-                        let _ = replica.propose_purge(64, 4, OpId::MAX);
+                        let limits = raftkv::replica::PurgeLimits {
+                            shards: 64,
+                            keys: 4,
+                            bytes: 64,
+                        };
+                        let _ = replica.propose_purge(limits, OpId::MAX);
                     }
                 }
             }
