@@ -7,7 +7,9 @@
 //! are parsed as Redis `string2ll` does: an optional `-`, no `+`, no spaces, no
 //! leading zeros except `0` itself, within `i64`.
 
-use super::expiry::{expire_condition, parse_expiry, ExpireCondition, Expiry, TimeUnit};
+use super::expiry::{
+    expire_condition, getex_action, parse_expiry, ExpireCondition, Expiry, GetExAction, TimeUnit,
+};
 use std::fmt;
 
 /// A key-value command. Reads are never logged on their own, but may be part of
@@ -30,6 +32,8 @@ pub enum Command {
     Append(Vec<u8>, Vec<u8>),
     /// GETDEL key.
     GetDel(Vec<u8>),
+    /// GETEX key with an option (without one it is a GET).
+    GetEx(Vec<u8>, GetExAction),
     /// RENAME source destination; RENAMENX when the flag is set.
     Rename(Vec<u8>, Vec<u8>, bool),
     /// FLUSHALL and FLUSHDB (there is one database).
@@ -264,6 +268,7 @@ impl Command {
             | Command::MSetNx(_)
             | Command::Append(..)
             | Command::GetDel(_)
+            | Command::GetEx(..)
             | Command::Rename(..)
             | Command::Persist(_)
             | Command::Expire(..)
@@ -322,6 +327,7 @@ impl Command {
             Command::MSetNx(_) => "msetnx",
             Command::Append(..) => "append",
             Command::GetDel(_) => "getdel",
+            Command::GetEx(..) => "getex",
             Command::Rename(_, _, false) => "rename",
             Command::Rename(_, _, true) => "renamenx",
             Command::FlushAll => "flushall",
@@ -352,6 +358,7 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
         b"setex" | b"psetex" => Arity::Exactly(4),
         // SET takes options in Redis; extra arguments are a syntax error, not arity.
         b"set" => Arity::AtLeast(3),
+        b"getex" => Arity::AtLeast(2),
         b"del" | b"unlink" | b"exists" | b"mget" | b"scan" => Arity::AtLeast(2),
         b"mset" | b"msetnx" => Arity::AtLeast(3),
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => Arity::AtLeast(3),
@@ -425,6 +432,10 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         }
         b"append" => Command::Append(next(), next()),
         b"getdel" => Command::GetDel(next()),
+        b"getex" => match getex_action(&words[1..])? {
+            None => Command::Get(next()),
+            Some(action) => Command::GetEx(next(), action),
+        },
         b"rename" => Command::Rename(next(), next(), false),
         b"renamenx" => Command::Rename(next(), next(), true),
         b"flushall" | b"flushdb" => {

@@ -49,6 +49,54 @@ impl Expiry {
     }
 }
 
+/// What GETEX does to the key's timeout besides answering its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetExAction {
+    /// PERSIST: removes it.
+    Persist,
+    /// EX, PX, EXAT or PXAT: sets it.
+    Expire(Expiry),
+}
+
+/// GETEX's options after the key, checked as Redis 7.0 checks them (one
+/// kind of option, which may be given again; the time checked last); `None`
+/// for none (a plain GET).
+pub fn getex_action(words: &[Vec<u8>]) -> Result<Option<GetExAction>, CommandError> {
+    // The option's lower-case name and, but for PERSIST, its time.
+    let mut given: Option<(Vec<u8>, Option<&[u8]>)> = None;
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let lower = word.to_ascii_lowercase();
+        if given.as_ref().is_some_and(|(kind, _)| *kind != lower) {
+            return Err(CommandError::Syntax);
+        }
+        let time = match lower.as_slice() {
+            b"persist" => None,
+            b"ex" | b"px" | b"exat" | b"pxat" => match words.next() {
+                Some(time) => Some(&time[..]),
+                None => return Err(CommandError::Syntax),
+            },
+            _ => return Err(CommandError::Syntax),
+        };
+        given = Some((lower, time));
+    }
+    let Some((kind, time)) = given else {
+        return Ok(None);
+    };
+    let Some(time) = time else {
+        return Ok(Some(GetExAction::Persist));
+    };
+    let unit = match kind.as_slice() {
+        b"ex" => TimeUnit::RelativeSeconds,
+        b"px" => TimeUnit::RelativeMillis,
+        b"exat" => TimeUnit::AbsoluteSeconds,
+        _ => TimeUnit::AbsoluteMillis,
+    };
+    Ok(Some(GetExAction::Expire(parse_expiry(
+        "getex", time, unit, true,
+    )?)))
+}
+
 /// EXPIRE's NX, XX, GT and LT (Redis allows XX with GT or LT: both must hold).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExpireCondition {

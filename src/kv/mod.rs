@@ -162,6 +162,10 @@ impl KvStore {
                 let mut budget = self.max_reply_value_bytes;
                 self.get_del(key, &mut budget)
             }
+            Command::GetEx(key, action) => {
+                let mut budget = self.max_reply_value_bytes;
+                self.get_ex(key, *action, &mut budget)
+            }
             Command::Rename(source, destination, nx) => self.rename(source, destination, *nx),
             Command::FlushAll => self.flush_all(),
             Command::Expire(key, expiry, condition) => self.expire(key, *expiry, *condition),
@@ -174,6 +178,7 @@ impl KvStore {
                         self.set_with(key, value, options, &mut budget)
                     }
                     Command::GetDel(key) => self.get_del(key, &mut budget),
+                    Command::GetEx(key, action) => self.get_ex(key, *action, &mut budget),
                     c if c.is_write() => self.apply(c),
                     c => self.read_within(c, &mut budget, self.clock),
                 });
@@ -341,6 +346,7 @@ impl KvStore {
             | Command::MSetNx(_)
             | Command::Append(..)
             | Command::GetDel(_)
+            | Command::GetEx(..)
             | Command::Rename(..)
             | Command::FlushAll
             | Command::Expire(..)

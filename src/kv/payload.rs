@@ -33,6 +33,7 @@
 //!  24 EXPIRETIME bytes(key) millis:u8 (0 or 1)
 //!  25 EXPIRE  bytes(key) zigzag(time) unit:u8 condition:u8 (1 NX, 2 XX, 4 GT, 8 LT)
 //!  26 PURGE   count, count × bytes(key)
+//!  27 GETEX   bytes(key) action:u8 (0 PERSIST, 1 a time) [zigzag(time) unit:u8]
 //!
 //! unit = 0 relative seconds, 1 relative ms, 2 unix seconds, 3 unix ms
 //! ```
@@ -51,7 +52,7 @@
 use super::command::{
     Command, DecodeError, ScanOptions, SetCondition, SetOptions, MAX_PATTERN_BYTES,
 };
-use super::expiry::{ExpireCondition, Expiry, TimeUnit};
+use super::expiry::{ExpireCondition, Expiry, GetExAction, TimeUnit};
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -81,6 +82,7 @@ const TAG_PTTL: u8 = 23;
 const TAG_EXPIRE_TIME: u8 = 24;
 const TAG_EXPIRE: u8 = 25;
 const TAG_PURGE: u8 = 26;
+const TAG_GET_EX: u8 = 27;
 const SET_KEEP_TTL: u8 = 16;
 const SET_EXPIRY: u8 = 32;
 const EXPIRE_NX: u8 = 1;
@@ -151,6 +153,16 @@ impl Command {
                 put_bytes(out, value);
             }
             Command::GetDel(key) => put_key(out, TAG_GET_DEL, key),
+            Command::GetEx(key, action) => {
+                put_key(out, TAG_GET_EX, key);
+                match action {
+                    GetExAction::Persist => out.push(0),
+                    GetExAction::Expire(expiry) => {
+                        out.push(1);
+                        put_expiry(out, *expiry);
+                    }
+                }
+            }
             Command::Rename(source, destination, nx) => {
                 out.push(TAG_RENAME);
                 put_bytes(out, source);
@@ -397,6 +409,15 @@ impl<'a> Reader<'a> {
             TAG_MSET_NX => Command::MSetNx(self.pairs()?),
             TAG_APPEND => Command::Append(self.bytes()?, self.bytes()?),
             TAG_GET_DEL => Command::GetDel(self.bytes()?),
+            TAG_GET_EX => {
+                let key = self.bytes()?;
+                let action = match self.byte()? {
+                    0 => GetExAction::Persist,
+                    1 => GetExAction::Expire(self.expiry()?),
+                    other => return Err(DecodeError(format!("GETEX action {other}"))),
+                };
+                Command::GetEx(key, action)
+            }
             TAG_RENAME => {
                 let (source, destination) = (self.bytes()?, self.bytes()?);
                 let nx = match self.byte()? {
@@ -627,6 +648,9 @@ mod tests {
             prop::collection::vec((bytes(), bytes()), 0..5).prop_map(Command::MSetNx),
             (bytes(), bytes()).prop_map(|(k, v)| Command::Append(k, v)),
             bytes().prop_map(Command::GetDel),
+            (bytes(), prop::option::of(expiry())).prop_map(|(k, expiry)| {
+                Command::GetEx(k, expiry.map_or(GetExAction::Persist, GetExAction::Expire))
+            }),
             (bytes(), bytes(), any::<bool>()).prop_map(|(a, b, nx)| Command::Rename(a, b, nx)),
             Just(Command::FlushAll),
             bytes().prop_map(Command::Keys),

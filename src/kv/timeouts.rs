@@ -8,7 +8,7 @@
 //! a write that meets one deletes it first, and a leader deletes the others
 //! in the background with [`Command::Purge`](super::Command::Purge) entries.
 
-use super::expiry::{ExpireCondition, Expiry};
+use super::expiry::{ExpireCondition, Expiry, GetExAction};
 use super::{KvStore, Reply};
 
 impl KvStore {
@@ -64,6 +64,31 @@ impl KvStore {
             self.expires.set(key, deadline as u64);
         }
         Reply::Integer(1)
+    }
+
+    /// GETEX with an option: the value (its bytes taken from `budget`), and
+    /// the timeout removed or set (a deadline already past deletes the key);
+    /// no key, or a value past the budget, changes nothing.
+    pub(super) fn get_ex(&mut self, key: &[u8], action: GetExAction, budget: &mut usize) -> Reply {
+        self.drop_if_expired(key);
+        let reply = self.value_reply(self.map.get(key), budget);
+        if !matches!(reply, Reply::Bulk(_)) {
+            return reply;
+        }
+        match action {
+            GetExAction::Persist => {
+                self.expires.remove(key);
+            }
+            GetExAction::Expire(expiry) => {
+                let deadline = expiry.deadline(self.clock);
+                if deadline <= self.clock as i64 {
+                    self.delete_one(key);
+                } else {
+                    self.expires.set(key, deadline as u64);
+                }
+            }
+        }
+        reply
     }
 
     /// PERSIST: `:1` if the key had a timeout and lost it.

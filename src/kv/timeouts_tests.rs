@@ -329,7 +329,7 @@ mod replay {
     //! A store that applies a log whole against one restored from a
     //! snapshot taken part way and applying the rest: every reply, the
     //! digest, the clock and the snapshot bytes agree.
-    use super::super::expiry::{ExpireCondition, Expiry, TimeUnit};
+    use super::super::expiry::{ExpireCondition, Expiry, GetExAction, TimeUnit};
     use super::*;
     use proptest::prelude::*;
 
@@ -375,6 +375,9 @@ mod replay {
             2 => key().prop_map(|k| Command::Set(k, b"p".to_vec())),
             1 => prop::collection::vec((key(), Just(b"m".to_vec())), 1..3).prop_map(Command::MSet),
             2 => prop::collection::vec(key(), 1..4).prop_map(Command::Purge),
+            2 => (key(), prop::option::of(expiry())).prop_map(|(k, expiry)| {
+                Command::GetEx(k, expiry.map_or(GetExAction::Persist, GetExAction::Expire))
+            }),
             1 => Just(Command::FlushAll),
         ];
         prop_oneof![
@@ -442,4 +445,56 @@ mod replay {
             let _ = KvStore::restore_from_with_shards(&mut input.as_slice(), 4);
         }
     }
+}
+
+#[test]
+fn getex_answers_the_value_and_sets_or_removes_the_timeout() {
+    let mut kv = with_timeout();
+    assert_eq!(
+        cmd(&["GETEX", "k"]),
+        Command::Get(b"k".to_vec()),
+        "no option: a GET"
+    );
+    assert_eq!(
+        kv.apply_at(&cmd(&["GETEX", "k", "PX", "500"]), T0),
+        bulk("v")
+    );
+    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), T0), int(500));
+    assert_eq!(kv.apply_at(&cmd(&["GETEX", "k", "persist"]), T0), bulk("v"));
+    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), T0), int(-1));
+    assert_eq!(
+        kv.apply_at(&cmd(&["GETEX", "nope", "EX", "5"]), T0),
+        Reply::Nil
+    );
+    assert_eq!(kv.len(), 1);
+    // A deadline already past: the value, and the key gone.
+    assert_eq!(
+        kv.apply_at(&cmd(&["GETEX", "k", "PXAT", "1"]), T0),
+        bulk("v")
+    );
+    assert!(kv.is_empty());
+    // An expired key is absent to it.
+    let mut kv = with_timeout();
+    assert_eq!(
+        kv.apply_at(&cmd(&["GETEX", "k", "PERSIST"]), T0 + 10_000),
+        Reply::Nil
+    );
+    assert!(kv.is_empty());
+    kv.assert_invariants();
+    let text = |words: &[&str]| {
+        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        Command::parse(&argv).unwrap_err().to_string()
+    };
+    for syntax in [
+        &["GETEX", "k", "EX", "10", "PX", "10"][..],
+        &["GETEX", "k", "PERSIST", "EX", "1"],
+        &["GETEX", "k", "EX"],
+        &["GETEX", "k", "FOO"],
+    ] {
+        assert_eq!(text(syntax), "ERR syntax error", "{syntax:?}");
+    }
+    assert_eq!(
+        text(&["GETEX", "k", "EX", "0"]),
+        "ERR invalid expire time in 'getex' command"
+    );
 }
