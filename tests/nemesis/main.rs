@@ -20,8 +20,12 @@
 //!   node; once resumed it must not answer them from its stale state (half
 //!   the stops end right then, before a check-quorum period has passed), and
 //!   a read pipelined after an acknowledged SET on that connection sees it.
-//! - At the end every node has converged (same applied index and digest) and
-//!   every acknowledged write is readable through every node.
+//! - A client sets, moves and removes timeouts on keys of its own (replies
+//!   unchecked), so that the leaders' stamps and purges go through the kills,
+//!   restarts and snapshots too.
+//! - At the end every node has converged (same applied index and digest,
+//!   which covers the timeouts) and every acknowledged write is readable
+//!   through every node.
 //!
 //! `NEMESIS_SEED=n` replays a run's choices (timing still varies); a failure
 //! prints the seed, the nemesis timeline (wall-clock times match the node
@@ -41,7 +45,7 @@ use history::History;
 use common::{Client, Cluster};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -462,6 +466,12 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
             thread::spawn(move || WORKLOAD.run_client(role, client_seed, addrs, hist, stop))
         })
         .collect();
+    let timed_writes = Arc::new(AtomicU64::new(0));
+    let timed = {
+        let (addrs, stop, count) = (addrs.clone(), Arc::clone(&stop), Arc::clone(&timed_writes));
+        let seed = rng.next();
+        thread::spawn(move || run_timed_writes(seed, &addrs, &stop, &count))
+    };
 
     thread::sleep(Duration::from_millis(500));
     let nemesis_start = Instant::now();
@@ -490,6 +500,9 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
             hist.violation("a client thread panicked".to_string());
         }
     }
+    if timed.join().is_err() {
+        hist.violation("the timed-writes thread panicked".to_string());
+    }
     // Requests still queued in a node expire after election_timeout_ms * 4.
     thread::sleep(Duration::from_millis(1000));
     run.wait_leader(
@@ -500,7 +513,12 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
     );
     run.final_checks(&cluster);
     let elapsed = test_start.elapsed();
-    eprintln!("nemesis: {} in {:.1} s", run.stats(), elapsed.as_secs_f64());
+    eprintln!(
+        "nemesis: {}, {} timed writes answered, in {:.1} s",
+        run.stats(),
+        timed_writes.load(Ordering::Relaxed),
+        elapsed.as_secs_f64()
+    );
     if hist.has_violations() {
         run.fail(&cluster, "invariants violated");
     }
@@ -513,7 +531,15 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
         .values()
         .map(|c| c.lock().unwrap().acked)
         .sum();
-    if stops < 3 || kills < 3 || sets < 500 || reads < 500 || probes == 0 || incrs < 100 {
+    let timed = timed_writes.load(Ordering::Relaxed);
+    if stops < 3
+        || kills < 3
+        || sets < 500
+        || reads < 500
+        || probes == 0
+        || incrs < 100
+        || timed < 100
+    {
         run.fail(
             &cluster,
             &format!(
@@ -521,5 +547,46 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
                 stops, kills, sets, reads, probes, incrs
             ),
         );
+    }
+}
+
+/// Writes that set, keep, move or remove timeouts of a few hundred
+/// milliseconds on keys of their own, through random nodes until `stop`;
+/// counts those answered. Their replies are not checked: what they test is
+/// that every node ends with the same keys and timeouts (the final digests).
+fn run_timed_writes(seed: u64, addrs: &[String], stop: &AtomicBool, answered: &AtomicU64) {
+    let mut rng = Rng(seed);
+    let mut conn: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(client) = conn.as_mut() else {
+            let node = rng.below(addrs.len() as u64) as usize;
+            conn = connect(&addrs[node], Duration::from_secs(2));
+            if conn.is_none() {
+                thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        };
+        let key = format!("nem:t{}", rng.below(8));
+        let other = format!("nem:t{}", rng.below(8));
+        let ms = (1 + rng.below(400)).to_string();
+        let argv: Vec<&str> = match rng.below(7) {
+            0 => vec!["SET", &key, "v", "PX", &ms],
+            1 => vec!["PEXPIRE", &key, &ms],
+            2 => vec!["INCR", &key],
+            3 => vec!["PERSIST", &key],
+            4 => vec!["GETEX", &key, "PX", &ms],
+            5 => vec!["RENAME", &key, &other],
+            _ => vec!["SET", &key, "w", "KEEPTTL"],
+        };
+        let argv: Vec<&[u8]> = argv.iter().map(|w| w.as_bytes()).collect();
+        let reply = client.try_send(&argv).then(|| client.try_read()).flatten();
+        match reply {
+            Some(Reply::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("TIMEOUT") => {}
+            Some(_) => {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            None => conn = None,
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
