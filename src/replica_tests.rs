@@ -256,15 +256,20 @@ fn a_leader_purges_expired_keys() {
         keys: 2,
         bytes: 1 << 20,
     };
-    assert!(matches!(replica.propose_purge(limits, 9), Ok(false)));
+    let purge = |replica: &mut Replica<u32>| match replica.propose_purge(limits, 9) {
+        Ok(outcome) => outcome,
+        Err(refused) => panic!("purge refused: {:?}", refused.error),
+    };
+    assert_eq!(purge(&mut replica), PurgeOutcome::NoneExpired);
     replica.set_wall_clock(t0 + 10);
-    assert!(matches!(replica.propose_purge(limits, 9), Ok(true)));
-    // The next purge waits for this one to be applied.
-    assert!(matches!(replica.propose_purge(limits, 9), Ok(false)));
+    assert_eq!(purge(&mut replica), PurgeOutcome::Proposed);
+    // The next purge waits for this one to be applied, then goes at once.
+    assert_eq!(purge(&mut replica), PurgeOutcome::Pending);
     ready(&mut replica, &mut done);
     assert_eq!(replica.kv().expiring_keys(), 1);
-    assert!(matches!(replica.propose_purge(limits, 9), Ok(true)));
+    assert_eq!(purge(&mut replica), PurgeOutcome::Proposed);
     ready(&mut replica, &mut done);
+    assert_eq!(purge(&mut replica), PurgeOutcome::NoneExpired);
     let purged: Vec<Reply> = done
         .iter()
         .filter(|c| c.waiter == 9)

@@ -20,7 +20,8 @@ pub enum Command {
     MGet(Vec<Vec<u8>>),
     Exists(Vec<Vec<u8>>),
     Set(Vec<u8>, Vec<u8>),
-    /// SET with options (NX, XX, GET), GETSET and SETNX; a plain SET is `Set`.
+    /// SET with options (NX, XX, GET, a time, KEEPTTL), GETSET, SETNX, SETEX
+    /// and PSETEX; a plain SET is `Set`.
     SetWith(Vec<u8>, Vec<u8>, SetOptions),
     Del(Vec<Vec<u8>>),
     /// INCR is `IncrBy(key, 1)`, DECR `IncrBy(key, -1)`, DECRBY n `IncrBy(key, -n)`.
@@ -190,9 +191,9 @@ const UNKNOWN_NAME_MAX_BYTES: usize = 128;
 /// without looking further.
 const LONGEST_NAME_BYTES: usize = 11;
 
-/// The longest KEYS or SCAN MATCH pattern. Matching costs up to the
-/// pattern's length times the key's for each key, on the leader's loop, so
-/// an unbounded pattern could stall it past an election timeout.
+/// The longest KEYS or SCAN MATCH pattern: matching costs up to the
+/// pattern's length times the key's for each key (and a step budget bounds
+/// the whole, see `keyspace.rs`).
 pub const MAX_PATTERN_BYTES: usize = 4096;
 
 /// How many arguments (name included) a command takes.
@@ -369,9 +370,8 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
 
 /// Builds the command from the arguments after its name, once the arity is
 /// known to be right.
-fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
-    let words = args;
-    let mut args = args.iter().cloned();
+fn build(lower_name: &[u8], words: &[Vec<u8>]) -> Result<Command, CommandError> {
+    let mut args = words.iter().cloned();
     let mut next = || match args.next() {
         Some(arg) => arg,
         None => panic!(
@@ -439,7 +439,8 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"rename" => Command::Rename(next(), next(), false),
         b"renamenx" => Command::Rename(next(), next(), true),
         b"flushall" | b"flushdb" => {
-            // ASYNC and SYNC are accepted; both free the keys at once.
+            // ASYNC and SYNC are accepted; the snapshot thread frees the keys
+            // after either.
             let mode = args.next().map(|word| word.to_ascii_lowercase());
             match (mode.as_deref(), args.next()) {
                 (None | Some(b"async" | b"sync"), None) => Command::FlushAll,
@@ -455,28 +456,20 @@ fn build(lower_name: &[u8], args: &[Vec<u8>]) -> Result<Command, CommandError> {
         b"expiretime" => Command::ExpireTime(next(), false),
         b"pexpiretime" => Command::ExpireTime(next(), true),
         b"persist" => Command::Persist(next()),
-        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => {
-            let condition = expire_condition(&words[2..])?;
-            let unit = match lower_name {
-                b"expire" => TimeUnit::RelativeSeconds,
-                b"pexpire" => TimeUnit::RelativeMillis,
-                b"expireat" => TimeUnit::AbsoluteSeconds,
-                _ => TimeUnit::AbsoluteMillis,
-            };
-            let expiry = parse_expiry(expiry_name(lower_name), &words[1], unit, false)?;
-            Command::Expire(next(), expiry, condition)
-        }
-        b"setex" | b"psetex" => {
-            let unit = match lower_name {
-                b"setex" => TimeUnit::RelativeSeconds,
-                _ => TimeUnit::RelativeMillis,
-            };
-            let expiry = parse_expiry(expiry_name(lower_name), &words[1], unit, true)?;
-            let options = SetOptions {
-                expiry: Some(expiry),
-                ..SetOptions::default()
-            };
-            Command::SetWith(words[0].clone(), words[2].clone(), options)
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" | b"setex" | b"psetex" => {
+            let name = expiry_name(lower_name);
+            let unit = TimeUnit::of(lower_name).ok_or(CommandError::Syntax)?;
+            let (key, time) = (next(), next());
+            if matches!(lower_name, b"setex" | b"psetex") {
+                let options = SetOptions {
+                    expiry: Some(parse_expiry(name, &time, unit, true)?),
+                    ..SetOptions::default()
+                };
+                Command::SetWith(key, next(), options)
+            } else {
+                let condition = expire_condition(&words[2..])?;
+                Command::Expire(key, parse_expiry(name, &time, unit, false)?, condition)
+            }
         }
         other => panic!(
             "build called for a name without arity: '{}'",
@@ -516,12 +509,7 @@ fn set_options(words: &[Vec<u8>]) -> Result<SetOptions, CommandError> {
         }
     }
     if let Some((unit, time)) = expiry {
-        let unit = match unit.as_slice() {
-            b"ex" => TimeUnit::RelativeSeconds,
-            b"px" => TimeUnit::RelativeMillis,
-            b"exat" => TimeUnit::AbsoluteSeconds,
-            _ => TimeUnit::AbsoluteMillis,
-        };
+        let unit = TimeUnit::of(&unit).ok_or(CommandError::Syntax)?;
         options.expiry = Some(parse_expiry("set", time, unit, true)?);
     }
     Ok(options)
@@ -633,216 +621,5 @@ pub fn parse_integer(bytes: &[u8]) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(words: &[&str]) -> Vec<Vec<u8>> {
-        words.iter().map(|w| w.as_bytes().to_vec()).collect()
-    }
-
-    fn parse(words: &[&str]) -> Result<Command, CommandError> {
-        Command::parse(&argv(words))
-    }
-
-    #[test]
-    fn parse_integer_follows_string2ll() {
-        assert_eq!(parse_integer(b"0"), Some(0));
-        assert_eq!(parse_integer(b"-1"), Some(-1));
-        assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_integer(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"-0",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"01",
-            b"00",
-            b"1.0",
-            b"9223372036854775808",
-            b"-9223372036854775809",
-            b"99999999999999999999999",
-            b"1a",
-        ] {
-            assert_eq!(
-                parse_integer(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn names_are_case_insensitive() {
-        assert_eq!(
-            parse(&["sEt", "k", "v"]),
-            Ok(Command::Set(b"k".to_vec(), b"v".to_vec()))
-        );
-        assert_eq!(parse(&["INCR", "k"]), Ok(Command::IncrBy(b"k".to_vec(), 1)));
-        assert_eq!(
-            parse(&["decr", "k"]),
-            Ok(Command::IncrBy(b"k".to_vec(), -1))
-        );
-        assert_eq!(
-            parse(&["DecrBy", "k", "5"]),
-            Ok(Command::IncrBy(b"k".to_vec(), -5))
-        );
-    }
-
-    #[test]
-    fn errors_have_redis_texts() {
-        let text = |words: &[&str]| parse(words).unwrap_err().to_string();
-        assert_eq!(text(&["FOO", "x"]), "ERR unknown command 'FOO'");
-        assert_eq!(
-            text(&["SET", "k"]),
-            "ERR wrong number of arguments for 'set' command"
-        );
-        assert_eq!(
-            text(&["GET"]),
-            "ERR wrong number of arguments for 'get' command"
-        );
-        assert_eq!(
-            text(&["GET", "a", "b"]),
-            "ERR wrong number of arguments for 'get' command"
-        );
-        assert_eq!(text(&["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
-        assert_eq!(text(&["SET", "k", "v", "XX", "nx"]), "ERR syntax error");
-        assert_eq!(text(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
-        // Redis's own errors win, as Redis checks them first.
-        for syntax in [
-            &["SET", "k", "v", "KEEPTTL", "EX", "10"][..],
-            &["SET", "k", "v", "EX", "10", "KEEPTTL"],
-            &["SET", "k", "v", "EX", "10", "PX", "10"],
-            &["SET", "k", "v", "EX"],
-            &["SET", "k", "v", "EX", "10", "NX", "XX"],
-        ] {
-            assert_eq!(text(syntax), "ERR syntax error", "{syntax:?}");
-        }
-        assert_eq!(
-            text(&["SET", "k", "v", "EX", "abc"]),
-            "ERR value is not an integer or out of range"
-        );
-        assert_eq!(
-            text(&["SET", "k", "v", "PX", "0"]),
-            "ERR invalid expire time in 'set' command"
-        );
-        let keep_ttl = SetOptions {
-            keep_ttl: true,
-            ..SetOptions::default()
-        };
-        assert_eq!(
-            parse(&["SET", "k", "v", "KEEPTTL"]),
-            Ok(Command::SetWith(b"k".to_vec(), b"v".to_vec(), keep_ttl))
-        );
-        let ex = |time, unit| SetOptions {
-            expiry: Some(Expiry { time, unit }),
-            ..SetOptions::default()
-        };
-        assert_eq!(
-            parse(&["SET", "k", "v", "ex", "10"]),
-            Ok(Command::SetWith(
-                b"k".to_vec(),
-                b"v".to_vec(),
-                ex(10, TimeUnit::RelativeSeconds)
-            ))
-        );
-        assert_eq!(
-            parse(&["SET", "k", "v", "EX", "1", "EX", "2"]),
-            Ok(Command::SetWith(
-                b"k".to_vec(),
-                b"v".to_vec(),
-                ex(2, TimeUnit::RelativeSeconds)
-            )),
-            "the last time given counts, as in Redis"
-        );
-        assert_eq!(
-            parse(&["SETEX", "k", "5", "v"]),
-            Ok(Command::SetWith(
-                b"k".to_vec(),
-                b"v".to_vec(),
-                ex(5, TimeUnit::RelativeSeconds)
-            ))
-        );
-        assert_eq!(
-            parse(&["PSETEX", "k", "5", "v"]),
-            Ok(Command::SetWith(
-                b"k".to_vec(),
-                b"v".to_vec(),
-                ex(5, TimeUnit::RelativeMillis)
-            ))
-        );
-        assert_eq!(
-            text(&["SETNX", "k"]),
-            "ERR wrong number of arguments for 'setnx' command"
-        );
-        assert_eq!(
-            text(&["MSET", "a", "1", "b"]),
-            "ERR wrong number of arguments for 'mset' command"
-        );
-        assert_eq!(
-            text(&["MSET", "a"]),
-            "ERR wrong number of arguments for 'mset' command"
-        );
-        assert_eq!(
-            text(&["INCRBY", "k", "01"]),
-            "ERR value is not an integer or out of range"
-        );
-        assert_eq!(
-            text(&["DECRBY", "k", "-9223372036854775808"]),
-            "ERR decrement would overflow"
-        );
-        assert_eq!(
-            Command::parse(&[]),
-            Err(CommandError::Unknown(String::new()))
-        );
-    }
-
-    #[test]
-    fn unknown_name_is_truncated() {
-        let long = "x".repeat(1000);
-        let err = parse(&[&long]).unwrap_err();
-        assert_eq!(
-            err,
-            CommandError::Unknown("x".repeat(UNKNOWN_NAME_MAX_BYTES))
-        );
-    }
-
-    #[test]
-    fn queued_argument_errors_become_invalid() {
-        assert_eq!(
-            Command::parse_queued(&argv(&["INCRBY", "k", "x"])),
-            Ok(Command::Invalid(
-                "ERR value is not an integer or out of range".into()
-            ))
-        );
-        assert_eq!(
-            Command::parse_queued(&argv(&["SET", "k"])),
-            Err(CommandError::WrongArity("set".into()))
-        );
-        // As in Redis, MSET's pairs are checked when it runs.
-        assert_eq!(
-            Command::parse_queued(&argv(&["MSETNX", "a", "1", "b"])),
-            Ok(Command::Invalid(
-                "ERR wrong number of arguments for 'msetnx' command".into()
-            ))
-        );
-        assert_eq!(
-            Command::parse_queued(&argv(&["MSET", "a"])),
-            Err(CommandError::WrongArity("mset".into()))
-        );
-    }
-
-    #[test]
-    fn is_write_classifies() {
-        assert!(!parse(&["GET", "k"]).unwrap().is_write());
-        assert!(!parse(&["EXISTS", "k", "k"]).unwrap().is_write());
-        assert!(parse(&["DEL", "k"]).unwrap().is_write());
-        assert!(parse(&["MSET", "a", "1"]).unwrap().is_write());
-        let multi = Command::Multi(vec![Command::Get(b"a".to_vec())]);
-        assert!(!multi.is_write());
-        let multi = Command::Multi(vec![Command::Get(b"a".to_vec()), Command::Del(vec![])]);
-        assert!(multi.is_write());
-    }
-}
+#[path = "command_tests.rs"]
+mod tests;

@@ -16,6 +16,19 @@ pub enum TimeUnit {
 }
 
 impl TimeUnit {
+    /// The unit of an option or command that takes a time, by its lower-case
+    /// name: SET's and GETEX's EX, PX, EXAT and PXAT, the EXPIRE family,
+    /// SETEX and PSETEX.
+    pub fn of(lower_name: &[u8]) -> Option<TimeUnit> {
+        Some(match lower_name {
+            b"ex" | b"expire" | b"setex" => TimeUnit::RelativeSeconds,
+            b"px" | b"pexpire" | b"psetex" => TimeUnit::RelativeMillis,
+            b"exat" | b"expireat" => TimeUnit::AbsoluteSeconds,
+            b"pxat" | b"pexpireat" => TimeUnit::AbsoluteMillis,
+            _ => return None,
+        })
+    }
+
     fn seconds(self) -> bool {
         matches!(self, TimeUnit::RelativeSeconds | TimeUnit::AbsoluteSeconds)
     }
@@ -86,15 +99,9 @@ pub fn getex_action(words: &[Vec<u8>]) -> Result<Option<GetExAction>, CommandErr
     let Some(time) = time else {
         return Ok(Some(GetExAction::Persist));
     };
-    let unit = match kind.as_slice() {
-        b"ex" => TimeUnit::RelativeSeconds,
-        b"px" => TimeUnit::RelativeMillis,
-        b"exat" => TimeUnit::AbsoluteSeconds,
-        _ => TimeUnit::AbsoluteMillis,
-    };
-    Ok(Some(GetExAction::Expire(parse_expiry(
-        "getex", time, unit, true,
-    )?)))
+    let unit = TimeUnit::of(&kind).ok_or(CommandError::Syntax)?;
+    let expiry = parse_expiry("getex", time, unit, true)?;
+    Ok(Some(GetExAction::Expire(expiry)))
 }
 
 /// EXPIRE's NX, XX, GT and LT (Redis allows XX with GT or LT: both must hold).

@@ -12,12 +12,6 @@
 /// end).
 const MAX_STAR_NESTING: usize = 1000;
 
-/// Whether `subject` matches `pattern`, bytes compared exactly (KEYS, SCAN).
-pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
-    let mut steps = u64::MAX;
-    matches_within(pattern, subject, &mut steps) == Some(true)
-}
-
 /// Whether `subject` matches `pattern` with ASCII letters compared without
 /// case, as Redis's CONFIG GET compares names.
 pub fn matches_nocase(pattern: &[u8], subject: &[u8]) -> bool {
@@ -29,8 +23,9 @@ pub fn matches_nocase(pattern: &[u8], subject: &[u8]) -> bool {
     matcher.match_from(pattern, subject, 0)
 }
 
-/// [`matches`], taking the work it does from `steps` (about one step per byte
-/// compared); `None` once they run out. A pattern such as `*` followed by
+/// Whether `subject` matches `pattern`, bytes compared exactly (KEYS, SCAN),
+/// taking the work it does from `steps` (about one step per byte compared);
+/// `None` once they run out. A pattern such as `*` followed by
 /// thousands of `?` costs its length times the subject's.
 pub fn matches_within(pattern: &[u8], subject: &[u8], steps: &mut u64) -> Option<bool> {
     if pattern == b"*" {
@@ -178,7 +173,12 @@ impl Matcher {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    /// Whether `subject` matches `pattern`, bytes compared exactly, with no
+    /// bound on the work.
+    fn matches(pattern: &[u8], subject: &[u8]) -> bool {
+        let mut steps = u64::MAX;
+        super::matches_within(pattern, subject, &mut steps) == Some(true)
+    }
 
     fn m(pattern: &str, subject: &str) -> bool {
         matches(pattern.as_bytes(), subject.as_bytes())

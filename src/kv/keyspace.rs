@@ -8,15 +8,15 @@
 //! Redis promises at least once.
 
 use super::command::ScanOptions;
+use super::deadlines::Deadlines;
 use super::entry::Entry;
-use super::expires::Expires;
 use super::shards::{self, ShardedMap};
 use super::{glob, KvStore, Reply};
 
 /// Keys a FLUSHALL removed, to be dropped (freed) wherever suits.
 pub struct FlushedKeys {
     keys: ShardedMap,
-    _timeouts: Expires,
+    _timeouts: Deadlines,
 }
 
 impl std::fmt::Debug for FlushedKeys {
@@ -225,7 +225,7 @@ impl KvStore {
     pub(super) fn flush_all(&mut self) -> Reply {
         let shard_count = self.map.shards().len();
         let old = std::mem::replace(&mut self.map, ShardedMap::new(shard_count));
-        let expires = std::mem::replace(&mut self.expires, Expires::new(shard_count));
+        let expires = std::mem::replace(&mut self.expires, Deadlines::new(shard_count));
         self.flushed.push(FlushedKeys {
             keys: old,
             _timeouts: expires,

@@ -442,6 +442,7 @@ fn new_commands_are_reads_or_writes_as_they_act() {
         &["PTTL", "k"],
         &["EXPIRETIME", "k"],
         &["PEXPIRETIME", "k"],
+        &["GETEX", "k"],
     ] {
         assert!(!cmd(read).is_write(), "{read:?}");
     }
@@ -456,6 +457,12 @@ fn new_commands_are_reads_or_writes_as_they_act() {
         &["FLUSHDB"],
         &["PERSIST", "k"],
         &["EXPIRE", "k", "1"],
+        &["PEXPIRE", "k", "1"],
+        &["EXPIREAT", "k", "1"],
+        &["PEXPIREAT", "k", "1"],
+        &["SETEX", "k", "1", "v"],
+        &["PSETEX", "k", "1", "v"],
+        &["GETEX", "k", "PERSIST"],
     ] {
         assert!(cmd(write).is_write(), "{write:?}");
     }

@@ -7,8 +7,8 @@
 //! error and changes nothing, identically on every node.
 
 pub mod command;
+mod deadlines;
 mod entry;
-mod expires;
 pub mod expiry;
 pub mod glob;
 mod keyspace;
@@ -28,7 +28,7 @@ pub use reply::Reply;
 pub use shards::{KeyHasher, DEFAULT_SHARD_COUNT, PREFETCH_KEYS_MAX};
 pub use snapshot::KvSnapshot;
 
-use expires::Expires;
+use deadlines::Deadlines;
 use shards::ShardedMap;
 use std::hash::{Hash, Hasher};
 
@@ -69,7 +69,7 @@ pub struct KvStore {
     /// What FLUSHALL emptied, until [`KvStore::take_flushed`].
     flushed: Vec<FlushedKeys>,
     /// Deadlines of the keys that have a timeout.
-    expires: Expires,
+    expires: Deadlines,
     /// The latest leader stamp applied, unix ms (see `timeouts.rs`).
     clock: u64,
 }
@@ -120,7 +120,7 @@ impl KvStore {
             data_bytes: 0,
             max_reply_value_bytes: MAX_REPLY_VALUE_BYTES,
             flushed: Vec::new(),
-            expires: Expires::new(shard_count),
+            expires: Deadlines::new(shard_count),
             clock: 0,
         }
     }
@@ -139,6 +139,13 @@ impl KvStore {
     /// command (INCR on a non-integer) returns an error reply and changes
     /// nothing.
     pub fn apply(&mut self, command: &Command) -> Reply {
+        let mut budget = self.max_reply_value_bytes;
+        self.apply_within(command, &mut budget)
+    }
+
+    /// [`apply`](Self::apply), the values its reply carries taken from
+    /// `budget` (a transaction's replies share one).
+    fn apply_within(&mut self, command: &Command, budget: &mut usize) -> Reply {
         match command {
             Command::Set(key, value) => {
                 self.set_from_slices(key, value);
@@ -150,41 +157,28 @@ impl KvStore {
                 }
                 Reply::Ok
             }
-            Command::SetWith(key, value, options) => {
-                let mut budget = self.max_reply_value_bytes;
-                self.set_with(key, value, options, &mut budget)
-            }
+            Command::SetWith(key, value, options) => self.set_with(key, value, options, budget),
             Command::Del(keys) => Reply::Integer(self.delete(keys)),
             Command::IncrBy(key, by) => self.incr_by(key, *by),
             Command::MSetNx(pairs) => self.mset_nx(pairs),
             Command::Append(key, tail) => self.append(key, tail),
-            Command::GetDel(key) => {
-                let mut budget = self.max_reply_value_bytes;
-                self.get_del(key, &mut budget)
-            }
-            Command::GetEx(key, action) => {
-                let mut budget = self.max_reply_value_bytes;
-                self.get_ex(key, *action, &mut budget)
-            }
+            Command::GetDel(key) => self.get_del(key, budget),
+            Command::GetEx(key, action) => self.get_ex(key, *action, budget),
             Command::Rename(source, destination, nx) => self.rename(source, destination, *nx),
             Command::FlushAll => self.flush_all(),
             Command::Expire(key, expiry, condition) => self.expire(key, *expiry, *condition),
             Command::Persist(key) => self.persist(key),
             Command::Purge(keys) => self.purge(keys),
-            Command::Multi(commands) => {
+            Command::Multi(commands) if command.is_write() => {
                 let mut budget = self.max_reply_value_bytes;
-                let replies = commands.iter().map(|c| match c {
-                    Command::SetWith(key, value, options) => {
-                        self.set_with(key, value, options, &mut budget)
-                    }
-                    Command::GetDel(key) => self.get_del(key, &mut budget),
-                    Command::GetEx(key, action) => self.get_ex(key, *action, &mut budget),
-                    c if c.is_write() => self.apply(c),
-                    c => self.read_within(c, &mut budget, self.clock),
-                });
-                Reply::Array(replies.collect())
+                let replies = commands
+                    .iter()
+                    .map(|c| self.apply_within(c, &mut budget))
+                    .collect();
+                Reply::Array(replies)
             }
-            Command::Get(_)
+            Command::Multi(_)
+            | Command::Get(_)
             | Command::MGet(_)
             | Command::Exists(_)
             | Command::Keys(_)
@@ -194,7 +188,7 @@ impl KvStore {
             | Command::Ttl(_)
             | Command::Pttl(_)
             | Command::ExpireTime(..)
-            | Command::Invalid(_) => self.read(command),
+            | Command::Invalid(_) => self.read_within(command, budget, self.clock),
         }
     }
 
@@ -231,12 +225,10 @@ impl KvStore {
         if writes {
             let kept = options.keep_ttl.then(|| self.expires.get(key)).flatten();
             self.set_from_slices(key, value);
-            let deadline = match options.expiry {
-                Some(expiry) => Some(expiry.deadline(self.clock).max(0) as u64),
-                None => kept,
-            };
-            if let Some(deadline) = deadline {
-                self.expires.set(key, deadline);
+            match (options.expiry, kept) {
+                (Some(expiry), _) => self.set_deadline(key, expiry.deadline(self.clock)),
+                (None, Some(deadline)) => self.expires.set(key, deadline),
+                (None, None) => {}
             }
         }
         reply
@@ -554,11 +546,9 @@ fn digest_of<'a>(shards: impl Iterator<Item = &'a shards::Shard>) -> u64 {
     hasher.finish()
 }
 
-#[cfg(test)]
-mod keyspace_tests;
 /// `digest` with the keys' timeouts and the clock folded in; unchanged when
 /// no key has a timeout and no stamp was applied.
-fn digest_with_timeouts(digest: u64, expires: &Expires, clock: u64) -> u64 {
+fn digest_with_timeouts(digest: u64, expires: &Deadlines, clock: u64) -> u64 {
     if expires.len() == 0 && clock == 0 {
         return digest;
     }
@@ -576,6 +566,8 @@ fn digest_with_timeouts(digest: u64, expires: &Expires, clock: u64) -> u64 {
     hasher.finish()
 }
 
+#[cfg(test)]
+mod keyspace_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -20,8 +20,8 @@
 //! The stream is self-delimiting: `restore_from` reads exactly up to the end
 //! marker and leaves anything after it unread.
 
+use super::deadlines::{DeadlineShard, Deadlines};
 use super::entry::Entry;
-use super::expires::{Expires, ExpiryShard};
 use super::shards::{prefetch_line, Shard, DEFAULT_SHARD_COUNT};
 use super::{digest_of, DecodeError, KvStore};
 use std::io::{self, Read, Write};
@@ -49,9 +49,7 @@ const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 pub struct KvSnapshot {
     shards: Vec<Arc<Shard>>,
     len: usize,
-    /// `None` when no key has a timeout, so that a view costs no second
-    /// O(shards) pass then.
-    expires: Option<Expires>,
+    expires: Deadlines,
     clock: u64,
 }
 
@@ -62,7 +60,7 @@ impl KvStore {
         KvSnapshot {
             shards: self.map.shards().to_vec(),
             len: self.len,
-            expires: (self.expires.len() > 0).then(|| self.expires.clone()),
+            expires: self.expires.clone(),
             clock: self.clock,
         }
     }
@@ -135,9 +133,7 @@ impl KvSnapshot {
     /// Same as `KvStore::digest` at the time of the view.
     pub fn digest(&self) -> u64 {
         let digest = digest_of(self.shards.iter().map(|shard| &**shard));
-        let no_timeouts = Expires::new(1);
-        let expires = self.expires.as_ref().unwrap_or(&no_timeouts);
-        super::digest_with_timeouts(digest, expires, self.clock)
+        super::digest_with_timeouts(digest, &self.expires, self.clock)
     }
 
     /// Writes the view as the stream described in the module docs. Pass a
@@ -176,10 +172,8 @@ impl KvSnapshot {
             written, self.len,
             "snapshot view count differs from its shards"
         );
-        let timeouts = self.expires.as_ref().map_or(&[][..], Expires::shards);
-        let count: usize = timeouts.iter().map(|shard| shard.len()).sum();
-        buf.extend_from_slice(&(count as u64).to_le_bytes());
-        for shard in timeouts {
+        buf.extend_from_slice(&(self.expires.len() as u64).to_le_bytes());
+        for shard in self.expires.shards() {
             write_timeouts(shard, &mut buf)?;
             if buf.len() >= WRITE_CHUNK_BYTES {
                 w.write_all(&buf)?;
@@ -193,7 +187,7 @@ impl KvSnapshot {
 }
 
 /// Appends a shard's timeouts to `buf`, sorted by key.
-fn write_timeouts(shard: &ExpiryShard, buf: &mut Vec<u8>) -> io::Result<()> {
+fn write_timeouts(shard: &DeadlineShard, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut timeouts: Vec<(&[u8], u64)> = shard.iter().map(|(k, at)| (&**k, *at)).collect();
     timeouts.sort_unstable();
     for (key, at) in timeouts {

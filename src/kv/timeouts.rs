@@ -58,12 +58,18 @@ impl KvStore {
         if !condition.allows(self.expires.get(key), deadline) {
             return Reply::Integer(0);
         }
+        self.set_deadline(key, deadline);
+        Reply::Integer(1)
+    }
+
+    /// Gives the existing `key` the `deadline` (unix ms); one already past
+    /// at the entry's time deletes the key, as Redis does.
+    pub(super) fn set_deadline(&mut self, key: &[u8], deadline: i64) {
         if deadline <= self.clock as i64 {
             self.delete_one(key);
         } else {
             self.expires.set(key, deadline as u64);
         }
-        Reply::Integer(1)
     }
 
     /// GETEX with an option: the value (its bytes taken from `budget`), and
@@ -79,14 +85,7 @@ impl KvStore {
             GetExAction::Persist => {
                 self.expires.remove(key);
             }
-            GetExAction::Expire(expiry) => {
-                let deadline = expiry.deadline(self.clock);
-                if deadline <= self.clock as i64 {
-                    self.delete_one(key);
-                } else {
-                    self.expires.set(key, deadline as u64);
-                }
-            }
+            GetExAction::Expire(expiry) => self.set_deadline(key, expiry.deadline(self.clock)),
         }
         reply
     }

@@ -108,7 +108,6 @@ fn which_writes_keep_a_timeout() {
         &["APPEND", "k", "x"],
         &["SET", "k", "w", "KEEPTTL"],
         &["SET", "k", "w", "XX", "KEEPTTL"],
-        &["SETNX", "k", "w"],
     ];
     for words in keeps {
         let mut kv = with_timeout();

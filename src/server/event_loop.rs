@@ -13,7 +13,7 @@ use super::{DiskLog, LoopMap, ServerError};
 use crate::config::Config;
 use crate::kv::Command;
 use crate::raft::{Message, MessageBody, NodeId, Role, SoftState, NO_NODE};
-use crate::replica::{Completion, PurgeLimits, Replica, Transport};
+use crate::replica::{Completion, PurgeLimits, PurgeOutcome, Replica, Transport};
 use crate::timer_wheel::TimerWheel;
 use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
@@ -138,7 +138,7 @@ pub struct Server {
     /// Role and term last logged.
     role_seen: (Role, u64),
     pub(super) snapshots: Snapshots,
-    /// Answers KEYS off the loop (`full_reads.rs`).
+    /// Answers KEYS and large SCANs off the loop (`full_reads.rs`).
     full_reads: FullReads,
     /// Snapshot streams that ended outside `stream_snapshots`, to report.
     snapshot_reports: Vec<(NodeId, bool)>,
@@ -345,8 +345,8 @@ impl Server {
             return;
         }
         match self.replica.propose_purge(PURGE_LIMITS, Waiter::Nobody) {
-            Ok(true) => {}
-            Ok(false) => self.next_purge = Instant::now() + PURGE_EVERY,
+            Ok(PurgeOutcome::Proposed | PurgeOutcome::Pending) => {}
+            Ok(PurgeOutcome::NoneExpired) => self.next_purge = Instant::now() + PURGE_EVERY,
             Err(refused) => {
                 debug!("purge of expired keys not proposed: {:?}", refused.error);
                 self.next_purge = Instant::now() + PURGE_EVERY;

@@ -1,9 +1,11 @@
 //! The thread that answers reads of many keys (KEYS, and SCAN with a large
 //! COUNT) off the event loop.
 //!
-//! KEYS over a million keys takes 0.1-0.4 s. On the loop, a leader would
-//! send no heartbeat meanwhile, and a few million keys would outlast an
-//! election timeout and cost the cluster its leader. The replica hands over
+//! KEYS over a million keys takes 0.07 s to match and 0.4 s to answer them
+//! all. On the loop, a leader would send no heartbeat meanwhile, and a few
+//! million keys would outlast an election timeout and cost the cluster its
+//! leader. (Turning the reply into bytes, about 20 ms per million keys,
+//! stays on the loop.) The replica hands over
 //! each such read with a copy-on-write view of the map at the read's point
 //! (O(shards), as a snapshot takes one), so the reply is the same one the
 //! loop would have given, and the loop only pays to copy the shards it

@@ -514,7 +514,7 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
     run.final_checks(&cluster);
     let elapsed = test_start.elapsed();
     eprintln!(
-        "nemesis: {}, {} timed writes answered, in {:.1} s",
+        "nemesis: {}, {} timed writes succeeded, in {:.1} s",
         run.stats(),
         timed_writes.load(Ordering::Relaxed),
         elapsed.as_secs_f64()
@@ -552,7 +552,7 @@ fn reads_and_writes_stay_linearizable_under_stops_and_kills() {
 
 /// Writes that set, keep, move or remove timeouts of a few hundred
 /// milliseconds on keys of their own, through random nodes until `stop`;
-/// counts those answered. Their replies are not checked: what they test is
+/// counts those that succeeded. Their replies are not checked: what they test is
 /// that every node ends with the same keys and timeouts (the final digests).
 fn run_timed_writes(seed: u64, addrs: &[String], stop: &AtomicBool, answered: &AtomicU64) {
     let mut rng = Rng(seed);
@@ -581,7 +581,8 @@ fn run_timed_writes(seed: u64, addrs: &[String], stop: &AtomicBool, answered: &A
         let argv: Vec<&[u8]> = argv.iter().map(|w| w.as_bytes()).collect();
         let reply = client.try_send(&argv).then(|| client.try_read()).flatten();
         match reply {
-            Some(Reply::Error(e)) if e.starts_with("TRYAGAIN") || e.starts_with("TIMEOUT") => {}
+            // An error (INCR on "v", RENAME of no key) wrote nothing.
+            Some(Reply::Error(_)) => {}
             Some(_) => {
                 answered.fetch_add(1, Ordering::Relaxed);
             }

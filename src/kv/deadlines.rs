@@ -4,28 +4,29 @@
 //! timeouts (the common case) pays one length check per write for them. It
 //! is sharded like the map, by the same bits of the same hash, and each
 //! shard is copy-on-write, so that a snapshot view costs O(shards) here too
-//! and the loop copies only the shards it writes to while a view lives.
+//! and the loop copies only the shards it writes to while a view lives. The
+//! shards are made with the first timeout: until then a copy costs nothing.
 
 use super::shards::{hash_key, KeyHasher};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-pub type ExpiryShard = HashMap<Box<[u8]>, u64, BuildHasherDefault<KeyHasher>>;
+pub type DeadlineShard = HashMap<Box<[u8]>, u64, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Clone)]
-pub struct Expires {
-    shards: Vec<Arc<ExpiryShard>>,
+pub struct Deadlines {
+    /// Empty until the first timeout is set, then `mask + 1` shards.
+    shards: Vec<Arc<DeadlineShard>>,
     mask: u64,
     /// Keys with a time. Invariant: the sum of the shards' lengths.
     len: usize,
 }
 
-impl Expires {
-    pub fn new(shard_count: usize) -> Expires {
-        let empty = Arc::new(ExpiryShard::default());
-        Expires {
-            shards: vec![empty; shard_count],
+impl Deadlines {
+    pub fn new(shard_count: usize) -> Deadlines {
+        Deadlines {
+            shards: Vec::new(),
             mask: shard_count as u64 - 1,
             len: 0,
         }
@@ -48,6 +49,10 @@ impl Expires {
     }
 
     pub fn set(&mut self, key: &[u8], at: u64) {
+        if self.shards.is_empty() {
+            let empty = Arc::new(DeadlineShard::default());
+            self.shards = vec![empty; self.mask as usize + 1];
+        }
         let index = self.index(key);
         if Arc::make_mut(&mut self.shards[index])
             .insert(key.into(), at)
@@ -70,7 +75,8 @@ impl Expires {
         removed
     }
 
-    pub fn shards(&self) -> &[Arc<ExpiryShard>] {
+    /// The shards, in order; none before the first timeout.
+    pub fn shards(&self) -> &[Arc<DeadlineShard>] {
         &self.shards
     }
 }

@@ -1,0 +1,213 @@
+//! Parsing of client argvs: names, arity, arguments and Redis's error texts.
+
+use super::*;
+
+fn argv(words: &[&str]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+fn parse(words: &[&str]) -> Result<Command, CommandError> {
+    Command::parse(&argv(words))
+}
+
+#[test]
+fn parse_integer_follows_string2ll() {
+    assert_eq!(parse_integer(b"0"), Some(0));
+    assert_eq!(parse_integer(b"-1"), Some(-1));
+    assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
+    assert_eq!(parse_integer(b"-9223372036854775808"), Some(i64::MIN));
+    for bad in [
+        &b""[..],
+        b"-",
+        b"-0",
+        b"+1",
+        b" 1",
+        b"1 ",
+        b"01",
+        b"00",
+        b"1.0",
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"99999999999999999999999",
+        b"1a",
+    ] {
+        assert_eq!(
+            parse_integer(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn names_are_case_insensitive() {
+    assert_eq!(
+        parse(&["sEt", "k", "v"]),
+        Ok(Command::Set(b"k".to_vec(), b"v".to_vec()))
+    );
+    assert_eq!(parse(&["INCR", "k"]), Ok(Command::IncrBy(b"k".to_vec(), 1)));
+    assert_eq!(
+        parse(&["decr", "k"]),
+        Ok(Command::IncrBy(b"k".to_vec(), -1))
+    );
+    assert_eq!(
+        parse(&["DecrBy", "k", "5"]),
+        Ok(Command::IncrBy(b"k".to_vec(), -5))
+    );
+}
+
+#[test]
+fn errors_have_redis_texts() {
+    let text = |words: &[&str]| parse(words).unwrap_err().to_string();
+    assert_eq!(text(&["FOO", "x"]), "ERR unknown command 'FOO'");
+    assert_eq!(
+        text(&["SET", "k"]),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    assert_eq!(
+        text(&["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        text(&["GET", "a", "b"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(text(&["SET", "k", "v", "NX", "XX"]), "ERR syntax error");
+    assert_eq!(text(&["SET", "k", "v", "XX", "nx"]), "ERR syntax error");
+    assert_eq!(text(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
+    // Redis's own errors win, as Redis checks them first.
+    for syntax in [
+        &["SET", "k", "v", "KEEPTTL", "EX", "10"][..],
+        &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+        &["SET", "k", "v", "EX", "10", "PX", "10"],
+        &["SET", "k", "v", "EX"],
+        &["SET", "k", "v", "EX", "10", "NX", "XX"],
+    ] {
+        assert_eq!(text(syntax), "ERR syntax error", "{syntax:?}");
+    }
+    assert_eq!(
+        text(&["SET", "k", "v", "EX", "abc"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        text(&["SET", "k", "v", "PX", "0"]),
+        "ERR invalid expire time in 'set' command"
+    );
+    let keep_ttl = SetOptions {
+        keep_ttl: true,
+        ..SetOptions::default()
+    };
+    assert_eq!(
+        parse(&["SET", "k", "v", "KEEPTTL"]),
+        Ok(Command::SetWith(b"k".to_vec(), b"v".to_vec(), keep_ttl))
+    );
+    let ex = |time, unit| SetOptions {
+        expiry: Some(Expiry { time, unit }),
+        ..SetOptions::default()
+    };
+    assert_eq!(
+        parse(&["SET", "k", "v", "ex", "10"]),
+        Ok(Command::SetWith(
+            b"k".to_vec(),
+            b"v".to_vec(),
+            ex(10, TimeUnit::RelativeSeconds)
+        ))
+    );
+    assert_eq!(
+        parse(&["SET", "k", "v", "EX", "1", "EX", "2"]),
+        Ok(Command::SetWith(
+            b"k".to_vec(),
+            b"v".to_vec(),
+            ex(2, TimeUnit::RelativeSeconds)
+        )),
+        "the last time given counts, as in Redis"
+    );
+    assert_eq!(
+        parse(&["SETEX", "k", "5", "v"]),
+        Ok(Command::SetWith(
+            b"k".to_vec(),
+            b"v".to_vec(),
+            ex(5, TimeUnit::RelativeSeconds)
+        ))
+    );
+    assert_eq!(
+        parse(&["PSETEX", "k", "5", "v"]),
+        Ok(Command::SetWith(
+            b"k".to_vec(),
+            b"v".to_vec(),
+            ex(5, TimeUnit::RelativeMillis)
+        ))
+    );
+    assert_eq!(
+        text(&["SETNX", "k"]),
+        "ERR wrong number of arguments for 'setnx' command"
+    );
+    assert_eq!(
+        text(&["MSET", "a", "1", "b"]),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        text(&["MSET", "a"]),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        text(&["INCRBY", "k", "01"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        text(&["DECRBY", "k", "-9223372036854775808"]),
+        "ERR decrement would overflow"
+    );
+    assert_eq!(
+        Command::parse(&[]),
+        Err(CommandError::Unknown(String::new()))
+    );
+}
+
+#[test]
+fn unknown_name_is_truncated() {
+    let long = "x".repeat(1000);
+    let err = parse(&[&long]).unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::Unknown("x".repeat(UNKNOWN_NAME_MAX_BYTES))
+    );
+}
+
+#[test]
+fn queued_argument_errors_become_invalid() {
+    assert_eq!(
+        Command::parse_queued(&argv(&["INCRBY", "k", "x"])),
+        Ok(Command::Invalid(
+            "ERR value is not an integer or out of range".into()
+        ))
+    );
+    assert_eq!(
+        Command::parse_queued(&argv(&["SET", "k"])),
+        Err(CommandError::WrongArity("set".into()))
+    );
+    // As in Redis, MSET's pairs are checked when it runs.
+    assert_eq!(
+        Command::parse_queued(&argv(&["MSETNX", "a", "1", "b"])),
+        Ok(Command::Invalid(
+            "ERR wrong number of arguments for 'msetnx' command".into()
+        ))
+    );
+    assert_eq!(
+        Command::parse_queued(&argv(&["MSET", "a"])),
+        Err(CommandError::WrongArity("mset".into()))
+    );
+}
+
+#[test]
+fn is_write_classifies() {
+    assert!(!parse(&["GET", "k"]).unwrap().is_write());
+    assert!(!parse(&["EXISTS", "k", "k"]).unwrap().is_write());
+    assert!(parse(&["DEL", "k"]).unwrap().is_write());
+    assert!(parse(&["MSET", "a", "1"]).unwrap().is_write());
+    let multi = Command::Multi(vec![Command::Get(b"a".to_vec())]);
+    assert!(!multi.is_write());
+    let multi = Command::Multi(vec![Command::Get(b"a".to_vec()), Command::Del(vec![])]);
+    assert!(multi.is_write());
+}
