@@ -204,10 +204,22 @@ impl Entry {
             *self = Entry::new(self.key(), value);
             return;
         }
+        let value_at = self.relayout(old, new);
+        // SAFETY: `relayout` left room for the new value at `value_at`;
+        // `value` is borrowed separately, so it is not in the allocation.
+        unsafe { ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len()) };
+    }
+
+    /// Gives the allocation the layout of `new` (the same header width as
+    /// `old`, the current header) and writes that header; returns where the
+    /// value starts. Header, key and the start of the old value keep their
+    /// place, as realloc preserves them.
+    fn relayout(&mut self, old: Header, new: Header) -> *mut u8 {
+        debug_assert_eq!(old.header_len, new.header_len);
         let (old_layout, new_layout) = (old.layout(), new.layout());
-        // SAFETY: `self` owns the allocation of `old_layout` (the invariant) and
-        // is held `&mut`; header and key keep their place, which realloc
-        // preserves, and the new layout has room for the new header and value.
+        // SAFETY: `self` owns the allocation of `old_layout` (the invariant)
+        // and is held `&mut`; the new layout has room for the new header, the
+        // key and the value, whose bytes the caller then writes.
         unsafe {
             if new_layout != old_layout {
                 let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
@@ -217,9 +229,8 @@ impl Entry {
                 self.ptr = ptr;
             }
             write_header(self.ptr, new);
-            let (_, value_at) = self.parts_ptr_of(new);
-            ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
         }
+        self.parts_ptr_of(new).1
     }
 
     /// Appends `tail` to the value and returns the value's new length. Only
@@ -237,23 +248,11 @@ impl Entry {
             *self = Entry::new(self.key(), &value);
             return new.value_len;
         }
-        let (old_layout, new_layout) = (old.layout(), new.layout());
-        // SAFETY: as in `resize_value`: `self` owns the allocation of
-        // `old_layout` and is held `&mut`; realloc keeps header, key and the
-        // old value in place, and the new layout has room for `tail` after
-        // them. `tail` is borrowed separately, so it is not in the allocation.
-        unsafe {
-            if new_layout != old_layout {
-                let raw = alloc::realloc(self.base(), old_layout, new_layout.size());
-                let Some(ptr) = NonNull::new(raw) else {
-                    alloc::handle_alloc_error(new_layout)
-                };
-                self.ptr = ptr;
-            }
-            write_header(self.ptr, new);
-            let (_, value_at) = self.parts_ptr_of(new);
-            ptr::copy_nonoverlapping(tail.as_ptr(), value_at.add(old.value_len), tail.len());
-        }
+        let value_at = self.relayout(old, new);
+        // SAFETY: `relayout` kept the old value and left room for `tail`
+        // after it; `tail` is borrowed separately, so it is not in the
+        // allocation.
+        unsafe { ptr::copy_nonoverlapping(tail.as_ptr(), value_at.add(old.value_len), tail.len()) };
         new.value_len
     }
 
