@@ -125,6 +125,11 @@ fn multi_exec_discard_and_their_errors() {
     assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
     assert_eq!(c.cmd(&["SET", "a", "1"]), status("QUEUED"));
     assert_eq!(c.cmd(&["NOSUCH", "x"]), err("ERR unknown command 'NOSUCH'"));
+    // MSET's pairs count as its arity (SPEC), though Redis would queue it.
+    assert_eq!(
+        c.cmd(&["MSET", "a", "1", "b"]),
+        err("ERR wrong number of arguments for 'mset' command")
+    );
     assert_eq!(
         c.cmd(&["SET", "only-key"]),
         err("ERR wrong number of arguments for 'set' command")

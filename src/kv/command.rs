@@ -120,9 +120,6 @@ pub enum CommandError {
     Unknown(String),
     /// `ERR wrong number of arguments for 'set' command` (name lower-cased).
     WrongArity(String),
-    /// MSET or MSETNX with a key and no value: worded as `WrongArity`, but
-    /// found when the command runs.
-    OddPairs(String),
     /// `ERR value is not an integer or out of range`
     NotInteger,
     /// `ERR syntax error` (e.g. `SET k v NX XX`).
@@ -152,7 +149,7 @@ impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::Unknown(name) => write!(f, "ERR unknown command '{}'", name),
-            CommandError::WrongArity(name) | CommandError::OddPairs(name) => {
+            CommandError::WrongArity(name) => {
                 write!(f, "ERR wrong number of arguments for '{}' command", name)
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
@@ -225,14 +222,14 @@ impl Command {
             Arity::Exactly(n) => argv.len() == n,
             Arity::AtLeast(n) => argv.len() >= n,
         };
-        let name = || String::from_utf8_lossy(lower).into_owned();
-        if !arity_ok {
-            return Err(CommandError::WrongArity(name()));
-        }
-        // Redis checks MSET's pairs when it runs the command, so inside MULTI
-        // an odd count is an error in EXEC's reply, not an abort.
-        if matches!(lower, b"mset" | b"msetnx") && argv.len() % 2 == 0 {
-            return Err(CommandError::OddPairs(name()));
+        // MSET's pairs count as its arity: SPEC answers a wrong arity at
+        // once, also inside MULTI (which it then aborts). Redis finds odd
+        // pairs only when it runs the command.
+        let pairs_ok = !matches!(lower, b"mset" | b"msetnx") || argv.len() % 2 == 1;
+        if !arity_ok || !pairs_ok {
+            return Err(CommandError::WrongArity(
+                String::from_utf8_lossy(lower).into_owned(),
+            ));
         }
         build(lower, &argv[1..])
     }
