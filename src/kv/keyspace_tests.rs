@@ -1,6 +1,6 @@
 use super::command::MAX_PATTERN_BYTES;
 use super::expiry::{ExpireCondition, Expiry, TimeUnit};
-use super::tests::{bulk, cmd, err};
+use super::tests::{bulk, cmd, err, parse_error};
 use super::*;
 use std::collections::BTreeSet;
 
@@ -168,13 +168,9 @@ fn scan_match_type_and_cursor_past_the_end() {
 
 #[test]
 fn scan_and_keys_parse_as_redis() {
-    let text = |words: &[&str]| {
-        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
-        Command::parse(&argv).unwrap_err().to_string()
-    };
-    assert_eq!(text(&["SCAN", "x"]), "ERR invalid cursor");
-    assert_eq!(text(&["SCAN", " 1"]), "ERR invalid cursor");
-    assert_eq!(text(&["SCAN", "-"]), "ERR invalid cursor");
+    assert_eq!(parse_error(&["SCAN", "x"]), "ERR invalid cursor");
+    assert_eq!(parse_error(&["SCAN", " 1"]), "ERR invalid cursor");
+    assert_eq!(parse_error(&["SCAN", "-"]), "ERR invalid cursor");
     // As strtoul reads them: a sign, and nothing at all as 0.
     let cursor = |word: &str| match cmd(&["SCAN", word]) {
         Command::Scan(scan) => scan.cursor,
@@ -185,22 +181,28 @@ fn scan_and_keys_parse_as_redis() {
     assert_eq!(cursor("-1"), u64::MAX);
     assert_eq!(cursor("18446744073709551615"), u64::MAX);
     assert_eq!(
-        text(&["SCAN", "18446744073709551616"]),
+        parse_error(&["SCAN", "18446744073709551616"]),
         "ERR invalid cursor"
     );
-    assert_eq!(text(&["SCAN", "0", "COUNT", "0"]), "ERR syntax error");
     assert_eq!(
-        text(&["SCAN", "0", "COUNT", "x"]),
+        parse_error(&["SCAN", "0", "COUNT", "0"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        parse_error(&["SCAN", "0", "COUNT", "x"]),
         "ERR value is not an integer or out of range"
     );
-    assert_eq!(text(&["SCAN", "0", "MATCH"]), "ERR syntax error");
-    assert_eq!(text(&["SCAN", "0", "LIMIT", "1"]), "ERR syntax error");
+    assert_eq!(parse_error(&["SCAN", "0", "MATCH"]), "ERR syntax error");
     assert_eq!(
-        text(&["SCAN"]),
+        parse_error(&["SCAN", "0", "LIMIT", "1"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        parse_error(&["SCAN"]),
         "ERR wrong number of arguments for 'scan' command"
     );
     assert_eq!(
-        text(&["KEYS", &"*".repeat(MAX_PATTERN_BYTES + 1)]),
+        parse_error(&["KEYS", &"*".repeat(MAX_PATTERN_BYTES + 1)]),
         "ERR pattern longer than 4096 bytes"
     );
     assert_eq!(
@@ -235,33 +237,29 @@ fn type_strlen_ttl_persist() {
 
 #[test]
 fn expiry_commands_parse_as_redis() {
-    let text = |words: &[&str]| {
-        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
-        Command::parse(&argv).unwrap_err().to_string()
-    };
     assert_eq!(
-        text(&["EXPIRE", "k", "ten"]),
+        parse_error(&["EXPIRE", "k", "ten"]),
         "ERR value is not an integer or out of range"
     );
     assert_eq!(
-        text(&["SETEX", "k", "0", "v"]),
+        parse_error(&["SETEX", "k", "0", "v"]),
         "ERR invalid expire time in 'setex' command"
     );
     assert_eq!(
-        text(&["EXPIRE", "k"]),
+        parse_error(&["EXPIRE", "k"]),
         "ERR wrong number of arguments for 'expire' command"
     );
     // Redis checks the options first, then the time.
     assert_eq!(
-        text(&["EXPIRE", "k", "abc", "junk"]),
+        parse_error(&["EXPIRE", "k", "abc", "junk"]),
         "ERR Unsupported option junk"
     );
     assert_eq!(
-        text(&["EXPIRE", "k", "10", "nx", "XX"]),
+        parse_error(&["EXPIRE", "k", "10", "nx", "XX"]),
         "ERR NX and XX, GT or LT options at the same time are not compatible"
     );
     assert_eq!(
-        text(&["EXPIRE", "k", "10", "GT", "lt"]),
+        parse_error(&["EXPIRE", "k", "10", "GT", "lt"]),
         "ERR GT and LT options at the same time are not compatible"
     );
     // Times Redis cannot hold in milliseconds from now.
@@ -274,7 +272,7 @@ fn expiry_commands_parse_as_redis() {
         (&["SET", "k", "v", "EX", "9223372036854775"], "set"),
     ] {
         assert_eq!(
-            text(words),
+            parse_error(words),
             format!("ERR invalid expire time in '{name}' command"),
             "{words:?}"
         );

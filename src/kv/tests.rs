@@ -11,6 +11,15 @@ pub(super) fn cmd(words: &[&str]) -> Command {
     .unwrap_or_else(|e| panic!("{:?} does not parse: {}", words, e))
 }
 
+/// The error text `Command::parse` gives for these words.
+pub(super) fn parse_error(words: &[&str]) -> String {
+    let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+    match Command::parse(&argv) {
+        Ok(command) => panic!("{words:?} parses as {command:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
 pub(super) fn bulk(s: &str) -> Reply {
     Reply::Bulk(s.as_bytes().to_vec())
 }

@@ -1,4 +1,4 @@
-use super::tests::{bulk, cmd};
+use super::tests::{bulk, cmd, parse_error};
 use super::*;
 
 const T0: u64 = 1_000_000;
@@ -480,20 +480,16 @@ fn getex_answers_the_value_and_sets_or_removes_the_timeout() {
     );
     assert!(kv.is_empty());
     kv.assert_invariants();
-    let text = |words: &[&str]| {
-        let argv: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
-        Command::parse(&argv).unwrap_err().to_string()
-    };
     for syntax in [
         &["GETEX", "k", "EX", "10", "PX", "10"][..],
         &["GETEX", "k", "PERSIST", "EX", "1"],
         &["GETEX", "k", "EX"],
         &["GETEX", "k", "FOO"],
     ] {
-        assert_eq!(text(syntax), "ERR syntax error", "{syntax:?}");
+        assert_eq!(parse_error(syntax), "ERR syntax error", "{syntax:?}");
     }
     assert_eq!(
-        text(&["GETEX", "k", "EX", "0"]),
+        parse_error(&["GETEX", "k", "EX", "0"]),
         "ERR invalid expire time in 'getex' command"
     );
 }
