@@ -6,7 +6,7 @@
 mod common;
 
 use common::load::{LoadResult, WriteLoad};
-use common::{bulk, wait_for, Client, Cluster, BIN};
+use common::{bulk, wait_for, Client, Cluster, Resume, BIN};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::{HashMap, HashSet};
@@ -822,29 +822,6 @@ fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
         matches!(&got, Reply::Bulk(v) if v.len() == 1 << 20),
         "k299 lost"
     );
-}
-
-/// SIGCONTs a SIGSTOPped node when dropped, also when the test fails.
-struct Resume(u32);
-
-impl Resume {
-    /// SIGSTOPs the node with this pid, until the guard is dropped.
-    fn stop(pid: u32) -> Resume {
-        // SAFETY: kill(2) on the pid of a child this test spawned.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGSTOP);
-        }
-        Resume(pid)
-    }
-}
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child this test spawned.
-        unsafe {
-            libc::kill(self.0 as i32, libc::SIGCONT);
-        }
-    }
 }
 
 #[test]

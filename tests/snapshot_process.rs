@@ -1,5 +1,6 @@
 //! Snapshots with the real binary: a follower that was down while the log
-//! was compacted catches up through InstallSnapshot; a restart loads the
+//! was compacted catches up through InstallSnapshot; one that cannot use the
+//! snapshot is sent it again after growing waits; a restart loads the
 //! newest snapshot and replays only the log after it; a corrupt newest
 //! snapshot is passed over, but stops the node when the log no longer covers
 //! what it held, as does a directory whose snapshots are all corrupt (which
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::{bulk, wait_for, Client, Cluster};
+use common::{bulk, wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -165,25 +166,95 @@ fn a_follower_behind_a_large_snapshot_gets_it_streamed_once() {
         value
     });
     let target = info_u64(&mut client, "applied_index");
-    // A snapshot the leader is still taking would legitimately need sending
-    // too, once it compacts the log past the one being sent.
-    let mut last_seen = u64::MAX;
-    wait_for(
-        Duration::from_secs(30),
-        "the leader's snapshots to settle",
-        || {
-            let index = info_u64(&mut client, "snapshot_index");
-            let settled = info_u64(&mut client, "snapshot_in_progress") == 0 && index == last_seen;
-            last_seen = index;
-            std::thread::sleep(Duration::from_millis(100));
-            settled.then_some(())
-        },
-    );
+    wait_snapshots_settled(&mut client);
     cluster.spawn(follower);
     cluster.wait_applied(target, Duration::from_secs(60));
     assert_eq!(info_u64(&mut client, "snapshots_sent"), 1);
     let leader_digest = digest(&cluster, leader);
     assert_eq!(digest(&cluster, follower), leader_digest);
+}
+
+/// Waits until the node takes no snapshot and its newest stays the same. A
+/// snapshot the leader is still taking would legitimately need sending too,
+/// once it compacts the log past the one being sent.
+fn wait_snapshots_settled(client: &mut Client) -> u64 {
+    let mut last_seen = u64::MAX;
+    wait_for(
+        Duration::from_secs(30),
+        "the leader's snapshots to settle",
+        || {
+            let index = info_u64(client, "snapshot_index");
+            let settled = info_u64(client, "snapshot_in_progress") == 0 && index == last_seen;
+            last_seen = index;
+            std::thread::sleep(Duration::from_millis(100));
+            settled.then_some(index)
+        },
+    )
+}
+
+/// A follower that cannot use the snapshot it is sent (here its temp file's
+/// name is taken by a directory; in life a full disk, or an older build that
+/// cannot read the format) asks for it again after each send. The leader
+/// sends it again after 1 s, then 2 s, and so on, instead of streaming it
+/// back to back, and the follower catches up once it can take it.
+#[test]
+fn a_snapshot_the_follower_cannot_use_is_sent_again_after_growing_waits() {
+    let (cluster, leader, follower) = three_nodes_snapshotting_every(1000);
+    let mut client = cluster.client(leader);
+    set_many(&mut client, "before:", 0..100, 100, small_value);
+    let pid = cluster.pid(follower).expect("follower runs");
+    // Stopped rather than killed: a restart would clear the follower's temp
+    // files, the directory below included.
+    let resume = Resume::stop(pid);
+    // One write per round trip: each goes out in an AppendEntries of its
+    // own, so the stopped follower's window of appends in flight fills long
+    // before the leader compacts its log past what the follower holds.
+    set_many(&mut client, "k", 0..3000, 1, small_value);
+    let target = info_u64(&mut client, "applied_index");
+    let snapshot_index = wait_snapshots_settled(&mut client);
+    let snapshot = snapshot_files(cluster.data_dir(leader))
+        .pop()
+        .expect("the leader has a snapshot");
+    let name = snapshot.file_name().and_then(|n| n.to_str()).expect("name");
+    let blocker = cluster
+        .data_dir(follower)
+        .join("snapshot")
+        .join(format!("{}.receiving.tmp", name));
+    fs::create_dir_all(&blocker).expect("create the blocking directory");
+
+    let sent_before = info_u64(&mut client, "snapshots_sent");
+    let resumed = Instant::now();
+    drop(resume);
+    wait_for(
+        Duration::from_secs(30),
+        "the snapshot to be sent three times",
+        || (info_u64(&mut client, "snapshots_sent") >= sent_before + 3).then_some(()),
+    );
+    let elapsed = resumed.elapsed();
+    // The second send waits 1 s after the first, the third 2 s after it.
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "three sends within {:?}",
+        elapsed
+    );
+    assert!(cluster
+        .log_text(leader)
+        .contains(&format!("asks again for snapshot {}/", snapshot_index)));
+    assert!(cluster
+        .log_text(follower)
+        .contains("cannot receive a snapshot"));
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = info_u64(&mut client, "snapshots_sent") - sent_before;
+    assert!(sent <= 3, "{} sends within {:?}", sent, resumed.elapsed());
+
+    fs::remove_dir(&blocker).expect("remove the blocking directory");
+    cluster.wait_applied(target, Duration::from_secs(30));
+    let leader_digest = digest(&cluster, leader);
+    assert_eq!(digest(&cluster, follower), leader_digest);
+    assert_eq!(
+        cluster.client(follower).cmd(&["GET", "k2999"]),
+        bulk("value-2999")
+    );
 }
 
 fn single_node(snapshot_entries: u64) -> Cluster {

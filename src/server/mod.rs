@@ -18,6 +18,7 @@ pub mod local_cluster;
 mod peers;
 mod recover;
 mod requests;
+mod snapshot_resend;
 mod snapshots;
 mod snapshotter;
 mod syncer;

@@ -18,6 +18,7 @@
 //! decoded map (`DiskLog::install_snapshot`) and resets the log.
 
 use super::peers::Peers;
+use super::snapshot_resend::{snapshot_of, ResendWaits};
 use super::snapshotter::{Done, Job, Snapshotter};
 use crate::kv::KvStore;
 use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta};
@@ -76,6 +77,8 @@ pub struct Snapshots {
     /// Longest loop iteration since `writing_since` (wall, CPU).
     writing_max_iteration: (Duration, Duration),
     outgoing: BTreeMap<NodeId, Outgoing>,
+    /// Repeats of a snapshot a follower could not use, held back.
+    resend: ResendWaits,
     incoming: Option<Incoming>,
     /// The InstallSnapshot message waiting for its file to be finished.
     finishing: Option<Message>,
@@ -92,6 +95,7 @@ impl Snapshots {
             writing_since: None,
             writing_max_iteration: (Duration::ZERO, Duration::ZERO),
             outgoing: BTreeMap::new(),
+            resend: ResendWaits::default(),
             incoming: None,
             finishing: None,
             requested: Vec::new(),
@@ -340,35 +344,50 @@ impl Snapshots {
         None
     }
 
-    /// Starts streaming for every InstallSnapshot the core handed out;
-    /// pushes a failure report for those whose file cannot be opened.
+    /// Starts streaming for every InstallSnapshot the core handed out, and
+    /// for held repeats that are due (see `snapshot_resend`); pushes a
+    /// failure report for those whose file cannot be opened.
     pub fn start_streams(&mut self, reports: &mut Vec<(NodeId, bool)>) {
-        for message in std::mem::take(&mut self.requested) {
-            let MessageBody::InstallSnapshot { meta } = &message.body else {
+        let now = Instant::now();
+        let mut messages = self.resend.take_due(now);
+        messages.append(&mut self.requested);
+        for message in messages {
+            let Some((index, term)) = snapshot_of(&message) else {
                 continue;
             };
             let same_stream = self.outgoing.get(&message.to).is_some_and(|out| {
-                out.message.term == message.term
-                    && matches!(&out.message.body, MessageBody::InstallSnapshot { meta: m }
-                        if (m.index, m.term) == (meta.index, meta.term))
+                out.message.term == message.term && snapshot_of(&out.message) == Some((index, term))
             });
-            if same_stream {
+            if same_stream || self.resend.is_held(&message) {
                 // A removed node is sent our snapshot at each of its
                 // pre-votes; restarting the stream each time could keep it
                 // from ever finishing.
                 continue;
             }
-            let path = self.dir.join(snapshot::file_name(meta.index, meta.term));
+            let to = message.to;
+            let message = match self.resend.admit(message, now) {
+                Ok(message) => message,
+                Err(due) => {
+                    info!(
+                        "node {} asks again for snapshot {}/{}, which it was sent in full (it could not use it, or is still loading it): sending it again in {} ms",
+                        to,
+                        index,
+                        term,
+                        due.saturating_duration_since(now).as_millis()
+                    );
+                    continue;
+                }
+            };
+            let path = self.dir.join(snapshot::file_name(index, term));
             match RawReader::open(&path) {
                 Ok(reader) => {
                     info!(
                         "sending snapshot {}/{} ({} bytes) to node {}",
-                        meta.index,
-                        meta.term,
+                        index,
+                        term,
                         reader.len(),
-                        message.to
+                        to
                     );
-                    let to = message.to;
                     let replaced = self.outgoing.insert(
                         to,
                         Outgoing {
@@ -384,8 +403,8 @@ impl Snapshots {
                     }
                 }
                 Err(err) => {
-                    warn!("cannot send snapshot to node {}: {}", message.to, err);
-                    reports.push((message.to, false));
+                    warn!("cannot send snapshot to node {}: {}", to, err);
+                    reports.push((to, false));
                 }
             }
         }
@@ -401,6 +420,9 @@ impl Snapshots {
         leader_term: Option<u64>,
         reports: &mut Vec<(NodeId, bool)>,
     ) {
+        for to in self.resend.drop_stale(leader_term) {
+            reports.push((to, false));
+        }
         let ids: Vec<NodeId> = self.outgoing.keys().copied().collect();
         for to in ids {
             let Some(out) = self.outgoing.get_mut(&to) else {
@@ -414,7 +436,9 @@ impl Snapshots {
             match result {
                 Ok(false) => {}
                 Ok(true) => {
-                    self.outgoing.remove(&to);
+                    if let Some(out) = self.outgoing.remove(&to) {
+                        self.resend.finished(&out.message, Instant::now());
+                    }
                     self.stats.sent += 1;
                     reports.push((to, true));
                 }

@@ -593,3 +593,26 @@ pub fn contents(dir: &Path, skip: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, dir, skip, &mut out);
     out
 }
+
+/// SIGCONTs a SIGSTOPped node when dropped, also when the test fails.
+pub struct Resume(u32);
+
+impl Resume {
+    /// SIGSTOPs the node with this pid, until the guard is dropped.
+    pub fn stop(pid: u32) -> Resume {
+        // SAFETY: kill(2) on the pid of a child this test spawned.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        Resume(pid)
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child this test spawned.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGCONT);
+        }
+    }
+}
