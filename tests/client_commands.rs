@@ -92,6 +92,28 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
     assert!(q.is_closed());
 }
 
+/// Without requirepass, as redis-server 7.0 answers: the default user takes
+/// any password, and the one-argument form is a configuration mistake.
+#[test]
+fn auth_without_requirepass_is_answered_as_redis_does() {
+    let cluster = Cluster::start(1);
+    let mut c = cluster.client(0);
+    assert_eq!(
+        c.cmd(&["AUTH", "x"]),
+        err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+    );
+    assert_eq!(c.cmd(&["AUTH", "default", "x"]), Reply::Ok);
+    assert_eq!(
+        c.cmd(&["AUTH", "bob", "x"]),
+        err("WRONGPASS invalid password")
+    );
+    match c.cmd(&["HELLO", "3", "AUTH", "default", "x"]) {
+        Reply::Map(fields) => assert!(fields.contains(&(bulk("proto"), Reply::Integer(3)))),
+        other => panic!("HELLO 3 AUTH answered {:?}", other),
+    }
+    assert_eq!(c.cmd(&["PING"]), status("PONG"));
+}
+
 #[test]
 fn multi_exec_discard_and_their_errors() {
     let cluster = Cluster::start(1);

@@ -8,6 +8,7 @@ mod common;
 use common::load::{LoadResult, WriteLoad};
 use common::{bulk, wait_for, Client, Cluster};
 use raftkv::kv::Reply;
+use raftkv::wire::resp;
 use std::collections::{BTreeMap, HashMap};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -181,6 +182,34 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
             },
         );
     }
+}
+
+/// A MEMBERS pipelined right behind an ADD lists the new learner with its
+/// address: the leader counts the learner from the proposal on, before the
+/// entry is appended.
+#[test]
+fn members_pipelined_behind_an_add_shows_the_learners_address() {
+    let cluster = Cluster::start(1);
+    let mut c = cluster.client(0);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut pipeline = Vec::new();
+    resp::encode_request(&[b"CLUSTER", b"ADD", b"9", addr.as_bytes()], &mut pipeline);
+    resp::encode_request(&[b"CLUSTER", b"MEMBERS"], &mut pipeline);
+    c.send_raw(&pipeline).expect("send the pipeline");
+    assert_eq!(c.read(), ok());
+    let listed = text(c.read());
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with("id=9 "))
+        .unwrap_or_else(|| panic!("no line for node 9 in {:?}", listed));
+    assert!(
+        line.starts_with(&format!(
+            "id=9 raft_addr={} client_addr= suffrage=learner ",
+            addr
+        )),
+        "{}",
+        line
+    );
 }
 
 #[test]

@@ -392,8 +392,18 @@ impl Server {
                     }
                 }
                 let context = self.cluster.book.context_for(&members, id, addr);
-                let change = ConfChange::AddLearner { id, context };
-                self.replica.propose_conf_change(change, waiter)
+                let change = ConfChange::AddLearner {
+                    id,
+                    context: context.clone(),
+                };
+                let proposed = self.replica.propose_conf_change(change, waiter);
+                if proposed.is_ok() {
+                    // The core counts the learner from now on: a MEMBERS
+                    // pipelined behind this ADD, answered before the append
+                    // is handed out, shows its address too.
+                    self.cluster.book.learn_context(&context);
+                }
+                proposed
             }
             ClusterRequest::Remove { id } if id == me => return self.remove_self(waiter),
             ClusterRequest::Remove { id } => self

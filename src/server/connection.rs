@@ -241,13 +241,20 @@ impl Server {
     }
 
     fn auth(&mut self, token: Token, argv: &[Vec<u8>]) -> Reply {
-        let password = match argv.len() {
-            2 => &argv[1],
-            3 if argv[1] == b"default" => &argv[2],
+        let (password, user_named) = match argv.len() {
+            2 => (&argv[1], false),
+            3 if argv[1] == b"default" => (&argv[2], true),
             3 => return error("WRONGPASS invalid password"),
             _ => return wrong_arity("auth"),
         };
         let Some(expected) = self.config.requirepass.as_deref() else {
+            // As in Redis: without requirepass the default user takes any
+            // password (clients that always send one, as `HELLO 3 AUTH
+            // default ...`, keep working), while the old one-argument form
+            // points at a configuration mistake.
+            if user_named {
+                return Reply::Ok;
+            }
             return error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
         };
         let ok = password.as_slice() == expected.as_bytes();
