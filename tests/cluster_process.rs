@@ -894,6 +894,39 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     }
 }
 
+/// A leader frozen by SIGSTOP keeps its connections but answers nothing.
+/// Reads a follower forwarded to it (a GET, CLUSTER MEMBERS) go to the next
+/// leader as soon as the follower knows it, instead of waiting out the
+/// client's deadline (they used to get `-TRYAGAIN no leader` there, with a
+/// leader elected).
+#[test]
+fn reads_forwarded_to_a_frozen_leader_are_answered_by_the_next() {
+    let cluster = Cluster::start(3);
+    let old = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (0..3).find(|i| *i != old).expect("a follower");
+    let mut client = cluster.client(follower);
+    assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::Ok);
+    let mut members = cluster.client(follower);
+    let pid = cluster.pid(old).expect("running");
+    let resume = Resume::stop(pid);
+    client.send(&[b"GET", b"k"]);
+    members.send(&[b"CLUSTER", b"MEMBERS"]);
+    assert_eq!(client.read(), bulk("v"), "the read went to the next leader");
+    let old_id = cluster.nodes[old].id;
+    match members.read() {
+        Reply::Bulk(text) => {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let leader_line = text
+                .lines()
+                .find(|line| line.contains("leader=yes"))
+                .unwrap_or_else(|| panic!("no leader in {text}"));
+            assert!(!leader_line.starts_with(&format!("id={old_id} ")), "{text}");
+        }
+        other => panic!("CLUSTER MEMBERS answered {other:?}"),
+    }
+    drop(resume);
+}
+
 #[test]
 fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
     // A node reads 4 MiB of one client's requests at a time and takes up the

@@ -325,7 +325,7 @@ impl Server {
             .cluster
             .forwards
             .iter()
-            .filter(|(_, (.., to))| self.is_gone(*to))
+            .filter(|(_, (_, _, request, to))| self.is_orphaned(*to, request.is_change()))
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {

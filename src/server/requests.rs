@@ -372,17 +372,18 @@ impl Server {
     }
 
     /// Requests forwarded to a node that no longer leads, as far as this
-    /// node knows, and that it cannot reach: a leader that died, whose reply
-    /// will never come. A read is routed again (it changed nothing, and is
-    /// served by the next leader within the client's wait). A write's
-    /// outcome is unknown, since the dead leader may have replicated it:
-    /// `-TIMEOUT` now rather than at the deadline. A deposed leader that is
-    /// still connected answers for itself.
+    /// node knows. A read is routed again at once: it changed nothing, and a
+    /// leader that was frozen or cut off keeps its connections but answers
+    /// nothing, so waiting for it would spend the client's whole wait (its
+    /// answer, should it come, is dropped). A write's outcome is unknown,
+    /// since the old leader may have replicated it: `-TIMEOUT` now if that
+    /// leader cannot be reached (it died, and its reply will never come);
+    /// one still connected answers for itself, or the deadline does.
     pub(super) fn settle_orphaned_forwards(&mut self) {
         let orphaned: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, f)| self.is_gone(f.leader))
+            .filter(|(_, f)| self.is_orphaned(f.leader, f.command.is_write()))
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {
@@ -405,10 +406,11 @@ impl Server {
         self.settle_orphaned_cluster_forwards();
     }
 
-    /// Whether a node that was asked as leader will never answer, as far as
-    /// this node can tell: it no longer leads and its connection is closed.
-    pub(super) fn is_gone(&self, leader: NodeId) -> bool {
-        leader != self.replica.node().leader_id() && !self.peers.is_connected(leader)
+    /// Whether a request forwarded to `asked` is to be settled here (see
+    /// `settle_orphaned_forwards`): `asked` no longer leads as far as this
+    /// node knows and, for a write, cannot be reached either.
+    pub(super) fn is_orphaned(&self, asked: NodeId, write: bool) -> bool {
+        asked != self.replica.node().leader_id() && (!write || !self.peers.is_connected(asked))
     }
 
     /// Parks a client's request that was not applied where it went, to be
