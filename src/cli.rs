@@ -60,6 +60,16 @@ pub fn parse(args: &[String]) -> Result<Action, UsageError> {
         .parse(join_values(args))
         .map_err(|fail| UsageError(describe(&fail)))?;
     if let Some(arg) = matches.free.first() {
+        // `--join` takes `yes` or `no` after it, so another word there was
+        // meant as its value.
+        if args
+            .windows(2)
+            .any(|pair| pair[0] == "--join" && pair[1] == *arg)
+        {
+            return Err(UsageError(format!(
+                "--join: bad value '{arg}' for 'join': expected yes or no"
+            )));
+        }
         return Err(UsageError(format!(
             "unexpected argument '{arg}' (see --help)"
         )));
@@ -261,6 +271,10 @@ mod tests {
         assert_eq!(run("--join=maybe").overrides, pairs(&[("join", "maybe")]));
         assert_eq!(
             usage_err("--join maybe"),
+            "--join: bad value 'maybe' for 'join': expected yes or no"
+        );
+        assert_eq!(
+            usage_err("--join --id 4 maybe"),
             "unexpected argument 'maybe' (see --help)"
         );
     }
