@@ -894,6 +894,39 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     }
 }
 
+/// A leader whose connections to both followers closed (they died) holds a
+/// new write unwritten: it gets `-TRYAGAIN` at its deadline, as SPEC has it
+/// for no quorum, and is not applied when the followers return. (It used to
+/// be appended and answered `-TIMEOUT outcome unknown`, then applied once
+/// the followers were back.)
+#[test]
+fn a_write_to_a_leader_that_lost_its_quorum_gets_tryagain_and_never_applies() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let mut client = cluster.client(leader);
+    assert_eq!(client.cmd(&["SET", "before", "v"]), Reply::Ok);
+    assert_eq!(client.info()["connected_peers"], "2");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for &i in &followers {
+        cluster.kill(i);
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "the leader to see both connections close",
+        || (client.info()["connected_peers"] == "0").then_some(()),
+    );
+    assert_eq!(
+        client.cmd(&["SET", "k", "v"]),
+        Reply::Error("TRYAGAIN no leader".into())
+    );
+    for &i in &followers {
+        cluster.spawn(i);
+    }
+    cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(client.cmd_retry(&["GET", "before"]), bulk("v"));
+    assert_eq!(client.cmd_retry(&["GET", "k"]), Reply::Nil);
+}
+
 /// A leader frozen by SIGSTOP keeps its connections but answers nothing.
 /// Reads a follower forwarded to it (a GET, CLUSTER MEMBERS) go to the next
 /// leader as soon as the follower knows it, instead of waiting out the

@@ -408,6 +408,11 @@ impl Node {
         started
     }
 
+    /// The voters of the configuration in force (the latest appended).
+    pub fn voters(&self) -> &[NodeId] {
+        &self.log.conf().voters
+    }
+
     /// The target of the transfer in progress, if any.
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|t| t.target)

@@ -390,6 +390,7 @@ impl Server {
                 uptime_secs: self.uptime_secs(),
                 log_bytes: self.disk.storage.log_bytes(),
                 refused_peer_messages: self.replica.node().refused_messages(),
+                connected_peers: self.peers.connected_count(),
                 snapshot: self.snapshot_info(),
             },
             sections,

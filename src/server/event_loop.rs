@@ -117,6 +117,10 @@ pub struct Server {
     pub(super) next_forward_id: u64,
     /// Client requests waiting for a leader to be known, in arrival order.
     pub(super) parked: VecDeque<(Token, u64, Command)>,
+    /// Whether this node, as leader, has open connections to a majority of
+    /// the voters (itself counted): see `Server::takes_writes`. Refreshed
+    /// each iteration.
+    pub(super) quorum_connected: bool,
     pub(super) client_listener: TcpListener,
     raft_listener: TcpListener,
     signals: Option<Signals>,
@@ -234,6 +238,7 @@ impl Server {
             forwards_to_check: false,
             next_forward_id: 1,
             parked: VecDeque::new(),
+            quorum_connected: true,
             client_listener,
             raft_listener,
             signals,
@@ -355,10 +360,8 @@ impl Server {
     }
 
     fn has_immediate_work(&self) -> bool {
-        // A leader handing over takes no writes: parked ones wait for the outcome.
-        let leader_reachable = (self.replica.is_leader()
-            && self.replica.node().transfer_target().is_none())
-            || self.peers.is_connected(self.replica.node().leader_id());
+        let leader_reachable =
+            self.takes_writes() || self.peers.is_connected(self.replica.node().leader_id());
         (!self.parked.is_empty() && leader_reachable) || !self.dirty_clients.is_empty()
     }
 
@@ -369,9 +372,11 @@ impl Server {
         self.collect_syncs()?;
         self.collect_snapshots()?;
         self.run_timers();
+        self.refresh_quorum_connected();
         self.dispatch_parked();
         self.cluster_tick();
         self.process_ready()?;
+        self.refresh_quorum_connected();
         self.stream_snapshots();
         self.snapshots.maybe_start(&mut self.replica);
         self.purge_expired_keys();

@@ -21,6 +21,8 @@ pub struct InfoContext<'a> {
     pub log_bytes: u64,
     /// `Node::refused_messages`: nonzero means a bug or a stranger on the raft port.
     pub refused_peer_messages: u64,
+    /// Other members this node has an open connection to.
+    pub connected_peers: usize,
     pub snapshot: SnapshotInfo,
 }
 
@@ -108,6 +110,7 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
         field(&mut out, "snapshot_index", s.snapshot_index);
         field(&mut out, "log_bytes", ctx.log_bytes);
         field(&mut out, "refused_peer_messages", ctx.refused_peer_messages);
+        field(&mut out, "connected_peers", ctx.connected_peers);
         field(&mut out, "members", member_list(&s.voters, ctx.addresses));
         field(
             &mut out,
@@ -241,6 +244,7 @@ mod tests {
             uptime_secs: 5,
             log_bytes: 0,
             refused_peer_messages: 0,
+            connected_peers: 1,
             snapshot: SnapshotInfo::default(),
         };
         let sections: Vec<Vec<u8>> = sections.iter().map(|s| s.as_bytes().to_vec()).collect();
@@ -254,6 +258,7 @@ mod tests {
             "# Raft\r\n",
             "role:leader\r\n",
             "members:1=127.0.0.1:7001,2=127.0.0.1:7002\r\n",
+            "connected_peers:1\r\n",
             "connected_clients:3\r\n",
             "used_memory:4096\r\n",
             "total_connections_received:9\r\n",

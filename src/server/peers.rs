@@ -181,6 +181,11 @@ impl Peers {
         self.members.get(&id).is_some_and(|p| p.outbound_ready)
     }
 
+    /// How many members this node has an open connection to.
+    pub fn connected_count(&self) -> usize {
+        self.members.values().filter(|p| p.outbound_ready).count()
+    }
+
     /// Starts a connection to `id` if it has none. Failure to even start is
     /// retried later like any other connection failure.
     pub fn connect(&mut self, id: NodeId, registry: &Registry, token: Token) {

@@ -152,6 +152,11 @@ impl Server {
         let Some(seq) = self.open_request(token, Kind::Other) else {
             return;
         };
+        if !self.quorum_connected {
+            let command = Command::Set(key.to_vec(), value.to_vec());
+            self.parked.push_back((token, seq, command));
+            return;
+        }
         match self
             .replica
             .propose_set(key, value, Waiter::Client { token, seq })
@@ -186,10 +191,39 @@ impl Server {
         Some(seq)
     }
 
+    /// Whether this node leads and may append client writes now: not while
+    /// it hands the leadership over (parked writes wait for the outcome),
+    /// nor while its connections to a majority of the voters are closed (a
+    /// follower that died or stopped its process). A write appended then
+    /// could not commit now, yet might once the followers return, so it
+    /// could only be answered `-TIMEOUT outcome unknown`; parked instead, it
+    /// is appended once the connections are back, or gets `-TRYAGAIN` at its
+    /// deadline, never having been written (SPEC: no quorum is `-TRYAGAIN`).
+    pub(super) fn takes_writes(&self) -> bool {
+        self.replica.is_leader()
+            && self.replica.node().transfer_target().is_none()
+            && self.quorum_connected
+    }
+
+    /// Recomputes `quorum_connected`: once per iteration, not per write.
+    pub(super) fn refresh_quorum_connected(&mut self) {
+        let me = self.config.id;
+        let voters = self.replica.node().voters();
+        let connected = voters
+            .iter()
+            .filter(|&&id| id == me || self.peers.is_connected(id))
+            .count();
+        self.quorum_connected = connected > voters.len() / 2;
+    }
+
     /// Sends a client request where it can be served now, or parks it.
     fn route(&mut self, token: Token, seq: u64, command: Command) {
         let write = command.is_write();
         let waiter = Waiter::Client { token, seq };
+        if write && self.replica.is_leader() && !self.quorum_connected {
+            self.parked.push_back((token, seq, command));
+            return;
+        }
         if self.replica.is_leader() {
             match self.propose_or_read(command, waiter) {
                 Ok(()) => self.set_pending(
@@ -257,10 +291,12 @@ impl Server {
             return;
         }
         let leader = self.replica.node().leader_id();
-        if !self.replica.is_leader() && !self.peers.is_connected(leader) {
-            return;
-        }
-        if self.replica.is_leader() && self.replica.node().transfer_target().is_some() {
+        let reachable = if self.replica.is_leader() {
+            self.takes_writes()
+        } else {
+            self.peers.is_connected(leader)
+        };
+        if !reachable {
             return;
         }
         let parked = std::mem::take(&mut self.parked);
