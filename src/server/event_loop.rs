@@ -6,6 +6,7 @@ use super::clients::Client;
 use super::clock::Clock;
 use super::cluster::ClusterState;
 use super::full_reads::FullReads;
+use super::lookups::Lookups;
 use super::peers::{LocalIdentity, PeerEvent, Peers};
 use super::snapshots::Snapshots;
 use super::snapshotter::Snapshotter;
@@ -144,6 +145,8 @@ pub struct Server {
     pub(super) snapshots: Snapshots,
     /// Answers KEYS and large SCANs off the loop (`full_reads.rs`).
     full_reads: FullReads,
+    /// Host names of peers being looked up off the loop.
+    lookups: Lookups,
     /// Snapshot streams that ended outside `stream_snapshots`, to report.
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
@@ -182,6 +185,7 @@ impl Server {
         }
         let snapshots = Snapshots::new(disk.snapshot_dir.clone(), snapshotter, snapshot_bytes);
         let full_reads = FullReads::start(Arc::clone(&waker))?;
+        let lookups = Lookups::new(Arc::clone(&waker));
         let mut client_listener = bind("client", &config.client_addr)?;
         let mut raft_listener = bind("raft", &config.raft_addr)?;
         let registry = poll.registry();
@@ -257,6 +261,7 @@ impl Server {
             role_seen: (Role::Follower, 0),
             snapshots,
             full_reads,
+            lookups,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
             next_purge: Instant::now(),
@@ -267,6 +272,25 @@ impl Server {
     /// Wakes the loop from another thread (after sending it a stop message).
     pub fn waker(&self) -> Arc<mio::Waker> {
         Arc::clone(&self.waker)
+    }
+
+    /// Starts the lookups of peer host names that dials asked for, and dials
+    /// those that were answered (see `lookups`).
+    fn look_up_peers(&mut self) {
+        for (peer, raft_addr) in std::mem::take(&mut self.peers.lookups) {
+            self.lookups.start(peer, raft_addr);
+        }
+        let answers: Vec<_> = self.lookups.answers().collect();
+        for answer in answers {
+            let token = self.take_token();
+            self.peers.looked_up(
+                answer.peer,
+                &answer.raft_addr,
+                answer.result,
+                self.poll.registry(),
+                token,
+            );
+        }
     }
 
     pub(super) fn take_token(&mut self) -> Token {
@@ -383,6 +407,7 @@ impl Server {
         for read in self.replica.take_full_reads() {
             self.full_reads.submit(read);
         }
+        self.look_up_peers();
         self.full_reads.collect(&mut self.completions);
         self.deliver_completions();
         self.flush_clients();

@@ -15,6 +15,7 @@ mod founders;
 mod full_reads;
 mod info;
 pub mod local_cluster;
+mod lookups;
 mod peers;
 mod recover;
 mod requests;

@@ -59,6 +59,21 @@ pub struct Peer {
     backoff_ms: u64,
     /// When our connection to it finished connecting, while it is up.
     connected_since: Option<Instant>,
+    /// `raft_addr` is a host name being looked up off the loop.
+    looking_up: bool,
+}
+
+impl Peer {
+    fn new(raft_addr: &str) -> Peer {
+        Peer {
+            raft_addr: raft_addr.to_string(),
+            outbound: None,
+            outbound_ready: false,
+            backoff_ms: BACKOFF_MIN_MS,
+            connected_since: None,
+            looking_up: false,
+        }
+    }
 }
 
 enum Side {
@@ -90,6 +105,9 @@ pub struct Peers {
     dirty: Vec<Token>,
     /// (peer, delay in ms) reconnects for the server to put on the timer wheel.
     pub reconnects: Vec<(NodeId, u64)>,
+    /// (peer, raft address) host names for the server to look up off the
+    /// loop (`server::lookups`); the answer goes to [`Peers::looked_up`].
+    pub lookups: Vec<(NodeId, String)>,
     /// Peers a message could not be queued for since the last drain.
     pub unreachable: Vec<NodeId>,
     /// (id, raft address, client address) from each handshake accepted
@@ -103,18 +121,7 @@ impl Peers {
         let members = members
             .iter()
             .filter(|(id, _)| *id != me.id)
-            .map(|(id, addr)| {
-                (
-                    *id,
-                    Peer {
-                        raft_addr: addr.clone(),
-                        outbound: None,
-                        outbound_ready: false,
-                        backoff_ms: BACKOFF_MIN_MS,
-                        connected_since: None,
-                    },
-                )
-            })
+            .map(|(id, addr)| (*id, Peer::new(addr)))
             .collect();
         Peers {
             me,
@@ -122,6 +129,7 @@ impl Peers {
             conns: LoopMap::default(),
             dirty: Vec::new(),
             reconnects: Vec::new(),
+            lookups: Vec::new(),
             unreachable: Vec::new(),
             learned: Vec::new(),
         }
@@ -146,16 +154,7 @@ impl Peers {
             }
             self.remove_member(id, registry);
         }
-        self.members.insert(
-            id,
-            Peer {
-                raft_addr: raft_addr.to_string(),
-                outbound: None,
-                outbound_ready: false,
-                backoff_ms: BACKOFF_MIN_MS,
-                connected_since: None,
-            },
-        );
+        self.members.insert(id, Peer::new(raft_addr));
     }
 
     /// Stops dialing `id` and closes our connection to it, after one last
@@ -186,17 +185,61 @@ impl Peers {
         self.members.values().filter(|p| p.outbound_ready).count()
     }
 
-    /// Starts a connection to `id` if it has none. Failure to even start is
-    /// retried later like any other connection failure.
+    /// Starts a connection to `id` if it has none. An address given as a
+    /// host name is first looked up off the loop (`lookups`): the lookup
+    /// blocks, for many seconds when the name server does not answer. Failure
+    /// to even start is retried later like any other connection failure.
     pub fn connect(&mut self, id: NodeId, registry: &Registry, token: Token) {
         let Some(peer) = self.members.get_mut(&id) else {
             return;
         };
+        if peer.outbound.is_some() || peer.looking_up {
+            return;
+        }
+        match peer.raft_addr.parse::<SocketAddr>() {
+            Ok(addr) => self.dial(id, addr, registry, token),
+            Err(_) => {
+                peer.looking_up = true;
+                self.lookups.push((id, peer.raft_addr.clone()));
+            }
+        }
+    }
+
+    /// The answer to the lookup of `raft_addr` for `id`: dials it, or
+    /// retries later. An answer for an address the peer no longer has is
+    /// dropped (the new one has its own lookup).
+    pub fn looked_up(
+        &mut self,
+        id: NodeId,
+        raft_addr: &str,
+        answer: io::Result<SocketAddr>,
+        registry: &Registry,
+        token: Token,
+    ) {
+        let Some(peer) = self.members.get_mut(&id) else {
+            return;
+        };
+        if peer.raft_addr != raft_addr {
+            return;
+        }
+        peer.looking_up = false;
         if peer.outbound.is_some() {
             return;
         }
-        let stream = resolve(&peer.raft_addr).and_then(|addr| {
-            let mut stream = TcpStream::connect(addr)?;
+        match answer {
+            Ok(addr) => self.dial(id, addr, registry, token),
+            Err(err) => {
+                debug!("cannot dial peer {} at {}: {}", id, raft_addr, err);
+                self.schedule_reconnect(id);
+            }
+        }
+    }
+
+    fn dial(&mut self, id: NodeId, addr: SocketAddr, registry: &Registry, token: Token) {
+        let Some(peer) = self.members.get_mut(&id) else {
+            return;
+        };
+        let stream = TcpStream::connect(addr).and_then(|mut stream| {
             registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
         });
@@ -596,6 +639,68 @@ mod tests {
     use std::net::TcpListener;
 
     const TOKEN: Token = Token(7);
+
+    fn node_1_knowing(members: &[(NodeId, &str)]) -> Peers {
+        let me = LocalIdentity {
+            id: 1,
+            cluster_name: "test".to_string(),
+            raft_addr: "127.0.0.1:1".to_string(),
+            client_addr: "127.0.0.1:2".to_string(),
+        };
+        let members: Vec<(NodeId, String)> =
+            members.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        Peers::new(me, &members)
+    }
+
+    #[test]
+    fn a_host_name_is_looked_up_off_the_loop_once_at_a_time_then_dialed() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, "peer-two.invalid:7002"), (3, "127.0.0.1:9")]);
+        peers.connect(2, poll.registry(), Token(20));
+        assert!(!peers.owns(Token(20)), "dialed before the lookup");
+        assert_eq!(
+            peers.lookups,
+            vec![(2, "peer-two.invalid:7002".to_string())]
+        );
+        peers.connect(2, poll.registry(), Token(21));
+        assert_eq!(peers.lookups.len(), 1, "a second lookup while one runs");
+        // An IP address is dialed at once.
+        peers.connect(3, poll.registry(), Token(22));
+        assert!(peers.owns(Token(22)));
+        // An answer for an address the peer no longer has changes nothing.
+        peers.looked_up(
+            2,
+            "old-name:7002",
+            Err(io::Error::other("x")),
+            poll.registry(),
+            Token(23),
+        );
+        assert!(peers.reconnects.is_empty() && !peers.owns(Token(23)));
+        // A failed lookup is retried like a failed dial.
+        peers.looked_up(
+            2,
+            "peer-two.invalid:7002",
+            Err(io::Error::other("no such host")),
+            poll.registry(),
+            Token(24),
+        );
+        assert_eq!(peers.reconnects, vec![(2, BACKOFF_MIN_MS)]);
+        assert!(!peers.owns(Token(24)));
+        // The next dial looks it up again, and its answer is dialed.
+        peers.lookups.clear();
+        peers.connect(2, poll.registry(), Token(25));
+        assert_eq!(peers.lookups.len(), 1);
+        let addr = listener.local_addr().expect("addr");
+        peers.looked_up(
+            2,
+            "peer-two.invalid:7002",
+            Ok(addr),
+            poll.registry(),
+            Token(26),
+        );
+        assert!(peers.owns(Token(26)));
+    }
 
     struct Harness {
         peers: Peers,
