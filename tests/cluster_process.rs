@@ -927,6 +927,30 @@ fn a_write_to_a_leader_that_lost_its_quorum_gets_tryagain_and_never_applies() {
     assert_eq!(client.cmd_retry(&["GET", "k"]), Reply::Nil);
 }
 
+/// Members named by host name are looked up off the event loop, then
+/// dialed: such a cluster forms and replicates like one named by address.
+#[test]
+fn a_cluster_whose_members_are_named_by_host_name_forms_and_replicates() {
+    let mut cluster = Cluster::new(3);
+    cluster.name_members_by_host("localhost");
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        cluster.client(follower).cmd_retry(&["SET", "k", "v"]),
+        Reply::Ok
+    );
+    for i in 0..3 {
+        let mut client = cluster.client(i);
+        wait_for(Duration::from_secs(10), "all peers connected", || {
+            (client.info()["connected_peers"] == "2").then_some(())
+        });
+        assert_eq!(client.cmd(&["GET", "k"]), bulk("v"));
+    }
+}
+
 /// A leader frozen by SIGSTOP keeps its connections but answers nothing.
 /// Reads a follower forwarded to it (a GET, CLUSTER MEMBERS) go to the next
 /// leader as soon as the follower knows it, instead of waiting out the

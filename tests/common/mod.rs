@@ -139,6 +139,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
     cluster_arg: String,
+    /// The host nodes are named by in `--raft-addr` and `--cluster`.
+    raft_host: String,
 }
 
 impl Cluster {
@@ -178,6 +180,7 @@ impl Cluster {
             nodes,
             children,
             cluster_arg,
+            raft_host: "127.0.0.1".to_string(),
         }
     }
 
@@ -191,13 +194,20 @@ impl Cluster {
         cluster
     }
 
+    /// Names the nodes by `host` instead of 127.0.0.1 in `--raft-addr` and
+    /// `--cluster`.
+    pub fn name_members_by_host(&mut self, host: &str) {
+        self.cluster_arg = self.cluster_arg.replace(&self.raft_host, host);
+        self.raft_host = host.to_string();
+    }
+
     pub fn args(&self, i: usize) -> Vec<String> {
         let node = &self.nodes[i];
         let mut args: Vec<String> = vec![
             "--id".into(),
             node.id.to_string(),
             "--raft-addr".into(),
-            format!("127.0.0.1:{}", node.raft_port),
+            format!("{}:{}", self.raft_host, node.raft_port),
             "--client-addr".into(),
             node.client_addr(),
             "--data-dir".into(),
