@@ -343,10 +343,15 @@ impl Server {
                 self.snapshots.note_iteration(took, took_cpu);
             }
             if took.as_millis() as u64 > self.config.heartbeat_ms {
+                // The CPU time is measured only while a snapshot is written.
+                let cpu = match began_cpu {
+                    Some(_) => format!(" ({} us of CPU)", took_cpu.as_micros()),
+                    None => String::new(),
+                };
                 debug!(
-                    "slow loop iteration: {} us ({} us of CPU){}",
+                    "slow loop iteration: {} us{}{}",
                     took.as_micros(),
-                    took_cpu.as_micros(),
+                    cpu,
                     if snapshotting {
                         " while a snapshot was written"
                     } else {

@@ -421,6 +421,7 @@ impl Peers {
                         pc.side = Side::Inbound { peer: Some(id) };
                     }
                 }
+                (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
                 (Side::Inbound { peer: None }, _) => {
                     return Err(format!("expected a handshake, got a {:?} frame", kind))
                 }
@@ -428,7 +429,6 @@ impl Peers {
                     let from = *from;
                     events.push(peer_event(from, msg)?);
                 }
-                (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
                 (Side::Outbound { .. }, _) | (Side::Inbound { .. }, _) => {
                     return Err(format!("unexpected {:?} frame", kind))
                 }
