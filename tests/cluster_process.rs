@@ -894,37 +894,51 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     }
 }
 
-/// A leader whose connections to both followers closed (they died) holds a
-/// new write unwritten: it gets `-TRYAGAIN` at its deadline, as SPEC has it
-/// for no quorum, and is not applied when the followers return. (It used to
-/// be appended and answered `-TIMEOUT outcome unknown`, then applied once
-/// the followers were back.)
+/// A leader whose connections to a majority of the voters closed (they
+/// died) holds new writes unwritten, its own clients' and those a follower
+/// forwards: they get `-TRYAGAIN` (SPEC's answer for no quorum), and are
+/// not applied when the followers return. (They used to be appended and
+/// answered `-TIMEOUT outcome unknown`, then applied once the followers were
+/// back.) The election timeout is 1 s here so that the leader is still
+/// leading when the writes arrive: it steps down after an election timeout
+/// without its quorum.
 #[test]
-fn a_write_to_a_leader_that_lost_its_quorum_gets_tryagain_and_never_applies() {
-    let mut cluster = Cluster::start(3);
+fn writes_to_a_leader_that_lost_its_quorum_get_tryagain_and_never_apply() {
+    let mut cluster = Cluster::new(5);
+    cluster.set_election_timeout_ms(1000);
+    for i in 0..5 {
+        cluster.spawn(i);
+    }
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let via = (leader + 1) % 5;
     let mut client = cluster.client(leader);
-    assert_eq!(client.cmd(&["SET", "before", "v"]), Reply::Ok);
-    assert_eq!(client.info()["connected_peers"], "2");
-    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    for &i in &followers {
+    let mut through_follower = cluster.client(via);
+    assert_eq!(client.cmd_retry(&["SET", "before", "v"]), Reply::Ok);
+    wait_for(Duration::from_secs(10), "all peers connected", || {
+        (client.info()["connected_peers"] == "4").then_some(())
+    });
+    let dead: Vec<usize> = (0..5).filter(|i| *i != leader && *i != via).collect();
+    for &i in &dead {
         cluster.kill(i);
     }
     wait_for(
         Duration::from_secs(5),
-        "the leader to see both connections close",
-        || (client.info()["connected_peers"] == "0").then_some(()),
+        "the leader to see three connections close",
+        || (client.info()["connected_peers"] == "1").then_some(()),
     );
-    assert_eq!(
-        client.cmd(&["SET", "k", "v"]),
-        Reply::Error("TRYAGAIN no leader".into())
-    );
-    for &i in &followers {
+    assert_eq!(client.info()["role"], "leader", "stepped down too early");
+    client.send(&[b"SET", b"k", b"direct"]);
+    through_follower.send(&[b"SET", b"f", b"forwarded"]);
+    let tryagain = Reply::Error("TRYAGAIN no leader".into());
+    assert_eq!(client.read(), tryagain, "a write to the leader");
+    assert_eq!(through_follower.read(), tryagain, "a forwarded write");
+    for &i in &dead {
         cluster.spawn(i);
     }
     cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(client.cmd_retry(&["GET", "before"]), bulk("v"));
     assert_eq!(client.cmd_retry(&["GET", "k"]), Reply::Nil);
+    assert_eq!(client.cmd_retry(&["GET", "f"]), Reply::Nil);
 }
 
 /// Members named by host name are looked up off the event loop, then

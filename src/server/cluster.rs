@@ -317,15 +317,21 @@ impl Server {
         }
     }
 
-    /// CLUSTER requests forwarded to a leader that died (see
-    /// `settle_orphaned_forwards`): a change's outcome is unknown, anything
-    /// else is routed again.
+    /// CLUSTER requests forwarded to a node that no longer leads (see
+    /// `settle_orphaned_forwards`): MEMBERS is routed again at once; a
+    /// TRANSFER, once that node is also unreachable; a change's outcome is
+    /// then unknown.
     pub(super) fn settle_orphaned_cluster_forwards(&mut self) {
         let orphaned: Vec<u64> = self
             .cluster
             .forwards
             .iter()
-            .filter(|(_, (_, _, request, to))| self.is_orphaned(*to, request.is_change()))
+            .filter(|(_, (_, _, request, to))| {
+                // A TRANSFER the old leader still works on is not started
+                // again elsewhere: it answers for itself, as a write does.
+                let read = matches!(request, ClusterRequest::Members);
+                self.is_orphaned(*to, !read)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {

@@ -122,6 +122,9 @@ pub struct Server {
     /// the voters (itself counted): see `Server::takes_writes`. Refreshed
     /// each iteration.
     pub(super) quorum_connected: bool,
+    /// Writes followers forwarded while this leader had no connected quorum:
+    /// (follower, forward id, command, tick by which to answer `-TRYAGAIN`).
+    pub(super) quorum_waits: VecDeque<(NodeId, u64, Command, u64)>,
     pub(super) client_listener: TcpListener,
     raft_listener: TcpListener,
     signals: Option<Signals>,
@@ -243,6 +246,7 @@ impl Server {
             next_forward_id: 1,
             parked: VecDeque::new(),
             quorum_connected: true,
+            quorum_waits: VecDeque::new(),
             client_listener,
             raft_listener,
             signals,
@@ -402,6 +406,7 @@ impl Server {
         self.collect_snapshots()?;
         self.run_timers();
         self.refresh_quorum_connected();
+        self.dispatch_quorum_waits();
         self.dispatch_parked();
         self.cluster_tick();
         self.process_ready()?;

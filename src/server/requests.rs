@@ -15,6 +15,9 @@ use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
+/// What a request that found no leader, or no quorum, gets at its deadline
+/// (SPEC's wording for both).
+const NO_QUORUM: &str = "TRYAGAIN no leader";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
 /// MULTI), so it need not wait behind its connection's unanswered reads.
@@ -152,7 +155,7 @@ impl Server {
         let Some(seq) = self.open_request(token, Kind::Other) else {
             return;
         };
-        if !self.quorum_connected {
+        if !self.quorum_connected || !self.parked.is_empty() {
             let command = Command::Set(key.to_vec(), value.to_vec());
             self.parked.push_back((token, seq, command));
             return;
@@ -193,12 +196,14 @@ impl Server {
 
     /// Whether this node leads and may append client writes now: not while
     /// it hands the leadership over (parked writes wait for the outcome),
-    /// nor while its connections to a majority of the voters are closed (a
-    /// follower that died or stopped its process). A write appended then
-    /// could not commit now, yet might once the followers return, so it
-    /// could only be answered `-TIMEOUT outcome unknown`; parked instead, it
-    /// is appended once the connections are back, or gets `-TRYAGAIN` at its
-    /// deadline, never having been written (SPEC: no quorum is `-TRYAGAIN`).
+    /// nor while its connections to a majority of the voters are closed
+    /// (followers that died or were shut down; a frozen one keeps its
+    /// connection). A write appended then could not commit now, yet might
+    /// once the followers return, so it could only be answered `-TIMEOUT
+    /// outcome unknown`; parked instead (or, from a follower, held in
+    /// `quorum_waits`), it is appended once the connections are back, or
+    /// gets `-TRYAGAIN` at its deadline, never having been written (SPEC: no
+    /// quorum is `-TRYAGAIN`).
     pub(super) fn takes_writes(&self) -> bool {
         self.replica.is_leader()
             && self.replica.node().transfer_target().is_none()
@@ -220,7 +225,10 @@ impl Server {
     fn route(&mut self, token: Token, seq: u64, command: Command) {
         let write = command.is_write();
         let waiter = Waiter::Client { token, seq };
-        if write && self.replica.is_leader() && !self.quorum_connected {
+        // Behind parked requests, so that a connection's writes apply in
+        // the order it sent them; `dispatch_parked` routes them in order.
+        let held_back = write && self.replica.is_leader() && !self.quorum_connected;
+        if held_back || !self.parked.is_empty() {
             self.parked.push_back((token, seq, command));
             return;
         }
@@ -285,6 +293,39 @@ impl Server {
         }
     }
 
+    /// The writes followers forwarded while this leader had no connected
+    /// quorum: proposed in order once it has one; handed back to the
+    /// follower (which routes them again) if this node no longer leads;
+    /// answered `-TRYAGAIN no leader` when their time is up. None was
+    /// appended, so either answer keeps its promise.
+    pub(super) fn dispatch_quorum_waits(&mut self) {
+        if self.quorum_waits.is_empty() {
+            return;
+        }
+        if !self.replica.is_leader() {
+            for (from, id, _, _) in std::mem::take(&mut self.quorum_waits) {
+                let reply = error("TRYAGAIN not the leader");
+                self.peers
+                    .send(from, &PeerMessage::ForwardReply { id, reply });
+            }
+            return;
+        }
+        if self.quorum_connected {
+            for (from, id, command, _) in std::mem::take(&mut self.quorum_waits) {
+                self.propose_forwarded(from, id, command);
+            }
+            return;
+        }
+        let now = self.now_ticks();
+        while self.quorum_waits.front().is_some_and(|(.., by)| *by <= now) {
+            if let Some((from, id, _, _)) = self.quorum_waits.pop_front() {
+                let reply = error(NO_QUORUM);
+                self.peers
+                    .send(from, &PeerMessage::ForwardReply { id, reply });
+            }
+        }
+    }
+
     /// Routes the parked requests again once a leader may serve them.
     pub(super) fn dispatch_parked(&mut self) {
         if self.parked.is_empty() {
@@ -313,7 +354,6 @@ impl Server {
 
     /// A request forwarded to us by a follower that believes we lead.
     pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, payload: &[u8]) {
-        let waiter = Waiter::Peer { from, id };
         let payload = match payload.split_first() {
             Some((&PAYLOAD_KV, command)) => command,
             Some((&PAYLOAD_CLUSTER, text)) => return self.handle_cluster_forward(from, id, text),
@@ -328,6 +368,22 @@ impl Server {
                 return;
             }
         };
+        let no_quorum = !self.quorum_connected || !self.quorum_waits.is_empty();
+        if command.is_write() && self.replica.is_leader() && no_quorum {
+            // Not answered `-TRYAGAIN` at once: the follower would send it
+            // straight back. Answered before the follower's own deadline
+            // (which would make it `-TIMEOUT`), unless the quorum returns.
+            let by = self.now_ticks() + self.deadline_ticks * 3 / 4;
+            self.quorum_waits.push_back((from, id, command, by));
+            return;
+        }
+        self.propose_forwarded(from, id, command);
+    }
+
+    /// Proposes (or reads) a request a follower forwarded; a refusal goes
+    /// back to the follower, which routes the request again.
+    fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command) {
+        let waiter = Waiter::Peer { from, id };
         if let Err(refused) = self.propose_or_read(command, waiter) {
             if refused.error == ProposeError::TransferInProgress {
                 return self.hold_forwarded(refused.waiter, refused.command);
@@ -353,8 +409,10 @@ impl Server {
             command,
             ..
         } = forwarded;
-        if is_tryagain(&reply) {
+        if is_tryagain(&reply) && reply != error(NO_QUORUM) {
             // The leader we asked did not take it: it was not applied, try elsewhere.
+            // (`NO_QUORUM` is its final answer: it held the write while it
+            // could, and sending it back would only repeat that.)
             return self.park_again(token, seq, command);
         }
         self.complete(Waiter::Client { token, seq }, reply);
@@ -481,7 +539,7 @@ impl Server {
         };
         let reply = match client.pending(seq) {
             None => return,
-            Some(Pending::Parked) => error("TRYAGAIN no leader"),
+            Some(Pending::Parked) => error(NO_QUORUM),
             Some(Pending::InFlight { write, forward }) => {
                 if let Some(id) = forward {
                     self.forwards.remove(&id);
@@ -490,7 +548,7 @@ impl Server {
                 if write {
                     error("TIMEOUT outcome unknown")
                 } else {
-                    error("TRYAGAIN no leader")
+                    error(NO_QUORUM)
                 }
             }
         };

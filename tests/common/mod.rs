@@ -141,6 +141,8 @@ pub struct Cluster {
     cluster_arg: String,
     /// The host nodes are named by in `--raft-addr` and `--cluster`.
     raft_host: String,
+    /// `--election-timeout-ms` (200 unless set).
+    election_timeout_ms: u64,
 }
 
 impl Cluster {
@@ -181,6 +183,7 @@ impl Cluster {
             children,
             cluster_arg,
             raft_host: "127.0.0.1".to_string(),
+            election_timeout_ms: 200,
         }
     }
 
@@ -201,6 +204,13 @@ impl Cluster {
         self.raft_host = host.to_string();
     }
 
+    /// A slower election timeout, for tests that need a leader to keep
+    /// leading for a while after it loses its followers (requests then
+    /// wait four times as long for their deadline).
+    pub fn set_election_timeout_ms(&mut self, ms: u64) {
+        self.election_timeout_ms = ms;
+    }
+
     pub fn args(&self, i: usize) -> Vec<String> {
         let node = &self.nodes[i];
         let mut args: Vec<String> = vec![
@@ -215,7 +225,7 @@ impl Cluster {
             "--heartbeat-ms".into(),
             "20".into(),
             "--election-timeout-ms".into(),
-            "200".into(),
+            self.election_timeout_ms.to_string(),
             "--log-level".into(),
             "debug".into(),
         ];
