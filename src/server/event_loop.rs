@@ -122,8 +122,9 @@ pub struct Server {
     /// the voters (itself counted): see `Server::takes_writes`. Refreshed
     /// each iteration.
     pub(super) quorum_connected: bool,
-    /// Writes followers forwarded while this leader had no connected quorum:
-    /// (follower, forward id, command, tick by which to answer `-TRYAGAIN`).
+    /// Writes followers forwarded while this leader had no connected quorum,
+    /// and requests forwarded behind them: (follower, forward id, command,
+    /// tick by which to answer `-TRYAGAIN`).
     pub(super) quorum_waits: VecDeque<(NodeId, u64, Command, u64)>,
     pub(super) client_listener: TcpListener,
     raft_listener: TcpListener,

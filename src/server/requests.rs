@@ -17,7 +17,7 @@ use mio::Token;
 const NOAUTH: &str = "NOAUTH Authentication required.";
 /// What a request that found no leader, or no quorum, gets at its deadline
 /// (SPEC's wording for both).
-const NO_QUORUM: &str = "TRYAGAIN no leader";
+const NO_LEADER: &str = "TRYAGAIN no leader";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
 /// MULTI), so it need not wait behind its connection's unanswered reads.
@@ -294,7 +294,8 @@ impl Server {
     }
 
     /// The writes followers forwarded while this leader had no connected
-    /// quorum: proposed in order once it has one; handed back to the
+    /// quorum, and the requests behind them: proposed in order once it has
+    /// one; handed back to the
     /// follower (which routes them again) if this node no longer leads;
     /// answered `-TRYAGAIN no leader` when their time is up. None was
     /// appended, so either answer keeps its promise.
@@ -319,7 +320,7 @@ impl Server {
         let now = self.now_ticks();
         while self.quorum_waits.front().is_some_and(|(.., by)| *by <= now) {
             if let Some((from, id, _, _)) = self.quorum_waits.pop_front() {
-                let reply = error(NO_QUORUM);
+                let reply = error(NO_LEADER);
                 self.peers
                     .send(from, &PeerMessage::ForwardReply { id, reply });
             }
@@ -368,8 +369,11 @@ impl Server {
                 return;
             }
         };
-        let no_quorum = !self.quorum_connected || !self.quorum_waits.is_empty();
-        if command.is_write() && self.replica.is_leader() && no_quorum {
+        // Reads too, behind held writes: a connection's read waits for the
+        // writes it sent before.
+        let held_back =
+            !self.quorum_waits.is_empty() || (command.is_write() && !self.quorum_connected);
+        if self.replica.is_leader() && held_back {
             // Not answered `-TRYAGAIN` at once: the follower would send it
             // straight back. Answered before the follower's own deadline
             // (which would make it `-TIMEOUT`), unless the quorum returns.
@@ -409,9 +413,9 @@ impl Server {
             command,
             ..
         } = forwarded;
-        if is_tryagain(&reply) && reply != error(NO_QUORUM) {
+        if is_tryagain(&reply) && reply != error(NO_LEADER) {
             // The leader we asked did not take it: it was not applied, try elsewhere.
-            // (`NO_QUORUM` is its final answer: it held the write while it
+            // (`NO_LEADER` is its final answer: it held the write while it
             // could, and sending it back would only repeat that.)
             return self.park_again(token, seq, command);
         }
@@ -539,7 +543,7 @@ impl Server {
         };
         let reply = match client.pending(seq) {
             None => return,
-            Some(Pending::Parked) => error(NO_QUORUM),
+            Some(Pending::Parked) => error(NO_LEADER),
             Some(Pending::InFlight { write, forward }) => {
                 if let Some(id) = forward {
                     self.forwards.remove(&id);
@@ -548,7 +552,7 @@ impl Server {
                 if write {
                     error("TIMEOUT outcome unknown")
                 } else {
-                    error(NO_QUORUM)
+                    error(NO_LEADER)
                 }
             }
         };
