@@ -597,8 +597,8 @@ impl Server {
         // another way) is not kept decoded.
         self.disk.decoded = None;
         let mut reports = std::mem::take(&mut self.snapshot_reports);
-        self.snapshots.start_streams(&mut reports);
         let leader_term = self.replica.is_leader().then(|| self.replica.node().term());
+        self.snapshots.start_streams(leader_term, &mut reports);
         self.snapshots
             .pump(&mut self.peers, leader_term, &mut reports);
         for (to, ok) in reports {

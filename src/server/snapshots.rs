@@ -346,66 +346,81 @@ impl Snapshots {
 
     /// Starts streaming for every InstallSnapshot the core handed out, and
     /// for held repeats that are due (see `snapshot_resend`); pushes a
-    /// failure report for those whose file cannot be opened.
-    pub fn start_streams(&mut self, reports: &mut Vec<(NodeId, bool)>) {
+    /// failure report for those whose file cannot be opened, and for held
+    /// ones of a term this node no longer leads (`leader_term`).
+    pub fn start_streams(&mut self, leader_term: Option<u64>, reports: &mut Vec<(NodeId, bool)>) {
         let now = Instant::now();
-        let mut messages = self.resend.take_due(now);
-        messages.append(&mut self.requested);
-        for message in messages {
-            let Some((index, term)) = snapshot_of(&message) else {
-                continue;
-            };
-            let same_stream = self.outgoing.get(&message.to).is_some_and(|out| {
-                out.message.term == message.term && snapshot_of(&out.message) == Some((index, term))
-            });
-            if same_stream || self.resend.is_held(&message) {
-                // A removed node is sent our snapshot at each of its
-                // pre-votes; restarting the stream each time could keep it
-                // from ever finishing.
-                continue;
+        // The core's new messages first: one replaces a message held for
+        // its node, which then gets no report (it would land on the new one).
+        for message in std::mem::take(&mut self.requested) {
+            self.start_stream(message, now, reports);
+        }
+        // A held repeat is not started once this node no longer leads in
+        // its term: it fails, as a stream would (see `pump`).
+        for to in self.resend.drop_stale(leader_term) {
+            reports.push((to, false));
+        }
+        for message in self.resend.take_due(now) {
+            self.start_stream(message, now, reports);
+        }
+    }
+
+    /// Starts streaming one InstallSnapshot, unless it is the stream under
+    /// way or a repeat that must wait.
+    fn start_stream(&mut self, message: Message, now: Instant, reports: &mut Vec<(NodeId, bool)>) {
+        let Some((index, term)) = snapshot_of(&message) else {
+            return;
+        };
+        let same_stream = self.outgoing.get(&message.to).is_some_and(|out| {
+            out.message.term == message.term && snapshot_of(&out.message) == Some((index, term))
+        });
+        if same_stream || self.resend.is_held(&message) {
+            // A removed node is sent our snapshot at each of its
+            // pre-votes; restarting the stream each time could keep it
+            // from ever finishing.
+            return;
+        }
+        let to = message.to;
+        let message = match self.resend.admit(message, now) {
+            Ok(message) => message,
+            Err(due) => {
+                info!(
+                    "node {} asks again for snapshot {}/{}, which it was sent in full (it could not use it, or is still loading it): sending it again in {} ms",
+                    to,
+                    index,
+                    term,
+                    due.saturating_duration_since(now).as_millis()
+                );
+                return;
             }
-            let to = message.to;
-            let message = match self.resend.admit(message, now) {
-                Ok(message) => message,
-                Err(due) => {
-                    info!(
-                        "node {} asks again for snapshot {}/{}, which it was sent in full (it could not use it, or is still loading it): sending it again in {} ms",
-                        to,
-                        index,
-                        term,
-                        due.saturating_duration_since(now).as_millis()
-                    );
-                    continue;
+        };
+        let path = self.dir.join(snapshot::file_name(index, term));
+        match RawReader::open(&path) {
+            Ok(reader) => {
+                info!(
+                    "sending snapshot {}/{} ({} bytes) to node {}",
+                    index,
+                    term,
+                    reader.len(),
+                    to
+                );
+                let replaced = self.outgoing.insert(
+                    to,
+                    Outgoing {
+                        message,
+                        reader,
+                        offset: 0,
+                    },
+                );
+                if replaced.is_some() {
+                    // Only a new progress (a new term) sends again before the
+                    // report; the old report would land on the new one.
+                    debug!("snapshot stream to {} restarted", to);
                 }
-            };
-            let path = self.dir.join(snapshot::file_name(index, term));
-            match RawReader::open(&path) {
-                Ok(reader) => {
-                    info!(
-                        "sending snapshot {}/{} ({} bytes) to node {}",
-                        index,
-                        term,
-                        reader.len(),
-                        to
-                    );
-                    let replaced = self.outgoing.insert(
-                        to,
-                        Outgoing {
-                            message,
-                            reader,
-                            offset: 0,
-                        },
-                    );
-                    if replaced.is_some() {
-                        // Only a new progress (a new term) sends again before the
-                        // report; the old report would land on the new one.
-                        debug!("snapshot stream to {} restarted", to);
-                    }
-                }
-                Err(err) => {
-                    warn!("cannot send snapshot to node {}: {}", to, err);
-                    reports.push((to, false));
-                }
+            }
+            Err(err) => {
+                warn!("cannot send snapshot to node {}: {}", to, err);
+                reports.push((to, false));
             }
         }
     }
@@ -420,9 +435,6 @@ impl Snapshots {
         leader_term: Option<u64>,
         reports: &mut Vec<(NodeId, bool)>,
     ) {
-        for to in self.resend.drop_stale(leader_term) {
-            reports.push((to, false));
-        }
         let ids: Vec<NodeId> = self.outgoing.keys().copied().collect();
         for to in ids {
             let Some(out) = self.outgoing.get_mut(&to) else {
