@@ -1,14 +1,16 @@
 # Sourced by compare_peers.sh and ab_cluster.sh: starting a 3-node local cluster
 # for a benchmark, and stopping it.
 #
-# start_local_cluster BINARY WORKDIR: starts `BINARY --local-cluster 3` in
-# WORKDIR (ports 6381-6383, a fresh data dir, its log in WORKDIR/raftkv.log),
-# waits up to 10 s for a leader, and sets CLUSTER_PID, LEADER_PORT,
-# FOLLOWER_PORT and CLUSTER_PIDS (the nodes, comma-separated). Exits the
-# script, showing the log, if no leader is elected.
+# start_local_cluster BINARY WORKDIR [NODES [FLAGS...]]: starts
+# `BINARY --local-cluster NODES FLAGS...` (3 nodes by default) in WORKDIR
+# (ports 6381 and up, a fresh data dir, its log in WORKDIR/raftkv.log), waits
+# up to 10 s for a leader, and sets CLUSTER_PID, LEADER_PORT, FOLLOWER_PORT (the
+# leader's own with one node) and CLUSTER_PIDS (the nodes, comma-separated).
+# Exits the script, showing the log, if no leader is elected.
 start_local_cluster() {
-  local binary=$1 work=$2 leader=0
-  (cd "$work" && rm -rf data && exec "$binary" --local-cluster 3 >/dev/null 2>"$work/raftkv.log") &
+  local binary=$1 work=$2 nodes=${3:-3} leader=0
+  local flags=("${@:4}")
+  (cd "$work" && rm -rf data && exec "$binary" --local-cluster "$nodes" "${flags[@]}" >/dev/null 2>"$work/raftkv.log") &
   CLUSTER_PID=$!
   for _ in $(seq 1 100); do
     # A node not yet listening fails this pipeline; under set -e that must not end the script.
@@ -22,7 +24,7 @@ start_local_cluster() {
     exit 1
   fi
   LEADER_PORT=$((6380 + leader))
-  FOLLOWER_PORT=$((6380 + leader % 3 + 1))
+  FOLLOWER_PORT=$((6380 + leader % nodes + 1))
   CLUSTER_PIDS=$(pgrep -P "$CLUSTER_PID" | paste -sd,) || CLUSTER_PIDS=""
 }
 
