@@ -12,8 +12,8 @@
 //! What survives what: `append` writes into the page cache (one `pwrite`
 //! per batch), so it survives `kill -9` at once; `sync` makes it survive power
 //! loss. `set_hard_state`, `drop_before` and `reset` are durable when they
-//! return. On open, a torn tail of the newest segment (damage at its end that
-//! no valid record follows) is found, and so is a newest segment shorter than
+//! return. On open, a torn tail of the newest segment (its last record incomplete
+//! or failing its CRC, with only zeros after it) is found, and so is a newest segment shorter than
 //! segments are created with; any other damage is an error naming the file and
 //! offset. The open writes nothing: the torn tail is cut, and the short file
 //! extended, with a warning each, by [`Storage::finish_recovery`], which the
@@ -158,8 +158,8 @@ pub struct Storage {
 impl Storage {
     /// Opens (creating if missing) `data_dir`, locks it, recovers the log
     /// and reads the stable file. A torn tail of the newest segment (SPEC
-    /// §4: damage at the end of the newest segment that no valid record
-    /// follows) is left out of the log, and, like a newest segment shorter
+    /// §4: its last record incomplete or failing its CRC, with only zeros
+    /// after it) is left out of the log, and, like a newest segment shorter
     /// than `options.segment_bytes`, repaired only by
     /// [`Storage::finish_recovery`], which must be called before anything
     /// changes the storage. Corruption anywhere else, a record whose payload

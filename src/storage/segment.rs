@@ -35,20 +35,25 @@
 //! - Otherwise, in a segment older than the newest: an error. Such a
 //!   segment was synced before the next one received a record, so no crash
 //!   tears it.
-//! - In the newest segment: a torn tail if no valid record follows anywhere
-//!   later in the file ([`Segment::find_record`] searches every offset from
-//!   the damaged one on for a record whose CRC matches, whose kind is known
-//!   and whose index could follow the records before it); an error naming
-//!   the record found otherwise, since cutting there would lose it. Every
-//!   shape of bad record counts: an impossible length, a length past the end
-//!   of the file, a bad CRC, an unknown kind, a header cut off by the end of
-//!   the file. So does a zero length field with non-zero bytes later and no
-//!   valid record among them: a torn append whose later pages reached the
-//!   disk while the page holding its length field did not leaves exactly
-//!   that (writeback order within a write is not guaranteed), so those bytes
-//!   are the last record, incomplete, with zeros after it. A valid record
-//!   after such zeros is still an error: records before it are missing.
-//!   The torn tail is cut from the damaged offset to the last non-zero byte.
+//! - In the newest segment: a torn tail if the damaged record reaches every
+//!   non-zero byte after it, that is, if nothing but zeros follows the
+//!   record (a record incomplete or failing its CRC, an unknown kind: its
+//!   length field tells how far it reaches; a header cut off by the end of
+//!   the file, or a length running past the end of a file that is shorter
+//!   than created: to the end of the file). Anything else is an error naming
+//!   the file and offset: non-zero bytes after the damaged record, or after
+//!   a zero length field that ends the records, or after a record whose
+//!   length is impossible in a full-size file (below the fixed fields, or
+//!   past the end, which no write makes: records are written where they
+//!   fit). The torn tail is cut from the damaged offset to the last
+//!   non-zero byte.
+//!
+//! That is SPEC §4 read as written. A crash can also leave a batch's later
+//! pages on disk without an earlier one (writeback order within a write is
+//! not guaranteed): zeros, then bytes of records that were never
+//! acknowledged. That too stops the node, naming the file and offset, for
+//! an operator to decide, rather than being cut on a guess that nothing
+//! valid lies beyond.
 //!
 //! A file cut short (by `truncate`, a bad copy, a filesystem repair) is
 //! treated the same way, since SPEC §4 judges the bytes, not how they came
@@ -91,8 +96,10 @@
 //! - Records and zeros written ahead ([`Segment::write_pending`]): `pwrite`s
 //!   inside the file (`fits` was checked; the zeros stop at the end), so the
 //!   length does not change. What reaches the disk is some of the new bytes,
-//!   by sector or page, over zeros: at worst the last records incomplete,
-//!   with zeros or more of their own bytes after them, which is a torn tail.
+//!   by sector or page, over zeros: the records up to some point, then the
+//!   one there incomplete with zeros after it (a torn tail), or, if a later
+//!   page reached the disk without an earlier one, more of the batch after
+//!   zeros (an error, see above).
 //! - Truncation of records and cutting a torn tail: zeros written through
 //!   the mapping, no change of length. Deletion: the whole file or nothing.
 //!
@@ -121,10 +128,9 @@
 //! them written (on ext4 the extent tree, or a journal commit).
 
 use super::error::StorageError;
-use super::record::{self, RecordError, FIXED_BYTES, HEADER_BYTES};
+use super::record::{self, RecordError};
 use super::{sync_dir, PayloadCheck, SyncTarget};
-use crate::raft::{Entry, EntryKind};
-use byteorder::{BigEndian, ByteOrder};
+use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -156,20 +162,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// How many times a segment's size [`Segment::find_record`] may hash.
-const SEARCH_BUDGET_FILES: usize = 4;
-
-/// What [`Segment::find_record`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Search {
-    /// A whole record at `at` with entry `index`.
-    Found { at: usize, index: u64 },
-    /// No whole record.
-    Nothing,
-    /// Gave up at `at`, its budget spent on record-like bytes.
-    TooCostly { at: usize },
 }
 
 /// How the scan of a segment ended.
@@ -362,59 +354,6 @@ impl Segment {
                 end: offset + at + 1,
             },
         }
-    }
-
-    /// The first position at or after `from` where a record decodes (its CRC
-    /// matches and its kind is known) carrying an index in
-    /// `min_index..=` the most records the rest of the file could hold after
-    /// it: such a record was written whole, so whatever is damaged before it
-    /// is no torn write. Returns its offset and index.
-    ///
-    /// Cheap on a preallocated file: runs of zeros are skipped a page at a
-    /// time (a zero length field is no record), and no CRC is computed for a
-    /// length that is impossible or runs past the end of the file, nor for an
-    /// unknown kind or an index out of range, so random bytes almost never
-    /// cost a CRC.
-    ///
-    /// Bytes that look like record headers can be packed into a value, each
-    /// claiming most of the file; so the CRCs computed are bounded by
-    /// [`SEARCH_BUDGET_FILES`] times the file's size, past which the search
-    /// gives up ([`Search::TooCostly`]) rather than take minutes.
-    pub(crate) fn find_record(&self, from: usize, min_index: u64) -> Search {
-        let map = &self.map[..];
-        let min_len = record::encoded_len(0);
-        let max_index = min_index.saturating_add((map.len().saturating_sub(from) / min_len) as u64);
-        let mut budget = map.len().saturating_mul(SEARCH_BUDGET_FILES);
-        let mut at = from;
-        while at + min_len <= map.len() {
-            let length = BigEndian::read_u32(&map[at..at + 4]) as usize;
-            if length == 0 {
-                // The next position whose length field holds a non-zero byte.
-                let Some(next) = first_nonzero(&map[at + 4..]) else {
-                    return Search::Nothing;
-                };
-                at = next + at + 4 - 3;
-                continue;
-            }
-            let len = HEADER_BYTES + length;
-            if length >= FIXED_BYTES
-                && len <= map.len() - at
-                && EntryKind::from_u8(map[at + 24]).is_some()
-            {
-                let index = BigEndian::read_u64(&map[at + 8..at + 16]);
-                if (min_index..=max_index).contains(&index) {
-                    if len > budget {
-                        return Search::TooCostly { at };
-                    }
-                    budget -= len;
-                    if record::decode(&map[at..]).is_ok() {
-                        return Search::Found { at, index };
-                    }
-                }
-            }
-            at += 1;
-        }
-        Search::Nothing
     }
 
     /// Zeroes the damaged bytes at the end (see [`ScanEnd::Damaged`]) and makes
@@ -739,7 +678,8 @@ fn map_file(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     Ok(map)
 }
 
-/// Position of the last non-zero byte, a page at a time like [`first_nonzero`].
+/// Position of the last non-zero byte. Works a page at a time so the common
+/// all-zero case compiles to wide ORs rather than a byte loop with early exits.
 fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     const CHUNK: usize = 4096;
     let chunks = bytes.len().div_ceil(CHUNK);
@@ -747,19 +687,6 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
         let chunk = &bytes[k * CHUNK..((k + 1) * CHUNK).min(bytes.len())];
         if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
             let at = chunk.iter().rposition(|&b| b != 0)?;
-            return Some(k * CHUNK + at);
-        }
-    }
-    None
-}
-
-/// Position of the first non-zero byte. Works a page at a time so the common
-/// all-zero case compiles to wide ORs rather than a byte loop with early exits.
-fn first_nonzero(bytes: &[u8]) -> Option<usize> {
-    const CHUNK: usize = 4096;
-    for (k, chunk) in bytes.chunks(CHUNK).enumerate() {
-        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
-            let at = chunk.iter().position(|&b| b != 0)?;
             return Some(k * CHUNK + at);
         }
     }
@@ -790,55 +717,6 @@ mod tests {
         assert_eq!(last_nonzero(&bytes), Some(4_096));
         bytes[9_999] = 7;
         assert_eq!(last_nonzero(&bytes), Some(9_999));
-    }
-
-    /// Garbage after the records of a mostly-zero file holds no record; a
-    /// whole record after it is found, at any alignment, but not one whose
-    /// index could not follow.
-    #[test]
-    fn find_record_skips_zeros_and_garbage_and_finds_a_whole_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let size = 8 << 20;
-        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
-        append_batch(&mut seg, 10, 40, size);
-        let end = seg.write_offset;
-        let mut state = 88172645463325252u64;
-        for k in 0..4096 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            seg.map[end + k] = state as u8;
-        }
-        assert_eq!(seg.find_record(end + 1, 11), Search::Nothing);
-        for at in [
-            end + 4096 + 1,
-            5 << 20,
-            size as usize - record::encoded_len(3),
-        ] {
-            let mut copy = seg.map[at..at + record::encoded_len(3)].to_vec();
-            record::encode(&entry(12, 3), &mut copy);
-            seg.map[at..at + copy.len()].copy_from_slice(&copy);
-            assert_eq!(
-                seg.find_record(end + 1, 11),
-                Search::Found { at, index: 12 }
-            );
-            assert_eq!(
-                seg.find_record(end + 1, 13),
-                Search::Nothing,
-                "index below the range"
-            );
-            seg.map[at..at + copy.len()].fill(0);
-        }
-    }
-
-    #[test]
-    fn first_nonzero_finds_the_byte_across_chunks() {
-        let mut bytes = vec![0u8; 10_000];
-        assert_eq!(first_nonzero(&bytes), None);
-        bytes[9_999] = 1;
-        assert_eq!(first_nonzero(&bytes), Some(9_999));
-        bytes[4_096] = 7;
-        assert_eq!(first_nonzero(&bytes), Some(4_096));
     }
 
     fn entry(index: u64, len: usize) -> Entry {

@@ -19,7 +19,7 @@
 use super::create_dir;
 use super::error::StorageError;
 use super::record::{self, RecordError, MAX_PAYLOAD_BYTES};
-use super::segment::{self, ScanEnd, Search, Segment};
+use super::segment::{self, ScanEnd, Segment};
 use super::PayloadCheck;
 use crate::raft::Entry;
 use std::fs;
@@ -84,7 +84,8 @@ impl SegmentLog {
                 ));
             }
             let mut seg = Segment::open(path, first_index)?;
-            if seg.file_bytes() < segment_bytes {
+            let short = seg.file_bytes() < segment_bytes;
+            if short {
                 if !newest {
                     // Its last records are lost: the next segment does not
                     // follow it (or, cut at a record boundary, may follow
@@ -111,7 +112,7 @@ impl SegmentLog {
             if let Some(prev) = segments.last() {
                 check_follows(prev, &seg)?;
             }
-            repair.torn = settle_scan_end(&seg, end, newest)?;
+            repair.torn = settle_scan_end(&seg, end, newest, short)?;
             if !newest && seg.is_empty() {
                 return Err(StorageError::corrupt(
                     seg.path(),
@@ -451,59 +452,57 @@ fn check_follows(prev: &Segment, seg: &Segment) -> Result<(), StorageError> {
 }
 
 /// Where the records of `seg` stop: a clean end (only zeros follow) is fine;
-/// in the newest segment, damage that no valid record follows anywhere later
-/// in the file is a torn tail, returned as `(offset, end, warning)` for
-/// [`SegmentLog::finish_recovery`] to cut; everything else is an error
-/// naming the file and offset (SPEC §4).
+/// in the newest segment, a torn tail as SPEC §4 defines it (the last record
+/// incomplete or failing its CRC, with nothing but zeros after it) is
+/// returned as `(offset, end, warning)` for [`SegmentLog::finish_recovery`]
+/// to cut; everything else is an error naming the file and offset, such as
+/// non-zero bytes after the damaged record, or after zeros that end the
+/// records. `short`: the file is shorter than segments are created with.
 fn settle_scan_end(
     seg: &Segment,
     end: ScanEnd,
     newest: bool,
+    short: bool,
 ) -> Result<Option<(usize, usize, String)>, StorageError> {
     let ScanEnd::Damaged { offset, error, end } = end else {
         return Ok(None);
-    };
-    // A record whose length fits is searched past: its own bytes are a
-    // client's value, which may hold anything, a record's encoding included
-    // (a torn write keeps the true length, see the module docs of segment.rs).
-    let from = offset + error.claimed_len().max(1);
-    let what = match error {
-        RecordError::Empty => format!(
-            "no record starts here, yet byte {} after it is not zero",
-            end - 1
-        ),
-        error => error.describe(),
     };
     let corrupt = |why: String| StorageError::corrupt(seg.path(), Some(offset as u64), why);
     if !newest {
         return Err(corrupt(format!(
             "{}, in a segment older than the newest: not a torn tail",
-            what
+            error.describe()
         )));
     }
-    match seg.find_record(from, seg.next_index()) {
-        Search::Nothing => {}
-        Search::Found { at, index } => {
-            return Err(corrupt(format!(
-                "{}, yet a valid record (entry {}) follows at offset {}: not a torn tail, \
-                 and cutting here would lose it",
-                what, index, at
-            )))
+    // How far the damaged record reaches. A length that runs past the end
+    // of the file is a record the file was cut inside of, if the file is
+    // short; in a file of full size nothing writes such a length (records
+    // are written only where they fit), so only the header is the record's.
+    let reach = match error {
+        RecordError::Empty => 0,
+        RecordError::ShortHeader { .. } => end - offset,
+        RecordError::BadLength { length, available } if short && length as usize > available => {
+            end - offset
         }
-        Search::TooCostly { at } => {
-            return Err(corrupt(format!(
-                "{}, and the bytes after it hold too many record-like headers to tell a \
-                 torn tail from lost records (searched up to offset {}): not cut",
-                what, at
-            )))
-        }
+        ref error => error.claimed_len().max(record::HEADER_BYTES),
+    };
+    if offset + reach < end {
+        let what = match &error {
+            RecordError::Empty => "no record starts here (its length field is zero)".to_string(),
+            error => error.describe(),
+        };
+        return Err(corrupt(format!(
+            "{}, and byte {} after it is not zero: not a torn tail (a torn write has only \
+             never-written zero space after it), and cutting here could lose records",
+            what,
+            end - 1
+        )));
     }
     let warning = format!(
-        "{} at offset {}: cutting torn tail ({}; {} bytes up to offset {}, no valid record after it); \
-         log now ends at index {}",
+        "{} at offset {}: cutting torn tail ({}; {} bytes up to offset {}); log now ends at index {}",
         seg.path().display(),
         offset,
-        what,
+        error.describe(),
         end - offset,
         end,
         seg.next_index() - 1
