@@ -107,6 +107,13 @@ fn auth_without_requirepass_is_answered_as_redis_does() {
         c.cmd(&["AUTH", "bob", "x"]),
         err("WRONGPASS invalid password")
     );
+    assert_eq!(c.cmd(&["AUTH", "a", "b", "c"]), err("ERR syntax error"));
+    // Another user fails in HELLO as in AUTH, and the protocol stays.
+    assert_eq!(
+        c.cmd(&["HELLO", "3", "AUTH", "bob", "x"]),
+        err("WRONGPASS invalid password")
+    );
+    assert!(matches!(c.cmd(&["HELLO"]), Reply::Array(_)), "still RESP2");
     match c.cmd(&["HELLO", "3", "AUTH", "default", "x"]) {
         Reply::Map(fields) => assert!(fields.contains(&(bulk("proto"), Reply::Integer(3)))),
         other => panic!("HELLO 3 AUTH answered {:?}", other),
@@ -120,6 +127,10 @@ fn multi_exec_discard_and_their_errors() {
     let addr = cluster.nodes[0].client_addr();
     let mut c = cluster.client(0);
     assert_eq!(c.cmd(&["EXEC"]), err("ERR EXEC without MULTI"));
+    assert_eq!(
+        c.cmd(&["EXEC", "x"]),
+        err("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command")
+    );
     assert_eq!(c.cmd(&["DISCARD"]), err("ERR DISCARD without MULTI"));
     assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
     assert_eq!(c.cmd(&["MULTI"]), err("ERR MULTI calls can not be nested"));
@@ -302,10 +313,14 @@ fn hello_switches_protocol_and_answers_as_redis_does() {
         c.cmd(&["HELLO", "4"]),
         err("NOPROTO unsupported protocol version")
     );
-    assert_eq!(
-        c.cmd(&["HELLO", "x"]),
-        err("ERR Protocol version is not an integer or out of range")
-    );
+    // Integers as Redis reads them: no sign, no leading zero, no `-0`.
+    for version in ["x", "03", "+3", "-0", " 3"] {
+        assert_eq!(
+            c.cmd(&["HELLO", version]),
+            err("ERR Protocol version is not an integer or out of range"),
+            "HELLO {version:?}"
+        );
+    }
     // RESP2 gives the map as a flat array and nil as $-1; RESP3 uses % and _.
     raw(&addr, b"GET missing\r\n", b"$-1\r\n");
     raw(

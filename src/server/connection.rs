@@ -8,6 +8,7 @@
 use super::config_get::config_get;
 use super::event_loop::Server;
 use super::info::{self, InfoContext};
+use crate::kv::command::parse_integer;
 use crate::kv::{Command, CommandError, Reply};
 use crate::raft::NodeId;
 use crate::wire::resp::Protocol;
@@ -245,7 +246,8 @@ impl Server {
             2 => (&argv[1], false),
             3 if argv[1] == b"default" => (&argv[2], true),
             3 => return error("WRONGPASS invalid password"),
-            _ => return wrong_arity("auth"),
+            1 => return wrong_arity("auth"),
+            _ => return error("ERR syntax error"),
         };
         let Some(expected) = self.config.requirepass.as_deref() else {
             // As in Redis: without requirepass the default user takes any
@@ -272,10 +274,7 @@ impl Server {
         let mut protocol = None;
         let mut rest = &argv[1..];
         if let Some(version) = rest.first() {
-            protocol = match std::str::from_utf8(version)
-                .ok()
-                .and_then(|v| v.parse::<i64>().ok())
-            {
+            protocol = match parse_integer(version) {
                 Some(2) => Some(Protocol::Resp2),
                 Some(3) => Some(Protocol::Resp3),
                 Some(_) => return error("NOPROTO unsupported protocol version"),
@@ -309,7 +308,7 @@ impl Server {
                 }
             }
         }
-        if let Some(auth) = auth.filter(|_| self.config.requirepass.is_some()) {
+        if let Some(auth) = auth {
             if let reply @ Reply::Error(_) = self.auth(token, &auth) {
                 return reply;
             }

@@ -68,13 +68,14 @@ impl Server {
     }
 
     /// Answers a request that failed `connection::precheck`. Inside MULTI
-    /// that fails the transaction, and an EXEC with arguments discards it.
+    /// that fails the transaction, and an EXEC with arguments discards it;
+    /// as in Redis, a refused EXEC is an `EXECABORT` outside MULTI too.
     pub(super) fn refuse(&mut self, token: Token, name: &str, reply: Reply) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         let reply = match (client.multi.as_mut(), reply) {
-            (Some(_), Reply::Error(text)) if name == "exec" => {
+            (_, Reply::Error(text)) if name == "exec" => {
                 client.multi = None;
                 let why = text.strip_prefix("ERR ").unwrap_or(&text);
                 Reply::Error(format!(
