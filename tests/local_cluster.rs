@@ -1,5 +1,6 @@
 //! `raftkv --local-cluster 3` on the default ports (SPEC §1): serving within
-//! seconds, and gone, with exit status 0, soon after SIGTERM.
+//! seconds, and gone, with exit status 0, soon after SIGTERM; its nodes gone
+//! too when it is killed with SIGKILL.
 //! This is the only test on the fixed ports 6381-6383 and 7001-7003.
 
 mod common;
@@ -14,7 +15,12 @@ struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: a pid we spawned; SIGTERM lets it stop its own children.
+        // A child already reaped may have had its pid reused: leave it.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: a pid we spawned and have not reaped; SIGTERM lets it stop
+        // its own children.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
@@ -80,4 +86,29 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
             port
         );
     }
+
+    // A parent killed outright cannot stop its nodes: the kernel does.
+    let child = Command::new(BIN)
+        .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn raftkv --local-cluster 3 again");
+    let mut guard = KillOnDrop(child);
+    wait_for(Duration::from_secs(20), "node 3 serving again", || {
+        Client::try_connect("127.0.0.1:6383").map(drop)
+    });
+    guard.0.kill().expect("SIGKILL the parent");
+    guard.0.wait().expect("reap the parent");
+    wait_for(
+        Duration::from_secs(6),
+        "every port closed after the parent was killed",
+        || {
+            [6381, 6382, 6383, 7001, 7002, 7003]
+                .iter()
+                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_err())
+                .then_some(())
+        },
+    );
 }

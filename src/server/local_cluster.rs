@@ -1,7 +1,8 @@
 //! `raftkv --local-cluster N`: N nodes on loopback as child processes of this
 //! one, on the default ports, with data under `./data/nodeN`. SIGTERM/SIGINT
 //! stops them all: each child gets SIGTERM, and any still running after a
-//! grace period gets SIGKILL.
+//! grace period gets SIGKILL. If this process dies without a chance to do
+//! that (SIGKILL), each child gets SIGTERM from the kernel.
 
 use crate::cli::{self, Action, Flags};
 use crate::config;
@@ -52,6 +53,33 @@ fn passthrough(flags: &Flags) -> Vec<String> {
     }
     args
 }
+
+/// Makes the child get SIGTERM when this process dies, so that a parent
+/// killed with SIGKILL (which it cannot catch to stop them) leaves no nodes
+/// running on the default ports.
+#[cfg(target_os = "linux")]
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec; prctl and
+    // getppid are async-signal-safe, and nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect: then
+            // there is no one to run the node for.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stop_with_parent(_: &mut Command) {}
 
 fn terminate(children: &mut [(u32, Child)]) {
     for (_, child) in children.iter_mut() {
@@ -120,10 +148,10 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     }
     let mut children = Vec::new();
     for i in 1..=nodes {
-        let spawned = Command::new(&exe)
-            .args(node_args(i, nodes, data_base))
-            .args(&extra)
-            .spawn();
+        let mut command = Command::new(&exe);
+        command.args(node_args(i, nodes, data_base)).args(&extra);
+        stop_with_parent(&mut command);
+        let spawned = command.spawn();
         match spawned {
             Ok(child) => children.push((i, child)),
             Err(err) => {
