@@ -443,6 +443,34 @@ fn garbage_after_the_last_record_followed_by_a_valid_record_is_an_error() {
     assert!(message.contains("not a torn tail"), "{}", message);
 }
 
+/// A segment renamed by hand (not 20 digits) would otherwise be passed
+/// over, and the log end before its records: an error naming it, files
+/// untouched. A file that is no segment at all is left alone, and so is a
+/// `.tmp` file of another name (only a segment creation's leftover is
+/// removed).
+#[test]
+fn segment_under_a_name_not_of_20_digits_is_an_error() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 201, 1));
+    let notes = dir.path().join("log/notes.tmp");
+    fs::write(&notes, b"kept").expect("write");
+    fs::write(dir.path().join("log/README"), b"kept").expect("write");
+    let newest = segment_files(dir.path()).pop().expect("a segment");
+    let first = newest.file_stem().expect("stem").to_string_lossy();
+    let renamed = newest.with_file_name(format!("{}.seg", first.trim_start_matches('0')));
+    fs::rename(&newest, &renamed).expect("rename");
+    let message = open_err(dir.path(), SEG);
+    assert!(
+        message.contains(&renamed.display().to_string()) && message.contains("not a segment name"),
+        "{}",
+        message
+    );
+    fs::rename(&renamed, &newest).expect("rename back");
+    let storage = open(dir.path(), SEG);
+    assert_eq!(storage.last_index(), 200);
+    assert!(notes.exists() && dir.path().join("log/README").exists());
+}
+
 #[test]
 fn record_with_the_wrong_index_is_an_error() {
     let dir = tempdir();

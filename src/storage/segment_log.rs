@@ -383,21 +383,38 @@ impl SegmentLog {
 
 type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
 
-/// Segment files sorted by first index, and leftover `.tmp` files.
+/// Segment files sorted by first index, and leftover `.tmp` files of
+/// segment creations. A `.seg` file under any other name is an error: it is
+/// a segment renamed by hand, and passing over it could drop records. Other
+/// files are left alone, with a warning.
 fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
     let mut files = Vec::new();
     let mut leftovers = Vec::new();
     let listing = fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     for item in listing {
         let item = item.map_err(|e| StorageError::io(dir, e))?;
-        let name = item.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        if let Some(first_index) = segment::parse_file_name(name) {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if let Some(first_index) = segment::parse_file_name(&name) {
             files.push((first_index, item.path()));
-        } else if name.ends_with(".tmp") {
+        } else if name
+            .strip_suffix(".tmp")
+            .and_then(segment::parse_file_name)
+            .is_some()
+        {
             leftovers.push(item.path());
+        } else if name.ends_with(".seg") {
+            return Err(StorageError::corrupt(
+                &item.path(),
+                None,
+                "not a segment name: segments are named by the index of their first record \
+                 in 20 digits, such as 00000000000000000001.seg; passing over this file \
+                 could drop records",
+            ));
+        } else {
+            log::warn!(
+                "{}: not a segment or a leftover of one; ignored",
+                item.path().display()
+            );
         }
     }
     files.sort();
