@@ -404,7 +404,7 @@ fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
             leftovers.push(item.path());
         } else if name.ends_with(".seg") {
             return Err(StorageError::corrupt(
-                &item.path(),
+                item.path(),
                 None,
                 "not a segment name: segments are named by the index of their first record \
                  in 20 digits, such as 00000000000000000001.seg; passing over this file \
