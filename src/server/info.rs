@@ -4,6 +4,9 @@ use crate::kv::Reply;
 use crate::raft::{NodeId, Status};
 use std::fmt::Write;
 
+/// The Redis release whose commands and replies this server follows.
+pub const REDIS_VERSION: &str = "7.0.0";
+
 /// What INFO reports beyond the core's status.
 pub struct InfoContext<'a> {
     pub status: &'a Status,
@@ -82,6 +85,9 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
     let s = ctx.status;
     if wanted("server") {
         section(&mut out, "Server");
+        // Libraries read `redis_version` to decide which commands they may
+        // send: the Redis whose commands and replies raftkv follows.
+        field(&mut out, "redis_version", REDIS_VERSION);
         field(&mut out, "raftkv_version", env!("CARGO_PKG_VERSION"));
         field(&mut out, "process_id", std::process::id());
         field(&mut out, "uptime_in_seconds", ctx.uptime_secs);
@@ -260,6 +266,7 @@ mod tests {
             "members:1=127.0.0.1:7001,2=127.0.0.1:7002\r\n",
             "connected_peers:1\r\n",
             "connected_clients:3\r\n",
+            "redis_version:7.0.0\r\n",
             "used_memory:4096\r\n",
             "total_connections_received:9\r\n",
             "total_commands_processed:1234\r\n",
