@@ -264,7 +264,8 @@ pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>
         }
         if key_def(key).is_none() {
             return Err(ConfigError(format!(
-                "{file_name}:{line}: unknown key '{key}'"
+                "{file_name}:{line}: unknown key '{}'",
+                printable(key)
             )));
         }
         if settings.iter().any(|(seen, _, _)| seen == key) {
@@ -275,6 +276,21 @@ pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>
         settings.push((key.to_string(), value.to_string(), line));
     }
     Ok(settings)
+}
+
+/// `text` with control characters escaped (`\r`, `\u{1b}`), so that an
+/// error stays one line and cannot drive the terminal, whatever the file or
+/// the command line holds.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Reads the config file named in `flags` (if any), applies the flags over it,
@@ -334,7 +350,7 @@ impl<'a> Merged<'a> {
         ConfigError(format!(
             "{}bad value '{}' for '{}': {}",
             self.place(setting),
-            setting.value,
+            printable(setting.value),
             setting.key,
             why
         ))
@@ -700,6 +716,13 @@ data_dir = /nonexistent/raftkv-config-tests/node2
             parse(text, "c.conf").unwrap_err().to_string(),
             "c.conf:3: duplicate key 'id'"
         );
+        // Control characters are shown escaped: the error stays one line.
+        assert_eq!(
+            parse("colour\u{1b}[31m = red\rsize = 2\n", "c.conf")
+                .unwrap_err()
+                .to_string(),
+            "c.conf:1: unknown key 'colour\\u{1b}[31m'"
+        );
         assert_eq!(
             parse("id = 1\n\njust words\n", "c.conf")
                 .unwrap_err()
@@ -873,6 +896,10 @@ data_dir = /nonexistent/raftkv-config-tests/node2
         assert_eq!(
             err(BASE, &[("join", "maybe")]),
             "--join: bad value 'maybe' for 'join': expected yes or no"
+        );
+        assert_eq!(
+            err(BASE, &[("fsync", "never\r\u{7}")]),
+            "--fsync: bad value 'never\\r\\u{7}' for 'fsync': expected always or never"
         );
     }
 
