@@ -102,6 +102,30 @@ fn a_bad_value_for_a_local_cluster_exits_2_with_one_line_and_starts_nothing() {
     );
 }
 
+/// An address that resolves to nothing is a bad value: status 2 before the
+/// data dir is made.
+#[test]
+fn an_own_address_that_does_not_resolve_exits_2_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for key in ["--client-addr", "--raft-addr"] {
+        let mut args = node_args(&data.display().to_string());
+        let at = args.iter().position(|a| a == key).expect("flag") + 1;
+        args[at] = "no-such-host.invalid:7001".into();
+        if key == "--raft-addr" {
+            let cluster = args.iter().position(|a| a == "--cluster").expect("flag") + 1;
+            args[cluster] = "1=no-such-host.invalid:7001".into();
+        }
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let output = run(&args);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{}", err);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.contains("no-such-host.invalid:7001"), "{}", err);
+        assert!(!data.exists(), "{key}: the data dir was made");
+    }
+}
+
 fn node_args(data_dir: &str) -> Vec<String> {
     let raft = format!("127.0.0.1:{}", free_port());
     vec![
