@@ -33,16 +33,7 @@ run() {  # label binary
     --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$CLUSTER_PIDS" \
     "${LOAD[@]}" 2>/dev/null | tail -n 1) || res=null
   stop_local_cluster
-  python3 - "$label" "$res" <<'PY'
-import json, sys
-label, raw = sys.argv[1:]
-r = json.loads(raw) if raw != "null" else None
-if r is None:
-    print(f"{label:<4} FAILED")
-else:
-    print(f"{label:<4} {r['ops_per_sec']:>9.0f} ops/s  p50 {r['p50_us']:>6.0f} us  p99 {r['p99_us']:>6.0f} us  "
-          f"loadgen cpu {r['client_cpu_pct']:.0f}%  servers cpu {r['server_cpu_pct']}%")
-PY
+  print_run "$label" "$res"
 }
 
 for _ in $(seq 1 "$ROUNDS"); do

@@ -39,16 +39,7 @@ trap cleanup EXIT
 record() {  # label json
   local label=$1 raw=$2
   printf '%s\t%s\n' "$label" "$raw" >>"$RESULTS"
-  python3 - "$label" "$raw" <<'PY'
-import json, sys
-label, raw = sys.argv[1:]
-r = json.loads(raw) if raw != "null" else None
-if r is None:
-    print(f"{label:<26} FAILED")
-else:
-    print(f"{label:<26} {r['ops_per_sec']:>9.0f} ops/s  p50 {r['p50_us']:>6.0f} us  p99 {r['p99_us']:>6.0f} us  "
-          f"loadgen cpu {r['client_cpu_pct']:.0f}%  servers cpu {r['server_cpu_pct']}%")
-PY
+  WIDTH=26 print_run "$label" "$raw"
 }
 
 raftkv() {  # label nodes flags...

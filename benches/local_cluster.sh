@@ -1,5 +1,5 @@
-# Sourced by compare_peers.sh and ab_cluster.sh: starting a 3-node local cluster
-# for a benchmark, and stopping it.
+# Sourced by the benchmark scripts: starting a local cluster for a benchmark,
+# stopping it, and printing a run's result.
 #
 # start_local_cluster BINARY WORKDIR [NODES [FLAGS...]]: starts
 # `BINARY --local-cluster NODES FLAGS...` (3 nodes by default) in WORKDIR
@@ -35,4 +35,19 @@ stop_local_cluster() {
     wait "$CLUSTER_PID" 2>/dev/null || true
     CLUSTER_PID=""
   fi
+}
+
+# print_run LABEL JSON: one line of a load generator result (or FAILED for
+# null), the label padded to WIDTH (default 4) characters.
+print_run() {
+  python3 - "$1" "$2" "${WIDTH:-4}" <<'PY'
+import json, sys
+label, raw, width = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = json.loads(raw) if raw != "null" else None
+if r is None:
+    print(f"{label:<{width}} FAILED")
+else:
+    print(f"{label:<{width}} {r['ops_per_sec']:>9.0f} ops/s  p50 {r['p50_us']:>6.0f} us  p99 {r['p99_us']:>6.0f} us  "
+          f"loadgen cpu {r['client_cpu_pct']:.0f}%  servers cpu {r['server_cpu_pct']}%")
+PY
 }

@@ -28,6 +28,17 @@ impl Drop for KillOnDrop {
     }
 }
 
+fn spawn_local_cluster(dir: &std::path::Path) -> KillOnDrop {
+    let child = Command::new(BIN)
+        .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn raftkv --local-cluster 3");
+    KillOnDrop(child)
+}
+
 #[test]
 fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
     for port in [6381, 6382, 6383, 7001, 7002, 7003] {
@@ -38,14 +49,7 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
-        .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn raftkv --local-cluster 3");
-    let mut guard = KillOnDrop(child);
+    let mut guard = spawn_local_cluster(dir.path());
     let leader = wait_for(Duration::from_secs(20), "a leader on 6381-6383", || {
         let mut client = Client::try_connect("127.0.0.1:6381")?;
         let info = client.try_info()?;
@@ -88,14 +92,7 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
     }
 
     // A parent killed outright cannot stop its nodes: the kernel does.
-    let child = Command::new(BIN)
-        .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn raftkv --local-cluster 3 again");
-    let mut guard = KillOnDrop(child);
+    let mut guard = spawn_local_cluster(dir.path());
     wait_for(Duration::from_secs(20), "node 3 serving again", || {
         Client::try_connect("127.0.0.1:6383").map(drop)
     });
