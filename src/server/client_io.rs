@@ -1,6 +1,6 @@
 //! The client side of the event loop: accepting connections, reading and
 //! handling their requests (holding one behind the connection's unanswered
-//! reads, see `Client::held`), and writing their replies, one write per
+//! reads and membership changes, see `Client::held`), and writing their replies, one write per
 //! connection per iteration.
 
 use super::clients::Client;
@@ -69,7 +69,7 @@ impl Server {
 
     /// Reads and handles requests until the socket is drained, the client
     /// asked to close, it has too many replies outstanding, a request waits
-    /// behind its unanswered reads (see `Client::held`), or this call has
+    /// behind its unanswered reads or membership changes (see `Client::held`), or this call has
     /// read [`READ_BUDGET`] bytes; the rest waits for the next iteration.
     pub(super) fn read_client(&mut self, token: Token) {
         if self
@@ -134,7 +134,8 @@ impl Server {
     }
 
     /// Handles, one by one, the whole requests in a client's input buffer,
-    /// until one must wait behind the connection's unanswered reads.
+    /// until one must wait behind the connection's unanswered reads or
+    /// membership changes.
     pub(super) fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -147,7 +148,7 @@ impl Server {
                 return Ok(());
             };
             client.conn.consume(used);
-            if client.has_unanswered_reads() && !only_reads(&argv, client.multi.is_some()) {
+            if client.has_unanswered_barriers() && !only_reads(&argv, client.multi.is_some()) {
                 client.hold(argv);
                 client.read_paused = true;
                 return Ok(());
@@ -159,7 +160,7 @@ impl Server {
         }
     }
 
-    /// Serves a held request once the reads before it are answered, then the
+    /// Serves a held request once the barriers before it are answered, then the
     /// input after it, and reads on.
     pub(super) fn resume_held(&mut self, token: Token) {
         let Some(argv) = self.clients.get_mut(&token).and_then(Client::release_held) else {

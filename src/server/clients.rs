@@ -30,10 +30,13 @@ enum Slot {
     Done(Reply, Protocol),
 }
 
-/// What a waiting slot's request does to the map, for [`Client::held`].
+/// Whether requests after a waiting slot's must wait for its reply, for
+/// [`Client::held`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Read,
+    /// A read, or a membership change or transfer: the connection's later
+    /// requests other than plain reads wait until it is answered.
+    Barrier,
     Other,
 }
 
@@ -67,16 +70,20 @@ pub struct Client {
     /// Reading stopped for backpressure (resume when the output drains) or
     /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
-    /// Reads of this connection still waiting for their replies.
-    reads_waiting: usize,
-    /// A request that arrived behind unanswered reads and would not only read:
-    /// it waits, and the connection takes nothing after it, until those reads
-    /// are answered. Why: a read is answered once its ReadIndex round is
-    /// confirmed and the writes before it are applied, from the map as it is
-    /// then. A write pipelined after it and proposed meanwhile could be
-    /// applied by then, and the read would see a write its client sent later
-    /// (`SET k 0`, `GET k`, `SET k 1` answering 1). Redis answers each
-    /// connection's requests in order, as if one at a time.
+    /// Reads and membership changes of this connection still waiting for
+    /// their replies ([`Kind::Barrier`]).
+    barriers_waiting: usize,
+    /// A request that arrived behind unanswered barriers and would not only
+    /// read: it waits, and the connection takes nothing after it, until those
+    /// are answered. Why, for reads: a read is answered once its ReadIndex
+    /// round is confirmed and the writes before it are applied, from the map
+    /// as it is then. A write pipelined after it and proposed meanwhile could
+    /// be applied by then, and the read would see a write its client sent
+    /// later (`SET k 0`, `GET k`, `SET k 1` answering 1). For membership: a
+    /// `CLUSTER REMOVE` pipelined behind a `CLUSTER ADD` would otherwise find
+    /// the addition still in progress and be refused, where sent after its
+    /// reply it succeeds. Redis answers each connection's requests in order,
+    /// as if one at a time.
     held: Option<Vec<Vec<u8>>>,
     /// EXECs waiting for their entry, by slot, with the connection commands
     /// queued with them (see `transactions`).
@@ -99,7 +106,7 @@ impl Client {
             peer_closed: false,
             lingering: None,
             read_paused: false,
-            reads_waiting: 0,
+            barriers_waiting: 0,
             held: None,
             exec_locals: Vec::new(),
         }
@@ -107,8 +114,8 @@ impl Client {
 
     /// Opens a reply slot for the next request; returns its sequence number.
     pub fn open_slot(&mut self, pending: Pending, kind: Kind) -> u64 {
-        if kind == Kind::Read {
-            self.reads_waiting += 1;
+        if kind == Kind::Barrier {
+            self.barriers_waiting += 1;
         }
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
@@ -127,10 +134,10 @@ impl Client {
         Some(self.exec_locals.swap_remove(found).1)
     }
 
-    /// Whether reads of this connection wait for replies: a request that
-    /// would not only read must then be held.
-    pub fn has_unanswered_reads(&self) -> bool {
-        self.reads_waiting > 0
+    /// Whether reads or membership changes of this connection wait for
+    /// replies: a request that would not only read must then be held.
+    pub fn has_unanswered_barriers(&self) -> bool {
+        self.barriers_waiting > 0
     }
 
     pub fn hold(&mut self, argv: Vec<Vec<u8>>) {
@@ -142,9 +149,9 @@ impl Client {
         self.held.is_some()
     }
 
-    /// The held request, once no read before it waits any more.
+    /// The held request, once no barrier before it waits any more.
     pub fn release_held(&mut self) -> Option<Vec<Vec<u8>>> {
-        if self.reads_waiting == 0 {
+        if self.barriers_waiting == 0 {
             self.held.take()
         } else {
             None
@@ -186,8 +193,8 @@ impl Client {
                     Slot::Done(_, protocol) => (*protocol, Kind::Other),
                 };
                 *slot = Slot::Done(reply, protocol);
-                if kind == Kind::Read {
-                    self.reads_waiting -= 1;
+                if kind == Kind::Barrier {
+                    self.barriers_waiting -= 1;
                 }
                 true
             }
@@ -235,11 +242,11 @@ mod tests {
         let (mut c, _listener) = client();
         let write = c.open_slot(Pending::Parked, Kind::Other);
         assert!(
-            !c.has_unanswered_reads(),
+            !c.has_unanswered_barriers(),
             "unanswered writes hold nothing back"
         );
-        let read = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(c.has_unanswered_reads());
+        let read = c.open_slot(Pending::Parked, Kind::Barrier);
+        assert!(c.has_unanswered_barriers());
         c.hold(vec![b"SET".to_vec()]);
         assert!(c.is_holding());
         assert!(c.complete(write, Reply::Ok));
@@ -248,6 +255,6 @@ mod tests {
         assert!(c.complete(read, Reply::Nil));
         assert!(!c.complete(read, Reply::Nil), "a slot is answered once");
         assert_eq!(c.release_held(), Some(vec![b"SET".to_vec()]));
-        assert!(!c.has_unanswered_reads() && !c.is_holding());
+        assert!(!c.has_unanswered_barriers() && !c.is_holding());
     }
 }

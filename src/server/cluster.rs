@@ -244,7 +244,11 @@ impl Server {
             return Some(reply);
         }
         let client = self.clients.get_mut(&token)?;
-        let seq = client.open_slot(Pending::Parked, Kind::Other);
+        let kind = match request {
+            ClusterRequest::Members => Kind::Other,
+            _ => Kind::Barrier,
+        };
+        let seq = client.open_slot(Pending::Parked, kind);
         // Within the same `election_timeout_ms * 4` as every other request
         // (SPEC): a removal of the leader waits for a transfer, then for a
         // commit, which takes milliseconds when a quorum is up.

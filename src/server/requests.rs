@@ -135,7 +135,7 @@ impl Server {
         let kind = if command.is_write() {
             Kind::Other
         } else {
-            Kind::Read
+            Kind::Barrier
         };
         let Some(seq) = self.open_request(token, kind) else {
             return;
