@@ -46,7 +46,7 @@ impl std::error::Error for UsageError {}
 pub const MAX_LOCAL_NODES: u32 = 99;
 
 /// Keys that differ per node, so `--local-cluster` chooses them itself.
-const PER_NODE_KEYS: &[&str] = &["id", "raft_addr", "client_addr", "cluster", "join"];
+pub const PER_NODE_KEYS: &[&str] = &["id", "raft_addr", "client_addr", "cluster", "join"];
 
 /// What `--version` prints.
 pub fn version() -> String {

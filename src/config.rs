@@ -300,6 +300,14 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         return resolve("", &[], &flags.overrides);
     };
     let file_name = path.display().to_string();
+    let settings = read_file(path)?;
+    resolve(&file_name, &settings, &flags.overrides)
+}
+
+/// The `(key, value, line)` settings of the config file at `path`, as
+/// [`parse`] gives them; values are not checked yet.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<(String, String, usize)>, ConfigError> {
+    let file_name = path.display().to_string();
     let bytes = std::fs::read(path)
         .map_err(|err| ConfigError(format!("{file_name}: cannot read config file: {err}")))?;
     let text = String::from_utf8(bytes).map_err(|err| {
@@ -307,8 +315,7 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
         ConfigError(format!("{file_name}:{line}: not valid UTF-8"))
     })?;
-    let settings = parse(&text, &file_name)?;
-    resolve(&file_name, &settings, &flags.overrides)
+    parse(&text, &file_name)
 }
 
 /// Where a setting's value came from, for error messages.

@@ -126,6 +126,30 @@ fn an_own_address_that_does_not_resolve_exits_2_and_starts_nothing() {
     }
 }
 
+/// A node's own setting in a config file given to `--local-cluster` would be
+/// overridden for every node: refused as the flag is, naming file and line.
+#[test]
+fn a_per_node_setting_in_the_file_of_a_local_cluster_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("node.conf");
+    std::fs::write(&conf, "# one node's file\nheartbeat_ms = 40\nid = 1\n").unwrap();
+    let output = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--local-cluster", "2", "--config"])
+        .arg(&conf)
+        .output()
+        .expect("run raftkv");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(
+        err.contains(&format!("{}:3: 'id'", conf.display())),
+        "{}",
+        err
+    );
+    assert!(!dir.path().join("data").exists(), "a node started");
+}
+
 fn node_args(data_dir: &str) -> Vec<String> {
     let raft = format!("127.0.0.1:{}", free_port());
     vec![

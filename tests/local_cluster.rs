@@ -28,9 +28,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spawn_local_cluster(dir: &std::path::Path) -> KillOnDrop {
+fn spawn_local_cluster(dir: &std::path::Path, flags: &[&str]) -> KillOnDrop {
     let child = Command::new(BIN)
         .args(["--local-cluster", "3", "--election-timeout-ms", "300"])
+        .args(flags)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -49,7 +50,7 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut guard = spawn_local_cluster(dir.path());
+    let mut guard = spawn_local_cluster(dir.path(), &[]);
     let leader = wait_for(Duration::from_secs(20), "a leader on 6381-6383", || {
         let mut client = Client::try_connect("127.0.0.1:6381")?;
         let info = client.try_info()?;
@@ -91,11 +92,14 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
         );
     }
 
-    // A parent killed outright cannot stop its nodes: the kernel does.
-    let mut guard = spawn_local_cluster(dir.path());
+    // A parent killed outright cannot stop its nodes: the kernel does. This
+    // time from a config file, whose data_dir is the base of the nodes'.
+    std::fs::write(dir.path().join("c.conf"), "data_dir = elsewhere\n").unwrap();
+    let mut guard = spawn_local_cluster(dir.path(), &["--config", "c.conf"]);
     wait_for(Duration::from_secs(20), "node 3 serving again", || {
         Client::try_connect("127.0.0.1:6383").map(drop)
     });
+    assert!(dir.path().join("elsewhere/node3").is_dir());
     guard.0.kill().expect("SIGKILL the parent");
     guard.0.wait().expect("reap the parent");
     wait_for(

@@ -124,12 +124,43 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         }
     };
     let extra = passthrough(flags);
+    let file_settings = match flags.config.as_deref().map(config::read_file) {
+        None => Vec::new(),
+        Some(Ok(settings)) => settings,
+        Some(Err(err)) => {
+            eprintln!("raftkv: {}", err);
+            return ExitCode::from(2);
+        }
+    };
+    // A node's own settings in the file would be overridden for every node
+    // without a word: refused, as the same flags are.
+    if let Some((key, _, line)) = file_settings
+        .iter()
+        .find(|(key, _, _)| cli::PER_NODE_KEYS.contains(&key.as_str()))
+    {
+        let file = flags.config.as_deref().map(|p| p.display().to_string());
+        eprintln!(
+            "raftkv: {}:{}: '{}' cannot be used with --local-cluster (it sets each node's own)",
+            file.unwrap_or_default(),
+            line,
+            key
+        );
+        return ExitCode::from(2);
+    }
+    // Each node's data dir is under the base: the flag's, else the file's.
     let data_base = flags
         .overrides
         .iter()
         .rev()
         .find(|(key, _)| key == "data_dir")
-        .map_or("data", |(_, value)| value.as_str());
+        .map(|(_, value)| value.as_str())
+        .or_else(|| {
+            file_settings
+                .iter()
+                .find(|(key, _, _)| key == "data_dir")
+                .map(|(_, value, _)| value.as_str())
+        })
+        .unwrap_or("data");
     // Checked here, as the children will check them, so that a bad setting
     // is one line and status 2 with nothing started (SPEC §1), not one
     // line per child and a cluster that falls apart.
