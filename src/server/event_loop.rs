@@ -208,7 +208,8 @@ impl Server {
             raft_addr: config.raft_addr.clone(),
             client_addr: config.client_addr.clone(),
         };
-        let peers = Peers::new(identity, &config.cluster);
+        let peers =
+            Peers::new(identity, &config.cluster).with_election_timeout(config.election_timeout_ms);
         let book = AddressBook::load(
             (config.id, &config.raft_addr, &config.client_addr),
             Some(&config.data_dir),
