@@ -136,9 +136,15 @@ impl RecordError {
             RecordError::ShortHeader { available } => {
                 format!("{} bytes left, too few for a record header", available)
             }
+            RecordError::BadLength { length, available } if (*length as usize) < FIXED_BYTES => {
+                format!(
+                    "record length {} is impossible (at least {} needed; {} bytes left)",
+                    length, FIXED_BYTES, available
+                )
+            }
             RecordError::BadLength { length, available } => format!(
-                "record length {} is impossible ({} bytes left, at least {} needed)",
-                length, available, FIXED_BYTES
+                "record length {} runs past the end of the file ({} bytes left)",
+                length, available
             ),
             RecordError::BadCrc {
                 stored, computed, ..

@@ -37,16 +37,17 @@
 //!   tears it.
 //! - In the newest segment: a torn tail if the damaged record reaches every
 //!   non-zero byte after it, that is, if nothing but zeros follows the
-//!   record (a record incomplete or failing its CRC, an unknown kind: its
-//!   length field tells how far it reaches; a header cut off by the end of
-//!   the file, or a length running past the end of a file that is shorter
-//!   than created: to the end of the file). Anything else is an error naming
-//!   the file and offset: non-zero bytes after the damaged record, or after
-//!   a zero length field that ends the records, or after a record whose
-//!   length is impossible in a full-size file (below the fixed fields, or
-//!   past the end, which no write makes: records are written where they
-//!   fit). The torn tail is cut from the damaged offset to the last
-//!   non-zero byte.
+//!   record (a record incomplete or failing its CRC: its length field
+//!   tells how far it reaches; a header cut off by the end of the file, or a
+//!   length running past the end of a file that is shorter than created: to
+//!   the end of the file). Anything else is an error naming the file and
+//!   offset: non-zero bytes after the damaged record, or after a zero length
+//!   field that ends the records, or after a record whose length is
+//!   impossible in a full-size file (below the fixed fields, or past the
+//!   end, which no write makes: records are written where they fit); and a
+//!   whole record (its CRC matches) of an unknown kind, which no torn write
+//!   leaves but a newer build may have written. The torn tail is cut from
+//!   the damaged offset to the last non-zero byte.
 //!
 //! That is SPEC §4 read as written. A crash can also leave a batch's later
 //! pages on disk without an earlier one (writeback order within a write is
@@ -101,7 +102,12 @@
 //!   page reached the disk without an earlier one, more of the batch after
 //!   zeros (an error, see above).
 //! - Truncation of records and cutting a torn tail: zeros written through
-//!   the mapping, no change of length. Deletion: the whole file or nothing.
+//!   the mapping, no change of length, the records from the last back and
+//!   each one's length field last, so a process killed meanwhile leaves a
+//!   torn tail at worst (see `zero_records_back_to_front`). An OS crash
+//!   before the flush may write back only some of those pages, in any
+//!   order: zeros, then bytes of a record that was never acknowledged, which
+//!   stops the node as above. Deletion: the whole file or nothing.
 //!
 //! So none of this module's writes leaves a segment shorter than it was
 //! created. The size check on older segments needs the size segments were
@@ -271,6 +277,11 @@ impl Segment {
         self.map.len() as u64
     }
 
+    /// The file's bytes as mapped.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
     /// Reads every record from the start, checking CRCs, that indexes run
     /// on from the file name, and payloads with `check_payload`. A valid
     /// record with the wrong index or a payload that fails the check is an
@@ -366,7 +377,7 @@ impl Segment {
             self.path.display()
         );
         let end = (offset + len).min(self.map.len());
-        self.map[offset..end].fill(0);
+        zero_records_back_to_front(&mut self.map, &[offset], end);
         self.mark_dirty(offset, end);
         self.flush()
     }
@@ -522,7 +533,7 @@ impl Segment {
         }
         let start = self.offsets[keep];
         let end = self.write_offset;
-        self.map[start..end].fill(0);
+        zero_records_back_to_front(&mut self.map, &self.offsets[keep..], end);
         self.mark_dirty(start, end);
         self.offsets.truncate(keep);
         self.terms.truncate(keep);
@@ -676,6 +687,39 @@ fn map_file(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     map.advise(memmap2::Advice::Random)
         .map_err(|e| StorageError::io(path, e))?;
     Ok(map)
+}
+
+/// Zeroes the records that start at `starts` (ascending) and end at `end`,
+/// so that a process killed at any instant (its page cache kept) leaves at
+/// worst a torn tail, which recovery cuts again: the records go from the
+/// last back to the first, and in each the length field goes last. Until
+/// then the record's length still reaches every byte of it not yet zeroed,
+/// and every record after it is all zero. (Zeroed front to back, a kill
+/// could leave a zero length field with the rest of the records after it,
+/// which recovery must refuse.) Any record left whole was written by this
+/// node and never acknowledged past this point, so finding it again is
+/// harmless.
+fn zero_records_back_to_front(map: &mut [u8], starts: &[usize], end: usize) {
+    use std::sync::atomic::{compiler_fence, Ordering};
+    let mut record_end = end;
+    for &at in starts.iter().rev() {
+        let body = (at + 4).min(record_end);
+        map[body..record_end].fill(0);
+        // Volatile writes after a fence: the compiler may neither merge the
+        // length field into the fill above nor move it before it.
+        compiler_fence(Ordering::SeqCst);
+        for byte in &mut map[at..body] {
+            // SAFETY: a valid, aligned, exclusive reference to a byte.
+            unsafe { std::ptr::write_volatile(byte, 0) };
+        }
+        compiler_fence(Ordering::SeqCst);
+        record_end = at;
+    }
+}
+
+/// Position of the first non-zero byte in `bytes`, if any.
+pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b != 0)
 }
 
 /// Position of the last non-zero byte. Works a page at a time so the common

@@ -384,9 +384,9 @@ impl SegmentLog {
 type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
 
 /// Segment files sorted by first index, and leftover `.tmp` files of
-/// segment creations. A `.seg` file under any other name is an error: it is
-/// a segment renamed by hand, and passing over it could drop records. Other
-/// files are left alone, with a warning.
+/// segment creations. Digits and `.seg` under any other name is an error:
+/// it is a segment renamed by hand, and passing over it could drop records.
+/// Other files are left alone, with a warning.
 fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
     let mut files = Vec::new();
     let mut leftovers = Vec::new();
@@ -402,13 +402,16 @@ fn list_segment_files(dir: &Path) -> Result<Listing, StorageError> {
             .is_some()
         {
             leftovers.push(item.path());
-        } else if name.ends_with(".seg") {
+        } else if name
+            .strip_suffix(".seg")
+            .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(StorageError::corrupt(
                 item.path(),
                 None,
                 "not a segment name: segments are named by the index of their first record \
-                 in 20 digits, such as 00000000000000000001.seg; passing over this file \
-                 could drop records",
+                 in 20 digits, such as 00000000000000000001.seg, at most u64::MAX; passing \
+                 over this file could drop records",
             ));
         } else {
             log::warn!(
@@ -491,6 +494,14 @@ fn settle_scan_end(
             error.describe()
         )));
     }
+    if let RecordError::BadKind { .. } = error {
+        // Whole and intact (its CRC matches): no torn write, rather a record
+        // this build cannot read, such as one a newer build wrote.
+        return Err(corrupt(format!(
+            "{}, in a whole record (its crc matches): not a torn tail; was it written by a newer build?",
+            error.describe()
+        )));
+    }
     // How far the damaged record reaches. A length that runs past the end
     // of the file is a record the file was cut inside of, if the file is
     // short; in a file of full size nothing writes such a length (records
@@ -508,11 +519,13 @@ fn settle_scan_end(
             RecordError::Empty => "no record starts here (its length field is zero)".to_string(),
             error => error.describe(),
         };
+        let after = offset + reach;
+        let first =
+            segment::first_nonzero(&seg.bytes()[after..end]).map_or(end - 1, |at| after + at);
         return Err(corrupt(format!(
             "{}, and byte {} after it is not zero: not a torn tail (a torn write has only \
              never-written zero space after it), and cutting here could lose records",
-            what,
-            end - 1
+            what, first
         )));
     }
     let warning = format!(
