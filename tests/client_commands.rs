@@ -57,6 +57,15 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
         c.cmd(&["SET", "k", "v"]),
         err("NOAUTH Authentication required.")
     );
+    // A refused EXEC is an EXECABORT, as in Redis 7.0.
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of: NOAUTH Authentication required.")
+    );
+    assert_eq!(
+        c.cmd(&["EXEC", "x"]),
+        err("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command")
+    );
     assert_eq!(c.cmd(&["AUTH", "wrong"]), err("WRONGPASS invalid password"));
     assert_eq!(
         c.cmd(&["AUTH", "default", "wrong"]),

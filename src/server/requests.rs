@@ -47,7 +47,7 @@ impl Server {
             // As Redis: an unknown command or a wrong number of arguments is
             // reported before the missing AUTH.
             let reply = request_error(name, argv).unwrap_or_else(|| error(NOAUTH));
-            client.reply_now(reply);
+            self.refuse(token, name, reply);
             return;
         }
         let in_multi = client.multi.is_some();
