@@ -57,7 +57,7 @@ pub struct ConfigError(pub String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&printable(&self.0))
     }
 }
 
@@ -264,8 +264,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>
         }
         if key_def(key).is_none() {
             return Err(ConfigError(format!(
-                "{file_name}:{line}: unknown key '{}'",
-                printable(key)
+                "{file_name}:{line}: unknown key '{key}'"
             )));
         }
         if settings.iter().any(|(seen, _, _)| seen == key) {
@@ -280,8 +279,8 @@ pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>
 
 /// `text` with control characters escaped (`\r`, `\u{1b}`), so that an
 /// error stays one line and cannot drive the terminal, whatever the file or
-/// the command line holds.
-fn printable(text: &str) -> String {
+/// the command line holds. Every config and usage error is shown through it.
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_control() {
@@ -296,12 +295,51 @@ fn printable(text: &str) -> String {
 /// Reads the config file named in `flags` (if any), applies the flags over it,
 /// and validates the result.
 pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
-    let Some(path) = &flags.config else {
-        return resolve("", &[], &flags.overrides);
+    let (file_name, settings) = match &flags.config {
+        Some(path) => (path.display().to_string(), read_file(path)?),
+        None => (String::new(), Vec::new()),
     };
-    let file_name = path.display().to_string();
-    let settings = read_file(path)?;
-    resolve(&file_name, &settings, &flags.overrides)
+    let config = resolve(&file_name, &settings, &flags.overrides)?;
+    for (key, addr) in [
+        ("client_addr", &config.client_addr),
+        ("raft_addr", &config.raft_addr),
+    ] {
+        if let Err(err) = resolve_host(addr) {
+            let place = if flags.overrides.iter().any(|(k, _)| k == key) {
+                format!("{}: ", flag_name(key))
+            } else {
+                settings
+                    .iter()
+                    .find(|(k, _, _)| k == key)
+                    .map_or(String::new(), |(_, _, line)| {
+                        format!("{file_name}:{line}: ")
+                    })
+            };
+            return Err(ConfigError(format!(
+                "{place}bad value '{addr}' for '{key}': cannot resolve it: {err}"
+            )));
+        }
+    }
+    Ok(config)
+}
+
+/// Whether `addr` (host:port) names an address: the node's own addresses
+/// must, or it could not listen on them. Checked when the settings are
+/// loaded, so that one that names no host is a bad value (SPEC §1: status 2,
+/// nothing started), found before the data dir is created; binding comes
+/// later and may still fail (a port in use), with status 1.
+fn resolve_host(addr: &str) -> std::io::Result<()> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.to_socket_addrs()?.next() {
+        Some(_) => Ok(()),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no address for it",
+        )),
+    }
 }
 
 /// The `(key, value, line)` settings of the config file at `path`, as
@@ -357,7 +395,7 @@ impl<'a> Merged<'a> {
         ConfigError(format!(
             "{}bad value '{}' for '{}': {}",
             self.place(setting),
-            printable(setting.value),
+            setting.value,
             setting.key,
             why
         ))
@@ -1054,6 +1092,27 @@ data_dir = /nonexistent/raftkv-config-tests/node2
         .unwrap_err()
         .to_string();
         assert_eq!(message, format!("{}:2: not valid UTF-8", bad.display()));
+        // The node's own address must resolve; the error names its line.
+        let unknown = dir.path().join("unknown.conf");
+        std::fs::write(
+            &unknown,
+            "id = 1\nraft_addr = 127.0.0.1:7001\nclient_addr = no-such-host.invalid:6381\n\
+             cluster = 1=127.0.0.1:7001\ndata_dir = d\n",
+        )
+        .unwrap();
+        let message = load(&Flags {
+            config: Some(unknown.clone()),
+            overrides: Vec::new(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}:3: bad value 'no-such-host.invalid:6381' for 'client_addr': cannot resolve it: ",
+                unknown.display()
+            )),
+            "{message}"
+        );
     }
 
     #[test]

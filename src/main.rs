@@ -41,10 +41,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Err(err) = server::check_own_addresses(&config) {
-                eprintln!("raftkv: {}", err);
-                return ExitCode::from(2);
-            }
             init_logging(&config.log_level, config.id);
             match server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -48,6 +48,22 @@ fn a_bad_flag_exits_2_with_one_line() {
         "{}",
         err
     );
+    // Control characters in what was given come out escaped: one line, and
+    // nothing for the terminal to act on.
+    for args in [
+        &["--col\u{1b}[31mour", "red"][..],
+        &["--fsync", "never\r\u{1b}[2J"][..],
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(2));
+        let err = stderr(&output);
+        let body = err.strip_suffix('\n').unwrap_or(&err);
+        assert!(
+            !body.chars().any(char::is_control) && body.contains("\\u{1b}"),
+            "{:?}",
+            err
+        );
+    }
 }
 
 #[test]

@@ -168,21 +168,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     build(config, event_loop::StopOn::Signals(signals))?.run()
 }
 
-/// Resolves the node's own addresses before anything is started: an address
-/// that names no host is a bad value (SPEC §1: status 2, nothing started),
-/// found before the data dir is created. Binding comes later and may still
-/// fail (a port in use), which is status 1.
-pub fn check_own_addresses(config: &Config) -> Result<(), String> {
-    for (key, addr) in [
-        ("client_addr", &config.client_addr),
-        ("raft_addr", &config.raft_addr),
-    ] {
-        peers::resolve(addr)
-            .map_err(|err| format!("bad value '{addr}' for '{key}': cannot resolve it: {err}"))?;
-    }
-    Ok(())
-}
-
 /// A node running on its own thread inside this process (benches, tests).
 pub struct NodeHandle {
     stop: crossbeam_channel::Sender<()>,
