@@ -33,7 +33,7 @@ run() {  # label binary
     --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$CLUSTER_PIDS" \
     "${LOAD[@]}" 2>/dev/null | tail -n 1) || res=null
   stop_local_cluster
-  print_run "$label" "$res"
+  print_run "$label" "${res:-null}"
 }
 
 for _ in $(seq 1 "$ROUNDS"); do

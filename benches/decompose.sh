@@ -24,6 +24,7 @@ COMMON=(--keys 100000 --key-size 16 --value-size 100 --seconds "$SECS" --request
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" -q
 cargo build --release --manifest-path "$PEERS/loadgen/Cargo.toml" -q
+cargo build --release --manifest-path "$PEERS/fsync-probe/Cargo.toml" -q || true
 WORK="$(mktemp -d /tmp/raftkv-decompose.XXXXXX)"
 RESULTS="$WORK/results"
 CLUSTER_PID=""
@@ -89,7 +90,8 @@ base_ops = sum(r["ops_per_sec"] for r in base) / len(base) if base else None
 for label, rs in runs.items():
     ops = sum(r["ops_per_sec"] for r in rs) / len(rs)
     p50 = sum(r["p50_us"] for r in rs) / len(rs)
-    cpu = sum(float(r["server_cpu_pct"]) for r in rs) / len(rs)
+    cpus = [float(r["server_cpu_pct"]) for r in rs if r.get("server_cpu_pct") is not None]
+    cpu = f"{sum(cpus) / len(cpus):.0f}%" if cpus else "n/a"
     ratio = f"  {ops / base_ops:.2f}x Redis durable" if base_ops else ""
-    print(f"  {label:<26} {ops:>9.0f} ops/s  p50 {p50:>6.0f} us  servers cpu {cpu:.0f}%{ratio}")
+    print(f"  {label:<26} {ops:>9.0f} ops/s  p50 {p50:>6.0f} us  servers cpu {cpu}{ratio}")
 PY

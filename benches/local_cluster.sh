@@ -19,7 +19,7 @@ start_local_cluster() {
     sleep 0.1
   done
   if [ -z "$leader" ] || [ "$leader" = 0 ]; then
-    echo "$binary --local-cluster 3 elected no leader within 10 s; its log:" >&2
+    echo "$binary --local-cluster $nodes elected no leader within 10 s; its log:" >&2
     tail -n 20 "$work/raftkv.log" >&2
     exit 1
   fi

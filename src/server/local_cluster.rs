@@ -65,7 +65,7 @@ fn stop_with_parent(command: &mut Command) {
     // getppid are async-signal-safe, and nothing is allocated.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before the prctl took effect: then
