@@ -1,0 +1,8 @@
+#!/bin/bash
+# usage: run.sh --seed S --nodes N [--duration D] ...   (see harness.py --help)
+# Runs the harness in a private network namespace, then the checker.
+set -u
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+unshare -n python3 "$HERE/harness.py" "$@"
+rc=$?
+echo "harness exit $rc"
