@@ -81,6 +81,28 @@ fn stop_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn stop_with_parent(_: &mut Command) {}
 
+/// The settings of the `--config` file, which every node gets. A node's own
+/// settings there would be overridden for every node without a word: they
+/// are refused, naming file and line, as the same flags are.
+fn shared_file_settings(flags: &Flags) -> Result<Vec<(String, String, usize)>, String> {
+    let Some(path) = flags.config.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let settings = config::read_file(path).map_err(|err| err.to_string())?;
+    match settings
+        .iter()
+        .find(|(key, _, _)| cli::PER_NODE_KEYS.contains(&key.as_str()))
+    {
+        Some((key, _, line)) => Err(format!(
+            "{}:{}: '{}' cannot be used with --local-cluster (it sets each node's own)",
+            path.display(),
+            line,
+            key
+        )),
+        None => Ok(settings),
+    }
+}
+
 fn terminate(children: &mut [(u32, Child)]) {
     for (_, child) in children.iter_mut() {
         if let Ok(pid) = i32::try_from(child.id()) {
@@ -124,29 +146,13 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         }
     };
     let extra = passthrough(flags);
-    let file_settings = match flags.config.as_deref().map(config::read_file) {
-        None => Vec::new(),
-        Some(Ok(settings)) => settings,
-        Some(Err(err)) => {
+    let file_settings = match shared_file_settings(flags) {
+        Ok(settings) => settings,
+        Err(err) => {
             eprintln!("raftkv: {}", err);
             return ExitCode::from(2);
         }
     };
-    // A node's own settings in the file would be overridden for every node
-    // without a word: refused, as the same flags are.
-    if let Some((key, _, line)) = file_settings
-        .iter()
-        .find(|(key, _, _)| cli::PER_NODE_KEYS.contains(&key.as_str()))
-    {
-        let file = flags.config.as_deref().map(|p| p.display().to_string());
-        eprintln!(
-            "raftkv: {}:{}: '{}' cannot be used with --local-cluster (it sets each node's own)",
-            file.unwrap_or_default(),
-            line,
-            key
-        );
-        return ExitCode::from(2);
-    }
     // Each node's data dir is under the base: the flag's, else the file's.
     let data_base = flags
         .overrides
