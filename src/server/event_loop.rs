@@ -423,6 +423,11 @@ impl Server {
         self.full_reads.collect(&mut self.completions);
         self.deliver_completions();
         self.flush_clients();
+        self.peers.drop_cut_connections(
+            Instant::now(),
+            self.poll.registry(),
+            &mut self.peer_events,
+        );
         self.peers
             .flush(self.poll.registry(), &mut self.peer_events);
         Ok(())

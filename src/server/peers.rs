@@ -38,9 +38,12 @@ const MAX_PEER_BACKLOG: usize = 64 << 20;
 /// would log it, fifty times a second.
 const BACKOFF_MIN_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 1000;
-/// The least time an outbound connection's sent bytes (or its connect) may
-/// go unacknowledged before the kernel gives it up (see [`Peers::dial`]).
+/// The least time an outbound connection may go without an acknowledgement
+/// while it retransmits (or without finishing its connect) before it is
+/// given up and redialed (see [`Peers::drop_cut_connections`]).
 const STALL_MIN_MS: u64 = 1000;
+/// How often outbound connections are checked for a cut path.
+const STALL_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// What arrived from a peer, for the server to act on.
 #[derive(Debug)]
@@ -89,6 +92,8 @@ enum Side {
 struct PeerConn {
     conn: Conn,
     side: Side,
+    /// When it was dialed or accepted.
+    opened: Instant,
 }
 
 /// This node's side of the handshake.
@@ -116,9 +121,12 @@ pub struct Peers {
     /// (id, raft address, client address) from each handshake accepted
     /// since the last drain, for the address book.
     pub learned: Vec<(NodeId, String, String)>,
-    /// How long sent bytes may go unacknowledged on an outbound connection
-    /// before it is given up and redialed (see [`Peers::dial`]).
+    /// How long an outbound connection may retransmit without an
+    /// acknowledgement, or take to connect, before it is given up and
+    /// redialed (see [`Peers::drop_cut_connections`]).
     stall_ms: u64,
+    /// When [`Peers::drop_cut_connections`] last looked.
+    stall_checked: Instant,
 }
 
 impl Peers {
@@ -139,11 +147,13 @@ impl Peers {
             unreachable: Vec::new(),
             learned: Vec::new(),
             stall_ms: STALL_MIN_MS,
+            stall_checked: Instant::now(),
         }
     }
 
-    /// Gives up an outbound connection whose sent bytes (or connect) went
-    /// unacknowledged for two election timeouts, at least [`STALL_MIN_MS`].
+    /// Gives up an outbound connection that retransmits without an
+    /// acknowledgement, or does not finish its connect, for two election
+    /// timeouts, at least [`STALL_MIN_MS`].
     pub fn with_election_timeout(mut self, election_timeout_ms: u64) -> Peers {
         self.stall_ms = election_timeout_ms.saturating_mul(2).max(STALL_MIN_MS);
         self
@@ -249,22 +259,11 @@ impl Peers {
         }
     }
 
-    /// Dials `id`. The connection carries only our messages to it, and the
-    /// peer's kernel acknowledges them whatever its process is doing, so
-    /// bytes that stay unacknowledged mean the path is cut (a partition, a
-    /// dead host). The kernel is told to give the connection up then
-    /// (`TCP_USER_TIMEOUT`), and it is redialed: left to itself, TCP backs
-    /// its retransmissions off to minutes apart, and after a partition heals
-    /// nothing got through until the next one (measured: a node cut off for
-    /// 60 s stayed unreachable 48 s after the heal, and a cluster that lost
-    /// its leader meanwhile could not elect one for 46 s).
     fn dial(&mut self, id: NodeId, addr: SocketAddr, registry: &Registry, token: Token) {
-        let stall_ms = self.stall_ms;
         let Some(peer) = self.members.get_mut(&id) else {
             return;
         };
         let stream = TcpStream::connect(addr).and_then(|mut stream| {
-            give_up_when_stalled(&stream, stall_ms);
             registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
         });
@@ -289,6 +288,7 @@ impl Peers {
                             peer: id,
                             connected: false,
                         },
+                        opened: Instant::now(),
                     },
                 );
             }
@@ -303,6 +303,57 @@ impl Peers {
         if let Some(peer) = self.members.get_mut(&id) {
             self.reconnects.push((id, peer.backoff_ms));
             peer.backoff_ms = (peer.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        }
+    }
+
+    /// Closes, to be redialed, each outbound connection whose path looks
+    /// cut: a connect unfinished after the stall time, or sent bytes that TCP
+    /// has retransmitted without any acknowledgement for that long (a
+    /// partition, a dead host). Left to itself, TCP backs its retransmissions
+    /// off to minutes apart, and after a partition heals nothing gets through
+    /// until the next one (measured: a node cut off for 60 s stayed
+    /// unreachable 48 s after the heal, and a cluster that lost its leader
+    /// meanwhile could not elect one for 46 s). A peer that is alive but does
+    /// not read (a stalled loop, SIGSTOP) is no cut path: its kernel answers
+    /// the probes of a full window, and its connection stays, where the
+    /// kernel's own `TCP_USER_TIMEOUT` would drop it and lose a snapshot
+    /// stream or relayed replies in flight. Looks at most every
+    /// [`STALL_CHECK_EVERY`].
+    pub fn drop_cut_connections(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        if now.saturating_duration_since(self.stall_checked) < STALL_CHECK_EVERY {
+            return;
+        }
+        self.stall_checked = now;
+        let stall = Duration::from_millis(self.stall_ms);
+        let cut: Vec<(Token, String)> = self
+            .conns
+            .iter()
+            .filter_map(|(token, pc)| match pc.side {
+                Side::Outbound {
+                    connected: false, ..
+                } if now.saturating_duration_since(pc.opened) > stall => Some((
+                    *token,
+                    format!("connect not finished in {} ms", self.stall_ms),
+                )),
+                Side::Outbound {
+                    connected: true, ..
+                } if retransmits_unanswered(&pc.conn.stream, stall) => Some((
+                    *token,
+                    format!(
+                        "sent bytes retransmitted without an acknowledgement for {} ms",
+                        self.stall_ms
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (token, reason) in cut {
+            self.close(token, registry, &reason, events);
         }
     }
 
@@ -333,6 +384,7 @@ impl Peers {
             PeerConn {
                 conn: Conn::new(stream),
                 side: Side::Inbound { peer: None },
+                opened: Instant::now(),
             },
         );
     }
@@ -643,33 +695,37 @@ fn connect_finished(stream: &TcpStream) -> Result<bool, String> {
     }
 }
 
-/// Sets `TCP_USER_TIMEOUT` (see [`Peers::dial`]); where it cannot be set, the
-/// connection works as before, only slower to notice a cut path.
-fn give_up_when_stalled(stream: &TcpStream, stall_ms: u64) {
+/// Whether TCP has retransmitted `stream`'s bytes at least twice on timeout
+/// and received no acknowledgement for `stall` (`TCP_INFO`). A full window
+/// does not count: its probes are answered and are not retransmissions.
+fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let ms = libc::c_uint::try_from(stall_ms).unwrap_or(libc::c_uint::MAX);
-        // SAFETY: setsockopt on a socket this function borrows, with a
-        // pointer to a c_uint that lives through the call and its size.
-        let set = unsafe {
-            libc::setsockopt(
+        // SAFETY: tcp_info is plain integers, for which zero is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt on a socket this function borrows, into a
+        // tcp_info and its size, both living through the call.
+        let got = unsafe {
+            libc::getsockopt(
                 stream.as_raw_fd(),
                 libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                (&ms as *const libc::c_uint).cast(),
-                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
             )
         };
-        if set != 0 {
-            debug!(
-                "cannot set TCP_USER_TIMEOUT on a peer connection: {}",
-                io::Error::last_os_error()
-            );
-        }
+        got == 0
+            && info.tcpi_unacked > 0
+            && info.tcpi_retransmits >= 2
+            && u128::from(info.tcpi_last_ack_recv) >= stall.as_millis()
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (stream, stall_ms);
+    {
+        let _ = (stream, stall);
+        false
+    }
 }
 
 /// Resolves a configured host:port (a literal address, or a name once per dial).
@@ -756,34 +812,46 @@ mod tests {
         assert!(peers.owns(Token(26)));
     }
 
-    /// An outbound connection is given up by the kernel once its bytes go
-    /// unacknowledged for two election timeouts (at least a second).
-    #[cfg(target_os = "linux")]
+    /// An outbound connection whose connect does not finish within the
+    /// stall time is closed and redialed; one that is up and idle is kept.
     #[test]
-    fn outbound_connections_are_given_up_when_their_bytes_go_unacknowledged() {
-        use std::os::fd::AsRawFd;
+    fn a_connect_that_does_not_finish_is_given_up_and_an_idle_connection_kept() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let poll = Poll::new().expect("poll");
-        for (election_ms, want) in [(700u64, 1400u32), (200, 1000)] {
-            let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(election_ms);
-            peers.connect(2, poll.registry(), Token(30));
-            let stream = &peers.conns.get(&Token(30)).expect("dialed").conn.stream;
-            let mut got: libc::c_uint = 0;
-            let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
-            // SAFETY: getsockopt on a live socket into a c_uint and its size.
-            let rc = unsafe {
-                libc::getsockopt(
-                    stream.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_USER_TIMEOUT,
-                    (&mut got as *mut libc::c_uint).cast(),
-                    &mut len,
-                )
-            };
-            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-            assert_eq!(got, want, "election timeout {election_ms} ms");
+        let mut poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(100);
+        assert_eq!(peers.stall_ms, STALL_MIN_MS);
+        peers.connect(2, poll.registry(), Token(30));
+        let mut events = Vec::new();
+        let start = Instant::now();
+        while !peers.is_connected(2) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+            let mut ready = mio::Events::with_capacity(8);
+            poll.poll(&mut ready, Some(Duration::from_millis(10)))
+                .expect("poll");
+            for event in ready.iter() {
+                let token = event.token();
+                peers.ready(
+                    token,
+                    event.is_readable(),
+                    event.is_writable(),
+                    poll.registry(),
+                    &mut events,
+                );
+            }
         }
+        let later = Instant::now() + Duration::from_secs(5);
+        peers.drop_cut_connections(later, poll.registry(), &mut events);
+        assert!(peers.owns(Token(30)), "an idle connection is no cut path");
+        // A connect that never finished: pretend it was dialed long ago.
+        peers.conns.get_mut(&Token(30)).expect("conn").side = Side::Outbound {
+            peer: 2,
+            connected: false,
+        };
+        peers.reconnects.clear();
+        peers.drop_cut_connections(later + STALL_CHECK_EVERY, poll.registry(), &mut events);
+        assert!(!peers.owns(Token(30)));
+        assert_eq!(peers.reconnects.len(), 1, "redialed");
     }
 
     struct Harness {
