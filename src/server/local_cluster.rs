@@ -93,12 +93,13 @@ fn shared_file_settings(flags: &Flags) -> Result<Vec<(String, String, usize)>, S
         .iter()
         .find(|(key, _, _)| cli::PER_NODE_KEYS.contains(&key.as_str()))
     {
-        Some((key, _, line)) => Err(format!(
+        Some((key, _, line)) => Err(config::ConfigError(format!(
             "{}:{}: '{}' cannot be used with --local-cluster (it sets each node's own)",
             path.display(),
             line,
             key
-        )),
+        ))
+        .to_string()),
         None => Ok(settings),
     }
 }
