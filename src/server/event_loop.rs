@@ -423,11 +423,6 @@ impl Server {
         self.full_reads.collect(&mut self.completions);
         self.deliver_completions();
         self.flush_clients();
-        self.peers.drop_cut_connections(
-            Instant::now(),
-            self.poll.registry(),
-            &mut self.peer_events,
-        );
         self.peers
             .flush(self.poll.registry(), &mut self.peer_events);
         Ok(())
@@ -626,6 +621,13 @@ impl Server {
                 match timer {
                     Timer::RaftTick(n) => {
                         self.replica.tick();
+                        // On the tick, not every iteration: it looks at most
+                        // every 200 ms anyway.
+                        self.peers.drop_cut_connections(
+                            Instant::now(),
+                            self.poll.registry(),
+                            &mut self.peer_events,
+                        );
                         self.wheel.schedule(n + 1, Timer::RaftTick(n + 1));
                     }
                     Timer::Deadline { token, seq } => self.expire(token, seq),
