@@ -47,6 +47,7 @@ fn leader() -> Replica<u32> {
         check_quorum: true,
         max_inflight_msgs: 16,
         max_msg_bytes: 1 << 20,
+        acks_are_durable: true,
     };
     let mut replica = Replica::new(Node::new(config, Restored::default(), 7), KvStore::new());
     let mut done = Vec::new();

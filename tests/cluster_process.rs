@@ -1097,3 +1097,51 @@ fn keys_expire_on_every_node_and_timeouts_survive_a_restart() {
         Some("keys=1,expires=1,avg_ttl=0")
     );
 }
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_without_fsync_catches_up() {
+    // `fsync = never`: an OS crash can take the tail of a follower's log,
+    // entries it acknowledged. Cutting the tail of a stopped follower's log
+    // stands in for that crash.
+    let mut cluster = Cluster::new(3);
+    let conf = cluster.dir.path().join("never.conf");
+    std::fs::write(&conf, "fsync = never\n").expect("write config");
+    for node in &mut cluster.nodes {
+        node.extra_args = vec!["--config".into(), conf.display().to_string()];
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.client(leader);
+    for i in 0..40 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), "v"]), Reply::Ok);
+    }
+    let last = info_u64(&cluster, leader, "last_log_index");
+    cluster.wait_applied(last, Duration::from_secs(10));
+    cluster.kill(follower);
+    {
+        let mut storage = raftkv::storage::Storage::open(
+            cluster.data_dir(follower),
+            raftkv::storage::StorageOptions::default(),
+        )
+        .expect("open the follower's log");
+        storage.finish_recovery().expect("recover");
+        let first = storage.first_index();
+        let kept = storage.entries(first, last - 20).expect("read entries");
+        storage.reset(first).expect("empty the log");
+        storage.append(&kept).expect("write the kept entries");
+        storage.sync().expect("sync");
+        assert_eq!(storage.last_index(), last - 21);
+    }
+    cluster.spawn(follower);
+    assert_eq!(client.cmd(&["SET", "after", "v"]), Reply::Ok);
+    let last = info_u64(&cluster, leader, "last_log_index");
+    wait_for(
+        Duration::from_secs(10),
+        "the follower to hold the leader's log again",
+        || (info_u64(&cluster, follower, "last_log_index") >= last).then_some(()),
+    );
+    wait_converged(&cluster);
+}

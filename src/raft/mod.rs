@@ -150,6 +150,11 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Payload bytes per AppendEntries (at least one entry is always sent).
     pub max_msg_bytes: u64,
+    /// Whether an acknowledged entry survives its follower's crash (`fsync =
+    /// always`). When it may not, a follower that rejects a probe at an index
+    /// it acknowledged is taken to have lost its log's tail, and the leader
+    /// probes lower; otherwise such a rejection is a stale message and ignored.
+    pub acks_are_durable: bool,
 }
 
 /// The durable state a node restarts from.

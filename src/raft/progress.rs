@@ -167,6 +167,22 @@ impl Progress {
         true
     }
 
+    /// Whether the rejection of the probe at `rejected` denies an entry this
+    /// follower acknowledged: the answer to the outstanding probe, which in
+    /// Probe starts right after `match_index`.
+    pub fn rejects_acknowledged(&self, rejected: u64) -> bool {
+        self.state == ProgressState::Probe
+            && rejected == self.match_index
+            && self.next_index == rejected + 1
+            && rejected > 0
+    }
+
+    /// The follower no longer holds `rejected`, which it acknowledged:
+    /// nothing past `probe_hint` is known to be there any more.
+    pub fn forget_match(&mut self, rejected: u64, probe_hint: u64) {
+        self.match_index = self.match_index.min(probe_hint).min(rejected - 1);
+    }
+
     /// A rejection of the AppendEntries whose previous index was `rejected`;
     /// `probe_hint` is where the leader now believes the logs may agree.
     /// Returns false for a stale rejection, which is ignored.

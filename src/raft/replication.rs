@@ -87,6 +87,14 @@ impl Node {
             return;
         };
         pr.recent_active = true;
+        if !success && !self.config.acks_are_durable && pr.rejects_acknowledged(index) {
+            // Without fsync a follower's OS crash loses what it acknowledged;
+            // probing from `match_index` would be rejected for ever.
+            log::warn!(
+                "node {from} no longer holds entry {index}, which it acknowledged (lost in a crash without fsync?); probing from {probe_hint}"
+            );
+            pr.forget_match(index, probe_hint);
+        }
         if !success {
             // Jump to where the logs may agree: the follower's hint, pulled
             // further back to the last entry of ours whose term is not above the
@@ -799,6 +807,27 @@ mod tests {
         );
         assert_eq!(net.node(2).status().last_index, 2001);
         assert_eq!(net.disks[&2].entries[1500].term, 4);
+    }
+
+    #[test]
+    fn follower_that_lost_acknowledged_entries_catches_up_without_fsync() {
+        // With `fsync = never` an OS crash can take entries a follower
+        // acknowledged. It rejects the probe at its match index, which the
+        // leader must take for a lost tail rather than a stale message.
+        let mut net = Net::with(3, |c| c.acks_are_durable = false);
+        net.campaign(1);
+        for i in 0..5u8 {
+            net.propose(1, &[i]);
+        }
+        let last = net.node(1).status().last_index;
+        assert_eq!(net.node(3).status().last_index, last);
+        let term = net.node(1).term();
+        let kept: Vec<u64> = net.disks[&3].entries[..2].iter().map(|e| e.term).collect();
+        net.set_log(3, &kept, term);
+        net.propose(1, b"after");
+        net.tick_all_until(|n| n.node(3).status().last_index == last + 1, 50);
+        assert_eq!(net.node(3).status().last_index, last + 1);
+        assert_eq!(net.disks[&3].entries.len() as u64, last + 1);
     }
 
     #[test]

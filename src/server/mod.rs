@@ -237,6 +237,7 @@ fn build(
         check_quorum: true,
         max_inflight_msgs: 256,
         max_msg_bytes: 1 << 20,
+        acks_are_durable: config.fsync == FsyncMode::Always,
     };
     let clock = clock::Clock::new(tick);
     // What the address book and the node's standing need from the restored

@@ -158,6 +158,10 @@ impl Sim {
             } else {
                 rng.range(64, 4096)
             },
+            // The disk here keeps what it synced, so a leader that takes a
+            // rejection at an acknowledged index for a lost tail is only ever
+            // misled by a stale message: it must stay safe regardless.
+            acks_are_durable: rng.chance(3, 4),
         };
         let net = Network::new(NetworkOptions::random(&mut rng));
         // Small intervals, so runs of a few thousand entries take many
