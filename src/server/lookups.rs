@@ -9,7 +9,7 @@
 //! only the dials to its own peer. Addresses given as IP literals need no
 //! lookup and never come here.
 
-use super::peers::resolve;
+use super::peers::resolve_all;
 use crate::raft::NodeId;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::Waker;
@@ -22,7 +22,8 @@ use std::thread;
 pub struct Answer {
     pub peer: NodeId,
     pub raft_addr: String,
-    pub result: io::Result<SocketAddr>,
+    /// Every address the name resolves to, in the resolver's order.
+    pub result: io::Result<Vec<SocketAddr>>,
 }
 
 pub struct Lookups {
@@ -51,7 +52,7 @@ impl Lookups {
         let spawned = thread::Builder::new()
             .name("lookup".to_string())
             .spawn(move || {
-                let result = resolve(&addr);
+                let result = resolve_all(&addr);
                 let answer = Answer {
                     peer,
                     raft_addr: addr,
@@ -108,8 +109,11 @@ mod tests {
             (answer.peer, answer.raft_addr.as_str()),
             (4, "localhost:7004")
         );
-        let addr = answer.result.expect("localhost resolves");
-        assert!(addr.ip().is_loopback() && addr.port() == 7004, "{addr}");
+        let addrs = answer.result.expect("localhost resolves");
+        assert!(!addrs.is_empty());
+        for addr in addrs {
+            assert!(addr.ip().is_loopback() && addr.port() == 7004, "{addr}");
+        }
         lookups.start(5, "no-port-given".to_string());
         let answer = wait_answer(&lookups);
         assert_eq!(answer.peer, 5);

@@ -67,6 +67,10 @@ pub struct Peer {
     connected_since: Option<Instant>,
     /// `raft_addr` is a host name being looked up off the loop.
     looking_up: bool,
+    /// Connects that failed. A name that resolves to several addresses is
+    /// dialed at the next one after each failure, so every address is tried
+    /// in turn, and at the same one while it works.
+    failed_connects: usize,
 }
 
 impl Peer {
@@ -78,6 +82,7 @@ impl Peer {
             backoff_ms: BACKOFF_MIN_MS,
             connected_since: None,
             looking_up: false,
+            failed_connects: 0,
         }
     }
 }
@@ -236,7 +241,7 @@ impl Peers {
         &mut self,
         id: NodeId,
         raft_addr: &str,
-        answer: io::Result<SocketAddr>,
+        answer: io::Result<Vec<SocketAddr>>,
         registry: &Registry,
         token: Token,
     ) {
@@ -251,7 +256,11 @@ impl Peers {
             return;
         }
         match answer {
-            Ok(addr) => self.dial(id, addr, registry, token),
+            Ok(addrs) if !addrs.is_empty() => {
+                let addr = addrs[peer.failed_connects % addrs.len()];
+                self.dial(id, addr, registry, token)
+            }
+            Ok(_) => self.schedule_reconnect(id),
             Err(err) => {
                 debug!("cannot dial peer {} at {}: {}", id, raft_addr, err);
                 self.schedule_reconnect(id);
@@ -294,6 +303,7 @@ impl Peers {
             }
             Err(err) => {
                 debug!("cannot dial peer {} at {}: {}", id, peer.raft_addr, err);
+                peer.failed_connects = peer.failed_connects.wrapping_add(1);
                 self.schedule_reconnect(id);
             }
         }
@@ -564,6 +574,9 @@ impl Peers {
                     events.push(PeerEvent::Disconnected(peer));
                 } else {
                     debug!("connecting to peer {} failed: {}", peer, reason);
+                    if let Some(member) = self.members.get_mut(&peer) {
+                        member.failed_connects = member.failed_connects.wrapping_add(1);
+                    }
                 }
                 self.schedule_reconnect(peer);
             }
@@ -730,12 +743,22 @@ fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
 
 /// Resolves a configured host:port (a literal address, or a name once per dial).
 pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    resolve_all(addr).map(|addrs| addrs[0])
+}
+
+/// Every address `addr` stands for, in the resolver's order; never empty.
+pub fn resolve_all(addr: &str) -> io::Result<Vec<SocketAddr>> {
     if let Ok(parsed) = addr.parse() {
-        return Ok(parsed);
+        return Ok(vec![parsed]);
     }
-    addr.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {}", addr)))
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no address for {}", addr),
+        ));
+    }
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -805,11 +828,59 @@ mod tests {
         peers.looked_up(
             2,
             "peer-two.invalid:7002",
-            Ok(addr),
+            Ok(vec![addr]),
             poll.registry(),
             Token(26),
         );
         assert!(peers.owns(Token(26)));
+    }
+
+    /// A name that resolves to an address where nothing listens, then to one
+    /// where a peer does: after the first connect fails, the next goes to the
+    /// second address, and stays there.
+    #[test]
+    fn each_address_of_a_name_is_tried_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let live = listener.local_addr().expect("addr");
+        let dead = {
+            let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+            closed.local_addr().expect("addr")
+        };
+        let mut poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, "two-addresses.invalid:7002")]);
+        let mut events = Vec::new();
+        let mut token = 40;
+        let start = Instant::now();
+        while !peers.is_connected(2) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+            if peers.members[&2].outbound.is_none() && !peers.members[&2].looking_up {
+                peers.connect(2, poll.registry(), Token(token));
+                let (id, name) = peers.lookups.pop().expect("a lookup");
+                peers.looked_up(
+                    id,
+                    &name,
+                    Ok(vec![dead, live]),
+                    poll.registry(),
+                    Token(token),
+                );
+                token += 1;
+            }
+            let mut ready = mio::Events::with_capacity(8);
+            poll.poll(&mut ready, Some(Duration::from_millis(10)))
+                .expect("poll");
+            for event in ready.iter() {
+                let (readable, writable) = (event.is_readable(), event.is_writable());
+                peers.ready(
+                    event.token(),
+                    readable,
+                    writable,
+                    poll.registry(),
+                    &mut events,
+                );
+            }
+        }
+        assert_eq!(token, 42, "the dead address once, then the live one");
+        assert_eq!(peers.members[&2].failed_connects, 1);
     }
 
     /// An outbound connection whose connect does not finish within the
