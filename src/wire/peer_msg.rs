@@ -37,6 +37,12 @@ use crate::raft::{
 /// decoder's recursion on hostile input.
 pub const MAX_REPLY_DEPTH: usize = 16;
 
+/// The highest term a message may carry. No cluster holds 2^62 elections, and
+/// the bound leaves the core room to count terms up without wrapping: a
+/// message of term `u64::MAX` from a stranger on the raft port would have
+/// wrapped its next campaign to term 0.
+pub const MAX_TERM: u64 = 1 << 62;
+
 /// One peer frame's content after the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMessage {
@@ -306,14 +312,30 @@ fn read_message(reader: &mut Reader<'_>) -> Result<Message, FrameError> {
             )))
         }
     };
-    if let MessageBody::Append {
-        prev_index,
-        prev_term,
-        entries,
-        ..
-    } = &body
-    {
-        check_entry_order(term, *prev_index, *prev_term, entries)?;
+    if term > MAX_TERM {
+        return Err(FrameError::Malformed(format!(
+            "term {term} above the highest term {MAX_TERM}"
+        )));
+    }
+    match &body {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            ..
+        } => check_entry_order(term, *prev_index, *prev_term, entries)?,
+        MessageBody::RequestVote { last_term, .. } if *last_term > term => {
+            return Err(FrameError::Malformed(format!(
+                "a vote request of term {term} for a log ending in term {last_term}"
+            )));
+        }
+        MessageBody::InstallSnapshot { meta } if meta.term > term => {
+            return Err(FrameError::Malformed(format!(
+                "a snapshot of term {} in a message of term {term}",
+                meta.term
+            )));
+        }
+        _ => {}
     }
     Ok(Message {
         from,
@@ -332,6 +354,11 @@ fn check_entry_order(
     prev_term: u64,
     entries: &[Entry],
 ) -> Result<(), FrameError> {
+    if prev_term > term {
+        return Err(FrameError::Malformed(format!(
+            "previous entry {prev_index}/{prev_term} in an append of term {term}"
+        )));
+    }
     let (mut index, mut last_term) = (prev_index, prev_term);
     for e in entries {
         if Some(e.index) != index.checked_add(1) || e.term < last_term || e.term > term {
@@ -797,6 +824,69 @@ mod tests {
         ] {
             let (kind, body) = append(prev, entries);
             assert!(malformed(kind, &body).contains(why), "{why}");
+        }
+    }
+
+    /// Terms no honest peer sends: past `MAX_TERM` (the core would wrap
+    /// counting up from it), or a log or snapshot of a later term than the
+    /// message's own (a node then holding it would panic on becoming leader).
+    #[test]
+    fn terms_no_honest_peer_sends_are_refused() {
+        let message = |term, body| {
+            body_of(&PeerMessage::Raft(Message {
+                from: 2,
+                to: 1,
+                term,
+                body,
+            }))
+        };
+        let snapshot = |term| MessageBody::InstallSnapshot {
+            meta: SnapshotMeta {
+                index: 2,
+                term,
+                voters: vec![1, 2],
+                learners: Vec::new(),
+            },
+        };
+        let vote = |last_term| MessageBody::RequestVote {
+            pre_vote: false,
+            last_index: 3,
+            last_term,
+            transfer: false,
+        };
+        let append = |prev_term| MessageBody::Append {
+            prev_index: 3,
+            prev_term,
+            commit: 0,
+            entries: Vec::new(),
+        };
+        let heartbeat = MessageBody::HeartbeatResponse { read_round: 0 };
+        for (term, body) in [
+            (MAX_TERM, heartbeat.clone()),
+            (4, snapshot(4)),
+            (4, vote(4)),
+            (4, append(4)),
+        ] {
+            let (kind, bytes) = message(term, body);
+            assert!(PeerMessage::decode(kind, &bytes).is_ok(), "{term}");
+        }
+        for (term, body, why) in [
+            (MAX_TERM + 1, heartbeat.clone(), "above the highest term"),
+            (u64::MAX, heartbeat, "above the highest term"),
+            (
+                3,
+                snapshot(4),
+                "a snapshot of term 4 in a message of term 3",
+            ),
+            (
+                3,
+                vote(4),
+                "a vote request of term 3 for a log ending in term 4",
+            ),
+            (3, append(4), "previous entry 3/4 in an append of term 3"),
+        ] {
+            let (kind, bytes) = message(term, body);
+            assert!(malformed(kind, &bytes).contains(why), "{why}");
         }
     }
 
