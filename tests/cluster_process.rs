@@ -226,6 +226,50 @@ fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
     }
 }
 
+/// DBSIZE and INFO's `keys`, pipelined behind writes, count exactly the writes
+/// sent before them on their connection, on the leader and on followers, as
+/// Redis answering one request at a time would.
+#[test]
+fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
+    let (cluster, _) = cluster_that_committed_a_write();
+    let req = |argv: &[&str], out: &mut Vec<u8>| {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+        raftkv::wire::resp::encode_request(&argv, out);
+    };
+    let keys_in = |reply: Reply| -> i64 {
+        let Reply::Bulk(text) = reply else {
+            panic!("INFO answered {reply:?}");
+        };
+        let text = String::from_utf8_lossy(&text).to_string();
+        common::parse_info(&text)["keys"].parse().expect("keys")
+    };
+    let mut keys = 1; // "warm"
+    for i in 0..3 {
+        let mut client = cluster.client(i);
+        for round in 0..20 {
+            let mut batch = Vec::new();
+            let (a, b) = (format!("d{i}-{round}-a"), format!("d{i}-{round}-b"));
+            req(&["SET", &a, "1"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["INFO", "keyspace"], &mut batch);
+            req(&["MSET", &b, "2", &a, "3"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["DEL", &a], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            client.send_raw(&batch).expect("write pipeline");
+            let at = format!("node {} round {round}", i + 1);
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            assert_eq!(client.read(), int(keys + 1), "DBSIZE after SET, {at}");
+            assert_eq!(keys_in(client.read()), keys + 1, "INFO after SET, {at}");
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            assert_eq!(client.read(), int(keys + 2), "DBSIZE after MSET, {at}");
+            assert_eq!(client.read(), int(1), "{at}");
+            assert_eq!(client.read(), int(keys + 1), "DBSIZE after DEL, {at}");
+            keys += 1;
+        }
+    }
+}
+
 /// A client that sends a pipeline and shuts its side at once (`nc -N`) gets
 /// every reply, including those of writes held behind a read.
 #[test]

@@ -6,7 +6,6 @@
 use super::clients::Client;
 use super::conn::{Conn, Fill};
 use super::event_loop::Server;
-use super::requests::only_reads;
 use crate::kv::Reply;
 use crate::wire::resp::ProtocolError;
 use log::{debug, warn};
@@ -148,7 +147,7 @@ impl Server {
                 return Ok(());
             };
             client.conn.consume(used);
-            if client.has_unanswered_barriers() && !only_reads(&argv, client.multi.is_some()) {
+            if client.must_wait(&argv) {
                 client.hold(argv);
                 client.read_paused = true;
                 return Ok(());

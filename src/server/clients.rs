@@ -2,6 +2,8 @@
 //! reply slots that keep pipelined replies in request order.
 
 use super::conn::Conn;
+use super::connection::reports_data;
+use super::requests::only_reads;
 use super::transactions::{LocalCommand, Queued};
 use crate::kv::Reply;
 use crate::wire::resp::{self, Protocol, RequestParser};
@@ -134,10 +136,20 @@ impl Client {
         Some(self.exec_locals.swap_remove(found).1)
     }
 
-    /// Whether reads or membership changes of this connection wait for
-    /// replies: a request that would not only read must then be held.
-    pub fn has_unanswered_barriers(&self) -> bool {
-        self.barriers_waiting > 0
+    /// Whether `argv`, this connection's next request, must be held until
+    /// replies before it come: anything but a plain read behind unanswered
+    /// barriers, and a report of this node's data (DBSIZE, INFO) behind any
+    /// unanswered request. A write's reply comes once it is applied here or,
+    /// through a follower, by the leader, whose commit reaches this node
+    /// ahead of the reply (unless this node is still catching up); held until
+    /// then, DBSIZE counts the writes sent before it, and none sent after
+    /// it, which are not read until it is answered.
+    pub fn must_wait(&self, argv: &[Vec<u8>]) -> bool {
+        let in_multi = self.multi.is_some();
+        (self.barriers_waiting > 0 && !only_reads(argv, in_multi))
+            || (!in_multi
+                && reports_data(argv)
+                && self.slots.iter().any(|s| matches!(s, Slot::Waiting(..))))
     }
 
     pub fn hold(&mut self, argv: Vec<Vec<u8>>) {
@@ -149,13 +161,14 @@ impl Client {
         self.held.is_some()
     }
 
-    /// The held request, once no barrier before it waits any more.
+    /// The held request, once it need not wait any more.
     pub fn release_held(&mut self) -> Option<Vec<Vec<u8>>> {
-        if self.barriers_waiting == 0 {
-            self.held.take()
-        } else {
-            None
+        let held = self.held.take()?;
+        if self.must_wait(&held) {
+            self.held = Some(held);
+            return None;
         }
+        Some(held)
     }
 
     /// Opens a slot that is already answered.
@@ -241,20 +254,35 @@ mod tests {
     fn a_request_behind_an_unanswered_read_is_held_until_it_is_answered() {
         let (mut c, _listener) = client();
         let write = c.open_slot(Pending::Parked, Kind::Other);
-        assert!(
-            !c.has_unanswered_barriers(),
-            "unanswered writes hold nothing back"
-        );
+        let set = vec![b"SET".to_vec()];
+        assert!(!c.must_wait(&set), "unanswered writes hold nothing back");
         let read = c.open_slot(Pending::Parked, Kind::Barrier);
-        assert!(c.has_unanswered_barriers());
-        c.hold(vec![b"SET".to_vec()]);
+        assert!(c.must_wait(&set));
+        assert!(!c.must_wait(&[b"GET".to_vec()]), "a plain read is not held");
+        c.hold(set.clone());
         assert!(c.is_holding());
         assert!(c.complete(write, Reply::Ok));
         assert_eq!(c.release_held(), None, "the read is still unanswered");
         assert!(!c.finished());
         assert!(c.complete(read, Reply::Nil));
         assert!(!c.complete(read, Reply::Nil), "a slot is answered once");
-        assert_eq!(c.release_held(), Some(vec![b"SET".to_vec()]));
-        assert!(!c.has_unanswered_barriers() && !c.is_holding());
+        assert_eq!(c.release_held(), Some(set.clone()));
+        assert!(!c.must_wait(&set) && !c.is_holding());
+    }
+
+    #[test]
+    fn a_report_of_the_data_waits_for_every_request_before_it() {
+        let (mut c, _listener) = client();
+        let dbsize = vec![b"dbsize".to_vec()];
+        assert!(!c.must_wait(&dbsize), "nothing unanswered");
+        let write = c.open_slot(Pending::Parked, Kind::Other);
+        assert!(c.must_wait(&dbsize));
+        assert!(c.must_wait(&[b"INFO".to_vec()]));
+        assert!(!c.must_wait(&[b"PING".to_vec()]), "PING reports nothing");
+        assert!(!c.must_wait(&[b"SET".to_vec()]), "behind a write only");
+        c.hold(dbsize.clone());
+        assert_eq!(c.release_held(), None, "the write is unanswered");
+        assert!(c.complete(write, Reply::Ok));
+        assert_eq!(c.release_held(), Some(dbsize));
     }
 }

@@ -90,6 +90,13 @@ impl Arity {
 }
 
 /// Whether `name` is a connection command.
+/// Whether a request is a connection command that reports this node's data:
+/// DBSIZE, INFO (`keys`, the indexes) and DEBUG DIGEST.
+pub(super) fn reports_data(argv: &[Vec<u8>]) -> bool {
+    argv.first()
+        .is_some_and(|name| matches!(command_name(name).as_str(), "dbsize" | "info" | "debug"))
+}
+
 pub(super) fn is_local(name: &str) -> bool {
     local_arity(name).is_some()
 }
