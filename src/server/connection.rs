@@ -93,8 +93,11 @@ impl Arity {
 /// Whether a request is a connection command that reports this node's data:
 /// DBSIZE, INFO (`keys`, the indexes) and DEBUG DIGEST.
 pub(super) fn reports_data(argv: &[Vec<u8>]) -> bool {
-    argv.first()
-        .is_some_and(|name| matches!(command_name(name).as_str(), "dbsize" | "info" | "debug"))
+    // Asked of every request: the length alone turns away GET and SET.
+    argv.first().is_some_and(|name| {
+        (4..=6).contains(&name.len())
+            && matches!(command_name(name).as_str(), "dbsize" | "info" | "debug")
+    })
 }
 
 pub(super) fn is_local(name: &str) -> bool {
