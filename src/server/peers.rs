@@ -67,10 +67,13 @@ pub struct Peer {
     connected_since: Option<Instant>,
     /// `raft_addr` is a host name being looked up off the loop.
     looking_up: bool,
-    /// Connects that failed. A name that resolves to several addresses is
-    /// dialed at the next one after each failure, so every address is tried
-    /// in turn, and at the same one while it works.
-    failed_connects: usize,
+    /// The address of the latest dial.
+    dialed: Option<SocketAddr>,
+    /// Addresses whose connect failed, or whose connection closed soon after
+    /// (a proxy, a node of another id there), since one last held: of a name
+    /// with several addresses, the others are dialed first. Kept by address,
+    /// not by place in the answer, as resolvers rotate and shuffle answers.
+    failed_addrs: Vec<SocketAddr>,
 }
 
 impl Peer {
@@ -82,7 +85,34 @@ impl Peer {
             backoff_ms: BACKOFF_MIN_MS,
             connected_since: None,
             looking_up: false,
-            failed_connects: 0,
+            dialed: None,
+            failed_addrs: Vec::new(),
+        }
+    }
+}
+
+impl Peer {
+    /// Which of `addrs` (not empty), a lookup's answer, to dial: the address
+    /// dialed last unless it failed, else the first that has not failed
+    /// since one last held; when every one has, all are tried again.
+    fn next_address(&mut self, addrs: &[SocketAddr]) -> SocketAddr {
+        if let Some(last) = self.dialed.filter(|a| addrs.contains(a)) {
+            if !self.failed_addrs.contains(&last) {
+                return last;
+            }
+        }
+        if let Some(untried) = addrs.iter().find(|a| !self.failed_addrs.contains(a)) {
+            return *untried;
+        }
+        self.failed_addrs.clear();
+        addrs[0]
+    }
+
+    fn note_failed_address(&mut self) {
+        if let Some(addr) = self.dialed {
+            if !self.failed_addrs.contains(&addr) {
+                self.failed_addrs.push(addr);
+            }
         }
     }
 }
@@ -257,7 +287,7 @@ impl Peers {
         }
         match answer {
             Ok(addrs) if !addrs.is_empty() => {
-                let addr = addrs[peer.failed_connects % addrs.len()];
+                let addr = peer.next_address(&addrs);
                 self.dial(id, addr, registry, token)
             }
             Ok(_) => self.schedule_reconnect(id),
@@ -272,6 +302,7 @@ impl Peers {
         let Some(peer) = self.members.get_mut(&id) else {
             return;
         };
+        peer.dialed = Some(addr);
         let stream = TcpStream::connect(addr).and_then(|mut stream| {
             registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
@@ -303,7 +334,7 @@ impl Peers {
             }
             Err(err) => {
                 debug!("cannot dial peer {} at {}: {}", id, peer.raft_addr, err);
-                peer.failed_connects = peer.failed_connects.wrapping_add(1);
+                peer.note_failed_address();
                 self.schedule_reconnect(id);
             }
         }
@@ -567,6 +598,9 @@ impl Peers {
                     let stayed = member.connected_since.take().map(|at| at.elapsed());
                     if stayed >= Some(Duration::from_millis(BACKOFF_MAX_MS)) {
                         member.backoff_ms = BACKOFF_MIN_MS;
+                        member.failed_addrs.clear();
+                    } else {
+                        member.note_failed_address();
                     }
                 }
                 if connected {
@@ -574,9 +608,6 @@ impl Peers {
                     events.push(PeerEvent::Disconnected(peer));
                 } else {
                     debug!("connecting to peer {} failed: {}", peer, reason);
-                    if let Some(member) = self.members.get_mut(&peer) {
-                        member.failed_connects = member.failed_connects.wrapping_add(1);
-                    }
                 }
                 self.schedule_reconnect(peer);
             }
@@ -835,9 +866,9 @@ mod tests {
         assert!(peers.owns(Token(26)));
     }
 
-    /// A name that resolves to an address where nothing listens, then to one
-    /// where a peer does: after the first connect fails, the next goes to the
-    /// second address, and stays there.
+    /// A name that resolves to an address where nothing listens and one where
+    /// a peer does, in an order the resolver rotates at each lookup: after
+    /// the first connect fails, the next goes to the live address.
     #[test]
     fn each_address_of_a_name_is_tried_in_turn() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -856,13 +887,12 @@ mod tests {
             if peers.members[&2].outbound.is_none() && !peers.members[&2].looking_up {
                 peers.connect(2, poll.registry(), Token(token));
                 let (id, name) = peers.lookups.pop().expect("a lookup");
-                peers.looked_up(
-                    id,
-                    &name,
-                    Ok(vec![dead, live]),
-                    poll.registry(),
-                    Token(token),
-                );
+                let answer = if token % 2 == 0 {
+                    vec![dead, live]
+                } else {
+                    vec![live, dead]
+                };
+                peers.looked_up(id, &name, Ok(answer), poll.registry(), Token(token));
                 token += 1;
             }
             let mut ready = mio::Events::with_capacity(8);
@@ -880,7 +910,31 @@ mod tests {
             }
         }
         assert_eq!(token, 42, "the dead address once, then the live one");
-        assert_eq!(peers.members[&2].failed_connects, 1);
+        assert_eq!(peers.members[&2].failed_addrs, vec![dead]);
+    }
+
+    /// Which address a peer dials next, by address rather than by place in
+    /// an answer that resolvers rotate and shuffle.
+    #[test]
+    fn the_next_address_skips_those_that_failed_and_keeps_one_that_holds() {
+        let [a, b, c]: [SocketAddr; 3] =
+            ["10.0.0.1:7", "10.0.0.2:7", "10.0.0.3:7"].map(|s| s.parse().expect("address"));
+        let mut peer = Peer::new("name:7");
+        let dial = |peer: &mut Peer, answer: &[SocketAddr], fails: bool| {
+            let addr = peer.next_address(answer);
+            peer.dialed = Some(addr);
+            if fails {
+                peer.note_failed_address();
+            }
+            addr
+        };
+        assert_eq!(dial(&mut peer, &[a, b, c], true), a);
+        assert_eq!(dial(&mut peer, &[c, a, b], true), c, "a failed");
+        assert_eq!(dial(&mut peer, &[c, a, b], false), b, "a and c failed");
+        assert_eq!(dial(&mut peer, &[a, c, b], false), b, "b holds");
+        peer.note_failed_address();
+        assert_eq!(dial(&mut peer, &[a, c, b], false), a, "all failed: again");
+        assert!(peer.failed_addrs.is_empty());
     }
 
     /// An outbound connection whose connect does not finish within the
