@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         match arg.into_string() {
             Ok(arg) => args.push(arg),
             Err(arg) => {
-                eprintln!("raftkv: argument {:?} is not valid UTF-8", arg);
+                raftkv::errln!("raftkv: argument {:?} is not valid UTF-8", arg);
                 return ExitCode::from(2);
             }
         }
@@ -19,17 +19,20 @@ fn main() -> ExitCode {
     let action = match cli::parse(&args) {
         Ok(action) => action,
         Err(err) => {
-            eprintln!("raftkv: {}", err);
+            raftkv::errln!("raftkv: {}", err);
             return ExitCode::from(2);
         }
     };
     match action {
         Action::Help(text) => {
-            print!("{}", text);
+            {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            }
             ExitCode::SUCCESS
         }
         Action::Version => {
-            println!("raftkv {}", env!("CARGO_PKG_VERSION"));
+            raftkv::outln!("raftkv {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Action::LocalCluster { nodes, flags } => server::local_cluster::run(nodes, &flags),
@@ -37,7 +40,7 @@ fn main() -> ExitCode {
             let config = match config::load(&flags) {
                 Ok(config) => config,
                 Err(err) => {
-                    eprintln!("raftkv: {}", err);
+                    raftkv::errln!("raftkv: {}", err);
                     return ExitCode::from(2);
                 }
             };
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
                 Err(err) => {
                     // One line, as for a config error; it names the node's
                     // data dir or file, which tells --local-cluster's nodes apart.
-                    eprintln!("raftkv: {}", err);
+                    raftkv::errln!("raftkv: {}", err);
                     ExitCode::from(1)
                 }
             }

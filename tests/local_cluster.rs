@@ -102,9 +102,36 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
     assert!(dir.path().join("elsewhere/node3").is_dir());
     guard.0.kill().expect("SIGKILL the parent");
     guard.0.wait().expect("reap the parent");
+    wait_all_closed("after the parent was killed");
+
+    // Nobody reads what it prints (`raftkv --local-cluster 3 | head -1`, a
+    // closed terminal): it runs on, and stops cleanly.
+    let mut guard = spawn_local_cluster(dir.path(), &[]);
+    drop(guard.0.stdout.take());
+    wait_for(Duration::from_secs(20), "node 3 serving again", || {
+        let mut client = Client::try_connect("127.0.0.1:6383")?;
+        (client.cmd_retry(&["SET", "k", "v"]) == Reply::Ok).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(guard.0.try_wait(), Ok(None)),
+        "the parent exited when its stdout closed"
+    );
+    // SAFETY: the pid of the child spawned above, not yet reaped.
+    unsafe {
+        libc::kill(guard.0.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(6), "the parent to exit", || {
+        guard.0.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(0));
+    wait_all_closed("after SIGTERM with stdout closed");
+}
+
+fn wait_all_closed(when: &str) {
     wait_for(
         Duration::from_secs(6),
-        "every port closed after the parent was killed",
+        &format!("every port closed {when}"),
         || {
             [6381, 6382, 6383, 7001, 7002, 7003]
                 .iter()

@@ -119,7 +119,7 @@ fn terminate(children: &mut [(u32, Child)]) {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() >= deadline => {
-                    eprintln!("raftkv: node {} did not stop in time; killing it", i);
+                    crate::errln!("raftkv: node {} did not stop in time; killing it", i);
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -135,14 +135,14 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGTERM, SIGINT] {
         if let Err(err) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            eprintln!("raftkv: cannot install a signal handler: {}", err);
+            crate::errln!("raftkv: cannot install a signal handler: {}", err);
             return ExitCode::from(1);
         }
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(err) => {
-            eprintln!("raftkv: cannot find my own executable: {}", err);
+            crate::errln!("raftkv: cannot find my own executable: {}", err);
             return ExitCode::from(1);
         }
     };
@@ -150,7 +150,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     let file_settings = match shared_file_settings(flags) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("raftkv: {}", err);
+            crate::errln!("raftkv: {}", err);
             return ExitCode::from(2);
         }
     };
@@ -180,7 +180,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             Err(err) => Err(err.to_string()),
         };
         if let Err(err) = checked {
-            eprintln!("raftkv: {}", err);
+            crate::errln!("raftkv: {}", err);
             return ExitCode::from(2);
         }
     }
@@ -193,7 +193,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         match spawned {
             Ok(child) => children.push((i, child)),
             Err(err) => {
-                eprintln!("raftkv: cannot start node {}: {}", i, err);
+                crate::errln!("raftkv: cannot start node {}: {}", i, err);
                 terminate(&mut children);
                 return ExitCode::from(1);
             }
@@ -203,12 +203,12 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         terminate(&mut children);
         return code;
     }
-    println!(
+    crate::outln!(
         "raftkv: started a {}-node cluster on loopback; connect to any node:",
         nodes
     );
     for i in 1..=nodes {
-        println!(
+        crate::outln!(
             "  node {}: redis-cli -p {}   (client 127.0.0.1:{}, raft 127.0.0.1:{}, data {}/node{})",
             i,
             6380 + i,
@@ -218,7 +218,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             i
         );
     }
-    println!("Ctrl-C stops all of them.");
+    crate::outln!("Ctrl-C stops all of them.");
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut exited = None;
@@ -228,7 +228,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             }
         }
         if let Some((i, status)) = exited {
-            eprintln!("raftkv: node {} exited ({})", i, status);
+            crate::errln!("raftkv: node {} exited ({})", i, status);
             children.retain(|(j, _)| *j != i);
             if started.elapsed() < STARTUP || children.is_empty() {
                 terminate(&mut children);
@@ -238,7 +238,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         thread::sleep(Duration::from_millis(50));
     }
     terminate(&mut children);
-    println!("raftkv: cluster stopped");
+    crate::outln!("raftkv: cluster stopped");
     ExitCode::SUCCESS
 }
 
@@ -252,7 +252,7 @@ fn wait_until_listening(children: &mut [(u32, Child)], stop: &AtomicBool) -> Res
     while !waiting.is_empty() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         for (i, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                eprintln!("raftkv: node {} exited ({})", i, status);
+                crate::errln!("raftkv: node {} exited ({})", i, status);
                 return Err(ExitCode::from(1));
             }
         }
