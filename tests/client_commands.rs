@@ -43,6 +43,10 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
     cluster.spawn(0);
     let mut c = cluster.client(0);
     assert_eq!(c.cmd(&["PING"]), err("NOAUTH Authentication required."));
+    assert_eq!(
+        c.cmd(&["HELLO", "2"]),
+        err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+    );
     // As Redis: an unknown command or a wrong arity is reported first.
     assert_eq!(c.cmd(&["FOO"]), err("ERR unknown command 'FOO'"));
     assert_eq!(
@@ -383,6 +387,24 @@ fn connection_commands_clients_send_on_connect() {
     assert_eq!(
         c.cmd(&["CLIENT", "NoSuch"]),
         err("ERR unknown subcommand 'NoSuch'. raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.")
+    );
+    let long = "X".repeat(200);
+    assert_eq!(
+        c.cmd(&["CONFIG", &long]),
+        err(&format!(
+            "ERR unknown subcommand '{}'. raftkv supports CONFIG GET only.",
+            &long[..128]
+        ))
+    );
+    assert_eq!(
+        c.cmd(&["CLUSTER", "Nodes"]),
+        err("ERR unknown subcommand 'Nodes'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.")
+    );
+    assert_eq!(c.cmd(&["CLIENT", "NO-EVICT", "On"]), Reply::Ok);
+    assert_eq!(c.cmd(&["CLIENT", "no-touch", "off"]), Reply::Ok);
+    assert_eq!(
+        c.cmd(&["CLIENT", "NO-EVICT", "maybe"]),
+        err("ERR syntax error")
     );
     assert_eq!(c.cmd(&["COMMAND", "COUNT"]), Reply::Integer(0));
     assert_eq!(

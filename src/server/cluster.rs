@@ -71,7 +71,7 @@ impl ClusterRequest {
             _ => {
                 return Err(Reply::Error(format!(
                     "ERR unknown subcommand '{}'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.",
-                    sub
+                    super::connection::shown_subcommand(&argv[1])
                 )))
             }
         };
@@ -772,7 +772,7 @@ mod tests {
             ),
             (
                 "CLUSTER NODES",
-                "ERR unknown subcommand 'nodes'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.",
+                "ERR unknown subcommand 'NODES'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.",
             ),
             (
                 "CLUSTER MEMBERS x",

@@ -89,7 +89,6 @@ impl Arity {
     }
 }
 
-/// Whether `name` is a connection command.
 /// Whether a request is a connection command that reports this node's data:
 /// DBSIZE, INFO (`keys`, the indexes) and DEBUG DIGEST.
 pub(super) fn reports_data(argv: &[Vec<u8>]) -> bool {
@@ -100,6 +99,7 @@ pub(super) fn reports_data(argv: &[Vec<u8>]) -> bool {
     })
 }
 
+/// Whether `name` is a connection command.
 pub(super) fn is_local(name: &str) -> bool {
     local_arity(name).is_some()
 }
@@ -160,9 +160,15 @@ fn is_known_name(name: &str) -> bool {
 fn unknown_subcommand(sub: &[u8], help: &str) -> Reply {
     Reply::Error(format!(
         "ERR unknown subcommand '{}'. {}",
-        String::from_utf8_lossy(sub),
+        shown_subcommand(sub),
         help
     ))
+}
+
+/// A subcommand as an error names it: as typed, at most 128 bytes (Redis's
+/// `%.128s`), so a long one does not make a long error.
+pub(super) fn shown_subcommand(sub: &[u8]) -> String {
+    String::from_utf8_lossy(&sub[..sub.len().min(128)]).into_owned()
 }
 
 /// The subcommands of CLIENT, COMMAND, CONFIG and DEBUG this node knows, with
@@ -327,7 +333,7 @@ impl Server {
             return Reply::Ok;
         };
         if !client.authenticated {
-            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
         }
         if let Some(protocol) = protocol {
             client.protocol = protocol;
@@ -362,6 +368,11 @@ impl Server {
                 None => Reply::Nil,
             },
             "id" => Reply::Integer(client.id as i64),
+            // Redis takes only these; nothing here is evicted or touched.
+            "no-evict" | "no-touch" => match command_name(&argv[2]).as_str() {
+                "on" | "off" => Reply::Ok,
+                _ => error("ERR syntax error"),
+            },
             _ => Reply::Ok,
         }
     }
