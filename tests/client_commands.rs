@@ -406,6 +406,28 @@ fn connection_commands_clients_send_on_connect() {
         c.cmd(&["CLIENT", "NO-EVICT", "maybe"]),
         err("ERR syntax error")
     );
+    for argv in [
+        &["CLIENT", "NO-EVICT"][..],
+        &["CLIENT", "no-touch", "on", "x"],
+    ] {
+        let sub = argv[1].to_ascii_lowercase();
+        let arity = format!("ERR wrong number of arguments for 'client|{sub}' command");
+        assert_eq!(c.cmd(argv), err(&arity));
+        assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+        assert_eq!(c.cmd(argv), err(&arity), "refused when queued");
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            err("EXECABORT Transaction discarded because of previous errors.")
+        );
+    }
+    let split = format!("{}é", "x".repeat(127));
+    assert_eq!(
+        c.cmd(&["CONFIG", &split]),
+        err(&format!(
+            "ERR unknown subcommand '{}'. raftkv supports CONFIG GET only.",
+            &split[..127]
+        ))
+    );
     assert_eq!(c.cmd(&["COMMAND", "COUNT"]), Reply::Integer(0));
     assert_eq!(
         c.cmd(&["DBSIZE", "x"]),
@@ -574,4 +596,80 @@ fn a_lingering_connection_is_closed_in_the_end() {
         || (clients(&mut observer) == "1").then_some(()),
     );
     drop(stream);
+}
+
+/// Every command and subcommand the node answers itself, with none to four
+/// arguments, alone and queued in a transaction: each gets a reply and the
+/// node lives. (A subcommand read an argument its arity check let be
+/// missing, and `CLIENT NO-EVICT` alone killed the node.)
+#[test]
+fn every_connection_command_at_every_arity_gets_a_reply() {
+    let cluster = Cluster::start(1);
+    let families: &[(&str, &[&str])] = &[
+        ("PING", &[]),
+        ("ECHO", &[]),
+        ("INFO", &[]),
+        ("HELLO", &[]),
+        ("AUTH", &[]),
+        ("SELECT", &[]),
+        ("DBSIZE", &[]),
+        ("UNWATCH", &[]),
+        ("WATCH", &[]),
+        ("DISCARD", &[]),
+        (
+            "CLIENT",
+            &[
+                "SETNAME",
+                "GETNAME",
+                "ID",
+                "SETINFO",
+                "MAINT_NOTIFICATIONS",
+                "NO-EVICT",
+                "NO-TOUCH",
+                "LIST",
+            ],
+        ),
+        ("COMMAND", &["COUNT", "DOCS", "INFO", "LIST", "GETKEYS"]),
+        ("CONFIG", &["GET", "SET"]),
+        ("DEBUG", &["DIGEST", "SLEEP"]),
+        (
+            "CLUSTER",
+            &["MEMBERS", "ADD", "REMOVE", "TRANSFER", "NODES"],
+        ),
+    ];
+    let mut requests: Vec<Vec<String>> = Vec::new();
+    for (name, subs) in families {
+        let heads: Vec<Vec<String>> = std::iter::once(vec![name.to_string()])
+            .chain(
+                subs.iter()
+                    .map(|sub| vec![name.to_string(), sub.to_string()]),
+            )
+            .collect();
+        for head in heads {
+            for extra in 0..=4 {
+                let mut argv = head.clone();
+                argv.extend((0..extra).map(|i| format!("{}", i + 1)));
+                requests.push(argv);
+            }
+        }
+    }
+    for argv in &requests {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut alone = cluster.client(0);
+        let reply = alone.try_send(&argv.iter().map(|a| a.as_bytes()).collect::<Vec<_>>());
+        assert!(reply, "sending {argv:?}");
+        assert!(alone.try_read().is_some(), "no reply to {argv:?}");
+        let mut queued = cluster.client(0);
+        assert_eq!(queued.cmd(&["MULTI"]), Reply::Ok);
+        queued.cmd(&argv);
+        assert!(
+            matches!(queued.cmd(&["EXEC"]), Reply::Array(_) | Reply::Error(_)),
+            "EXEC after {argv:?}"
+        );
+        assert_eq!(
+            cluster.client(0).cmd(&["PING"]),
+            Reply::Status("PONG".into()),
+            "after {argv:?}"
+        );
+    }
 }

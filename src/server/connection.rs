@@ -168,7 +168,13 @@ fn unknown_subcommand(sub: &[u8], help: &str) -> Reply {
 /// A subcommand as an error names it: as typed, at most 128 bytes (Redis's
 /// `%.128s`), so a long one does not make a long error.
 pub(super) fn shown_subcommand(sub: &[u8]) -> String {
-    String::from_utf8_lossy(&sub[..sub.len().min(128)]).into_owned()
+    let mut shown = String::from_utf8_lossy(sub).into_owned();
+    let mut end = shown.len().min(128);
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    shown.truncate(end);
+    shown
 }
 
 /// The subcommands of CLIENT, COMMAND, CONFIG and DEBUG this node knows, with
@@ -185,8 +191,9 @@ const CLIENT: Family = (
         // Libraries send these on connect; any arguments are taken.
         ("setinfo", Arity::AtLeast(2)),
         ("maint_notifications", Arity::AtLeast(2)),
-        ("no-evict", Arity::AtLeast(2)),
-        ("no-touch", Arity::AtLeast(2)),
+        // `on` or `off`, as in Redis.
+        ("no-evict", Arity::Exactly(3)),
+        ("no-touch", Arity::Exactly(3)),
     ],
     "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
 );
@@ -369,8 +376,8 @@ impl Server {
             },
             "id" => Reply::Integer(client.id as i64),
             // Redis takes only these; nothing here is evicted or touched.
-            "no-evict" | "no-touch" => match command_name(&argv[2]).as_str() {
-                "on" | "off" => Reply::Ok,
+            "no-evict" | "no-touch" => match argv.get(2).map(|on| command_name(on)) {
+                Some(word) if matches!(word.as_str(), "on" | "off") => Reply::Ok,
                 _ => error("ERR syntax error"),
             },
             _ => Reply::Ok,
