@@ -24,17 +24,8 @@ fn main() -> ExitCode {
         }
     };
     match action {
-        Action::Help(text) => {
-            {
-                use std::io::Write as _;
-                let _ = std::io::stdout().write_all(text.as_bytes());
-            }
-            ExitCode::SUCCESS
-        }
-        Action::Version => {
-            raftkv::outln!("raftkv {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Action::Help(text) => print_or_fail(&text),
+        Action::Version => print_or_fail(&format!("raftkv {}\n", env!("CARGO_PKG_VERSION"))),
         Action::LocalCluster { nodes, flags } => server::local_cluster::run(nodes, &flags),
         Action::Run(flags) => {
             let config = match config::load(&flags) {
@@ -54,6 +45,20 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// Writes what was asked for (help, the version): status 1 if it could not
+/// be written (`raftkv --help > /dev/full`), as other tools do; never a panic.
+fn print_or_fail(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            raftkv::errln!("raftkv: cannot write to stdout: {}", err);
+            ExitCode::from(1)
         }
     }
 }

@@ -37,6 +37,25 @@ fn help_and_version_exit_zero() {
     );
 }
 
+/// Help that cannot be written is a failure with a message, not a panic.
+#[test]
+fn help_to_a_full_device_exits_1() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return; // not Linux
+    };
+    let output = Command::new(BIN)
+        .arg("--help")
+        .stdout(full)
+        .output()
+        .expect("run raftkv");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("raftkv: cannot write to stdout"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_bad_flag_exits_2_with_one_line() {
     let output = run(&["--colour", "red"]);

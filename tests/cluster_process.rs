@@ -256,6 +256,17 @@ fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
             req(&["DBSIZE"], &mut batch);
             req(&["DEL", &a], &mut batch);
             req(&["DBSIZE"], &mut batch);
+            // Queued in a transaction, run when EXEC's entry is applied.
+            req(&["SET", &a, "4"], &mut batch);
+            req(&["MULTI"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["EXEC"], &mut batch);
+            req(&["DEL", &a], &mut batch);
+            req(&["MULTI"], &mut batch);
+            req(&["SET", &a, "5"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["EXEC"], &mut batch);
+            req(&["DEL", &a], &mut batch);
             client.send_raw(&batch).expect("write pipeline");
             let at = format!("node {} round {round}", i + 1);
             assert_eq!(client.read(), Reply::Ok, "{at}");
@@ -265,6 +276,25 @@ fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
             assert_eq!(client.read(), int(keys + 2), "DBSIZE after MSET, {at}");
             assert_eq!(client.read(), int(1), "{at}");
             assert_eq!(client.read(), int(keys + 1), "DBSIZE after DEL, {at}");
+            let queued = Reply::Status("QUEUED".into());
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            assert_eq!(client.read(), queued, "{at}");
+            assert_eq!(
+                client.read(),
+                Reply::Array(vec![int(keys + 2)]),
+                "DBSIZE alone in EXEC after SET, {at}"
+            );
+            assert_eq!(client.read(), int(1), "{at}");
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            assert_eq!(client.read(), queued, "{at}");
+            assert_eq!(client.read(), queued, "{at}");
+            assert_eq!(
+                client.read(),
+                Reply::Array(vec![Reply::Ok, int(keys + 2)]),
+                "DBSIZE after SET in EXEC, {at}"
+            );
+            assert_eq!(client.read(), int(1), "{at}");
             keys += 1;
         }
     }

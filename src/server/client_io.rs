@@ -175,6 +175,9 @@ impl Server {
             return;
         };
         if client.is_holding() {
+            // Held again behind later requests: the replies just made go
+            // out now, not when those are answered.
+            self.mark_dirty(token);
             return;
         }
         client.read_paused = false;

@@ -146,10 +146,22 @@ impl Client {
     /// it, which are not read until it is answered.
     pub fn must_wait(&self, argv: &[Vec<u8>]) -> bool {
         let in_multi = self.multi.is_some();
-        (self.barriers_waiting > 0 && !only_reads(argv, in_multi))
-            || (!in_multi
-                && reports_data(argv)
-                && self.slots.iter().any(|s| matches!(s, Slot::Waiting(..))))
+        if self.barriers_waiting > 0 && !only_reads(argv, in_multi) {
+            return true;
+        }
+        let reports = match &self.multi {
+            None => reports_data(argv),
+            // An EXEC runs the connection commands queued with it.
+            Some(multi) => {
+                argv.first()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(b"exec"))
+                    && multi
+                        .queued
+                        .iter()
+                        .any(|queued| matches!(queued, Queued::Local(words) if reports_data(words)))
+            }
+        };
+        reports && self.slots.iter().any(|s| matches!(s, Slot::Waiting(..)))
     }
 
     pub fn hold(&mut self, argv: Vec<Vec<u8>>) {
@@ -283,6 +295,22 @@ mod tests {
         c.hold(dbsize.clone());
         assert_eq!(c.release_held(), None, "the write is unanswered");
         assert!(c.complete(write, Reply::Ok));
-        assert_eq!(c.release_held(), Some(dbsize));
+        assert_eq!(c.release_held(), Some(dbsize.clone()));
+        // In a transaction, EXEC waits if DBSIZE is queued in it.
+        let exec = vec![b"Exec".to_vec()];
+        let write = c.open_slot(Pending::Parked, Kind::Other);
+        c.multi = Some(Multi {
+            queued: vec![Queued::Local(vec![b"PING".to_vec()])],
+            failed: false,
+            bytes: 0,
+        });
+        assert!(!c.must_wait(&dbsize), "queued, not run");
+        assert!(!c.must_wait(&exec), "only PING queued");
+        if let Some(multi) = c.multi.as_mut() {
+            multi.queued.push(Queued::Local(dbsize.clone()));
+        }
+        assert!(c.must_wait(&exec));
+        assert!(c.complete(write, Reply::Ok));
+        assert!(!c.must_wait(&exec));
     }
 }

@@ -5,12 +5,12 @@
 
 use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
-use super::connection::{command_name, error, precheck, request_error};
+use super::connection::{command_name, error, precheck, reports_data, request_error};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::transactions::LocalCommand;
 use crate::kv::{Command, Reply};
 use crate::raft::{NodeId, ProposeError};
-use crate::replica::Refused;
+use crate::replica::{Completion, Refused};
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
@@ -132,7 +132,10 @@ impl Server {
         command: Command,
         locals: Vec<LocalCommand>,
     ) {
-        let kind = if command.is_write() {
+        // A DBSIZE or INFO queued with EXEC runs when EXEC's reply comes: the
+        // connection's later writes wait until then, so it does not count them.
+        let reports = locals.iter().any(|(_, words)| reports_data(words));
+        let kind = if command.is_write() && !reports {
             Kind::Other
         } else {
             Kind::Barrier
@@ -419,7 +422,14 @@ impl Server {
             // could, and sending it back would only repeat that.)
             return self.park_again(token, seq, command);
         }
-        self.complete(Waiter::Client { token, seq }, reply);
+        // Delivered after this iteration's entries are applied here, with
+        // the leader's: the leader sent the commit index ahead of this reply,
+        // and the connection commands queued with an EXEC, run on delivery,
+        // must see what it committed.
+        self.completions.push(Completion {
+            waiter: Waiter::Client { token, seq },
+            reply,
+        });
     }
 
     fn complete(&mut self, waiter: Waiter, reply: Reply) {
