@@ -1219,3 +1219,29 @@ fn a_follower_that_lost_acknowledged_entries_without_fsync_catches_up() {
     );
     wait_converged(&cluster);
 }
+
+/// A relayed reply that reaches a follower in the same loop iteration as
+/// the request's deadline answers it: the follower was frozen while the
+/// leader committed the write and sent the reply, and resumes after the
+/// deadline passed.
+#[test]
+fn a_relayed_reply_that_arrives_with_the_deadline_answers_the_request() {
+    let (cluster, leader) = cluster_that_committed_a_write();
+    let follower = (leader + 1) % 3;
+    let leader_pid = cluster.pid(leader).expect("leader pid");
+    let follower_pid = cluster.pid(follower).expect("follower pid");
+    let mut client = cluster.client(follower);
+    for round in 0..3 {
+        let key = format!("late{round}");
+        let leader_frozen = Resume::stop(leader_pid);
+        client.send(&[b"SET", key.as_bytes(), b"v"]);
+        thread::sleep(Duration::from_millis(50));
+        let follower_frozen = Resume::stop(follower_pid);
+        drop(leader_frozen);
+        // The deadline is 4 election timeouts (800 ms here).
+        thread::sleep(Duration::from_millis(1500));
+        drop(follower_frozen);
+        assert_eq!(client.read(), Reply::Ok, "round {round}");
+        assert_eq!(client.cmd(&["GET", &key]), bulk("v"), "round {round}");
+    }
+}

@@ -548,6 +548,14 @@ impl Server {
 
     /// A request's deadline passed without a reply.
     pub(super) fn expire(&mut self, token: Token, seq: u64) {
+        // A relayed reply that came in this iteration is delivered after the
+        // apply (`handle_forward_reply`): it answers, not the deadline.
+        let arrived = self.completions.iter().any(|done| {
+            matches!(done.waiter, Waiter::Client { token: t, seq: s } if t == token && s == seq)
+        });
+        if arrived {
+            return;
+        }
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
