@@ -1,5 +1,6 @@
 //! What the node does with each client request: connection commands are
-//! answered on the spot; key-value commands go to the core when this node
+//! answered by this node (those that report its data once the connection's
+//! earlier replies are in); key-value commands go to the core when this node
 //! leads, to the leader over the peer link when it follows, or wait (parked)
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
