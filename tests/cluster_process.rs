@@ -58,6 +58,7 @@ fn exercise_commands(client: &mut Client, tag: &str) {
     // Keyspace commands.
     assert_eq!(client.cmd(&["APPEND", &k("d"), "w"]), int(2));
     assert_eq!(client.cmd(&["STRLEN", &k("d")]), int(2));
+    assert_eq!(client.cmd(&["GETRANGE", &k("d"), "-1", "5"]), bulk("w"));
     assert_eq!(
         client.cmd(&["TYPE", &k("d")]),
         Reply::Status("string".into())

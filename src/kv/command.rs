@@ -47,6 +47,9 @@ pub enum Command {
     Type(Vec<u8>),
     /// STRLEN key.
     Strlen(Vec<u8>),
+    /// GETRANGE key start end (SUBSTR too): the bytes from start to end,
+    /// both included, negative ones counted from the end.
+    GetRange(Vec<u8>, i64, i64),
     /// TTL key: seconds left (rounded), -1 without a timeout, -2 for no key.
     Ttl(Vec<u8>),
     /// PTTL key: milliseconds left, as TTL.
@@ -254,6 +257,7 @@ impl Command {
             | Command::Scan(_)
             | Command::Type(_)
             | Command::Strlen(_)
+            | Command::GetRange(..)
             | Command::Ttl(_)
             | Command::Pttl(_)
             | Command::ExpireTime(..)
@@ -333,6 +337,7 @@ impl Command {
             Command::Scan(_) => "scan",
             Command::Type(_) => "type",
             Command::Strlen(_) => "strlen",
+            Command::GetRange(..) => "getrange",
             Command::Ttl(_) => "ttl",
             Command::Pttl(_) => "pttl",
             Command::ExpireTime(_, false) => "expiretime",
@@ -353,7 +358,7 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
         b"incrby" | b"decrby" | b"getset" | b"setnx" | b"append" | b"rename" | b"renamenx" => {
             Arity::Exactly(3)
         }
-        b"setex" | b"psetex" => Arity::Exactly(4),
+        b"setex" | b"psetex" | b"getrange" | b"substr" => Arity::Exactly(4),
         // SET takes options in Redis; extra arguments are a syntax error, not arity.
         b"set" => Arity::AtLeast(3),
         b"getex" => Arity::AtLeast(2),
@@ -448,6 +453,12 @@ fn build(lower_name: &[u8], words: &[Vec<u8>]) -> Result<Command, CommandError> 
         b"scan" => Command::Scan(scan_options(&words[0], &words[1..])?),
         b"type" => Command::Type(next()),
         b"strlen" => Command::Strlen(next()),
+        b"getrange" | b"substr" => {
+            let key = next();
+            let start = parse_integer(&next()).ok_or(CommandError::NotInteger)?;
+            let end = parse_integer(&next()).ok_or(CommandError::NotInteger)?;
+            Command::GetRange(key, start, end)
+        }
         b"ttl" => Command::Ttl(next()),
         b"pttl" => Command::Pttl(next()),
         b"expiretime" => Command::ExpireTime(next(), false),

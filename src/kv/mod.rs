@@ -309,6 +309,10 @@ impl KvStore {
             Command::Strlen(key) => {
                 Reply::Integer(self.live(key, now).map_or(0, |value| value.len() as i64))
             }
+            Command::GetRange(key, start, end) => {
+                let value = self.live(key, now).unwrap_or(&[]);
+                self.value_reply(Some(byte_range(value, *start, *end)), budget)
+            }
             Command::Ttl(key) => self.time_left(key, now, false, false),
             Command::Pttl(key) => self.time_left(key, now, true, false),
             Command::ExpireTime(key, millis) => self.time_left(key, now, *millis, true),
@@ -562,3 +566,19 @@ mod keyspace_tests;
 mod tests;
 #[cfg(test)]
 mod timeouts_tests;
+
+/// GETRANGE's bytes of `value`, as Redis 7.0 picks them: negative indexes
+/// count from the end, both are clamped into the value, and a range that
+/// ends before it starts is empty.
+fn byte_range(value: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = value.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    let from_end = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (start, end) = (from_end(start), from_end(end).min(len - 1));
+    if start > end || len == 0 {
+        return &[];
+    }
+    &value[start as usize..=end as usize]
+}

@@ -83,6 +83,7 @@ const TAG_EXPIRE_TIME: u8 = 24;
 const TAG_EXPIRE: u8 = 25;
 const TAG_PURGE: u8 = 26;
 const TAG_GET_EX: u8 = 27;
+const TAG_GET_RANGE: u8 = 28;
 const SET_KEEP_TTL: u8 = 16;
 const SET_EXPIRY: u8 = 32;
 const EXPIRE_NX: u8 = 1;
@@ -143,7 +144,7 @@ impl Command {
             Command::IncrBy(key, by) => {
                 out.push(TAG_INCRBY);
                 put_bytes(out, key);
-                put_varint(out, ((by << 1) ^ (by >> 63)) as u64);
+                put_signed(out, *by);
             }
             Command::MSet(pairs) => put_pairs(out, TAG_MSET, pairs),
             Command::MSetNx(pairs) => put_pairs(out, TAG_MSET_NX, pairs),
@@ -187,6 +188,11 @@ impl Command {
             }
             Command::Type(key) => put_key(out, TAG_TYPE, key),
             Command::Strlen(key) => put_key(out, TAG_STRLEN, key),
+            Command::GetRange(key, start, end) => {
+                put_key(out, TAG_GET_RANGE, key);
+                put_signed(out, *start);
+                put_signed(out, *end);
+            }
             Command::Ttl(key) => put_key(out, TAG_TTL, key),
             Command::Persist(key) => put_key(out, TAG_PERSIST, key),
             Command::Multi(commands) => {
@@ -318,6 +324,11 @@ fn set_options(flags: u8) -> Result<SetOptions, DecodeError> {
     })
 }
 
+/// An i64 as a zigzag varint, so small negative numbers stay short.
+fn put_signed(out: &mut Vec<u8>, value: i64) {
+    put_varint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
 fn put_key(out: &mut Vec<u8>, tag: u8, key: &[u8]) {
     out.push(tag);
     put_bytes(out, key);
@@ -402,8 +413,7 @@ impl<'a> Reader<'a> {
             TAG_PURGE => Command::Purge(self.keys()?),
             TAG_INCRBY => {
                 let key = self.bytes()?;
-                let zigzag = self.varint()?;
-                Command::IncrBy(key, (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+                Command::IncrBy(key, self.signed()?)
             }
             TAG_MSET => Command::MSet(self.pairs()?),
             TAG_MSET_NX => Command::MSetNx(self.pairs()?),
@@ -450,6 +460,7 @@ impl<'a> Reader<'a> {
             }
             TAG_TYPE => Command::Type(self.bytes()?),
             TAG_STRLEN => Command::Strlen(self.bytes()?),
+            TAG_GET_RANGE => Command::GetRange(self.bytes()?, self.signed()?, self.signed()?),
             TAG_TTL => Command::Ttl(self.bytes()?),
             TAG_PERSIST => Command::Persist(self.bytes()?),
             TAG_MULTI => {
@@ -490,6 +501,12 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| DecodeError(format!("truncated at offset {}", self.pos)))?;
         self.pos += 1;
         Ok(byte)
+    }
+
+    /// An i64 written by [`put_signed`].
+    fn signed(&mut self) -> Result<i64, DecodeError> {
+        let zigzag = self.varint()?;
+        Ok((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
