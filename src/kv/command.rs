@@ -362,7 +362,7 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
         // SET takes options in Redis; extra arguments are a syntax error, not arity.
         b"set" => Arity::AtLeast(3),
         b"getex" => Arity::AtLeast(2),
-        b"del" | b"unlink" | b"exists" | b"mget" | b"scan" => Arity::AtLeast(2),
+        b"del" | b"unlink" | b"exists" | b"touch" | b"mget" | b"scan" => Arity::AtLeast(2),
         b"mset" | b"msetnx" => Arity::AtLeast(3),
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => Arity::AtLeast(3),
         b"flushall" | b"flushdb" => Arity::AtLeast(1),
@@ -419,7 +419,9 @@ fn build(lower_name: &[u8], words: &[Vec<u8>]) -> Result<Command, CommandError> 
             Command::IncrBy(key, negated)
         }
         b"del" | b"unlink" => Command::Del(args.collect()),
-        b"exists" => Command::Exists(args.collect()),
+        // TOUCH counts the keys there as EXISTS does (there is no idle time
+        // to reset here).
+        b"exists" | b"touch" => Command::Exists(args.collect()),
         b"mget" => Command::MGet(args.collect()),
         b"mset" | b"msetnx" => {
             let mut pairs = Vec::with_capacity(args.len() / 2);

@@ -130,6 +130,11 @@ fn getrange_picks_bytes_as_redis_does() {
         );
     }
     assert_eq!(kv.read(&cmd(&["SUBSTR", "s", "5", "6"])), bulk("is"));
+    assert_eq!(
+        kv.read(&cmd(&["TOUCH", "s", "s", "none"])),
+        Reply::Integer(2),
+        "TOUCH counts as EXISTS"
+    );
     assert_eq!(kv.read(&cmd(&["GETRANGE", "none", "0", "-1"])), bulk(""));
     assert_eq!(
         parse_error(&["GETRANGE", "s", "0", "x"]),
