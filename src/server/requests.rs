@@ -549,22 +549,18 @@ impl Server {
 
     /// A request's deadline passed without a reply.
     pub(super) fn expire(&mut self, token: Token, seq: u64) {
-        // A relayed reply that came in this iteration is delivered after the
-        // apply (`handle_forward_reply`): it answers, not the deadline.
-        let arrived = self.completions.iter().any(|done| {
-            matches!(done.waiter, Waiter::Client { token: t, seq: s } if t == token && s == seq)
-        });
-        if arrived {
-            return;
-        }
-        let Some(client) = self.clients.get_mut(&token) else {
+        // Every request's deadline fires, most long after the reply: those
+        // return here.
+        let Some(pending) = self.clients.get(&token).and_then(|c| c.pending(seq)) else {
             return;
         };
-        let reply = match client.pending(seq) {
-            None => return,
-            Some(Pending::Parked) => error(NO_LEADER),
-            Some(Pending::InFlight { write, forward }) => {
+        let reply = match pending {
+            Pending::Parked => error(NO_LEADER),
+            Pending::InFlight { write, forward } => {
                 if let Some(id) = forward {
+                    if self.relayed_reply_arrived(token, seq) {
+                        return;
+                    }
                     self.forwards.remove(&id);
                     self.cluster.forget_forward(id);
                 }
@@ -575,10 +571,22 @@ impl Server {
                 }
             }
         };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         // An EXEC that timed out runs none of its connection commands.
         client.take_locals(seq);
         if client.complete(seq, reply) {
             self.mark_dirty(token);
         }
+    }
+
+    /// Whether a relayed reply to this slot came in this iteration: it is
+    /// delivered after the apply (`handle_forward_reply`), and it answers,
+    /// not the deadline.
+    fn relayed_reply_arrived(&self, token: Token, seq: u64) -> bool {
+        self.completions.iter().any(|done| {
+            matches!(done.waiter, Waiter::Client { token: t, seq: s } if t == token && s == seq)
+        })
     }
 }
