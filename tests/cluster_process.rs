@@ -1244,12 +1244,20 @@ fn a_relayed_reply_that_arrives_with_the_deadline_answers_the_request() {
         let key = format!("late{round}");
         let before = term();
         let leader_frozen = Resume::stop(leader_pid);
+        let sent = Instant::now();
         client.send(&[b"SET", key.as_bytes(), b"v"]);
         thread::sleep(Duration::from_millis(50));
         let follower_frozen = Resume::stop(follower_pid);
         drop(leader_frozen);
-        // The deadline is 4 election timeouts (800 ms here).
-        thread::sleep(Duration::from_millis(1500));
+        // The leader applies the write, and so sends its reply, with the
+        // other follower; the follower gets it only after its deadline (4
+        // election timeouts, 800 ms here) has passed.
+        wait_for(
+            Duration::from_secs(10),
+            "the leader to apply the write",
+            || (cluster.client(leader).cmd(&["GET", &key]) == bulk("v")).then_some(()),
+        );
+        thread::sleep(Duration::from_millis(1500).saturating_sub(sent.elapsed()));
         drop(follower_frozen);
         let reply = client.read();
         if cluster.wait_for_leader(Duration::from_secs(10)) != leader || term() != before {
