@@ -425,6 +425,40 @@ fn flipped_length_of_the_last_record_never_yields_a_wrong_log() {
     }
 }
 
+/// A length field damaged to claim every byte up to the end of the records,
+/// or of the file: the record fails its CRC with only zeros after what it
+/// claims, as a torn write would, but whole records run on inside it to the
+/// end. Cutting it would lose them, so the start is refused.
+#[test]
+fn a_length_damaged_to_cover_the_records_after_it_is_an_error() {
+    let pristine = Pristine::build(RECORDS);
+    let spans = &pristine.spans;
+    assert!(
+        spans.len() >= 4,
+        "the newest segment holds {} records",
+        spans.len()
+    );
+    let end = pristine.last_record().1;
+    for k in [0, spans.len() / 2, spans.len() - 2] {
+        let start = spans[k].0;
+        for claim_to in [end, SEG as usize] {
+            let (work, damaged) = pristine.copy();
+            let mut bytes = fs::read(&damaged).expect("read");
+            let length = (claim_to - start - record::HEADER_BYTES) as u32;
+            bytes[start..start + 4].copy_from_slice(&length.to_be_bytes());
+            fs::write(&damaged, bytes).expect("write");
+            let message = open_and_refuse(work.path(), &damaged, start);
+            assert!(
+                message.contains("length field looks damaged"),
+                "record {} claiming up to {}: {}",
+                k,
+                claim_to,
+                message
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Corruption: an error naming the file, and nothing changed
 

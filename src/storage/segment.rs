@@ -46,8 +46,11 @@
 //!   impossible in a full-size file (below the fixed fields, or past the
 //!   end, which no write makes: records are written where they fit); and a
 //!   whole record (its CRC matches) of an unknown kind, which no torn write
-//!   leaves but a newer build may have written. The torn tail is cut from
-//!   the damaged offset to the last non-zero byte.
+//!   leaves but a newer build may have written; and a damaged record whose
+//!   claimed bytes hold whole records that run on from the next index to
+//!   the end of the written bytes: its length field was damaged, for a torn
+//!   write leaves no whole record after its damaged one. The torn tail is
+//!   cut from the damaged offset to the last non-zero byte.
 //!
 //! That is SPEC §4 read as written. A crash can also leave a batch's later
 //! pages on disk without an earlier one (writeback order within a write is

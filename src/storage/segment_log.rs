@@ -528,6 +528,17 @@ fn settle_scan_end(
             what, first
         )));
     }
+    if let Some((at, last)) = records_hidden_behind(seg.bytes(), offset, end, seg.next_index()) {
+        return Err(corrupt(format!(
+            "{}, yet whole records of entries {} to {} follow from offset {} on, inside the \
+             bytes its length claims: not a torn tail (its length field looks damaged), and \
+             cutting here would lose them",
+            error.describe(),
+            seg.next_index() + 1,
+            last,
+            at
+        )));
+    }
     let warning = format!(
         "{} at offset {}: cutting torn tail ({}; {} bytes up to offset {}); log now ends at index {}",
         seg.path().display(),
@@ -538,4 +549,48 @@ fn settle_scan_end(
         seg.next_index() - 1
     );
     Ok(Some((offset, end, warning)))
+}
+
+/// Looks inside a damaged record at `offset` (the one for entry `index`) that
+/// would be cut as a torn tail for whole records that run on from entry
+/// `index + 1` to the end of the written bytes (`end`, one past the last
+/// non-zero byte), and returns where the first starts and the last index.
+///
+/// Why: a bit flip in the length field that makes the record claim more
+/// than it holds hides the records after it inside its claimed bytes, and
+/// the cut would lose them. A torn write leaves no such run: what follows
+/// its damaged record was written after it and is cut off too, so it ends
+/// in zeros or in a torn record, never in a whole record at `end`. Neither
+/// does a client's value that holds records: they are followed by the rest
+/// of the value (see `a_record_inside_a_torn_records_value_does_not_stop_the_cut`).
+fn records_hidden_behind(
+    bytes: &[u8],
+    offset: usize,
+    end: usize,
+    index: u64,
+) -> Option<(usize, u64)> {
+    let wanted = index.checked_add(1)?;
+    let index_field = record::HEADER_BYTES..record::HEADER_BYTES + 8;
+    (offset + 1..end).find_map(|at| {
+        let field = bytes.get(at + index_field.start..at + index_field.end)?;
+        if u64::from_be_bytes(field.try_into().ok()?) != wanted {
+            return None;
+        }
+        whole_run_to_the_end(bytes, at, end, wanted).map(|last| (at, last))
+    })
+}
+
+/// The last index of the records that decode one after another from `at`
+/// with indexes from `first` on, if they reach `end` (past which all is zero).
+fn whole_run_to_the_end(bytes: &[u8], mut at: usize, end: usize, first: u64) -> Option<u64> {
+    let mut last = first.checked_sub(1)?;
+    while at < end {
+        let view = record::decode(&bytes[at..]).ok()?;
+        if Some(view.index) != last.checked_add(1) {
+            return None;
+        }
+        at += view.len;
+        last = view.index;
+    }
+    Some(last)
 }
