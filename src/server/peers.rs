@@ -24,7 +24,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Beyond this much unsent output to one peer, new messages to it are dropped
@@ -770,26 +770,6 @@ fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
         let _ = (stream, stall);
         false
     }
-}
-
-/// Resolves a configured host:port (a literal address, or a name once per dial).
-pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    resolve_all(addr).map(|addrs| addrs[0])
-}
-
-/// Every address `addr` stands for, in the resolver's order; never empty.
-pub fn resolve_all(addr: &str) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(parsed) = addr.parse() {
-        return Ok(vec![parsed]);
-    }
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no address for {}", addr),
-        ));
-    }
-    Ok(addrs)
 }
 
 #[cfg(test)]
