@@ -167,7 +167,7 @@ fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
         addr: addr.to_string(),
         err,
     };
-    let sockaddr = super::peers::resolve(addr).map_err(bind_err)?;
+    let sockaddr = super::lookups::resolve(addr).map_err(bind_err)?;
     TcpListener::bind(sockaddr).map_err(bind_err)
 }
 

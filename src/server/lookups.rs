@@ -8,13 +8,16 @@
 //! `Peers` starts at most one per peer at a time, so a name that hangs delays
 //! only the dials to its own peer. Addresses given as IP literals need no
 //! lookup and never come here.
+//!
+//! The blocking lookup itself, [`resolve_all`], is here too, with
+//! [`resolve`], which the node also calls for its own listen addresses at
+//! start, before its loop runs.
 
-use super::peers::resolve_all;
 use crate::raft::NodeId;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::Waker;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 
@@ -79,6 +82,27 @@ impl Lookups {
     pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
         self.answers.try_iter()
     }
+}
+
+/// Resolves a configured host:port to its first address (a literal address,
+/// or a name looked up on the calling thread).
+pub fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    resolve_all(addr).map(|addrs| addrs[0])
+}
+
+/// Every address `addr` stands for, in the resolver's order; never empty.
+pub fn resolve_all(addr: &str) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(parsed) = addr.parse() {
+        return Ok(vec![parsed]);
+    }
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no address for {}", addr),
+        ));
+    }
+    Ok(addrs)
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! Giving up outbound connections whose path is cut, so that they are
+//! redialed at once instead of waiting out TCP's own retransmission backoff.
+//!
+//! Separate from `peers.rs` because it is a periodic check of its own, driven
+//! by the clock rather than by readiness, and it rests on what the kernel
+//! says about a socket (`TCP_INFO`) rather than on anything sent or received:
+//! why a cut path and a peer that merely does not read must be told apart,
+//! and how, reads best in one place.
+
+use super::{PeerEvent, Peers, Side};
+use mio::net::TcpStream;
+use mio::{Registry, Token};
+use std::time::{Duration, Instant};
+
+/// The least time an outbound connection may go without an acknowledgement
+/// while it retransmits (or without finishing its connect) before it is
+/// given up and redialed (see [`Peers::drop_cut_connections`]).
+pub(super) const STALL_MIN_MS: u64 = 1000;
+/// How often outbound connections are checked for a cut path.
+const STALL_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+impl Peers {
+    /// Gives up an outbound connection that retransmits without an
+    /// acknowledgement, or does not finish its connect, for two election
+    /// timeouts, at least [`STALL_MIN_MS`].
+    pub fn with_election_timeout(mut self, election_timeout_ms: u64) -> Peers {
+        self.stall_ms = election_timeout_ms.saturating_mul(2).max(STALL_MIN_MS);
+        self
+    }
+
+    /// Closes, to be redialed, each outbound connection whose path looks
+    /// cut: a connect unfinished after the stall time, or sent bytes that TCP
+    /// has retransmitted without any acknowledgement for that long (a
+    /// partition, a dead host). Left to itself, TCP backs its retransmissions
+    /// off to minutes apart, and after a partition heals nothing gets through
+    /// until the next one (measured: a node cut off for 60 s stayed
+    /// unreachable 48 s after the heal, and a cluster that lost its leader
+    /// meanwhile could not elect one for 46 s). A peer that is alive but does
+    /// not read (a stalled loop, SIGSTOP) is no cut path: its kernel answers
+    /// the probes of a full window, and its connection stays, where the
+    /// kernel's own `TCP_USER_TIMEOUT` would drop it and lose a snapshot
+    /// stream or relayed replies in flight. Looks at most every
+    /// [`STALL_CHECK_EVERY`].
+    pub fn drop_cut_connections(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        if now.saturating_duration_since(self.stall_checked) < STALL_CHECK_EVERY {
+            return;
+        }
+        self.stall_checked = now;
+        let stall = Duration::from_millis(self.stall_ms);
+        let cut: Vec<(Token, String)> = self
+            .conns
+            .iter()
+            .filter_map(|(token, pc)| match pc.side {
+                Side::Outbound {
+                    connected: false, ..
+                } if now.saturating_duration_since(pc.opened) > stall => Some((
+                    *token,
+                    format!("connect not finished in {} ms", self.stall_ms),
+                )),
+                Side::Outbound {
+                    connected: true, ..
+                } if retransmits_unanswered(&pc.conn.stream, stall) => Some((
+                    *token,
+                    format!(
+                        "sent bytes retransmitted without an acknowledgement for {} ms",
+                        self.stall_ms
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (token, reason) in cut {
+            self.close(token, registry, &reason, events);
+        }
+    }
+}
+
+/// Whether TCP has retransmitted `stream`'s bytes at least twice on timeout
+/// and received no acknowledgement for `stall` (`TCP_INFO`). A full window
+/// does not count: its probes are answered and are not retransmissions.
+fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain integers, for which zero is valid.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt on a socket this function borrows, into a
+        // tcp_info and its size, both living through the call.
+        let got = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        got == 0
+            && info.tcpi_unacked > 0
+            && info.tcpi_retransmits >= 2
+            && u128::from(info.tcpi_last_ack_recv) >= stall.as_millis()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stream, stall);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::peers::tests::node_1_knowing;
+    use mio::Poll;
+    use std::net::TcpListener;
+
+    /// An outbound connection whose connect does not finish within the
+    /// stall time is closed and redialed; one that is up and idle is kept.
+    #[test]
+    fn a_connect_that_does_not_finish_is_given_up_and_an_idle_connection_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let mut poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(100);
+        assert_eq!(peers.stall_ms, STALL_MIN_MS);
+        peers.connect(2, poll.registry(), Token(30));
+        let mut events = Vec::new();
+        let start = Instant::now();
+        while !peers.is_connected(2) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+            let mut ready = mio::Events::with_capacity(8);
+            poll.poll(&mut ready, Some(Duration::from_millis(10)))
+                .expect("poll");
+            for event in ready.iter() {
+                let token = event.token();
+                peers.ready(
+                    token,
+                    event.is_readable(),
+                    event.is_writable(),
+                    poll.registry(),
+                    &mut events,
+                );
+            }
+        }
+        let later = Instant::now() + Duration::from_secs(5);
+        peers.drop_cut_connections(later, poll.registry(), &mut events);
+        assert!(peers.owns(Token(30)), "an idle connection is no cut path");
+        // A connect that never finished: pretend it was dialed long ago.
+        peers.conns.get_mut(&Token(30)).expect("conn").side = Side::Outbound {
+            peer: 2,
+            connected: false,
+        };
+        peers.reconnects.clear();
+        peers.drop_cut_connections(later + STALL_CHECK_EVERY, poll.registry(), &mut events);
+        assert!(!peers.owns(Token(30)));
+        assert_eq!(peers.reconnects.len(), 1, "redialed");
+    }
+}
