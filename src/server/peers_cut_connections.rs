@@ -83,6 +83,10 @@ impl Peers {
 /// Whether TCP has retransmitted `stream`'s bytes at least twice on timeout
 /// and received no acknowledgement for `stall` (`TCP_INFO`). A full window
 /// does not count: its probes are answered and are not retransmissions.
+/// The kernel counts from the last acknowledgement of any kind, so on a
+/// connection that was idle before its unanswered bytes (one used only for
+/// votes) the two retransmissions, about 0.6 s, are all it waits: a cut path
+/// is redialed sooner there, which costs one redial at worst.
 fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
     #[cfg(target_os = "linux")]
     {
