@@ -64,6 +64,24 @@ fn exercise_commands(client: &mut Client, tag: &str) {
         Reply::Status("string".into())
     );
     assert_eq!(client.cmd(&["TTL", &k("d")]), int(-1));
+    // A time GETEX refuses is judged after the key is found, as in Redis.
+    let refused = Reply::Error("ERR invalid expire time in 'getex' command".into());
+    assert_eq!(client.cmd(&["GETEX", &k("d"), "EX", "0"]), refused);
+    assert_eq!(client.cmd(&["GETEX", &k("none"), "EX", "0"]), Reply::Nil);
+    assert_eq!(client.cmd(&["MULTI"]), Reply::Ok);
+    for key in [k("none"), k("d")] {
+        assert_eq!(
+            client.cmd(&["GETEX", &key, "PX", "abc"]),
+            Reply::Status("QUEUED".into())
+        );
+    }
+    assert_eq!(
+        client.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            Reply::Nil,
+            Reply::Error("ERR value is not an integer or out of range".into())
+        ])
+    );
     assert_eq!(client.cmd(&["RENAME", &k("d"), &k("e")]), Reply::Ok);
     assert_eq!(client.cmd(&["MSETNX", &k("e"), "1", &k("f"), "2"]), int(0));
     assert_eq!(client.cmd(&["GETDEL", &k("e")]), bulk("vw"));

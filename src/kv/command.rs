@@ -35,6 +35,10 @@ pub enum Command {
     GetDel(Vec<u8>),
     /// GETEX key with an option (without one it is a GET).
     GetEx(Vec<u8>, GetExAction),
+    /// GETEX with a time Redis refuses (not a number, not positive, too
+    /// large): Redis looks the key up first, so this answers nil without
+    /// the key and this error text with it. A read: it changes nothing.
+    GetExRefused(Vec<u8>, String),
     /// RENAME source destination; RENAMENX when the flag is set.
     Rename(Vec<u8>, Vec<u8>, bool),
     /// FLUSHALL and FLUSHDB (there is one database).
@@ -258,6 +262,7 @@ impl Command {
             | Command::Type(_)
             | Command::Strlen(_)
             | Command::GetRange(..)
+            | Command::GetExRefused(..)
             | Command::Ttl(_)
             | Command::Pttl(_)
             | Command::ExpireTime(..)
@@ -329,7 +334,7 @@ impl Command {
             Command::MSetNx(_) => "msetnx",
             Command::Append(..) => "append",
             Command::GetDel(_) => "getdel",
-            Command::GetEx(..) => "getex",
+            Command::GetEx(..) | Command::GetExRefused(..) => "getex",
             Command::Rename(_, _, false) => "rename",
             Command::Rename(_, _, true) => "renamenx",
             Command::FlushAll => "flushall",
@@ -436,9 +441,13 @@ fn build(lower_name: &[u8], words: &[Vec<u8>]) -> Result<Command, CommandError> 
         }
         b"append" => Command::Append(next(), next()),
         b"getdel" => Command::GetDel(next()),
-        b"getex" => match getex_action(&words[1..])? {
-            None => Command::Get(next()),
-            Some(action) => Command::GetEx(next(), action),
+        b"getex" => match getex_action(&words[1..]) {
+            Ok(None) => Command::Get(next()),
+            Ok(Some(action)) => Command::GetEx(next(), action),
+            Err(refused @ (CommandError::NotInteger | CommandError::InvalidExpireTime(_))) => {
+                Command::GetExRefused(next(), refused.to_string())
+            }
+            Err(syntax) => return Err(syntax),
         },
         b"rename" => Command::Rename(next(), next(), false),
         b"renamenx" => Command::Rename(next(), next(), true),

@@ -317,6 +317,10 @@ impl KvStore {
             Command::Pttl(key) => self.time_left(key, now, true, false),
             Command::ExpireTime(key, millis) => self.time_left(key, now, *millis, true),
             Command::Invalid(text) => Reply::Error(text.clone()),
+            Command::GetExRefused(key, text) => match self.live(key, now) {
+                Some(_) => Reply::Error(text.clone()),
+                None => Reply::Nil,
+            },
             Command::Multi(commands) if !command.is_write() => {
                 let mut budget = self.max_reply_value_bytes;
                 let replies = commands

@@ -34,6 +34,8 @@
 //!  25 EXPIRE  bytes(key) zigzag(time) unit:u8 condition:u8 (1 NX, 2 XX, 4 GT, 8 LT)
 //!  26 PURGE   count, count × bytes(key)
 //!  27 GETEX   bytes(key) action:u8 (0 PERSIST, 1 a time) [zigzag(time) unit:u8]
+//!  28 GETRANGE bytes(key) zigzag(start) zigzag(end)
+//!  29 GETEX_REFUSED bytes(key) bytes(utf-8 error text)
 //!
 //! unit = 0 relative seconds, 1 relative ms, 2 unix seconds, 3 unix ms
 //! ```
@@ -84,6 +86,7 @@ const TAG_EXPIRE: u8 = 25;
 const TAG_PURGE: u8 = 26;
 const TAG_GET_EX: u8 = 27;
 const TAG_GET_RANGE: u8 = 28;
+const TAG_GET_EX_REFUSED: u8 = 29;
 const SET_KEEP_TTL: u8 = 16;
 const SET_EXPIRY: u8 = 32;
 const EXPIRE_NX: u8 = 1;
@@ -204,6 +207,10 @@ impl Command {
             }
             Command::Invalid(text) => {
                 out.push(TAG_INVALID);
+                put_bytes(out, text.as_bytes());
+            }
+            Command::GetExRefused(key, text) => {
+                put_key(out, TAG_GET_EX_REFUSED, key);
                 put_bytes(out, text.as_bytes());
             }
         }
@@ -483,6 +490,12 @@ impl<'a> Reader<'a> {
                 let text = String::from_utf8(text)
                     .map_err(|_| DecodeError("INVALID text is not UTF-8".into()))?;
                 Command::Invalid(text)
+            }
+            TAG_GET_EX_REFUSED => {
+                let key = self.bytes()?;
+                let text = String::from_utf8(self.bytes()?)
+                    .map_err(|_| DecodeError("GETEX_REFUSED text is not UTF-8".into()))?;
+                Command::GetExRefused(key, text)
             }
             other => {
                 return Err(DecodeError(format!(

@@ -488,8 +488,35 @@ fn getex_answers_the_value_and_sets_or_removes_the_timeout() {
     ] {
         assert_eq!(parse_error(syntax), "ERR syntax error", "{syntax:?}");
     }
-    assert_eq!(
-        parse_error(&["GETEX", "k", "EX", "0"]),
-        "ERR invalid expire time in 'getex' command"
-    );
+    // A time Redis refuses is checked after the key is found, as Redis
+    // 7.0 does: nil without the key, the error with it, and nothing changes.
+    let mut kv = with_timeout();
+    for (time, error) in [
+        ("0", "ERR invalid expire time in 'getex' command"),
+        ("-5", "ERR invalid expire time in 'getex' command"),
+        (
+            "9223372036854775807",
+            "ERR invalid expire time in 'getex' command",
+        ),
+        ("abc", "ERR value is not an integer or out of range"),
+    ] {
+        let on_key = cmd(&["GETEX", "k", "EX", time]);
+        assert!(!on_key.is_write(), "{time}");
+        assert_eq!(
+            kv.read_at(&on_key, T0),
+            Reply::Error(error.into()),
+            "{time}"
+        );
+        assert_eq!(
+            kv.apply_at(&on_key, T0),
+            Reply::Error(error.into()),
+            "{time}"
+        );
+        let on_none = cmd(&["GETEX", "nope", "PX", time]);
+        assert_eq!(kv.read_at(&on_none, T0), Reply::Nil, "{time}");
+        // Expired by then: absent too.
+        assert_eq!(kv.read_at(&on_key, T0 + 10_000), Reply::Nil, "{time}");
+    }
+    assert_eq!(kv.read_at(&cmd(&["PTTL", "k"]), T0), int(10_000));
+    kv.assert_invariants();
 }
