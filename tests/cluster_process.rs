@@ -286,6 +286,14 @@ fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
             req(&["DBSIZE"], &mut batch);
             req(&["EXEC"], &mut batch);
             req(&["DEL", &a], &mut batch);
+            // At its place in the transaction, as in Redis: not the writes
+            // queued after it.
+            req(&["MULTI"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["SET", &a, "6"], &mut batch);
+            req(&["DBSIZE"], &mut batch);
+            req(&["DEL", &a], &mut batch);
+            req(&["EXEC"], &mut batch);
             client.send_raw(&batch).expect("write pipeline");
             let at = format!("node {} round {round}", i + 1);
             assert_eq!(client.read(), Reply::Ok, "{at}");
@@ -314,6 +322,15 @@ fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
                 "DBSIZE after SET in EXEC, {at}"
             );
             assert_eq!(client.read(), int(1), "{at}");
+            assert_eq!(client.read(), Reply::Ok, "{at}");
+            for _ in 0..4 {
+                assert_eq!(client.read(), queued, "{at}");
+            }
+            assert_eq!(
+                client.read(),
+                Reply::Array(vec![int(keys + 1), Reply::Ok, int(keys + 2), int(1)]),
+                "DBSIZE before and after a SET in one EXEC, {at}"
+            );
             keys += 1;
         }
     }

@@ -54,6 +54,10 @@ pub enum Command {
     /// GETRANGE key start end (SUBSTR too): the bytes from start to end,
     /// both included, negative ones counted from the end.
     GetRange(Vec<u8>, i64, i64),
+    /// DBSIZE queued in a transaction, answered at its place in it: the keys
+    /// then, expired ones not yet purged included. Outside a transaction
+    /// DBSIZE is a connection command that each node answers itself.
+    DbSize,
     /// TTL key: seconds left (rounded), -1 without a timeout, -2 for no key.
     Ttl(Vec<u8>),
     /// PTTL key: milliseconds left, as TTL.
@@ -263,6 +267,7 @@ impl Command {
             | Command::Strlen(_)
             | Command::GetRange(..)
             | Command::GetExRefused(..)
+            | Command::DbSize
             | Command::Ttl(_)
             | Command::Pttl(_)
             | Command::ExpireTime(..)
@@ -343,6 +348,7 @@ impl Command {
             Command::Type(_) => "type",
             Command::Strlen(_) => "strlen",
             Command::GetRange(..) => "getrange",
+            Command::DbSize => "dbsize",
             Command::Ttl(_) => "ttl",
             Command::Pttl(_) => "pttl",
             Command::ExpireTime(_, false) => "expiretime",

@@ -317,6 +317,7 @@ impl KvStore {
             Command::Pttl(key) => self.time_left(key, now, true, false),
             Command::ExpireTime(key, millis) => self.time_left(key, now, *millis, true),
             Command::Invalid(text) => Reply::Error(text.clone()),
+            Command::DbSize => Reply::Integer(self.len() as i64),
             Command::GetExRefused(key, text) => match self.live(key, now) {
                 Some(_) => Reply::Error(text.clone()),
                 None => Reply::Nil,

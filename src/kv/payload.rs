@@ -36,6 +36,7 @@
 //!  27 GETEX   bytes(key) action:u8 (0 PERSIST, 1 a time) [zigzag(time) unit:u8]
 //!  28 GETRANGE bytes(key) zigzag(start) zigzag(end)
 //!  29 GETEX_REFUSED bytes(key) bytes(utf-8 error text)
+//!  30 DBSIZE
 //!
 //! unit = 0 relative seconds, 1 relative ms, 2 unix seconds, 3 unix ms
 //! ```
@@ -87,6 +88,7 @@ const TAG_PURGE: u8 = 26;
 const TAG_GET_EX: u8 = 27;
 const TAG_GET_RANGE: u8 = 28;
 const TAG_GET_EX_REFUSED: u8 = 29;
+const TAG_DBSIZE: u8 = 30;
 const SET_KEEP_TTL: u8 = 16;
 const SET_EXPIRY: u8 = 32;
 const EXPIRE_NX: u8 = 1;
@@ -213,6 +215,7 @@ impl Command {
                 put_key(out, TAG_GET_EX_REFUSED, key);
                 put_bytes(out, text.as_bytes());
             }
+            Command::DbSize => out.push(TAG_DBSIZE),
         }
     }
 
@@ -497,6 +500,7 @@ impl<'a> Reader<'a> {
                     .map_err(|_| DecodeError("GETEX_REFUSED text is not UTF-8".into()))?;
                 Command::GetExRefused(key, text)
             }
+            TAG_DBSIZE => Command::DbSize,
             other => {
                 return Err(DecodeError(format!(
                     "unknown tag {} at offset {}",

@@ -76,6 +76,7 @@ fn simple_command() -> impl Strategy<Value = Command> {
         bytes().prop_map(Command::Persist),
         ".{0,20}".prop_map(Command::Invalid),
         (bytes(), ".{0,20}").prop_map(|(k, text)| Command::GetExRefused(k, text)),
+        Just(Command::DbSize),
     ]
 }
 

@@ -296,7 +296,8 @@ mod tests {
         assert_eq!(c.release_held(), None, "the write is unanswered");
         assert!(c.complete(write, Reply::Ok));
         assert_eq!(c.release_held(), Some(dbsize.clone()));
-        // In a transaction, EXEC waits if DBSIZE is queued in it.
+        // In a transaction, EXEC waits if INFO is queued in it (it runs
+        // when EXEC's reply comes; a queued DBSIZE goes in the entry).
         let exec = vec![b"Exec".to_vec()];
         let write = c.open_slot(Pending::Parked, Kind::Other);
         c.multi = Some(Multi {
@@ -307,7 +308,7 @@ mod tests {
         assert!(!c.must_wait(&dbsize), "queued, not run");
         assert!(!c.must_wait(&exec), "only PING queued");
         if let Some(multi) = c.multi.as_mut() {
-            multi.queued.push(Queued::Local(dbsize.clone()));
+            multi.queued.push(Queued::Local(vec![b"info".to_vec()]));
         }
         assert!(c.must_wait(&exec));
         assert!(c.complete(write, Reply::Ok));

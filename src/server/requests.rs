@@ -133,7 +133,7 @@ impl Server {
         command: Command,
         locals: Vec<LocalCommand>,
     ) {
-        // A DBSIZE or INFO queued with EXEC runs when EXEC's reply comes: the
+        // An INFO queued with EXEC runs when EXEC's reply comes: the
         // connection's later writes wait until then, so it does not count them.
         let reports = locals.iter().any(|(_, words)| reports_data(words));
         let kind = if command.is_write() && !reports {

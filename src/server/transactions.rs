@@ -4,11 +4,13 @@
 //! commits the queued key-value commands as one log entry and answers with an
 //! array of every queued command's reply.
 //!
-//! Connection commands (PING, DBSIZE, CLIENT ...) in a transaction have
+//! Connection commands (PING, INFO, CLIENT ...) in a transaction have
 //! nothing to put in the log: this node runs them when the entry's replies
-//! come back, so they see its writes (DBSIZE counts them), and puts their
-//! replies in their places in EXEC's array ([`splice`]). An EXEC that fails
-//! (`-TRYAGAIN`, `-TIMEOUT`) runs none of them.
+//! come back, so they see its writes, and puts their replies in their
+//! places in EXEC's array ([`splice`]). An EXEC that fails (`-TRYAGAIN`,
+//! `-TIMEOUT`) runs none of them. DBSIZE is the exception: it goes in the
+//! entry ([`Command::DbSize`]), so that it counts the keys at its place in
+//! the transaction, as in Redis, not after all of it.
 
 use super::clients::Multi;
 use super::connection::{command_name, is_local};
@@ -49,7 +51,9 @@ impl Server {
             )));
         }
         multi.bytes += bytes;
-        let queued = if is_local(name) {
+        let queued = if name == "dbsize" {
+            Ok(Queued::Kv(Command::DbSize))
+        } else if is_local(name) {
             Ok(Queued::Local(argv.to_vec()))
         } else {
             Command::parse_queued(argv).map(Queued::Kv)
