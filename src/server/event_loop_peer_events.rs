@@ -1,0 +1,111 @@
+//! What peers send, on the loop's side: connections accepted on the raft
+//! port, the messages and disconnections `Peers` reports (stepped into the
+//! core, or handed to forwarding and snapshots), and the peer host names
+//! whose lookups have finished, dialed.
+//!
+//! Separate from `event_loop.rs` so that the loop reads as its order of
+//! steps; and not in `peers.rs`, because `Peers` knows connections and frames
+//! but not the core or the snapshots. This is where a peer's message meets
+//! them, and the rule that holds back appends while a snapshot is being
+//! finished reads best next to the dispatch of every other peer message.
+
+use super::Server;
+use crate::raft::{Message, MessageBody};
+use crate::server::peers::PeerEvent;
+use crate::wire::peer_msg::PeerMessage;
+use log::{debug, warn};
+use std::io;
+
+impl Server {
+    /// Starts the lookups of peer host names that dials asked for, and dials
+    /// those that were answered (see `lookups`).
+    pub(super) fn look_up_peers(&mut self) {
+        for (peer, raft_addr) in std::mem::take(&mut self.peers.lookups) {
+            self.lookups.start(peer, raft_addr);
+        }
+        let answers: Vec<_> = self.lookups.answers().collect();
+        for answer in answers {
+            let token = self.take_token();
+            self.peers.looked_up(
+                answer.peer,
+                &answer.raft_addr,
+                answer.result,
+                self.poll.registry(),
+                token,
+            );
+        }
+    }
+
+    pub(super) fn accept_peers(&mut self) {
+        loop {
+            match self.raft_listener.accept() {
+                Ok((stream, _)) => {
+                    let token = self.take_token();
+                    self.peers.accept(stream, self.poll.registry(), token);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    warn!("accept on the raft port failed: {}", err);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_peer_events(&mut self) {
+        let events = std::mem::take(&mut self.peer_events);
+        for event in events {
+            match event {
+                PeerEvent::Message { from, message } => match message {
+                    PeerMessage::Raft(message) => self.step_peer_message(message),
+                    PeerMessage::Forward { id, payload } => self.handle_forward(from, id, &payload),
+                    PeerMessage::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
+                    PeerMessage::SnapshotChunk {
+                        snapshot_index,
+                        snapshot_term,
+                        offset,
+                        total,
+                        data,
+                    } => self.snapshots.on_chunk(
+                        from,
+                        snapshot_index,
+                        snapshot_term,
+                        offset,
+                        total,
+                        &data,
+                    ),
+                },
+                PeerEvent::Disconnected(id) => {
+                    self.forwards_to_check = true;
+                    self.replica.report_unreachable(id);
+                    self.snapshots
+                        .peer_disconnected(id, &mut self.snapshot_reports);
+                }
+            }
+        }
+    }
+
+    /// An InstallSnapshot that would replace our state waits until the
+    /// snapshot thread has checked and decoded the file streamed before it.
+    fn step_peer_message(&mut self, message: Message) {
+        if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+            if let Some(message) = self.snapshots.on_install_message(message, &self.replica) {
+                self.replica.step(message);
+            }
+        } else if self.snapshots.is_finishing()
+            && matches!(message.body, MessageBody::Append { .. })
+        {
+            // Our log is still the one before the snapshot, so the core would
+            // reject this, and the leader, whose log no longer holds what we
+            // lack, would stream the whole snapshot again. Dropped instead:
+            // the leader probes again after its next heartbeat, answered once
+            // the snapshot is in.
+            debug!(
+                "append from node {} dropped: a snapshot is being finished",
+                message.from
+            );
+        } else {
+            self.replica.step(message);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Time on the loop: the timer wheel (the core's tick, hence heartbeats and
+//! election timeouts; request deadlines; lingering clients; reconnects), and
+//! the leader's periodic purge of expired keys.
+//!
+//! Separate from `event_loop.rs` because all of it is driven by the clock
+//! rather than by readiness, and how durations become wheel ticks, and what
+//! each timer does when it fires, read best next to each other.
+
+use super::{Server, Waiter};
+use crate::raft::NodeId;
+use crate::replica::{PurgeLimits, PurgeOutcome};
+use log::debug;
+use mio::Token;
+use std::time::{Duration, Instant};
+
+/// How often a leader looks for expired keys to delete when the last look
+/// found none (after one that found some, it looks again as soon as that
+/// purge is applied), and how much one purge looks at and deletes: a key
+/// of up to `max_request_bytes` goes in a purge of its own, well inside a
+/// peer frame.
+const PURGE_EVERY: Duration = Duration::from_millis(100);
+const PURGE_LIMITS: PurgeLimits = PurgeLimits {
+    shards: 1024,
+    keys: 1000,
+    bytes: 1 << 20,
+};
+
+/// Deadlines and retries on the timer wheel.
+#[derive(Debug)]
+pub enum Timer {
+    /// The request's time is up: `-TRYAGAIN` if it never left, `-TIMEOUT` if
+    /// a write's outcome is unknown.
+    Deadline {
+        token: Token,
+        seq: u64,
+    },
+    Reconnect(NodeId),
+    /// A lingering client (see `client_io`) had its time to close.
+    EndLinger(Token),
+    /// The core's logical clock: tick `n`, then schedule tick `n + 1` (a
+    /// late wake-up runs every tick it missed, so no tick is lost).
+    RaftTick(u64),
+}
+
+impl Server {
+    /// Fires every timer due by now: heartbeats and election timeouts (through
+    /// the core's tick), request deadlines, reconnects.
+    pub(super) fn run_timers(&mut self) {
+        let now = self.clock.now_ticks();
+        let mut fired = Vec::new();
+        loop {
+            self.wheel.advance(now, &mut fired);
+            if fired.is_empty() {
+                break;
+            }
+            for timer in fired.drain(..) {
+                match timer {
+                    Timer::RaftTick(n) => {
+                        self.replica.tick();
+                        // On the tick, not every iteration: it looks at most
+                        // every 200 ms anyway.
+                        self.peers.drop_cut_connections(
+                            Instant::now(),
+                            self.poll.registry(),
+                            &mut self.peer_events,
+                        );
+                        self.wheel.schedule(n + 1, Timer::RaftTick(n + 1));
+                    }
+                    Timer::Deadline { token, seq } => self.expire(token, seq),
+                    Timer::EndLinger(token) => self.close_client(token),
+                    Timer::Reconnect(id) => {
+                        let token = self.take_token();
+                        self.peers.connect(id, self.poll.registry(), token);
+                    }
+                }
+            }
+        }
+        for (id, delay_ms) in std::mem::take(&mut self.peers.reconnects) {
+            let at = now + self.ticks_in(Duration::from_millis(delay_ms));
+            self.wheel.schedule(at, Timer::Reconnect(id));
+        }
+    }
+
+    /// The wheel's ticks in `span`, rounded up.
+    fn ticks_in(&self, span: Duration) -> u64 {
+        let tick_ms = crate::server::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
+        (span.as_millis() as u64).div_ceil(tick_ms.max(1))
+    }
+
+    /// Closes a lingering client `after` from now, if it is still there.
+    pub(in crate::server) fn schedule_end_linger(&mut self, token: Token, after: Duration) {
+        let at = self.clock.now_ticks() + self.ticks_in(after);
+        self.wheel.schedule(at, Timer::EndLinger(token));
+    }
+
+    pub(in crate::server) fn schedule_deadline(&mut self, token: Token, seq: u64) {
+        let at = self.clock.now_ticks() + self.deadline_ticks;
+        self.wheel.schedule(at, Timer::Deadline { token, seq });
+    }
+
+    pub(in crate::server) fn now_ticks(&self) -> u64 {
+        self.clock.now_ticks()
+    }
+
+    /// As leader: proposes the deletion of keys whose timeout has passed,
+    /// so that the memory of expired keys nobody reads again comes back. A
+    /// look that finds none waits [`PURGE_EVERY`] for the next (all shards
+    /// in about 6 s); while there are more, purges follow each other.
+    pub(super) fn purge_expired_keys(&mut self) {
+        if !self.replica.is_leader()
+            || self.replica.kv().expiring_keys() == 0
+            || Instant::now() < self.next_purge
+        {
+            return;
+        }
+        match self.replica.propose_purge(PURGE_LIMITS, Waiter::Nobody) {
+            Ok(PurgeOutcome::Proposed | PurgeOutcome::Pending) => {}
+            Ok(PurgeOutcome::NoneExpired) => self.next_purge = Instant::now() + PURGE_EVERY,
+            Err(refused) => {
+                debug!("purge of expired keys not proposed: {:?}", refused.error);
+                self.next_purge = Instant::now() + PURGE_EVERY;
+            }
+        }
+    }
+}
