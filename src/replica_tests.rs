@@ -3,7 +3,8 @@
 //! the outcome reports what the shell needs.
 
 use super::*;
-use crate::raft::{ConfChange, ConfChangeError, RaftConfig, Restored};
+use crate::raft::{ConfChange, ConfChangeError, Entry, HardState, RaftConfig, Restored};
+use crate::storage::StorageError;
 
 struct MemDisk;
 
