@@ -151,8 +151,9 @@ impl<W> Replica<W> {
         &self.node
     }
 
-    /// The core itself, for what this glue does not wrap (membership
-    /// changes, leadership transfer).
+    /// The core itself: for a transfer or a change that no client waits
+    /// for (a leader removing itself hands over first; the simulator's
+    /// nemesis), which the wrapped calls would tie to a waiter.
     pub fn node_mut(&mut self) -> &mut Node {
         &mut self.node
     }
@@ -186,7 +187,7 @@ impl<W> Replica<W> {
         self.node.step(message);
     }
 
-    pub fn report_unreachable(&mut self, peer: crate::raft::NodeId) {
+    pub fn report_unreachable(&mut self, peer: NodeId) {
         self.node.report_unreachable(peer);
     }
 

@@ -15,8 +15,9 @@ use crate::raft::{Ready, SnapshotMeta, SoftState, TransferOutcome};
 use crate::storage::StorageError;
 use std::fmt;
 
-/// Where entries and the hard state go. `append` and `set_hard_state` may
-/// buffer; only after `sync` returns may anything that promises them be sent.
+/// Where entries and the hard state go. `append` may buffer; only once
+/// [`Durable::start_sync`] reports them synced (at once, or later through
+/// [`Replica::synced`]) may anything that promises them be sent.
 pub trait Durable {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
     /// Durable when it returns (the stable file is replaced atomically).

@@ -1,6 +1,7 @@
-//! The replica's membership glue on a single node: a change answers its
+//! The replica on a single node: its membership glue (a change answers its
 //! waiter when applied, transfers answer theirs from the core's outcomes, and
-//! the outcome reports what the shell needs.
+//! the outcome reports what the shell needs), full reads, the wall clock
+//! that stamps writes, and the purges of expired keys.
 
 use super::*;
 use crate::raft::{ConfChange, ConfChangeError, Entry, HardState, RaftConfig, Restored};
