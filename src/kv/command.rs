@@ -233,13 +233,18 @@ impl Command {
             Arity::Exactly(n) => argv.len() == n,
             Arity::AtLeast(n) => argv.len() >= n,
         };
-        // MSET's pairs count as its arity: SPEC answers a wrong arity at
-        // once, also inside MULTI (which it then aborts). Redis finds odd
-        // pairs only when it runs the command.
-        let pairs_ok = !matches!(lower, b"mset" | b"msetnx") || argv.len() % 2 == 1;
-        if !arity_ok || !pairs_ok {
+        if !arity_ok {
             return Err(CommandError::WrongArity(
                 String::from_utf8_lossy(lower).into_owned(),
+            ));
+        }
+        // Redis declares MSET's arity as "at least 3" and finds odd pairs
+        // only when it runs the command, with the same words: so inside
+        // MULTI it is queued and EXEC answers the error in its place, and
+        // before AUTH it gets NOAUTH.
+        if matches!(lower, b"mset" | b"msetnx") && argv.len() % 2 == 0 {
+            return Err(CommandError::Rejected(
+                CommandError::WrongArity(String::from_utf8_lossy(lower).into_owned()).to_string(),
             ));
         }
         build(lower, &argv[1..])
