@@ -205,7 +205,7 @@ const COMMAND: Family = (
         ("info", Arity::AtLeast(2)),
         ("list", Arity::AtLeast(2)),
     ],
-    "raftkv supports COMMAND COUNT, DOCS, INFO and LIST.",
+    "raftkv supports COMMAND COUNT, INFO and LIST (and refuses DOCS).",
 );
 const CONFIG: Family = (
     "config",
