@@ -560,9 +560,14 @@ fn settle_scan_end(
 /// than it holds hides the records after it inside its claimed bytes, and
 /// the cut would lose them. A torn write leaves no such run: what follows
 /// its damaged record was written after it and is cut off too, so it ends
-/// in zeros or in a torn record, never in a whole record at `end`. Neither
-/// does a client's value that holds records: they are followed by the rest
-/// of the value (see `a_record_inside_a_torn_records_value_does_not_stop_the_cut`).
+/// in zeros or in a torn record, never in a whole record at `end`. Nor,
+/// as a rule, does a client's value that holds encoded records: the rest of
+/// the value follows them (see
+/// `a_record_inside_a_torn_records_value_does_not_stop_the_cut`). Only a
+/// value built as such a run, for the very next indexes, and torn by a
+/// crash exactly where one of its records ends, is refused: the node then
+/// stops for an operator with nothing lost, the price of never silently
+/// cutting records a damaged length hides.
 fn records_hidden_behind(
     bytes: &[u8],
     offset: usize,
