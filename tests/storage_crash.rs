@@ -449,7 +449,7 @@ fn a_length_damaged_to_cover_the_records_after_it_is_an_error() {
             fs::write(&damaged, bytes).expect("write");
             let message = open_and_refuse(work.path(), &damaged, start);
             assert!(
-                message.contains("length field looks damaged"),
+                message.contains("its length field is damaged"),
                 "record {} claiming up to {}: {}",
                 k,
                 claim_to,
@@ -898,6 +898,105 @@ fn a_record_inside_a_torn_records_value_does_not_stop_the_cut() {
     bytes[end + torn_len - 300..end + torn_len].fill(0);
     fs::write(&newest, bytes).expect("write");
     assert_torn_tail_cut(dir.path(), &newest, end, &want, "a record inside the value");
+}
+
+/// Entries 1..=100, then entry 101 holding `value`, appended and synced;
+/// returns the dir, the newest segment and where entry 101 starts and ends.
+fn with_last_value(
+    segment_bytes: u64,
+    value: Vec<u8>,
+) -> (tempfile::TempDir, PathBuf, usize, usize) {
+    let dir = tempdir();
+    build(dir.path(), segment_bytes, &entries(1, 101, 1));
+    let mut storage = open(dir.path(), segment_bytes);
+    let last = Entry {
+        index: 101,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: value.into(),
+    };
+    storage.append(&[last]).expect("append");
+    storage.sync().expect("sync");
+    drop(storage);
+    let (newest, (start, end)) = last_record(dir.path());
+    (dir, newest, start, end)
+}
+
+/// The encoding of entry `index` holding `payload`, as a client could put
+/// it in a value.
+fn encoded(index: u64, payload: Vec<u8>) -> Vec<u8> {
+    let inner = Entry {
+        index,
+        term: 1,
+        kind: EntryKind::Normal,
+        data: payload.into(),
+    };
+    let mut bytes = vec![0u8; record::encoded_len(inner.data.len())];
+    record::encode(&inner, &mut bytes);
+    bytes
+}
+
+/// Opens `dir` after damage to entry 101 and expects it cut as a torn tail.
+fn assert_last_cut(dir: &Path, segment_bytes: u64, case: &str) {
+    match Storage::open(dir, options(segment_bytes)) {
+        Ok(storage) => assert_eq!(storage.last_index(), 100, "{case}"),
+        Err(err) => panic!("{case}: a torn write refused: {err}"),
+    }
+}
+
+/// Torn writes of a value that holds the encoding of the next entry, torn
+/// where that encoding ends, inside it (its payload zeros, as the bytes a
+/// tear leaves unwritten are), or with an earlier page lost: each leaves
+/// the last record failing its CRC with zeros after it, a torn tail, which
+/// the check for a damaged length field must not take for one.
+#[test]
+fn torn_values_holding_the_next_record_are_cut() {
+    capture_logs();
+    let inner = encoded(102, vec![5u8; 30]);
+    let value = [vec![7u8; 100], inner.clone(), vec![7u8; 300]].concat();
+    let (dir, newest, start, end) = with_last_value(SEG, value);
+    let mut bytes = fs::read(&newest).expect("read");
+    bytes[start + 25 + 100 + inner.len()..end].fill(0);
+    fs::write(&newest, bytes).expect("write");
+    assert_last_cut(dir.path(), SEG, "torn right after the inner record");
+
+    let zeros = encoded(102, vec![0u8; 200]);
+    let value = [vec![7u8; 10], zeros, vec![7u8; 100]].concat();
+    for cut in [40usize, 60, 100, 150, 200] {
+        let (dir, newest, start, end) = with_last_value(SEG, value.clone());
+        let mut bytes = fs::read(&newest).expect("read");
+        bytes[start + 25 + 10 + cut..end].fill(0);
+        fs::write(&newest, bytes).expect("write");
+        assert_last_cut(
+            dir.path(),
+            SEG,
+            &format!("torn {cut} bytes into a zero payload"),
+        );
+    }
+
+    let value = [vec![7u8; 300], inner].concat();
+    let (dir, newest, start, _) = with_last_value(SEG, value);
+    let mut bytes = fs::read(&newest).expect("read");
+    bytes[start + 25 + 50..start + 25 + 150].fill(0);
+    fs::write(&newest, bytes).expect("write");
+    assert_last_cut(dir.path(), SEG, "an earlier page of the value lost");
+}
+
+/// A torn value made of nothing but places where the next entry's index
+/// appears, each behind a length that claims a megabyte: still a torn tail
+/// (and the check for a damaged length looks at each place once).
+#[test]
+fn a_torn_value_full_of_the_next_index_is_cut() {
+    capture_logs();
+    const BIG: u64 = 4 << 20;
+    let mut value = vec![0u8; 1 << 20];
+    for block in value.chunks_exact_mut(16) {
+        block[0..4].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        block[8..16].copy_from_slice(&102u64.to_be_bytes());
+    }
+    let (dir, newest, _, end) = with_last_value(BIG, value);
+    flip(&newest, end - 1);
+    assert_last_cut(dir.path(), BIG, "a value of candidates");
 }
 
 /// A whole record for the next index after zeros: records in between are

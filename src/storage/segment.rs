@@ -47,10 +47,11 @@
 //!   end, which no write makes: records are written where they fit); and a
 //!   whole record (its CRC matches) of an unknown kind, which no torn write
 //!   leaves but a newer build may have written; and a damaged record whose
-//!   claimed bytes hold whole records that run on from the next index to
-//!   the end of the written bytes: its length field was damaged, for a torn
-//!   write leaves no whole record after its damaged one. The torn tail is
-//!   cut from the damaged offset to the last non-zero byte.
+//!   CRC matches its bytes up to a whole record of the next index inside
+//!   what its length claims: only its length field was damaged (a torn
+//!   record's CRC covers all of it, never a shorter prefix), and the
+//!   records it hides would be lost. The torn tail is cut from the damaged
+//!   offset to the last non-zero byte.
 //!
 //! That is SPEC §4 read as written. A crash can also leave a batch's later
 //! pages on disk without an earlier one (writeback order within a write is

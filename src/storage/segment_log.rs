@@ -528,15 +528,14 @@ fn settle_scan_end(
             what, first
         )));
     }
-    if let Some((at, last)) = records_hidden_behind(seg.bytes(), offset, end, seg.next_index()) {
+    if let Some(at) = record_cut_short_by_its_length(seg.bytes(), offset, end, seg.next_index()) {
         return Err(corrupt(format!(
-            "{}, yet whole records of entries {} to {} follow from offset {} on, inside the \
-             bytes its length claims: not a torn tail (its length field looks damaged), and \
-             cutting here would lose them",
+            "{}, yet its crc matches its bytes up to offset {}, where a whole record of entry {} \
+             starts: its length field is damaged, no torn write, and cutting here would lose the \
+             records after it",
             error.describe(),
-            seg.next_index() + 1,
-            last,
-            at
+            at,
+            seg.next_index() + 1
         )));
     }
     let warning = format!(
@@ -551,51 +550,48 @@ fn settle_scan_end(
     Ok(Some((offset, end, warning)))
 }
 
-/// Looks inside a damaged record at `offset` (the one for entry `index`) that
-/// would be cut as a torn tail for whole records that run on from entry
-/// `index + 1` to the end of the written bytes (`end`, one past the last
-/// non-zero byte), and returns where the first starts and the last index.
+/// Where the damaged record at `offset` (entry `index`) really ends, if
+/// only its length field is damaged: its stored CRC matches its bytes up to
+/// an offset before `end` (one past the last non-zero byte) where a whole
+/// record of entry `index + 1` starts.
 ///
-/// Why: a bit flip in the length field that makes the record claim more
-/// than it holds hides the records after it inside its claimed bytes, and
-/// the cut would lose them. A torn write leaves no such run: what follows
-/// its damaged record was written after it and is cut off too, so it ends
-/// in zeros or in a torn record, never in a whole record at `end`. Nor,
-/// as a rule, does a client's value that holds encoded records: the rest of
-/// the value follows them (see
-/// `a_record_inside_a_torn_records_value_does_not_stop_the_cut`). Only a
-/// value built as such a run, for the very next indexes, and torn by a
-/// crash exactly where one of its records ends, is refused: the node then
-/// stops for an operator with nothing lost, the price of never silently
-/// cutting records a damaged length hides.
-fn records_hidden_behind(
+/// Why: a length damaged to claim more than the record holds hides the
+/// records after it inside the claimed bytes, and cutting it as a torn tail
+/// would lose them. A torn write never passes this test: its record's CRC
+/// covers the whole record, never a shorter prefix of it, whatever a
+/// client's value holds and wherever the tear falls (short of a value built
+/// to forge a CRC for a prefix that ends in a record, torn exactly there).
+///
+/// Linear in the damaged bytes: one running CRC, compared where the index
+/// field of the next entry appears (rarely, but for a value built so), and
+/// a record decoded only where the CRC matches.
+fn record_cut_short_by_its_length(
     bytes: &[u8],
     offset: usize,
     end: usize,
     index: u64,
-) -> Option<(usize, u64)> {
-    let wanted = index.checked_add(1)?;
-    let index_field = record::HEADER_BYTES..record::HEADER_BYTES + 8;
-    (offset + 1..end).find_map(|at| {
-        let field = bytes.get(at + index_field.start..at + index_field.end)?;
-        if u64::from_be_bytes(field.try_into().ok()?) != wanted {
-            return None;
-        }
-        whole_run_to_the_end(bytes, at, end, wanted).map(|last| (at, last))
-    })
-}
-
-/// The last index of the records that decode one after another from `at`
-/// with indexes from `first` on, if they reach `end` (past which all is zero).
-fn whole_run_to_the_end(bytes: &[u8], mut at: usize, end: usize, first: u64) -> Option<u64> {
-    let mut last = first.checked_sub(1)?;
-    while at < end {
-        let view = record::decode(&bytes[at..]).ok()?;
-        if Some(view.index) != last.checked_add(1) {
-            return None;
-        }
-        at += view.len;
-        last = view.index;
+) -> Option<usize> {
+    let be_u64 = |at: usize| Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let stored = u32::from_be_bytes(bytes.get(offset + 4..offset + 8)?.try_into().ok()?);
+    let body = offset + record::HEADER_BYTES;
+    if be_u64(body)? != index {
+        return None;
     }
-    Some(last)
+    let wanted = index.checked_add(1)?;
+    let index_field = record::HEADER_BYTES;
+    let mut crc = crc32fast::Hasher::new();
+    let mut hashed_to = body;
+    for at in body + record::FIXED_BYTES..end {
+        if be_u64(at + index_field) != Some(wanted) {
+            continue;
+        }
+        crc.update(&bytes[hashed_to..at]);
+        hashed_to = at;
+        if crc.clone().finalize() == stored
+            && record::decode(&bytes[at..]).is_ok_and(|next| next.index == wanted)
+        {
+            return Some(at);
+        }
+    }
+    None
 }
