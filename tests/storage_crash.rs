@@ -983,8 +983,7 @@ fn torn_values_holding_the_next_record_are_cut() {
 }
 
 /// A torn value made of nothing but places where the next entry's index
-/// appears, each behind a length that claims a megabyte: still a torn tail
-/// (and the check for a damaged length looks at each place once).
+/// appears, each behind a length that claims a megabyte: still a torn tail.
 #[test]
 fn a_torn_value_full_of_the_next_index_is_cut() {
     capture_logs();

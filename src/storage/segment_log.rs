@@ -559,12 +559,18 @@ fn settle_scan_end(
 /// records after it inside the claimed bytes, and cutting it as a torn tail
 /// would lose them. A torn write never passes this test: its record's CRC
 /// covers the whole record, never a shorter prefix of it, whatever a
-/// client's value holds and wherever the tear falls (short of a value built
-/// to forge a CRC for a prefix that ends in a record, torn exactly there).
+/// client's value holds and wherever the tear falls. Only a value forged so
+/// that the CRC of a prefix ending in an encoded record collides with the
+/// whole record's, and torn after that record, is refused: the node stops
+/// for an operator, with nothing lost.
 ///
 /// Linear in the damaged bytes: one running CRC, compared where the index
-/// field of the next entry appears (rarely, but for a value built so), and
-/// a record decoded only where the CRC matches.
+/// field of the next entry appears, and at most one record decoded.
+///
+/// It does not look further: a second fault (the hidden records' last one
+/// torn, so that no whole record of the next entry follows), and a damaged
+/// length of the last record itself, which SPEC §4 calls a torn tail, are
+/// cut as torn tails.
 fn record_cut_short_by_its_length(
     bytes: &[u8],
     offset: usize,
@@ -587,10 +593,13 @@ fn record_cut_short_by_its_length(
         }
         crc.update(&bytes[hashed_to..at]);
         hashed_to = at;
-        if crc.clone().finalize() == stored
-            && record::decode(&bytes[at..]).is_ok_and(|next| next.index == wanted)
-        {
-            return Some(at);
+        if crc.clone().finalize() == stored {
+            // The first match decides: honest bytes match early only by a
+            // 2^-32 chance, and a value forged to match at every place would
+            // otherwise cost a decode (a CRC over the rest of the file) each.
+            return record::decode(&bytes[at..])
+                .is_ok_and(|next| next.index == wanted)
+                .then_some(at);
         }
     }
     None
