@@ -57,9 +57,9 @@ pub const LOCK_FILE: &str = dir_lock::FILE_NAME;
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
     /// Size each new segment file is preallocated to, and so the least a
-    /// segment file other than the newest may be on open (see `segment.rs`);
-    /// a shorter newest segment is extended to it. Open a log with the size
-    /// it was written with, or a smaller one.
+    /// segment file other than the newest may be on open (see
+    /// `segment_recovery.rs`); a shorter newest segment is extended to it.
+    /// Open a log with the size it was written with, or a smaller one.
     pub segment_bytes: u64,
     /// Run on every record as the log is opened; an error makes the record
     /// corrupt (file and offset named). Storage knows bytes, not what a

@@ -1,12 +1,20 @@
 //! One segment file: preallocated, memory-mapped, holding records with
 //! contiguous indexes starting at the index in its name.
 //!
-//! Safety properties this file keeps:
+//! This file creates segments and appends, truncates, reads and syncs their
+//! records. Opening a segment found on disk, the scan that finds its
+//! records again, what decides where they end (torn writes, files cut
+//! short), the repairs recovery makes, and what each write here leaves
+//! after a crash are in `segment_recovery.rs`.
+//!
+//! Safety properties the segment keeps (the recovery side relies on them,
+//! and its repairs, made once recovery succeeds, restore 1 and 4):
 //!
 //! 1. Every byte of the mapping at or after `write_offset` is zero, so the
 //!    first zero `length` field is the end of the records, and recovery can
 //!    tell never-written space from data (from the end of recovery on: a
-//!    torn tail found on open stays until it is cut, see below).
+//!    torn tail found on open stays until it is cut, see
+//!    `segment_recovery.rs`).
 //! 2. A segment file only appears under its final name with its full size
 //!    already durable (created as `.tmp`, sized, fsynced, renamed, directory
 //!    fsynced), so recovery never sees a half-created segment.
@@ -16,108 +24,8 @@
 //! 4. Every segment file is at least the size segments are created with
 //!    (`segment_bytes`) while records are appended to it: this module never
 //!    shrinks one, and the log brings a newest segment found shorter back to
-//!    that size before appending (see below), so `fits`, the zeros written
-//!    ahead and the mapping's size all refer to the full file.
-//!
-//! # Torn writes, and files cut short
-//!
-//! SPEC §4 defines a torn write as the last record of the newest segment
-//! being incomplete or failing its CRC with nothing but never-written (zero)
-//! space after it; it is cut off on start with a warning naming the file and
-//! offset. Any other damage (a bad record followed by a valid one, a bad
-//! record in an older segment) is an error naming the file and offset, and
-//! changes nothing. The log applies that as follows where the scan of a
-//! segment ([`Segment::scan`]) stops, at the first offset where no record
-//! decodes ([`ScanEnd`]):
-//!
-//! - Only zeros from there to the end of the file (or no bytes at all): a
-//!   clean end.
-//! - Otherwise, in a segment older than the newest: an error. Such a
-//!   segment was synced before the next one received a record, so no crash
-//!   tears it.
-//! - In the newest segment: a torn tail if the damaged record reaches every
-//!   non-zero byte after it, that is, if nothing but zeros follows the
-//!   record (a record incomplete or failing its CRC: its length field
-//!   tells how far it reaches; a header cut off by the end of the file, or a
-//!   length running past the end of a file that is shorter than created: to
-//!   the end of the file). Anything else is an error naming the file and
-//!   offset: non-zero bytes after the damaged record, or after a zero length
-//!   field that ends the records, or after a record whose length is
-//!   impossible in a full-size file (below the fixed fields, or past the
-//!   end, which no write makes: records are written where they fit); and a
-//!   whole record (its CRC matches) of an unknown kind, which no torn write
-//!   leaves but a newer build may have written; and a damaged record whose
-//!   CRC matches its bytes up to a whole record of the next index inside
-//!   what its length claims: only its length field was damaged (a torn
-//!   record's CRC covers all of it, never a shorter prefix), and the
-//!   records it hides would be lost. The torn tail is cut from the damaged
-//!   offset to the last non-zero byte.
-//!
-//! That is SPEC §4 read as written. A crash can also leave a batch's later
-//! pages on disk without an earlier one (writeback order within a write is
-//! not guaranteed): zeros, then bytes of records that were never
-//! acknowledged. That too stops the node, naming the file and offset, for
-//! an operator to decide, rather than being cut on a guess that nothing
-//! valid lies beyond.
-//!
-//! A file cut short (by `truncate`, a bad copy, a filesystem repair) is
-//! treated the same way, since SPEC §4 judges the bytes, not how they came
-//! to be: the newest segment cut inside its last record ends in an
-//! incomplete record with nothing after it, a torn write; cut exactly after
-//! a record it holds no damage at all (records past the cut, if there were
-//! any, are gone without a trace, as after a crash that lost them). Either
-//! way the log warns that the file is shorter than created and brings it
-//! back to `segment_bytes` (`set_len`, `posix_fallocate` and fsync, as
-//! creation does, then a new mapping). An older segment shorter than
-//! `segment_bytes` is an error: no crash leaves one (below), and its last
-//! records are lost whether or not its successor still seems to follow it.
-//!
-//! Recovery writes nothing while it decides: the open only notes the torn
-//! tail and the short file (the log already ends before the torn bytes),
-//! and the repairs are made, durably and with their warnings, by
-//! `SegmentLog::finish_recovery` once the caller has checked the rest of
-//! the data directory (the snapshot, how the log continues it), so a start
-//! refused for any reason leaves every file as it was. Nothing appends
-//! before that (`Storage` asserts it): until then the zeros after
-//! `write_offset` (property 1) and the full size (property 4) may not hold.
-//!
-//! What the module's own writes leave after a crash, whatever the moment:
-//!
-//! - Creation ([`Segment::create`]): the file is sized (`set_len`,
-//!   `posix_fallocate`) and fsynced as `.tmp`, then renamed and the directory
-//!   fsynced. A crash before the rename leaves only the `.tmp`, which the
-//!   next successful recovery deletes (no record was ever written to it:
-//!   `create` returns after the directory fsync). After the rename the name
-//!   may or may not survive the crash, but the length was durable before the
-//!   rename, so a file under a segment name has its full length. The length
-//!   is `segment_bytes`, or more for a record that does not fit in that.
-//!   Without preallocation (a filesystem that cannot) `set_len` still sets
-//!   the length; the file is sparse.
-//! - Growth ([`Segment::grow`]), for an oversized record, and extension
-//!   ([`Segment::extend`]) of a newest segment found short: a crash leaves
-//!   the old length or the new one, and zeros after the records either way.
-//!   Extension comes after the torn tail's zeros are synced, so a crash
-//!   between the two reopens to the same log.
-//! - Records and zeros written ahead ([`Segment::write_pending`]): `pwrite`s
-//!   inside the file (`fits` was checked; the zeros stop at the end), so the
-//!   length does not change. What reaches the disk is some of the new bytes,
-//!   by sector or page, over zeros: the records up to some point, then the
-//!   one there incomplete with zeros after it (a torn tail), or, if a later
-//!   page reached the disk without an earlier one, more of the batch after
-//!   zeros (an error, see above).
-//! - Truncation of records and cutting a torn tail: zeros written through
-//!   the mapping, no change of length, the records from the last back and
-//!   each one's length field last, so a process killed meanwhile leaves a
-//!   torn tail at worst (see `zero_records_back_to_front`). An OS crash
-//!   before the flush may write back only some of those pages, in any
-//!   order: zeros, then bytes of a record that was never acknowledged, which
-//!   stops the node as above. Deletion: the whole file or nothing.
-//!
-//! So none of this module's writes leaves a segment shorter than it was
-//! created. The size check on older segments needs the size segments were
-//! created with; the binary always uses the default, and a log opened with
-//! a larger `segment_bytes` than it was written with would read as cut
-//! short (an error for older segments, an extension of the newest).
+//!    that size before appending (see `segment_recovery.rs`), so `fits`, the
+//!    zeros written ahead and the mapping's size all refer to the full file.
 //!
 //! The file is sized with `File::set_len` and its blocks reserved with
 //! `posix_fallocate`, so a full disk is an error when a segment is created
@@ -137,14 +45,19 @@
 //! blocks instead makes each fdatasync also write the metadata that marks
 //! them written (on ext4 the extent tree, or a journal commit).
 
+#[path = "segment_recovery.rs"]
+mod recovery;
+
 use super::error::StorageError;
-use super::record::{self, RecordError};
-use super::{sync_dir, PayloadCheck, SyncTarget};
+use super::record;
+use super::{sync_dir, SyncTarget};
 use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub(crate) use recovery::{first_nonzero, ScanEnd};
 
 const SUFFIX: &str = ".seg";
 
@@ -172,21 +85,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// How the scan of a segment ended.
-#[derive(Debug)]
-pub(crate) enum ScanEnd {
-    /// After the last record there is only zero space (or the end of the file).
-    Clean,
-    /// No record decodes at `offset` (`error` says why; `Empty` when its
-    /// length field is zero), yet not everything from there on is zero:
-    /// `end` is one past the last non-zero byte of the file.
-    Damaged {
-        offset: usize,
-        error: RecordError,
-        end: usize,
-    },
 }
 
 pub(crate) struct Segment {
@@ -232,19 +130,6 @@ impl Segment {
         Ok(Segment::new(path, first_index, file, map))
     }
 
-    /// Maps an existing segment file; [`Segment::scan`] then finds its records.
-    /// Whatever its length: the log decides what a file shorter than the
-    /// size segments are created with means (module docs).
-    pub(crate) fn open(path: PathBuf, first_index: u64) -> Result<Segment, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
-        let map = map_file(&file, &path)?;
-        Ok(Segment::new(path, first_index, file, map))
-    }
-
     fn new(path: PathBuf, first_index: u64, file: File, map: MmapMut) -> Segment {
         Segment {
             path,
@@ -286,106 +171,6 @@ impl Segment {
         &self.map
     }
 
-    /// Reads every record from the start, checking CRCs, that indexes run
-    /// on from the file name, and payloads with `check_payload`. A valid
-    /// record with the wrong index or a payload that fails the check is an
-    /// error at once (its CRC shows it was written whole, so it is no torn
-    /// write); where the records stop, the returned [`ScanEnd`] says what
-    /// follows, and the caller decides between torn tail and corruption.
-    pub(crate) fn scan(
-        &mut self,
-        check_payload: Option<PayloadCheck>,
-    ) -> Result<ScanEnd, StorageError> {
-        assert!(
-            self.offsets.is_empty(),
-            "{} scanned twice",
-            self.path.display()
-        );
-        let mut offset = 0;
-        loop {
-            match record::decode(&self.map[offset..]) {
-                Ok(view) => {
-                    let expected = self.next_index();
-                    if view.index != expected {
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            format!("record holds index {}, expected {}", view.index, expected),
-                        ));
-                    }
-                    if let Some(&previous) = self.terms.last() {
-                        if view.term < previous {
-                            // A leader's terms never fall, and the Raft log
-                            // the entries are restored into asserts it.
-                            return Err(StorageError::corrupt(
-                                &self.path,
-                                Some(offset as u64),
-                                format!(
-                                    "entry {} has term {}, below the term {} of the entry before it",
-                                    view.index, view.term, previous
-                                ),
-                            ));
-                        }
-                    }
-                    if view.index == u64::MAX {
-                        // `next_index` would overflow; no log gets this far.
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            "record holds the largest index there is, which no log reaches",
-                        ));
-                    }
-                    if let Some(Err(why)) =
-                        check_payload.map(|check| check(view.kind, view.payload))
-                    {
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            format!(
-                                "the {:?} payload of entry {} does not decode: {}",
-                                view.kind, view.index, why
-                            ),
-                        ));
-                    }
-                    self.offsets.push(offset);
-                    self.terms.push(view.term);
-                    offset += view.len;
-                }
-                Err(error) => {
-                    self.write_offset = offset;
-                    self.written_to = offset;
-                    return Ok(self.classify_end(offset, error));
-                }
-            }
-        }
-    }
-
-    fn classify_end(&self, offset: usize, error: RecordError) -> ScanEnd {
-        match last_nonzero(&self.map[offset..]) {
-            None => ScanEnd::Clean,
-            Some(at) => ScanEnd::Damaged {
-                offset,
-                error,
-                end: offset + at + 1,
-            },
-        }
-    }
-
-    /// Zeroes the damaged bytes at the end (see [`ScanEnd::Damaged`]) and makes
-    /// the zeros durable, so the torn record cannot reappear after new ones.
-    pub(crate) fn cut_torn_tail(&mut self, offset: usize, len: usize) -> Result<(), StorageError> {
-        assert_eq!(
-            offset,
-            self.write_offset,
-            "{}: torn tail must start where the records end",
-            self.path.display()
-        );
-        let end = (offset + len).min(self.map.len());
-        zero_records_back_to_front(&mut self.map, &[offset], end);
-        self.mark_dirty(offset, end);
-        self.flush()
-    }
-
     pub(crate) fn fits(&self, record_len: usize) -> bool {
         self.map.len() - self.write_offset >= record_len
     }
@@ -396,19 +181,6 @@ impl Segment {
             self.is_empty() && self.dirty.is_none(),
             "{}: only an empty, clean segment may grow",
             self.path.display()
-        );
-        self.resize(size)
-    }
-
-    /// Brings a segment file found shorter than `size` (the size segments
-    /// are created with) back to it, as creation sizes it, durably; the
-    /// bytes added are zeros, so everything after the records stays zero.
-    pub(crate) fn extend(&mut self, size: u64) -> Result<(), StorageError> {
-        assert!(
-            size > self.file_bytes() && self.dirty.is_none() && self.pending.is_empty(),
-            "{}: only a clean segment shorter than {} bytes is extended",
-            self.path.display(),
-            size
         );
         self.resize(size)
     }
@@ -721,26 +493,6 @@ fn zero_records_back_to_front(map: &mut [u8], starts: &[usize], end: usize) {
     }
 }
 
-/// Position of the first non-zero byte in `bytes`, if any.
-pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b != 0)
-}
-
-/// Position of the last non-zero byte. Works a page at a time so the common
-/// all-zero case compiles to wide ORs rather than a byte loop with early exits.
-fn last_nonzero(bytes: &[u8]) -> Option<usize> {
-    const CHUNK: usize = 4096;
-    let chunks = bytes.len().div_ceil(CHUNK);
-    for k in (0..chunks).rev() {
-        let chunk = &bytes[k * CHUNK..((k + 1) * CHUNK).min(bytes.len())];
-        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
-            let at = chunk.iter().rposition(|&b| b != 0)?;
-            return Some(k * CHUNK + at);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,18 +505,6 @@ mod tests {
         assert_eq!(parse_file_name("1.seg"), None);
         assert_eq!(parse_file_name("0000000000000000000x.seg"), None);
         assert_eq!(parse_file_name("99999999999999999999.seg"), None);
-    }
-
-    #[test]
-    fn last_nonzero_finds_the_byte_across_chunks() {
-        let mut bytes = vec![0u8; 10_000];
-        assert_eq!(last_nonzero(&bytes), None);
-        bytes[3] = 1;
-        assert_eq!(last_nonzero(&bytes), Some(3));
-        bytes[4_096] = 7;
-        assert_eq!(last_nonzero(&bytes), Some(4_096));
-        bytes[9_999] = 7;
-        assert_eq!(last_nonzero(&bytes), Some(9_999));
     }
 
     fn entry(index: u64, len: usize) -> Entry {
