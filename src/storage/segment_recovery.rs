@@ -101,7 +101,8 @@
 //! - Truncation of records and cutting a torn tail: zeros written through
 //!   the mapping, no change of length, the records from the last back and
 //!   each one's length field last, so a process killed meanwhile leaves a
-//!   torn tail at worst (see `zero_records_back_to_front`). An OS crash
+//!   torn tail at worst (see `zero_records_back_to_front` in
+//!   `segment.rs`). An OS crash
 //!   before the flush may write back only some of those pages, in any
 //!   order: zeros, then bytes of a record that was never acknowledged, which
 //!   stops the node as above. Deletion: the whole file or nothing.
