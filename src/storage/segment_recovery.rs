@@ -101,11 +101,11 @@
 //! - Truncation of records and cutting a torn tail: zeros written through
 //!   the mapping, no change of length, the records from the last back and
 //!   each one's length field last, so a process killed meanwhile leaves a
-//!   torn tail at worst (see `zero_records_back_to_front` in
-//!   `segment.rs`). An OS crash
-//!   before the flush may write back only some of those pages, in any
-//!   order: zeros, then bytes of a record that was never acknowledged, which
-//!   stops the node as above. Deletion: the whole file or nothing.
+//!   torn tail at worst (see `zero_records_back_to_front` in `segment.rs`).
+//!   An OS crash before the flush may write back only some of those pages,
+//!   in any order: zeros, then bytes of a record that was never
+//!   acknowledged, which stops the node as above. Deletion: the whole file
+//!   or nothing.
 //!
 //! So none of the segment's writes leaves a segment shorter than it was
 //! created. The size check on older segments needs the size segments were
