@@ -1,0 +1,285 @@
+//! What the leader does with a CLUSTER command: runs it, answers MEMBERS,
+//! or holds it while it cannot be taken yet but soon can (`Held`, which
+//! also keeps forwarded writes during a transfer). ADD and REMOVE are `+OK`
+//! once their entry is applied; TRANSFER once the target leads.
+//!
+//! Removing the leader itself goes through a transfer first: the leader
+//! hands over to the most up-to-date other voter (writes wait meanwhile and
+//! then go to the new leader), and the REMOVE is routed again, to the new
+//! leader, which commits it. Had the leader committed its own removal, it
+//! would step down with writes in flight whose outcome it could no longer
+//! tell its clients (`-TIMEOUT`).
+//!
+//! Separate from `cluster_commands.rs` because this is where a change is
+//! proposed or refused, and with what error: the refusals, the waits and
+//! the detour of a self-removal read best next to each other, apart from
+//! the routing that brings a command here.
+
+use super::commands::ClusterRequest;
+use super::{Held, NOT_THE_LEADER};
+use crate::kv::{Command, Reply};
+use crate::raft::{ConfChange, ConfChangeError, NodeId, ProposeError, TransferOutcome};
+use crate::replica::Completion;
+use crate::server::clients::Pending;
+use crate::server::event_loop::{Server, Waiter};
+use log::info;
+use std::fmt::Write as _;
+
+fn change_error(err: ConfChangeError) -> Reply {
+    match err {
+        ConfChangeError::NotLeader { .. } => Reply::error(NOT_THE_LEADER),
+        ConfChangeError::TransferInProgress | ConfChangeError::ChangeInProgress => {
+            Reply::Error(format!("TRYAGAIN {}", err))
+        }
+        _ => Reply::Error(format!("ERR {}", err)),
+    }
+}
+
+impl Server {
+    /// A forwarded write refused because a transfer is under way waits for
+    /// its outcome here, not on the follower (which would send it straight back).
+    pub(in crate::server) fn hold_forwarded(&mut self, waiter: Waiter, command: Command) {
+        self.cluster.held.push((waiter, Held::Kv(command)));
+    }
+
+    /// Runs a CLUSTER command on the leader; `None` when `waiter` is
+    /// answered later through the completions.
+    pub(super) fn execute_cluster(
+        &mut self,
+        request: ClusterRequest,
+        waiter: Waiter,
+    ) -> Option<Reply> {
+        let me = self.config.id;
+        let result = match request {
+            ClusterRequest::Members => return Some(Reply::Bulk(self.members_text().into_bytes())),
+            ClusterRequest::Add { id, ref addr } => {
+                let status = self.replica.status();
+                let members: Vec<NodeId> = status
+                    .voters
+                    .iter()
+                    .chain(&status.learners)
+                    .copied()
+                    .collect();
+                if let Some(owner) = self.cluster.book.owner_of(addr, id) {
+                    if members.contains(&owner) && !members.contains(&id) {
+                        return Some(Reply::Error(format!(
+                            "ERR address {} is node {}'s",
+                            addr, owner
+                        )));
+                    }
+                }
+                let context = self.cluster.book.context_for(&members, id, addr);
+                let change = ConfChange::AddLearner {
+                    id,
+                    context: context.clone(),
+                };
+                let proposed = self.replica.propose_conf_change(change, waiter);
+                if proposed.is_ok() {
+                    // The core counts the learner from now on: a MEMBERS
+                    // pipelined behind this ADD, answered before the append
+                    // is handed out, shows its address too.
+                    self.cluster.book.learn_context(&context);
+                }
+                proposed
+            }
+            ClusterRequest::Remove { id } if id == me => return self.remove_self(waiter),
+            ClusterRequest::Remove { id } => self
+                .replica
+                .propose_conf_change(ConfChange::Remove { id }, waiter),
+            ClusterRequest::Transfer { id } => self.replica.transfer_leader(id, waiter),
+        };
+        match result {
+            Ok(()) => None,
+            Err((ConfChangeError::ChangeInProgress, waiter)) if self.change_soon_possible() => {
+                self.cluster.held.push((waiter, Held::Cluster(request)));
+                None
+            }
+            Err((err, _)) => Some(change_error(err)),
+        }
+    }
+
+    /// A change refused while the configuration in force is committed was
+    /// refused only because this leader has not yet committed an entry of
+    /// its term: that takes one round trip, so the request waits for it.
+    fn change_soon_possible(&self) -> bool {
+        let status = self.replica.status();
+        status.conf_index <= status.commit_index
+    }
+
+    /// CLUSTER REMOVE of this leader: hand over to the most up-to-date
+    /// other voter first (see the module docs).
+    fn remove_self(&mut self, waiter: Waiter) -> Option<Reply> {
+        let me = self.config.id;
+        let status = self.replica.status();
+        if !status.voters.contains(&me) && !status.learners.contains(&me) {
+            return Some(change_error(ConfChangeError::UnknownNode { id: me }));
+        }
+        if self.cluster.self_removal.is_some() {
+            return Some(change_error(ConfChangeError::TransferInProgress));
+        }
+        let successor = status
+            .progress
+            .iter()
+            .filter(|(id, _)| *id != me && status.voters.contains(id))
+            .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| *id);
+        let Some(successor) = successor else {
+            return Some(change_error(ConfChangeError::LastVoter { id: me }));
+        };
+        match self.replica.node_mut().transfer_leader(successor) {
+            Ok(()) => {
+                info!(
+                    "removing this node: handing leadership to node {} first",
+                    successor
+                );
+                self.cluster.self_removal = Some((waiter, successor));
+                None
+            }
+            Err(err) => Some(change_error(err)),
+        }
+    }
+
+    /// MEMBERS: one line per member, sorted by id.
+    fn members_text(&self) -> String {
+        let status = self.replica.status();
+        let mut ids: Vec<(NodeId, &str)> = status.voters.iter().map(|id| (*id, "voter")).collect();
+        ids.extend(status.learners.iter().map(|id| (*id, "learner")));
+        ids.sort_unstable();
+        let mut out = String::new();
+        for (id, suffrage) in ids {
+            let matched = status
+                .progress
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map_or(0, |(_, m)| *m);
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let _ = write!(
+                out,
+                "id={} raft_addr={} client_addr={} suffrage={} leader={} match_index={}",
+                id,
+                self.cluster.book.raft_addr(id).unwrap_or(""),
+                self.cluster.book.client_addr(id).unwrap_or(""),
+                suffrage,
+                if id == status.leader_id { "yes" } else { "no" },
+                matched
+            );
+        }
+        out
+    }
+
+    pub(super) fn retry_held(&mut self, waiter: Waiter, held: Held) {
+        if !self.replica.is_leader() {
+            match (waiter, held) {
+                (Waiter::Client { token, seq }, Held::Cluster(request)) => {
+                    self.cluster.parked.push_back((token, seq, request));
+                }
+                // A follower's request: it routes it again on this reply.
+                (waiter, _) => self.completions.push(Completion {
+                    waiter,
+                    reply: Reply::error(NOT_THE_LEADER),
+                }),
+            }
+            return;
+        }
+        match held {
+            Held::Kv(command) => {
+                let result = if command.is_write() {
+                    self.replica.propose(command, waiter)
+                } else {
+                    self.replica.read(command, waiter)
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(refused) if refused.error == ProposeError::TransferInProgress => {
+                        self.hold_forwarded(refused.waiter, refused.command)
+                    }
+                    Err(refused) => self.completions.push(Completion {
+                        waiter: refused.waiter,
+                        reply: Reply::error(NOT_THE_LEADER),
+                    }),
+                }
+            }
+            Held::Cluster(request) => {
+                if let Some(reply) = self.execute_cluster(request, waiter) {
+                    self.completions.push(Completion { waiter, reply });
+                }
+            }
+        }
+    }
+
+    pub(super) fn settle_self_removal(&mut self, outcome: TransferOutcome) {
+        let Some((waiter, target)) = self.cluster.self_removal else {
+            return;
+        };
+        let (finished, about) = match outcome {
+            TransferOutcome::Finished { target } => (true, target),
+            TransferOutcome::Abandoned { target } => (false, target),
+        };
+        if about != target {
+            return;
+        }
+        self.cluster.self_removal = None;
+        let me = self.config.id;
+        match (finished, waiter) {
+            (true, Waiter::Client { token, seq }) => {
+                info!("node {} leads now; asking it to remove this node", target);
+                self.set_slot(token, seq, Pending::Parked);
+                self.cluster
+                    .parked
+                    .push_back((token, seq, ClusterRequest::Remove { id: me }));
+            }
+            (true, waiter) => self.completions.push(Completion {
+                waiter,
+                reply: Reply::error(NOT_THE_LEADER),
+            }),
+            (false, waiter) => self.completions.push(Completion {
+                waiter,
+                reply: Reply::Error(format!(
+                    "TRYAGAIN transfer to {} abandoned; this node still leads",
+                    target
+                )),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_errors_read_as_specified() {
+        let cases = [
+            (
+                ConfChangeError::AlreadyMember { id: 4 },
+                "ERR node 4 already a member",
+            ),
+            (ConfChangeError::UnknownNode { id: 7 }, "ERR unknown node 7"),
+            (
+                ConfChangeError::ChangeInProgress,
+                "TRYAGAIN membership change in progress",
+            ),
+            (
+                ConfChangeError::TransferInProgress,
+                "TRYAGAIN leadership transfer in progress",
+            ),
+            (
+                ConfChangeError::NotLeader { leader: 2 },
+                "TRYAGAIN not the leader",
+            ),
+            (
+                ConfChangeError::NotVoter { id: 5 },
+                "ERR node 5 is a learner",
+            ),
+            (
+                ConfChangeError::LastVoter { id: 1 },
+                "ERR node 1 is the last voter",
+            ),
+        ];
+        for (err, reply) in cases {
+            assert_eq!(change_error(err), Reply::error(reply));
+        }
+    }
+}
