@@ -1270,10 +1270,15 @@ fn a_relayed_reply_that_arrives_with_the_deadline_answers_the_request() {
     let term = || info_u64(&cluster, leader, "term");
     // A round counts only if the leader kept its term: on a loaded machine
     // its 50 ms freeze can outlast an election timeout, and a new leader
-    // then rightly leaves the outcome unknown.
-    let mut counted = 0;
+    // then rightly leaves the outcome unknown. And a round may rightly end
+    // in -TIMEOUT when the follower was frozen in the middle of an
+    // iteration: resumed, it finishes that iteration, whose deadline fires
+    // before the next one reads the reply. Without the rule, every round
+    // ends so; with it, most answer +OK.
+    let timeout = Reply::Error("TIMEOUT outcome unknown".into());
+    let (mut answered, mut counted) = (0, 0);
     for round in 0..10 {
-        if counted == 3 {
+        if answered == 3 {
             break;
         }
         let key = format!("late{round}");
@@ -1298,9 +1303,14 @@ fn a_relayed_reply_that_arrives_with_the_deadline_answers_the_request() {
         if cluster.wait_for_leader(Duration::from_secs(10)) != leader || term() != before {
             break;
         }
-        assert_eq!(reply, Reply::Ok, "round {round}");
-        assert_eq!(client.cmd(&["GET", &key]), bulk("v"), "round {round}");
         counted += 1;
+        assert!(
+            reply == Reply::Ok || reply == timeout,
+            "round {round}: {reply:?}"
+        );
+        answered += usize::from(reply == Reply::Ok);
+        assert_eq!(client.cmd(&["GET", &key]), bulk("v"), "round {round}");
     }
     assert!(counted > 0, "the leader changed in the first round");
+    assert!(answered > 0, "no reply in {counted} rounds was +OK");
 }

@@ -133,15 +133,23 @@ pub fn conf_entries(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
 }
 
 impl Server {
-    /// Every iteration, before the core's output is handled: routes parked
-    /// CLUSTER commands, retries held requests, and lets go of peers whose
-    /// grace period is over.
-    pub(super) fn cluster_tick(&mut self) {
+    /// Whether parked CLUSTER commands can go on now: to this node leading
+    /// and not handing over, or to a leader it is connected to. The loop then
+    /// does not wait for its next tick.
+    pub(super) fn cluster_parked_routable(&self) -> bool {
         let leader = self.replica.node().leader_id();
         let transferring = self.replica.node().transfer_target().is_some();
         let reachable =
             (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader);
-        if reachable && !self.cluster.parked.is_empty() {
+        reachable && !self.cluster.parked.is_empty()
+    }
+
+    /// Every iteration, before the core's output is handled: routes parked
+    /// CLUSTER commands, retries held requests, and lets go of peers whose
+    /// grace period is over.
+    pub(super) fn cluster_tick(&mut self) {
+        let transferring = self.replica.node().transfer_target().is_some();
+        if self.cluster_parked_routable() {
             for (token, seq, request) in std::mem::take(&mut self.cluster.parked) {
                 if self.slot_waiting(token, seq) {
                     self.route_cluster(token, seq, request);

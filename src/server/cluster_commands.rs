@@ -141,7 +141,7 @@ impl Server {
         let write = request.is_change();
         if self.replica.is_leader() {
             let waiter = Waiter::Client { token, seq };
-            self.set_slot(
+            self.set_pending(
                 token,
                 seq,
                 Pending::InFlight {
@@ -168,18 +168,12 @@ impl Server {
                     .forwards
                     .insert(id, (token, seq, request, leader));
                 let forward = Some(id);
-                self.set_slot(token, seq, Pending::InFlight { write, forward });
+                self.set_pending(token, seq, Pending::InFlight { write, forward });
                 return;
             }
         }
-        self.set_slot(token, seq, Pending::Parked);
+        self.set_pending(token, seq, Pending::Parked);
         self.cluster.parked.push_back((token, seq, request));
-    }
-
-    pub(super) fn set_slot(&mut self, token: Token, seq: u64, pending: Pending) {
-        if let Some(client) = self.clients.get_mut(&token) {
-            client.set_pending(seq, pending);
-        }
     }
 
     pub(super) fn slot_waiting(&self, token: Token, seq: u64) -> bool {
@@ -228,7 +222,7 @@ impl Server {
                     reply: Reply::error("TIMEOUT outcome unknown"),
                 });
             } else if self.slot_waiting(token, seq) {
-                self.set_slot(token, seq, Pending::Parked);
+                self.set_pending(token, seq, Pending::Parked);
                 self.cluster.parked.push_back((token, seq, request));
             }
         }
@@ -242,7 +236,7 @@ impl Server {
         };
         if is_not_the_leader(&reply) {
             if self.slot_waiting(token, seq) {
-                self.set_slot(token, seq, Pending::Parked);
+                self.set_pending(token, seq, Pending::Parked);
                 self.cluster.parked.push_back((token, seq, request));
             }
             return;

@@ -173,6 +173,8 @@ impl Server {
         if !self.replica.is_leader() {
             match (waiter, held) {
                 (Waiter::Client { token, seq }, Held::Cluster(request)) => {
+                    // Never proposed: parked, its deadline answers -TRYAGAIN.
+                    self.set_pending(token, seq, Pending::Parked);
                     self.cluster.parked.push_back((token, seq, request));
                 }
                 // A follower's request: it routes it again on this reply.
@@ -225,7 +227,7 @@ impl Server {
         match (finished, waiter) {
             (true, Waiter::Client { token, seq }) => {
                 info!("node {} leads now; asking it to remove this node", target);
-                self.set_slot(token, seq, Pending::Parked);
+                self.set_pending(token, seq, Pending::Parked);
                 self.cluster
                     .parked
                     .push_back((token, seq, ClusterRequest::Remove { id: me }));

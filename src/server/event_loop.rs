@@ -232,7 +232,9 @@ impl Server {
     fn has_immediate_work(&self) -> bool {
         let leader_reachable =
             self.takes_writes() || self.peers.is_connected(self.replica.node().leader_id());
-        (!self.parked.is_empty() && leader_reachable) || !self.dirty_clients.is_empty()
+        (!self.parked.is_empty() && leader_reachable)
+            || !self.dirty_clients.is_empty()
+            || self.cluster_parked_routable()
     }
 
     /// Everything after the socket events of one iteration.

@@ -291,7 +291,7 @@ impl Server {
         }
     }
 
-    fn set_pending(&mut self, token: Token, seq: u64, pending: Pending) {
+    pub(super) fn set_pending(&mut self, token: Token, seq: u64, pending: Pending) {
         if let Some(client) = self.clients.get_mut(&token) {
             client.set_pending(seq, pending);
         }
