@@ -137,11 +137,12 @@ impl Server {
     /// and not handing over, or to a leader it is connected to. The loop then
     /// does not wait for its next tick.
     pub(super) fn cluster_parked_routable(&self) -> bool {
+        if self.cluster.parked.is_empty() {
+            return false;
+        }
         let leader = self.replica.node().leader_id();
         let transferring = self.replica.node().transfer_target().is_some();
-        let reachable =
-            (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader);
-        reachable && !self.cluster.parked.is_empty()
+        (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader)
     }
 
     /// Every iteration, before the core's output is handled: routes parked
