@@ -149,6 +149,47 @@ impl Segment {
         Ok(Segment::new(path, first_index, file, map))
     }
 
+    /// The checks of a record whose CRC matched: its index runs on from the
+    /// records before it, its term does not fall, and its payload decodes.
+    fn check_whole_record(
+        &self,
+        offset: usize,
+        view: &record::RecordView<'_>,
+        check_payload: Option<PayloadCheck>,
+    ) -> Result<(), StorageError> {
+        let corrupt = |why: String| StorageError::corrupt(&self.path, Some(offset as u64), why);
+        let expected = self.next_index();
+        if view.index != expected {
+            return Err(corrupt(format!(
+                "record holds index {}, expected {}",
+                view.index, expected
+            )));
+        }
+        if let Some(&previous) = self.terms.last() {
+            // A leader's terms never fall, and the Raft log the entries are
+            // restored into asserts it.
+            if view.term < previous {
+                return Err(corrupt(format!(
+                    "entry {} has term {}, below the term {} of the entry before it",
+                    view.index, view.term, previous
+                )));
+            }
+        }
+        if view.index == u64::MAX {
+            // `next_index` would overflow; no log gets this far.
+            return Err(corrupt(
+                "record holds the largest index there is, which no log reaches".to_string(),
+            ));
+        }
+        if let Some(Err(why)) = check_payload.map(|check| check(view.kind, view.payload)) {
+            return Err(corrupt(format!(
+                "the {:?} payload of entry {} does not decode: {}",
+                view.kind, view.index, why
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads every record from the start, checking CRCs, that indexes run
     /// on from the file name, and payloads with `check_payload`. A valid
     /// record with the wrong index or a payload that fails the check is an
@@ -168,48 +209,7 @@ impl Segment {
         loop {
             match record::decode(&self.map[offset..]) {
                 Ok(view) => {
-                    let expected = self.next_index();
-                    if view.index != expected {
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            format!("record holds index {}, expected {}", view.index, expected),
-                        ));
-                    }
-                    if let Some(&previous) = self.terms.last() {
-                        if view.term < previous {
-                            // A leader's terms never fall, and the Raft log
-                            // the entries are restored into asserts it.
-                            return Err(StorageError::corrupt(
-                                &self.path,
-                                Some(offset as u64),
-                                format!(
-                                    "entry {} has term {}, below the term {} of the entry before it",
-                                    view.index, view.term, previous
-                                ),
-                            ));
-                        }
-                    }
-                    if view.index == u64::MAX {
-                        // `next_index` would overflow; no log gets this far.
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            "record holds the largest index there is, which no log reaches",
-                        ));
-                    }
-                    if let Some(Err(why)) =
-                        check_payload.map(|check| check(view.kind, view.payload))
-                    {
-                        return Err(StorageError::corrupt(
-                            &self.path,
-                            Some(offset as u64),
-                            format!(
-                                "the {:?} payload of entry {} does not decode: {}",
-                                view.kind, view.index, why
-                            ),
-                        ));
-                    }
+                    self.check_whole_record(offset, &view, check_payload)?;
                     self.offsets.push(offset);
                     self.terms.push(view.term);
                     offset += view.len;
