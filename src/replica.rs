@@ -35,7 +35,7 @@ use crate::raft::{Message, Node, NodeId, PayloadArena, SnapshotMeta};
 use crate::raft::{ProposeError, Role, Status};
 use reads::PendingRead;
 use ready::Unsynced;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A reply for a request that was waiting on the log or a read round.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,10 +76,11 @@ pub struct Replica<W> {
     /// A node that led an earlier term may still hold proposals of that term at
     /// indexes above its current ones, so they are kept sorted, not in arrival order.
     writes: PendingWrites<W>,
-    /// Reads waiting for their ReadIndex round to be confirmed, by context.
-    reads_unconfirmed: BTreeMap<u64, PendingRead<W>>,
-    /// Confirmed reads waiting for the applied index to reach theirs.
-    reads_confirmed: VecDeque<(u64, PendingRead<W>)>,
+    /// Reads waiting for their ReadIndex round, their place in the apply
+    /// order, or both, by context.
+    reads: BTreeMap<u64, PendingRead<W>>,
+    /// The reads not yet evaluated, by (place in the apply order, context).
+    reads_to_evaluate: BTreeSet<(u64, u64)>,
     next_read_ctx: u64,
     applied_index: u64,
     /// Term of the entry at `applied_index` (0 until one is applied or installed).
@@ -126,8 +127,8 @@ impl<W> Replica<W> {
             node,
             kv,
             writes: PendingWrites::default(),
-            reads_unconfirmed: BTreeMap::new(),
-            reads_confirmed: VecDeque::new(),
+            reads: BTreeMap::new(),
+            reads_to_evaluate: BTreeSet::new(),
             next_read_ctx: 1,
             dropped_reads: None,
             full_reads: None,
@@ -176,7 +177,7 @@ impl<W> Replica<W> {
 
     /// Requests waiting on the log or a read round.
     pub fn pending(&self) -> usize {
-        self.writes.len() + self.reads_unconfirmed.len() + self.reads_confirmed.len()
+        self.writes.len() + self.reads.len()
     }
 
     pub fn tick(&mut self) {

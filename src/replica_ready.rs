@@ -253,18 +253,29 @@ impl<W> Replica<W> {
         //    after it (they wait here while a background sync runs).
         let synced = self.sync_and_promise(&mut ready, durable, transport)?;
         // 6. Apply, answering the proposals whose entries these are.
+        //    A read is evaluated between the entries at its place (see
+        //    `replica_reads.rs`).
         note_conf_entries(&ready.committed, &mut outcome.conf_applied);
+        let mut next_read_place = self.next_read_place();
+        if next_read_place <= self.applied_index {
+            self.evaluate_due_reads(done);
+            next_read_place = self.next_read_place();
+        }
         for batch in ready.committed.chunks(PREFETCH_ENTRIES) {
             self.kv
                 .prefetch_encoded(batch.iter().map(|entry| &entry.data[..]));
             for entry in batch {
                 self.apply(entry, done)?;
                 outcome.entries_applied += 1;
+                if self.applied_index >= next_read_place {
+                    self.evaluate_due_reads(done);
+                    next_read_place = self.next_read_place();
+                }
             }
         }
         ready.committed.clear();
         outcome.flushed.extend(self.kv.take_flushed());
-        // 7. Reads: confirmed ones wait for the applied index; dropped ones never ran.
+        // 7. Reads: confirmed ones are answered once evaluated; dropped ones never ran.
         self.settle_reads(&mut ready, done);
         self.settle_transfers(std::mem::take(&mut ready.transfer_outcomes), done, outcome);
         Ok(synced)

@@ -188,8 +188,8 @@ fn cluster_that_committed_a_write() -> (Cluster, usize) {
 
 /// Each read in a pipeline sees the writes sent before it on its connection
 /// and none sent after it, as if Redis served them one at a time. (A read
-/// waits for its ReadIndex round; a write pipelined behind it must not be
-/// applied first.)
+/// waits for its ReadIndex round, while the writes pipelined behind it go on
+/// and are often applied first: it must be answered from its own place.)
 #[test]
 fn a_pipelined_read_sees_exactly_the_writes_sent_before_it() {
     let (cluster, _) = cluster_that_committed_a_write();

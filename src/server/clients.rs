@@ -36,9 +36,14 @@ enum Slot {
 /// [`Client::held`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A read, or a membership change or transfer: the connection's later
-    /// requests other than plain reads wait until it is answered.
+    /// A membership change or transfer, or an EXEC that runs INFO: the
+    /// connection's later requests other than plain reads wait until it is
+    /// answered.
     Barrier,
+    /// A read: it holds nothing back, since it is answered from the state as
+    /// of its place among the connection's writes (`replica_reads.rs`); but
+    /// routed again after a later write went out, it could see that write.
+    Read,
     Other,
 }
 
@@ -75,17 +80,15 @@ pub struct Client {
     /// Reads and membership changes of this connection still waiting for
     /// their replies ([`Kind::Barrier`]).
     barriers_waiting: usize,
+    /// The slot of the last request sent that was not a read.
+    last_change_seq: Option<u64>,
     /// A request that arrived behind unanswered barriers and would not only
     /// read: it waits, and the connection takes nothing after it, until those
-    /// are answered. Why, for reads: a read is answered once its ReadIndex
-    /// round is confirmed and the writes before it are applied, from the map
-    /// as it is then. A write pipelined after it and proposed meanwhile could
-    /// be applied by then, and the read would see a write its client sent
-    /// later (`SET k 0`, `GET k`, `SET k 1` answering 1). For membership: a
-    /// `CLUSTER REMOVE` pipelined behind a `CLUSTER ADD` would otherwise find
-    /// the addition still in progress and be refused, where sent after its
-    /// reply it succeeds. Redis answers each connection's requests in order,
-    /// as if one at a time.
+    /// are answered. Why: a `CLUSTER REMOVE` pipelined behind a `CLUSTER ADD`
+    /// would otherwise find the addition still in progress and be refused,
+    /// where sent after its reply it succeeds. Redis answers each
+    /// connection's requests in order, as if one at a time. (Reads need no
+    /// such wait: see [`Kind::Read`].)
     held: Option<Vec<Vec<u8>>>,
     /// EXECs waiting for their entry, by slot, with the connection commands
     /// queued with them (see `transactions`).
@@ -109,9 +112,16 @@ impl Client {
             lingering: None,
             read_paused: false,
             barriers_waiting: 0,
+            last_change_seq: None,
             held: None,
             exec_locals: Vec::new(),
         }
+    }
+
+    /// Whether a request other than a read was sent after slot `seq`: a read
+    /// of that slot routed again could then see a write sent after it.
+    pub fn sent_more_than_reads_after(&self, seq: u64) -> bool {
+        self.held.is_some() || self.last_change_seq.is_some_and(|last| last > seq)
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
@@ -121,7 +131,11 @@ impl Client {
         }
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
-        self.first_seq + self.slots.len() as u64 - 1
+        let seq = self.first_seq + self.slots.len() as u64 - 1;
+        if kind != Kind::Read {
+            self.last_change_seq = Some(seq);
+        }
+        seq
     }
 
     /// The connection commands queued in the EXEC of slot `seq`, to run when
@@ -138,7 +152,7 @@ impl Client {
 
     /// Whether `argv`, this connection's next request, must be held until
     /// replies before it come: anything but a plain read behind unanswered
-    /// barriers, and a report of this node's data (DBSIZE, INFO) behind any
+    /// barriers (not reads), and a report of this node's data (DBSIZE, INFO) behind any
     /// unanswered request. A write's reply comes once it is applied here or,
     /// through a follower, by the leader, whose commit reaches this node
     /// ahead of the reply (unless this node is still catching up); held until
@@ -263,23 +277,45 @@ mod tests {
     }
 
     #[test]
-    fn a_request_behind_an_unanswered_read_is_held_until_it_is_answered() {
+    fn a_request_behind_an_unanswered_membership_change_is_held_until_it_is_answered() {
         let (mut c, _listener) = client();
         let write = c.open_slot(Pending::Parked, Kind::Other);
         let set = vec![b"SET".to_vec()];
         assert!(!c.must_wait(&set), "unanswered writes hold nothing back");
-        let read = c.open_slot(Pending::Parked, Kind::Barrier);
+        let read = c.open_slot(Pending::Parked, Kind::Read);
+        assert!(!c.must_wait(&set), "unanswered reads hold nothing back");
+        let change = c.open_slot(Pending::Parked, Kind::Barrier);
         assert!(c.must_wait(&set));
         assert!(!c.must_wait(&[b"GET".to_vec()]), "a plain read is not held");
         c.hold(set.clone());
         assert!(c.is_holding());
         assert!(c.complete(write, Reply::Ok));
-        assert_eq!(c.release_held(), None, "the read is still unanswered");
-        assert!(!c.finished());
         assert!(c.complete(read, Reply::Nil));
-        assert!(!c.complete(read, Reply::Nil), "a slot is answered once");
+        assert_eq!(c.release_held(), None, "the change is still unanswered");
+        assert!(!c.finished());
+        assert!(c.complete(change, Reply::Ok));
+        assert!(!c.complete(change, Reply::Ok), "a slot is answered once");
         assert_eq!(c.release_held(), Some(set.clone()));
         assert!(!c.must_wait(&set) && !c.is_holding());
+    }
+
+    #[test]
+    fn a_read_knows_whether_anything_but_reads_was_sent_after_it() {
+        let (mut c, _listener) = client();
+        let first = c.open_slot(Pending::Parked, Kind::Read);
+        let second = c.open_slot(Pending::Parked, Kind::Read);
+        assert!(!c.sent_more_than_reads_after(first), "only a read after it");
+        let write = c.open_slot(Pending::Parked, Kind::Other);
+        assert!(c.sent_more_than_reads_after(first));
+        assert!(c.sent_more_than_reads_after(second));
+        // Answered, the write may be applied: it still counts.
+        assert!(c.complete(write, Reply::Ok));
+        c.encode_replies();
+        assert!(c.sent_more_than_reads_after(second));
+        let third = c.open_slot(Pending::Parked, Kind::Read);
+        assert!(!c.sent_more_than_reads_after(third));
+        c.hold(vec![b"SET".to_vec()]);
+        assert!(c.sent_more_than_reads_after(third), "a held write counts");
     }
 
     #[test]

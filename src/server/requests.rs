@@ -136,10 +136,12 @@ impl Server {
         // An INFO queued with EXEC runs when EXEC's reply comes: the
         // connection's later writes wait until then, so it does not count them.
         let reports = locals.iter().any(|(_, words)| reports_data(words));
-        let kind = if command.is_write() && !reports {
+        let kind = if reports {
+            Kind::Barrier
+        } else if command.is_write() {
             Kind::Other
         } else {
-            Kind::Barrier
+            Kind::Read
         };
         let Some(seq) = self.open_request(token, kind) else {
             return;
@@ -523,16 +525,22 @@ impl Server {
     }
 
     /// Parks a client's request that was not applied where it went, to be
-    /// routed again, if the client still waits for it.
+    /// routed again, if the client still waits for it. Not a read its
+    /// connection sent a write after: routed again, it would be answered
+    /// from a state that may hold that write; it gets `-TRYAGAIN` instead.
     fn park_again(&mut self, token: Token, seq: u64, command: Command) {
-        let waiting = self
-            .clients
-            .get(&token)
-            .is_some_and(|c| c.pending(seq).is_some());
-        if waiting {
-            self.set_pending(token, seq, Pending::Parked);
-            self.parked.push_back((token, seq, command));
+        let Some(client) = self.clients.get(&token) else {
+            return;
+        };
+        if client.pending(seq).is_none() {
+            return;
         }
+        if !command.is_write() && client.sent_more_than_reads_after(seq) {
+            let reply = error("TRYAGAIN leader changed");
+            return self.complete(Waiter::Client { token, seq }, reply);
+        }
+        self.set_pending(token, seq, Pending::Parked);
+        self.parked.push_back((token, seq, command));
     }
 
     pub(super) fn deliver_completions(&mut self) {
