@@ -33,9 +33,9 @@ use crate::pending_writes::PendingWrites;
 use crate::raft::{ConfChange, ConfChangeError, TransferOutcome};
 use crate::raft::{Message, Node, NodeId, PayloadArena, SnapshotMeta};
 use crate::raft::{ProposeError, Role, Status};
-use reads::PendingRead;
+use reads::ReadsByCtx;
 use ready::Unsynced;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 /// A reply for a request that was waiting on the log or a read round.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct Replica<W> {
     writes: PendingWrites<W>,
     /// Reads waiting for their ReadIndex round, their place in the apply
     /// order, or both, by context.
-    reads: BTreeMap<u64, PendingRead<W>>,
+    reads: ReadsByCtx<W>,
     /// The reads not yet evaluated, by (place in the apply order, context).
     reads_to_evaluate: BTreeSet<(u64, u64)>,
     next_read_ctx: u64,
@@ -127,7 +127,7 @@ impl<W> Replica<W> {
             node,
             kv,
             writes: PendingWrites::default(),
-            reads: BTreeMap::new(),
+            reads: ReadsByCtx::new(1),
             reads_to_evaluate: BTreeSet::new(),
             next_read_ctx: 1,
             dropped_reads: None,

@@ -14,6 +14,13 @@
 //! pair. A read evaluated before its round is confirmed keeps its answer
 //! until then.
 //!
+//! The place holds only while the entry there is the one that was there when
+//! the read arrived (by Log Matching, so is every entry below it). A new
+//! leader may replace it, and may put there a write the read's connection
+//! sent after the read through the new leader. So a read whose place was
+//! replaced, and every read not yet answered when this node stops leading,
+//! is dropped, as an unconfirmed read is: never answered from that state.
+//!
 //! It is a file of its own because reads never enter the log: their queues
 //! and the places they are evaluated at read best without the write path
 //! around them.
@@ -21,12 +28,15 @@
 use super::{reply_not_committed, Completion, FullRead, Refused, Replica};
 use crate::kv::{Command, KvStore, Reply};
 use crate::raft::Ready;
+use std::collections::VecDeque;
 
 pub(super) struct PendingRead<W> {
     waiter: W,
     command: Command,
     /// Its place in the apply order (see the module docs).
     at_index: u64,
+    /// The term of the entry at `at_index` when the read arrived.
+    at_term: u64,
     confirmed: bool,
     /// The answer as of `at_index`, once it is applied.
     answer: Option<Answer>,
@@ -35,11 +45,67 @@ pub(super) struct PendingRead<W> {
 pub(super) enum Answer {
     Reply(Reply),
     /// A read of many keys, answered by the caller from this view (see
-    /// [`Replica::answer_full_reads_elsewhere`]).
-    View {
-        view: KvStore,
-        now: u64,
-    },
+    /// [`Replica::answer_full_reads_elsewhere`]). Boxed: reads of one key
+    /// are most reads, and a map inline would double what each one moves.
+    View(Box<(KvStore, u64)>),
+}
+
+/// The reads waiting, by context: contexts are handed out one after the
+/// other and most reads are answered in that order, so a queue from the
+/// oldest waiting one finds each without a search and moves none.
+pub(super) struct ReadsByCtx<W> {
+    first_ctx: u64,
+    /// `None` once answered or dropped.
+    reads: VecDeque<Option<PendingRead<W>>>,
+    waiting: usize,
+}
+
+impl<W> ReadsByCtx<W> {
+    pub(super) fn new(first_ctx: u64) -> ReadsByCtx<W> {
+        ReadsByCtx {
+            first_ctx,
+            reads: VecDeque::new(),
+            waiting: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.waiting
+    }
+
+    /// Adds the read of `ctx`, the next context after the last one added.
+    fn push(&mut self, ctx: u64, read: PendingRead<W>) {
+        if self.reads.is_empty() {
+            self.first_ctx = ctx;
+        }
+        debug_assert_eq!(ctx, self.first_ctx + self.reads.len() as u64);
+        self.reads.push_back(Some(read));
+        self.waiting += 1;
+    }
+
+    fn slot(&mut self, ctx: u64) -> Option<&mut Option<PendingRead<W>>> {
+        let offset = usize::try_from(ctx.checked_sub(self.first_ctx)?).ok()?;
+        self.reads.get_mut(offset)
+    }
+
+    fn get_mut(&mut self, ctx: u64) -> Option<&mut PendingRead<W>> {
+        self.slot(ctx)?.as_mut()
+    }
+
+    fn remove(&mut self, ctx: u64) -> Option<PendingRead<W>> {
+        let read = self.slot(ctx)?.take()?;
+        self.waiting -= 1;
+        while let Some(None) = self.reads.front() {
+            self.reads.pop_front();
+            self.first_ctx += 1;
+        }
+        Some(read)
+    }
+
+    fn first(&self) -> Option<u64> {
+        let offset = self.reads.iter().position(Option::is_some)?;
+        Some(self.first_ctx + offset as u64)
+    }
 }
 
 impl<W> Replica<W> {
@@ -73,18 +139,21 @@ impl<W> Replica<W> {
         }
         self.next_read_ctx += 1;
         let at_index = self.node.last_index();
+        let at_term = self.node.last_term();
         // With nothing left to apply, its place is the state as it is now:
         // the usual case for reads that no write races.
-        let answer = (at_index == self.applied_index).then(|| self.evaluate(&command));
+        let answer = (at_index == self.applied_index)
+            .then(|| evaluate(&self.kv, &command, self.time(), self.full_reads.is_some()));
         if answer.is_none() {
             self.reads_to_evaluate.insert((at_index, ctx));
         }
-        self.reads.insert(
+        self.reads.push(
             ctx,
             PendingRead {
                 waiter,
                 command,
                 at_index,
+                at_term,
                 confirmed: false,
                 answer,
             },
@@ -92,40 +161,52 @@ impl<W> Replica<W> {
         Ok(())
     }
 
-    /// Drops the reads the core will never confirm and answers the confirmed
-    /// ones already evaluated; the others are answered when their place is
-    /// applied (see [`Replica::evaluate_due_reads`]).
+    /// Drops the reads the core will never confirm, and once this node no
+    /// longer leads every read not yet answered (see the module docs);
+    /// answers the confirmed ones already evaluated. The others are answered
+    /// when their place is applied (see [`Replica::evaluate_due_reads`]).
     pub(super) fn settle_reads(&mut self, ready: &mut Ready, done: &mut Vec<Completion<W>>) {
         for ctx in ready.dropped_reads.drain(..) {
-            if let Some(read) = self.reads.remove(&ctx) {
-                self.reads_to_evaluate.remove(&(read.at_index, ctx));
-                match self.dropped_reads.as_mut() {
-                    Some(kept) => kept.push((read.waiter, read.command)),
-                    None => done.push(Completion {
-                        waiter: read.waiter,
-                        reply: reply_not_committed(),
-                    }),
-                }
-            }
+            self.drop_read(ctx, done);
         }
         for state in ready.read_states.drain(..) {
             // The round's index is not the read's place: that is at or above
             // it (see the module docs).
-            let Some(read) = self.reads.get_mut(&state.ctx) else {
+            let Some(read) = self.reads.get_mut(state.ctx) else {
                 continue;
             };
-            read.confirmed = true;
-            if read.answer.is_some() {
-                if let Some(PendingRead {
-                    waiter,
-                    command,
-                    answer: Some(answer),
-                    ..
-                }) = self.reads.remove(&state.ctx)
-                {
-                    self.deliver(waiter, command, answer, done);
-                }
+            if read.answer.is_none() {
+                read.confirmed = true;
+            } else if let Some(PendingRead {
+                waiter,
+                command,
+                answer: Some(answer),
+                ..
+            }) = self.reads.remove(state.ctx)
+            {
+                self.deliver(waiter, command, answer, done);
             }
+        }
+        if !self.is_leader() {
+            while let Some(ctx) = self.reads.first() {
+                self.drop_read(ctx, done);
+            }
+        }
+    }
+
+    /// A read that will not be answered here: kept for the caller to route
+    /// again, or answered `-TRYAGAIN` (see [`Replica::keep_dropped_reads`]).
+    fn drop_read(&mut self, ctx: u64, done: &mut Vec<Completion<W>>) {
+        let Some(read) = self.reads.remove(ctx) else {
+            return;
+        };
+        self.reads_to_evaluate.remove(&(read.at_index, ctx));
+        match self.dropped_reads.as_mut() {
+            Some(kept) => kept.push((read.waiter, read.command)),
+            None => done.push(Completion {
+                waiter: read.waiter,
+                reply: reply_not_committed(),
+            }),
         }
     }
 
@@ -137,43 +218,29 @@ impl<W> Replica<W> {
     }
 
     /// Evaluates the reads whose place is the applied index, answering the
-    /// confirmed ones. A place below it was skipped by an installed
-    /// snapshot: that state is gone, and the read, which changed nothing,
-    /// is answered `-TRYAGAIN`.
+    /// confirmed ones. A read whose place now holds another entry, or was
+    /// skipped by an installed snapshot (that state is gone), is dropped.
     pub(super) fn evaluate_due_reads(&mut self, done: &mut Vec<Completion<W>>) {
         while let Some(&(at_index, ctx)) = self.reads_to_evaluate.first() {
             if at_index > self.applied_index {
                 break;
             }
             self.reads_to_evaluate.pop_first();
-            let answer = if at_index == self.applied_index {
-                match self.reads.get(&ctx) {
-                    Some(read) => self.evaluate(&read.command),
-                    None => continue,
-                }
-            } else {
-                Answer::Reply(reply_not_committed())
-            };
-            let Some(read) = self.reads.get_mut(&ctx) else {
+            let (now, elsewhere) = (self.time(), self.full_reads.is_some());
+            let Some(read) = self.reads.get_mut(ctx) else {
                 continue;
             };
+            if at_index < self.applied_index || read.at_term != self.applied_term {
+                self.drop_read(ctx, done);
+                continue;
+            }
+            let answer = evaluate(&self.kv, &read.command, now, elsewhere);
             if !read.confirmed {
                 read.answer = Some(answer);
-            } else if let Some(read) = self.reads.remove(&ctx) {
+            } else if let Some(read) = self.reads.remove(ctx) {
                 self.deliver(read.waiter, read.command, answer, done);
             }
         }
-    }
-
-    fn evaluate(&self, command: &Command) -> Answer {
-        let now = self.time();
-        if self.full_reads.is_some() && command.reads_many_keys() {
-            return Answer::View {
-                view: self.kv.clone(),
-                now,
-            };
-        }
-        Answer::Reply(self.kv.read_at(command, now))
     }
 
     fn deliver(
@@ -185,18 +252,27 @@ impl<W> Replica<W> {
     ) {
         match answer {
             Answer::Reply(reply) => done.push(Completion { waiter, reply }),
-            Answer::View { view, now } => match self.full_reads.as_mut() {
-                Some(full_reads) => full_reads.push(FullRead {
+            Answer::View(view) => match (self.full_reads.as_mut(), *view) {
+                (Some(full_reads), (view, now)) => full_reads.push(FullRead {
                     waiter,
                     command,
                     view,
                     now,
                 }),
-                None => done.push(Completion {
+                (None, (view, now)) => done.push(Completion {
                     waiter,
                     reply: view.read_at(&command, now),
                 }),
             },
         }
     }
+}
+
+/// The answer to `command` from `kv` as it stands, at time `now`; a read of
+/// many keys gets a view instead when they are answered `elsewhere`.
+fn evaluate(kv: &KvStore, command: &Command, now: u64, elsewhere: bool) -> Answer {
+    if elsewhere && command.reads_many_keys() {
+        return Answer::View(Box::new((kv.clone(), now)));
+    }
+    Answer::Reply(kv.read_at(command, now))
 }

@@ -283,53 +283,5 @@ fn a_leader_purges_expired_keys() {
     assert_eq!(replica.kv().expiring_keys(), 0);
 }
 
-#[test]
-fn a_read_is_answered_from_its_place_among_the_writes() {
-    let mut replica = leader();
-    let mut done = Vec::new();
-    replica.propose(parse(&["SET", "k", "0"]), 1).unwrap();
-    replica.read(Command::Get(b"k".to_vec()), 2).unwrap();
-    replica.read(Command::Keys(b"*".to_vec()), 3).unwrap();
-    replica.propose(parse(&["SET", "k", "1"]), 4).unwrap();
-    replica.propose(parse(&["SET", "j", "1"]), 5).unwrap();
-    replica.read(Command::Get(b"k".to_vec()), 6).unwrap();
-    // One batch applies all three writes and confirms both reads; each
-    // read sees the writes before it and none after.
-    ready(&mut replica, &mut done);
-    let replies: Vec<(u32, Reply)> = done.drain(..).map(|c| (c.waiter, c.reply)).collect();
-    assert!(
-        replies.contains(&(2, Reply::Bulk(b"0".to_vec()))),
-        "{:?}",
-        replies
-    );
-    assert!(
-        replies.contains(&(3, Reply::Array(vec![Reply::Bulk(b"k".to_vec())]))),
-        "{:?}",
-        replies
-    );
-    assert!(
-        replies.contains(&(6, Reply::Bulk(b"1".to_vec()))),
-        "{:?}",
-        replies
-    );
-    assert_eq!(replies.len(), 6);
-    assert_eq!(replica.pending(), 0);
-}
-
-#[test]
-fn a_read_of_many_keys_is_handed_over_with_a_view_at_its_place() {
-    let mut replica = leader();
-    replica.answer_full_reads_elsewhere();
-    let mut done = Vec::new();
-    replica.propose(parse(&["SET", "a", "1"]), 1).unwrap();
-    replica.read(Command::Keys(b"*".to_vec()), 2).unwrap();
-    replica.propose(parse(&["SET", "b", "1"]), 3).unwrap();
-    ready(&mut replica, &mut done);
-    let full = replica.take_full_reads();
-    assert_eq!(full.len(), 1);
-    assert_eq!(full[0].waiter, 2);
-    assert_eq!(
-        full[0].view.read_at(&full[0].command, full[0].now),
-        Reply::Array(vec![Reply::Bulk(b"a".to_vec())])
-    );
-}
+#[path = "replica_reads_tests.rs"]
+mod reads_tests;

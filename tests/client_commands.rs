@@ -676,3 +676,37 @@ fn every_connection_command_at_every_arity_gets_a_reply() {
         );
     }
 }
+
+/// A CLIENT GETNAME pipelined behind an EXEC that runs a CLIENT SETNAME sees
+/// that name, as in Redis, whether the transaction reads or writes: the
+/// connection commands queued in it run when EXEC's reply comes, so what the
+/// connection sent after EXEC waits for it.
+#[test]
+fn a_request_pipelined_behind_exec_sees_the_connection_commands_run_in_it() {
+    let cluster = Cluster::start(1);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client(0);
+    for (queued, answer) in [
+        (&["GET", "k"][..], Reply::Nil),
+        (&["SET", "k", "v"][..], Reply::Ok),
+    ] {
+        let name = format!("after-{}", queued[0]);
+        let mut batch = Vec::new();
+        for argv in [
+            vec!["MULTI"],
+            queued.to_vec(),
+            vec!["CLIENT", "SETNAME", &name],
+            vec!["EXEC"],
+            vec!["CLIENT", "GETNAME"],
+        ] {
+            let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+            raftkv::wire::resp::encode_request(&argv, &mut batch);
+        }
+        c.send_raw(&batch).expect("write pipeline");
+        assert_eq!(c.read(), Reply::Ok);
+        assert_eq!(c.read(), status("QUEUED"));
+        assert_eq!(c.read(), status("QUEUED"));
+        assert_eq!(c.read(), Reply::Array(vec![answer, Reply::Ok]));
+        assert_eq!(c.read(), bulk(&name), "GETNAME ran before EXEC's SETNAME");
+    }
+}

@@ -265,12 +265,29 @@ fn transfers_finish_or_are_abandoned_and_pipelined_changes_run_one_at_a_time() {
     // election timeout, and writes go on.
     cluster.kill(b);
     let id_b = cluster.nodes[b].id.to_string();
+    // Meanwhile a follower's client pipelines a write and a read of it: the
+    // leader holds the write until the transfer's outcome, and the read
+    // behind it, so the read sees it.
     let started = Instant::now();
+    let mut asker = cluster.client(a);
+    let mut transfer = Vec::new();
+    resp::encode_request(&[b"CLUSTER", b"TRANSFER", id_b.as_bytes()], &mut transfer);
+    asker.send_raw(&transfer).expect("send the transfer");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut through_follower = cluster.client(leader);
+    let mut pipeline = Vec::new();
+    resp::encode_request(&[b"SET", b"during", b"transfer"], &mut pipeline);
+    resp::encode_request(&[b"GET", b"during"], &mut pipeline);
+    through_follower
+        .send_raw(&pipeline)
+        .expect("send the pipeline");
     assert_eq!(
-        cluster.client(a).cmd(&["CLUSTER", "TRANSFER", &id_b]),
+        asker.read(),
         err(&format!("ERR transfer to {} abandoned", id_b))
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(through_follower.read(), ok());
+    assert_eq!(through_follower.read(), bulk("transfer"));
     assert_eq!(cluster.info(a)["role"], "leader");
     assert_eq!(
         cluster

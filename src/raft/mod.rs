@@ -591,6 +591,11 @@ impl Node {
         self.log.last_index()
     }
 
+    /// The term of the last entry in the log.
+    pub fn last_term(&self) -> u64 {
+        self.log.last_term()
+    }
+
     pub fn term(&self) -> u64 {
         self.term
     }

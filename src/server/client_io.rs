@@ -1,7 +1,7 @@
 //! The client side of the event loop: accepting connections, reading and
 //! handling their requests (holding one behind the connection's unanswered
-//! reads and membership changes, see `Client::held`), and writing their replies, one write per
-//! connection per iteration.
+//! membership changes, see `Client::held`), and writing their replies, one
+//! write per connection per iteration.
 
 use super::clients::Client;
 use super::conn::{Conn, Fill};
@@ -68,8 +68,9 @@ impl Server {
 
     /// Reads and handles requests until the socket is drained, the client
     /// asked to close, it has too many replies outstanding, a request waits
-    /// behind its unanswered reads or membership changes (see `Client::held`), or this call has
-    /// read [`READ_BUDGET`] bytes; the rest waits for the next iteration.
+    /// behind its unanswered membership changes (see `Client::held`), or this
+    /// call has read [`READ_BUDGET`] bytes; the rest waits for the next
+    /// iteration.
     pub(super) fn read_client(&mut self, token: Token) {
         if self
             .clients
@@ -133,8 +134,8 @@ impl Server {
     }
 
     /// Handles, one by one, the whole requests in a client's input buffer,
-    /// until one must wait behind the connection's unanswered reads or
-    /// membership changes.
+    /// until one must wait behind the connection's unanswered membership
+    /// changes.
     pub(super) fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
         loop {
             let Some(client) = self.clients.get_mut(&token) else {

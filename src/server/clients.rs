@@ -36,14 +36,15 @@ enum Slot {
 /// [`Client::held`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A membership change or transfer, or an EXEC that runs INFO: the
-    /// connection's later requests other than plain reads wait until it is
-    /// answered.
+    /// A membership change or transfer, or an EXEC with connection commands
+    /// queued in it: the connection's later requests other than plain reads
+    /// wait until it is answered.
     Barrier,
     /// A read: it holds nothing back, since it is answered from the state as
-    /// of its place among the connection's writes (`replica_reads.rs`); but
-    /// routed again after a later write went out, it could see that write.
+    /// of its place among the connection's writes (`replica_reads.rs`).
     Read,
+    /// A write.
+    Write,
     Other,
 }
 
@@ -77,11 +78,11 @@ pub struct Client {
     /// Reading stopped for backpressure (resume when the output drains) or
     /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
-    /// Reads and membership changes of this connection still waiting for
-    /// their replies ([`Kind::Barrier`]).
+    /// Requests of this connection still waiting for their replies that
+    /// hold back the ones after them ([`Kind::Barrier`]).
     barriers_waiting: usize,
-    /// The slot of the last request sent that was not a read.
-    last_change_seq: Option<u64>,
+    /// The slot of the last write.
+    last_write_seq: Option<u64>,
     /// A request that arrived behind unanswered barriers and would not only
     /// read: it waits, and the connection takes nothing after it, until those
     /// are answered. Why: a `CLUSTER REMOVE` pipelined behind a `CLUSTER ADD`
@@ -112,16 +113,29 @@ impl Client {
             lingering: None,
             read_paused: false,
             barriers_waiting: 0,
-            last_change_seq: None,
+            last_write_seq: None,
             held: None,
             exec_locals: Vec::new(),
         }
     }
 
-    /// Whether a request other than a read was sent after slot `seq`: a read
-    /// of that slot routed again could then see a write sent after it.
-    pub fn sent_more_than_reads_after(&self, seq: u64) -> bool {
-        self.held.is_some() || self.last_change_seq.is_some_and(|last| last > seq)
+    /// Whether the read of slot `seq` may be routed again, after the node
+    /// that had it could not answer it: not if a write of this connection
+    /// was sent after it (sent anywhere, or parked ahead of it, that write
+    /// could be in the state it is answered from), nor if a write sent
+    /// before it is still in flight (its outcome unknown, it could be
+    /// applied after the read is answered). Redis answers a connection's
+    /// requests as if one at a time.
+    pub fn read_may_be_routed_again(&self, seq: u64) -> bool {
+        let later_write = self.held.is_some() || self.last_write_seq.is_some_and(|w| w > seq);
+        let earlier = usize::try_from(seq.saturating_sub(self.first_seq)).unwrap_or(usize::MAX);
+        let earlier_in_flight = self.slots.iter().take(earlier).any(|slot| {
+            matches!(
+                slot,
+                Slot::Waiting(Pending::InFlight { write: true, .. }, ..)
+            )
+        });
+        !later_write && !earlier_in_flight
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
@@ -132,10 +146,15 @@ impl Client {
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
         let seq = self.first_seq + self.slots.len() as u64 - 1;
-        if kind != Kind::Read {
-            self.last_change_seq = Some(seq);
+        if kind == Kind::Write {
+            self.last_write_seq = Some(seq);
         }
         seq
+    }
+
+    /// Slot `seq`, opened as a barrier, also writes.
+    pub fn note_write(&mut self, seq: u64) {
+        self.last_write_seq = Some(self.last_write_seq.map_or(seq, |last| last.max(seq)));
     }
 
     /// The connection commands queued in the EXEC of slot `seq`, to run when
@@ -279,7 +298,7 @@ mod tests {
     #[test]
     fn a_request_behind_an_unanswered_membership_change_is_held_until_it_is_answered() {
         let (mut c, _listener) = client();
-        let write = c.open_slot(Pending::Parked, Kind::Other);
+        let write = c.open_slot(Pending::Parked, Kind::Write);
         let set = vec![b"SET".to_vec()];
         assert!(!c.must_wait(&set), "unanswered writes hold nothing back");
         let read = c.open_slot(Pending::Parked, Kind::Read);
@@ -300,22 +319,52 @@ mod tests {
     }
 
     #[test]
-    fn a_read_knows_whether_anything_but_reads_was_sent_after_it() {
+    fn a_read_is_routed_again_only_if_no_write_after_it_and_none_before_it_is_in_flight() {
         let (mut c, _listener) = client();
         let first = c.open_slot(Pending::Parked, Kind::Read);
         let second = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(!c.sent_more_than_reads_after(first), "only a read after it");
-        let write = c.open_slot(Pending::Parked, Kind::Other);
-        assert!(c.sent_more_than_reads_after(first));
-        assert!(c.sent_more_than_reads_after(second));
-        // Answered, the write may be applied: it still counts.
+        assert!(c.read_may_be_routed_again(first), "only a read after it");
+        let members = c.open_slot(Pending::Parked, Kind::Other);
+        assert!(
+            c.read_may_be_routed_again(first),
+            "CLUSTER MEMBERS writes nothing"
+        );
+        let write = c.open_slot(Pending::Parked, Kind::Write);
+        assert!(!c.read_may_be_routed_again(first));
+        assert!(!c.read_may_be_routed_again(second));
+        // Answered, the write is applied: it still counts.
+        assert!(c.complete(first, Reply::Nil));
+        assert!(c.complete(second, Reply::Nil));
+        assert!(c.complete(members, Reply::Nil));
         assert!(c.complete(write, Reply::Ok));
         c.encode_replies();
-        assert!(c.sent_more_than_reads_after(second));
         let third = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(!c.sent_more_than_reads_after(third));
+        assert!(
+            c.read_may_be_routed_again(third),
+            "that write was answered before it"
+        );
         c.hold(vec![b"SET".to_vec()]);
-        assert!(c.sent_more_than_reads_after(third), "a held write counts");
+        assert!(!c.read_may_be_routed_again(third), "a held write counts");
+        c.held = None;
+        // A write before it whose outcome is not known yet.
+        let write = c.open_slot(Pending::Parked, Kind::Write);
+        let fourth = c.open_slot(Pending::Parked, Kind::Read);
+        assert!(c.read_may_be_routed_again(fourth), "parked: it goes first");
+        c.set_pending(
+            write,
+            Pending::InFlight {
+                write: true,
+                forward: Some(1),
+            },
+        );
+        assert!(!c.read_may_be_routed_again(fourth), "in flight");
+        assert!(c.complete(write, Reply::Ok));
+        assert!(c.read_may_be_routed_again(fourth));
+        // An EXEC with connection commands writes too.
+        let exec = c.open_slot(Pending::Parked, Kind::Barrier);
+        assert!(c.read_may_be_routed_again(fourth));
+        c.note_write(exec);
+        assert!(!c.read_may_be_routed_again(fourth));
     }
 
     #[test]
@@ -323,7 +372,7 @@ mod tests {
         let (mut c, _listener) = client();
         let dbsize = vec![b"dbsize".to_vec()];
         assert!(!c.must_wait(&dbsize), "nothing unanswered");
-        let write = c.open_slot(Pending::Parked, Kind::Other);
+        let write = c.open_slot(Pending::Parked, Kind::Write);
         assert!(c.must_wait(&dbsize));
         assert!(c.must_wait(&[b"INFO".to_vec()]));
         assert!(!c.must_wait(&[b"PING".to_vec()]), "PING reports nothing");
@@ -335,7 +384,7 @@ mod tests {
         // In a transaction, EXEC waits if INFO is queued in it (it runs
         // when EXEC's reply comes; a queued DBSIZE goes in the entry).
         let exec = vec![b"Exec".to_vec()];
-        let write = c.open_slot(Pending::Parked, Kind::Other);
+        let write = c.open_slot(Pending::Parked, Kind::Write);
         c.multi = Some(Multi {
             queued: vec![Queued::Local(vec![b"PING".to_vec()])],
             failed: false,

@@ -42,6 +42,13 @@ impl Server {
         self.cluster.held.push((waiter, Held::Kv(command)));
     }
 
+    /// Whether requests forwarded by `from` are held for a transfer.
+    pub(in crate::server) fn holds_forwarded_from(&self, from: NodeId) -> bool {
+        self.cluster.held.iter().any(|(waiter, held)| {
+            matches!((waiter, held), (Waiter::Peer { from: by, .. }, Held::Kv(_)) if *by == from)
+        })
+    }
+
     /// Runs a CLUSTER command on the leader; `None` when `waiter` is
     /// answered later through the completions.
     pub(super) fn execute_cluster(

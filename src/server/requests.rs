@@ -6,7 +6,7 @@
 
 use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
-use super::connection::{command_name, error, precheck, reports_data, request_error};
+use super::connection::{command_name, error, precheck, request_error};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::transactions::LocalCommand;
 use crate::kv::{Command, Reply};
@@ -21,7 +21,7 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 const NO_LEADER: &str = "TRYAGAIN no leader";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
-/// MULTI), so it need not wait behind its connection's unanswered reads.
+/// MULTI), so it need not wait behind its connection's unanswered barriers.
 pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
     !in_multi
         && argv
@@ -133,21 +133,26 @@ impl Server {
         command: Command,
         locals: Vec<LocalCommand>,
     ) {
-        // An INFO queued with EXEC runs when EXEC's reply comes: the
-        // connection's later writes wait until then, so it does not count them.
-        let reports = locals.iter().any(|(_, words)| reports_data(words));
-        let kind = if reports {
+        // The connection commands queued with EXEC run when its reply comes:
+        // the connection's later requests wait until then, so that an INFO
+        // there does not count later writes, nor a CLIENT GETNAME after it
+        // miss a CLIENT SETNAME there.
+        let write = command.is_write();
+        let kind = if !locals.is_empty() {
             Kind::Barrier
-        } else if command.is_write() {
-            Kind::Other
+        } else if write {
+            Kind::Write
         } else {
             Kind::Read
         };
         let Some(seq) = self.open_request(token, kind) else {
             return;
         };
-        if !locals.is_empty() {
-            if let Some(client) = self.clients.get_mut(&token) {
+        if let Some(client) = self.clients.get_mut(&token) {
+            if write {
+                client.note_write(seq);
+            }
+            if !locals.is_empty() {
                 client.await_locals(seq, locals);
             }
         }
@@ -158,7 +163,7 @@ impl Server {
     /// request's words: no `Command` is built unless the proposal is refused
     /// and must be parked. Saves two allocations and copies per write.
     fn submit_set(&mut self, token: Token, key: &[u8], value: &[u8]) {
-        let Some(seq) = self.open_request(token, Kind::Other) else {
+        let Some(seq) = self.open_request(token, Kind::Write) else {
             return;
         };
         if !self.quorum_connected || !self.parked.is_empty() {
@@ -387,6 +392,11 @@ impl Server {
             self.quorum_waits.push_back((from, id, command, by));
             return;
         }
+        if !command.is_write() && self.holds_forwarded_from(from) {
+            // Behind writes from that follower held for a transfer, in order:
+            // read now, it could miss a write its connection sent before it.
+            return self.hold_forwarded(Waiter::Peer { from, id }, command);
+        }
         self.propose_forwarded(from, id, command);
     }
 
@@ -525,9 +535,8 @@ impl Server {
     }
 
     /// Parks a client's request that was not applied where it went, to be
-    /// routed again, if the client still waits for it. Not a read its
-    /// connection sent a write after: routed again, it would be answered
-    /// from a state that may hold that write; it gets `-TRYAGAIN` instead.
+    /// routed again, if the client still waits for it. A read that may not
+    /// be (see `Client::read_may_be_routed_again`) gets `-TRYAGAIN` instead.
     fn park_again(&mut self, token: Token, seq: u64, command: Command) {
         let Some(client) = self.clients.get(&token) else {
             return;
@@ -535,7 +544,7 @@ impl Server {
         if client.pending(seq).is_none() {
             return;
         }
-        if !command.is_write() && client.sent_more_than_reads_after(seq) {
+        if !command.is_write() && !client.read_may_be_routed_again(seq) {
             let reply = error("TRYAGAIN leader changed");
             return self.complete(Waiter::Client { token, seq }, reply);
         }
