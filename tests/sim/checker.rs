@@ -149,8 +149,8 @@ impl Checker {
 /// ReadIndex (thesis §6.4): a read is served from a state that holds every
 /// entry committed before it began, whatever key it reads, so a deposed
 /// leader's stale read is caught even when no write to that key raced it.
-/// `served_at` is the node's applied index when the answer was seen, which
-/// can only be at or above the state the read was served from.
+/// `served_at` is the read's place in the apply order, the state it was
+/// served from (see `replica_reads.rs`).
 pub fn check_read_index(
     node: NodeId,
     committed_before: u64,
@@ -158,7 +158,7 @@ pub fn check_read_index(
 ) -> Result<(), Violation> {
     if served_at < committed_before {
         return Err(format!(
-            "stale read: node {} answered from applied index {} but {} was committed before the read began",
+            "stale read: node {} answered from index {} but {} was committed before the read began",
             node, served_at, committed_before
         ));
     }

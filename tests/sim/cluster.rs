@@ -96,6 +96,10 @@ struct Op {
     committed_before: u64,
     /// The node it was submitted to, once it was.
     node: Option<NodeId>,
+    /// A read's place in the apply order: that node's last log index when
+    /// it took the read (see `replica_reads.rs`), the state it is answered
+    /// from.
+    place: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -591,6 +595,7 @@ impl Sim {
                 invoked: self.now,
                 committed_before: self.checker.max_applied(),
                 node: None,
+                place: None,
             },
         );
         self.clients[client].0 = Some(id);
@@ -636,6 +641,7 @@ impl Sim {
             OpKind::Read { key } => replica.read(Command::Get(key), op),
             OpKind::Timed { command } => replica.propose(command, op),
         };
+        let last_index = replica.node().last_index();
         if self.opts.trace {
             println!(
                 "[{:5}] submit op {} to node {}: {:?}",
@@ -649,6 +655,9 @@ impl Sim {
             Ok(()) => {
                 if let Some(o) = self.ops.get_mut(&op) {
                     o.node = Some(target);
+                    if matches!(o.kind, OpKind::Read { .. }) {
+                        o.place = Some(last_index);
+                    }
                 }
             }
             Err(refused) => {
@@ -682,7 +691,14 @@ impl Sim {
             return Ok(());
         }
         if matches!(completion.reply, Reply::Bulk(_) | Reply::Nil) {
-            check_read_index(node, op.committed_before, applied)?;
+            let place = op.place.unwrap_or(applied);
+            if place > applied {
+                return Err(format!(
+                    "node {} answered a read from index {} before applying it (applied {})",
+                    node, place, applied
+                ));
+            }
+            check_read_index(node, op.committed_before, place)?;
         }
         match (op.kind, completion.reply) {
             (OpKind::Write { value, .. }, Reply::Ok) => {
@@ -768,6 +784,7 @@ impl Sim {
                 invoked: self.now,
                 committed_before: self.checker.max_applied(),
                 node: None,
+                place: None,
             },
         );
         self.clients[client].0 = Some(id);
