@@ -6,7 +6,7 @@
 mod common;
 
 use common::load::{LoadResult, WriteLoad};
-use common::{bulk, wait_for, Client, Cluster};
+use common::{bulk, wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::{BTreeMap, HashMap};
@@ -584,4 +584,56 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
         acked.len(),
         kinds
     );
+}
+
+/// A transfer that finishes while a follower's client pipelines `SET`,
+/// `GET`, `SET`: the leader holds the three until the transfer is done, then
+/// refuses them in order, and the follower routes them again in order to the
+/// new leader. The read, refused before the write behind it was decided,
+/// is routed again with it rather than refused.
+#[test]
+fn a_pipeline_held_by_a_finishing_transfer_is_served_whole_and_in_order() {
+    let mut cluster = Cluster::new(3);
+    cluster.set_election_timeout_ms(2000);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
+        ok()
+    );
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (follower, target) = (others[0], others[1]);
+    let target_id = cluster.nodes[target].id.to_string();
+    let frozen = Resume::stop(cluster.pid(target).expect("target's pid"));
+    // Writes the target misses, so that the transfer waits for it.
+    for i in 0..20 {
+        assert_eq!(
+            cluster.client(leader).cmd(&["SET", &format!("m{i}"), "x"]),
+            ok()
+        );
+    }
+    let mut asker = cluster.client(leader);
+    let mut transfer = Vec::new();
+    resp::encode_request(
+        &[b"CLUSTER", b"TRANSFER", target_id.as_bytes()],
+        &mut transfer,
+    );
+    asker.send_raw(&transfer).expect("send the transfer");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut client = cluster.client(follower);
+    let mut pipeline = Vec::new();
+    resp::encode_request(&[b"SET", b"a", b"1"], &mut pipeline);
+    resp::encode_request(&[b"GET", b"a"], &mut pipeline);
+    resp::encode_request(&[b"SET", b"a", b"2"], &mut pipeline);
+    client.send_raw(&pipeline).expect("send the pipeline");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(frozen);
+    assert_eq!(asker.read(), ok(), "the transfer");
+    assert_eq!(
+        (client.read(), client.read(), client.read()),
+        (ok(), bulk("1"), ok())
+    );
+    assert_eq!(cluster.client(follower).cmd_retry(&["GET", "a"]), bulk("2"));
 }

@@ -29,7 +29,8 @@ pub enum Pending {
 /// in the same pipeline must not change how earlier replies are written.
 enum Slot {
     Waiting(Pending, Protocol, Kind),
-    Done(Reply, Protocol),
+    /// Answered; whether its request wrote.
+    Done(Reply, Protocol, bool),
 }
 
 /// Whether requests after a waiting slot's must wait for its reply, for
@@ -40,12 +41,24 @@ pub enum Kind {
     /// queued in it: the connection's later requests other than plain reads
     /// wait until it is answered.
     Barrier,
+    /// A barrier that also writes (an EXEC).
+    WriteBarrier,
     /// A read: it holds nothing back, since it is answered from the state as
     /// of its place among the connection's writes (`replica_reads.rs`).
     Read,
     /// A write.
     Write,
     Other,
+}
+
+impl Kind {
+    fn holds_back(self) -> bool {
+        matches!(self, Kind::Barrier | Kind::WriteBarrier)
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Kind::Write | Kind::WriteBarrier)
+    }
 }
 
 pub struct Multi {
@@ -81,8 +94,6 @@ pub struct Client {
     /// Requests of this connection still waiting for their replies that
     /// hold back the ones after them ([`Kind::Barrier`]).
     barriers_waiting: usize,
-    /// The slot of the last write.
-    last_write_seq: Option<u64>,
     /// A request that arrived behind unanswered barriers and would not only
     /// read: it waits, and the connection takes nothing after it, until those
     /// are answered. Why: a `CLUSTER REMOVE` pipelined behind a `CLUSTER ADD`
@@ -113,48 +124,55 @@ impl Client {
             lingering: None,
             read_paused: false,
             barriers_waiting: 0,
-            last_write_seq: None,
             held: None,
             exec_locals: Vec::new(),
         }
     }
 
     /// Whether the read of slot `seq` may be routed again, after the node
-    /// that had it could not answer it: not if a write of this connection
-    /// was sent after it (sent anywhere, or parked ahead of it, that write
-    /// could be in the state it is answered from), nor if a write sent
-    /// before it is still in flight (its outcome unknown, it could be
-    /// applied after the read is answered). Redis answers a connection's
-    /// requests as if one at a time.
-    pub fn read_may_be_routed_again(&self, seq: u64) -> bool {
-        let later_write = self.held.is_some() || self.last_write_seq.is_some_and(|w| w > seq);
-        let earlier = usize::try_from(seq.saturating_sub(self.first_seq)).unwrap_or(usize::MAX);
-        let earlier_in_flight = self.slots.iter().take(earlier).any(|slot| {
+    /// that had it could not answer it. Redis answers a connection's
+    /// requests as if one at a time, so not if a write sent before it is
+    /// still in flight (its outcome unknown, it could be applied after the
+    /// read is answered), nor if one sent after it may be in the state the
+    /// read would be answered from: one answered, or in flight, unless
+    /// `follows_in_order` says of its forward that its fate comes after the
+    /// read's and cannot have been decided yet. A parked write after it is
+    /// fine: the read is parked again ahead of it (`Server::park_again`).
+    pub fn read_may_be_routed_again(
+        &self,
+        seq: u64,
+        follows_in_order: impl Fn(u64) -> bool,
+    ) -> bool {
+        let Some(at) = seq
+            .checked_sub(self.first_seq)
+            .and_then(|offset| usize::try_from(offset).ok())
+        else {
+            return false;
+        };
+        let earlier_in_flight = self.slots.iter().take(at).any(|slot| {
             matches!(
                 slot,
                 Slot::Waiting(Pending::InFlight { write: true, .. }, ..)
             )
         });
-        !later_write && !earlier_in_flight
+        let later_may_be_applied = self.slots.iter().skip(at + 1).any(|slot| match slot {
+            Slot::Done(_, _, wrote) => *wrote,
+            Slot::Waiting(Pending::InFlight { forward, .. }, _, kind) if kind.writes() => {
+                !forward.is_some_and(&follows_in_order)
+            }
+            Slot::Waiting(..) => false,
+        });
+        !earlier_in_flight && !later_may_be_applied
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
     pub fn open_slot(&mut self, pending: Pending, kind: Kind) -> u64 {
-        if kind == Kind::Barrier {
+        if kind.holds_back() {
             self.barriers_waiting += 1;
         }
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
-        let seq = self.first_seq + self.slots.len() as u64 - 1;
-        if kind == Kind::Write {
-            self.last_write_seq = Some(seq);
-        }
-        seq
-    }
-
-    /// Slot `seq`, opened as a barrier, also writes.
-    pub fn note_write(&mut self, seq: u64) {
-        self.last_write_seq = Some(self.last_write_seq.map_or(seq, |last| last.max(seq)));
+        self.first_seq + self.slots.len() as u64 - 1
     }
 
     /// The connection commands queued in the EXEC of slot `seq`, to run when
@@ -218,7 +236,8 @@ impl Client {
 
     /// Opens a slot that is already answered.
     pub fn reply_now(&mut self, reply: Reply) {
-        self.slots.push_back(Slot::Done(reply, self.protocol));
+        self.slots
+            .push_back(Slot::Done(reply, self.protocol, false));
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
@@ -248,10 +267,10 @@ impl Client {
             Some(slot @ Slot::Waiting(..)) => {
                 let (protocol, kind) = match slot {
                     Slot::Waiting(_, protocol, kind) => (*protocol, *kind),
-                    Slot::Done(_, protocol) => (*protocol, Kind::Other),
+                    Slot::Done(_, protocol, _) => (*protocol, Kind::Other),
                 };
-                *slot = Slot::Done(reply, protocol);
-                if kind == Kind::Barrier {
+                *slot = Slot::Done(reply, protocol, kind.writes());
+                if kind.holds_back() {
                     self.barriers_waiting -= 1;
                 }
                 true
@@ -263,7 +282,7 @@ impl Client {
     /// Encodes the answered replies at the front, in order, into the output buffer.
     pub fn encode_replies(&mut self) {
         while let Some(Slot::Done(..)) = self.slots.front() {
-            if let Some(Slot::Done(reply, protocol)) = self.slots.pop_front() {
+            if let Some(Slot::Done(reply, protocol, _)) = self.slots.pop_front() {
                 resp::encode_reply(&reply, protocol, self.conn.output());
                 self.first_seq += 1;
             }
@@ -319,52 +338,64 @@ mod tests {
     }
 
     #[test]
-    fn a_read_is_routed_again_only_if_no_write_after_it_and_none_before_it_is_in_flight() {
+    fn a_read_is_routed_again_only_if_no_write_around_it_may_be_applied_out_of_order() {
         let (mut c, _listener) = client();
+        let anywhere = |_: u64| false;
+        let in_flight = |forward| Pending::InFlight {
+            write: true,
+            forward: Some(forward),
+        };
         let first = c.open_slot(Pending::Parked, Kind::Read);
         let second = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(c.read_may_be_routed_again(first), "only a read after it");
+        assert!(
+            c.read_may_be_routed_again(first, anywhere),
+            "only a read after it"
+        );
         let members = c.open_slot(Pending::Parked, Kind::Other);
         assert!(
-            c.read_may_be_routed_again(first),
+            c.read_may_be_routed_again(first, anywhere),
             "CLUSTER MEMBERS writes nothing"
         );
         let write = c.open_slot(Pending::Parked, Kind::Write);
-        assert!(!c.read_may_be_routed_again(first));
-        assert!(!c.read_may_be_routed_again(second));
-        // Answered, the write is applied: it still counts.
-        assert!(c.complete(first, Reply::Nil));
-        assert!(c.complete(second, Reply::Nil));
-        assert!(c.complete(members, Reply::Nil));
+        assert!(
+            c.read_may_be_routed_again(first, anywhere),
+            "a parked write: the read is parked again ahead of it"
+        );
+        c.set_pending(write, in_flight(7));
+        assert!(!c.read_may_be_routed_again(first, anywhere));
+        assert!(!c.read_may_be_routed_again(second, anywhere));
+        assert!(
+            c.read_may_be_routed_again(second, |forward| forward == 7),
+            "forwarded after the read to the node that refused it"
+        );
+        // Answered, the write is applied: that can never be undone.
         assert!(c.complete(write, Reply::Ok));
+        assert!(!c.read_may_be_routed_again(second, |_| true));
+        for slot in [first, second, members] {
+            assert!(c.complete(slot, Reply::Nil));
+        }
         c.encode_replies();
         let third = c.open_slot(Pending::Parked, Kind::Read);
         assert!(
-            c.read_may_be_routed_again(third),
-            "that write was answered before it"
+            c.read_may_be_routed_again(third, anywhere),
+            "that write came before it"
         );
-        c.hold(vec![b"SET".to_vec()]);
-        assert!(!c.read_may_be_routed_again(third), "a held write counts");
-        c.held = None;
         // A write before it whose outcome is not known yet.
         let write = c.open_slot(Pending::Parked, Kind::Write);
         let fourth = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(c.read_may_be_routed_again(fourth), "parked: it goes first");
-        c.set_pending(
-            write,
-            Pending::InFlight {
-                write: true,
-                forward: Some(1),
-            },
+        assert!(
+            c.read_may_be_routed_again(fourth, anywhere),
+            "parked: it goes first"
         );
-        assert!(!c.read_may_be_routed_again(fourth), "in flight");
+        c.set_pending(write, in_flight(8));
+        assert!(!c.read_may_be_routed_again(fourth, |_| true), "in flight");
         assert!(c.complete(write, Reply::Ok));
-        assert!(c.read_may_be_routed_again(fourth));
-        // An EXEC with connection commands writes too.
-        let exec = c.open_slot(Pending::Parked, Kind::Barrier);
-        assert!(c.read_may_be_routed_again(fourth));
-        c.note_write(exec);
-        assert!(!c.read_may_be_routed_again(fourth));
+        assert!(c.read_may_be_routed_again(fourth, anywhere));
+        // An EXEC with connection commands that writes.
+        let exec = c.open_slot(Pending::Parked, Kind::WriteBarrier);
+        assert!(c.must_wait(&[b"SET".to_vec()]), "a barrier");
+        assert!(c.complete(exec, Reply::Array(Vec::new())));
+        assert!(!c.read_may_be_routed_again(fourth, anywhere), "it wrote");
     }
 
     #[test]

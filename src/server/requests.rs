@@ -19,6 +19,10 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 /// What a request that found no leader, or no quorum, gets at its deadline
 /// (SPEC's wording for both).
 const NO_LEADER: &str = "TRYAGAIN no leader";
+/// What a read gets when the node that took it stopped leading before it was
+/// answered and it cannot be routed again (`Client::read_may_be_routed_again`);
+/// also what a leader tells the follower whose read it dropped so.
+const READ_DROPPED: &str = "TRYAGAIN leader changed";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
 /// MULTI), so it need not wait behind its connection's unanswered barriers.
@@ -139,7 +143,11 @@ impl Server {
         // miss a CLIENT SETNAME there.
         let write = command.is_write();
         let kind = if !locals.is_empty() {
-            Kind::Barrier
+            if write {
+                Kind::WriteBarrier
+            } else {
+                Kind::Barrier
+            }
         } else if write {
             Kind::Write
         } else {
@@ -148,11 +156,8 @@ impl Server {
         let Some(seq) = self.open_request(token, kind) else {
             return;
         };
-        if let Some(client) = self.clients.get_mut(&token) {
-            if write {
-                client.note_write(seq);
-            }
-            if !locals.is_empty() {
+        if !locals.is_empty() {
+            if let Some(client) = self.clients.get_mut(&token) {
                 client.await_locals(seq, locals);
             }
         }
@@ -392,11 +397,6 @@ impl Server {
             self.quorum_waits.push_back((from, id, command, by));
             return;
         }
-        if !command.is_write() && self.holds_forwarded_from(from) {
-            // Behind writes from that follower held for a transfer, in order:
-            // read now, it could miss a write its connection sent before it.
-            return self.hold_forwarded(Waiter::Peer { from, id }, command);
-        }
         self.propose_forwarded(from, id, command);
     }
 
@@ -404,6 +404,12 @@ impl Server {
     /// back to the follower, which routes the request again.
     fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command) {
         let waiter = Waiter::Peer { from, id };
+        if self.holds_forwarded_from(from) {
+            // Behind requests from that follower held for a transfer, in
+            // order: a read served now could miss a write its connection
+            // sent before it, and a write overtake one.
+            return self.hold_forwarded(waiter, command);
+        }
         if let Err(refused) = self.propose_or_read(command, waiter) {
             if refused.error == ProposeError::TransferInProgress {
                 return self.hold_forwarded(refused.waiter, refused.command);
@@ -432,8 +438,13 @@ impl Server {
         if is_tryagain(&reply) && reply != error(NO_LEADER) {
             // The leader we asked did not take it: it was not applied, try elsewhere.
             // (`NO_LEADER` is its final answer: it held the write while it
-            // could, and sending it back would only repeat that.)
-            return self.park_again(token, seq, command);
+            // could, and sending it back would only repeat that.) Refused
+            // when it arrived there, or held there and refused in order, the
+            // requests sent after it to that node come back after it, and
+            // their fate is not decided yet; a read dropped there after it
+            // was taken is another matter (`READ_DROPPED`).
+            let refused_by = (reply != error(READ_DROPPED)).then_some(forwarded.leader);
+            return self.park_again(token, seq, command, refused_by);
         }
         // Delivered after this iteration's entries are applied here, with
         // the leader's: the leader sent the commit index ahead of this reply,
@@ -481,9 +492,9 @@ impl Server {
     pub(super) fn route_dropped_reads(&mut self) {
         for (waiter, command) in self.replica.take_dropped_reads() {
             match waiter {
-                Waiter::Client { token, seq } => self.park_again(token, seq, command),
+                Waiter::Client { token, seq } => self.park_again(token, seq, command, None),
                 Waiter::Peer { from, id } => {
-                    let reply = error("TRYAGAIN not the leader");
+                    let reply = error(READ_DROPPED);
                     self.peers
                         .send(from, &PeerMessage::ForwardReply { id, reply });
                 }
@@ -493,18 +504,24 @@ impl Server {
     }
 
     /// Requests forwarded to a node that no longer leads, as far as this
-    /// node knows. A read is routed again at once: it changed nothing, and a
-    /// leader that was frozen or cut off keeps its connections but answers
-    /// nothing, so waiting for it would spend the client's whole wait (its
-    /// answer, should it come, is dropped). A write's outcome is unknown,
+    /// node knows. A read is routed again at once if it may be (see
+    /// `Client::read_may_be_routed_again`): it changed nothing, and a leader
+    /// that was frozen or cut off keeps its connections but answers nothing,
+    /// so waiting for it would spend the client's whole wait (its answer,
+    /// should it come, is dropped). A write's outcome is unknown,
     /// since the old leader may have replicated it: `-TIMEOUT` now if that
     /// leader cannot be reached (it died, and its reply will never come);
     /// one still connected answers for itself, or the deadline does.
     pub(super) fn settle_orphaned_forwards(&mut self) {
+        // One that may not waits for the node it went to (its answer, from
+        // the read's place, still holds) or its deadline.
         let orphaned: Vec<u64> = self
             .forwards
             .iter()
             .filter(|(_, f)| self.is_orphaned(f.leader, f.command.is_write()))
+            .filter(|(_, f)| {
+                f.command.is_write() || self.may_park_again(f.token, f.seq, &f.command, None)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {
@@ -521,7 +538,7 @@ impl Server {
                 let reply = error("TIMEOUT outcome unknown");
                 self.complete(Waiter::Client { token, seq }, reply);
             } else {
-                self.park_again(token, seq, command);
+                self.park_again(token, seq, command, None);
             }
         }
         self.settle_orphaned_cluster_forwards();
@@ -535,21 +552,51 @@ impl Server {
     }
 
     /// Parks a client's request that was not applied where it went, to be
-    /// routed again, if the client still waits for it. A read that may not
-    /// be (see `Client::read_may_be_routed_again`) gets `-TRYAGAIN` instead.
-    fn park_again(&mut self, token: Token, seq: u64, command: Command) {
-        let Some(client) = self.clients.get(&token) else {
+    /// routed again, if the client still waits for it: ahead of its
+    /// connection's later requests parked meanwhile. A read that may not be
+    /// (see `Client::read_may_be_routed_again`; `refused_by`, the node that
+    /// refused it when it arrived) gets `-TRYAGAIN leader changed` instead.
+    fn park_again(&mut self, token: Token, seq: u64, command: Command, refused_by: Option<NodeId>) {
+        if !self.may_park_again(token, seq, &command, refused_by) {
+            if self
+                .clients
+                .get(&token)
+                .and_then(|c| c.pending(seq))
+                .is_some()
+            {
+                self.complete(Waiter::Client { token, seq }, error(READ_DROPPED));
+            }
             return;
-        };
-        if client.pending(seq).is_none() {
-            return;
-        }
-        if !command.is_write() && !client.read_may_be_routed_again(seq) {
-            let reply = error("TRYAGAIN leader changed");
-            return self.complete(Waiter::Client { token, seq }, reply);
         }
         self.set_pending(token, seq, Pending::Parked);
-        self.parked.push_back((token, seq, command));
+        let at = self
+            .parked
+            .iter()
+            .position(|(t, s, _)| *t == token && *s > seq)
+            .unwrap_or(self.parked.len());
+        self.parked.insert(at, (token, seq, command));
+    }
+
+    /// Whether the client still waits for slot `seq` and it may be parked
+    /// again (see `park_again`).
+    fn may_park_again(
+        &self,
+        token: Token,
+        seq: u64,
+        command: &Command,
+        refused_by: Option<NodeId>,
+    ) -> bool {
+        let Some(client) = self.clients.get(&token) else {
+            return false;
+        };
+        if client.pending(seq).is_none() {
+            return false;
+        }
+        command.is_write()
+            || client.read_may_be_routed_again(seq, |forward| {
+                refused_by
+                    .is_some_and(|by| self.forwards.get(&forward).is_some_and(|f| f.leader == by))
+            })
     }
 
     pub(super) fn deliver_completions(&mut self) {
