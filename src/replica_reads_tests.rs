@@ -78,18 +78,7 @@ impl Net3 {
     fn new() -> Net3 {
         let r = (1..=3)
             .map(|id| {
-                let config = RaftConfig {
-                    id,
-                    voters: vec![1, 2, 3],
-                    learners: Vec::new(),
-                    election_ticks: 10,
-                    heartbeat_ticks: 1,
-                    pre_vote: false,
-                    check_quorum: false,
-                    max_inflight_msgs: 256,
-                    max_msg_bytes: 1 << 20,
-                    acks_are_durable: true,
-                };
+                let config = crate::raft::testnet::config(id, &[1, 2, 3]);
                 Replica::new(Node::new(config, Restored::default(), id), KvStore::new())
             })
             .collect();

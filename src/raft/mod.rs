@@ -111,7 +111,7 @@ pub mod ready;
 mod replication;
 pub mod rng;
 #[cfg(test)]
-mod testnet;
+pub(crate) mod testnet;
 mod transfer;
 
 use std::collections::BTreeMap;
