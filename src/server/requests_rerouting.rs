@@ -1,0 +1,138 @@
+//! Requests that did not get an answer where they went: reads a leader
+//! dropped when it stopped leading, requests forwarded to a node that no
+//! longer leads, and requests a leader sent back. Each is routed again, in
+//! its connection's order, or answered here when routing it again could
+//! let a read see a write its connection sent after it, or miss one sent
+//! before it.
+
+use super::READ_DROPPED;
+use crate::kv::Command;
+use crate::raft::NodeId;
+use crate::server::clients::Pending;
+use crate::server::connection::error;
+use crate::server::event_loop::{Forwarded, Server, Waiter};
+use crate::wire::peer_msg::PeerMessage;
+use mio::Token;
+
+impl Server {
+    /// Reads this node took as leader and dropped unconfirmed when it
+    /// stopped leading: they never ran, so they go to the next leader like
+    /// any request that arrives between leaders (a client's, parked until
+    /// one is known; a follower's, handed back with `-TRYAGAIN`, on which the
+    /// follower routes it again).
+    pub(in crate::server) fn route_dropped_reads(&mut self) {
+        for (waiter, command) in self.replica.take_dropped_reads() {
+            match waiter {
+                Waiter::Client { token, seq } => self.park_again(token, seq, command, None),
+                Waiter::Peer { from, id } => {
+                    let reply = error(READ_DROPPED);
+                    self.peers
+                        .send(from, &PeerMessage::ForwardReply { id, reply });
+                }
+                Waiter::Nobody => {}
+            }
+        }
+    }
+
+    /// Requests forwarded to a node that no longer leads, as far as this
+    /// node knows. A read is routed again at once if it may be (see
+    /// `Client::read_may_be_routed_again`): it changed nothing, and a leader
+    /// that was frozen or cut off keeps its connections but answers nothing,
+    /// so waiting for it would spend the client's whole wait (its answer,
+    /// should it come, is dropped). A write's outcome is unknown,
+    /// since the old leader may have replicated it: `-TIMEOUT` now if that
+    /// leader cannot be reached (it died, and its reply will never come);
+    /// one still connected answers for itself, or the deadline does.
+    pub(in crate::server) fn settle_orphaned_forwards(&mut self) {
+        // One that may not waits for the node it went to (its answer, from
+        // the read's place, still holds) or its deadline.
+        let orphaned: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| self.is_orphaned(f.leader, f.command.is_write()))
+            .filter(|(_, f)| {
+                f.command.is_write() || self.may_park_again(f.token, f.seq, &f.command, None)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            let Some(Forwarded {
+                token,
+                seq,
+                command,
+                ..
+            }) = self.forwards.remove(&id)
+            else {
+                continue;
+            };
+            if command.is_write() {
+                let reply = error("TIMEOUT outcome unknown");
+                self.complete(Waiter::Client { token, seq }, reply);
+            } else {
+                self.park_again(token, seq, command, None);
+            }
+        }
+        self.settle_orphaned_cluster_forwards();
+    }
+
+    /// Whether a request forwarded to `asked` is to be settled here (see
+    /// `settle_orphaned_forwards`): `asked` no longer leads as far as this
+    /// node knows and, for a write, cannot be reached either.
+    pub(in crate::server) fn is_orphaned(&self, asked: NodeId, write: bool) -> bool {
+        asked != self.replica.node().leader_id() && (!write || !self.peers.is_connected(asked))
+    }
+
+    /// Parks a client's request that was not applied where it went, to be
+    /// routed again, if the client still waits for it: ahead of its
+    /// connection's later requests parked meanwhile. A read that may not be
+    /// (see `Client::read_may_be_routed_again`; `refused_by`, the node that
+    /// refused it when it arrived) gets `-TRYAGAIN leader changed` instead.
+    pub(super) fn park_again(
+        &mut self,
+        token: Token,
+        seq: u64,
+        command: Command,
+        refused_by: Option<NodeId>,
+    ) {
+        if !self.may_park_again(token, seq, &command, refused_by) {
+            if self
+                .clients
+                .get(&token)
+                .and_then(|c| c.pending(seq))
+                .is_some()
+            {
+                self.complete(Waiter::Client { token, seq }, error(READ_DROPPED));
+            }
+            return;
+        }
+        self.set_pending(token, seq, Pending::Parked);
+        let at = self
+            .parked
+            .iter()
+            .position(|(t, s, _)| *t == token && *s > seq)
+            .unwrap_or(self.parked.len());
+        self.parked.insert(at, (token, seq, command));
+    }
+
+    /// Whether the client still waits for slot `seq` and it may be parked
+    /// again (see `park_again`).
+    fn may_park_again(
+        &self,
+        token: Token,
+        seq: u64,
+        command: &Command,
+        refused_by: Option<NodeId>,
+    ) -> bool {
+        let Some(client) = self.clients.get(&token) else {
+            return false;
+        };
+        if client.pending(seq).is_none() {
+            return false;
+        }
+        command.is_write()
+            || client.read_may_be_routed_again(seq, |forward| {
+                refused_by
+                    .is_some_and(|by| self.forwards.get(&forward).is_some_and(|f| f.leader == by))
+            })
+    }
+}
