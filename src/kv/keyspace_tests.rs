@@ -415,6 +415,12 @@ fn flushall_empties_the_map_but_not_a_snapshot_view() {
     let flushed = kv.take_flushed();
     assert_eq!(format!("{flushed:?}"), "[FlushedKeys(2 keys)]");
     assert!(kv.take_flushed().is_empty());
+    // An empty map is left as it is: nothing to free, no new shards.
+    assert_eq!(kv.apply(&cmd(&["FLUSHALL"])), Reply::Ok);
+    assert!(
+        kv.take_flushed().is_empty(),
+        "a second FLUSHALL replaced the map"
+    );
     assert_eq!(kv.approx_bytes(), 0);
     assert_eq!(kv.read(&cmd(&["GET", "a"])), Reply::Nil);
     let mut bytes = Vec::new();
