@@ -132,6 +132,26 @@ impl Net3 {
         self.stabilize();
         assert!(self.rep(id).is_leader(), "{} did not win", id);
     }
+    /// Node 1 (leading) appends four writes that reach nobody; its
+    /// heartbeats, and so its read rounds, still do. Messages flow again
+    /// once `elect_2_without_1` runs.
+    fn append_unseen_on_1(&mut self) {
+        self.drop_appends_from = Some(1);
+        for i in 0..4 {
+            self.rep(1)
+                .propose(parse(&["SET", &format!("other{i}"), "x"]), 100 + i)
+                .unwrap();
+        }
+    }
+
+    /// Node 1 is cut off and node 2, whose log is shorter, is elected.
+    fn elect_2_without_1(&mut self) {
+        self.drop_appends_from = None;
+        self.cut = vec![1];
+        self.campaign(2);
+        self.cut.clear();
+    }
+
     fn reply_to(&self, id: u64, waiter: u32) -> Option<Reply> {
         self.done[id as usize - 1]
             .iter()
@@ -153,13 +173,7 @@ fn a_read_whose_place_a_new_leader_replaced_is_dropped() {
     net.rep(1).propose(parse(&["SET", "k", "0"]), 50).unwrap();
     net.stabilize();
     assert_eq!(net.reply_to(1, 50), Some(Reply::Ok));
-    // Node 1's new entries reach nobody, its heartbeats do.
-    net.drop_appends_from = Some(1);
-    for i in 0..4 {
-        net.rep(1)
-            .propose(parse(&["SET", &format!("other{i}"), "x"]), 100 + i)
-            .unwrap();
-    }
+    net.append_unseen_on_1();
     // The client's pipeline: GET k (this read), then SET k 1.
     net.rep(1).read(Command::Get(b"k".to_vec()), 7).unwrap();
     let place = net.rep(1).node().last_index();
@@ -170,11 +184,7 @@ fn a_read_whose_place_a_new_leader_replaced_is_dropped() {
         "confirmed, but its place is not applied"
     );
     assert_eq!(net.rep(1).pending(), 5);
-    // Node 1 is cut off; node 2 is elected with a shorter log.
-    net.drop_appends_from = None;
-    net.cut = vec![1];
-    net.campaign(2);
-    net.cut.clear();
+    net.elect_2_without_1();
     net.rep(2).tick();
     net.stabilize(); // node 1 follows node 2 now
     assert!(!net.rep(1).is_leader());
@@ -201,18 +211,10 @@ fn a_read_whose_place_a_new_leader_replaced_is_dropped() {
 fn a_confirmed_read_not_yet_answered_is_dropped_when_its_leader_is_deposed() {
     let mut net = Net3::new();
     net.campaign(1);
-    net.drop_appends_from = Some(1);
-    for i in 0..4 {
-        net.rep(1)
-            .propose(parse(&["SET", &format!("o{i}"), "x"]), 100 + i)
-            .unwrap();
-    }
+    net.append_unseen_on_1();
     net.rep(1).read(Command::Get(b"k".to_vec()), 7).unwrap();
     net.stabilize();
-    net.drop_appends_from = None;
-    net.cut = vec![1];
-    net.campaign(2);
-    net.cut.clear();
+    net.elect_2_without_1();
     for _ in 0..50 {
         net.rep(2).tick();
         net.stabilize();

@@ -270,17 +270,13 @@ fn transfers_finish_or_are_abandoned_and_pipelined_changes_run_one_at_a_time() {
     // behind it, so the read sees it.
     let started = Instant::now();
     let mut asker = cluster.client(a);
-    let mut transfer = Vec::new();
-    resp::encode_request(&[b"CLUSTER", b"TRANSFER", id_b.as_bytes()], &mut transfer);
-    asker.send_raw(&transfer).expect("send the transfer");
+    send_pipeline(&mut asker, &[&["CLUSTER", "TRANSFER", &id_b]]);
     std::thread::sleep(Duration::from_millis(100));
     let mut through_follower = cluster.client(leader);
-    let mut pipeline = Vec::new();
-    resp::encode_request(&[b"SET", b"during", b"transfer"], &mut pipeline);
-    resp::encode_request(&[b"GET", b"during"], &mut pipeline);
-    through_follower
-        .send_raw(&pipeline)
-        .expect("send the pipeline");
+    send_pipeline(
+        &mut through_follower,
+        &[&["SET", "during", "transfer"], &["GET", "during"]],
+    );
     assert_eq!(
         asker.read(),
         err(&format!("ERR transfer to {} abandoned", id_b))
@@ -615,19 +611,13 @@ fn a_pipeline_held_by_a_finishing_transfer_is_served_whole_and_in_order() {
         );
     }
     let mut asker = cluster.client(leader);
-    let mut transfer = Vec::new();
-    resp::encode_request(
-        &[b"CLUSTER", b"TRANSFER", target_id.as_bytes()],
-        &mut transfer,
-    );
-    asker.send_raw(&transfer).expect("send the transfer");
+    send_pipeline(&mut asker, &[&["CLUSTER", "TRANSFER", &target_id]]);
     std::thread::sleep(Duration::from_millis(100));
     let mut client = cluster.client(follower);
-    let mut pipeline = Vec::new();
-    resp::encode_request(&[b"SET", b"a", b"1"], &mut pipeline);
-    resp::encode_request(&[b"GET", b"a"], &mut pipeline);
-    resp::encode_request(&[b"SET", b"a", b"2"], &mut pipeline);
-    client.send_raw(&pipeline).expect("send the pipeline");
+    send_pipeline(
+        &mut client,
+        &[&["SET", "a", "1"], &["GET", "a"], &["SET", "a", "2"]],
+    );
     std::thread::sleep(Duration::from_millis(300));
     drop(frozen);
     assert_eq!(asker.read(), ok(), "the transfer");
@@ -636,4 +626,14 @@ fn a_pipeline_held_by_a_finishing_transfer_is_served_whole_and_in_order() {
         (ok(), bulk("1"), ok())
     );
     assert_eq!(cluster.client(follower).cmd_retry(&["GET", "a"]), bulk("2"));
+}
+
+/// Writes `requests` to `client` in one write, without reading the replies.
+fn send_pipeline(client: &mut Client, requests: &[&[&str]]) {
+    let mut pipeline = Vec::new();
+    for argv in requests {
+        let argv: Vec<&[u8]> = argv.iter().map(|word| word.as_bytes()).collect();
+        resp::encode_request(&argv, &mut pipeline);
+    }
+    client.send_raw(&pipeline).expect("send the pipeline");
 }
