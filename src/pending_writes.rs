@@ -15,6 +15,10 @@ use std::collections::VecDeque;
 pub struct PendingWrites<W> {
     /// Sorted by (index, term), each pair at most once.
     queue: VecDeque<Pending<W>>,
+    /// No proposal in `queue` has a lower term: lets
+    /// [`PendingWrites::take_older_than`] skip its scan in the usual case,
+    /// where every proposal is of the term being applied.
+    lowest_term: u64,
 }
 
 struct Pending<W> {
@@ -27,6 +31,7 @@ impl<W> Default for PendingWrites<W> {
     fn default() -> PendingWrites<W> {
         PendingWrites {
             queue: VecDeque::new(),
+            lowest_term: 0,
         }
     }
 }
@@ -39,6 +44,9 @@ impl<W> PendingWrites<W> {
     /// Adds the proposal at (index, term). The core assigns each (index, term)
     /// once, so a duplicate is a bug in the caller.
     pub fn insert(&mut self, index: u64, term: u64, waiter: W) {
+        if self.queue.is_empty() || term < self.lowest_term {
+            self.lowest_term = term;
+        }
         let key = (index, term);
         if self
             .queue
@@ -82,6 +90,33 @@ impl<W> PendingWrites<W> {
         self.queue
             .pop_front()
             .map(|pending| (pending.index, pending.term, pending.waiter))
+    }
+}
+
+impl<W> PendingWrites<W> {
+    /// Removes and returns the waiters of the proposals of terms below
+    /// `term`, in order. Once an entry of `term` is committed, such a proposal
+    /// can never be, wherever its index: every later leader's log holds that
+    /// entry, and a log's terms never decrease along it. A node that led an
+    /// earlier term learns so here even when the new leader's log does not
+    /// yet reach its proposals' indexes, and that log may grow only once
+    /// they are answered (a client's later requests wait for them).
+    pub fn take_older_than(&mut self, term: u64) -> Vec<W> {
+        if self.queue.is_empty() || self.lowest_term >= term {
+            return Vec::new();
+        }
+        let mut older = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for pending in self.queue.drain(..) {
+            if pending.term < term {
+                older.push(pending.waiter);
+            } else {
+                kept.push_back(pending);
+            }
+        }
+        self.queue = kept;
+        self.lowest_term = term;
+        older
     }
 }
 
@@ -134,6 +169,25 @@ mod tests {
             drain_up_to(&mut writes, 12),
             vec![(2, "t2-11"), (4, "t4-11"), (2, "t2-12")]
         );
+    }
+
+    #[test]
+    fn proposals_of_earlier_terms_leave_when_a_later_term_commits() {
+        let mut writes = PendingWrites::default();
+        for (index, name) in [(10, "t2-10"), (11, "t2-11"), (12, "t2-12")] {
+            writes.insert(index, 2, name);
+        }
+        assert!(writes.take_older_than(2).is_empty());
+        writes.insert(9, 4, "t4-9");
+        writes.insert(11, 3, "t3-11");
+        assert_eq!(writes.take_older_than(3), vec!["t2-10", "t2-11", "t2-12"]);
+        assert_eq!(writes.len(), 2);
+        assert!(writes.take_older_than(3).is_empty());
+        assert_eq!(writes.take_older_than(4), vec!["t3-11"]);
+        assert_eq!(drain_up_to(&mut writes, 100), vec![(4, "t4-9")]);
+        writes.insert(20, 5, "t5-20");
+        assert!(writes.take_older_than(5).is_empty());
+        assert_eq!(writes.len(), 1);
     }
 
     #[test]

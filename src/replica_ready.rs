@@ -274,6 +274,12 @@ impl<W> Replica<W> {
             }
         }
         ready.committed.clear();
+        for waiter in self.writes.take_older_than(self.applied_term) {
+            done.push(Completion {
+                waiter,
+                reply: reply_not_committed(),
+            });
+        }
         outcome.flushed.extend(self.kv.take_flushed());
         // 7. Reads: confirmed ones are answered once evaluated; dropped ones never ran.
         self.settle_reads(&mut ready, done);

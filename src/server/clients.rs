@@ -6,6 +6,7 @@ use super::connection::reports_data;
 use super::requests::only_reads;
 use super::transactions::{LocalCommand, Queued};
 use crate::kv::Reply;
+use crate::raft::NodeId;
 use crate::wire::resp::{self, Protocol, RequestParser};
 use std::collections::VecDeque;
 
@@ -49,6 +50,16 @@ pub enum Kind {
     /// A write.
     Write,
     Other,
+}
+
+fn is_forwarded(pending: Pending) -> bool {
+    matches!(
+        pending,
+        Pending::InFlight {
+            forward: Some(_),
+            ..
+        }
+    )
 }
 
 impl Kind {
@@ -105,6 +116,12 @@ pub struct Client {
     /// EXECs waiting for their entry, by slot, with the connection commands
     /// queued with them (see `transactions`).
     exec_locals: Vec<(u64, Vec<LocalCommand>)>,
+    /// Requests forwarded and not answered yet, all to `forwarded_to`: a
+    /// node that refuses one, or drops it, sends it back to be routed again,
+    /// so none of this connection's requests may go to another node until
+    /// these are answered (see [`Client::forwards_elsewhere`]).
+    forwards_in_flight: usize,
+    forwarded_to: NodeId,
 }
 
 impl Client {
@@ -126,7 +143,36 @@ impl Client {
             barriers_waiting: 0,
             held: None,
             exec_locals: Vec::new(),
+            forwards_in_flight: 0,
+            forwarded_to: 0,
         }
+    }
+
+    /// Whether this connection has requests in flight to a node other than
+    /// `target`. One sent to `target` now could take effect before them: a
+    /// node that stopped leading refuses them, and the follower routes them
+    /// again, after it (`SET k 1`, `SET k 2` would leave 1), and a read
+    /// could miss a write sent before it.
+    pub fn forwards_elsewhere(&self, target: NodeId) -> bool {
+        self.forwards_in_flight > 0 && self.forwarded_to != target
+    }
+
+    /// Slot `seq` was forwarded to `to` with forwarding id `id`.
+    pub fn set_forwarded(&mut self, seq: u64, write: bool, id: u64, to: NodeId) {
+        debug_assert!(!self.forwards_elsewhere(to), "forwarded to two nodes");
+        self.forwarded_to = to;
+        self.set_pending(
+            seq,
+            Pending::InFlight {
+                write,
+                forward: Some(id),
+            },
+        );
+    }
+
+    /// Whether every forwarded request of this connection is answered or back.
+    pub fn has_no_forwards(&self) -> bool {
+        self.forwards_in_flight == 0
     }
 
     /// Whether the read of slot `seq` may be routed again, after the node
@@ -167,6 +213,7 @@ impl Client {
 
     /// Opens a reply slot for the next request; returns its sequence number.
     pub fn open_slot(&mut self, pending: Pending, kind: Kind) -> u64 {
+        self.forwards_in_flight += usize::from(is_forwarded(pending));
         if kind.holds_back() {
             self.barriers_waiting += 1;
         }
@@ -256,7 +303,10 @@ impl Client {
 
     pub fn set_pending(&mut self, seq: u64, pending: Pending) {
         if let Some(Slot::Waiting(slot_pending, ..)) = self.slot_mut(seq) {
+            let was_forwarded = is_forwarded(*slot_pending);
             *slot_pending = pending;
+            self.forwards_in_flight += usize::from(is_forwarded(pending));
+            self.forwards_in_flight -= usize::from(was_forwarded);
         }
     }
 
@@ -265,14 +315,15 @@ impl Client {
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
         match self.slot_mut(seq) {
             Some(slot @ Slot::Waiting(..)) => {
-                let (protocol, kind) = match slot {
-                    Slot::Waiting(_, protocol, kind) => (*protocol, *kind),
-                    Slot::Done(_, protocol, _) => (*protocol, Kind::Other),
+                let (pending, protocol, kind) = match slot {
+                    Slot::Waiting(pending, protocol, kind) => (*pending, *protocol, *kind),
+                    Slot::Done(_, protocol, _) => (Pending::Parked, *protocol, Kind::Other),
                 };
                 *slot = Slot::Done(reply, protocol, kind.writes());
                 if kind.holds_back() {
                     self.barriers_waiting -= 1;
                 }
+                self.forwards_in_flight -= usize::from(is_forwarded(pending));
                 true
             }
             _ => false,

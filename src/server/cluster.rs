@@ -142,7 +142,14 @@ impl Server {
         }
         let leader = self.replica.node().leader_id();
         let transferring = self.replica.node().transfer_target().is_some();
-        (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader)
+        let reachable =
+            (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader);
+        reachable
+            && self
+                .cluster
+                .parked
+                .iter()
+                .any(|(token, ..)| !self.waits_for_forwards(*token))
     }
 
     /// Every iteration, before the core's output is handled: routes parked

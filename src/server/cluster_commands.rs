@@ -139,7 +139,11 @@ impl Server {
 
     pub(super) fn route_cluster(&mut self, token: Token, seq: u64, request: ClusterRequest) {
         let write = request.is_change();
-        if self.replica.is_leader() {
+        let leader = self.replica.node().leader_id();
+        // Behind its connection's requests in flight to another node, as a
+        // key-value request (`Server::must_park`).
+        let waits = self.waits_for_forwards(token);
+        if !waits && self.replica.is_leader() {
             let waiter = Waiter::Client { token, seq };
             self.set_pending(
                 token,
@@ -153,9 +157,7 @@ impl Server {
                 self.completions.push(Completion { waiter, reply });
             }
             return;
-        }
-        let leader = self.replica.node().leader_id();
-        if self.peers.is_connected(leader) {
+        } else if !waits && self.peers.is_connected(leader) {
             let id = self.next_forward_id;
             let mut payload = vec![PAYLOAD_CLUSTER];
             payload.extend_from_slice(request.to_text().as_bytes());
@@ -167,8 +169,9 @@ impl Server {
                 self.cluster
                     .forwards
                     .insert(id, (token, seq, request, leader));
-                let forward = Some(id);
-                self.set_pending(token, seq, Pending::InFlight { write, forward });
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.set_forwarded(seq, write, id, leader);
+                }
                 return;
             }
         }

@@ -25,6 +25,7 @@ use super::clock::Clock;
 use super::cluster::ClusterState;
 use super::full_reads::FullReads;
 use super::lookups::Lookups;
+use super::parked::ParkedRequests;
 use super::peers::{PeerEvent, Peers};
 use super::snapshots::Snapshots;
 use super::{DiskLog, LoopMap, ServerError};
@@ -104,8 +105,8 @@ pub struct Server {
     /// settled (`settle_orphaned_forwards`).
     pub(super) forwards_to_check: bool,
     pub(super) next_forward_id: u64,
-    /// Client requests waiting for a leader to be known, in arrival order.
-    pub(super) parked: VecDeque<(Token, u64, Command)>,
+    /// Client requests waiting to be routed (see `parked.rs`).
+    pub(super) parked: ParkedRequests,
     /// Whether this node, as leader, has open connections to a majority of
     /// the voters (itself counted): see `Server::takes_writes`. Refreshed
     /// each iteration.
@@ -232,7 +233,7 @@ impl Server {
     fn has_immediate_work(&self) -> bool {
         let leader_reachable =
             self.takes_writes() || self.peers.is_connected(self.replica.node().leader_id());
-        (!self.parked.is_empty() && leader_reachable)
+        (self.parked.has_untried() && leader_reachable)
             || !self.dirty_clients.is_empty()
             || self.cluster_parked_routable()
     }

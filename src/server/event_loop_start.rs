@@ -18,6 +18,7 @@ use crate::server::clock::Clock;
 use crate::server::cluster::ClusterState;
 use crate::server::full_reads::FullReads;
 use crate::server::lookups::Lookups;
+use crate::server::parked::ParkedRequests;
 use crate::server::peers::{LocalIdentity, Peers};
 use crate::server::snapshots::Snapshots;
 use crate::server::snapshotter::Snapshotter;
@@ -115,7 +116,7 @@ impl Server {
             forwards: LoopMap::default(),
             forwards_to_check: false,
             next_forward_id: 1,
-            parked: VecDeque::new(),
+            parked: ParkedRequests::default(),
             quorum_connected: true,
             quorum_waits: VecDeque::new(),
             client_listener,

@@ -16,6 +16,7 @@ mod full_reads;
 mod info;
 pub mod local_cluster;
 mod lookups;
+mod parked;
 mod peers;
 mod recover;
 mod requests;

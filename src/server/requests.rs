@@ -174,9 +174,9 @@ impl Server {
         let Some(seq) = self.open_request(token, Kind::Write) else {
             return;
         };
-        if !self.quorum_connected || !self.parked.is_empty() {
+        if !self.quorum_connected || self.must_park(token) {
             let command = Command::Set(key.to_vec(), value.to_vec());
-            self.parked.push_back((token, seq, command));
+            self.parked.push_back(token, seq, command);
             return;
         }
         match self
@@ -193,7 +193,7 @@ impl Server {
             ),
             Err(_) => {
                 let command = Command::Set(key.to_vec(), value.to_vec());
-                self.parked.push_back((token, seq, command));
+                self.parked.push_back(token, seq, command);
             }
         }
     }
@@ -244,11 +244,9 @@ impl Server {
     fn route(&mut self, token: Token, seq: u64, command: Command) {
         let write = command.is_write();
         let waiter = Waiter::Client { token, seq };
-        // Behind parked requests, so that a connection's writes apply in
-        // the order it sent them; `dispatch_parked` routes them in order.
         let held_back = write && self.replica.is_leader() && !self.quorum_connected;
-        if held_back || !self.parked.is_empty() {
-            self.parked.push_back((token, seq, command));
+        if held_back || self.must_park(token) {
+            self.parked.push_back(token, seq, command);
             return;
         }
         if self.replica.is_leader() {
@@ -261,7 +259,7 @@ impl Server {
                         forward: None,
                     },
                 ),
-                Err(refused) => self.parked.push_back((token, seq, refused.command)),
+                Err(refused) => self.parked.push_back(token, seq, refused.command),
             }
             return;
         }
@@ -284,18 +282,35 @@ impl Server {
                         leader,
                     },
                 );
-                self.set_pending(
-                    token,
-                    seq,
-                    Pending::InFlight {
-                        write,
-                        forward: Some(id),
-                    },
-                );
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.set_forwarded(seq, write, id, leader);
+                }
                 return;
             }
         }
-        self.parked.push_back((token, seq, command));
+        self.parked.push_back(token, seq, command);
+    }
+
+    /// Whether a connection's request must wait in `parked` rather than be
+    /// routed now: behind its connection's requests already parked, so that
+    /// they take effect in the order it sent them (`dispatch_parked` routes
+    /// them in order), or behind its requests in flight to another node.
+    /// Other connections go on.
+    pub(super) fn must_park(&self, token: Token) -> bool {
+        self.parked.holds(token) || self.waits_for_forwards(token)
+    }
+
+    /// Whether the connection has requests in flight to a node other than
+    /// the one a request of it would go to now.
+    pub(super) fn waits_for_forwards(&self, token: Token) -> bool {
+        let target = if self.replica.is_leader() {
+            self.config.id
+        } else {
+            self.replica.node().leader_id()
+        };
+        self.clients
+            .get(&token)
+            .is_some_and(|client| client.forwards_elsewhere(target))
     }
 
     fn propose_or_read(&mut self, command: Command, waiter: Waiter) -> Result<(), Refused<Waiter>> {
@@ -360,8 +375,7 @@ impl Server {
         if !reachable {
             return;
         }
-        let parked = std::mem::take(&mut self.parked);
-        for (token, seq, command) in parked {
+        for (token, seq, command) in self.parked.take() {
             let still_waiting = self
                 .clients
                 .get(&token)
@@ -370,6 +384,7 @@ impl Server {
                 self.route(token, seq, command);
             }
         }
+        self.parked.mark_tried();
     }
 
     /// A request forwarded to us by a follower that believes we lead.
@@ -477,6 +492,7 @@ impl Server {
                 };
                 if answered {
                     self.mark_dirty(token);
+                    self.retry_parked_of(token);
                 }
             }
             Waiter::Peer { from, id } => {
@@ -530,6 +546,20 @@ impl Server {
         client.take_locals(seq);
         if client.complete(seq, reply) {
             self.mark_dirty(token);
+            self.retry_parked_of(token);
+        }
+    }
+
+    /// Lets the loop route a connection's parked requests at once, not at
+    /// its next tick, once its last forwarded request is answered (they may
+    /// have waited for that: `Client::forwards_elsewhere`).
+    pub(super) fn retry_parked_of(&mut self, token: Token) {
+        let drained = self
+            .clients
+            .get(&token)
+            .is_some_and(|client| client.has_no_forwards());
+        if drained && self.parked.holds(token) {
+            self.parked.retry();
         }
     }
 

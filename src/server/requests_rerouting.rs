@@ -106,12 +106,7 @@ impl Server {
             return;
         }
         self.set_pending(token, seq, Pending::Parked);
-        let at = self
-            .parked
-            .iter()
-            .position(|(t, s, _)| *t == token && *s > seq)
-            .unwrap_or(self.parked.len());
-        self.parked.insert(at, (token, seq, command));
+        self.parked.insert_in_order(token, seq, command);
     }
 
     /// Whether the client still waits for slot `seq` and it may be parked
