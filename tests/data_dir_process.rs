@@ -198,3 +198,54 @@ fn a_joiner_that_never_got_an_entry_restarts() {
     cluster.spawn(1);
     cluster.wait_applied(index, Duration::from_secs(15));
 }
+
+/// Two founders' data dirs swapped: each node refuses the other's, with
+/// status 1 naming the file, and changes nothing in it (the vote in `stable`
+/// is the other node's: running on it could give a second vote in a term).
+/// Started on their own, both serve again.
+#[test]
+fn a_node_started_on_another_nodes_data_dir_exits_1_and_changes_nothing() {
+    let mut cluster = Cluster::new(3);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "k", "v"]),
+        Reply::Ok
+    );
+    let (a, b) = (1, 2);
+    cluster.terminate(a);
+    cluster.terminate(b);
+    for (node, other) in [(a, b), (b, a)] {
+        let other_dir = cluster.data_dir(other).to_path_buf();
+        let before = contents(&other_dir, &[]);
+        let mut args = cluster.args(node);
+        let at = args
+            .iter()
+            .position(|arg| arg == "--data-dir")
+            .expect("--data-dir")
+            + 1;
+        args[at] = other_dir.display().to_string();
+        let (code, stderr) = run_to_exit(&args, Duration::from_secs(15));
+        assert_eq!(code, Some(1), "{}", stderr);
+        let founders = other_dir.join("founders");
+        assert_eq!(
+            error_line(&stderr),
+            format!(
+                "raftkv: {}: this data dir is node {}'s, but id is {} (is this another node's data dir?)",
+                founders.display(),
+                cluster.nodes[other].id,
+                cluster.nodes[node].id
+            ),
+            "{}",
+            stderr
+        );
+        assert_eq!(contents(&other_dir, &[]), before, "the data dir changed");
+    }
+    cluster.spawn(a);
+    cluster.spawn(b);
+    for i in [a, b] {
+        assert_eq!(cluster.client(i).cmd_retry(&["GET", "k"]), bulk("v"));
+    }
+}

@@ -1,8 +1,12 @@
-//! `data_dir/founders`: the `cluster` a node first started with (empty for a
-//! node that joined). The SPEC asks for `cluster` on first boot only; with
-//! this file a node restarts without it and still knows the configuration it
-//! was founded in, which nothing else records while no membership change has
-//! been made (the log holds no configuration entry then).
+//! `data_dir/founders`: the node's id and the `cluster` it first started
+//! with (empty for a node that joined). The SPEC asks for `cluster` on first
+//! boot only; with this file a node restarts without it and still knows the
+//! configuration it was founded in, which nothing else records while no
+//! membership change has been made (the log holds no configuration entry
+//! then). The id is there so that a data dir is never run as another node:
+//! the vote in `stable` is that node's, and a node voting with another's
+//! record could give a second vote in a term (two founders' files are
+//! otherwise alike).
 
 use super::ServerError;
 use crate::config::{self, FOUNDERS_FILE};
@@ -32,14 +36,23 @@ pub fn decide(
     let fatal = |why: String| ServerError::Fatal(format!("{}: {}", path.display(), why));
     let (members, write) = match fs::read_to_string(&path) {
         Ok(text) => {
-            let recorded = parse(&text).map_err(fatal)?;
+            let (recorded, node) = parse(&text).map_err(fatal)?;
+            if let Some(node) = node.filter(|node| *node != id) {
+                return Err(fatal(format!(
+                    "this data dir is node {}'s, but id is {} (is this another node's data dir?)",
+                    node, id
+                )));
+            }
+            // A file of a build that did not record the id: the data dir is
+            // taken as this node's, as it was then, and the id recorded.
+            let unrecorded = node.is_none();
             let ids = |members: &[(NodeId, String)]| -> Vec<NodeId> {
                 let mut ids: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
                 ids.sort_unstable();
                 ids
             };
             if configured.is_empty() || configured == recorded.as_slice() {
-                (recorded, false)
+                (recorded, unrecorded)
             } else if ids(configured) == ids(&recorded) {
                 (configured.to_vec(), true)
             } else {
@@ -62,7 +75,7 @@ pub fn decide(
             "node {} was founded at {}, but raft_addr is {}",
             id, addr, raft_addr
         ))),
-        _ => Ok(Settled { members, write }),
+        _ => Ok(Settled { members, write, id }),
     }
 }
 
@@ -71,13 +84,14 @@ pub fn decide(
 pub struct Settled {
     members: Members,
     write: bool,
+    id: NodeId,
 }
 
 impl Settled {
     /// Writes the file if it must change, and returns the members.
     pub fn record(self, data_dir: &Path) -> Result<Members, ServerError> {
         if self.write {
-            record(data_dir, &self.members).map_err(|e| {
+            record(data_dir, self.id, &self.members).map_err(|e| {
                 let path = data_dir.join(FOUNDERS_FILE);
                 ServerError::Fatal(format!("{}: {}", path.display(), e))
             })?;
@@ -86,35 +100,50 @@ impl Settled {
     }
 }
 
-/// What `record` writes: comments and one `cluster =` line. Anything else
-/// means the file was damaged or is not ours.
-fn parse(text: &str) -> Result<Members, String> {
-    let mut cluster = None;
+/// What `record` writes: comments, one `node =` line (absent from files of
+/// earlier builds) and one `cluster =` line. Anything else means the file
+/// was damaged or is not ours.
+fn parse(text: &str) -> Result<(Members, Option<NodeId>), String> {
+    let (mut cluster, mut node) = (None, None);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        match line.strip_prefix("cluster =") {
-            Some(value) if cluster.is_none() => cluster = Some(value),
-            Some(_) => return Err(format!("line {}: a second 'cluster =' line", n + 1)),
-            None => return Err(format!("line {}: unexpected {:?}", n + 1, line)),
+        let (seen, value) = if let Some(value) = line.strip_prefix("cluster =") {
+            (&mut cluster, value)
+        } else if let Some(value) = line.strip_prefix("node =") {
+            (&mut node, value)
+        } else {
+            return Err(format!("line {}: unexpected {:?}", n + 1, line));
+        };
+        if seen.replace(value).is_some() {
+            return Err(format!("line {}: a second {:?} line", n + 1, line));
         }
     }
+    let node = match node.map(str::trim) {
+        None => None,
+        Some(id) => match id.parse::<NodeId>() {
+            Ok(id) if id > 0 => Some(id),
+            _ => return Err(format!("bad node id {:?}", id)),
+        },
+    };
     let line = cluster.ok_or("no 'cluster =' line")?;
-    match line.trim() {
-        "" => Ok(Vec::new()),
-        members => config::parse_members(members).map_err(|why| format!("bad members: {}", why)),
-    }
+    let members = match line.trim() {
+        "" => Vec::new(),
+        members => config::parse_members(members).map_err(|why| format!("bad members: {}", why))?,
+    };
+    Ok((members, node))
 }
 
 /// Written whole or not at all: a temporary file, synced, renamed.
-fn record(data_dir: &Path, members: &[(NodeId, String)]) -> std::io::Result<()> {
+fn record(data_dir: &Path, id: NodeId, members: &[(NodeId, String)]) -> std::io::Result<()> {
     let listed: Vec<String> = members
         .iter()
         .map(|(id, addr)| format!("{}={}", id, addr))
         .collect();
     let text = format!(
-        "# raftkv: the cluster this node was founded with (empty: it joined)\ncluster = {}\n",
+        "# raftkv: this node's id, and the cluster it was founded with (empty: it joined)\nnode = {}\ncluster = {}\n",
+        id,
         listed.join(",")
     );
     let tmp = data_dir.join(format!("{}.tmp", FOUNDERS_FILE));
@@ -197,10 +226,64 @@ mod tests {
             Err(ServerError::Fatal(_))
         ));
         assert!(matches!(
-            settle(dir.path(), &[], 2, "h:9"),
+            settle(dir.path(), &[], 1, "h:9"),
             Err(ServerError::Fatal(_))
         ));
-        assert!(settle(dir.path(), &[], 2, "h:2").is_ok());
+        assert!(settle(dir.path(), &[], 1, "h:1").is_ok());
+    }
+
+    #[test]
+    fn another_nodes_data_dir_is_refused_also_when_both_founded_the_cluster() {
+        let (one, two) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let founders = vec![(1, "h:1".to_string()), (2, "h:2".to_string())];
+        settle(one.path(), &founders, 1, "h:1").expect("node 1's first boot");
+        settle(two.path(), &founders, 2, "h:2").expect("node 2's first boot");
+        let before = fs::read(one.path().join(FOUNDERS_FILE)).expect("read");
+        for configured in [&founders[..], &[]] {
+            match settle(one.path(), configured, 2, "h:2") {
+                Err(ServerError::Fatal(text)) => assert!(
+                    text.contains(FOUNDERS_FILE) && text.contains("node 1's, but id is 2"),
+                    "{}",
+                    text
+                ),
+                other => panic!("node 2 ran on node 1's data dir: {:?}", other.map(|_| ())),
+            }
+        }
+        assert_eq!(
+            fs::read(one.path().join(FOUNDERS_FILE)).expect("read"),
+            before
+        );
+        // Joiners' files are alike but for the id.
+        let joiner = tempfile::tempdir().expect("tempdir");
+        settle(joiner.path(), &[], 4, "h:4").expect("joiner's first boot");
+        assert!(settle(joiner.path(), &[], 5, "h:5").is_err());
+        assert!(settle(joiner.path(), &[], 4, "h:4").is_ok());
+    }
+
+    #[test]
+    fn a_file_without_the_id_is_taken_and_gets_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FOUNDERS_FILE);
+        fs::write(&path, "# an earlier build's\ncluster = 1=h:1,2=h:2\n").expect("write");
+        let members = settle(dir.path(), &[], 2, "h:2").expect("restart");
+        assert_eq!(
+            members,
+            vec![(1, "h:1".to_string()), (2, "h:2".to_string())]
+        );
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\nnode = 2\n"), "{}", text);
+        assert!(settle(dir.path(), &[], 1, "h:1").is_err());
+        // Other founders are still refused, and nothing is written then.
+        fs::write(&path, "cluster = 1=h:1,2=h:2\n").expect("write");
+        let other = vec![(2, "h:2".to_string()), (3, "h:3".to_string())];
+        assert!(settle(dir.path(), &other, 2, "h:2").is_err());
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            "cluster = 1=h:1,2=h:2\n"
+        );
     }
 
     #[test]
@@ -212,6 +295,9 @@ mod tests {
             format!("{good}garbage"),
             format!("{good}cluster = 1=h:1\n"),
             good.replace("cluster", "clusterX"),
+            format!("node = 1\n{good}node = 1\n"),
+            format!("node = x\n{good}"),
+            format!("node = 0\n{good}"),
         ] {
             fs::write(dir.path().join(FOUNDERS_FILE), &damaged).expect("write");
             match settle(dir.path(), &[], 1, "h:1") {
