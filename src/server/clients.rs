@@ -30,8 +30,21 @@ pub enum Pending {
 /// in the same pipeline must not change how earlier replies are written.
 enum Slot {
     Waiting(Pending, Protocol, Kind),
-    /// Answered; whether its request wrote.
-    Done(Reply, Protocol, bool),
+    /// Answered; what its request was.
+    Done(Reply, Protocol, Kind),
+}
+
+/// What became of a connection's requests after one (see
+/// [`Client::requests_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestsAfter {
+    /// Each is parked, refused unapplied, or a connection command.
+    Unseen,
+    /// One is in flight: its fate is not known yet.
+    InFlight,
+    /// One was answered that the request would now come after: a write, or
+    /// for a write, also a read (it did not see the write).
+    Answered,
 }
 
 /// Whether requests after a waiting slot's must wait for its reply, for
@@ -157,6 +170,35 @@ impl Client {
         self.forwards_in_flight > 0 && self.forwarded_to != target
     }
 
+    /// What became of the requests this connection sent after slot `seq`,
+    /// for a request of it that came back from where it was sent (routed
+    /// again now, it would take effect after them).
+    pub fn requests_after(&self, seq: u64, write: bool) -> RequestsAfter {
+        let Some(at) = seq
+            .checked_sub(self.first_seq)
+            .and_then(|offset| usize::try_from(offset).ok())
+        else {
+            return RequestsAfter::Unseen;
+        };
+        let mut seen = RequestsAfter::Unseen;
+        for slot in self.slots.iter().skip(at + 1) {
+            match slot {
+                Slot::Waiting(Pending::InFlight { .. }, _, kind)
+                    if *kind != Kind::Other && (write || kind.writes()) =>
+                {
+                    return RequestsAfter::InFlight
+                }
+                // Refused unapplied, or a connection command: no effect and
+                // nothing seen. A read's place is only moved by writes.
+                Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => {}
+                Slot::Done(_, _, Kind::Other) => {}
+                Slot::Done(_, _, kind) if write || kind.writes() => seen = RequestsAfter::Answered,
+                _ => {}
+            }
+        }
+        seen
+    }
+
     /// Slot `seq` was forwarded to `to` with forwarding id `id`.
     pub fn set_forwarded(&mut self, seq: u64, write: bool, id: u64, to: NodeId) {
         debug_assert!(!self.forwards_elsewhere(to), "forwarded to two nodes");
@@ -168,11 +210,6 @@ impl Client {
                 forward: Some(id),
             },
         );
-    }
-
-    /// Whether every forwarded request of this connection is answered or back.
-    pub fn has_no_forwards(&self) -> bool {
-        self.forwards_in_flight == 0
     }
 
     /// Whether the read of slot `seq` may be routed again, after the node
@@ -202,7 +239,7 @@ impl Client {
             )
         });
         let later_may_be_applied = self.slots.iter().skip(at + 1).any(|slot| match slot {
-            Slot::Done(_, _, wrote) => *wrote,
+            Slot::Done(_, _, kind) => kind.writes(),
             Slot::Waiting(Pending::InFlight { forward, .. }, _, kind) if kind.writes() => {
                 !forward.is_some_and(&follows_in_order)
             }
@@ -284,7 +321,7 @@ impl Client {
     /// Opens a slot that is already answered.
     pub fn reply_now(&mut self, reply: Reply) {
         self.slots
-            .push_back(Slot::Done(reply, self.protocol, false));
+            .push_back(Slot::Done(reply, self.protocol, Kind::Other));
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
@@ -319,7 +356,7 @@ impl Client {
                     Slot::Waiting(pending, protocol, kind) => (*pending, *protocol, *kind),
                     Slot::Done(_, protocol, _) => (Pending::Parked, *protocol, Kind::Other),
                 };
-                *slot = Slot::Done(reply, protocol, kind.writes());
+                *slot = Slot::Done(reply, protocol, kind);
                 if kind.holds_back() {
                     self.barriers_waiting -= 1;
                 }
@@ -386,6 +423,42 @@ mod tests {
         assert!(!c.complete(change, Reply::Ok), "a slot is answered once");
         assert_eq!(c.release_held(), Some(set.clone()));
         assert!(!c.must_wait(&set) && !c.is_holding());
+    }
+
+    #[test]
+    fn a_returned_request_sees_what_became_of_the_requests_after_it() {
+        let (mut c, _listener) = client();
+        let write = c.open_slot(Pending::Parked, Kind::Write);
+        let read = c.open_slot(Pending::Parked, Kind::Read);
+        c.reply_now(Reply::Status("PONG".into()));
+        assert_eq!(c.requests_after(write, true), RequestsAfter::Unseen);
+        c.set_forwarded(read, false, 1, 2);
+        assert!(c.forwards_elsewhere(3) && !c.forwards_elsewhere(2));
+        assert_eq!(c.requests_after(write, true), RequestsAfter::InFlight);
+        // A write does not wait for a read after it to be answered unapplied.
+        let later_write = c.open_slot(Pending::Parked, Kind::Write);
+        assert_eq!(c.requests_after(read, false), RequestsAfter::Unseen);
+        assert!(c.complete(read, Reply::Nil));
+        assert!(!c.forwards_elsewhere(3), "answered: nothing in flight");
+        assert_eq!(
+            c.requests_after(write, true),
+            RequestsAfter::Answered,
+            "the read did not see the write"
+        );
+        assert_eq!(c.requests_after(read, false), RequestsAfter::Unseen);
+        c.set_forwarded(later_write, true, 2, 2);
+        assert_eq!(c.requests_after(read, false), RequestsAfter::InFlight);
+        assert!(c.complete(later_write, Reply::error("TRYAGAIN no leader")));
+        assert_eq!(
+            c.requests_after(read, false),
+            RequestsAfter::Unseen,
+            "refused unapplied"
+        );
+        // Back to parked, a forwarded slot is no longer counted.
+        let last = c.open_slot(Pending::Parked, Kind::Write);
+        c.set_forwarded(last, true, 3, 2);
+        c.set_pending(last, Pending::Parked);
+        assert!(!c.forwards_elsewhere(3));
     }
 
     #[test]

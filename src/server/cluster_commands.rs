@@ -227,6 +227,7 @@ impl Server {
             } else if self.slot_waiting(token, seq) {
                 self.set_pending(token, seq, Pending::Parked);
                 self.cluster.parked.push_back((token, seq, request));
+                self.retry_parked_of(token);
             }
         }
     }
@@ -241,6 +242,7 @@ impl Server {
             if self.slot_waiting(token, seq) {
                 self.set_pending(token, seq, Pending::Parked);
                 self.cluster.parked.push_back((token, seq, request));
+                self.retry_parked_of(token);
             }
             return;
         }

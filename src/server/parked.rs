@@ -1,28 +1,38 @@
 //! Client requests waiting to be routed: no leader is known or reachable,
 //! the leader may not take writes now, or the connection still has requests
-//! in flight to another node. Kept in one queue in arrival order, with each
-//! connection's requests in the order it sent them; a connection with a
-//! request here routes its later ones here too, while other connections'
-//! requests go on.
+//! in flight that these must not overtake. Kept per connection, in the order
+//! it sent them; a connection with a request here parks its later ones here
+//! too, while other connections' requests go on. A connection that must
+//! wait is passed over whole, so a dispatch costs one step per connection
+//! waiting, not per request.
 
 use crate::kv::Command;
 use mio::Token;
 use std::collections::{HashMap, VecDeque};
 
+/// A parked request: its slot, the command, and whether it came back from
+/// where it was sent (then requests the connection sent after it may have
+/// gone ahead, and are looked at before it goes again).
+pub struct ParkedRequest {
+    pub seq: u64,
+    pub command: Command,
+    pub returned: bool,
+}
+
 #[derive(Default)]
 pub struct ParkedRequests {
-    queue: VecDeque<(Token, u64, Command)>,
-    /// How many entries of `queue` each connection has.
-    by_connection: HashMap<Token, usize>,
-    /// Entries at the front that the last dispatch tried and parked again:
-    /// nothing routes them until something changes, and that something
-    /// (a message, a tick, an answered request) wakes the loop itself.
-    tried: usize,
+    by_connection: HashMap<Token, VecDeque<ParkedRequest>>,
+    /// The connections with requests here, each once, in the order they
+    /// first parked.
+    connections: VecDeque<Token>,
+    /// Something was parked since the last dispatch, or may go now
+    /// ([`ParkedRequests::retry`]).
+    changed: bool,
 }
 
 impl ParkedRequests {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.connections.is_empty()
     }
 
     /// Whether the connection has a request here: its later ones wait behind it.
@@ -30,47 +40,79 @@ impl ParkedRequests {
         self.by_connection.contains_key(&token)
     }
 
-    /// Whether some entry has not been tried since it was parked, or since
-    /// [`ParkedRequests::retry`].
+    /// Whether the loop should dispatch again without waiting for a message
+    /// or a tick: something changed since the last dispatch.
     pub fn has_untried(&self) -> bool {
-        self.queue.len() > self.tried
+        self.changed && !self.is_empty()
     }
 
-    /// Lets the loop try every entry again without waiting: a connection's
-    /// requests elsewhere were answered.
+    /// Lets the loop dispatch again at once: a connection's requests
+    /// elsewhere were answered.
     pub fn retry(&mut self) {
-        self.tried = 0;
+        self.changed = true;
     }
 
+    /// Parks a request behind its connection's.
     pub fn push_back(&mut self, token: Token, seq: u64, command: Command) {
-        *self.by_connection.entry(token).or_default() += 1;
-        self.queue.push_back((token, seq, command));
+        self.queue_of(token).push_back(ParkedRequest {
+            seq,
+            command,
+            returned: false,
+        });
     }
 
-    /// Parks a request ahead of its connection's later ones.
-    pub fn insert_in_order(&mut self, token: Token, seq: u64, command: Command) {
-        let at = self
-            .queue
-            .iter()
-            .position(|(t, s, _)| *t == token && *s > seq)
-            .unwrap_or(self.queue.len());
-        if at < self.tried {
-            self.tried = at;
+    /// Parks a request that came back from where it was sent, ahead of its
+    /// connection's later ones.
+    pub fn insert_returned(&mut self, token: Token, seq: u64, command: Command) {
+        let queue = self.queue_of(token);
+        let at = queue.partition_point(|parked| parked.seq < seq);
+        queue.insert(
+            at,
+            ParkedRequest {
+                seq,
+                command,
+                returned: true,
+            },
+        );
+    }
+
+    fn queue_of(&mut self, token: Token) -> &mut VecDeque<ParkedRequest> {
+        self.changed = true;
+        let connections = &mut self.connections;
+        self.by_connection.entry(token).or_insert_with(|| {
+            connections.push_back(token);
+            VecDeque::new()
+        })
+    }
+
+    /// The connections with parked requests, in order, for a dispatch; each
+    /// one's requests are taken with [`ParkedRequests::take`].
+    pub fn start_dispatch(&mut self) -> VecDeque<Token> {
+        self.changed = false;
+        std::mem::take(&mut self.connections)
+    }
+
+    /// Takes a connection's requests (the connection no longer holds any).
+    pub fn take(&mut self, token: Token) -> VecDeque<ParkedRequest> {
+        self.by_connection.remove(&token).unwrap_or_default()
+    }
+
+    /// Puts back requests of a connection that a dispatch did not route,
+    /// behind any it parked meanwhile (those are earlier: a connection's
+    /// requests are routed in order and stop at the first parked again).
+    /// Moves the queue, not its requests: a connection waiting for a frozen
+    /// leader may hold thousands, passed over in every iteration.
+    pub fn put_back(&mut self, token: Token, mut rest: VecDeque<ParkedRequest>) {
+        if rest.is_empty() {
+            return;
         }
-        *self.by_connection.entry(token).or_default() += 1;
-        self.queue.insert(at, (token, seq, command));
-    }
-
-    /// Every entry, in order, for the caller to route again (or park anew).
-    pub fn take(&mut self) -> VecDeque<(Token, u64, Command)> {
-        self.by_connection.clear();
-        self.tried = 0;
-        std::mem::take(&mut self.queue)
-    }
-
-    /// Records that every entry now parked was just tried.
-    pub fn mark_tried(&mut self) {
-        self.tried = self.queue.len();
+        let changed = self.changed;
+        let queue = self.queue_of(token);
+        while let Some(parked) = queue.pop_back() {
+            rest.push_front(parked);
+        }
+        *queue = rest;
+        self.changed = changed;
     }
 }
 
@@ -82,36 +124,58 @@ mod tests {
         Command::Get(key.as_bytes().to_vec())
     }
 
+    fn seqs(queue: &VecDeque<ParkedRequest>) -> Vec<(u64, bool)> {
+        queue.iter().map(|p| (p.seq, p.returned)).collect()
+    }
+
     #[test]
-    fn a_request_parked_again_goes_ahead_of_its_connections_later_ones() {
+    fn a_returned_request_goes_ahead_of_its_connections_later_ones() {
         let mut parked = ParkedRequests::default();
         let (a, b) = (Token(1), Token(2));
         parked.push_back(a, 5, get("a5"));
         parked.push_back(b, 1, get("b1"));
         parked.push_back(a, 7, get("a7"));
         assert!(parked.holds(a) && parked.holds(b) && !parked.holds(Token(3)));
-        parked.insert_in_order(a, 6, get("a6"));
-        parked.insert_in_order(b, 9, get("b9"));
-        let order: Vec<(Token, u64)> = parked.take().iter().map(|(t, s, _)| (*t, *s)).collect();
-        assert_eq!(order, [(a, 5), (b, 1), (a, 6), (a, 7), (b, 9)]);
-        assert!(parked.is_empty() && !parked.holds(a));
+        parked.insert_returned(a, 6, get("a6"));
+        parked.insert_returned(b, 9, get("b9"));
+        assert_eq!(parked.start_dispatch(), [a, b]);
+        assert_eq!(seqs(&parked.take(a)), [(5, false), (6, true), (7, false)]);
+        assert!(!parked.holds(a) && parked.holds(b));
+        assert_eq!(seqs(&parked.take(b)), [(1, false), (9, true)]);
+        assert!(parked.is_empty());
     }
 
     #[test]
-    fn entries_tried_wait_until_a_new_one_comes_or_a_retry() {
+    fn requests_put_back_follow_those_parked_again() {
+        let mut parked = ParkedRequests::default();
+        let a = Token(1);
+        for seq in 1..=3 {
+            parked.push_back(a, seq, get("x"));
+        }
+        assert_eq!(parked.start_dispatch(), [a]);
+        let mut queue = parked.take(a);
+        let first = queue.pop_front().expect("first");
+        parked.push_back(a, first.seq, first.command);
+        parked.put_back(a, queue);
+        assert_eq!(parked.start_dispatch(), [a]);
+        assert_eq!(seqs(&parked.take(a)), [(1, false), (2, false), (3, false)]);
+    }
+
+    #[test]
+    fn the_loop_dispatches_at_once_only_after_a_change() {
         let mut parked = ParkedRequests::default();
         assert!(!parked.has_untried());
         parked.push_back(Token(1), 0, get("x"));
         assert!(parked.has_untried());
-        parked.mark_tried();
-        assert!(!parked.has_untried());
-        parked.push_back(Token(2), 0, get("y"));
-        assert!(parked.has_untried());
-        parked.mark_tried();
+        let connections = parked.start_dispatch();
+        assert!(!parked.has_untried(), "nothing parked now");
+        let queue = parked.take(connections[0]);
+        parked.put_back(Token(1), queue);
+        assert!(!parked.has_untried(), "put back untried: it waits");
         parked.retry();
         assert!(parked.has_untried());
-        parked.mark_tried();
-        parked.insert_in_order(Token(1), 1, get("z"));
+        parked.start_dispatch();
+        parked.insert_returned(Token(2), 3, get("y"));
         assert!(parked.has_untried());
     }
 }

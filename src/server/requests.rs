@@ -4,7 +4,7 @@
 //! leads, to the leader over the peer link when it follows, or wait (parked)
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
-use super::clients::{Kind, Pending};
+use super::clients::{Kind, Pending, RequestsAfter};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::connection::{command_name, error, precheck, request_error};
 use super::event_loop::{Forwarded, Server, Waiter};
@@ -361,7 +361,9 @@ impl Server {
         }
     }
 
-    /// Routes the parked requests again once a leader may serve them.
+    /// Routes the parked requests again once a leader may serve them: each
+    /// connection's in order, up to the first that must wait; a connection
+    /// whose first must wait is passed over whole.
     pub(super) fn dispatch_parked(&mut self) {
         if self.parked.is_empty() {
             return;
@@ -375,16 +377,52 @@ impl Server {
         if !reachable {
             return;
         }
-        for (token, seq, command) in self.parked.take() {
-            let still_waiting = self
-                .clients
-                .get(&token)
-                .is_some_and(|c| c.pending(seq) == Some(Pending::Parked));
-            if still_waiting {
-                self.route(token, seq, command);
+        for token in self.parked.start_dispatch() {
+            let mut queue = self.parked.take(token);
+            while let Some(parked) = queue.pop_front() {
+                let still_waiting = self
+                    .clients
+                    .get(&token)
+                    .is_some_and(|c| c.pending(parked.seq) == Some(Pending::Parked));
+                if !still_waiting {
+                    continue;
+                }
+                if self.waits_for_forwards(token) {
+                    queue.push_front(parked);
+                    break;
+                }
+                if parked.returned {
+                    let write = parked.command.is_write();
+                    let after = self
+                        .clients
+                        .get(&token)
+                        .map(|c| c.requests_after(parked.seq, write));
+                    match after {
+                        Some(RequestsAfter::InFlight) => {
+                            queue.push_front(parked);
+                            break;
+                        }
+                        Some(RequestsAfter::Answered) => {
+                            // Routed again, it would take effect after
+                            // requests sent after it that have: it never
+                            // did, and is refused (SPEC allows -TRYAGAIN).
+                            let waiter = Waiter::Client {
+                                token,
+                                seq: parked.seq,
+                            };
+                            self.complete(waiter, error(READ_DROPPED));
+                            continue;
+                        }
+                        Some(RequestsAfter::Unseen) | None => {}
+                    }
+                }
+                self.route(token, parked.seq, parked.command);
+                if self.parked.holds(token) {
+                    break;
+                }
             }
+            self.parked.put_back(token, queue);
         }
-        self.parked.mark_tried();
     }
 
     /// A request forwarded to us by a follower that believes we lead.
@@ -551,14 +589,10 @@ impl Server {
     }
 
     /// Lets the loop route a connection's parked requests at once, not at
-    /// its next tick, once its last forwarded request is answered (they may
-    /// have waited for that: `Client::forwards_elsewhere`).
+    /// its next tick, once one of its requests is answered: they may have
+    /// waited for it (`dispatch_parked`).
     pub(super) fn retry_parked_of(&mut self, token: Token) {
-        let drained = self
-            .clients
-            .get(&token)
-            .is_some_and(|client| client.has_no_forwards());
-        if drained && self.parked.holds(token) {
+        if self.parked.holds(token) {
             self.parked.retry();
         }
     }

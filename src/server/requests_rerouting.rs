@@ -106,7 +106,7 @@ impl Server {
             return;
         }
         self.set_pending(token, seq, Pending::Parked);
-        self.parked.insert_in_order(token, seq, command);
+        self.parked.insert_returned(token, seq, command);
     }
 
     /// Whether the client still waits for slot `seq` and it may be parked
