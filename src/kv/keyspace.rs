@@ -27,9 +27,11 @@ impl std::fmt::Debug for FlushedKeys {
     }
 }
 
-/// A SCAN call looks at no more than this many shards, empty ones included,
-/// so that one call over a map whose keys were deleted (its shards emptied
-/// one by one) stays near a millisecond; four calls cover a whole empty map.
+/// A SCAN call looks at no more than this many shards, emptied ones
+/// included, so that one call over a map whose keys were deleted (its shards
+/// emptied one by one) stays near a millisecond; four calls cover such a map.
+/// Shards never written are passed over without counting (no shard is read
+/// for them), so a fresh or flushed keyspace takes one call, as in Redis.
 const SCAN_MAX_SHARDS: usize = 16384;
 
 /// Matching work one KEYS or SCAN may do: this much, plus
@@ -116,6 +118,10 @@ impl KvStore {
         while let Some(shard) = shards.get(at) {
             if looked_at >= scan.count || shards_seen >= SCAN_MAX_SHARDS {
                 break;
+            }
+            if self.map.is_untouched(at) {
+                at += 1;
+                continue;
             }
             at += 1;
             shards_seen += 1;

@@ -249,6 +249,14 @@ impl ShardedMap {
     pub fn shards(&self) -> &[Arc<Shard>] {
         &self.shards
     }
+
+    /// Whether shard `index` was never written (a pointer comparison: no
+    /// shard is read).
+    pub fn is_untouched(&self, index: usize) -> bool {
+        self.shards
+            .get(index)
+            .is_some_and(|shard| Arc::ptr_eq(shard, &self.empty))
+    }
 }
 
 #[cfg(test)]
