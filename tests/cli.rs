@@ -227,4 +227,14 @@ fn a_data_dir_that_cannot_be_created_exits_1() {
     let output = run(&args);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("a-file"), "{}", stderr(&output));
+    // The file itself as the data dir: said so, not just "File exists".
+    let args = node_args(&file.display().to_string());
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        format!("raftkv: {}: exists and is not a directory", file.display()),
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

@@ -368,6 +368,11 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
     if dir.is_dir() {
         return Ok(());
     }
+    if dir.exists() {
+        // create_dir_all would say only "File exists".
+        let err = std::io::Error::other("exists and is not a directory");
+        return Err(StorageError::io(dir, err));
+    }
     fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
