@@ -1,7 +1,8 @@
 //! A connection's pipelined requests take effect in the order it sent them,
 //! also while the leader changes under them: a client of a follower
-//! pipelines `SET`/`GET` pairs on one key per batch while the leadership
-//! moves back and forth between the two other nodes.
+//! pipelines pairs of `SET k n` and `GET k` on one key, without waiting for
+//! replies, while the leadership moves between the two other nodes, and
+//! every reply is checked against the connection's order.
 
 mod common;
 
@@ -14,21 +15,32 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// `SET`/`GET` pairs per chunk of the pipeline.
+/// Pairs per chunk of the pipeline; a chunk goes out every millisecond.
 const PAIRS: usize = 16;
 const KEY: &str = "order";
 
-/// The values the key may hold after each reply, given the replies so far: `+OK` fixes it, `-TRYAGAIN` changes nothing, `-TIMEOUT` may or
-/// may not have. Panics on a reply that breaks the connection's order.
+/// The values the key may hold, given the replies so far: `+OK` fixes it,
+/// `-TRYAGAIN` changes nothing, `-TIMEOUT` may or may not have. Panics on a
+/// reply that breaks the connection's order.
 struct Order {
     possible: Vec<Option<String>>,
 }
 
 impl Order {
-    fn check(&mut self, replies: &[Reply]) {
+    /// `replies` to pairs `n` = 0, 1, ...: `SET k n` then `GET k`, or the
+    /// other way round when `get_first`.
+    fn check(&mut self, replies: &[Reply], get_first: bool) {
         for (pair, replies) in replies.chunks(2).enumerate() {
+            let (set, get) = if get_first {
+                (&replies[1], &replies[0])
+            } else {
+                (&replies[0], &replies[1])
+            };
+            if get_first {
+                self.check_get(pair, get);
+            }
             let value = pair.to_string();
-            match &replies[0] {
+            match set {
                 Reply::Ok => self.possible = vec![Some(value)],
                 Reply::Error(text) if text.starts_with("TRYAGAIN") => {}
                 Reply::Error(text) if text.starts_with("TIMEOUT") => {
@@ -36,20 +48,26 @@ impl Order {
                 }
                 other => panic!("SET {} answered {:?}", pair, other),
             }
-            let seen = match &replies[1] {
-                Reply::Bulk(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-                Reply::Nil => None,
-                Reply::Error(text) if text.starts_with("TRYAGAIN") => continue,
-                other => panic!("GET after SET {} answered {:?}", pair, other),
-            };
-            assert!(
-                self.possible.contains(&seen),
-                "GET after SET {} saw {:?}, the connection's order allows {:?}",
-                pair,
-                seen,
-                self.possible,
-            );
+            if !get_first {
+                self.check_get(pair, get);
+            }
         }
+    }
+
+    fn check_get(&self, pair: usize, reply: &Reply) {
+        let seen = match reply {
+            Reply::Bulk(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Reply::Nil => None,
+            Reply::Error(text) if text.starts_with("TRYAGAIN") => return,
+            other => panic!("GET of pair {} answered {:?}", pair, other),
+        };
+        assert!(
+            self.possible.contains(&seen),
+            "GET of pair {} saw {:?}, the connection's order allows {:?}",
+            pair,
+            seen,
+            self.possible,
+        );
     }
 }
 
@@ -67,25 +85,33 @@ fn value_of(reply: Reply) -> Option<String> {
     }
 }
 
-/// The leadership moves by transfers, then by a frozen leader's followers
-/// electing another, while the follower's client sends without waiting for
-/// replies: requests the old leader refuses or drops come back to the
-/// follower after it has sent later ones to the new leader.
-#[test]
-fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
+/// A cluster of three, and which node leads, which follows (the client's)
+/// and which is the other.
+fn start() -> (Cluster, usize, usize, usize) {
     let mut cluster = Cluster::new(3);
     cluster.set_election_timeout_ms(1000);
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let first = cluster.wait_for_leader(Duration::from_secs(20));
-    let others: Vec<usize> = (0..3).filter(|&i| i != first).collect();
-    let (follower, second) = (others[0], others[1]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (follower, other) = (others[0], others[1]);
     assert_eq!(
         cluster.client(follower).cmd_retry(&["SET", "warm", "1"]),
         Reply::Ok
     );
+    (cluster, leader, follower, other)
+}
 
+/// Pipelines pairs through `follower` while `moves` moves the leadership,
+/// then checks every reply and the key's final value against the
+/// connection's order; returns the replies.
+fn pipeline_while(
+    cluster: &Cluster,
+    follower: usize,
+    get_first: bool,
+    moves: impl FnOnce(),
+) -> Vec<Reply> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent_all = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -99,11 +125,15 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
                 let mut pipeline = Vec::new();
                 for _ in 0..PAIRS {
                     let value = pairs.to_string();
-                    resp::encode_request(
-                        &[b"SET", KEY.as_bytes(), value.as_bytes()],
-                        &mut pipeline,
-                    );
-                    resp::encode_request(&[b"GET", KEY.as_bytes()], &mut pipeline);
+                    let set: [&[u8]; 3] = [b"SET", KEY.as_bytes(), value.as_bytes()];
+                    let get: [&[u8]; 2] = [b"GET", KEY.as_bytes()];
+                    if get_first {
+                        resp::encode_request(&get, &mut pipeline);
+                        resp::encode_request(&set, &mut pipeline);
+                    } else {
+                        resp::encode_request(&set, &mut pipeline);
+                        resp::encode_request(&get, &mut pipeline);
+                    }
                     pairs += 1;
                 }
                 sending.write_all(&pipeline).expect("send a chunk");
@@ -129,24 +159,7 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
             }
         })
     };
-
-    let (mut leader, mut target) = (first, second);
-    for _ in 0..4 {
-        thread::sleep(Duration::from_millis(200));
-        transfer(&cluster, leader, target);
-        std::mem::swap(&mut leader, &mut target);
-    }
-    thread::sleep(Duration::from_millis(200));
-    {
-        let _frozen = Resume::stop(cluster.pid(leader).expect("the leader's pid"));
-        let frozen_id = cluster.nodes[leader].id.to_string();
-        wait_for(Duration::from_secs(10), "a new leader", || {
-            let led_by = cluster.info(follower).get("leader_id").cloned()?;
-            (led_by != frozen_id && led_by != "0").then_some(())
-        });
-        thread::sleep(Duration::from_millis(300));
-    }
-    thread::sleep(Duration::from_millis(500));
+    moves();
     stop.store(true, Ordering::Release);
     let pairs = writer.join().expect("the writer");
     sent_all.store(true, Ordering::Release);
@@ -156,7 +169,7 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
     let mut order = Order {
         possible: vec![None],
     };
-    order.check(&replies);
+    order.check(&replies, get_first);
     let last = value_of(cluster.client(follower).cmd_retry(&["GET", KEY]));
     assert!(
         order.possible.contains(&last),
@@ -164,8 +177,64 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
         last,
         order.possible,
     );
+    replies
+}
+
+/// Transfers, then a frozen leader's followers electing another: requests
+/// the old leader refuses or drops come back to the follower after it has
+/// sent later ones to the new leader, and must not be applied after them.
+#[test]
+fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
+    let (cluster, first, follower, second) = start();
+    pipeline_while(&cluster, follower, false, || {
+        let (mut leader, mut target) = (first, second);
+        for _ in 0..4 {
+            thread::sleep(Duration::from_millis(200));
+            transfer(&cluster, leader, target);
+            std::mem::swap(&mut leader, &mut target);
+        }
+        thread::sleep(Duration::from_millis(200));
+        {
+            let _frozen = Resume::stop(cluster.pid(leader).expect("the leader's pid"));
+            let frozen_id = cluster.nodes[leader].id.to_string();
+            wait_for(Duration::from_secs(10), "a new leader", || {
+                let led_by = cluster.info(follower).get("leader_id").cloned()?;
+                (led_by != frozen_id && led_by != "0").then_some(())
+            });
+            thread::sleep(Duration::from_millis(300));
+        }
+        thread::sleep(Duration::from_millis(500));
+    });
     assert_eq!(
         cluster.client(second).cmd_retry(&["GET", "warm"]),
         bulk("1")
+    );
+}
+
+/// A plain transfer costs the client nothing: with each `GET` ahead of a
+/// `SET`, the old leader drops the reads it took and refuses the writes it
+/// held, and the follower routes both again, in order, with no error.
+#[test]
+fn a_transfer_under_a_followers_pipeline_answers_every_request() {
+    let (cluster, first, follower, second) = start();
+    let replies = pipeline_while(&cluster, follower, true, || {
+        let (mut leader, mut target) = (first, second);
+        for _ in 0..6 {
+            thread::sleep(Duration::from_millis(150));
+            transfer(&cluster, leader, target);
+            std::mem::swap(&mut leader, &mut target);
+        }
+        thread::sleep(Duration::from_millis(150));
+    });
+    let errors: Vec<(usize, &Reply)> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, reply)| matches!(reply, Reply::Error(_)))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
     );
 }

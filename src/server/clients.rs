@@ -181,18 +181,19 @@ impl Client {
             return RequestsAfter::Unseen;
         };
         let mut seen = RequestsAfter::Unseen;
+        // Answered beats in flight: the request is refused either way.
         for slot in self.slots.iter().skip(at + 1) {
             match slot {
                 Slot::Waiting(Pending::InFlight { .. }, _, kind)
                     if *kind != Kind::Other && (write || kind.writes()) =>
                 {
-                    return RequestsAfter::InFlight
+                    seen = RequestsAfter::InFlight
                 }
                 // Refused unapplied, or a connection command: no effect and
                 // nothing seen. A read's place is only moved by writes.
                 Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => {}
                 Slot::Done(_, _, Kind::Other) => {}
-                Slot::Done(_, _, kind) if write || kind.writes() => seen = RequestsAfter::Answered,
+                Slot::Done(_, _, kind) if write || kind.writes() => return RequestsAfter::Answered,
                 _ => {}
             }
         }
@@ -212,20 +213,14 @@ impl Client {
         );
     }
 
-    /// Whether the read of slot `seq` may be routed again, after the node
-    /// that had it could not answer it. Redis answers a connection's
+    /// Whether the read of slot `seq` may be routed again at once, for a
+    /// read forwarded to a node that no longer leads and has not answered
+    /// (`Server::settle_orphaned_forwards`). Redis answers a connection's
     /// requests as if one at a time, so not if a write sent before it is
     /// still in flight (its outcome unknown, it could be applied after the
-    /// read is answered), nor if one sent after it may be in the state the
-    /// read would be answered from: one answered, or in flight, unless
-    /// `follows_in_order` says of its forward that its fate comes after the
-    /// read's and cannot have been decided yet. A parked write after it is
-    /// fine: the read is parked again ahead of it (`Server::park_again`).
-    pub fn read_may_be_routed_again(
-        &self,
-        seq: u64,
-        follows_in_order: impl Fn(u64) -> bool,
-    ) -> bool {
+    /// read is answered), nor if one sent after it is in flight or answered
+    /// (see [`Client::requests_after`]); then it waits for that node's answer.
+    pub fn read_may_be_routed_again(&self, seq: u64) -> bool {
         let Some(at) = seq
             .checked_sub(self.first_seq)
             .and_then(|offset| usize::try_from(offset).ok())
@@ -238,14 +233,7 @@ impl Client {
                 Slot::Waiting(Pending::InFlight { write: true, .. }, ..)
             )
         });
-        let later_may_be_applied = self.slots.iter().skip(at + 1).any(|slot| match slot {
-            Slot::Done(_, _, kind) => kind.writes(),
-            Slot::Waiting(Pending::InFlight { forward, .. }, _, kind) if kind.writes() => {
-                !forward.is_some_and(&follows_in_order)
-            }
-            Slot::Waiting(..) => false,
-        });
-        !earlier_in_flight && !later_may_be_applied
+        !earlier_in_flight && self.requests_after(seq, false) == RequestsAfter::Unseen
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
@@ -464,62 +452,51 @@ mod tests {
     #[test]
     fn a_read_is_routed_again_only_if_no_write_around_it_may_be_applied_out_of_order() {
         let (mut c, _listener) = client();
-        let anywhere = |_: u64| false;
         let in_flight = |forward| Pending::InFlight {
             write: true,
             forward: Some(forward),
         };
         let first = c.open_slot(Pending::Parked, Kind::Read);
         let second = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(
-            c.read_may_be_routed_again(first, anywhere),
-            "only a read after it"
-        );
+        assert!(c.read_may_be_routed_again(first), "only a read after it");
         let members = c.open_slot(Pending::Parked, Kind::Other);
         assert!(
-            c.read_may_be_routed_again(first, anywhere),
+            c.read_may_be_routed_again(first),
             "CLUSTER MEMBERS writes nothing"
         );
         let write = c.open_slot(Pending::Parked, Kind::Write);
         assert!(
-            c.read_may_be_routed_again(first, anywhere),
+            c.read_may_be_routed_again(first),
             "a parked write: the read is parked again ahead of it"
         );
         c.set_pending(write, in_flight(7));
-        assert!(!c.read_may_be_routed_again(first, anywhere));
-        assert!(!c.read_may_be_routed_again(second, anywhere));
-        assert!(
-            c.read_may_be_routed_again(second, |forward| forward == 7),
-            "forwarded after the read to the node that refused it"
-        );
+        assert!(!c.read_may_be_routed_again(first));
+        assert!(!c.read_may_be_routed_again(second));
         // Answered, the write is applied: that can never be undone.
         assert!(c.complete(write, Reply::Ok));
-        assert!(!c.read_may_be_routed_again(second, |_| true));
+        assert!(!c.read_may_be_routed_again(second));
         for slot in [first, second, members] {
             assert!(c.complete(slot, Reply::Nil));
         }
         c.encode_replies();
         let third = c.open_slot(Pending::Parked, Kind::Read);
         assert!(
-            c.read_may_be_routed_again(third, anywhere),
+            c.read_may_be_routed_again(third),
             "that write came before it"
         );
         // A write before it whose outcome is not known yet.
         let write = c.open_slot(Pending::Parked, Kind::Write);
         let fourth = c.open_slot(Pending::Parked, Kind::Read);
-        assert!(
-            c.read_may_be_routed_again(fourth, anywhere),
-            "parked: it goes first"
-        );
+        assert!(c.read_may_be_routed_again(fourth), "parked: it goes first");
         c.set_pending(write, in_flight(8));
-        assert!(!c.read_may_be_routed_again(fourth, |_| true), "in flight");
+        assert!(!c.read_may_be_routed_again(fourth), "in flight");
         assert!(c.complete(write, Reply::Ok));
-        assert!(c.read_may_be_routed_again(fourth, anywhere));
+        assert!(c.read_may_be_routed_again(fourth));
         // An EXEC with connection commands that writes.
         let exec = c.open_slot(Pending::Parked, Kind::WriteBarrier);
         assert!(c.must_wait(&[b"SET".to_vec()]), "a barrier");
         assert!(c.complete(exec, Reply::Array(Vec::new())));
-        assert!(!c.read_may_be_routed_again(fourth, anywhere), "it wrote");
+        assert!(!c.read_may_be_routed_again(fourth), "it wrote");
     }
 
     #[test]

@@ -88,8 +88,14 @@ impl ParkedRequests {
     /// The connections with parked requests, in order, for a dispatch; each
     /// one's requests are taken with [`ParkedRequests::take`].
     pub fn start_dispatch(&mut self) -> VecDeque<Token> {
-        self.changed = false;
         std::mem::take(&mut self.connections)
+    }
+
+    /// Records that every request now parked was just tried: those parked
+    /// again meanwhile (a leader link too backlogged to take them, say)
+    /// wait for a message or a tick, not a poll that does not wait.
+    pub fn finish_dispatch(&mut self) {
+        self.changed = false;
     }
 
     /// Takes a connection's requests (the connection no longer holds any).
@@ -106,13 +112,11 @@ impl ParkedRequests {
         if rest.is_empty() {
             return;
         }
-        let changed = self.changed;
         let queue = self.queue_of(token);
         while let Some(parked) = queue.pop_back() {
             rest.push_front(parked);
         }
         *queue = rest;
-        self.changed = changed;
     }
 }
 
@@ -168,13 +172,20 @@ mod tests {
         parked.push_back(Token(1), 0, get("x"));
         assert!(parked.has_untried());
         let connections = parked.start_dispatch();
-        assert!(!parked.has_untried(), "nothing parked now");
-        let queue = parked.take(connections[0]);
+        let mut queue = parked.take(connections[0]);
+        // Tried and parked again: the backlogged link takes nothing now.
+        let first = queue.pop_front().expect("one");
+        parked.push_back(Token(1), first.seq, first.command);
         parked.put_back(Token(1), queue);
-        assert!(!parked.has_untried(), "put back untried: it waits");
+        parked.finish_dispatch();
+        assert!(
+            !parked.has_untried(),
+            "parked again in the dispatch: it waits"
+        );
         parked.retry();
         assert!(parked.has_untried());
         parked.start_dispatch();
+        parked.finish_dispatch();
         parked.insert_returned(Token(2), 3, get("y"));
         assert!(parked.has_untried());
     }

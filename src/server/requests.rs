@@ -22,9 +22,10 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 /// What a request that found no leader, or no quorum, gets at its deadline
 /// (SPEC's wording for both).
 const NO_LEADER: &str = "TRYAGAIN no leader";
-/// What a read gets when the node that took it stopped leading before it was
-/// answered and it cannot be routed again (`Client::read_may_be_routed_again`);
-/// also what a leader tells the follower whose read it dropped so.
+/// What a request gets when it came back from where it was sent and cannot
+/// go again, since a request its connection sent after it was answered
+/// (`dispatch_parked`); also what a leader tells the follower whose read it
+/// dropped when it stopped leading.
 const READ_DROPPED: &str = "TRYAGAIN leader changed";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
@@ -423,6 +424,7 @@ impl Server {
             }
             self.parked.put_back(token, queue);
         }
+        self.parked.finish_dispatch();
     }
 
     /// A request forwarded to us by a follower that believes we lead.
@@ -492,15 +494,12 @@ impl Server {
             ..
         } = forwarded;
         if is_tryagain(&reply) && reply != error(NO_LEADER) {
-            // The leader we asked did not take it: it was not applied, try elsewhere.
-            // (`NO_LEADER` is its final answer: it held the write while it
-            // could, and sending it back would only repeat that.) Refused
-            // when it arrived there, or held there and refused in order, the
-            // requests sent after it to that node come back after it, and
-            // their fate is not decided yet; a read dropped there after it
-            // was taken is another matter (`READ_DROPPED`).
-            let refused_by = (reply != error(READ_DROPPED)).then_some(forwarded.leader);
-            return self.park_again(token, seq, command, refused_by);
+            // The leader we asked did not take it: it was not applied, try
+            // elsewhere, once the requests sent after it are settled
+            // (`dispatch_parked`). (`NO_LEADER` is its final answer: it held
+            // the write while it could, and sending it back would only
+            // repeat that.)
+            return self.park_again(token, seq, command);
         }
         // Delivered after this iteration's entries are applied here, with
         // the leader's: the leader sent the commit index ahead of this reply,

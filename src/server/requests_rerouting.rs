@@ -1,9 +1,8 @@
 //! Requests that did not get an answer where they went: reads a leader
 //! dropped when it stopped leading, requests forwarded to a node that no
-//! longer leads, and requests a leader sent back. Each is routed again, in
-//! its connection's order, or answered here when routing it again could
-//! let a read see a write its connection sent after it, or miss one sent
-//! before it.
+//! longer leads, and requests a leader sent back. Each is parked to be
+//! routed again, in its connection's order; `dispatch_parked` refuses one
+//! that would then take effect after a request its connection sent after it.
 
 use super::READ_DROPPED;
 use crate::kv::Command;
@@ -23,7 +22,7 @@ impl Server {
     pub(in crate::server) fn route_dropped_reads(&mut self) {
         for (waiter, command) in self.replica.take_dropped_reads() {
             match waiter {
-                Waiter::Client { token, seq } => self.park_again(token, seq, command, None),
+                Waiter::Client { token, seq } => self.park_again(token, seq, command),
                 Waiter::Peer { from, id } => {
                     let reply = error(READ_DROPPED);
                     self.peers
@@ -50,9 +49,7 @@ impl Server {
             .forwards
             .iter()
             .filter(|(_, f)| self.is_orphaned(f.leader, f.command.is_write()))
-            .filter(|(_, f)| {
-                f.command.is_write() || self.may_park_again(f.token, f.seq, &f.command, None)
-            })
+            .filter(|(_, f)| f.command.is_write() || self.read_may_go_now(f.token, f.seq))
             .map(|(id, _)| *id)
             .collect();
         for id in orphaned {
@@ -69,7 +66,7 @@ impl Server {
                 let reply = error("TIMEOUT outcome unknown");
                 self.complete(Waiter::Client { token, seq }, reply);
             } else {
-                self.park_again(token, seq, command, None);
+                self.park_again(token, seq, command);
             }
         }
         self.settle_orphaned_cluster_forwards();
@@ -84,50 +81,26 @@ impl Server {
 
     /// Parks a client's request that was not applied where it went, to be
     /// routed again, if the client still waits for it: ahead of its
-    /// connection's later requests parked meanwhile. A read that may not be
-    /// (see `Client::read_may_be_routed_again`; `refused_by`, the node that
-    /// refused it when it arrived) gets `-TRYAGAIN leader changed` instead.
-    pub(super) fn park_again(
-        &mut self,
-        token: Token,
-        seq: u64,
-        command: Command,
-        refused_by: Option<NodeId>,
-    ) {
-        if !self.may_park_again(token, seq, &command, refused_by) {
-            if self
-                .clients
-                .get(&token)
-                .and_then(|c| c.pending(seq))
-                .is_some()
-            {
-                self.complete(Waiter::Client { token, seq }, error(READ_DROPPED));
-            }
-            return;
+    /// connection's later requests parked meanwhile. `dispatch_parked`
+    /// decides when it goes, or whether it is refused instead, from what
+    /// became of the requests its connection sent after it
+    /// (`Client::requests_after`).
+    pub(super) fn park_again(&mut self, token: Token, seq: u64, command: Command) {
+        let waiting = self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.pending(seq).is_some());
+        if waiting {
+            self.set_pending(token, seq, Pending::Parked);
+            self.parked.insert_returned(token, seq, command);
         }
-        self.set_pending(token, seq, Pending::Parked);
-        self.parked.insert_returned(token, seq, command);
     }
 
-    /// Whether the client still waits for slot `seq` and it may be parked
-    /// again (see `park_again`).
-    fn may_park_again(
-        &self,
-        token: Token,
-        seq: u64,
-        command: &Command,
-        refused_by: Option<NodeId>,
-    ) -> bool {
-        let Some(client) = self.clients.get(&token) else {
-            return false;
-        };
-        if client.pending(seq).is_none() {
-            return false;
-        }
-        command.is_write()
-            || client.read_may_be_routed_again(seq, |forward| {
-                refused_by
-                    .is_some_and(|by| self.forwards.get(&forward).is_some_and(|f| f.leader == by))
-            })
+    /// Whether the client still waits for the read of slot `seq` and it may
+    /// go elsewhere now (see `Client::read_may_be_routed_again`).
+    fn read_may_go_now(&self, token: Token, seq: u64) -> bool {
+        self.clients
+            .get(&token)
+            .is_some_and(|c| c.pending(seq).is_some() && c.read_may_be_routed_again(seq))
     }
 }
