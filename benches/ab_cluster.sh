@@ -9,7 +9,8 @@
 #
 # PEERS is a writable copy of the peer benchmark kit (it provides the load
 # generator; see compare_peers.sh). Default load: 64 clients, SET, 16-byte
-# keys, 100-byte values, 100,000 keys. Prints one line per run.
+# keys, 100-byte values, 100,000 keys, on the leader (AT=follower: on a
+# follower, which forwards). Prints one line per run.
 set -euo pipefail
 
 PEERS="${PEERS:?set PEERS to a writable copy of the peer benchmark kit}"
@@ -18,6 +19,8 @@ A="$(realpath "$1")"; B="$(realpath "$2")"; shift 2
 LOAD=("$@"); [ ${#LOAD[@]} -gt 0 ] || LOAD=(--clients 64)
 ROUNDS="${ROUNDS:-3}"
 SECS="${SECS:-6}"
+AT="${AT:-leader}"
+case "$AT" in leader|follower) ;; *) echo "AT must be leader or follower" >&2; exit 2;; esac
 LG="$PEERS/loadgen/target/release/loadgen"
 cargo build --release --manifest-path "$PEERS/loadgen/Cargo.toml" -q
 WORK="$(mktemp -d /tmp/raftkv-ab.XXXXXX)"
@@ -29,7 +32,9 @@ trap 'stop_local_cluster; rm -rf "$WORK"' EXIT
 run() {  # label binary
   local label=$1 binary=$2 res
   start_local_cluster "$binary" "$WORK"
-  res=$("$LG" --target resp --addr "127.0.0.1:$LEADER_PORT" --keys 100000 --key-size 16 \
+  local port=$LEADER_PORT
+  [ "$AT" = follower ] && port=$FOLLOWER_PORT
+  res=$("$LG" --target resp --addr "127.0.0.1:$port" --keys 100000 --key-size 16 \
     --value-size 100 --seconds "$SECS" --requests 100000000 --json --server-pids "$CLUSTER_PIDS" \
     "${LOAD[@]}" 2>/dev/null | tail -n 1) || res=null
   stop_local_cluster
