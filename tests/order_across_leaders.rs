@@ -71,10 +71,25 @@ impl Order {
     }
 }
 
-fn transfer(cluster: &Cluster, from: usize, to: usize) {
-    let id = cluster.nodes[to].id.to_string();
-    let reply = cluster.client(from).cmd(&["CLUSTER", "TRANSFER", &id]);
-    assert_eq!(reply, Reply::Ok, "transfer from {} to {}", from, to);
+/// Transfers the leadership `times` times between the two nodes of `pair`,
+/// the first leading, `pause` before each and after the last; returns the
+/// leader at the end.
+fn transfer_back_and_forth(
+    cluster: &Cluster,
+    pair: (usize, usize),
+    times: usize,
+    pause: Duration,
+) -> usize {
+    let (mut leader, mut target) = pair;
+    for _ in 0..times {
+        thread::sleep(pause);
+        let id = cluster.nodes[target].id.to_string();
+        let reply = cluster.client(leader).cmd(&["CLUSTER", "TRANSFER", &id]);
+        assert_eq!(reply, Reply::Ok, "transfer from {} to {}", leader, target);
+        std::mem::swap(&mut leader, &mut target);
+    }
+    thread::sleep(pause);
+    leader
 }
 
 fn value_of(reply: Reply) -> Option<String> {
@@ -187,13 +202,8 @@ fn pipeline_while(
 fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
     let (cluster, first, follower, second) = start();
     pipeline_while(&cluster, follower, false, || {
-        let (mut leader, mut target) = (first, second);
-        for _ in 0..4 {
-            thread::sleep(Duration::from_millis(200));
-            transfer(&cluster, leader, target);
-            std::mem::swap(&mut leader, &mut target);
-        }
-        thread::sleep(Duration::from_millis(200));
+        let pause = Duration::from_millis(200);
+        let leader = transfer_back_and_forth(&cluster, (first, second), 4, pause);
         {
             let _frozen = Resume::stop(cluster.pid(leader).expect("the leader's pid"));
             let frozen_id = cluster.nodes[leader].id.to_string();
@@ -218,13 +228,7 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
 fn a_transfer_under_a_followers_pipeline_answers_every_request() {
     let (cluster, first, follower, second) = start();
     let replies = pipeline_while(&cluster, follower, true, || {
-        let (mut leader, mut target) = (first, second);
-        for _ in 0..6 {
-            thread::sleep(Duration::from_millis(150));
-            transfer(&cluster, leader, target);
-            std::mem::swap(&mut leader, &mut target);
-        }
-        thread::sleep(Duration::from_millis(150));
+        transfer_back_and_forth(&cluster, (first, second), 6, Duration::from_millis(150));
     });
     let errors: Vec<(usize, &Reply)> = replies
         .iter()
