@@ -51,10 +51,13 @@ pub enum RequestsAfter {
 /// [`Client::held`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A membership change or transfer, or an EXEC with connection commands
-    /// queued in it: the connection's later requests other than plain reads
-    /// wait until it is answered.
+    /// An EXEC with connection commands queued in it: the connection's later
+    /// requests other than plain reads wait until it is answered.
     Barrier,
+    /// A membership change or transfer: a barrier too, but it neither reads
+    /// nor writes a key, so a write that comes back from where it went may
+    /// still go after it (`Client::requests_after`).
+    Change,
     /// A barrier that also writes (an EXEC).
     WriteBarrier,
     /// A read: it holds nothing back, since it is answered from the state as
@@ -77,7 +80,12 @@ fn is_forwarded(pending: Pending) -> bool {
 
 impl Kind {
     fn holds_back(self) -> bool {
-        matches!(self, Kind::Barrier | Kind::WriteBarrier)
+        matches!(self, Kind::Barrier | Kind::WriteBarrier | Kind::Change)
+    }
+
+    /// Whether the request reads or writes keys.
+    fn touches_keys(self) -> bool {
+        !matches!(self, Kind::Other | Kind::Change)
     }
 
     fn writes(self) -> bool {
@@ -185,14 +193,15 @@ impl Client {
         for slot in self.slots.iter().skip(at + 1) {
             match slot {
                 Slot::Waiting(Pending::InFlight { .. }, _, kind)
-                    if *kind != Kind::Other && (write || kind.writes()) =>
+                    if kind.touches_keys() && (write || kind.writes()) =>
                 {
                     seen = RequestsAfter::InFlight
                 }
-                // Refused unapplied, or a connection command: no effect and
-                // nothing seen. A read's place is only moved by writes.
+                // Refused unapplied, a connection command or a membership
+                // change: no key changed or seen. A read's place is only
+                // moved by writes.
                 Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => {}
-                Slot::Done(_, _, Kind::Other) => {}
+                Slot::Done(_, _, kind) if !kind.touches_keys() => {}
                 Slot::Done(_, _, kind) if write || kind.writes() => return RequestsAfter::Answered,
                 _ => {}
             }
@@ -398,7 +407,7 @@ mod tests {
         assert!(!c.must_wait(&set), "unanswered writes hold nothing back");
         let read = c.open_slot(Pending::Parked, Kind::Read);
         assert!(!c.must_wait(&set), "unanswered reads hold nothing back");
-        let change = c.open_slot(Pending::Parked, Kind::Barrier);
+        let change = c.open_slot(Pending::Parked, Kind::Change);
         assert!(c.must_wait(&set));
         assert!(!c.must_wait(&[b"GET".to_vec()]), "a plain read is not held");
         c.hold(set.clone());

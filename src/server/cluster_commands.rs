@@ -126,7 +126,7 @@ impl Server {
         let client = self.clients.get_mut(&token)?;
         let kind = match request {
             ClusterRequest::Members => Kind::Other,
-            _ => Kind::Barrier,
+            _ => Kind::Change,
         };
         let seq = client.open_slot(Pending::Parked, kind);
         // Within the same `election_timeout_ms * 4` as every other request

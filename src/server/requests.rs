@@ -380,6 +380,10 @@ impl Server {
         }
         for token in self.parked.start_dispatch() {
             let mut queue = self.parked.take(token);
+            // Once nothing after a request touches a key or is out, the same
+            // holds for every later one: one scan of the slots per pass,
+            // not one per returned request (a whole pipeline can come back).
+            let mut rest_unseen = false;
             while let Some(parked) = queue.pop_front() {
                 let still_waiting = self
                     .clients
@@ -392,12 +396,18 @@ impl Server {
                     queue.push_front(parked);
                     break;
                 }
-                if parked.returned {
+                if parked.returned && !rest_unseen {
                     let write = parked.command.is_write();
-                    let after = self
-                        .clients
-                        .get(&token)
-                        .map(|c| c.requests_after(parked.seq, write));
+                    let after = self.clients.get(&token).map(|c| {
+                        // As a write would see them: the stricter reading.
+                        let strict = c.requests_after(parked.seq, true);
+                        rest_unseen = strict == RequestsAfter::Unseen;
+                        if write || rest_unseen {
+                            strict
+                        } else {
+                            c.requests_after(parked.seq, false)
+                        }
+                    });
                     match after {
                         Some(RequestsAfter::InFlight) => {
                             queue.push_front(parked);

@@ -18,7 +18,12 @@ impl Server {
     /// stopped leading: they never ran, so they go to the next leader like
     /// any request that arrives between leaders (a client's, parked until
     /// one is known; a follower's, handed back with `-TRYAGAIN`, on which the
-    /// follower routes it again).
+    /// follower routes it again). A write its connection sent before it may
+    /// still be in this node's log, its fate open: the read still sees it if
+    /// it is ever applied, since the next leader answers reads only once it
+    /// has committed an entry of its term, and by then every entry of an
+    /// earlier term is either in its log, ahead of the read's place, or can
+    /// never be committed.
     pub(in crate::server) fn route_dropped_reads(&mut self) {
         for (waiter, command) in self.replica.take_dropped_reads() {
             match waiter {
@@ -43,30 +48,34 @@ impl Server {
     /// leader cannot be reached (it died, and its reply will never come);
     /// one still connected answers for itself, or the deadline does.
     pub(in crate::server) fn settle_orphaned_forwards(&mut self) {
-        // One that may not waits for the node it went to (its answer, from
-        // the read's place, still holds) or its deadline.
-        let orphaned: Vec<u64> = self
-            .forwards
-            .iter()
-            .filter(|(_, f)| self.is_orphaned(f.leader, f.command.is_write()))
-            .filter(|(_, f)| f.command.is_write() || self.read_may_go_now(f.token, f.seq))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in orphaned {
-            let Some(Forwarded {
-                token,
-                seq,
-                command,
-                ..
-            }) = self.forwards.remove(&id)
-            else {
-                continue;
-            };
-            if command.is_write() {
-                let reply = error("TIMEOUT outcome unknown");
-                self.complete(Waiter::Client { token, seq }, reply);
-            } else {
-                self.park_again(token, seq, command);
+        // Writes first: a read behind one of them may go once it is answered.
+        for write in [true, false] {
+            // A read that may not go waits for the node it went to (its
+            // answer, from the read's place, still holds) or its deadline.
+            let orphaned: Vec<u64> = self
+                .forwards
+                .iter()
+                .filter(|(_, f)| f.command.is_write() == write)
+                .filter(|(_, f)| self.is_orphaned(f.leader, write))
+                .filter(|(_, f)| write || self.read_may_go_now(f.token, f.seq))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in orphaned {
+                let Some(Forwarded {
+                    token,
+                    seq,
+                    command,
+                    ..
+                }) = self.forwards.remove(&id)
+                else {
+                    continue;
+                };
+                if write {
+                    let reply = error("TIMEOUT outcome unknown");
+                    self.complete(Waiter::Client { token, seq }, reply);
+                } else {
+                    self.park_again(token, seq, command);
+                }
             }
         }
         self.settle_orphaned_cluster_forwards();
