@@ -4,7 +4,7 @@
 //! leads, to the leader over the peer link when it follows, or wait (parked)
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
-use super::clients::{Kind, Pending, RequestsAfter};
+use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::connection::{command_name, error, precheck, request_error};
 use super::event_loop::{Forwarded, Server, Waiter};
@@ -292,28 +292,6 @@ impl Server {
         self.parked.push_back(token, seq, command);
     }
 
-    /// Whether a connection's request must wait in `parked` rather than be
-    /// routed now: behind its connection's requests already parked, so that
-    /// they take effect in the order it sent them (`dispatch_parked` routes
-    /// them in order), or behind its requests in flight to another node.
-    /// Other connections go on.
-    pub(super) fn must_park(&self, token: Token) -> bool {
-        self.parked.holds(token) || self.waits_for_forwards(token)
-    }
-
-    /// Whether the connection has requests in flight to a node other than
-    /// the one a request of it would go to now.
-    pub(super) fn waits_for_forwards(&self, token: Token) -> bool {
-        let target = if self.replica.is_leader() {
-            self.config.id
-        } else {
-            self.replica.node().leader_id()
-        };
-        self.clients
-            .get(&token)
-            .is_some_and(|client| client.forwards_elsewhere(target))
-    }
-
     fn propose_or_read(&mut self, command: Command, waiter: Waiter) -> Result<(), Refused<Waiter>> {
         if command.is_write() {
             self.replica.propose(command, waiter)
@@ -360,81 +338,6 @@ impl Server {
                     .send(from, &PeerMessage::ForwardReply { id, reply });
             }
         }
-    }
-
-    /// Routes the parked requests again once a leader may serve them: each
-    /// connection's in order, up to the first that must wait; a connection
-    /// whose first must wait is passed over whole.
-    pub(super) fn dispatch_parked(&mut self) {
-        if self.parked.is_empty() {
-            return;
-        }
-        let leader = self.replica.node().leader_id();
-        let reachable = if self.replica.is_leader() {
-            self.takes_writes()
-        } else {
-            self.peers.is_connected(leader)
-        };
-        if !reachable {
-            return;
-        }
-        for token in self.parked.start_dispatch() {
-            let mut queue = self.parked.take(token);
-            // Once nothing after a request touches a key or is out, the same
-            // holds for every later one: one scan of the slots per pass,
-            // not one per returned request (a whole pipeline can come back).
-            let mut rest_unseen = false;
-            while let Some(parked) = queue.pop_front() {
-                let still_waiting = self
-                    .clients
-                    .get(&token)
-                    .is_some_and(|c| c.pending(parked.seq) == Some(Pending::Parked));
-                if !still_waiting {
-                    continue;
-                }
-                if self.waits_for_forwards(token) {
-                    queue.push_front(parked);
-                    break;
-                }
-                if parked.returned && !rest_unseen {
-                    let write = parked.command.is_write();
-                    let after = self.clients.get(&token).map(|c| {
-                        // As a write would see them: the stricter reading.
-                        let strict = c.requests_after(parked.seq, true);
-                        rest_unseen = strict == RequestsAfter::Unseen;
-                        if write || rest_unseen {
-                            strict
-                        } else {
-                            c.requests_after(parked.seq, false)
-                        }
-                    });
-                    match after {
-                        Some(RequestsAfter::InFlight) => {
-                            queue.push_front(parked);
-                            break;
-                        }
-                        Some(RequestsAfter::Answered) => {
-                            // Routed again, it would take effect after
-                            // requests sent after it that have: it never
-                            // did, and is refused (SPEC allows -TRYAGAIN).
-                            let waiter = Waiter::Client {
-                                token,
-                                seq: parked.seq,
-                            };
-                            self.complete(waiter, error(READ_DROPPED));
-                            continue;
-                        }
-                        Some(RequestsAfter::Unseen) | None => {}
-                    }
-                }
-                self.route(token, parked.seq, parked.command);
-                if self.parked.holds(token) {
-                    break;
-                }
-            }
-            self.parked.put_back(token, queue);
-        }
-        self.parked.finish_dispatch();
     }
 
     /// A request forwarded to us by a follower that believes we lead.
@@ -594,15 +497,6 @@ impl Server {
         if client.complete(seq, reply) {
             self.mark_dirty(token);
             self.retry_parked_of(token);
-        }
-    }
-
-    /// Lets the loop route a connection's parked requests at once, not at
-    /// its next tick, once one of its requests is answered: they may have
-    /// waited for it (`dispatch_parked`).
-    pub(super) fn retry_parked_of(&mut self, token: Token) {
-        if self.parked.holds(token) {
-            self.parked.retry();
         }
     }
 

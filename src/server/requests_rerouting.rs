@@ -1,13 +1,14 @@
-//! Requests that did not get an answer where they went: reads a leader
-//! dropped when it stopped leading, requests forwarded to a node that no
-//! longer leads, and requests a leader sent back. Each is parked to be
-//! routed again, in its connection's order; `dispatch_parked` refuses one
-//! that would then take effect after a request its connection sent after it.
+//! Parked requests, and those that did not get an answer where they went:
+//! reads a leader dropped when it stopped leading, requests forwarded to a
+//! node that no longer leads, and requests a leader sent back. Each is
+//! parked to be routed again, in its connection's order; `dispatch_parked`
+//! routes them once they may go, and refuses a returned one that would then
+//! take effect after a request its connection sent after it.
 
 use super::READ_DROPPED;
 use crate::kv::Command;
 use crate::raft::NodeId;
-use crate::server::clients::Pending;
+use crate::server::clients::{Pending, RequestsAfter};
 use crate::server::connection::error;
 use crate::server::event_loop::{Forwarded, Server, Waiter};
 use crate::wire::peer_msg::PeerMessage;
@@ -111,5 +112,111 @@ impl Server {
         self.clients
             .get(&token)
             .is_some_and(|c| c.pending(seq).is_some() && c.read_may_be_routed_again(seq))
+    }
+
+    /// Whether a connection's request must wait in `parked` rather than be
+    /// routed now: behind its connection's requests already parked, so that
+    /// they take effect in the order it sent them (`dispatch_parked` routes
+    /// them in order), or behind its requests in flight to another node.
+    /// Other connections go on.
+    pub(in crate::server) fn must_park(&self, token: Token) -> bool {
+        self.parked.holds(token) || self.waits_for_forwards(token)
+    }
+
+    /// Whether the connection has requests in flight to a node other than
+    /// the one a request of it would go to now.
+    pub(in crate::server) fn waits_for_forwards(&self, token: Token) -> bool {
+        let target = if self.replica.is_leader() {
+            self.config.id
+        } else {
+            self.replica.node().leader_id()
+        };
+        self.clients
+            .get(&token)
+            .is_some_and(|client| client.forwards_elsewhere(target))
+    }
+
+    /// Routes the parked requests again once a leader may serve them: each
+    /// connection's in order, up to the first that must wait; a connection
+    /// whose first must wait is passed over whole.
+    pub(in crate::server) fn dispatch_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let leader = self.replica.node().leader_id();
+        let reachable = if self.replica.is_leader() {
+            self.takes_writes()
+        } else {
+            self.peers.is_connected(leader)
+        };
+        if !reachable {
+            return;
+        }
+        for token in self.parked.start_dispatch() {
+            let mut queue = self.parked.take(token);
+            // Once nothing after a request touches a key or is out, the same
+            // holds for every later one: one scan of the slots per pass,
+            // not one per returned request (a whole pipeline can come back).
+            let mut rest_unseen = false;
+            while let Some(parked) = queue.pop_front() {
+                let still_waiting = self
+                    .clients
+                    .get(&token)
+                    .is_some_and(|c| c.pending(parked.seq) == Some(Pending::Parked));
+                if !still_waiting {
+                    continue;
+                }
+                if self.waits_for_forwards(token) {
+                    queue.push_front(parked);
+                    break;
+                }
+                if parked.returned && !rest_unseen {
+                    let write = parked.command.is_write();
+                    let after = self.clients.get(&token).map(|c| {
+                        // As a write would see them: the stricter reading.
+                        let strict = c.requests_after(parked.seq, true);
+                        rest_unseen = strict == RequestsAfter::Unseen;
+                        if write || rest_unseen {
+                            strict
+                        } else {
+                            c.requests_after(parked.seq, false)
+                        }
+                    });
+                    match after {
+                        Some(RequestsAfter::InFlight) => {
+                            queue.push_front(parked);
+                            break;
+                        }
+                        Some(RequestsAfter::Answered) => {
+                            // Routed again, it would take effect after
+                            // requests sent after it that have: it never
+                            // did, and is refused (SPEC allows -TRYAGAIN).
+                            let waiter = Waiter::Client {
+                                token,
+                                seq: parked.seq,
+                            };
+                            self.complete(waiter, error(READ_DROPPED));
+                            continue;
+                        }
+                        Some(RequestsAfter::Unseen) | None => {}
+                    }
+                }
+                self.route(token, parked.seq, parked.command);
+                if self.parked.holds(token) {
+                    break;
+                }
+            }
+            self.parked.put_back(token, queue);
+        }
+        self.parked.finish_dispatch();
+    }
+
+    /// Lets the loop route a connection's parked requests at once, not at
+    /// its next tick, once one of its requests is answered: they may have
+    /// waited for it (`dispatch_parked`).
+    pub(in crate::server) fn retry_parked_of(&mut self, token: Token) {
+        if self.parked.holds(token) {
+            self.parked.retry();
+        }
     }
 }
