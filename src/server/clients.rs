@@ -236,11 +236,9 @@ impl Client {
         else {
             return false;
         };
+        // A membership change in flight is no write: it touches no key.
         let earlier_in_flight = self.slots.iter().take(at).any(|slot| {
-            matches!(
-                slot,
-                Slot::Waiting(Pending::InFlight { write: true, .. }, ..)
-            )
+            matches!(slot, Slot::Waiting(Pending::InFlight { .. }, _, kind) if kind.writes())
         });
         !earlier_in_flight && self.requests_after(seq, false) == RequestsAfter::Unseen
     }
@@ -451,6 +449,12 @@ mod tests {
             RequestsAfter::Unseen,
             "refused unapplied"
         );
+        // A membership change in flight before a read does not hold it.
+        let change = c.open_slot(Pending::Parked, Kind::Change);
+        let after_change = c.open_slot(Pending::Parked, Kind::Read);
+        c.set_forwarded(change, true, 4, 2);
+        assert!(c.read_may_be_routed_again(after_change));
+        assert!(c.complete(change, Reply::Ok));
         // Back to parked, a forwarded slot is no longer counted.
         let last = c.open_slot(Pending::Parked, Kind::Write);
         c.set_forwarded(last, true, 3, 2);
