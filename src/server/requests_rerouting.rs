@@ -11,6 +11,7 @@ use crate::raft::NodeId;
 use crate::server::clients::{Pending, RequestsAfter};
 use crate::server::connection::error;
 use crate::server::event_loop::{Forwarded, Server, Waiter};
+use crate::server::parked::ParkedRequest;
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
@@ -154,9 +155,7 @@ impl Server {
         }
         for token in self.parked.start_dispatch() {
             let mut queue = self.parked.take(token);
-            // Once nothing after a request touches a key or is out, the same
-            // holds for every later one: one scan of the slots per pass,
-            // not one per returned request (a whole pipeline can come back).
+            // See `after_returned`.
             let mut rest_unseen = false;
             while let Some(parked) = queue.pop_front() {
                 let still_waiting = self
@@ -170,36 +169,28 @@ impl Server {
                     queue.push_front(parked);
                     break;
                 }
-                if parked.returned && !rest_unseen {
-                    let write = parked.command.is_write();
-                    let after = self.clients.get(&token).map(|c| {
-                        // As a write would see them: the stricter reading.
-                        let strict = c.requests_after(parked.seq, true);
-                        rest_unseen = strict == RequestsAfter::Unseen;
-                        if write || rest_unseen {
-                            strict
-                        } else {
-                            c.requests_after(parked.seq, false)
-                        }
-                    });
-                    match after {
-                        Some(RequestsAfter::InFlight) => {
-                            queue.push_front(parked);
-                            break;
-                        }
-                        Some(RequestsAfter::Answered) => {
-                            // Routed again, it would take effect after
-                            // requests sent after it that have: it never
-                            // did, and is refused (SPEC allows -TRYAGAIN).
-                            let waiter = Waiter::Client {
-                                token,
-                                seq: parked.seq,
-                            };
-                            self.complete(waiter, error(READ_DROPPED));
-                            continue;
-                        }
-                        Some(RequestsAfter::Unseen) | None => {}
+                let after = if parked.returned && !rest_unseen {
+                    self.after_returned(token, &parked, &mut rest_unseen)
+                } else {
+                    RequestsAfter::Unseen
+                };
+                match after {
+                    RequestsAfter::InFlight => {
+                        queue.push_front(parked);
+                        break;
                     }
+                    RequestsAfter::Answered => {
+                        // Routed again, it would take effect after requests
+                        // sent after it that have: it never did, and is
+                        // refused (SPEC allows -TRYAGAIN).
+                        let waiter = Waiter::Client {
+                            token,
+                            seq: parked.seq,
+                        };
+                        self.complete(waiter, error(READ_DROPPED));
+                        continue;
+                    }
+                    RequestsAfter::Unseen => {}
                 }
                 self.route(token, parked.seq, parked.command);
                 if self.parked.holds(token) {
@@ -209,6 +200,29 @@ impl Server {
             self.parked.put_back(token, queue);
         }
         self.parked.finish_dispatch();
+    }
+
+    /// What became of the requests sent after a returned one
+    /// (`Client::requests_after`). Sets `rest_unseen` once none after it
+    /// touches a key or is out, as a write would see them: then the same
+    /// holds for every later one of the pass, which need no scan of their
+    /// own (a whole pipeline can come back).
+    fn after_returned(
+        &self,
+        token: Token,
+        parked: &ParkedRequest,
+        rest_unseen: &mut bool,
+    ) -> RequestsAfter {
+        let Some(client) = self.clients.get(&token) else {
+            return RequestsAfter::Unseen;
+        };
+        let strict = client.requests_after(parked.seq, true);
+        *rest_unseen = strict == RequestsAfter::Unseen;
+        if parked.command.is_write() || *rest_unseen {
+            strict
+        } else {
+            client.requests_after(parked.seq, false)
+        }
     }
 
     /// Lets the loop route a connection's parked requests at once, not at
