@@ -10,6 +10,13 @@ pub type NodeId = u64;
 /// The absence of a node: no vote cast, no leader known.
 pub const NO_NODE: NodeId = 0;
 
+/// The highest term a node takes from a peer or its own stable file. No
+/// cluster holds 2^62 elections, and the bound leaves the core room to count
+/// terms up without wrapping: a term of `u64::MAX` (a stranger's message on
+/// the raft port, a crafted stable file) would have wrapped its next
+/// campaign to term 0.
+pub const MAX_TERM: u64 = 1 << 62;
+
 /// What an entry's payload means to the layers above the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -2,7 +2,7 @@
 
 use super::error::StorageError;
 use super::sync_dir;
-use crate::raft::HardState;
+use crate::raft::{HardState, MAX_TERM};
 use byteorder::{BigEndian, ByteOrder};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -71,8 +71,18 @@ fn decode(buf: &[u8], path: &Path) -> Result<HardState, StorageError> {
             format!("unsupported version {}", version),
         ));
     }
+    let term = BigEndian::read_u64(&buf[8..16]);
+    if term > MAX_TERM {
+        // Every term on disk is at most this one (`recover` checks), so this
+        // bounds the snapshot's and the log's terms too.
+        return Err(StorageError::corrupt(
+            path,
+            Some(8),
+            format!("term {term} above the highest term {MAX_TERM}"),
+        ));
+    }
     Ok(HardState {
-        term: BigEndian::read_u64(&buf[8..16]),
+        term,
         vote: BigEndian::read_u64(&buf[16..24]),
     })
 }
@@ -172,6 +182,21 @@ mod tests {
             bad[at] ^= 0x40;
             let err = decode(&bad, Path::new("dir/stable")).expect_err("flip must be caught");
             assert!(err.to_string().contains("dir/stable"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn a_term_above_the_highest_is_an_error_even_with_a_good_crc() {
+        let highest = HardState {
+            term: MAX_TERM,
+            vote: 1,
+        };
+        assert_eq!(decode(&encode(highest), Path::new("s")).ok(), Some(highest));
+        for term in [MAX_TERM + 1, u64::MAX] {
+            let err = decode(&encode(HardState { term, vote: 1 }), Path::new("dir/stable"))
+                .expect_err("a term the core could wrap");
+            let text = err.to_string();
+            assert!(text.contains("dir/stable") && text.contains("offset 8"), "{text}");
         }
     }
 

@@ -30,18 +30,13 @@ use super::frame::{
 use crate::kv::Reply;
 use crate::raft::{
     conf_change, Entry, EntryKind, Message, MessageBody, Payload, PayloadBuffer, SnapshotMeta,
+    MAX_TERM,
 };
 
 /// Deepest nesting of arrays and maps in a forwarded reply. Replies nest at most
 /// a few levels (an EXEC array of command replies); the limit bounds the
 /// decoder's recursion on hostile input.
 pub const MAX_REPLY_DEPTH: usize = 16;
-
-/// The highest term a message may carry. No cluster holds 2^62 elections, and
-/// the bound leaves the core room to count terms up without wrapping: a
-/// message of term `u64::MAX` from a stranger on the raft port would have
-/// wrapped its next campaign to term 0.
-pub const MAX_TERM: u64 = 1 << 62;
 
 /// One peer frame's content after the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
