@@ -1542,6 +1542,14 @@ fn unfinished_writer_leaves_nothing_and_temp_files_are_ignored() {
     assert_eq!(loaded.meta.index, 5);
     assert_eq!(snapshot::remove_temp_files(dir.path()).expect("remove"), 1);
     assert!(!stale.exists());
+
+    // One that cannot be removed (a directory) is passed over, not fatal:
+    // the start that calls this has already repaired the log.
+    let stuck = dir.path().join("x.tmp");
+    fs::create_dir(&stuck).expect("mkdir");
+    fs::write(&stale, b"crashed mid-write").expect("tmp");
+    assert_eq!(snapshot::remove_temp_files(dir.path()).expect("remove"), 1);
+    assert!(!stale.exists() && stuck.is_dir());
 }
 
 // ---------------------------------------------------------------------------

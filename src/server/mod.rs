@@ -224,8 +224,10 @@ fn build(
         config.id,
         &config.raft_addr,
     )?;
-    let recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
+    // The founders file first: on a data dir this node may not write, that
+    // fails before the log's repairs have changed anything.
     config.cluster = founding.record(&config.data_dir)?;
+    let recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;
     let raft_config = RaftConfig {

@@ -193,10 +193,16 @@ mod tests {
         };
         assert_eq!(decode(&encode(highest), Path::new("s")).ok(), Some(highest));
         for term in [MAX_TERM + 1, u64::MAX] {
-            let err = decode(&encode(HardState { term, vote: 1 }), Path::new("dir/stable"))
-                .expect_err("a term the core could wrap");
+            let err = decode(
+                &encode(HardState { term, vote: 1 }),
+                Path::new("dir/stable"),
+            )
+            .expect_err("a term the core could wrap");
             let text = err.to_string();
-            assert!(text.contains("dir/stable") && text.contains("offset 8"), "{text}");
+            assert!(
+                text.contains("dir/stable") && text.contains("offset 8"),
+                "{text}"
+            );
         }
     }
 
