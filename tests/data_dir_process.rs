@@ -7,7 +7,9 @@
 //!   recreates nothing, with or without a snapshot (it used to start with an
 //!   empty log, or empty it to continue the snapshot, losing acknowledged
 //!   writes);
-//! - a node that joined and never got an entry still restarts.
+//! - a node that joined and never got an entry still restarts;
+//! - a FIFO in place of `stable` or `founders` stops the node with status 1
+//!   naming it (the start used to hang in `open`, deaf to SIGTERM).
 
 mod common;
 
@@ -248,4 +250,38 @@ fn a_node_started_on_another_nodes_data_dir_exits_1_and_changes_nothing() {
     for i in [a, b] {
         assert_eq!(cluster.client(i).cmd_retry(&["GET", "k"]), bulk("v"));
     }
+}
+
+#[test]
+fn a_fifo_in_place_of_a_data_dir_file_stops_the_node_instead_of_hanging_it() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(0).cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    cluster.terminate(0);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    for name in ["stable", "founders"] {
+        let path = data_dir.join(name);
+        let saved = data_dir.join(format!("{name}.saved"));
+        fs::rename(&path, &saved).expect("move the file aside");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo {}", path.display());
+        // Opened for reading the usual way, a FIFO blocks until a writer
+        // comes: the start hung, deaf to SIGTERM.
+        let (code, stderr) = run_to_exit(&cluster.args(0), Duration::from_secs(15));
+        assert_eq!(code, Some(1), "{}", stderr);
+        let line = error_line(&stderr);
+        assert!(
+            line.contains(&path.display().to_string()) && line.contains("not a regular file"),
+            "{}",
+            stderr
+        );
+        fs::remove_file(&path).expect("rm the fifo");
+        fs::rename(&saved, &path).expect("put the file back");
+    }
+    cluster.spawn(0);
+    assert_eq!(cluster.client(0).cmd_retry(&["GET", "k"]), bulk("v"));
 }

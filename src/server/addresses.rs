@@ -63,7 +63,7 @@ impl AddressBook {
             unsaved: false,
         };
         if let Some(path) = &book.path {
-            match fs::read_to_string(path) {
+            match crate::storage::read_regular_text(path) {
                 Ok(text) => book.nodes = parse_file(&text, path),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => warn!(

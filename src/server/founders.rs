@@ -34,7 +34,7 @@ pub fn decide(
 ) -> Result<Settled, ServerError> {
     let path = data_dir.join(FOUNDERS_FILE);
     let fatal = |why: String| ServerError::Fatal(format!("{}: {}", path.display(), why));
-    let (members, write) = match fs::read_to_string(&path) {
+    let (members, write) = match crate::storage::read_regular_text(&path) {
         Ok(text) => {
             let (recorded, node) = parse(&text).map_err(fatal)?;
             if let Some(node) = node.filter(|node| *node != id) {

@@ -356,6 +356,39 @@ impl Storage {
     }
 }
 
+/// Opens a file of the data dir for reading, refusing anything but a
+/// regular file. Opened without blocking: a FIFO put in a file's place
+/// would otherwise hang the start in `open`, deaf to SIGTERM, where it must
+/// stop with a line naming the file.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// The whole content of a file of the data dir ([`open_regular`]).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    open_regular(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_regular`] for a text file.
+pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path)?)
+        .map_err(|err| std::io::Error::new(ErrorKind::InvalidData, err))
+}
+
 /// fsync of a directory, which makes the names created or removed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)

@@ -553,7 +553,7 @@ fn load_file(
     path: &Path,
     (index, term): (u64, u64),
 ) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
-    let mut bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let mut bytes = super::read_regular(path).map_err(|e| StorageError::io(path, e))?;
     let len = bytes.len() as u64;
     if len < FIXED_HEADER_BYTES + 4 + CRC_BYTES {
         return Err(StorageError::corrupt(

@@ -101,7 +101,7 @@ impl Stable {
     /// this node vote twice in a term. A leftover `stable.tmp` is ignored.
     pub(crate) fn open(dir: &Path) -> Result<Stable, StorageError> {
         let path = dir.join(FILE_NAME);
-        let (hard_state, on_disk) = match File::open(&path) {
+        let (hard_state, on_disk) = match super::open_regular(&path) {
             Ok(file) => (decode(&read_bounded(file, &path)?, &path)?, true),
             Err(err) if err.kind() == ErrorKind::NotFound => (HardState::default(), false),
             Err(err) => return Err(StorageError::io(&path, err)),
