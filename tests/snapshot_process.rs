@@ -347,6 +347,23 @@ fn a_corrupt_newest_snapshot_is_passed_over_when_the_log_covers_it() {
     wait_for(Duration::from_secs(10), "the log to be replayed", || {
         (digest(&cluster, 0) == before).then_some(())
     });
+
+    // Set aside, kept for inspection, so that it no longer counts as one of
+    // the two kept: the next snapshot prunes nothing, and the one this start
+    // used stays as the fallback (it used to be pruned, leaving the bad one).
+    let mut broken = newest.as_os_str().to_owned();
+    broken.push(".broken");
+    assert!(std::path::Path::new(&broken).exists(), "not set aside");
+    let older = files[..files.len() - 1].to_vec();
+    // More than `snapshot_entries` were applied since the one used: the
+    // node takes a new one at once.
+    let used = older.last().expect("an older snapshot").clone();
+    let now = wait_for(Duration::from_secs(20), "a new snapshot", || {
+        let now = snapshot_files(cluster.data_dir(0));
+        now.iter().any(|file| *file > *newest).then_some(now)
+    });
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], used, "the snapshot this start used was pruned");
 }
 
 #[test]

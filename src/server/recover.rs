@@ -18,7 +18,7 @@ use crate::recovery::{plan_log, LogPlan};
 use crate::storage::snapshot::{self, load_latest, parse_path, remove_temp_files};
 use crate::storage::Storage;
 use log::{info, warn};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// What [`check`] decided, for [`finish`] to carry out.
@@ -27,6 +27,8 @@ pub(super) struct Checked {
     kv: KvStore,
     snapshot_bytes: u64,
     plan: LogPlan,
+    /// Snapshots newer than the one loaded that failed their check.
+    passed_over: Vec<PathBuf>,
     started: Instant,
 }
 
@@ -50,11 +52,12 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let dir = snapshot::snapshot_dir(data_dir);
     let loaded =
         load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
+    let mut passed_over = Vec::new();
     let (meta, kv, snapshot_bytes, must_reach) = match loaded {
         None => (SnapshotMeta::default(), KvStore::new(), 0, 0),
-        Some(loaded) => {
-            let must_reach = loaded
-                .skipped
+        Some(mut loaded) => {
+            passed_over = std::mem::take(&mut loaded.skipped);
+            let must_reach = passed_over
                 .iter()
                 .filter_map(|p| parse_path(p))
                 .map(|(index, _)| index)
@@ -102,6 +105,7 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         kv,
         snapshot_bytes,
         plan,
+        passed_over,
         started,
     })
 }
@@ -119,9 +123,13 @@ pub(super) fn finish(
         kv,
         snapshot_bytes,
         plan,
+        passed_over,
         started,
     } = checked;
     storage.finish_recovery()?;
+    for path in passed_over {
+        set_aside(&path);
+    }
     let dir = snapshot::snapshot_dir(data_dir);
     let removed = remove_temp_files(&dir)?;
     if removed > 0 {
@@ -162,4 +170,26 @@ pub(super) fn finish(
         kv,
         snapshot_bytes,
     })
+}
+
+/// Renames a snapshot that failed its check to `<name>.broken`, kept for
+/// inspection. Left where it was, it counted as one of the two snapshots
+/// kept, so the first new snapshot pruned the good one this start used and
+/// left a known-bad one as the only fallback.
+fn set_aside(path: &Path) {
+    let mut broken = path.as_os_str().to_owned();
+    broken.push(".broken");
+    let broken = PathBuf::from(broken);
+    match std::fs::rename(path, &broken) {
+        Ok(()) => warn!(
+            "moved snapshot {}, which failed its check, to {}; delete it once looked at",
+            path.display(),
+            broken.display()
+        ),
+        Err(err) => warn!(
+            "could not move snapshot {}, which failed its check, aside: {}",
+            path.display(),
+            err
+        ),
+    }
 }
