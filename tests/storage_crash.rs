@@ -513,6 +513,43 @@ fn flipped_byte_in_an_older_segment_is_an_error() {
     }
 }
 
+/// Zeros read as the end of an older segment's records, so the error comes
+/// up at the next segment's first index; it names the older file too, and
+/// where its records stop, which is where the damage is.
+/// The first index a segment's file name gives.
+fn first_index_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse().ok())
+        .expect("a segment's name")
+}
+
+#[test]
+fn zeroed_last_record_of_an_older_segment_is_an_error_naming_where_it_stops() {
+    let dir = tempdir();
+    build(dir.path(), SEG, &entries(1, 201, 1));
+    let files = segment_files(dir.path());
+    let older = files[1].clone();
+    let mut bytes = fs::read(&older).expect("read");
+    let (start, end) = *record_spans(&bytes).last().expect("records");
+    bytes[start..end].fill(0);
+    fs::write(&older, &bytes).expect("write");
+    let message = open_err(dir.path(), SEG);
+    let stop = format!(
+        "{} ends at index {} (its records stop at offset {})",
+        older.display(),
+        record_spans(&bytes).len() as u64 + first_index_of(&older) - 1,
+        start
+    );
+    assert!(
+        message.contains(&files[2].display().to_string()) && message.contains(&stop),
+        "error lacks '{}': {}",
+        stop,
+        message
+    );
+}
+
 #[test]
 fn missing_middle_segment_is_an_error() {
     let dir = tempdir();

@@ -162,6 +162,11 @@ impl Segment {
         self.offsets.is_empty()
     }
 
+    /// Where its records end: only zeros follow.
+    pub(crate) fn records_end(&self) -> usize {
+        self.write_offset
+    }
+
     pub(crate) fn file_bytes(&self) -> u64 {
         self.map.len() as u64
     }

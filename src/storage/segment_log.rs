@@ -459,14 +459,17 @@ fn check_follows(prev: &Segment, seg: &Segment) -> Result<(), StorageError> {
             ),
         ));
     }
+    // Either file may be the damaged one: the records of `prev` may stop
+    // early (zeroed ones read as its end), so where they stop is named too.
     Err(StorageError::corrupt(
         seg.path(),
         Some(0),
         format!(
-            "segment starts at index {} but {} ends at index {}",
+            "segment starts at index {} but {} ends at index {} (its records stop at offset {})",
             seg.first_index(),
             prev.path().display(),
-            prev.next_index() - 1
+            prev.next_index() - 1,
+            prev.records_end()
         ),
     ))
 }
