@@ -9,7 +9,8 @@
 //!   writes);
 //! - a node that joined and never got an entry still restarts;
 //! - a FIFO in place of `stable` or `founders` stops the node with status 1
-//!   naming it (the start used to hang in `open`, deaf to SIGTERM).
+//!   naming it, and one left at `stable.tmp` is replaced (each used to hang
+//!   the node in `open`, deaf to SIGTERM).
 
 mod common;
 
@@ -264,11 +265,7 @@ fn a_fifo_in_place_of_a_data_dir_file_stops_the_node_instead_of_hanging_it() {
         let path = data_dir.join(name);
         let saved = data_dir.join(format!("{name}.saved"));
         fs::rename(&path, &saved).expect("move the file aside");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .expect("run mkfifo");
-        assert!(made.success(), "mkfifo {}", path.display());
+        mkfifo(&path);
         // Opened for reading the usual way, a FIFO blocks until a writer
         // comes: the start hung, deaf to SIGTERM.
         let (code, stderr) = run_to_exit(&cluster.args(0), Duration::from_secs(15));
@@ -282,6 +279,17 @@ fn a_fifo_in_place_of_a_data_dir_file_stops_the_node_instead_of_hanging_it() {
         fs::remove_file(&path).expect("rm the fifo");
         fs::rename(&saved, &path).expect("put the file back");
     }
+    // A FIFO left where the node writes its next term (`stable.tmp`): the
+    // write opened it and blocked for good, deaf to SIGTERM.
+    mkfifo(&data_dir.join("stable.tmp"));
     cluster.spawn(0);
     assert_eq!(cluster.client(0).cmd_retry(&["GET", "k"]), bulk("v"));
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
 }

@@ -24,8 +24,7 @@ use crate::raft::{NodeId, NO_NODE};
 use log::warn;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::Write as _;
+
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data dir.
@@ -170,7 +169,7 @@ impl AddressBook {
         let Some(path) = &self.path else {
             return;
         };
-        if let Err(err) = write_atomically(path, &self.file_text()) {
+        if let Err(err) = crate::storage::write_atomically(path, self.file_text().as_bytes()) {
             warn!("cannot write {}: {}", path.display(), err);
             self.unsaved = true;
         }
@@ -190,18 +189,6 @@ impl AddressBook {
         }
         out
     }
-}
-
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn parse_file(text: &str, path: &Path) -> BTreeMap<NodeId, Known> {

@@ -11,8 +11,8 @@
 use super::ServerError;
 use crate::config::{self, FOUNDERS_FILE};
 use crate::raft::NodeId;
-use std::fs;
-use std::io::{ErrorKind, Write};
+
+use std::io::ErrorKind;
 use std::path::Path;
 
 type Members = Vec<(NodeId, String)>;
@@ -91,10 +91,8 @@ impl Settled {
     /// Writes the file if it must change, and returns the members.
     pub fn record(self, data_dir: &Path) -> Result<Members, ServerError> {
         if self.write {
-            record(data_dir, self.id, &self.members).map_err(|e| {
-                let path = data_dir.join(FOUNDERS_FILE);
-                ServerError::Fatal(format!("{}: {}", path.display(), e))
-            })?;
+            record(data_dir, self.id, &self.members)
+                .map_err(|err| ServerError::Fatal(err.to_string()))?;
         }
         Ok(self.members)
     }
@@ -135,8 +133,12 @@ fn parse(text: &str) -> Result<(Members, Option<NodeId>), String> {
     Ok((members, node))
 }
 
-/// Written whole or not at all: a temporary file, synced, renamed.
-fn record(data_dir: &Path, id: NodeId, members: &[(NodeId, String)]) -> std::io::Result<()> {
+/// Written whole or not at all (`write_atomically`).
+fn record(
+    data_dir: &Path,
+    id: NodeId,
+    members: &[(NodeId, String)],
+) -> Result<(), crate::storage::StorageError> {
     let listed: Vec<String> = members
         .iter()
         .map(|(id, addr)| format!("{}={}", id, addr))
@@ -146,18 +148,13 @@ fn record(data_dir: &Path, id: NodeId, members: &[(NodeId, String)]) -> std::io:
         id,
         listed.join(",")
     );
-    let tmp = data_dir.join(format!("{}.tmp", FOUNDERS_FILE));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, data_dir.join(FOUNDERS_FILE))?;
-    fs::File::open(data_dir)?.sync_all()
+    crate::storage::write_atomically(&data_dir.join(FOUNDERS_FILE), text.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn settle(
         data_dir: &Path,

@@ -389,6 +389,35 @@ pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
         .map_err(|err| std::io::Error::new(ErrorKind::InvalidData, err))
 }
 
+/// Replaces the file at `path` with `bytes`, whole or not at all, durable
+/// when this returns: written to `<path>.tmp`, fsynced, renamed over `path`,
+/// the directory fsynced. A leftover `.tmp` is removed first rather than
+/// opened, since opening a FIFO left in its place would block for good.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Err(err) if err.kind() != ErrorKind::NotFound => return Err(StorageError::io(&tmp, err)),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| StorageError::io(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StorageError::io(&tmp, e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
 /// fsync of a directory, which makes the names created or removed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)

@@ -1,15 +1,14 @@
 //! The stable file: the current term and vote, replaced atomically.
 
 use super::error::StorageError;
-use super::sync_dir;
+
 use crate::raft::{HardState, MAX_TERM};
 use byteorder::{BigEndian, ByteOrder};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 pub(crate) const FILE_NAME: &str = "stable";
-const TMP_NAME: &str = "stable.tmp";
 const MAGIC: [u8; 4] = *b"RKHS";
 const VERSION: u32 = 1;
 const LEN: usize = 28;
@@ -123,26 +122,13 @@ impl Stable {
         self.hard_state
     }
 
-    /// Writes `stable.tmp`, fsyncs it, renames it over `stable` and fsyncs the
-    /// directory: a crash leaves either the old or the new file, whole.
+    /// Replaces the file atomically (`write_atomically`): a crash leaves
+    /// either the old or the new file, whole.
     pub(crate) fn set(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         if hard_state == self.hard_state {
             return Ok(());
         }
-        let tmp = self.dir.join(TMP_NAME);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        file.write_all(&encode(hard_state))
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
-        drop(file);
-        let path = self.dir.join(FILE_NAME);
-        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, e))?;
-        sync_dir(&self.dir)?;
+        super::write_atomically(&self.dir.join(FILE_NAME), &encode(hard_state))?;
         self.hard_state = hard_state;
         self.on_disk = true;
         Ok(())
