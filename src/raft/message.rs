@@ -17,6 +17,11 @@ pub const NO_NODE: NodeId = 0;
 /// campaign to term 0.
 pub const MAX_TERM: u64 = 1 << 62;
 
+/// The highest term a stable file may hold. Higher than [`MAX_TERM`]: a node
+/// counts its own term up from the highest it took, and must still start
+/// from what it wrote; and as far from wrapping.
+pub const MAX_STORED_TERM: u64 = 1 << 63;
+
 /// What an entry's payload means to the layers above the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -118,8 +118,8 @@ use std::collections::BTreeMap;
 
 pub use conf_change::{ConfChange, ConfEntry};
 pub use message::{
-    Entry, EntryKind, HardState, Message, MessageBody, NodeId, Payload, SnapshotMeta, MAX_TERM,
-    NO_NODE,
+    Entry, EntryKind, HardState, Message, MessageBody, NodeId, Payload, SnapshotMeta,
+    MAX_STORED_TERM, MAX_TERM, NO_NODE,
 };
 pub use payload::{PayloadArena, PayloadBuffer};
 pub use ready::{ReadState, Ready, Role, SoftState, TransferOutcome};

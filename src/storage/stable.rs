@@ -2,7 +2,7 @@
 
 use super::error::StorageError;
 
-use crate::raft::{HardState, MAX_TERM};
+use crate::raft::{HardState, MAX_STORED_TERM};
 use byteorder::{BigEndian, ByteOrder};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -71,13 +71,13 @@ fn decode(buf: &[u8], path: &Path) -> Result<HardState, StorageError> {
         ));
     }
     let term = BigEndian::read_u64(&buf[8..16]);
-    if term > MAX_TERM {
+    if term > MAX_STORED_TERM {
         // Every term on disk is at most this one (`recover` checks), so this
         // bounds the snapshot's and the log's terms too.
         return Err(StorageError::corrupt(
             path,
             Some(8),
-            format!("term {term} above the highest term {MAX_TERM}"),
+            format!("term {term} above the highest term {MAX_STORED_TERM}"),
         ));
     }
     Ok(HardState {
@@ -171,19 +171,31 @@ mod tests {
         }
     }
 
+    /// A stable file as `encode` writes it, but holding any term.
+    fn with_term(term: u64) -> [u8; LEN] {
+        let mut buf = encode(HardState { term: 1, vote: 1 });
+        BigEndian::write_u64(&mut buf[8..16], term);
+        let crc = crc32fast::hash(&buf[0..24]);
+        BigEndian::write_u32(&mut buf[24..28], crc);
+        buf
+    }
+
     #[test]
     fn a_term_above_the_highest_is_an_error_even_with_a_good_crc() {
-        let highest = HardState {
-            term: MAX_TERM,
+        // What a node that took `MAX_TERM` from a peer writes after its
+        // next campaign: it must start from it.
+        let counted_up = HardState {
+            term: crate::raft::MAX_TERM + 1,
             vote: 1,
         };
-        assert_eq!(decode(&encode(highest), Path::new("s")).ok(), Some(highest));
-        for term in [MAX_TERM + 1, u64::MAX] {
-            let err = decode(
-                &encode(HardState { term, vote: 1 }),
-                Path::new("dir/stable"),
-            )
-            .expect_err("a term the core could wrap");
+        assert_eq!(
+            decode(&encode(counted_up), Path::new("s")).ok(),
+            Some(counted_up)
+        );
+        assert!(decode(&with_term(MAX_STORED_TERM), Path::new("s")).is_ok());
+        for term in [MAX_STORED_TERM + 1, u64::MAX] {
+            let err = decode(&with_term(term), Path::new("dir/stable"))
+                .expect_err("a term the core could wrap");
             let text = err.to_string();
             assert!(
                 text.contains("dir/stable") && text.contains("offset 8"),
