@@ -203,8 +203,8 @@ fn a_snapshot_the_follower_cannot_use_is_sent_again_after_growing_waits() {
     let mut client = cluster.client(leader);
     set_many(&mut client, "before:", 0..100, 100, small_value);
     let pid = cluster.pid(follower).expect("follower runs");
-    // Stopped rather than killed: a restart would clear the follower's temp
-    // files, the directory below included.
+    // Stopped rather than killed: a restart would try to clear the
+    // follower's temp files.
     let resume = Resume::stop(pid);
     // One write per round trip: each goes out in an AppendEntries of its
     // own, so the stopped follower's window of appends in flight fills long
@@ -608,35 +608,79 @@ fn an_entry_whose_payload_does_not_decode_stops_the_node_naming_the_file() {
 /// cover index 101..=250, so the node must stop.
 #[test]
 fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
+    let cluster = Cluster::new(1);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    let mut storage = library_node(&data_dir, 300, &[100, 250]);
+    storage.drop_before(200).expect("drop");
+    let first = storage.first_index();
+    assert!(first > 101 && first <= 200, "first index {}", first);
+    drop(storage);
+    pad_segments(&data_dir);
+    let newest = snapshot_files(&data_dir).pop().expect("a snapshot");
+    flip_byte(&newest, 60);
+
+    let stderr = start_expecting_exit_status_1(&cluster);
+    assert!(
+        stderr.contains("cannot be recovered")
+            && stderr.contains(&data_dir.display().to_string())
+            && stderr.contains("index 101..=250"),
+        "{}",
+        stderr
+    );
+    assert!(newest.exists(), "nothing is deleted");
+}
+
+/// A snapshot an earlier start set aside (`<name>.broken`) still counts:
+/// the state reached its index once, so a log that no longer reaches it
+/// (a second fault) stops the node rather than rolling acknowledged writes
+/// back to the older snapshot.
+#[test]
+fn a_snapshot_set_aside_still_must_be_reached() {
+    let cluster = Cluster::new(1);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    drop(library_node(&data_dir, 200, &[100, 250]));
+    pad_segments(&data_dir);
+    let newest = snapshot_files(&data_dir).pop().expect("a snapshot");
+    raftkv::storage::snapshot::set_aside(&newest).expect("set aside");
+
+    let stderr = start_expecting_exit_status_1(&cluster);
+    assert!(
+        stderr.contains("cannot be recovered") && stderr.contains("index 101..=250"),
+        "{}",
+        stderr
+    );
+}
+
+/// A node's data dir written through the library: a log of `SET k<i> v`
+/// for `1..=entries` at term 1, and a snapshot at each of `snapshots`
+/// (of that many entries, whether or not the log holds them).
+fn library_node(data_dir: &Path, entries: u64, snapshots: &[u64]) -> raftkv::storage::Storage {
     use raftkv::kv::{Command as KvCommand, KvStore};
     use raftkv::raft::{Entry, EntryKind, SnapshotMeta};
     use raftkv::storage::snapshot::{self, SnapshotWriter};
     use raftkv::storage::StorageOptions;
 
-    let cluster = Cluster::new(1);
-    let data_dir = cluster.data_dir(0).to_path_buf();
     let options = StorageOptions {
         segment_bytes: 2048,
         ..StorageOptions::default()
     };
-    let entries: Vec<Entry> = (1..=300u64)
-        .map(|index| {
-            let mut data = Vec::new();
-            KvCommand::Set(format!("k{}", index).into_bytes(), b"v".to_vec()).encode(&mut data);
-            Entry {
-                index,
-                term: 1,
-                kind: EntryKind::Normal,
-                data: data.into(),
-            }
-        })
-        .collect();
-    let mut storage = library_log(&data_dir, options, &entries);
-    let dir = snapshot::snapshot_dir(&data_dir);
-    for index in [100, 250] {
+    let set = |index: u64| {
+        let mut data = Vec::new();
+        KvCommand::Set(format!("k{}", index).into_bytes(), b"v".to_vec()).encode(&mut data);
+        Entry {
+            index,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: data.into(),
+        }
+    };
+    let logged: Vec<Entry> = (1..=entries).map(set).collect();
+    let storage = library_log(data_dir, options, &logged);
+    let dir = snapshot::snapshot_dir(data_dir);
+    for &index in snapshots {
         let mut kv = KvStore::new();
-        for e in &entries[..index as usize] {
-            kv.apply_encoded(&e.data).expect("a valid entry");
+        for entry in (1..=index).map(set) {
+            kv.apply_encoded(&entry.data).expect("a valid entry");
         }
         let meta = SnapshotMeta {
             index,
@@ -648,37 +692,21 @@ fn a_corrupt_newest_snapshot_the_log_does_not_cover_stops_the_node() {
         kv.snapshot_view().write_to(&mut writer).expect("write");
         writer.finish().expect("finish");
     }
-    storage.drop_before(200).expect("drop");
-    let first = storage.first_index();
-    assert!(first > 101 && first <= 200, "first index {}", first);
-    drop(storage);
-    // The binary creates every segment at the default size and refuses a
-    // shorter one as cut short; pad these with zeros to that size, which is
-    // what its own preallocated segments hold past their records.
+    storage
+}
+
+/// The binary creates every segment at the default size and refuses a
+/// shorter one as cut short; pads the library's small segments with zeros
+/// to that size, which is what its own preallocated segments hold past
+/// their records.
+fn pad_segments(data_dir: &Path) {
     for item in fs::read_dir(data_dir.join("log")).expect("log dir") {
         fs::OpenOptions::new()
             .write(true)
             .open(item.expect("entry").path())
-            .and_then(|f| f.set_len(StorageOptions::default().segment_bytes))
+            .and_then(|f| f.set_len(raftkv::storage::StorageOptions::default().segment_bytes))
             .expect("pad segment");
     }
-    let newest = snapshot_files(&data_dir).pop().expect("a snapshot");
-    flip_byte(&newest, 60);
-
-    let output = Command::new(common::BIN)
-        .args(cluster.args(0))
-        .output()
-        .expect("run raftkv");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr);
-    assert!(
-        stderr.contains("cannot be recovered")
-            && stderr.contains(&data_dir.display().to_string())
-            && stderr.contains("index 101..=250"),
-        "{}",
-        stderr
-    );
-    assert!(newest.exists(), "nothing is deleted");
 }
 
 /// 1,000,000 overwrites of 1,000 keys with 1,000-byte values (about 1 GB of

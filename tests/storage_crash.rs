@@ -1456,7 +1456,13 @@ fn corrupt_newest_snapshot_is_passed_over_for_the_previous() {
     let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
     assert_eq!(loaded.meta, meta(10, 1));
     assert_eq!(loaded.body, body(10));
-    assert_eq!(loaded.skipped, vec![newest.path.clone()]);
+    assert_eq!(
+        loaded.skipped,
+        vec![snapshot::Skipped {
+            path: newest.path.clone(),
+            corrupt: true
+        }]
+    );
     let warned = warnings_naming(&newest.path);
     assert!(
         warned
@@ -1464,6 +1470,26 @@ fn corrupt_newest_snapshot_is_passed_over_for_the_previous() {
             .any(|w| w.contains(&older.path.display().to_string())),
         "warning names the skipped and the used file: {:?}",
         warned
+    );
+
+    // Set aside, it is no longer listed, but its index still is.
+    let broken = snapshot::set_aside(&newest.path).expect("set aside");
+    assert!(broken.display().to_string().ends_with(".snap.broken"));
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!((loaded.meta, loaded.skipped), (meta(10, 1), Vec::new()));
+    assert_eq!(snapshot::set_aside_indexes(&snaps).expect("list"), vec![20]);
+
+    // One that cannot be read is passed over too, but not as corrupt: it
+    // may be good, and is not to be set aside.
+    let unreadable = snaps.join(newest.path.file_name().expect("name"));
+    fs::create_dir(&unreadable).expect("a directory in its place");
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!(
+        loaded.skipped,
+        vec![snapshot::Skipped {
+            path: unreadable,
+            corrupt: false
+        }]
     );
 }
 

@@ -24,8 +24,9 @@ type Members = Vec<(NodeId, String)>;
 /// for the same ids are taken and recorded. This node (`id` at `raft_addr`)
 /// must be among the founders, unless it joined (none).
 ///
-/// Reads only: the file is written by [`Settled::record`], once the node
-/// has recovered, so that a start refused here or later changes nothing.
+/// Reads only: the file is written by [`Settled::record`], once every check
+/// of the data dir has passed, so that a start refused by one changes
+/// nothing.
 pub fn decide(
     data_dir: &Path,
     configured: &[(NodeId, String)],

@@ -216,7 +216,8 @@ fn build(
     };
     let mut storage = Storage::open(&config.data_dir, options)?;
     // Everything is checked before anything is written (the founders file,
-    // the storage's repairs): a refused start changes nothing.
+    // the storage's repairs): a start refused for its data dir changes
+    // nothing. (One that fails later, to write or to bind, may have.)
     let checked = recover::check(&config.data_dir, &storage)?;
     let founding = founders::decide(
         &config.data_dir,
@@ -227,7 +228,8 @@ fn build(
     // The founders file first: on a data dir this node may not write, that
     // fails before the log's repairs have changed anything.
     config.cluster = founding.record(&config.data_dir)?;
-    let recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
+    let mut recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
+    let passed_over = std::mem::take(&mut recovered.passed_over);
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;
     let raft_config = RaftConfig {
@@ -277,5 +279,6 @@ fn build(
         recovered.snapshot_bytes,
     )?;
     server.cluster.restored(id, &restored_confs);
+    recover::set_aside(&passed_over);
     Ok(server)
 }

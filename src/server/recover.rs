@@ -27,13 +27,16 @@ pub(super) struct Checked {
     kv: KvStore,
     snapshot_bytes: u64,
     plan: LogPlan,
-    /// Snapshots newer than the one loaded that failed their check.
+    /// Snapshots newer than the one loaded that failed their checks.
     passed_over: Vec<PathBuf>,
     started: Instant,
 }
 
 pub(super) struct Recovered {
     pub restored: Restored,
+    /// Snapshots that failed their checks, for [`set_aside`] once the start
+    /// can no longer be refused.
+    pub passed_over: Vec<PathBuf>,
     pub kv: KvStore,
     /// Size of the snapshot file started from (0 without one).
     pub snapshot_bytes: u64,
@@ -52,17 +55,25 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let dir = snapshot::snapshot_dir(data_dir);
     let loaded =
         load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
+    // Snapshots passed over now, or set aside by an earlier start: the state
+    // reached their indexes once, so it must reach them again.
+    let mut must_reach = snapshot::set_aside_indexes(&dir)
+        .map_err(|err| unusable(err.to_string()))?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let mut passed_over = Vec::new();
-    let (meta, kv, snapshot_bytes, must_reach) = match loaded {
-        None => (SnapshotMeta::default(), KvStore::new(), 0, 0),
-        Some(mut loaded) => {
-            passed_over = std::mem::take(&mut loaded.skipped);
-            let must_reach = passed_over
-                .iter()
-                .filter_map(|p| parse_path(p))
-                .map(|(index, _)| index)
-                .max()
-                .unwrap_or(0);
+    let (meta, kv, snapshot_bytes) = match loaded {
+        None => (SnapshotMeta::default(), KvStore::new(), 0),
+        Some(loaded) => {
+            for skipped in &loaded.skipped {
+                if let Some((index, _)) = parse_path(&skipped.path) {
+                    must_reach = must_reach.max(index);
+                }
+                if skipped.corrupt {
+                    passed_over.push(skipped.path.clone());
+                }
+            }
             let kv = KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
                 unusable(format!(
                     "snapshot {} does not decode: {}",
@@ -79,7 +90,7 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
                 kv.len(),
                 started.elapsed().as_millis()
             );
-            (loaded.meta, kv, bytes, must_reach)
+            (loaded.meta, kv, bytes)
         }
     };
     let (first, last) = (storage.first_index(), storage.last_index());
@@ -127,9 +138,6 @@ pub(super) fn finish(
         started,
     } = checked;
     storage.finish_recovery()?;
-    for path in passed_over {
-        set_aside(&path);
-    }
     let dir = snapshot::snapshot_dir(data_dir);
     let removed = remove_temp_files(&dir)?;
     if removed > 0 {
@@ -167,29 +175,28 @@ pub(super) fn finish(
             snapshot: meta,
             entries,
         },
+        passed_over,
         kv,
         snapshot_bytes,
     })
 }
 
-/// Renames a snapshot that failed its check to `<name>.broken`, kept for
-/// inspection. Left where it was, it counted as one of the two snapshots
-/// kept, so the first new snapshot pruned the good one this start used and
-/// left a known-bad one as the only fallback.
-fn set_aside(path: &Path) {
-    let mut broken = path.as_os_str().to_owned();
-    broken.push(".broken");
-    let broken = PathBuf::from(broken);
-    match std::fs::rename(path, &broken) {
-        Ok(()) => warn!(
-            "moved snapshot {}, which failed its check, to {}; delete it once looked at",
-            path.display(),
-            broken.display()
-        ),
-        Err(err) => warn!(
-            "could not move snapshot {}, which failed its check, aside: {}",
-            path.display(),
-            err
-        ),
+/// Sets aside the snapshots a start passed over for failing their checks
+/// (`snapshot::set_aside`), once that start can no longer be refused, so a
+/// refused start still changes nothing of them.
+pub(super) fn set_aside(passed_over: &[PathBuf]) {
+    for path in passed_over {
+        match snapshot::set_aside(path) {
+            Ok(broken) => warn!(
+                "moved snapshot {}, which failed its checks, to {}; delete it once looked at",
+                path.display(),
+                broken.display()
+            ),
+            Err(err) => warn!(
+                "could not move snapshot {}, which failed its checks, aside: {}",
+                path.display(),
+                err
+            ),
+        }
     }
 }

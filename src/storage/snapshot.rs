@@ -11,7 +11,7 @@
 //! checks the same trailing CRC and header before it publishes the file.
 
 use super::chunked_file::ChunkedFile;
-use super::error::StorageError;
+use super::error::{StorageError, StorageErrorKind};
 use super::{create_dir, sync_dir};
 use crate::raft::{NodeId, SnapshotMeta};
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt};
@@ -481,10 +481,54 @@ pub struct LoadedSnapshot {
     pub path: PathBuf,
     /// The state machine bytes.
     pub body: Vec<u8>,
-    /// Newer snapshot files that failed their checks and were passed over,
+    /// Newer snapshot files that could not be used and were passed over,
     /// newest first. When this is not empty, the caller must check that the
     /// log still reaches back to `meta.index + 1`.
-    pub skipped: Vec<PathBuf>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A snapshot file [`load_latest`] passed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    /// It failed its checks (its CRC, its header), rather than could not be
+    /// read (permissions, an I/O error, not a regular file).
+    pub corrupt: bool,
+}
+
+/// What a snapshot that failed its checks is renamed to by [`set_aside`].
+const BROKEN_SUFFIX: &str = ".broken";
+
+/// Renames a snapshot that failed its checks to `<name>.broken`, kept for
+/// inspection and no longer one of the [`KEEP`] that pruning counts: left
+/// as it was, the next snapshot pruned the good one beside it, leaving the
+/// bad one as the only fallback. Returns the new name.
+pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    let mut broken = path.as_os_str().to_owned();
+    broken.push(BROKEN_SUFFIX);
+    let broken = PathBuf::from(broken);
+    fs::rename(path, &broken)?;
+    Ok(broken)
+}
+
+/// The indexes of the snapshots in `dir` set aside by [`set_aside`]: the
+/// state reached them once, so a start must still reach them.
+pub fn set_aside_indexes(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(StorageError::io(dir, err)),
+    };
+    let mut indexes = Vec::new();
+    for item in listing {
+        let item = item.map_err(|e| StorageError::io(dir, e))?;
+        let name = item.file_name();
+        let set_aside = name.to_str().and_then(|n| n.strip_suffix(BROKEN_SUFFIX));
+        if let Some((index, _)) = set_aside.and_then(parse_file_name) {
+            indexes.push(index);
+        }
+    }
+    Ok(indexes)
 }
 
 /// The newest snapshot in `dir` that passes its checks.
@@ -507,7 +551,13 @@ pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
                         path.display()
                     );
                 }
-                let skipped = failures.into_iter().map(|(p, _)| p).collect();
+                let skipped = failures
+                    .into_iter()
+                    .map(|(path, err)| Skipped {
+                        path,
+                        corrupt: matches!(err.kind, StorageErrorKind::Corrupt(_)),
+                    })
+                    .collect();
                 return Ok(Some(LoadedSnapshot {
                     meta,
                     path,
@@ -658,8 +708,8 @@ pub fn raw_len(path: &Path) -> Result<u64, StorageError> {
 /// writer or receiver is active on `dir` (at startup); returns how many.
 /// One that cannot be removed is left with a warning, as `log/`'s leftovers
 /// are: start has already repaired the log by now, and a start refused
-/// after that would have changed files (its name holds the snapshot's index
-/// and term, so no later write takes it).
+/// after that would have changed files. A write or receive of the snapshot
+/// with that same name then fails, until a newer snapshot is taken or sent.
 pub fn remove_temp_files(dir: &Path) -> Result<usize, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
