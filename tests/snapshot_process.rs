@@ -644,8 +644,12 @@ fn a_snapshot_set_aside_still_must_be_reached() {
     raftkv::storage::snapshot::set_aside(&newest).expect("set aside");
 
     let stderr = start_expecting_exit_status_1(&cluster);
+    let mut broken = newest.into_os_string();
+    broken.push(".broken");
     assert!(
-        stderr.contains("cannot be recovered") && stderr.contains("index 101..=250"),
+        stderr.contains("cannot be recovered")
+            && stderr.contains("index 101..=250")
+            && stderr.contains(&std::path::PathBuf::from(broken).display().to_string()),
         "{}",
         stderr
     );

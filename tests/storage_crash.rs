@@ -1477,7 +1477,10 @@ fn corrupt_newest_snapshot_is_passed_over_for_the_previous() {
     assert!(broken.display().to_string().ends_with(".snap.broken"));
     let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
     assert_eq!((loaded.meta, loaded.skipped), (meta(10, 1), Vec::new()));
-    assert_eq!(snapshot::set_aside_indexes(&snaps).expect("list"), vec![20]);
+    assert_eq!(
+        snapshot::set_aside_snapshots(&snaps).expect("list"),
+        vec![(20, broken.clone())]
+    );
 
     // One that cannot be read is passed over too, but not as corrupt: it
     // may be good, and is not to be set aside.
@@ -1487,7 +1490,43 @@ fn corrupt_newest_snapshot_is_passed_over_for_the_previous() {
     assert_eq!(
         loaded.skipped,
         vec![snapshot::Skipped {
-            path: unreadable,
+            path: unreadable.clone(),
+            corrupt: false
+        }]
+    );
+
+    // Nor does it count among the snapshots pruning keeps, and it does not
+    // stop pruning (it used to fail every snapshot published after it).
+    let newer = write_snapshot(&snaps, 30, 2);
+    let newest = write_snapshot(&snaps, 40, 2);
+    assert!(unreadable.is_dir());
+    assert_eq!(
+        snapshot_files(&snaps),
+        vec![unreadable, broken, newer.path, newest.path],
+        "the two newest snapshots beside what is no snapshot"
+    );
+}
+
+/// A whole snapshot of another version (its CRC matches) is passed over as
+/// one this build cannot read, not as corrupt: it is not set aside.
+#[test]
+fn a_snapshot_of_another_version_is_passed_over_but_not_as_corrupt() {
+    let dir = tempdir();
+    let snaps = dir.path().join("snapshot");
+    write_snapshot(&snaps, 10, 1);
+    let newest = write_snapshot(&snaps, 20, 2);
+    let mut bytes = fs::read(&newest.path).expect("read");
+    let crc_at = bytes.len() - 4;
+    bytes[8..12].copy_from_slice(&99u32.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[..crc_at]);
+    bytes[crc_at..].copy_from_slice(&crc.to_be_bytes());
+    fs::write(&newest.path, &bytes).expect("write");
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!(loaded.meta, meta(10, 1));
+    assert_eq!(
+        loaded.skipped,
+        vec![snapshot::Skipped {
+            path: newest.path,
             corrupt: false
         }]
     );

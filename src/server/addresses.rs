@@ -24,7 +24,6 @@ use crate::raft::{NodeId, NO_NODE};
 use log::warn;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the data dir.
@@ -169,9 +168,10 @@ impl AddressBook {
         let Some(path) = &self.path else {
             return;
         };
+        // Not marked unsaved again: retried on every loop iteration, a
+        // lasting failure (a full disk) would log a warning each time.
         if let Err(err) = crate::storage::write_atomically(path, self.file_text().as_bytes()) {
-            warn!("cannot write {}: {}", path.display(), err);
-            self.unsaved = true;
+            warn!("cannot save the address book: {}", err);
         }
     }
 

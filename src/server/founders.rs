@@ -11,7 +11,6 @@
 use super::ServerError;
 use crate::config::{self, FOUNDERS_FILE};
 use crate::raft::NodeId;
-
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -92,8 +91,9 @@ impl Settled {
     /// Writes the file if it must change, and returns the members.
     pub fn record(self, data_dir: &Path) -> Result<Members, ServerError> {
         if self.write {
-            record(data_dir, self.id, &self.members)
-                .map_err(|err| ServerError::Fatal(err.to_string()))?;
+            record(data_dir, self.id, &self.members).map_err(|err| {
+                ServerError::Fatal(format!("cannot record the founding members: {}", err))
+            })?;
         }
         Ok(self.members)
     }

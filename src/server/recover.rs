@@ -57,18 +57,18 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
     // Snapshots passed over now, or set aside by an earlier start: the state
     // reached their indexes once, so it must reach them again.
-    let mut must_reach = snapshot::set_aside_indexes(&dir)
+    // The newest of them, with its file for the error that names it.
+    let mut must_reach: Option<(u64, PathBuf)> = snapshot::set_aside_snapshots(&dir)
         .map_err(|err| unusable(err.to_string()))?
         .into_iter()
-        .max()
-        .unwrap_or(0);
+        .max();
     let mut passed_over = Vec::new();
     let (meta, kv, snapshot_bytes) = match loaded {
         None => (SnapshotMeta::default(), KvStore::new(), 0),
         Some(loaded) => {
             for skipped in &loaded.skipped {
                 if let Some((index, _)) = parse_path(&skipped.path) {
-                    must_reach = must_reach.max(index);
+                    must_reach = must_reach.max(Some((index, skipped.path.clone())));
                 }
                 if skipped.corrupt {
                     passed_over.push(skipped.path.clone());
@@ -110,7 +110,16 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
             newest_term
         )));
     }
-    let plan = plan_log(&meta, first, last, |i| storage.term(i), must_reach).map_err(unusable)?;
+    let reach = must_reach.as_ref().map_or(0, |(index, _)| *index);
+    let plan =
+        plan_log(&meta, first, last, |i| storage.term(i), reach).map_err(
+            |why| match &must_reach {
+                Some((index, path)) if *index > meta.index => {
+                    unusable(format!("{} (that snapshot: {})", why, path.display()))
+                }
+                _ => unusable(why),
+            },
+        )?;
     Ok(Checked {
         meta,
         kv,

@@ -111,7 +111,13 @@ fn read_header(
     }
     let version = r.read_u32::<BigEndian>().map_err(io)?;
     if version != VERSION {
-        return Err(corrupt(8, format!("unsupported version {}", version)));
+        // Not corrupt: its CRC matched. A build that cannot read it passes
+        // it over, as one it cannot open, and leaves it be.
+        return Err(StorageError::invalid(
+            path,
+            Some(8),
+            format!("unsupported version {version}: written by another build?"),
+        ));
     }
     let index = r.read_u64::<BigEndian>().map_err(io)?;
     let term = r.read_u64::<BigEndian>().map_err(io)?;
@@ -433,24 +439,40 @@ fn publish(file: File, tmp: &Path, path: &Path, dir: &Path) -> Result<(), Storag
     fs::rename(tmp, path).map_err(|e| StorageError::io(path, e))?;
     sync_dir(dir)?;
     log::info!("snapshot {} published", path.display());
-    prune(dir)
+    prune(dir);
+    Ok(())
 }
 
-/// Deletes all but the newest [`KEEP`] snapshots. Another thread may prune
-/// at the same time, so a file already gone is not an error.
-fn prune(dir: &Path) -> Result<(), StorageError> {
-    let snapshots = list_newest_first(dir)?;
-    if snapshots.len() <= KEEP {
-        return Ok(());
-    }
-    for (_, path) in &snapshots[KEEP..] {
+/// Deletes all but the newest [`KEEP`] snapshots. Only regular files count:
+/// anything else under a snapshot's name (a directory) is no snapshot to
+/// fall back on. Another thread may prune at the same time, so a file
+/// already gone is not an error; one that cannot be deleted is left with a
+/// warning, since the snapshot just published is good all the same.
+fn prune(dir: &Path) {
+    let snapshots = match list_newest_first(dir) {
+        Ok(listed) => listed,
+        Err(err) => return log::warn!("cannot prune snapshots: {}", err),
+    };
+    let older = snapshots
+        .iter()
+        .filter(|(_, path)| fs::metadata(path).is_ok_and(|m| m.is_file()))
+        .skip(KEEP);
+    let mut removed = false;
+    for (_, path) in older {
         match fs::remove_file(path) {
-            Ok(()) => log::info!("snapshot {} removed", path.display()),
+            Ok(()) => {
+                log::info!("snapshot {} removed", path.display());
+                removed = true;
+            }
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => return Err(StorageError::io(path, err)),
+            Err(err) => log::warn!("cannot remove snapshot {}: {}", path.display(), err),
         }
     }
-    sync_dir(dir)
+    if removed {
+        if let Err(err) = sync_dir(dir) {
+            log::warn!("{}", err);
+        }
+    }
 }
 
 /// Snapshot files (not temporary ones), newest first. A missing directory holds none.
@@ -511,24 +533,24 @@ pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
     Ok(broken)
 }
 
-/// The indexes of the snapshots in `dir` set aside by [`set_aside`]: the
-/// state reached them once, so a start must still reach them.
-pub fn set_aside_indexes(dir: &Path) -> Result<Vec<u64>, StorageError> {
+/// The snapshots in `dir` set aside by [`set_aside`], with their indexes:
+/// the state reached them once, so a start must still reach them.
+pub fn set_aside_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(StorageError::io(dir, err)),
     };
-    let mut indexes = Vec::new();
+    let mut found = Vec::new();
     for item in listing {
         let item = item.map_err(|e| StorageError::io(dir, e))?;
         let name = item.file_name();
         let set_aside = name.to_str().and_then(|n| n.strip_suffix(BROKEN_SUFFIX));
         if let Some((index, _)) = set_aside.and_then(parse_file_name) {
-            indexes.push(index);
+            found.push((index, item.path()));
         }
     }
-    Ok(indexes)
+    Ok(found)
 }
 
 /// The newest snapshot in `dir` that passes its checks.

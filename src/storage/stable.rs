@@ -1,7 +1,6 @@
 //! The stable file: the current term and vote, replaced atomically.
 
 use super::error::StorageError;
-
 use crate::raft::{HardState, MAX_STORED_TERM};
 use byteorder::{BigEndian, ByteOrder};
 use std::fs::File;
