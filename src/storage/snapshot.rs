@@ -480,6 +480,17 @@ fn prune(dir: &Path) {
 type Listed = ((u64, u64), PathBuf);
 
 fn list_newest_first(dir: &Path) -> Result<Vec<Listed>, StorageError> {
+    let mut found = list_named(dir, parse_file_name)?;
+    found.sort_by(|a, b| b.cmp(a));
+    Ok(found)
+}
+
+/// The entries of `dir` whose names `key` accepts, with what it makes of
+/// them. A missing directory holds none.
+fn list_named<K>(
+    dir: &Path,
+    key: impl Fn(&str) -> Option<K>,
+) -> Result<Vec<(K, PathBuf)>, StorageError> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -488,11 +499,10 @@ fn list_newest_first(dir: &Path) -> Result<Vec<Listed>, StorageError> {
     let mut found = Vec::new();
     for item in listing {
         let item = item.map_err(|e| StorageError::io(dir, e))?;
-        if let Some(key) = item.file_name().to_str().and_then(parse_file_name) {
+        if let Some(key) = item.file_name().to_str().and_then(&key) {
             found.push((key, item.path()));
         }
     }
-    found.sort_by(|a, b| b.cmp(a));
     Ok(found)
 }
 
@@ -536,21 +546,13 @@ pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
 /// The snapshots in `dir` set aside by [`set_aside`], with their indexes:
 /// the state reached them once, so a start must still reach them.
 pub fn set_aside_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
-    let listing = match fs::read_dir(dir) {
-        Ok(listing) => listing,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(StorageError::io(dir, err)),
-    };
-    let mut found = Vec::new();
-    for item in listing {
-        let item = item.map_err(|e| StorageError::io(dir, e))?;
-        let name = item.file_name();
-        let set_aside = name.to_str().and_then(|n| n.strip_suffix(BROKEN_SUFFIX));
-        if let Some((index, _)) = set_aside.and_then(parse_file_name) {
-            found.push((index, item.path()));
-        }
-    }
-    Ok(found)
+    let named = list_named(dir, |name| {
+        name.strip_suffix(BROKEN_SUFFIX).and_then(parse_file_name)
+    })?;
+    Ok(named
+        .into_iter()
+        .map(|((index, _), path)| (index, path))
+        .collect())
 }
 
 /// The newest snapshot in `dir` that passes its checks.
@@ -733,24 +735,11 @@ pub fn raw_len(path: &Path) -> Result<u64, StorageError> {
 /// after that would have changed files. A write or receive of the snapshot
 /// with that same name then fails, until a newer snapshot is taken or sent.
 pub fn remove_temp_files(dir: &Path) -> Result<usize, StorageError> {
-    let listing = match fs::read_dir(dir) {
-        Ok(listing) => listing,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(StorageError::io(dir, err)),
-    };
     let mut removed = 0;
-    for item in listing {
-        let item = item.map_err(|e| StorageError::io(dir, e))?;
-        let is_tmp = item
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(".tmp"));
-        if !is_tmp {
-            continue;
-        }
-        match fs::remove_file(item.path()) {
+    for ((), path) in list_named(dir, |name| name.ends_with(".tmp").then_some(()))? {
+        match fs::remove_file(&path) {
             Ok(()) => removed += 1,
-            Err(err) => log::warn!("could not remove {}: {}", item.path().display(), err),
+            Err(err) => log::warn!("could not remove {}: {}", path.display(), err),
         }
     }
     Ok(removed)
