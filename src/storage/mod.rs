@@ -31,6 +31,7 @@ pub mod record;
 mod segment;
 mod segment_log;
 pub mod snapshot;
+mod snapshot_dir;
 mod stable;
 
 pub use error::{StorageError, StorageErrorKind};
