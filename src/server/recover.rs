@@ -15,7 +15,7 @@ use super::ServerError;
 use crate::kv::KvStore;
 use crate::raft::{Restored, SnapshotMeta};
 use crate::recovery::{plan_log, LogPlan};
-use crate::storage::snapshot::{self, load_latest, parse_path, remove_temp_files};
+use crate::storage::snapshot::{self, load_latest_decoded, parse_path, remove_temp_files};
 use crate::storage::Storage;
 use log::{info, warn};
 use std::path::{Path, PathBuf};
@@ -53,8 +53,10 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         ))
     };
     let dir = snapshot::snapshot_dir(data_dir);
-    let loaded =
-        load_latest(&dir).map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
+    let loaded = load_latest_decoded(&dir, |body| {
+        KvStore::restore_from(&mut &body[..]).map_err(|err| err.to_string())
+    })
+    .map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
     // Snapshots passed over now, or set aside by an earlier start: the state
     // reached their indexes once, so it must reach them again.
     // The newest of them, with its file for the error that names it.
@@ -65,7 +67,7 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let mut passed_over = Vec::new();
     let (meta, kv, snapshot_bytes) = match loaded {
         None => (SnapshotMeta::default(), KvStore::new(), 0),
-        Some(loaded) => {
+        Some((loaded, kv)) => {
             for skipped in &loaded.skipped {
                 if let Some((index, _)) = parse_path(&skipped.path) {
                     must_reach = must_reach.max(Some((index, skipped.path.clone())));
@@ -74,13 +76,6 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
                     passed_over.push(skipped.path.clone());
                 }
             }
-            let kv = KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
-                unusable(format!(
-                    "snapshot {} does not decode: {}",
-                    loaded.path.display(),
-                    e
-                ))
-            })?;
             let bytes = std::fs::metadata(&loaded.path).map_or(0, |m| m.len());
             info!(
                 "loaded snapshot {} (index {}, term {}, {} keys) in {} ms",

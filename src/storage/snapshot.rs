@@ -13,8 +13,8 @@
 use super::chunked_file::ChunkedFile;
 use super::error::StorageError;
 pub use super::snapshot_dir::{
-    load, load_latest, parse_path, remove_temp_files, set_aside, set_aside_snapshots,
-    LoadedSnapshot, Skipped,
+    load, load_latest, load_latest_decoded, parse_path, remove_temp_files, set_aside,
+    set_aside_snapshots, LoadedSnapshot, Skipped,
 };
 use super::{create_dir, sync_dir};
 use crate::raft::{NodeId, SnapshotMeta};

@@ -134,10 +134,29 @@ pub fn set_aside_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageErr
 /// is returned (each failure is also logged): with no snapshot the log would
 /// have to reach back to index 1, which compaction has made unlikely.
 pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
+    Ok(load_latest_decoded(dir, |_| Ok(()))?.map(|(loaded, ())| loaded))
+}
+
+/// [`load_latest`], where a snapshot must also `decode`: one whose CRC
+/// matches but whose body does not decode (a bug of the build that wrote
+/// it, memory that flipped a bit before the CRC was taken) is passed over
+/// as corrupt, like one that fails its CRC.
+pub fn load_latest_decoded<T>(
+    dir: &Path,
+    mut decode: impl FnMut(&[u8]) -> Result<T, String>,
+) -> Result<Option<(LoadedSnapshot, T)>, StorageError> {
     let mut failures: Vec<(PathBuf, StorageError)> = Vec::new();
     for (key, path) in list_newest_first(dir)? {
-        match load_file(&path, key) {
-            Ok((meta, body)) => {
+        let decoded = load_file(&path, key).and_then(|(meta, body)| match decode(&body) {
+            Ok(decoded) => Ok((meta, body, decoded)),
+            Err(why) => Err(StorageError::corrupt(
+                &path,
+                None,
+                format!("its CRC matches, but its body does not decode: {why}"),
+            )),
+        });
+        match decoded {
+            Ok((meta, body, decoded)) => {
                 for (bad, err) in &failures {
                     log::warn!(
                         "passing over snapshot {}: {}; using {}",
@@ -153,12 +172,13 @@ pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
                         corrupt: matches!(err.kind, StorageErrorKind::Corrupt(_)),
                     })
                     .collect();
-                return Ok(Some(LoadedSnapshot {
+                let loaded = LoadedSnapshot {
                     meta,
                     path,
                     body,
                     skipped,
-                }));
+                };
+                return Ok(Some((loaded, decoded)));
             }
             Err(err) => failures.push((path, err)),
         }
