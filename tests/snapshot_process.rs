@@ -657,41 +657,61 @@ fn a_snapshot_set_aside_still_must_be_reached() {
 
 /// A newest snapshot whose CRC matches but whose body does not decode is
 /// passed over like one that fails its CRC, when the older one and the log
-/// cover the state (it used to stop the node).
+/// cover the state (it used to stop the node), and stops the node, naming
+/// it, when they do not.
 #[test]
-fn a_newest_snapshot_whose_body_does_not_decode_is_passed_over() {
+fn a_newest_snapshot_whose_body_does_not_decode_is_passed_over_if_the_log_covers_it() {
+    for log_covers in [true, false] {
+        let mut cluster = Cluster::new(1);
+        let data_dir = cluster.data_dir(0).to_path_buf();
+        let mut storage = library_node(&data_dir, 300, &[100]);
+        if !log_covers {
+            storage.drop_before(200).expect("drop");
+        }
+        drop(storage);
+        pad_segments(&data_dir);
+        let garbled = garbled_snapshot(&data_dir, 250);
+        if !log_covers {
+            let stderr = start_expecting_exit_status_1(&cluster);
+            assert!(
+                stderr.contains("index 101..=250")
+                    && stderr.contains(&garbled.display().to_string()),
+                "{}",
+                stderr
+            );
+            continue;
+        }
+        cluster.spawn(0);
+        cluster.wait_for_leader(Duration::from_secs(15));
+        let mut client = cluster.client(0);
+        assert_eq!(client.cmd(&["GET", "k300"]), bulk("v"));
+        assert_eq!(client.cmd(&["GET", "k1"]), bulk("v"));
+        let log = cluster.log_text(0);
+        assert!(
+            log.lines().any(|l| l.contains("passing over snapshot")
+                && l.contains(&garbled.display().to_string())
+                && l.contains("does not decode")),
+            "no warning naming {}",
+            garbled.display()
+        );
+    }
+}
+
+/// A snapshot at `index` whose CRC matches but whose body is no key-value map.
+fn garbled_snapshot(data_dir: &Path, index: u64) -> std::path::PathBuf {
     use raftkv::raft::SnapshotMeta;
     use raftkv::storage::snapshot::{self, SnapshotWriter};
     use std::io::Write as _;
-
-    let mut cluster = Cluster::new(1);
-    let data_dir = cluster.data_dir(0).to_path_buf();
-    drop(library_node(&data_dir, 300, &[100]));
-    pad_segments(&data_dir);
     let meta = SnapshotMeta {
-        index: 250,
+        index,
         term: 1,
         voters: vec![1],
         learners: Vec::new(),
     };
-    let dir = snapshot::snapshot_dir(&data_dir);
+    let dir = snapshot::snapshot_dir(data_dir);
     let mut writer = SnapshotWriter::create(&dir, &meta).expect("writer");
     writer.write_all(b"not a key-value map").expect("write");
-    let garbled = writer.finish().expect("finish").path;
-
-    cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
-    let mut client = cluster.client(0);
-    assert_eq!(client.cmd(&["GET", "k300"]), bulk("v"));
-    assert_eq!(client.cmd(&["GET", "k1"]), bulk("v"));
-    let log = cluster.log_text(0);
-    assert!(
-        log.lines().any(|l| l.contains("passing over snapshot")
-            && l.contains(&garbled.display().to_string())
-            && l.contains("does not decode")),
-        "no warning naming {}",
-        garbled.display()
-    );
+    writer.finish().expect("finish").path
 }
 
 /// A node's data dir written through the library: a log of `SET k<i> v`

@@ -21,10 +21,11 @@
 //! is passed over with a warning.
 
 use crate::raft::{NodeId, NO_NODE};
-use log::warn;
+use log::{info, warn};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The file's name inside the data dir.
 pub const FILE_NAME: &str = "addresses";
@@ -42,6 +43,8 @@ pub struct AddressBook {
     path: Option<PathBuf>,
     /// Changed since it was last written.
     unsaved: bool,
+    /// After a failed save: when to try again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
 }
 
 impl AddressBook {
@@ -59,6 +62,7 @@ impl AddressBook {
             nodes: BTreeMap::new(),
             path,
             unsaved: false,
+            retry: None,
         };
         if let Some(path) = &book.path {
             match crate::storage::read_regular_text(path) {
@@ -158,20 +162,40 @@ impl AddressBook {
     }
 
     /// Writes the book if it changed: a temp file, synced, renamed over the
-    /// old one. A failure is logged and retried at the next change (the
-    /// book is a hint; the node keeps running).
+    /// old one. A failure is logged and tried again after a wait that
+    /// doubles up to a minute: a restart from a snapshot reads the book, so
+    /// it must not stay stale, but a lasting failure (a full disk) tried on
+    /// every loop iteration would log a warning each time.
     pub fn save_if_changed(&mut self) {
         if !self.unsaved {
             return;
         }
-        self.unsaved = false;
         let Some(path) = &self.path else {
+            self.unsaved = false;
             return;
         };
-        // Not marked unsaved again: retried on every loop iteration, a
-        // lasting failure (a full disk) would log a warning each time.
-        if let Err(err) = crate::storage::write_atomically(path, self.file_text().as_bytes()) {
-            warn!("cannot save the address book: {}", err);
+        let now = Instant::now();
+        if self.retry.is_some_and(|(at, _)| now < at) {
+            return;
+        }
+        match crate::storage::write_atomically(path, self.file_text().as_bytes()) {
+            Ok(()) => {
+                if self.retry.take().is_some() {
+                    info!("saved the address book {} again", path.display());
+                }
+                self.unsaved = false;
+            }
+            Err(err) => {
+                let wait = self.retry.map_or(Duration::from_secs(1), |(_, wait)| {
+                    (wait * 2).min(Duration::from_secs(60))
+                });
+                warn!(
+                    "cannot save the address book: {}; trying again in {} s",
+                    err,
+                    wait.as_secs()
+                );
+                self.retry = Some((now + wait, wait));
+            }
         }
     }
 
@@ -264,6 +288,32 @@ pub fn valid_addr(addr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_save_is_tried_again_after_a_growing_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut book = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
+        // What makes the save fail: its temp file's place is taken.
+        let tmp = dir.path().join(format!("{FILE_NAME}.tmp"));
+        std::fs::create_dir(&tmp).expect("mkdir");
+        assert!(book.learn_handshake(2, "h:2", "c:2"));
+        book.save_if_changed();
+        let (first_at, first_wait) = book.retry.expect("waiting to try again");
+        assert!(book.unsaved && first_wait == Duration::from_secs(1));
+        // Not tried again before the wait is over, however often asked.
+        book.save_if_changed();
+        assert_eq!(book.retry, Some((first_at, first_wait)));
+        book.retry = Some((Instant::now(), first_wait));
+        book.save_if_changed();
+        assert_eq!(book.retry.map(|(_, wait)| wait), Some(first_wait * 2));
+
+        std::fs::remove_dir(&tmp).expect("rmdir");
+        book.retry = Some((Instant::now(), first_wait));
+        book.save_if_changed();
+        assert!(!book.unsaved && book.retry.is_none());
+        let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
+        assert_eq!(again.raft_addr(2), Some("h:2"));
+    }
 
     #[test]
     fn later_sources_win_and_the_file_round_trips() {

@@ -1,7 +1,7 @@
 //! Startup: the newest valid snapshot, then the log after it (SPEC §4).
 //!
 //! A newest snapshot that fails its checks is passed over with a warning
-//! (by `storage::snapshot::load_latest`) only if the previous one plus the
+//! (by `storage::snapshot::load_latest_decoded`) only if the previous one plus the
 //! log still cover everything it covered; otherwise, or when no snapshot is
 //! valid, the node stops with an error naming the data directory. How the
 //! log must continue the snapshot is decided by `recovery::plan_log`.
@@ -109,9 +109,11 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let plan =
         plan_log(&meta, first, last, |i| storage.term(i), reach).map_err(
             |why| match &must_reach {
-                Some((index, path)) if *index > meta.index => {
-                    unusable(format!("{} (that snapshot: {})", why, path.display()))
-                }
+                Some((index, path)) if *index > meta.index => unusable(format!(
+                    "{} (the snapshot passed over: {})",
+                    why,
+                    path.display()
+                )),
                 _ => unusable(why),
             },
         )?;

@@ -443,7 +443,7 @@ fn publish(file: File, tmp: &Path, path: &Path, dir: &Path) -> Result<(), Storag
     fs::rename(tmp, path).map_err(|e| StorageError::io(path, e))?;
     sync_dir(dir)?;
     log::info!("snapshot {} published", path.display());
-    super::snapshot_dir::prune(dir);
+    super::snapshot_dir::prune(dir, path);
     Ok(())
 }
 
@@ -498,16 +498,6 @@ impl RawReader {
             .map_err(|e| StorageError::io(&self.path, e).at(offset))?;
         Ok(buf)
     }
-}
-
-/// Up to `max` raw bytes of the snapshot file at `path` from `offset`.
-pub fn read_raw_chunk(path: &Path, offset: u64, max: usize) -> Result<Vec<u8>, StorageError> {
-    RawReader::open(path)?.read_chunk(offset, max)
-}
-
-/// Length of the snapshot file at `path`.
-pub fn raw_len(path: &Path) -> Result<u64, StorageError> {
-    Ok(RawReader::open(path)?.len())
 }
 
 #[cfg(test)]

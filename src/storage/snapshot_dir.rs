@@ -14,20 +14,27 @@ use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
-/// Deletes all but the newest [`KEEP`] snapshots. Only regular files count:
-/// anything else under a snapshot's name (a directory) is no snapshot to
-/// fall back on. Another thread may prune at the same time, so a file
+/// After `published` (a snapshot's path): keeps it and the newest
+/// [`KEEP`]` - 1` snapshots older than it, and deletes the older rest.
+/// Only regular files count: anything else under a snapshot's name (a
+/// directory) is no snapshot to fall back on. Files named newer than
+/// `published` are left alone and do not count: they are no fallback for
+/// it (another build's, say), and deleting by rank alone could delete
+/// `published` itself. Another thread may prune at the same time, so a file
 /// already gone is not an error; one that cannot be deleted is left with a
 /// warning, since the snapshot just published is good all the same.
-pub(super) fn prune(dir: &Path) {
+pub(super) fn prune(dir: &Path, published: &Path) {
+    let Some(newest) = parse_path(published) else {
+        return;
+    };
     let snapshots = match list_newest_first(dir) {
         Ok(listed) => listed,
         Err(err) => return log::warn!("cannot prune snapshots: {}", err),
     };
     let older = snapshots
         .iter()
-        .filter(|(_, path)| fs::metadata(path).is_ok_and(|m| m.is_file()))
-        .skip(KEEP);
+        .filter(|(key, path)| *key < newest && fs::metadata(path).is_ok_and(|m| m.is_file()))
+        .skip(KEEP - 1);
     let mut removed = false;
     for (_, path) in older {
         match fs::remove_file(path) {
@@ -94,8 +101,9 @@ pub struct LoadedSnapshot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
     pub path: PathBuf,
-    /// It failed its checks (its CRC, its header), rather than could not be
-    /// read (permissions, an I/O error, not a regular file).
+    /// It failed its checks (its CRC, its header, or its body does not
+    /// decode), rather than could not be read (permissions, an I/O error,
+    /// not a regular file, another build's version).
     pub corrupt: bool,
 }
 
