@@ -6,7 +6,7 @@
 //!   lock                            held while the directory is open (dir_lock.rs)
 //!   stable                          term and vote (stable.rs)
 //!   log/00000000000000000001.seg    records from index 1 (record.rs, segment.rs)
-//!   snapshot/<index>-<term>.snap    the newest two snapshots (snapshot.rs)
+//!   snapshot/<index>-<term>.snap    the newest two snapshots (snapshot.rs, snapshot_dir.rs)
 //! ```
 //!
 //! What survives what: `append` writes into the page cache (one `pwrite`

@@ -5,7 +5,8 @@
 //! helper thread can write a snapshot, or stream one to a follower, while the
 //! event loop keeps the log. A snapshot appears under its final name only
 //! whole and synced (written as `.tmp`, fsynced, renamed, directory fsynced);
-//! after each new one only the newest two are kept.
+//! after each new one, it and the one before it are kept (and any named
+//! newer, see `snapshot_dir::prune`).
 //!
 //! Bytes arriving from a leader are the leader's file verbatim, so a follower
 //! checks the same trailing CRC and header before it publishes the file.
@@ -198,8 +199,8 @@ impl SnapshotWriter {
         Ok(writer)
     }
 
-    /// Appends the CRC, syncs, publishes under the final name and prunes to
-    /// the newest [`KEEP`].
+    /// Appends the CRC, syncs, publishes under the final name and prunes
+    /// (`snapshot_dir::prune`).
     pub fn finish(mut self) -> Result<SnapshotInfo, StorageError> {
         let tmp = self.tmp_path.clone();
         let mut out = match self.out.take() {
@@ -356,7 +357,7 @@ impl SnapshotReceiver {
 
     /// Checks that `total_len` bytes arrived, that the CRC and header are
     /// right and name the index and term given to `create`, then publishes the
-    /// file and prunes to the newest [`KEEP`].
+    /// file and prunes (`snapshot_dir::prune`).
     pub fn finish(mut self, total_len: u64) -> Result<SnapshotInfo, StorageError> {
         self.check_not_broken()?;
         let tmp = self.tmp_path.clone();

@@ -128,13 +128,20 @@ impl MemDurable {
         }
     }
 
-    /// Publishes a snapshot (durable at once) and keeps the newest [`KEEP`].
+    /// Publishes a snapshot (durable at once) and prunes as the storage
+    /// does: keeps it and the newest [`KEEP`]` - 1` older than it, and leaves
+    /// any named newer alone.
     pub fn publish_snapshot(&mut self, meta: &SnapshotMeta, bytes: Arc<Vec<u8>>) {
         let key = |m: &SnapshotMeta| (m.index, m.term);
         self.snapshots.retain(|(m, _)| key(m) != key(meta));
         self.snapshots.push((meta.clone(), bytes));
         self.snapshots.sort_by_key(|(m, _)| key(m));
-        let excess = self.snapshots.len().saturating_sub(KEEP);
+        let older = self
+            .snapshots
+            .iter()
+            .filter(|(m, _)| key(m) < key(meta))
+            .count();
+        let excess = older.saturating_sub(KEEP - 1);
         self.snapshots.drain(..excess);
     }
 
