@@ -224,6 +224,7 @@ impl Server {
             }
         }
         info!("node {} shutting down", self.config.id);
+        self.cluster.book.save_before_exit();
         self.flush_clients();
         self.peers.close_all(self.poll.registry());
         self.disk.storage.sync()?;
