@@ -633,6 +633,12 @@ fn a_node_of_another_cluster_does_not_join() {
         logs.contains("belongs to cluster 'other'"),
         "nodes 1-2 did not log why they refused the outsider"
     );
+    assert!(
+        cluster
+            .log_text(2)
+            .contains("refused our connection: node 3 belongs to cluster 'other', not 'raftkv'"),
+        "the outsider did not log why it was refused"
+    );
     assert_eq!(client.cmd(&["GET", "k"]), bulk("v"));
 }
 

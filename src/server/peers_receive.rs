@@ -3,8 +3,9 @@
 //! [`PeerEvent`]s.
 //!
 //! The first frame on a connection is the dialer's handshake; an acceptor that
-//! does not like it (another cluster, the wrong id, a bad frame) logs why and
-//! closes that connection only. Any node id but our own is accepted, not only
+//! does not like it (another cluster, the wrong id, a bad frame) logs why,
+//! tells the dialer why in a refusal frame, which the dialer logs, and closes
+//! that connection only. Any node id but our own is accepted, not only
 //! the members we know: a joining node knows nobody until the leader dials
 //! it, and a member may hear from a new learner before it appends the entry
 //! that adds it. The core ignores what non-members have no business sending.
@@ -106,10 +107,25 @@ impl Peers {
             pc.conn.consume(used);
             match (&mut pc.side, body) {
                 (Side::Inbound { peer: None }, Body::Handshake(hs)) => {
-                    let id = self.check_handshake(&hs)?;
+                    let id = match self.check_handshake(&hs) {
+                        Ok(id) => id,
+                        Err(reason) => {
+                            self.refuse(token, &reason);
+                            return Err(reason);
+                        }
+                    };
                     if let Some(pc) = self.conns.get_mut(&token) {
                         pc.side = Side::Inbound { peer: Some(id) };
                     }
+                }
+                (Side::Inbound { peer: None }, Body::Bad(err)) if kind == FrameKind::Handshake => {
+                    let reason = format!("bad handshake: {}", err);
+                    self.refuse(token, &reason);
+                    return Err(reason);
+                }
+                (Side::Outbound { peer, .. }, Body::Refusal(reason)) => {
+                    warn!("node {} refused our connection: {}", peer, reason);
+                    return Err("refused by the peer".to_string());
                 }
                 (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
                 (Side::Inbound { peer: None }, _) => {
@@ -124,6 +140,16 @@ impl Peers {
                 }
             }
         }
+    }
+
+    /// Tells the dialer why its handshake was turned down, as far as the
+    /// socket takes it without blocking; the caller then closes.
+    fn refuse(&mut self, token: Token, reason: &str) {
+        let Some(pc) = self.conns.get_mut(&token) else {
+            return;
+        };
+        frame::encode_refusal(reason, pc.conn.output());
+        let _ = pc.conn.flush();
     }
 
     fn check_handshake(&mut self, hs: &Handshake) -> Result<NodeId, String> {
@@ -154,15 +180,16 @@ impl Peers {
 
 enum Body {
     Handshake(Handshake),
+    Refusal(String),
     Message(PeerMessage),
     Bad(frame::FrameError),
 }
 
 fn decode_body(kind: FrameKind, body: &[u8]) -> Body {
-    let decoded = if kind == FrameKind::Handshake {
-        Handshake::decode(body).map(Body::Handshake)
-    } else {
-        PeerMessage::decode(kind, body).map(Body::Message)
+    let decoded = match kind {
+        FrameKind::Handshake => Handshake::decode(body).map(Body::Handshake),
+        FrameKind::Refusal => frame::decode_refusal(body).map(Body::Refusal),
+        _ => PeerMessage::decode(kind, body).map(Body::Message),
     };
     decoded.unwrap_or_else(Body::Bad)
 }
@@ -350,5 +377,79 @@ mod tests {
             other => panic!("got {} events, not the reply", other.len()),
         }
         assert!(member.conn().is_some_and(|c| c.input().is_empty()));
+    }
+
+    /// What the node sent back to a dialer it refused.
+    fn refused_with(handshake: Handshake) -> Vec<u8> {
+        let mut node = Harness::new();
+        let mut out = Vec::new();
+        handshake.encode(&mut out);
+        // More right behind the handshake than the node reads before it
+        // refuses, as a dialer sends its queued frames at once: the refusal
+        // must still reach it.
+        out.extend_from_slice(&vec![0u8; 4 << 20]);
+        let mut far = node.far.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || far.write_all(&out).is_ok());
+        node.read_until("the refusal", |h| !h.is_open());
+        node.far
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut back = Vec::new();
+        // Closed with input unread, the node's socket may end in a reset;
+        // what came before it is still kept in `back`.
+        let _ = std::io::Read::read_to_end(&mut node.far, &mut back);
+        let _ = writer.join();
+        back
+    }
+
+    #[test]
+    fn a_refused_dialer_is_told_why() {
+        let stranger = Handshake {
+            version: PROTOCOL_VERSION,
+            cluster_name: "staging".to_string(),
+            from: 3,
+            to: 1,
+            raft_addr: "127.0.0.1:9".to_string(),
+            client_addr: "127.0.0.1:10".to_string(),
+        };
+        let back = refused_with(stranger.clone());
+        let Ok(Some((kind, body, used))) = frame::decode_frame(&back, FrameLimits::UNIDENTIFIED)
+        else {
+            panic!("no whole frame came back: {back:?}");
+        };
+        assert_eq!(kind, FrameKind::Refusal);
+        assert_eq!(used, back.len(), "only the refusal");
+        assert_eq!(
+            frame::decode_refusal(body).expect("decodes"),
+            "node 3 belongs to cluster 'staging', not 'test'"
+        );
+
+        let wrong_id = Handshake {
+            cluster_name: "test".to_string(),
+            to: 5,
+            ..stranger
+        };
+        let back = refused_with(wrong_id);
+        let reason = frame::decode_frame(&back, FrameLimits::UNIDENTIFIED)
+            .ok()
+            .flatten()
+            .and_then(|(_, body, _)| frame::decode_refusal(body).ok());
+        assert_eq!(
+            reason.as_deref(),
+            Some("node 3 dialed node 5 but this is node 1")
+        );
+    }
+
+    #[test]
+    fn a_long_refusal_is_cut_at_a_character_boundary() {
+        let reason = "é".repeat(frame::MAX_REFUSAL_BYTES);
+        let mut out = Vec::new();
+        frame::encode_refusal(&reason, &mut out);
+        let (kind, body, _) = frame::decode_frame(&out, FrameLimits::UNIDENTIFIED)
+            .expect("valid")
+            .expect("whole");
+        assert_eq!(kind, FrameKind::Refusal);
+        let got = frame::decode_refusal(body).expect("UTF-8");
+        assert_eq!(got, "é".repeat(frame::MAX_REFUSAL_BYTES / 2));
     }
 }

@@ -95,6 +95,10 @@ pub enum FrameKind {
     Forward = 3,
     ForwardReply = 4,
     SnapshotChunk = 5,
+    /// Why an acceptor turned a handshake down, sent just before it closes
+    /// the connection, so that the dialer can log it too. An older build
+    /// that does not know the kind closes the connection as it would anyway.
+    Refusal = 6,
 }
 
 impl FrameKind {
@@ -105,6 +109,7 @@ impl FrameKind {
             3 => Some(FrameKind::Forward),
             4 => Some(FrameKind::ForwardReply),
             5 => Some(FrameKind::SnapshotChunk),
+            6 => Some(FrameKind::Refusal),
             _ => None,
         }
     }
@@ -270,6 +275,29 @@ impl Handshake {
         reader.finish("handshake")?;
         Ok(handshake)
     }
+}
+
+/// The longest reason a refusal carries; a longer one is cut at a character
+/// boundary.
+pub const MAX_REFUSAL_BYTES: usize = 512;
+
+/// Appends a refusal frame: `reason str`.
+pub fn encode_refusal(reason: &str, out: &mut Vec<u8>) {
+    let mut end = reason.len().min(MAX_REFUSAL_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    encode_frame(FrameKind::Refusal, out, |out| {
+        put_bytes(out, &reason.as_bytes()[..end])
+    });
+}
+
+/// The reason in a refusal frame's body.
+pub fn decode_refusal(body: &[u8]) -> Result<String, FrameError> {
+    let mut reader = Reader::new(body);
+    let reason = reader.string("reason")?;
+    reader.finish("refusal")?;
+    Ok(reason)
 }
 
 pub(crate) fn put_u8(out: &mut Vec<u8>, value: u8) {

@@ -131,6 +131,11 @@ impl PeerMessage {
                     "handshake after the connection was set up".to_string(),
                 ))
             }
+            FrameKind::Refusal => {
+                return Err(FrameError::Malformed(
+                    "refusal on a connection that was set up".to_string(),
+                ))
+            }
             FrameKind::Raft => PeerMessage::Raft(read_message(&mut reader)?),
             FrameKind::Forward => PeerMessage::Forward {
                 id: reader.u64("forward id")?,
