@@ -221,6 +221,19 @@ impl AddressBook {
     }
 }
 
+/// The raft address the book in `data_dir` recorded for this node `id`: the
+/// `raft_addr` it last ran with (the book always holds its own). None when
+/// the file is missing, unreadable or has no line for it, as the book is a
+/// hint and a refusal must not rest on a guess.
+pub fn recorded_own_raft_addr(data_dir: &Path, id: NodeId) -> Option<String> {
+    let path = data_dir.join(FILE_NAME);
+    let text = crate::storage::read_regular_text(&path).ok()?;
+    parse_file(&text, &path)
+        .remove(&id)
+        .map(|known| known.raft)
+        .filter(|raft| !raft.is_empty())
+}
+
 fn parse_file(text: &str, path: &Path) -> BTreeMap<NodeId, Known> {
     let mut nodes = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {

@@ -79,6 +79,34 @@ pub fn decide(
     }
 }
 
+/// A node that joined, restarted on another `raft_addr` than it last ran
+/// with, is refused as a founder would be: the members know it by the
+/// address it was added at (the AddLearner entry) and keep dialing that one,
+/// so it would sit unreachable, still counted as a voter, until the cluster
+/// lost its quorum to one more failure. `holds_state` says it was added (a
+/// joiner receives entries or a snapshot only once it is a member); one that
+/// never was may move freely, as nobody knows it yet.
+pub fn check_joiner_address(
+    data_dir: &Path,
+    settled: &Settled,
+    holds_state: bool,
+    raft_addr: &str,
+) -> Result<(), ServerError> {
+    if !settled.members.is_empty() || !holds_state {
+        return Ok(());
+    }
+    match crate::server::addresses::recorded_own_raft_addr(data_dir, settled.id) {
+        Some(recorded) if recorded != raft_addr => Err(ServerError::Fatal(format!(
+            "{}: node {} joined at {}, but raft_addr is {} (the members know it by that address; to move a node, CLUSTER REMOVE it and add it anew)",
+            data_dir.join(crate::server::addresses::FILE_NAME).display(),
+            settled.id,
+            recorded,
+            raft_addr
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The founding members [`decide`] settled on, and whether the file must
 /// say so.
 pub struct Settled {

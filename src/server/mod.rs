@@ -225,6 +225,8 @@ fn build(
         config.id,
         &config.raft_addr,
     )?;
+    let holds_state = checked.snapshot_index() > 0 || storage.last_index() > 0;
+    founders::check_joiner_address(&config.data_dir, &founding, holds_state, &config.raft_addr)?;
     // The founders file first: on a data dir this node may not write, that
     // fails before the log's repairs have changed anything.
     config.cluster = founding.record(&config.data_dir)?;

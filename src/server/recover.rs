@@ -42,6 +42,13 @@ pub(super) struct Recovered {
     pub snapshot_bytes: u64,
 }
 
+impl Checked {
+    /// The index of the snapshot the node restarts from (0 without one).
+    pub(super) fn snapshot_index(&self) -> u64 {
+        self.meta.index
+    }
+}
+
 /// Loads the snapshot and decides how the log continues it, changing nothing.
 pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, ServerError> {
     let started = Instant::now();
