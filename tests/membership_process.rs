@@ -709,3 +709,44 @@ fn a_joined_node_restarted_on_another_raft_port_exits_1_and_changes_nothing() {
     wait_voter(&cluster, leader, 5);
     assert_eq!(cluster.client(4).cmd_retry(&["GET", "k"]), bulk("v"));
 }
+
+/// With one of three voters down, removing another (a follower or the
+/// leader) would put in force a configuration of two whose only reachable
+/// voter cannot commit the removal or win an election: the cluster used to
+/// stay without a leader until the dead node returned. It is refused with
+/// `-TRYAGAIN`, changing nothing, while removing the dead node goes ahead.
+#[test]
+fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
+    let mut cluster = Cluster::new(3);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (live, dead) = (followers[0], followers[1]);
+    cluster.kill(dead);
+    // The leader counts a voter as down once it missed a whole check-quorum
+    // round (an election timeout, 200 ms here).
+    thread::sleep(Duration::from_millis(1000));
+    for target in [live, leader] {
+        let id = cluster.nodes[target].id;
+        let reply = cluster
+            .client(live)
+            .cmd(&["CLUSTER", "REMOVE", &id.to_string()]);
+        assert_eq!(
+            reply,
+            err(&format!(
+                "TRYAGAIN removing node {} would leave 2 voters of which only 1 are reachable, no quorum",
+                id
+            ))
+        );
+    }
+    assert_eq!(members(&cluster, live).len(), 3);
+    assert_eq!(cluster.info(leader)["role"], "leader");
+    assert_eq!(cluster.client(live).cmd(&["SET", "k", "w"]), ok());
+    let dead_id = cluster.nodes[dead].id.to_string();
+    assert_eq!(cluster_cmd(&cluster, live, &["REMOVE", &dead_id]), ok());
+    assert_eq!(cluster.client(live).cmd(&["SET", "k", "x"]), ok());
+    assert_eq!(cluster.client(leader).cmd(&["GET", "k"]), bulk("x"));
+}

@@ -99,6 +99,9 @@ impl Node {
             return Err(ConfChangeError::ChangeInProgress);
         }
         let next = self.log.conf().apply(&change)?;
+        if let ConfChange::Remove { id } = change {
+            self.check_removal_quorum(id, &next.voters)?;
+        }
         let payload = conf_change::encode(&ConfEntry {
             change,
             voters: next.voters.clone(),
@@ -122,6 +125,40 @@ impl Node {
         // Fewer voters may mean a smaller majority already holds more.
         self.maybe_commit();
         Ok((index, self.term))
+    }
+
+    /// The new configuration is in force once appended, so a removal must
+    /// commit under it: with too few of its voters up, it never does, and no
+    /// leader can be elected until they return (for good, if the node that is
+    /// down is why the operator is shrinking the cluster). Refused up front
+    /// instead, as etcd's strict reconfiguration check does. Removing a
+    /// learner leaves the voters as they are.
+    pub(super) fn check_removal_quorum(
+        &self,
+        id: NodeId,
+        next_voters: &[NodeId],
+    ) -> Result<(), ConfChangeError> {
+        if !self.log.conf().is_voter(id) {
+            return Ok(());
+        }
+        let reachable = next_voters
+            .iter()
+            .filter(|v| {
+                **v == self.id
+                    || self
+                        .progress
+                        .get(v)
+                        .is_some_and(|p| p.recent_active || p.active_last_round)
+            })
+            .count();
+        if reachable < next_voters.len() / 2 + 1 {
+            return Err(ConfChangeError::NoQuorumAfterRemoval {
+                id,
+                voters: next_voters.len(),
+                reachable,
+            });
+        }
+        Ok(())
     }
 
     /// Everyone the leader sends the log to: the members of the configuration

@@ -764,3 +764,37 @@ fn removed_node_far_behind_gets_the_entries_up_to_its_removal_in_parts() {
     assert_eq!(conf(&net, 3), (vec![1, 2], vec![]));
     assert_stays_quiet(&mut net, 3);
 }
+
+#[test]
+fn a_removal_that_would_leave_too_few_reachable_voters_is_refused() {
+    // The configuration is in force once appended: removing node 2 from
+    // {1, 2, 3} while 3 is unreachable leaves {1, 3}, which can neither
+    // commit the removal nor elect a leader until 3 returns.
+    let mut net = Net::with(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    assert_eq!(net.node(1).role(), Role::Leader);
+    net.isolate(3);
+    for _ in 0..25 {
+        net.tick_node(1);
+    }
+    assert_eq!(net.node(1).role(), Role::Leader, "1 and 2 are a quorum");
+    let no_quorum = |id| ConfChangeError::NoQuorumAfterRemoval {
+        id,
+        voters: 2,
+        reachable: 1,
+    };
+    assert_eq!(
+        net.node_mut(1)
+            .propose_conf_change(ConfChange::Remove { id: 2 }),
+        Err(no_quorum(2))
+    );
+    assert_eq!(net.node(1).check_remove(1), Err(no_quorum(1)));
+    assert_eq!(net.node(1).status().last_index, 1, "nothing appended");
+    net.node(1)
+        .check_remove(3)
+        .expect("removing the unreachable node leaves two reachable voters");
+    net.heal();
+    net.tick_node(1);
+    net.conf_change(1, ConfChange::Remove { id: 2 });
+    assert_eq!(conf(&net, 1), (vec![1, 3], vec![]));
+}

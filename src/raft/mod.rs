@@ -203,6 +203,13 @@ pub enum ConfChangeError {
     LastVoter { id: NodeId },
     /// Transfer to a learner: it cannot be elected.
     NotVoter { id: NodeId },
+    /// Removing voter `id` would leave `voters` voters of which fewer than a
+    /// majority (`reachable`, this leader included) were heard from lately.
+    NoQuorumAfterRemoval {
+        id: NodeId,
+        voters: usize,
+        reachable: usize,
+    },
 }
 
 impl std::fmt::Display for ConfChangeError {
@@ -216,6 +223,14 @@ impl std::fmt::Display for ConfChangeError {
             ConfChangeError::UnknownNode { id } => write!(f, "unknown node {id}"),
             ConfChangeError::LastVoter { id } => write!(f, "node {id} is the last voter"),
             ConfChangeError::NotVoter { id } => write!(f, "node {id} is a learner"),
+            ConfChangeError::NoQuorumAfterRemoval {
+                id,
+                voters,
+                reachable,
+            } => write!(
+                f,
+                "removing node {id} would leave {voters} voters of which only {reachable} are reachable, no quorum"
+            ),
         }
     }
 }
@@ -397,6 +412,14 @@ impl Node {
         let assigned = self.propose_conf_change_inner(change);
         self.debug_assert_invariants();
         assigned
+    }
+
+    /// Whether this leader would accept `CLUSTER REMOVE id` as far as the
+    /// configuration and the voters' reachability go (not the one-change-at-
+    /// a-time rule): checked before a leader hands over to remove itself.
+    pub fn check_remove(&self, id: NodeId) -> Result<(), ConfChangeError> {
+        let next = self.log.conf().apply(&ConfChange::Remove { id })?;
+        self.check_removal_quorum(id, &next.voters)
     }
 
     /// Starts handing leadership to voter `to` (thesis §3.10): new proposals

@@ -377,6 +377,7 @@ impl Node {
             .filter(|id| **id == self.id || self.progress.get(id).is_some_and(|p| p.recent_active))
             .count();
         for pr in self.progress.values_mut() {
+            pr.active_last_round = pr.recent_active;
             pr.recent_active = false;
         }
         active >= self.log.conf().majority()

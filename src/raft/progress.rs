@@ -39,6 +39,9 @@ pub(super) struct Progress {
     max_inflight: usize,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Heard from in the check-quorum round before the current one: a
+    /// follower that is up may not have answered yet in a round just begun.
+    pub active_last_round: bool,
     /// The highest ReadIndex confirmation round this follower acknowledged.
     pub read_round_acked: u64,
     /// The commit index last sent, so that a follower that already knows it is
@@ -62,6 +65,7 @@ impl Progress {
             inflight: VecDeque::new(),
             max_inflight,
             recent_active: false,
+            active_last_round: false,
             read_round_acked: 0,
             commit_sent: 0,
             resend: false,

@@ -28,9 +28,9 @@ use std::fmt::Write as _;
 fn change_error(err: ConfChangeError) -> Reply {
     match err {
         ConfChangeError::NotLeader { .. } => Reply::error(NOT_THE_LEADER),
-        ConfChangeError::TransferInProgress | ConfChangeError::ChangeInProgress => {
-            Reply::Error(format!("TRYAGAIN {}", err))
-        }
+        ConfChangeError::TransferInProgress
+        | ConfChangeError::ChangeInProgress
+        | ConfChangeError::NoQuorumAfterRemoval { .. } => Reply::Error(format!("TRYAGAIN {}", err)),
         _ => Reply::Error(format!("ERR {}", err)),
     }
 }
@@ -133,6 +133,10 @@ impl Server {
         let Some(successor) = successor else {
             return Some(change_error(ConfChangeError::LastVoter { id: me }));
         };
+        // Refused before leadership moves, not by the successor after it.
+        if let Err(err) = self.replica.node().check_remove(me) {
+            return Some(change_error(err));
+        }
         match self.replica.node_mut().transfer_leader(successor) {
             Ok(()) => {
                 info!(
@@ -285,6 +289,14 @@ mod tests {
             (
                 ConfChangeError::LastVoter { id: 1 },
                 "ERR node 1 is the last voter",
+            ),
+            (
+                ConfChangeError::NoQuorumAfterRemoval {
+                    id: 2,
+                    voters: 2,
+                    reachable: 1,
+                },
+                "TRYAGAIN removing node 2 would leave 2 voters of which only 1 are reachable, no quorum",
             ),
         ];
         for (err, reply) in cases {
