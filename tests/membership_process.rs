@@ -750,3 +750,46 @@ fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
     assert_eq!(cluster.client(live).cmd(&["SET", "k", "x"]), ok());
     assert_eq!(cluster.client(leader).cmd(&["GET", "k"]), bulk("x"));
 }
+
+/// A follower that is down keeps the match index it had, which in an idle
+/// cluster is the leader's last index: the leader removing itself used to
+/// pick it as its successor whenever its id was the lowest, abandon the
+/// transfer after an election timeout and answer `-TRYAGAIN`, every time.
+/// It hands over to a voter it hears from instead.
+#[test]
+fn a_leader_removing_itself_hands_over_to_a_voter_that_is_up() {
+    let mut cluster = Cluster::new(4);
+    for i in 0..4 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+    let dead = (0..4).find(|&i| i != leader).expect("a follower");
+    let dead_id = cluster.nodes[dead].id;
+    assert!((0..4).all(|i| i == leader || cluster.nodes[i].id >= dead_id));
+    // Every follower acknowledged the write, so all match the leader's log.
+    let last: u64 = cluster.info(leader)["last_log_index"]
+        .parse()
+        .expect("last_log_index");
+    wait_for(Duration::from_secs(10), "every follower to match", || {
+        members(&cluster, leader)
+            .values()
+            .all(|m| m["match_index"].parse::<u64>().ok() == Some(last))
+            .then_some(())
+    });
+    cluster.kill(dead);
+    // Counted down once it missed a whole check-quorum round (200 ms here).
+    thread::sleep(Duration::from_millis(1000));
+    let leader_id = cluster.nodes[leader].id.to_string();
+    let reply = cluster
+        .client(leader)
+        .cmd(&["CLUSTER", "REMOVE", &leader_id]);
+    assert_eq!(reply, ok());
+    let via = (0..4)
+        .find(|&i| i != leader && i != dead)
+        .expect("a live follower");
+    let now = members(&cluster, via);
+    assert!(!now.contains_key(&cluster.nodes[leader].id), "{now:?}");
+    assert!(now[&dead_id]["leader"] == "no", "{now:?}");
+    assert_eq!(cluster.client(via).cmd_retry(&["GET", "k"]), bulk("v"));
+}

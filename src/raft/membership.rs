@@ -143,13 +143,7 @@ impl Node {
         }
         let reachable = next_voters
             .iter()
-            .filter(|v| {
-                **v == self.id
-                    || self
-                        .progress
-                        .get(v)
-                        .is_some_and(|p| p.recent_active || p.active_last_round)
-            })
+            .filter(|v| **v == self.id || self.heard_lately(**v))
             .count();
         if reachable < next_voters.len() / 2 + 1 {
             return Err(ConfChangeError::NoQuorumAfterRemoval {
@@ -159,6 +153,31 @@ impl Node {
             });
         }
         Ok(())
+    }
+
+    /// Leader: whether `id` answered in this check-quorum round or the one
+    /// before (a follower that is up may not have answered yet in a round
+    /// just begun).
+    pub(super) fn heard_lately(&self, id: NodeId) -> bool {
+        self.progress
+            .get(&id)
+            .is_some_and(|p| p.recent_active || p.active_last_round)
+    }
+
+    /// Leader: the voter to hand over to before removing itself, the most up
+    /// to date of those heard from lately. A voter that is down keeps the
+    /// match index it had, which in an idle cluster is the leader's last
+    /// index too: picked by match index alone, it could be chosen every time,
+    /// and every transfer abandoned.
+    pub(super) fn removal_successor_inner(&self) -> Option<NodeId> {
+        self.log
+            .conf()
+            .voters
+            .iter()
+            .filter(|id| **id != self.id && self.heard_lately(**id))
+            .filter_map(|id| self.progress.get(id).map(|pr| (*id, pr.match_index)))
+            .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id)
     }
 
     /// Everyone the leader sends the log to: the members of the configuration

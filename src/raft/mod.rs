@@ -422,6 +422,12 @@ impl Node {
         self.check_removal_quorum(id, &next.voters)
     }
 
+    /// The voter a leader removing itself hands over to: the most up to date
+    /// of the voters it heard from lately; None if it heard from none.
+    pub fn removal_successor(&self) -> Option<NodeId> {
+        self.removal_successor_inner()
+    }
+
     /// Starts handing leadership to voter `to` (thesis §3.10): new proposals
     /// and membership changes are refused with `TransferInProgress`, the
     /// target is brought up to date and sent TimeoutNow, and it campaigns at

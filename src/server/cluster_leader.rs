@@ -113,8 +113,8 @@ impl Server {
         status.conf_index <= status.commit_index
     }
 
-    /// CLUSTER REMOVE of this leader: hand over to the most up-to-date
-    /// other voter first (see the module docs).
+    /// CLUSTER REMOVE of this leader: hand over first (see the module docs)
+    /// to the most up-to-date other voter heard from lately.
     fn remove_self(&mut self, waiter: Waiter) -> Option<Reply> {
         let me = self.config.id;
         let status = self.replica.status();
@@ -124,19 +124,13 @@ impl Server {
         if self.cluster.self_removal.is_some() {
             return Some(change_error(ConfChangeError::TransferInProgress));
         }
-        let successor = status
-            .progress
-            .iter()
-            .filter(|(id, _)| *id != me && status.voters.contains(id))
-            .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
-            .map(|(id, _)| *id);
-        let Some(successor) = successor else {
-            return Some(change_error(ConfChangeError::LastVoter { id: me }));
-        };
         // Refused before leadership moves, not by the successor after it.
         if let Err(err) = self.replica.node().check_remove(me) {
             return Some(change_error(err));
         }
+        let Some(successor) = self.replica.node().removal_successor() else {
+            return Some(change_error(ConfChangeError::LastVoter { id: me }));
+        };
         match self.replica.node_mut().transfer_leader(successor) {
             Ok(()) => {
                 info!(
