@@ -649,7 +649,19 @@ fn a_node_of_another_cluster_does_not_join() {
 /// request. Neither may cost the cluster its leader.
 #[test]
 fn large_relayed_replies_are_the_leaders_bytes_and_oversized_transactions_get_errors() {
-    let (cluster, leader) = cluster_that_committed_a_write();
+    // The default election timeout, not the tests' 200 ms: a 50 MB reply
+    // holds up the heartbeats queued behind it on the same connection, and
+    // with other work on the machine an election followed once.
+    let mut cluster = Cluster::new(3);
+    cluster.set_election_timeout_ms(500);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
+        Reply::Ok
+    );
     let follower = (leader + 1) % 3;
     let term = cluster.info(leader)["term"].clone();
     // About as large as a request of the default max_request_bytes (8 MiB)
