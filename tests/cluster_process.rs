@@ -652,11 +652,7 @@ fn large_relayed_replies_are_the_leaders_bytes_and_oversized_transactions_get_er
     // The default election timeout, not the tests' 200 ms: a 50 MB reply
     // holds up the heartbeats queued behind it on the same connection, and
     // with other work on the machine an election followed once.
-    let mut cluster = Cluster::new(3);
-    cluster.set_election_timeout_ms(500);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
+    let cluster = Cluster::start_with_election_timeout(3, 500);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),

@@ -591,11 +591,7 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
 /// them was answered.
 #[test]
 fn a_pipeline_held_by_a_finishing_transfer_is_served_whole_and_in_order() {
-    let mut cluster = Cluster::new(3);
-    cluster.set_election_timeout_ms(2000);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
+    let cluster = Cluster::start_with_election_timeout(3, 2000);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
@@ -717,10 +713,7 @@ fn a_joined_node_restarted_on_another_raft_port_exits_1_and_changes_nothing() {
 /// `-TRYAGAIN`, changing nothing, while removing the dead node goes ahead.
 #[test]
 fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
-    let mut cluster = Cluster::new(3);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
+    let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();

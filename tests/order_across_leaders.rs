@@ -103,11 +103,7 @@ fn value_of(reply: Reply) -> Option<String> {
 /// A cluster of three, and which node leads, which follows (the client's)
 /// and which is the other.
 fn start() -> (Cluster, usize, usize, usize) {
-    let mut cluster = Cluster::new(3);
-    cluster.set_election_timeout_ms(1000);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
+    let cluster = Cluster::start_with_election_timeout(3, 1000);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (follower, other) = (others[0], others[1]);

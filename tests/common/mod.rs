@@ -189,11 +189,18 @@ impl Cluster {
 
     /// Starts `n` nodes with fast timeouts and waits for a leader.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with_election_timeout(n, 200)
+    }
+
+    /// Starts `n` nodes with an election timeout of `ms` (see
+    /// [`Cluster::set_election_timeout_ms`]) and waits for a leader.
+    pub fn start_with_election_timeout(n: usize, ms: u64) -> Cluster {
         let mut cluster = Cluster::new(n);
+        cluster.set_election_timeout_ms(ms);
         for i in 0..n {
             cluster.spawn(i);
         }
-        cluster.wait_for_leader(Duration::from_secs(15));
+        cluster.wait_for_leader(Duration::from_secs(15) + Duration::from_millis(4 * ms));
         cluster
     }
 
