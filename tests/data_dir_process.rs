@@ -208,10 +208,7 @@ fn a_joiner_that_never_got_an_entry_restarts() {
 /// Started on their own, both serve again.
 #[test]
 fn a_node_started_on_another_nodes_data_dir_exits_1_and_changes_nothing() {
-    let mut cluster = Cluster::new(3);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
+    let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "k", "v"]),

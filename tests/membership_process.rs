@@ -751,10 +751,7 @@ fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
 /// It hands over to a voter it hears from instead.
 #[test]
 fn a_leader_removing_itself_hands_over_to_a_voter_that_is_up() {
-    let mut cluster = Cluster::new(4);
-    for i in 0..4 {
-        cluster.spawn(i);
-    }
+    let mut cluster = Cluster::start(4);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let dead = (0..4).find(|&i| i != leader).expect("a follower");
