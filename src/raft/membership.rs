@@ -145,14 +145,29 @@ impl Node {
             .iter()
             .filter(|v| **v == self.id || self.heard_lately(**v))
             .count();
-        if reachable < next_voters.len() / 2 + 1 {
-            return Err(ConfChangeError::NoQuorumAfterRemoval {
-                id,
-                voters: next_voters.len(),
-                reachable,
-            });
+        let majority = next_voters.len() / 2 + 1;
+        if reachable >= majority {
+            return Ok(());
         }
-        Ok(())
+        // A new leader commits its Noop on the first acknowledgement, and a
+        // removal waiting for that commit is tried at once, before the other
+        // voters' acknowledgements are in: refusing then would turn down a
+        // removal in a healthy cluster (and, for a leader's removal of
+        // itself, after leadership has already moved for it). Such voters
+        // are undecided until a check-quorum round has ended.
+        let undecided = next_voters
+            .iter()
+            .filter(|v| **v != self.id && !self.heard_lately(**v))
+            .filter(|v| self.progress.get(v).is_some_and(|p| !p.round_ended))
+            .count();
+        if reachable + undecided >= majority {
+            return Err(ConfChangeError::ChangeInProgress);
+        }
+        Err(ConfChangeError::NoQuorumAfterRemoval {
+            id,
+            voters: next_voters.len(),
+            reachable,
+        })
     }
 
     /// Leader: whether `id` answered in this check-quorum round or the one

@@ -190,7 +190,9 @@ pub enum ConfChangeError {
     TransferInProgress,
     /// A membership change is not committed yet, or this leader has not yet
     /// committed an entry of its own term (so an earlier leader's change may
-    /// still be pending). Retry later.
+    /// still be pending), or, for a removal, a leader in its first
+    /// check-quorum round has not yet heard from enough voters to tell
+    /// whether they are up. Retry later.
     ChangeInProgress,
     /// AddLearner of a voter or learner.
     AlreadyMember { id: NodeId },
@@ -417,6 +419,7 @@ impl Node {
     /// Whether this leader would accept `CLUSTER REMOVE id` as far as the
     /// configuration and the voters' reachability go (not the one-change-at-
     /// a-time rule): checked before a leader hands over to remove itself.
+    /// `ChangeInProgress` when it cannot tell yet.
     pub fn check_remove(&self, id: NodeId) -> Result<(), ConfChangeError> {
         let next = self.log.conf().apply(&ConfChange::Remove { id })?;
         self.check_removal_quorum(id, &next.voters)

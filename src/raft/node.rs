@@ -379,6 +379,7 @@ impl Node {
         for pr in self.progress.values_mut() {
             pr.active_last_round = pr.recent_active;
             pr.recent_active = false;
+            pr.round_ended = true;
         }
         active >= self.log.conf().majority()
     }

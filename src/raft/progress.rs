@@ -42,6 +42,10 @@ pub(super) struct Progress {
     /// Heard from in the check-quorum round before the current one: a
     /// follower that is up may not have answered yet in a round just begun.
     pub active_last_round: bool,
+    /// A check-quorum round has ended since this progress was created. Until
+    /// then, not having heard from the follower says nothing: a new leader's
+    /// first messages may simply not have been answered yet.
+    pub round_ended: bool,
     /// The highest ReadIndex confirmation round this follower acknowledged.
     pub read_round_acked: u64,
     /// The commit index last sent, so that a follower that already knows it is
@@ -66,6 +70,7 @@ impl Progress {
             max_inflight,
             recent_active: false,
             active_last_round: false,
+            round_ended: false,
             read_round_acked: 0,
             commit_sent: 0,
             resend: false,

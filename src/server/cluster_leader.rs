@@ -125,8 +125,17 @@ impl Server {
             return Some(change_error(ConfChangeError::TransferInProgress));
         }
         // Refused before leadership moves, not by the successor after it.
-        if let Err(err) = self.replica.node().check_remove(me) {
-            return Some(change_error(err));
+        match self.replica.node().check_remove(me) {
+            Ok(()) => {}
+            // A new leader that has not heard from the voters yet: it knows
+            // within a check-quorum round, and the held request is tried
+            // again every iteration meanwhile.
+            Err(ConfChangeError::ChangeInProgress) => {
+                let request = ClusterRequest::Remove { id: me };
+                self.cluster.held.push((waiter, Held::Cluster(request)));
+                return None;
+            }
+            Err(err) => return Some(change_error(err)),
         }
         let Some(successor) = self.replica.node().removal_successor() else {
             return Some(change_error(ConfChangeError::LastVoter { id: me }));
