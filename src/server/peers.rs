@@ -358,9 +358,15 @@ impl Peers {
             }
         }
         if writable || matches!(pc.side, Side::Outbound { .. }) {
-            pc.conn
-                .flush()
-                .map_err(|e| format!("write failed: {}", e))?;
+            if let Err(err) = pc.conn.flush() {
+                // A node that refused our handshake with our later bytes
+                // unread resets the connection: its refusal came before the
+                // reset and is still there to read, and says why.
+                if readable {
+                    self.read_frames(token, events)?;
+                }
+                return Err(format!("write failed: {}", err));
+            }
         }
         if readable {
             self.read_frames(token, events)?;
@@ -619,5 +625,52 @@ mod tests {
         }
         assert_eq!(token, 42, "the dead address once, then the live one");
         assert_eq!(peers.members[&2].address_choice.failed_addrs(), vec![dead]);
+    }
+
+    /// A node that refuses our handshake with our later bytes unread resets
+    /// the connection, and a write to it then fails; its reason arrived
+    /// before the reset and is still to be read, and is what the dialer
+    /// must report, not the failed write.
+    #[test]
+    fn a_refusal_ahead_of_a_reset_is_read_before_a_write_fails() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let mut poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, &addr)]);
+        let token = Token(30);
+        peers.connect(2, poll.registry(), token);
+        let mut events = Vec::new();
+        let start = Instant::now();
+        while !peers.is_connected(2) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+            let mut ready = mio::Events::with_capacity(8);
+            poll.poll(&mut ready, Some(Duration::from_millis(10)))
+                .expect("poll");
+            for event in ready.iter() {
+                let (r, w) = (event.is_readable(), event.is_writable());
+                peers.ready(event.token(), r, w, poll.registry(), &mut events);
+            }
+        }
+        // More queued than the sockets hold, so some stays unsent.
+        let pc = peers.conns.get_mut(&token).expect("the connection");
+        pc.conn.output().extend_from_slice(&vec![0u8; 32 << 20]);
+        let _ = pc.conn.flush();
+        assert!(pc.conn.pending_output() > 0, "all of it was written");
+        let (mut far, _) = listener.accept().expect("accept");
+        let mut some = [0u8; 64];
+        far.read_exact(&mut some).expect("the handshake's start");
+        let mut refusal = Vec::new();
+        crate::wire::frame::encode_refusal(
+            "node 1 belongs to cluster 'test', not 'other'",
+            &mut refusal,
+        );
+        far.write_all(&refusal).expect("write the refusal");
+        drop(far);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            peers.ready_inner(token, true, true, &mut events),
+            Err("refused by the peer".to_string())
+        );
     }
 }
