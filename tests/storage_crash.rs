@@ -82,9 +82,10 @@ fn entry(index: u64, term: u64, payload: usize) -> Entry {
         } else {
             EntryKind::Normal
         },
-        // Never zero, so a cut inside the payload always leaves evidence.
+        // Never zero, so a cut inside the payload always leaves evidence;
+        // reduced first, as u64::MAX * 7 overflows.
         data: (0..payload)
-            .map(|k| 1 + ((index as usize * 7 + k) % 250) as u8)
+            .map(|k| 1 + (((index % 250) as usize * 7 + k) % 250) as u8)
             .collect(),
     }
 }
