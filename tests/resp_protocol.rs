@@ -128,6 +128,29 @@ fn overlong_multibulk_count_line() {
 }
 
 #[test]
+fn overlong_header_line_with_its_cr_just_past_the_limit() {
+    // 33 digits put the `\r` on the last byte the parser looks at for a
+    // header line: it used to wait for a `\n` it would never look at, and
+    // buffer everything sent after it.
+    for prefix in [&b"*"[..], b"*1\r\n$"] {
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(&[b'1'; 33]);
+        input.push(b'\r');
+        input.extend_from_slice(&[b'x'; 4096]);
+        let expected = if prefix == b"*" {
+            "ERR protocol error: invalid multibulk length"
+        } else {
+            "ERR protocol error: invalid bulk length"
+        };
+        assert_eq!(error_with_max(&input, 1024), expected);
+        assert_eq!(
+            parse_byte_by_byte(&input, 1024).map_err(|e| e.to_string()),
+            Err(expected.to_string())
+        );
+    }
+}
+
+#[test]
 fn wrong_multibulk_payload_header() {
     assert_eq!(
         error(b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n"),

@@ -350,6 +350,13 @@ impl RequestParser {
                 Ok(None)
             };
         };
+        // A line already too long to be valid must fail now: with its `\r`
+        // on the window's last byte, waiting for the `\n` would never end,
+        // since the window never grows, and the connection would buffer
+        // whatever the client sends after it.
+        if cr > HEADER_MAX_BYTES {
+            return Err(invalid());
+        }
         match window.get(cr + 1) {
             None => Ok(None),
             Some(b'\n') => {
