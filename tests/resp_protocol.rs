@@ -151,6 +151,25 @@ fn overlong_header_line_with_its_cr_just_past_the_limit() {
 }
 
 #[test]
+fn empty_multibulk_requests_count_toward_the_size_limit() {
+    // Skipped `*0` requests stay in the connection's buffer until a whole
+    // request follows them; they used to be buffered without limit.
+    let input = b"*0\r\n".repeat(1000);
+    assert_eq!(
+        error_with_max(&input, 1024),
+        "ERR protocol error: request exceeds max_request_bytes (1024)"
+    );
+    assert_eq!(
+        parse_byte_by_byte(&input, 1024).map_err(|e| e.to_string()),
+        Err("ERR protocol error: request exceeds max_request_bytes (1024)".to_string())
+    );
+    // Under the limit they are still skipped, and what follows them is parsed.
+    let mut input = b"*0\r\n".repeat(100);
+    input.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    assert_eq!(parse_all(&input, 1024), Ok((vec![words(&["PING"])], 0)));
+}
+
+#[test]
 fn wrong_multibulk_payload_header() {
     assert_eq!(
         error(b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n"),

@@ -263,6 +263,13 @@ impl RequestParser {
         // Redis skips any count <= 0, the null array `*-1` included; SPEC §3
         // makes every negative count a protocol error.
         if count == 0 {
+            // Skipped empty requests stay in the caller's buffer until a
+            // whole request follows them, so they count toward the limit,
+            // as blank inline lines do; unchecked, a stream of `*0` alone
+            // was buffered without end.
+            if next > self.max_request_bytes {
+                return Err(self.too_large());
+            }
             self.finish_request(next);
             return Ok(true);
         }
