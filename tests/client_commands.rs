@@ -710,3 +710,41 @@ fn a_request_pipelined_behind_exec_sees_the_connection_commands_run_in_it() {
         assert_eq!(c.read(), bulk(&name), "GETNAME ran before EXEC's SETNAME");
     }
 }
+
+/// A client that pipelines reads of a large value and reads none of the
+/// replies is stopped at the output limit (64 MiB), counting the replies in
+/// flight, not yet answered: a few kilobytes of `GET big` used to make the
+/// node hold a copy of the value per request (600 here, 1.2 GB of RSS).
+/// Once the client reads, every reply comes.
+#[test]
+fn a_client_that_reads_no_replies_cannot_make_the_node_copy_a_value_per_request() {
+    let cluster = Cluster::start(1);
+    let mut c = cluster.client(0);
+    let value = vec![b'v'; 1 << 20];
+    c.send(&[b"SET", b"big", &value]);
+    assert_eq!(c.read(), Reply::Ok);
+    let rss = |c: &mut Client| -> u64 {
+        c.info()["used_memory"]
+            .parse()
+            .expect("used_memory is a number")
+    };
+    let before = rss(&mut c);
+    let requests = 600;
+    let mut silent = Client::connect(&cluster.nodes[0].client_addr());
+    silent
+        .send_raw(&b"GET big\r\n".repeat(requests))
+        .expect("the node takes the requests");
+    let mut peak = 0;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(rss(&mut c));
+    }
+    assert!(
+        peak < before + (300 << 20),
+        "RSS grew from {before} to {peak} bytes"
+    );
+    for i in 0..requests {
+        assert_eq!(silent.read_raw().len(), value.len() + 12, "reply {i}");
+    }
+    assert_eq!(c.cmd(&["PING"]), status("PONG"));
+}

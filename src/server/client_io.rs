@@ -79,6 +79,10 @@ impl Server {
         {
             return self.linger(token);
         }
+        // Requests left in the buffer when the client became backlogged
+        // are served before anything more is read: reading on meanwhile
+        // would buffer input the node cannot take yet.
+        self.handle_input(token);
         let mut read = 0;
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -109,8 +113,14 @@ impl Server {
                 Fill::Drained | Fill::WouldBlock => break,
                 // Nothing is read while a request is held, so the requests
                 // sent before the client shut its side are all served first.
+                // Nor while backlogged with requests still buffered: the end
+                // of the input is read again once they are served.
                 Fill::Closed => {
                     if let Some(client) = self.clients.get_mut(&token) {
+                        if client.has_output_backlog() {
+                            client.read_paused = true;
+                            break;
+                        }
                         client.close_after_replies = true;
                         client.peer_closed = true;
                     }
@@ -142,6 +152,14 @@ impl Server {
                 return Ok(());
             };
             if client.close_after_replies || client.is_holding() {
+                return Ok(());
+            }
+            if client.has_output_backlog() {
+                // Checked before each request, not each read: one read of
+                // `GET big` requests could otherwise answer a copy of the
+                // value per request. The rest waits in the buffer, and
+                // `flush_clients` resumes it.
+                client.read_paused = true;
                 return Ok(());
             }
             let Some((argv, used)) = client.parser.parse(client.conn.input())? else {

@@ -12,7 +12,11 @@ use std::collections::VecDeque;
 
 /// Stop reading from a client with this many requests awaiting replies, or
 /// this much unsent output, until it catches up (Redis's output-buffer limit,
-/// as backpressure instead of a disconnect).
+/// as backpressure instead of a disconnect). The output counts the replies
+/// not yet encoded too, and for those not yet answered what they are
+/// expected to hold ([`Client::expect_reply_bytes`]): a client that never
+/// reads could otherwise pipeline thousands of 9-byte `GET big` requests,
+/// each answered with its own copy of the value.
 const MAX_PENDING_REPLIES: usize = 16 * 1024;
 const MAX_PENDING_OUTPUT: usize = 64 << 20;
 
@@ -111,6 +115,11 @@ pub struct Client {
     pub name: Option<String>,
     pub multi: Option<Multi>,
     slots: VecDeque<Slot>,
+    /// For each slot, in step with `slots`: the bytes its reply holds once
+    /// answered, or is expected to hold before (see [`MAX_PENDING_OUTPUT`]).
+    slot_bytes: VecDeque<usize>,
+    /// The sum of `slot_bytes`.
+    unsent_reply_bytes: usize,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
     /// Close once every reply is written (QUIT, a protocol error, or EOF).
@@ -156,6 +165,8 @@ impl Client {
             name: None,
             multi: None,
             slots: VecDeque::new(),
+            slot_bytes: VecDeque::new(),
+            unsent_reply_bytes: 0,
             first_seq: 0,
             close_after_replies: false,
             peer_closed: false,
@@ -251,7 +262,24 @@ impl Client {
         }
         self.slots
             .push_back(Slot::Waiting(pending, self.protocol, kind));
+        self.slot_bytes.push_back(0);
         self.first_seq + self.slots.len() as u64 - 1
+    }
+
+    /// Slot `seq`'s reply is expected to hold about `bytes` (the values a
+    /// read names, as this node holds them now): counted as output from
+    /// now on, so that the requests in flight cannot together answer far
+    /// more than [`MAX_PENDING_OUTPUT`].
+    pub fn expect_reply_bytes(&mut self, seq: u64, bytes: usize) {
+        if let Some(counted) = self.slot_bytes_mut(seq) {
+            let before = std::mem::replace(counted, bytes);
+            self.unsent_reply_bytes = self.unsent_reply_bytes - before + bytes;
+        }
+    }
+
+    fn slot_bytes_mut(&mut self, seq: u64) -> Option<&mut usize> {
+        let offset = seq.checked_sub(self.first_seq)?;
+        self.slot_bytes.get_mut(usize::try_from(offset).ok()?)
     }
 
     /// The connection commands queued in the EXEC of slot `seq`, to run when
@@ -315,8 +343,11 @@ impl Client {
 
     /// Opens a slot that is already answered.
     pub fn reply_now(&mut self, reply: Reply) {
+        let bytes = reply_bytes(&reply);
         self.slots
             .push_back(Slot::Done(reply, self.protocol, Kind::Other));
+        self.slot_bytes.push_back(bytes);
+        self.unsent_reply_bytes += bytes;
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
@@ -351,7 +382,9 @@ impl Client {
                     Slot::Waiting(pending, protocol, kind) => (*pending, *protocol, *kind),
                     Slot::Done(_, protocol, _) => (Pending::Parked, *protocol, Kind::Other),
                 };
+                let bytes = reply_bytes(&reply);
                 *slot = Slot::Done(reply, protocol, kind);
+                self.expect_reply_bytes(seq, bytes);
                 if kind.holds_back() {
                     self.barriers_waiting -= 1;
                 }
@@ -368,12 +401,18 @@ impl Client {
             if let Some(Slot::Done(reply, protocol, _)) = self.slots.pop_front() {
                 resp::encode_reply(&reply, protocol, self.conn.output());
                 self.first_seq += 1;
+                self.unsent_reply_bytes -= self.slot_bytes.pop_front().unwrap_or(0);
             }
         }
     }
 
     pub fn is_backlogged(&self) -> bool {
-        self.slots.len() >= MAX_PENDING_REPLIES || self.conn.pending_output() >= MAX_PENDING_OUTPUT
+        self.slots.len() >= MAX_PENDING_REPLIES || self.has_output_backlog()
+    }
+
+    /// The replies unsent, or expected, reach [`MAX_PENDING_OUTPUT`].
+    pub fn has_output_backlog(&self) -> bool {
+        self.conn.pending_output() + self.unsent_reply_bytes >= MAX_PENDING_OUTPUT
     }
 
     /// Whether the connection can be dropped now: asked to close and nothing left to say.
@@ -383,6 +422,23 @@ impl Client {
             && self.slots.is_empty()
             && self.conn.pending_output() == 0
     }
+}
+
+/// About the bytes `reply` takes once encoded: its strings' bytes, and a
+/// few more for each element (exact enough for backpressure).
+fn reply_bytes(reply: &Reply) -> usize {
+    const OVERHEAD: usize = 16;
+    OVERHEAD
+        + match reply {
+            Reply::Ok | Reply::Nil | Reply::Integer(_) => 0,
+            Reply::Status(text) | Reply::Error(text) => text.len(),
+            Reply::Bulk(bytes) => bytes.len(),
+            Reply::Array(items) => items.iter().map(reply_bytes).sum(),
+            Reply::Map(pairs) => pairs
+                .iter()
+                .map(|(key, value)| reply_bytes(key) + reply_bytes(value))
+                .sum(),
+        }
 }
 
 #[cfg(test)]

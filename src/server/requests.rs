@@ -9,7 +9,7 @@ use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::connection::{command_name, error, precheck, request_error};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::transactions::LocalCommand;
-use crate::kv::{Command, Reply};
+use crate::kv::{Command, KvStore, Reply, MAX_REPLY_VALUE_BYTES};
 use crate::raft::{NodeId, ProposeError};
 use crate::replica::{Completion, Refused};
 use crate::wire::peer_msg::PeerMessage;
@@ -35,6 +35,28 @@ pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
         && argv
             .first()
             .is_some_and(|name| matches!(command_name(name).as_str(), "get" | "mget" | "exists"))
+}
+
+/// About the bytes of values `command`'s reply will carry, judged from this
+/// node's map now (a follower's may lag a little: it is an estimate for
+/// backpressure, see `clients::MAX_PENDING_OUTPUT`). KEYS, and SCAN with a
+/// large COUNT, are taken to answer with the whole map.
+fn expected_reply_bytes(kv: &KvStore, command: &Command) -> usize {
+    let value = |key: &[u8]| kv.get(key).map_or(0, <[u8]>::len);
+    let bytes = match command {
+        Command::Get(key) | Command::GetDel(key) | Command::GetEx(key, _) => value(key),
+        Command::GetRange(key, ..) => value(key),
+        Command::SetWith(key, _, options) if options.get => value(key),
+        Command::MGet(keys) => keys.iter().map(|key| value(key)).sum(),
+        Command::Keys(_) => kv.approx_bytes(),
+        Command::Scan(_) if command.reads_many_keys() => kv.approx_bytes(),
+        Command::Multi(commands) => commands
+            .iter()
+            .map(|command| expected_reply_bytes(kv, command))
+            .sum(),
+        _ => 0,
+    };
+    bytes.min(MAX_REPLY_VALUE_BYTES)
 }
 
 fn is_tryagain(reply: &Reply) -> bool {
@@ -160,8 +182,10 @@ impl Server {
         let Some(seq) = self.open_request(token, kind) else {
             return;
         };
-        if !locals.is_empty() {
-            if let Some(client) = self.clients.get_mut(&token) {
+        let expected = expected_reply_bytes(self.replica.kv(), &command);
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.expect_reply_bytes(seq, expected);
+            if !locals.is_empty() {
                 client.await_locals(seq, locals);
             }
         }
