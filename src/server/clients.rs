@@ -277,6 +277,11 @@ impl Client {
         }
     }
 
+    /// The sequence number of the oldest reply still to be written.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
     fn slot_bytes_mut(&mut self, seq: u64) -> Option<&mut usize> {
         let offset = seq.checked_sub(self.first_seq)?;
         self.slot_bytes.get_mut(usize::try_from(offset).ok()?)
