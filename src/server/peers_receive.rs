@@ -124,7 +124,7 @@ impl Peers {
                     return Err(reason);
                 }
                 (Side::Outbound { peer, .. }, Body::Refusal(reason)) => {
-                    warn!("node {} refused our connection: {}", peer, reason);
+                    warn!("node {} refused our connection: {}", peer, shown(&reason));
                     return Err("refused by the peer".to_string());
                 }
                 (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
@@ -159,7 +159,9 @@ impl Peers {
         if hs.cluster_name != self.me.cluster_name {
             return Err(format!(
                 "node {} belongs to cluster '{}', not '{}'",
-                hs.from, hs.cluster_name, self.me.cluster_name
+                hs.from,
+                shown(&hs.cluster_name),
+                self.me.cluster_name
             ));
         }
         if hs.to != self.me.id {
@@ -173,9 +175,21 @@ impl Peers {
         }
         self.learned
             .push((hs.from, hs.raft_addr.clone(), hs.client_addr.clone()));
-        info!("peer {} connected from {}", hs.from, hs.raft_addr);
+        info!("peer {} connected from {}", hs.from, shown(&hs.raft_addr));
         Ok(hs.from)
     }
+}
+
+/// Text a peer sent, as it may appear in our log: whoever opens the raft
+/// port picks it, so it is cut short and its control characters escaped, so
+/// that it stays one line of reasonable length.
+fn shown(text: &str) -> String {
+    const MAX_CHARS: usize = 128;
+    let mut shown = crate::config::printable(&text.chars().take(MAX_CHARS).collect::<String>());
+    if text.chars().nth(MAX_CHARS).is_some() {
+        shown.push_str("...");
+    }
+    shown
 }
 
 enum Body {
@@ -451,5 +465,39 @@ mod tests {
         assert_eq!(kind, FrameKind::Refusal);
         let got = frame::decode_refusal(body).expect("UTF-8");
         assert_eq!(got, "é".repeat(frame::MAX_REFUSAL_BYTES / 2));
+    }
+
+    #[test]
+    fn a_strangers_cluster_name_is_logged_on_one_short_line() {
+        let mut node = Harness::new();
+        let mut out = Vec::new();
+        Handshake {
+            version: PROTOCOL_VERSION,
+            cluster_name: format!("evil\nINFO forged line{}", "x".repeat(1 << 20)),
+            from: 3,
+            to: 1,
+            raft_addr: "127.0.0.1:9".to_string(),
+            client_addr: "127.0.0.1:10".to_string(),
+        }
+        .encode(&mut out);
+        let mut far = node.far.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || far.write_all(&out).is_ok());
+        let mut reason = String::new();
+        let start = Instant::now();
+        while node.is_open() {
+            assert!(start.elapsed() < Duration::from_secs(10), "not refused");
+            if let Err(err) = node.peers.read_frames(TOKEN, &mut node.events) {
+                reason = err;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = writer.join();
+        assert!(
+            reason.starts_with("node 3 belongs to cluster 'evil\\nINFO forged line"),
+            "{reason}"
+        );
+        assert!(!reason.contains('\n'), "{reason}");
+        assert!(reason.len() < 300, "{} bytes", reason.len());
     }
 }
