@@ -97,7 +97,7 @@ pub fn check_joiner_address(
     }
     match crate::server::addresses::recorded_own_raft_addr(data_dir, settled.id) {
         Some(recorded) if recorded != raft_addr => Err(ServerError::Fatal(format!(
-            "{}: node {} joined at {}, but raft_addr is {} (the members know it by that address; to move a node, CLUSTER REMOVE it and add it anew)",
+            "{}: node {} joined at {}, but raft_addr is {} (the members know it by that address; to move a node, CLUSTER REMOVE it and add a node with a new id and an empty data dir at the new address)",
             data_dir.join(crate::server::addresses::FILE_NAME).display(),
             settled.id,
             recorded,
