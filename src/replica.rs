@@ -94,6 +94,13 @@ pub struct Replica<W> {
     snapshot_trailing: u64,
     /// The applied index at which the next snapshot is due.
     snapshot_due_at: u64,
+    /// A snapshot is also due once the entries applied since the last one
+    /// carry this many bytes, or as many as the map holds if that is more.
+    snapshot_log_bytes: u64,
+    /// The most payload bytes the trailing margin keeps below a snapshot.
+    snapshot_trailing_bytes: u64,
+    /// Payload bytes applied since the last snapshot was taken or installed.
+    applied_bytes_since_snapshot: u64,
     /// A snapshot handed out by `take_snapshot` and not yet reported.
     snapshot_in_progress: Option<SnapshotMeta>,
     /// Batches whose sync is running, oldest first.
@@ -142,6 +149,9 @@ impl<W> Replica<W> {
             snapshot_every: 0,
             snapshot_trailing: 0,
             snapshot_due_at: u64::MAX,
+            snapshot_log_bytes: snapshots::SNAPSHOT_LOG_BYTES,
+            snapshot_trailing_bytes: snapshots::MAX_TRAILING_BYTES,
+            applied_bytes_since_snapshot: 0,
             snapshot_in_progress: None,
             unsynced: VecDeque::new(),
             transfers: Vec::new(),

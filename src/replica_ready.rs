@@ -295,6 +295,9 @@ impl<W> Replica<W> {
         );
         self.applied_index = entry.index;
         self.applied_term = entry.term;
+        self.applied_bytes_since_snapshot = self
+            .applied_bytes_since_snapshot
+            .saturating_add(entry.data.len() as u64);
         // Every proposal made at this index is decided now: the one whose term
         // matches is applied; any other can never be (its slot is taken for good).
         let mut ours = None;

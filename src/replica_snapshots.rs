@@ -23,6 +23,20 @@ use crate::raft::{Entry, NodeId, SnapshotMeta};
 /// and not sent a whole snapshot. SPEC §4 allows at most `snapshot_entries`.
 pub const MAX_TRAILING_ENTRIES: u64 = 10_000;
 
+/// A snapshot is also taken once the entries applied since the last carry
+/// this many bytes (or the map's size, if larger), whatever their count:
+/// the log since the last snapshot stays in memory, and with large values
+/// `snapshot_entries` alone would let it grow to many times the live data
+/// (100,000 SETs of 8 MiB are 800 GB), in memory and on disk, where SPEC §4
+/// bounds the data dir by the live data, two snapshots and a few segments.
+/// Tied to the map's size, writing snapshots costs at most about as many
+/// bytes as the log took.
+pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+
+/// The most payload bytes the trailing margin keeps below a snapshot, for
+/// the same reason: 10,000 entries of 8 MiB would be 80 GB.
+pub const MAX_TRAILING_BYTES: u64 = 64 << 20;
+
 /// The trailing margin used with a given `snapshot_entries`.
 pub fn trailing_entries(snapshot_entries: u64) -> u64 {
     snapshot_entries.min(MAX_TRAILING_ENTRIES)
@@ -51,6 +65,21 @@ impl<W> Replica<W> {
         self.snapshot_due_at = self.due_after(last);
     }
 
+    /// Sets the byte bounds (defaults [`SNAPSHOT_LOG_BYTES`] and
+    /// [`MAX_TRAILING_BYTES`]); for tests, which cannot write gigabytes.
+    pub fn set_snapshot_bytes(&mut self, log_bytes: u64, trailing_bytes: u64) {
+        self.snapshot_log_bytes = log_bytes;
+        self.snapshot_trailing_bytes = trailing_bytes;
+    }
+
+    /// Whether the entries applied since the last snapshot carry enough
+    /// bytes for another (see [`SNAPSHOT_LOG_BYTES`]).
+    fn due_by_bytes(&self) -> bool {
+        self.snapshot_every != 0
+            && self.applied_bytes_since_snapshot
+                >= self.snapshot_log_bytes.max(self.kv.approx_bytes() as u64)
+    }
+
     fn due_after(&self, index: u64) -> u64 {
         match self.snapshot_every {
             0 => u64::MAX,
@@ -64,7 +93,9 @@ impl<W> Replica<W> {
     /// then no other snapshot is handed out. The view costs O(shards) now;
     /// the map copies a shard on its first write while the view holds it.
     pub fn take_snapshot(&mut self) -> Option<(SnapshotMeta, KvSnapshot)> {
-        if self.snapshot_in_progress.is_some() || self.applied_index < self.snapshot_due_at {
+        if self.snapshot_in_progress.is_some()
+            || (self.applied_index < self.snapshot_due_at && !self.due_by_bytes())
+        {
             return None;
         }
         assert!(
@@ -81,6 +112,7 @@ impl<W> Replica<W> {
             self.applied_index
         );
         self.snapshot_in_progress = Some(meta.clone());
+        self.applied_bytes_since_snapshot = 0;
         Some((meta, self.kv.snapshot_view()))
     }
 
@@ -106,7 +138,12 @@ impl<W> Replica<W> {
         // A newer snapshot installed from the leader meanwhile already set the
         // next due index further on, and makes this compaction a no-op.
         self.snapshot_due_at = self.snapshot_due_at.max(self.due_after(meta.index));
-        let dropped = self.node.compact(meta.clone(), self.snapshot_trailing);
+        let trailing = self.node.trailing_within(
+            meta.index,
+            self.snapshot_trailing,
+            self.snapshot_trailing_bytes,
+        );
+        let dropped = self.node.compact(meta.clone(), trailing);
         // The core keeps entries whose sync is still running even below the
         // trailing margin, so the log keeps from where the core did.
         Compacted {
@@ -146,6 +183,7 @@ impl<W> Replica<W> {
         self.applied_index = meta.index;
         self.applied_term = meta.term;
         self.snapshot_due_at = self.due_after(meta.index);
+        self.applied_bytes_since_snapshot = 0;
         // Our proposals at or below the snapshot were decided by entries this
         // node never saw: they may or may not be in it.
         while let Some((_, _, waiter)) = self.writes.pop_up_to(meta.index) {

@@ -285,3 +285,77 @@ fn a_leader_purges_expired_keys() {
 
 #[path = "replica_reads_tests.rs"]
 mod reads_tests;
+
+/// Writes `count` SETs of `bytes`-byte values to `key` and applies them.
+fn write_values(replica: &mut Replica<u32>, key: &str, bytes: usize, count: usize) {
+    let mut done = Vec::new();
+    for i in 0..count {
+        let value = vec![b'a' + (i % 26) as u8; bytes];
+        replica
+            .propose(Command::Set(key.as_bytes().to_vec(), value), 1)
+            .unwrap();
+        ready(replica, &mut done);
+    }
+}
+
+#[test]
+fn a_snapshot_is_due_once_the_log_since_the_last_carries_enough_bytes() {
+    let mut replica = leader();
+    // By count, not before 1,000 entries.
+    replica.set_snapshot_policy(1_000, 10);
+    replica.set_snapshot_bytes(10_000, 1 << 30);
+    write_values(&mut replica, "k", 2_000, 4);
+    assert!(
+        replica.take_snapshot().is_none(),
+        "8,000 bytes are not enough"
+    );
+    write_values(&mut replica, "k", 2_000, 1);
+    let (meta, _) = replica.take_snapshot().expect("10,000 bytes are");
+    assert_eq!(meta.index, replica.status().applied_index);
+    replica.snapshot_written(&meta);
+    // Counted afresh from the snapshot on.
+    write_values(&mut replica, "k", 2_000, 4);
+    assert!(replica.take_snapshot().is_none());
+
+    // Once the map holds more than the bound, the log must reach its size.
+    let mut replica = leader();
+    replica.set_snapshot_policy(1_000, 10);
+    replica.set_snapshot_bytes(10_000, 1 << 30);
+    for key in ["a", "b", "c", "d", "e", "f"] {
+        write_values(&mut replica, key, 2_000, 1);
+    }
+    replica.set_snapshot_policy(5, 1);
+    let (meta, _) = replica.take_snapshot().expect("due by count");
+    replica.snapshot_written(&meta);
+    replica.set_snapshot_policy(1_000, 10);
+    write_values(&mut replica, "a", 2_000, 5);
+    assert!(
+        replica.take_snapshot().is_none(),
+        "10,000 bytes, under the map's 12,000 and more"
+    );
+    write_values(&mut replica, "a", 2_000, 2);
+    assert!(replica.take_snapshot().is_some());
+}
+
+#[test]
+fn the_trailing_margin_keeps_a_bounded_number_of_bytes() {
+    let mut replica = leader();
+    // Every 20 entries, keeping up to 10 below the snapshot by count, but
+    // only 5,000 bytes of them.
+    replica.set_snapshot_policy(20, 10);
+    replica.set_snapshot_bytes(1 << 30, 5_000);
+    write_values(&mut replica, "k", 2_000, 19);
+    let (meta, _) = replica.take_snapshot().expect("due by count");
+    let compacted = replica.snapshot_written(&meta);
+    // Two entries of 2,000 bytes fit; a third would pass 5,000.
+    assert_eq!(compacted.keep_from, meta.index - 1);
+
+    // Small entries keep the whole margin by count.
+    let mut replica = leader();
+    replica.set_snapshot_policy(20, 10);
+    replica.set_snapshot_bytes(1 << 30, 5_000);
+    write_values(&mut replica, "k", 10, 19);
+    let (meta, _) = replica.take_snapshot().expect("due by count");
+    let compacted = replica.snapshot_written(&meta);
+    assert_eq!(compacted.keep_from, meta.index - 9);
+}

@@ -167,6 +167,22 @@ impl RaftLog {
         &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset) as usize]
     }
 
+    /// How many entries, counting down from `index` (included), a trailing
+    /// margin of at most `max_entries` keeps within `max_bytes` of payload;
+    /// `max_entries` when all of those still in memory fit.
+    pub fn trailing_within(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
+        let lo = index.saturating_sub(max_entries).max(self.offset) + 1;
+        let hi = index.min(self.last_index());
+        let mut bytes = 0u64;
+        for (kept, entry) in (0u64..).zip(self.slice(lo, hi).iter().rev()) {
+            bytes = bytes.saturating_add(entry.data.len() as u64);
+            if bytes > max_bytes {
+                return kept;
+            }
+        }
+        max_entries
+    }
+
     /// Entries from `lo` whose payloads total at most `max_bytes`, but always at
     /// least one (an entry bigger than the limit must still get through).
     pub fn entries_from(&self, lo: u64, max_bytes: u64) -> Vec<Entry> {

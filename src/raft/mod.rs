@@ -544,6 +544,12 @@ impl Node {
     /// If `meta.index` is above the applied index, or its term or
     /// configuration disagrees with the log (build it with
     /// [`Node::snapshot_meta`]).
+    /// How large a trailing margin below a snapshot at `index`, of at most
+    /// `max_entries`, keeps at most `max_bytes` of payload in the log.
+    pub fn trailing_within(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
+        self.log.trailing_within(index, max_entries, max_bytes)
+    }
+
     pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
         self.check_snapshot_conf(&meta);
         let dropped = self.log.compact(meta, trailing);
