@@ -748,3 +748,53 @@ fn a_client_that_reads_no_replies_cannot_make_the_node_copy_a_value_per_request(
     }
     assert_eq!(c.cmd(&["PING"]), status("PONG"));
 }
+
+/// Writes held while there is no leader count what they carry toward the
+/// same limit: a client pipelining large SETs to a node that cannot reach
+/// its cluster, and reading nothing, used to make it hold every one of them
+/// until their deadline.
+#[test]
+fn a_client_that_reads_no_replies_cannot_make_a_node_without_a_leader_hold_its_writes() {
+    let mut cluster = Cluster::new(3);
+    cluster.spawn(0);
+    let mut c = cluster.client(0);
+    let used = |c: &mut Client| -> u64 {
+        c.info()["used_memory"]
+            .parse()
+            .expect("used_memory is a number")
+    };
+    let before = used(&mut c);
+    let value = vec![b'v'; 1 << 20];
+    let requests = 400;
+    let mut silent = Client::connect(&cluster.nodes[0].client_addr());
+    let writer = {
+        let mut stream = silent.stream.try_clone().expect("clone the stream");
+        let value = value.clone();
+        std::thread::spawn(move || {
+            let mut request = Vec::new();
+            raftkv::wire::resp::encode_request(&[b"SET", b"k", &value], &mut request);
+            for _ in 0..requests {
+                if stream.write_all(&request).is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+    };
+    let mut peak = 0;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(50));
+        peak = peak.max(used(&mut c));
+    }
+    assert!(
+        peak < before + (200 << 20),
+        "memory grew from {before} to {peak} bytes"
+    );
+    for i in 0..requests {
+        match silent.read() {
+            Reply::Error(e) => assert!(e.starts_with("TRYAGAIN"), "reply {i}: {e}"),
+            other => panic!("reply {i}: {other:?}"),
+        }
+    }
+    assert!(writer.join().expect("the writer"), "every request was sent");
+}

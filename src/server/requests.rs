@@ -37,16 +37,28 @@ pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
             .is_some_and(|name| matches!(command_name(name).as_str(), "get" | "mget" | "exists"))
 }
 
-/// About the bytes of values `command`'s reply will carry, judged from this
-/// node's map now (a follower's may lag a little: it is an estimate for
-/// backpressure, see `clients::MAX_PENDING_OUTPUT`). KEYS, and SCAN with a
-/// large COUNT, are taken to answer with the whole map.
+/// About the bytes `command` holds in this node until it is answered: the
+/// values its reply will carry, judged from this node's map now (a
+/// follower's may lag a little: it is an estimate for backpressure, see
+/// `clients::MAX_PENDING_OUTPUT`), and the values a write carries, held
+/// while it waits for a leader or its commit. KEYS, and SCAN with a large
+/// COUNT, are taken to answer with the whole map.
 fn expected_reply_bytes(kv: &KvStore, command: &Command) -> usize {
     let value = |key: &[u8]| kv.get(key).map_or(0, <[u8]>::len);
+    let pairs = |pairs: &[(Vec<u8>, Vec<u8>)]| -> usize {
+        pairs
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum()
+    };
     let bytes = match command {
         Command::Get(key) | Command::GetDel(key) | Command::GetEx(key, _) => value(key),
         Command::GetRange(key, ..) => value(key),
-        Command::SetWith(key, _, options) if options.get => value(key),
+        Command::Set(key, written) | Command::Append(key, written) => key.len() + written.len(),
+        Command::SetWith(key, written, options) => {
+            key.len() + written.len() + if options.get { value(key) } else { 0 }
+        }
+        Command::MSet(written) | Command::MSetNx(written) => pairs(written),
         Command::MGet(keys) => keys.iter().map(|key| value(key)).sum(),
         Command::Keys(_) => kv.approx_bytes(),
         Command::Scan(_) if command.reads_many_keys() => kv.approx_bytes(),
@@ -203,6 +215,12 @@ impl Server {
         let Some(seq) = self.open_request(token, Kind::Write) else {
             return;
         };
+        if let Some(client) = self.clients.get_mut(&token) {
+            // As in `submit_exec`: a pipeline's writes count what they hold.
+            if client.first_seq() < seq {
+                client.expect_reply_bytes(seq, key.len() + value.len());
+            }
+        }
         if !self.quorum_connected || self.must_park(token) {
             let command = Command::Set(key.to_vec(), value.to_vec());
             self.parked.push_back(token, seq, command);
