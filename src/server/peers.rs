@@ -530,6 +530,17 @@ mod tests {
         Peers::new(me, &members)
     }
 
+    /// Polls once for up to 10 ms and hands every event to `peers`.
+    pub(super) fn poll_once(peers: &mut Peers, poll: &mut Poll, events: &mut Vec<PeerEvent>) {
+        let mut ready = mio::Events::with_capacity(8);
+        poll.poll(&mut ready, Some(Duration::from_millis(10)))
+            .expect("poll");
+        for event in ready.iter() {
+            let (readable, writable) = (event.is_readable(), event.is_writable());
+            peers.ready(event.token(), readable, writable, poll.registry(), events);
+        }
+    }
+
     #[test]
     fn a_host_name_is_looked_up_off_the_loop_once_at_a_time_then_dialed() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -609,19 +620,7 @@ mod tests {
                 peers.looked_up(id, &name, Ok(answer), poll.registry(), Token(token));
                 token += 1;
             }
-            let mut ready = mio::Events::with_capacity(8);
-            poll.poll(&mut ready, Some(Duration::from_millis(10)))
-                .expect("poll");
-            for event in ready.iter() {
-                let (readable, writable) = (event.is_readable(), event.is_writable());
-                peers.ready(
-                    event.token(),
-                    readable,
-                    writable,
-                    poll.registry(),
-                    &mut events,
-                );
-            }
+            poll_once(&mut peers, &mut poll, &mut events);
         }
         assert_eq!(token, 42, "the dead address once, then the live one");
         assert_eq!(peers.members[&2].address_choice.failed_addrs(), vec![dead]);
@@ -644,13 +643,7 @@ mod tests {
         let start = Instant::now();
         while !peers.is_connected(2) {
             assert!(start.elapsed() < Duration::from_secs(10), "never connected");
-            let mut ready = mio::Events::with_capacity(8);
-            poll.poll(&mut ready, Some(Duration::from_millis(10)))
-                .expect("poll");
-            for event in ready.iter() {
-                let (r, w) = (event.is_readable(), event.is_writable());
-                peers.ready(event.token(), r, w, poll.registry(), &mut events);
-            }
+            poll_once(&mut peers, &mut poll, &mut events);
         }
         // More queued than the sockets hold, so some stays unsent.
         let pc = peers.conns.get_mut(&token).expect("the connection");

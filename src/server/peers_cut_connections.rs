@@ -120,7 +120,7 @@ fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::peers::tests::node_1_knowing;
+    use crate::server::peers::tests::{node_1_knowing, poll_once};
     use mio::Poll;
     use std::net::TcpListener;
 
@@ -138,19 +138,7 @@ mod tests {
         let start = Instant::now();
         while !peers.is_connected(2) {
             assert!(start.elapsed() < Duration::from_secs(10), "never connected");
-            let mut ready = mio::Events::with_capacity(8);
-            poll.poll(&mut ready, Some(Duration::from_millis(10)))
-                .expect("poll");
-            for event in ready.iter() {
-                let token = event.token();
-                peers.ready(
-                    token,
-                    event.is_readable(),
-                    event.is_writable(),
-                    poll.registry(),
-                    &mut events,
-                );
-            }
+            poll_once(&mut peers, &mut poll, &mut events);
         }
         let later = Instant::now() + Duration::from_secs(5);
         peers.drop_cut_connections(later, poll.registry(), &mut events);
