@@ -717,6 +717,43 @@ fn a_request_pipelined_behind_exec_sees_the_connection_commands_run_in_it() {
 /// node hold a copy of the value per request (600 here, 1.2 GB of RSS).
 /// Once the client reads, every reply comes.
 #[test]
+fn a_client_that_reads_no_replies_cannot_copy_a_value_its_own_pipeline_writes_first() {
+    // The GETs are read before the SET ahead of them is applied: judged by
+    // the map alone, each would be expected to answer nothing.
+    let cluster = Cluster::start(1);
+    let mut c = cluster.client(0);
+    let rss = |c: &mut Client| -> u64 {
+        c.info()["used_memory"]
+            .parse()
+            .expect("used_memory is a number")
+    };
+    let before = rss(&mut c);
+    let value = vec![b'v'; 1 << 20];
+    let requests = 600;
+    let mut pipeline = Vec::new();
+    raftkv::wire::resp::encode_request(&[b"SET", b"fresh", &value], &mut pipeline);
+    pipeline.extend_from_slice(&b"GET fresh\r\n".repeat(requests));
+    let mut silent = Client::connect(&cluster.nodes[0].client_addr());
+    silent
+        .send_raw(&pipeline)
+        .expect("the node takes the requests");
+    let mut peak = 0;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(rss(&mut c));
+    }
+    assert!(
+        peak < before + (300 << 20),
+        "RSS grew from {before} to {peak} bytes"
+    );
+    assert_eq!(silent.read_raw(), b"+OK\r\n");
+    for i in 0..requests {
+        assert_eq!(silent.read_raw().len(), value.len() + 12, "reply {i}");
+    }
+    assert_eq!(c.cmd(&["PING"]), status("PONG"));
+}
+
+#[test]
 fn a_client_that_reads_no_replies_cannot_make_the_node_copy_a_value_per_request() {
     let cluster = Cluster::start(1);
     let mut c = cluster.client(0);

@@ -33,7 +33,9 @@ pub enum Pending {
 /// replies are encoded only when the connection is flushed, and a HELLO later
 /// in the same pipeline must not change how earlier replies are written.
 enum Slot {
-    Waiting(Pending, Protocol, Kind),
+    /// With the value bytes its request may write (see
+    /// [`Client::expect_written_bytes`]).
+    Waiting(Pending, Protocol, Kind, usize),
     /// Answered; what its request was.
     Done(Reply, Protocol, Kind),
 }
@@ -120,6 +122,11 @@ pub struct Client {
     slot_bytes: VecDeque<usize>,
     /// The sum of `slot_bytes`.
     unsent_reply_bytes: usize,
+    /// The value bytes this connection's unanswered writes may put in keys:
+    /// a read pipelined behind `SET k <1 MB>` is read before that write is
+    /// applied, so the map alone says k holds nothing, and every `GET k`
+    /// after it would answer its own copy unbounded.
+    written_in_flight: usize,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
     /// Close once every reply is written (QUIT, a protocol error, or EOF).
@@ -167,6 +174,7 @@ impl Client {
             slots: VecDeque::new(),
             slot_bytes: VecDeque::new(),
             unsent_reply_bytes: 0,
+            written_in_flight: 0,
             first_seq: 0,
             close_after_replies: false,
             peer_closed: false,
@@ -203,7 +211,7 @@ impl Client {
         // Answered beats in flight: the request is refused either way.
         for slot in self.slots.iter().skip(at + 1) {
             match slot {
-                Slot::Waiting(Pending::InFlight { .. }, _, kind)
+                Slot::Waiting(Pending::InFlight { .. }, _, kind, _)
                     if kind.touches_keys() && (write || kind.writes()) =>
                 {
                     seen = RequestsAfter::InFlight
@@ -249,7 +257,7 @@ impl Client {
         };
         // A membership change in flight is no write: it touches no key.
         let earlier_in_flight = self.slots.iter().take(at).any(|slot| {
-            matches!(slot, Slot::Waiting(Pending::InFlight { .. }, _, kind) if kind.writes())
+            matches!(slot, Slot::Waiting(Pending::InFlight { .. }, _, kind, _) if kind.writes())
         });
         !earlier_in_flight && self.requests_after(seq, false) == RequestsAfter::Unseen
     }
@@ -261,7 +269,7 @@ impl Client {
             self.barriers_waiting += 1;
         }
         self.slots
-            .push_back(Slot::Waiting(pending, self.protocol, kind));
+            .push_back(Slot::Waiting(pending, self.protocol, kind, 0));
         self.slot_bytes.push_back(0);
         self.first_seq + self.slots.len() as u64 - 1
     }
@@ -275,6 +283,20 @@ impl Client {
             let before = std::mem::replace(counted, bytes);
             self.unsent_reply_bytes = self.unsent_reply_bytes - before + bytes;
         }
+    }
+
+    /// Slot `seq`'s request, unanswered, may write values of `bytes` in
+    /// all: until it is answered, the reads after it may find them.
+    pub fn expect_written_bytes(&mut self, seq: u64, bytes: usize) {
+        if let Some(Slot::Waiting(.., written)) = self.slot_mut(seq) {
+            let before = std::mem::replace(written, bytes);
+            self.written_in_flight = self.written_in_flight - before + bytes;
+        }
+    }
+
+    /// See [`Client::expect_written_bytes`].
+    pub fn written_in_flight(&self) -> usize {
+        self.written_in_flight
     }
 
     /// The sequence number of the oldest reply still to be written.
@@ -383,12 +405,15 @@ impl Client {
     pub fn complete(&mut self, seq: u64, reply: Reply) -> bool {
         match self.slot_mut(seq) {
             Some(slot @ Slot::Waiting(..)) => {
-                let (pending, protocol, kind) = match slot {
-                    Slot::Waiting(pending, protocol, kind) => (*pending, *protocol, *kind),
-                    Slot::Done(_, protocol, _) => (Pending::Parked, *protocol, Kind::Other),
+                let (pending, protocol, kind, written) = match slot {
+                    Slot::Waiting(pending, protocol, kind, written) => {
+                        (*pending, *protocol, *kind, *written)
+                    }
+                    Slot::Done(_, protocol, _) => (Pending::Parked, *protocol, Kind::Other, 0),
                 };
                 let bytes = reply_bytes(&reply);
                 *slot = Slot::Done(reply, protocol, kind);
+                self.written_in_flight -= written;
                 self.expect_reply_bytes(seq, bytes);
                 if kind.holds_back() {
                     self.barriers_waiting -= 1;
@@ -456,6 +481,25 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let conn = Conn::new(mio::net::TcpStream::from_std(stream));
         (Client::new(conn, 1, 1 << 20, true), listener)
+    }
+
+    #[test]
+    fn the_bytes_of_unanswered_writes_count_until_each_is_answered() {
+        let (mut c, _listener) = client();
+        let first = c.open_slot(Pending::Parked, Kind::Write);
+        c.expect_written_bytes(first, 100);
+        let second = c.open_slot(Pending::Parked, Kind::Write);
+        c.expect_written_bytes(second, 20);
+        c.expect_written_bytes(second, 30);
+        assert_eq!(c.written_in_flight(), 130, "replaced, not added");
+        assert!(c.complete(first, Reply::Ok));
+        c.expect_written_bytes(first, 7);
+        assert_eq!(c.written_in_flight(), 30, "an answered slot writes nothing");
+        c.encode_replies();
+        c.expect_written_bytes(first, 7);
+        assert_eq!(c.written_in_flight(), 30, "a slot gone is ignored");
+        assert!(c.complete(second, Reply::Ok));
+        assert_eq!(c.written_in_flight(), 0);
     }
 
     #[test]

@@ -42,33 +42,58 @@ pub(super) fn only_reads(argv: &[Vec<u8>], in_multi: bool) -> bool {
 /// follower's may lag a little: it is an estimate for backpressure, see
 /// `clients::MAX_PENDING_OUTPUT`), and the values a write carries, held
 /// while it waits for a leader or its commit. KEYS, and SCAN with a large
-/// COUNT, are taken to answer with the whole map.
-fn expected_reply_bytes(kv: &KvStore, command: &Command) -> usize {
-    let value = |key: &[u8]| kv.get(key).map_or(0, <[u8]>::len);
+/// COUNT, are taken to answer with the whole map. Each value read may also
+/// hold what the connection's unanswered writes put in it, `written` in all
+/// (see `Client::expect_written_bytes`).
+fn expected_reply_bytes(kv: &KvStore, command: &Command, written: usize) -> usize {
+    let value = |key: &[u8]| kv.get(key).map_or(0, <[u8]>::len).saturating_add(written);
     let pairs = |pairs: &[(Vec<u8>, Vec<u8>)]| -> usize {
         pairs
             .iter()
             .map(|(key, value)| key.len() + value.len())
-            .sum()
+            .fold(0, usize::saturating_add)
     };
     let bytes = match command {
         Command::Get(key) | Command::GetDel(key) | Command::GetEx(key, _) => value(key),
         Command::GetRange(key, ..) => value(key),
-        Command::Set(key, written) | Command::Append(key, written) => key.len() + written.len(),
-        Command::SetWith(key, written, options) => {
-            key.len() + written.len() + if options.get { value(key) } else { 0 }
+        Command::Set(key, carried) | Command::Append(key, carried) => key.len() + carried.len(),
+        Command::SetWith(key, carried, options) => {
+            let old = if options.get { value(key) } else { 0 };
+            (key.len() + carried.len()).saturating_add(old)
         }
-        Command::MSet(written) | Command::MSetNx(written) => pairs(written),
-        Command::MGet(keys) => keys.iter().map(|key| value(key)).sum(),
-        Command::Keys(_) => kv.approx_bytes(),
-        Command::Scan(_) if command.reads_many_keys() => kv.approx_bytes(),
+        Command::MSet(carried) | Command::MSetNx(carried) => pairs(carried),
+        Command::MGet(keys) => keys
+            .iter()
+            .map(|key| value(key))
+            .fold(0, usize::saturating_add),
+        Command::Keys(_) => kv.approx_bytes().saturating_add(written),
+        Command::Scan(_) if command.reads_many_keys() => kv.approx_bytes().saturating_add(written),
         Command::Multi(commands) => commands
             .iter()
-            .map(|command| expected_reply_bytes(kv, command))
-            .sum(),
+            .map(|command| expected_reply_bytes(kv, command, written))
+            .fold(0, usize::saturating_add),
         _ => 0,
     };
     bytes.min(MAX_REPLY_VALUE_BYTES)
+}
+
+/// About the value bytes `command` may leave in keys once applied, for the
+/// reads its connection pipelined after it (see `expected_reply_bytes`).
+fn written_bytes(kv: &KvStore, command: &Command) -> usize {
+    match command {
+        Command::Set(_, value) | Command::SetWith(_, value, _) | Command::Append(_, value) => {
+            value.len()
+        }
+        Command::MSet(pairs) | Command::MSetNx(pairs) => {
+            pairs.iter().map(|(_, value)| value.len()).sum()
+        }
+        Command::Rename(from, ..) => kv.get(from).map_or(0, <[u8]>::len),
+        Command::Multi(commands) => commands
+            .iter()
+            .map(|command| written_bytes(kv, command))
+            .fold(0, usize::saturating_add),
+        _ => 0,
+    }
 }
 
 fn is_tryagain(reply: &Reply) -> bool {
@@ -191,7 +216,12 @@ impl Server {
         } else {
             Kind::Read
         };
-        let Some(seq) = self.open_request(token, kind) else {
+        let written = if write {
+            written_bytes(self.replica.kv(), &command)
+        } else {
+            0
+        };
+        let Some(seq) = self.open_request(token, kind, written) else {
             return;
         };
         if let Some(client) = self.clients.get_mut(&token) {
@@ -199,7 +229,11 @@ impl Server {
             // which a reply's own limit bounds: the lookup is for pipelines
             // (and costs a GET-bound leader a few percent).
             if client.first_seq() < seq {
-                client.expect_reply_bytes(seq, expected_reply_bytes(self.replica.kv(), &command));
+                // Its own write counts too: right for a transaction that
+                // writes then reads a key, one value too many for SET ... GET.
+                let written = client.written_in_flight();
+                let expected = expected_reply_bytes(self.replica.kv(), &command, written);
+                client.expect_reply_bytes(seq, expected);
             }
             if !locals.is_empty() {
                 client.await_locals(seq, locals);
@@ -212,7 +246,7 @@ impl Server {
     /// request's words: no `Command` is built unless the proposal is refused
     /// and must be parked. Saves two allocations and copies per write.
     fn submit_set(&mut self, token: Token, key: &[u8], value: &[u8]) {
-        let Some(seq) = self.open_request(token, Kind::Write) else {
+        let Some(seq) = self.open_request(token, Kind::Write, value.len()) else {
             return;
         };
         if let Some(client) = self.clients.get_mut(&token) {
@@ -248,7 +282,9 @@ impl Server {
     /// Opens a client's reply slot with a deadline and returns its sequence
     /// number; `None` if the client is gone or the cluster refuses requests
     /// now (that reply is already queued).
-    fn open_request(&mut self, token: Token, kind: Kind) -> Option<u64> {
+    /// `written`: the value bytes the request may write (see
+    /// `Client::expect_written_bytes`).
+    fn open_request(&mut self, token: Token, kind: Kind, written: usize) -> Option<u64> {
         let refusal = self.cluster.refusal();
         let client = self.clients.get_mut(&token)?;
         if let Some(reply) = refusal {
@@ -256,6 +292,9 @@ impl Server {
             return None;
         }
         let seq = client.open_slot(Pending::Parked, kind);
+        if written > 0 {
+            client.expect_written_bytes(seq, written);
+        }
         self.schedule_deadline(token, seq);
         Some(seq)
     }
