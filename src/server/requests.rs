@@ -249,12 +249,6 @@ impl Server {
         let Some(seq) = self.open_request(token, Kind::Write, value.len()) else {
             return;
         };
-        if let Some(client) = self.clients.get_mut(&token) {
-            // As in `submit_exec`: a pipeline's writes count what they hold.
-            if client.first_seq() < seq {
-                client.expect_reply_bytes(seq, key.len() + value.len());
-            }
-        }
         if !self.quorum_connected || self.must_park(token) {
             let command = Command::Set(key.to_vec(), value.to_vec());
             self.parked.push_back(token, seq, command);
@@ -283,7 +277,7 @@ impl Server {
     /// number; `None` if the client is gone or the cluster refuses requests
     /// now (that reply is already queued).
     /// `written`: the value bytes the request may write (see
-    /// `Client::expect_written_bytes`).
+    /// `Client::expect_written_bytes`), and holds until answered.
     fn open_request(&mut self, token: Token, kind: Kind, written: usize) -> Option<u64> {
         let refusal = self.cluster.refusal();
         let client = self.clients.get_mut(&token)?;
@@ -294,6 +288,12 @@ impl Server {
         let seq = client.open_slot(Pending::Parked, kind);
         if written > 0 {
             client.expect_written_bytes(seq, written);
+            // A pipeline's writes also count what they hold until answered
+            // (a lone request is bounded by the request limit);
+            // `submit_exec` refines this with the whole command.
+            if client.first_seq() < seq {
+                client.expect_reply_bytes(seq, written);
+            }
         }
         self.schedule_deadline(token, seq);
         Some(seq)
