@@ -711,23 +711,32 @@ fn a_request_pipelined_behind_exec_sees_the_connection_commands_run_in_it() {
     }
 }
 
-/// A client that pipelines reads of a large value and reads none of the
-/// replies is stopped at the output limit (64 MiB), counting the replies in
-/// flight, not yet answered: a few kilobytes of `GET big` used to make the
-/// node hold a copy of the value per request (600 here, 1.2 GB of RSS).
-/// Once the client reads, every reply comes.
+/// The node's `used_memory` (INFO), its resident size.
+fn used_memory(c: &mut Client) -> u64 {
+    c.info()["used_memory"]
+        .parse()
+        .expect("used_memory is a number")
+}
+
+/// The highest `used_memory` of `samples` taken `every` apart.
+fn peak_used_memory(c: &mut Client, samples: usize, every: Duration) -> u64 {
+    let mut peak = 0;
+    for _ in 0..samples {
+        std::thread::sleep(every);
+        peak = peak.max(used_memory(c));
+    }
+    peak
+}
+
+/// A read pipelined behind the connection's own write of a large value is
+/// expected to hold that value until the write is answered.
 #[test]
 fn a_client_that_reads_no_replies_cannot_copy_a_value_its_own_pipeline_writes_first() {
     // The GETs are read before the SET ahead of them is applied: judged by
     // the map alone, each would be expected to answer nothing.
     let cluster = Cluster::start(1);
     let mut c = cluster.client(0);
-    let rss = |c: &mut Client| -> u64 {
-        c.info()["used_memory"]
-            .parse()
-            .expect("used_memory is a number")
-    };
-    let before = rss(&mut c);
+    let before = used_memory(&mut c);
     let value = vec![b'v'; 1 << 20];
     let requests = 600;
     let mut pipeline = Vec::new();
@@ -737,11 +746,7 @@ fn a_client_that_reads_no_replies_cannot_copy_a_value_its_own_pipeline_writes_fi
     silent
         .send_raw(&pipeline)
         .expect("the node takes the requests");
-    let mut peak = 0;
-    for _ in 0..15 {
-        std::thread::sleep(Duration::from_millis(100));
-        peak = peak.max(rss(&mut c));
-    }
+    let peak = peak_used_memory(&mut c, 15, Duration::from_millis(100));
     assert!(
         peak < before + (300 << 20),
         "RSS grew from {before} to {peak} bytes"
@@ -753,6 +758,11 @@ fn a_client_that_reads_no_replies_cannot_copy_a_value_its_own_pipeline_writes_fi
     assert_eq!(c.cmd(&["PING"]), status("PONG"));
 }
 
+/// A client that pipelines reads of a large value and reads none of the
+/// replies is stopped at the output limit (64 MiB), counting the replies in
+/// flight, not yet answered: a few kilobytes of `GET big` used to make the
+/// node hold a copy of the value per request (600 here, 1.2 GB of RSS).
+/// Once the client reads, every reply comes.
 #[test]
 fn a_client_that_reads_no_replies_cannot_make_the_node_copy_a_value_per_request() {
     let cluster = Cluster::start(1);
@@ -760,22 +770,13 @@ fn a_client_that_reads_no_replies_cannot_make_the_node_copy_a_value_per_request(
     let value = vec![b'v'; 1 << 20];
     c.send(&[b"SET", b"big", &value]);
     assert_eq!(c.read(), Reply::Ok);
-    let rss = |c: &mut Client| -> u64 {
-        c.info()["used_memory"]
-            .parse()
-            .expect("used_memory is a number")
-    };
-    let before = rss(&mut c);
+    let before = used_memory(&mut c);
     let requests = 600;
     let mut silent = Client::connect(&cluster.nodes[0].client_addr());
     silent
         .send_raw(&b"GET big\r\n".repeat(requests))
         .expect("the node takes the requests");
-    let mut peak = 0;
-    for _ in 0..15 {
-        std::thread::sleep(Duration::from_millis(100));
-        peak = peak.max(rss(&mut c));
-    }
+    let peak = peak_used_memory(&mut c, 15, Duration::from_millis(100));
     assert!(
         peak < before + (300 << 20),
         "RSS grew from {before} to {peak} bytes"
@@ -795,12 +796,7 @@ fn a_client_that_reads_no_replies_cannot_make_a_node_without_a_leader_hold_its_w
     let mut cluster = Cluster::new(3);
     cluster.spawn(0);
     let mut c = cluster.client(0);
-    let used = |c: &mut Client| -> u64 {
-        c.info()["used_memory"]
-            .parse()
-            .expect("used_memory is a number")
-    };
-    let before = used(&mut c);
+    let before = used_memory(&mut c);
     let value = vec![b'v'; 1 << 20];
     let requests = 400;
     let mut silent = Client::connect(&cluster.nodes[0].client_addr());
@@ -818,11 +814,7 @@ fn a_client_that_reads_no_replies_cannot_make_a_node_without_a_leader_hold_its_w
             true
         })
     };
-    let mut peak = 0;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(50));
-        peak = peak.max(used(&mut c));
-    }
+    let peak = peak_used_memory(&mut c, 10, Duration::from_millis(50));
     assert!(
         peak < before + (200 << 20),
         "memory grew from {before} to {peak} bytes"
