@@ -339,23 +339,21 @@ fn a_snapshot_is_due_once_the_log_since_the_last_carries_enough_bytes() {
 
 #[test]
 fn the_trailing_margin_keeps_a_bounded_number_of_bytes() {
-    let mut replica = leader();
     // Every 20 entries, keeping up to 10 below the snapshot by count, but
-    // only 5,000 bytes of them.
-    replica.set_snapshot_policy(20, 10);
-    replica.set_snapshot_bytes(1 << 30, 5_000);
-    write_values(&mut replica, "k", 2_000, 19);
-    let (meta, _) = replica.take_snapshot().expect("due by count");
-    let compacted = replica.snapshot_written(&meta);
+    // only 5,000 bytes of them; returns the snapshot's index and the first
+    // index the log keeps.
+    let compact_after = |value_bytes| {
+        let mut replica = leader();
+        replica.set_snapshot_policy(20, 10);
+        replica.set_snapshot_bytes(1 << 30, 5_000);
+        write_values(&mut replica, "k", value_bytes, 19);
+        let (meta, _) = replica.take_snapshot().expect("due by count");
+        (meta.index, replica.snapshot_written(&meta).keep_from)
+    };
     // Two entries of 2,000 bytes fit; a third would pass 5,000.
-    assert_eq!(compacted.keep_from, meta.index - 1);
-
+    let (index, keep_from) = compact_after(2_000);
+    assert_eq!(keep_from, index - 1);
     // Small entries keep the whole margin by count.
-    let mut replica = leader();
-    replica.set_snapshot_policy(20, 10);
-    replica.set_snapshot_bytes(1 << 30, 5_000);
-    write_values(&mut replica, "k", 10, 19);
-    let (meta, _) = replica.take_snapshot().expect("due by count");
-    let compacted = replica.snapshot_written(&meta);
-    assert_eq!(compacted.keep_from, meta.index - 9);
+    let (index, keep_from) = compact_after(10);
+    assert_eq!(keep_from, index - 9);
 }

@@ -799,17 +799,24 @@ fn a_removal_that_would_leave_too_few_reachable_voters_is_refused() {
     assert_eq!(conf(&net, 1), (vec![1, 3], vec![]));
 }
 
+/// Three voters with check-quorum, led by node 2 (a transfer from 1), which
+/// does not hear node 3's messages.
+fn leader_2_not_hearing_from_3() -> Net {
+    let mut net = Net::with(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.drop_if = Some(Box::new(|m| m.from == 3 && m.to == 2));
+    net.node_mut(1).transfer_leader(2).expect("transfer");
+    net.stabilize();
+    net
+}
+
 #[test]
 fn a_new_leader_waits_for_a_whole_round_before_it_counts_a_silent_voter_as_down() {
     // A new leader commits its Noop on the first acknowledgement, and a
     // removal waiting for that commit is tried at once: a voter that is up
     // but answers a moment later has not been heard from yet, which says
     // nothing about it before a whole check-quorum round has passed.
-    let mut net = Net::with(3, |c| c.check_quorum = true);
-    net.campaign(1);
-    net.drop_if = Some(Box::new(|m| m.from == 3 && m.to == 2));
-    net.node_mut(1).transfer_leader(2).expect("transfer");
-    net.stabilize();
+    let mut net = leader_2_not_hearing_from_3();
     assert_eq!(net.node(2).role(), Role::Leader);
     assert_eq!(
         net.node_mut(2)
@@ -827,11 +834,7 @@ fn a_new_leader_waits_for_a_whole_round_before_it_counts_a_silent_voter_as_down(
     assert_eq!(conf(&net, 2), (vec![2, 3], vec![]));
 
     // Silent for a whole round, it counts as down.
-    let mut net = Net::with(3, |c| c.check_quorum = true);
-    net.campaign(1);
-    net.drop_if = Some(Box::new(|m| m.from == 3 && m.to == 2));
-    net.node_mut(1).transfer_leader(2).expect("transfer");
-    net.stabilize();
+    let mut net = leader_2_not_hearing_from_3();
     let election_ticks = net.node(2).config.election_ticks;
     for _ in 0..election_ticks {
         net.tick_node(2);
