@@ -93,6 +93,15 @@ fn requirepass_gates_everything_but_auth_hello_and_quit() {
         refused.cmd(&["PING"]),
         err("NOAUTH Authentication required.")
     );
+    // An unknown option is echoed cut to 128 bytes, however long.
+    let long_option = "x".repeat(100_000);
+    assert_eq!(
+        refused.cmd(&["HELLO", "2", &long_option]),
+        err(&format!(
+            "ERR Syntax error in HELLO option '{}'",
+            &long_option[..128]
+        ))
+    );
     // HELLO can authenticate and switch protocol in one go.
     let mut h = cluster.client(0);
     match h.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]) {

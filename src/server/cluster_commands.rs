@@ -17,6 +17,7 @@ use crate::raft::{NodeId, NO_NODE};
 use crate::replica::Completion;
 use crate::server::addresses::valid_addr;
 use crate::server::clients::{Kind, Pending};
+use crate::server::connection::shown_subcommand;
 use crate::server::event_loop::{Server, Waiter};
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
@@ -49,7 +50,7 @@ impl ClusterRequest {
             _ => {
                 return Err(Reply::Error(format!(
                     "ERR unknown subcommand '{}'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.",
-                    crate::server::connection::shown_subcommand(&argv[1])
+                    shown_subcommand(&argv[1])
                 )))
             }
         };
@@ -64,7 +65,12 @@ impl ClusterRequest {
         }
         let id = match words[2].parse::<NodeId>() {
             Ok(id) if id != NO_NODE => id,
-            _ => return Err(Reply::Error(format!("ERR invalid node id '{}'", words[2]))),
+            _ => {
+                return Err(Reply::Error(format!(
+                    "ERR invalid node id '{}'",
+                    shown_subcommand(words[2].as_bytes())
+                )))
+            }
         };
         Ok(match sub.as_str() {
             "add" if valid_addr(&words[3]) => ClusterRequest::Add {
@@ -74,7 +80,7 @@ impl ClusterRequest {
             "add" => {
                 return Err(Reply::Error(format!(
                     "ERR invalid raft address '{}' (expected host:port)",
-                    words[3]
+                    shown_subcommand(words[3].as_bytes())
                 )))
             }
             "remove" => ClusterRequest::Remove { id },
@@ -310,5 +316,21 @@ mod tests {
         for (line, reply) in cases {
             assert_eq!(parse(line), Err(Reply::error(reply)), "{line}");
         }
+    }
+
+    #[test]
+    fn a_long_bad_word_is_echoed_cut_to_128_bytes() {
+        let long = "9".repeat(100_000);
+        let cut = &long[..128];
+        assert_eq!(
+            parse(&format!("CLUSTER REMOVE {long}")),
+            Err(Reply::Error(format!("ERR invalid node id '{cut}'")))
+        );
+        assert_eq!(
+            parse(&format!("CLUSTER ADD 4 {long}")),
+            Err(Reply::Error(format!(
+                "ERR invalid raft address '{cut}' (expected host:port)"
+            )))
+        );
     }
 }

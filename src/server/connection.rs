@@ -326,7 +326,7 @@ impl Server {
                 _ => {
                     return Reply::Error(format!(
                         "ERR Syntax error in HELLO option '{}'",
-                        String::from_utf8_lossy(typed)
+                        shown_subcommand(typed)
                     ))
                 }
             }
