@@ -103,7 +103,7 @@ pub struct Multi {
     pub queued: Vec<Queued>,
     /// A queued command was refused: EXEC answers EXECABORT.
     pub failed: bool,
-    /// The queued commands' size, counted against `max_request_bytes`.
+    /// The queued commands' size, counted against the limit of one log entry.
     pub bytes: usize,
 }
 

@@ -428,7 +428,7 @@ impl Peers {
     /// Queues a message on the outbound connection to `to`; false if it was dropped.
     ///
     /// Every message fits the receiver's limits: requests, entries and
-    /// transactions are bounded by max_request_bytes, below
+    /// transactions are bounded by max_request_bytes or its highest setting, below
     /// [`frame::MAX_FRAME_BYTES`], and a reply by what a reply may hold, below
     /// [`frame::MAX_FORWARD_REPLY_BYTES`], which a member accepts.
     ///

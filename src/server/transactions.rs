@@ -15,6 +15,7 @@
 use super::clients::Multi;
 use super::connection::{command_name, is_local};
 use super::event_loop::Server;
+use crate::config::MAX_REQUEST_BYTES_LIMIT;
 use crate::kv::{Command, Reply};
 use mio::Token;
 
@@ -39,15 +40,18 @@ impl Server {
             return;
         };
         // EXEC puts the whole transaction in one log entry, and a peer frame
-        // holds an entry whole: the transaction gets the limit of one request.
-        // Each word is counted with 16 bytes more than its length, as much as
-        // or more than it costs in a request or in the entry.
+        // holds an entry whole: the transaction gets the limit of the largest
+        // request a node may be configured to take, whatever this node's
+        // `max_request_bytes` (each of its commands is held to that), so that
+        // commands accepted one by one are accepted together too, as far as a
+        // frame allows. Each word is counted with 16 bytes more than its
+        // length, as much as or more than it costs in a request or in the entry.
         let bytes: usize = argv.iter().map(|word| word.len() + 16).sum();
-        let limit = self.config.max_request_bytes as usize;
+        let limit = MAX_REQUEST_BYTES_LIMIT as usize;
         if multi.bytes + bytes > limit {
             multi.failed = true;
             return client.reply_now(Reply::Error(format!(
-                "ERR the transaction exceeds max_request_bytes ({limit})"
+                "ERR the transaction exceeds {limit} bytes, the most one log entry may hold"
             )));
         }
         multi.bytes += bytes;

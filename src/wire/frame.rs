@@ -26,7 +26,7 @@ use std::fmt;
 
 /// Largest frame body accepted but for a relayed reply (a snapshot chunk, a
 /// batch of entries, a forwarded request: requests are bounded by
-/// `max_request_bytes`, below this).
+/// `max_request_bytes`, transactions by its highest setting, below this).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
 /// Largest ForwardReply body accepted from a peer that completed the
@@ -36,7 +36,7 @@ pub const MAX_FRAME_BYTES: usize = 16 << 20;
 /// headers, nils, integers, error texts. Those come to at most a few bytes per
 /// byte of the request answered (5 per key of an inline `MGET`, which costs 2;
 /// an error of under 64 bytes per command in a transaction, which counts at
-/// least 32 against `max_request_bytes`), and a request is smaller than
+/// least 32 against the transaction's limit), and a request is smaller than
 /// [`MAX_FRAME_BYTES`]: 8 frames' worth leaves three times the room needed.
 pub const MAX_FORWARD_REPLY_BYTES: usize = MAX_REPLY_VALUE_BYTES + 8 * MAX_FRAME_BYTES;
 
