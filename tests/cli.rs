@@ -4,11 +4,25 @@
 
 mod common;
 
-use common::{free_port, BIN};
-use std::process::{Command, Output};
+use common::{free_port, output_within, BIN};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run raftkv")
+    output(Command::new(BIN).args(args))
+}
+
+/// Runs `command` to its exit with stdout and stderr captured. Each of these
+/// must exit at once; one that runs on (it started serving) is killed after
+/// 30 s and fails the test.
+fn output(command: &mut Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    output_within(command, Duration::from_secs(30)).unwrap_or_else(|output| {
+        panic!(
+            "still running after 30 s:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 fn stderr(output: &Output) -> String {
@@ -43,11 +57,14 @@ fn help_to_a_full_device_exits_1() {
     let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
         return; // not Linux
     };
-    let output = Command::new(BIN)
-        .arg("--help")
-        .stdout(full)
-        .output()
-        .expect("run raftkv");
+    let output = output_within(
+        Command::new(BIN)
+            .arg("--help")
+            .stdout(full)
+            .stderr(Stdio::piped()),
+        Duration::from_secs(30),
+    )
+    .expect("raftkv --help exits");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -122,11 +139,12 @@ fn an_unknown_config_key_names_file_line_and_key() {
 #[test]
 fn a_bad_value_for_a_local_cluster_exits_2_with_one_line_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["--local-cluster", "2", "--heartbeat-ms", "0"])
-        .output()
-        .expect("run raftkv");
+    let output = output(Command::new(BIN).current_dir(dir.path()).args([
+        "--local-cluster",
+        "2",
+        "--heartbeat-ms",
+        "0",
+    ]));
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{}", err);
     assert_eq!(err.lines().count(), 1, "{}", err);
@@ -168,12 +186,12 @@ fn a_per_node_setting_in_the_file_of_a_local_cluster_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("node.conf");
     std::fs::write(&conf, "# one node's file\nheartbeat_ms = 40\nid = 1\n").unwrap();
-    let output = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["--local-cluster", "2", "--config"])
-        .arg(&conf)
-        .output()
-        .expect("run raftkv");
+    let output = output(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--local-cluster", "2", "--config"])
+            .arg(&conf),
+    );
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{}", err);
     assert_eq!(err.lines().count(), 1, "{}", err);

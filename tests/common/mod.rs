@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -93,42 +93,83 @@ impl NodeSpec {
     }
 }
 
+/// A child process that is killed and reaped when dropped, also when the
+/// test fails; one that already exited is only reaped.
+pub struct Spawned(pub Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command` (stdin closed; stdout and stderr as the caller set them)
+/// until it exits and returns what it wrote to the pipes among them. One still
+/// running after `limit` is killed, and what it wrote comes back as the error.
+pub fn output_within(command: &mut Command, limit: Duration) -> Result<Output, Output> {
+    let mut child = Spawned(
+        command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {:?}: {}", command, err)),
+    );
+    // Read on threads, so a process that writes a lot cannot block on a full pipe.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.0.stdout.take());
+    let stderr = drain(child.0.stderr.take());
+    let deadline = Instant::now() + limit;
+    let timed_out = loop {
+        if child.0.try_wait().expect("wait for the process").is_some() {
+            break false;
+        }
+        if Instant::now() > deadline {
+            let _ = child.0.kill();
+            break true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let status = child.0.wait().expect("reap the process");
+    let output = Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    if timed_out {
+        Err(output)
+    } else {
+        Ok(output)
+    }
+}
+
 /// Runs the binary with `args` until it exits and returns its exit code and
 /// stderr; one still running after `limit` (it accepted the data dir) is
 /// killed and fails the test.
 pub fn run_to_exit(args: &[String], limit: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run raftkv");
-    let mut pipe = child.stderr.take().expect("stderr pipe");
-    // Read on a thread, so a node that logs a lot cannot block on a full pipe.
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for raftkv") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = reader.join().expect("stderr reader");
-    match status {
-        Some(status) => (status.code(), stderr),
-        None => panic!(
+        .stderr(Stdio::piped());
+    match output_within(&mut command, limit) {
+        Ok(output) => (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ),
+        Err(output) => panic!(
             "the node accepted the data dir and ran for {:?}:\n{}",
-            limit, stderr
+            limit,
+            String::from_utf8_lossy(&output.stderr)
         ),
     }
 }
