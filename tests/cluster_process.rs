@@ -6,7 +6,7 @@
 mod common;
 
 use common::load::{LoadResult, WriteLoad};
-use common::{bulk, wait_for, Client, Cluster, Resume, BIN};
+use common::{bulk, wait_for, Client, Cluster, Resume, Spawned, BIN};
 use raftkv::kv::Reply;
 use raftkv::wire::resp;
 use std::collections::{HashMap, HashSet};
@@ -921,13 +921,17 @@ fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
 
     // Replaying 300 MB of log takes a while; SIGTERM meanwhile, once the
     // node catches it and before it serves, must stop it with status 0.
-    let mut child = std::process::Command::new(BIN)
-        .args(cluster.args(0))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run raftkv");
+    // Killed on drop, should the test fail before the node exits.
+    let mut node = Spawned(
+        std::process::Command::new(BIN)
+            .args(cluster.args(0))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run raftkv"),
+    );
+    let child = &mut node.0;
     let pid = child.id();
     let caught = wait_for(Duration::from_secs(10), "the node to catch SIGTERM", || {
         if catches_sigterm(pid) {
@@ -950,8 +954,6 @@ fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
             break status;
         }
         if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("the node ignored SIGTERM for 20 s");
         }
         thread::sleep(Duration::from_millis(10));

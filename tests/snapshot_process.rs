@@ -881,12 +881,19 @@ impl DefaultTimingNode {
     }
 
     fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
+        let child = self.child.as_mut()?;
         // SAFETY: a pid we spawned and have not reaped yet.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
-        child.wait().ok()?.code()
+        // Still in `self.child`, so killed on drop if it ignores SIGTERM.
+        let status = wait_for(
+            Duration::from_secs(20),
+            "the node to stop on SIGTERM",
+            || child.try_wait().expect("wait for the node"),
+        );
+        self.child = None;
+        status.code()
     }
 }
 
