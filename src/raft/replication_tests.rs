@@ -1,5 +1,5 @@
-use super::super::testnet::{config, entry, msg, Net};
-use super::super::{HardState, MessageBody, Node, Restored, Role, SnapshotMeta};
+use super::super::testnet::{entry, msg, Net};
+use super::super::{HardState, MessageBody, Node, Role, SnapshotMeta};
 
 fn appends_to(net: &Net, to: u64) -> Vec<(u64, usize)> {
     net.delivered
@@ -553,7 +553,6 @@ fn learner_receives_the_log_but_does_not_count() {
         Role::Follower,
         "a learner never campaigns"
     );
-    let _ = Node::new(config(3, &[1, 2]), Restored::default(), 0);
 }
 
 #[test]
