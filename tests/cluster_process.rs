@@ -443,19 +443,18 @@ fn check_acknowledged(
     }
     let unique: HashSet<i64> = incrs.iter().copied().collect();
     assert_eq!(unique.len(), incrs.len(), "an INCR reply was given twice");
-    if let Some(max) = incrs.iter().max() {
-        match client.cmd_retry(&["GET", "counter"]) {
-            Reply::Bulk(v) => {
-                let final_value: i64 = String::from_utf8_lossy(&v).parse().unwrap();
-                assert!(
-                    final_value >= *max,
-                    "counter {} below an acknowledged {}",
-                    final_value,
-                    max
-                );
-            }
-            other => panic!("GET counter answered {:?}", other),
+    let max = incrs.iter().max().expect("an INCR was acknowledged");
+    match client.cmd_retry(&["GET", "counter"]) {
+        Reply::Bulk(v) => {
+            let final_value: i64 = String::from_utf8_lossy(&v).parse().unwrap();
+            assert!(
+                final_value >= *max,
+                "counter {} below an acknowledged {}",
+                final_value,
+                max
+            );
         }
+        other => panic!("GET counter answered {:?}", other),
     }
 }
 

@@ -188,6 +188,11 @@ fn pipeline_while(
     sent_all.store(true, Ordering::Release);
     let replies = reader.join().expect("the reader");
     assert_eq!(replies.len(), pairs * 2, "a reply for every request");
+    // Refusals alone would pass every check below without testing the order.
+    assert!(
+        replies.contains(&Reply::Ok) && replies.iter().any(|r| matches!(r, Reply::Bulk(_))),
+        "no SET acknowledged or no GET answered with a value"
+    );
 
     let mut order = Order {
         possible: vec![None],
