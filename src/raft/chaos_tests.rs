@@ -492,7 +492,17 @@ fn check_next_conf(committed: &BTreeMap<u64, (Vec<NodeId>, Vec<NodeId>)>, e: &En
     );
 }
 
-fn run(seed: u64, steps: usize) {
+/// What a run did, summed over seeds to show the checks had work to check.
+#[derive(Debug, Default)]
+struct Activity {
+    reads_confirmed: usize,
+    terms_led: usize,
+    applied: usize,
+    committed_confs: usize,
+    transfers_finished: usize,
+}
+
+fn run(seed: u64, steps: usize) -> Activity {
     let mut chaos = Chaos::new(seed);
     for _ in 0..steps {
         chaos.step();
@@ -511,6 +521,13 @@ fn run(seed: u64, steps: usize) {
                 .map(|id| chaos.net.node(id).status().snapshot_index)
                 .collect::<Vec<_>>()
         );
+    }
+    Activity {
+        reads_confirmed: chaos.reads_confirmed,
+        terms_led: chaos.leaders.len(),
+        applied: chaos.applied.len(),
+        committed_confs: chaos.committed_confs.len(),
+        transfers_finished: chaos.transfers_finished,
     }
 }
 
@@ -532,11 +549,34 @@ fn random_clusters_keep_raft_safety_and_recover() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
+    let mut total = Activity::default();
     for seed in 0..seeds {
-        let result = std::panic::catch_unwind(|| run(seed, steps));
-        if let Err(e) = result {
-            eprintln!("chaos seed {seed} failed: replay with RAFT_CHAOS_SEED={seed}");
-            std::panic::resume_unwind(e);
+        match std::panic::catch_unwind(|| run(seed, steps)) {
+            Ok(run) => {
+                total.reads_confirmed += run.reads_confirmed;
+                total.terms_led += run.terms_led;
+                total.applied += run.applied;
+                total.committed_confs += run.committed_confs;
+                total.transfers_finished += run.transfers_finished;
+            }
+            Err(e) => {
+                eprintln!("chaos seed {seed} failed: replay with RAFT_CHAOS_SEED={seed}");
+                std::panic::resume_unwind(e);
+            }
         }
+    }
+    // Guard against runs that pass because nothing happens (the default 60
+    // seeds of 3000 steps confirm about 30 reads, lead 4 terms and apply
+    // about 120 entries a seed, and commit some changes and transfers).
+    if seeds >= 50 && steps >= 3000 {
+        let seeds = seeds as usize;
+        assert!(
+            total.reads_confirmed > seeds * 5
+                && total.terms_led > seeds * 2
+                && total.applied > seeds * 30
+                && total.committed_confs > seeds / 10
+                && total.transfers_finished > 0,
+            "too little happened in {seeds} seeds: {total:?}"
+        );
     }
 }
