@@ -544,8 +544,13 @@ mod tests {
     #[test]
     fn a_host_name_is_looked_up_off_the_loop_once_at_a_time_then_dialed() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        // A free port, nobody's: node 3 is dialed, never answered.
+        let three = {
+            let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+            closed.local_addr().expect("addr").to_string()
+        };
         let poll = Poll::new().expect("poll");
-        let mut peers = node_1_knowing(&[(2, "peer-two.invalid:7002"), (3, "127.0.0.1:9")]);
+        let mut peers = node_1_knowing(&[(2, "peer-two.invalid:7002"), (3, &three)]);
         peers.connect(2, poll.registry(), Token(20));
         assert!(!peers.owns(Token(20)), "dialed before the lookup");
         assert_eq!(
