@@ -111,6 +111,30 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
             "{transaction} is not a connection command"
         );
     }
+    // Nor are the other commands a member answers by itself: DBSIZE would
+    // report keys the joiner does not hold.
+    for command in [
+        &["DBSIZE"][..],
+        &["DEBUG", "DIGEST"],
+        &["ECHO", "x"],
+        &["CONFIG", "GET", "save"],
+        &["UNWATCH"],
+    ] {
+        assert_eq!(
+            joiner.cmd(command),
+            err("TRYAGAIN not a member yet"),
+            "{command:?} is not a connection command"
+        );
+    }
+    for command in [
+        &["CLIENT", "SETNAME", "j"][..],
+        &["SELECT", "0"],
+        &["AUTH", "default", "x"],
+    ] {
+        assert_eq!(joiner.cmd(command), Reply::Ok, "{command:?}");
+    }
+    assert!(matches!(joiner.cmd(&["COMMAND", "COUNT"]), Reply::Integer(_)));
+    assert!(matches!(joiner.cmd(&["HELLO"]), Reply::Array(_)));
     assert_eq!(
         joiner.cmd(&["SET", "k", "v"]),
         err("TRYAGAIN not a member yet")

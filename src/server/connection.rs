@@ -99,6 +99,18 @@ pub(super) fn reports_data(argv: &[Vec<u8>]) -> bool {
     })
 }
 
+/// Whether `name` is one of the connection commands SPEC §3 names, which a
+/// node serves in every state, also when it is not a member. The other
+/// commands this node answers by itself (DBSIZE, ECHO, CONFIG, DEBUG,
+/// UNWATCH) it serves only as a member: DBSIZE and DEBUG DIGEST would report
+/// data it does not hold.
+pub(super) fn served_when_not_a_member(name: &str) -> bool {
+    matches!(
+        name,
+        "ping" | "info" | "hello" | "auth" | "client" | "command" | "select" | "quit"
+    )
+}
+
 /// Whether `name` is a connection command.
 pub(super) fn is_local(name: &str) -> bool {
     local_arity(name).is_some()

@@ -6,7 +6,9 @@
 
 use super::clients::{Kind, Pending};
 use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
-use super::connection::{command_name, error, precheck, request_error};
+use super::connection::{
+    command_name, error, is_local, precheck, request_error, served_when_not_a_member,
+};
 use super::event_loop::{Forwarded, Server, Waiter};
 use super::transactions::LocalCommand;
 use crate::kv::{Command, KvStore, Reply, MAX_REPLY_VALUE_BYTES};
@@ -123,10 +125,13 @@ impl Server {
             self.refuse(token, name, reply);
             return;
         }
-        if matches!(name, "multi" | "exec" | "discard" | "watch") {
+        if matches!(name, "multi" | "exec" | "discard" | "watch")
+            || (is_local(name) && !served_when_not_a_member(name))
+        {
             // Not connection commands (SPEC §3): a node that is not a member
             // serves none of them, and a transaction begun before it was
-            // removed ends here.
+            // removed ends here. Key-value and CLUSTER commands are refused
+            // where they are routed.
             if let Some(reply) = self.cluster.refusal() {
                 if let Some(client) = self.clients.get_mut(&token) {
                     client.multi = None;
