@@ -1351,3 +1351,54 @@ fn a_relayed_reply_that_arrives_with_the_deadline_answers_the_request() {
     assert!(counted > 0, "the leader changed in the first round");
     assert!(answered > 0, "no reply in {counted} rounds was +OK");
 }
+
+/// A leader answers a forwarded request by the id the follower gave it, on
+/// whatever connection to that follower is open when the answer is ready.
+/// Here the leader holds a follower's INCRs (three of five nodes frozen, so
+/// nothing commits) while that follower is killed and restarted, and the
+/// restarted follower forwards GETs meanwhile. Once the frozen nodes resume,
+/// the INCRs commit and their answers go to the new run of the follower;
+/// they must not answer its GETs. (Every run counted its ids from 1, so the
+/// GETs got `:1`, `:2`, `:3`.)
+#[test]
+fn a_restarted_follower_gets_no_answer_meant_for_its_previous_run() {
+    let mut cluster = Cluster::new(5);
+    // Long enough that the leader keeps leading, with only the follower
+    // heard from, through the restart.
+    cluster.set_election_timeout_ms(4000);
+    for i in 0..5 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(60));
+    let follower = (leader + 1) % 5;
+    assert_eq!(cluster.client(leader).cmd(&["SET", "g", "v"]), Reply::Ok);
+    wait_for(Duration::from_secs(20), "all peers connected", || {
+        (cluster.info(leader)["connected_peers"] == "4").then_some(())
+    });
+    let frozen: Vec<Resume> = (0..5)
+        .filter(|i| *i != leader && *i != follower)
+        .map(|i| Resume::stop(cluster.pid(i).expect("running")))
+        .collect();
+    let mut incr = cluster.client(follower);
+    for _ in 0..3 {
+        incr.send(&[b"INCR", b"n"]);
+    }
+    thread::sleep(Duration::from_millis(300));
+    cluster.kill(follower);
+    cluster.spawn(follower);
+    let mut reader = cluster.client(follower);
+    wait_for(
+        Duration::from_secs(10),
+        "the follower to know the leader",
+        || (reader.info()["leader_id"] == cluster.nodes[leader].id.to_string()).then_some(()),
+    );
+    for _ in 0..3 {
+        reader.send(&[b"GET", b"g"]);
+    }
+    thread::sleep(Duration::from_millis(300));
+    drop(frozen);
+    for n in 0..3 {
+        assert_eq!(reader.read(), bulk("v"), "GET {n} after the restart");
+    }
+    assert_eq!(cluster.client(leader).cmd_retry(&["GET", "n"]), bulk("3"));
+}

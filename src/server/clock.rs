@@ -38,6 +38,24 @@ impl Clock {
     }
 }
 
+/// The id of the first request this run of the node forwards to a leader:
+/// the wall time in nanoseconds, counted up by one per forward from there.
+/// A leader answers a forward by its id on whatever connection to the
+/// follower is open then, so a reply to a run that was killed can reach the
+/// next run of that node (the leader held the request across the restart:
+/// waiting for a quorum, or a commit). Had every run counted from 1, that
+/// reply would answer another request of the new run that got the same id
+/// (a GET answered with an earlier run's INCR result). A run forwards far
+/// fewer than one request per nanosecond, so the ids of an earlier run stay
+/// below the time it ended, and so below this run's first, unless the wall
+/// clock was set back by more than the node was down.
+pub fn first_forward_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
 /// CPU time the calling thread has used. Unlike wall time it leaves out the
 /// time the OS gave other threads and processes, so per-iteration figures
 /// show the loop's own work even on a busy machine. Zero if unavailable.

@@ -115,7 +115,7 @@ impl Server {
             clients: LoopMap::default(),
             forwards: LoopMap::default(),
             forwards_to_check: false,
-            next_forward_id: 1,
+            next_forward_id: crate::server::clock::first_forward_id(),
             parked: ParkedRequests::default(),
             quorum_connected: true,
             quorum_waits: VecDeque::new(),
