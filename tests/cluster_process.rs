@@ -1402,3 +1402,61 @@ fn a_restarted_follower_gets_no_answer_meant_for_its_previous_run() {
     }
     assert_eq!(cluster.client(leader).cmd_retry(&["GET", "n"]), bulk("3"));
 }
+
+/// A CLUSTER TRANSFER a follower forwarded to a leader that told the target
+/// to campaign and was then frozen: the target leads within milliseconds,
+/// and the follower answers `+OK` once it knows (SPEC: `+OK` once that node
+/// is leader). It used to wait for the frozen leader until the deadline and
+/// answer `-TRYAGAIN no leader`, the promise that nothing happened, after
+/// the leadership had moved as asked, even when the follower was the target
+/// and led itself.
+#[test]
+fn a_transfer_whose_leader_froze_is_answered_once_the_target_leads() {
+    let mut cluster = Cluster::new(3);
+    // Long enough that no ordinary election follows the freeze in the
+    // second the target is watched for.
+    cluster.set_election_timeout_ms(1000);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let mut counted = 0;
+    for round in 0..6 {
+        if counted == 2 {
+            break;
+        }
+        let leader = cluster.wait_for_leader(Duration::from_secs(30));
+        let (via, target) = if round % 2 == 0 {
+            ((leader + 1) % 3, (leader + 2) % 3)
+        } else {
+            ((leader + 1) % 3, (leader + 1) % 3)
+        };
+        let target_id = cluster.nodes[target].id.to_string();
+        let mut client = cluster.client(via);
+        assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::Ok);
+        let pid = cluster.pid(leader).expect("running");
+        client.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
+        // Past the forward and the leader's TimeoutNow, before the target's
+        // win reaches the leader.
+        thread::sleep(Duration::from_millis(2));
+        let frozen = Resume::stop(pid);
+        let started = Instant::now();
+        let mut target_leads = false;
+        while started.elapsed() < Duration::from_millis(900) {
+            if cluster.info(target)["role"] == "leader" {
+                target_leads = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let reply = client.read();
+        drop(frozen);
+        if target_leads {
+            counted += 1;
+            assert_eq!(reply, Reply::Ok, "round {round}: the target leads");
+        }
+    }
+    assert!(
+        counted > 0,
+        "the target never led while the leader was frozen"
+    );
+}

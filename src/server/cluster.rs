@@ -113,8 +113,11 @@ impl ClusterState {
         self.book.save_if_changed();
     }
 
-    pub fn forget_forward(&mut self, id: u64) {
-        self.forwards.remove(&id);
+    pub fn forget_forward(&mut self, id: u64) -> Option<NodeId> {
+        match self.forwards.remove(&id) {
+            Some((.., ClusterRequest::Transfer { id: target }, _)) => Some(target),
+            _ => None,
+        }
     }
 
     /// The reply for a request this node will not serve, if it is not a member.

@@ -209,6 +209,27 @@ impl Server {
     /// TRANSFER, once that node is also unreachable; a change's outcome is
     /// then unknown.
     pub(in crate::server) fn settle_orphaned_cluster_forwards(&mut self) {
+        // A TRANSFER whose target leads now has done what it asked: `+OK`
+        // (SPEC), also when the node it went to cannot answer (frozen, or
+        // cut off, after it told the target to campaign).
+        let leader = self.replica.node().leader_id();
+        let transferred: Vec<u64> = self
+            .cluster
+            .forwards
+            .iter()
+            .filter(|(_, (.., request, _))| {
+                leader != NO_NODE && *request == ClusterRequest::Transfer { id: leader }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in transferred {
+            if let Some((token, seq, ..)) = self.cluster.forwards.remove(&id) {
+                self.completions.push(Completion {
+                    waiter: Waiter::Client { token, seq },
+                    reply: Reply::Ok,
+                });
+            }
+        }
         let orphaned: Vec<u64> = self
             .cluster
             .forwards

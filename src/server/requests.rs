@@ -13,7 +13,7 @@ use super::event_loop::{Forwarded, Server, Waiter};
 use super::transactions::LocalCommand;
 use crate::kv::{Command, KvStore, Reply, MAX_REPLY_VALUE_BYTES};
 use crate::raft::{NodeId, ProposeError};
-use crate::replica::{Completion, Refused};
+use crate::replica::{reply_transfer_abandoned, Completion, Refused};
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
@@ -565,14 +565,20 @@ impl Server {
         let reply = match pending {
             Pending::Parked => error(NO_LEADER),
             Pending::InFlight { write, forward } => {
+                let mut transfer = None;
                 if let Some(id) = forward {
                     if self.relayed_reply_arrived(token, seq) {
                         return;
                     }
                     self.forwards.remove(&id);
-                    self.cluster.forget_forward(id);
+                    transfer = self.cluster.forget_forward(id);
                 }
-                if write {
+                if let Some(target) = transfer {
+                    // The leader it went to may have told the target to
+                    // campaign (it may lead by now): not `-TRYAGAIN`, whose
+                    // promise is that nothing happened.
+                    reply_transfer_abandoned(target)
+                } else if write {
                     error("TIMEOUT outcome unknown")
                 } else {
                     error(NO_LEADER)
