@@ -26,7 +26,7 @@ mod snapshots;
 
 pub use keyspace::{FullRead, PurgeLimits, PurgeOutcome};
 pub use ready::{Durable, ReadyOutcome, ReplicaError, SyncStart, Transport};
-pub use snapshots::{trailing_entries, Compacted, MAX_TRAILING_ENTRIES};
+pub use snapshots::{trailing_entries, Compacted, MAX_TRAILING_BYTES, MAX_TRAILING_ENTRIES};
 
 use crate::kv::{Command, KvStore, Reply};
 use crate::pending_writes::PendingWrites;

@@ -697,6 +697,59 @@ fn a_newest_snapshot_whose_body_does_not_decode_is_passed_over_if_the_log_covers
     }
 }
 
+/// First indexes of the segment files under `data_dir/log`, in order.
+fn segment_first_indexes(data_dir: &Path) -> Vec<u64> {
+    let mut firsts: Vec<u64> = fs::read_dir(data_dir.join("log"))
+        .expect("log dir")
+        .filter_map(|item| {
+            let name = item.expect("entry").file_name();
+            name.to_str()?.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    firsts
+}
+
+/// A crash while the segments a compaction detached were being deleted (on
+/// the snapshot thread, oldest first) leaves them on disk. The start
+/// compacts the log as that snapshot would have: with a snapshot at 500
+/// taken every 100 entries, it keeps from 401. It used to keep them until
+/// the next snapshot, an interval away, which with large values (taken by
+/// bytes, once as many bytes as the map holds were applied) put the data
+/// dir past its bound by a whole interval of log.
+#[test]
+fn a_start_deletes_the_segments_an_interrupted_compaction_left() {
+    let mut cluster = Cluster::new(1);
+    cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), "100".into()];
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    drop(library_node(&data_dir, 550, &[400, 500]));
+    pad_segments(&data_dir);
+    let before = segment_first_indexes(&data_dir);
+    assert!(before[0] == 1 && before.len() > 5, "segments {:?}", before);
+
+    // The next snapshot is due at 600: none is taken while this test looks.
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let after = segment_first_indexes(&data_dir);
+    assert!(
+        after[0] > 1 && after[0] <= 401 && after.get(1).is_none_or(|&next| next > 401),
+        "the log should start in the segment holding 401: {:?}",
+        after
+    );
+    let mut client = cluster.client(0);
+    assert_eq!(client.cmd(&["GET", "k1"]), bulk("v"));
+    assert_eq!(client.cmd(&["GET", "k550"]), bulk("v"));
+    assert_eq!(info_u64(&mut client, "snapshot_index"), 500);
+
+    // The log still reaches back to the older snapshot: a restart works,
+    // and so would falling back to snapshot 400.
+    assert_eq!(cluster.terminate(0), Some(0));
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(0).cmd(&["GET", "k550"]), bulk("v"));
+    assert_eq!(segment_first_indexes(&data_dir), after);
+}
+
 /// A snapshot at `index` whose CRC matches but whose body is no key-value map.
 fn garbled_snapshot(data_dir: &Path, index: u64) -> std::path::PathBuf {
     use raftkv::raft::SnapshotMeta;

@@ -230,7 +230,12 @@ fn build(
     // The founders file first: on a data dir this node may not write, that
     // fails before the log's repairs have changed anything.
     config.cluster = founding.record(&config.data_dir)?;
-    let mut recovered = recover::finish(&config.data_dir, &mut storage, checked)?;
+    let mut recovered = recover::finish(
+        &config.data_dir,
+        &mut storage,
+        checked,
+        trailing_entries(config.snapshot_entries),
+    )?;
     let passed_over = std::mem::take(&mut recovered.passed_over);
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;

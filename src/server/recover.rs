@@ -15,6 +15,7 @@ use super::ServerError;
 use crate::kv::KvStore;
 use crate::raft::{Restored, SnapshotMeta};
 use crate::recovery::{plan_log, LogPlan};
+use crate::replica::MAX_TRAILING_BYTES;
 use crate::storage::snapshot::{self, load_latest_decoded, parse_path, remove_temp_files};
 use crate::storage::Storage;
 use log::{info, warn};
@@ -137,10 +138,17 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
 /// Carries out what [`check`] decided: first the storage's deferred repairs
 /// (a torn tail, a short newest segment) and the removal of unfinished
 /// snapshot files, then the log plan.
+///
+/// A log kept after the snapshot is then compacted as a snapshot taken now
+/// would compact it, keeping `trailing` entries below it (fewer when their
+/// payloads pass [`MAX_TRAILING_BYTES`]): a crash while the segments the
+/// last compaction detached were being deleted leaves them on disk, and the
+/// next snapshot, which would delete them, may be a whole interval away.
 pub(super) fn finish(
     data_dir: &Path,
     storage: &mut Storage,
     checked: Checked,
+    trailing: u64,
 ) -> Result<Recovered, ServerError> {
     let Checked {
         meta,
@@ -162,7 +170,22 @@ pub(super) fn finish(
     }
     let (first, last) = (storage.first_index(), storage.last_index());
     let entries = match plan {
-        LogPlan::Keep { from } => storage.entries(from, last + 1)?,
+        LogPlan::Keep { from } => {
+            let entries = storage.entries(from, last + 1)?;
+            let keep_from = trailing_start(storage, meta.index, trailing)?;
+            if keep_from > first {
+                storage.drop_before(keep_from)?;
+                if storage.first_index() > first {
+                    info!(
+                        "log compacted on start: first index {} -> {} (snapshot index {})",
+                        first,
+                        storage.first_index(),
+                        meta.index
+                    );
+                }
+            }
+            entries
+        }
         LogPlan::Reset { next } => {
             warn!(
                 "the log ({}..={}) does not continue snapshot {}/{}; emptying it to continue at {}",
@@ -192,6 +215,24 @@ pub(super) fn finish(
         kv,
         snapshot_bytes,
     })
+}
+
+/// The first index a compaction at snapshot index `index` keeps: at most
+/// `trailing` entries below it, and only as many as fit in
+/// [`MAX_TRAILING_BYTES`] of payload (as `Replica::snapshot_written` keeps).
+fn trailing_start(storage: &Storage, index: u64, trailing: u64) -> Result<u64, ServerError> {
+    let first = storage.first_index();
+    let mut keep = index + 1;
+    let mut bytes = 0u64;
+    while index > 0 && keep > first && index + 1 - keep < trailing {
+        let below = storage.entries(keep - 1, keep)?;
+        bytes = bytes.saturating_add(below.iter().map(|e| e.data.len() as u64).sum::<u64>());
+        if bytes > MAX_TRAILING_BYTES {
+            break;
+        }
+        keep -= 1;
+    }
+    Ok(keep)
 }
 
 /// Sets aside the snapshots a start passed over for failing their checks
