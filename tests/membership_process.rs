@@ -133,7 +133,10 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
     ] {
         assert_eq!(joiner.cmd(command), Reply::Ok, "{command:?}");
     }
-    assert!(matches!(joiner.cmd(&["COMMAND", "COUNT"]), Reply::Integer(_)));
+    assert!(matches!(
+        joiner.cmd(&["COMMAND", "COUNT"]),
+        Reply::Integer(_)
+    ));
     assert!(matches!(joiner.cmd(&["HELLO"]), Reply::Array(_)));
     assert_eq!(
         joiner.cmd(&["SET", "k", "v"]),
