@@ -5,7 +5,7 @@
 //! until a leader is known, for at most `election_timeout_ms * 4`.
 
 use super::clients::{Kind, Pending};
-use super::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
+use super::cluster::{Standing, PAYLOAD_CLUSTER, PAYLOAD_KV};
 use super::connection::{
     command_name, error, is_local, precheck, request_error, served_when_not_a_member,
 };
@@ -125,8 +125,9 @@ impl Server {
             self.refuse(token, name, reply);
             return;
         }
-        if matches!(name, "multi" | "exec" | "discard" | "watch")
-            || (is_local(name) && !served_when_not_a_member(name))
+        if self.cluster.standing != Standing::Member
+            && (matches!(name, "multi" | "exec" | "discard" | "watch")
+                || (is_local(name) && !served_when_not_a_member(name)))
         {
             // Not connection commands (SPEC §3): a node that is not a member
             // serves none of them, and a transaction begun before it was
