@@ -1460,3 +1460,52 @@ fn a_transfer_whose_leader_froze_is_answered_once_the_target_leads() {
         "the target never led while the leader was frozen"
     );
 }
+
+/// A transaction is one log entry, which a peer frame (16 MiB) must hold
+/// whole. Its queued words are counted against 15 MiB, but KEYS (or a large
+/// SCAN) in a transaction that writes goes in the entry as an error text of
+/// about 90 bytes, counted 37: 425,000 `KEYS *` made a 38 MB entry that no
+/// follower would take, and the leader sent it again and again, committing
+/// nothing more. Such an EXEC is refused; the cluster goes on.
+#[test]
+fn a_transaction_whose_entry_would_not_fit_a_frame_is_refused() {
+    let (cluster, leader) = cluster_that_committed_a_write();
+    let term = cluster.info(leader)["term"].clone();
+    let mut client = cluster.client(leader);
+    let count = 425_000;
+    assert_eq!(client.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(
+        client.cmd(&["SET", "a", "b"]),
+        Reply::Status("QUEUED".into())
+    );
+    // In batches, read as they go: the replies would fill the socket.
+    let mut batch = Vec::new();
+    for _ in 0..count / 1000 {
+        batch.clear();
+        for _ in 0..1000 {
+            resp::encode_request(&[b"KEYS", b"*"], &mut batch);
+        }
+        client.send_raw(&batch).expect("send the transaction");
+        for _ in 0..1000 {
+            assert_eq!(client.read(), Reply::Status("QUEUED".into()));
+        }
+    }
+    match client.cmd(&["EXEC"]) {
+        Reply::Error(text) => assert!(
+            text.starts_with("EXECABORT") && text.contains("log entry"),
+            "{text}"
+        ),
+        other => panic!("EXEC of a 38 MB entry answered {other:?}"),
+    }
+    assert_eq!(client.cmd(&["EXISTS", "a"]), Reply::Integer(0));
+    assert_eq!(client.cmd(&["SET", "after", "1"]), Reply::Ok);
+    let committed = info_u64(&cluster, leader, "commit_index");
+    for node in 0..3 {
+        wait_for(
+            Duration::from_secs(20),
+            "every node to apply the SET after it",
+            || (info_u64(&cluster, node, "applied_index") >= committed).then_some(()),
+        );
+    }
+    assert_eq!(cluster.info(leader)["term"], term, "no election");
+}
