@@ -198,7 +198,7 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef {
         name: "max_request_bytes",
         kind: ValueKind::Int {
-            min: 64,
+            min: 1,
             max: MAX_REQUEST_BYTES_LIMIT,
         },
         presence: Presence::Default("8388608"),

@@ -227,8 +227,12 @@ fn bad_values_name_their_line_or_flag() {
         "conf/x.conf:6: bad value '' for 'requirepass': must not be empty"
     );
     assert_eq!(
+        err(BASE, &[("max_request_bytes", "0")]),
+        "--max-request-bytes: bad value '0' for 'max_request_bytes': out of range, expected an integer from 1 to 15728640"
+    );
+    assert_eq!(
             err(BASE, &[("max_request_bytes", "16777216")]),
-            "--max-request-bytes: bad value '16777216' for 'max_request_bytes': out of range, expected an integer from 64 to 15728640"
+            "--max-request-bytes: bad value '16777216' for 'max_request_bytes': out of range, expected an integer from 1 to 15728640"
         );
     assert_eq!(
         err(BASE, &[("join", "maybe")]),

@@ -150,6 +150,24 @@ fn overlong_header_line_with_its_cr_just_past_the_limit() {
     }
 }
 
+/// SPEC sets no floor under `max_request_bytes`: a limit of a few bytes
+/// holds at the byte, inline and as RESP.
+#[test]
+fn a_limit_of_a_few_bytes_holds_at_the_byte() {
+    let inline = b"PING\r\n";
+    assert_eq!(parse_all(inline, 6), Ok((vec![words(&["PING"])], 0)));
+    assert_eq!(
+        error_with_max(inline, 5),
+        "ERR protocol error: request exceeds max_request_bytes (5)"
+    );
+    let resp = b"*1\r\n$4\r\nPING\r\n";
+    assert_eq!(parse_all(resp, 14), Ok((vec![words(&["PING"])], 0)));
+    assert_eq!(
+        error_with_max(resp, 13),
+        "ERR protocol error: request exceeds max_request_bytes (13)"
+    );
+}
+
 #[test]
 fn empty_multibulk_requests_count_toward_the_size_limit() {
     // Skipped `*0` requests stay in the connection's buffer until a whole
