@@ -173,14 +173,8 @@ impl RaftLog {
     pub fn trailing_within(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
         let lo = index.saturating_sub(max_entries).max(self.offset) + 1;
         let hi = index.min(self.last_index());
-        let mut bytes = 0u64;
-        for (kept, entry) in (0u64..).zip(self.slice(lo, hi).iter().rev()) {
-            bytes = bytes.saturating_add(entry.data.len() as u64);
-            if bytes > max_bytes {
-                return kept;
-            }
-        }
-        max_entries
+        let sizes = self.slice(lo, hi).iter().rev().map(|e| e.data.len() as u64);
+        trailing_count(sizes, max_entries, max_bytes)
     }
 
     /// Entries from `lo` whose payloads total at most `max_bytes`, but always at
@@ -454,6 +448,21 @@ fn conf_of(entry: &Entry) -> Option<(u64, Membership)> {
     let conf = conf_change::decode(&entry.data)
         .unwrap_or_else(|err| panic!("ConfChange entry {}/{}: {err}", entry.index, entry.term));
     Some((entry.index, Membership::new(&conf.voters, &conf.learners)))
+}
+
+/// How many entries a trailing margin of at most `max_entries` keeps, given
+/// their payload sizes counting down from the snapshot's index: all of them,
+/// or those before the one whose payload would pass `max_bytes`. The running
+/// node counts its log in memory; a start counts the one on disk.
+pub fn trailing_count(sizes: impl Iterator<Item = u64>, max_entries: u64, max_bytes: u64) -> u64 {
+    let mut bytes = 0u64;
+    for (kept, size) in (0u64..).zip(sizes) {
+        bytes = bytes.saturating_add(size);
+        if bytes > max_bytes {
+            return kept;
+        }
+    }
+    max_entries
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ mod chaos_tests;
 pub mod conf_change;
 mod election;
 mod log;
+pub use log::trailing_count;
 mod membership;
 #[cfg(test)]
 mod membership_tests;

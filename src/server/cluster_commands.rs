@@ -17,7 +17,7 @@ use crate::raft::{NodeId, NO_NODE};
 use crate::replica::Completion;
 use crate::server::addresses::valid_addr;
 use crate::server::clients::{Kind, Pending};
-use crate::server::connection::shown_subcommand;
+use crate::server::connection::shown_word;
 use crate::server::event_loop::{Server, Waiter};
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
@@ -50,7 +50,7 @@ impl ClusterRequest {
             _ => {
                 return Err(Reply::Error(format!(
                     "ERR unknown subcommand '{}'. Try CLUSTER MEMBERS, ADD, REMOVE or TRANSFER.",
-                    shown_subcommand(&argv[1])
+                    shown_word(&argv[1])
                 )))
             }
         };
@@ -68,7 +68,7 @@ impl ClusterRequest {
             _ => {
                 return Err(Reply::Error(format!(
                     "ERR invalid node id '{}'",
-                    shown_subcommand(words[2].as_bytes())
+                    shown_word(words[2].as_bytes())
                 )))
             }
         };
@@ -80,7 +80,7 @@ impl ClusterRequest {
             "add" => {
                 return Err(Reply::Error(format!(
                     "ERR invalid raft address '{}' (expected host:port)",
-                    shown_subcommand(words[3].as_bytes())
+                    shown_word(words[3].as_bytes())
                 )))
             }
             "remove" => ClusterRequest::Remove { id },

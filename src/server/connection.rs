@@ -172,15 +172,16 @@ fn is_known_name(name: &str) -> bool {
 fn unknown_subcommand(sub: &[u8], help: &str) -> Reply {
     Reply::Error(format!(
         "ERR unknown subcommand '{}'. {}",
-        shown_subcommand(sub),
+        shown_word(sub),
         help
     ))
 }
 
-/// A subcommand as an error names it: as typed, at most 128 bytes (Redis's
-/// `%.128s`), so a long one does not make a long error.
-pub(super) fn shown_subcommand(sub: &[u8]) -> String {
-    let mut shown = String::from_utf8_lossy(sub).into_owned();
+/// A client's word (a subcommand, an option, a node id) as an error echoes
+/// it: as typed, at most 128 bytes (Redis's `%.128s`), so a long one does not
+/// make a long error.
+pub(super) fn shown_word(word: &[u8]) -> String {
+    let mut shown = String::from_utf8_lossy(word).into_owned();
     let mut end = shown.len().min(128);
     while !shown.is_char_boundary(end) {
         end -= 1;
@@ -338,7 +339,7 @@ impl Server {
                 _ => {
                     return Reply::Error(format!(
                         "ERR Syntax error in HELLO option '{}'",
-                        shown_subcommand(typed)
+                        shown_word(typed)
                     ))
                 }
             }

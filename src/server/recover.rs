@@ -13,7 +13,7 @@
 
 use super::ServerError;
 use crate::kv::KvStore;
-use crate::raft::{Restored, SnapshotMeta};
+use crate::raft::{trailing_count, Restored, SnapshotMeta};
 use crate::recovery::{plan_log, LogPlan};
 use crate::replica::MAX_TRAILING_BYTES;
 use crate::storage::snapshot::{self, load_latest_decoded, parse_path, remove_temp_files};
@@ -221,18 +221,28 @@ pub(super) fn finish(
 /// `trailing` entries below it, and only as many as fit in
 /// [`MAX_TRAILING_BYTES`] of payload (as `Replica::snapshot_written` keeps).
 fn trailing_start(storage: &Storage, index: u64, trailing: u64) -> Result<u64, ServerError> {
-    let first = storage.first_index();
-    let mut keep = index + 1;
-    let mut bytes = 0u64;
-    while index > 0 && keep > first && index + 1 - keep < trailing {
-        let below = storage.entries(keep - 1, keep)?;
-        bytes = bytes.saturating_add(below.iter().map(|e| e.data.len() as u64).sum::<u64>());
-        if bytes > MAX_TRAILING_BYTES {
-            break;
-        }
-        keep -= 1;
+    let lo = (index + 1)
+        .saturating_sub(trailing)
+        .max(storage.first_index());
+    if lo > index {
+        return Ok(index + 1);
     }
-    Ok(keep)
+    // One entry at a time: the margin may hold far more than its byte limit.
+    let mut failed = None;
+    let sizes = (lo..=index)
+        .rev()
+        .map_while(|i| match storage.entries(i, i + 1) {
+            Ok(entries) => Some(entries.iter().map(|e| e.data.len() as u64).sum()),
+            Err(err) => {
+                failed = Some(err);
+                None
+            }
+        });
+    let kept = trailing_count(sizes, trailing, MAX_TRAILING_BYTES).min(index + 1 - lo);
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(index + 1 - kept),
+    }
 }
 
 /// Sets aside the snapshots a start passed over for failing their checks
