@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn int(n: i64) -> Reply {
     Reply::Integer(n)
@@ -1243,6 +1243,42 @@ fn keys_expire_on_every_node_and_timeouts_survive_a_restart() {
         info.get("db0").map(String::as_str),
         Some("keys=1,expires=1,avg_ttl=0")
     );
+}
+
+/// This machine's wall clock in unix milliseconds, which the nodes stamp
+/// writes with and answer reads at.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+#[test]
+fn a_request_sent_after_a_keys_deadline_finds_it_gone() {
+    // The client shares the nodes' clock here, so a request it sends once
+    // that clock has passed a key's deadline must find the key gone, as in
+    // Redis. A leader used to take the time once per loop iteration, before
+    // it waited for events, and answered (or stamped) the requests that
+    // woke it at that time: up to a tick (10 ms) before they were sent, so
+    // most such reads still saw the key, and an INCR added to its value.
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let mut client = cluster.client(leader);
+    for round in 0..40u64 {
+        let deadline = unix_ms() + 20;
+        let at = deadline.to_string();
+        assert_eq!(client.cmd_retry(&["SET", "k", "5", "PXAT", &at]), Reply::Ok);
+        while unix_ms() <= deadline {
+            thread::sleep(Duration::from_micros(200));
+        }
+        // Requests land at different points of the leader's tick.
+        thread::sleep(Duration::from_micros(round % 10 * 1000));
+        if round % 2 == 0 {
+            assert_eq!(client.cmd(&["GET", "k"]), Reply::Nil, "round {round}");
+        } else {
+            assert_eq!(client.cmd(&["INCR", "k"]), int(1), "round {round}");
+        }
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! write per connection per iteration.
 
 use super::clients::Client;
+use super::clock::unix_millis;
 use super::conn::{Conn, Fill};
 use super::event_loop::Server;
 use crate::kv::Reply;
@@ -106,7 +107,16 @@ impl Server {
                     return;
                 }
             };
-            read += client.conn.input().len() - before;
+            let got = client.conn.input().len() - before;
+            read += got;
+            if got > 0 {
+                // The requests just read were sent after the loop's last
+                // look at the clock, which can be a tick old or more: at
+                // that time a read would find a key alive that its client
+                // had seen pass its deadline, and a write would be stamped
+                // with a time before it was sent.
+                self.replica.set_wall_clock(unix_millis());
+            }
             self.handle_input(token);
             match fill {
                 Fill::Data => continue,

@@ -38,6 +38,14 @@ impl Clock {
     }
 }
 
+/// The wall clock in unix milliseconds (0 before 1970: a broken clock only
+/// makes keys with a timeout live longer).
+pub(super) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// The id of the first request this run of the node forwards to a leader:
 /// the wall time in nanoseconds, counted up by one per forward from there.
 /// A leader answers a forward by its id on whatever connection to the

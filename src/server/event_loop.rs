@@ -21,7 +21,7 @@ mod start;
 mod timers;
 
 use super::clients::Client;
-use super::clock::Clock;
+use super::clock::{unix_millis, Clock};
 use super::cluster::ClusterState;
 use super::full_reads::FullReads;
 use super::lookups::Lookups;
@@ -51,14 +51,6 @@ const SIGNALS: Token = Token(2);
 /// asks to stop.
 const WAKER: Token = Token(3);
 const FIRST_CONNECTION: usize = 16;
-
-/// The wall clock in unix milliseconds (0 before 1970: a broken clock only
-/// makes keys with a timeout live longer).
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
 
 /// Who waits for a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
