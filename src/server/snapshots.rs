@@ -232,9 +232,12 @@ impl Snapshots {
                 );
                 self.stats.bytes = info.bytes;
                 self.stats.received += 1;
-                *decoded = Some((meta, kv));
-                if let Some(message) = message {
-                    replica.step(message);
+                match message {
+                    Some(message) if replica.node().would_install_snapshot(message.term, &meta) => {
+                        *decoded = Some((meta, kv));
+                        replica.step(message);
+                    }
+                    _ => self.discard_unused(&info.path, meta.index, kv),
                 }
             }
             Err(err) => warn!(
@@ -242,6 +245,20 @@ impl Snapshots {
                 meta.index, err
             ),
         }
+    }
+
+    /// Removes a received snapshot the core will not install: a new term
+    /// began, or the log reached its index, while it was checked. Left
+    /// published, it would count among the files pruning keeps, so two of
+    /// them could prune the snapshot the core holds and hands to followers,
+    /// which this node could then no longer send if it led. The file came
+    /// from a leader, so one a crash leaves here is still a valid start.
+    fn discard_unused(&mut self, path: &std::path::Path, index: u64, kv: KvStore) {
+        info!("snapshot at index {index} not installed (a newer term or log passed it while it was checked): removed");
+        if let Err(err) = std::fs::remove_file(path) {
+            warn!("cannot remove unused snapshot {}: {}", path.display(), err);
+        }
+        self.free(kv);
     }
 
     /// A chunk of a snapshot from `from`. Chunks that do not continue the
@@ -510,3 +527,7 @@ fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
         out.offset += n;
     }
 }
+
+#[cfg(test)]
+#[path = "snapshots_tests.rs"]
+mod tests;

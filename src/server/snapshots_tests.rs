@@ -1,0 +1,137 @@
+//! A follower's side of a received snapshot, with the helper thread.
+
+use super::*;
+use crate::kv::Command;
+use crate::raft::{Node, RaftConfig, Restored};
+use crate::storage::snapshot::SnapshotWriter;
+use mio::{Poll, Token, Waker};
+use std::sync::Arc;
+
+/// Node 2 of voters {1, 2}, fresh (term 0, empty log).
+fn follower() -> Replica<u32> {
+    let config = RaftConfig {
+        id: 2,
+        voters: vec![1, 2],
+        learners: Vec::new(),
+        election_ticks: 10,
+        heartbeat_ticks: 1,
+        pre_vote: true,
+        check_quorum: true,
+        max_inflight_msgs: 16,
+        max_msg_bytes: 1 << 20,
+        acks_are_durable: true,
+    };
+    Replica::new(Node::new(config, Restored::default(), 7), KvStore::new())
+}
+
+/// The bytes of a snapshot file of a map holding one key, at `meta`.
+fn snapshot_bytes(meta: &SnapshotMeta) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut kv = KvStore::new();
+    kv.apply(&Command::Set(b"k".to_vec(), b"v".to_vec()));
+    let mut writer = SnapshotWriter::create(dir.path(), meta).expect("create");
+    kv.snapshot_view().write_to(&mut writer).expect("write");
+    let info = writer.finish().expect("finish");
+    std::fs::read(info.path).expect("read back")
+}
+
+fn message(term: u64, body: MessageBody) -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term,
+        body,
+    }
+}
+
+#[test]
+fn a_received_snapshot_the_core_will_not_install_is_removed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
+    let mut snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
+    let mut replica = follower();
+
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        voters: vec![1, 2],
+        learners: Vec::new(),
+    };
+    let bytes = snapshot_bytes(&meta);
+    let total = bytes.len() as u64;
+    snapshots.on_chunk(1, 10, 1, 0, total, &bytes);
+    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
+    assert!(snapshots.on_install_message(install, &replica).is_none());
+    assert!(snapshots.is_finishing());
+
+    // While the file is checked, node 1 leads a newer term.
+    replica.step(message(
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+
+    let mut decoded = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots.is_finishing() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot thread never finished"
+        );
+        snapshots
+            .collect(&mut replica, &mut decoded)
+            .expect("collect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(replica.status().snapshot_index, 0, "the core installed it");
+    assert!(decoded.is_none(), "an unused map was kept");
+    let published = dir.path().join(snapshot::file_name(10, 1));
+    assert!(
+        !published.exists(),
+        "{} is left among the snapshots pruning keeps",
+        published.display()
+    );
+}
+
+#[test]
+fn a_received_snapshot_the_core_installs_is_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
+    let mut snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
+    let mut replica = follower();
+
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        voters: vec![1, 2],
+        learners: Vec::new(),
+    };
+    let bytes = snapshot_bytes(&meta);
+    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
+    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
+    assert!(snapshots.on_install_message(install, &replica).is_none());
+
+    let mut decoded = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots.is_finishing() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot thread never finished"
+        );
+        snapshots
+            .collect(&mut replica, &mut decoded)
+            .expect("collect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        decoded.map(|(meta, kv)| (meta.index, kv.len())),
+        Some((10, 1))
+    );
+    assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
+}
