@@ -237,6 +237,34 @@ fn leader_that_removes_itself_leads_without_counting_itself_then_steps_down() {
 }
 
 #[test]
+fn a_leader_removing_itself_confirms_reads_by_a_majority_of_the_voters_left() {
+    // Reference: thesis §4.2.2 and §6.4. Once its removal is appended the
+    // leader is no voter: its own acknowledgement of a read round counts for
+    // nothing, so 1 and 2 do not confirm a read under {2, 3}.
+    let mut net = Net::new(3);
+    net.campaign(1);
+    net.isolate(3);
+    let index = net.conf_change(1, ConfChange::Remove { id: 1 });
+    assert!(net.node(1).status().commit_index < index);
+    net.node_mut(1).read_index(7).expect("still the leader");
+    net.stabilize();
+    for _ in 0..3 {
+        net.tick_node(1);
+    }
+    assert!(net.read_states[&1].is_empty(), "confirmed by 1 and 2 alone");
+    // With 3 back (its acknowledgements of the log held back, so that the
+    // removal stays uncommitted and 1 keeps leading), 2 and 3 confirm it.
+    net.drop_if = Some(Box::new(|m| {
+        m.from == 3 && matches!(m.body, MessageBody::AppendResponse { .. })
+    }));
+    net.heal();
+    net.tick_node(1);
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert_eq!(net.read_states[&1].len(), 1);
+    assert_eq!(net.read_states[&1][0].ctx, 7);
+}
+
+#[test]
 fn removed_node_never_campaigns_and_is_no_longer_replicated_to() {
     // Reference: thesis §4.2.3 (removed servers); only voters campaign.
     let mut net = Net::new(3);
