@@ -270,7 +270,7 @@ fn pipelined_dbsize_and_info_count_exactly_the_writes_sent_before_them() {
             let (a, b) = (format!("d{i}-{round}-a"), format!("d{i}-{round}-b"));
             req(&["SET", &a, "1"], &mut batch);
             req(&["DBSIZE"], &mut batch);
-            req(&["INFO", "keyspace"], &mut batch);
+            req(&["INFO", "keyspace", "raft"], &mut batch);
             req(&["MSET", &b, "2", &a, "3"], &mut batch);
             req(&["DBSIZE"], &mut batch);
             req(&["DEL", &a], &mut batch);

@@ -114,6 +114,11 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
         field(&mut out, "last_log_index", s.last_index);
         field(&mut out, "first_log_index", s.first_index);
         field(&mut out, "snapshot_index", s.snapshot_index);
+        // Here rather than under Keyspace: libraries parse every Keyspace
+        // line as a `dbN` of `keys=..,expires=..` (redis-py's
+        // `info("keyspace")` gives a dict of dicts, which callers sum over),
+        // and a bare `keys:12` there broke that.
+        field(&mut out, "keys", ctx.keys);
         field(&mut out, "log_bytes", ctx.log_bytes);
         field(&mut out, "refused_peer_messages", ctx.refused_peer_messages);
         field(&mut out, "connected_peers", ctx.connected_peers);
@@ -138,7 +143,6 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
     }
     if wanted("keyspace") {
         section(&mut out, "Keyspace");
-        field(&mut out, "keys", ctx.keys);
         if ctx.keys > 0 {
             let db0 = format!("keys={},expires={},avg_ttl=0", ctx.keys, ctx.expiring_keys);
             field(&mut out, "db0", db0);
@@ -279,9 +283,15 @@ mod tests {
         assert_eq!(text(&["everything"]), all);
         let raft = text(&["raft"]);
         assert!(raft.starts_with("# Raft\r\n") && raft.contains("term:7\r\n"));
-        assert!(!raft.contains("keys:"), "{raft:?}");
+        assert!(raft.contains("\r\nkeys:12\r\n"), "{raft:?}");
+        assert!(!raft.contains("db0:"), "{raft:?}");
         let two = text(&["Keyspace", "stats"]);
         assert!(two.contains("# Stats\r\n") && two.contains("# Keyspace\r\n"));
+        // Keyspace holds only `dbN:` lines, as Redis's does.
+        assert!(
+            two.ends_with("# Keyspace\r\ndb0:keys=12,expires=3,avg_ttl=0\r\n"),
+            "{two:?}"
+        );
         assert!(!two.contains("role:"), "{two:?}");
         assert_eq!(text(&["no-such-section"]), "");
     }

@@ -71,6 +71,9 @@ def check(port, protocol):
     assert info["role"] in ("leader", "follower"), info
     for field in ("id", "term", "leader_id", "commit_index", "applied_index", "keys"):
         assert field in info, field
+    # Callers treat every Keyspace entry as a database's dict, as Redis's are.
+    keyspace = r.info("keyspace")
+    assert sum(db["keys"] for db in keyspace.values()) == r.dbsize(), keyspace
     r.close()
     print(f"redis-py {redis.__version__} protocol={protocol or 'default'} port {port}: ok")
 
