@@ -836,3 +836,39 @@ fn a_client_that_reads_no_replies_cannot_make_a_node_without_a_leader_hold_its_w
     }
     assert!(writer.join().expect("the writer"), "every request was sent");
 }
+
+/// `redis-cli --memkeys` asks MEMORY USAGE of every key it scans; it is a
+/// read like STRLEN, answered through a follower too and inside MULTI.
+#[test]
+fn memory_usage_is_answered_for_redis_cli_memkeys() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client((leader + 1) % 3);
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::Ok);
+    // The entry's smallest allocation (32 bytes) and its table slot (16).
+    assert_eq!(c.cmd(&["MEMORY", "USAGE", "k"]), Reply::Integer(48));
+    assert_eq!(
+        c.cmd(&["memory", "usage", "missing", "SAMPLES", "5"]),
+        Reply::Nil
+    );
+    assert_eq!(
+        c.cmd(&["MEMORY", "STATS"]),
+        err("ERR unknown subcommand 'STATS'. Try MEMORY HELP.")
+    );
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(c.cmd(&["MEMORY", "USAGE", "k"]), status("QUEUED"));
+    assert_eq!(c.cmd(&["SET", "k2", "v"]), status("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![Reply::Integer(48), Reply::Ok])
+    );
+    assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
+    assert_eq!(
+        c.cmd(&["MEMORY", "DOCTOR"]),
+        err("ERR unknown subcommand 'DOCTOR'. Try MEMORY HELP.")
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+}

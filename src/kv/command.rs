@@ -51,6 +51,9 @@ pub enum Command {
     Type(Vec<u8>),
     /// STRLEN key.
     Strlen(Vec<u8>),
+    /// MEMORY USAGE key [SAMPLES n]: the bytes the key's entry takes here
+    /// (nil for no key). `redis-cli --memkeys` asks it of every key.
+    MemoryUsage(Vec<u8>),
     /// GETRANGE key start end (SUBSTR too): the bytes from start to end,
     /// both included, negative ones counted from the end.
     GetRange(Vec<u8>, i64, i64),
@@ -146,13 +149,21 @@ pub enum CommandError {
     PatternTooLong,
     /// `ERR decrement would overflow` (`DECRBY k -9223372036854775808`, as Redis).
     DecrementOverflow,
+    /// `ERR unknown subcommand 'x'. Try MEMORY HELP.` (the subcommand as
+    /// written): Redis 7 looks subcommands up as commands, at queue time.
+    UnknownSubcommand(String, &'static str),
 }
 
 impl CommandError {
     /// Whether Redis reports this error when a command is queued inside MULTI
     /// (so that EXEC aborts) rather than when EXEC runs it.
     pub fn is_queue_time(&self) -> bool {
-        matches!(self, CommandError::Unknown(_) | CommandError::WrongArity(_))
+        matches!(
+            self,
+            CommandError::Unknown(_)
+                | CommandError::WrongArity(_)
+                | CommandError::UnknownSubcommand(..)
+        )
     }
 }
 
@@ -165,6 +176,9 @@ impl fmt::Display for CommandError {
             }
             CommandError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
             CommandError::Syntax => write!(f, "ERR syntax error"),
+            CommandError::UnknownSubcommand(sub, family) => {
+                write!(f, "ERR unknown subcommand '{}'. Try {} HELP.", sub, family)
+            }
             CommandError::InvalidExpireTime(name) => {
                 write!(f, "ERR invalid expire time in '{name}' command")
             }
@@ -238,6 +252,18 @@ impl Command {
                 String::from_utf8_lossy(lower).into_owned(),
             ));
         }
+        if lower == b"memory" {
+            // Only USAGE: the others (STATS, DOCTOR, ...) describe Redis's allocator.
+            if !argv[1].eq_ignore_ascii_case(b"usage") {
+                return Err(CommandError::UnknownSubcommand(
+                    printable_name(&argv[1]),
+                    "MEMORY",
+                ));
+            }
+            if argv.len() < 3 {
+                return Err(CommandError::WrongArity("memory|usage".into()));
+            }
+        }
         // Redis declares MSET's arity as "at least 3" and finds odd pairs
         // only when it runs the command, with the same words: so inside
         // MULTI it is queued and EXEC answers the error in its place, and
@@ -270,6 +296,7 @@ impl Command {
             | Command::Scan(_)
             | Command::Type(_)
             | Command::Strlen(_)
+            | Command::MemoryUsage(_)
             | Command::GetRange(..)
             | Command::GetExRefused(..)
             | Command::DbSize
@@ -352,6 +379,7 @@ impl Command {
             Command::Scan(_) => "scan",
             Command::Type(_) => "type",
             Command::Strlen(_) => "strlen",
+            Command::MemoryUsage(_) => "memory",
             Command::GetRange(..) => "getrange",
             Command::DbSize => "dbsize",
             Command::Ttl(_) => "ttl",
@@ -382,6 +410,7 @@ fn arity_of(lower_name: &[u8]) -> Option<Arity> {
         b"mset" | b"msetnx" => Arity::AtLeast(3),
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => Arity::AtLeast(3),
         b"flushall" | b"flushdb" => Arity::AtLeast(1),
+        b"memory" => Arity::AtLeast(2),
         _ => return None,
     })
 }
@@ -475,6 +504,22 @@ fn build(lower_name: &[u8], words: &[Vec<u8>]) -> Result<Command, CommandError> 
         b"scan" => Command::Scan(scan_options(&words[0], &words[1..])?),
         b"type" => Command::Type(next()),
         b"strlen" => Command::Strlen(next()),
+        b"memory" => {
+            let _usage = next();
+            let key = next();
+            // SAMPLES n, as Redis checks it; a string has no elements to sample.
+            let mut options = args;
+            while let Some(word) = options.next() {
+                let samples = match options.next() {
+                    Some(n) if word.eq_ignore_ascii_case(b"samples") => n,
+                    _ => return Err(CommandError::Syntax),
+                };
+                if parse_integer(&samples).ok_or(CommandError::NotInteger)? < 0 {
+                    return Err(CommandError::Syntax);
+                }
+            }
+            Command::MemoryUsage(key)
+        }
         b"getrange" | b"substr" => {
             let key = next();
             let start = parse_integer(&next()).ok_or(CommandError::NotInteger)?;

@@ -212,3 +212,50 @@ fn is_write_classifies() {
     let multi = Command::Multi(vec![Command::Get(b"a".to_vec()), Command::Del(vec![])]);
     assert!(multi.is_write());
 }
+
+#[test]
+fn memory_usage_parses_as_redis_does() {
+    assert_eq!(
+        parse(&["memory", "Usage", "k"]),
+        Ok(Command::MemoryUsage(b"k".to_vec()))
+    );
+    assert_eq!(
+        parse(&["MEMORY", "USAGE", "k", "SAMPLES", "0"]),
+        Ok(Command::MemoryUsage(b"k".to_vec()))
+    );
+    let text = |words: &[&str]| parse(words).map_err(|e| e.to_string());
+    assert_eq!(
+        text(&["MEMORY"]),
+        Err("ERR wrong number of arguments for 'memory' command".into())
+    );
+    assert_eq!(
+        text(&["MEMORY", "USAGE"]),
+        Err("ERR wrong number of arguments for 'memory|usage' command".into())
+    );
+    assert_eq!(
+        text(&["MEMORY", "Stats"]),
+        Err("ERR unknown subcommand 'Stats'. Try MEMORY HELP.".into())
+    );
+    for (words, error) in [
+        (&["MEMORY", "USAGE", "k", "SAMPLES"][..], "ERR syntax error"),
+        (&["MEMORY", "USAGE", "k", "FOO", "1"], "ERR syntax error"),
+        (
+            &["MEMORY", "USAGE", "k", "SAMPLES", "-1"],
+            "ERR syntax error",
+        ),
+        (
+            &["MEMORY", "USAGE", "k", "SAMPLES", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+    ] {
+        assert_eq!(text(words), Err(error.into()), "{words:?}");
+    }
+    // An unknown subcommand aborts a transaction as in Redis 7; a bad
+    // SAMPLES is answered by EXEC.
+    assert!(Command::parse_queued(&argv(&["MEMORY", "DOCTOR"])).is_err());
+    assert!(matches!(
+        Command::parse_queued(&argv(&["MEMORY", "USAGE", "k", "X"])),
+        Ok(Command::Invalid(_))
+    ));
+    assert!(!parse(&["MEMORY", "USAGE", "k"]).unwrap().is_write());
+}

@@ -335,6 +335,12 @@ const MALLOC_HEADER_BYTES: usize = 8;
 /// so the rounding costs no memory there and lets `set_value` resize in place.
 /// Elsewhere it is at most 15 bytes more than needed, and still correct.
 #[inline]
+/// The bytes of the allocation an entry of these lengths takes, its
+/// allocator header included.
+pub fn allocated_bytes(key_len: usize, value_len: usize) -> usize {
+    capacity_for(Header::new(key_len, value_len).total()) + MALLOC_HEADER_BYTES
+}
+
 fn capacity_for(total: usize) -> usize {
     let chunk = (total + MALLOC_HEADER_BYTES).next_multiple_of(16);
     chunk.max(MALLOC_MIN_CHUNK_BYTES) - MALLOC_HEADER_BYTES

@@ -309,6 +309,14 @@ impl KvStore {
             Command::Strlen(key) => {
                 Reply::Integer(self.live(key, now).map_or(0, |value| value.len() as i64))
             }
+            // The entry's one allocation and its 16-byte table slot (hash and
+            // pointer); the timeouts index adds a little for a key with one.
+            Command::MemoryUsage(key) => match self.live(key, now) {
+                Some(value) => {
+                    Reply::Integer((entry::allocated_bytes(key.len(), value.len()) + 16) as i64)
+                }
+                None => Reply::Nil,
+            },
             Command::GetRange(key, start, end) => {
                 let value = self.live(key, now).unwrap_or(&[]);
                 self.value_reply(Some(byte_range(value, *start, *end)), budget)

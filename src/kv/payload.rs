@@ -37,6 +37,7 @@
 //!  28 GETRANGE bytes(key) zigzag(start) zigzag(end)
 //!  29 GETEX_REFUSED bytes(key) bytes(utf-8 error text)
 //!  30 DBSIZE
+//!  31 MEMORY_USAGE bytes(key)
 //!
 //! unit = 0 relative seconds, 1 relative ms, 2 unix seconds, 3 unix ms
 //! ```
@@ -89,6 +90,7 @@ const TAG_GET_EX: u8 = 27;
 const TAG_GET_RANGE: u8 = 28;
 const TAG_GET_EX_REFUSED: u8 = 29;
 const TAG_DBSIZE: u8 = 30;
+const TAG_MEMORY_USAGE: u8 = 31;
 const SET_KEEP_TTL: u8 = 16;
 const SET_EXPIRY: u8 = 32;
 const EXPIRE_NX: u8 = 1;
@@ -193,6 +195,7 @@ impl Command {
             }
             Command::Type(key) => put_key(out, TAG_TYPE, key),
             Command::Strlen(key) => put_key(out, TAG_STRLEN, key),
+            Command::MemoryUsage(key) => put_key(out, TAG_MEMORY_USAGE, key),
             Command::GetRange(key, start, end) => {
                 put_key(out, TAG_GET_RANGE, key);
                 put_signed(out, *start);
@@ -470,6 +473,7 @@ impl<'a> Reader<'a> {
             }
             TAG_TYPE => Command::Type(self.bytes()?),
             TAG_STRLEN => Command::Strlen(self.bytes()?),
+            TAG_MEMORY_USAGE => Command::MemoryUsage(self.bytes()?),
             TAG_GET_RANGE => Command::GetRange(self.bytes()?, self.signed()?, self.signed()?),
             TAG_TTL => Command::Ttl(self.bytes()?),
             TAG_PERSIST => Command::Persist(self.bytes()?),

@@ -71,6 +71,7 @@ fn simple_command() -> impl Strategy<Value = Command> {
             ),
         bytes().prop_map(Command::Type),
         bytes().prop_map(Command::Strlen),
+        bytes().prop_map(Command::MemoryUsage),
         (bytes(), any::<i64>(), any::<i64>()).prop_map(|(k, s, e)| Command::GetRange(k, s, e)),
         bytes().prop_map(Command::Ttl),
         bytes().prop_map(Command::Persist),

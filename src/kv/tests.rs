@@ -148,6 +148,23 @@ fn getrange_picks_bytes_as_redis_does() {
 }
 
 #[test]
+fn memory_usage_counts_the_entry_and_its_slot() {
+    let mut kv = KvStore::new();
+    assert_eq!(kv.read(&cmd(&["MEMORY", "USAGE", "k"])), Reply::Nil);
+    kv.apply(&cmd(&["SET", "k", "v"]));
+    let Reply::Integer(small) = kv.read(&cmd(&["MEMORY", "USAGE", "k"])) else {
+        panic!("MEMORY USAGE is not an integer");
+    };
+    // One malloc chunk of 32 bytes (the smallest) and a 16-byte slot.
+    assert_eq!(small, 48);
+    kv.apply(&cmd(&["SET", "k", &"x".repeat(100_000)]));
+    let Reply::Integer(large) = kv.read(&cmd(&["MEMORY", "USAGE", "k"])) else {
+        panic!("MEMORY USAGE is not an integer");
+    };
+    assert!((100_000..100_100).contains(&large), "{large}");
+}
+
+#[test]
 fn set_get_del() {
     let mut kv = KvStore::new();
     assert_eq!(kv.apply(&cmd(&["GET", "k"])), Reply::Nil);
