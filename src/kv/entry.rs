@@ -330,17 +330,17 @@ unsafe fn write_varint(mut at: *mut u8, mut n: usize) -> *mut u8 {
 const MALLOC_MIN_CHUNK_BYTES: usize = 32;
 const MALLOC_HEADER_BYTES: usize = 8;
 
-/// Bytes to allocate for an entry of `total` bytes: what a glibc malloc chunk
-/// holds anyway (chunks are multiples of 16 bytes, of which 8 are its header),
-/// so the rounding costs no memory there and lets `set_value` resize in place.
-/// Elsewhere it is at most 15 bytes more than needed, and still correct.
-#[inline]
 /// The bytes of the allocation an entry of these lengths takes, its
 /// allocator header included.
 pub fn allocated_bytes(key_len: usize, value_len: usize) -> usize {
     capacity_for(Header::new(key_len, value_len).total()) + MALLOC_HEADER_BYTES
 }
 
+/// Bytes to allocate for an entry of `total` bytes: what a glibc malloc chunk
+/// holds anyway (chunks are multiples of 16 bytes, of which 8 are its header),
+/// so the rounding costs no memory there and lets `set_value` resize in place.
+/// Elsewhere it is at most 15 bytes more than needed, and still correct.
+#[inline]
 fn capacity_for(total: usize) -> usize {
     let chunk = (total + MALLOC_HEADER_BYTES).next_multiple_of(16);
     chunk.max(MALLOC_MIN_CHUNK_BYTES) - MALLOC_HEADER_BYTES
