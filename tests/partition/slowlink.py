@@ -259,6 +259,7 @@ def main():
     ap.add_argument("--big-writers", type=int, default=0, help="writers of large values (through the leader)")
     ap.add_argument("--value-bytes", type=int, default=1 << 20)
     ap.add_argument("--big-keys", type=int, default=4)
+    ap.add_argument("--big-stop", type=float, default=0, help="large-value writers stop at this many s (0: at the end)")
     ap.add_argument("--restart-follower", default="", help="KILL,RESTART: kill -9 the slow node at KILL s"
                     " into the load and restart it at RESTART s (catch-up by snapshot)")
     ap.add_argument("--sigstop", default="", help="STOP,CONT: SIGSTOP the slow node at STOP s, SIGCONT at CONT s")
@@ -322,7 +323,8 @@ def main():
                 wid += 1
         nsmall = wid
         for b in range(a.big_writers):
-            p = mp.Process(target=big_writer, args=(b, leader, stop_at, "%s/hist/big%d.jsonl" % (rundir, b),
+            big_stop = t0 + int(a.big_stop * 1e9) if a.big_stop else stop_at
+            p = mp.Process(target=big_writer, args=(b, leader, big_stop, "%s/hist/big%d.jsonl" % (rundir, b),
                                                     a.value_bytes, a.big_keys))
             p.start()
             procs.append(p)
