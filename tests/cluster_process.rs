@@ -1041,6 +1041,88 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     }
 }
 
+/// Closes `client`'s connection with a reset (SO_LINGER 0), as a client
+/// that dies or gives up does: the node's next read fails at once, and
+/// it drops the connection without waiting for its replies.
+fn reset(client: Client) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on the open socket `client` owns, with a
+    // pointer to a live `linger` and its size.
+    let set = unsafe {
+        libc::setsockopt(
+            client.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_LINGER");
+    drop(client);
+}
+
+/// Clients of a follower reset their connections while their requests are
+/// forwarded to a leader, which then dies: the follower forgets those
+/// forwards. They used to be dropped only when their reply came, or at
+/// their deadline or when routed again, both of which need the client: a
+/// reset client's read forwarded to a leader that died stayed in the map
+/// for the life of the node. (Found by a soak that reset clients and
+/// restarted leaders.)
+#[test]
+fn forwards_of_clients_that_reset_are_forgotten() {
+    // Long enough that the follower does not campaign while the leader is
+    // frozen and the requests are sent.
+    let mut cluster = Cluster::start_with_election_timeout(3, 3000);
+    let old = cluster.wait_for_leader(Duration::from_secs(20));
+    let follower = (0..3).find(|i| *i != old).expect("a follower");
+    let forwarded = |cluster: &Cluster| {
+        cluster
+            .info(follower)
+            .get("forwarded_requests")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(cluster.client(follower).cmd(&["SET", "k", "v"]), Reply::Ok);
+    assert_eq!(forwarded(&cluster), "0");
+    let resume = Resume::stop(cluster.pid(old).expect("running"));
+    let mut clients = Vec::new();
+    for argv in [
+        &[&b"GET"[..], b"k"][..],
+        &[b"SET", b"w", b"1"],
+        &[b"CLUSTER", b"MEMBERS"],
+    ] {
+        let mut client = cluster.client(follower);
+        client.send(argv);
+        clients.push(client);
+    }
+    wait_for(Duration::from_secs(2), "three requests forwarded", || {
+        (forwarded(&cluster) == "3").then_some(())
+    });
+    for client in clients {
+        reset(client);
+    }
+    cluster.kill(old);
+    drop(resume);
+    let old_id = cluster.nodes[old].id;
+    wait_for(Duration::from_secs(20), "another leader", || {
+        let leader = cluster
+            .info(follower)
+            .get("leader_id")?
+            .parse::<u64>()
+            .ok()?;
+        (leader != 0 && leader != old_id).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the reset clients' forwards forgotten",
+        || (forwarded(&cluster) == "0").then_some(()),
+    );
+}
+
 /// A leader whose connections to a majority of the voters closed (they
 /// died) holds new writes unwritten, its own clients' and those a follower
 /// forwards: they get `-TRYAGAIN` (SPEC's answer for no quorum), and are

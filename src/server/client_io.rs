@@ -278,6 +278,17 @@ impl Server {
     pub(super) fn close_client(&mut self, token: Token) {
         if let Some(mut client) = self.clients.remove(&token) {
             let _ = self.poll.registry().deregister(&mut client.conn.stream);
+            // Nobody waits for these replies any more. Left in the maps, a
+            // forward is dropped only when its reply comes, and the two ways
+            // one is settled without a reply both need the client: its
+            // deadline (`expire`) and, for a read, routing it again
+            // (`settle_orphaned_forwards`). A reply that never comes (the
+            // leader killed, or the connection carrying it cut) then kept
+            // the entry, command and all, for the life of the node.
+            for id in client.forward_ids() {
+                self.forwards.remove(&id);
+                self.cluster.forget_forward(id);
+            }
             debug!("client {} closed", client.id);
         }
     }

@@ -382,6 +382,20 @@ impl Client {
         self.slots.get_mut(usize::try_from(offset).ok()?)
     }
 
+    /// The forwarding ids of this connection's requests still waiting for
+    /// the node they went to.
+    pub fn forward_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().filter_map(|slot| match slot {
+            Slot::Waiting(
+                Pending::InFlight {
+                    forward: Some(id), ..
+                },
+                ..,
+            ) => Some(*id),
+            _ => None,
+        })
+    }
+
     /// The state of a slot still waiting for its reply.
     pub fn pending(&self, seq: u64) -> Option<Pending> {
         let offset = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;

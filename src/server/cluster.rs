@@ -113,6 +113,11 @@ impl ClusterState {
         self.book.save_if_changed();
     }
 
+    /// CLUSTER requests forwarded to the leader and not answered yet.
+    pub fn forwarded_count(&self) -> usize {
+        self.forwards.len()
+    }
+
     pub fn forget_forward(&mut self, id: u64) -> Option<NodeId> {
         match self.forwards.remove(&id) {
             Some((.., ClusterRequest::Transfer { id: target }, _)) => Some(target),

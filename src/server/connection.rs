@@ -424,6 +424,7 @@ impl Server {
                 keys: self.replica.kv().len(),
                 expiring_keys: self.replica.kv().expiring_keys(),
                 connected_clients: self.clients.len(),
+                forwarded_requests: self.forwards.len() + self.cluster.forwarded_count(),
                 connections_received: self.next_client_id - 1,
                 commands_processed: self.commands_processed,
                 resident_bytes: info::resident_bytes(),

@@ -17,6 +17,8 @@ pub struct InfoContext<'a> {
     /// Keys with a timeout.
     pub expiring_keys: usize,
     pub connected_clients: usize,
+    /// Client requests forwarded to the leader whose replies are awaited.
+    pub forwarded_requests: usize,
     pub connections_received: u64,
     pub commands_processed: u64,
     pub resident_bytes: u64,
@@ -96,6 +98,7 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
         section(&mut out, "Clients");
         field(&mut out, "connected_clients", ctx.connected_clients);
         field(&mut out, "blocked_clients", 0);
+        field(&mut out, "forwarded_requests", ctx.forwarded_requests);
     }
     if wanted("memory") {
         section(&mut out, "Memory");
@@ -248,6 +251,7 @@ mod tests {
             keys: 12,
             expiring_keys: 3,
             connected_clients: 3,
+            forwarded_requests: 0,
             connections_received: 9,
             commands_processed: 1234,
             resident_bytes: 4096,
