@@ -810,3 +810,25 @@ fn a_leader_removing_itself_hands_over_to_a_voter_that_is_up() {
     assert!(now[&dead_id]["leader"] == "no", "{now:?}");
     assert_eq!(cluster.client(via).cmd_retry(&["GET", "k"]), bulk("v"));
 }
+
+/// `CLUSTER ADD` refuses a raft address a member holds, also when a node
+/// removed earlier held it first. The address book keeps every node it
+/// learned, removed ones too, and the check took the first holder there
+/// (the lowest id): a removed node hid the member, and a second node was
+/// added at the member's address. (Found by a soak that removed nodes and
+/// added new ones.) No node runs at the address: learners are added and
+/// removed without one.
+#[test]
+fn an_address_a_removed_node_held_first_is_still_refused_while_a_member_holds_it() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    assert_eq!(cluster_cmd(&cluster, leader, &["ADD", "4", &addr]), ok());
+    assert_eq!(cluster_cmd(&cluster, leader, &["REMOVE", "4"]), ok());
+    assert_eq!(cluster_cmd(&cluster, leader, &["ADD", "5", &addr]), ok());
+    assert_eq!(
+        cluster_cmd(&cluster, leader, &["ADD", "6", &addr]),
+        err(&format!("ERR address {addr} is node 5's"))
+    );
+    assert!(!members(&cluster, leader).contains_key(&6));
+}

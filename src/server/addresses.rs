@@ -97,12 +97,15 @@ impl AddressBook {
             .filter(|a| !a.is_empty())
     }
 
-    /// The node other than `except` whose raft address is `addr`, if any.
-    pub fn owner_of(&self, addr: &str, except: NodeId) -> Option<NodeId> {
-        self.nodes
+    /// The node among `among` whose raft address is `addr`, if any. The
+    /// book keeps every node it ever learned, removed ones too, so a former
+    /// holder of the address is no answer: asked of the whole book, a
+    /// removed node with a lower id hid the member that holds it now.
+    pub fn owner_of(&self, addr: &str, among: &[NodeId]) -> Option<NodeId> {
+        among
             .iter()
-            .find(|(id, k)| **id != except && k.raft == addr)
-            .map(|(id, _)| *id)
+            .copied()
+            .find(|id| self.raft_addr(*id) == Some(addr))
     }
 
     fn set_raft(&mut self, id: NodeId, addr: &str) {
@@ -356,8 +359,11 @@ mod tests {
         let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
         assert_eq!(again.nodes, book.nodes);
         assert_eq!(book.context_for(&[1, 2], 6, "h:6"), b"1=h:1,2=h:22,6=h:6");
-        assert_eq!(book.owner_of("h:5", 1), Some(5));
-        assert_eq!(book.owner_of("h:1", 1), None);
+        assert_eq!(book.owner_of("h:5", &[2, 5]), Some(5));
+        assert_eq!(book.owner_of("h:5", &[2]), None);
+        // Node 4 left h:4, and 7 took it: 7 holds it, not 4.
+        book.learn_context(b"7=h:4");
+        assert_eq!(book.owner_of("h:4", &[1, 2, 7]), Some(7));
     }
 
     #[test]

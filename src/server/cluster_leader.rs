@@ -67,8 +67,8 @@ impl Server {
                     .chain(&status.learners)
                     .copied()
                     .collect();
-                if let Some(owner) = self.cluster.book.owner_of(addr, id) {
-                    if members.contains(&owner) && !members.contains(&id) {
+                if !members.contains(&id) {
+                    if let Some(owner) = self.cluster.book.owner_of(addr, &members) {
                         return Some(Reply::Error(format!(
                             "ERR address {} is node {}'s",
                             addr, owner
