@@ -118,6 +118,11 @@ pub const SCAN_DEFAULT_COUNT: u64 = 10;
 /// off its event loop, as it does KEYS.
 pub const SCAN_MAX_COUNT_IN_PLACE: u64 = 10_000;
 
+/// What a read of many keys (see [`Command::reads_many_keys`]) becomes in a
+/// transaction that writes, and the bytes it takes in that entry then.
+pub const MANY_KEYS_REFUSED_IN_WRITES: &str =
+    "ERR KEYS, and SCAN with a COUNT over 10000, are not allowed in a transaction that writes";
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SetCondition {
     #[default]
@@ -342,15 +347,11 @@ impl Command {
         if !writes || !commands.iter().any(Command::reads_many_keys) {
             return Command::Multi(commands);
         }
-        let refused = format!(
-            "ERR KEYS, and SCAN with a COUNT over {SCAN_MAX_COUNT_IN_PLACE}, \
-             are not allowed in a transaction that writes"
-        );
         Command::Multi(
             commands
                 .into_iter()
                 .map(|c| match c.reads_many_keys() {
-                    true => Command::Invalid(refused.clone()),
+                    true => Command::Invalid(MANY_KEYS_REFUSED_IN_WRITES.to_string()),
                     false => c,
                 })
                 .collect(),

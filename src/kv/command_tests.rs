@@ -259,3 +259,10 @@ fn memory_usage_parses_as_redis_does() {
     ));
     assert!(!parse(&["MEMORY", "USAGE", "k"]).unwrap().is_write());
 }
+
+#[test]
+fn the_refusal_of_many_key_reads_names_the_scan_limit() {
+    use crate::kv::command::{MANY_KEYS_REFUSED_IN_WRITES, SCAN_MAX_COUNT_IN_PLACE};
+    let limit = format!("over {SCAN_MAX_COUNT_IN_PLACE},");
+    assert!(MANY_KEYS_REFUSED_IN_WRITES.contains(&limit));
+}
