@@ -44,61 +44,16 @@ fn message(term: u64, body: MessageBody) -> Message {
     }
 }
 
-#[test]
-fn a_received_snapshot_the_core_will_not_install_is_removed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let poll = Poll::new().expect("poll");
-    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
-    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
-    let mut snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
-    let mut replica = follower();
-
-    let meta = SnapshotMeta {
-        index: 10,
-        term: 1,
-        voters: vec![1, 2],
-        learners: Vec::new(),
-    };
-    let bytes = snapshot_bytes(&meta);
-    let total = bytes.len() as u64;
-    snapshots.on_chunk(1, 10, 1, 0, total, &bytes);
-    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
-    assert!(snapshots.on_install_message(install, &replica).is_none());
-    assert!(snapshots.is_finishing());
-
-    // While the file is checked, node 1 leads a newer term.
-    replica.step(message(
-        2,
-        MessageBody::Heartbeat {
-            commit: 0,
-            read_round: 0,
-        },
-    ));
-
-    let mut decoded = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while snapshots.is_finishing() {
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot thread never finished"
-        );
-        snapshots
-            .collect(&mut replica, &mut decoded)
-            .expect("collect");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(replica.status().snapshot_index, 0, "the core installed it");
-    assert!(decoded.is_none(), "an unused map was kept");
-    let published = dir.path().join(snapshot::file_name(10, 1));
-    assert!(
-        !published.exists(),
-        "{} is left among the snapshots pruning keeps",
-        published.display()
-    );
-}
-
-#[test]
-fn a_received_snapshot_the_core_installs_is_kept() {
+/// Node 2 is sent a snapshot at index 10 of term 1 from node 1, whole;
+/// `meanwhile` runs while the helper thread checks it. Returns the snapshot
+/// directory, what the loop kept decoded and the replica.
+fn receive_snapshot(
+    meanwhile: impl FnOnce(&mut Replica<u32>),
+) -> (
+    tempfile::TempDir,
+    Option<(SnapshotMeta, KvStore)>,
+    Replica<u32>,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let poll = Poll::new().expect("poll");
     let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
@@ -114,8 +69,10 @@ fn a_received_snapshot_the_core_installs_is_kept() {
     };
     let bytes = snapshot_bytes(&meta);
     snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
-    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
+    let install = message(1, MessageBody::InstallSnapshot { meta });
     assert!(snapshots.on_install_message(install, &replica).is_none());
+    assert!(snapshots.is_finishing());
+    meanwhile(&mut replica);
 
     let mut decoded = None;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -129,6 +86,34 @@ fn a_received_snapshot_the_core_installs_is_kept() {
             .expect("collect");
         std::thread::sleep(Duration::from_millis(1));
     }
+    (dir, decoded, replica)
+}
+
+#[test]
+fn a_received_snapshot_the_core_will_not_install_is_removed() {
+    // While the file is checked, node 1 leads a newer term.
+    let (dir, decoded, replica) = receive_snapshot(|replica| {
+        replica.step(message(
+            2,
+            MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+            },
+        ))
+    });
+    assert_eq!(replica.status().snapshot_index, 0, "the core installed it");
+    assert!(decoded.is_none(), "an unused map was kept");
+    let published = dir.path().join(snapshot::file_name(10, 1));
+    assert!(
+        !published.exists(),
+        "{} is left among the snapshots pruning keeps",
+        published.display()
+    );
+}
+
+#[test]
+fn a_received_snapshot_the_core_installs_is_kept() {
+    let (dir, decoded, _) = receive_snapshot(|_| {});
     assert_eq!(
         decoded.map(|(meta, kv)| (meta.index, kv.len())),
         Some((10, 1))

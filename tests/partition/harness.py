@@ -457,6 +457,23 @@ def final_reads(c, rundir, epochs, nreg, ncnt, ukeys):
 
 # ---------------------------------------------------------------- main
 
+def wait_for_first_write():
+    """Waits (at most 20 s) until node 1 takes a write: a leader is up."""
+    t = mono()
+    while True:
+        try:
+            cn = Resp(node_ip(1), CLIENT_PORT, timeout=3)
+            if cn.call("SET", "hello", "1") == "OK":
+                cn.close()
+                return
+            cn.close()
+        except (ConnLost, ConnRefused):
+            pass
+        if mono() - t > 20e9:
+            raise SystemExit("cluster did not come up")
+        time.sleep(0.2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=1)
@@ -495,20 +512,7 @@ def main():
         c.write_confs()
         for i in c.ids:
             c.start(i)
-        # wait for a leader and a first write
-        t = mono()
-        while True:
-            try:
-                cn = Resp(node_ip(1), CLIENT_PORT, timeout=3)
-                if cn.call("SET", "hello", "1") == "OK":
-                    cn.close()
-                    break
-                cn.close()
-            except (ConnLost, ConnRefused):
-                pass
-            if mono() - t > 20e9:
-                raise SystemExit("cluster did not come up")
-            time.sleep(0.2)
+        wait_for_first_write()
         c.ev("up", leader=c.leader())
         t0 = mono()
         c.t0 = t0

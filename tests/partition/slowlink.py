@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Cluster, mono, node_ip, CLIENT_PORT, RAFT_PORT, RUNS, DEFAULT_BIN  # noqa: E402
+from harness import Cluster, mono, node_ip, wait_for_first_write, CLIENT_PORT, RAFT_PORT, RUNS, DEFAULT_BIN  # noqa: E402
 from resp import Resp, RespError, ConnLost, ConnRefused  # noqa: E402
 
 
@@ -285,19 +285,7 @@ def main():
         c.write_confs()
         for i in c.ids:
             c.start(i)
-        t = mono()
-        while True:
-            try:
-                cn = Resp(node_ip(1), CLIENT_PORT, timeout=3)
-                if cn.call("SET", "hello", "1") == "OK":
-                    cn.close()
-                    break
-                cn.close()
-            except (ConnLost, ConnRefused):
-                pass
-            if mono() - t > 20e9:
-                raise SystemExit("cluster did not come up")
-            time.sleep(0.2)
+        wait_for_first_write()
         leader = c.leader()
         c.ev("up", leader=leader)
         if a.slow_leader:
