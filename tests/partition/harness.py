@@ -457,6 +457,21 @@ def final_reads(c, rundir, epochs, nreg, ncnt, ukeys):
 
 # ---------------------------------------------------------------- main
 
+def keys_written(rundir, workers):
+    """The write-once keys and the last register epoch in the workers' histories."""
+    ukeys = set()
+    epochs = 0
+    for w in range(workers):
+        with open("%s/hist/w%d.jsonl" % (rundir, w)) as f:
+            for line in f:
+                r = json.loads(line)
+                if r["key"].startswith("u_"):
+                    ukeys.add(r["key"])
+                else:
+                    epochs = max(epochs, int(r["key"][1:].split("_")[0]))
+    return ukeys, epochs
+
+
 def wait_for_first_write():
     """Waits (at most 20 s) until node 1 takes a write: a leader is up."""
     t = mono()
@@ -543,16 +558,7 @@ def main():
         c.ev("workers_done")
         conv_secs, ci = wait_converged(c)
         c.ev("converged", secs=conv_secs, indexes=ci)
-        ukeys = set()
-        epochs = 0
-        for w in range(wid):
-            with open("%s/hist/w%d.jsonl" % (rundir, w)) as f:
-                for line in f:
-                    r = json.loads(line)
-                    if r["key"].startswith("u_"):
-                        ukeys.add(r["key"])
-                    else:
-                        epochs = max(epochs, int(r["key"][1:].split("_")[0]))
+        ukeys, epochs = keys_written(rundir, wid)
         final_reads(c, rundir, epochs, a.nreg, a.ncnt, ukeys)
         c.ev("final_reads_done")
         alive = {i: c.alive(i) for i in c.ids}

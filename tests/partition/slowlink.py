@@ -367,16 +367,7 @@ def main():
         c.ev("workers_done")
         conv_secs, ci = harness.wait_converged(c, timeout=180)
         c.ev("converged", secs=conv_secs, indexes=ci)
-        ukeys = set()
-        epochs = 0
-        for w in range(nsmall):
-            with open("%s/hist/w%d.jsonl" % (rundir, w)) as f:
-                for line in f:
-                    r = json.loads(line)
-                    if r["key"].startswith("u_"):
-                        ukeys.add(r["key"])
-                    else:
-                        epochs = max(epochs, int(r["key"][1:].split("_")[0]))
+        ukeys, epochs = harness.keys_written(rundir, nsmall)
         # The large values' histories are not checked by check.py (their
         # values are too big to read back per op); DEBUG DIGEST covers them.
         for b in range(a.big_writers):
