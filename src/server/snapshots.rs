@@ -237,6 +237,11 @@ impl Snapshots {
                         *decoded = Some((meta, kv));
                         replica.step(message);
                     }
+                    // The log reached its index, and the node took (or is
+                    // taking) its own snapshot there: the same file name, now
+                    // its own snapshot's, or about to be (the helper thread
+                    // writes it after this check).
+                    _ if is_own_snapshot(replica, &meta) => self.free(kv),
                     _ => self.discard_unused(&info.path, meta.index, kv),
                 }
             }
@@ -526,6 +531,16 @@ fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
         }
         out.offset += n;
     }
+}
+
+/// Whether the node's own snapshot, held or being written, is at `meta`'s
+/// index (and so, both committed there, its term): its file has the name
+/// of a received snapshot at `meta`.
+fn is_own_snapshot<W>(replica: &Replica<W>, meta: &SnapshotMeta) -> bool {
+    replica.status().snapshot_index == meta.index
+        || replica
+            .snapshot_in_progress()
+            .is_some_and(|own| (own.index, own.term) == (meta.index, meta.term))
 }
 
 #[cfg(test)]

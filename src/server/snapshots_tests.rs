@@ -120,3 +120,109 @@ fn a_received_snapshot_the_core_installs_is_kept() {
     );
     assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
 }
+
+struct MemDisk;
+
+impl crate::replica::Durable for MemDisk {
+    fn append(&mut self, _: &[crate::raft::Entry]) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn set_hard_state(&mut self, _: crate::raft::HardState) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn start_sync(&mut self) -> Result<crate::replica::SyncStart, StorageError> {
+        Ok(crate::replica::SyncStart::Synced)
+    }
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
+        panic!("no snapshot install expected, got {:?}", meta);
+    }
+}
+
+struct Nowhere;
+
+impl crate::replica::Transport for Nowhere {
+    fn send(&mut self, _: Message) {}
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn an_unused_received_snapshot_does_not_remove_the_nodes_own_of_the_same_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
+    let mut snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
+    let mut replica = follower();
+    replica.set_snapshot_policy(10, 0);
+
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        voters: vec![1, 2],
+        learners: Vec::new(),
+    };
+    let bytes = snapshot_bytes(&meta);
+    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
+    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
+    assert!(snapshots.on_install_message(install, &replica).is_none());
+
+    // While the file is checked, the log reaches index 10 (term 1) by
+    // entries, they are applied, and the node takes its own snapshot there:
+    // a file of the same name, written by the same thread after the check.
+    let entries = (1..=10)
+        .map(|index| crate::raft::Entry {
+            index,
+            term: 1,
+            kind: crate::raft::EntryKind::Noop,
+            data: Vec::new().into(),
+        })
+        .collect();
+    replica.step(message(
+        1,
+        MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries,
+            commit: 10,
+        },
+    ));
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        replica
+            .handle_ready(&mut MemDisk, &mut Nowhere, &mut done)
+            .expect("in-memory ready");
+    }
+    assert_eq!(replica.status().commit_index, 10);
+    snapshots.maybe_start(&mut replica);
+    assert!(snapshots.is_writing(), "no snapshot of its own was due");
+
+    // Both jobs done before the loop looks: the published file is the
+    // node's own (an empty map), not the received one.
+    let published = dir.path().join(snapshot::file_name(10, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read(&published).map_or(true, |now| now == bytes) {
+        assert!(
+            Instant::now() < deadline,
+            "the own snapshot was never written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut decoded = None;
+    while snapshots.is_finishing() || snapshots.is_writing() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot thread never finished"
+        );
+        snapshots
+            .collect(&mut replica, &mut decoded)
+            .expect("collect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(decoded.is_none(), "an unused map was kept");
+    assert_eq!(replica.status().snapshot_index, 10, "its own snapshot");
+    assert!(
+        published.exists(),
+        "the node's own snapshot {} was removed as an unused received one",
+        published.display()
+    );
+}
