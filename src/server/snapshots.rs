@@ -230,10 +230,13 @@ impl Snapshots {
                     kv.len(),
                     elapsed.as_millis()
                 );
-                self.stats.bytes = info.bytes;
-                self.stats.received += 1;
                 match message {
                     Some(message) if replica.node().would_install_snapshot(message.term, &meta) => {
+                        // Only for one the core installs: INFO's
+                        // snapshot_bytes is the size of the snapshot the node
+                        // holds, and a removed file is none.
+                        self.stats.bytes = info.bytes;
+                        self.stats.received += 1;
                         *decoded = Some((meta, kv));
                         replica.step(message);
                     }

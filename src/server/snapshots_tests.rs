@@ -46,13 +46,14 @@ fn message(term: u64, body: MessageBody) -> Message {
 
 /// Node 2 is sent a snapshot at index 10 of term 1 from node 1, whole;
 /// `meanwhile` runs while the helper thread checks it. Returns the snapshot
-/// directory, what the loop kept decoded and the replica.
+/// directory, what the loop kept decoded, the replica and what INFO shows.
 fn receive_snapshot(
     meanwhile: impl FnOnce(&mut Replica<u32>),
 ) -> (
     tempfile::TempDir,
     Option<(SnapshotMeta, KvStore)>,
     Replica<u32>,
+    SnapshotStats,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
     let poll = Poll::new().expect("poll");
@@ -86,13 +87,13 @@ fn receive_snapshot(
             .expect("collect");
         std::thread::sleep(Duration::from_millis(1));
     }
-    (dir, decoded, replica)
+    (dir, decoded, replica, snapshots.stats.clone())
 }
 
 #[test]
 fn a_received_snapshot_the_core_will_not_install_is_removed() {
     // While the file is checked, node 1 leads a newer term.
-    let (dir, decoded, replica) = receive_snapshot(|replica| {
+    let (dir, decoded, replica, stats) = receive_snapshot(|replica| {
         replica.step(message(
             2,
             MessageBody::Heartbeat {
@@ -103,6 +104,11 @@ fn a_received_snapshot_the_core_will_not_install_is_removed() {
     });
     assert_eq!(replica.status().snapshot_index, 0, "the core installed it");
     assert!(decoded.is_none(), "an unused map was kept");
+    assert_eq!(
+        (stats.received, stats.bytes),
+        (0, 0),
+        "INFO counts a removed snapshot as received and held"
+    );
     let published = dir.path().join(snapshot::file_name(10, 1));
     assert!(
         !published.exists(),
@@ -113,7 +119,11 @@ fn a_received_snapshot_the_core_will_not_install_is_removed() {
 
 #[test]
 fn a_received_snapshot_the_core_installs_is_kept() {
-    let (dir, decoded, _) = receive_snapshot(|_| {});
+    let (dir, decoded, _, stats) = receive_snapshot(|_| {});
+    let held = std::fs::metadata(dir.path().join(snapshot::file_name(10, 1)))
+        .map(|m| m.len())
+        .expect("the received snapshot is there");
+    assert_eq!((stats.received, stats.bytes), (1, held));
     assert_eq!(
         decoded.map(|(meta, kv)| (meta.index, kv.len())),
         Some((10, 1))
