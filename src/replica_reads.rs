@@ -37,6 +37,11 @@ pub(super) struct PendingRead<W> {
     at_index: u64,
     /// The term of the entry at `at_index` when the read arrived.
     at_term: u64,
+    /// The wall clock when it arrived, which it is answered at: the writes
+    /// above its place are stamped at that time or later, so a read
+    /// evaluated at a later clock could find a key gone that a write after
+    /// it then finds alive.
+    at_time: u64,
     confirmed: bool,
     /// The answer as of `at_index`, once it is applied.
     answer: Option<Answer>,
@@ -140,10 +145,11 @@ impl<W> Replica<W> {
         self.next_read_ctx += 1;
         let at_index = self.node.last_index();
         let at_term = self.node.last_term();
+        let at_time = self.time();
         // With nothing left to apply, its place is the state as it is now:
         // the usual case for reads that no write races.
         let answer = (at_index == self.applied_index)
-            .then(|| evaluate(&self.kv, &command, self.time(), self.full_reads.is_some()));
+            .then(|| evaluate(&self.kv, &command, at_time, self.full_reads.is_some()));
         if answer.is_none() {
             self.reads_to_evaluate.insert((at_index, ctx));
         }
@@ -154,6 +160,7 @@ impl<W> Replica<W> {
                 command,
                 at_index,
                 at_term,
+                at_time,
                 confirmed: false,
                 answer,
             },
@@ -226,7 +233,7 @@ impl<W> Replica<W> {
                 break;
             }
             self.reads_to_evaluate.pop_first();
-            let (now, elsewhere) = (self.time(), self.full_reads.is_some());
+            let elsewhere = self.full_reads.is_some();
             let Some(read) = self.reads.get_mut(ctx) else {
                 continue;
             };
@@ -234,7 +241,7 @@ impl<W> Replica<W> {
                 self.drop_read(ctx, done);
                 continue;
             }
-            let answer = evaluate(&self.kv, &read.command, now, elsewhere);
+            let answer = evaluate(&self.kv, &read.command, read.at_time, elsewhere);
             if !read.confirmed {
                 read.answer = Some(answer);
             } else if let Some(read) = self.reads.remove(ctx) {

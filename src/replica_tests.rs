@@ -357,3 +357,40 @@ fn the_trailing_margin_keeps_a_bounded_number_of_bytes() {
     let (index, keep_from) = compact_after(10);
     assert_eq!(keep_from, index - 9);
 }
+
+#[test]
+fn a_read_waiting_for_its_place_is_answered_at_the_time_it_arrived() {
+    // A connection pipelines a write, `GET k` and `INCR k` while `k` has a
+    // few ms left: the GET waits for the write below it, the INCR is
+    // stamped as it arrives. Evaluated later at the clock of that moment,
+    // the GET found `k` gone, and then the INCR, applied after it at its
+    // earlier stamp, found it alive and added to it: the client saw the
+    // key missing, then its old value incremented.
+    let mut replica = leader();
+    let mut done = Vec::new();
+    let t0 = 1_700_000_000_000;
+    replica.set_wall_clock(t0);
+    let deadline = (t0 + 5).to_string();
+    replica
+        .propose(parse(&["SET", "k", "5", "PXAT", &deadline]), 1)
+        .unwrap();
+    ready(&mut replica, &mut done);
+    replica.propose(parse(&["SET", "other", "x"]), 2).unwrap();
+    replica.read(parse(&["GET", "k"]), 3).unwrap();
+    replica.propose(parse(&["INCR", "k"]), 4).unwrap();
+    replica.set_wall_clock(t0 + 10);
+    for _ in 0..3 {
+        ready(&mut replica, &mut done);
+    }
+    let mut replies: Vec<(u32, Reply)> = done.drain(..).map(|c| (c.waiter, c.reply)).collect();
+    replies.sort_by_key(|(waiter, _)| *waiter);
+    assert_eq!(
+        replies,
+        vec![
+            (1, Reply::Ok),
+            (2, Reply::Ok),
+            (3, Reply::Bulk(b"5".to_vec())),
+            (4, Reply::Integer(6)),
+        ]
+    );
+}
