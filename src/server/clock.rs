@@ -1,4 +1,6 @@
-//! The node's only clock: wall time turned into whole logical ticks.
+//! The node's clocks: wall time turned into whole logical ticks for the
+//! core, and the wall clock in unix milliseconds that stamps writes and
+//! numbers forwards.
 
 use std::time::{Duration, Instant};
 

@@ -263,8 +263,12 @@ impl Snapshots {
     /// from a leader, so one a crash leaves here is still a valid start.
     fn discard_unused(&mut self, path: &std::path::Path, index: u64, kv: KvStore) {
         info!("snapshot at index {index} not installed (a newer term or log passed it while it was checked): removed");
-        if let Err(err) = std::fs::remove_file(path) {
-            warn!("cannot remove unused snapshot {}: {}", path.display(), err);
+        match std::fs::remove_file(path) {
+            // Pruning after a newer snapshot may have taken it already.
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                warn!("cannot remove unused snapshot {}: {}", path.display(), err)
+            }
+            _ => {}
         }
         self.free(kv);
     }
