@@ -5,6 +5,7 @@ use crate::kv::Command;
 use crate::raft::{Node, RaftConfig, Restored};
 use crate::storage::snapshot::SnapshotWriter;
 use mio::{Poll, Token, Waker};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Node 2 of voters {1, 2}, fresh (term 0, empty log).
@@ -45,10 +46,12 @@ fn message(term: u64, body: MessageBody) -> Message {
 }
 
 /// Node 2 is sent a snapshot at index 10 of term 1 from node 1, whole;
-/// `meanwhile` runs while the helper thread checks it. Returns the snapshot
-/// directory, what the loop kept decoded, the replica and what INFO shows.
+/// `meanwhile` runs while the helper thread checks it (given the snapshot
+/// directory and the file's bytes), and the loop collects what the thread
+/// did after it. Returns the snapshot directory, what the loop kept
+/// decoded, the replica and what INFO shows.
 fn receive_snapshot(
-    meanwhile: impl FnOnce(&mut Replica<u32>),
+    meanwhile: impl FnOnce(&mut Replica<u32>, &mut Snapshots, &Path, &[u8]),
 ) -> (
     tempfile::TempDir,
     Option<(SnapshotMeta, KvStore)>,
@@ -73,11 +76,11 @@ fn receive_snapshot(
     let install = message(1, MessageBody::InstallSnapshot { meta });
     assert!(snapshots.on_install_message(install, &replica).is_none());
     assert!(snapshots.is_finishing());
-    meanwhile(&mut replica);
+    meanwhile(&mut replica, &mut snapshots, dir.path(), &bytes);
 
     let mut decoded = None;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while snapshots.is_finishing() {
+    while snapshots.is_finishing() || snapshots.is_writing() {
         assert!(
             Instant::now() < deadline,
             "the snapshot thread never finished"
@@ -93,7 +96,7 @@ fn receive_snapshot(
 #[test]
 fn a_received_snapshot_the_core_will_not_install_is_removed() {
     // While the file is checked, node 1 leads a newer term.
-    let (dir, decoded, replica, stats) = receive_snapshot(|replica| {
+    let (dir, decoded, replica, stats) = receive_snapshot(|replica, _, _, _| {
         replica.step(message(
             2,
             MessageBody::Heartbeat {
@@ -119,7 +122,7 @@ fn a_received_snapshot_the_core_will_not_install_is_removed() {
 
 #[test]
 fn a_received_snapshot_the_core_installs_is_kept() {
-    let (dir, decoded, _, stats) = receive_snapshot(|_| {});
+    let (dir, decoded, _, stats) = receive_snapshot(|_, _, _, _| {});
     let held = std::fs::metadata(dir.path().join(snapshot::file_name(10, 1)))
         .map(|m| m.len())
         .expect("the received snapshot is there");
@@ -157,79 +160,52 @@ impl crate::replica::Transport for Nowhere {
 
 #[test]
 fn an_unused_received_snapshot_does_not_remove_the_nodes_own_of_the_same_name() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let poll = Poll::new().expect("poll");
-    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
-    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
-    let mut snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
-    let mut replica = follower();
-    replica.set_snapshot_policy(10, 0);
-
-    let meta = SnapshotMeta {
-        index: 10,
-        term: 1,
-        voters: vec![1, 2],
-        learners: Vec::new(),
-    };
-    let bytes = snapshot_bytes(&meta);
-    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
-    let install = message(1, MessageBody::InstallSnapshot { meta: meta.clone() });
-    assert!(snapshots.on_install_message(install, &replica).is_none());
-
     // While the file is checked, the log reaches index 10 (term 1) by
     // entries, they are applied, and the node takes its own snapshot there:
     // a file of the same name, written by the same thread after the check.
-    let entries = (1..=10)
-        .map(|index| crate::raft::Entry {
-            index,
-            term: 1,
-            kind: crate::raft::EntryKind::Noop,
-            data: Vec::new().into(),
-        })
-        .collect();
-    replica.step(message(
-        1,
-        MessageBody::Append {
-            prev_index: 0,
-            prev_term: 0,
-            entries,
-            commit: 10,
-        },
-    ));
-    let mut done = Vec::new();
-    for _ in 0..3 {
-        replica
-            .handle_ready(&mut MemDisk, &mut Nowhere, &mut done)
-            .expect("in-memory ready");
-    }
-    assert_eq!(replica.status().commit_index, 10);
-    snapshots.maybe_start(&mut replica);
-    assert!(snapshots.is_writing(), "no snapshot of its own was due");
-
-    // Both jobs done before the loop looks: the published file is the
-    // node's own (an empty map), not the received one.
-    let published = dir.path().join(snapshot::file_name(10, 1));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read(&published).map_or(true, |now| now == bytes) {
-        assert!(
-            Instant::now() < deadline,
-            "the own snapshot was never written"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut decoded = None;
-    while snapshots.is_finishing() || snapshots.is_writing() {
-        assert!(
-            Instant::now() < deadline,
-            "the snapshot thread never finished"
-        );
-        snapshots
-            .collect(&mut replica, &mut decoded)
-            .expect("collect");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (dir, decoded, replica, _) = receive_snapshot(|replica, snapshots, dir, received| {
+        replica.set_snapshot_policy(10, 0);
+        let entries = (1..=10)
+            .map(|index| crate::raft::Entry {
+                index,
+                term: 1,
+                kind: crate::raft::EntryKind::Noop,
+                data: Vec::new().into(),
+            })
+            .collect();
+        replica.step(message(
+            1,
+            MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries,
+                commit: 10,
+            },
+        ));
+        let mut done = Vec::new();
+        for _ in 0..3 {
+            replica
+                .handle_ready(&mut MemDisk, &mut Nowhere, &mut done)
+                .expect("in-memory ready");
+        }
+        assert_eq!(replica.status().commit_index, 10);
+        snapshots.maybe_start(replica);
+        assert!(snapshots.is_writing(), "no snapshot of its own was due");
+        // Both jobs done before the loop looks: the published file is the
+        // node's own (an empty map), not the received one.
+        let published = dir.join(snapshot::file_name(10, 1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read(&published).map_or(true, |now| now == received) {
+            assert!(
+                Instant::now() < deadline,
+                "the own snapshot was never written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
     assert!(decoded.is_none(), "an unused map was kept");
     assert_eq!(replica.status().snapshot_index, 10, "its own snapshot");
+    let published = dir.path().join(snapshot::file_name(10, 1));
     assert!(
         published.exists(),
         "the node's own snapshot {} was removed as an unused received one",
