@@ -4,7 +4,7 @@
 //! that stamps writes, and the purges of expired keys.
 
 use super::*;
-use crate::raft::{ConfChange, ConfChangeError, Entry, HardState, RaftConfig, Restored};
+use crate::raft::{testnet, ConfChange, ConfChangeError, Entry, HardState, RaftConfig, Restored};
 use crate::storage::StorageError;
 
 struct MemDisk;
@@ -39,17 +39,11 @@ fn ready(replica: &mut Replica<u32>, done: &mut Vec<Completion<u32>>) -> ReadyOu
 
 /// A one-voter cluster that has elected itself and committed its Noop.
 fn leader() -> Replica<u32> {
+    // As a server runs its core: with pre-vote and check-quorum.
     let config = RaftConfig {
-        id: 1,
-        voters: vec![1],
-        learners: Vec::new(),
-        election_ticks: 10,
-        heartbeat_ticks: 1,
         pre_vote: true,
         check_quorum: true,
-        max_inflight_msgs: 16,
-        max_msg_bytes: 1 << 20,
-        acks_are_durable: true,
+        ..testnet::config(1, &[1])
     };
     let mut replica = Replica::new(Node::new(config, Restored::default(), 7), KvStore::new());
     let mut done = Vec::new();

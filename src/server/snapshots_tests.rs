@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::kv::Command;
-use crate::raft::{Node, RaftConfig, Restored};
+use crate::raft::{testnet, Node, RaftConfig, Restored};
 use crate::storage::snapshot::SnapshotWriter;
 use mio::{Poll, Token, Waker};
 use std::path::Path;
@@ -10,17 +10,11 @@ use std::sync::Arc;
 
 /// Node 2 of voters {1, 2}, fresh (term 0, empty log).
 fn follower() -> Replica<u32> {
+    // As a server runs its core: with pre-vote and check-quorum.
     let config = RaftConfig {
-        id: 2,
-        voters: vec![1, 2],
-        learners: Vec::new(),
-        election_ticks: 10,
-        heartbeat_ticks: 1,
         pre_vote: true,
         check_quorum: true,
-        max_inflight_msgs: 16,
-        max_msg_bytes: 1 << 20,
-        acks_are_durable: true,
+        ..testnet::config(2, &[1, 2])
     };
     Replica::new(Node::new(config, Restored::default(), 7), KvStore::new())
 }
@@ -37,12 +31,7 @@ fn snapshot_bytes(meta: &SnapshotMeta) -> Vec<u8> {
 }
 
 fn message(term: u64, body: MessageBody) -> Message {
-    Message {
-        from: 1,
-        to: 2,
-        term,
-        body,
-    }
+    testnet::msg(1, 2, term, body)
 }
 
 /// Node 2 is sent a snapshot at index 10 of term 1 from node 1, whole;
