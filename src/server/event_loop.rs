@@ -179,6 +179,8 @@ impl Server {
             // Thread CPU time is a real syscall (no vDSO): read it only for the
             // snapshot-stall statistics, while a snapshot is written.
             let began_cpu = snapshotting.then(super::clock::thread_cpu_time);
+            self.peers
+                .resume_reads(self.poll.registry(), &mut self.peer_events);
             for event in events.iter() {
                 if event.is_read_closed() || event.is_error() {
                     self.note_read_closed(event.token());
@@ -228,6 +230,7 @@ impl Server {
             self.takes_writes() || self.peers.is_connected(self.replica.node().leader_id());
         (self.parked.has_untried() && leader_reachable)
             || !self.dirty_clients.is_empty()
+            || self.peers.has_unfinished_reads()
             || self.cluster_parked_routable()
     }
 

@@ -115,6 +115,13 @@ pub struct Peers {
     conns: LoopMap<Token, PeerConn>,
     /// Connections with output to write this iteration.
     dirty: Vec<Token>,
+    /// Connections that spent their read budget with input possibly left in
+    /// the socket: read again next iteration, as no new readiness event may
+    /// come for bytes already queued (see [`Peers::resume_reads`]).
+    unfinished_reads: Vec<Token>,
+    /// Bytes read from one connection at a time: `peers_receive::READ_BUDGET`,
+    /// less in tests.
+    pub(super) read_budget: usize,
     /// (peer, delay in ms) reconnects for the server to put on the timer wheel.
     pub reconnects: Vec<(NodeId, u64)>,
     /// (peer, raft address) host names for the server to look up off the
@@ -146,6 +153,8 @@ impl Peers {
             members,
             conns: LoopMap::default(),
             dirty: Vec::new(),
+            unfinished_reads: Vec::new(),
+            read_budget: receive::READ_BUDGET,
             reconnects: Vec::new(),
             lookups: Vec::new(),
             unreachable: Vec::new(),
