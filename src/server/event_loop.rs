@@ -123,6 +123,12 @@ pub struct Server {
     peer_events: Vec<PeerEvent>,
     /// Clients with replies to encode or output to write this iteration.
     pub(super) dirty_clients: Vec<Token>,
+    /// Request bytes read from clients this iteration (see
+    /// `client_io::ITERATION_READ_BUDGET`).
+    pub(super) read_this_iteration: usize,
+    /// Clients that found this iteration's budget spent, in the order they
+    /// are read again.
+    pub(super) read_turns: VecDeque<Token>,
     pub(super) deadline_ticks: u64,
     leader_seen: NodeId,
     /// Role and term last logged.
@@ -181,6 +187,8 @@ impl Server {
             let began_cpu = snapshotting.then(super::clock::thread_cpu_time);
             self.peers
                 .resume_reads(self.poll.registry(), &mut self.peer_events);
+            self.read_this_iteration = 0;
+            self.give_read_turns();
             for event in events.iter() {
                 if event.is_read_closed() || event.is_error() {
                     self.note_read_closed(event.token());
@@ -231,6 +239,7 @@ impl Server {
         (self.parked.has_untried() && leader_reachable)
             || !self.dirty_clients.is_empty()
             || self.peers.has_unfinished_reads()
+            || !self.read_turns.is_empty()
             || self.cluster_parked_routable()
     }
 

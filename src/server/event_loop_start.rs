@@ -132,6 +132,8 @@ impl Server {
             completions: Vec::new(),
             peer_events: Vec::new(),
             dirty_clients: Vec::new(),
+            read_this_iteration: 0,
+            read_turns: VecDeque::new(),
             deadline_ticks,
             leader_seen: NO_NODE,
             role_seen: (Role::Follower, 0),
