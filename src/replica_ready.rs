@@ -74,6 +74,9 @@ pub struct ReadyOutcome {
     pub conf_applied: Vec<(u64, ConfEntry)>,
     /// Leadership transfers started on this node whose outcome became known.
     pub transfer_outcomes: Vec<TransferOutcome>,
+    /// The call stopped with more ready, having applied
+    /// [`crate::raft::RaftConfig::max_apply_bytes`]: call again soon.
+    pub more_ready: bool,
 }
 
 /// A fatal error: the node must stop (a sync that failed cannot be retried
@@ -120,7 +123,10 @@ const PREFETCH_ENTRIES: usize = crate::kv::PREFETCH_KEYS_MAX;
 
 impl<W> Replica<W> {
     /// Handles every batch the core has ready, in the order the persistence
-    /// contract requires, and pushes the replies that became known onto `done`.
+    /// contract requires, and pushes the replies that became known onto `done`;
+    /// but stops, with more ready, once it has applied
+    /// [`crate::raft::RaftConfig::max_apply_bytes`], so that one call does a bounded
+    /// amount of work however far the commit index jumped.
     pub fn handle_ready<D: Durable, T: Transport>(
         &mut self,
         durable: &mut D,
@@ -128,8 +134,16 @@ impl<W> Replica<W> {
         done: &mut Vec<Completion<W>>,
     ) -> Result<ReadyOutcome, ReplicaError> {
         let mut outcome = ReadyOutcome::default();
+        let mut applying_bytes = 0u64;
         while self.node.has_ready() {
+            if applying_bytes >= self.node.max_apply_bytes() {
+                outcome.more_ready = true;
+                break;
+            }
             let ready = self.node.ready();
+            applying_bytes = ready.committed.iter().fold(applying_bytes, |sum, e| {
+                sum.saturating_add(e.data.len() as u64)
+            });
             let synced = self.handle_one(ready, durable, transport, done, &mut outcome)?;
             if synced {
                 self.node.advance();

@@ -39,10 +39,16 @@ fn ready(replica: &mut Replica<u32>, done: &mut Vec<Completion<u32>>) -> ReadyOu
 
 /// A one-voter cluster that has elected itself and committed its Noop.
 fn leader() -> Replica<u32> {
+    leader_applying(u64::MAX)
+}
+
+/// [`leader`], applying at most `max_apply_bytes` per call of `handle_ready`.
+fn leader_applying(max_apply_bytes: u64) -> Replica<u32> {
     // As a server runs its core: with pre-vote and check-quorum.
     let config = RaftConfig {
         pre_vote: true,
         check_quorum: true,
+        max_apply_bytes,
         ..testnet::config(1, &[1])
     };
     let mut replica = Replica::new(Node::new(config, Restored::default(), 7), KvStore::new());
@@ -387,4 +393,41 @@ fn a_read_waiting_for_its_place_is_answered_at_the_time_it_arrived() {
             (4, Reply::Integer(6)),
         ]
     );
+}
+
+#[test]
+fn one_call_applies_a_budget_of_bytes_and_says_more_is_ready() {
+    let value = vec![b'v'; 1000];
+    let mut replica = leader_applying(2500);
+    let mut done = Vec::new();
+    for waiter in 0..10 {
+        let key = format!("k{waiter}");
+        replica
+            .propose_set(key.as_bytes(), &value, waiter)
+            .expect("leader");
+    }
+    let outcome = ready(&mut replica, &mut done);
+    assert!(outcome.more_ready);
+    // Readies of two entries (2,500 bytes hold two), until 2,500 are applied.
+    assert!(
+        (3..=4).contains(&outcome.entries_applied),
+        "{} entries of 1000 bytes applied",
+        outcome.entries_applied
+    );
+    let mut calls = 1;
+    loop {
+        calls += 1;
+        if !ready(&mut replica, &mut done).more_ready {
+            break;
+        }
+        assert!(calls < 10, "still more ready");
+    }
+    assert_eq!(calls, 3, "calls for 10 kB");
+    let waiters: Vec<u32> = done.iter().map(|c| c.waiter).collect();
+    assert_eq!(
+        waiters,
+        (0..10).collect::<Vec<_>>(),
+        "every SET answered in order"
+    );
+    assert_eq!(replica.kv().len(), 10);
 }

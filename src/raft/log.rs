@@ -181,16 +181,7 @@ impl RaftLog {
     /// least one (an entry bigger than the limit must still get through).
     pub fn entries_from(&self, lo: u64, max_bytes: u64) -> Vec<Entry> {
         let all = self.slice(lo, self.last_index());
-        let mut bytes = 0u64;
-        let mut taken = 0;
-        for e in all {
-            bytes += e.data.len() as u64;
-            if taken > 0 && bytes > max_bytes {
-                break;
-            }
-            taken += 1;
-        }
-        all[..taken].to_vec()
+        all[..count_within(all, max_bytes)].to_vec()
     }
 
     /// The leader's append: `entry` must continue the log.
@@ -297,6 +288,13 @@ impl RaftLog {
     /// Committed entries not yet applied (`applied+1 ..= committed`).
     pub fn committed_unapplied(&self) -> &[Entry] {
         self.slice(self.applied + 1, self.committed)
+    }
+
+    /// The first of [`RaftLog::committed_unapplied`] up to `max_bytes` of
+    /// payload, and at least one.
+    pub fn committed_unapplied_within(&self, max_bytes: u64) -> &[Entry] {
+        let all = self.committed_unapplied();
+        &all[..count_within(all, max_bytes)]
     }
 
     /// `advance()` for a `Ready` whose entries ended at `last_handed`: those of
@@ -463,6 +461,21 @@ pub fn trailing_count(sizes: impl Iterator<Item = u64>, max_entries: u64, max_by
         }
     }
     max_entries
+}
+
+/// How many of `entries`, from the first, fit in `max_bytes` of payload;
+/// at least one (when there is one).
+fn count_within(entries: &[Entry], max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut taken = 0;
+    for e in entries {
+        bytes = bytes.saturating_add(e.data.len() as u64);
+        if taken > 0 && bytes > max_bytes {
+            break;
+        }
+        taken += 1;
+    }
+    taken
 }
 
 #[cfg(test)]

@@ -152,6 +152,10 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Payload bytes per AppendEntries (at least one entry is always sent).
     pub max_msg_bytes: u64,
+    /// Payload bytes of committed entries per `Ready` (at least one entry is
+    /// always handed out): a caller that applies one `Ready` per step bounds
+    /// the step even when the commit index jumps by hundreds of megabytes.
+    pub max_apply_bytes: u64,
     /// Whether an acknowledged entry survives its follower's crash (`fsync =
     /// always`). When it may not, a follower that rejects a probe at an index
     /// it acknowledged is taken to have lost its log's tail, and the leader
@@ -618,6 +622,11 @@ impl Node {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// See [`RaftConfig::max_apply_bytes`].
+    pub fn max_apply_bytes(&self) -> u64 {
+        self.config.max_apply_bytes
     }
 
     /// The highest index known to be committed (not durable: it restarts at

@@ -473,11 +473,16 @@ impl Node {
         let soft = self.soft_state();
         let hard = self.hard_state();
         let entries = self.log.take_unstable();
+        let committed = self
+            .log
+            .committed_unapplied_within(self.config.max_apply_bytes)
+            .to_vec();
+        let applying = committed.last().map_or(self.log.committed, |e| e.index);
         let rd = Ready {
             soft_state: (soft != self.last_soft).then_some(soft),
             hard_state: (hard != self.last_hard).then_some(hard),
             snapshot: self.log.pending_snapshot.take(),
-            committed: self.log.committed_unapplied().to_vec(),
+            committed,
             send_now: std::mem::take(&mut self.msgs_now),
             send_after_sync: std::mem::take(&mut self.msgs_after_sync),
             read_states: std::mem::take(&mut self.read_states),
@@ -489,7 +494,7 @@ impl Node {
         self.last_hard = hard;
         self.outstanding = Some(Outstanding {
             last_entry: rd.entries.last().map(|e| e.index),
-            applying: self.log.committed,
+            applying,
         });
         rd
     }

@@ -201,3 +201,58 @@ fn restarted_follower_catches_up() {
         (1, 1, index)
     );
 }
+
+#[test]
+fn committed_entries_are_handed_out_a_byte_budget_at_a_time() {
+    let config = super::super::RaftConfig {
+        max_apply_bytes: 25,
+        ..config(1, &[1])
+    };
+    let mut node = Node::new(config, Restored::default(), 9);
+    let mut handed = Vec::new();
+    let mut chunks = Vec::new();
+    let mut proposed = 0;
+    for round in 0..1000 {
+        assert!(round < 999, "the proposals were never all applied");
+        // Proposed a few at a time, so that several commit together.
+        if node.role() == Role::Leader && round % 7 == 0 && proposed < 12 {
+            for _ in 0..3 {
+                let size = if proposed == 4 { 100 } else { 10 };
+                node.propose(vec![b'x'; size]).expect("leader");
+                proposed += 1;
+            }
+        }
+        if node.has_ready() {
+            let rd = node.ready();
+            if !rd.committed.is_empty() {
+                let bytes: usize = rd.committed.iter().map(|e| e.data.len()).sum();
+                chunks.push((rd.committed.len(), bytes));
+                handed.extend(rd.committed.iter().map(|e| e.index));
+            }
+            node.advance();
+        } else {
+            node.tick();
+        }
+        // The leader's own Noop, then the proposals.
+        if handed.len() == 13 && !node.has_ready() {
+            break;
+        }
+    }
+    let expected: Vec<u64> = (1..=handed.len() as u64).collect();
+    assert_eq!(handed, expected, "each committed entry once, in order");
+    for (count, bytes) in &chunks {
+        assert!(
+            *count == 1 || *bytes <= 25,
+            "{count} entries of {bytes} bytes"
+        );
+    }
+    assert!(
+        chunks.iter().any(|(_, bytes)| *bytes > 25),
+        "one over budget alone"
+    );
+    assert!(
+        chunks.iter().any(|(count, _)| *count > 1),
+        "several within it"
+    );
+    assert_eq!(node.status().applied_index, node.status().commit_index);
+}

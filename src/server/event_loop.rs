@@ -129,6 +129,8 @@ pub struct Server {
     /// Clients that found this iteration's budget spent, in the order they
     /// are read again.
     pub(super) read_turns: VecDeque<Token>,
+    /// The last `process_ready` stopped at its apply budget with more ready.
+    pub(super) more_ready: bool,
     pub(super) deadline_ticks: u64,
     leader_seen: NodeId,
     /// Role and term last logged.
@@ -240,6 +242,7 @@ impl Server {
             || !self.dirty_clients.is_empty()
             || self.peers.has_unfinished_reads()
             || !self.read_turns.is_empty()
+            || self.more_ready
             || self.cluster_parked_routable()
     }
 

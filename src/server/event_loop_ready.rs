@@ -31,6 +31,7 @@ impl Server {
             .replica
             .handle_ready(&mut self.disk, &mut transport, &mut self.completions)
             .map_err(|err| ServerError::Fatal(err.to_string()))?;
+        self.more_ready = outcome.more_ready;
         if let Some(replaced) = outcome.replaced_state.take() {
             self.snapshots.free(replaced);
         }

@@ -134,6 +134,7 @@ impl Server {
             dirty_clients: Vec::new(),
             read_this_iteration: 0,
             read_turns: VecDeque::new(),
+            more_ready: false,
             deadline_ticks,
             leader_seen: NO_NODE,
             role_seen: (Role::Follower, 0),

@@ -166,6 +166,13 @@ impl Sim {
             // rejection at an acknowledged index for a lost tail is only ever
             // misled by a stale message: it must stay safe regardless.
             acks_are_durable: rng.chance(3, 4),
+            // Applied a few entries per step in some runs, the rest left for
+            // later steps while more commit.
+            max_apply_bytes: if rng.chance(1, 3) {
+                rng.range(1, 512)
+            } else {
+                u64::MAX
+            },
         };
         let net = Network::new(NetworkOptions::random(&mut rng));
         // Small intervals, so runs of a few thousand entries take many
@@ -228,12 +235,13 @@ impl Sim {
 
     pub fn describe(&self) -> String {
         format!(
-            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}}} background_syncs={} snapshots={:?} net={:?}",
+            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}, apply_bytes={}}} background_syncs={} snapshots={:?} net={:?}",
             self.raft.heartbeat_ticks,
             self.raft.pre_vote,
             self.raft.check_quorum,
             self.raft.max_inflight_msgs,
             self.raft.max_msg_bytes,
+            self.raft.max_apply_bytes,
             self.nodes.first().is_some_and(|n| n.durable.background_syncs),
             self.snapshot_options,
             self.net.options
