@@ -7,14 +7,15 @@
 use crate::cli::{self, Action, Flags};
 use crate::config;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use std::process::{Child, Command, ExitCode};
+use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const GRACE: Duration = Duration::from_secs(4);
-/// A child that exits this soon after starting is a failed start (say, a port in use).
+/// A child that fails this soon after starting is a failed start (say, a
+/// port in use), see [`failed_start`].
 const STARTUP: Duration = Duration::from_secs(2);
 /// Longest wait for the nodes' client ports before the banner.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
@@ -230,7 +231,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         if let Some((i, status)) = exited {
             crate::errln!("raftkv: node {} exited ({})", i, status);
             children.retain(|(j, _)| *j != i);
-            if started.elapsed() < STARTUP || children.is_empty() {
+            if (started.elapsed() < STARTUP && failed_start(status)) || children.is_empty() {
                 terminate(&mut children);
                 return ExitCode::from(1);
             }
@@ -240,6 +241,20 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     terminate(&mut children);
     crate::outln!("raftkv: cluster stopped");
     ExitCode::SUCCESS
+}
+
+/// Whether a node that exited within [`STARTUP`] failed to start (an error
+/// status, or a crash) rather than was stopped from outside (SIGKILL, or
+/// SIGTERM/SIGINT and a clean exit). Only a failed start stops the others: a
+/// minority killed at once, as anyone may kill one at any moment (SPEC §4),
+/// leaves a cluster that serves, and SIGTERM must still stop it with status 0.
+fn failed_start(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code != 0,
+        (None, Some(signal)) => ![libc::SIGKILL, libc::SIGTERM, libc::SIGINT].contains(&signal),
+        (None, None) => true,
+    }
 }
 
 /// Waits until every node accepts connections on its client port, so that the
@@ -265,4 +280,25 @@ fn wait_until_listening(children: &mut [(u32, Child)], stop: &AtomicBool) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn only_an_error_or_a_crash_is_a_failed_start() {
+        // wait(2) statuses: the exit code in the second byte, a signal in the first.
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        let killed = ExitStatus::from_raw;
+        assert!(failed_start(exited(1)));
+        assert!(failed_start(exited(2)));
+        assert!(failed_start(killed(libc::SIGABRT)));
+        assert!(failed_start(killed(libc::SIGSEGV)));
+        assert!(!failed_start(exited(0)));
+        assert!(!failed_start(killed(libc::SIGKILL)));
+        assert!(!failed_start(killed(libc::SIGTERM)));
+        assert!(!failed_start(killed(libc::SIGINT)));
+    }
 }
