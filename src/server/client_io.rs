@@ -20,13 +20,6 @@ const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// at once took the leader's loop 0.4 s, long enough for its followers to
 /// stop hearing it and elect another leader.
 const READ_BUDGET: usize = 4 << 20;
-/// Request bytes read from all clients together in one loop iteration, for
-/// the same reason: 64 clients pipelining three 3 MB SETs each were read
-/// 8 MiB apiece, and the leader's loop took 1.4-2 s over them; its followers
-/// elected another leader and most of the writes failed. A client that finds
-/// the budget spent waits its turn in `Server::read_turns`; its requests wait
-/// in the socket, where TCP holds the client back.
-const ITERATION_READ_BUDGET: usize = 8 << 20;
 /// Bytes read and dropped from a client after its last reply before the
 /// connection is closed anyway (see [`Server::linger`]).
 const LINGER_BYTES: usize = 256 << 20;
@@ -76,16 +69,16 @@ impl Server {
 
     /// Reads and handles requests until the socket is drained, the client
     /// asked to close, it has too many replies outstanding, a request waits
-    /// behind its unanswered membership changes (see `Client::held`), this
-    /// call has read [`READ_BUDGET`] bytes, or the clients together have read
-    /// [`ITERATION_READ_BUDGET`]; the rest waits for the next iteration. A
-    /// client waiting for its turn is not read out of it.
+    /// behind its unanswered membership changes (see `Client::held`), or this
+    /// call has read [`READ_BUDGET`] bytes; the rest waits for the next
+    /// iteration.
     pub(super) fn read_client(&mut self, token: Token) {
-        match self.clients.get(&token) {
-            None => return,
-            Some(client) if client.waits_for_turn => return,
-            Some(client) if client.lingering.is_some() => return self.linger(token),
-            Some(_) => {}
+        if self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.lingering.is_some())
+        {
+            return self.linger(token);
         }
         // Requests left in the buffer when the client became backlogged
         // are served before anything more is read: reading on meanwhile
@@ -105,12 +98,6 @@ impl Server {
                 client.read_paused = true;
                 break;
             }
-            if self.read_this_iteration >= ITERATION_READ_BUDGET {
-                client.read_paused = true;
-                client.waits_for_turn = true;
-                self.read_turns.push_back(token);
-                break;
-            }
             let before = client.conn.input().len();
             let fill = match client.conn.fill() {
                 Ok(fill) => fill,
@@ -122,7 +109,6 @@ impl Server {
             };
             let got = client.conn.input().len() - before;
             read += got;
-            self.read_this_iteration += got;
             if got > 0 {
                 // The requests just read were sent after the loop's last
                 // look at the clock, which can be a tick old or more: at
@@ -227,22 +213,6 @@ impl Server {
         self.read_client(token);
     }
 
-    /// Reads the clients waiting for their turn, in order, while this
-    /// iteration's budget lasts.
-    pub(super) fn give_read_turns(&mut self) {
-        while self.read_this_iteration < ITERATION_READ_BUDGET {
-            let Some(token) = self.read_turns.pop_front() else {
-                return;
-            };
-            let Some(client) = self.clients.get_mut(&token) else {
-                continue;
-            };
-            client.waits_for_turn = false;
-            client.read_paused = false;
-            self.read_client(token);
-        }
-    }
-
     pub(super) fn mark_dirty(&mut self, token: Token) {
         self.dirty_clients.push(token);
     }
@@ -343,7 +313,7 @@ impl Server {
             }
             if client.finished() {
                 self.finish_client(token);
-            } else if client.read_paused && !client.waits_for_turn && !client.is_backlogged() {
+            } else if client.read_paused && !client.is_backlogged() {
                 // Resumed clients may leave new work in `dirty_clients`; the
                 // next poll does not wait for it (see `has_immediate_work`).
                 if client.is_holding() {

@@ -139,8 +139,6 @@ pub struct Client {
     /// Reading stopped for backpressure (resume when the output drains) or
     /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
-    /// In `Server::read_turns`, to be read when its turn comes and not before.
-    pub waits_for_turn: bool,
     /// Requests of this connection still waiting for their replies that
     /// hold back the ones after them ([`Kind::Barrier`]).
     barriers_waiting: usize,
@@ -182,7 +180,6 @@ impl Client {
             peer_closed: false,
             lingering: None,
             read_paused: false,
-            waits_for_turn: false,
             barriers_waiting: 0,
             held: None,
             exec_locals: Vec::new(),

@@ -123,12 +123,6 @@ pub struct Server {
     peer_events: Vec<PeerEvent>,
     /// Clients with replies to encode or output to write this iteration.
     pub(super) dirty_clients: Vec<Token>,
-    /// Request bytes read from clients this iteration (see
-    /// `client_io::ITERATION_READ_BUDGET`).
-    pub(super) read_this_iteration: usize,
-    /// Clients that found this iteration's budget spent, in the order they
-    /// are read again.
-    pub(super) read_turns: VecDeque<Token>,
     /// The last `process_ready` stopped at its apply budget with more ready.
     pub(super) more_ready: bool,
     pub(super) deadline_ticks: u64,
@@ -189,8 +183,6 @@ impl Server {
             let began_cpu = snapshotting.then(super::clock::thread_cpu_time);
             self.peers
                 .resume_reads(self.poll.registry(), &mut self.peer_events);
-            self.read_this_iteration = 0;
-            self.give_read_turns();
             for event in events.iter() {
                 if event.is_read_closed() || event.is_error() {
                     self.note_read_closed(event.token());
@@ -241,7 +233,6 @@ impl Server {
         (self.parked.has_untried() && leader_reachable)
             || !self.dirty_clients.is_empty()
             || self.peers.has_unfinished_reads()
-            || !self.read_turns.is_empty()
             || self.more_ready
             || self.cluster_parked_routable()
     }

@@ -132,8 +132,6 @@ impl Server {
             completions: Vec::new(),
             peer_events: Vec::new(),
             dirty_clients: Vec::new(),
-            read_this_iteration: 0,
-            read_turns: VecDeque::new(),
             more_ready: false,
             deadline_ticks,
             leader_seen: NO_NODE,
