@@ -812,6 +812,41 @@ fn silent_raft_connections_do_not_lock_a_member_out() {
     drop(silent);
 }
 
+/// Clients that pipeline GETs of a large value and never read the replies
+/// are held together to what one such client may have unanswered, not each
+/// to it: the replies of ten of them (64 MiB each) were made in one loop
+/// iteration of about a second, which cost the cluster its leader.
+#[test]
+fn clients_that_never_read_replies_to_large_gets_do_not_stall_the_leader() {
+    // The default election timeout: the loop may take longer than the
+    // tests' 200 ms on a busy machine without anything being wrong.
+    let cluster = Cluster::start_with_election_timeout(3, 500);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let mut c = cluster.client(leader);
+    let value = vec![b'v'; 4_000_000];
+    assert_eq!(c.cmd_retry(&["SET", "warm", "1"]), Reply::Ok);
+    c.send(&[b"SET", b"big", &value]);
+    assert_eq!(c.read(), Reply::Ok);
+    let term = cluster.info(leader)["term"].clone();
+    let request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
+    let addr = cluster.nodes[leader].client_addr();
+    let silent: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).expect("connect");
+            stream.write_all(&request).expect("send the GETs");
+            stream
+        })
+        .collect();
+    // Time for the node to answer all it will before the clients read.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.cmd(&["GET", "warm"]), bulk("1"));
+    let info = cluster.info(leader);
+    assert_eq!(info["term"], term, "no election");
+    let stall_us: u64 = info["max_iteration_us"].parse().expect("max_iteration_us");
+    assert!(stall_us < 300_000, "a loop iteration took {stall_us} us");
+    drop(silent);
+}
+
 #[test]
 fn a_node_that_cannot_write_its_log_stops_naming_the_file_and_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::new(1);

@@ -11,7 +11,10 @@ use crate::kv::Reply;
 use crate::wire::resp::ProtocolError;
 use log::{debug, warn};
 use mio::{Interest, Token};
+use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -20,6 +23,22 @@ const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// at once took the leader's loop 0.4 s, long enough for its followers to
 /// stop hearing it and elect another leader.
 const READ_BUDGET: usize = 4 << 20;
+/// Request bytes read from all clients together, and reply bytes the
+/// requests handled are expected to answer, per loop iteration; once it is
+/// spent, the clients with more to read wait for the next iteration, where
+/// they go first. [`READ_BUDGET`] bounds one client's share, not the sum:
+/// 40 clients each sending an 8 MB SET to a leader took its loop 1.3 s in one
+/// iteration, which cost the cluster its leader.
+const ITERATION_BUDGET: usize = 16 << 20;
+/// The reply bytes that all clients' unanswered requests may be expected to
+/// hold together (as much as one client may have, `MAX_PENDING_OUTPUT`):
+/// past it, a client with replies still to come waits before it sends more.
+/// Reads are answered in batches (a ReadIndex round), so a bound on each
+/// iteration's requests alone lets the replies of many iterations be made in
+/// one: 10 clients each pipelining `GET` of a 4 MB value without reading
+/// their replies (64 MiB of replies each) took a leader's loop 1 s, which cost
+/// the cluster its leader.
+const MAX_UNANSWERED_BYTES: usize = 64 << 20;
 /// Bytes read and dropped from a client after its last reply before the
 /// connection is closed anyway (see [`Server::linger`]).
 const LINGER_BYTES: usize = 256 << 20;
@@ -30,6 +49,62 @@ const LINGER_BYTES: usize = 256 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(10);
 
 impl Server {
+    /// Starts a loop iteration's budget for client work, and resumes first
+    /// the clients that stopped for lack of it, in the order they stopped.
+    pub(super) fn start_client_budget(&mut self) {
+        self.iteration_client_bytes = 0;
+        let waiting = std::mem::take(&mut self.over_budget);
+        let mut still = VecDeque::new();
+        for token in waiting {
+            let Some(client) = self.clients.get(&token) else {
+                continue;
+            };
+            if self.over_client_budget(client) {
+                still.push_back(token);
+                continue;
+            }
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.over_budget = false;
+                client.read_paused = false;
+            }
+            self.read_client(token);
+        }
+        // Those stopped again just now go after those not reached.
+        still.append(&mut self.over_budget);
+        self.over_budget = still;
+    }
+
+    /// Whether `client` must wait before its next request is read or
+    /// handled: the iteration's budget is spent, or it has replies to come
+    /// while all clients' unanswered requests expect the most they may.
+    fn over_client_budget(&self, client: &Client) -> bool {
+        self.iteration_client_bytes >= ITERATION_BUDGET
+            || (self.unanswered_reply_bytes.load(Ordering::Relaxed) >= MAX_UNANSWERED_BYTES
+                && client.awaits_replies())
+    }
+
+    /// Whether a client waiting for the budget could go on in the next
+    /// iteration.
+    pub(super) fn over_budget_resumable(&self) -> bool {
+        let full = self.unanswered_reply_bytes.load(Ordering::Relaxed) >= MAX_UNANSWERED_BYTES;
+        self.over_budget.iter().any(|token| {
+            self.clients
+                .get(token)
+                .is_some_and(|client| !(full && client.awaits_replies()))
+        })
+    }
+
+    /// Stops reading from a client until the budget allows.
+    fn pause_over_budget(&mut self, token: Token) {
+        if let Some(client) = self.clients.get_mut(&token) {
+            client.read_paused = true;
+            if !client.over_budget {
+                client.over_budget = true;
+                self.over_budget.push_back(token);
+            }
+        }
+    }
+
     pub(super) fn accept_clients(&mut self) {
         loop {
             match self.client_listener.accept() {
@@ -54,7 +129,8 @@ impl Server {
                     self.next_client_id += 1;
                     let authenticated = self.config.requirepass.is_none();
                     let max = self.config.max_request_bytes as usize;
-                    let client = Client::new(Conn::new(stream), id, max, authenticated);
+                    let mut client = Client::new(Conn::new(stream), id, max, authenticated);
+                    client.count_unanswered_in(Arc::clone(&self.unanswered_reply_bytes));
                     self.clients.insert(token, client);
                     debug!("client {} connected from {}", id, addr);
                 }
@@ -86,10 +162,18 @@ impl Server {
         self.handle_input(token);
         let mut read = 0;
         loop {
+            let Some(client) = self.clients.get(&token) else {
+                return;
+            };
+            let over_budget = self.over_client_budget(client);
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
             };
             if client.close_after_replies || client.is_holding() {
+                break;
+            }
+            if over_budget && !client.is_backlogged() {
+                self.pause_over_budget(token);
                 break;
             }
             if client.is_backlogged() || read >= READ_BUDGET {
@@ -109,6 +193,7 @@ impl Server {
             };
             let got = client.conn.input().len() - before;
             read += got;
+            self.iteration_client_bytes += got;
             if got > 0 {
                 // The requests just read were sent after the loop's last
                 // look at the clock, which can be a tick old or more: at
@@ -158,10 +243,18 @@ impl Server {
     /// changes.
     pub(super) fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
         loop {
+            let Some(client) = self.clients.get(&token) else {
+                return Ok(());
+            };
+            let over_budget = self.over_client_budget(client);
             let Some(client) = self.clients.get_mut(&token) else {
                 return Ok(());
             };
             if client.close_after_replies || client.is_holding() {
+                return Ok(());
+            }
+            if over_budget && !client.has_output_backlog() {
+                self.pause_over_budget(token);
                 return Ok(());
             }
             if client.has_output_backlog() {
@@ -181,8 +274,10 @@ impl Server {
                 client.read_paused = true;
                 return Ok(());
             }
+            let expected = client.unsent_reply_bytes();
             self.handle_request(token, &argv);
             if let Some(client) = self.clients.get_mut(&token) {
+                self.iteration_client_bytes += client.unsent_reply_bytes().saturating_sub(expected);
                 client.parser.recycle(argv);
             }
         }
@@ -313,7 +408,7 @@ impl Server {
             }
             if client.finished() {
                 self.finish_client(token);
-            } else if client.read_paused && !client.is_backlogged() {
+            } else if client.read_paused && !client.is_backlogged() && !client.over_budget {
                 // Resumed clients may leave new work in `dirty_clients`; the
                 // next poll does not wait for it (see `has_immediate_work`).
                 if client.is_holding() {

@@ -9,6 +9,8 @@ use crate::kv::Reply;
 use crate::raft::NodeId;
 use crate::wire::resp::{self, Protocol, RequestParser};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Stop reading from a client with this many requests awaiting replies, or
 /// this much unsent output, until it catches up (Redis's output-buffer limit,
@@ -122,6 +124,12 @@ pub struct Client {
     slot_bytes: VecDeque<usize>,
     /// The sum of `slot_bytes`.
     unsent_reply_bytes: usize,
+    /// The part of `unsent_reply_bytes` expected by requests not yet
+    /// answered, also counted in `unanswered_total`.
+    unanswered_bytes: usize,
+    /// [`Client::unanswered_bytes`] summed over every client of the node
+    /// (see `client_io::MAX_UNANSWERED_BYTES`).
+    unanswered_total: Arc<AtomicUsize>,
     /// The value bytes this connection's unanswered writes may put in keys:
     /// a read pipelined behind `SET k <1 MB>` is read before that write is
     /// applied, so the map alone says k holds nothing, and every `GET k`
@@ -139,6 +147,10 @@ pub struct Client {
     /// Reading stopped for backpressure (resume when the output drains) or
     /// for a held request (resume when the reads before it are answered).
     pub read_paused: bool,
+    /// Reading stopped because the loop iteration's budget for all clients
+    /// was spent: the client waits in `Server::over_budget`, resumed in the
+    /// next iteration (see `client_io::ITERATION_BUDGET`).
+    pub over_budget: bool,
     /// Requests of this connection still waiting for their replies that
     /// hold back the ones after them ([`Kind::Barrier`]).
     barriers_waiting: usize,
@@ -174,12 +186,15 @@ impl Client {
             slots: VecDeque::new(),
             slot_bytes: VecDeque::new(),
             unsent_reply_bytes: 0,
+            unanswered_bytes: 0,
+            unanswered_total: Arc::new(AtomicUsize::new(0)),
             written_in_flight: 0,
             first_seq: 0,
             close_after_replies: false,
             peer_closed: false,
             lingering: None,
             read_paused: false,
+            over_budget: false,
             barriers_waiting: 0,
             held: None,
             exec_locals: Vec::new(),
@@ -279,10 +294,30 @@ impl Client {
     /// now on, so that the requests in flight cannot together answer far
     /// more than [`MAX_PENDING_OUTPUT`].
     pub fn expect_reply_bytes(&mut self, seq: u64, bytes: usize) {
+        let waiting = matches!(self.slot_mut(seq), Some(Slot::Waiting(..)));
         if let Some(counted) = self.slot_bytes_mut(seq) {
             let before = std::mem::replace(counted, bytes);
             self.unsent_reply_bytes = self.unsent_reply_bytes - before + bytes;
+            if waiting {
+                self.count_unanswered(before, bytes);
+            }
         }
+    }
+
+    /// Counts this client's unanswered requests' expected reply bytes in
+    /// `total` too, the sum over all of a node's clients.
+    pub fn count_unanswered_in(&mut self, total: Arc<AtomicUsize>) {
+        self.unanswered_total
+            .fetch_sub(self.unanswered_bytes, Ordering::Relaxed);
+        total.fetch_add(self.unanswered_bytes, Ordering::Relaxed);
+        self.unanswered_total = total;
+    }
+
+    fn count_unanswered(&mut self, before: usize, after: usize) {
+        self.unanswered_bytes = self.unanswered_bytes - before + after;
+        // One thread, the loop's, uses these: nothing to order.
+        self.unanswered_total.fetch_sub(before, Ordering::Relaxed);
+        self.unanswered_total.fetch_add(after, Ordering::Relaxed);
     }
 
     /// Slot `seq`'s request, unanswered, may write values of `bytes` in
@@ -427,6 +462,8 @@ impl Client {
                 };
                 let bytes = reply_bytes(&reply);
                 *slot = Slot::Done(reply, protocol, kind);
+                let expected = self.slot_bytes_mut(seq).map_or(0, |counted| *counted);
+                self.count_unanswered(expected, 0);
                 self.written_in_flight -= written;
                 self.expect_reply_bytes(seq, bytes);
                 if kind.holds_back() {
@@ -454,9 +491,21 @@ impl Client {
         self.slots.len() >= MAX_PENDING_REPLIES || self.has_output_backlog()
     }
 
+    /// The bytes of replies not yet encoded, and for requests not yet
+    /// answered what their replies are expected to hold.
+    pub fn unsent_reply_bytes(&self) -> usize {
+        self.unsent_reply_bytes
+    }
+
     /// The replies unsent, or expected, reach [`MAX_PENDING_OUTPUT`].
     pub fn has_output_backlog(&self) -> bool {
         self.conn.pending_output() + self.unsent_reply_bytes >= MAX_PENDING_OUTPUT
+    }
+
+    /// Whether any request of this connection still waits for its reply
+    /// to be answered or written: a request read now would be pipelined.
+    pub fn awaits_replies(&self) -> bool {
+        !self.slots.is_empty()
     }
 
     /// Whether the connection can be dropped now: asked to close and nothing left to say.
@@ -465,6 +514,12 @@ impl Client {
             && self.held.is_none()
             && self.slots.is_empty()
             && self.conn.pending_output() == 0
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.count_unanswered(self.unanswered_bytes, 0);
     }
 }
 

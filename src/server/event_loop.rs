@@ -40,6 +40,7 @@ use mio::{Events, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timers::Timer;
@@ -125,6 +126,16 @@ pub struct Server {
     pub(super) dirty_clients: Vec<Token>,
     /// The last `process_ready` stopped at its apply budget with more ready.
     pub(super) more_ready: bool,
+    /// Client request bytes read, and reply bytes the requests handled are
+    /// expected to answer, in this loop iteration, less what earlier
+    /// iterations spent past their budget (see `client_io::ITERATION_BUDGET`).
+    pub(super) iteration_client_bytes: usize,
+    /// Clients that stopped reading because the iteration's budget was
+    /// spent, in the order they stopped: resumed first in the next iteration.
+    pub(super) over_budget: VecDeque<Token>,
+    /// The reply bytes all clients' unanswered requests are expected to
+    /// hold (see `client_io::MAX_UNANSWERED_BYTES`), kept by the clients.
+    pub(super) unanswered_reply_bytes: Arc<AtomicUsize>,
     pub(super) deadline_ticks: u64,
     leader_seen: NodeId,
     /// Role and term last logged.
@@ -177,6 +188,7 @@ impl Server {
                 Err(err) => return Err(err.into()),
             }
             let began = Instant::now();
+            self.start_client_budget();
             let snapshotting = self.snapshots.is_writing();
             // Thread CPU time is a real syscall (no vDSO): read it only for the
             // snapshot-stall statistics, while a snapshot is written.
@@ -234,6 +246,7 @@ impl Server {
             || !self.dirty_clients.is_empty()
             || self.peers.has_unfinished_reads()
             || self.more_ready
+            || self.over_budget_resumable()
             || self.cluster_parked_routable()
     }
 

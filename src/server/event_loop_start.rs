@@ -28,6 +28,7 @@ use log::info;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,9 @@ impl Server {
             peer_events: Vec::new(),
             dirty_clients: Vec::new(),
             more_ready: false,
+            iteration_client_bytes: 0,
+            over_budget: VecDeque::new(),
+            unanswered_reply_bytes: Arc::new(AtomicUsize::new(0)),
             deadline_ticks,
             leader_seen: NO_NODE,
             role_seen: (Role::Follower, 0),
