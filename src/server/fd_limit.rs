@@ -11,9 +11,10 @@ use log::warn;
 pub const MAX_CLIENTS: usize = 10_000;
 
 /// Descriptors kept for everything but clients: standard streams, the poller
-/// and its waker, the two listeners, the signal pipe, log segments, snapshot
-/// files, the stable file and temporary files, and the peers' connections
-/// (one each way per member, and a few inbound ones not yet identified).
+/// and its waker, the two listeners, the signal pipe, the newest log segment
+/// (and the one before while it is synced), snapshot files, the stable file
+/// and temporary files, and the peers' connections (one each way per member,
+/// and a few inbound ones not yet identified).
 pub const RESERVED_FDS: u64 = 96;
 
 /// Inbound raft connections that have not sent their handshake yet, at most
@@ -22,8 +23,9 @@ pub const RESERVED_FDS: u64 = 96;
 pub const MAX_UNIDENTIFIED_PEERS: usize = 16;
 
 /// Raises the soft open-files limit to the hard one and returns how many
-/// clients fit in it. All of it, not just what the clients need: each log
-/// segment holds a descriptor too, and a log of large values has many.
+/// clients fit in it. All of it, not just what the clients need: snapshot
+/// files and peer connections come and go. (The log holds a descriptor for
+/// its newest segment only, see `Segment::close_file`.)
 pub fn client_capacity() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -91,7 +91,11 @@ pub(crate) struct Segment {
     path: PathBuf,
     first_index: u64,
     /// Shared with a background syncer (see [`Segment::take_sync_target`]).
-    file: Arc<File>,
+    /// `None` once the segment is sealed ([`Segment::close_file`]): a full
+    /// segment, synced, needs no descriptor to be read, since the mapping
+    /// keeps the file; it is opened again only if it takes records again
+    /// (a truncation into it), see [`Segment::open_file`].
+    file: Option<Arc<File>>,
     map: MmapMut,
     /// `offsets[k]` is where the record with index `first_index + k` starts.
     offsets: Vec<usize>,
@@ -134,7 +138,7 @@ impl Segment {
         Segment {
             path,
             first_index,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             map,
             offsets: Vec::new(),
             terms: Vec::new(),
@@ -191,15 +195,49 @@ impl Segment {
     }
 
     fn resize(&mut self, size: u64) -> Result<(), StorageError> {
-        self.file
-            .set_len(size)
+        let file = self.open_file()?;
+        file.set_len(size)
             .map_err(|e| StorageError::io(&self.path, e))?;
-        reserve_blocks(&self.file, size, &self.path)?;
-        self.file
-            .sync_all()
+        reserve_blocks(&file, size, &self.path)?;
+        file.sync_all()
             .map_err(|e| StorageError::io(&self.path, e))?;
-        self.map = map_file(&self.file, &self.path)?;
+        self.map = map_file(&file, &self.path)?;
         Ok(())
+    }
+
+    /// The open file, opened again if the segment was sealed.
+    fn open_file(&mut self) -> Result<Arc<File>, StorageError> {
+        if let Some(file) = &self.file {
+            return Ok(Arc::clone(file));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        let file = Arc::new(file);
+        self.file = Some(Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Seals a segment that takes no more records (one older than the
+    /// newest): closes its file, keeping the mapping, which reads, scans and
+    /// the zeroing of truncated records use. Each log segment used to hold a
+    /// descriptor for the life of the log, so a log of many segments (a
+    /// node's of 5 GiB has 80) took the descriptors the node keeps for its
+    /// own files, and with its clients holding the rest, creating the next
+    /// segment failed with EMFILE. Only a clean segment is sealed: its
+    /// records are all written and synced (the caller syncs it first).
+    pub(crate) fn close_file(&mut self) {
+        if self.pending.is_empty() && self.dirty.is_none() {
+            self.file = None;
+        }
+    }
+
+    /// Whether the segment holds its file open (tests).
+    #[cfg(test)]
+    pub(crate) fn holds_file(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Writes one record after the last; the caller has checked [`Segment::fits`].
@@ -239,7 +277,7 @@ impl Segment {
             return Ok(());
         }
         let at = self.write_offset - self.pending.len();
-        self.file
+        self.open_file()?
             .write_all_at(&self.pending, at as u64)
             .map_err(|e| StorageError::io(&self.path, e).at(at as u64))?;
         if self.pending.capacity() > PENDING_KEEP_BYTES {
@@ -269,9 +307,13 @@ impl Segment {
             return;
         }
         let end = (self.write_offset + ZERO_AHEAD_MAX).min(len);
+        let Some(file) = self.file.clone() else {
+            // Sealed, so not taking records (they reopen it first).
+            return;
+        };
         while self.written_to < end {
             let n = (end - self.written_to).min(ZEROS.len());
-            if let Err(err) = self.file.write_all_at(&ZEROS[..n], self.written_to as u64) {
+            if let Err(err) = file.write_all_at(&ZEROS[..n], self.written_to as u64) {
                 log::warn!(
                     "{}: writing zeros ahead of the records at offset {} failed ({}); not trying again in this segment",
                     self.path.display(),
@@ -376,9 +418,12 @@ impl Segment {
     /// all in the file's page cache, so fdatasync of the file covers both.
     pub(crate) fn take_sync_target(&mut self) -> Option<SyncTarget> {
         self.assert_written();
+        // A sealed segment is clean: anything written to it since opened
+        // its file again (`write_records`), and a truncation flushes itself.
+        let file = Arc::clone(self.file.as_ref()?);
         self.dirty.take()?;
         Some(SyncTarget {
-            file: Arc::clone(&self.file),
+            file,
             path: self.path.clone(),
         })
     }
@@ -389,9 +434,14 @@ impl Segment {
     pub(crate) fn sync_file(&mut self) -> Result<(), StorageError> {
         self.assert_written();
         self.dirty = None;
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(&self.path, e))
+        match &self.file {
+            Some(file) => file
+                .sync_data()
+                .map_err(|e| StorageError::io(&self.path, e)),
+            // Sealed: it was synced whole before its file was closed, and
+            // what changed it since (a truncation) flushed itself.
+            None => Ok(()),
+        }
     }
 
     /// fdatasync of the dirty range (msync of it: on Linux an fdatasync of
@@ -536,7 +586,8 @@ mod tests {
             seg.written_to,
             seg.write_offset
         );
-        assert_eq!(seg.file.metadata().expect("metadata").len(), size);
+        let file = seg.file.as_ref().expect("a new segment's file is open");
+        assert_eq!(file.metadata().expect("metadata").len(), size);
     }
 
     fn assert_reads_back(seg: &Segment, len: usize) {
@@ -577,6 +628,42 @@ mod tests {
         let mut seg = Segment::open(path, 1).expect("open");
         assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
         assert_eq!(seg.next_index(), next);
+        assert_reads_back(&seg, len);
+    }
+
+    /// A sealed segment holds no descriptor, reads from its mapping, and
+    /// takes records again once a truncation makes it the newest.
+    #[test]
+    fn a_sealed_segment_reads_without_its_file_and_reopens_it_to_take_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 4 * ZERO_AHEAD_MAX as u64;
+        let len = 1000;
+        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
+        append_batch(&mut seg, 100, len, size);
+        // Dirty: not sealed until synced.
+        seg.close_file();
+        assert!(seg.holds_file());
+        seg.sync_file().expect("sync");
+        seg.close_file();
+        assert!(!seg.holds_file());
+        assert!(seg.take_sync_target().is_none());
+        seg.sync_file().expect("sync of a sealed segment");
+        assert_reads_back(&seg, len);
+
+        seg.truncate_from(60).expect("truncate");
+        assert!(!seg.holds_file(), "a truncation needs only the mapping");
+        append_batch(&mut seg, 10, len, size);
+        assert!(seg.holds_file());
+        assert!(seg.take_sync_target().is_some());
+        seg.sync_file().expect("sync");
+        assert_eq!(seg.next_index(), 70);
+        assert_reads_back(&seg, len);
+        let path = seg.path().to_path_buf();
+        drop(seg);
+
+        let mut seg = Segment::open(path, 1).expect("open");
+        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
+        assert_eq!(seg.next_index(), 70);
         assert_reads_back(&seg, len);
     }
 }

@@ -120,6 +120,11 @@ impl SegmentLog {
                     "a segment other than the newest holds no records",
                 ));
             }
+            // The one before takes no more records (see `Segment::close_file`):
+            // a log of thousands of segments opens with two files open.
+            if let Some(prev) = segments.last_mut() {
+                prev.close_file();
+            }
             segments.push(seg);
         }
         Ok(SegmentLog {
@@ -281,6 +286,7 @@ impl SegmentLog {
                 // handed to a background sync that has not finished).
                 active.write_records()?;
                 active.sync_file()?;
+                active.close_file();
                 let seg = Segment::create(&self.dir, entry.index, size)?;
                 self.segments.push(seg);
             }
