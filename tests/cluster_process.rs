@@ -812,6 +812,70 @@ fn silent_raft_connections_do_not_lock_a_member_out() {
     drop(silent);
 }
 
+/// Sets the soft open-files limit of process `pid`, keeping its hard limit;
+/// returns the soft limit it had.
+fn set_open_files(pid: u32, soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit only reads and writes the structs passed.
+    unsafe {
+        let pid = pid as libc::pid_t;
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit),
+            0
+        );
+        let before = limit.rlim_cur;
+        limit.rlim_cur = soft;
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()),
+            0
+        );
+        before
+    }
+}
+
+/// Clients that connect while the node is out of descriptors wait in the
+/// listener's queue, and are served once there are descriptors again, with
+/// no other connection arriving: the listener's readiness is edge-triggered,
+/// so connections left in its queue raised no new event, and waited until
+/// someone else connected.
+#[test]
+fn clients_that_connected_while_descriptors_ran_out_are_served_once_there_are_some() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    let pid = cluster.pid(0).expect("running");
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count() as u64;
+    let limit = set_open_files(pid, open);
+    let addr = cluster.nodes[0].client_addr();
+    let mut queued: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    wait_for(Duration::from_secs(10), "a failed accept", || {
+        cluster
+            .log_text(0)
+            .contains("accept on the client port failed")
+            .then_some(())
+    });
+    thread::sleep(Duration::from_millis(200));
+    set_open_files(pid, limit);
+    for (k, stream) in queued.iter_mut().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.write_all(b"PING\r\n").expect("send");
+        let mut reply = [0u8; 7];
+        stream
+            .read_exact(&mut reply)
+            .unwrap_or_else(|err| panic!("connection {k} not served: {err}"));
+        assert_eq!(&reply, b"+PONG\r\n");
+    }
+}
+
 /// Clients that pipeline GETs of a large value and never read the replies
 /// are held together to what one such client may have unanswered, not each
 /// to it: the replies of ten of them (64 MiB each) were made in one loop

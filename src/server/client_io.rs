@@ -109,6 +109,7 @@ impl Server {
         loop {
             match self.client_listener.accept() {
                 Ok((mut stream, addr)) => {
+                    self.accept_failures[0] = 0;
                     if self.clients.len() >= self.max_clients {
                         // Best effort, as Redis: the socket's buffer is empty.
                         let _ = io::Write::write(&mut stream, MAX_CLIENTS_REACHED);
@@ -135,10 +136,7 @@ impl Server {
                     debug!("client {} connected from {}", id, addr);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) => {
-                    warn!("accept on the client port failed: {}", err);
-                    return;
-                }
+                Err(err) => return self.accept_failed(false, &err),
             }
         }
     }

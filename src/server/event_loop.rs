@@ -133,6 +133,11 @@ pub struct Server {
     /// Clients that stopped reading because the iteration's budget was
     /// spent, in the order they stopped: resumed first in the next iteration.
     pub(super) over_budget: VecDeque<Token>,
+    /// A retry of the client listener's (0) and raft listener's (1) accept
+    /// is scheduled (see `event_loop_timers::ACCEPT_RETRY`).
+    pub(super) accept_retry: [bool; 2],
+    /// Accepts on each listener that failed since the last that succeeded.
+    pub(super) accept_failures: [u64; 2],
     /// The reply bytes all clients' unanswered requests are expected to
     /// hold (see `client_io::MAX_UNANSWERED_BYTES`), kept by the clients.
     pub(super) unanswered_reply_bytes: Arc<AtomicUsize>,

@@ -13,7 +13,7 @@ use super::Server;
 use crate::raft::{Message, MessageBody};
 use crate::server::peers::PeerEvent;
 use crate::wire::peer_msg::PeerMessage;
-use log::{debug, warn};
+use log::debug;
 use std::io;
 
 impl Server {
@@ -40,14 +40,12 @@ impl Server {
         loop {
             match self.raft_listener.accept() {
                 Ok((stream, _)) => {
+                    self.accept_failures[1] = 0;
                     let token = self.take_token();
                     self.peers.accept(stream, self.poll.registry(), token);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) => {
-                    warn!("accept on the raft port failed: {}", err);
-                    return;
-                }
+                Err(err) => return self.accept_failed(true, &err),
             }
         }
     }

@@ -136,6 +136,8 @@ impl Server {
             more_ready: false,
             iteration_client_bytes: 0,
             over_budget: VecDeque::new(),
+            accept_retry: [false; 2],
+            accept_failures: [0; 2],
             unanswered_reply_bytes: Arc::new(AtomicUsize::new(0)),
             deadline_ticks,
             leader_seen: NO_NODE,

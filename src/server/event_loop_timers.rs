@@ -9,7 +9,7 @@
 use super::{Server, Waiter};
 use crate::raft::NodeId;
 use crate::replica::{PurgeLimits, PurgeOutcome};
-use log::debug;
+use log::{debug, warn};
 use mio::Token;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,13 @@ const PURGE_LIMITS: PurgeLimits = PurgeLimits {
     bytes: 1 << 20,
 };
 
+/// How long after a failed accept (out of descriptors: EMFILE, ENFILE) the
+/// listener is tried again. Its readiness is edge-triggered: the
+/// connections left in its queue raise no new event, so without a retry they
+/// waited, unanswered, until another connection arrived. Trying again at
+/// once would spin while the descriptors stay short (nginx waits 500 ms).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Deadlines and retries on the timer wheel.
 #[derive(Debug)]
 pub enum Timer {
@@ -37,6 +44,11 @@ pub enum Timer {
     Reconnect(NodeId),
     /// A lingering client (see `client_io`) had its time to close.
     EndLinger(Token),
+    /// Accept again on the client port (`raft: false`) or the raft port,
+    /// after an accept failed (see [`ACCEPT_RETRY`]).
+    RetryAccept {
+        raft: bool,
+    },
     /// The core's logical clock: tick `n`, then schedule tick `n + 1` (a
     /// late wake-up runs every tick it missed, so no tick is lost).
     RaftTick(u64),
@@ -68,6 +80,14 @@ impl Server {
                     }
                     Timer::Deadline { token, seq } => self.expire(token, seq),
                     Timer::EndLinger(token) => self.close_client(token),
+                    Timer::RetryAccept { raft } => {
+                        self.accept_retry[usize::from(raft)] = false;
+                        if raft {
+                            self.accept_peers();
+                        } else {
+                            self.accept_clients();
+                        }
+                    }
                     Timer::Reconnect(id) => {
                         let token = self.take_token();
                         self.peers.connect(id, self.poll.registry(), token);
@@ -85,6 +105,27 @@ impl Server {
     fn ticks_in(&self, span: Duration) -> u64 {
         let tick_ms = crate::server::clock::tick_for(self.config.heartbeat_ms).as_millis() as u64;
         (span.as_millis() as u64).div_ceil(tick_ms.max(1))
+    }
+
+    /// An accept on the client port (`raft: false`) or the raft port
+    /// failed: logged (the first time, then every 100th while it keeps
+    /// failing), and tried again [`ACCEPT_RETRY`] from now.
+    pub(in crate::server) fn accept_failed(&mut self, raft: bool, err: &std::io::Error) {
+        let side = usize::from(raft);
+        if self.accept_failures[side] % 100 == 0 {
+            warn!(
+                "accept on the {} port failed: {} (trying again every {} ms)",
+                if raft { "raft" } else { "client" },
+                err,
+                ACCEPT_RETRY.as_millis()
+            );
+        }
+        self.accept_failures[side] += 1;
+        if std::mem::replace(&mut self.accept_retry[side], true) {
+            return;
+        }
+        let at = self.clock.now_ticks() + self.ticks_in(ACCEPT_RETRY);
+        self.wheel.schedule(at, Timer::RetryAccept { raft });
     }
 
     /// Closes a lingering client `after` from now, if it is still there.
