@@ -1358,6 +1358,57 @@ fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
     }
 }
 
+#[test]
+fn clients_over_an_iterations_read_budget_are_all_served_whole_and_in_order() {
+    // A node reads 16 MiB of all its clients' requests in one iteration; the
+    // clients left over go first in the next. Four pipelines of 10 MiB,
+    // waiting in the kernel while the node is stopped, take many turns each:
+    // none is starved, reordered or cut.
+    let cluster = Cluster::start(1);
+    let value = |c: usize, i: usize| format!("{c}:{i}:{}", "v".repeat(1 << 20));
+    let mut clients = Vec::new();
+    let mut pipelines = Vec::new();
+    for c in 0..4 {
+        clients.push(cluster.client(0));
+        let mut requests = Vec::new();
+        for i in 0..10 {
+            let key = format!("big{c}-{i}");
+            resp::encode_request(
+                &[b"SET", key.as_bytes(), value(c, i).as_bytes()],
+                &mut requests,
+            );
+        }
+        pipelines.push(requests);
+    }
+    let pid = cluster.pid(0).expect("running");
+    let resume = Resume::stop(pid);
+    let senders: Vec<_> = clients
+        .iter()
+        .zip(pipelines)
+        .map(|(client, requests)| {
+            let mut writer = client.stream.try_clone().expect("clone the stream");
+            thread::spawn(move || writer.write_all(&requests))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    drop(resume);
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..10 {
+            assert_eq!(client.read(), Reply::Ok, "client {c}, SET {i}");
+        }
+    }
+    for sender in senders {
+        sender.join().expect("writer").expect("write the pipeline");
+    }
+    let mut client = cluster.client(0);
+    for c in 0..4 {
+        for i in 0..10 {
+            let key = format!("big{c}-{i}");
+            assert_eq!(client.cmd(&["GET", &key]), bulk(&value(c, i)), "{key}");
+        }
+    }
+}
+
 fn integer(reply: Reply) -> i64 {
     match reply {
         Reply::Integer(n) => n,
