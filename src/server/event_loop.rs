@@ -127,8 +127,8 @@ pub struct Server {
     /// The last `process_ready` stopped at its apply budget with more ready.
     pub(super) more_ready: bool,
     /// Client request bytes read, and reply bytes the requests handled are
-    /// expected to answer, in this loop iteration, less what earlier
-    /// iterations spent past their budget (see `client_io::ITERATION_BUDGET`).
+    /// expected to answer, in this loop iteration (see
+    /// `client_io::ITERATION_BUDGET`).
     pub(super) iteration_client_bytes: usize,
     /// Clients that stopped reading because the iteration's budget was
     /// spent, in the order they stopped: resumed first in the next iteration.
