@@ -51,7 +51,7 @@
 
 use super::conf_change::{self, ConfChange, ConfEntry};
 use super::message::{Entry, EntryKind, MessageBody, NodeId, SnapshotMeta, NO_NODE};
-use super::progress::{Progress, ProgressState};
+use super::progress::ProgressState;
 use super::ready::Role;
 use super::{ConfChangeError, Node};
 
@@ -116,11 +116,9 @@ impl Node {
         });
         // The new configuration is in force: a new member needs a progress; a
         // removed one keeps its own until the removal commits.
-        let window = self.config.max_inflight_msgs;
+        let fresh = self.new_progress(index);
         for id in self.replication_targets() {
-            self.progress
-                .entry(id)
-                .or_insert_with(|| Progress::new(index, window));
+            self.progress.entry(id).or_insert_with(|| fresh.clone());
         }
         // Fewer voters may mean a smaller majority already holds more.
         self.maybe_commit();

@@ -150,6 +150,9 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// AppendEntries in flight per follower in the replicate state.
     pub max_inflight_msgs: usize,
+    /// Payload bytes in flight per follower in the replicate state (one
+    /// AppendEntries of any size is always let through).
+    pub max_inflight_bytes: u64,
     /// Payload bytes per AppendEntries (at least one entry is always sent).
     pub max_msg_bytes: u64,
     /// Payload bytes of committed entries per `Ready` (at least one entry is

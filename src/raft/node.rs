@@ -10,7 +10,6 @@ use super::membership::Suffrage;
 use super::message::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta, NO_NODE,
 };
-use super::progress::Progress;
 use super::quorum::Membership;
 use super::read_index::ReadQueue;
 use super::ready::{Ready, Role, SoftState};
@@ -179,11 +178,11 @@ impl Node {
         self.votes.clear();
         self.reset_timers();
         let next = self.log.last_index() + 1;
-        let window = self.config.max_inflight_msgs;
+        let fresh = self.new_progress(next);
         self.progress = self
             .replication_targets()
             .into_iter()
-            .map(|id| (id, Progress::new(next, window)))
+            .map(|id| (id, fresh.clone()))
             .collect();
         self.reads = ReadQueue::default();
         // A transfer started in an earlier term of ours is moot now.

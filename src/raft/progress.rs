@@ -10,7 +10,8 @@
 //!   before sending another, so a rejected probe costs one round trip, not a burst.
 //! - `Replicate`: the logs agree up to `match_index`; the leader streams entries
 //!   optimistically, advancing `next_index` as it sends, with at most
-//!   `max_inflight` unacknowledged AppendEntries.
+//!   `max_inflight` unacknowledged AppendEntries and, but for the first,
+//!   `max_inflight_bytes` of unacknowledged payload (etcd `MaxInflightBytes`).
 //! - `Snapshot`: the follower needs entries the leader has compacted away; an
 //!   InstallSnapshot is in flight and nothing else is sent until
 //!   `report_snapshot` or an acknowledgement at or past the snapshot.
@@ -34,9 +35,13 @@ pub(super) struct Progress {
     pub state: ProgressState,
     /// Probe only: an AppendEntries is out and unanswered.
     pub probe_sent: bool,
-    /// Replicate only: the last index of each unacknowledged AppendEntries, ascending.
-    inflight: VecDeque<u64>,
+    /// Replicate only: the last index and payload bytes of each unacknowledged
+    /// AppendEntries, ascending.
+    inflight: VecDeque<(u64, u64)>,
+    /// The sum of `inflight`'s bytes.
+    inflight_bytes: u64,
     max_inflight: usize,
+    max_inflight_bytes: u64,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
     /// Heard from in the check-quorum round before the current one: a
@@ -59,7 +64,7 @@ pub(super) struct Progress {
 impl Progress {
     /// A fresh progress, as a new leader creates it: probe from just past its own
     /// last index (the optimistic guess of Raft §5.3).
-    pub fn new(next_index: u64, max_inflight: usize) -> Progress {
+    pub fn new(next_index: u64, max_inflight: usize, max_inflight_bytes: u64) -> Progress {
         assert!(max_inflight > 0, "max_inflight must be positive");
         Progress {
             match_index: 0,
@@ -67,7 +72,9 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             max_inflight,
+            max_inflight_bytes,
             recent_active: false,
             active_last_round: false,
             round_ended: false,
@@ -81,8 +88,27 @@ impl Progress {
     pub fn is_paused(&self) -> bool {
         match self.state {
             ProgressState::Probe => self.probe_sent,
-            ProgressState::Replicate => self.inflight.len() >= self.max_inflight,
+            ProgressState::Replicate => self.window_full(),
             ProgressState::Snapshot { .. } => true,
+        }
+    }
+
+    /// The replicate window holds as many messages, or (with one at least)
+    /// as many bytes, as it may: a message of large values is one of 256,
+    /// and a window of them held gigabytes for the follower to take.
+    fn window_full(&self) -> bool {
+        self.inflight.len() >= self.max_inflight
+            || (!self.inflight.is_empty() && self.inflight_bytes >= self.max_inflight_bytes)
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    fn pop_inflight(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
         }
     }
 
@@ -100,14 +126,14 @@ impl Progress {
         };
         self.state = ProgressState::Probe;
         self.probe_sent = false;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     pub fn become_snapshot(&mut self, snapshot_index: u64) {
@@ -115,7 +141,7 @@ impl Progress {
             pending: snapshot_index,
         };
         self.probe_sent = false;
-        self.inflight.clear();
+        self.clear_inflight();
     }
 
     /// The caller reports how sending the snapshot went. Either way the leader
@@ -134,8 +160,8 @@ impl Progress {
     }
 
     /// Records AppendEntries carrying entries up to `last_index` (or none, when
-    /// `last_index` is None) as sent.
-    pub fn on_append_sent(&mut self, last_index: Option<u64>, commit: u64) {
+    /// `last_index` is None), `bytes` of payload, as sent.
+    pub fn on_append_sent(&mut self, last_index: Option<u64>, bytes: u64, commit: u64) {
         self.commit_sent = commit;
         self.resend = false;
         match self.state {
@@ -148,7 +174,8 @@ impl Progress {
                         self.next_index
                     );
                     self.next_index = last + 1;
-                    self.inflight.push_back(last);
+                    self.inflight.push_back((last, bytes));
+                    self.inflight_bytes += bytes;
                 }
             }
             ProgressState::Snapshot { .. } => {
@@ -164,8 +191,12 @@ impl Progress {
             // The answer to the outstanding probe: the next one may go.
             self.probe_sent = false;
         }
-        while self.inflight.front().is_some_and(|last| *last <= index) {
-            self.inflight.pop_front();
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(last, _)| *last <= index)
+        {
+            self.pop_inflight();
         }
         if index <= self.match_index {
             return false;
@@ -228,8 +259,8 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent = false,
             ProgressState::Replicate => {
-                if self.inflight.len() >= self.max_inflight {
-                    self.inflight.pop_front();
+                if self.window_full() {
+                    self.pop_inflight();
                 }
             }
             ProgressState::Snapshot { .. } => {}
@@ -243,9 +274,9 @@ mod tests {
 
     #[test]
     fn probe_sends_one_message_until_answered() {
-        let mut pr = Progress::new(11, 4);
+        let mut pr = Progress::new(11, 4, u64::MAX);
         assert!(!pr.is_paused());
-        pr.on_append_sent(Some(12), 0);
+        pr.on_append_sent(Some(12), 10, 0);
         assert!(pr.is_paused(), "a probe waits for its answer");
         assert_eq!(pr.next_index, 11, "probing does not move next");
         assert!(pr.maybe_decrease_to(10, 5));
@@ -255,7 +286,7 @@ mod tests {
 
     #[test]
     fn stale_rejections_are_ignored() {
-        let mut pr = Progress::new(11, 4);
+        let mut pr = Progress::new(11, 4, u64::MAX);
         assert!(
             !pr.maybe_decrease_to(7, 3),
             "rejection of a probe not sent last"
@@ -269,26 +300,56 @@ mod tests {
 
     #[test]
     fn replicate_window_is_bounded_and_freed_by_acks() {
-        let mut pr = Progress::new(1, 2);
+        let mut pr = Progress::new(1, 2, u64::MAX);
         pr.maybe_update(0);
         pr.become_replicate();
-        pr.on_append_sent(Some(3), 0);
+        pr.on_append_sent(Some(3), 10, 0);
         assert!(!pr.is_paused());
-        pr.on_append_sent(Some(6), 0);
+        pr.on_append_sent(Some(6), 10, 0);
         assert!(pr.is_paused());
         assert_eq!(pr.next_index, 7);
         assert!(pr.maybe_update(3));
         assert_eq!(pr.inflight_count(), 1);
         assert!(!pr.is_paused());
-        pr.on_append_sent(Some(7), 0);
+        pr.on_append_sent(Some(7), 10, 0);
         pr.on_heartbeat_response(7);
         assert_eq!(pr.inflight_count(), 1, "a full window frees one slot");
         assert!(pr.resend);
     }
 
     #[test]
+    fn replicate_window_is_bounded_in_bytes_but_takes_one_message_of_any_size() {
+        let mut pr = Progress::new(1, 100, 1000);
+        pr.maybe_update(0);
+        pr.become_replicate();
+        pr.on_append_sent(Some(1), 5000, 0);
+        assert!(
+            pr.is_paused(),
+            "one message over the limit fills the window"
+        );
+        assert!(pr.maybe_update(1));
+        assert!(
+            !pr.is_paused(),
+            "an empty window takes a message of any size"
+        );
+        pr.on_append_sent(Some(2), 600, 0);
+        assert!(!pr.is_paused());
+        pr.on_append_sent(Some(3), 400, 0);
+        assert!(pr.is_paused(), "1000 bytes in flight");
+        pr.on_heartbeat_response(3);
+        assert!(!pr.is_paused(), "a jammed window frees one message");
+        assert_eq!(pr.inflight_count(), 1);
+        assert!(pr.maybe_update(3));
+        pr.become_probe();
+        pr.maybe_update(3);
+        pr.become_replicate();
+        pr.on_append_sent(Some(4), 999, 0);
+        assert!(!pr.is_paused(), "leaving replicate emptied the byte count");
+    }
+
+    #[test]
     fn leaving_snapshot_probes_past_the_snapshot() {
-        let mut pr = Progress::new(3, 2);
+        let mut pr = Progress::new(3, 2, u64::MAX);
         pr.become_snapshot(50);
         assert!(pr.is_paused());
         pr.become_probe();

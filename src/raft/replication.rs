@@ -5,12 +5,12 @@
 //! Sending is deferred: proposals and acknowledgements only update state, and
 //! `flush_leader` (run by `ready()`) sends what each follower needs. So every
 //! proposal of one loop iteration leaves in the same AppendEntries (group
-//! commit), bounded by `max_msg_bytes` per message and `max_inflight_msgs`
+//! commit), bounded by `max_msg_bytes` per message, `max_inflight_bytes` and `max_inflight_msgs`
 //! unacknowledged messages per follower.
 
 use super::message::{Entry, Message, MessageBody, NodeId, SnapshotMeta};
 use super::node::conf_of_snapshot;
-use super::progress::ProgressState;
+use super::progress::{Progress, ProgressState};
 use super::quorum::{self, Membership};
 use super::Node;
 
@@ -178,6 +178,16 @@ impl Node {
         }
     }
 
+    /// A follower's progress as a new leader, or a new member's, starts it:
+    /// probing from `next_index`.
+    pub(super) fn new_progress(&self, next_index: u64) -> Progress {
+        Progress::new(
+            next_index,
+            self.config.max_inflight_msgs,
+            self.config.max_inflight_bytes,
+        )
+    }
+
     /// Whether follower `id` is owed entries or the commit index.
     fn wants_append(&self, id: NodeId) -> bool {
         let pr = &self.progress[&id];
@@ -202,12 +212,13 @@ impl Node {
             Vec::new()
         };
         let last = entries.last().map(|e| e.index);
+        let bytes = entries.iter().map(|e| e.data.len() as u64).sum();
         let commit = self.log.committed;
         let pr = self
             .progress
             .get_mut(&id)
             .expect("progress exists for a peer");
-        pr.on_append_sent(last, commit);
+        pr.on_append_sent(last, bytes, commit);
         let streaming = pr.state == ProgressState::Replicate && last.is_some();
         self.send(
             id,

@@ -22,6 +22,7 @@ pub fn config(id: NodeId, voters: &[NodeId]) -> RaftConfig {
         check_quorum: false,
         max_inflight_msgs: 256,
         max_msg_bytes: u64::MAX,
+        max_inflight_bytes: u64::MAX,
         max_apply_bytes: u64::MAX,
         acks_are_durable: true,
     }

@@ -249,6 +249,7 @@ fn build(
         check_quorum: true,
         max_inflight_msgs: 256,
         max_msg_bytes: 1 << 20,
+        max_inflight_bytes: 16 << 20,
         max_apply_bytes: 4 << 20,
         acks_are_durable: config.fsync == FsyncMode::Always,
     };

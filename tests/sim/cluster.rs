@@ -168,6 +168,12 @@ impl Sim {
             acks_are_durable: rng.chance(3, 4),
             // Applied a few entries per step in some runs, the rest left for
             // later steps while more commit.
+            // A window of a few messages' bytes in some runs.
+            max_inflight_bytes: if rng.chance(1, 3) {
+                rng.range(1, 8192)
+            } else {
+                u64::MAX
+            },
             max_apply_bytes: if rng.chance(1, 3) {
                 rng.range(1, 512)
             } else {
@@ -235,11 +241,12 @@ impl Sim {
 
     pub fn describe(&self) -> String {
         format!(
-            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, msg_bytes={}, apply_bytes={}}} background_syncs={} snapshots={:?} net={:?}",
+            "raft={{heartbeat_ticks={}, pre_vote={}, check_quorum={}, inflight={}, inflight_bytes={}, msg_bytes={}, apply_bytes={}}} background_syncs={} snapshots={:?} net={:?}",
             self.raft.heartbeat_ticks,
             self.raft.pre_vote,
             self.raft.check_quorum,
             self.raft.max_inflight_msgs,
+            self.raft.max_inflight_bytes,
             self.raft.max_msg_bytes,
             self.raft.max_apply_bytes,
             self.nodes.first().is_some_and(|n| n.durable.background_syncs),
