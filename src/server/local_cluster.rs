@@ -258,18 +258,32 @@ fn failed_start(status: ExitStatus) -> bool {
 }
 
 /// Waits until every node accepts connections on its client port, so that the
-/// banner's "started" is true. A node that exits first (its port taken, say)
-/// ends the cluster with status 1; a slow start (a large snapshot to load) is
+/// banner's "started" is true. A node that fails first (its port taken, say)
+/// ends the cluster with status 1, but one stopped from outside (see
+/// [`failed_start`]) is only reported: the others are waited for, as they
+/// are once the banner is out. A slow start (a large snapshot to load) is
 /// waited for up to `LISTEN_WAIT`, then the banner is printed anyway.
-fn wait_until_listening(children: &mut [(u32, Child)], stop: &AtomicBool) -> Result<(), ExitCode> {
+fn wait_until_listening(
+    children: &mut Vec<(u32, Child)>,
+    stop: &AtomicBool,
+) -> Result<(), ExitCode> {
     let deadline = Instant::now() + LISTEN_WAIT;
     let mut waiting: Vec<u32> = children.iter().map(|(i, _)| *i).collect();
     while !waiting.is_empty() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        let mut exited = Vec::new();
         for (i, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 crate::errln!("raftkv: node {} exited ({})", i, status);
-                return Err(ExitCode::from(1));
+                if failed_start(status) {
+                    return Err(ExitCode::from(1));
+                }
+                exited.push(*i);
             }
+        }
+        children.retain(|(i, _)| !exited.contains(i));
+        waiting.retain(|i| !exited.contains(i));
+        if children.is_empty() {
+            return Err(ExitCode::from(1));
         }
         waiting.retain(|i| {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 6380 + *i as u16));
