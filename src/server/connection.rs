@@ -490,9 +490,40 @@ fn select_command(argv: &[Vec<u8>]) -> Reply {
     if let Some(error) = precheck("select", argv) {
         return error;
     }
+    // Redis reads the index as a C int: a number beyond it gets that error
+    // before the index is looked at.
     match crate::kv::parse_integer(&argv[1]) {
         Some(0) => Reply::Ok,
+        Some(n) if i32::try_from(n).is_err() => {
+            error("ERR value is out of range, value must between -2147483648 and 2147483647")
+        }
         Some(_) => error("ERR DB index is out of range"),
         None => error("ERR value is not an integer or out of range"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(index: &str) -> Reply {
+        select_command(&[b"select".to_vec(), index.as_bytes().to_vec()])
+    }
+
+    #[test]
+    fn select_words_its_errors_as_redis() {
+        assert_eq!(select("0"), Reply::Ok);
+        assert_eq!(select("1"), error("ERR DB index is out of range"));
+        assert_eq!(select("-2147483648"), error("ERR DB index is out of range"));
+        assert_eq!(select("2147483647"), error("ERR DB index is out of range"));
+        let beyond_int =
+            error("ERR value is out of range, value must between -2147483648 and 2147483647");
+        assert_eq!(select("2147483648"), beyond_int);
+        assert_eq!(select("-2147483649"), beyond_int);
+        assert_eq!(select("9223372036854775807"), beyond_int);
+        let not_integer = error("ERR value is not an integer or out of range");
+        assert_eq!(select("x"), not_integer);
+        assert_eq!(select("00"), not_integer);
+        assert_eq!(select("9223372036854775808"), not_integer);
     }
 }
