@@ -266,3 +266,27 @@ fn the_refusal_of_many_key_reads_names_the_scan_limit() {
     let limit = format!("over {SCAN_MAX_COUNT_IN_PLACE},");
     assert!(MANY_KEYS_REFUSED_IN_WRITES.contains(&limit));
 }
+
+#[test]
+fn expire_echoes_an_unsupported_option_up_to_a_nul_as_redis() {
+    let words = [
+        b"expire".to_vec(),
+        b"k".to_vec(),
+        b"10".to_vec(),
+        b"ab\0cd".to_vec(),
+    ];
+    assert_eq!(
+        Command::parse(&words),
+        Err(CommandError::Rejected("ERR Unsupported option ab".into()))
+    );
+    let words = [
+        b"pexpireat".to_vec(),
+        b"k".to_vec(),
+        b"10".to_vec(),
+        b"\0x".to_vec(),
+    ];
+    assert_eq!(
+        Command::parse(&words),
+        Err(CommandError::Rejected("ERR Unsupported option ".into()))
+    );
+}

@@ -169,10 +169,12 @@ pub fn expire_condition(words: &[Vec<u8>]) -> Result<ExpireCondition, CommandErr
             b"gt" => gt = true,
             b"lt" => lt = true,
             _ => {
+                // Redis formats the word as a C string: it ends at a NUL.
+                let shown = word.split(|&byte| byte == 0).next().unwrap_or_default();
                 return Err(CommandError::Rejected(format!(
                     "ERR Unsupported option {}",
-                    String::from_utf8_lossy(word)
-                )))
+                    String::from_utf8_lossy(shown)
+                )));
             }
         }
     }
