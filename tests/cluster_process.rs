@@ -1789,3 +1789,21 @@ fn a_transaction_whose_entry_would_not_fit_a_frame_is_refused() {
     }
     assert_eq!(cluster.info(leader)["term"], term, "no election");
 }
+
+#[test]
+fn a_dialer_that_hangs_up_before_its_handshake_is_no_refusal() {
+    // A peer whose connect timed out while a partition healed hangs up
+    // before its handshake; the partition harness's checker flagged the
+    // warning this used to log ("refused peer connection: closed by peer").
+    let cluster = Cluster::start(1);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    let raft_addr = cluster.nodes[0].raft_addr();
+    for _ in 0..3 {
+        drop(std::net::TcpStream::connect(&raft_addr).expect("connect to the raft port"));
+    }
+    let log = wait_for(Duration::from_secs(10), "the hang-ups to be logged", || {
+        let log = cluster.log_text(0);
+        (log.matches("closed before its handshake").count() == 3).then_some(log)
+    });
+    assert!(!log.contains("refused peer connection"), "{log}");
+}

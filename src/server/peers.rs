@@ -418,6 +418,11 @@ impl Peers {
             Side::Inbound { peer: Some(peer) } => {
                 info!("peer {} closed its connection to us: {}", peer, reason)
             }
+            // The dialer hung up before it said who it is: its connect
+            // timed out, say, while a partition healed. Nothing was refused.
+            Side::Inbound { peer: None } if reason == receive::CLOSED_BY_PEER => {
+                info!("a peer connection closed before its handshake")
+            }
             Side::Inbound { peer: None } => {
                 warn!("refused peer connection: {}", reason)
             }

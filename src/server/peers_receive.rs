@@ -32,6 +32,9 @@ use std::time::Instant;
 /// loop up to 0.5 s for forty pipelined 3 MB SETs.
 pub(super) const READ_BUDGET: usize = 4 << 20;
 
+/// Why a connection closed when the other side hung up.
+pub(super) const CLOSED_BY_PEER: &str = "closed by peer";
+
 impl Peers {
     /// A connection someone made to our raft port.
     pub fn accept(&mut self, mut stream: TcpStream, registry: &Registry, token: Token) {
@@ -86,7 +89,7 @@ impl Peers {
             match fill {
                 Fill::Data => continue,
                 Fill::Drained | Fill::WouldBlock => return Ok(()),
-                Fill::Closed => return Err("closed by peer".to_string()),
+                Fill::Closed => return Err(CLOSED_BY_PEER.to_string()),
             }
         }
     }
