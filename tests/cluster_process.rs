@@ -1807,3 +1807,43 @@ fn a_dialer_that_hangs_up_before_its_handshake_is_no_refusal() {
     });
     assert!(!log.contains("refused peer connection"), "{log}");
 }
+
+#[test]
+fn writes_parked_past_a_dispatch_budget_all_go_once_there_is_a_leader() {
+    // Requests that arrive while there is no leader are parked; once one is
+    // elected they are routed 16 MiB at a time, in order. Four clients park
+    // 8 MiB each on a node alone, then the others start.
+    let mut cluster = Cluster::new(3);
+    cluster.set_election_timeout_ms(1000);
+    cluster.spawn(0);
+    let value = |c: usize, i: usize| format!("{c}:{i}:{}", "p".repeat(1 << 20));
+    let mut clients: Vec<Client> = (0..4).map(|_| cluster.client(0)).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..8 {
+            client.send(&[
+                b"SET",
+                format!("parked{c}-{i}").as_bytes(),
+                value(c, i).as_bytes(),
+            ]);
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    cluster.spawn(1);
+    cluster.spawn(2);
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..8 {
+            assert_eq!(client.read(), Reply::Ok, "client {c}, SET {i}");
+        }
+    }
+    let mut client = cluster.client(0);
+    for c in 0..4 {
+        for i in 0..8 {
+            let key = format!("parked{c}-{i}");
+            assert_eq!(
+                client.cmd_retry(&["GET", &key]),
+                bulk(&value(c, i)),
+                "{key}"
+            );
+        }
+    }
+}

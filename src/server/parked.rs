@@ -91,6 +91,17 @@ impl ParkedRequests {
         std::mem::take(&mut self.connections)
     }
 
+    /// Puts back, ahead of the rest, the connections a dispatch stopped
+    /// before (its budget spent), and has the loop dispatch again at once.
+    pub fn not_reached(&mut self, connections: VecDeque<Token>) {
+        for token in connections.into_iter().rev() {
+            if self.by_connection.contains_key(&token) && !self.connections.contains(&token) {
+                self.connections.push_front(token);
+            }
+        }
+        self.changed = true;
+    }
+
     /// Records that every request now parked was just tried: those parked
     /// again meanwhile (a leader link too backlogged to take them, say)
     /// wait for a message or a tick, not a poll that does not wait.
@@ -163,6 +174,28 @@ mod tests {
         parked.put_back(a, queue);
         assert_eq!(parked.start_dispatch(), [a]);
         assert_eq!(seqs(&parked.take(a)), [(1, false), (2, false), (3, false)]);
+    }
+
+    #[test]
+    fn connections_a_dispatch_did_not_reach_go_first_next_time() {
+        let mut parked = ParkedRequests::default();
+        let (a, b, c) = (Token(1), Token(2), Token(3));
+        for token in [a, b, c] {
+            parked.push_back(token, 1, get("x"));
+            parked.push_back(token, 2, get("y"));
+        }
+        let mut connections = parked.start_dispatch();
+        assert_eq!(connections.pop_front(), Some(a));
+        // The budget ran out after a's first request.
+        let mut queue = parked.take(a);
+        queue.pop_front();
+        parked.put_back(a, queue);
+        parked.finish_dispatch();
+        parked.not_reached(connections);
+        assert!(parked.has_untried(), "the rest goes at once");
+        assert_eq!(parked.start_dispatch(), [b, c, a]);
+        assert_eq!(seqs(&parked.take(a)), [(2, false)]);
+        assert_eq!(seqs(&parked.take(b)), [(1, false), (2, false)]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! routes them once they may go, and refuses a returned one that would then
 //! take effect after a request its connection sent after it.
 
-use super::READ_DROPPED;
+use super::{written_bytes, READ_DROPPED};
 use crate::kv::Command;
 use crate::raft::NodeId;
 use crate::server::clients::{Pending, RequestsAfter};
@@ -14,6 +14,13 @@ use crate::server::event_loop::{Forwarded, Server, Waiter};
 use crate::server::parked::ParkedRequest;
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
+
+/// Value bytes of parked writes routed in one loop iteration: requests
+/// parked while there was no leader (clients go on sending meanwhile, up to
+/// their deadline) went to the new leader all at once, which could stall
+/// its loop as long as the election it had just won; the rest go in later
+/// iterations, in order.
+const DISPATCH_BUDGET: usize = 16 << 20;
 
 impl Server {
     /// Reads this node took as leader and dropped unconfirmed when it
@@ -153,7 +160,14 @@ impl Server {
         if !reachable {
             return;
         }
-        for token in self.parked.start_dispatch() {
+        let mut routed = 0usize;
+        let mut connections = self.parked.start_dispatch();
+        while let Some(token) = connections.pop_front() {
+            if routed >= DISPATCH_BUDGET {
+                connections.push_front(token);
+                self.parked.not_reached(connections);
+                return;
+            }
             let mut queue = self.parked.take(token);
             // See `after_returned`.
             let mut rest_unseen = false;
@@ -192,14 +206,19 @@ impl Server {
                     }
                     RequestsAfter::Unseen => {}
                 }
+                routed += written_bytes(self.replica.kv(), &parked.command);
                 self.route(token, parked.seq, parked.command);
-                if self.parked.holds(token) {
+                if self.parked.holds(token) || routed >= DISPATCH_BUDGET {
                     break;
                 }
             }
             self.parked.put_back(token, queue);
         }
         self.parked.finish_dispatch();
+        if routed >= DISPATCH_BUDGET {
+            // The rest of the last connection's requests, put back above.
+            self.parked.retry();
+        }
     }
 
     /// What became of the requests sent after a returned one
