@@ -65,7 +65,13 @@ impl Server {
             }
             if let Some(client) = self.clients.get_mut(&token) {
                 client.over_budget = false;
-                client.read_paused = false;
+                // A request it read meanwhile (when another client's replies
+                // went away, say) may be held: it stays paused, for
+                // `flush_clients` to serve the held request once the replies
+                // before it come, as it does for any held request.
+                if !client.is_holding() {
+                    client.read_paused = false;
+                }
             }
             self.read_client(token);
         }
@@ -419,3 +425,7 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_io_tests.rs"]
+mod tests;
