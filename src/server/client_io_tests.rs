@@ -101,3 +101,74 @@ fn a_request_held_while_paused_over_the_budget_is_served() {
     c.read_exact(&mut got).expect("both replies");
     assert_eq!(got, want);
 }
+
+/// A write relayed to the leader is answered once this node has applied
+/// what it knew to be committed when the leader's reply came (the leader
+/// sent that commit index ahead of the reply), though one iteration
+/// applies only `max_apply_bytes`: a DBSIZE held behind the write counts
+/// every write committed before it.
+#[test]
+fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
+    use crate::kv::Command;
+    use crate::raft::Role;
+    use crate::server::clients::{Kind, Pending};
+    use crate::server::event_loop::{Forwarded, Waiter};
+
+    let (mut server, _dir) = node(24720);
+    for _ in 0..1000 {
+        if server.replica.node().role() == Role::Leader {
+            break;
+        }
+        server.replica.node_mut().tick();
+        server.iterate().expect("iterate");
+    }
+    assert_eq!(server.replica.node().role(), Role::Leader);
+    // Six writes of 3 MB: a Ready applies 4 MiB, two of them.
+    let value = vec![b'v'; 3 << 20];
+    for k in 0..6 {
+        let key = format!("big{k}");
+        assert!(server
+            .replica
+            .propose_set(key.as_bytes(), &value, Waiter::Nobody)
+            .is_ok());
+    }
+    server.iterate().expect("iterate");
+    let committed = server.replica.node().commit_index();
+    assert!(
+        server.replica.applied_index() + 2 < committed,
+        "applied {} of {committed}",
+        server.replica.applied_index()
+    );
+    // A client's write, sent to the leader (as a follower relays it), and
+    // a DBSIZE held behind it.
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("c");
+    let pending = Pending::InFlight {
+        write: true,
+        forward: None,
+    };
+    let seq = client.open_slot(pending, Kind::Write);
+    client.set_forwarded(seq, true, 7, 2);
+    let command = Command::Set(b"x".to_vec(), b"1".to_vec());
+    let forwarded = Forwarded {
+        token: tc,
+        seq,
+        command,
+        leader: 2,
+    };
+    server.forwards.insert(7, forwarded);
+    send(&mut c, b"DBSIZE\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    // The leader's reply comes; the loop goes on.
+    server.handle_forward_reply(7, Reply::Ok);
+    for _ in 0..10 {
+        server.iterate().expect("iterate");
+    }
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let want = b"+OK\r\n:6\r\n";
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("both replies");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}

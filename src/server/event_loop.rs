@@ -124,6 +124,10 @@ pub struct Server {
     peer_events: Vec<PeerEvent>,
     /// Clients with replies to encode or output to write this iteration.
     pub(super) dirty_clients: Vec<Token>,
+    /// Replies relayed by the leader, each with the commit index this node
+    /// knew when it came: delivered once that much is applied here
+    /// (`Server::release_relayed_replies`).
+    pub(super) relayed_replies: VecDeque<(u64, Completion<Waiter>)>,
     /// The last `process_ready` stopped at its apply budget with more ready.
     pub(super) more_ready: bool,
     /// Client request bytes read, and reply bytes the requests handled are
@@ -256,7 +260,7 @@ impl Server {
     }
 
     /// Everything after the socket events of one iteration.
-    fn iterate(&mut self) -> Result<(), ServerError> {
+    pub(super) fn iterate(&mut self) -> Result<(), ServerError> {
         self.replica.set_wall_clock(unix_millis());
         self.handle_peer_events();
         self.collect_syncs()?;
@@ -267,6 +271,7 @@ impl Server {
         self.dispatch_parked();
         self.cluster_tick();
         self.process_ready()?;
+        self.release_relayed_replies();
         self.refresh_quorum_connected();
         self.stream_snapshots();
         self.snapshots.maybe_start(&mut self.replica);

@@ -133,6 +133,7 @@ impl Server {
             completions: Vec::new(),
             peer_events: Vec::new(),
             dirty_clients: Vec::new(),
+            relayed_replies: VecDeque::new(),
             more_ready: false,
             iteration_client_bytes: 0,
             over_budget: VecDeque::new(),

@@ -505,14 +505,36 @@ impl Server {
             // repeat that.)
             return self.park_again(token, seq, command);
         }
-        // Delivered after this iteration's entries are applied here, with
-        // the leader's: the leader sent the commit index ahead of this reply,
-        // and the connection commands queued with an EXEC, run on delivery,
-        // must see what it committed.
-        self.completions.push(Completion {
-            waiter: Waiter::Client { token, seq },
-            reply,
-        });
+        // Delivered once this node has applied every entry it knows to be
+        // committed now: the leader sent the commit index ahead of this
+        // reply, and the requests held behind it (DBSIZE, INFO) and the
+        // connection commands queued with an EXEC, run on delivery, must see
+        // what it committed. Each `Ready` applies at most
+        // `RaftConfig::max_apply_bytes`, so that can take more than this
+        // iteration (`release_relayed_replies`).
+        let known_committed = self.replica.node().commit_index();
+        self.relayed_replies.push_back((
+            known_committed,
+            Completion {
+                waiter: Waiter::Client { token, seq },
+                reply,
+            },
+        ));
+    }
+
+    /// Hands the relayed replies whose entries are applied here to
+    /// [`Server::deliver_completions`], in the order they came.
+    pub(super) fn release_relayed_replies(&mut self) {
+        let applied = self.replica.applied_index();
+        while self
+            .relayed_replies
+            .front()
+            .is_some_and(|(committed, _)| *committed <= applied)
+        {
+            if let Some((_, completion)) = self.relayed_replies.pop_front() {
+                self.completions.push(completion);
+            }
+        }
     }
 
     fn complete(&mut self, waiter: Waiter, reply: Reply) {
@@ -597,12 +619,14 @@ impl Server {
         }
     }
 
-    /// Whether a relayed reply to this slot came in this iteration: it is
-    /// delivered after the apply (`handle_forward_reply`), and it answers,
-    /// not the deadline.
+    /// Whether a relayed reply to this slot came: it is delivered after the
+    /// apply (`handle_forward_reply`), and it answers, not the deadline.
     fn relayed_reply_arrived(&self, token: Token, seq: u64) -> bool {
-        self.completions.iter().any(|done| {
-            matches!(done.waiter, Waiter::Client { token: t, seq: s } if t == token && s == seq)
-        })
+        let this = |waiter: &Waiter| matches!(*waiter, Waiter::Client { token: t, seq: s } if t == token && s == seq);
+        self.completions.iter().any(|done| this(&done.waiter))
+            || self
+                .relayed_replies
+                .iter()
+                .any(|(_, done)| this(&done.waiter))
     }
 }
