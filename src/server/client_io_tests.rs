@@ -8,11 +8,17 @@ use crate::server::event_loop::StopOn;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-/// A node of one member listening on `client_port` (and the port after it
-/// for raft), its loop not running.
-fn node(client_port: u16) -> (Server, tempfile::TempDir) {
+/// A loopback port nothing listens on (now).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A node of one member on free loopback ports, its loop not running.
+fn node() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let raft_addr = format!("127.0.0.1:{}", client_port + 1);
+    let client_port = free_port();
+    let raft_addr = format!("127.0.0.1:{}", free_port());
     let config = Config {
         id: 1,
         raft_addr: raft_addr.clone(),
@@ -60,7 +66,7 @@ fn send(stream: &mut TcpStream, bytes: &[u8]) {
 /// before it are answered.
 #[test]
 fn a_request_held_while_paused_over_the_budget_is_served() {
-    let (mut server, _dir) = node(24710);
+    let (mut server, _dir) = node();
     let (mut c, tc) = connect(&mut server);
     let (mut d, td) = connect(&mut server);
     send(&mut c, b"SET k v\r\n");
@@ -114,7 +120,7 @@ fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
     use crate::server::clients::{Kind, Pending};
     use crate::server::event_loop::{Forwarded, Waiter};
 
-    let (mut server, _dir) = node(24720);
+    let (mut server, _dir) = node();
     for _ in 0..1000 {
         if server.replica.node().role() == Role::Leader {
             break;

@@ -315,9 +315,16 @@ impl Client {
 
     fn count_unanswered(&mut self, before: usize, after: usize) {
         self.unanswered_bytes = self.unanswered_bytes - before + after;
-        // One thread, the loop's, uses these: nothing to order.
-        self.unanswered_total.fetch_sub(before, Ordering::Relaxed);
-        self.unanswered_total.fetch_add(after, Ordering::Relaxed);
+        // One thread, the loop's, uses these: nothing to order. Most
+        // requests expect no reply bytes worth counting (a SET's `+OK`
+        // counts 0): no atomic operation for them.
+        if after > before {
+            self.unanswered_total
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.unanswered_total
+                .fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Slot `seq`'s request, unanswered, may write values of `bytes` in
