@@ -6,7 +6,7 @@
 use super::clients::Client;
 use super::clock::unix_millis;
 use super::conn::{Conn, Fill};
-use super::event_loop::Server;
+use super::event_loop::{after_accept_error, AfterAcceptError, Server};
 use crate::kv::Reply;
 use crate::wire::resp::ProtocolError;
 use log::{debug, warn};
@@ -146,8 +146,11 @@ impl Server {
                     self.clients.insert(token, client);
                     debug!("client {} connected from {}", id, addr);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) => return self.accept_failed(false, &err),
+                Err(err) => match after_accept_error(&err) {
+                    AfterAcceptError::Stop => return,
+                    AfterAcceptError::Next => debug!("accept on the client port: {}", err),
+                    AfterAcceptError::Retry => return self.accept_failed(false, &err),
+                },
             }
         }
     }

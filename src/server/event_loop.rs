@@ -20,6 +20,8 @@ mod start;
 #[path = "event_loop_timers.rs"]
 mod timers;
 
+pub(super) use timers::{after_accept_error, AfterAcceptError};
+
 use super::clients::Client;
 use super::clock::{unix_millis, Clock};
 use super::cluster::ClusterState;

@@ -9,12 +9,12 @@
 //! them, and the rule that holds back appends while a snapshot is being
 //! finished reads best next to the dispatch of every other peer message.
 
+use super::timers::{after_accept_error, AfterAcceptError};
 use super::Server;
 use crate::raft::{Message, MessageBody};
 use crate::server::peers::PeerEvent;
 use crate::wire::peer_msg::PeerMessage;
 use log::debug;
-use std::io;
 
 impl Server {
     /// Starts the lookups of peer host names that dials asked for, and dials
@@ -44,8 +44,11 @@ impl Server {
                     let token = self.take_token();
                     self.peers.accept(stream, self.poll.registry(), token);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) => return self.accept_failed(true, &err),
+                Err(err) => match after_accept_error(&err) {
+                    AfterAcceptError::Stop => return,
+                    AfterAcceptError::Next => debug!("accept on the raft port: {}", err),
+                    AfterAcceptError::Retry => return self.accept_failed(true, &err),
+                },
             }
         }
     }

@@ -32,6 +32,29 @@ const PURGE_LIMITS: PurgeLimits = PurgeLimits {
 /// once would spin while the descriptors stay short (nginx waits 500 ms).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// What an accept loop does after `accept()` returned an error.
+#[derive(Debug, PartialEq, Eq)]
+pub(in crate::server) enum AfterAcceptError {
+    /// The queue is empty (`WouldBlock`): wait for the next readiness event.
+    Stop,
+    /// That one connection was reset before it was taken (`ECONNABORTED`),
+    /// or a signal interrupted the call: the rest of the queue is still
+    /// there, so take the next one at once.
+    Next,
+    /// Out of descriptors or memory: try again [`ACCEPT_RETRY`] from now.
+    Retry,
+}
+
+pub(in crate::server) fn after_accept_error(err: &std::io::Error) -> AfterAcceptError {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock => AfterAcceptError::Stop,
+        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted => {
+            AfterAcceptError::Next
+        }
+        _ => AfterAcceptError::Retry,
+    }
+}
+
 /// Deadlines and retries on the timer wheel.
 #[derive(Debug)]
 pub enum Timer {
@@ -162,5 +185,25 @@ impl Server {
                 self.next_purge = Instant::now() + PURGE_EVERY;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{after_accept_error, AfterAcceptError};
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn an_aborted_connection_is_skipped_and_running_out_of_descriptors_is_retried_later() {
+        let kind = |kind: ErrorKind| after_accept_error(&Error::from(kind));
+        assert_eq!(kind(ErrorKind::WouldBlock), AfterAcceptError::Stop);
+        assert_eq!(kind(ErrorKind::ConnectionAborted), AfterAcceptError::Next);
+        assert_eq!(kind(ErrorKind::Interrupted), AfterAcceptError::Next);
+        let emfile = Error::from_raw_os_error(24);
+        assert_eq!(after_accept_error(&emfile), AfterAcceptError::Retry);
+        let enfile = Error::from_raw_os_error(23);
+        assert_eq!(after_accept_error(&enfile), AfterAcceptError::Retry);
+        let econnaborted = Error::from_raw_os_error(103);
+        assert_eq!(after_accept_error(&econnaborted), AfterAcceptError::Next);
     }
 }
