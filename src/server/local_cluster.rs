@@ -105,6 +105,36 @@ fn shared_file_settings(flags: &Flags) -> Result<Vec<(String, String, usize)>, S
     }
 }
 
+/// The base of the nodes' data dirs: `--data-dir`, else the file's
+/// `data_dir`, else `data`. The flag is not passed on to the nodes, so it is
+/// checked here: empty, it would put their data dirs at `/node1`, ... (an
+/// empty `data_dir` in the file is refused by the nodes' check, naming its line).
+fn data_base<'a>(
+    flags: &'a Flags,
+    file_settings: &'a [(String, String, usize)],
+) -> Result<&'a str, String> {
+    let flag = flags
+        .overrides
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "data_dir")
+        .map(|(_, value)| value.as_str());
+    if flag == Some("") {
+        return Err(format!(
+            "{}: bad value '' for 'data_dir': must not be empty",
+            config::flag_name("data_dir")
+        ));
+    }
+    Ok(flag
+        .or_else(|| {
+            file_settings
+                .iter()
+                .find(|(key, _, _)| key == "data_dir")
+                .map(|(_, value, _)| value.as_str())
+        })
+        .unwrap_or("data"))
+}
+
 fn terminate(children: &mut [(u32, Child)]) {
     for (_, child) in children.iter_mut() {
         if let Ok(pid) = i32::try_from(child.id()) {
@@ -155,20 +185,13 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Each node's data dir is under the base: the flag's, else the file's.
-    let data_base = flags
-        .overrides
-        .iter()
-        .rev()
-        .find(|(key, _)| key == "data_dir")
-        .map(|(_, value)| value.as_str())
-        .or_else(|| {
-            file_settings
-                .iter()
-                .find(|(key, _, _)| key == "data_dir")
-                .map(|(_, value, _)| value.as_str())
-        })
-        .unwrap_or("data");
+    let data_base = match data_base(flags, &file_settings) {
+        Ok(base) => base,
+        Err(err) => {
+            crate::errln!("raftkv: {}", err);
+            return ExitCode::from(2);
+        }
+    };
     // Checked here, as the children will check them, so that a bad setting
     // is one line and status 2 with nothing started (SPEC §1), not one
     // line per child and a cluster that falls apart.
@@ -300,6 +323,30 @@ fn wait_until_listening(
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_data_base_is_the_flag_else_the_file_else_data_and_never_empty() {
+        let flags = |overrides: &[(&str, &str)]| Flags {
+            config: None,
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let file = vec![("data_dir".to_string(), "from-file".to_string(), 3)];
+        assert_eq!(data_base(&flags(&[]), &[]), Ok("data"));
+        assert_eq!(data_base(&flags(&[]), &file), Ok("from-file"));
+        assert_eq!(
+            data_base(&flags(&[("data_dir", "from-flag")]), &file),
+            Ok("from-flag")
+        );
+        // An empty --data-dir is a bad value, as for one node: as a base it
+        // would put the nodes' data dirs at /node1, /node2, ...
+        assert_eq!(
+            data_base(&flags(&[("data_dir", "")]), &file),
+            Err("--data-dir: bad value '' for 'data_dir': must not be empty".to_string())
+        );
+    }
 
     #[test]
     fn only_an_error_or_a_crash_is_a_failed_start() {
