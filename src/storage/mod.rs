@@ -210,8 +210,11 @@ impl Storage {
     }
 
     /// Makes the repairs the open found (cutting a torn tail, extending a
-    /// short newest segment), durably and with a warning each, removes
-    /// leftover temporary segment files, and writes this process's pid into
+    /// short newest segment), durably and with a warning each, makes durable
+    /// what the open read (the newest segment, and the names in the data,
+    /// log and snapshot directories: a process killed before its syncs
+    /// leaves them in the page cache only), removes leftover temporary
+    /// segment files, and writes this process's pid into
     /// the lock file (which the error a second process gets names). Call it
     /// once recovery has decided to start from what the open found, and
     /// before anything else changes the storage: until then `append`,
@@ -224,7 +227,14 @@ impl Storage {
         assert!(self.recovering, "recovery finished twice");
         self.log.finish_recovery()?;
         // SPEC's layout has it from the start, not from the first snapshot.
-        create_dir(&snapshot::snapshot_dir(&self.data_dir))?;
+        let snapshot_dir = snapshot::snapshot_dir(&self.data_dir);
+        create_dir(&snapshot_dir)?;
+        // A process killed between a rename and its directory fsync left the
+        // new stable file or snapshot visible but not durable; this start
+        // acts on them (repeats the vote without a write, compacts the log
+        // against the snapshot), so they must survive a power loss first.
+        sync_dir(&self.data_dir)?;
+        sync_dir(&snapshot_dir)?;
         self.lock.record_pid();
         self.recovering = false;
         Ok(())
@@ -421,9 +431,33 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 
 /// fsync of a directory, which makes the names created or removed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    #[cfg(test)]
+    synced::note(dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StorageError::io(dir, e))
+}
+
+/// The files and directories this thread synced, in order: no filesystem
+/// tells a test which of its pages are still only in the page cache, so
+/// tests of what a sequence of calls makes durable read this instead.
+#[cfg(test)]
+pub(crate) mod synced {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+
+    thread_local! {
+        static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn note(path: &Path) {
+        SYNCED.with(|synced| synced.borrow_mut().push(path.to_path_buf()));
+    }
+
+    /// Everything noted since the last call.
+    pub(crate) fn take() -> Vec<PathBuf> {
+        SYNCED.with(|synced| std::mem::take(&mut *synced.borrow_mut()))
+    }
 }
 
 /// Creates `dir` if it is missing and makes its name durable in the parent.
@@ -440,5 +474,65 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            index,
+            term: 2,
+            kind: EntryKind::Noop,
+            data: vec![7; 100].into_iter().collect(),
+        }
+    }
+
+    /// A process killed (`kill -9`) leaves its unsynced writes in the page
+    /// cache, where the next start reads them as the log, the stable file
+    /// and the snapshots: entries it then reports as persisted (a follower
+    /// acknowledges them with no sync of its own), a vote it then repeats
+    /// with no write (the hard state is already "on disk"), a snapshot it
+    /// then compacts the log against. Unless the start makes what it read
+    /// durable, a power loss after that loses them all the same.
+    #[test]
+    fn a_start_makes_durable_what_a_killed_process_left_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let options = || StorageOptions {
+            segment_bytes: 1 << 20,
+            check_payload: None,
+        };
+        {
+            let mut storage = Storage::open(&data_dir, options()).expect("open");
+            storage.finish_recovery().expect("finish");
+            storage
+                .set_hard_state(HardState { term: 2, vote: 1 })
+                .expect("stable");
+            let entries: Vec<Entry> = (1..=3).map(entry).collect();
+            storage.append(&entries).expect("append");
+            // Killed here: the records were written, never synced.
+        }
+        let mut storage = Storage::open(&data_dir, options()).expect("reopen");
+        assert_eq!(storage.last_index(), 3);
+        synced::take();
+        storage.finish_recovery().expect("finish");
+        let synced = synced::take();
+        let log_dir = data_dir.join(LOG_DIR);
+        for path in [
+            log_dir.join(segment::file_name(1)),
+            log_dir.clone(),
+            data_dir.clone(),
+            snapshot::snapshot_dir(&data_dir),
+        ] {
+            assert!(
+                synced.contains(&path),
+                "{} not synced by the start (synced: {:?})",
+                path.display(),
+                synced
+            );
+        }
     }
 }

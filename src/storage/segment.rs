@@ -434,6 +434,10 @@ impl Segment {
     pub(crate) fn sync_file(&mut self) -> Result<(), StorageError> {
         self.assert_written();
         self.dirty = None;
+        #[cfg(test)]
+        if self.file.is_some() {
+            super::synced::note(&self.path);
+        }
         match &self.file {
             Some(file) => file
                 .sync_data()

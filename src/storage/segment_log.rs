@@ -153,7 +153,15 @@ impl SegmentLog {
                 log::warn!("{}", warning);
                 seg.extend(self.segment_bytes)?;
             }
+            // The records found may be a killed process's unsynced writes,
+            // still only in the page cache: the node takes them as
+            // persisted from now on. Older segments were synced before
+            // the next one was created (invariant 3).
+            seg.sync_file()?;
         }
+        // Names a killed process created or removed before its directory
+        // fsync (a new segment, the newer ones of a truncation).
+        super::sync_dir(&self.dir)?;
         remove_leftovers(&repair.leftovers);
         Ok(())
     }
