@@ -423,9 +423,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(&tmp, e))?;
     drop(file);
     fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    sync_dir(parent_dir(path))
+}
+
+/// The directory `path` is named in: `.` for a bare relative name.
+fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 
@@ -460,26 +465,58 @@ pub(crate) mod synced {
     }
 }
 
-/// Creates `dir` if it is missing and makes its name durable in the parent.
+/// Creates `dir` if it is missing, and any missing parents of it, making
+/// the name of each one created durable in its parent (fsync of a directory
+/// makes only its own entries durable: a data dir under a new parent, or
+/// a relative one, could otherwise vanish whole on a power loss).
 pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
     if dir.is_dir() {
         return Ok(());
     }
     if dir.exists() {
-        // create_dir_all would say only "File exists".
+        // create_dir would say only "File exists".
         let err = std::io::Error::other("exists and is not a directory");
         return Err(StorageError::io(dir, err));
     }
-    fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
+    let parent = parent_dir(dir);
+    if parent != dir {
+        create_dir(parent)?;
     }
+    match fs::create_dir(dir) {
+        // Created meanwhile by someone else: its name may not be durable yet.
+        Err(err) if err.kind() == ErrorKind::AlreadyExists && dir.is_dir() => {}
+        result => result.map_err(|e| StorageError::io(dir, e))?,
+    }
+    sync_dir(parent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data dir whose parents are new too (`data/node1`, say): each
+    /// directory created has its name made durable in its own parent, not
+    /// only the last one, and a relative one in the current directory.
+    #[test]
+    fn creating_a_directory_makes_the_name_of_every_new_one_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let data_dir = root.join("a").join("b").join("data");
+        synced::take();
+        create_dir(&data_dir).expect("create");
+        let synced = synced::take();
+        for parent in [root.clone(), root.join("a"), root.join("a").join("b")] {
+            assert!(
+                synced.contains(&parent),
+                "{} not synced (synced: {:?})",
+                parent.display(),
+                synced
+            );
+        }
+        assert!(data_dir.is_dir());
+        assert_eq!(parent_dir(Path::new("data")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("data/node1")), Path::new("data"));
+    }
 
     fn entry(index: u64) -> Entry {
         Entry {
