@@ -61,9 +61,32 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         ))
     };
     let dir = snapshot::snapshot_dir(data_dir);
-    let loaded = load_latest_decoded(&dir, |body| {
-        KvStore::restore_from(&mut &body[..]).map_err(|err| err.to_string())
-    })
+    // Every snapshot this node took or installed, and every entry in its
+    // log, was written after a stable file with at least its term
+    // (`Replica` makes the hard state durable first). A received snapshot
+    // is published before the core steps its message, so one of a term
+    // above the stable file's was never installed: a crash came first,
+    // before the core stored the leader's term (a removed node, answered by
+    // a snapshot to its pre-vote, has not stored it before). It is no state
+    // this node reached, and is passed over (and left) as if it were not there.
+    let stable_term = storage.hard_state().term;
+    let loaded = load_latest_decoded(
+        &dir,
+        |path, (_, term)| {
+            let installed = term <= stable_term;
+            if !installed {
+                warn!(
+                    "passing over snapshot {}: its term {} is above the term {} in {}, so it was received from a leader but never installed (or the stable file is older than it)",
+                    path.display(),
+                    term,
+                    stable_term,
+                    data_dir.join(crate::storage::STABLE_FILE).display()
+                );
+            }
+            installed
+        },
+        |body| KvStore::restore_from(&mut &body[..]).map_err(|err| err.to_string()),
+    )
     .map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
     // Snapshots passed over now, or set aside by an earlier start: the state
     // reached their indexes once, so it must reach them again.
@@ -97,13 +120,8 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         }
     };
     let (first, last) = (storage.first_index(), storage.last_index());
-    // Checked before anything is changed. Every snapshot or entry on disk was
-    // written after a stable file with at least its term (`Replica` makes the
-    // hard state durable first), so a lower term means a missing or stale
-    // stable file. (A snapshot received from a leader is published before
-    // the core sees its message, but only by a follower that had already
-    // answered that leader in its term, after storing that term.)
-    let stable_term = storage.hard_state().term;
+    // Checked before anything is changed: a log or snapshot of a term above
+    // the stable file's (see above) means a missing or stale stable file.
     let newest_term = storage.term(last).unwrap_or(0).max(meta.term);
     if stable_term < newest_term {
         return Err(unusable(format!(
@@ -262,5 +280,93 @@ pub(super) fn set_aside(passed_over: &[PathBuf]) {
                 err
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Entry, EntryKind, HardState};
+    use crate::storage::snapshot::SnapshotWriter;
+    use crate::storage::StorageOptions;
+
+    fn options() -> StorageOptions {
+        StorageOptions {
+            segment_bytes: 1 << 20,
+            check_payload: None,
+        }
+    }
+
+    /// A data dir whose stable file holds `hard_state` and whose log holds
+    /// entries 1..=5 of `log_term`, synced.
+    fn data_dir(hard_state: HardState, log_term: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = Storage::open(dir.path(), options()).expect("open");
+        storage.finish_recovery().expect("finish");
+        storage.set_hard_state(hard_state).expect("stable");
+        let entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                index,
+                term: log_term,
+                kind: EntryKind::Noop,
+                data: Vec::new().into_iter().collect(),
+            })
+            .collect();
+        storage.append(&entries).expect("append");
+        storage.sync().expect("sync");
+        dir
+    }
+
+    fn write_snapshot(data_dir: &Path, index: u64, term: u64) {
+        let meta = SnapshotMeta {
+            index,
+            term,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+        };
+        let dir = snapshot::snapshot_dir(data_dir);
+        let mut writer = SnapshotWriter::create(&dir, &meta).expect("writer");
+        KvStore::new()
+            .snapshot_view()
+            .write_to(&mut writer)
+            .expect("body");
+        writer.finish().expect("publish");
+    }
+
+    /// A node removed while it was down hears the leader's term first in
+    /// the InstallSnapshot the leader answers its pre-vote with (a pre-vote
+    /// stores no term), and a received snapshot is published before the core
+    /// steps its message and stores that term. Killed in between, the node
+    /// must still start: from where it was, since it never installed the
+    /// snapshot (installing stores the term first).
+    #[test]
+    fn a_received_snapshot_above_the_stored_term_was_never_installed_and_is_passed_over() {
+        let dir = data_dir(HardState { term: 6, vote: 1 }, 6);
+        write_snapshot(dir.path(), 20, 7);
+        let storage = Storage::open(dir.path(), options()).expect("reopen");
+        let checked = match check(dir.path(), &storage) {
+            Ok(checked) => checked,
+            Err(err) => panic!("start refused: {err}"),
+        };
+        assert_eq!(checked.snapshot_index(), 0);
+        assert_eq!(checked.plan, LogPlan::Keep { from: 1 });
+        assert!(checked.passed_over.is_empty());
+    }
+
+    /// What the stable file's term is checked for still holds: entries of a
+    /// term above it mean a missing or stale stable file.
+    #[test]
+    fn a_log_above_the_stored_term_is_still_refused() {
+        let dir = data_dir(HardState { term: 6, vote: 1 }, 6);
+        write_snapshot(dir.path(), 3, 6);
+        let stable = dir.path().join(crate::storage::STABLE_FILE);
+        let older = data_dir(HardState { term: 5, vote: 1 }, 5);
+        std::fs::copy(older.path().join(crate::storage::STABLE_FILE), &stable).expect("copy");
+        let storage = Storage::open(dir.path(), options()).expect("reopen");
+        let err = match check(dir.path(), &storage) {
+            Ok(_) => panic!("a stable file behind the log was taken"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("below term 6"), "{err}");
     }
 }

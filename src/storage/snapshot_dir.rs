@@ -142,19 +142,26 @@ pub fn set_aside_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageErr
 /// is returned (each failure is also logged): with no snapshot the log would
 /// have to reach back to index 1, which compaction has made unlikely.
 pub fn load_latest(dir: &Path) -> Result<Option<LoadedSnapshot>, StorageError> {
-    Ok(load_latest_decoded(dir, |_| Ok(()))?.map(|(loaded, ())| loaded))
+    Ok(load_latest_decoded(dir, |_, _| true, |_| Ok(()))?.map(|(loaded, ())| loaded))
 }
 
 /// [`load_latest`], where a snapshot must also `decode`: one whose CRC
 /// matches but whose body does not decode (a bug of the build that wrote
 /// it, memory that flipped a bit before the CRC was taken) is passed over
-/// as corrupt, like one that fails its CRC.
+/// as corrupt, like one that fails its CRC. Only files whose path and
+/// `(index, term)` (as named) `consider` accepts are looked at: the others
+/// are left as if absent, neither read nor listed in `skipped`.
 pub fn load_latest_decoded<T>(
     dir: &Path,
+    mut consider: impl FnMut(&Path, (u64, u64)) -> bool,
     mut decode: impl FnMut(&[u8]) -> Result<T, String>,
 ) -> Result<Option<(LoadedSnapshot, T)>, StorageError> {
     let mut failures: Vec<(PathBuf, StorageError)> = Vec::new();
-    for (key, path) in list_newest_first(dir)? {
+    let listed = list_newest_first(dir)?;
+    for (key, path) in listed
+        .into_iter()
+        .filter(|(key, path)| consider(path, *key))
+    {
         let decoded = load_file(&path, key).and_then(|(meta, body)| match decode(&body) {
             Ok(decoded) => Ok((meta, body, decoded)),
             Err(why) => Err(StorageError::corrupt(
