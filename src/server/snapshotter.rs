@@ -155,6 +155,25 @@ fn finish(
     total: u64,
 ) -> Result<(SnapshotInfo, KvStore), StorageError> {
     let info = receiver.finish(total)?;
+    match check_received(dir, meta, &info) {
+        Ok(kv) => Ok((info, kv)),
+        Err(err) => {
+            // Published, it would be the newest snapshot, whose state a
+            // start must reach (or refuse the data dir), though this node
+            // never held it.
+            withdraw(dir, &info.path);
+            Err(err)
+        }
+    }
+}
+
+/// Whether a received snapshot, published, is the one the leader announced
+/// and its map decodes; the map if so.
+fn check_received(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    info: &SnapshotInfo,
+) -> Result<KvStore, StorageError> {
     if info.meta != *meta {
         return Err(StorageError::invalid(
             &info.path,
@@ -166,12 +185,77 @@ fn finish(
         ));
     }
     let loaded = snapshot::load(dir, meta.index, meta.term)?;
-    let kv = KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
+    KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
         StorageError::corrupt(
             &loaded.path,
             None,
             format!("its key-value data does not decode: {}", e),
         )
-    })?;
-    Ok((info, kv))
+    })
+}
+
+/// Deletes a received snapshot that could not be used, durably.
+fn withdraw(dir: &Path, path: &Path) {
+    let removed = std::fs::remove_file(path)
+        .map_err(|err| StorageError::io(path, err))
+        .and_then(|()| crate::storage::sync_dir(dir));
+    if let Err(err) = removed {
+        log::warn!("cannot remove the unusable snapshot: {}", err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The bytes of a snapshot file at `meta` whose body is `body`.
+    fn file_bytes(meta: &SnapshotMeta, body: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = SnapshotWriter::create(dir.path(), meta).expect("create");
+        writer.write_all(body).expect("write");
+        let info = writer.finish().expect("finish");
+        std::fs::read(info.path).expect("read back")
+    }
+
+    fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|item| item.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A snapshot from the leader whose CRC matches but whose map does not
+    /// decode (or that is not the one announced) is refused, and leaves no
+    /// file: published, it was the newest snapshot, which a restart must
+    /// reach, though this node never held its state, and so a start was
+    /// refused.
+    #[test]
+    fn a_received_snapshot_that_cannot_be_used_leaves_no_file() {
+        let meta = SnapshotMeta {
+            index: 10,
+            term: 1,
+            voters: vec![1, 2],
+            learners: Vec::new(),
+        };
+        let mut other = meta.clone();
+        other.voters = vec![1, 2, 3];
+        let mut kv = KvStore::new();
+        kv.apply(&crate::kv::Command::Set(b"k".to_vec(), b"v".to_vec()));
+        let mut map = Vec::new();
+        kv.snapshot_view().write_to(&mut map).expect("map");
+        for (announced, bytes) in [
+            (&meta, file_bytes(&meta, b"not a map")),
+            (&other, file_bytes(&meta, &map)),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut receiver = SnapshotReceiver::create(dir.path(), 10, 1).expect("receiver");
+            receiver.write_at(0, &bytes).expect("write");
+            let result = finish(dir.path(), announced, receiver, bytes.len() as u64);
+            assert!(result.is_err(), "an unusable snapshot was taken");
+            assert_eq!(snapshot_files(dir.path()), Vec::<PathBuf>::new());
+        }
+    }
 }
