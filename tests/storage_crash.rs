@@ -1866,3 +1866,26 @@ fn a_fresh_log_may_start_at_any_index() {
     let storage = open(dir.path(), SMALL);
     assert_eq!((storage.first_index(), storage.last_index()), (42, 49));
 }
+
+/// A snapshot at the largest index there is (its CRC good: a crafted file,
+/// or another build's bug) is corrupt, named with its offset: the log after
+/// it would start at index 0 (`index + 1` wraps), which made a start's plan
+/// for the log overflow.
+#[test]
+fn a_snapshot_at_the_largest_index_is_corrupt() {
+    let dir = tempdir();
+    let snaps = dir.path().join("snapshot");
+    let info = write_snapshot(&snaps, u64::MAX, 1);
+    let err = snapshot::load_latest(&snaps)
+        .map(|loaded| loaded.map(|l| l.meta))
+        .expect_err("a snapshot no log can follow");
+    assert!(
+        matches!(err.kind, raftkv::storage::StorageErrorKind::Corrupt(_)),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&info.path.display().to_string()) && text.contains("offset 12"),
+        "{text}"
+    );
+}

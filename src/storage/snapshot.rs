@@ -125,6 +125,14 @@ pub(super) fn read_header(
         ));
     }
     let index = r.read_u64::<BigEndian>().map_err(io)?;
+    if index == u64::MAX {
+        // The log after it would start at `index + 1`, which wraps; as in a
+        // log record (`segment_recovery.rs`), no log gets this far.
+        return Err(corrupt(
+            12,
+            "index is the largest there is, which no log reaches".to_string(),
+        ));
+    }
     let term = r.read_u64::<BigEndian>().map_err(io)?;
     let mut pos = FIXED_HEADER_BYTES - 4;
     // The learner count must still fit after the voters.
