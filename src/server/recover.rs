@@ -70,11 +70,13 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     // a snapshot to its pre-vote, has not stored it before). It is no state
     // this node reached, and is passed over (and left) as if it were not there.
     let stable_term = storage.hard_state().term;
+    let mut above_stable = Vec::new();
     let loaded = load_latest_decoded(
         &dir,
         |path, (_, term)| {
             let installed = term <= stable_term;
             if !installed {
+                above_stable.push(path.display().to_string());
                 warn!(
                     "passing over snapshot {}: its term {} is above the term {} in {}, so it was received from a leader but never installed (or the stable file is older than it)",
                     path.display(),
@@ -132,17 +134,25 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         )));
     }
     let reach = must_reach.as_ref().map_or(0, |(index, _)| *index);
-    let plan =
-        plan_log(&meta, first, last, |i| storage.term(i), reach).map_err(
-            |why| match &must_reach {
-                Some((index, path)) if *index > meta.index => unusable(format!(
-                    "{} (the snapshot passed over: {})",
-                    why,
-                    path.display()
-                )),
-                _ => unusable(why),
-            },
-        )?;
+    let plan = plan_log(&meta, first, last, |i| storage.term(i), reach).map_err(|why| {
+        let why = match &must_reach {
+            Some((index, path)) if *index > meta.index => {
+                format!("{} (the snapshot passed over: {})", why, path.display())
+            }
+            _ => why,
+        };
+        if above_stable.is_empty() {
+            return unusable(why);
+        }
+        // Unless the stable file is missing or older than they are.
+        unusable(format!(
+            "{}; snapshots passed over as never installed, their terms above the {} in {}: {}",
+            why,
+            stable_term,
+            data_dir.join(crate::storage::STABLE_FILE).display(),
+            above_stable.join(", ")
+        ))
+    })?;
     Ok(Checked {
         meta,
         kv,
@@ -351,6 +361,33 @@ mod tests {
         assert_eq!(checked.snapshot_index(), 0);
         assert_eq!(checked.plan, LogPlan::Keep { from: 1 });
         assert!(checked.passed_over.is_empty());
+    }
+
+    /// A stable file lost after a snapshot was installed (the log emptied)
+    /// still stops the start, and the error names the snapshots passed over.
+    #[test]
+    fn a_missing_stable_file_beside_an_installed_snapshot_is_still_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut storage = Storage::open(dir.path(), options()).expect("open");
+            storage.finish_recovery().expect("finish");
+            storage
+                .set_hard_state(HardState { term: 7, vote: 0 })
+                .expect("stable");
+            storage.reset(21).expect("reset");
+        }
+        write_snapshot(dir.path(), 20, 7);
+        std::fs::remove_file(dir.path().join(crate::storage::STABLE_FILE)).expect("remove");
+        let storage = Storage::open(dir.path(), options()).expect("reopen");
+        let err = match check(dir.path(), &storage) {
+            Ok(_) => panic!("a start without its stable file was taken"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.contains("entries 1..21 are missing")
+                && err.contains("00000000000000000020-00000000000000000007.snap"),
+            "{err}"
+        );
     }
 
     /// What the stable file's term is checked for still holds: entries of a
