@@ -51,7 +51,7 @@ impl<W> PendingWrites<W> {
         if self
             .queue
             .back()
-            .map_or(true, |last| (last.index, last.term) < key)
+            .is_none_or(|last| (last.index, last.term) < key)
         {
             self.queue.push_back(Pending {
                 index,
@@ -66,7 +66,7 @@ impl<W> PendingWrites<W> {
         assert!(
             self.queue
                 .get(at)
-                .map_or(true, |next| (next.index, next.term) != key),
+                .is_none_or(|next| (next.index, next.term) != key),
             "proposal ({}, {}) registered twice",
             index,
             term

@@ -387,7 +387,7 @@ fn recycling_keeps_only_a_few_small_buffers() {
     assert!(parser.spare_bytes() >= 100, "a SET's buffers are kept");
     let big = vec![b'x'; 10_000];
     let words: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
-        .chain(std::iter::repeat(&big[..]).take(200))
+        .chain(std::iter::repeat_n(&big[..], 200))
         .collect();
     let mut input = Vec::new();
     encode_request(&words, &mut input);

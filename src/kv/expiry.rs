@@ -123,7 +123,7 @@ impl ExpireCondition {
         let current = current.map(|at| at as i64);
         !(self.nx && current.is_some()
             || self.xx && current.is_none()
-            || self.gt && current.map_or(true, |at| deadline <= at)
+            || self.gt && current.is_none_or(|at| deadline <= at)
             || self.lt && current.is_some_and(|at| deadline >= at))
     }
 }
