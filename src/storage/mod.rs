@@ -572,4 +572,72 @@ mod tests {
             );
         }
     }
+
+    fn entry_of(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            ..entry(index)
+        }
+    }
+
+    /// What a background sync is handed after each append covers every
+    /// record written since the last one that no rollover synced already:
+    /// after records replace others in an older, sealed segment (its file
+    /// opened again) as after a rollover, and the files a sync still
+    /// running holds stay whole to it when a truncation or a reset deletes
+    /// them.
+    #[test]
+    fn sync_targets_cover_every_append_across_rollover_truncation_and_reset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let log_dir = data_dir.join(LOG_DIR);
+        // 125-byte records: three to a segment.
+        let options = StorageOptions {
+            segment_bytes: 400,
+            check_payload: None,
+        };
+        let mut storage = Storage::open(&data_dir, options).expect("open");
+        storage.finish_recovery().expect("finish");
+        let paths = |targets: &[SyncTarget]| -> Vec<PathBuf> {
+            targets.iter().map(|t| t.path.clone()).collect()
+        };
+        let seg = |first: u64| log_dir.join(segment::file_name(first));
+
+        storage
+            .append(&(1..=2).map(entry).collect::<Vec<_>>())
+            .expect("append");
+        let held = storage.take_sync_targets();
+        assert_eq!(paths(&held), vec![seg(1)]);
+
+        // Rolling over to segment 4 syncs segment 1 on the spot (its last
+        // records were handed to the sync above, which may not have run).
+        synced::take();
+        storage
+            .append(&(3..=5).map(entry).collect::<Vec<_>>())
+            .expect("append");
+        assert!(
+            synced::take().contains(&seg(1)),
+            "segment 1 not synced at rollover"
+        );
+        assert_eq!(paths(&storage.take_sync_targets()), vec![seg(4)]);
+
+        // A newer leader's entries from 2 on: segment 4 goes, and segment 1,
+        // sealed, takes records again, which the next sync must cover.
+        storage
+            .append(&[entry_of(2, 3), entry_of(3, 3)])
+            .expect("append");
+        assert!(!seg(4).exists());
+        assert_eq!(paths(&storage.take_sync_targets()), vec![seg(1)]);
+        assert_eq!(storage.term(3), Some(3));
+
+        // A reset (a snapshot installed) while the first sync still holds
+        // segment 1: its file stays open to it, and the new log's segment
+        // is a file of its own, created durably.
+        storage.reset(10).expect("reset");
+        held.iter()
+            .for_each(|t| t.sync().expect("sync a deleted segment"));
+        storage.append(&[entry_of(10, 4)]).expect("append");
+        assert_eq!(paths(&storage.take_sync_targets()), vec![seg(10)]);
+        assert!(storage.take_sync_targets().is_empty());
+    }
 }
