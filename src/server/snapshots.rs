@@ -21,7 +21,7 @@ use super::peers::Peers;
 use super::snapshot_resend::{snapshot_of, ResendWaits};
 use super::snapshotter::{Done, Job, Snapshotter};
 use crate::kv::KvStore;
-use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta};
+use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta, NO_NODE};
 use crate::replica::{Compacted, Replica};
 use crate::storage::snapshot::{self, RawReader, SnapshotInfo, SnapshotReceiver};
 use crate::storage::{SegmentRemover, StorageError};
@@ -151,12 +151,15 @@ impl Snapshots {
     /// and the log compact (returned, for the caller to detach segments and
     /// free the dropped entries); a finished received one is put in `decoded` for
     /// `DiskLog::install_snapshot` and its message stepped into the core. A
-    /// segment file that could not be deleted is an error.
+    /// segment file that could not be deleted is an error. Also drops a
+    /// snapshot being received from a node that no longer leads (see
+    /// [`Self::drop_abandoned_incoming`]).
     pub fn collect<W>(
         &mut self,
         replica: &mut Replica<W>,
         decoded: &mut Option<(SnapshotMeta, KvStore)>,
     ) -> Result<Option<Compacted>, StorageError> {
+        self.drop_abandoned_incoming(replica);
         let mut compacted = None;
         while let Some(done) = self.thread.try_done() {
             match done {
@@ -200,6 +203,32 @@ impl Snapshots {
             }
         }
         Ok(compacted)
+    }
+
+    /// Drops the snapshot being received, and its temporary file, once the
+    /// core follows (or is) a leader other than its sender: that stream will
+    /// never continue (a leader of a newer term streams from offset 0) and its
+    /// InstallSnapshot, of an older term, will not be installed. Kept, its
+    /// file held up to a snapshot's size on disk until another stream began or
+    /// the node restarted, and the new leader may catch the node up from its
+    /// log and never stream to it.
+    fn drop_abandoned_incoming<W>(&mut self, replica: &Replica<W>) {
+        let leader = replica.node().leader_id();
+        let Some(inc) = &self.incoming else {
+            return;
+        };
+        if leader != NO_NODE && leader != inc.from {
+            info!(
+                "snapshot {}/{} from node {} abandoned: node {} leads now ({} of {} bytes had arrived)",
+                inc.index,
+                inc.term,
+                inc.from,
+                leader,
+                inc.receiver.received(),
+                inc.total
+            );
+            self.incoming = None;
+        }
     }
 
     /// Deletes detached segment files off the loop.

@@ -201,3 +201,101 @@ fn an_unused_received_snapshot_does_not_remove_the_nodes_own_of_the_same_name() 
         published.display()
     );
 }
+
+/// The temporary files of snapshots being received in `dir`.
+fn receiving_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|item| item.expect("entry").path())
+        .filter(|path| path.to_string_lossy().ends_with(".receiving.tmp"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A follower ready to receive, its snapshot directory and the bytes of a
+/// snapshot at index 10 of term 1.
+fn receiving_follower(
+    voters: &[NodeId],
+) -> (
+    tempfile::TempDir,
+    Snapshots,
+    Replica<u32>,
+    SnapshotMeta,
+    Vec<u8>,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+    let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
+    let snapshots = Snapshots::new(dir.path().to_path_buf(), thread, 0);
+    let config = RaftConfig {
+        pre_vote: true,
+        check_quorum: true,
+        ..testnet::config(2, voters)
+    };
+    let replica = Replica::new(Node::new(config, Restored::default(), 7), KvStore::new());
+    let meta = SnapshotMeta {
+        index: 10,
+        term: 1,
+        voters: voters.to_vec(),
+        learners: Vec::new(),
+    };
+    let bytes = snapshot_bytes(&meta);
+    (dir, snapshots, replica, meta, bytes)
+}
+
+/// Node 1 dies part-way through streaming a snapshot, and node 3 leads the
+/// next term: node 1's stream will never continue (a new leader streams
+/// from offset 0), so its part-written temporary file goes. Kept, it held
+/// up to a snapshot's size on disk until some later stream or a restart,
+/// beyond the data directory's bound (two snapshots and one being written),
+/// and the new leader may well catch the node up from its log.
+#[test]
+fn a_partly_received_snapshot_from_a_node_no_longer_leading_is_dropped() {
+    let (dir, mut snapshots, mut replica, _, bytes) = receiving_follower(&[1, 2, 3]);
+    let half = bytes.len() / 2;
+    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]);
+    assert_eq!(receiving_files(dir.path()).len(), 1, "the stream began");
+    // Still node 1's stream while node 1 leads (or no leader is known).
+    let mut decoded = None;
+    snapshots
+        .collect(&mut replica, &mut decoded)
+        .expect("collect");
+    replica.step(testnet::msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+    snapshots
+        .collect(&mut replica, &mut decoded)
+        .expect("collect");
+    assert_eq!(
+        receiving_files(dir.path()).len(),
+        1,
+        "a live stream dropped"
+    );
+    // Node 3 leads term 2.
+    replica.step(testnet::msg(
+        3,
+        2,
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+    assert_eq!(replica.node().leader_id(), 3);
+    snapshots
+        .collect(&mut replica, &mut decoded)
+        .expect("collect");
+    assert_eq!(
+        receiving_files(dir.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "the abandoned stream's file is left"
+    );
+}
