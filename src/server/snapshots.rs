@@ -370,6 +370,16 @@ impl Snapshots {
             return Some(message);
         };
         if !replica.node().would_install_snapshot(message.term, meta) {
+            // The bytes streamed before it are this message's (a connection
+            // delivers in order, and a stream sent again starts at offset 0
+            // after it): nothing will use them. Kept, a whole snapshot's size
+            // stayed on disk until another stream began or a restart.
+            if self.incoming.as_ref().is_some_and(|inc| {
+                (inc.from, inc.index, inc.term) == (message.from, meta.index, meta.term)
+            }) {
+                debug!("snapshot {} received but not needed: dropped", meta.index);
+                self.incoming = None;
+            }
             return Some(message);
         }
         if self.finishing.is_some() {

@@ -299,3 +299,32 @@ fn a_partly_received_snapshot_from_a_node_no_longer_leading_is_dropped() {
         "the abandoned stream's file is left"
     );
 }
+
+/// The whole file of a snapshot arrives, but by its InstallSnapshot the
+/// node no longer needs it (here: it follows a newer term of the same
+/// leader, which would stream again from offset 0). The received bytes go:
+/// kept, a full snapshot's size stayed on disk until a later stream or a
+/// restart.
+#[test]
+fn a_received_file_whose_message_the_core_answers_without_it_is_dropped() {
+    let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2]);
+    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
+    replica.step(message(
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+    let install = message(1, MessageBody::InstallSnapshot { meta });
+    assert!(
+        snapshots.on_install_message(install, &replica).is_some(),
+        "a message of an older term goes to the core"
+    );
+    assert!(!snapshots.is_finishing());
+    assert_eq!(
+        receiving_files(dir.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "the unneeded file is left"
+    );
+}
