@@ -302,8 +302,10 @@ impl Snapshots {
         self.free(kv);
     }
 
-    /// A chunk of a snapshot from `from`. Chunks that do not continue the
-    /// snapshot being received are dropped with it: the leader starts over.
+    /// A chunk of a snapshot from `from`. A chunk at offset 0 begins a new
+    /// one; a later chunk from another node than the one being received is
+    /// ignored; one from the same node that does not continue its snapshot
+    /// is dropped with it: the leader starts over.
     pub fn on_chunk(
         &mut self,
         from: NodeId,
@@ -340,6 +342,17 @@ impl Snapshots {
         let Some(inc) = self.incoming.as_mut() else {
             return;
         };
+        if inc.from != from {
+            // The rest of a stream another node began earlier (at offset 0,
+            // which would have replaced this one): one that led an earlier
+            // term and has not learned it yet, say. It continues nothing
+            // here, and must not drop the stream of the node that leads now.
+            debug!(
+                "snapshot chunk {}/{} at {} from {} ignored: receiving one from {}",
+                index, term, offset, from, inc.from
+            );
+            return;
+        }
         let continues = (inc.from, inc.index, inc.term, inc.total) == (from, index, term, total)
             && inc.receiver.received() == offset;
         if !continues {

@@ -328,3 +328,38 @@ fn a_received_file_whose_message_the_core_answers_without_it_is_dropped() {
         "the unneeded file is left"
     );
 }
+
+/// Node 1 leads and streams a snapshot; node 3, which led an earlier term
+/// and has not yet learned it no longer does, still sends the rest of a
+/// stream it began then. Its chunks continue nothing, and go; node 1's
+/// stream goes on. Before, each such chunk dropped node 1's stream, whose
+/// InstallSnapshot was then dropped for want of its bytes, and node 1 sent
+/// the whole snapshot again after a wait, for as long as node 3 kept on.
+#[test]
+fn a_chunk_from_another_node_mid_stream_does_not_drop_the_stream() {
+    let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2, 3]);
+    let total = bytes.len() as u64;
+    let half = bytes.len() / 2;
+    snapshots.on_chunk(1, 10, 1, 0, total, &bytes[..half]);
+    // Node 3's stale stream: another snapshot, or the same one, mid-way.
+    snapshots.on_chunk(3, 8, 1, 4096, 1 << 20, &[0u8; 512]);
+    snapshots.on_chunk(3, 10, 1, half as u64, total, &bytes[half..]);
+    snapshots.on_chunk(1, 10, 1, half as u64, total, &bytes[half..]);
+    let install = message(1, MessageBody::InstallSnapshot { meta });
+    assert!(snapshots.on_install_message(install, &replica).is_none());
+    assert!(
+        snapshots.is_finishing(),
+        "node 1's stream was dropped by node 3's chunks"
+    );
+    let mut decoded = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots.is_finishing() {
+        assert!(Instant::now() < deadline, "never finished");
+        snapshots
+            .collect(&mut replica, &mut decoded)
+            .expect("collect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(replica.status().snapshot_index, 10, "not installed");
+    assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
+}
