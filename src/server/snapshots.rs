@@ -386,9 +386,12 @@ impl Snapshots {
             // The bytes streamed before it are this message's (a connection
             // delivers in order, and a stream sent again starts at offset 0
             // after it): nothing will use them. Kept, a whole snapshot's size
-            // stayed on disk until another stream began or a restart.
+            // stayed on disk until another stream began or a restart. Only
+            // whole: all of its stream arrived before it, so one part-way is
+            // a newer stream (of a connection opened since) and is kept.
             if self.incoming.as_ref().is_some_and(|inc| {
                 (inc.from, inc.index, inc.term) == (message.from, meta.index, meta.term)
+                    && inc.receiver.received() == inc.total
             }) {
                 debug!("snapshot {} received but not needed: dropped", meta.index);
                 self.incoming = None;

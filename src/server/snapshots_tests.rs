@@ -363,3 +363,27 @@ fn a_chunk_from_another_node_mid_stream_does_not_drop_the_stream() {
     assert_eq!(replica.status().snapshot_index, 10, "not installed");
     assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
 }
+
+/// The same leader's newer stream of the same snapshot, part-way (begun on
+/// a connection opened since), is not dropped by the message of the older
+/// one, whose bytes had all arrived before it.
+#[test]
+fn a_message_not_needed_leaves_a_newer_stream_part_way() {
+    let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2]);
+    let half = bytes.len() / 2;
+    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]);
+    replica.step(message(
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+    let install = message(1, MessageBody::InstallSnapshot { meta });
+    assert!(snapshots.on_install_message(install, &replica).is_some());
+    assert_eq!(
+        receiving_files(dir.path()).len(),
+        1,
+        "the newer stream went"
+    );
+}
