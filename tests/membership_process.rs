@@ -832,3 +832,18 @@ fn an_address_a_removed_node_held_first_is_still_refused_while_a_member_holds_it
     );
     assert!(!members(&cluster, leader).contains_key(&6));
 }
+/// The leader dials `127.0.0.1:07002` as `127.0.0.1:7002`: an address a
+/// member holds is refused however it is written, or the new learner would
+/// be dialed at that member, which refuses a handshake meant for another.
+#[test]
+fn an_address_a_member_holds_written_another_way_is_refused() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let node = &cluster.nodes[(leader + 1) % 3];
+    let padded = format!("127.0.0.1:0{}", node.raft_port);
+    assert_eq!(
+        cluster_cmd(&cluster, leader, &["ADD", "4", &padded]),
+        err(&format!("ERR address {padded} is node {}'s", node.id))
+    );
+    assert!(!members(&cluster, leader).contains_key(&4));
+}

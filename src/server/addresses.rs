@@ -24,6 +24,7 @@ use crate::raft::{NodeId, NO_NODE};
 use log::{info, warn};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -101,11 +102,13 @@ impl AddressBook {
     /// book keeps every node it ever learned, removed ones too, so a former
     /// holder of the address is no answer: asked of the whole book, a
     /// removed node with a lower id hid the member that holds it now.
+    /// Addresses are compared as what they dial (see [`same_addr`]), not as
+    /// text: `127.0.0.1:07002` is node 2's `127.0.0.1:7002`.
     pub fn owner_of(&self, addr: &str, among: &[NodeId]) -> Option<NodeId> {
         among
             .iter()
             .copied()
-            .find(|id| self.raft_addr(*id) == Some(addr))
+            .find(|id| self.raft_addr(*id).is_some_and(|a| same_addr(a, addr)))
     }
 
     fn set_raft(&mut self, id: NodeId, addr: &str) {
@@ -296,6 +299,33 @@ fn format_pairs<'a>(pairs: impl Iterator<Item = (NodeId, &'a str)>) -> String {
     out
 }
 
+/// Whether two raft addresses name the same place without a lookup: the
+/// same IP address when both hosts are IP literals (`[0:0::1]` is `[::1]`,
+/// brackets or not, as the dialer's lookup takes both; `[::ffff:127.0.0.1]`
+/// is `127.0.0.1`), else the same host name in any case; and the same port
+/// number (`07002` is `7002`). Names that resolve alike (`localhost` and
+/// `127.0.0.1`) are not caught: that would need a blocking lookup.
+fn same_addr(a: &str, b: &str) -> bool {
+    fn parts(addr: &str) -> Option<(&str, Option<IpAddr>, u16)> {
+        let (host, port) = addr.rsplit_once(':')?;
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Some((host, bare.parse::<IpAddr>().ok(), port.parse().ok()?))
+    }
+    match (parts(a), parts(b)) {
+        (Some((host_a, ip_a, port_a)), Some((host_b, ip_b, port_b))) => {
+            port_a == port_b
+                && match (ip_a, ip_b) {
+                    (Some(ip_a), Some(ip_b)) => ip_a.to_canonical() == ip_b.to_canonical(),
+                    _ => host_a.eq_ignore_ascii_case(host_b),
+                }
+        }
+        _ => a == b,
+    }
+}
+
 /// Whether `addr` can be a raft address in a context or the book: host:port
 /// with none of the separators those formats use.
 pub fn valid_addr(addr: &str) -> bool {
@@ -364,6 +394,31 @@ mod tests {
         // Node 4 left h:4, and 7 took it: 7 holds it, not 4.
         book.learn_context(b"7=h:4");
         assert_eq!(book.owner_of("h:4", &[1, 2, 7]), Some(7));
+    }
+
+    #[test]
+    fn an_address_written_another_way_still_has_its_owner() {
+        let cluster = vec![
+            (1, "127.0.0.1:7001".to_string()),
+            (2, "[::1]:7002".to_string()),
+            (3, "node3.example:7003".to_string()),
+        ];
+        let book = AddressBook::load((1, "127.0.0.1:7001", "c:1"), None, &cluster);
+        let members = [1, 2, 3];
+        for (addr, owner) in [
+            ("127.0.0.1:07001", Some(1)),
+            ("[0:0:0:0:0:0:0:1]:7002", Some(2)),
+            ("[::1]:007002", Some(2)),
+            ("::1:7002", Some(2)),
+            ("127.0.0.1:+7001", Some(1)),
+            ("[::ffff:127.0.0.1]:7001", Some(1)),
+            ("NODE3.example:7003", Some(3)),
+            ("node3.example:07003", Some(3)),
+            ("127.0.0.1:7002", None),
+            ("node3.example:7001", None),
+        ] {
+            assert_eq!(book.owner_of(addr, &members), owner, "{addr}");
+        }
     }
 
     #[test]
