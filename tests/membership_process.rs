@@ -832,6 +832,7 @@ fn an_address_a_removed_node_held_first_is_still_refused_while_a_member_holds_it
     );
     assert!(!members(&cluster, leader).contains_key(&6));
 }
+
 /// The leader dials `127.0.0.1:07002` as `127.0.0.1:7002`: an address a
 /// member holds is refused however it is written, or the new learner would
 /// be dialed at that member, which refuses a handshake meant for another.
@@ -846,4 +847,34 @@ fn an_address_a_member_holds_written_another_way_is_refused() {
         err(&format!("ERR address {padded} is node {}'s", node.id))
     );
     assert!(!members(&cluster, leader).contains_key(&4));
+}
+
+/// Each AddLearner entry carries the raft address of every member, so raft
+/// addresses that each fit in a request (up to `max_request_bytes`, 8 MiB)
+/// added up to an entry larger than any peer frame may be: the followers
+/// dropped every connection that brought it, and nothing committed again.
+/// A raft address is at most a host name's 253 bytes and a port.
+#[test]
+fn a_raft_address_too_long_for_a_host_name_is_refused_and_writes_go_on() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+    for (id, letter) in [("4", "a"), ("5", "b"), ("6", "c")] {
+        let addr = format!("{}:7004", letter.repeat(6 << 20));
+        let reply = cluster.client(leader).cmd(&["CLUSTER", "ADD", id, &addr]);
+        assert!(
+            matches!(&reply, Reply::Error(e) if e.starts_with("ERR invalid raft address")),
+            "CLUSTER ADD {id} with a 6 MiB address: {reply:?}"
+        );
+    }
+    let long_name = format!("{}:7004", "h".repeat(254));
+    let reply = cluster
+        .client(leader)
+        .cmd(&["CLUSTER", "ADD", "4", &long_name]);
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("ERR invalid raft address")),
+        "{reply:?}"
+    );
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "w"]), ok());
+    assert_eq!(members(&cluster, leader).len(), 3);
 }

@@ -326,13 +326,26 @@ fn same_addr(a: &str, b: &str) -> bool {
     }
 }
 
+/// The longest host a raft address may have: a DNS name's 253 bytes (an IP
+/// literal is shorter). Each AddLearner entry carries the raft address of
+/// every member, so addresses as long as a request could be added up to an
+/// entry larger than a peer frame, which no follower would take: the leader
+/// lost its quorum, and the change its log.
+const MAX_HOST_BYTES: usize = 253;
+
 /// Whether `addr` can be a raft address in a context or the book: host:port
-/// with none of the separators those formats use.
+/// with none of the separators those formats use, and a host no longer
+/// than a host name can be.
 pub fn valid_addr(addr: &str) -> bool {
     let Some((host, port)) = addr.rsplit_once(':') else {
         return false;
     };
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     !host.is_empty()
+        && bare.len() <= MAX_HOST_BYTES
         && port.parse::<u16>().is_ok_and(|p| p != 0)
         && !addr.contains([',', '=', ' ', '\t', '\n', '\r'])
 }
@@ -440,6 +453,13 @@ mod tests {
         assert!(valid_addr("127.0.0.1:7004"));
         assert!(valid_addr("[::1]:7004"));
         assert!(valid_addr("node4.example:7004"));
+        let longest = format!("{}:7004", "h".repeat(MAX_HOST_BYTES));
+        assert!(valid_addr(&longest));
+        assert!(valid_addr(&format!(
+            "[{}]:7004",
+            "h".repeat(MAX_HOST_BYTES)
+        )));
+        let too_long = format!("{}:7004", "h".repeat(MAX_HOST_BYTES + 1));
         for bad in [
             "7004",
             ":7004",
@@ -448,6 +468,7 @@ mod tests {
             "h:1,2=x:3",
             "a=b:1",
             "h :1",
+            &too_long,
         ] {
             assert!(!valid_addr(bad), "{bad}");
         }
