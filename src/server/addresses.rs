@@ -334,8 +334,9 @@ fn same_addr(a: &str, b: &str) -> bool {
 const MAX_HOST_BYTES: usize = 253;
 
 /// Whether `addr` can be a raft address in a context or the book: host:port
-/// with none of the separators those formats use, and a host no longer
-/// than a host name can be.
+/// with none of the separators those formats use (the file splits its lines
+/// at any whitespace, Unicode's too; control characters have no place in a
+/// host either), and a host no longer than a host name can be.
 pub fn valid_addr(addr: &str) -> bool {
     let Some((host, port)) = addr.rsplit_once(':') else {
         return false;
@@ -347,7 +348,8 @@ pub fn valid_addr(addr: &str) -> bool {
     !host.is_empty()
         && bare.len() <= MAX_HOST_BYTES
         && port.parse::<u16>().is_ok_and(|p| p != 0)
-        && !addr.contains([',', '=', ' ', '\t', '\n', '\r'])
+        && !addr.contains([',', '='])
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -446,6 +448,38 @@ mod tests {
             parse_pairs("1=a:1, x=b,0=c,2=,3=d:3,junk"),
             vec![(1, "a:1".to_string()), (3, "d:3".to_string())]
         );
+    }
+
+    /// The file holds one node a line, its fields split at whitespace: an
+    /// address CLUSTER ADD takes must come back from it as it went in.
+    #[test]
+    fn every_address_taken_survives_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut book = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
+        let tricky = [
+            "h\u{b}x:7004",
+            "h\u{c}x:7004",
+            "h\u{85}x:7004",
+            "h\u{a0}x:7004",
+            "h\u{2028}x:7004",
+            "h\u{3000}x:7004",
+            "h\u{0}x:7004",
+            "h\u{1b}x:7004",
+            "h\u{7f}x:7004",
+            "#h:7004",
+        ];
+        let taken: Vec<(NodeId, &str)> = (10..)
+            .zip(tricky)
+            .filter(|(_, addr)| valid_addr(addr))
+            .collect();
+        for (id, addr) in &taken {
+            book.learn_context(format!("{id}={addr}").as_bytes());
+        }
+        book.save_if_changed();
+        let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
+        for (id, addr) in taken {
+            assert_eq!(again.raft_addr(id), Some(addr), "{addr:?}");
+        }
     }
 
     #[test]
