@@ -392,6 +392,9 @@ impl Server {
                 self.forwards.remove(&id);
                 self.cluster.forget_forward(id);
             }
+            // Its parked requests likewise: dropped at the next dispatch,
+            // which does not come while no leader is reachable.
+            self.parked.forget(token);
             debug!("client {} closed", client.id);
         }
     }

@@ -178,3 +178,42 @@ fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
     c.read_exact(&mut got).expect("both replies");
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
+
+/// A parked request answered at its deadline (`-TRYAGAIN no leader`), or
+/// whose client went away, leaves nothing parked: while no leader is
+/// reachable the parked requests are never dispatched, so each write a
+/// client retries there kept its value for as long as the outage lasted.
+#[test]
+fn parked_requests_answered_at_their_deadline_or_whose_client_left_are_dropped() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    send(&mut c, b"SET k v\r\nGET k\r\n");
+    server.read_client(tc);
+    assert!(server.parked.holds(tc), "no leader: parked");
+    let first = server.clients[&tc].first_seq();
+    server.expire(tc, first);
+    server.expire(tc, first + 1);
+    assert!(!server.parked.holds(tc), "answered: nothing left parked");
+    assert!(server.parked.is_empty());
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    server.flush_clients();
+    let want = b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n";
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("both replies");
+    assert_eq!(got, want);
+    // A later request of the connection is not held behind them.
+    send(&mut c, b"SET k w\r\n");
+    server.read_client(tc);
+    assert!(server.parked.holds(tc));
+
+    let (mut d, td) = connect(&mut server);
+    send(&mut d, b"SET j v\r\n");
+    server.read_client(td);
+    assert!(server.parked.holds(td));
+    server.close_client(td);
+    drop(d);
+    assert!(!server.parked.holds(td), "its client gone: dropped");
+    server.close_client(tc);
+    assert!(server.parked.is_empty());
+}

@@ -109,6 +109,31 @@ impl ParkedRequests {
         self.changed = false;
     }
 
+    /// Drops the request of slot `seq`, answered where it waited (its
+    /// deadline passed). Left here, it kept its command, a write's value
+    /// and all, until a dispatch, and none comes while no leader is
+    /// reachable: a client retrying its writes through an outage piled
+    /// them up.
+    pub fn remove(&mut self, token: Token, seq: u64) {
+        let Some(queue) = self.by_connection.get_mut(&token) else {
+            return;
+        };
+        // Usually the oldest: deadlines pass in the order requests came.
+        if let Some(at) = queue.iter().position(|parked| parked.seq == seq) {
+            queue.remove(at);
+        }
+        if queue.is_empty() {
+            self.forget(token);
+        }
+    }
+
+    /// Drops a connection's requests: its client went away.
+    pub fn forget(&mut self, token: Token) {
+        if self.by_connection.remove(&token).is_some() {
+            self.connections.retain(|&waiting| waiting != token);
+        }
+    }
+
     /// Takes a connection's requests (the connection no longer holds any).
     pub fn take(&mut self, token: Token) -> VecDeque<ParkedRequest> {
         self.by_connection.remove(&token).unwrap_or_default()

@@ -586,7 +586,10 @@ impl Server {
             return;
         };
         let reply = match pending {
-            Pending::Parked => error(NO_LEADER),
+            Pending::Parked => {
+                self.parked.remove(token, seq);
+                error(NO_LEADER)
+            }
             Pending::InFlight { write, forward } => {
                 let mut transfer = None;
                 if let Some(id) = forward {
