@@ -23,8 +23,11 @@ pub struct ParkedRequest {
 pub struct ParkedRequests {
     by_connection: HashMap<Token, VecDeque<ParkedRequest>>,
     /// The connections with requests here, each once, in the order they
-    /// first parked.
+    /// first parked; also, while `stale`, connections whose requests were
+    /// all dropped since (see [`ParkedRequests::forget`]).
     connections: VecDeque<Token>,
+    /// `connections` may name connections with no requests here.
+    stale: bool,
     /// Something was parked since the last dispatch, or may go now
     /// ([`ParkedRequests::retry`]).
     changed: bool,
@@ -32,7 +35,7 @@ pub struct ParkedRequests {
 
 impl ParkedRequests {
     pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
+        self.by_connection.is_empty()
     }
 
     /// Whether the connection has a request here: its later ones wait behind it.
@@ -78,6 +81,7 @@ impl ParkedRequests {
 
     fn queue_of(&mut self, token: Token) -> &mut VecDeque<ParkedRequest> {
         self.changed = true;
+        self.drop_stale();
         let connections = &mut self.connections;
         self.by_connection.entry(token).or_insert_with(|| {
             connections.push_back(token);
@@ -88,12 +92,14 @@ impl ParkedRequests {
     /// The connections with parked requests, in order, for a dispatch; each
     /// one's requests are taken with [`ParkedRequests::take`].
     pub fn start_dispatch(&mut self) -> VecDeque<Token> {
+        self.drop_stale();
         std::mem::take(&mut self.connections)
     }
 
     /// Puts back, ahead of the rest, the connections a dispatch stopped
     /// before (its budget spent), and has the loop dispatch again at once.
     pub fn not_reached(&mut self, connections: VecDeque<Token>) {
+        self.drop_stale();
         for token in connections.into_iter().rev() {
             if self.by_connection.contains_key(&token) && !self.connections.contains(&token) {
                 self.connections.push_front(token);
@@ -127,10 +133,22 @@ impl ParkedRequests {
         }
     }
 
-    /// Drops a connection's requests: its client went away.
+    /// Drops a connection's requests: its client went away. Its place in
+    /// `connections` is dropped later, with every other one forgotten
+    /// meanwhile, in one pass: a pass each would cost O(connections) per
+    /// request when thousands of parked requests reach their deadline in
+    /// the same iteration of an outage.
     pub fn forget(&mut self, token: Token) {
         if self.by_connection.remove(&token).is_some() {
-            self.connections.retain(|&waiting| waiting != token);
+            self.stale = true;
+        }
+    }
+
+    fn drop_stale(&mut self) {
+        if std::mem::take(&mut self.stale) {
+            let by_connection = &self.by_connection;
+            self.connections
+                .retain(|token| by_connection.contains_key(token));
         }
     }
 
@@ -199,6 +217,27 @@ mod tests {
         parked.put_back(a, queue);
         assert_eq!(parked.start_dispatch(), [a]);
         assert_eq!(seqs(&parked.take(a)), [(1, false), (2, false), (3, false)]);
+    }
+
+    #[test]
+    fn a_forgotten_connection_is_dispatched_once_and_in_its_new_place() {
+        let mut parked = ParkedRequests::default();
+        let (a, b, c) = (Token(1), Token(2), Token(3));
+        for token in [a, b, c] {
+            parked.push_back(token, 1, get("x"));
+        }
+        parked.forget(b);
+        parked.remove(c, 1);
+        assert!(!parked.holds(b) && !parked.holds(c) && parked.holds(a));
+        parked.push_back(b, 2, get("y"));
+        assert_eq!(parked.start_dispatch(), [a, b]);
+        assert_eq!(seqs(&parked.take(a)), [(1, false)]);
+        assert_eq!(seqs(&parked.take(b)), [(2, false)]);
+        assert!(parked.is_empty());
+        parked.push_back(a, 3, get("z"));
+        parked.forget(a);
+        assert!(parked.is_empty());
+        assert!(parked.start_dispatch().is_empty());
     }
 
     #[test]
