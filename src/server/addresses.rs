@@ -308,11 +308,11 @@ fn format_pairs<'a>(pairs: impl Iterator<Item = (NodeId, &'a str)>) -> String {
 fn same_addr(a: &str, b: &str) -> bool {
     fn parts(addr: &str) -> Option<(&str, Option<IpAddr>, u16)> {
         let (host, port) = addr.rsplit_once(':')?;
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        Some((host, bare.parse::<IpAddr>().ok(), port.parse().ok()?))
+        Some((
+            host,
+            unbracketed(host).parse::<IpAddr>().ok(),
+            port.parse().ok()?,
+        ))
     }
     match (parts(a), parts(b)) {
         (Some((host_a, ip_a, port_a)), Some((host_b, ip_b, port_b))) => {
@@ -324,6 +324,13 @@ fn same_addr(a: &str, b: &str) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// A host without the brackets an IPv6 literal is written in.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// The longest host a raft address may have: a DNS name's 253 bytes (an IP
@@ -341,12 +348,8 @@ pub fn valid_addr(addr: &str) -> bool {
     let Some((host, port)) = addr.rsplit_once(':') else {
         return false;
     };
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
     !host.is_empty()
-        && bare.len() <= MAX_HOST_BYTES
+        && unbracketed(host).len() <= MAX_HOST_BYTES
         && port.parse::<u16>().is_ok_and(|p| p != 0)
         && !addr.contains([',', '='])
         && !addr.chars().any(|c| c.is_whitespace() || c.is_control())
