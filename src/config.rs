@@ -252,9 +252,15 @@ pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>
             continue;
         }
         let Some((key, value)) = content.split_once('=') else {
-            return Err(ConfigError(format!(
-                "{file_name}:{line}: expected 'key = value'"
-            )));
+            // Name the key, as every other error here does: a line like
+            // `colour red` is an unknown key, `fsync always` a known key
+            // missing its `=`.
+            let word = content.split_whitespace().next().unwrap_or(content);
+            return Err(ConfigError(if key_def(word).is_none() {
+                format!("{file_name}:{line}: unknown key '{word}'")
+            } else {
+                format!("{file_name}:{line}: expected '{word} = value'")
+            }));
         };
         let (key, value) = (key.trim(), value.trim());
         if key.is_empty() {

@@ -64,7 +64,11 @@ fn parse_errors_name_file_line_and_key() {
         parse("id = 1\n\njust words\n", "c.conf")
             .unwrap_err()
             .to_string(),
-        "c.conf:3: expected 'key = value'"
+        "c.conf:3: unknown key 'just'"
+    );
+    assert_eq!(
+        parse("fsync always\n", "c.conf").unwrap_err().to_string(),
+        "c.conf:1: expected 'fsync = value'"
     );
     assert_eq!(
         parse(" = 5\n", "c.conf").unwrap_err().to_string(),
