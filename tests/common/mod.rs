@@ -599,8 +599,8 @@ impl Client {
     }
 }
 
-/// Where the RESP2 reply starting at `at` ends, once it is all in `buf`:
-/// looks at headers only, jumping over bulk contents.
+/// Where the RESP2 or RESP3 reply starting at `at` ends, once it is all in
+/// `buf`: looks at headers only, jumping over bulk contents.
 fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
     let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
     let next = line_end + 2;
@@ -609,17 +609,18 @@ fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
         text.parse().expect("a length")
     };
     match buf[at] {
-        b'+' | b'-' | b':' => Some(next),
-        b'$' => match number() {
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Some(next),
+        b'$' | b'=' => match number() {
             -1 => Some(next),
             len => {
                 let end = next + len as usize + 2;
                 (buf.len() >= end).then_some(end)
             }
         },
-        b'*' => {
+        b'*' | b'~' | b'>' | b'%' => {
+            let elements = number().max(0) * if buf[at] == b'%' { 2 } else { 1 };
             let mut end = next;
-            for _ in 0..number().max(0) {
+            for _ in 0..elements {
                 end = reply_end(buf, end)?;
             }
             Some(end)
