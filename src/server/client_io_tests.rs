@@ -1,10 +1,14 @@
-//! The clients' shared budget, driven step by step on a node whose loop
-//! does not run (a single member that has not campaigned: every request
-//! that needs the log waits, parked).
+//! The clients' shared budget, parked requests and requests routed again,
+//! driven step by step on a node whose loop does not run (a single member
+//! that has not campaigned: every request that needs the log waits, parked).
 
 use super::*;
 use crate::config::{Config, FsyncMode};
-use crate::server::event_loop::StopOn;
+use crate::kv::Command;
+use crate::raft::NodeId;
+use crate::replica::Completion;
+use crate::server::clients::{Kind, Pending};
+use crate::server::event_loop::{Forwarded, StopOn, Waiter};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
@@ -115,10 +119,7 @@ fn a_request_held_while_paused_over_the_budget_is_served() {
 /// every write committed before it.
 #[test]
 fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
-    use crate::kv::Command;
     use crate::raft::Role;
-    use crate::server::clients::{Kind, Pending};
-    use crate::server::event_loop::{Forwarded, Waiter};
 
     let (mut server, _dir) = node();
     for _ in 0..1000 {
@@ -216,4 +217,89 @@ fn parked_requests_answered_at_their_deadline_or_whose_client_left_are_dropped()
     assert!(!server.parked.holds(td), "its client gone: dropped");
     server.close_client(tc);
     assert!(server.parked.is_empty());
+}
+
+/// Ticks the node's core until it leads (it is the only member), then lets
+/// it commit the entry of its term.
+fn lead(server: &mut Server) {
+    use crate::raft::Role;
+    for _ in 0..1000 {
+        if server.replica.node().role() == Role::Leader {
+            break;
+        }
+        server.replica.node_mut().tick();
+        server.iterate().expect("iterate");
+    }
+    assert_eq!(server.replica.node().role(), Role::Leader);
+    for _ in 0..10 {
+        server.iterate().expect("iterate");
+    }
+}
+
+/// Opens a slot on `token` for `command` as if forwarded to node `to` with
+/// forwarding id `id`, which then stopped leading: no leader is known and
+/// node `to` is not connected (this node has no peer).
+fn forwarded_to(server: &mut Server, token: Token, id: u64, to: NodeId, command: Command) -> u64 {
+    let write = command.is_write();
+    let kind = if write { Kind::Write } else { Kind::Read };
+    let client = server.clients.get_mut(&token).expect("client");
+    let seq = client.open_slot(Pending::Parked, kind);
+    client.set_forwarded(seq, write, id, to);
+    let forwarded = Forwarded {
+        token,
+        seq,
+        command,
+        leader: to,
+    };
+    server.forwards.insert(id, forwarded);
+    seq
+}
+
+fn get(key: &str) -> Command {
+    Command::Get(key.as_bytes().to_vec())
+}
+
+/// A read forwarded to a leader that stopped leading, held back only by a
+/// write its connection sent before it and this node proposed while it led
+/// (its fate open: it may still be applied, after the read's place
+/// elsewhere), is routed again as soon as that write is answered, and
+/// served: it stayed forwarded until its deadline (`-TRYAGAIN no leader`),
+/// though nothing held it back any more.
+#[test]
+fn an_orphaned_read_held_back_by_an_earlier_local_write_goes_once_the_write_is_answered() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let in_flight = Pending::InFlight {
+        write: true,
+        forward: None,
+    };
+    let client = server.clients.get_mut(&tc).expect("c");
+    let write = client.open_slot(in_flight, Kind::Write);
+    forwarded_to(&mut server, tc, 7, 2, get("k"));
+    server.settle_orphaned_forwards();
+    assert!(
+        server.forwards.contains_key(&7),
+        "the write before it is in flight: the read waits"
+    );
+    assert!(!server.parked.holds(tc));
+    // The write's entry is applied here.
+    let waiter = Waiter::Client {
+        token: tc,
+        seq: write,
+    };
+    server.completions.push(Completion {
+        waiter,
+        reply: Reply::Ok,
+    });
+    server.deliver_completions();
+    assert!(server.forwards.is_empty(), "the read left node 2");
+    assert!(server.parked.holds(tc), "parked to be routed again");
+    // A leader is known (this node): the read is served, in its place.
+    lead(&mut server);
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let want = b"+OK\r\n$-1\r\n";
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("both replies");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }

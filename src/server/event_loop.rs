@@ -32,7 +32,7 @@ use super::peers::{PeerEvent, Peers};
 use super::snapshots::Snapshots;
 use super::{DiskLog, LoopMap, ServerError};
 use crate::config::Config;
-use crate::kv::Command;
+use crate::kv::{Command, KeyHasher};
 use crate::raft::{NodeId, Role};
 use crate::replica::{Completion, Replica};
 use crate::timer_wheel::TimerWheel;
@@ -40,7 +40,8 @@ use log::{debug, info};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -100,6 +101,10 @@ pub struct Server {
     /// settled (`settle_orphaned_forwards`).
     pub(super) forwards_to_check: bool,
     pub(super) next_forward_id: u64,
+    /// Connections with a read forwarded to a node that no longer leads,
+    /// which waits for a request of the connection itself (see
+    /// `Server::recheck_held_reads_of`).
+    pub(super) reads_held: HashSet<Token, BuildHasherDefault<KeyHasher>>,
     /// Client requests waiting to be routed (see `parked.rs`).
     pub(super) parked: ParkedRequests,
     /// Whether this node, as leader, has open connections to a majority of

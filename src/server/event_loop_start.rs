@@ -116,6 +116,7 @@ impl Server {
             clients: LoopMap::default(),
             forwards: LoopMap::default(),
             forwards_to_check: false,
+            reads_held: Default::default(),
             next_forward_id: crate::server::clock::first_forward_id(),
             parked: ParkedRequests::default(),
             quorum_connected: true,

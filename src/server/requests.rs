@@ -98,6 +98,13 @@ fn written_bytes(kv: &KvStore, command: &Command) -> usize {
     }
 }
 
+/// Whether a slot holds a write in flight: answered, or parked again, it no
+/// longer holds back the connection's reads forwarded to a node that
+/// stopped leading (`Server::recheck_held_reads_of`).
+fn is_write_in_flight(pending: Option<Pending>) -> bool {
+    matches!(pending, Some(Pending::InFlight { write: true, .. }))
+}
+
 fn is_tryagain(reply: &Reply) -> bool {
     matches!(reply, Reply::Error(text) if text.starts_with("TRYAGAIN"))
 }
@@ -543,6 +550,7 @@ impl Server {
                 let Some(client) = self.clients.get_mut(&token) else {
                     return;
                 };
+                let write_in_flight = is_write_in_flight(client.pending(seq));
                 let answered = match client.take_locals(seq) {
                     None => client.complete(seq, reply),
                     // An EXEC with connection commands: they run now.
@@ -556,6 +564,9 @@ impl Server {
                 if answered {
                     self.mark_dirty(token);
                     self.retry_parked_of(token);
+                    if write_in_flight {
+                        self.recheck_held_reads_of(token);
+                    }
                 }
             }
             Waiter::Peer { from, id } => {
@@ -619,6 +630,9 @@ impl Server {
         if client.complete(seq, reply) {
             self.mark_dirty(token);
             self.retry_parked_of(token);
+            if is_write_in_flight(Some(pending)) {
+                self.recheck_held_reads_of(token);
+            }
         }
     }
 

@@ -15,6 +15,20 @@ use crate::server::parked::ParkedRequest;
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
+/// What `settle_orphaned_forwards` does with a read forwarded to a node
+/// that no longer leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OrphanedRead {
+    /// Parked, to be routed again.
+    Go,
+    /// Left for the node it went to, or its deadline, to answer.
+    WaitForTarget,
+    /// As `WaitForTarget`, but a request of its own connection holds it
+    /// back, and it is looked at again once a write of the connection is
+    /// answered (`recheck_held_reads_of`).
+    WaitForConnection,
+}
+
 /// Value bytes of parked writes routed in one loop iteration: requests
 /// parked while there was no leader (clients go on sending meanwhile, up to
 /// their deadline) went to the new leader all at once, which could stall
@@ -57,19 +71,53 @@ impl Server {
     /// leader cannot be reached (it died, and its reply will never come);
     /// one still connected answers for itself, or the deadline does.
     pub(in crate::server) fn settle_orphaned_forwards(&mut self) {
+        let ids: Vec<u64> = self.forwards.keys().copied().collect();
+        self.settle_orphaned(&ids);
+        self.settle_orphaned_cluster_forwards();
+    }
+
+    /// Looks again at a connection's reads that `settle_orphaned_forwards`
+    /// left waiting for requests of the connection itself, now that a write
+    /// of it was answered: what held a read back may be settled, and
+    /// nothing else would look before its deadline (`reads_held`).
+    pub(in crate::server) fn recheck_held_reads_of(&mut self, token: Token) {
+        if self.reads_held.is_empty() || !self.reads_held.remove(&token) {
+            return;
+        }
+        let Some(client) = self.clients.get(&token) else {
+            return;
+        };
+        let ids: Vec<u64> = client.forward_ids().collect();
+        self.settle_orphaned(&ids);
+    }
+
+    /// `settle_orphaned_forwards` for the forwards of `ids` (those of one
+    /// connection, or all); ids no longer in `forwards` are passed over.
+    fn settle_orphaned(&mut self, ids: &[u64]) {
         // Writes first: a read behind one of them may go once it is answered.
         for write in [true, false] {
-            // A read that may not go waits for the node it went to (its
-            // answer, from the read's place, still holds) or its deadline.
-            let orphaned: Vec<u64> = self
-                .forwards
-                .iter()
-                .filter(|(_, f)| f.command.is_write() == write)
-                .filter(|(_, f)| self.is_orphaned(f.leader, write))
-                .filter(|(_, f)| write || self.read_may_go_now(f.token, f.seq))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in orphaned {
+            let mut settled = Vec::new();
+            for &id in ids {
+                let Some(f) = self.forwards.get(&id) else {
+                    continue;
+                };
+                if f.command.is_write() != write || !self.is_orphaned(f.leader, write) {
+                    continue;
+                }
+                let fate = if write {
+                    OrphanedRead::Go
+                } else {
+                    self.orphaned_read_fate(f.token, f.seq)
+                };
+                match fate {
+                    OrphanedRead::WaitForConnection => {
+                        self.reads_held.insert(f.token);
+                    }
+                    OrphanedRead::WaitForTarget => {}
+                    OrphanedRead::Go => settled.push(id),
+                }
+            }
+            for id in settled {
                 let Some(Forwarded {
                     token,
                     seq,
@@ -79,15 +127,38 @@ impl Server {
                 else {
                     continue;
                 };
+                let waiter = Waiter::Client { token, seq };
                 if write {
-                    let reply = error("TIMEOUT outcome unknown");
-                    self.complete(Waiter::Client { token, seq }, reply);
+                    self.complete(waiter, error("TIMEOUT outcome unknown"));
                 } else {
                     self.park_again(token, seq, command);
                 }
             }
         }
-        self.settle_orphaned_cluster_forwards();
+    }
+
+    /// What becomes of the read of slot `seq`, forwarded to a node that no
+    /// longer leads.
+    fn orphaned_read_fate(&self, token: Token, seq: u64) -> OrphanedRead {
+        let Some(client) = self.clients.get(&token) else {
+            return OrphanedRead::WaitForTarget;
+        };
+        if client.pending(seq).is_none() {
+            return OrphanedRead::WaitForTarget;
+        }
+        if client.read_may_be_routed_again(seq) {
+            return OrphanedRead::Go;
+        }
+        if client.requests_after(seq, false) != RequestsAfter::Answered {
+            // A write before it in flight (proposed here while this node
+            // led: its fate open until its index is applied), or one after
+            // it, sent to that node too and still connected: either may be
+            // answered before the deadline, and the read may go then.
+            return OrphanedRead::WaitForConnection;
+        }
+        // A write sent after it was answered: it can never be routed
+        // again; the node it went to, or its deadline, answers it.
+        OrphanedRead::WaitForTarget
     }
 
     /// Whether a request forwarded to `asked` is to be settled here (see
@@ -109,17 +180,15 @@ impl Server {
             .get(&token)
             .is_some_and(|c| c.pending(seq).is_some());
         if waiting {
+            let write = command.is_write();
             self.set_pending(token, seq, Pending::Parked);
             self.parked.insert_returned(token, seq, command);
+            if write {
+                // Parked, it holds back no read of its connection: one
+                // parked again too goes after it, in the connection's order.
+                self.recheck_held_reads_of(token);
+            }
         }
-    }
-
-    /// Whether the client still waits for the read of slot `seq` and it may
-    /// go elsewhere now (see `Client::read_may_be_routed_again`).
-    fn read_may_go_now(&self, token: Token, seq: u64) -> bool {
-        self.clients
-            .get(&token)
-            .is_some_and(|c| c.pending(seq).is_some() && c.read_may_be_routed_again(seq))
     }
 
     /// Whether a connection's request must wait in `parked` rather than be
