@@ -303,3 +303,28 @@ fn an_orphaned_read_held_back_by_an_earlier_local_write_goes_once_the_write_is_a
     c.read_exact(&mut got).expect("both replies");
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
+
+/// A read forwarded to a leader that is gone (no longer leading, its
+/// connection closed), with a write its connection sent after it answered
+/// (here `-TIMEOUT`, sent to the same leader): routed again, the read would
+/// come after that write, so it never can be, and nothing else will answer
+/// it. `-TRYAGAIN leader changed` at once, not `-TRYAGAIN no leader` at its
+/// deadline.
+#[test]
+fn an_orphaned_read_that_can_never_be_routed_again_is_refused_at_once() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    forwarded_to(&mut server, tc, 7, 2, get("k"));
+    let set = Command::Set(b"k".to_vec(), b"v".to_vec());
+    forwarded_to(&mut server, tc, 8, 2, set);
+    server.settle_orphaned_forwards();
+    assert!(server.forwards.is_empty(), "both settled");
+    assert!(!server.parked.holds(tc));
+    server.flush_clients();
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let want = b"-TRYAGAIN leader changed\r\n-TIMEOUT outcome unknown\r\n";
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("both replies");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}

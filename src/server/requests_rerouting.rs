@@ -21,6 +21,9 @@ use mio::Token;
 enum OrphanedRead {
     /// Parked, to be routed again.
     Go,
+    /// Answered `-TRYAGAIN leader changed`: it can never be routed again,
+    /// and the node it went to is gone.
+    Refuse,
     /// Left for the node it went to, or its deadline, to answer.
     WaitForTarget,
     /// As `WaitForTarget`, but a request of its own connection holds it
@@ -66,7 +69,10 @@ impl Server {
     /// `Client::read_may_be_routed_again`): it changed nothing, and a leader
     /// that was frozen or cut off keeps its connections but answers nothing,
     /// so waiting for it would spend the client's whole wait (its answer,
-    /// should it come, is dropped). A write's outcome is unknown,
+    /// should it come, is dropped). One that never may be, since a write
+    /// its connection sent after it was answered, is answered `-TRYAGAIN
+    /// leader changed` if that node cannot be reached either: nothing else
+    /// will answer it before its deadline. A write's outcome is unknown,
     /// since the old leader may have replicated it: `-TIMEOUT` now if that
     /// leader cannot be reached (it died, and its reply will never come);
     /// one still connected answers for itself, or the deadline does.
@@ -107,17 +113,17 @@ impl Server {
                 let fate = if write {
                     OrphanedRead::Go
                 } else {
-                    self.orphaned_read_fate(f.token, f.seq)
+                    self.orphaned_read_fate(f.token, f.seq, f.leader)
                 };
                 match fate {
                     OrphanedRead::WaitForConnection => {
                         self.reads_held.insert(f.token);
                     }
                     OrphanedRead::WaitForTarget => {}
-                    OrphanedRead::Go => settled.push(id),
+                    fate => settled.push((id, fate)),
                 }
             }
-            for id in settled {
+            for (id, fate) in settled {
                 let Some(Forwarded {
                     token,
                     seq,
@@ -130,6 +136,8 @@ impl Server {
                 let waiter = Waiter::Client { token, seq };
                 if write {
                     self.complete(waiter, error("TIMEOUT outcome unknown"));
+                } else if fate == OrphanedRead::Refuse {
+                    self.complete(waiter, error(READ_DROPPED));
                 } else {
                     self.park_again(token, seq, command);
                 }
@@ -137,9 +145,9 @@ impl Server {
         }
     }
 
-    /// What becomes of the read of slot `seq`, forwarded to a node that no
-    /// longer leads.
-    fn orphaned_read_fate(&self, token: Token, seq: u64) -> OrphanedRead {
+    /// What becomes of the read of slot `seq`, forwarded to `asked`, which
+    /// no longer leads.
+    fn orphaned_read_fate(&self, token: Token, seq: u64, asked: NodeId) -> OrphanedRead {
         let Some(client) = self.clients.get(&token) else {
             return OrphanedRead::WaitForTarget;
         };
@@ -152,13 +160,21 @@ impl Server {
         if client.requests_after(seq, false) != RequestsAfter::Answered {
             // A write before it in flight (proposed here while this node
             // led: its fate open until its index is applied), or one after
-            // it, sent to that node too and still connected: either may be
+            // it, sent to `asked` too and still connected: either may be
             // answered before the deadline, and the read may go then.
             return OrphanedRead::WaitForConnection;
         }
-        // A write sent after it was answered: it can never be routed
-        // again; the node it went to, or its deadline, answers it.
-        OrphanedRead::WaitForTarget
+        // A write sent after it was answered: that holds for good (the
+        // read's slot keeps the later ones from being written out), so it
+        // can never be routed again. Only `asked` may still answer it, from
+        // its place: a node still connected might (one deposed drops it
+        // with `-TRYAGAIN`, one that confirmed the read answers it), one
+        // that cannot be reached is taken for gone, as it is for a write.
+        if self.peers.is_connected(asked) {
+            OrphanedRead::WaitForTarget
+        } else {
+            OrphanedRead::Refuse
+        }
     }
 
     /// Whether a request forwarded to `asked` is to be settled here (see
