@@ -395,6 +395,7 @@ impl Server {
             // Its parked requests likewise: dropped at the next dispatch,
             // which does not come while no leader is reachable.
             self.parked.forget(token);
+            self.cluster.parked.forget(token);
             self.reads_held.remove(&token);
             debug!("client {} closed", client.id);
         }

@@ -328,3 +328,35 @@ fn an_orphaned_read_that_can_never_be_routed_again_is_refused_at_once() {
     c.read_exact(&mut got).expect("both replies");
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
+
+/// A CLUSTER command parked while no leader is known leaves its queue when
+/// it is answered at its deadline, or its client goes away, as a key-value
+/// request does: it stayed until a leader was reachable again.
+#[test]
+fn parked_cluster_commands_answered_at_their_deadline_or_whose_client_left_are_dropped() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    send(&mut c, b"CLUSTER MEMBERS\r\n");
+    server.read_client(tc);
+    assert!(server.cluster.parked.holds(tc), "no leader: parked");
+    let first = server.clients[&tc].first_seq();
+    server.expire(tc, first);
+    assert!(!server.cluster.parked.holds(tc), "answered: nothing left");
+    assert!(server.cluster.parked.is_empty());
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    server.flush_clients();
+    let want = b"-TRYAGAIN no leader\r\n";
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("the reply");
+    assert_eq!(got, want);
+
+    let (mut d, td) = connect(&mut server);
+    send(&mut d, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
+    server.read_client(td);
+    assert!(server.cluster.parked.holds(td));
+    server.close_client(td);
+    drop(d);
+    assert!(!server.cluster.parked.holds(td), "its client gone: dropped");
+    assert!(server.cluster.parked.is_empty());
+}

@@ -24,6 +24,7 @@ mod leader;
 
 use super::addresses::AddressBook;
 use super::event_loop::{Server, Waiter};
+use super::parked::ParkedRequests;
 use super::LoopMap;
 use crate::kv::{Command, Reply};
 use crate::raft::{ConfChange, Entry, EntryKind, NodeId, Restored, Role, NO_NODE};
@@ -31,7 +32,7 @@ use crate::replica::ReadyOutcome;
 use commands::ClusterRequest;
 use log::info;
 use mio::Token;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// First byte of a Forward payload: an encoded key-value command follows.
 pub const PAYLOAD_KV: u8 = 0;
@@ -64,7 +65,8 @@ pub struct ClusterState {
     ever_member: bool,
     /// Something the dialed set or the standing depends on changed.
     refresh: bool,
-    parked: VecDeque<(Token, u64, ClusterRequest)>,
+    /// CLUSTER commands waiting for a leader (see `parked.rs`).
+    pub(super) parked: ParkedRequests<ClusterRequest>,
     /// CLUSTER requests forwarded to the leader: the client's slot, the
     /// request, and the leader it went to.
     forwards: LoopMap<u64, (Token, u64, ClusterRequest, NodeId)>,
@@ -87,7 +89,7 @@ impl ClusterState {
             },
             ever_member: was_member,
             refresh: true,
-            parked: VecDeque::new(),
+            parked: ParkedRequests::default(),
             forwards: LoopMap::default(),
             held: Vec::new(),
             self_removal: None,
@@ -156,8 +158,8 @@ impl Server {
             && self
                 .cluster
                 .parked
-                .iter()
-                .any(|(token, ..)| !self.waits_for_forwards(*token))
+                .connections()
+                .any(|token| !self.waits_for_forwards(token))
     }
 
     /// Every iteration, before the core's output is handled: routes parked
@@ -166,11 +168,14 @@ impl Server {
     pub(super) fn cluster_tick(&mut self) {
         let transferring = self.replica.node().transfer_target().is_some();
         if self.cluster_parked_routable() {
-            for (token, seq, request) in std::mem::take(&mut self.cluster.parked) {
-                if self.slot_waiting(token, seq) {
-                    self.route_cluster(token, seq, request);
+            for token in self.cluster.parked.start_dispatch() {
+                for parked in self.cluster.parked.take(token) {
+                    if self.slot_waiting(token, parked.seq) {
+                        self.route_cluster(token, parked.seq, parked.command);
+                    }
                 }
             }
+            self.cluster.parked.finish_dispatch();
         }
         if !transferring && !self.cluster.held.is_empty() {
             for (waiter, held) in std::mem::take(&mut self.cluster.held) {

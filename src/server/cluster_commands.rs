@@ -182,7 +182,7 @@ impl Server {
             }
         }
         self.set_pending(token, seq, Pending::Parked);
-        self.cluster.parked.push_back((token, seq, request));
+        self.cluster.parked.push_back(token, seq, request);
     }
 
     pub(super) fn slot_waiting(&self, token: Token, seq: u64) -> bool {
@@ -253,7 +253,7 @@ impl Server {
                 });
             } else if self.slot_waiting(token, seq) {
                 self.set_pending(token, seq, Pending::Parked);
-                self.cluster.parked.push_back((token, seq, request));
+                self.cluster.parked.push_back(token, seq, request);
                 self.retry_parked_of(token);
             }
         }
@@ -268,7 +268,7 @@ impl Server {
         if is_not_the_leader(&reply) {
             if self.slot_waiting(token, seq) {
                 self.set_pending(token, seq, Pending::Parked);
-                self.cluster.parked.push_back((token, seq, request));
+                self.cluster.parked.push_back(token, seq, request);
                 self.retry_parked_of(token);
             }
             return;

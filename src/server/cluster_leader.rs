@@ -189,7 +189,7 @@ impl Server {
                 (Waiter::Client { token, seq }, Held::Cluster(request)) => {
                     // Never proposed: parked, its deadline answers -TRYAGAIN.
                     self.set_pending(token, seq, Pending::Parked);
-                    self.cluster.parked.push_back((token, seq, request));
+                    self.cluster.parked.push_back(token, seq, request);
                 }
                 // A follower's request: it routes it again on this reply.
                 (waiter, _) => self.completions.push(Completion {
@@ -244,7 +244,7 @@ impl Server {
                 self.set_pending(token, seq, Pending::Parked);
                 self.cluster
                     .parked
-                    .push_back((token, seq, ClusterRequest::Remove { id: me }));
+                    .push_back(token, seq, ClusterRequest::Remove { id: me });
             }
             (true, waiter) => self.completions.push(Completion {
                 waiter,

@@ -5,6 +5,11 @@
 //! too, while other connections' requests go on. A connection that must
 //! wait is passed over whole, so a dispatch costs one step per connection
 //! waiting, not per request.
+//!
+//! Two queues of this kind: the key-value requests' (`Server::parked`) and
+//! the CLUSTER commands' (`ClusterState::parked`), each with its own
+//! dispatch, both emptied of requests answered where they waited or whose
+//! client went away, also while none can be dispatched.
 
 use crate::kv::Command;
 use mio::Token;
@@ -13,15 +18,14 @@ use std::collections::{HashMap, VecDeque};
 /// A parked request: its slot, the command, and whether it came back from
 /// where it was sent (then requests the connection sent after it may have
 /// gone ahead, and are looked at before it goes again).
-pub struct ParkedRequest {
+pub struct ParkedRequest<C = Command> {
     pub seq: u64,
-    pub command: Command,
+    pub command: C,
     pub returned: bool,
 }
 
-#[derive(Default)]
-pub struct ParkedRequests {
-    by_connection: HashMap<Token, VecDeque<ParkedRequest>>,
+pub struct ParkedRequests<C = Command> {
+    by_connection: HashMap<Token, VecDeque<ParkedRequest<C>>>,
     /// The connections with requests here, each once, in the order they
     /// first parked; also, while `stale`, connections whose requests were
     /// all dropped since (see [`ParkedRequests::forget`]).
@@ -33,7 +37,18 @@ pub struct ParkedRequests {
     changed: bool,
 }
 
-impl ParkedRequests {
+impl<C> Default for ParkedRequests<C> {
+    fn default() -> Self {
+        ParkedRequests {
+            by_connection: HashMap::new(),
+            connections: VecDeque::new(),
+            stale: false,
+            changed: false,
+        }
+    }
+}
+
+impl<C> ParkedRequests<C> {
     pub fn is_empty(&self) -> bool {
         self.by_connection.is_empty()
     }
@@ -41,6 +56,11 @@ impl ParkedRequests {
     /// Whether the connection has a request here: its later ones wait behind it.
     pub fn holds(&self, token: Token) -> bool {
         self.by_connection.contains_key(&token)
+    }
+
+    /// The connections with requests here, in no particular order.
+    pub fn connections(&self) -> impl Iterator<Item = Token> + '_ {
+        self.by_connection.keys().copied()
     }
 
     /// Whether the loop should dispatch again without waiting for a message
@@ -56,7 +76,7 @@ impl ParkedRequests {
     }
 
     /// Parks a request behind its connection's.
-    pub fn push_back(&mut self, token: Token, seq: u64, command: Command) {
+    pub fn push_back(&mut self, token: Token, seq: u64, command: C) {
         self.queue_of(token).push_back(ParkedRequest {
             seq,
             command,
@@ -66,7 +86,7 @@ impl ParkedRequests {
 
     /// Parks a request that came back from where it was sent, ahead of its
     /// connection's later ones.
-    pub fn insert_returned(&mut self, token: Token, seq: u64, command: Command) {
+    pub fn insert_returned(&mut self, token: Token, seq: u64, command: C) {
         let queue = self.queue_of(token);
         let at = queue.partition_point(|parked| parked.seq < seq);
         queue.insert(
@@ -79,7 +99,7 @@ impl ParkedRequests {
         );
     }
 
-    fn queue_of(&mut self, token: Token) -> &mut VecDeque<ParkedRequest> {
+    fn queue_of(&mut self, token: Token) -> &mut VecDeque<ParkedRequest<C>> {
         self.changed = true;
         self.drop_stale();
         let connections = &mut self.connections;
@@ -153,7 +173,7 @@ impl ParkedRequests {
     }
 
     /// Takes a connection's requests (the connection no longer holds any).
-    pub fn take(&mut self, token: Token) -> VecDeque<ParkedRequest> {
+    pub fn take(&mut self, token: Token) -> VecDeque<ParkedRequest<C>> {
         self.by_connection.remove(&token).unwrap_or_default()
     }
 
@@ -162,7 +182,7 @@ impl ParkedRequests {
     /// requests are routed in order and stop at the first parked again).
     /// Moves the queue, not its requests: a connection waiting for a frozen
     /// leader may hold thousands, passed over in every iteration.
-    pub fn put_back(&mut self, token: Token, mut rest: VecDeque<ParkedRequest>) {
+    pub fn put_back(&mut self, token: Token, mut rest: VecDeque<ParkedRequest<C>>) {
         if rest.is_empty() {
             return;
         }

@@ -598,7 +598,9 @@ impl Server {
         };
         let reply = match pending {
             Pending::Parked => {
+                // In one queue or the other: a CLUSTER command's, or not.
                 self.parked.remove(token, seq);
+                self.cluster.parked.remove(token, seq);
                 error(NO_LEADER)
             }
             Pending::InFlight { write, forward } => {
