@@ -1108,7 +1108,11 @@ fn reads_a_deposed_leader_took_are_answered_by_the_next_one() {
 /// follower knows another leader, the reads (a GET, CLUSTER MEMBERS) go
 /// there and are answered, and the write, whose outcome nobody can know,
 /// gets `-TIMEOUT`, all before their deadline (the reads used to get
-/// `-TRYAGAIN` at their deadline).
+/// `-TRYAGAIN` at their deadline). A read pipelined between two writes
+/// cannot go elsewhere (it would see the second if that was applied): it
+/// gets `-TRYAGAIN` as soon as the writes are settled. It used to wait for
+/// the dead leader until its deadline, holding up the replies behind it,
+/// and then said `-TRYAGAIN no leader`, with a leader elected long before.
 #[test]
 fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     let mut cluster = Cluster::start(3);
@@ -1116,6 +1120,8 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     let follower = (0..3).find(|i| *i != old).expect("a follower");
     let mut client = cluster.client(follower);
     assert_eq!(client.cmd(&["SET", "k", "v"]), Reply::Ok);
+    let mut between = cluster.client(follower);
+    assert_eq!(between.cmd(&["PING"]), Reply::Status("PONG".into()));
     let pid = cluster.pid(old).expect("running");
     let resume = Resume::stop(pid);
     // A read after a write is not held behind it: both are forwarded.
@@ -1123,6 +1129,13 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
     client.send(&[b"GET", b"k"]);
     let mut members = cluster.client(follower);
     members.send(&[b"CLUSTER", b"MEMBERS"]);
+    for argv in [
+        &[&b"SET"[..], b"a", b"1"][..],
+        &[b"GET", b"k"],
+        &[b"SET", b"a", b"2"],
+    ] {
+        between.send(argv);
+    }
     thread::sleep(Duration::from_millis(100));
     cluster.kill(old);
     drop(resume);
@@ -1131,6 +1144,14 @@ fn requests_forwarded_to_a_leader_that_died_are_settled_by_the_next() {
         Reply::Error("TIMEOUT outcome unknown".into())
     );
     assert_eq!(client.read(), bulk("v"), "the read went to the next leader");
+    let timeout = Reply::Error("TIMEOUT outcome unknown".into());
+    assert_eq!(between.read(), timeout);
+    assert_eq!(
+        between.read(),
+        Reply::Error("TRYAGAIN leader changed".into()),
+        "a read between two writes to a dead leader"
+    );
+    assert_eq!(between.read(), timeout);
     match members.read() {
         Reply::Bulk(text) => {
             let text = String::from_utf8_lossy(&text).into_owned();
