@@ -1246,7 +1246,8 @@ fn forwards_of_clients_that_reset_are_forgotten() {
 /// A leader whose connections to a majority of the voters closed (they
 /// died) holds new writes unwritten, its own clients' and those a follower
 /// forwards: they get `-TRYAGAIN` (SPEC's answer for no quorum), and are
-/// not applied when the followers return. (They used to be appended and
+/// not applied when the followers return. It refuses membership changes
+/// with `-TRYAGAIN` at once. (They used to be appended and
 /// answered `-TIMEOUT outcome unknown`, then applied once the followers were
 /// back.) The election timeout is 1 s here so that the leader is still
 /// leading when the writes arrive: it steps down after an election timeout
@@ -1278,7 +1279,16 @@ fn writes_to_a_leader_that_lost_its_quorum_get_tryagain_and_never_apply() {
     assert_eq!(client.info()["role"], "leader", "stepped down too early");
     client.send(&[b"SET", b"k", b"direct"]);
     through_follower.send(&[b"SET", b"f", b"forwarded"]);
+    // Membership changes likewise: they used to be appended, answered
+    // `-TIMEOUT` at their deadline, and applied once the voters returned
+    // and re-elected this node.
+    let mut add_direct = cluster.client(leader);
+    let mut add_via = cluster.client(via);
+    add_direct.send(&[b"CLUSTER", b"ADD", b"9", b"127.0.0.1:1"]);
+    add_via.send(&[b"CLUSTER", b"ADD", b"10", b"127.0.0.1:2"]);
     let tryagain = Reply::Error("TRYAGAIN no leader".into());
+    assert_eq!(add_direct.read(), tryagain, "a change at the leader");
+    assert_eq!(add_via.read(), tryagain, "a forwarded change");
     assert_eq!(client.read(), tryagain, "a write to the leader");
     assert_eq!(through_follower.read(), tryagain, "a forwarded write");
     for &i in &dead {
@@ -1288,6 +1298,16 @@ fn writes_to_a_leader_that_lost_its_quorum_get_tryagain_and_never_apply() {
     assert_eq!(client.cmd_retry(&["GET", "before"]), bulk("v"));
     assert_eq!(client.cmd_retry(&["GET", "k"]), Reply::Nil);
     assert_eq!(client.cmd_retry(&["GET", "f"]), Reply::Nil);
+    match client.cmd_retry(&["CLUSTER", "MEMBERS"]) {
+        Reply::Bulk(text) => {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            assert!(
+                !text.contains("id=9 ") && !text.contains("id=10 "),
+                "{text}"
+            );
+        }
+        other => panic!("CLUSTER MEMBERS answered {other:?}"),
+    }
 }
 
 /// Members named by host name are looked up off the event loop, then

@@ -103,7 +103,7 @@ impl ClusterRequest {
     }
 
     /// Whether a timeout leaves its outcome unknown (a change may commit).
-    fn is_change(&self) -> bool {
+    pub(super) fn is_change(&self) -> bool {
         matches!(
             self,
             ClusterRequest::Add { .. } | ClusterRequest::Remove { .. }

@@ -25,6 +25,10 @@ use crate::server::event_loop::{Server, Waiter};
 use log::info;
 use std::fmt::Write as _;
 
+/// What a membership change gets from a leader whose connections to a
+/// majority of the voters are closed: SPEC's answer for no quorum.
+const NO_QUORUM: &str = "TRYAGAIN no leader";
+
 fn change_error(err: ConfChangeError) -> Reply {
     match err {
         ConfChangeError::NotLeader { .. } => Reply::error(NOT_THE_LEADER),
@@ -57,6 +61,14 @@ impl Server {
         waiter: Waiter,
     ) -> Option<Reply> {
         let me = self.config.id;
+        if request.is_change() && !self.quorum_connected {
+            // As for a write (`Server::takes_writes`): appended now, the
+            // change could not commit, yet could once the voters return
+            // and this node is elected again with it in its log, after its
+            // client was told `-TIMEOUT`. Refused unappended, it keeps
+            // SPEC's promise for no quorum.
+            return Some(Reply::error(NO_QUORUM));
+        }
         let result = match request {
             ClusterRequest::Members => return Some(Reply::Bulk(self.members_text().into_bytes())),
             ClusterRequest::Add { id, ref addr } => {
