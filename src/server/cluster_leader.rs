@@ -22,12 +22,9 @@ use crate::raft::{ConfChange, ConfChangeError, NodeId, ProposeError, TransferOut
 use crate::replica::Completion;
 use crate::server::clients::Pending;
 use crate::server::event_loop::{Server, Waiter};
+use crate::server::requests::NO_LEADER;
 use log::info;
 use std::fmt::Write as _;
-
-/// What a membership change gets from a leader whose connections to a
-/// majority of the voters are closed: SPEC's answer for no quorum.
-const NO_QUORUM: &str = "TRYAGAIN no leader";
 
 fn change_error(err: ConfChangeError) -> Reply {
     match err {
@@ -67,7 +64,7 @@ impl Server {
             // and this node is elected again with it in its log, after its
             // client was told `-TIMEOUT`. Refused unappended, it keeps
             // SPEC's promise for no quorum.
-            return Some(Reply::error(NO_QUORUM));
+            return Some(Reply::error(NO_LEADER));
         }
         let result = match request {
             ClusterRequest::Members => return Some(Reply::Bulk(self.members_text().into_bytes())),

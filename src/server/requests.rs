@@ -23,7 +23,7 @@ mod rerouting;
 const NOAUTH: &str = "NOAUTH Authentication required.";
 /// What a request that found no leader, or no quorum, gets at its deadline
 /// (SPEC's wording for both).
-const NO_LEADER: &str = "TRYAGAIN no leader";
+pub(super) const NO_LEADER: &str = "TRYAGAIN no leader";
 /// What a request gets when it came back from where it was sent and cannot
 /// go again, since a request its connection sent after it was answered
 /// (`dispatch_parked`); also what a leader tells the follower whose read it
