@@ -31,8 +31,10 @@ pub trait Durable {
     /// Makes the snapshot `meta` names, received from the leader beside its
     /// InstallSnapshot message, this node's state: returns the state machine
     /// it holds and empties the log so that it continues at `meta.index + 1`.
-    /// Durable when it returns (the snapshot itself was made durable when it
-    /// was received, before the core saw the message).
+    /// Durable when it returns, in that order: the snapshot where a start
+    /// takes it, then the log emptied. Called after the batch's hard state
+    /// (the leader's term) is stored, so a snapshot a start takes never has
+    /// a term above the stable file's.
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError>;
 }
 

@@ -1602,13 +1602,76 @@ fn snapshot_streams_to_a_receiver_in_chunks_of_any_size() {
         }
         assert!(reader.read_chunk(offset, chunk).expect("end").is_empty());
         let got = receiver.finish(reader.len()).expect("finish");
-        assert_eq!(got.meta, meta(42, 5));
+        assert_eq!(got.meta(), &meta(42, 5));
+        let got = got.publish().expect("publish");
         let loaded = snapshot::load_latest(follower.path())
             .expect("load")
             .expect("some");
         assert_eq!(loaded.body, body(42), "chunk size {}", chunk);
         assert_eq!(snapshot_files(follower.path()), vec![got.path]);
     }
+}
+
+/// A snapshot received whole and checked stays under a temporary name,
+/// synced, until the node installs it (`publish`): killed before that, a
+/// start loads the snapshots the node had, all of them still there, and
+/// deletes the received file as a leftover. It used to be published (and
+/// prune the older ones) as soon as it was checked.
+#[test]
+fn a_received_snapshot_is_no_snapshot_a_start_takes_until_published() {
+    let leader = tempdir();
+    let raw = fs::read(write_snapshot(leader.path(), 42, 5).path).expect("read");
+    let follower = tempdir();
+    let snaps = follower.path().join("snapshot");
+    let older: Vec<PathBuf> = [(10, 1), (20, 2)]
+        .iter()
+        .map(|&(i, t)| write_snapshot(&snaps, i, t).path)
+        .collect();
+    let received = receive(&snaps, 42, 5, &raw)
+        .finish(raw.len() as u64)
+        .expect("finish");
+    let tmp = received.tmp_path().to_path_buf();
+    assert!(
+        tmp.display().to_string().ends_with(".tmp"),
+        "{}",
+        tmp.display()
+    );
+    let mut want = older.clone();
+    want.push(tmp.clone());
+    want.sort();
+    assert_eq!(snapshot_files(&snaps), want, "published or pruned");
+
+    // Killed here: a start takes the newest snapshot the node had.
+    let crashed = tempdir();
+    copy_dir(&snaps, crashed.path());
+    let loaded = snapshot::load_latest(crashed.path())
+        .expect("load")
+        .expect("some");
+    assert_eq!((loaded.meta, loaded.skipped), (meta(20, 2), Vec::new()));
+    assert_eq!(
+        snapshot::remove_temp_files(crashed.path()).expect("remove"),
+        1
+    );
+    assert_eq!(snapshot_files(crashed.path()).len(), 2);
+
+    // Installed: published under its final name, the newest, and pruned.
+    let info = received.publish().expect("publish");
+    assert_eq!(snapshot_files(&snaps), vec![older[1].clone(), info.path]);
+    let loaded = snapshot::load_latest(&snaps).expect("load").expect("some");
+    assert_eq!((loaded.meta, loaded.body), (meta(42, 5), body(42)));
+
+    // Dropped instead (refused, or not needed), it leaves nothing.
+    let raw = fs::read(write_snapshot(leader.path(), 50, 5).path).expect("read");
+    let unused = receive(&snaps, 50, 5, &raw)
+        .finish(raw.len() as u64)
+        .expect("finish");
+    drop(unused);
+    assert_eq!(
+        snapshot_files(&snaps).len(),
+        2,
+        "{:?}",
+        snapshot_files(&snaps)
+    );
 }
 
 fn receive(dir: &Path, index: u64, term: u64, bytes: &[u8]) -> SnapshotReceiver {

@@ -100,8 +100,10 @@ impl Server {
     /// chunks on running ones, and reports finished streams to the core.
     pub(super) fn stream_snapshots(&mut self) {
         // A snapshot the core did not install (it learned the entries
-        // another way) is not kept decoded.
-        self.disk.decoded = None;
+        // another way) is not kept decoded, nor its file.
+        if let Some(unused) = self.disk.decoded.take() {
+            self.snapshots.free(unused);
+        }
         let mut reports = std::mem::take(&mut self.snapshot_reports);
         let leader_term = self.replica.is_leader().then(|| self.replica.node().term());
         self.snapshots.start_streams(leader_term, &mut reports);

@@ -20,6 +20,8 @@ mod parked;
 mod peers;
 mod recover;
 mod requests;
+#[cfg(test)]
+mod snapshot_install_tests;
 mod snapshot_resend;
 mod snapshots;
 mod snapshotter;
@@ -95,8 +97,8 @@ pub(crate) struct DiskLog {
     pub fsync: bool,
     pub snapshot_dir: PathBuf,
     /// A snapshot received from the leader and already decoded off the loop,
-    /// for `install_snapshot` to take.
-    pub decoded: Option<(SnapshotMeta, KvStore)>,
+    /// for `install_snapshot` to publish and take.
+    pub decoded: Option<snapshots::Decoded>,
     /// The sync thread (None until the loop starts it, and with `fsync = never`).
     pub syncer: Option<syncer::Syncer>,
 }
@@ -122,7 +124,15 @@ impl Durable for DiskLog {
     }
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
         let kv = match self.decoded.take() {
-            Some((decoded, kv)) if decoded == *meta => kv,
+            Some(decoded) if decoded.file.meta() == meta => {
+                // The stable file already holds the leader's term (the core's
+                // hard state is stored before its snapshot), so a published
+                // snapshot never has a term above it; and the log is reset
+                // only once a start would load this snapshot, so a crash in
+                // between leaves the old state or the new one, whole.
+                decoded.file.publish()?;
+                decoded.kv
+            }
             _ => {
                 // Not reached while the loop steps InstallSnapshot only after
                 // the helper thread decoded its file; kept as a safe fallback.

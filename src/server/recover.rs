@@ -63,12 +63,16 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let dir = snapshot::snapshot_dir(data_dir);
     // Every snapshot this node took or installed, and every entry in its
     // log, was written after a stable file with at least its term
-    // (`Replica` makes the hard state durable first). A received snapshot
-    // is published before the core steps its message, so one of a term
-    // above the stable file's was never installed: a crash came first,
-    // before the core stored the leader's term (a removed node, answered by
-    // a snapshot to its pre-vote, has not stored it before). It is no state
-    // this node reached, and is passed over (and left) as if it were not there.
+    // (`Replica` makes the hard state durable first). This build publishes
+    // a received snapshot only as it installs it, after the term is stored;
+    // earlier builds published it before the core stepped its message, so
+    // in a data dir they wrote, one of a term above the stable file's was
+    // never installed: a crash came first, before the core stored the
+    // leader's term (a removed node, answered by a snapshot to its pre-vote,
+    // has not stored it before). It is no state this node reached, and is
+    // passed over (and left) as if it were not there. Kept for those data
+    // dirs; this build leaves no such file (a missing or stale stable file
+    // aside, which the check on the log below still catches).
     let stable_term = storage.hard_state().term;
     let mut above_stable = Vec::new();
     let loaded = load_latest_decoded(
@@ -345,10 +349,11 @@ mod tests {
 
     /// A node removed while it was down hears the leader's term first in
     /// the InstallSnapshot the leader answers its pre-vote with (a pre-vote
-    /// stores no term), and a received snapshot is published before the core
-    /// steps its message and stores that term. Killed in between, the node
-    /// must still start: from where it was, since it never installed the
-    /// snapshot (installing stores the term first).
+    /// stores no term), and builds before this one published a received
+    /// snapshot before the core stepped its message and stored that term.
+    /// Killed in between, such a node must still start (with this build
+    /// too): from where it was, since it never installed the snapshot
+    /// (installing stores the term first).
     #[test]
     fn a_received_snapshot_above_the_stored_term_was_never_installed_and_is_passed_over() {
         let dir = data_dir(HardState { term: 6, vote: 1 }, 6);

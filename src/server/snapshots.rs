@@ -13,9 +13,13 @@
 //!
 //! Follower: chunks go to a temp file. When the InstallSnapshot message
 //! arrives and the core would install it, the complete file goes to the
-//! helper thread, which verifies, publishes and decodes it; only then is the
-//! message stepped into the core, whose `Ready.snapshot` then installs the
-//! decoded map (`DiskLog::install_snapshot`) and resets the log.
+//! helper thread, which verifies, syncs and decodes it; only then is the
+//! message stepped into the core, whose `Ready` then stores the leader's
+//! term and installs the decoded map (`DiskLog::install_snapshot`), which
+//! publishes the file under its final name and resets the log. A file the
+//! core does not install is deleted as a temp file, never published: a
+//! published one would be the state a start takes, and would have pruned
+//! the older snapshots, which are the fallback.
 
 use super::peers::Peers;
 use super::snapshot_resend::{snapshot_of, ResendWaits};
@@ -23,7 +27,7 @@ use super::snapshotter::{Done, Job, Snapshotter};
 use crate::kv::KvStore;
 use crate::raft::{Message, MessageBody, NodeId, SnapshotMeta, NO_NODE};
 use crate::replica::{Compacted, Replica};
-use crate::storage::snapshot::{self, RawReader, SnapshotInfo, SnapshotReceiver};
+use crate::storage::snapshot::{self, RawReader, ReceivedSnapshot, SnapshotReceiver};
 use crate::storage::{SegmentRemover, StorageError};
 use crate::wire::peer_msg::PeerMessage;
 use log::{debug, info, warn};
@@ -51,6 +55,14 @@ struct Incoming {
     term: u64,
     total: u64,
     receiver: SnapshotReceiver,
+}
+
+/// A snapshot received from the leader, checked and decoded off the loop,
+/// that the core is about to install: `DiskLog::install_snapshot` publishes
+/// `file` and takes `kv`. Dropped instead, the file goes.
+pub struct Decoded {
+    pub file: ReceivedSnapshot,
+    pub kv: KvStore,
 }
 
 /// What INFO shows about snapshots.
@@ -157,7 +169,7 @@ impl Snapshots {
     pub fn collect<W>(
         &mut self,
         replica: &mut Replica<W>,
-        decoded: &mut Option<(SnapshotMeta, KvStore)>,
+        decoded: &mut Option<Decoded>,
     ) -> Result<Option<Compacted>, StorageError> {
         self.drop_abandoned_incoming(replica);
         let mut compacted = None;
@@ -244,18 +256,18 @@ impl Snapshots {
     fn received<W>(
         &mut self,
         meta: SnapshotMeta,
-        result: Result<(SnapshotInfo, KvStore), StorageError>,
+        result: Result<(ReceivedSnapshot, KvStore), StorageError>,
         elapsed: Duration,
         replica: &mut Replica<W>,
-        decoded: &mut Option<(SnapshotMeta, KvStore)>,
+        decoded: &mut Option<Decoded>,
     ) {
         let message = self.finishing.take();
         match result {
-            Ok((info, kv)) => {
+            Ok((file, kv)) => {
                 info!(
                     "snapshot at index {} received from the leader: {} bytes, {} keys, checked and loaded in {} ms",
                     meta.index,
-                    info.bytes,
+                    file.bytes(),
                     kv.len(),
                     elapsed.as_millis()
                 );
@@ -264,17 +276,18 @@ impl Snapshots {
                         // Only for one the core installs: INFO's
                         // snapshot_bytes is the size of the snapshot the node
                         // holds, and a removed file is none.
-                        self.stats.bytes = info.bytes;
+                        self.stats.bytes = file.bytes();
                         self.stats.received += 1;
-                        *decoded = Some((meta, kv));
+                        *decoded = Some(Decoded { file, kv });
                         replica.step(message);
                     }
-                    // The log reached its index, and the node took (or is
-                    // taking) its own snapshot there: the same file name, now
-                    // its own snapshot's, or about to be (the helper thread
-                    // writes it after this check).
-                    _ if is_own_snapshot(replica, &meta) => self.free(kv),
-                    _ => self.discard_unused(&info.path, meta.index, kv),
+                    // A new term began, or the log reached its index (the
+                    // node may even hold its own snapshot there, under the
+                    // name this one would take), while it was checked.
+                    _ => {
+                        info!("snapshot at index {} not installed (a newer term or log passed it while it was checked): removed", meta.index);
+                        self.free(Decoded { file, kv });
+                    }
                 }
             }
             Err(err) => warn!(
@@ -282,24 +295,6 @@ impl Snapshots {
                 meta.index, err
             ),
         }
-    }
-
-    /// Removes a received snapshot the core will not install: a new term
-    /// began, or the log reached its index, while it was checked. Left
-    /// published, it would count among the files pruning keeps, so two of
-    /// them could prune the snapshot the core holds and hands to followers,
-    /// which this node could then no longer send if it led. The file came
-    /// from a leader, so one a crash leaves here is still a valid start.
-    fn discard_unused(&mut self, path: &std::path::Path, index: u64, kv: KvStore) {
-        info!("snapshot at index {index} not installed (a newer term or log passed it while it was checked): removed");
-        match std::fs::remove_file(path) {
-            // Pruning after a newer snapshot may have taken it already.
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                warn!("cannot remove unused snapshot {}: {}", path.display(), err)
-            }
-            _ => {}
-        }
-        self.free(kv);
     }
 
     /// A chunk of a snapshot from `from`. A chunk at offset 0 begins a new
@@ -593,16 +588,6 @@ fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
         }
         out.offset += n;
     }
-}
-
-/// Whether the node's own snapshot, held or being written, is at `meta`'s
-/// index (and so, both committed there, its term): its file has the name
-/// of a received snapshot at `meta`.
-fn is_own_snapshot<W>(replica: &Replica<W>, meta: &SnapshotMeta) -> bool {
-    replica.status().snapshot_index == meta.index
-        || replica
-            .snapshot_in_progress()
-            .is_some_and(|own| (own.index, own.term) == (meta.index, meta.term))
 }
 
 #[cfg(test)]

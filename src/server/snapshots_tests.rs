@@ -34,20 +34,71 @@ fn message(term: u64, body: MessageBody) -> Message {
     testnet::msg(1, 2, term, body)
 }
 
-/// Node 2 is sent a snapshot at index 10 of term 1 from node 1, whole;
-/// `meanwhile` runs while the helper thread checks it (given the snapshot
-/// directory and the file's bytes), and the loop collects what the thread
-/// did after it. Returns the snapshot directory, what the loop kept
-/// decoded, the replica and what INFO shows.
+/// The node's own snapshots, older than the one it is sent: the fallback
+/// a start uses if the newest fails its checks.
+const OLDER: [(u64, u64); 2] = [(4, 1), (6, 1)];
+
+/// Writes the snapshots of [`OLDER`] into `dir`; returns their paths.
+fn older_snapshots(dir: &Path) -> Vec<std::path::PathBuf> {
+    OLDER
+        .iter()
+        .map(|&(index, term)| {
+            let meta = SnapshotMeta {
+                index,
+                term,
+                voters: vec![1, 2],
+                learners: Vec::new(),
+            };
+            let mut writer = SnapshotWriter::create(dir, &meta).expect("create");
+            KvStore::new()
+                .snapshot_view()
+                .write_to(&mut writer)
+                .expect("write");
+            writer.finish().expect("finish").path
+        })
+        .collect()
+}
+
+/// Every file in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|item| item.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Waits (up to 10 s) until the files in `dir` are `want`: the helper
+/// thread removes an unused received file after the loop hands it over.
+fn wait_for_files(dir: &Path, want: &[std::path::PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_in(dir) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot directory holds {:?}, not {:?}",
+            files_in(dir),
+            want
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Node 2, holding the snapshots of [`OLDER`], is sent a snapshot at index
+/// 10 of term 1 from node 1, whole; `meanwhile` runs while the helper thread
+/// checks it (given the snapshot directory and the file's bytes), and the
+/// loop collects what the thread did after it. Returns the snapshot
+/// directory, what the loop kept decoded, the replica and what INFO shows.
 fn receive_snapshot(
     meanwhile: impl FnOnce(&mut Replica<u32>, &mut Snapshots, &Path, &[u8]),
 ) -> (
     tempfile::TempDir,
-    Option<(SnapshotMeta, KvStore)>,
+    Option<Decoded>,
     Replica<u32>,
     SnapshotStats,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
+    older_snapshots(dir.path());
     let poll = Poll::new().expect("poll");
     let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
     let thread = Snapshotter::start(dir.path().to_path_buf(), waker).expect("thread");
@@ -82,6 +133,10 @@ fn receive_snapshot(
     (dir, decoded, replica, snapshots.stats.clone())
 }
 
+/// The core will not install it by the time it is checked: the file goes,
+/// and the older snapshots stay. Before, the file was published (renamed
+/// to its final name, and the older snapshots pruned to one) as soon as it
+/// was checked, so removing it afterwards left a single fallback.
 #[test]
 fn a_received_snapshot_the_core_will_not_install_is_removed() {
     // While the file is checked, node 1 leads a newer term.
@@ -101,26 +156,42 @@ fn a_received_snapshot_the_core_will_not_install_is_removed() {
         (0, 0),
         "INFO counts a removed snapshot as received and held"
     );
-    let published = dir.path().join(snapshot::file_name(10, 1));
-    assert!(
-        !published.exists(),
-        "{} is left among the snapshots pruning keeps",
-        published.display()
-    );
+    let older: Vec<_> = OLDER
+        .iter()
+        .map(|&(index, term)| dir.path().join(snapshot::file_name(index, term)))
+        .collect();
+    wait_for_files(dir.path(), &older);
 }
 
+/// One the core installs is checked and synced but not yet published:
+/// that is for the install, once the leader's term is stored. Until then
+/// the older snapshots are all there.
 #[test]
 fn a_received_snapshot_the_core_installs_is_kept() {
     let (dir, decoded, _, stats) = receive_snapshot(|_, _, _, _| {});
-    let held = std::fs::metadata(dir.path().join(snapshot::file_name(10, 1)))
+    let decoded = decoded.expect("kept decoded for the install");
+    let held = std::fs::metadata(decoded.file.tmp_path())
         .map(|m| m.len())
         .expect("the received snapshot is there");
     assert_eq!((stats.received, stats.bytes), (1, held));
-    assert_eq!(
-        decoded.map(|(meta, kv)| (meta.index, kv.len())),
-        Some((10, 1))
+    assert_eq!((decoded.file.meta().index, decoded.kv.len()), (10, 1));
+    let published = dir.path().join(snapshot::file_name(10, 1));
+    let mut want: Vec<_> = OLDER
+        .iter()
+        .map(|&(index, term)| dir.path().join(snapshot::file_name(index, term)))
+        .collect();
+    want.push(decoded.file.tmp_path().to_path_buf());
+    assert_eq!(files_in(dir.path()), want, "published before the install");
+
+    // The install publishes it, and prunes.
+    crate::storage::synced::take();
+    let info = decoded.file.publish().expect("publish");
+    assert!(
+        crate::storage::synced::take().contains(&dir.path().to_path_buf()),
+        "the new name is not made durable"
     );
-    assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
+    assert_eq!((info.path.clone(), info.bytes), (published.clone(), held));
+    assert_eq!(files_in(dir.path()), vec![want[1].clone(), published]);
 }
 
 struct MemDisk;
@@ -361,7 +432,9 @@ fn a_chunk_from_another_node_mid_stream_does_not_drop_the_stream() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(replica.status().snapshot_index, 10, "not installed");
-    assert!(dir.path().join(snapshot::file_name(10, 1)).exists());
+    let decoded = decoded.expect("kept decoded for the install");
+    assert!(decoded.file.tmp_path().starts_with(dir.path()));
+    assert_eq!(decoded.file.meta().index, 10);
 }
 
 /// The same leader's newer stream of the same snapshot, part-way (begun on

@@ -1,10 +1,11 @@
 //! The snapshot helper thread. It does the slow snapshot jobs off the event
 //! loop: serializing a point-in-time view of the map to a snapshot file
 //! (seconds for millions of keys), finishing a snapshot received from the
-//! leader (CRC check, fsync, rename, then decoding it into a map), and the
-//! cleanup after compaction (freeing the log entries the core dropped and
-//! deleting whole segment files, tens of milliseconds each). Results come
-//! back over a channel, and a `mio::Waker` wakes the loop to take them.
+//! leader (CRC check, fsync, then decoding it into a map; its rename to the
+//! final name waits for the install), and the cleanup after compaction
+//! (freeing the log entries the core dropped and deleting whole segment
+//! files, tens of milliseconds each). Results come back over a channel, and
+//! a `mio::Waker` wakes the loop to take them.
 //!
 //! Why a thread and a view rather than a fork or incremental writing: the
 //! map's shards are copy-on-write (`kv::KvSnapshot` holds them by `Arc`), so
@@ -16,7 +17,9 @@
 
 use crate::kv::{KvSnapshot, KvStore};
 use crate::raft::SnapshotMeta;
-use crate::storage::snapshot::{self, SnapshotInfo, SnapshotReceiver, SnapshotWriter};
+use crate::storage::snapshot::{
+    self, ReceivedSnapshot, SnapshotInfo, SnapshotReceiver, SnapshotWriter,
+};
 use crate::storage::{SegmentRemover, StorageError};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::Waker;
@@ -32,8 +35,8 @@ pub enum Job {
         meta: SnapshotMeta,
         view: KvSnapshot,
     },
-    /// A snapshot received whole from the leader: verify and publish the
-    /// file, then decode the map it holds.
+    /// A snapshot received whole from the leader: verify and sync the file
+    /// (published only when installed), then decode the map it holds.
     Finish {
         meta: SnapshotMeta,
         receiver: SnapshotReceiver,
@@ -55,7 +58,7 @@ pub enum Done {
     },
     Received {
         meta: SnapshotMeta,
-        result: Result<(SnapshotInfo, KvStore), StorageError>,
+        result: Result<(ReceivedSnapshot, KvStore), StorageError>,
         elapsed: Duration,
     },
     SegmentsRemoved {
@@ -127,7 +130,7 @@ fn run(dir: &Path, job: Job) -> Done {
             receiver,
             total,
         } => Done::Received {
-            result: finish(dir, &meta, receiver, total),
+            result: finish(&meta, receiver, total),
             meta,
             elapsed: started.elapsed(),
         },
@@ -149,42 +152,35 @@ fn write(dir: &Path, meta: &SnapshotMeta, view: KvSnapshot) -> Result<SnapshotIn
 }
 
 fn finish(
-    dir: &Path,
     meta: &SnapshotMeta,
     receiver: SnapshotReceiver,
     total: u64,
-) -> Result<(SnapshotInfo, KvStore), StorageError> {
-    let info = receiver.finish(total)?;
-    match check_received(dir, meta, &info) {
-        Ok(kv) => Ok((info, kv)),
-        Err(err) => {
-            // Published, it would be the newest snapshot, whose state a
-            // start must reach (or refuse the data dir), though this node
-            // never held it.
-            withdraw(dir, &info.path);
-            Err(err)
-        }
-    }
+) -> Result<(ReceivedSnapshot, KvStore), StorageError> {
+    // Refused, the file goes with `received` (it was never published, so
+    // it is no snapshot a start would take, and pruned nothing).
+    let received = receiver.finish(total)?;
+    let kv = check_received(meta, &received)?;
+    Ok((received, kv))
 }
 
-/// Whether a received snapshot, published, is the one the leader announced
-/// and its map decodes; the map if so.
+/// Whether a received snapshot is the one the leader announced and its map
+/// decodes; the map if so.
 fn check_received(
-    dir: &Path,
     meta: &SnapshotMeta,
-    info: &SnapshotInfo,
+    received: &ReceivedSnapshot,
 ) -> Result<KvStore, StorageError> {
-    if info.meta != *meta {
+    if received.meta() != meta {
         return Err(StorageError::invalid(
-            &info.path,
+            received.tmp_path(),
             None,
             format!(
                 "the file holds snapshot {:?}, the leader announced {:?}",
-                info.meta, meta
+                received.meta(),
+                meta
             ),
         ));
     }
-    let loaded = snapshot::load(dir, meta.index, meta.term)?;
+    let loaded = received.load()?;
     KvStore::restore_from(&mut loaded.body.as_slice()).map_err(|e| {
         StorageError::corrupt(
             &loaded.path,
@@ -192,16 +188,6 @@ fn check_received(
             format!("its key-value data does not decode: {}", e),
         )
     })
-}
-
-/// Deletes a received snapshot that could not be used, durably.
-fn withdraw(dir: &Path, path: &Path) {
-    let removed = std::fs::remove_file(path)
-        .map_err(|err| StorageError::io(path, err))
-        .and_then(|()| crate::storage::sync_dir(dir));
-    if let Err(err) = removed {
-        log::warn!("cannot remove the unusable snapshot: {}", err);
-    }
 }
 
 #[cfg(test)]
@@ -231,7 +217,8 @@ mod tests {
     /// decode (or that is not the one announced) is refused, and leaves no
     /// file: published, it was the newest snapshot, which a restart must
     /// reach, though this node never held its state, and so a start was
-    /// refused.
+    /// refused. Nor does it prune the node's older snapshots, its fallback:
+    /// it used to be published (and prune) before it was checked.
     #[test]
     fn a_received_snapshot_that_cannot_be_used_leaves_no_file() {
         let meta = SnapshotMeta {
@@ -251,11 +238,23 @@ mod tests {
             (&other, file_bytes(&meta, &map)),
         ] {
             let dir = tempfile::tempdir().expect("tempdir");
+            let older: Vec<PathBuf> = [4, 6]
+                .iter()
+                .map(|&index| {
+                    let meta = SnapshotMeta {
+                        index,
+                        ..meta.clone()
+                    };
+                    let mut writer = SnapshotWriter::create(dir.path(), &meta).expect("create");
+                    writer.write_all(&map).expect("write");
+                    writer.finish().expect("finish").path
+                })
+                .collect();
             let mut receiver = SnapshotReceiver::create(dir.path(), 10, 1).expect("receiver");
             receiver.write_at(0, &bytes).expect("write");
-            let result = finish(dir.path(), announced, receiver, bytes.len() as u64);
+            let result = finish(announced, receiver, bytes.len() as u64);
             assert!(result.is_err(), "an unusable snapshot was taken");
-            assert_eq!(snapshot_files(dir.path()), Vec::<PathBuf>::new());
+            assert_eq!(snapshot_files(dir.path()), older);
         }
     }
 }

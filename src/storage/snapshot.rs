@@ -9,7 +9,12 @@
 //! newer, see `snapshot_dir::prune`).
 //!
 //! Bytes arriving from a leader are the leader's file verbatim, so a follower
-//! checks the same trailing CRC and header before it publishes the file.
+//! checks the same trailing CRC and header, and syncs the file, still under
+//! its temporary name ([`ReceivedSnapshot`]). It is published only when the
+//! node installs it, after the leader's term is in the stable file: a start
+//! takes the newest snapshot under a final name as the node's state, and
+//! publishing prunes the older ones, so a snapshot never installed (refused,
+//! no longer needed, or a crash first) must be neither.
 
 use super::chunked_file::ChunkedFile;
 use super::error::StorageError;
@@ -364,9 +369,10 @@ impl SnapshotReceiver {
     }
 
     /// Checks that `total_len` bytes arrived, that the CRC and header are
-    /// right and name the index and term given to `create`, then publishes the
-    /// file and prunes (`snapshot_dir::prune`).
-    pub fn finish(mut self, total_len: u64) -> Result<SnapshotInfo, StorageError> {
+    /// right and name the index and term given to `create`, and syncs the
+    /// file, which stays under its temporary name until
+    /// [`ReceivedSnapshot::publish`].
+    pub fn finish(mut self, total_len: u64) -> Result<ReceivedSnapshot, StorageError> {
         self.check_not_broken()?;
         let tmp = self.tmp_path.clone();
         if total_len != self.received {
@@ -399,13 +405,25 @@ impl SnapshotReceiver {
             ));
         }
         let meta = self.check_header(total_len)?;
-        let path = self.dir.join(file_name(self.index, self.term));
-        publish(file, &tmp, &path, &self.dir)?;
+        sync_file(&file, &tmp)?;
+        drop(file);
+        // A name of its own: a stream of the same snapshot begun meanwhile
+        // writes `.receiving.tmp` afresh, and must not touch this one.
+        let received = self
+            .dir
+            .join(format!("{}.received.tmp", file_name(self.index, self.term)));
+        fs::rename(&tmp, &received).map_err(|e| StorageError::io(&received, e))?;
+        // From here the file is the `ReceivedSnapshot`'s to remove.
         self.finished = true;
-        Ok(SnapshotInfo {
-            path,
-            meta,
-            bytes: total_len,
+        Ok(ReceivedSnapshot {
+            dir: self.dir.clone(),
+            tmp_path: received,
+            info: SnapshotInfo {
+                path: self.dir.join(file_name(self.index, self.term)),
+                meta,
+                bytes: total_len,
+            },
+            published: false,
         })
     }
 
@@ -436,6 +454,67 @@ impl Drop for SnapshotReceiver {
     }
 }
 
+/// A snapshot received whole from the leader, checked and synced, still
+/// under its temporary name: no start takes it as the node's state and it
+/// has pruned nothing. [`Self::publish`] makes it the newest snapshot once
+/// the node installs it; dropped unpublished, it removes its file.
+#[derive(Debug)]
+pub struct ReceivedSnapshot {
+    dir: PathBuf,
+    tmp_path: PathBuf,
+    /// `path` is where `publish` puts it.
+    info: SnapshotInfo,
+    published: bool,
+}
+
+impl ReceivedSnapshot {
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.info.meta
+    }
+
+    /// Length of the whole file.
+    pub fn bytes(&self) -> u64 {
+        self.info.bytes
+    }
+
+    /// Where the file is until it is published.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Reads the file back and checks it again, as a start would.
+    pub fn load(&self) -> Result<LoadedSnapshot, StorageError> {
+        let key = (self.info.meta.index, self.info.meta.term);
+        let (meta, body) = super::snapshot_dir::load_file(&self.tmp_path, key)?;
+        Ok(LoadedSnapshot {
+            meta,
+            path: self.tmp_path.clone(),
+            body,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Renames the file to its final name, syncs the directory, and prunes
+    /// (`snapshot_dir::prune`): from here a start loads it. The caller must
+    /// have made the leader's term durable first, so that no snapshot under
+    /// a final name has a term above the stable file's.
+    pub fn publish(mut self) -> Result<SnapshotInfo, StorageError> {
+        rename_into_place(&self.tmp_path, &self.info.path, &self.dir)?;
+        self.published = true;
+        Ok(self.info.clone())
+    }
+}
+
+impl Drop for ReceivedSnapshot {
+    fn drop(&mut self) {
+        if !self.published {
+            // No directory sync: one a crash brings back is a `.tmp` file,
+            // which the next start deletes.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
 fn create_tmp(path: &Path) -> Result<File, StorageError> {
     OpenOptions::new()
         .write(true)
@@ -447,8 +526,20 @@ fn create_tmp(path: &Path) -> Result<File, StorageError> {
 
 /// fsync, rename to the final name, fsync the directory, prune.
 fn publish(file: File, tmp: &Path, path: &Path, dir: &Path) -> Result<(), StorageError> {
-    file.sync_all().map_err(|e| StorageError::io(tmp, e))?;
+    sync_file(&file, tmp)?;
     drop(file);
+    rename_into_place(tmp, path, dir)
+}
+
+fn sync_file(file: &File, path: &Path) -> Result<(), StorageError> {
+    #[cfg(test)]
+    super::synced::note(path);
+    file.sync_all().map_err(|e| StorageError::io(path, e))
+}
+
+/// Renames a synced temporary file to its final name, fsyncs the
+/// directory, prunes.
+fn rename_into_place(tmp: &Path, path: &Path, dir: &Path) -> Result<(), StorageError> {
     fs::rename(tmp, path).map_err(|e| StorageError::io(path, e))?;
     sync_dir(dir)?;
     log::info!("snapshot {} published", path.display());
@@ -533,5 +624,32 @@ mod tests {
         let loaded = load_latest(dir.path()).expect("load").expect("a snapshot");
         assert_eq!(loaded.meta, meta);
         assert_eq!(loaded.body, body);
+    }
+
+    /// A received snapshot's bytes are synced when it is finished, before
+    /// anything can install it, and its final name when it is published.
+    #[test]
+    fn a_received_snapshot_is_synced_when_finished_and_its_name_when_published() {
+        let leader = tempfile::tempdir().expect("tempdir");
+        let meta = SnapshotMeta {
+            index: 7,
+            term: 2,
+            voters: vec![1],
+            learners: Vec::new(),
+        };
+        let mut writer = SnapshotWriter::create(leader.path(), &meta).expect("create");
+        writer.write_all(b"state").expect("write");
+        let bytes = fs::read(writer.finish().expect("finish").path).expect("read");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut receiver = SnapshotReceiver::create(dir.path(), 7, 2).expect("create");
+        receiver.write_at(0, &bytes).expect("write");
+        let receiving = receiver.tmp_path.clone();
+        super::super::synced::take();
+        let received = receiver.finish(bytes.len() as u64).expect("finish");
+        assert_eq!(super::super::synced::take(), vec![receiving]);
+        let info = received.publish().expect("publish");
+        assert_eq!(super::super::synced::take(), vec![dir.path().to_path_buf()]);
+        assert_eq!(fs::read(info.path).expect("read"), bytes);
     }
 }

@@ -229,7 +229,7 @@ pub fn parse_path(path: &Path) -> Option<(u64, u64)> {
 
 /// Reads and checks one snapshot file: CRC first, then the header, which
 /// must agree with the file name.
-fn load_file(
+pub(super) fn load_file(
     path: &Path,
     (index, term): (u64, u64),
 ) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {

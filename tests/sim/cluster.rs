@@ -328,13 +328,14 @@ impl Sim {
                     println!("[{:5}] deliver {}", self.now, message);
                 }
                 if let MessageBody::InstallSnapshot { meta } = &message.body {
-                    // As the server does: the streamed file is published
-                    // before the core sees a message that will install it.
+                    // As the server does: the streamed file is received
+                    // whole (under a temporary name) before the core sees a
+                    // message that will install it.
                     if replica.node().would_install_snapshot(message.term, meta) {
                         let bytes = self.snapshot_bytes[&(meta.index, meta.term)].clone();
-                        node.durable.publish_snapshot(meta, bytes);
-                        // A crash before the core installs it leaves the new
-                        // snapshot beside the old log.
+                        node.durable.received = Some((meta.clone(), bytes));
+                        // A crash before the core installs it leaves the
+                        // old snapshots and log as they were.
                         if self.rng.chance(1, 20) {
                             self.crash(to);
                             continue;

@@ -1,8 +1,9 @@
 //! A simulated node's disk: a log that tells "written" from "synced" (a crash
 //! keeps only what was synced), the stable term and vote, and snapshots,
 //! which like the real ones are durable once published (temp file, sync,
-//! rename). Compaction and the reset after installing a snapshot are durable
-//! at once, as deleting segment files is.
+//! rename). One received from the leader stays a temp file, which a crash
+//! loses, until it is installed. Compaction and the reset after installing a
+//! snapshot are durable at once, as deleting segment files is.
 
 use crate::checker::fingerprint;
 use crate::membership::{last_conf_entry, ConfBefore};
@@ -38,6 +39,9 @@ pub struct MemDurable {
     pub appended: Vec<(u64, u64, u64, u64)>,
     /// Durable snapshots, oldest first, with the state machine stream.
     pub snapshots: Vec<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// A snapshot received from the leader, not yet installed: under a
+    /// temporary name, which a start deletes.
+    pub received: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     /// (index, digest) of states this node took from a snapshot (installed
     /// from the leader, or restored at start) since the checker last looked.
     pub restored_states: Vec<(u64, u64)>,
@@ -77,6 +81,7 @@ impl MemDurable {
     }
 
     pub fn crash(&mut self) {
+        self.received = None;
         self.written = self.synced.clone();
         self.dirty_from = None;
         self.fail_next_sync = false;
@@ -272,18 +277,25 @@ impl Durable for MemDurable {
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<KvStore, StorageError> {
-        let Some((_, bytes)) = self
-            .snapshots
-            .iter()
-            .find(|(m, _)| (m.index, m.term) == (meta.index, meta.term))
-        else {
-            panic!(
+        let bytes = match self.received.take() {
+            Some((received, bytes)) if received == *meta => bytes,
+            _ => panic!(
                 "installing snapshot {}/{} that was never received",
                 meta.index, meta.term
-            );
+            ),
         };
+        assert!(
+            meta.term <= self.hard_state.term,
+            "snapshot {}/{} published above the stored term {}",
+            meta.index,
+            meta.term,
+            self.hard_state.term
+        );
         let kv = KvStore::restore_from_with_shards(&mut bytes.as_slice(), SHARDS)
             .unwrap_or_else(|e| panic!("snapshot {} does not decode: {}", meta.index, e));
+        // Published first: the log is reset only once a start would take
+        // the snapshot.
+        self.publish_snapshot(meta, bytes);
         self.reset(meta.index + 1, meta.term);
         self.restored_states.push((meta.index, kv.digest()));
         Ok(kv)
