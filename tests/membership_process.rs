@@ -771,6 +771,38 @@ fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
     assert_eq!(cluster.client(leader).cmd(&["GET", "k"]), bulk("x"));
 }
 
+/// One of two voters dies: its leader's connections to a majority of the
+/// voters of today are closed, yet removing the dead one leaves a
+/// configuration, in force once appended, of which the leader is a majority
+/// by itself, so the removal commits at once (README: "Remove the node that
+/// is down first"). It was refused `-TRYAGAIN no leader` like an addition,
+/// and once the leader stepped down for want of a quorum no node could ever
+/// be elected again. The election timeout is 2 s so that the leader still
+/// leads when the removal arrives.
+#[test]
+fn the_dead_one_of_two_voters_is_removed_by_the_survivor_while_it_leads() {
+    let mut cluster = Cluster::start_with_election_timeout(2, 2000);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let dead = 1 - leader;
+    let mut client = cluster.client(leader);
+    assert_eq!(client.cmd_retry(&["SET", "k", "v"]), ok());
+    wait_for(Duration::from_secs(10), "the peer connected", || {
+        (client.info()["connected_peers"] == "1").then_some(())
+    });
+    cluster.kill(dead);
+    wait_for(
+        Duration::from_secs(5),
+        "the leader to see its peer's connection close",
+        || (client.info()["connected_peers"] == "0").then_some(()),
+    );
+    assert_eq!(client.info()["role"], "leader", "stepped down too early");
+    let dead_id = cluster.nodes[dead].id.to_string();
+    assert_eq!(client.cmd(&["CLUSTER", "REMOVE", &dead_id]), ok());
+    assert_eq!(members(&cluster, leader).len(), 1);
+    assert_eq!(client.cmd(&["SET", "k", "w"]), ok(), "a cluster of one");
+    assert_eq!(client.cmd(&["GET", "k"]), bulk("w"));
+}
+
 /// A follower that is down keeps the match index it had, which in an idle
 /// cluster is the leader's last index: the leader removing itself used to
 /// pick it as its successor whenever its id was the lowest, abandon the

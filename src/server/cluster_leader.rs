@@ -58,7 +58,7 @@ impl Server {
         waiter: Waiter,
     ) -> Option<Reply> {
         let me = self.config.id;
-        if request.is_change() && !self.quorum_connected {
+        if request.is_change() && !self.change_has_connected_quorum(&request) {
             // As for a write (`Server::takes_writes`): appended now, the
             // change could not commit, yet could once the voters return
             // and this node is elected again with it in its log, after its
@@ -112,6 +112,32 @@ impl Server {
             }
             Err((err, _)) => Some(change_error(err)),
         }
+    }
+
+    /// Whether a change appended now could commit over this leader's open
+    /// connections. A configuration is in force once appended
+    /// (`raft/membership.rs`), so a removal of a voter commits under the
+    /// voters that remain: with one of two voters dead, removing it (what
+    /// README advises) leaves this node a majority of its own, and commits
+    /// at once, though the voters of today have no connected majority.
+    fn change_has_connected_quorum(&self, request: &ClusterRequest) -> bool {
+        if self.quorum_connected {
+            return true;
+        }
+        let ClusterRequest::Remove { id } = *request else {
+            return false;
+        };
+        let me = self.config.id;
+        let voters = self.replica.node().voters();
+        if !voters.contains(&id) {
+            return false;
+        }
+        let remaining = voters.iter().filter(|&&voter| voter != id);
+        let connected = remaining
+            .clone()
+            .filter(|&&voter| voter == me || self.peers.is_connected(voter))
+            .count();
+        connected > remaining.count() / 2
     }
 
     /// A change refused while the configuration in force is committed was
