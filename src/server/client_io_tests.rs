@@ -360,3 +360,83 @@ fn parked_cluster_commands_answered_at_their_deadline_or_whose_client_left_are_d
     assert!(!server.cluster.parked.holds(td), "its client gone: dropped");
     assert!(server.cluster.parked.is_empty());
 }
+
+/// A deep pipeline of writes this node proposed while it led, each followed
+/// by a read forwarded to a leader that has stopped leading since (node 2,
+/// gone): every read waits for the writes around it. Returns the writes'
+/// slots.
+fn pipeline_of_held_reads(server: &mut Server, token: Token, pairs: u64) -> Vec<u64> {
+    let in_flight = Pending::InFlight {
+        write: true,
+        forward: None,
+    };
+    let mut writes = Vec::new();
+    for id in 0..pairs {
+        let client = server.clients.get_mut(&token).expect("client");
+        writes.push(client.open_slot(in_flight, Kind::Write));
+        forwarded_to(server, token, 1000 + id, 2, get("k"));
+    }
+    server.settle_orphaned_forwards();
+    assert_eq!(server.forwards.len() as u64, pairs, "every read waits");
+    writes
+}
+
+/// Each read but the last came before a write since answered: it could
+/// only come after it if routed again, and node 2 is gone.
+fn assert_held_reads_settled(server: &Server, token: Token) {
+    assert!(server.forwards.is_empty(), "every read settled");
+    assert!(server.parked.holds(token), "the last read goes again");
+}
+
+/// Each write of a deep pipeline answered looks at the connection's held
+/// reads again: one pass over its requests, not one per read. A pass per
+/// read made each answer cost the square of the pipeline's depth, and the
+/// pipeline's answers its cube (2,000 pairs took 6.7 s).
+#[test]
+fn held_reads_of_a_deep_pipeline_are_looked_at_in_one_pass_per_answer() {
+    let (mut server, _dir) = node();
+    let (_c, tc) = connect(&mut server);
+    const PAIRS: u64 = 2000;
+    let writes = pipeline_of_held_reads(&mut server, tc, PAIRS);
+    let started = std::time::Instant::now();
+    for seq in writes {
+        let waiter = Waiter::Client { token: tc, seq };
+        server.completions.push(Completion {
+            waiter,
+            reply: Reply::Ok,
+        });
+        server.deliver_completions();
+    }
+    let took = started.elapsed();
+    assert_held_reads_settled(&server, tc);
+    assert!(
+        took < Duration::from_secs(2),
+        "{PAIRS} answers took {took:?}"
+    );
+}
+
+/// The writes of a deep pipeline answered in one batch (one `Ready`
+/// applies thousands of entries) have the connection's held reads looked
+/// at once, after the batch, not once per write.
+#[test]
+fn held_reads_are_looked_at_once_per_batch_of_answers() {
+    let (mut server, _dir) = node();
+    let (_c, tc) = connect(&mut server);
+    const PAIRS: u64 = 8000;
+    let writes = pipeline_of_held_reads(&mut server, tc, PAIRS);
+    for seq in writes {
+        let waiter = Waiter::Client { token: tc, seq };
+        server.completions.push(Completion {
+            waiter,
+            reply: Reply::Ok,
+        });
+    }
+    let started = std::time::Instant::now();
+    server.deliver_completions();
+    let took = started.elapsed();
+    assert_held_reads_settled(&server, tc);
+    assert!(
+        took < Duration::from_millis(1500),
+        "{PAIRS} answers took {took:?}"
+    );
+}

@@ -43,8 +43,9 @@ enum Slot {
 }
 
 /// What became of a connection's requests after one (see
-/// [`Client::requests_after`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// [`Client::requests_after`]). Ordered by precedence: of several requests
+/// after one, the greatest says what became of them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RequestsAfter {
     /// Each is parked, refused unapplied, or a connection command.
     Unseen,
@@ -74,6 +75,52 @@ pub enum Kind {
     /// A write.
     Write,
     Other,
+}
+
+/// What [`Client::waiting_reads_standing`] tells of a waiting slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadStanding {
+    pub seq: u64,
+    /// Whether it may be routed again at once, for a read forwarded to a
+    /// node that no longer leads and has not answered
+    /// (`Server::settle_orphaned_forwards`). Redis answers a connection's
+    /// requests as if one at a time, so not if a write sent before it is
+    /// still in flight (its outcome unknown, it could be applied after the
+    /// read is answered; a membership change is no write), nor if one sent
+    /// after it is in flight or answered (`after`); then it waits for that
+    /// node's answer.
+    pub may_be_routed_again: bool,
+    /// [`Client::requests_after`] for a read.
+    pub after: RequestsAfter,
+}
+
+impl Slot {
+    /// What this slot, as one of the requests sent after another, tells of
+    /// them (see [`Client::requests_after`]).
+    fn seen_by_earlier(&self, write: bool) -> RequestsAfter {
+        match self {
+            Slot::Waiting(Pending::InFlight { .. }, _, kind, _)
+                if kind.touches_keys() && (write || kind.writes()) =>
+            {
+                RequestsAfter::InFlight
+            }
+            // Refused unapplied, a connection command or a membership
+            // change: no key changed or seen. A read's place is only
+            // moved by writes.
+            Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => {
+                RequestsAfter::Unseen
+            }
+            Slot::Done(_, _, kind) if !kind.touches_keys() => RequestsAfter::Unseen,
+            Slot::Done(_, _, kind) if write || kind.writes() => RequestsAfter::Answered,
+            _ => RequestsAfter::Unseen,
+        }
+    }
+
+    /// A write whose outcome is still open: a read sent after it may not
+    /// be routed again (see [`ReadStanding::may_be_routed_again`]).
+    fn is_write_in_flight(&self) -> bool {
+        matches!(self, Slot::Waiting(Pending::InFlight { .. }, _, kind, _) if kind.writes())
+    }
 }
 
 fn is_forwarded(pending: Pending) -> bool {
@@ -225,22 +272,39 @@ impl Client {
         let mut seen = RequestsAfter::Unseen;
         // Answered beats in flight: the request is refused either way.
         for slot in self.slots.iter().skip(at + 1) {
-            match slot {
-                Slot::Waiting(Pending::InFlight { .. }, _, kind, _)
-                    if kind.touches_keys() && (write || kind.writes()) =>
-                {
-                    seen = RequestsAfter::InFlight
-                }
-                // Refused unapplied, a connection command or a membership
-                // change: no key changed or seen. A read's place is only
-                // moved by writes.
-                Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => {}
-                Slot::Done(_, _, kind) if !kind.touches_keys() => {}
-                Slot::Done(_, _, kind) if write || kind.writes() => return RequestsAfter::Answered,
-                _ => {}
+            match slot.seen_by_earlier(write) {
+                RequestsAfter::Answered => return RequestsAfter::Answered,
+                now => seen = seen.max(now),
             }
         }
         seen
+    }
+
+    /// Where every slot still waiting stands, as a read forwarded to a node
+    /// that no longer leads (see [`ReadStanding`]), in the connection's order,
+    /// found in two passes over the slots: asked slot by slot, a connection
+    /// with thousands of forwarded reads cost a pass each, every time one
+    /// of its writes was answered (`Server::recheck_held_reads_of`).
+    pub fn waiting_reads_standing(&self) -> Vec<ReadStanding> {
+        let in_flight_writes = self.slots.iter().filter(|s| s.is_write_in_flight()).count();
+        let mut standings = Vec::new();
+        let mut after = RequestsAfter::Unseen;
+        let mut from_here = 0;
+        for (offset, slot) in self.slots.iter().enumerate().rev() {
+            if let Slot::Waiting(..) = slot {
+                let earlier_in_flight =
+                    in_flight_writes - from_here > usize::from(slot.is_write_in_flight());
+                standings.push(ReadStanding {
+                    seq: self.first_seq + offset as u64,
+                    may_be_routed_again: !earlier_in_flight && after == RequestsAfter::Unseen,
+                    after,
+                });
+            }
+            from_here += usize::from(slot.is_write_in_flight());
+            after = after.max(slot.seen_by_earlier(false));
+        }
+        standings.reverse();
+        standings
     }
 
     /// Slot `seq` was forwarded to `to` with forwarding id `id`.
@@ -256,25 +320,12 @@ impl Client {
         );
     }
 
-    /// Whether the read of slot `seq` may be routed again at once, for a
-    /// read forwarded to a node that no longer leads and has not answered
-    /// (`Server::settle_orphaned_forwards`). Redis answers a connection's
-    /// requests as if one at a time, so not if a write sent before it is
-    /// still in flight (its outcome unknown, it could be applied after the
-    /// read is answered), nor if one sent after it is in flight or answered
-    /// (see [`Client::requests_after`]); then it waits for that node's answer.
+    /// [`ReadStanding::may_be_routed_again`] of slot `seq`.
+    #[cfg(test)]
     pub fn read_may_be_routed_again(&self, seq: u64) -> bool {
-        let Some(at) = seq
-            .checked_sub(self.first_seq)
-            .and_then(|offset| usize::try_from(offset).ok())
-        else {
-            return false;
-        };
-        // A membership change in flight is no write: it touches no key.
-        let earlier_in_flight = self.slots.iter().take(at).any(|slot| {
-            matches!(slot, Slot::Waiting(Pending::InFlight { .. }, _, kind, _) if kind.writes())
-        });
-        !earlier_in_flight && self.requests_after(seq, false) == RequestsAfter::Unseen
+        self.waiting_reads_standing()
+            .iter()
+            .any(|read| read.seq == seq && read.may_be_routed_again)
     }
 
     /// Opens a reply slot for the next request; returns its sequence number.
@@ -691,6 +742,64 @@ mod tests {
         assert!(c.must_wait(&[b"SET".to_vec()]), "a barrier");
         assert!(c.complete(exec, Reply::Array(Vec::new())));
         assert!(!c.read_may_be_routed_again(fourth), "it wrote");
+    }
+
+    /// `waiting_reads_standing`, two passes for all slots, says for each
+    /// what asking slot by slot says: a write in flight before it, and
+    /// `requests_after` of what follows, over random mixes of kinds and
+    /// states.
+    #[test]
+    fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
+        let kinds = [
+            Kind::Read,
+            Kind::Write,
+            Kind::Change,
+            Kind::WriteBarrier,
+            Kind::Barrier,
+            Kind::Other,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        for round in 0..500 {
+            let (mut c, _listener) = client();
+            for id in 0..next(12) {
+                let kind = kinds[next(kinds.len() as u64) as usize];
+                let seq = c.open_slot(Pending::Parked, kind);
+                match next(4) {
+                    0 => {}
+                    1 => c.set_forwarded(seq, kind.writes(), id, 2),
+                    2 => {
+                        c.complete(seq, Reply::Ok);
+                    }
+                    _ => {
+                        c.complete(seq, Reply::error("TRYAGAIN no leader"));
+                    }
+                }
+            }
+            if next(2) == 0 {
+                c.encode_replies();
+            }
+            let standings = c.waiting_reads_standing();
+            let mut expected = Vec::new();
+            for (at, slot) in c.slots.iter().enumerate() {
+                if let Slot::Waiting(..) = slot {
+                    let seq = c.first_seq + at as u64;
+                    let after = c.requests_after(seq, false);
+                    let earlier = c.slots.iter().take(at).any(Slot::is_write_in_flight);
+                    expected.push(ReadStanding {
+                        seq,
+                        may_be_routed_again: !earlier && after == RequestsAfter::Unseen,
+                        after,
+                    });
+                }
+            }
+            assert_eq!(standings, expected, "round {round}");
+        }
     }
 
     #[test]

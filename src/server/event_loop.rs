@@ -105,6 +105,10 @@ pub struct Server {
     /// which waits for a request of the connection itself (see
     /// `Server::recheck_held_reads_of`).
     pub(super) reads_held: HashSet<Token, BuildHasherDefault<KeyHasher>>,
+    /// While a batch of completions is delivered: the connections of
+    /// `reads_held` to look at once it is (see
+    /// `Server::recheck_held_reads_of`).
+    pub(super) rechecks_deferred: Option<Vec<Token>>,
     /// Client requests waiting to be routed (see `parked.rs`).
     pub(super) parked: ParkedRequests,
     /// Whether this node, as leader, has open connections to a majority of

@@ -117,6 +117,7 @@ impl Server {
             forwards: LoopMap::default(),
             forwards_to_check: false,
             reads_held: Default::default(),
+            rechecks_deferred: None,
             next_forward_id: crate::server::clock::first_forward_id(),
             parked: ParkedRequests::default(),
             quorum_connected: true,

@@ -579,8 +579,12 @@ impl Server {
 
     pub(super) fn deliver_completions(&mut self) {
         let mut done = std::mem::take(&mut self.completions);
+        self.rechecks_deferred = Some(Vec::new());
         for completion in done.drain(..) {
             self.complete(completion.waiter, completion.reply);
+        }
+        for token in self.rechecks_deferred.take().unwrap_or_default() {
+            self.settle_held_reads_of(token);
         }
         // Keep the buffer: under load it holds a thousand completions per
         // iteration, and growing a fresh one each time was 1.5% of the leader.

@@ -8,12 +8,13 @@
 use super::{written_bytes, READ_DROPPED};
 use crate::kv::Command;
 use crate::raft::NodeId;
-use crate::server::clients::{Pending, RequestsAfter};
+use crate::server::clients::{Client, Pending, ReadStanding, RequestsAfter};
 use crate::server::connection::error;
 use crate::server::event_loop::{Forwarded, Server, Waiter};
 use crate::server::parked::ParkedRequest;
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
+use std::collections::HashMap;
 
 /// What `settle_orphaned_forwards` does with a read forwarded to a node
 /// that no longer leads.
@@ -66,7 +67,7 @@ impl Server {
 
     /// Requests forwarded to a node that no longer leads, as far as this
     /// node knows. A read is routed again at once if it may be (see
-    /// `Client::read_may_be_routed_again`): it changed nothing, and a leader
+    /// `ReadStanding::may_be_routed_again`): it changed nothing, and a leader
     /// that was frozen or cut off keeps its connections but answers nothing,
     /// so waiting for it would spend the client's whole wait (its answer,
     /// should it come, is dropped). One that never may be, since a write
@@ -90,6 +91,19 @@ impl Server {
         if self.reads_held.is_empty() || !self.reads_held.remove(&token) {
             return;
         }
+        if let Some(deferred) = self.rechecks_deferred.as_mut() {
+            // A batch of completions can answer thousands of a pipeline's
+            // writes: one look after all of them, not one each, since a
+            // look costs a pass over the connection's requests.
+            deferred.push(token);
+            return;
+        }
+        self.settle_held_reads_of(token);
+    }
+
+    /// [`Server::recheck_held_reads_of`], its connection taken out of
+    /// `reads_held` (put back if a read still waits for the connection).
+    pub(in crate::server) fn settle_held_reads_of(&mut self, token: Token) {
         let Some(client) = self.clients.get(&token) else {
             return;
         };
@@ -103,6 +117,8 @@ impl Server {
         // Writes first: a read behind one of them may go once it is answered.
         for write in [true, false] {
             let mut settled = Vec::new();
+            // Each connection's slots looked at once, for all its reads.
+            let mut standings: HashMap<Token, Vec<ReadStanding>> = HashMap::new();
             for &id in ids {
                 let Some(f) = self.forwards.get(&id) else {
                     continue;
@@ -113,7 +129,17 @@ impl Server {
                 let fate = if write {
                     OrphanedRead::Go
                 } else {
-                    self.orphaned_read_fate(f.token, f.seq, f.leader)
+                    let reads = standings.entry(f.token).or_insert_with(|| {
+                        self.clients
+                            .get(&f.token)
+                            .map(Client::waiting_reads_standing)
+                            .unwrap_or_default()
+                    });
+                    let standing = reads
+                        .binary_search_by_key(&f.seq, |read| read.seq)
+                        .ok()
+                        .map(|at| reads[at]);
+                    self.orphaned_read_fate(standing, f.leader)
                 };
                 match fate {
                     OrphanedRead::WaitForConnection => {
@@ -145,19 +171,16 @@ impl Server {
         }
     }
 
-    /// What becomes of the read of slot `seq`, forwarded to `asked`, which
-    /// no longer leads.
-    fn orphaned_read_fate(&self, token: Token, seq: u64, asked: NodeId) -> OrphanedRead {
-        let Some(client) = self.clients.get(&token) else {
+    /// What becomes of a read forwarded to `asked`, which no longer leads,
+    /// as its connection stands (`None`: it no longer waits).
+    fn orphaned_read_fate(&self, standing: Option<ReadStanding>, asked: NodeId) -> OrphanedRead {
+        let Some(standing) = standing else {
             return OrphanedRead::WaitForTarget;
         };
-        if client.pending(seq).is_none() {
-            return OrphanedRead::WaitForTarget;
-        }
-        if client.read_may_be_routed_again(seq) {
+        if standing.may_be_routed_again {
             return OrphanedRead::Go;
         }
-        if client.requests_after(seq, false) != RequestsAfter::Answered {
+        if standing.after != RequestsAfter::Answered {
             // A write before it in flight (proposed here while this node
             // led: its fate open until its index is applied), or one after
             // it, sent to `asked` too and still connected: either may be
