@@ -440,3 +440,20 @@ fn held_reads_are_looked_at_once_per_batch_of_answers() {
         "{PAIRS} answers took {took:?}"
     );
 }
+
+/// A connection closed while reads of it wait for its writes leaves
+/// nothing behind: not its forwards, nor its place among the connections
+/// whose held reads are looked at again (a token is handed to the next
+/// client that connects).
+#[test]
+fn a_connection_closed_with_held_reads_leaves_nothing_behind() {
+    let (mut server, _dir) = node();
+    let (c, tc) = connect(&mut server);
+    pipeline_of_held_reads(&mut server, tc, 3);
+    assert!(server.reads_held.contains(&tc));
+    server.close_client(tc);
+    drop(c);
+    assert!(server.reads_held.is_empty());
+    assert!(server.forwards.is_empty());
+    assert!(!server.parked.holds(tc));
+}
