@@ -20,6 +20,19 @@ use std::sync::Arc;
 /// reads could otherwise pipeline thousands of 9-byte `GET big` requests,
 /// each answered with its own copy of the value.
 const MAX_PENDING_REPLIES: usize = 16 * 1024;
+
+#[cfg(test)]
+thread_local! {
+    /// Passes over a connection's reply slots to judge its requests that
+    /// came back (`requests_after`, `waiting_reads_standing`): tests count
+    /// them to check that looking at held reads again stays linear.
+    pub static SLOT_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn note_slot_pass() {
+    #[cfg(test)]
+    SLOT_PASSES.with(|passes| passes.set(passes.get() + 1));
+}
 const MAX_PENDING_OUTPUT: usize = 64 << 20;
 
 /// Where a request that has no reply yet is.
@@ -263,6 +276,7 @@ impl Client {
     /// for a request of it that came back from where it was sent (routed
     /// again now, it would take effect after them).
     pub fn requests_after(&self, seq: u64, write: bool) -> RequestsAfter {
+        note_slot_pass();
         let Some(at) = seq
             .checked_sub(self.first_seq)
             .and_then(|offset| usize::try_from(offset).ok())
@@ -286,6 +300,7 @@ impl Client {
     /// with thousands of forwarded reads cost a pass each, every time one
     /// of its writes was answered (`Server::recheck_held_reads_of`).
     pub fn waiting_reads_standing(&self) -> Vec<ReadStanding> {
+        note_slot_pass();
         let in_flight_writes = self.slots.iter().filter(|s| s.is_write_in_flight()).count();
         let mut standings = Vec::new();
         let mut after = RequestsAfter::Unseen;
