@@ -113,7 +113,7 @@ impl Server {
                     }
                     Timer::Reconnect(id) => {
                         let token = self.take_token();
-                        self.peers.connect(id, self.poll.registry(), token);
+                        self.peers.redial(id, self.poll.registry(), token);
                     }
                 }
             }

@@ -18,6 +18,9 @@ mod address_choice;
 mod cut_connections;
 #[path = "peers_receive.rs"]
 mod receive;
+#[cfg(test)]
+#[path = "peers_redial_tests.rs"]
+mod redial_tests;
 
 use super::conn::Conn;
 use super::LoopMap;
@@ -29,7 +32,7 @@ use cut_connections::STALL_MIN_MS;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -124,6 +127,13 @@ pub struct Peers {
     pub(super) read_budget: usize,
     /// (peer, delay in ms) reconnects for the server to put on the timer wheel.
     pub reconnects: Vec<(NodeId, u64)>,
+    /// Peers with a reconnect on the timer wheel: at most one each. A dial
+    /// outside the timer (each change of leader or membership dials every
+    /// member not connected) that failed while one waited added a second,
+    /// and so on, until a dead peer was dialed twenty times a second.
+    /// Kept across `remove_member`, so a timer still out for a removed and
+    /// re-added peer counts as its one.
+    redials: BTreeSet<NodeId>,
     /// (peer, raft address) host names for the server to look up off the
     /// loop (`server::lookups`); the answer goes to [`Peers::looked_up`].
     pub lookups: Vec<(NodeId, String)>,
@@ -156,6 +166,7 @@ impl Peers {
             unfinished_reads: Vec::new(),
             read_budget: receive::READ_BUDGET,
             reconnects: Vec::new(),
+            redials: BTreeSet::new(),
             lookups: Vec::new(),
             unreachable: Vec::new(),
             learned: Vec::new(),
@@ -310,8 +321,17 @@ impl Peers {
         }
     }
 
+    /// The reconnect timer for `id` fired: dials it unless connected.
+    pub fn redial(&mut self, id: NodeId, registry: &Registry, token: Token) {
+        self.redials.remove(&id);
+        self.connect(id, registry, token);
+    }
+
     fn schedule_reconnect(&mut self, id: NodeId) {
         if let Some(peer) = self.members.get_mut(&id) {
+            if !self.redials.insert(id) {
+                return;
+            }
             self.reconnects.push((id, peer.backoff_ms));
             peer.backoff_ms = (peer.backoff_ms * 2).min(BACKOFF_MAX_MS);
         }
