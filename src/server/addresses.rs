@@ -46,6 +46,9 @@ pub struct AddressBook {
     unsaved: bool,
     /// After a failed save: when to try again, and the wait after that.
     retry: Option<(Instant, Duration)>,
+    /// Members whose handshake named another raft address than the one
+    /// they are dialed at, with that address: warned about once each.
+    elsewhere: BTreeMap<NodeId, String>,
 }
 
 impl AddressBook {
@@ -64,6 +67,7 @@ impl AddressBook {
             path,
             unsaved: false,
             retry: None,
+            elsewhere: BTreeMap::new(),
         };
         if let Some(path) = &book.path {
             match crate::storage::read_regular_text(path) {
@@ -151,9 +155,30 @@ impl AddressBook {
         let new = self.raft_addr(id).is_none();
         if new {
             self.set_raft(id, raft);
+        } else if let Some(dialed) = self.dialed_elsewhere(id, raft) {
+            // Its members still dial the old address, so it hears no
+            // leader and campaigns in vain: say so once, and what to do.
+            warn!(
+                "node {} connected from raft address {}, but this node dials it at {}, as its other members do: a member's raft address cannot change in place; start it at {} again, or move it with CLUSTER REMOVE {} and CLUSTER ADD of a new id with an empty data dir at the new address",
+                id, raft, dialed, dialed, id
+            );
         }
         self.set_client(id, client);
         new
+    }
+
+    /// The address `id` is dialed at when its handshake named another one
+    /// (`raft`), the first time it names that one.
+    fn dialed_elsewhere(&mut self, id: NodeId, raft: &str) -> Option<String> {
+        let dialed = self.raft_addr(id)?;
+        if same_addr(dialed, raft) || !valid_addr(raft) {
+            return None;
+        }
+        let dialed = dialed.to_string();
+        match self.elsewhere.insert(id, raft.to_string()) {
+            Some(warned) if warned == raft => None,
+            _ => Some(dialed),
+        }
     }
 
     /// The context of an AddLearner of `new` at `addr`: the raft address of
@@ -402,6 +427,16 @@ mod tests {
         assert!(book.learn_handshake(5, "h:5", "c:5"));
         assert!(!book.learn_handshake(4, "elsewhere:9", "c:4"));
         assert_eq!(book.raft_addr(4), Some("h:4"));
+        // ... and such a node is warned about once per address it names
+        // (a node restarted at a new address waits for a leader forever).
+        assert_eq!(book.dialed_elsewhere(4, "elsewhere:9"), None);
+        assert_eq!(book.dialed_elsewhere(4, "H:04"), None);
+        assert_eq!(book.dialed_elsewhere(4, "bad addr:9"), None);
+        assert_eq!(
+            book.dialed_elsewhere(4, "elsewhere:10"),
+            Some("h:4".to_string())
+        );
+        assert_eq!(book.dialed_elsewhere(4, "elsewhere:10"), None);
         assert_eq!(book.client_addr(4), Some("c:4"));
         book.save_if_changed();
         let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
