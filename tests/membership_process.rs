@@ -95,6 +95,7 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
     // The joiner serves connection commands only.
     let mut joiner = cluster.client(3);
     assert_eq!(joiner.cmd(&["PING"]), Reply::Status("PONG".into()));
+    assert_eq!(joiner.info()["membership"], "joining");
     assert_eq!(
         joiner.cmd(&["SET", "k", "v"]),
         err("TRYAGAIN not a member yet")
@@ -471,6 +472,9 @@ fn removed_while_down_learns_it(snapshot_entries: Option<u64>) {
     assert!(cluster
         .log_text(gone)
         .contains("was removed from the cluster"));
+    // Its other Raft fields are what it last knew (role:follower, say).
+    assert_eq!(cluster.info(gone)["membership"], "removed");
+    assert_eq!(cluster.info(leader)["membership"], "member");
     assert_eq!(cluster.client(leader).cmd_retry(&["GET", "k"]), bulk("v"));
 }
 

@@ -5,6 +5,7 @@
 //! unknown command, a wrong number of arguments, an unknown subcommand), so
 //! that they come before `NOAUTH` and abort a transaction as in Redis.
 
+use super::cluster::Standing;
 use super::config_get::config_get;
 use super::event_loop::Server;
 use super::info::{self, InfoContext};
@@ -432,6 +433,11 @@ impl Server {
                 log_bytes: self.disk.storage.log_bytes(),
                 refused_peer_messages: self.replica.node().refused_messages(),
                 connected_peers: self.peers.connected_count(),
+                membership: match self.cluster.standing {
+                    Standing::Member => "member",
+                    Standing::NotYet => "joining",
+                    Standing::Removed => "removed",
+                },
                 snapshot: self.snapshot_info(),
             },
             sections,

@@ -28,6 +28,11 @@ pub struct InfoContext<'a> {
     pub refused_peer_messages: u64,
     /// Other members this node has an open connection to.
     pub connected_peers: usize,
+    /// `member`, `joining` (started with `join` and not added yet) or
+    /// `removed`: the other Raft fields of a node that is not a member are
+    /// what it last knew (a removed node still shows `role:follower` and the
+    /// leader it had), so a monitor needs this to tell.
+    pub membership: &'static str,
     pub snapshot: SnapshotInfo,
 }
 
@@ -108,6 +113,7 @@ pub fn info_text(ctx: &InfoContext, sections: &[Vec<u8>]) -> String {
     if wanted("raft") {
         section(&mut out, "Raft");
         field(&mut out, "id", s.id);
+        field(&mut out, "membership", ctx.membership);
         field(&mut out, "role", s.role.as_str());
         field(&mut out, "term", s.term);
         field(&mut out, "leader_id", s.leader_id);
@@ -259,6 +265,7 @@ mod tests {
             log_bytes: 0,
             refused_peer_messages: 0,
             connected_peers: 1,
+            membership: "member",
             snapshot: SnapshotInfo::default(),
         };
         let sections: Vec<Vec<u8>> = sections.iter().map(|s| s.as_bytes().to_vec()).collect();
@@ -273,6 +280,7 @@ mod tests {
             "role:leader\r\n",
             "members:1=127.0.0.1:7001,2=127.0.0.1:7002\r\n",
             "connected_peers:1\r\n",
+            "membership:member\r\n",
             "connected_clients:3\r\n",
             "redis_version:7.0.0\r\n",
             "used_memory:4096\r\n",
