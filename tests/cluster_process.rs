@@ -1888,3 +1888,41 @@ fn writes_parked_past_a_dispatch_budget_all_go_once_there_is_a_leader() {
         }
     }
 }
+
+/// A follower that restarts dials its peers at once, but hears its leader
+/// only on the leader's own connection, which the leader redialed at the
+/// end of its wait, up to a second by then: the follower's election timeout
+/// ran out first, so it campaigned (pre-vote), and its clients waited for a
+/// leader, at each restart of a rolling restart. The leader now dials back
+/// as soon as the restarted node dials it. Three restarts, each of which
+/// the old behaviour got wrong about two times in three.
+#[test]
+fn a_restarted_follower_hears_its_leader_before_it_campaigns() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader_id = cluster.nodes[leader].id.to_string();
+    let follower = (leader + 1) % 3;
+    for round in 0..3 {
+        assert_eq!(cluster.terminate(follower), Some(0));
+        // The leader's redial wait doubles from 20 ms to its second.
+        thread::sleep(Duration::from_millis(1500));
+        let logged = cluster.log_text(follower).len();
+        cluster.spawn(follower);
+        wait_for(
+            Duration::from_secs(10),
+            "the follower to know its leader",
+            || {
+                let info =
+                    Client::try_connect(&cluster.nodes[follower].client_addr())?.try_info()?;
+                (info.get("leader_id")? == &leader_id).then_some(())
+            },
+        );
+        let log = cluster.log_text(follower);
+        assert!(
+            !log[logged..].contains("candidate in term"),
+            "round {round}: the restarted follower campaigned:\n{}",
+            &log[logged..]
+        );
+    }
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(5)), leader);
+}

@@ -217,6 +217,14 @@ impl Server {
         }
         for (id, raft, client) in std::mem::take(&mut self.peers.learned) {
             self.cluster.refresh |= self.cluster.book.learn_handshake(id, &raft, &client);
+            // A member that dialed us is up: dial it back now (a no-op if
+            // connected), not when its redial wait, up to a second, is over.
+            // A follower that restarted hears its leader only on the
+            // leader's connection, and campaigned meanwhile.
+            if self.peers.members.contains_key(&id) {
+                let token = self.take_token();
+                self.peers.connect(id, self.poll.registry(), token);
+            }
         }
         // The core answered a node we do not dial (a candidate whose
         // AddLearner we have not appended yet): dial it if we can.
