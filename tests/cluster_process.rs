@@ -1925,4 +1925,19 @@ fn a_restarted_follower_hears_its_leader_before_it_campaigns() {
         );
     }
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(5)), leader);
+    // Its connections are logged with the address dialed.
+    let (leader_addr, follower_id) = (
+        cluster.nodes[leader].raft_addr(),
+        cluster.nodes[follower].id,
+    );
+    let log = cluster.log_text(leader);
+    for line in [
+        format!("connected to peer {follower_id} at "),
+        format!("disconnected from peer {follower_id} at "),
+    ] {
+        assert!(log.contains(&line), "no {line:?} in the leader's log");
+    }
+    assert!(cluster
+        .log_text(follower)
+        .contains(&format!("connected to peer {leader_id} at {leader_addr}")));
 }
