@@ -44,6 +44,15 @@ fn node() -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
+/// Reads exactly `want` from the client's socket (5 s at most) and compares.
+fn expect_replies(c: &mut TcpStream, want: &[u8]) {
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = vec![0; want.len()];
+    c.read_exact(&mut got).expect("the replies");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
 /// Connects a client and has the node accept it; returns its socket and token.
 fn connect(server: &mut Server) -> (TcpStream, Token) {
     let before: Vec<Token> = server.clients.keys().copied().collect();
@@ -104,12 +113,7 @@ fn a_request_held_while_paused_over_the_budget_is_served() {
         !server.clients[&tc].is_holding(),
         "the DBSIZE is still held with nothing before it unanswered"
     );
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let want = b"+OK\r\n:0\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("both replies");
-    assert_eq!(got, want);
+    expect_replies(&mut c, b"+OK\r\n:0\r\n");
 }
 
 /// A write relayed to the leader is answered once this node has applied
@@ -172,12 +176,7 @@ fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
     for _ in 0..10 {
         server.iterate().expect("iterate");
     }
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let want = b"+OK\r\n:6\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("both replies");
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    expect_replies(&mut c, b"+OK\r\n:6\r\n");
 }
 
 /// A parked request answered at its deadline (`-TRYAGAIN no leader`), or
@@ -196,13 +195,8 @@ fn parked_requests_answered_at_their_deadline_or_whose_client_left_are_dropped()
     server.expire(tc, first + 1);
     assert!(!server.parked.holds(tc), "answered: nothing left parked");
     assert!(server.parked.is_empty());
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
     server.flush_clients();
-    let want = b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("both replies");
-    assert_eq!(got, want);
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n");
     // A later request of the connection is not held behind them.
     send(&mut c, b"SET k w\r\n");
     server.read_client(tc);
@@ -296,12 +290,7 @@ fn an_orphaned_read_held_back_by_an_earlier_local_write_goes_once_the_write_is_a
     assert!(server.parked.holds(tc), "parked to be routed again");
     // A leader is known (this node): the read is served, in its place.
     lead(&mut server);
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let want = b"+OK\r\n$-1\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("both replies");
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    expect_replies(&mut c, b"+OK\r\n$-1\r\n");
 }
 
 /// A read forwarded to a leader that is gone (no longer leading, its
@@ -321,12 +310,10 @@ fn an_orphaned_read_that_can_never_be_routed_again_is_refused_at_once() {
     assert!(server.forwards.is_empty(), "both settled");
     assert!(!server.parked.holds(tc));
     server.flush_clients();
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let want = b"-TRYAGAIN leader changed\r\n-TIMEOUT outcome unknown\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("both replies");
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    expect_replies(
+        &mut c,
+        b"-TRYAGAIN leader changed\r\n-TIMEOUT outcome unknown\r\n",
+    );
 }
 
 /// A CLUSTER command parked while no leader is known leaves its queue when
@@ -343,13 +330,8 @@ fn parked_cluster_commands_answered_at_their_deadline_or_whose_client_left_are_d
     server.expire(tc, first);
     assert!(!server.cluster.parked.holds(tc), "answered: nothing left");
     assert!(server.cluster.parked.is_empty());
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
     server.flush_clients();
-    let want = b"-TRYAGAIN no leader\r\n";
-    let mut got = vec![0; want.len()];
-    c.read_exact(&mut got).expect("the reply");
-    assert_eq!(got, want);
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
 
     let (mut d, td) = connect(&mut server);
     send(&mut d, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
