@@ -123,17 +123,8 @@ fn a_request_held_while_paused_over_the_budget_is_served() {
 /// every write committed before it.
 #[test]
 fn a_relayed_reply_waits_for_the_entries_known_committed_to_be_applied() {
-    use crate::raft::Role;
-
     let (mut server, _dir) = node();
-    for _ in 0..1000 {
-        if server.replica.node().role() == Role::Leader {
-            break;
-        }
-        server.replica.node_mut().tick();
-        server.iterate().expect("iterate");
-    }
-    assert_eq!(server.replica.node().role(), Role::Leader);
+    lead(&mut server);
     // Six writes of 3 MB: a Ready applies 4 MiB, two of them.
     let value = vec![b'v'; 3 << 20];
     for k in 0..6 {
