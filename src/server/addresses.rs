@@ -47,7 +47,8 @@ pub struct AddressBook {
     /// After a failed save: when to try again, and the wait after that.
     retry: Option<(Instant, Duration)>,
     /// Members whose handshake named another raft address than the one
-    /// they are dialed at, with that address: warned about once each.
+    /// they are dialed at, with that address: warned about once each, until
+    /// a handshake names the right one again.
     elsewhere: BTreeMap<NodeId, String>,
 }
 
@@ -171,7 +172,12 @@ impl AddressBook {
     /// (`raft`), the first time it names that one.
     fn dialed_elsewhere(&mut self, id: NodeId, raft: &str) -> Option<String> {
         let dialed = self.raft_addr(id)?;
-        if same_addr(dialed, raft) || !valid_addr(raft) {
+        if same_addr(dialed, raft) {
+            // Back where it belongs: its next move is a new mistake.
+            self.elsewhere.remove(&id);
+            return None;
+        }
+        if !valid_addr(raft) {
             return None;
         }
         let dialed = dialed.to_string();
@@ -410,6 +416,21 @@ mod tests {
         assert!(!book.unsaved && book.retry.is_none());
         let again = AddressBook::load((1, "h:1", "c:1"), Some(dir.path()), &[]);
         assert_eq!(again.raft_addr(2), Some("h:2"));
+    }
+
+    /// A node back at the address it is dialed at (the operator restarted
+    /// it there, as the warning says) and later restarted at the wrong
+    /// address again is warned about again: the first mistake is long fixed.
+    #[test]
+    fn a_node_back_at_its_address_is_warned_again_at_its_next_move() {
+        let cluster = vec![(1, "h:1".to_string()), (2, "h:2".to_string())];
+        let mut book = AddressBook::load((1, "h:1", "c:1"), None, &cluster);
+        assert_eq!(book.dialed_elsewhere(2, "new:2"), Some("h:2".to_string()));
+        assert_eq!(book.dialed_elsewhere(2, "new:2"), None, "twice");
+        // Restarts at the same address warn of nothing.
+        assert_eq!(book.dialed_elsewhere(2, "h:2"), None);
+        assert_eq!(book.dialed_elsewhere(2, "h:2"), None);
+        assert_eq!(book.dialed_elsewhere(2, "new:2"), Some("h:2".to_string()));
     }
 
     #[test]
