@@ -19,16 +19,19 @@ fn wait_for_failure(peers: &mut Peers, poll: &mut Poll) {
     }
 }
 
+/// A loopback address nothing listens on (now): dials to it fail.
+fn closed_port() -> String {
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    closed.local_addr().expect("addr").to_string()
+}
+
 /// Each change of leader or membership dials every member not connected
 /// (`refresh_membership`). Such a dial that failed while a reconnect was on
 /// the timer wheel used to add another, so after a dozen leader changes a
 /// dead peer was dialed about twenty times a second, a line each at debug.
 #[test]
 fn dials_outside_the_timer_add_no_second_reconnect() {
-    let dead = {
-        let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-        closed.local_addr().expect("addr").to_string()
-    };
+    let dead = closed_port();
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, &dead)]);
     peers.connect(2, poll.registry(), Token(10));
@@ -65,10 +68,7 @@ fn dials_outside_the_timer_add_no_second_reconnect() {
 /// when its dial fails, or it would never be dialed again.
 #[test]
 fn a_timer_that_fires_for_a_removed_peer_leaves_its_readdition_a_timer() {
-    let dead = {
-        let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-        closed.local_addr().expect("addr").to_string()
-    };
+    let dead = closed_port();
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, &dead)]);
     peers.connect(2, poll.registry(), Token(10));
