@@ -421,6 +421,7 @@ fn connection_commands_clients_send_on_connect() {
     for argv in [
         &["CLIENT", "NO-EVICT"][..],
         &["CLIENT", "no-touch", "on", "x"],
+        &["CLIENT", "SETINFO", "lib-name"],
     ] {
         let sub = argv[1].to_ascii_lowercase();
         let arity = format!("ERR wrong number of arguments for 'client|{sub}' command");

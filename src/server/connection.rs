@@ -202,8 +202,10 @@ const CLIENT: Family = (
         ("setname", Arity::Exactly(3)),
         ("getname", Arity::Exactly(2)),
         ("id", Arity::Exactly(2)),
-        // Libraries send these on connect; any arguments are taken.
-        ("setinfo", Arity::AtLeast(2)),
+        // Libraries send this on connect: `CLIENT SETINFO <attr> <value>`,
+        // Redis's arity 4; any attribute is taken.
+        ("setinfo", Arity::Exactly(4)),
+        // Sent on connect too; any arguments are taken.
         ("maint_notifications", Arity::AtLeast(2)),
         // `on` or `off`, as in Redis.
         ("no-evict", Arity::Exactly(3)),
@@ -514,6 +516,35 @@ mod tests {
 
     fn select(index: &str) -> Reply {
         select_command(&[b"select".to_vec(), index.as_bytes().to_vec()])
+    }
+
+    fn words(line: &str) -> Vec<Vec<u8>> {
+        line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    /// Redis checks `CLIENT SETINFO`'s arity (4) before the attribute: one
+    /// sent without its attribute or value, or with more, is an arity error,
+    /// not `+OK`.
+    #[test]
+    fn client_setinfo_takes_an_attribute_and_a_value() {
+        let arity = error("ERR wrong number of arguments for 'client|setinfo' command");
+        for line in [
+            "CLIENT SETINFO",
+            "CLIENT setinfo lib-name",
+            "CLIENT SETINFO lib-name x y",
+        ] {
+            assert_eq!(
+                precheck("client", &words(line)),
+                Some(arity.clone()),
+                "{line}"
+            );
+        }
+        for line in [
+            "CLIENT SETINFO lib-name redis-py",
+            "client SetInfo LIB-VER 5.0",
+        ] {
+            assert_eq!(precheck("client", &words(line)), None, "{line}");
+        }
     }
 
     #[test]
