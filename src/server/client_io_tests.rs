@@ -307,6 +307,40 @@ fn an_orphaned_read_that_can_never_be_routed_again_is_refused_at_once() {
     );
 }
 
+/// A read dropped unconfirmed by a leader that stepped down comes back and
+/// is parked, to be routed again; then a write its connection sent after
+/// it to the same leader is answered (`-TIMEOUT`: that leader is gone).
+/// Routed again, the read would come after that write, so it never can be.
+/// With no leader anywhere, no dispatch comes to refuse it: it is refused
+/// at once all the same, not at its deadline with the write's reply held
+/// behind it.
+#[test]
+fn a_parked_read_that_can_never_be_routed_again_is_refused_without_a_leader() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    forwarded_to(&mut server, tc, 7, 2, get("k"));
+    let set = Command::Set(b"k".to_vec(), b"v".to_vec());
+    forwarded_to(&mut server, tc, 8, 2, set);
+    server.handle_forward_reply(7, Reply::error("TRYAGAIN leader changed"));
+    assert!(server.parked.holds(tc), "parked to be routed again");
+    server.iterate().expect("iterate");
+    assert!(
+        server.parked.holds(tc),
+        "the write after it is in flight: the read may still go"
+    );
+    server.settle_orphaned_forwards();
+    assert!(server.forwards.is_empty(), "the write settled");
+    server.iterate().expect("iterate");
+    assert!(
+        !server.parked.holds(tc),
+        "refused, not left for its deadline"
+    );
+    expect_replies(
+        &mut c,
+        b"-TRYAGAIN leader changed\r\n-TIMEOUT outcome unknown\r\n",
+    );
+}
+
 /// A CLUSTER command parked while no leader is known leaves its queue when
 /// it is answered at its deadline, or its client goes away, as a key-value
 /// request does: it stayed until a leader was reachable again.

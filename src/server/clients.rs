@@ -294,6 +294,32 @@ impl Client {
         seen
     }
 
+    /// For each of `requests` (slot, whether it writes), in the
+    /// connection's order: whether [`Client::requests_after`] is
+    /// [`RequestsAfter::Answered`] for it, found in one pass over the slots
+    /// for all of them (a whole pipeline can come back).
+    pub fn answered_after(&self, requests: &[(u64, bool)]) -> Vec<bool> {
+        note_slot_pass();
+        let mut answered = vec![false; requests.len()];
+        let mut next = requests.len();
+        // Whether a later slot was answered that a read, or a write, would
+        // now come after.
+        let (mut after_read, mut after_write) = (false, false);
+        for (offset, slot) in self.slots.iter().enumerate().rev() {
+            let seq = self.first_seq + offset as u64;
+            while next > 0 && requests[next - 1].0 > seq {
+                next -= 1;
+            }
+            if next > 0 && requests[next - 1].0 == seq {
+                let write = requests[next - 1].1;
+                answered[next - 1] = if write { after_write } else { after_read };
+            }
+            after_read |= slot.seen_by_earlier(false) == RequestsAfter::Answered;
+            after_write |= slot.seen_by_earlier(true) == RequestsAfter::Answered;
+        }
+        answered
+    }
+
     /// Where every slot still waiting stands, as a read forwarded to a node
     /// that no longer leads (see [`ReadStanding`]), in the connection's order,
     /// found in two passes over the slots: asked slot by slot, a connection

@@ -202,6 +202,60 @@ fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
     }
 }
 
+/// `answered_after`, for many waiting slots in one pass, tells of each
+/// what `requests_after` tells of it alone, with random slots in random
+/// states.
+#[test]
+fn answered_after_for_many_slots_at_once_is_each_ones_alone() {
+    let kinds = [
+        Kind::Read,
+        Kind::Write,
+        Kind::Change,
+        Kind::WriteBarrier,
+        Kind::Barrier,
+        Kind::Other,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    for round in 0..500 {
+        let (mut c, _listener) = client();
+        for id in 0..next(12) {
+            let kind = kinds[next(kinds.len() as u64) as usize];
+            let seq = c.open_slot(Pending::Parked, kind);
+            match next(4) {
+                0 => {}
+                1 => c.set_forwarded(seq, kind.writes(), id, 2),
+                2 => {
+                    c.complete(seq, Reply::Ok);
+                }
+                _ => {
+                    c.complete(seq, Reply::error("TRYAGAIN no leader"));
+                }
+            }
+        }
+        if next(2) == 0 {
+            c.encode_replies();
+        }
+        // Some of the waiting slots, each as a read or a write.
+        let mut asked: Vec<(u64, bool)> = Vec::new();
+        for (at, slot) in c.slots.iter().enumerate() {
+            if matches!(slot, Slot::Waiting(..)) && next(3) != 0 {
+                asked.push((c.first_seq + at as u64, next(2) == 0));
+            }
+        }
+        let expected: Vec<bool> = asked
+            .iter()
+            .map(|&(seq, write)| c.requests_after(seq, write) == RequestsAfter::Answered)
+            .collect();
+        assert_eq!(c.answered_after(&asked), expected, "round {round}");
+    }
+}
+
 #[test]
 fn a_report_of_the_data_waits_for_every_request_before_it() {
     let (mut c, _listener) = client();

@@ -293,6 +293,7 @@ impl Server {
         self.look_up_peers();
         self.full_reads.collect(&mut self.completions);
         self.deliver_completions();
+        self.refuse_unroutable_parked();
         self.flush_clients();
         self.peers
             .flush(self.poll.registry(), &mut self.peer_events);

@@ -13,7 +13,7 @@
 
 use crate::kv::Command;
 use mio::Token;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// A parked request: its slot, the command, and whether it came back from
 /// where it was sent (then requests the connection sent after it may have
@@ -35,6 +35,11 @@ pub struct ParkedRequests<C = Command> {
     /// Something was parked since the last dispatch, or may go now
     /// ([`ParkedRequests::retry`]).
     changed: bool,
+    /// Connections that parked a request again, or had one answered, since
+    /// they were last looked at: a request of theirs that came back may
+    /// now be one that can never be routed again, and a dispatch, which
+    /// refuses those, needs a reachable leader (`take_unroutable_checks`).
+    unroutable_checks: HashSet<Token>,
 }
 
 impl<C> Default for ParkedRequests<C> {
@@ -44,6 +49,7 @@ impl<C> Default for ParkedRequests<C> {
             connections: VecDeque::new(),
             stale: false,
             changed: false,
+            unroutable_checks: HashSet::new(),
         }
     }
 }
@@ -82,6 +88,26 @@ impl<C> ParkedRequests<C> {
             command,
             returned: false,
         });
+    }
+
+    /// Has the connection's parked requests looked at again: one of its
+    /// requests was answered, or came back and was parked again.
+    pub fn check_unroutable(&mut self, token: Token) {
+        if self.holds(token) {
+            self.unroutable_checks.insert(token);
+        }
+    }
+
+    /// The connections to look at again
+    /// ([`ParkedRequests::check_unroutable`]), some perhaps with nothing
+    /// parked any more.
+    pub fn take_unroutable_checks(&mut self) -> HashSet<Token> {
+        std::mem::take(&mut self.unroutable_checks)
+    }
+
+    /// A connection's parked requests, in its order.
+    pub fn queued(&self, token: Token) -> impl Iterator<Item = &ParkedRequest<C>> {
+        self.by_connection.get(&token).into_iter().flatten()
     }
 
     /// Parks a request that came back from where it was sent, ahead of its

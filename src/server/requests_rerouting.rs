@@ -222,6 +222,8 @@ impl Server {
             let write = command.is_write();
             self.set_pending(token, seq, Pending::Parked);
             self.parked.insert_returned(token, seq, command);
+            // It may come back after a request sent after it was answered.
+            self.parked.check_unroutable(token);
             if write {
                 // Parked, it holds back no read of its connection: one
                 // parked again too goes after it, in the connection's order.
@@ -354,10 +356,47 @@ impl Server {
 
     /// Lets the loop route a connection's parked requests at once, not at
     /// its next tick, once one of its requests is answered: they may have
-    /// waited for it (`dispatch_parked`).
+    /// waited for it (`dispatch_parked`), or may never go now
+    /// (`refuse_unroutable_parked`).
     pub(in crate::server) fn retry_parked_of(&mut self, token: Token) {
         if self.parked.holds(token) {
             self.parked.retry();
+            self.parked.check_unroutable(token);
+        }
+    }
+
+    /// Answers `-TRYAGAIN leader changed` the parked requests that came
+    /// back from where they were sent and can never be routed again, since
+    /// a request their connection sent after them was answered (see
+    /// `dispatch_parked`), once per iteration for the connections whose
+    /// requests were answered or parked again in it. `dispatch_parked`
+    /// refuses them too, but runs only while a leader is reachable: through
+    /// an outage such a request waited for its deadline, and every reply of
+    /// its connection behind it with it (GET and SET pipelined through a
+    /// follower, the GET dropped by a deposed leader, the SET then answered
+    /// `-TIMEOUT` when that leader died).
+    pub(in crate::server) fn refuse_unroutable_parked(&mut self) {
+        for token in self.parked.take_unroutable_checks() {
+            let Some(client) = self.clients.get(&token) else {
+                continue;
+            };
+            let returned: Vec<(u64, bool)> = self
+                .parked
+                .queued(token)
+                .filter(|parked| parked.returned)
+                .filter(|parked| client.pending(parked.seq) == Some(Pending::Parked))
+                .map(|parked| (parked.seq, parked.command.is_write()))
+                .collect();
+            if returned.is_empty() {
+                continue;
+            }
+            let answered = client.answered_after(&returned);
+            for (&(seq, _), answered) in returned.iter().zip(answered) {
+                if answered {
+                    self.parked.remove(token, seq);
+                    self.complete(Waiter::Client { token, seq }, error(READ_DROPPED));
+                }
+            }
         }
     }
 }
