@@ -368,6 +368,83 @@ fn parked_cluster_commands_answered_at_their_deadline_or_whose_client_left_are_d
     assert!(server.cluster.parked.is_empty());
 }
 
+/// Runs the node's loop (its steps, as `iterate`) until the client has
+/// been sent replies ending with `end` (5 s at most); returns them.
+fn iterate_until_replied(server: &mut Server, c: &mut TcpStream, end: &str) -> String {
+    c.set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    let start = std::time::Instant::now();
+    while !String::from_utf8_lossy(&got).ends_with(end) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no {end:?} after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        server.iterate().expect("iterate");
+        match c.read(&mut buf) {
+            Ok(0) => panic!("closed after {:?}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) => assert!(
+                matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{err}"
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A CLUSTER MEMBERS that comes back from a node that no longer leads is
+/// parked ahead of the CLUSTER commands its connection parked after it
+/// meanwhile: behind them, it went after a CLUSTER ADD sent after it.
+#[test]
+fn a_cluster_command_that_comes_back_is_parked_ahead_of_later_ones() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("c");
+    let members = client.open_slot(Pending::Parked, Kind::Other);
+    client.set_forwarded(members, false, 7, 2);
+    server.cluster.forwarded_members(7, tc, members, 2);
+    send(&mut c, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
+    server.read_client(tc);
+    assert!(server.cluster.parked.holds(tc), "behind the MEMBERS");
+    server.handle_cluster_forward_reply(7, Reply::error("TRYAGAIN not the leader"));
+    let order: Vec<u64> = server.cluster.parked.queued(tc).map(|p| p.seq).collect();
+    assert_eq!(order, [members, members + 1], "in the order sent");
+    lead(&mut server);
+    let replies = iterate_until_replied(&mut server, &mut c, "+OK\r\n");
+    assert!(!replies.contains("id=4"), "{replies:?}");
+}
+
+/// A CLUSTER command sent while one its connection sent before waits in
+/// the parked queue waits behind it, though this node could serve it at
+/// once: served first, a CLUSTER ADD went before the MEMBERS sent before
+/// it, and that MEMBERS showed the node added.
+#[test]
+fn a_cluster_command_waits_behind_its_connections_parked_ones() {
+    let (mut server, _dir) = node();
+    lead(&mut server);
+    let (mut c, tc) = connect(&mut server);
+    // A GET forwarded to node 2 holds the MEMBERS back, parked, until its
+    // reply is delivered, after this iteration's dispatch.
+    forwarded_to(&mut server, tc, 7, 2, get("k"));
+    send(&mut c, b"CLUSTER MEMBERS\r\n");
+    server.read_client(tc);
+    assert!(server.cluster.parked.holds(tc));
+    server.handle_forward_reply(7, Reply::Nil);
+    server.iterate().expect("iterate");
+    assert!(server.cluster.parked.holds(tc), "not dispatched yet");
+    send(&mut c, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
+    server.read_client(tc);
+    let replies = iterate_until_replied(&mut server, &mut c, "+OK\r\n");
+    assert!(replies.starts_with("$-1\r\n$"), "{replies:?}");
+    assert!(!replies.contains("id=4"), "{replies:?}");
+}
+
 /// A deep pipeline of writes this node proposed while it led, each followed
 /// by a read forwarded to a leader that has stopped leading since (node 2,
 /// gone): every read waits for the writes around it. Returns the writes'

@@ -127,6 +127,14 @@ impl ClusterState {
         }
     }
 
+    /// Records a CLUSTER MEMBERS of slot `seq` of `token` as forwarded to
+    /// `leader` with forwarding id `id`.
+    #[cfg(test)]
+    pub(super) fn forwarded_members(&mut self, id: u64, token: Token, seq: u64, leader: NodeId) {
+        let request = ClusterRequest::Members;
+        self.forwards.insert(id, (token, seq, request, leader));
+    }
+
     /// The reply for a request this node will not serve, if it is not a member.
     pub fn refusal(&self) -> Option<Reply> {
         match self.standing {

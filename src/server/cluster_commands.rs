@@ -146,9 +146,12 @@ impl Server {
     pub(super) fn route_cluster(&mut self, token: Token, seq: u64, request: ClusterRequest) {
         let write = request.is_change();
         let leader = self.replica.node().leader_id();
-        // Behind its connection's requests in flight to another node, as a
-        // key-value request (`Server::must_park`).
-        let waits = self.waits_for_forwards(token);
+        // Behind its connection's requests in flight to another node, or
+        // parked, as a key-value request (`Server::must_park`): a CLUSTER
+        // ADD sent to the leader while a MEMBERS sent before it waits here
+        // (its send failed, or it arrived before this node led) would take
+        // effect first, and that MEMBERS would show the node added.
+        let waits = self.waits_for_forwards(token) || self.cluster.parked.holds(token);
         if !waits && self.replica.is_leader() {
             let waiter = Waiter::Client { token, seq };
             self.set_pending(
@@ -252,11 +255,18 @@ impl Server {
                     reply: Reply::error("TIMEOUT outcome unknown"),
                 });
             } else if self.slot_waiting(token, seq) {
-                self.set_pending(token, seq, Pending::Parked);
-                self.cluster.parked.push_back(token, seq, request);
-                self.retry_parked_of(token);
+                self.park_cluster_again(token, seq, request);
             }
         }
+    }
+
+    /// Parks a CLUSTER command that came back from where it went (or was
+    /// held there), ahead of its connection's later ones parked meanwhile:
+    /// behind them, a MEMBERS would go after a CLUSTER ADD sent after it.
+    pub(super) fn park_cluster_again(&mut self, token: Token, seq: u64, request: ClusterRequest) {
+        self.set_pending(token, seq, Pending::Parked);
+        self.cluster.parked.insert_returned(token, seq, request);
+        self.retry_parked_of(token);
     }
 
     /// The leader's reply to a CLUSTER command we forwarded: relayed, or the
@@ -267,9 +277,7 @@ impl Server {
         };
         if is_not_the_leader(&reply) {
             if self.slot_waiting(token, seq) {
-                self.set_pending(token, seq, Pending::Parked);
-                self.cluster.parked.push_back(token, seq, request);
-                self.retry_parked_of(token);
+                self.park_cluster_again(token, seq, request);
             }
             return;
         }

@@ -20,7 +20,6 @@ use super::{Held, NOT_THE_LEADER};
 use crate::kv::{Command, Reply};
 use crate::raft::{ConfChange, ConfChangeError, NodeId, ProposeError, TransferOutcome};
 use crate::replica::Completion;
-use crate::server::clients::Pending;
 use crate::server::event_loop::{Server, Waiter};
 use crate::server::requests::NO_LEADER;
 use log::info;
@@ -223,8 +222,7 @@ impl Server {
             match (waiter, held) {
                 (Waiter::Client { token, seq }, Held::Cluster(request)) => {
                     // Never proposed: parked, its deadline answers -TRYAGAIN.
-                    self.set_pending(token, seq, Pending::Parked);
-                    self.cluster.parked.push_back(token, seq, request);
+                    self.park_cluster_again(token, seq, request);
                 }
                 // A follower's request: it routes it again on this reply.
                 (waiter, _) => self.completions.push(Completion {
@@ -276,10 +274,7 @@ impl Server {
         match (finished, waiter) {
             (true, Waiter::Client { token, seq }) => {
                 info!("node {} leads now; asking it to remove this node", target);
-                self.set_pending(token, seq, Pending::Parked);
-                self.cluster
-                    .parked
-                    .push_back(token, seq, ClusterRequest::Remove { id: me });
+                self.park_cluster_again(token, seq, ClusterRequest::Remove { id: me });
             }
             (true, waiter) => self.completions.push(Completion {
                 waiter,
