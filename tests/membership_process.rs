@@ -478,6 +478,58 @@ fn removed_while_down_learns_it(snapshot_entries: Option<u64>) {
     assert_eq!(cluster.client(leader).cmd_retry(&["GET", "k"]), bulk("v"));
 }
 
+/// A removed node that knows its removal committed and the members stop
+/// dialing each other once the grace period is over (three client
+/// deadlines: 2.4 s here): the removed node went on dialing the members,
+/// and holding connections to them, until it was stopped.
+#[test]
+fn a_removed_node_and_the_members_stop_dialing_each_other() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let gone = (0..3).find(|&i| i != leader).expect("a follower");
+    let gone_id = cluster.nodes[gone].id;
+    assert_eq!(
+        cluster_cmd(&cluster, leader, &["REMOVE", &gone_id.to_string()]),
+        ok()
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the removed node to know it",
+        || {
+            (cluster.client(gone).cmd(&["SET", "x", "y"]) == err("TRYAGAIN not a member"))
+                .then_some(())
+        },
+    );
+    let connected = |i: usize| cluster.info(i)["connected_peers"].clone();
+    wait_for(
+        Duration::from_secs(10),
+        "the removed node to be connected to nobody",
+        || (connected(gone) == "0").then_some(()),
+    );
+    let log = cluster.log_text(gone);
+    let members: Vec<usize> = (0..3).filter(|&i| i != gone).collect();
+    for &i in &members {
+        let id = cluster.nodes[i].id;
+        assert!(
+            log.contains(&format!("stopped dialing node {id} ")),
+            "the removed node stopped dialing node {id}"
+        );
+        wait_for(
+            Duration::from_secs(10),
+            "a member to be connected to the other member only",
+            || (connected(i) == "1").then_some(()),
+        );
+        assert!(cluster
+            .log_text(i)
+            .contains(&format!("stopped dialing node {gone_id} ")));
+    }
+    // For good: nothing dials anyone again.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(connected(gone), "0");
+    assert_eq!(cluster.info(gone)["membership"], "removed");
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+}
+
 fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
     wait_for(
         Duration::from_secs(15),

@@ -275,13 +275,27 @@ impl Server {
     pub(super) fn refresh_membership(&mut self) {
         let status = self.replica.status();
         let me = self.config.id;
-        let mut wanted: BTreeSet<NodeId> = status.voters.iter().copied().collect();
-        wanted.extend(&status.learners);
-        wanted.extend(status.progress.iter().map(|(id, _)| *id));
-        wanted.extend(self.peers.unreachable.iter().copied());
-        if status.role != Role::Leader {
-            wanted.insert(status.leader_id);
+        let in_conf = status.voters.contains(&me) || status.learners.contains(&me);
+        let mut wanted: BTreeSet<NodeId> = BTreeSet::new();
+        // A node that knows its removal committed never campaigns, nor is
+        // sent anything by the members: it dials them no longer (it did
+        // until stopped). One whose removal it does not know to be
+        // committed still dials them, to pre-vote and be told (see
+        // `Node::tell_removed_node`); one that is added again hears from the
+        // leader and dials it back as anyone the core answers.
+        let removal_committed = !in_conf
+            && self.cluster.ever_member
+            && !status.voters.is_empty()
+            && status.conf_index <= status.commit_index;
+        if !removal_committed {
+            wanted.extend(&status.voters);
+            wanted.extend(&status.learners);
+            wanted.extend(status.progress.iter().map(|(id, _)| *id));
+            if status.role != Role::Leader {
+                wanted.insert(status.leader_id);
+            }
         }
+        wanted.extend(self.peers.unreachable.iter().copied());
         wanted.remove(&me);
         wanted.remove(&NO_NODE);
         for id in &wanted {
@@ -307,7 +321,6 @@ impl Server {
         for id in unwanted {
             self.cluster.leaving.entry(id).or_insert(grace_until);
         }
-        let in_conf = status.voters.contains(&me) || status.learners.contains(&me);
         let standing = if in_conf {
             self.cluster.ever_member = true;
             Standing::Member
