@@ -13,6 +13,7 @@ use super::timers::{after_accept_error, AfterAcceptError};
 use super::Server;
 use crate::raft::{Message, MessageBody};
 use crate::server::peers::PeerEvent;
+use crate::server::snapshots::Chunk;
 use crate::wire::peer_msg::PeerMessage;
 use log::debug;
 
@@ -68,12 +69,15 @@ impl Server {
                         total,
                         data,
                     } => self.snapshots.on_chunk(
-                        from,
-                        snapshot_index,
-                        snapshot_term,
-                        offset,
-                        total,
-                        &data,
+                        Chunk {
+                            from,
+                            index: snapshot_index,
+                            term: snapshot_term,
+                            offset,
+                            total,
+                            data: &data,
+                        },
+                        self.replica.node().leader_id(),
                     ),
                 },
                 PeerEvent::Disconnected(id) => {

@@ -17,7 +17,7 @@
 //! In none is a snapshot published with a term above the stable file's.
 
 use super::recover;
-use super::snapshots::Snapshots;
+use super::snapshots::{Chunk, Snapshots};
 use super::snapshotter::Snapshotter;
 use super::DiskLog;
 use crate::kv::{Command, KvStore};
@@ -254,7 +254,15 @@ fn a_crash_at_each_step_of_installing_a_received_snapshot_restarts_to_a_whole_st
         &map_with(b"new"),
     ))
     .expect("read");
-    snapshots.on_chunk(1, 10, 2, 0, sent.len() as u64, &sent);
+    let chunk = Chunk {
+        from: 1,
+        index: 10,
+        term: 2,
+        offset: 0,
+        total: sent.len() as u64,
+        data: &sent,
+    };
+    snapshots.on_chunk(chunk, replica.node().leader_id());
     let install = testnet::msg(1, 2, 3, MessageBody::InstallSnapshot { meta: meta(10, 2) });
     assert!(snapshots.on_install_message(install, &replica).is_none());
     let deadline = Instant::now() + Duration::from_secs(10);

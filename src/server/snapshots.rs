@@ -48,6 +48,18 @@ struct Outgoing {
     offset: u64,
 }
 
+/// One `SnapshotChunk` frame, and the node it came from.
+pub struct Chunk<'a> {
+    pub from: NodeId,
+    /// Index and term of the snapshot's last entry: they name the snapshot,
+    /// and say nothing of the term its sender leads.
+    pub index: u64,
+    pub term: u64,
+    pub offset: u64,
+    pub total: u64,
+    pub data: &'a [u8],
+}
+
 /// A snapshot arriving from the leader.
 struct Incoming {
     from: NodeId,
@@ -297,21 +309,35 @@ impl Snapshots {
         }
     }
 
-    /// A chunk of a snapshot from `from`. A chunk at offset 0 begins a new
-    /// one; a later chunk from another node than the one being received is
-    /// ignored; one from the same node that does not continue its snapshot
-    /// is dropped with it: the leader starts over.
-    pub fn on_chunk(
-        &mut self,
-        from: NodeId,
-        index: u64,
-        term: u64,
-        offset: u64,
-        total: u64,
-        data: &[u8],
-    ) {
+    /// A chunk of a snapshot. A chunk at offset 0 begins a new one, unless
+    /// its sender is not `leader` (the leader this node follows, or
+    /// [`NO_NODE`] while it knows none); a later chunk from another node than
+    /// the one being received is ignored; one from the same node that does
+    /// not continue its snapshot is dropped with it: the leader starts over.
+    pub fn on_chunk(&mut self, chunk: Chunk<'_>, leader: NodeId) {
+        let Chunk {
+            from,
+            index,
+            term,
+            offset,
+            total,
+            data,
+        } = chunk;
         if self.finishing.is_some() {
             // One snapshot at a time; the leader will send again if needed.
+            return;
+        }
+        if offset == 0 && leader != NO_NODE && leader != from {
+            // A node deposed without knowing it yet (its repeat came due, or
+            // it queued the stream before our rejection reached it). Taken,
+            // it replaced the stream of the node that leads now, whose later
+            // chunks then continued nothing and whose snapshot was streamed
+            // in full again after a wait; and this one would have been
+            // dropped at the next `collect` anyway.
+            debug!(
+                "snapshot {}/{} from {} ignored: node {} leads",
+                index, term, from, leader
+            );
             return;
         }
         if offset == 0 {

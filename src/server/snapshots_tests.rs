@@ -30,6 +30,18 @@ fn snapshot_bytes(meta: &SnapshotMeta) -> Vec<u8> {
     std::fs::read(info.path).expect("read back")
 }
 
+/// A chunk from `from` of snapshot `index`/`term`.
+fn chunk(from: NodeId, index: u64, term: u64, offset: u64, total: u64, data: &[u8]) -> Chunk<'_> {
+    Chunk {
+        from,
+        index,
+        term,
+        offset,
+        total,
+        data,
+    }
+}
+
 fn message(term: u64, body: MessageBody) -> Message {
     testnet::msg(1, 2, term, body)
 }
@@ -112,7 +124,10 @@ fn receive_snapshot(
         learners: Vec::new(),
     };
     let bytes = snapshot_bytes(&meta);
-    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
+    snapshots.on_chunk(
+        chunk(1, 10, 1, 0, bytes.len() as u64, &bytes),
+        replica.node().leader_id(),
+    );
     let install = message(1, MessageBody::InstallSnapshot { meta });
     assert!(snapshots.on_install_message(install, &replica).is_none());
     assert!(snapshots.is_finishing());
@@ -326,7 +341,10 @@ fn receiving_follower(
 fn a_partly_received_snapshot_from_a_node_no_longer_leading_is_dropped() {
     let (dir, mut snapshots, mut replica, _, bytes) = receiving_follower(&[1, 2, 3]);
     let half = bytes.len() / 2;
-    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]);
+    snapshots.on_chunk(
+        chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]),
+        replica.node().leader_id(),
+    );
     assert_eq!(receiving_files(dir.path()).len(), 1, "the stream began");
     // Still node 1's stream while node 1 leads (or no leader is known).
     let mut decoded = None;
@@ -379,7 +397,10 @@ fn a_partly_received_snapshot_from_a_node_no_longer_leading_is_dropped() {
 #[test]
 fn a_received_file_whose_message_the_core_answers_without_it_is_dropped() {
     let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2]);
-    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes);
+    snapshots.on_chunk(
+        chunk(1, 10, 1, 0, bytes.len() as u64, &bytes),
+        replica.node().leader_id(),
+    );
     replica.step(message(
         2,
         MessageBody::Heartbeat {
@@ -411,11 +432,23 @@ fn a_chunk_from_another_node_mid_stream_does_not_drop_the_stream() {
     let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2, 3]);
     let total = bytes.len() as u64;
     let half = bytes.len() / 2;
-    snapshots.on_chunk(1, 10, 1, 0, total, &bytes[..half]);
+    snapshots.on_chunk(
+        chunk(1, 10, 1, 0, total, &bytes[..half]),
+        replica.node().leader_id(),
+    );
     // Node 3's stale stream: another snapshot, or the same one, mid-way.
-    snapshots.on_chunk(3, 8, 1, 4096, 1 << 20, &[0u8; 512]);
-    snapshots.on_chunk(3, 10, 1, half as u64, total, &bytes[half..]);
-    snapshots.on_chunk(1, 10, 1, half as u64, total, &bytes[half..]);
+    snapshots.on_chunk(
+        chunk(3, 8, 1, 4096, 1 << 20, &[0u8; 512]),
+        replica.node().leader_id(),
+    );
+    snapshots.on_chunk(
+        chunk(3, 10, 1, half as u64, total, &bytes[half..]),
+        replica.node().leader_id(),
+    );
+    snapshots.on_chunk(
+        chunk(1, 10, 1, half as u64, total, &bytes[half..]),
+        replica.node().leader_id(),
+    );
     let install = message(1, MessageBody::InstallSnapshot { meta });
     assert!(snapshots.on_install_message(install, &replica).is_none());
     assert!(
@@ -444,7 +477,10 @@ fn a_chunk_from_another_node_mid_stream_does_not_drop_the_stream() {
 fn a_message_not_needed_leaves_a_newer_stream_part_way() {
     let (dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2]);
     let half = bytes.len() / 2;
-    snapshots.on_chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]);
+    snapshots.on_chunk(
+        chunk(1, 10, 1, 0, bytes.len() as u64, &bytes[..half]),
+        replica.node().leader_id(),
+    );
     replica.step(message(
         2,
         MessageBody::Heartbeat {
@@ -459,4 +495,50 @@ fn a_message_not_needed_leaves_a_newer_stream_part_way() {
         1,
         "the newer stream went"
     );
+}
+
+/// Node 1 leads term 2 and streams a snapshot; node 3, which led term 1 and
+/// has not learned it no longer does, begins a stream of its own (a held
+/// repeat came due, say). The node it follows is node 1, so node 3's stream
+/// is not begun and node 1's goes on to be installed. Before, node 3's first
+/// chunk replaced node 1's stream, which then lacked its bytes: its
+/// InstallSnapshot was dropped, and node 1 streamed the whole snapshot
+/// again after a wait.
+#[test]
+fn a_stream_begun_by_a_node_that_does_not_lead_leaves_the_leaders_stream() {
+    let (_dir, mut snapshots, mut replica, meta, bytes) = receiving_follower(&[1, 2, 3]);
+    replica.step(testnet::msg(
+        1,
+        2,
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    ));
+    assert_eq!(replica.node().leader_id(), 1);
+    let total = bytes.len() as u64;
+    let half = bytes.len() / 2;
+    let leader = replica.node().leader_id();
+    snapshots.on_chunk(chunk(1, 10, 1, 0, total, &bytes[..half]), leader);
+    // Node 3's stream from offset 0: the same snapshot, and an older one.
+    snapshots.on_chunk(chunk(3, 10, 1, 0, total, &bytes[..half]), leader);
+    snapshots.on_chunk(chunk(3, 8, 1, 0, 1 << 20, &[0u8; 512]), leader);
+    snapshots.on_chunk(chunk(1, 10, 1, half as u64, total, &bytes[half..]), leader);
+    let install = testnet::msg(1, 2, 2, MessageBody::InstallSnapshot { meta });
+    assert!(snapshots.on_install_message(install, &replica).is_none());
+    assert!(
+        snapshots.is_finishing(),
+        "node 1's stream was replaced by node 3's"
+    );
+    let mut decoded = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshots.is_finishing() {
+        assert!(Instant::now() < deadline, "never finished");
+        snapshots
+            .collect(&mut replica, &mut decoded)
+            .expect("collect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(replica.status().snapshot_index, 10, "not installed");
 }
