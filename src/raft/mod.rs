@@ -584,6 +584,22 @@ impl Node {
             && !self.log.match_term(meta.index, meta.term)
     }
 
+    /// Whether the snapshot at `index` that an InstallSnapshot for `to` named
+    /// is still worth its bytes: this node leads, `to` still waits for that
+    /// very snapshot (it did not catch up otherwise meanwhile, nor was it
+    /// handed a newer one), and the log still holds the entries right after
+    /// it, which `to` needs next once it holds the snapshot. A snapshot the log
+    /// has moved past (a newer one compacted it) is useless to `to`: it
+    /// would be sent the newest one right after installing it. A removed node
+    /// is sent snapshots without a progress; only the log decides for it.
+    pub fn snapshot_wanted(&self, to: NodeId, index: u64) -> bool {
+        let waits = self
+            .progress
+            .get(&to)
+            .is_none_or(|pr| pr.state == progress::ProgressState::Snapshot { pending: index });
+        self.role == Role::Leader && waits && self.log.first_index() <= index.saturating_add(1)
+    }
+
     /// The caller could not deliver to `to` (connection down): stop streaming to
     /// it optimistically and probe instead.
     pub fn report_unreachable(&mut self, to: NodeId) {

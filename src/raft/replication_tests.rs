@@ -484,6 +484,96 @@ fn follower_behind_the_compaction_point_gets_the_snapshot() {
     assert_eq!(net.applied(3).last().map(|e| e.index), Some(index));
 }
 
+/// The transport asks, before and while it streams a snapshot's bytes,
+/// whether they are still of use; each case that says no would otherwise
+/// have had a whole snapshot streamed for nothing.
+#[test]
+fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_after_it() {
+    let mut net = Net::new(3);
+    net.campaign(1);
+    net.isolate(3);
+    for i in 0..20u8 {
+        net.propose(1, &[i]);
+    }
+    let snapshot_at = |net: &Net| SnapshotMeta {
+        index: net.node(1).status().applied_index,
+        term: 1,
+        voters: vec![1, 2, 3],
+        learners: vec![],
+    };
+    let sent = snapshot_at(&net);
+    net.node_mut(1).compact(sent.clone(), 5);
+    net.heal();
+    // Handed out, its bytes still on their way.
+    net.drop_if = Some(Box::new(|m| {
+        matches!(m.body, MessageBody::InstallSnapshot { .. })
+    }));
+    net.tick_all_until(|net| net.node(1).snapshot_wanted(3, sent.index), 50);
+    assert!(
+        !net.node(1).snapshot_wanted(3, sent.index - 1),
+        "another snapshot"
+    );
+    assert!(
+        !net.node(1).snapshot_wanted(2, sent.index),
+        "node 2 replicates"
+    );
+    assert!(
+        !net.node(2).snapshot_wanted(3, sent.index),
+        "node 2 does not lead"
+    );
+
+    // A newer snapshot whose log still holds the entry after the one sent:
+    // node 3 continues from the log once it holds the one sent.
+    for i in 0..5u8 {
+        net.propose(1, &[i]);
+    }
+    let newer = snapshot_at(&net);
+    net.node_mut(1)
+        .compact(newer.clone(), newer.index - sent.index);
+    assert_eq!(net.node(1).status().first_index, sent.index + 1);
+    assert!(net.node(1).snapshot_wanted(3, sent.index));
+    // One that compacts past it: node 3 would need the newest after it.
+    net.propose(1, b"past");
+    let newest = snapshot_at(&net);
+    net.node_mut(1).compact(newest, 0);
+    assert!(
+        !net.node(1).snapshot_wanted(3, sent.index),
+        "the log moved past it"
+    );
+
+    // Node 3 caught up otherwise (here: acknowledged the snapshot before its
+    // stream was reported): no longer waiting for it.
+    let mut net = Net::new(3);
+    net.campaign(1);
+    net.isolate(3);
+    for i in 0..20u8 {
+        net.propose(1, &[i]);
+    }
+    let sent = snapshot_at(&net);
+    net.node_mut(1).compact(sent.clone(), 5);
+    net.heal();
+    net.drop_if = Some(Box::new(|m| {
+        matches!(m.body, MessageBody::InstallSnapshot { .. })
+    }));
+    net.tick_all_until(|net| net.node(1).snapshot_wanted(3, sent.index), 50);
+    let term = net.node(1).term();
+    net.node_mut(1).step(msg(
+        3,
+        1,
+        term,
+        MessageBody::AppendResponse {
+            success: true,
+            index: sent.index,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert!(
+        !net.node(1).snapshot_wanted(3, sent.index),
+        "node 3 holds it"
+    );
+}
+
 #[test]
 fn follower_with_the_snapshot_entry_keeps_its_log() {
     let mut node = Net::node_with_log(1, &[1, 2], &[1, 1, 1, 1], 1);
