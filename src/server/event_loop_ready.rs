@@ -106,9 +106,12 @@ impl Server {
         }
         let mut reports = std::mem::take(&mut self.snapshot_reports);
         let leader_term = self.replica.is_leader().then(|| self.replica.node().term());
-        self.snapshots.start_streams(leader_term, &mut reports);
+        let node = self.replica.node();
+        let wanted = |to, index| node.snapshot_wanted(to, index);
         self.snapshots
-            .pump(&mut self.peers, leader_term, &mut reports);
+            .start_streams(leader_term, &wanted, &mut reports);
+        self.snapshots
+            .pump(&mut self.peers, leader_term, &wanted, &mut reports);
         for (to, ok) in reports {
             self.replica.report_snapshot(to, ok);
         }

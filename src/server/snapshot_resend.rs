@@ -105,13 +105,13 @@ impl ResendWaits {
             .collect()
     }
 
-    /// Drops the held messages that are not of `leader_term` (None: this node
-    /// does not lead) and returns whom they were for.
-    pub fn drop_stale(&mut self, leader_term: Option<u64>) -> Vec<NodeId> {
+    /// Drops the held messages `keep` says no to, and returns whom they
+    /// were for.
+    pub fn drop_unless(&mut self, keep: impl Fn(&Message) -> bool) -> Vec<NodeId> {
         let stale: Vec<NodeId> = self
             .held
             .iter()
-            .filter(|(_, (message, _))| Some(message.term) != leader_term)
+            .filter(|(_, (message, _))| !keep(message))
             .map(|(to, _)| *to)
             .collect();
         for to in &stale {
@@ -202,15 +202,16 @@ mod tests {
     }
 
     #[test]
-    fn held_messages_of_another_term_are_dropped() {
+    fn held_messages_the_caller_does_not_keep_are_dropped() {
         let mut waits = ResendWaits::default();
         let now = Instant::now();
         for to in [2, 3] {
             waits.finished(&install(to, 5, 100), now);
             assert!(waits.admit(install(to, 5, 100), now).is_err());
         }
-        assert!(waits.drop_stale(Some(5)).is_empty());
-        assert_eq!(waits.drop_stale(None), vec![2, 3]);
+        assert!(waits.drop_unless(|m| m.term == 5).is_empty());
+        assert_eq!(waits.drop_unless(|m| m.to == 3), vec![2]);
+        assert_eq!(waits.drop_unless(|_| false), vec![3]);
         assert!(waits.take_due(now + MAX_WAIT).is_empty());
     }
 }

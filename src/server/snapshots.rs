@@ -41,6 +41,10 @@ pub const CHUNK_BYTES: usize = 512 << 10;
 /// many unsent bytes.
 pub const SEND_WINDOW: usize = 4 << 20;
 
+/// Whether the core still wants the snapshot at an index streamed to a
+/// node (`Node::snapshot_wanted`).
+pub type Wanted<'a> = &'a dyn Fn(NodeId, u64) -> bool;
+
 /// A snapshot being streamed to one follower.
 struct Outgoing {
     message: Message,
@@ -452,17 +456,42 @@ impl Snapshots {
     /// Starts streaming for every InstallSnapshot the core handed out, and
     /// for held repeats that are due (see `snapshot_resend`); pushes a
     /// failure report for those whose file cannot be opened, and for held
-    /// ones of a term this node no longer leads (`leader_term`).
-    pub fn start_streams(&mut self, leader_term: Option<u64>, reports: &mut Vec<(NodeId, bool)>) {
-        let now = Instant::now();
+    /// ones of a term this node no longer leads (`leader_term`) or that the
+    /// core no longer wants (`wanted`, see [`Wanted`]).
+    pub fn start_streams(
+        &mut self,
+        leader_term: Option<u64>,
+        wanted: Wanted<'_>,
+        reports: &mut Vec<(NodeId, bool)>,
+    ) {
+        self.start_streams_at(Instant::now(), leader_term, wanted, reports);
+    }
+
+    fn start_streams_at(
+        &mut self,
+        now: Instant,
+        leader_term: Option<u64>,
+        wanted: Wanted<'_>,
+        reports: &mut Vec<(NodeId, bool)>,
+    ) {
         // The core's new messages first: one replaces a message held for
         // its node, which then gets no report (it would land on the new one).
         for message in std::mem::take(&mut self.requested) {
             self.start_stream(message, now, reports);
         }
         // A held repeat is not started once this node no longer leads in
-        // its term: it fails, as a stream would (see `pump`).
-        for to in self.resend.drop_stale(leader_term) {
+        // its term, nor once the core no longer waits for it: it fails, as
+        // a stream would (see `pump`). Started, it sent a whole snapshot the
+        // follower would not install, or would need the newest one after.
+        let stale = self.resend.drop_unless(|message| {
+            Some(message.term) == leader_term
+                && snapshot_of(message).is_some_and(|(index, _)| wanted(message.to, index))
+        });
+        for to in stale {
+            info!(
+                "held snapshot for node {} dropped: no longer needed (not the leader of its term, the node caught up, or the log moved past it)",
+                to
+            );
             reports.push((to, false));
         }
         for message in self.resend.take_due(now) {
@@ -533,11 +562,14 @@ impl Snapshots {
     /// Queues more chunks on each stream, up to the send window; finishes
     /// streams whose bytes are all queued. `leader_term` is the current term
     /// while this node leads: streams of another term, or when it does not
-    /// lead, are abandoned.
+    /// lead, are abandoned; so are those the core no longer `wanted`, which
+    /// also closes their file: kept open by a slow or stopped follower's
+    /// stream, a snapshot pruned meanwhile held its disk space for as long.
     pub fn pump(
         &mut self,
         peers: &mut Peers,
         leader_term: Option<u64>,
+        wanted: Wanted<'_>,
         reports: &mut Vec<(NodeId, bool)>,
     ) {
         let ids: Vec<NodeId> = self.outgoing.keys().copied().collect();
@@ -547,6 +579,8 @@ impl Snapshots {
             };
             let result = if leader_term != Some(out.message.term) {
                 Err("no longer the leader of that term".to_string())
+            } else if !snapshot_of(&out.message).is_some_and(|(index, _)| wanted(to, index)) {
+                Err("no longer needed (the node caught up, or the log moved past it)".to_string())
             } else {
                 pump_one(out, peers)
             };
@@ -619,3 +653,7 @@ fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
 #[cfg(test)]
 #[path = "snapshots_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "snapshots_leader_tests.rs"]
+mod leader_tests;
