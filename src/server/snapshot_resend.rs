@@ -9,8 +9,9 @@
 //! repeat of it twice as long as the one before, up to 30 s. A newer snapshot,
 //! or a new leader, starts again without a wait.
 //!
-//! A held InstallSnapshot is not reported to the core until it is sent:
-//! the core keeps that follower in its snapshot state, sending it nothing but
+//! A held InstallSnapshot is not reported to the core until it is sent, or
+//! dropped (`Snapshots::start_streams`: the core no longer wants it): the
+//! core keeps that follower in its snapshot state, sending it nothing but
 //! heartbeats meanwhile.
 
 use crate::raft::{Message, MessageBody, NodeId};
