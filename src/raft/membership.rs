@@ -183,11 +183,20 @@ impl Node {
     /// index too: picked by match index alone, it could be chosen every time,
     /// and every transfer abandoned.
     pub(super) fn removal_successor_inner(&self) -> Option<NodeId> {
+        self.freshest_voter_heard_lately(|_| true)
+    }
+
+    /// Of the other voters heard from lately that `usable` accepts, the one
+    /// with the longest matching log (the lowest id on a tie).
+    pub(super) fn freshest_voter_heard_lately(
+        &self,
+        usable: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
         self.log
             .conf()
             .voters
             .iter()
-            .filter(|id| **id != self.id && self.heard_lately(**id))
+            .filter(|id| **id != self.id && self.heard_lately(**id) && usable(**id))
             .filter_map(|id| self.progress.get(id).map(|pr| (*id, pr.match_index)))
             .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
             .map(|(id, _)| id)

@@ -114,6 +114,8 @@ pub mod rng;
 #[cfg(test)]
 pub(crate) mod testnet;
 mod transfer;
+#[cfg(test)]
+mod transfer_tests;
 
 use std::collections::BTreeMap;
 
@@ -437,6 +439,15 @@ impl Node {
     /// of the voters it heard from lately; None if it heard from none.
     pub fn removal_successor(&self) -> Option<NodeId> {
         self.removal_successor_inner()
+    }
+
+    /// The voter a leader that is stopping hands over to (with
+    /// [`Node::transfer_leader`]): the most up to date of the voters it heard
+    /// from lately for which `reachable` (the caller's view of its
+    /// connections) holds. None if this node does not lead or no voter
+    /// qualifies: it then stops without handing over.
+    pub fn stop_successor(&self, reachable: impl Fn(NodeId) -> bool) -> Option<NodeId> {
+        self.stop_successor_inner(reachable)
     }
 
     /// Starts handing leadership to voter `to` (thesis §3.10): new proposals

@@ -65,6 +65,21 @@ impl Node {
         Ok(())
     }
 
+    /// Leader: the voter to hand leadership to before this node stops. A
+    /// voter it heard from lately and can send to (`reachable`: the caller
+    /// knows its connections, the core does not) with the longest matching
+    /// log: a caught-up one is sent TimeoutNow at once, a lagging one needs
+    /// the fewest entries first.
+    pub(super) fn stop_successor_inner(
+        &self,
+        reachable: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.freshest_voter_heard_lately(reachable)
+    }
+
     /// Leader: sends TimeoutNow to the transfer target once it holds our
     /// whole log (and only once: a second one would start a second election).
     pub(super) fn maybe_send_timeout_now(&mut self, id: NodeId) {
