@@ -59,6 +59,9 @@ impl Server {
     /// the clients that stopped for lack of it, in the order they stopped.
     pub(super) fn start_client_budget(&mut self) {
         self.iteration_client_bytes = 0;
+        if self.handing_over() {
+            return;
+        }
         let waiting = std::mem::take(&mut self.over_budget);
         let mut still = VecDeque::new();
         for token in waiting {
@@ -118,7 +121,11 @@ impl Server {
 
     pub(super) fn accept_clients(&mut self) {
         loop {
-            match self.client_listener.accept() {
+            // Closed by a stopping leader; a retry timer may still fire.
+            let Some(listener) = self.client_listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
                 Ok((mut stream, addr)) => {
                     self.accept_failures[0] = 0;
                     if self.clients.len() >= self.max_clients {
@@ -161,6 +168,11 @@ impl Server {
     /// call has read [`READ_BUDGET`] bytes; the rest waits for the next
     /// iteration.
     pub(super) fn read_client(&mut self, token: Token) {
+        // A stopping leader takes no new request: one read now could get
+        // no answer before the node goes.
+        if self.handing_over() {
+            return;
+        }
         if self
             .clients
             .get(&token)

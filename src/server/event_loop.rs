@@ -8,9 +8,12 @@
 //! `connection.rs`, `transactions.rs` and `cluster.rs`; and, as child modules
 //! of this one because they use the loop's private state, building the server
 //! (`event_loop_start.rs`), what peers send (`event_loop_peer_events.rs`),
-//! the clock's work (`event_loop_timers.rs`) and the core's output with the
-//! background work that finishes it (`event_loop_ready.rs`).
+//! the clock's work (`event_loop_timers.rs`), the core's output with the
+//! background work that finishes it (`event_loop_ready.rs`), and a stopping
+//! leader's handover (`event_loop_handoff.rs`).
 
+#[path = "event_loop_handoff.rs"]
+mod handoff;
 #[path = "event_loop_peer_events.rs"]
 mod peer_events;
 #[path = "event_loop_ready.rs"]
@@ -119,7 +122,8 @@ pub struct Server {
     /// and requests forwarded behind them: (follower, forward id, command,
     /// tick by which to answer `-TRYAGAIN`).
     pub(super) quorum_waits: VecDeque<(NodeId, u64, Command, u64)>,
-    pub(super) client_listener: TcpListener,
+    /// None once a stopping leader closed it (see `event_loop_handoff.rs`).
+    pub(super) client_listener: Option<TcpListener>,
     raft_listener: TcpListener,
     signals: Option<Signals>,
     stop_channel: Option<crossbeam_channel::Receiver<()>>,
@@ -131,6 +135,8 @@ pub struct Server {
     /// Client connections beyond this many are refused (`fd_limit`).
     pub(super) max_clients: usize,
     shutdown: bool,
+    /// A stopping leader's handover, while it runs.
+    handoff: Option<handoff::Handoff>,
     pub(super) completions: Vec<Completion<Waiter>>,
     peer_events: Vec<PeerEvent>,
     /// Clients with replies to encode or output to write this iteration.
@@ -200,7 +206,7 @@ impl Server {
             let timeout = if self.has_immediate_work() {
                 Duration::ZERO
             } else {
-                self.clock.until_next_tick()
+                self.handoff_poll_timeout(self.clock.until_next_tick())
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -222,6 +228,7 @@ impl Server {
                 self.handle_event(event.token(), event.is_readable(), event.is_writable());
             }
             self.iterate()?;
+            self.check_handoff();
             let took = began.elapsed();
             self.max_iteration = self.max_iteration.max(took);
             // An iteration that started a snapshot counts too, its CPU time
@@ -262,11 +269,13 @@ impl Server {
     fn has_immediate_work(&self) -> bool {
         let leader_reachable =
             self.takes_writes() || self.peers.is_connected(self.replica.node().leader_id());
-        (self.parked.has_untried() && leader_reachable)
+        // No client request is taken while a stopping leader hands over.
+        let serving = !self.handing_over();
+        (serving && self.parked.has_untried() && leader_reachable)
             || !self.dirty_clients.is_empty()
             || self.peers.has_unfinished_reads()
             || self.more_ready
-            || self.over_budget_resumable()
+            || (serving && self.over_budget_resumable())
             || self.cluster_parked_routable()
     }
 
@@ -313,9 +322,10 @@ impl Server {
             RAFT_LISTENER => self.accept_peers(),
             SIGNALS => {
                 if let Some(signals) = self.signals.as_mut() {
-                    for signal in signals.pending() {
+                    let received: Vec<i32> = signals.pending().collect();
+                    for signal in received {
                         info!("received signal {}; stopping", signal);
-                        self.shutdown = true;
+                        self.stop_requested();
                     }
                 }
             }
@@ -326,7 +336,7 @@ impl Server {
                 if let Some(channel) = &self.stop_channel {
                     if channel.try_recv().is_ok() {
                         info!("asked to stop");
-                        self.shutdown = true;
+                        self.stop_requested();
                     }
                 }
             }

@@ -11,11 +11,11 @@
 
 use super::timers::{after_accept_error, AfterAcceptError};
 use super::Server;
-use crate::raft::{Message, MessageBody};
+use crate::raft::{Message, MessageBody, Role};
 use crate::server::peers::PeerEvent;
 use crate::server::snapshots::Chunk;
 use crate::wire::peer_msg::PeerMessage;
-use log::debug;
+use log::{debug, info};
 
 impl Server {
     /// Starts the lookups of peer host names that dials asked for, and dials
@@ -109,6 +109,19 @@ impl Server {
                 "append from node {} dropped: a snapshot is being finished",
                 message.from
             );
+        } else if message.body == MessageBody::TimeoutNow {
+            let from = message.from;
+            self.replica.step(message);
+            // Says why this node campaigns without an election timeout: a
+            // leader handing over (CLUSTER TRANSFER, a stop) asked it to.
+            let node = self.replica.node();
+            if node.role() == Role::Candidate {
+                info!(
+                    "campaigning in term {} at the request of leader node {} (leadership transfer)",
+                    node.term(),
+                    from
+                );
+            }
         } else {
             self.replica.step(message);
         }

@@ -258,7 +258,11 @@ impl Server {
     /// connection's in order, up to the first that must wait; a connection
     /// whose first must wait is passed over whole.
     pub(in crate::server) fn dispatch_parked(&mut self) {
-        if self.parked.is_empty() {
+        // Routed now, by a leader that is handing over and about to stop,
+        // a request could get no answer before the node goes: left parked,
+        // it was never sent anywhere, and its client sees the connection
+        // close.
+        if self.parked.is_empty() || self.handing_over() {
             return;
         }
         let leader = self.replica.node().leader_id();

@@ -1,0 +1,141 @@
+//! A leader asked to stop (SIGTERM/SIGINT, or an embedding process) hands
+//! its leadership to another voter first, as etcd does on a graceful
+//! shutdown: otherwise the others elect a successor only after an election
+//! timeout, which a rolling restart would pay once per leader.
+//!
+//! The node stops taking clients (the client listener closes, nothing more
+//! is read from connected clients) and starts a leadership transfer
+//! (`raft/transfer.rs`) to the voter the core picks: the target is brought
+//! up to date, sent TimeoutNow, and campaigns at once. The loop runs on,
+//! answering the writes in flight as they commit, until another node leads
+//! and those writes are answered, or a bound passes: one election timeout,
+//! at most [`MAX_HANDOFF`]. A second stop request ends it at once. A
+//! follower, or a leader with no voter to hand over to, stops at once.
+
+use super::Server;
+use crate::raft::{NodeId, Role, NO_NODE};
+use log::{info, warn};
+use std::time::{Duration, Instant};
+
+/// The longest a stopping leader spends handing over, whatever the election
+/// timeout: SPEC wants a stop to be prompt, and `--local-cluster` kills a
+/// child still running 5 s after it asked it to stop.
+pub(super) const MAX_HANDOFF: Duration = Duration::from_secs(2);
+
+/// A handover under way before the node stops.
+pub(super) struct Handoff {
+    target: NodeId,
+    until: Instant,
+}
+
+impl Server {
+    /// A stop was asked for: hand the leadership over first if this node
+    /// leads and has a voter to give it to, else stop after this iteration.
+    pub(super) fn stop_requested(&mut self) {
+        if self.handoff.is_some() {
+            info!("asked to stop again while handing leadership over; stopping now");
+            self.shutdown = true;
+            return;
+        }
+        self.shutdown = !self.start_handoff();
+    }
+
+    fn start_handoff(&mut self) -> bool {
+        let node = self.replica.node();
+        if node.role() != Role::Leader {
+            return false;
+        }
+        // A transfer under way (CLUSTER TRANSFER, a self-removal) already
+        // hands over: the stop waits for it rather than start another.
+        let target = match node.transfer_target() {
+            Some(target) => target,
+            None => {
+                let peers = &self.peers;
+                let Some(target) = node.stop_successor(|id| peers.is_connected(id)) else {
+                    info!("no voter to hand leadership to; stopping at once");
+                    return false;
+                };
+                if let Err(err) = self.replica.node_mut().transfer_leader(target) {
+                    warn!("cannot hand leadership to node {}: {}", target, err);
+                    return false;
+                }
+                target
+            }
+        };
+        let bound = Duration::from_millis(self.config.election_timeout_ms).min(MAX_HANDOFF);
+        info!(
+            "handing leadership to node {} before stopping (for at most {} ms)",
+            target,
+            bound.as_millis()
+        );
+        self.stop_taking_clients();
+        self.handoff = Some(Handoff {
+            target,
+            until: Instant::now() + bound,
+        });
+        true
+    }
+
+    /// Closes the client listener, so that new clients are refused rather
+    /// than accepted by a node about to go.
+    fn stop_taking_clients(&mut self) {
+        if let Some(mut listener) = self.client_listener.take() {
+            if let Err(err) = self.poll.registry().deregister(&mut listener) {
+                warn!("cannot deregister the client listener: {}", err);
+            }
+        }
+    }
+
+    /// Whether a handover is under way: no client request is read meanwhile.
+    pub(in crate::server) fn handing_over(&self) -> bool {
+        self.handoff.is_some()
+    }
+
+    /// The poll's timeout, cut so that the loop wakes by the handover's bound.
+    pub(super) fn handoff_poll_timeout(&self, timeout: Duration) -> Duration {
+        match &self.handoff {
+            Some(handoff) => timeout.min(handoff.until.saturating_duration_since(Instant::now())),
+            None => timeout,
+        }
+    }
+
+    /// After each iteration of a handover: stop once another node leads and
+    /// this node's writes in flight are answered, once the bound has passed,
+    /// once the target's connection is gone, or once the transfer was
+    /// abandoned while this node still leads.
+    pub(super) fn check_handoff(&mut self) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        let node = self.replica.node();
+        let leader = node.leader_id();
+        let pending = self.replica.pending();
+        let stop = if leader != NO_NODE && leader != self.config.id && pending == 0 {
+            info!("node {} leads now; stopping", leader);
+            true
+        } else if Instant::now() >= handoff.until {
+            info!(
+                "leadership not handed to node {} within the bound (leader: {}, {} requests unanswered); stopping anyway",
+                handoff.target, leader, pending
+            );
+            true
+        } else if !self.peers.is_connected(handoff.target) && node.leader_id() != handoff.target {
+            // Stopped too (all nodes stopped together, as `--local-cluster`
+            // does): nobody is left to wait for.
+            info!(
+                "node {} went away before it took over; stopping",
+                handoff.target
+            );
+            true
+        } else if node.role() == Role::Leader && node.transfer_target().is_none() {
+            info!(
+                "the transfer to node {} was abandoned; stopping as leader",
+                handoff.target
+            );
+            true
+        } else {
+            false
+        };
+        self.shutdown |= stop;
+    }
+}
