@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// The longest a stopping leader spends handing over, whatever the election
 /// timeout: SPEC wants a stop to be prompt, and `--local-cluster` kills a
 /// child still running 5 s after it asked it to stop.
-pub(super) const MAX_HANDOFF: Duration = Duration::from_secs(2);
+const MAX_HANDOFF: Duration = Duration::from_secs(2);
 
 /// A handover under way before the node stops.
 pub(super) struct Handoff {
