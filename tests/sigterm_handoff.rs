@@ -226,6 +226,37 @@ fn a_leader_nobody_can_take_over_from_still_stops_within_the_bound() {
 }
 
 #[test]
+fn a_leader_whose_successor_goes_away_stops_without_waiting_for_the_bound() {
+    let (mut cluster, leader, frozen) = leader_with_frozen_followers();
+    let pid = cluster.pid(leader).expect("running") as i32;
+    // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let target: u64 = wait_for(Duration::from_secs(5), "the handover to start", || {
+        let log = cluster.log_text(leader);
+        let (_, rest) = log.split_once("handing leadership to node ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    let target = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == target)
+        .expect("a member");
+    // Stopped too, as `--local-cluster` stops every node at once.
+    cluster.kill(target);
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    let log = cluster.log_text(leader);
+    assert!(log.contains("went away before it took over"), "{log}");
+    assert!(!log.contains("within the bound"), "{log}");
+    drop(frozen);
+}
+
+#[test]
 fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
     let (mut cluster, leader, _frozen) = leader_with_frozen_followers();
     let pid = cluster.pid(leader).expect("running") as i32;
