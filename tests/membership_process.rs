@@ -530,6 +530,47 @@ fn a_removed_node_and_the_members_stop_dialing_each_other() {
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
 }
 
+/// A removed node that knows its removal committed, and dials nobody any
+/// more, comes back when it is added again under the same id (its data
+/// dir kept): the leader reaches it, it dials the leader back, catches up,
+/// is promoted, and serves again. Nothing else in it dials a member then.
+#[test]
+fn a_removed_node_that_stopped_dialing_comes_back_when_added_again() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let gone = (0..3).find(|&i| i != leader).expect("a follower");
+    let gone_id = cluster.nodes[gone].id.to_string();
+    assert_eq!(cluster_cmd(&cluster, leader, &["REMOVE", &gone_id]), ok());
+    wait_for(
+        Duration::from_secs(10),
+        "the removed node to know it and be connected to nobody",
+        || {
+            let info = cluster.info(gone);
+            (info["membership"] == "removed" && info["connected_peers"] == "0").then_some(())
+        },
+    );
+    assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
+    let addr = cluster.nodes[gone].raft_addr();
+    assert_eq!(
+        cluster_cmd(&cluster, leader, &["ADD", &gone_id, &addr]),
+        ok()
+    );
+    wait_voter(&cluster, leader, cluster.nodes[gone].id);
+    wait_for(
+        Duration::from_secs(10),
+        "the node added again to be a member",
+        || (cluster.info(gone)["membership"] == "member").then_some(()),
+    );
+    assert_eq!(cluster.client(gone).cmd_retry(&["GET", "k"]), bulk("v"));
+    assert_eq!(cluster.client(gone).cmd_retry(&["SET", "k", "w"]), ok());
+    assert_eq!(cluster.client(leader).cmd_retry(&["GET", "k"]), bulk("w"));
+    wait_for(
+        Duration::from_secs(10),
+        "the node added again to be connected to both members",
+        || (cluster.info(gone)["connected_peers"] == "2").then_some(()),
+    );
+}
+
 fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
     wait_for(
         Duration::from_secs(15),
