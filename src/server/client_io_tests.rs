@@ -408,7 +408,9 @@ fn a_cluster_command_that_comes_back_is_parked_ahead_of_later_ones() {
     let client = server.clients.get_mut(&tc).expect("c");
     let members = client.open_slot(Pending::Parked, Kind::Other);
     client.set_forwarded(members, false, 7, 2);
-    server.cluster.forwarded_members(7, tc, members, 2);
+    server
+        .cluster
+        .forwarded(7, tc, members, "CLUSTER MEMBERS", 2);
     send(&mut c, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
     server.read_client(tc);
     assert!(server.cluster.parked.holds(tc), "behind the MEMBERS");
@@ -418,6 +420,35 @@ fn a_cluster_command_that_comes_back_is_parked_ahead_of_later_ones() {
     lead(&mut server);
     let replies = iterate_until_replied(&mut server, &mut c, "+OK\r\n");
     assert!(!replies.contains("id=4"), "{replies:?}");
+}
+
+/// A CLUSTER MEMBERS and a CLUSTER ADD pipelined through this node, both
+/// forwarded to node 2, which then stopped leading: the MEMBERS comes back,
+/// but the ADD may take effect where it went (`-TIMEOUT`, node 2 gone).
+/// Routed again, the MEMBERS would run after the ADD and could show the
+/// node added: it is refused, as a read is behind a later write.
+#[test]
+fn a_cluster_command_that_comes_back_behind_a_later_change_is_refused() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("c");
+    let members = client.open_slot(Pending::Parked, Kind::Other);
+    client.set_forwarded(members, false, 7, 2);
+    let add = client.open_slot(Pending::Parked, Kind::Change);
+    client.set_forwarded(add, true, 8, 2);
+    server
+        .cluster
+        .forwarded(7, tc, members, "CLUSTER MEMBERS", 2);
+    server
+        .cluster
+        .forwarded(8, tc, add, "CLUSTER ADD 4 127.0.0.1:9", 2);
+    server.settle_orphaned_forwards();
+    lead(&mut server);
+    let replies = iterate_until_replied(&mut server, &mut c, "-TIMEOUT outcome unknown\r\n");
+    assert_eq!(
+        replies,
+        "-TRYAGAIN leader changed\r\n-TIMEOUT outcome unknown\r\n"
+    );
 }
 
 /// A CLUSTER command sent while one its connection sent before waits in

@@ -129,6 +129,18 @@ impl Slot {
         }
     }
 
+    /// A membership change (CLUSTER ADD, REMOVE, TRANSFER) that went where
+    /// it was sent: in flight, or answered other than `-TRYAGAIN` (see
+    /// [`Client::change_went_after`]).
+    fn is_change_gone(&self) -> bool {
+        match self {
+            Slot::Waiting(Pending::InFlight { .. }, _, Kind::Change, _) => true,
+            Slot::Done(Reply::Error(text), ..) if text.starts_with("TRYAGAIN") => false,
+            Slot::Done(_, _, kind) => *kind == Kind::Change,
+            _ => false,
+        }
+    }
+
     /// A write whose outcome is still open: a read sent after it may not
     /// be routed again (see [`ReadStanding::may_be_routed_again`]).
     fn is_write_in_flight(&self) -> bool {
@@ -318,6 +330,21 @@ impl Client {
             after_write |= slot.seen_by_earlier(true) == RequestsAfter::Answered;
         }
         answered
+    }
+
+    /// Whether a membership change this connection sent after slot `seq`
+    /// went where it was sent (in flight or answered): a CLUSTER command of
+    /// slot `seq` that came back, routed again, would take effect after it
+    /// (a MEMBERS would show the node a later CLUSTER ADD added).
+    /// `requests_after` passes over changes: they touch no key.
+    pub fn change_went_after(&self, seq: u64) -> bool {
+        let Some(at) = seq
+            .checked_sub(self.first_seq)
+            .and_then(|offset| usize::try_from(offset).ok())
+        else {
+            return false;
+        };
+        self.slots.iter().skip(at + 1).any(Slot::is_change_gone)
     }
 
     /// Where every slot still waiting stands, as a read forwarded to a node

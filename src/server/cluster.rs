@@ -127,11 +127,19 @@ impl ClusterState {
         }
     }
 
-    /// Records a CLUSTER MEMBERS of slot `seq` of `token` as forwarded to
-    /// `leader` with forwarding id `id`.
+    /// Records the CLUSTER command `line` of slot `seq` of `token` as
+    /// forwarded to `leader` with forwarding id `id`.
     #[cfg(test)]
-    pub(super) fn forwarded_members(&mut self, id: u64, token: Token, seq: u64, leader: NodeId) {
-        let request = ClusterRequest::Members;
+    pub(super) fn forwarded(
+        &mut self,
+        id: u64,
+        token: Token,
+        seq: u64,
+        line: &str,
+        leader: NodeId,
+    ) {
+        let argv: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        let request = ClusterRequest::parse(&argv).expect("a CLUSTER command");
         self.forwards.insert(id, (token, seq, request, leader));
     }
 

@@ -19,6 +19,7 @@ use crate::server::addresses::valid_addr;
 use crate::server::clients::{Kind, Pending};
 use crate::server::connection::shown_word;
 use crate::server::event_loop::{Server, Waiter};
+use crate::server::requests::READ_DROPPED;
 use crate::wire::peer_msg::PeerMessage;
 use mio::Token;
 
@@ -263,8 +264,25 @@ impl Server {
     /// Parks a CLUSTER command that came back from where it went (or was
     /// held there), ahead of its connection's later ones parked meanwhile:
     /// behind them, a MEMBERS would go after a CLUSTER ADD sent after it.
+    /// One behind which its connection's later change already went (a
+    /// MEMBERS pipelined with an ADD, both forwarded to a leader that
+    /// stepped down) would take effect after that change, routed again:
+    /// it is refused `-TRYAGAIN leader changed`, as a key-value request is
+    /// (`dispatch_parked`). Later ones are parked behind it, so this is
+    /// known once, here.
     pub(super) fn park_cluster_again(&mut self, token: Token, seq: u64, request: ClusterRequest) {
         self.set_pending(token, seq, Pending::Parked);
+        if self
+            .clients
+            .get(&token)
+            .is_some_and(|client| client.change_went_after(seq))
+        {
+            self.completions.push(Completion {
+                waiter: Waiter::Client { token, seq },
+                reply: Reply::error(READ_DROPPED),
+            });
+            return;
+        }
         self.cluster.parked.insert_returned(token, seq, request);
         self.retry_parked_of(token);
     }

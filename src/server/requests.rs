@@ -28,7 +28,7 @@ pub(super) const NO_LEADER: &str = "TRYAGAIN no leader";
 /// go again, since a request its connection sent after it was answered
 /// (`dispatch_parked`); also what a leader tells the follower whose read it
 /// dropped when it stopped leading.
-const READ_DROPPED: &str = "TRYAGAIN leader changed";
+pub(in crate::server) const READ_DROPPED: &str = "TRYAGAIN leader changed";
 
 /// Whether a request only reads the map (GET, MGET or EXISTS outside a
 /// MULTI), so it need not wait behind its connection's unanswered barriers.
