@@ -483,6 +483,7 @@ fn check_next_conf(committed: &BTreeMap<u64, (Vec<NodeId>, Vec<NodeId>)>, e: &En
         ConfChange::AddLearner { .. } => {}
         ConfChange::Promote { id } => expected.push(id),
         ConfChange::Remove { id } => expected.retain(|v| *v != id),
+        ConfChange::ForceNewCluster { .. } => panic!("forced configuration {conf:?} replicated"),
     }
     expected.sort_unstable();
     assert_eq!(

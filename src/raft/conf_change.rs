@@ -9,12 +9,12 @@
 //!
 //! ```text
 //! payload = version u8 (1) | op u8 | id u64 | context bytes | voters [u64] | learners [u64]
-//!   op: 1 AddLearner, 2 Promote, 3 Remove
+//!   op: 1 AddLearner, 2 Promote, 3 Remove, 4 ForceNewCluster
 //!   bytes = u32 length | data;  [u64] = u32 count | ids, ascending, no duplicates
 //! ```
 //!
 //! Integers are big-endian. `context` is opaque to the core (the shell puts the
-//! new member's raft address there) and empty for Promote and Remove.
+//! new member's raft address there) and empty for the other ops.
 
 use std::fmt;
 
@@ -30,6 +30,11 @@ pub enum ConfChange {
     Promote { id: NodeId },
     /// A voter or learner leaves the cluster.
     Remove { id: NodeId },
+    /// `--force-new-cluster`: node `id` became the only member, whatever
+    /// the configuration before. Never proposed: the node writes it into
+    /// its own log at start (`server/force_new.rs`), where no quorum is left
+    /// to commit a change the usual way.
+    ForceNewCluster { id: NodeId },
 }
 
 impl ConfChange {
@@ -38,7 +43,8 @@ impl ConfChange {
         match self {
             ConfChange::AddLearner { id, .. }
             | ConfChange::Promote { id }
-            | ConfChange::Remove { id } => *id,
+            | ConfChange::Remove { id }
+            | ConfChange::ForceNewCluster { id } => *id,
         }
     }
 }
@@ -71,6 +77,7 @@ pub fn encode(entry: &ConfEntry) -> Vec<u8> {
         ConfChange::AddLearner { context, .. } => (1, context),
         ConfChange::Promote { .. } => (2, &[]),
         ConfChange::Remove { .. } => (3, &[]),
+        ConfChange::ForceNewCluster { .. } => (4, &[]),
     };
     let mut out = Vec::with_capacity(
         2 + 8 + 4 + context.len() + 8 + 8 * (entry.voters.len() + entry.learners.len()),
@@ -123,11 +130,17 @@ pub fn decode(data: &[u8]) -> Result<ConfEntry, DecodeError> {
     }
     let change = match op {
         1 => ConfChange::AddLearner { id, context },
-        2 | 3 if !context.is_empty() => {
+        2..=4 if !context.is_empty() => {
             return Err(DecodeError(format!("op {op} with a context")));
         }
         2 => ConfChange::Promote { id },
         3 => ConfChange::Remove { id },
+        4 if voters != [id] || !learners.is_empty() => {
+            return Err(DecodeError(format!(
+                "op 4 for node {id} with voters {voters:?} and learners {learners:?}"
+            )));
+        }
+        4 => ConfChange::ForceNewCluster { id },
         _ => return Err(DecodeError(format!("unknown op {op}"))),
     };
     Ok(ConfEntry {
@@ -218,6 +231,11 @@ mod tests {
                 voters: vec![1],
                 learners: vec![],
             },
+            ConfEntry {
+                change: ConfChange::ForceNewCluster { id: 3 },
+                voters: vec![3],
+                learners: vec![],
+            },
         ]
     }
 
@@ -269,6 +287,18 @@ mod tests {
             decode(&bad_op),
             Err(DecodeError("unknown op 9".to_string()))
         );
+        // A forced configuration holds its node alone, as a voter.
+        for (voters, learners) in [(vec![3, 4], vec![]), (vec![4], vec![]), (vec![3], vec![4])] {
+            let forced = ConfEntry {
+                change: ConfChange::ForceNewCluster { id: 3 },
+                voters,
+                learners,
+            };
+            assert!(decode(&encode(&forced))
+                .expect_err("invalid")
+                .0
+                .contains("op 4"));
+        }
         let mut bad_version = encode(&samples()[1]);
         bad_version[0] = 2;
         assert!(decode(&bad_version).is_err());

@@ -95,8 +95,17 @@ impl Node {
         if self.transfer.is_some() {
             return Err(ConfChangeError::TransferInProgress);
         }
+        assert!(
+            !matches!(change, ConfChange::ForceNewCluster { .. }),
+            "{change:?} proposed: it is written at start, never replicated as a change"
+        );
         if self.log.conf_index() > self.log.committed || !self.committed_in_current_term() {
             return Err(ConfChangeError::ChangeInProgress);
+        }
+        if let ConfChange::AddLearner { id, .. } = change {
+            if self.dropped_peers.contains(&id) {
+                return Err(ConfChangeError::Dropped { id });
+            }
         }
         let next = self.log.conf().apply(&change)?;
         if let ConfChange::Remove { id } = change {

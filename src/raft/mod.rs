@@ -96,6 +96,8 @@
 #[cfg(test)]
 mod chaos_tests;
 pub mod conf_change;
+#[cfg(test)]
+mod dropped_peers_tests;
 mod election;
 mod log;
 pub use log::trailing_count;
@@ -215,6 +217,9 @@ pub enum ConfChangeError {
     LastVoter { id: NodeId },
     /// Transfer to a learner: it cannot be elected.
     NotVoter { id: NodeId },
+    /// AddLearner of a node this one ignores since `--force-new-cluster`
+    /// dropped it (see [`Node::ignore_dropped_peers`]): it could never catch up.
+    Dropped { id: NodeId },
     /// Removing voter `id` would leave `voters` voters of which fewer than a
     /// majority (`reachable`, this leader included) were heard from lately.
     NoQuorumAfterRemoval {
@@ -235,6 +240,10 @@ impl std::fmt::Display for ConfChangeError {
             ConfChangeError::UnknownNode { id } => write!(f, "unknown node {id}"),
             ConfChangeError::LastVoter { id } => write!(f, "node {id} is the last voter"),
             ConfChangeError::NotVoter { id } => write!(f, "node {id} is a learner"),
+            ConfChangeError::Dropped { id } => write!(
+                f,
+                "node {id} was dropped by --force-new-cluster; add the new node under another id"
+            ),
             ConfChangeError::NoQuorumAfterRemoval {
                 id,
                 voters,
@@ -325,6 +334,8 @@ pub struct Node {
     outstanding: Option<Outstanding>,
     /// Messages refused because no honest peer sends them in this state.
     refused_messages: u64,
+    /// Members dropped by `--force-new-cluster`, whose messages are ignored.
+    dropped_peers: Vec<NodeId>,
 }
 
 impl Node {
@@ -361,11 +372,29 @@ impl Node {
         if msg.to != self.id || msg.from == self.id || msg.from == NO_NODE {
             return;
         }
+        if self.dropped_peers.contains(&msg.from) {
+            return;
+        }
         if self.step_term(&msg) {
             self.step_role(msg);
         }
         self.resolve_transfer();
         self.debug_assert_invariants();
+    }
+
+    /// Ignores every message from `ids` from now on: members that
+    /// `--force-new-cluster` dropped. Such a node may come back with its old
+    /// data dir, still counting itself and this node among the voters of the
+    /// old configuration. Its log can be longer than ours or of later terms
+    /// (it was in the majority this node was cut off from), so neither the
+    /// election restriction nor a leader lease keeps it out: a vote request
+    /// at a higher term would depose this leader, our vote could make it
+    /// leader of the old configuration, and its AppendEntries would then
+    /// overwrite our log. Nothing it says can be trusted to agree with our
+    /// log, so it is not heard at all (etcd drops a removed member's
+    /// messages at its transport for the same reason).
+    pub fn ignore_dropped_peers(&mut self, ids: &[NodeId]) {
+        self.dropped_peers = ids.iter().copied().filter(|id| *id != self.id).collect();
     }
 
     /// How many messages this node refused because no honest peer sends them

@@ -75,6 +75,7 @@ pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Nod
         last_hard: hard_state,
         outstanding: None,
         refused_messages: 0,
+        dropped_peers: Vec::new(),
         config,
     };
     node.reset_timers();

@@ -84,6 +84,13 @@ impl Membership {
                 voters.retain(|v| *v != id);
                 learners.retain(|l| *l != id);
             }
+            ConfChange::ForceNewCluster { id } => {
+                if id == NO_NODE {
+                    return Err(ConfChangeError::UnknownNode { id });
+                }
+                voters = vec![id];
+                learners.clear();
+            }
         }
         Ok(Membership::new(&voters, &learners))
     }

@@ -264,6 +264,9 @@ impl Server {
             ConfChange::AddLearner { id, .. } => format!("node {} added as a learner", id),
             ConfChange::Promote { id } => format!("node {} promoted to voter", id),
             ConfChange::Remove { id } => format!("node {} removed", id),
+            ConfChange::ForceNewCluster { id } => {
+                format!("node {} made the only member by --force-new-cluster", id)
+            }
         };
         info!(
             "membership change committed at index {}: {} (voters {:?}, learners {:?})",
