@@ -54,6 +54,7 @@ fn start_cluster() -> Cluster {
                 max_request_bytes: 8 << 20,
                 requirepass: None,
                 join: false,
+                force_new_cluster: false,
                 log_level: "error".into(),
             };
             server::spawn(config).expect("start node")

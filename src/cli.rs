@@ -15,6 +15,8 @@ pub struct Flags {
     /// Config keys given as flags (`--data-dir X` is `("data_dir", "X")`), in order.
     /// (The order of [`config::KEYS`]: each flag may be given only once.)
     pub overrides: Vec<(String, String)>,
+    /// `--force-new-cluster`: start as the only member (not a config key).
+    pub force_new_cluster: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub fn parse(args: &[String]) -> Result<Action, UsageError> {
     let mut flags = Flags {
         config: matches.opt_str("config").map(PathBuf::from),
         overrides: Vec::new(),
+        force_new_cluster: matches.opt_present("force-new-cluster"),
     };
     for def in KEYS {
         let long = long_name(def.name);
@@ -104,6 +107,12 @@ pub fn parse(args: &[String]) -> Result<Action, UsageError> {
             )))
         }
     };
+    if flags.force_new_cluster {
+        return Err(UsageError(
+            "--force-new-cluster cannot be used with --local-cluster (it recovers one node)"
+                .to_string(),
+        ));
+    }
     if let Some((key, _)) = flags
         .overrides
         .iter()
@@ -144,6 +153,11 @@ fn options() -> getopts::Options {
             opts.optopt("", &long, &help, def.hint);
         }
     }
+    opts.optflag(
+        "",
+        "force-new-cluster",
+        "once, after a majority of the voters is lost for good: start as the only member of a new one-member cluster holding this node's data (recorded in the data dir; the other members are dropped and ignored)",
+    );
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("V", "version", "print the version and exit");
     opts
@@ -280,6 +294,23 @@ mod tests {
     }
 
     #[test]
+    fn force_new_cluster_is_a_flag_of_its_own() {
+        let flags = run("--force-new-cluster --id 1");
+        assert!(flags.force_new_cluster);
+        assert_eq!(flags.overrides, pairs(&[("id", "1")]));
+        assert!(!run("--id 1").force_new_cluster);
+        assert_eq!(
+            usage_err("--force-new-cluster=yes"),
+            "--force-new-cluster does not take a value"
+        );
+        assert_eq!(
+            usage_err("--local-cluster 3 --force-new-cluster"),
+            "--force-new-cluster cannot be used with --local-cluster (it recovers one node)"
+        );
+        assert!(help().contains("--force-new-cluster"));
+    }
+
+    #[test]
     fn help_and_version() {
         let Ok(Action::Help(text)) = parse(&args("--id 1 -h")) else {
             panic!("-h is not help");
@@ -329,6 +360,7 @@ mod tests {
                 nodes: 3,
                 flags: Flags {
                     config: None,
+                    force_new_cluster: false,
                     overrides: pairs(&[("heartbeat_ms", "20")]),
                 },
             })

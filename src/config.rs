@@ -48,6 +48,9 @@ pub struct Config {
     pub requirepass: Option<String>,
     pub join: bool,
     pub log_level: String,
+    /// `--force-new-cluster`: a one-shot start option, not a key (see
+    /// `server/force_new.rs`).
+    pub force_new_cluster: bool,
 }
 
 /// A bad setting. `Display` is the one line printed on stderr (after `raftkv: `),
@@ -305,7 +308,17 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         Some(path) => (path.display().to_string(), read_file(path)?),
         None => (String::new(), Vec::new()),
     };
-    let config = resolve(&file_name, &settings, &flags.overrides)?;
+    if flags.force_new_cluster {
+        check_force_new_cluster(&settings, &flags.overrides)?;
+    }
+    let mut config = resolve(&file_name, &settings, &flags.overrides)?;
+    if flags.force_new_cluster && config.join {
+        return Err(ConfigError(
+            "--force-new-cluster cannot be used with join: a joining node has no cluster to recover"
+                .to_string(),
+        ));
+    }
+    config.force_new_cluster = flags.force_new_cluster;
     for (key, addr) in [
         ("client_addr", &config.client_addr),
         ("raft_addr", &config.raft_addr),
@@ -327,6 +340,32 @@ pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// `--force-new-cluster` recovers a node that ran before: its data dir
+/// (a flag's, else the file's) must hold the founders file every node
+/// writes on its first start. Checked before `resolve`, whose error for a
+/// missing `cluster` would not say why.
+fn check_force_new_cluster(
+    file: &[(String, String, usize)],
+    overrides: &[(String, String)],
+) -> Result<(), ConfigError> {
+    let data_dir = overrides
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "data_dir")
+        .map(|(_, value)| value)
+        .or_else(|| {
+            file.iter()
+                .find(|(key, _, _)| key == "data_dir")
+                .map(|(_, value, _)| value)
+        });
+    match data_dir {
+        Some(dir) if !Path::new(dir).join(FOUNDERS_FILE).exists() => Err(ConfigError(format!(
+            "--force-new-cluster: data dir '{dir}' holds no node's state: there is no cluster to recover"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `addr` (host:port) names an address: the node's own addresses
@@ -543,6 +582,7 @@ fn build(merged: &Merged<'_>, join: bool) -> Result<Config, ConfigError> {
         max_request_bytes: int("max_request_bytes").unwrap_or_else(|| missing("max_request_bytes")),
         requirepass: text("requirepass"),
         join,
+        force_new_cluster: false,
         log_level: word("log_level").unwrap_or_else(|| missing("log_level")),
     };
     check_timeouts(merged, &config)?;

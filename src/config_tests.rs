@@ -109,6 +109,7 @@ fn defaults_fill_unset_keys_and_cluster_is_sorted() {
             requirepass: None,
             join: false,
             log_level: "info".to_string(),
+            force_new_cluster: false,
         }
     );
 }
@@ -171,6 +172,7 @@ fn flags_alone_without_a_file() {
     .collect();
     let config = load(&Flags {
         config: None,
+        force_new_cluster: false,
         overrides,
     })
     .unwrap();
@@ -375,6 +377,7 @@ fn load_reads_the_file_and_names_it_on_errors() {
     let missing = dir.path().join("nope.conf");
     let message = load(&Flags {
         config: Some(missing.clone()),
+        force_new_cluster: false,
         overrides: Vec::new(),
     })
     .unwrap_err()
@@ -387,6 +390,7 @@ fn load_reads_the_file_and_names_it_on_errors() {
     std::fs::write(&bad, b"id = 1\nrequirepass = \xff\xfe\n").unwrap();
     let message = load(&Flags {
         config: Some(bad.clone()),
+        force_new_cluster: false,
         overrides: Vec::new(),
     })
     .unwrap_err()
@@ -402,6 +406,7 @@ fn load_reads_the_file_and_names_it_on_errors() {
     .unwrap();
     let message = load(&Flags {
         config: Some(unknown.clone()),
+        force_new_cluster: false,
         overrides: Vec::new(),
     })
     .unwrap_err()
@@ -423,6 +428,7 @@ fn shipped_conf_files_load() {
             .join(name);
         load(&Flags {
             config: Some(path),
+            force_new_cluster: false,
             overrides: Vec::new(),
         })
         .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -459,4 +465,49 @@ proptest::proptest! {
         let base = parse(BASE, "f").unwrap();
         let _ = resolve("f", &base, &[(KEYS[key].name.to_string(), value)]);
     }
+}
+
+#[test]
+fn force_new_cluster_needs_a_node_that_ran_and_is_not_joining() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node1");
+    let flags = |extra: &[(&str, &str)]| {
+        let mut overrides: Vec<(String, String)> = [
+            ("id", "1"),
+            ("raft_addr", "127.0.0.1:7001"),
+            ("client_addr", "127.0.0.1:6381"),
+            ("data_dir", data_dir.to_str().unwrap()),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        overrides.sort();
+        Flags {
+            config: None,
+            force_new_cluster: true,
+            overrides,
+        }
+    };
+    let message = load(&flags(&[])).unwrap_err().to_string();
+    assert!(
+        message.starts_with("--force-new-cluster: data dir")
+            && message.contains("no cluster to recover"),
+        "{message}"
+    );
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::write(
+        data_dir.join(FOUNDERS_FILE),
+        "node = 1\ncluster = 1=127.0.0.1:7001\n",
+    )
+    .unwrap();
+    let config = load(&flags(&[])).unwrap();
+    assert!(config.force_new_cluster);
+    let message = load(&flags(&[("join", "yes")])).unwrap_err().to_string();
+    assert!(message.contains("cannot be used with join"), "{message}");
+    let plain = Flags {
+        force_new_cluster: false,
+        ..flags(&[])
+    };
+    assert!(!load(&plain).unwrap().force_new_cluster);
 }

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             init_logging(&config.log_level, config.id);
             match server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(err @ server::ServerError::Usage(_)) => {
+                    raftkv::errln!("raftkv: {}", err);
+                    ExitCode::from(2)
+                }
                 Err(err) => {
                     // One line, as for a config error; it names the node's
                     // data dir or file, which tells --local-cluster's nodes apart.

@@ -38,6 +38,7 @@ fn node() -> (Server, tempfile::TempDir) {
         requirepass: None,
         join: false,
         log_level: "warning".to_string(),
+        force_new_cluster: false,
     };
     let (_stop, receiver) = crossbeam_channel::bounded(1);
     let server = crate::server::build(config, StopOn::Channel(receiver)).expect("build");

@@ -328,6 +328,7 @@ mod tests {
     fn the_data_base_is_the_flag_else_the_file_else_data_and_never_empty() {
         let flags = |overrides: &[(&str, &str)]| Flags {
             config: None,
+            force_new_cluster: false,
             overrides: overrides
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

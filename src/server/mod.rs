@@ -11,6 +11,7 @@ mod conn;
 mod connection;
 mod event_loop;
 mod fd_limit;
+mod force_new;
 mod founders;
 mod full_reads;
 mod info;
@@ -61,6 +62,9 @@ pub enum ServerError {
     },
     Io(io::Error),
     Fatal(String),
+    /// A start the command line asked for that cannot be made (exit status
+    /// 2, as a usage error): `--force-new-cluster` with nothing to recover.
+    Usage(String),
 }
 
 impl fmt::Display for ServerError {
@@ -71,7 +75,7 @@ impl fmt::Display for ServerError {
                 write!(f, "cannot listen on {} address {}: {}", what, addr, err)
             }
             ServerError::Io(err) => write!(f, "{}", err),
-            ServerError::Fatal(what) => f.write_str(what),
+            ServerError::Fatal(what) | ServerError::Usage(what) => f.write_str(what),
         }
     }
 }
@@ -236,6 +240,12 @@ fn build(
         &config.raft_addr,
     )?;
     let holds_state = checked.snapshot_index() > 0 || storage.last_index() > 0;
+    if config.force_new_cluster && !holds_state {
+        return Err(ServerError::Usage(format!(
+            "--force-new-cluster: data dir {} holds no log or snapshot: there is no cluster to recover",
+            config.data_dir.display()
+        )));
+    }
     founders::check_joiner_address(&config.data_dir, &founding, holds_state, &config.raft_addr)?;
     // The founders file first: on a data dir this node may not write, that
     // fails before the log's repairs have changed anything.
@@ -247,6 +257,17 @@ fn build(
         trailing_entries(config.snapshot_entries),
     )?;
     let passed_over = std::mem::take(&mut recovered.passed_over);
+    if config.force_new_cluster {
+        let founders: Vec<_> = config.cluster.iter().map(|(id, _)| *id).collect();
+        force_new::rewrite(
+            &config.data_dir,
+            &mut storage,
+            &mut recovered.restored,
+            &founders,
+            config.id,
+        )?;
+    }
+    let dropped = force_new::read_dropped(&config.data_dir)?;
     let tick = clock::tick_for(config.heartbeat_ms);
     let tick_ms = tick.as_millis() as u64;
     let raft_config = RaftConfig {
@@ -273,7 +294,15 @@ fn build(
             .cloned()
             .collect(),
     };
-    let node = Node::new(raft_config, recovered.restored, clock.seed(config.id));
+    let mut node = Node::new(raft_config, recovered.restored, clock.seed(config.id));
+    if !dropped.is_empty() {
+        info!(
+            "ignoring nodes {:?}: dropped by --force-new-cluster ({})",
+            dropped,
+            config.data_dir.join(force_new::DROPPED_FILE).display()
+        );
+        node.ignore_dropped_peers(&dropped);
+    }
     let mut replica = Replica::new(node, recovered.kv);
     replica.keep_dropped_reads();
     replica.answer_full_reads_elsewhere();
