@@ -183,8 +183,10 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_keys_grows_again_and_ignores_o
         );
         thread::sleep(Duration::from_millis(100));
     }
+    let log = cluster.log_text(survivor);
     assert!(
-        cluster.log_text(survivor).contains("ignoring nodes"),
+        log.contains("ignoring nodes")
+            && log.contains("dialed this node, but --force-new-cluster dropped it"),
         "the survivor does not say whom it ignores"
     );
     check_all(&cluster, survivor, &acked);

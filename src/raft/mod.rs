@@ -397,6 +397,12 @@ impl Node {
         self.dropped_peers = ids.iter().copied().filter(|id| *id != self.id).collect();
     }
 
+    /// The members whose messages are ignored (see
+    /// [`Node::ignore_dropped_peers`]).
+    pub fn dropped_peers(&self) -> &[NodeId] {
+        &self.dropped_peers
+    }
+
     /// How many messages this node refused because no honest peer sends them
     /// in its state (another leader of its term, an acknowledgement or commit
     /// index beyond its log): each is logged; any at all means a bug or a

@@ -30,7 +30,7 @@ use crate::kv::{Command, Reply};
 use crate::raft::{ConfChange, Entry, EntryKind, NodeId, Restored, Role, NO_NODE};
 use crate::replica::ReadyOutcome;
 use commands::ClusterRequest;
-use log::info;
+use log::{info, warn};
 use mio::Token;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,6 +75,9 @@ pub struct ClusterState {
     self_removal: Option<(Waiter, NodeId)>,
     /// Peers no longer wanted, dialed until the tick given.
     leaving: BTreeMap<NodeId, u64>,
+    /// Members dropped by `--force-new-cluster` that dialed this node, and
+    /// were told about in the log (once each).
+    dropped_seen: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -94,6 +97,7 @@ impl ClusterState {
             held: Vec::new(),
             self_removal: None,
             leaving: BTreeMap::new(),
+            dropped_seen: BTreeSet::new(),
         }
     }
 
@@ -232,6 +236,16 @@ impl Server {
             self.cluster.refresh = true;
         }
         for (id, raft, client) in std::mem::take(&mut self.peers.learned) {
+            if self.replica.node().dropped_peers().contains(&id) {
+                // It still takes this node for a member of the old cluster.
+                if self.cluster.dropped_seen.insert(id) {
+                    warn!(
+                        "node {} (raft address {}) dialed this node, but --force-new-cluster dropped it: everything it sends is ignored; stop it and delete its data dir",
+                        id, raft
+                    );
+                }
+                continue;
+            }
             self.cluster.refresh |= self.cluster.book.learn_handshake(id, &raft, &client);
             // A member that dialed us is up: dial it back now (a no-op if
             // connected), not when its redial wait, up to a second, is over.
