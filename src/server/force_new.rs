@@ -48,7 +48,7 @@
 
 use super::ServerError;
 use crate::raft::conf_change::{self, ConfChange, ConfEntry};
-use crate::raft::{Entry, EntryKind, HardState, NodeId, Restored};
+use crate::raft::{Entry, EntryKind, HardState, NodeId, Restored, MAX_STORED_TERM};
 use crate::storage::Storage;
 use log::{info, warn};
 use std::io::ErrorKind;
@@ -174,16 +174,23 @@ pub fn rewrite(
         .copied()
         .filter(|member| *member != id)
         .collect();
-    let mut ignored = read_dropped(data_dir)?;
-    ignored.extend(&dropped);
-    ignored.sort_unstable();
-    ignored.dedup();
-    write_dropped(data_dir, &ignored)?;
     let last_term = restored
         .entries
         .last()
         .map_or(restored.snapshot.term, |e| e.term);
     let term = storage.hard_state().term.max(last_term) + 1;
+    if term > MAX_STORED_TERM {
+        // The stable file could not be read back.
+        return Err(ServerError::Fatal(format!(
+            "--force-new-cluster: term {} is above the highest term a stable file holds, {}",
+            term, MAX_STORED_TERM
+        )));
+    }
+    let mut ignored = read_dropped(data_dir)?;
+    ignored.extend(&dropped);
+    ignored.sort_unstable();
+    ignored.dedup();
+    write_dropped(data_dir, &ignored)?;
     let hard_state = HardState { term, vote: id };
     storage.set_hard_state(hard_state)?;
     let payload = conf_change::encode(&ConfEntry {
@@ -314,6 +321,17 @@ mod tests {
         rewrite(dir.path(), &mut storage, &mut restored, &[1, 2, 3], 2).expect("rewrite");
         assert_eq!(restored.entries.last().map(|e| e.term), Some(4));
         assert_eq!(read_dropped(dir.path()).expect("read"), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_term_past_what_a_stable_file_holds_is_refused_and_nothing_written() {
+        let (dir, mut storage, mut restored) = data_dir(&[1, 2, 3], &[], MAX_STORED_TERM);
+        match rewrite(dir.path(), &mut storage, &mut restored, &[1, 2, 3], 1) {
+            Err(ServerError::Fatal(text)) => assert!(text.contains("highest term"), "{text}"),
+            other => panic!("forced past the highest term: {:?}", other.map(|_| ())),
+        }
+        assert_eq!(storage.last_index(), 5);
+        assert!(!dir.path().join(DROPPED_FILE).exists());
     }
 
     #[test]
