@@ -57,6 +57,10 @@ impl Node {
         });
         let confirmed = quorum::majority_value(rounds);
         self.reads.confirm(confirmed, &mut self.read_states);
+        // A transfer may have waited for these reads (`maybe_send_timeout_now`).
+        if let Some(target) = self.transfer_target() {
+            self.maybe_send_timeout_now(target);
+        }
     }
 }
 
@@ -65,6 +69,8 @@ struct PendingRead {
     ctx: u64,
     index: u64,
     round: u64,
+    /// Its place among the reads this leader recorded (`ReadQueue::recorded`).
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -75,31 +81,58 @@ pub(super) struct ReadQueue {
     pub broadcast_needed: bool,
     /// Waiting for confirmation, in arrival order (so rounds ascend).
     pending: VecDeque<PendingRead>,
-    /// Waiting for the first commit of the leader's term.
-    unready: Vec<u64>,
+    /// Waiting for the first commit of the leader's term: (ctx, seq).
+    unready: Vec<(u64, u64)>,
+    /// Reads recorded so far; each read's `seq` is the count before it.
+    recorded: u64,
 }
 
 impl ReadQueue {
     /// Records a read at `commit_index`, to be confirmed by the next round.
     pub fn add(&mut self, ctx: u64, commit_index: u64) {
+        let seq = self.next_seq();
+        self.add_numbered(ctx, commit_index, seq);
+    }
+
+    fn add_numbered(&mut self, ctx: u64, commit_index: u64, seq: u64) {
         self.pending.push_back(PendingRead {
             ctx,
             index: commit_index,
             round: self.round + 1,
+            seq,
         });
         self.broadcast_needed = true;
     }
 
+    fn next_seq(&mut self) -> u64 {
+        self.recorded += 1;
+        self.recorded - 1
+    }
+
     /// Parks a read until the leader commits an entry of its term.
     pub fn add_unready(&mut self, ctx: u64) {
-        self.unready.push(ctx);
+        let seq = self.next_seq();
+        self.unready.push((ctx, seq));
     }
 
     /// The leader committed in its term: parked reads get `commit_index`.
     pub fn release_unready(&mut self, commit_index: u64) {
-        for ctx in std::mem::take(&mut self.unready) {
-            self.add(ctx, commit_index);
+        for (ctx, seq) in std::mem::take(&mut self.unready) {
+            self.add_numbered(ctx, commit_index, seq);
         }
+    }
+
+    /// How many reads this leader has recorded: a mark for
+    /// [`Self::waits_for_reads_before`].
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
+    /// Whether a read recorded before `mark` (a past [`Self::recorded`])
+    /// still waits.
+    pub fn waits_for_reads_before(&self, mark: u64) -> bool {
+        self.pending.iter().any(|read| read.seq < mark)
+            || self.unready.iter().any(|&(_, seq)| seq < mark)
     }
 
     /// Starts the next round if reads wait for one; returns the round that
@@ -134,7 +167,7 @@ impl ReadQueue {
 
     /// Every read still waiting: it will never be confirmed by this leader.
     pub fn drain_all(&mut self) -> Vec<u64> {
-        let mut ctxs: Vec<u64> = self.unready.drain(..).collect();
+        let mut ctxs: Vec<u64> = self.unready.drain(..).map(|(ctx, _)| ctx).collect();
         ctxs.extend(self.pending.drain(..).map(|r| r.ctx));
         ctxs
     }
@@ -147,8 +180,10 @@ impl ReadQueue {
 #[cfg(test)]
 mod tests {
     use super::super::testnet::{msg, Net};
-    use super::super::{MessageBody, ProposeError, Role};
+    use super::super::{MessageBody, ProposeError, Role, TransferOutcome};
     use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
 
     fn heartbeat_rounds(msgs: &[super::super::Message]) -> Vec<(u64, u64)> {
         msgs.iter()
@@ -373,6 +408,51 @@ mod tests {
         q.confirm(2, &mut out);
         assert_eq!(out.len(), 3);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_transfer_waits_for_the_reads_recorded_before_it() {
+        // Dropped at the step-down, the read could never be answered in its
+        // place: the write its connection sent after it was proposed before
+        // the transfer, and the next leader commits it.
+        let mut net = Net::new(3);
+        net.campaign(1);
+        let acks_lost = Rc::new(Cell::new(true));
+        let lost = Rc::clone(&acks_lost);
+        net.drop_if = Some(Box::new(move |m| {
+            lost.get() && matches!(m.body, MessageBody::HeartbeatResponse { .. })
+        }));
+        let node = net.node_mut(1);
+        node.read_index(7).expect("leader");
+        node.propose(b"sent after the read".to_vec())
+            .expect("leader");
+        node.transfer_leader(2).expect("leader");
+        net.stabilize();
+        assert_eq!(
+            net.node(2).status().last_index,
+            net.node(1).status().last_index
+        );
+        assert_eq!(
+            net.node(1).role(),
+            Role::Leader,
+            "2 holds the whole log, but the read is not confirmed yet"
+        );
+        acks_lost.set(false);
+        for _ in 0..5 {
+            if net.leader() == Some(2) {
+                break;
+            }
+            net.tick_node(1);
+            net.stabilize();
+        }
+        assert_eq!(net.leader(), Some(2));
+        let confirmed: Vec<u64> = net.read_states[&1].iter().map(|r| r.ctx).collect();
+        assert_eq!(confirmed, vec![7]);
+        assert!(net.dropped_reads[&1].is_empty());
+        assert_eq!(
+            net.transfer_outcomes[&1],
+            vec![TransferOutcome::Finished { target: 2 }]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The leader stops taking proposals (so the target can catch up with a log
 //! that no longer grows), sends the target whatever it lacks, and once the
-//! target's match index reaches its last index sends it TimeoutNow. The
+//! target's match index reaches its last index, and the reads it took
+//! before the transfer are confirmed, sends it TimeoutNow. The
 //! target campaigns at once, without pre-vote, and marks its vote requests
 //! as a transfer so that voters inside a leader lease (including the old
 //! leader) answer them: its log is as up to date as the leader's, so it wins
@@ -27,6 +28,10 @@ pub(super) struct Transfer {
     /// Ticks since it started, in whatever role.
     elapsed: u32,
     timeout_now_sent: bool,
+    /// `ReadQueue::recorded` when it started: the reads recorded before
+    /// are confirmed before the target may campaign (see
+    /// `maybe_send_timeout_now`).
+    reads_before: u64,
 }
 
 impl Node {
@@ -60,6 +65,7 @@ impl Node {
             target: to,
             elapsed: 0,
             timeout_now_sent: false,
+            reads_before: self.reads.recorded(),
         });
         self.maybe_send_timeout_now(to);
         Ok(())
@@ -81,9 +87,14 @@ impl Node {
     }
 
     /// Leader: sends TimeoutNow to the transfer target once it holds our
-    /// whole log (and only once: a second one would start a second election).
+    /// whole log (and only once: a second one would start a second election)
+    /// and the reads recorded before the transfer are confirmed. A read
+    /// still unconfirmed when this node steps down is dropped, and a
+    /// connection that sent a write after it, proposed before the transfer,
+    /// then has that write applied while the read can never be answered in
+    /// its place: it gets `-TRYAGAIN` from a plain transfer.
     pub(super) fn maybe_send_timeout_now(&mut self, id: NodeId) {
-        let Some(t) = self.transfer.as_mut() else {
+        let Some(t) = self.transfer else {
             return;
         };
         if self.role != Role::Leader || t.target != id || t.timeout_now_sent {
@@ -93,8 +104,11 @@ impl Node {
             .progress
             .get(&id)
             .is_some_and(|pr| pr.match_index == self.log.last_index());
-        if caught_up {
-            t.timeout_now_sent = true;
+        let reads_confirmed = !self.reads.waits_for_reads_before(t.reads_before);
+        if caught_up && reads_confirmed {
+            if let Some(t) = self.transfer.as_mut() {
+                t.timeout_now_sent = true;
+            }
             self.send(id, MessageBody::TimeoutNow);
         }
     }
