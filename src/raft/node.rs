@@ -518,6 +518,10 @@ impl Node {
         if self.role == Role::Leader {
             // The leader's own vote toward a majority counts only now.
             self.maybe_commit();
+            // A transfer may have waited for this apply.
+            if let Some(target) = self.transfer_target() {
+                self.maybe_send_timeout_now(target);
+            }
         }
     }
 

@@ -21,6 +21,9 @@ use super::Node;
 impl Node {
     /// Leader: records a read (see the module docs).
     pub(super) fn start_read(&mut self, ctx: u64) {
+        // The shell answers the read once this index is applied (its place
+        // in the apply order); a transfer waits for that (`transfer.rs`).
+        self.reads.latest_place = self.log.last_index();
         if !self.committed_in_current_term() {
             self.reads.add_unready(ctx);
             return;
@@ -85,6 +88,8 @@ pub(super) struct ReadQueue {
     unready: Vec<(u64, u64)>,
     /// Reads recorded so far; each read's `seq` is the count before it.
     recorded: u64,
+    /// The last log index when the latest read was recorded.
+    pub latest_place: u64,
 }
 
 impl ReadQueue {
@@ -449,6 +454,44 @@ mod tests {
         let confirmed: Vec<u64> = net.read_states[&1].iter().map(|r| r.ctx).collect();
         assert_eq!(confirmed, vec![7]);
         assert!(net.dropped_reads[&1].is_empty());
+        assert_eq!(
+            net.transfer_outcomes[&1],
+            vec![TransferOutcome::Finished { target: 2 }]
+        );
+    }
+
+    #[test]
+    fn a_transfer_waits_until_the_leader_has_applied_its_reads_places() {
+        // The read's place is the write before it: the shell answers it
+        // once that is applied, which this leader, its own sync slow, had
+        // not yet done when the target held the whole log.
+        let mut net = Net::new(3);
+        net.campaign(1);
+        net.isolate(3);
+        let node = net.node_mut(1);
+        node.propose(b"sent before the read".to_vec())
+            .expect("leader");
+        node.read_index(7).expect("leader");
+        node.propose(b"sent after the read".to_vec())
+            .expect("leader");
+        node.transfer_leader(2).expect("leader");
+        let rd = node.ready();
+        let disk = net.disks.get_mut(&1).expect("1's disk");
+        disk.entries.extend_from_slice(&rd.entries);
+        net.queue_from_ready(rd);
+        net.node_mut(1).advance_written();
+        net.stabilize();
+        let status = net.node(1).status();
+        assert_eq!(net.read_states[&1].len(), 1, "2 confirmed the read");
+        assert!(status.applied_index < status.last_index);
+        assert_eq!(
+            status.role,
+            Role::Leader,
+            "2 holds the whole log, but 1 has not applied it"
+        );
+        net.node_mut(1).persisted(status.last_index, status.term);
+        net.stabilize();
+        assert_eq!(net.leader(), Some(2));
         assert_eq!(
             net.transfer_outcomes[&1],
             vec![TransferOutcome::Finished { target: 2 }]

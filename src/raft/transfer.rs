@@ -2,8 +2,9 @@
 //!
 //! The leader stops taking proposals (so the target can catch up with a log
 //! that no longer grows), sends the target whatever it lacks, and once the
-//! target's match index reaches its last index, and the reads it took
-//! before the transfer are confirmed, sends it TimeoutNow. The
+//! target's match index reaches its last index, the reads it took before
+//! the transfer are confirmed and the log is applied through their places
+//! (so the shell has answered them), sends it TimeoutNow. The
 //! target campaigns at once, without pre-vote, and marks its vote requests
 //! as a transfer so that voters inside a leader lease (including the old
 //! leader) answer them: its log is as up to date as the leader's, so it wins
@@ -32,6 +33,8 @@ pub(super) struct Transfer {
     /// are confirmed before the target may campaign (see
     /// `maybe_send_timeout_now`).
     reads_before: u64,
+    /// The place of the latest of those reads (`ReadQueue::latest_place`).
+    reads_place: u64,
 }
 
 impl Node {
@@ -66,6 +69,7 @@ impl Node {
             elapsed: 0,
             timeout_now_sent: false,
             reads_before: self.reads.recorded(),
+            reads_place: self.reads.latest_place,
         });
         self.maybe_send_timeout_now(to);
         Ok(())
@@ -87,12 +91,13 @@ impl Node {
     }
 
     /// Leader: sends TimeoutNow to the transfer target once it holds our
-    /// whole log (and only once: a second one would start a second election)
-    /// and the reads recorded before the transfer are confirmed. A read
-    /// still unconfirmed when this node steps down is dropped, and a
-    /// connection that sent a write after it, proposed before the transfer,
-    /// then has that write applied while the read can never be answered in
-    /// its place: it gets `-TRYAGAIN` from a plain transfer.
+    /// whole log (and only once: a second one would start a second election),
+    /// the reads recorded before the transfer are confirmed, and this node
+    /// has applied the log through their places: a read not answered when
+    /// this node steps down is dropped, and a connection that sent a write
+    /// after it, proposed before the transfer, then has that write applied
+    /// while the read can never be answered in its place: it got
+    /// `-TRYAGAIN` from a plain transfer.
     pub(super) fn maybe_send_timeout_now(&mut self, id: NodeId) {
         let Some(t) = self.transfer else {
             return;
@@ -104,8 +109,9 @@ impl Node {
             .progress
             .get(&id)
             .is_some_and(|pr| pr.match_index == self.log.last_index());
-        let reads_confirmed = !self.reads.waits_for_reads_before(t.reads_before);
-        if caught_up && reads_confirmed {
+        let reads_answered =
+            !self.reads.waits_for_reads_before(t.reads_before) && self.log.applied >= t.reads_place;
+        if caught_up && reads_answered {
             if let Some(t) = self.transfer.as_mut() {
                 t.timeout_now_sent = true;
             }
