@@ -95,13 +95,29 @@ fn transfer_back_and_forth(
     let (mut leader, mut target) = pair;
     for _ in 0..times {
         thread::sleep(pause);
-        let id = cluster.nodes[target].id.to_string();
-        let reply = cluster.client(leader).cmd(&["CLUSTER", "TRANSFER", &id]);
-        assert_eq!(reply, Reply::Ok, "transfer from {} to {}", leader, target);
+        transfer(cluster, leader, target);
         std::mem::swap(&mut leader, &mut target);
     }
     thread::sleep(pause);
     leader
+}
+
+/// Moves the leadership from `from` to `to`, asking again while the
+/// transfer is abandoned (SPEC: the target did not take over within an
+/// election timeout, which a loaded machine can cause) or refused with
+/// `-TRYAGAIN`, until `to` leads.
+fn transfer(cluster: &Cluster, from: usize, to: usize) {
+    let id = cluster.nodes[to].id.to_string();
+    let abandoned = format!("ERR transfer to {} abandoned", id);
+    wait_for(
+        Duration::from_secs(30),
+        &format!("node {} to take over from {}", to + 1, from + 1),
+        || match cluster.client(from).cmd(&["CLUSTER", "TRANSFER", &id]) {
+            Reply::Ok => Some(()),
+            Reply::Error(e) if e == abandoned || e.starts_with("TRYAGAIN") => None,
+            other => panic!("transfer from {} to {} answered {:?}", from, to, other),
+        },
+    );
 }
 
 fn value_of(reply: Reply) -> Option<String> {
