@@ -18,6 +18,13 @@ use std::time::Duration;
 /// Pairs per chunk of the pipeline; a chunk goes out every millisecond.
 const PAIRS: usize = 16;
 
+/// Requests the pipeline keeps unanswered at most. Without a bound the
+/// writer's fixed rate outran the nodes on a loaded 2-core machine: the
+/// backlog grew past what they could answer within a request's deadline
+/// (four election timeouts), and thousands of requests came back
+/// `-TRYAGAIN no leader` after the last transfer had finished.
+const IN_FLIGHT: usize = 1024;
+
 /// Held by each test for its whole run: with other work on the machine,
 /// the transfer test failed (`TRYAGAIN no leader`) only when it ran beside
 /// the other, whose cluster and pipeline share the two cores.
@@ -154,13 +161,19 @@ fn pipeline_while(
     let stop = Arc::new(AtomicBool::new(false));
     let sent_all = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut client = cluster.client(follower);
     let mut sending = client.stream.try_clone().expect("clone the stream");
     let writer = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        let answered = Arc::clone(&answered);
         thread::spawn(move || {
             let mut pairs = 0;
             while !stop.load(Ordering::Acquire) {
+                if pairs * 2 >= answered.load(Ordering::Acquire) + IN_FLIGHT {
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
                 let mut pipeline = Vec::new();
                 for _ in 0..PAIRS {
                     let value = pairs.to_string();
@@ -184,12 +197,14 @@ fn pipeline_while(
     };
     let reader = {
         let (sent_all, sent) = (Arc::clone(&sent_all), Arc::clone(&sent));
+        let answered = Arc::clone(&answered);
         thread::spawn(move || {
             let mut replies = Vec::new();
             loop {
                 let done = sent_all.load(Ordering::Acquire);
                 if replies.len() < sent.load(Ordering::Acquire) {
                     replies.push(client.read());
+                    answered.store(replies.len(), Ordering::Release);
                 } else if done {
                     return replies;
                 } else {
