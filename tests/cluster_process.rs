@@ -914,6 +914,10 @@ fn clients_that_never_read_replies_to_large_gets_do_not_stall_the_leader() {
 #[test]
 fn a_node_that_cannot_write_its_log_stops_naming_the_file_and_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::new(1);
+    // A request's deadline is four election timeouts: with the default 200
+    // ms, a 1 MB write synced on a loaded machine came back `-TIMEOUT` (1
+    // of 12 runs beside two busy loops) before the limit was reached.
+    cluster.set_election_timeout_ms(1000);
     cluster.spawn(0);
     cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(
