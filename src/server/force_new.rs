@@ -69,11 +69,36 @@ pub fn read_dropped(data_dir: &Path) -> Result<Vec<NodeId>, ServerError> {
     parse_dropped(&text).map_err(fatal)
 }
 
-/// Comments and one `dropped = id,id,...` line (possibly empty).
+/// Comments, one `dropped = id,id,...` line (possibly empty) and the
+/// `crc = ` line after it: the CRC-32 of the dropped line, as for every other
+/// state file. A flipped digit would still parse, and a member no longer
+/// ignored could depose the forced node and write into its log.
 fn parse_dropped(text: &str) -> Result<Vec<NodeId>, String> {
-    let mut found = None;
+    let mut found: Option<(Vec<NodeId>, &str)> = None;
+    let mut checked = false;
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("crc =") {
+            let Some((_, dropped_line)) = &found else {
+                return Err(format!("line {}: 'crc =' before 'dropped ='", n + 1));
+            };
+            if checked {
+                return Err(format!("line {}: a second 'crc =' line", n + 1));
+            }
+            let stored = u32::from_str_radix(value.trim(), 16)
+                .map_err(|_| format!("line {}: bad crc {:?}", n + 1, value.trim()))?;
+            let computed = crc32fast::hash(dropped_line.as_bytes());
+            if stored != computed {
+                return Err(format!(
+                    "line {}: crc {:08x} does not match the dropped line's {:08x} (the file is corrupt)",
+                    n + 1,
+                    stored,
+                    computed
+                ));
+            }
+            checked = true;
             continue;
         }
         let Some(value) = line.strip_prefix("dropped =") else {
@@ -89,17 +114,27 @@ fn parse_dropped(text: &str) -> Result<Vec<NodeId>, String> {
                 _ => return Err(format!("line {}: bad node id {:?}", n + 1, word)),
             }
         }
-        found = Some(ids);
+        found = Some((ids, line));
     }
-    found.ok_or_else(|| "no 'dropped =' line".to_string())
+    match found {
+        None => Err("no 'dropped =' line".to_string()),
+        Some(_) if !checked => Err("no 'crc =' line (the file is cut short)".to_string()),
+        Some((ids, _)) => Ok(ids),
+    }
+}
+
+fn render_dropped(ids: &[NodeId]) -> String {
+    let listed: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let line = format!("dropped = {}", listed.join(","));
+    format!(
+        "# raftkv: members dropped by --force-new-cluster; this node ignores their messages\n{}\ncrc = {:08x}\n",
+        line,
+        crc32fast::hash(line.as_bytes())
+    )
 }
 
 fn write_dropped(data_dir: &Path, ids: &[NodeId]) -> Result<(), ServerError> {
-    let listed: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let text = format!(
-        "# raftkv: members dropped by --force-new-cluster; this node ignores their messages\ndropped = {}\n",
-        listed.join(",")
-    );
+    let text = render_dropped(ids);
     crate::storage::write_atomically(&data_dir.join(DROPPED_FILE), text.as_bytes())
         .map_err(|err| ServerError::Fatal(format!("cannot record the dropped members: {}", err)))
 }
@@ -376,16 +411,54 @@ mod tests {
 
     #[test]
     fn the_dropped_file_parses_strictly() {
-        assert_eq!(parse_dropped("# c\ndropped = 2,3\n"), Ok(vec![2, 3]));
-        assert_eq!(parse_dropped("dropped =\n"), Ok(vec![]));
+        assert_eq!(parse_dropped(&render_dropped(&[2, 3])), Ok(vec![2, 3]));
+        assert_eq!(parse_dropped(&render_dropped(&[])), Ok(vec![]));
+        let crc_of = |line: &str| format!("crc = {:08x}\n", crc32fast::hash(line.as_bytes()));
         for bad in [
-            "",
-            "dropped = 2,x\n",
-            "dropped = 0\n",
-            "dropped = 2\ndropped = 3\n",
-            "drop = 2\n",
+            String::new(),
+            "dropped = 2,3\n".to_string(),
+            format!("{}dropped = 2,3\n", crc_of("dropped = 2,3")),
+            format!("dropped = 2,x\n{}", crc_of("dropped = 2,x")),
+            format!("dropped = 0\n{}", crc_of("dropped = 0")),
+            format!("dropped = 2\n{}dropped = 3\n", crc_of("dropped = 2")),
+            format!("dropped = 2\n{0}{0}", crc_of("dropped = 2")),
+            "drop = 2\n".to_string(),
+            "dropped = 2\ncrc = zz\n".to_string(),
         ] {
-            assert!(parse_dropped(bad).is_err(), "{bad:?} taken");
+            assert!(parse_dropped(&bad).is_err(), "{bad:?} taken");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_dropped_file_stops_the_start_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_dropped(dir.path(), &[2, 3, 14]).expect("write");
+        let path = dir.path().join(DROPPED_FILE);
+        let good = std::fs::read(&path).expect("read");
+        // Every digit and comma of the file replaced by every other one: each
+        // either leaves the ids as they were (a comment) or is refused.
+        for at in 0..good.len() {
+            for byte in b"0123456789,".iter().copied().filter(|b| *b != good[at]) {
+                let mut bad = good.clone();
+                bad[at] = byte;
+                std::fs::write(&path, &bad).expect("write");
+                match read_dropped(dir.path()) {
+                    Ok(ids) => assert_eq!(ids, vec![2, 3, 14], "byte {at} set to {byte}"),
+                    Err(ServerError::Fatal(text)) => {
+                        assert!(text.contains(&path.display().to_string()), "{text}")
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }
+        // Cut short anywhere past the comment: refused too.
+        let comment = good.iter().position(|b| *b == b'\n').expect("comment") + 1;
+        for len in comment..good.len() - 1 {
+            std::fs::write(&path, &good[..len]).expect("write");
+            assert!(
+                read_dropped(dir.path()).is_err(),
+                "cut to {len} bytes taken"
+            );
         }
     }
 }
