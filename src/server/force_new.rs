@@ -370,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn a_start_that_died_before_the_entry_is_completed_by_forcing_again() {
+        // Killed after the dropped file and the stable term, before the entry.
+        let (dir, mut storage, mut restored) = data_dir(&[1, 2, 3], &[], 6);
+        write_dropped(dir.path(), &[2, 3]).expect("dropped");
+        storage
+            .set_hard_state(HardState { term: 7, vote: 1 })
+            .expect("stable");
+        drop(storage);
+        let mut storage = Storage::open(dir.path(), options()).expect("reopen");
+        storage.finish_recovery().expect("finish");
+        restored.hard_state = storage.hard_state();
+        rewrite(dir.path(), &mut storage, &mut restored, &[1, 2, 3], 1).expect("rewrite");
+        // Term 7 may hold our vote already: the entry takes a term past it.
+        let forced = conf_entry(6, 8, ConfChange::ForceNewCluster { id: 1 }, &[1], &[]);
+        assert_eq!(storage.entries(6, 7).expect("entry"), vec![forced]);
+        assert_eq!(storage.hard_state(), HardState { term: 8, vote: 1 });
+        assert_eq!(read_dropped(dir.path()).expect("read"), vec![2, 3]);
+    }
+
+    #[test]
     fn forcing_again_changes_nothing() {
         let (dir, mut storage, mut restored) = data_dir(&[1, 2, 3], &[], 3);
         rewrite(dir.path(), &mut storage, &mut restored, &[1, 2, 3], 1).expect("rewrite");
