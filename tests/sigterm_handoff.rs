@@ -286,3 +286,73 @@ fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
     );
     assert!(!log.contains("within the bound"), "{log}");
 }
+
+/// A write a follower forwards to a leader that is handing over is held
+/// there (no proposal is taken during a transfer). When the handover does
+/// not finish, the leader stops without having appended it: the follower's
+/// client must be told `-TRYAGAIN` (nothing was applied), not `-TIMEOUT
+/// outcome unknown`, which is what the closed connection alone tells the
+/// follower.
+#[test]
+fn a_write_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
+    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "before", "1"]),
+        Reply::Ok
+    );
+    let last = |cluster: &Cluster, i: usize| -> Option<u64> {
+        cluster.info(i)["last_log_index"].parse().ok()
+    };
+    let appended = last(&cluster, leader).expect("numeric index");
+    let mut followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &followers {
+        wait_for(
+            Duration::from_secs(10),
+            "a follower to hold the log",
+            || (last(&cluster, i)? >= appended).then_some(()),
+        );
+    }
+    // Let the leader hear both acknowledge it: with equal match indexes it
+    // hands over to the lower id.
+    std::thread::sleep(Duration::from_millis(500));
+    followers.sort_by_key(|&i| id(&cluster, i));
+    let (target, forwarder) = (followers[0], followers[1]);
+    let mut writer = cluster.client(forwarder);
+    let frozen = Resume::stop(cluster.pid(target).expect("running"));
+    let pid = cluster.pid(leader).expect("running") as i32;
+    // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    wait_for(Duration::from_secs(5), "the handover to start", || {
+        cluster
+            .log_text(leader)
+            .contains(&format!(
+                "handing leadership to node {}",
+                id(&cluster, target)
+            ))
+            .then_some(())
+    });
+    writer.send(&[b"SET", b"held", b"1"]);
+    let reply = writer.try_read();
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    let log = cluster.log_text(leader);
+    assert!(log.contains("within the bound"), "{log}");
+    assert_eq!(
+        reply,
+        Some(Reply::Error("TRYAGAIN no leader".into())),
+        "the write the stopping leader held"
+    );
+    drop(frozen);
+    let next = cluster.wait_for_leader(Duration::from_secs(30));
+    assert_eq!(
+        cluster.client(next).cmd_retry(&["GET", "held"]),
+        Reply::Nil,
+        "a write answered -TRYAGAIN was applied"
+    );
+}

@@ -261,6 +261,7 @@ impl Server {
         info!("node {} shutting down", self.config.id);
         self.cluster.book.save_before_exit();
         self.flush_clients();
+        self.refuse_unproposed_forwards();
         self.peers.close_all(self.poll.registry());
         self.disk.storage.sync()?;
         Ok(())

@@ -13,7 +13,10 @@
 //! follower, or a leader with no voter to hand over to, stops at once.
 
 use super::Server;
+use crate::kv::Reply;
 use crate::raft::{NodeId, Role, NO_NODE};
+use crate::server::requests::NO_LEADER;
+use crate::wire::peer_msg::PeerMessage;
 use log::{info, warn};
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,24 @@ impl Server {
             until: Instant::now() + bound,
         });
         true
+    }
+
+    /// Before the node exits: the requests followers forwarded that it holds
+    /// unproposed (for a transfer that did not finish, or for a quorum) are
+    /// refused `-TRYAGAIN no leader`, which the follower relays as it is.
+    /// Left to the closing connection, a write would be answered `-TIMEOUT
+    /// outcome unknown` though it was never appended; sent back to be routed
+    /// again (`-TRYAGAIN not the leader`), it could come straight back here,
+    /// should the follower read the reply before it sees the connection
+    /// close, and be lost with it.
+    pub(super) fn refuse_unproposed_forwards(&mut self) {
+        let mut refused = self.take_held_forwards();
+        refused.extend(self.quorum_waits.drain(..).map(|(from, id, ..)| (from, id)));
+        for (from, id) in refused {
+            let reply = Reply::error(NO_LEADER);
+            self.peers
+                .send(from, &PeerMessage::ForwardReply { id, reply });
+        }
     }
 
     /// Closes the client listener, so that new clients are refused rather
