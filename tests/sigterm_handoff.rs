@@ -292,10 +292,10 @@ fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
 /// not finish, the leader stops without having appended it: the follower's
 /// client must be told `-TRYAGAIN` (nothing was applied), not `-TIMEOUT
 /// outcome unknown`, which is what the closed connection alone tells the
-/// follower.
-#[test]
-fn a_write_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
-    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
+/// follower. The target is frozen; `ends` is what the leader's log says
+/// ended the handover.
+fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &str) {
+    let mut cluster = Cluster::start_with_election_timeout(3, election_timeout_ms);
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "before", "1"]),
@@ -342,7 +342,7 @@ fn a_write_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
         "exit status"
     );
     let log = cluster.log_text(leader);
-    assert!(log.contains("within the bound"), "{log}");
+    assert!(log.contains(ends), "{log}");
     assert_eq!(
         reply,
         Some(Reply::Error("TRYAGAIN no leader".into())),
@@ -355,4 +355,18 @@ fn a_write_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
         Reply::Nil,
         "a write answered -TRYAGAIN was applied"
     );
+}
+
+/// The bound (2 s) passes before the transfer's own timeout (4 s).
+#[test]
+fn a_write_held_by_a_leader_whose_handover_outlasts_the_bound_is_refused_tryagain() {
+    write_held_by_a_leader_whose_handover_fails(ELECTION_TIMEOUT_MS, "within the bound");
+}
+
+/// With an election timeout under 2 s the transfer is abandoned at its
+/// timeout, a tick before the bound, while the node still leads: the held
+/// write must not be proposed then, in the node's last iteration.
+#[test]
+fn a_write_held_by_a_leader_whose_transfer_is_abandoned_is_refused_tryagain() {
+    write_held_by_a_leader_whose_handover_fails(1500, "was abandoned; stopping as leader");
 }

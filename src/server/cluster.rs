@@ -197,7 +197,12 @@ impl Server {
             }
             self.cluster.parked.finish_dispatch();
         }
-        if !transferring && !self.cluster.held.is_empty() {
+        // A stopping leader whose transfer was abandoned stops as leader at
+        // the end of this iteration: what it held stays unproposed, and is
+        // refused as such (`refuse_unproposed_forwards`), rather than
+        // appended now to be left with its outcome unknown.
+        let stopping_as_leader = self.handing_over() && self.replica.is_leader();
+        if !transferring && !stopping_as_leader && !self.cluster.held.is_empty() {
             for (waiter, held) in std::mem::take(&mut self.cluster.held) {
                 self.retry_held(waiter, held);
             }
