@@ -292,10 +292,16 @@ fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
 /// not finish, the leader stops without having appended it: the follower's
 /// client must be told `-TRYAGAIN` (nothing was applied), not `-TIMEOUT
 /// outcome unknown`, which is what the closed connection alone tells the
-/// follower. The target is frozen; `ends` is what the leader's log says
-/// ended the handover.
-fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &str) {
-    let mut cluster = Cluster::start_with_election_timeout(3, election_timeout_ms);
+/// follower. The target is frozen, `killed` further followers are killed
+/// first (the write is then held for a connected quorum rather than for
+/// the transfer); `ends` is what the leader's log says ended the handover.
+fn write_held_by_a_leader_whose_handover_fails(
+    nodes: usize,
+    killed: usize,
+    election_timeout_ms: u64,
+    ends: &str,
+) {
+    let mut cluster = Cluster::start_with_election_timeout(nodes, election_timeout_ms);
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "before", "1"]),
@@ -305,7 +311,7 @@ fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &
         cluster.info(i)["last_log_index"].parse().ok()
     };
     let appended = last(&cluster, leader).expect("numeric index");
-    let mut followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let mut followers: Vec<usize> = (0..nodes).filter(|&i| i != leader).collect();
     for &i in &followers {
         wait_for(
             Duration::from_secs(10),
@@ -318,6 +324,9 @@ fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &
     std::thread::sleep(Duration::from_millis(500));
     followers.sort_by_key(|&i| id(&cluster, i));
     let (target, forwarder) = (followers[0], followers[1]);
+    for &i in &followers[2..2 + killed] {
+        cluster.kill(i);
+    }
     let mut writer = cluster.client(forwarder);
     let frozen = Resume::stop(cluster.pid(target).expect("running"));
     let pid = cluster.pid(leader).expect("running") as i32;
@@ -349,6 +358,9 @@ fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &
         "the write the stopping leader held"
     );
     drop(frozen);
+    if 2 * (nodes - killed - 1) <= nodes {
+        return; // no quorum is left to read from
+    }
     let next = cluster.wait_for_leader(Duration::from_secs(30));
     assert_eq!(
         cluster.client(next).cmd_retry(&["GET", "held"]),
@@ -360,7 +372,7 @@ fn write_held_by_a_leader_whose_handover_fails(election_timeout_ms: u64, ends: &
 /// The bound (2 s) passes before the transfer's own timeout (4 s).
 #[test]
 fn a_write_held_by_a_leader_whose_handover_outlasts_the_bound_is_refused_tryagain() {
-    write_held_by_a_leader_whose_handover_fails(ELECTION_TIMEOUT_MS, "within the bound");
+    write_held_by_a_leader_whose_handover_fails(3, 0, ELECTION_TIMEOUT_MS, "within the bound");
 }
 
 /// With an election timeout under 2 s the transfer is abandoned at its
@@ -368,5 +380,13 @@ fn a_write_held_by_a_leader_whose_handover_outlasts_the_bound_is_refused_tryagai
 /// write must not be proposed then, in the node's last iteration.
 #[test]
 fn a_write_held_by_a_leader_whose_transfer_is_abandoned_is_refused_tryagain() {
-    write_held_by_a_leader_whose_handover_fails(1500, "was abandoned; stopping as leader");
+    write_held_by_a_leader_whose_handover_fails(3, 0, 1500, "was abandoned; stopping as leader");
+}
+
+/// Seven nodes, four of them killed: the leader has no connected quorum, so
+/// the follower's write waits for one there (not for the transfer) when the
+/// handover outlasts the bound.
+#[test]
+fn a_write_held_for_a_quorum_by_a_stopping_leader_is_refused_tryagain() {
+    write_held_by_a_leader_whose_handover_fails(7, 4, ELECTION_TIMEOUT_MS, "within the bound");
 }
