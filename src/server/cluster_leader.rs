@@ -45,18 +45,15 @@ impl Server {
     /// The requests followers forwarded that are held here, unproposed:
     /// (follower, forward id), for a node about to stop to refuse.
     pub(in crate::server) fn take_held_forwards(&mut self) -> Vec<(NodeId, u64)> {
-        let held = std::mem::take(&mut self.cluster.held);
-        let (forwarded, kept) = held
-            .into_iter()
-            .partition(|(waiter, _)| matches!(waiter, Waiter::Peer { .. }));
-        self.cluster.held = kept;
+        let mut forwarded = Vec::new();
+        self.cluster.held.retain(|(waiter, _)| match *waiter {
+            Waiter::Peer { from, id } => {
+                forwarded.push((from, id));
+                false
+            }
+            _ => true,
+        });
         forwarded
-            .into_iter()
-            .filter_map(|(waiter, _)| match waiter {
-                Waiter::Peer { from, id } => Some((from, id)),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Whether requests forwarded by `from` are held for a transfer.
