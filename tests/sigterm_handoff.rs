@@ -37,15 +37,13 @@ fn a_leader_stopped_with_sigterm_hands_over_and_loses_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
     assert_eq!(cluster.terminate(old), Some(0), "exit status");
-    // Well inside one election timeout: only a handover elects a leader
-    // that soon (the followers heard the old leader until it went).
-    let new = cluster.wait_for_leader(Duration::from_millis(ELECTION_TIMEOUT_MS) / 2);
+    // That it was handed over, not elected after a timeout, shows in the
+    // logs below (the old leader saw it lead before stopping; the new one
+    // campaigned at its request), not in a wall-clock bound a loaded
+    // machine could break.
+    let new = cluster.wait_for_leader(Duration::from_secs(20));
     let took = signalled.elapsed();
     assert_ne!(new, old);
-    assert!(
-        took < Duration::from_millis(ELECTION_TIMEOUT_MS),
-        "a new leader {took:?} after SIGTERM"
-    );
     assert_eq!(term(&cluster, new), old_term + 1, "one election, no more");
     let (old_id, new_id) = (id(&cluster, old), id(&cluster, new));
     let old_log = cluster.log_text(old);
@@ -294,12 +292,13 @@ fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
 /// outcome unknown`, which is what the closed connection alone tells the
 /// follower. The target is frozen, `killed` further followers are killed
 /// first (the write is then held for a connected quorum rather than for
-/// the transfer); `ends` is what the leader's log says ended the handover.
+/// the transfer); `ends` are what the leader's log may say ended the
+/// handover.
 fn write_held_by_a_leader_whose_handover_fails(
     nodes: usize,
     killed: usize,
     election_timeout_ms: u64,
-    ends: &str,
+    ends: &[&str],
 ) {
     let mut cluster = Cluster::start_with_election_timeout(nodes, election_timeout_ms);
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
@@ -351,7 +350,7 @@ fn write_held_by_a_leader_whose_handover_fails(
         "exit status"
     );
     let log = cluster.log_text(leader);
-    assert!(log.contains(ends), "{log}");
+    assert!(ends.iter().any(|end| log.contains(end)), "{log}");
     assert_eq!(
         reply,
         Some(Reply::Error("TRYAGAIN no leader".into())),
@@ -372,7 +371,7 @@ fn write_held_by_a_leader_whose_handover_fails(
 /// The bound (2 s) passes before the transfer's own timeout (4 s).
 #[test]
 fn a_write_held_by_a_leader_whose_handover_outlasts_the_bound_is_refused_tryagain() {
-    write_held_by_a_leader_whose_handover_fails(3, 0, ELECTION_TIMEOUT_MS, "within the bound");
+    write_held_by_a_leader_whose_handover_fails(3, 0, ELECTION_TIMEOUT_MS, &["within the bound"]);
 }
 
 /// With an election timeout under 2 s the transfer is abandoned at its
@@ -380,7 +379,14 @@ fn a_write_held_by_a_leader_whose_handover_outlasts_the_bound_is_refused_tryagai
 /// write must not be proposed then, in the node's last iteration.
 #[test]
 fn a_write_held_by_a_leader_whose_transfer_is_abandoned_is_refused_tryagain() {
-    write_held_by_a_leader_whose_handover_fails(3, 0, 1500, "was abandoned; stopping as leader");
+    // The transfer's timeout counts ticks, the bound the clock: on a loaded
+    // machine the bound can pass first, which must refuse the write too.
+    write_held_by_a_leader_whose_handover_fails(
+        3,
+        0,
+        1500,
+        &["was abandoned; stopping as leader", "within the bound"],
+    );
 }
 
 /// Seven nodes, four of them killed: the leader has no connected quorum, so
@@ -388,5 +394,5 @@ fn a_write_held_by_a_leader_whose_transfer_is_abandoned_is_refused_tryagain() {
 /// handover outlasts the bound.
 #[test]
 fn a_write_held_for_a_quorum_by_a_stopping_leader_is_refused_tryagain() {
-    write_held_by_a_leader_whose_handover_fails(7, 4, ELECTION_TIMEOUT_MS, "within the bound");
+    write_held_by_a_leader_whose_handover_fails(7, 4, ELECTION_TIMEOUT_MS, &["within the bound"]);
 }
