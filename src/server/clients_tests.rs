@@ -144,12 +144,24 @@ fn a_read_is_routed_again_only_if_no_write_around_it_may_be_applied_out_of_order
     assert!(!c.read_may_be_routed_again(fourth), "it wrote");
 }
 
-/// `waiting_reads_standing`, two passes for all slots, says for each
-/// what asking slot by slot says: a write in flight before it, and
-/// `requests_after` of what follows, over random mixes of kinds and
-/// states.
-#[test]
-fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
+/// A xorshift generator: `next(below)` draws from `0..below`.
+fn generator(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |below| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    }
+}
+
+/// 500 connections, each with up to 11 slots of random kinds in random
+/// states (waiting, forwarded, answered `+OK` or `-TRYAGAIN`), their
+/// replies encoded or not; `check` is given each with its round and the
+/// generator, for choices of its own.
+fn random_connections(
+    seed: u64,
+    mut check: impl FnMut(usize, &Client, &mut dyn FnMut(u64) -> u64),
+) {
     let kinds = [
         Kind::Read,
         Kind::Write,
@@ -158,13 +170,7 @@ fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
         Kind::Barrier,
         Kind::Other,
     ];
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
+    let mut next = generator(seed);
     for round in 0..500 {
         let (mut c, _listener) = client();
         for id in 0..next(12) {
@@ -184,6 +190,17 @@ fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
         if next(2) == 0 {
             c.encode_replies();
         }
+        check(round, &c, &mut next);
+    }
+}
+
+/// `waiting_reads_standing`, two passes for all slots, says for each
+/// what asking slot by slot says: a write in flight before it, and
+/// `requests_after` of what follows, over random mixes of kinds and
+/// states.
+#[test]
+fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
+    random_connections(0x2545_f491_4f6c_dd1d, |round, c, _| {
         let standings = c.waiting_reads_standing();
         let mut expected = Vec::new();
         for (at, slot) in c.slots.iter().enumerate() {
@@ -199,7 +216,7 @@ fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
             }
         }
         assert_eq!(standings, expected, "round {round}");
-    }
+    });
 }
 
 /// `answered_after`, for many waiting slots in one pass, tells of each
@@ -207,40 +224,7 @@ fn the_standing_of_all_waiting_slots_at_once_is_each_ones_alone() {
 /// states.
 #[test]
 fn answered_after_for_many_slots_at_once_is_each_ones_alone() {
-    let kinds = [
-        Kind::Read,
-        Kind::Write,
-        Kind::Change,
-        Kind::WriteBarrier,
-        Kind::Barrier,
-        Kind::Other,
-    ];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
-    for round in 0..500 {
-        let (mut c, _listener) = client();
-        for id in 0..next(12) {
-            let kind = kinds[next(kinds.len() as u64) as usize];
-            let seq = c.open_slot(Pending::Parked, kind);
-            match next(4) {
-                0 => {}
-                1 => c.set_forwarded(seq, kind.writes(), id, 2),
-                2 => {
-                    c.complete(seq, Reply::Ok);
-                }
-                _ => {
-                    c.complete(seq, Reply::error("TRYAGAIN no leader"));
-                }
-            }
-        }
-        if next(2) == 0 {
-            c.encode_replies();
-        }
+    random_connections(0x9e37_79b9_7f4a_7c15, |round, c, next| {
         // Some of the waiting slots, each as a read or a write.
         let mut asked: Vec<(u64, bool)> = Vec::new();
         for (at, slot) in c.slots.iter().enumerate() {
@@ -253,7 +237,7 @@ fn answered_after_for_many_slots_at_once_is_each_ones_alone() {
             .map(|&(seq, write)| c.requests_after(seq, write) == RequestsAfter::Answered)
             .collect();
         assert_eq!(c.answered_after(&asked), expected, "round {round}");
-    }
+    });
 }
 
 #[test]
