@@ -33,6 +33,7 @@ use crate::pending_writes::PendingWrites;
 use crate::raft::{ConfChange, ConfChangeError, TransferOutcome};
 use crate::raft::{Message, Node, NodeId, PayloadArena, SnapshotMeta};
 use crate::raft::{ProposeError, Role, Status};
+use log::info;
 use reads::ReadsByCtx;
 use ready::Unsynced;
 use std::collections::{BTreeSet, VecDeque};
@@ -264,6 +265,9 @@ impl<W> Replica<W> {
     pub fn transfer_leader(&mut self, to: NodeId, waiter: W) -> Result<(), (ConfChangeError, W)> {
         match self.node.transfer_leader(to) {
             Ok(()) => {
+                // With the outcome's line below, it shows how long a
+                // transfer held this leader's writes.
+                info!("transferring leadership to node {}", to);
                 self.transfers.push((to, waiter));
                 Ok(())
             }
@@ -282,7 +286,10 @@ impl<W> Replica<W> {
         for outcome in &outcomes {
             let (target, reply) = match *outcome {
                 TransferOutcome::Finished { target } => (target, Reply::Ok),
-                TransferOutcome::Abandoned { target } => (target, reply_transfer_abandoned(target)),
+                TransferOutcome::Abandoned { target } => {
+                    info!("leadership transfer to node {} abandoned", target);
+                    (target, reply_transfer_abandoned(target))
+                }
             };
             let mut i = 0;
             while i < self.transfers.len() {
