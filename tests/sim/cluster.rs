@@ -443,12 +443,9 @@ impl Sim {
         }
         node.durable.appended.clear();
         for message in &outbox.0 {
-            check_promise(
-                node.id,
-                message,
-                node.durable.hard_state,
-                node.durable.synced_through(),
-            )?;
+            check_promise(node.id, message, node.durable.hard_state, |index| {
+                node.durable.synced_as_written(index)
+            })?;
         }
         let mut reports = Vec::new();
         for message in outbox.0 {

@@ -88,9 +88,20 @@ impl MemDurable {
         self.running.clear();
     }
 
-    /// The index of the last entry on disk (what a crash would keep).
-    pub fn synced_through(&self) -> u64 {
-        self.offset + self.synced.len() as u64
+    /// Whether a crash now would keep the entry at `index` as it is
+    /// written: what an acknowledgement of `index` promises. Everything a
+    /// durable snapshot covers is.
+    pub fn synced_as_written(&self, index: u64) -> bool {
+        let Some(i) = index.checked_sub(self.offset + 1) else {
+            return true;
+        };
+        let Ok(i) = usize::try_from(i) else {
+            return false;
+        };
+        match (self.synced.get(i), self.written.get(i)) {
+            (Some(synced), Some(written)) => synced.term == written.term,
+            _ => false,
+        }
     }
 
     pub fn syncs_running(&self) -> bool {
@@ -299,5 +310,39 @@ impl Durable for MemDurable {
         self.reset(meta.index + 1, meta.term);
         self.restored_states.push((meta.index, kv.digest()));
         Ok(kv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftkv::raft::EntryKind;
+
+    fn noops(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                index,
+                term,
+                kind: EntryKind::Noop,
+                data: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rewritten_suffix_is_not_synced_until_the_next_sync_ends() {
+        let mut disk = MemDurable::new(false);
+        disk.append(&noops(1, 1..=3)).unwrap();
+        disk.start_sync().unwrap();
+        assert!((1..=3).all(|i| disk.synced_as_written(i)));
+        assert!(!disk.synced_as_written(4), "never written");
+        // A new leader's entries replace 2..=3: as many entries are synced
+        // as before, but not these.
+        disk.append(&noops(2, 2..=3)).unwrap();
+        assert!(disk.synced_as_written(1));
+        assert!(!disk.synced_as_written(2));
+        assert!(!disk.synced_as_written(3));
+        disk.start_sync().unwrap();
+        assert!((1..=3).all(|i| disk.synced_as_written(i)));
     }
 }
