@@ -1,8 +1,9 @@
 //! Handling the core's `Ready` batches in the one legal order, and what that
 //! order goes through: [`Durable`] for the log and the hard state,
 //! [`Transport`] for peers. A sync may run in the background
-//! ([`SyncStart::Pending`]); the votes and acknowledgements of its batch, and
-//! of any batch after it, wait here until it finishes.
+//! ([`SyncStart::Pending`]); the acknowledgements of its batch, and of any
+//! batch after it, wait here until it finishes. Votes wait only for the hard
+//! state, which is synced before anything else.
 //!
 //! It is a file of its own because this order is what the persistence
 //! contract rests on (the simulator checks it): the numbered steps of
@@ -10,7 +11,7 @@
 
 use super::{reply_not_committed, Completion, Replica};
 use crate::kv::{FlushedKeys, KvStore, Reply};
-use crate::raft::{conf_change, ConfEntry, Entry, EntryKind, HardState, Message};
+use crate::raft::{conf_change, ConfEntry, Entry, EntryKind, HardState, Message, MessageBody};
 use crate::raft::{Ready, SnapshotMeta, SoftState, TransferOutcome};
 use crate::storage::StorageError;
 use std::fmt;
@@ -191,7 +192,23 @@ impl<W> Replica<W> {
         durable: &mut D,
         transport: &mut T,
     ) -> Result<bool, ReplicaError> {
-        let messages = std::mem::take(&mut ready.send_after_sync);
+        let mut messages = std::mem::take(&mut ready.send_after_sync);
+        if messages.iter().any(promises_only_the_hard_state) {
+            // Step 0 made the vote durable. Holding it for a log sync still
+            // running would add an fdatasync to each election and transfer
+            // under load, and buys nothing: the log a crash would leave (the
+            // unsynced tail lost, or a suffix that entries of a newer term
+            // replaced back) is no more up to date than the one the vote
+            // compared with, so the grant holds against it too.
+            messages.retain(|message| {
+                let vote = promises_only_the_hard_state(message);
+                if vote {
+                    transport.send(message.clone());
+                }
+                !vote
+            });
+            transport.flush();
+        }
         let start = match ready.entries.last() {
             Some(_) => Some(durable.start_sync()?),
             None => None,
@@ -265,8 +282,9 @@ impl<W> Replica<W> {
         }
         transport.flush();
         // 4. One sync for everything appended in this batch (group commit), and
-        // 5. votes and acknowledgements, which promise what is on disk, only
-        //    after it (they wait here while a background sync runs).
+        // 5. acknowledgements, which promise what is on disk, only after it
+        //    (they wait here while a background sync runs); votes at once, as
+        //    their hard state is on disk since step 0.
         let synced = self.sync_and_promise(&mut ready, durable, transport)?;
         // 6. Apply, answering the proposals whose entries these are.
         //    A read is evaluated between the entries at its place (see
@@ -347,6 +365,15 @@ impl<W> Replica<W> {
 
 /// Collects the decodable ConfChange entries among `entries` (the core has
 /// decoded each one already when it entered the log, so none fails here).
+/// Votes and vote requests: what they promise (this term's vote) is in the
+/// hard state, not in the log.
+fn promises_only_the_hard_state(message: &Message) -> bool {
+    matches!(
+        message.body,
+        MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { .. }
+    )
+}
+
 fn note_conf_entries(entries: &[Entry], out: &mut Vec<(u64, ConfEntry)>) {
     for entry in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
         if let Ok(conf) = conf_change::decode(&entry.data) {

@@ -510,7 +510,8 @@ impl Durable for BackgroundDisk {
 }
 
 /// Messages as they leave, each checked against what the disk holds at that
-/// moment: a granted vote only once the hard state holds it, and an
+/// moment: a granted vote or a vote request only once the hard state holds
+/// it, and an
 /// acknowledgement of index `i` in the disk's term only once the disk holds,
 /// synced, the very entry the node's log has at `i` (not one of the same
 /// index that a newer leader's entries have replaced).
@@ -534,6 +535,19 @@ impl Transport for Checked {
                             vote: message.to
                         },
                 "vote {} left with {:?} on disk",
+                message,
+                disk.hard_state
+            ),
+            MessageBody::RequestVote {
+                pre_vote: false, ..
+            } => assert!(
+                disk.hard_state.term > message.term
+                    || disk.hard_state
+                        == HardState {
+                            term: message.term,
+                            vote: message.from
+                        },
+                "vote request {} left with {:?} on disk",
                 message,
                 disk.hard_state
             ),
@@ -680,10 +694,10 @@ fn an_ack_of_entries_that_replaced_synced_ones_waits_for_their_sync() {
 }
 
 /// A vote granted while a sync runs leaves with the vote on disk (the
-/// transport checks), and not before the entries the voter compared logs
-/// with are synced.
+/// transport checks) and without waiting for that sync: it promises only
+/// the hard state.
 #[test]
-fn a_vote_leaves_with_its_hard_state_and_after_the_running_sync() {
+fn a_vote_leaves_with_its_hard_state_while_a_log_sync_runs() {
     let disk = BackgroundDisk::default();
     let mut net = Checked::new(&disk);
     let mut replica = follower();
@@ -709,9 +723,41 @@ fn a_vote_leaves_with_its_hard_state_and_after_the_running_sync() {
     };
     let sent = net.step(&mut replica, vec![request]);
     assert_eq!(disk.0.borrow().hard_state, HardState { term: 2, vote: 3 });
-    assert!(!granted(&sent));
+    assert_eq!(disk.syncs_running(), 1);
+    assert!(granted(&sent), "the vote waited for the log's sync");
     let sent = net.finish_sync(&mut replica);
-    assert!(granted(&sent));
+    assert!(!granted(&sent), "the vote left twice");
+}
+
+/// A candidate's vote request leaves with its own vote on disk (the
+/// transport checks) while a sync of its log still runs.
+#[test]
+fn a_vote_request_leaves_while_a_log_sync_runs() {
+    let disk = BackgroundDisk::default();
+    let mut net = Checked::new(&disk);
+    let mut replica = follower();
+    net.step(&mut replica, vec![append_msg(1, 1, (0, 0), &[(1, 1)])]);
+    for _ in 0..100 {
+        replica.tick();
+        let sent = net.step(&mut replica, Vec::new());
+        if replica.status().term == 1 {
+            continue;
+        }
+        assert_eq!(disk.syncs_running(), 1, "the log's sync finished meanwhile");
+        let asked: Vec<u64> = sent
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::RequestVote { .. }))
+            .map(|m| m.to)
+            .collect();
+        assert_eq!(
+            asked,
+            vec![1, 3],
+            "the vote requests waited for the log's sync"
+        );
+        assert_eq!(disk.0.borrow().hard_state, HardState { term: 2, vote: 2 });
+        return;
+    }
+    panic!("no campaign in 100 ticks");
 }
 
 /// A snapshot installed while a sync of the log it replaced still runs:
