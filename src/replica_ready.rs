@@ -113,8 +113,8 @@ impl From<StorageError> for ReplicaError {
 /// it promises waits here.
 pub(super) struct Unsynced {
     ticket: u64,
-    /// Votes and acknowledgements of this batch and of any later batch that
-    /// had nothing to sync itself (they must not overtake this one).
+    /// Acknowledgements of this batch and of any later batch that had
+    /// nothing to sync itself (they must not overtake this one).
     messages: Vec<Message>,
     /// The batch's last entry: persisted once the sync finishes.
     last_entry: Option<(u64, u64)>,
@@ -194,12 +194,15 @@ impl<W> Replica<W> {
     ) -> Result<bool, ReplicaError> {
         let mut messages = std::mem::take(&mut ready.send_after_sync);
         if messages.iter().any(promises_only_the_hard_state) {
-            // Step 0 made the vote durable. Holding it for a log sync still
+            // Step 0 made the vote durable, which is all election safety
+            // needs. Leader completeness needs the log the vote compared
+            // with to hold every entry this node acknowledged for an earlier
+            // term, and it does: acknowledgements still wait for their sync
+            // here, and the vote makes this node refuse the older leaders'
+            // appends. A crash that then loses or reverts the unsynced tail
+            // loses no committed entry. Holding the vote for a log sync still
             // running would add an fdatasync to each election and transfer
-            // under load, and buys nothing: the log a crash would leave (the
-            // unsynced tail lost, or a suffix that entries of a newer term
-            // replaced back) is no more up to date than the one the vote
-            // compared with, so the grant holds against it too.
+            // under load.
             messages.retain(|message| {
                 let vote = promises_only_the_hard_state(message);
                 if vote {
@@ -363,8 +366,6 @@ impl<W> Replica<W> {
     }
 }
 
-/// Collects the decodable ConfChange entries among `entries` (the core has
-/// decoded each one already when it entered the log, so none fails here).
 /// Votes and vote requests: what they promise (this term's vote) is in the
 /// hard state, not in the log.
 fn promises_only_the_hard_state(message: &Message) -> bool {
@@ -374,6 +375,8 @@ fn promises_only_the_hard_state(message: &Message) -> bool {
     )
 }
 
+/// Collects the decodable ConfChange entries among `entries` (the core has
+/// decoded each one already when it entered the log, so none fails here).
 fn note_conf_entries(entries: &[Entry], out: &mut Vec<(u64, ConfEntry)>) {
     for entry in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
         if let Ok(conf) = conf_change::decode(&entry.data) {

@@ -58,7 +58,9 @@ pub struct ReadState {
 ///    Raft thesis §10.2.1);
 /// 3. sync;
 /// 4. send `send_after_sync` (votes and follower acknowledgements promise state
-///    that must be on disk first);
+///    that must be on disk first; votes and vote requests promise only the
+///    hard state, so a caller that syncs it before the entries may send them
+///    once it is, without waiting for a log sync still running);
 /// 5. apply `committed` in order;
 /// 6. answer `read_states` once the applied index reaches each one's index, and
 ///    fail the reads in `dropped_reads` (the client may retry elsewhere).

@@ -165,28 +165,45 @@ pub fn check_read_index(
     Ok(())
 }
 
+/// What a node's disk holds at one log index, as `check_promise` needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeldAt {
+    /// A crash now would keep the entry written there (or a durable
+    /// snapshot covers the index).
+    pub synced_as_written: bool,
+    /// The written entry there is not the synced one: a newer leader's
+    /// entries replaced or cut it since the last sync.
+    pub replaced_since_sync: bool,
+}
+
 /// Property 6 for one message that left `node`, given what its disk holds:
-/// the hard state, and whether the entry at an index is synced as the node
-/// wrote it (`synced_as_written`). Checked after the node
-/// handled its Ready batches, so a vote whose hard state was never written,
-/// or an acknowledgement whose sync failed, is caught the moment it leaves;
-/// a bad order within one successful batch is not (the sync came after).
-/// An acknowledgement from an older term than the disk's is exempt: when a
-/// newer leader's entries arrive in the same batch, they replace the acked
-/// ones before the sync. That breaks no quorum: the newer leader was elected
+/// the hard state, and what it holds at a log index (`held_at`). Checked
+/// after the node handled its Ready batches, so a vote whose hard state was
+/// never written, or an acknowledgement whose sync failed, is caught the
+/// moment it leaves; a bad order within one successful batch is not (the
+/// sync came after).
+///
+/// An acknowledgement is checked by the entry it names, not by a count of
+/// synced entries: a conflicting suffix rewritten since the last sync leaves
+/// that count as it was while the entries it counts are the replaced ones.
+/// Log matching (checked apart) carries the entry to the whole prefix.
+///
+/// An acknowledgement from an older term than the disk's is exempt only
+/// where the entry it names was replaced since the last sync: when a newer
+/// leader's entries arrive in the same batch, they replace the acked ones
+/// before the sync. That breaks no quorum: the newer leader was elected
 /// without this node, so a majority of the others decides those entries.
+/// An older term's acknowledgement of an entry nobody replaced must be
+/// synced like any other (a vote in the newer term leaves without waiting
+/// for the log's sync, and such acknowledgements must not go with it).
+///
 /// Without this a forgotten vote does harm only if the voter restarts and a
 /// second candidate of that term asks it again, which random runs seldom hit.
-/// An acknowledgement is checked by the term of the entry it names, not by a
-/// count of synced entries: a conflicting suffix rewritten since the last
-/// sync leaves that count as it was while the entries it counts are the
-/// replaced ones. Log matching (checked apart) carries the entry's term to
-/// the whole prefix.
 pub fn check_promise(
     node: NodeId,
     message: &Message,
     hard_state: HardState,
-    synced_as_written: impl Fn(u64) -> bool,
+    held_at: impl Fn(u64) -> HeldAt,
 ) -> Result<(), Violation> {
     let holds_vote = |term: u64, candidate: NodeId| {
         hard_state.term > term || (hard_state.term == term && hard_state.vote == candidate)
@@ -209,10 +226,18 @@ pub fn check_promise(
             success: true,
             index,
             ..
-        } if hard_state.term == message.term && !synced_as_written(index) => Err(format!(
-            "node {} acknowledged entries through {} but its disk does not hold that entry as written",
-            node, index
-        )),
+        } => {
+            let held = held_at(index);
+            let replaced = message.term < hard_state.term && held.replaced_since_sync;
+            if held.synced_as_written || replaced {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node {} acknowledged entries through {} in term {} but its disk does not hold that entry as written",
+                    node, index, message.term
+                ))
+            }
+        }
         _ => Ok(()),
     }
 }
@@ -457,7 +482,7 @@ mod tests {
                 granted: true,
             },
         );
-        let nothing_synced = |_| false;
+        let nothing_synced = |_| HeldAt::default();
         assert!(check_promise(1, &grant, hs(5, 2), nothing_synced).is_ok());
         assert!(check_promise(1, &grant, hs(6, 0), nothing_synced).is_ok());
         assert!(check_promise(1, &grant, hs(5, 0), nothing_synced).is_err());
@@ -486,10 +511,24 @@ mod tests {
                 hint_term: 0,
             },
         );
-        let synced_through = |n: u64| move |index: u64| index <= n;
+        let synced_through = |n: u64| {
+            move |index: u64| HeldAt {
+                synced_as_written: index <= n,
+                replaced_since_sync: false,
+            }
+        };
+        let replaced_from = |n: u64| {
+            move |index: u64| HeldAt {
+                synced_as_written: index < n,
+                replaced_since_sync: index >= n,
+            }
+        };
         assert!(check_promise(1, &ack, hs(5, 2), synced_through(7)).is_ok());
         assert!(check_promise(1, &ack, hs(5, 2), synced_through(6)).is_err());
-        assert!(check_promise(1, &ack, hs(6, 0), synced_through(6)).is_ok());
+        // In a newer term, what a newer leader replaced is exempt, and only that.
+        assert!(check_promise(1, &ack, hs(5, 2), replaced_from(6)).is_err());
+        assert!(check_promise(1, &ack, hs(6, 0), replaced_from(6)).is_ok());
+        assert!(check_promise(1, &ack, hs(6, 0), synced_through(6)).is_err());
     }
 
     fn history_with_two_acked_writes() -> History {

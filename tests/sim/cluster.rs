@@ -444,7 +444,7 @@ impl Sim {
         node.durable.appended.clear();
         for message in &outbox.0 {
             check_promise(node.id, message, node.durable.hard_state, |index| {
-                node.durable.synced_as_written(index)
+                node.durable.held_at(index)
             })?;
         }
         let mut reports = Vec::new();

@@ -5,7 +5,7 @@
 //! loses, until it is installed. Compaction and the reset after installing a
 //! snapshot are durable at once, as deleting segment files is.
 
-use crate::checker::fingerprint;
+use crate::checker::{fingerprint, HeldAt};
 use crate::membership::{last_conf_entry, ConfBefore};
 use raftkv::kv::KvStore;
 use raftkv::raft::{Entry, HardState, Restored, SnapshotMeta};
@@ -88,19 +88,26 @@ impl MemDurable {
         self.running.clear();
     }
 
-    /// Whether a crash now would keep the entry at `index` as it is
-    /// written: what an acknowledgement of `index` promises. Everything a
-    /// durable snapshot covers is.
-    pub fn synced_as_written(&self, index: u64) -> bool {
+    /// What the disk holds at `index` (see [`HeldAt`]). Everything a
+    /// durable snapshot covers is synced.
+    pub fn held_at(&self, index: u64) -> HeldAt {
         let Some(i) = index.checked_sub(self.offset + 1) else {
-            return true;
+            return HeldAt {
+                synced_as_written: true,
+                replaced_since_sync: false,
+            };
         };
-        let Ok(i) = usize::try_from(i) else {
-            return false;
-        };
+        let i = usize::try_from(i).unwrap_or(usize::MAX);
         match (self.synced.get(i), self.written.get(i)) {
-            (Some(synced), Some(written)) => synced.term == written.term,
-            _ => false,
+            (Some(synced), Some(written)) => HeldAt {
+                synced_as_written: synced.term == written.term,
+                replaced_since_sync: synced.term != written.term,
+            },
+            (_, None) => HeldAt {
+                synced_as_written: false,
+                replaced_since_sync: true,
+            },
+            (None, Some(_)) => HeldAt::default(),
         }
     }
 
@@ -334,15 +341,27 @@ mod tests {
         let mut disk = MemDurable::new(false);
         disk.append(&noops(1, 1..=3)).unwrap();
         disk.start_sync().unwrap();
-        assert!((1..=3).all(|i| disk.synced_as_written(i)));
-        assert!(!disk.synced_as_written(4), "never written");
+        assert!((1..=3).all(|i| disk.held_at(i).synced_as_written));
+        assert!(!disk.held_at(4).synced_as_written, "never written");
         // A new leader's entries replace 2..=3: as many entries are synced
         // as before, but not these.
         disk.append(&noops(2, 2..=3)).unwrap();
-        assert!(disk.synced_as_written(1));
-        assert!(!disk.synced_as_written(2));
-        assert!(!disk.synced_as_written(3));
+        assert!(disk.held_at(1).synced_as_written);
+        for i in 2..=3 {
+            let held = disk.held_at(i);
+            assert!(!held.synced_as_written && held.replaced_since_sync);
+        }
         disk.start_sync().unwrap();
-        assert!((1..=3).all(|i| disk.synced_as_written(i)));
+        assert!((1..=3).all(|i| disk.held_at(i).synced_as_written));
+    }
+
+    #[test]
+    fn an_entry_appended_since_the_sync_is_neither_synced_nor_replaced() {
+        let mut disk = MemDurable::new(false);
+        disk.append(&noops(1, 1..=1)).unwrap();
+        disk.start_sync().unwrap();
+        disk.append(&noops(1, 2..=2)).unwrap();
+        let held = disk.held_at(2);
+        assert!(!held.synced_as_written && !held.replaced_since_sync);
     }
 }
