@@ -1,3 +1,4 @@
+use super::values::check_value;
 use super::*;
 
 /// Its data dir never exists: one with a `founders` file (as the README's
