@@ -92,13 +92,27 @@
 //! leaders in one term. In debug builds every `tick` and `step` ends by checking
 //! the node's invariants. Messages a peer could legitimately send in any order
 //! (stale, duplicated, from an older term) never panic.
+//!
+//! # Where things are
+//!
+//! This file holds the settings, the [`Node`] state and the driving loop's
+//! calls (`new`, `tick`, `step`, `ready`/`advance`). The caller's other
+//! entry points are grouped by what they touch: `proposals.rs` (writes,
+//! membership changes, reads, leadership transfer), `snapshots.rs`
+//! (snapshot metadata, compaction, delivery reports), `status.rs` (what the
+//! node shows), `dropped_peers.rs` (the `--force-new-cluster` filter), and
+//! `error.rs` (their refusals). The rules themselves are in `node.rs` (roles,
+//! terms, routing, the `Ready` cycle), `election.rs`, `replication.rs`,
+//! `membership.rs`, `read_index.rs` and `transfer.rs`.
 
 #[cfg(test)]
 mod chaos_tests;
 pub mod conf_change;
+mod dropped_peers;
 #[cfg(test)]
 mod dropped_peers_tests;
 mod election;
+mod error;
 mod log;
 pub use log::trailing_count;
 mod membership;
@@ -108,11 +122,14 @@ pub mod message;
 mod node;
 mod payload;
 mod progress;
+mod proposals;
 mod quorum;
 mod read_index;
 pub mod ready;
 mod replication;
 pub mod rng;
+mod snapshots;
+mod status;
 #[cfg(test)]
 pub(crate) mod testnet;
 mod transfer;
@@ -122,12 +139,14 @@ mod transfer_tests;
 use std::collections::BTreeMap;
 
 pub use conf_change::{ConfChange, ConfEntry};
+pub use error::{ConfChangeError, ProposeError};
 pub use message::{
     Entry, EntryKind, HardState, Message, MessageBody, NodeId, Payload, SnapshotMeta,
     MAX_STORED_TERM, MAX_TERM, NO_NODE,
 };
 pub use payload::{PayloadArena, PayloadBuffer};
 pub use ready::{ReadState, Ready, Role, SoftState, TransferOutcome};
+pub use status::Status;
 
 use self::log::RaftLog;
 use self::progress::Progress;
@@ -178,113 +197,6 @@ pub struct Restored {
     pub snapshot: SnapshotMeta,
     /// Entries `snapshot.index + 1 ..`, contiguous.
     pub entries: Vec<Entry>,
-}
-
-/// Why a proposal or a read was refused; in every case nothing was appended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProposeError {
-    /// Not the leader; `leader` is the known leader or [`NO_NODE`].
-    NotLeader { leader: NodeId },
-    /// A leadership transfer is in progress; writes wait until it ends.
-    TransferInProgress,
-    /// The leader has not yet committed an entry of its term (reads only).
-    /// Not returned at present: such reads are queued until that commit.
-    NotReady,
-}
-
-/// Why a membership change or a leadership transfer was refused; nothing was
-/// appended or started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfChangeError {
-    /// Not the leader; `leader` is the known leader or [`NO_NODE`].
-    NotLeader { leader: NodeId },
-    /// A leadership transfer is in progress.
-    TransferInProgress,
-    /// A membership change is not committed yet, or this leader has not yet
-    /// committed an entry of its own term (so an earlier leader's change may
-    /// still be pending), or, for a removal, a leader in its first
-    /// check-quorum round has not yet heard from enough voters to tell
-    /// whether they are up. Retry later.
-    ChangeInProgress,
-    /// AddLearner of a voter or learner.
-    AlreadyMember { id: NodeId },
-    /// Promote of a voter.
-    AlreadyVoter { id: NodeId },
-    /// Promote, Remove or transfer naming a node that is not a member (for
-    /// Promote: not a learner), or id 0.
-    UnknownNode { id: NodeId },
-    /// Removing the only voter: nothing could ever commit again.
-    LastVoter { id: NodeId },
-    /// Transfer to a learner: it cannot be elected.
-    NotVoter { id: NodeId },
-    /// AddLearner of a node this one ignores since `--force-new-cluster`
-    /// dropped it (see [`Node::ignore_dropped_peers`]): it could never catch up.
-    Dropped { id: NodeId },
-    /// Removing voter `id` would leave `voters` voters of which fewer than a
-    /// majority (`reachable`, this leader included) were heard from lately.
-    NoQuorumAfterRemoval {
-        id: NodeId,
-        voters: usize,
-        reachable: usize,
-    },
-}
-
-impl std::fmt::Display for ConfChangeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConfChangeError::NotLeader { leader } => write!(f, "not the leader (leader {leader})"),
-            ConfChangeError::TransferInProgress => write!(f, "leadership transfer in progress"),
-            ConfChangeError::ChangeInProgress => write!(f, "membership change in progress"),
-            ConfChangeError::AlreadyMember { id } => write!(f, "node {id} already a member"),
-            ConfChangeError::AlreadyVoter { id } => write!(f, "node {id} already a voter"),
-            ConfChangeError::UnknownNode { id } => write!(f, "unknown node {id}"),
-            ConfChangeError::LastVoter { id } => write!(f, "node {id} is the last voter"),
-            ConfChangeError::NotVoter { id } => write!(f, "node {id} is a learner"),
-            ConfChangeError::Dropped { id } => write!(
-                f,
-                "node {id} was dropped by --force-new-cluster; add the new node under another id"
-            ),
-            ConfChangeError::NoQuorumAfterRemoval {
-                id,
-                voters,
-                reachable,
-            } => write!(
-                f,
-                "removing node {id} would leave {voters} voters of which only {reachable} are reachable, no quorum"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ConfChangeError {}
-
-/// A snapshot of the node's state for INFO and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub id: NodeId,
-    pub role: Role,
-    pub term: u64,
-    pub vote: NodeId,
-    pub leader_id: NodeId,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    pub snapshot_index: u64,
-    /// The configuration in effect (the latest in the log, committed or not).
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    /// The index of the ConfChange entry that set `voters`/`learners`, 0 when
-    /// they date from before the log in memory. The configuration is
-    /// committed when `conf_index <= commit_index`.
-    pub conf_index: u64,
-    /// Leader only: (node, match index) for every node it replicates to, sorted
-    /// by id: the members, and a removed node until its removal commits. The
-    /// leader's own entry is its persisted index.
-    pub progress: Vec<(NodeId, u64)>,
-    /// The target of the leadership transfer this node started and whose
-    /// outcome is not known yet, or [`NO_NODE`].
-    pub transfer_target: NodeId,
 }
 
 /// What the outstanding `Ready` handed out, settled by `advance`.
@@ -382,167 +294,6 @@ impl Node {
         self.debug_assert_invariants();
     }
 
-    /// Ignores every message from `ids` from now on: members that
-    /// `--force-new-cluster` dropped. Such a node may come back with its old
-    /// data dir, still counting itself and this node among the voters of the
-    /// old configuration. Its log can be longer than ours or of later terms
-    /// (it was in the majority this node was cut off from), so neither the
-    /// election restriction nor a leader lease keeps it out: a vote request
-    /// at a higher term would depose this leader, our vote could make it
-    /// leader of the old configuration, and its AppendEntries would then
-    /// overwrite our log. Nothing it says can be trusted to agree with our
-    /// log, so it is not heard at all (etcd drops a removed member's
-    /// messages at its transport for the same reason).
-    pub fn ignore_dropped_peers(&mut self, ids: &[NodeId]) {
-        self.dropped_peers = ids.iter().copied().filter(|id| *id != self.id).collect();
-    }
-
-    /// The members whose messages are ignored (see
-    /// [`Node::ignore_dropped_peers`]).
-    pub fn dropped_peers(&self) -> &[NodeId] {
-        &self.dropped_peers
-    }
-
-    /// How many messages this node refused because no honest peer sends them
-    /// in its state (another leader of its term, an acknowledgement or commit
-    /// index beyond its log): each is logged; any at all means a bug or a
-    /// stranger on the raft port.
-    pub fn refused_messages(&self) -> u64 {
-        self.refused_messages
-    }
-
-    /// Appends a client command to the leader's log; returns its (index, term).
-    /// Nothing is sent yet: the AppendEntries for every proposal made before the
-    /// next [`Node::ready`] leave together (group commit).
-    pub fn propose(&mut self, data: impl Into<Payload>) -> Result<(u64, u64), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader_id,
-            });
-        }
-        if self.transfer.is_some() {
-            return Err(ProposeError::TransferInProgress);
-        }
-        let index = self.log.last_index() + 1;
-        self.log.append(Entry {
-            index,
-            term: self.term,
-            kind: EntryKind::Normal,
-            data: data.into(),
-        });
-        self.debug_assert_invariants();
-        Ok((index, self.term))
-    }
-
-    /// Appends a membership change to the leader's log; returns its (index,
-    /// term). The new configuration takes effect at once, on this node and on
-    /// each follower as it appends the entry (thesis §4.1); it is committed,
-    /// like any entry, when `index` is applied with `term`.
-    ///
-    /// One change at a time: refused with `ChangeInProgress` while an earlier
-    /// change is uncommitted, and until this leader has committed an entry of
-    /// its own term (the fix to the single-server algorithm in Ongaro's
-    /// raft-dev post of 2015: otherwise two leaders' changes could give
-    /// configurations with disjoint majorities).
-    ///
-    /// A learner is promoted by the leader itself once it has caught up (see
-    /// `membership.rs`), so a caller normally proposes only AddLearner and
-    /// Remove. A removed node is still sent the log until its removal commits,
-    /// so it learns that it is out and stays quiet; then the leader stops
-    /// replicating to it. A leader that removes itself keeps leading (without
-    /// counting itself) until the removal commits, then steps down and sends
-    /// TimeoutNow to the most up-to-date voter.
-    pub fn propose_conf_change(
-        &mut self,
-        change: ConfChange,
-    ) -> Result<(u64, u64), ConfChangeError> {
-        let assigned = self.propose_conf_change_inner(change);
-        self.debug_assert_invariants();
-        assigned
-    }
-
-    /// Whether this leader would accept `CLUSTER REMOVE id` as far as the
-    /// configuration and the voters' reachability go (not the one-change-at-
-    /// a-time rule): checked before a leader hands over to remove itself.
-    /// `ChangeInProgress` when it cannot tell yet.
-    pub fn check_remove(&self, id: NodeId) -> Result<(), ConfChangeError> {
-        let next = self.log.conf().apply(&ConfChange::Remove { id })?;
-        self.check_removal_quorum(id, &next.voters)
-    }
-
-    /// The voter a leader removing itself hands over to: the most up to date
-    /// of the voters it heard from lately; None if it heard from none.
-    pub fn removal_successor(&self) -> Option<NodeId> {
-        self.removal_successor_inner()
-    }
-
-    /// The voter a leader that is stopping hands over to (with
-    /// [`Node::transfer_leader`]): the most up to date of the voters it heard
-    /// from lately for which `reachable` (the caller's view of its
-    /// connections) holds. None if this node does not lead or no voter
-    /// qualifies: it then stops without handing over.
-    pub fn stop_successor(&self, reachable: impl Fn(NodeId) -> bool) -> Option<NodeId> {
-        self.stop_successor_inner(reachable)
-    }
-
-    /// Starts handing leadership to voter `to` (thesis §3.10): new proposals
-    /// and membership changes are refused with `TransferInProgress`, the
-    /// target is brought up to date and sent TimeoutNow, and it campaigns at
-    /// once, its vote requests marked so that voters in a leader lease answer
-    /// them. The outcome comes back in `Ready::transfer_outcomes`: `Finished`
-    /// once this node hears from `to` as the leader of a later term, or
-    /// `Abandoned` if that has not happened within an election timeout (or
-    /// another node took over); proposals are taken again once it is known.
-    /// A transfer to this node itself finishes at once.
-    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ConfChangeError> {
-        let started = self.transfer_leader_inner(to);
-        self.debug_assert_invariants();
-        started
-    }
-
-    /// The voters of the configuration in force (the latest appended).
-    pub fn voters(&self) -> &[NodeId] {
-        &self.log.conf().voters
-    }
-
-    /// The target of the transfer in progress, if any.
-    pub fn transfer_target(&self) -> Option<NodeId> {
-        self.transfer.as_ref().map(|t| t.target)
-    }
-
-    /// The metadata of a snapshot covering `index`: its term and the
-    /// configuration in effect at `index` (not a later, possibly uncommitted
-    /// one). Use it to write a snapshot before calling [`Node::compact`].
-    ///
-    /// `None` when this node does not know the configuration at `index`: a
-    /// node that joined holds the entries before the one that added it, but
-    /// the bootstrap configuration they were written under is in no entry. A
-    /// snapshot there would name no members where every other node's names
-    /// the founders, so the caller waits until the applied index passes a
-    /// ConfChange entry (or a snapshot from the leader told it).
-    ///
-    /// # Panics
-    ///
-    /// If `index` is above the applied index or below the first index in memory - 1.
-    pub fn snapshot_meta(&self, index: u64) -> Option<SnapshotMeta> {
-        let meta = self.snapshot_meta_at(index);
-        (!meta.voters.is_empty()).then_some(meta)
-    }
-
-    /// Starts a linearizable read; `ctx` comes back in a [`ReadState`] (or in
-    /// `Ready::dropped_reads` if this node stops being the leader first).
-    /// Reads made before the next [`Node::ready`] share one confirmation round.
-    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader_id,
-            });
-        }
-        self.start_read(ctx);
-        self.debug_assert_invariants();
-        Ok(())
-    }
-
     /// Whether [`Node::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
         self.has_ready_inner()
@@ -586,139 +337,5 @@ impl Node {
     pub fn persisted(&mut self, index: u64, term: u64) {
         self.persisted_inner(index, term);
         self.debug_assert_invariants();
-    }
-
-    /// The caller took a snapshot covering `meta.index`; entries up to
-    /// `meta.index - trailing` are dropped from memory and returned (freeing
-    /// a long prefix is slow enough that the caller may want to do it off its
-    /// event loop). Followers that need a dropped entry are sent this snapshot.
-    ///
-    /// # Panics
-    ///
-    /// If `meta.index` is above the applied index, or its term or
-    /// configuration disagrees with the log (build it with
-    /// [`Node::snapshot_meta`]).
-    /// How large a trailing margin below a snapshot at `index`, of at most
-    /// `max_entries`, keeps at most `max_bytes` of payload in the log.
-    pub fn trailing_within(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
-        self.log.trailing_within(index, max_entries, max_bytes)
-    }
-
-    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
-        self.check_snapshot_conf(&meta);
-        let dropped = self.log.compact(meta, trailing);
-        self.debug_assert_invariants();
-        dropped
-    }
-
-    /// The caller finished (or failed) sending a snapshot to `to`. Every
-    /// InstallSnapshot handed out in `send_now` must be reported once: until
-    /// then nothing else is sent to that follower.
-    pub fn report_snapshot(&mut self, to: NodeId, success: bool) {
-        if let Some(pr) = self.progress.get_mut(&to) {
-            pr.on_snapshot_reported(success);
-        }
-    }
-
-    /// Whether stepping an InstallSnapshot for `meta`, sent in `term`, would
-    /// replace this node's state (a `Ready::snapshot` follows). The caller must
-    /// have the snapshot's bytes at hand before stepping such a message; one
-    /// this returns false for is answered from the log and needs no bytes.
-    pub fn would_install_snapshot(&self, term: u64, meta: &SnapshotMeta) -> bool {
-        term >= self.term
-            && meta.index > self.log.committed
-            && !self.log.match_term(meta.index, meta.term)
-    }
-
-    /// Whether the snapshot at `index` that an InstallSnapshot for `to` named
-    /// is still worth its bytes: this node leads, `to` still waits for that
-    /// very snapshot (it did not catch up otherwise meanwhile, nor was it
-    /// handed a newer one), and the log still holds the entries right after
-    /// it, which `to` needs next once it holds the snapshot. A snapshot the log
-    /// has moved past (a newer one compacted it) is useless to `to`: it
-    /// would be sent the newest one right after installing it. A removed node
-    /// is sent snapshots without a progress; only the log decides for it.
-    pub fn snapshot_wanted(&self, to: NodeId, index: u64) -> bool {
-        let waits = self
-            .progress
-            .get(&to)
-            .is_none_or(|pr| pr.state == progress::ProgressState::Snapshot { pending: index });
-        self.role == Role::Leader && waits && self.log.first_index() <= index.saturating_add(1)
-    }
-
-    /// The caller could not deliver to `to` (connection down): stop streaming to
-    /// it optimistically and probe instead.
-    pub fn report_unreachable(&mut self, to: NodeId) {
-        if let Some(pr) = self.progress.get_mut(&to) {
-            if pr.state == progress::ProgressState::Replicate {
-                pr.become_probe();
-            }
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        let mut progress: Vec<(NodeId, u64)> = self
-            .progress
-            .iter()
-            .map(|(id, pr)| (*id, pr.match_index))
-            .collect();
-        if self.role == Role::Leader {
-            progress.push((self.id, self.log.persisted));
-            progress.sort_unstable();
-        }
-        Status {
-            id: self.id,
-            role: self.role,
-            term: self.term,
-            vote: self.vote,
-            leader_id: self.leader_id,
-            commit_index: self.log.committed,
-            applied_index: self.log.applied,
-            first_index: self.log.first_index(),
-            last_index: self.log.last_index(),
-            snapshot_index: self.log.snapshot.index,
-            voters: self.log.conf().voters.clone(),
-            learners: self.log.conf().learners.clone(),
-            conf_index: self.log.conf_index(),
-            progress,
-            transfer_target: self.transfer_target().unwrap_or(NO_NODE),
-        }
-    }
-
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// See [`RaftConfig::max_apply_bytes`].
-    pub fn max_apply_bytes(&self) -> u64 {
-        self.config.max_apply_bytes
-    }
-
-    /// The highest index known to be committed (not durable: it restarts at
-    /// the snapshot's index).
-    pub fn commit_index(&self) -> u64 {
-        self.log.committed
-    }
-
-    /// The index of the last entry in the log (persisted or not).
-    pub fn last_index(&self) -> u64 {
-        self.log.last_index()
-    }
-
-    /// The term of the last entry in the log.
-    pub fn last_term(&self) -> u64 {
-        self.log.last_term()
-    }
-
-    pub fn term(&self) -> u64 {
-        self.term
-    }
-
-    pub fn leader_id(&self) -> NodeId {
-        self.leader_id
-    }
-
-    pub fn id(&self) -> NodeId {
-        self.id
     }
 }
