@@ -1,6 +1,8 @@
 //! Parsing of client argvs: names, arity, arguments and Redis's error texts.
 
+use super::parse::UNKNOWN_NAME_MAX_BYTES;
 use super::*;
+use crate::kv::expiry::TimeUnit;
 
 fn argv(words: &[&str]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.as_bytes().to_vec()).collect()
