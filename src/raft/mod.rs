@@ -37,7 +37,9 @@
 //! 4. Sync once (`Ready::must_sync` says whether anything needs it).
 //! 5. Send `send_after_sync`: vote requests, votes and AppendEntries responses.
 //!    Each promises durable state (a vote, the candidate's own vote, or "these
-//!    entries are on my disk"), so they must not leave before the sync.
+//!    entries are on my disk"), so they must not leave before the sync. Votes
+//!    and vote requests promise only `hard_state`: a caller that syncs it
+//!    before the entries (as `replica` does) may send them once it is.
 //! 6. Apply `committed` to the state machine, in order. They are always entries
 //!    handed out in this or an earlier `Ready`, so step 4 made them durable.
 //! 7. Answer each `read_states` entry once the applied index reaches its
