@@ -519,6 +519,10 @@ fn resp2_encodings() {
         (Reply::Status("PONG".into()), b"+PONG\r\n"),
         (Reply::Error("ERR x".into()), b"-ERR x\r\n"),
         (Reply::Error("ERR a\r\nb".into()), b"-ERR a  b\r\n"),
+        // Line breaks that end an error are dropped, as Redis drops them,
+        // and only those: a space before them stays.
+        (Reply::Error("ERR a\r\nb\r\n\n".into()), b"-ERR a  b\r\n"),
+        (Reply::Error("ERR a \r".into()), b"-ERR a \r\n"),
         (Reply::Integer(0), b":0\r\n"),
         (Reply::Integer(-42), b":-42\r\n"),
         (Reply::Integer(i64::MIN), b":-9223372036854775808\r\n"),

@@ -49,8 +49,15 @@ pub fn encode_request(argv: &[&[u8]], out: &mut Vec<u8>) {
 }
 
 /// A status or error line; `\r` and `\n` in the text become spaces, as Redis
-/// does, so that a line can never break the protocol.
+/// does, so that a line can never break the protocol. An error first loses
+/// the `\r` and `\n` at its ends, as Redis's formatted errors do
+/// (`addReplyErrorFormat` trims before it maps): an option word sent as
+/// `foo\r\n` shows as `foo` in both, not as `foo` and two spaces.
 fn put_line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
+    let text = match kind {
+        b'-' => trim_line_breaks(text),
+        _ => text,
+    };
     out.push(kind);
     let start = out.len();
     out.extend_from_slice(text);
@@ -60,6 +67,16 @@ fn put_line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn trim_line_breaks(text: &[u8]) -> &[u8] {
+    let is_break = |byte: &u8| *byte == b'\r' || *byte == b'\n';
+    let start = text.iter().position(|b| !is_break(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !is_break(b))
+        .map_or(start, |i| i + 1);
+    &text[start..end]
 }
 
 fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
