@@ -324,6 +324,11 @@ fn fixed_cases() -> Vec<(String, Vec<Request>)> {
             argv_of(&[b"MGET", b"k\x00\xff\r\n", b""]),
             argv("ECHO x"),
             argv_of(&[b"ECHO", b"\x00\xff"]),
+            // Redis echoes a word in an error as a C string: up to a NUL.
+            argv_of(&[b"FOO\x00BAR", b"x"]),
+            argv_of(&[b"\x00abc"]),
+            argv_of(&[b"MEMORY", b"a\x00b", b"k"]),
+            argv_of(&[b"EXPIRE", b"k", b"10", b"a\x00b"]),
         ],
     );
 

@@ -8,6 +8,7 @@ use super::{
     SCAN_DEFAULT_COUNT,
 };
 use crate::kv::expiry::{expire_condition, getex_action, parse_expiry, TimeUnit};
+use crate::kv::reply::up_to_nul;
 
 /// Longest command name echoed back in `ERR unknown command '...'` (Redis uses 128).
 pub(super) const UNKNOWN_NAME_MAX_BYTES: usize = 128;
@@ -353,6 +354,7 @@ fn expiry_name(lower_name: &[u8]) -> &'static str {
 }
 
 fn printable_name(name: &[u8]) -> String {
+    let name = up_to_nul(name);
     let shown = &name[..name.len().min(UNKNOWN_NAME_MAX_BYTES)];
     String::from_utf8_lossy(shown).into_owned()
 }

@@ -177,6 +177,20 @@ fn unknown_name_is_truncated() {
     );
 }
 
+/// Redis echoes a client's word with `%s`, so it ends at the first NUL.
+#[test]
+fn echoed_names_end_at_a_nul() {
+    assert_eq!(
+        parse(&["FOO\0BAR", "x"]),
+        Err(CommandError::Unknown("FOO".into()))
+    );
+    assert_eq!(parse(&["\0abc"]), Err(CommandError::Unknown(String::new())));
+    assert_eq!(
+        parse(&["MEMORY", "a\0b", "k"]),
+        Err(CommandError::UnknownSubcommand("a".into(), "MEMORY"))
+    );
+}
+
 #[test]
 fn queued_argument_errors_become_invalid() {
     assert_eq!(

@@ -6,6 +6,7 @@
 //! stamped on the entry, so every node computes the same deadline.
 
 use super::command::{parse_integer, CommandError};
+use super::reply::up_to_nul;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeUnit {
@@ -169,11 +170,9 @@ pub fn expire_condition(words: &[Vec<u8>]) -> Result<ExpireCondition, CommandErr
             b"gt" => gt = true,
             b"lt" => lt = true,
             _ => {
-                // Redis formats the word as a C string: it ends at a NUL.
-                let shown = word.split(|&byte| byte == 0).next().unwrap_or_default();
                 return Err(CommandError::Rejected(format!(
                     "ERR Unsupported option {}",
-                    String::from_utf8_lossy(shown)
+                    String::from_utf8_lossy(up_to_nul(word))
                 )));
             }
         }

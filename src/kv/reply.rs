@@ -23,3 +23,9 @@ impl Reply {
         Reply::Error(text.into())
     }
 }
+
+/// A client's word as Redis echoes it in an error: Redis formats it as a C
+/// string, which ends at its first NUL byte.
+pub fn up_to_nul(word: &[u8]) -> &[u8] {
+    word.split(|&byte| byte == 0).next().unwrap_or_default()
+}

@@ -10,6 +10,7 @@ use super::config_get::config_get;
 use super::event_loop::Server;
 use super::info::{self, InfoContext};
 use crate::kv::command::parse_integer;
+use crate::kv::reply::up_to_nul;
 use crate::kv::{Command, CommandError, Reply};
 use crate::raft::NodeId;
 use crate::wire::resp::Protocol;
@@ -179,10 +180,10 @@ fn unknown_subcommand(sub: &[u8], help: &str) -> Reply {
 }
 
 /// A client's word (a subcommand, an option, a node id) as an error echoes
-/// it: as typed, at most 128 bytes (Redis's `%.128s`), so a long one does not
-/// make a long error.
+/// it: as typed, up to a NUL and at most 128 bytes (Redis's `%.128s`), so a
+/// long one does not make a long error.
 pub(super) fn shown_word(word: &[u8]) -> String {
-    let mut shown = String::from_utf8_lossy(word).into_owned();
+    let mut shown = String::from_utf8_lossy(up_to_nul(word)).into_owned();
     let mut end = shown.len().min(128);
     while !shown.is_char_boundary(end) {
         end -= 1;
@@ -545,6 +546,19 @@ mod tests {
         ] {
             assert_eq!(precheck("client", &words(line)), None, "{line}");
         }
+    }
+
+    /// Redis echoes a subcommand or option with `%.128s`: up to a NUL, and
+    /// at most 128 bytes.
+    #[test]
+    fn shown_word_ends_at_a_nul_or_128_bytes() {
+        assert_eq!(shown_word(b"a\0b"), "a");
+        assert_eq!(shown_word(b"\0"), "");
+        assert_eq!(shown_word(&[b'x'; 200]), "x".repeat(128));
+        assert_eq!(
+            precheck("client", &[b"CLIENT".to_vec(), b"no\0such".to_vec()]),
+            Some(unknown_subcommand(b"no", CLIENT.2))
+        );
     }
 
     #[test]
