@@ -55,17 +55,36 @@ fn parameters(config: &Config) -> Vec<(&'static str, String)> {
 /// comes anywhere near this.
 const MAX_PATTERN_BYTES: usize = 4096;
 
-/// The reply to `CONFIG GET` with these patterns: each matching name once.
+/// The reply to `CONFIG GET` with these patterns: each matching name once,
+/// named as the first pattern that matches it names it. A pattern without
+/// glob characters names it as typed (`CONFIG GET MaxMemory` answers
+/// `MaxMemory`), as Redis does, which looks such a name up instead of
+/// matching it; a glob names it as it is.
 pub(super) fn config_get(config: &Config, patterns: &[Vec<u8>]) -> Reply {
     if let Some(refusal) = refuse_overlong(patterns) {
         return refusal;
     }
     let pairs = parameters(config)
         .into_iter()
-        .filter(|(name, _)| patterns.iter().any(|p| glob_match(p, name.as_bytes())))
-        .map(|(name, value)| (Reply::Bulk(name.into()), Reply::Bulk(value.into_bytes())))
+        .filter_map(|(name, value)| {
+            let pattern = patterns.iter().find(|p| match has_glob(p) {
+                true => glob_match(p, name.as_bytes()),
+                false => p.eq_ignore_ascii_case(name.as_bytes()),
+            })?;
+            let shown = match has_glob(pattern) {
+                true => name.as_bytes().to_vec(),
+                false => pattern.clone(),
+            };
+            Some((Reply::Bulk(shown), Reply::Bulk(value.into_bytes())))
+        })
         .collect();
     Reply::Map(pairs)
+}
+
+/// Whether Redis reads `pattern` as a glob rather than a name (a backslash
+/// alone does not make one: `heartbeat\_ms` names nothing).
+fn has_glob(pattern: &[u8]) -> bool {
+    pattern.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
 fn refuse_overlong(patterns: &[Vec<u8>]) -> Option<Reply> {
@@ -120,6 +139,52 @@ mod tests {
         for (pattern, text, expected) in cases {
             assert_eq!(matches(pattern, text), expected, "{pattern:?} on {text:?}");
         }
+    }
+
+    #[test]
+    fn a_name_is_answered_as_typed_and_a_glob_match_as_it_is() {
+        let config = Config {
+            id: 1,
+            raft_addr: "127.0.0.1:7001".to_string(),
+            client_addr: "127.0.0.1:6381".to_string(),
+            cluster: vec![(1, "127.0.0.1:7001".to_string())],
+            data_dir: "data".into(),
+            cluster_name: "names".to_string(),
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
+            fsync: FsyncMode::Always,
+            snapshot_entries: 1000,
+            max_request_bytes: 1 << 20,
+            requirepass: None,
+            join: false,
+            log_level: "warning".to_string(),
+            force_new_cluster: false,
+        };
+        let names = |patterns: &[&str]| -> Vec<Vec<u8>> {
+            let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            match config_get(&config, &patterns) {
+                Reply::Map(pairs) => pairs
+                    .into_iter()
+                    .map(|(name, _)| match name {
+                        Reply::Bulk(name) => name,
+                        other => panic!("a name as {other:?}"),
+                    })
+                    .collect(),
+                other => panic!("CONFIG GET answered {other:?}"),
+            }
+        };
+        assert_eq!(names(&["MaxMemory"]), vec![b"MaxMemory".to_vec()]);
+        assert_eq!(names(&["MaxMemor?"]), vec![b"maxmemory".to_vec()]);
+        assert_eq!(
+            names(&["MaxMemory", "maxmemory"]),
+            vec![b"MaxMemory".to_vec()]
+        );
+        assert_eq!(
+            names(&["maxmemor?", "MaxMemory"]),
+            vec![b"maxmemory".to_vec()]
+        );
+        assert!(names(&["heartbeat\\_ms"]).is_empty());
+        assert_eq!(names(&["heartbeat?ms"]), vec![b"heartbeat_ms".to_vec()]);
     }
 
     #[test]
