@@ -447,6 +447,31 @@ impl Cluster {
     pub fn data_dir(&self, i: usize) -> &Path {
         &self.nodes[i].data_dir
     }
+
+    /// Copies every node's whole log under `$RAFTKV_TEST_LOGS`, when set, in
+    /// a directory of its own: a failure seen once in hundreds of loaded runs
+    /// needs more than the tails printed below, and the temp dir goes with
+    /// the cluster.
+    fn keep_logs(&self) {
+        let Some(base) = std::env::var_os("RAFTKV_TEST_LOGS") else {
+            return;
+        };
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let kept = Path::new(&base).join(format!("{}-{}", stamp, std::process::id()));
+        if let Err(err) = fs::create_dir_all(&kept) {
+            eprintln!("cannot keep the node logs in {}: {}", kept.display(), err);
+            return;
+        }
+        for node in &self.nodes {
+            let name = node.log_path.file_name().unwrap_or_default();
+            if let Err(err) = fs::copy(&node.log_path, kept.join(name)) {
+                eprintln!("cannot keep {}: {}", node.log_path.display(), err);
+            }
+        }
+        eprintln!("---- node logs kept in {} ----", kept.display());
+    }
 }
 
 impl Drop for Cluster {
@@ -463,6 +488,7 @@ impl Drop for Cluster {
             self.kill(i);
         }
         if thread::panicking() {
+            self.keep_logs();
             for i in 0..self.nodes.len() {
                 let text = self.log_text(i);
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
