@@ -1006,6 +1006,10 @@ fn catches_sigterm(pid: u32) -> bool {
 #[test]
 fn sigterm_while_a_node_recovers_a_large_log_stops_it_cleanly() {
     let mut cluster = Cluster::new(1);
+    // A request's deadline is four election timeouts: with the default 200
+    // ms, a batch of ten 1 MB writes synced beside other disk work came back
+    // `-TIMEOUT` (2 of 25 loaded runs).
+    cluster.set_election_timeout_ms(1000);
     cluster.spawn(0);
     cluster.wait_for_leader(Duration::from_secs(15));
     let mut client = cluster.client(0);
