@@ -880,18 +880,23 @@ fn clients_that_connected_while_descriptors_ran_out_are_served_once_there_are_so
 /// are held together to what one such client may have unanswered, not each
 /// to it: the replies of ten of them (64 MiB each) were made in one loop
 /// iteration of about a second, which cost the cluster its leader.
+///
+/// The iteration is held to a bound in CPU time, not wall time: on a loaded
+/// machine (load average 18) iterations of the fixed loop took 300-470 ms of
+/// wall time (12 of 30 runs over 300 ms). Their CPU time was 30-45 ms;
+/// with the shared budget removed, 420-550 ms, which the bound catches. No
+/// election is asserted: loaded runs had one at 500 ms (1 of 30) and at 2 s
+/// (1 of 22, after a 4.2 s iteration with 26 ms of CPU, the loop waiting
+/// on the disk), which says nothing of the replies made in an iteration.
 #[test]
 fn clients_that_never_read_replies_to_large_gets_do_not_stall_the_leader() {
-    // The default election timeout: the loop may take longer than the
-    // tests' 200 ms on a busy machine without anything being wrong.
-    let cluster = Cluster::start_with_election_timeout(3, 500);
+    let cluster = Cluster::start_with_election_timeout(3, 2000);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     let mut c = cluster.client(leader);
     let value = vec![b'v'; 4_000_000];
     assert_eq!(c.cmd_retry(&["SET", "warm", "1"]), Reply::Ok);
     c.send(&[b"SET", b"big", &value]);
     assert_eq!(c.read(), Reply::Ok);
-    let term = cluster.info(leader)["term"].clone();
     let request = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
     let addr = cluster.nodes[leader].client_addr();
     let silent: Vec<TcpStream> = (0..10)
@@ -905,9 +910,13 @@ fn clients_that_never_read_replies_to_large_gets_do_not_stall_the_leader() {
     thread::sleep(Duration::from_secs(3));
     assert_eq!(c.cmd(&["GET", "warm"]), bulk("1"));
     let info = cluster.info(leader);
-    assert_eq!(info["term"], term, "no election");
-    let stall_us: u64 = info["max_iteration_us"].parse().expect("max_iteration_us");
-    assert!(stall_us < 300_000, "a loop iteration took {stall_us} us");
+    let stall_us: u64 = info["max_iteration_cpu_us"]
+        .parse()
+        .expect("max_iteration_cpu_us");
+    assert!(
+        stall_us < 300_000,
+        "a loop iteration took {stall_us} us of CPU"
+    );
     drop(silent);
 }
 

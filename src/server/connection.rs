@@ -459,6 +459,7 @@ impl Server {
             last_max_iteration_us: stats.last_max_iteration.as_micros() as u64,
             last_max_iteration_cpu_us: stats.last_max_iteration_cpu.as_micros() as u64,
             max_iteration_us: self.max_iteration.as_micros() as u64,
+            max_iteration_cpu_us: self.iteration_cpu.max.as_micros() as u64,
         }
     }
 }

@@ -175,6 +175,8 @@ pub struct Server {
     snapshot_reports: Vec<(NodeId, bool)>,
     /// Longest loop iteration (poll return to the end of the iteration) since start.
     pub(super) max_iteration: Duration,
+    /// CPU time of the slow iterations (`max_iteration_cpu_us`).
+    pub(super) iteration_cpu: super::clock::IterationCpu,
     /// When this node, as leader, next looks for expired keys to purge.
     next_purge: Instant,
     /// Membership: addresses, standing, CLUSTER commands (`cluster.rs`).
@@ -214,6 +216,7 @@ impl Server {
                 Err(err) => return Err(err.into()),
             }
             let began = Instant::now();
+            self.iteration_cpu.iteration_began(began);
             self.start_client_budget();
             let snapshotting = self.snapshots.is_writing();
             // Thread CPU time is a real syscall (no vDSO): read it only for the
@@ -241,11 +244,10 @@ impl Server {
                 self.snapshots.note_iteration(took, took_cpu);
             }
             if took.as_millis() as u64 > self.config.heartbeat_ms {
-                // The CPU time is measured only while a snapshot is written.
-                let cpu = match began_cpu {
-                    Some(_) => format!(" ({} us of CPU)", took_cpu.as_micros()),
-                    None => String::new(),
-                };
+                // Exact while a snapshot is written; otherwise from the last mark.
+                let exact = began_cpu.map(|_| took_cpu);
+                let cpu = self.iteration_cpu.slow_iteration_ended(exact);
+                let cpu = format!(" ({} us of CPU)", cpu.as_micros());
                 debug!(
                     "slow loop iteration: {} us{}{}",
                     took.as_micros(),

@@ -151,6 +151,7 @@ impl Server {
             lookups,
             snapshot_reports: Vec::new(),
             max_iteration: Duration::ZERO,
+            iteration_cpu: crate::server::clock::IterationCpu::new(Duration::from_millis(tick_ms)),
             next_purge: Instant::now(),
             cluster,
         })

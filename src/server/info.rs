@@ -52,6 +52,9 @@ pub struct SnapshotInfo {
     pub last_max_iteration_cpu_us: u64,
     /// Longest loop iteration since start.
     pub max_iteration_us: u64,
+    /// The most CPU time of one slow iteration since start (an iteration
+    /// longer than the heartbeat in wall time).
+    pub max_iteration_cpu_us: u64,
 }
 
 fn member_list(ids: &[NodeId], addresses: &[(NodeId, String)]) -> String {
@@ -179,6 +182,7 @@ fn persistence(out: &mut String, p: &SnapshotInfo) {
     field(out, "snapshots_received", p.received);
     field(out, "snapshots_sent", p.sent);
     field(out, "max_iteration_us", p.max_iteration_us);
+    field(out, "max_iteration_cpu_us", p.max_iteration_cpu_us);
 }
 
 /// This process's resident size in bytes (`VmRSS`), 0 where /proc does not
