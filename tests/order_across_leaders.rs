@@ -92,39 +92,49 @@ impl Order {
 
 /// Transfers the leadership `times` times between the two nodes of `pair`,
 /// the first leading, `pause` before each and after the last; returns the
-/// leader at the end.
+/// leader at the end, and whether every transfer finished at the first ask.
 fn transfer_back_and_forth(
     cluster: &Cluster,
     pair: (usize, usize),
     times: usize,
     pause: Duration,
-) -> usize {
+) -> (usize, bool) {
     let (mut leader, mut target) = pair;
+    let mut first_asks = true;
     for _ in 0..times {
         thread::sleep(pause);
-        transfer(cluster, leader, target);
+        first_asks &= transfer(cluster, leader, target);
         std::mem::swap(&mut leader, &mut target);
     }
     thread::sleep(pause);
-    leader
+    (leader, first_asks)
 }
 
 /// Moves the leadership from `from` to `to`, asking again while the
 /// transfer is abandoned (SPEC: the target did not take over within an
 /// election timeout, which a loaded machine can cause) or refused with
-/// `-TRYAGAIN`, until `to` leads.
-fn transfer(cluster: &Cluster, from: usize, to: usize) {
+/// `-TRYAGAIN`, until `to` leads; returns whether the first ask did it.
+fn transfer(cluster: &Cluster, from: usize, to: usize) -> bool {
     let id = cluster.nodes[to].id.to_string();
     let abandoned = format!("ERR transfer to {} abandoned", id);
+    let mut asks = 0;
     wait_for(
         Duration::from_secs(30),
         &format!("node {} to take over from {}", to + 1, from + 1),
-        || match cluster.client(from).cmd(&["CLUSTER", "TRANSFER", &id]) {
-            Reply::Ok => Some(()),
-            Reply::Error(e) if e == abandoned || e.starts_with("TRYAGAIN") => None,
-            other => panic!("transfer from {} to {} answered {:?}", from, to, other),
+        || {
+            asks += 1;
+            match cluster.client(from).cmd(&["CLUSTER", "TRANSFER", &id]) {
+                Reply::Ok => Some(()),
+                Reply::Error(e) if e == abandoned || e.starts_with("TRYAGAIN") => None,
+                other => panic!("transfer from {} to {} answered {:?}", from, to, other),
+            }
         },
     );
+    asks == 1
+}
+
+fn term(cluster: &Cluster, i: usize) -> u64 {
+    cluster.info(i)["term"].parse().expect("a numeric term")
 }
 
 fn value_of(reply: Reply) -> Option<String> {
@@ -248,7 +258,7 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
     let (cluster, first, follower, second) = start();
     pipeline_while(&cluster, follower, false, || {
         let pause = Duration::from_millis(200);
-        let leader = transfer_back_and_forth(&cluster, (first, second), 4, pause);
+        let (leader, _) = transfer_back_and_forth(&cluster, (first, second), 4, pause);
         {
             let _frozen = Resume::stop(cluster.pid(leader).expect("the leader's pid"));
             let frozen_id = cluster.nodes[leader].id.to_string();
@@ -266,25 +276,73 @@ fn a_followers_pipeline_keeps_its_order_while_the_leadership_moves() {
     );
 }
 
+/// Attempts at a run of plain transfers (see below) before the test gives up.
+const PLAIN_ATTEMPTS: usize = 4;
+
 /// A plain transfer costs the client nothing: with each `GET` ahead of a
 /// `SET`, the old leader drops the reads it took and refuses the writes it
 /// held, and the follower routes both again, in order, with no error.
+///
+/// Only a run whose transfers were all plain is held to that: each finished
+/// at the first ask and the term rose by one per transfer. On a loaded
+/// machine a target's loop can stall past the transfer's timeout (1.0 s in a
+/// vote's fsync, in one of 45 runs beside other disk work); the leader then
+/// abandons the transfer and proposes the writes it held, the target's late
+/// campaign deposes it, and the reads it took are dropped with their
+/// connection's later writes in its log: `-TRYAGAIN leader changed`, as
+/// SPEC allows when a leader is lost. Such a run is still checked for the
+/// connection's order, and the test tries again.
 #[test]
 fn a_transfer_under_a_followers_pipeline_answers_every_request() {
     let _alone = one_at_a_time();
     let (cluster, first, follower, second) = start();
-    let replies = pipeline_while(&cluster, follower, true, || {
-        transfer_back_and_forth(&cluster, (first, second), 6, Duration::from_millis(150));
-    });
-    let errors: Vec<(usize, &Reply)> = replies
-        .iter()
-        .enumerate()
-        .filter(|(_, reply)| matches!(reply, Reply::Error(_)))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{} errors: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    let mut pair = (first, second);
+    for attempt in 1..=PLAIN_ATTEMPTS {
+        // Each run's order checks start from a key that is absent.
+        let deleted = cluster.client(follower).cmd_retry(&["DEL", KEY]);
+        assert!(
+            matches!(deleted, Reply::Integer(_)),
+            "DEL {KEY}: {deleted:?}"
+        );
+        let term_before = term(&cluster, pair.0);
+        let mut first_asks = false;
+        let replies = pipeline_while(&cluster, follower, true, || {
+            let pause = Duration::from_millis(150);
+            first_asks = transfer_back_and_forth(&cluster, pair, 6, pause).1;
+        });
+        let leader = cluster.wait_for_leader(Duration::from_secs(20));
+        let plain = first_asks && term(&cluster, leader) == term_before + 6;
+        if !plain {
+            eprintln!("attempt {attempt}: not every transfer was plain; trying again");
+            pair = leading_pair(&cluster, leader, follower);
+            continue;
+        }
+        let errors: Vec<(usize, &Reply)> = replies
+            .iter()
+            .enumerate()
+            .filter(|(_, reply)| matches!(reply, Reply::Error(_)))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} errors: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        return;
+    }
+    panic!("none of {PLAIN_ATTEMPTS} runs had only plain transfers");
+}
+
+/// The leader and the other node that is not `follower`, once `follower`
+/// does not lead (an election outside the transfers may have chosen it).
+fn leading_pair(cluster: &Cluster, leader: usize, follower: usize) -> (usize, usize) {
+    let others: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
+    let leader = if leader == follower {
+        transfer(cluster, follower, others[0]);
+        others[0]
+    } else {
+        leader
+    };
+    let other = others.iter().copied().find(|&i| i != leader);
+    (leader, other.expect("a third node"))
 }

@@ -124,9 +124,33 @@ impl Node {
             return;
         };
         t.elapsed += 1;
+        let t = *t;
         if t.elapsed >= self.config.election_ticks {
+            log::info!(
+                "leadership transfer to node {} timed out: {}",
+                t.target,
+                self.transfer_waits_for(t)
+            );
             self.abandon_transfer();
         }
+    }
+
+    /// What a transfer that timed out was waiting for, for the log: a
+    /// loaded run held a leader's writes for seconds, and the log could not
+    /// tell a TimeoutNow held back from a target slow to campaign.
+    fn transfer_waits_for(&self, t: Transfer) -> String {
+        if t.timeout_now_sent {
+            return "TimeoutNow was sent; the target has not taken over".to_string();
+        }
+        let target_match = self.progress.get(&t.target).map_or(0, |pr| pr.match_index);
+        format!(
+            "TimeoutNow not sent: target holds through {} of {}; reads taken before unconfirmed: {}; applied {} of {}",
+            target_match,
+            self.log.last_index(),
+            self.reads.waits_for_reads_before(t.reads_before),
+            self.log.applied,
+            t.reads_place
+        )
     }
 
     pub(super) fn abandon_transfer(&mut self) {
