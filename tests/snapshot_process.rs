@@ -63,23 +63,8 @@ fn digest(cluster: &Cluster, i: usize) -> Reply {
     cluster.client(i).cmd(&["DEBUG", "DIGEST"])
 }
 
-/// Space the files under `dir` occupy on disk (segments are sparse).
-fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in fs::read_dir(dir).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let meta = entry.metadata().expect("metadata");
-        if meta.is_dir() {
-            total += disk_usage(&entry.path());
-        } else {
-            total += meta.blocks() * 512;
-        }
-    }
-    total
-}
-
-/// Bytes on disk under `path`; a file deleted meanwhile (a segment the
-/// snapshot thread removes) counts as nothing.
+/// Bytes on disk under `path` (segments are sparse); a file deleted
+/// meanwhile (a segment the snapshot thread removes) counts as nothing.
 fn bytes_on_disk(path: &Path) -> u64 {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::read_dir(path).map_or(0, |items| {
@@ -951,7 +936,7 @@ fn the_data_dir_stays_bounded_under_1m_overwrites() {
         "1,000,000 overwrites in {:?}; largest data dir {} bytes; at the end {} bytes, log_bytes {}, snapshot_bytes {}",
         started.elapsed(),
         largest,
-        disk_usage(cluster.data_dir(0)),
+        bytes_on_disk(cluster.data_dir(0)),
         info["log_bytes"],
         info["snapshot_bytes"]
     );
