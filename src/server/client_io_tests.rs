@@ -579,3 +579,26 @@ fn a_connection_closed_with_held_reads_leaves_nothing_behind() {
     assert!(server.forwards.is_empty());
     assert!(!server.parked.holds(tc));
 }
+
+/// Two writes forwarded to node 2 (ids 7 and 8), which then stopped,
+/// saying it read the first and never the second: the second was never
+/// applied, and is served by the next leader (here this node); the first
+/// may have been, and is answered `-TIMEOUT outcome unknown`. Left to the
+/// closed connection, both were.
+#[test]
+fn a_write_a_stopping_node_never_read_goes_to_the_next_leader() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let set = |key: &str| Command::Set(key.as_bytes().to_vec(), b"1".to_vec());
+    forwarded_to(&mut server, tc, 7, 2, set("read"));
+    forwarded_to(&mut server, tc, 8, 2, set("unread"));
+    server.peer_stopping(2, 8);
+    server.settle_orphaned_forwards();
+    lead(&mut server);
+    let replies = iterate_until_replied(&mut server, &mut c, "+OK\r\n");
+    assert_eq!(replies, "-TIMEOUT outcome unknown\r\n+OK\r\n");
+    send(&mut c, b"MGET read unread\r\n");
+    server.read_client(tc);
+    let replies = iterate_until_replied(&mut server, &mut c, "$1\r\n1\r\n");
+    assert_eq!(replies, "*2\r\n$-1\r\n$1\r\n1\r\n");
+}

@@ -39,7 +39,7 @@ pub const PAYLOAD_KV: u8 = 0;
 /// First byte of a Forward payload: a CLUSTER command follows, as text.
 pub const PAYLOAD_CLUSTER: u8 = 1;
 
-const NOT_THE_LEADER: &str = "TRYAGAIN not the leader";
+pub(in crate::server) const NOT_THE_LEADER: &str = "TRYAGAIN not the leader";
 
 /// This node's place in the configuration in force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +129,18 @@ impl ClusterState {
             Some((.., ClusterRequest::Transfer { id: target }, _)) => Some(target),
             _ => None,
         }
+    }
+
+    /// The ids of the CLUSTER requests forwarded to `to` from id `first` on.
+    pub fn forwarded_to_from(&self, to: NodeId, first: u64) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(id, (.., leader))| *leader == to && **id >= first)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Records the CLUSTER command `line` of slot `seq` of `token` as

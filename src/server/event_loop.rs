@@ -43,7 +43,7 @@ use log::{debug, info};
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::sync::atomic::AtomicUsize;
@@ -104,6 +104,9 @@ pub struct Server {
     /// settled (`settle_orphaned_forwards`).
     pub(super) forwards_to_check: bool,
     pub(super) next_forward_id: u64,
+    /// Per peer, one past the highest id of its Forwards this node has
+    /// read: told to it when this node stops (`PeerMessage::Stopping`).
+    pub(super) forwards_read: HashMap<NodeId, u64>,
     /// Connections with a read forwarded to a node that no longer leads,
     /// which waits for a request of the connection itself (see
     /// `Server::recheck_held_reads_of`).
@@ -264,6 +267,7 @@ impl Server {
         self.cluster.book.save_before_exit();
         self.flush_clients();
         self.refuse_unproposed_forwards();
+        self.tell_peers_stopping();
         self.peers.close_all(self.poll.registry());
         self.disk.storage.sync()?;
         Ok(())

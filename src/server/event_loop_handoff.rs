@@ -15,6 +15,7 @@
 use super::Server;
 use crate::kv::Reply;
 use crate::raft::{NodeId, Role, NO_NODE};
+use crate::server::cluster::NOT_THE_LEADER;
 use crate::server::requests::NO_LEADER;
 use crate::wire::peer_msg::PeerMessage;
 use log::{info, warn};
@@ -95,6 +96,53 @@ impl Server {
             self.peers
                 .send(from, &PeerMessage::ForwardReply { id, reply });
         }
+    }
+
+    /// Last before the node exits, after every reply it sends: tells each
+    /// peer which of its forwards this node never read. The connection
+    /// closing alone leaves a peer unable to tell a write this node never
+    /// saw (sent after its last read: a learner, which hears of the new
+    /// leader only from that leader, sends its writes back here when told
+    /// `not the leader`) from one it may have appended, and it answers
+    /// both `-TIMEOUT outcome unknown`.
+    pub(super) fn tell_peers_stopping(&mut self) {
+        let ids: Vec<NodeId> = self.peers.members.keys().copied().collect();
+        for id in ids {
+            let first_unread_forward = self.forwards_read.get(&id).copied().unwrap_or(0);
+            self.peers.send(
+                id,
+                &PeerMessage::Stopping {
+                    first_unread_forward,
+                },
+            );
+        }
+    }
+
+    /// Node `from` is stopping and never read our forwards from
+    /// `first_unread` on: they are routed again, as on `not the leader`,
+    /// and nothing more is sent to it (it is taken for unreachable, so
+    /// requests wait for the next leader rather than go to it).
+    pub(in crate::server) fn peer_stopping(&mut self, from: NodeId, first_unread: u64) {
+        info!("node {} is stopping", from);
+        let mut unread: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(id, forwarded)| forwarded.leader == from && **id >= first_unread)
+            .map(|(id, _)| *id)
+            .collect();
+        unread.sort_unstable();
+        for id in unread {
+            self.handle_forward_reply(id, Reply::error(NOT_THE_LEADER));
+        }
+        for id in self.cluster.forwarded_to_from(from, first_unread) {
+            self.handle_forward_reply(id, Reply::error(NOT_THE_LEADER));
+        }
+        self.peers.close_outbound(
+            from,
+            self.poll.registry(),
+            "it is stopping",
+            &mut self.peer_events,
+        );
     }
 
     /// Closes the client listener, so that new clients are refused rather

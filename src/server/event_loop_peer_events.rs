@@ -62,6 +62,9 @@ impl Server {
                     PeerMessage::Raft(message) => self.step_peer_message(message),
                     PeerMessage::Forward { id, payload } => self.handle_forward(from, id, &payload),
                     PeerMessage::ForwardReply { id, reply } => self.handle_forward_reply(id, reply),
+                    PeerMessage::Stopping {
+                        first_unread_forward,
+                    } => self.peer_stopping(from, first_unread_forward),
                     PeerMessage::SnapshotChunk {
                         snapshot_index,
                         snapshot_term,

@@ -27,7 +27,7 @@ use crate::timer_wheel::TimerWheel;
 use log::info;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,6 +119,7 @@ impl Server {
             reads_held: Default::default(),
             rechecks_deferred: None,
             next_forward_id: crate::server::clock::first_forward_id(),
+            forwards_read: HashMap::new(),
             parked: ParkedRequests::default(),
             quorum_connected: true,
             quorum_waits: VecDeque::new(),

@@ -527,6 +527,20 @@ impl Peers {
         self.dirty.clear();
     }
 
+    /// Closes the connection this node sends `id` on (`id` said it is
+    /// stopping): nothing more is sent to it, and it counts as unreachable.
+    pub fn close_outbound(
+        &mut self,
+        id: NodeId,
+        registry: &Registry,
+        reason: &str,
+        events: &mut Vec<PeerEvent>,
+    ) {
+        if let Some(token) = self.members.get(&id).and_then(|p| p.outbound) {
+            self.close(token, registry, reason, events);
+        }
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&mut self, registry: &Registry) {
         for (_, mut pc) in self.conns.drain() {

@@ -440,6 +440,8 @@ impl Server {
 
     /// A request forwarded to us by a follower that believes we lead.
     pub(super) fn handle_forward(&mut self, from: NodeId, id: u64, payload: &[u8]) {
+        let read = self.forwards_read.entry(from).or_default();
+        *read = (*read).max(id.saturating_add(1));
         let payload = match payload.split_first() {
             Some((&PAYLOAD_KV, command)) => command,
             Some((&PAYLOAD_CLUSTER, text)) => return self.handle_cluster_forward(from, id, text),

@@ -99,6 +99,10 @@ pub enum FrameKind {
     /// the connection, so that the dialer can log it too. An older build
     /// that does not know the kind closes the connection as it would anyway.
     Refusal = 6,
+    /// A node about to exit tells each peer which of its forwards it never
+    /// read (`PeerMessage::Stopping`). An older build that does not know
+    /// the kind closes the connection, which the sender is about to do.
+    Stopping = 7,
 }
 
 impl FrameKind {
@@ -110,6 +114,7 @@ impl FrameKind {
             4 => Some(FrameKind::ForwardReply),
             5 => Some(FrameKind::SnapshotChunk),
             6 => Some(FrameKind::Refusal),
+            7 => Some(FrameKind::Stopping),
             _ => None,
         }
     }

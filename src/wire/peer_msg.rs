@@ -21,6 +21,7 @@
 //!   reply = tag u8 | 0 Ok | 1 Status str | 2 Error str | 3 Integer i64 |
 //!           4 Bulk bytes | 5 Nil | 6 Array [reply] | 7 Map [reply reply]
 //! SnapshotChunk  snapshot_index u64 | snapshot_term u64 | offset u64 | total u64 | data bytes
+//! Stopping       first_unread_forward u64
 //! ```
 
 use super::frame::{
@@ -61,6 +62,12 @@ pub enum PeerMessage {
         offset: u64,
         total: u64,
         data: Vec<u8>,
+    },
+    /// The sender is about to exit, and never read (nor will) the receiver's
+    /// Forwards from id `first_unread_forward` on: those were not applied,
+    /// and may go elsewhere. Sent last, after every ForwardReply it sends.
+    Stopping {
+        first_unread_forward: u64,
     },
 }
 
@@ -103,6 +110,11 @@ impl PeerMessage {
                     put_bytes(out, data);
                 })
             }
+            PeerMessage::Stopping {
+                first_unread_forward,
+            } => encode_frame(FrameKind::Stopping, out, |out| {
+                put_u64(out, *first_unread_forward);
+            }),
         };
         assert_eq!(
             written, size,
@@ -119,6 +131,7 @@ impl PeerMessage {
                 PeerMessage::Forward { payload, .. } => 8 + 4 + payload.len(),
                 PeerMessage::ForwardReply { reply, .. } => 8 + reply_len(reply),
                 PeerMessage::SnapshotChunk { data, .. } => 4 * 8 + 4 + data.len(),
+                PeerMessage::Stopping { .. } => 8,
             }
     }
 
@@ -146,6 +159,9 @@ impl PeerMessage {
                 reply: read_reply(&mut reader, 0)?,
             },
             FrameKind::SnapshotChunk => read_chunk(&mut reader)?,
+            FrameKind::Stopping => PeerMessage::Stopping {
+                first_unread_forward: reader.u64("first unread forward")?,
+            },
         };
         reader.finish(&format!("{kind:?} frame"))?;
         Ok(message)

@@ -159,6 +159,9 @@ fn samples() -> Vec<PeerMessage> {
             total: 0,
             data: Vec::new(),
         },
+        PeerMessage::Stopping {
+            first_unread_forward: u64::MAX,
+        },
     ]
 }
 

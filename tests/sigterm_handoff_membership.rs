@@ -1,0 +1,220 @@
+//! A leader stopped with SIGTERM hands its leadership over (see
+//! `sigterm_handoff.rs`); here, what becomes of the requests around it
+//! that the other nodes send it: writes a learner forwards during the
+//! handover, CLUSTER commands waiting on it, and its own removal.
+//!
+//! Every request answered `-TRYAGAIN` must not have been applied, and none
+//! that certainly was not may be answered `-TIMEOUT outcome unknown`.
+
+mod common;
+
+use common::{wait_for, Cluster, Resume};
+use raftkv::kv::Reply;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+const ELECTION_TIMEOUT_MS: u64 = 4000;
+
+fn id(cluster: &Cluster, i: usize) -> u64 {
+    cluster.nodes[i].id
+}
+
+fn index_of(cluster: &Cluster, id: u64) -> usize {
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == id)
+        .expect("a member")
+}
+
+fn leader_id_seen_by(cluster: &Cluster, i: usize) -> Option<u64> {
+    cluster.info(i)["leader_id"].parse().ok()
+}
+
+fn last_log_index(cluster: &Cluster, i: usize) -> Option<u64> {
+    cluster.info(i)["last_log_index"].parse().ok()
+}
+
+/// Sends node `i` SIGTERM, leaving it running to be waited for.
+fn sigterm(cluster: &Cluster, i: usize) {
+    let pid = cluster.pid(i).expect("running") as i32;
+    // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// Sends the leader SIGTERM and waits for its log to name the node it
+/// hands over to; returns that node.
+fn stop_and_await_handover(cluster: &Cluster, leader: usize) -> usize {
+    sigterm(cluster, leader);
+    let target: u64 = wait_for(Duration::from_secs(5), "the handover to start", || {
+        let log = cluster.log_text(leader);
+        let (_, rest) = log.split_once("handing leadership to node ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    index_of(cluster, target)
+}
+
+/// The voter a leader stopped now hands over to: with equal match indexes,
+/// the lowest id. Waits until every follower holds the leader's log and the
+/// leader has heard them say so.
+fn successor_of(cluster: &Cluster, leader: usize, voters: &[usize]) -> usize {
+    let appended = last_log_index(cluster, leader).expect("numeric index");
+    for &i in voters.iter().filter(|&&i| i != leader) {
+        wait_for(
+            Duration::from_secs(10),
+            "a follower to hold the log",
+            || (last_log_index(cluster, i)? >= appended).then_some(()),
+        );
+    }
+    thread::sleep(Duration::from_millis(500));
+    voters
+        .iter()
+        .copied()
+        .filter(|&i| i != leader)
+        .min_by_key(|&i| id(cluster, i))
+        .expect("a follower")
+}
+
+/// Writers SETting unique keys through one node, one request at a time
+/// each, recording every reply.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+    replies: Arc<Mutex<Vec<(String, Reply)>>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster, node: usize, count: usize) -> Writers {
+        let addr = cluster.nodes[node].client_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let handles = (0..count)
+            .map(|w| {
+                let (addr, stop, replies) = (addr.clone(), Arc::clone(&stop), Arc::clone(&replies));
+                thread::spawn(move || {
+                    let mut client = common::Client::connect(&addr);
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("w{w}-{n}");
+                        n += 1;
+                        client.send(&[b"SET", key.as_bytes(), b"1"]);
+                        // None: no reply within the client's 10 s, which
+                        // the checks below report with the key.
+                        let reply = client
+                            .try_read()
+                            .unwrap_or_else(|| Reply::Error("no reply within 10 s".into()));
+                        replies.lock().expect("not poisoned").push((key, reply));
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            handles,
+            replies,
+        }
+    }
+
+    fn finish(self) -> Vec<(String, Reply)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            handle.join().expect("writer thread");
+        }
+        let replies = self.replies.lock().expect("not poisoned");
+        replies.clone()
+    }
+}
+
+/// Five voters and a learner (node 6). Three voters are frozen, so the
+/// successor, told to campaign, cannot win: the stopping leader steps down
+/// when it votes for it and then runs on, leading nobody, until its bound.
+/// The learner, which no candidate asks for a vote, still takes it for the
+/// leader: every write it forwards there comes back `not the leader` and
+/// goes straight back, so some are on their way when the node exits.
+/// Those were never read there, and were answered `-TIMEOUT outcome
+/// unknown` once the learner heard of the next leader.
+#[test]
+fn writes_a_learner_forwards_to_a_stopping_leader_are_never_left_unknown() {
+    let mut cluster = Cluster::with_joiners(5, 1);
+    cluster.set_election_timeout_ms(ELECTION_TIMEOUT_MS);
+    for i in 0..5 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let learner = 5;
+    cluster.spawn(learner);
+    // Frozen until the leader can no longer promote it.
+    let learner_frozen = Resume::stop(cluster.pid(learner).expect("running"));
+    let addr = cluster.nodes[learner].raft_addr();
+    assert_eq!(
+        cluster
+            .client(leader)
+            .cmd_retry(&["CLUSTER", "ADD", "6", &addr]),
+        Reply::Ok
+    );
+    let voters: Vec<usize> = (0..5).collect();
+    let target = successor_of(&cluster, leader, &voters);
+    let others_frozen: Vec<Resume> = voters
+        .iter()
+        .filter(|&&i| i != leader && i != target)
+        .map(|&i| Resume::stop(cluster.pid(i).expect("running")))
+        .collect();
+    // A change that cannot commit now: while it is pending the leader
+    // promotes no learner.
+    let mut adder = cluster.client(leader);
+    adder.send(&[b"CLUSTER", b"ADD", b"7", b"127.0.0.1:1"]);
+    drop(learner_frozen);
+    let leader_id = id(&cluster, leader);
+    wait_for(
+        Duration::from_secs(5),
+        "the learner to hear from the leader and learn it is a member",
+        || {
+            let info = cluster.info(learner);
+            let leads: u64 = info["leader_id"].parse().ok()?;
+            (leads == leader_id && info["membership"] == "member").then_some(())
+        },
+    );
+    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    let writers = Writers::start(&cluster, learner, 8);
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    drop(others_frozen);
+    wait_for(
+        Duration::from_secs(20),
+        "the learner to hear from a new leader",
+        || {
+            let seen = leader_id_seen_by(&cluster, learner)?;
+            (seen != leader_id && seen != 0).then_some(())
+        },
+    );
+    thread::sleep(Duration::from_millis(300));
+    let replies = writers.finish();
+    let next = cluster.wait_for_leader(Duration::from_secs(20));
+    let mut tally = std::collections::BTreeMap::new();
+    for (_, reply) in &replies {
+        *tally.entry(format!("{reply:?}")).or_insert(0) += 1;
+    }
+    eprintln!("replies through the learner: {tally:?}");
+    let mut client = cluster.client(next);
+    let mut served = 0;
+    for (key, reply) in &replies {
+        match reply {
+            Reply::Ok => {
+                served += 1;
+                assert_eq!(client.cmd_retry(&["GET", key]), common::bulk("1"), "{key}");
+            }
+            Reply::Error(e) if e.starts_with("TRYAGAIN") => {
+                assert_eq!(client.cmd_retry(&["GET", key]), Reply::Nil, "{key}: {e}");
+            }
+            other => panic!("write {key} answered {other:?}"),
+        }
+    }
+    assert!(served > 0, "no write served: {replies:?}");
+}
