@@ -218,3 +218,77 @@ fn writes_a_learner_forwards_to_a_stopping_leader_are_never_left_unknown() {
     }
     assert!(served > 0, "no write served: {replies:?}");
 }
+
+/// A CLUSTER command a follower forwards to a leader that is handing over
+/// is held there, as a write is, and carried out by the new leader once
+/// it leads: not refused `-TRYAGAIN leadership transfer in progress` for
+/// its client to retry, as it was.
+#[test]
+fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader() {
+    let mut cluster = Cluster::with_joiners(3, 1);
+    cluster.set_election_timeout_ms(ELECTION_TIMEOUT_MS);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let target = successor_of(&cluster, leader, &[0, 1, 2]);
+    let forwarder = (0..3)
+        .find(|&i| i != leader && i != target)
+        .expect("a third voter");
+    let target_frozen = Resume::stop(cluster.pid(target).expect("running"));
+    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    let addr = cluster.nodes[3].raft_addr();
+    let mut client = cluster.client(forwarder);
+    client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
+    // Let it reach the stopping leader while the transfer waits.
+    thread::sleep(Duration::from_millis(300));
+    drop(target_frozen);
+    assert_eq!(client.try_read(), Some(Reply::Ok), "the CLUSTER ADD");
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    let members = cluster.client(target).cmd_retry(&["CLUSTER", "MEMBERS"]);
+    let Reply::Bulk(text) = members else {
+        panic!("CLUSTER MEMBERS answered {members:?}");
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("id=4 "), "{text}");
+}
+
+/// As above, but nobody takes over: the held command was never proposed,
+/// and is refused `-TRYAGAIN` when the leader stops at its bound.
+#[test]
+fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
+    let mut cluster = Cluster::with_joiners(3, 1);
+    cluster.set_election_timeout_ms(ELECTION_TIMEOUT_MS);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let target = successor_of(&cluster, leader, &[0, 1, 2]);
+    let forwarder = (0..3)
+        .find(|&i| i != leader && i != target)
+        .expect("a third voter");
+    let target_frozen = Resume::stop(cluster.pid(target).expect("running"));
+    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    let addr = cluster.nodes[3].raft_addr();
+    let mut client = cluster.client(forwarder);
+    client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
+    let reply = client.try_read();
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    assert_eq!(reply, Some(Reply::Error("TRYAGAIN no leader".into())));
+    drop(target_frozen);
+    let next = cluster.wait_for_leader(Duration::from_secs(30));
+    let members = cluster.client(next).cmd_retry(&["CLUSTER", "MEMBERS"]);
+    let Reply::Bulk(text) = members else {
+        panic!("CLUSTER MEMBERS answered {members:?}");
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert!(!text.contains("id=4 "), "{text}");
+}

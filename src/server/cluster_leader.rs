@@ -123,6 +123,15 @@ impl Server {
                 self.cluster.held.push((waiter, Held::Cluster(request)));
                 None
             }
+            // A stopping leader hands over: held, as a forwarded write is,
+            // the command goes to the new leader once it leads (sent back
+            // `not the leader`), or is refused `-TRYAGAIN no leader` if
+            // this node stops without handing over. Refused now, its
+            // client would have to retry what the next leader can do.
+            Err((ConfChangeError::TransferInProgress, waiter)) if self.handing_over() => {
+                self.cluster.held.push((waiter, Held::Cluster(request)));
+                None
+            }
             Err((err, _)) => Some(change_error(err)),
         }
     }
@@ -270,6 +279,47 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Before a node exits: the CLUSTER commands of its own clients that
+    /// are still here are answered, so that none is left to a closed
+    /// connection. One parked or held was never proposed: `-TRYAGAIN no
+    /// leader`. One
+    /// forwarded to the new leader and not answered yet: a change may
+    /// still be carried out there, so `-TIMEOUT outcome unknown`.
+    pub(in crate::server) fn answer_own_cluster_commands(&mut self) {
+        let refused = Reply::error(NO_LEADER);
+        for token in self.cluster.parked.start_dispatch() {
+            for parked in self.cluster.parked.take(token) {
+                let waiter = Waiter::Client {
+                    token,
+                    seq: parked.seq,
+                };
+                self.completions.push(Completion {
+                    waiter,
+                    reply: refused.clone(),
+                });
+            }
+        }
+        self.cluster.parked.finish_dispatch();
+        for (waiter, _) in std::mem::take(&mut self.cluster.held) {
+            self.completions.push(Completion {
+                waiter,
+                reply: refused.clone(),
+            });
+        }
+        for (_, (token, seq, request, _)) in std::mem::take(&mut self.cluster.forwards) {
+            let reply = match request {
+                ClusterRequest::Members => refused.clone(),
+                ClusterRequest::Transfer { id } => crate::replica::reply_transfer_abandoned(id),
+                _ => Reply::error("TIMEOUT outcome unknown"),
+            };
+            self.completions.push(Completion {
+                waiter: Waiter::Client { token, seq },
+                reply,
+            });
+        }
+        self.deliver_completions();
     }
 
     pub(super) fn settle_self_removal(&mut self, outcome: TransferOutcome) {

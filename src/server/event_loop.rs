@@ -265,6 +265,7 @@ impl Server {
         }
         info!("node {} shutting down", self.config.id);
         self.cluster.book.save_before_exit();
+        self.answer_own_cluster_commands();
         self.flush_clients();
         self.refuse_unproposed_forwards();
         self.tell_peers_stopping();
