@@ -292,3 +292,86 @@ fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
     let text = String::from_utf8_lossy(&text);
     assert!(!text.contains("id=4 "), "{text}");
 }
+
+/// CLUSTER REMOVE of the leader, then SIGTERM while it hands over for the
+/// removal: the stop waits for the same transfer, and then for the new
+/// leader to commit the removal, whose `+OK` the client gets. Before, the
+/// node stopped as soon as the successor led, the REMOVE unanswered and
+/// perhaps not even sent on.
+#[test]
+fn a_leader_stopped_while_it_removes_itself_finishes_the_removal() {
+    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let successor = successor_of(&cluster, leader, &[0, 1, 2]);
+    let successor_frozen = Resume::stop(cluster.pid(successor).expect("running"));
+    let leader_id = id(&cluster, leader).to_string();
+    let mut client = cluster.client(leader);
+    client.send(&[b"CLUSTER", b"REMOVE", leader_id.as_bytes()]);
+    let successor_id = id(&cluster, successor);
+    wait_for(Duration::from_secs(5), "the self-removal to start", || {
+        cluster
+            .log_text(leader)
+            .contains(&format!(
+                "removing this node: handing leadership to node {successor_id} first"
+            ))
+            .then_some(())
+    });
+    assert_eq!(stop_and_await_handover(&cluster, leader), successor);
+    drop(successor_frozen);
+    assert_eq!(client.try_read(), Some(Reply::Ok), "the CLUSTER REMOVE");
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    let next = cluster.wait_for_leader(Duration::from_secs(30));
+    let mut client = cluster.client(next);
+    let members = client.cmd_retry(&["CLUSTER", "MEMBERS"]);
+    let Reply::Bulk(text) = members else {
+        panic!("CLUSTER MEMBERS answered {members:?}");
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(!text.contains(&format!("id={leader_id} ")), "{text}");
+    assert_eq!(client.cmd_retry(&["SET", "after", "1"]), Reply::Ok);
+}
+
+/// As above, but the successor stays frozen past the bound: the removal
+/// was never proposed, and its client is told so (`-TRYAGAIN`) rather
+/// than left with a closed connection.
+#[test]
+fn a_leader_stopped_while_it_removes_itself_without_a_successor_refuses_the_removal() {
+    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let successor = successor_of(&cluster, leader, &[0, 1, 2]);
+    let successor_frozen = Resume::stop(cluster.pid(successor).expect("running"));
+    let leader_id = id(&cluster, leader).to_string();
+    let mut client = cluster.client(leader);
+    client.send(&[b"CLUSTER", b"REMOVE", leader_id.as_bytes()]);
+    wait_for(Duration::from_secs(5), "the self-removal to start", || {
+        cluster
+            .log_text(leader)
+            .contains("removing this node: handing leadership to node")
+            .then_some(())
+    });
+    assert_eq!(stop_and_await_handover(&cluster, leader), successor);
+    assert_eq!(
+        client.try_read(),
+        Some(Reply::Error("TRYAGAIN no leader".into())),
+        "the CLUSTER REMOVE"
+    );
+    assert_eq!(
+        cluster.wait_exit(leader, Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    drop(successor_frozen);
+    cluster.spawn(leader);
+    let next = cluster.wait_for_leader(Duration::from_secs(30));
+    let members = cluster.client(next).cmd_retry(&["CLUSTER", "MEMBERS"]);
+    let Reply::Bulk(text) = members else {
+        panic!("CLUSTER MEMBERS answered {members:?}");
+    };
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(text.lines().count(), 3, "{text}");
+}

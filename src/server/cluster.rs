@@ -119,6 +119,12 @@ impl ClusterState {
         self.book.save_if_changed();
     }
 
+    /// Whether CLUSTER commands of this node's own clients wait for a
+    /// leader or for its answer (a stopping node waits for them).
+    pub fn has_own_requests(&self) -> bool {
+        !self.parked.is_empty() || !self.forwards.is_empty()
+    }
+
     /// CLUSTER requests forwarded to the leader and not answered yet.
     pub fn forwarded_count(&self) -> usize {
         self.forwards.len()

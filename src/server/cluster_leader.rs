@@ -283,10 +283,10 @@ impl Server {
 
     /// Before a node exits: the CLUSTER commands of its own clients that
     /// are still here are answered, so that none is left to a closed
-    /// connection. One parked or held was never proposed: `-TRYAGAIN no
-    /// leader`. One
-    /// forwarded to the new leader and not answered yet: a change may
-    /// still be carried out there, so `-TIMEOUT outcome unknown`.
+    /// connection. One parked or held, or a removal of this node still
+    /// handing over, was never proposed: `-TRYAGAIN no leader`. One
+    /// forwarded to the new leader and not answered yet may still be
+    /// carried out there: `-TIMEOUT outcome unknown` for a change.
     pub(in crate::server) fn answer_own_cluster_commands(&mut self) {
         let refused = Reply::error(NO_LEADER);
         for token in self.cluster.parked.start_dispatch() {
@@ -302,7 +302,9 @@ impl Server {
             }
         }
         self.cluster.parked.finish_dispatch();
-        for (waiter, _) in std::mem::take(&mut self.cluster.held) {
+        let held = std::mem::take(&mut self.cluster.held);
+        let removal = self.cluster.self_removal.take().map(|(waiter, _)| waiter);
+        for waiter in held.into_iter().map(|(waiter, _)| waiter).chain(removal) {
             self.completions.push(Completion {
                 waiter,
                 reply: refused.clone(),

@@ -8,7 +8,8 @@
 //! (`raft/transfer.rs`) to the voter the core picks: the target is brought
 //! up to date, sent TimeoutNow, and campaigns at once. The loop runs on,
 //! answering the writes in flight as they commit, until another node leads
-//! and those writes are answered, or a bound passes: one election timeout,
+//! and those writes are answered, and so are its clients' CLUSTER commands
+//! (which go to the new leader), or a bound passes: one election timeout,
 //! at most [`MAX_HANDOFF`]. A second stop request ends it at once. A
 //! follower, or a leader with no voter to hand over to, stops at once.
 
@@ -179,7 +180,15 @@ impl Server {
         let node = self.replica.node();
         let leader = node.leader_id();
         let pending = self.replica.pending();
-        let stop = if leader != NO_NODE && leader != self.config.id && pending == 0 {
+        // CLUSTER commands of this node's clients (a removal of this node
+        // among them, routed again once the transfer it started finished)
+        // go to the new leader, whose answer is waited for.
+        let own_cluster_requests = self.cluster.has_own_requests();
+        let stop = if leader != NO_NODE
+            && leader != self.config.id
+            && pending == 0
+            && !own_cluster_requests
+        {
             info!("node {} leads now; stopping", leader);
             true
         } else if Instant::now() >= handoff.until {
