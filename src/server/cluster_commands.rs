@@ -176,6 +176,7 @@ impl Server {
                 .send(leader, &PeerMessage::Forward { id, payload })
             {
                 self.next_forward_id += 1;
+                self.note_forward_sent(leader, id);
                 self.cluster
                     .forwards
                     .insert(id, (token, seq, request, leader));

@@ -107,6 +107,10 @@ pub struct Server {
     /// Per peer, one past the highest id of its Forwards this node has
     /// read: told to it when this node stops (`PeerMessage::Stopping`).
     pub(super) forwards_read: HashMap<NodeId, u64>,
+    /// Per leader forwarded to, the connection to it (`Peers::last_connection`)
+    /// when the first forward since that connection went, and that forward's
+    /// id: what a stopping node says it never read counts only from there.
+    pub(super) forward_floors: HashMap<NodeId, (u64, u64)>,
     /// Connections with a read forwarded to a node that no longer leads,
     /// which waits for a request of the connection itself (see
     /// `Server::recheck_held_reads_of`).

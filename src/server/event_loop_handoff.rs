@@ -125,6 +125,15 @@ impl Server {
     /// requests wait for the next leader rather than go to it).
     pub(in crate::server) fn peer_stopping(&mut self, from: NodeId, first_unread: u64) {
         info!("node {} is stopping", from);
+        // What it says covers only the forwards sent since our latest
+        // connection with it: an earlier one may have reached an earlier run
+        // of it (killed, then restarted, while we waited for its reply),
+        // which may have appended them, though this run read none.
+        let floor = match self.forward_floors.get(&from) {
+            Some(&(connection, floor)) if connection == self.peers.last_connection(from) => floor,
+            _ => self.next_forward_id,
+        };
+        let first_unread = first_unread.max(floor);
         let mut unread: Vec<u64> = self
             .forwards
             .iter()
@@ -144,6 +153,17 @@ impl Server {
             "it is stopping",
             &mut self.peer_events,
         );
+    }
+
+    /// A forward with id `id` goes to `leader` now (see `forward_floors`).
+    pub(in crate::server) fn note_forward_sent(&mut self, leader: NodeId, id: u64) {
+        let connection = self.peers.last_connection(leader);
+        match self.forward_floors.get(&leader) {
+            Some(&(since, _)) if since == connection => {}
+            _ => {
+                self.forward_floors.insert(leader, (connection, id));
+            }
+        }
     }
 
     /// Closes the client listener, so that new clients are refused rather

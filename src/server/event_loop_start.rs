@@ -120,6 +120,7 @@ impl Server {
             rechecks_deferred: None,
             next_forward_id: crate::server::clock::first_forward_id(),
             forwards_read: HashMap::new(),
+            forward_floors: HashMap::new(),
             parked: ParkedRequests::default(),
             quorum_connected: true,
             quorum_waits: VecDeque::new(),

@@ -32,7 +32,7 @@ use cut_connections::STALL_MIN_MS;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -148,6 +148,10 @@ pub struct Peers {
     stall_ms: u64,
     /// When [`Peers::drop_cut_connections`] last looked.
     stall_checked: Instant,
+    /// Per node, the number of its latest connection either way (ours
+    /// connected, or its handshake accepted), counted across all nodes.
+    connections: HashMap<NodeId, u64>,
+    connections_made: u64,
 }
 
 impl Peers {
@@ -172,7 +176,22 @@ impl Peers {
             learned: Vec::new(),
             stall_ms: STALL_MIN_MS,
             stall_checked: Instant::now(),
+            connections: HashMap::new(),
+            connections_made: 0,
         }
+    }
+
+    /// A connection with `id` was made, either way.
+    pub(in crate::server) fn note_connection(&mut self, id: NodeId) {
+        self.connections_made += 1;
+        self.connections.insert(id, self.connections_made);
+    }
+
+    /// The number of the latest connection made with `id` (0: none yet).
+    /// What a node read of ours is known only for what went on since then:
+    /// before it, our bytes may have gone to an earlier run of it.
+    pub fn last_connection(&self, id: NodeId) -> u64 {
+        self.connections.get(&id).copied().unwrap_or(0)
     }
 
     /// See [`Conn::note_read_closed`].
@@ -378,6 +397,8 @@ impl Peers {
                         connected: true,
                     };
                     let _ = pc.conn.stream.set_nodelay(true);
+                    self.connections_made += 1;
+                    self.connections.insert(peer, self.connections_made);
                     let mut at = "";
                     if let Some(member) = self.members.get_mut(&peer) {
                         member.outbound_ready = true;

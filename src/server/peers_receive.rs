@@ -141,6 +141,7 @@ impl Peers {
                             return Err(reason);
                         }
                     };
+                    self.note_connection(id);
                     if let Some(pc) = self.conns.get_mut(&token) {
                         pc.side = Side::Inbound { peer: Some(id) };
                     }

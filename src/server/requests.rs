@@ -372,6 +372,7 @@ impl Server {
                 .send(leader, &PeerMessage::Forward { id, payload })
             {
                 self.next_forward_id += 1;
+                self.note_forward_sent(leader, id);
                 self.forwards.insert(
                     id,
                     Forwarded {
