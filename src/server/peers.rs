@@ -549,7 +549,7 @@ impl Peers {
     }
 
     /// Closes the connection this node sends `id` on (`id` said it is
-    /// stopping): nothing more is sent to it, and it counts as unreachable.
+    /// stopping): it counts as unreachable until the redial this schedules.
     pub fn close_outbound(
         &mut self,
         id: NodeId,
