@@ -24,31 +24,6 @@ fn id(cluster: &Cluster, i: usize) -> u64 {
     cluster.nodes[i].id
 }
 
-/// Sends node `i` SIGTERM, leaving it running to be waited for.
-fn sigterm(cluster: &Cluster, i: usize) {
-    let pid = cluster.pid(i).expect("running") as i32;
-    // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-/// Sends the leader SIGTERM and waits for its log to name the node it
-/// hands over to; returns that node.
-fn stop_and_await_handover(cluster: &Cluster, leader: usize) -> usize {
-    sigterm(cluster, leader);
-    let target: u64 = wait_for(Duration::from_secs(5), "the handover to start", || {
-        let log = cluster.log_text(leader);
-        let (_, rest) = log.split_once("handing leadership to node ")?;
-        rest.split_whitespace().next()?.parse().ok()
-    });
-    cluster
-        .nodes
-        .iter()
-        .position(|n| n.id == target)
-        .expect("a member")
-}
-
 #[test]
 fn a_leader_stopped_with_sigterm_hands_over_and_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
@@ -189,7 +164,7 @@ fn a_write_in_flight_when_the_leader_is_stopped_is_answered_before_it_exits() {
         "the successor to hold the write",
         || (last(&cluster, successor)? > appended).then_some(()),
     );
-    assert_eq!(stop_and_await_handover(&cluster, leader), successor);
+    assert_eq!(cluster.stop_and_await_handover(leader), successor);
     drop(voter_frozen);
     assert_eq!(writer.try_read(), Some(Reply::Ok), "the write in flight");
     assert_eq!(
@@ -238,7 +213,7 @@ fn a_leader_nobody_can_take_over_from_still_stops_within_the_bound() {
 #[test]
 fn a_leader_whose_successor_goes_away_stops_without_waiting_for_the_bound() {
     let (mut cluster, leader, frozen) = leader_with_frozen_followers();
-    let target = stop_and_await_handover(&cluster, leader);
+    let target = cluster.stop_and_await_handover(leader);
     // Stopped too, as `--local-cluster` stops every node at once.
     cluster.kill(target);
     assert_eq!(
@@ -255,9 +230,9 @@ fn a_leader_whose_successor_goes_away_stops_without_waiting_for_the_bound() {
 #[test]
 fn a_second_sigterm_during_the_handover_stops_the_leader_at_once() {
     let (mut cluster, leader, _frozen) = leader_with_frozen_followers();
-    stop_and_await_handover(&cluster, leader);
+    cluster.stop_and_await_handover(leader);
     // The node is still running: its bound is 2 s.
-    sigterm(&cluster, leader);
+    cluster.sigterm(leader);
     assert_eq!(
         cluster.wait_exit(leader, Duration::from_secs(10)),
         Some(0),
@@ -314,7 +289,7 @@ fn write_held_by_a_leader_whose_handover_fails(
     }
     let mut writer = cluster.client(forwarder);
     let frozen = Resume::stop(cluster.pid(target).expect("running"));
-    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    assert_eq!(cluster.stop_and_await_handover(leader), target);
     writer.send(&[b"SET", b"held", b"1"]);
     let reply = writer.try_read();
     assert_eq!(

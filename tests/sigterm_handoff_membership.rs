@@ -21,41 +21,12 @@ fn id(cluster: &Cluster, i: usize) -> u64 {
     cluster.nodes[i].id
 }
 
-fn index_of(cluster: &Cluster, id: u64) -> usize {
-    cluster
-        .nodes
-        .iter()
-        .position(|n| n.id == id)
-        .expect("a member")
-}
-
 fn leader_id_seen_by(cluster: &Cluster, i: usize) -> Option<u64> {
     cluster.info(i)["leader_id"].parse().ok()
 }
 
 fn last_log_index(cluster: &Cluster, i: usize) -> Option<u64> {
     cluster.info(i)["last_log_index"].parse().ok()
-}
-
-/// Sends node `i` SIGTERM, leaving it running to be waited for.
-fn sigterm(cluster: &Cluster, i: usize) {
-    let pid = cluster.pid(i).expect("running") as i32;
-    // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-/// Sends the leader SIGTERM and waits for its log to name the node it
-/// hands over to; returns that node.
-fn stop_and_await_handover(cluster: &Cluster, leader: usize) -> usize {
-    sigterm(cluster, leader);
-    let target: u64 = wait_for(Duration::from_secs(5), "the handover to start", || {
-        let log = cluster.log_text(leader);
-        let (_, rest) = log.split_once("handing leadership to node ")?;
-        rest.split_whitespace().next()?.parse().ok()
-    });
-    index_of(cluster, target)
 }
 
 /// The voter a leader stopped now hands over to: with equal match indexes,
@@ -178,7 +149,7 @@ fn writes_a_learner_forwards_to_a_stopping_leader_are_never_left_unknown() {
             (leads == leader_id && info["membership"] == "member").then_some(())
         },
     );
-    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    assert_eq!(cluster.stop_and_await_handover(leader), target);
     let writers = Writers::start(&cluster, learner, 8);
     assert_eq!(
         cluster.wait_exit(leader, Duration::from_secs(10)),
@@ -236,7 +207,7 @@ fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader(
         .find(|&i| i != leader && i != target)
         .expect("a third voter");
     let target_frozen = Resume::stop(cluster.pid(target).expect("running"));
-    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    assert_eq!(cluster.stop_and_await_handover(leader), target);
     let addr = cluster.nodes[3].raft_addr();
     let mut client = cluster.client(forwarder);
     client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
@@ -272,7 +243,7 @@ fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
         .find(|&i| i != leader && i != target)
         .expect("a third voter");
     let target_frozen = Resume::stop(cluster.pid(target).expect("running"));
-    assert_eq!(stop_and_await_handover(&cluster, leader), target);
+    assert_eq!(cluster.stop_and_await_handover(leader), target);
     let addr = cluster.nodes[3].raft_addr();
     let mut client = cluster.client(forwarder);
     client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
@@ -316,7 +287,7 @@ fn a_leader_stopped_while_it_removes_itself_finishes_the_removal() {
             ))
             .then_some(())
     });
-    assert_eq!(stop_and_await_handover(&cluster, leader), successor);
+    assert_eq!(cluster.stop_and_await_handover(leader), successor);
     drop(successor_frozen);
     assert_eq!(client.try_read(), Some(Reply::Ok), "the CLUSTER REMOVE");
     assert_eq!(
@@ -354,7 +325,7 @@ fn a_leader_stopped_while_it_removes_itself_without_a_successor_refuses_the_remo
             .contains("removing this node: handing leadership to node")
             .then_some(())
     });
-    assert_eq!(stop_and_await_handover(&cluster, leader), successor);
+    assert_eq!(cluster.stop_and_await_handover(leader), successor);
     assert_eq!(
         client.try_read(),
         Some(Reply::Error("TRYAGAIN no leader".into())),

@@ -376,6 +376,30 @@ impl Cluster {
         }
     }
 
+    /// Sends node `i` SIGTERM, leaving it running to be waited for.
+    pub fn sigterm(&self, i: usize) {
+        let pid = self.pid(i).expect("running") as i32;
+        // SAFETY: kill(2) on the pid of a child this test spawned, not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Sends the leader SIGTERM and waits for its log to name the node it
+    /// hands over to; returns that node.
+    pub fn stop_and_await_handover(&self, leader: usize) -> usize {
+        self.sigterm(leader);
+        let target: u64 = wait_for(Duration::from_secs(5), "the handover to start", || {
+            let log = self.log_text(leader);
+            let (_, rest) = log.split_once("handing leadership to node ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        self.nodes
+            .iter()
+            .position(|n| n.id == target)
+            .expect("a member")
+    }
+
     /// SIGTERM node `i` and return its exit code (None if killed by a signal).
     pub fn terminate(&mut self, i: usize) -> Option<i32> {
         let mut child = self.children[i].take()?;
