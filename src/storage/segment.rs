@@ -47,10 +47,12 @@
 
 #[path = "segment_recovery.rs"]
 mod recovery;
+#[path = "segment_write.rs"]
+mod write;
 
 use super::error::StorageError;
 use super::record;
-use super::{sync_dir, SyncTarget};
+use super::sync_dir;
 use crate::raft::Entry;
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
@@ -60,18 +62,7 @@ use std::sync::Arc;
 pub(crate) use recovery::{first_nonzero, ScanEnd};
 
 const SUFFIX: &str = ".seg";
-
-/// Capacity of the pending-records buffer kept between batches; a larger
-/// batch's buffer is freed once written.
-const PENDING_KEEP_BYTES: usize = 1 << 20;
 const NAME_DIGITS: usize = 20;
-
-/// Zeros are kept written at least `ZERO_AHEAD_MIN` bytes past the last
-/// record, topped up to `ZERO_AHEAD_MAX` at once, so one fdatasync in many
-/// carries the metadata update for a stretch of blocks.
-const ZERO_AHEAD_MIN: usize = 64 << 10;
-const ZERO_AHEAD_MAX: usize = 256 << 10;
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// `00000000000000000001.seg`: fixed width so a directory listing sorts in log order.
 pub(crate) fn file_name(first_index: u64) -> String {
@@ -259,83 +250,6 @@ impl Segment {
         self.mark_dirty(start, self.write_offset);
     }
 
-    /// Writes the records appended since the last call to the file, in one
-    /// `pwrite`, then keeps zeros written ahead of them. The log calls it at
-    /// the end of every append, so nothing reads, syncs or truncates a
-    /// segment while records are pending.
-    pub(crate) fn write_pending(&mut self) -> Result<(), StorageError> {
-        self.write_records()?;
-        self.write_zeros_ahead();
-        Ok(())
-    }
-
-    /// [`Segment::write_pending`] without the zeros: for a full segment
-    /// about to be synced and closed, which will take no more records.
-    pub(crate) fn write_records(&mut self) -> Result<(), StorageError> {
-        use std::os::unix::fs::FileExt;
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let at = self.write_offset - self.pending.len();
-        self.open_file()?
-            .write_all_at(&self.pending, at as u64)
-            .map_err(|e| StorageError::io(&self.path, e).at(at as u64))?;
-        if self.pending.capacity() > PENDING_KEEP_BYTES {
-            self.pending = Vec::new();
-        } else {
-            self.pending.clear();
-        }
-        self.written_to = self.written_to.max(self.write_offset);
-        Ok(())
-    }
-
-    /// Writes zeros over the never-written space just past the records when
-    /// less than `ZERO_AHEAD_MIN` of it has been written. The bytes were zero
-    /// already, so this changes no content; it moves the filesystem's
-    /// conversion of preallocated blocks off the fdatasyncs that follow.
-    /// On this machine's ext4 that made 64 clients commit 13% more writes
-    /// (README). Done on the loop, not a helper thread: a thread zeroing
-    /// ahead could race the loop's `pwrite` of records into the same bytes.
-    ///
-    /// Only an optimization, so a failure (a full disk under a filesystem
-    /// that could not preallocate, say) is logged and ends the zeroing for
-    /// this segment; it is the records' own writes that must succeed.
-    fn write_zeros_ahead(&mut self) {
-        use std::os::unix::fs::FileExt;
-        let len = self.map.len();
-        if self.written_to >= len || self.written_to - self.write_offset >= ZERO_AHEAD_MIN {
-            return;
-        }
-        let end = (self.write_offset + ZERO_AHEAD_MAX).min(len);
-        let Some(file) = self.file.clone() else {
-            // Sealed, so not taking records (they reopen it first).
-            return;
-        };
-        while self.written_to < end {
-            let n = (end - self.written_to).min(ZEROS.len());
-            if let Err(err) = file.write_all_at(&ZEROS[..n], self.written_to as u64) {
-                log::warn!(
-                    "{}: writing zeros ahead of the records at offset {} failed ({}); not trying again in this segment",
-                    self.path.display(),
-                    self.written_to,
-                    err
-                );
-                self.written_to = len;
-                return;
-            }
-            self.written_to += n;
-        }
-    }
-
-    fn assert_written(&self) {
-        debug_assert!(
-            self.pending.is_empty(),
-            "{}: {} bytes of records not yet written",
-            self.path.display(),
-            self.pending.len()
-        );
-    }
-
     /// Removes the records from `index` on. The freed bytes are zeroed and the
     /// zeros synced before this returns: otherwise a crash after new, shorter
     /// records reached the disk but before the zeros did could leave old
@@ -406,59 +320,6 @@ impl Segment {
             None => (start, end),
             Some((s, e)) => (s.min(start), e.max(end)),
         });
-    }
-
-    pub(crate) fn is_dirty(&self) -> bool {
-        self.dirty.is_some()
-    }
-
-    /// The file to fdatasync for everything written so far, and forgets the
-    /// dirty range: the caller syncs it (on another thread, say). Records
-    /// written with `pwrite` and zeros written through the shared mapping are
-    /// all in the file's page cache, so fdatasync of the file covers both.
-    pub(crate) fn take_sync_target(&mut self) -> Option<SyncTarget> {
-        self.assert_written();
-        // A sealed segment is clean: anything written to it since opened
-        // its file again (`write_records`), and a truncation flushes itself.
-        let file = Arc::clone(self.file.as_ref()?);
-        self.dirty.take()?;
-        Some(SyncTarget {
-            file,
-            path: self.path.clone(),
-        })
-    }
-
-    /// fdatasync of the whole file, whatever the dirty range says: a range
-    /// handed to a background syncer ([`Segment::take_sync_target`]) is no
-    /// longer marked dirty but may not be on disk yet.
-    pub(crate) fn sync_file(&mut self) -> Result<(), StorageError> {
-        self.assert_written();
-        self.dirty = None;
-        #[cfg(test)]
-        if self.file.is_some() {
-            super::synced::note(&self.path);
-        }
-        match &self.file {
-            Some(file) => file
-                .sync_data()
-                .map_err(|e| StorageError::io(&self.path, e)),
-            // Sealed: it was synced whole before its file was closed, and
-            // what changed it since (a truncation) flushed itself.
-            None => Ok(()),
-        }
-    }
-
-    /// fdatasync of the dirty range (msync of it: on Linux an fdatasync of
-    /// that range of the file, whether written through the mapping or not).
-    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
-        self.assert_written();
-        if let Some((start, end)) = self.dirty {
-            self.map
-                .flush_range(start, end - start)
-                .map_err(|e| StorageError::io(&self.path, e).at(start as u64))?;
-            self.dirty = None;
-        }
-        Ok(())
     }
 
     /// Unmaps and deletes the file, then makes the deletion durable.
@@ -553,121 +414,5 @@ fn zero_records_back_to_front(map: &mut [u8], starts: &[usize], end: usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_are_fixed_width_and_parse_back() {
-        assert_eq!(file_name(1), "00000000000000000001.seg");
-        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
-        assert_eq!(parse_file_name("00000000000000000001.seg.tmp"), None);
-        assert_eq!(parse_file_name("1.seg"), None);
-        assert_eq!(parse_file_name("0000000000000000000x.seg"), None);
-        assert_eq!(parse_file_name("99999999999999999999.seg"), None);
-    }
-
-    fn entry(index: u64, len: usize) -> Entry {
-        Entry {
-            index,
-            term: 1,
-            kind: crate::raft::EntryKind::Normal,
-            data: vec![0xA5; len].into_iter().collect(),
-        }
-    }
-
-    /// Appends `count` records of `len` bytes as one batch and checks that
-    /// zeros run at least `ZERO_AHEAD_MIN` ahead without growing the file.
-    fn append_batch(seg: &mut Segment, count: usize, len: usize, size: u64) {
-        for _ in 0..count {
-            let index = seg.next_index();
-            seg.append(&entry(index, len));
-        }
-        seg.write_pending().expect("write");
-        let want = (seg.write_offset + ZERO_AHEAD_MIN).min(size as usize);
-        assert!(
-            seg.written_to >= want,
-            "zeros written to {}, records end at {}",
-            seg.written_to,
-            seg.write_offset
-        );
-        let file = seg.file.as_ref().expect("a new segment's file is open");
-        assert_eq!(file.metadata().expect("metadata").len(), size);
-    }
-
-    fn assert_reads_back(seg: &Segment, len: usize) {
-        for index in seg.first_index()..seg.next_index() {
-            assert_eq!(seg.entry(index).expect("entry"), entry(index, len));
-        }
-    }
-
-    #[test]
-    fn zeros_run_ahead_of_the_records_but_never_past_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let size = 5 * ZERO_AHEAD_MAX as u64 + 1234;
-        let len = 1000;
-        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
-        append_batch(&mut seg, 16, len, size);
-        // A batch longer than the zeros ahead of it.
-        append_batch(&mut seg, 300, len, size);
-        seg.truncate_from(200).expect("truncate");
-        append_batch(&mut seg, 16, len, size);
-        assert_reads_back(&seg, len);
-        seg.sync_file().expect("sync");
-        let path = seg.path().to_path_buf();
-        drop(seg);
-
-        let mut seg = Segment::open(path, 1).expect("open");
-        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
-        assert_eq!(seg.next_index(), 216);
-        append_batch(&mut seg, 16, len, size);
-        while seg.fits(16 * record::encoded_len(len)) {
-            append_batch(&mut seg, 16, len, size);
-        }
-        assert_eq!(seg.written_to, size as usize);
-        assert_reads_back(&seg, len);
-        seg.sync_file().expect("sync");
-        let (path, next) = (seg.path().to_path_buf(), seg.next_index());
-        drop(seg);
-
-        let mut seg = Segment::open(path, 1).expect("open");
-        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
-        assert_eq!(seg.next_index(), next);
-        assert_reads_back(&seg, len);
-    }
-
-    /// A sealed segment holds no descriptor, reads from its mapping, and
-    /// takes records again once a truncation makes it the newest.
-    #[test]
-    fn a_sealed_segment_reads_without_its_file_and_reopens_it_to_take_records() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let size = 4 * ZERO_AHEAD_MAX as u64;
-        let len = 1000;
-        let mut seg = Segment::create(dir.path(), 1, size).expect("create");
-        append_batch(&mut seg, 100, len, size);
-        // Dirty: not sealed until synced.
-        seg.close_file();
-        assert!(seg.holds_file());
-        seg.sync_file().expect("sync");
-        seg.close_file();
-        assert!(!seg.holds_file());
-        assert!(seg.take_sync_target().is_none());
-        seg.sync_file().expect("sync of a sealed segment");
-        assert_reads_back(&seg, len);
-
-        seg.truncate_from(60).expect("truncate");
-        assert!(!seg.holds_file(), "a truncation needs only the mapping");
-        append_batch(&mut seg, 10, len, size);
-        assert!(seg.holds_file());
-        assert!(seg.take_sync_target().is_some());
-        seg.sync_file().expect("sync");
-        assert_eq!(seg.next_index(), 70);
-        assert_reads_back(&seg, len);
-        let path = seg.path().to_path_buf();
-        drop(seg);
-
-        let mut seg = Segment::open(path, 1).expect("open");
-        assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
-        assert_eq!(seg.next_index(), 70);
-        assert_reads_back(&seg, len);
-    }
-}
+#[path = "segment_tests.rs"]
+mod tests;
