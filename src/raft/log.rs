@@ -35,6 +35,11 @@ use super::conf_change;
 use super::message::{Entry, EntryKind, SnapshotMeta};
 use super::quorum::Membership;
 
+#[path = "log_compaction.rs"]
+mod compaction;
+
+pub use compaction::trailing_count;
+
 #[derive(Debug)]
 pub(super) struct RaftLog {
     /// Index of the entry just before `entries[0]`: the compaction point.
@@ -165,16 +170,6 @@ impl RaftLog {
             self.last_index()
         );
         &self.entries[(lo - self.offset - 1) as usize..(hi - self.offset) as usize]
-    }
-
-    /// How many entries, counting down from `index` (included), a trailing
-    /// margin of at most `max_entries` keeps within `max_bytes` of payload;
-    /// `max_entries` when all of those still in memory fit.
-    pub fn trailing_within(&self, index: u64, max_entries: u64, max_bytes: u64) -> u64 {
-        let lo = index.saturating_sub(max_entries).max(self.offset) + 1;
-        let hi = index.min(self.last_index());
-        let sizes = self.slice(lo, hi).iter().rev().map(|e| e.data.len() as u64);
-        trailing_count(sizes, max_entries, max_bytes)
     }
 
     /// Entries from `lo` whose payloads total at most `max_bytes`, but always at
@@ -316,68 +311,6 @@ impl RaftLog {
         true
     }
 
-    /// Installs a snapshot from the leader: the log now starts after `meta`,
-    /// under `conf` (the configuration at `meta.index`).
-    pub fn restore_snapshot(&mut self, meta: SnapshotMeta, conf: Membership) {
-        assert!(
-            meta.index > self.committed,
-            "snapshot {} at or below the commit index {}",
-            meta.index,
-            self.committed
-        );
-        self.offset = meta.index;
-        self.offset_term = meta.term;
-        self.entries.clear();
-        self.conf_base = conf;
-        self.confs.clear();
-        self.committed = meta.index;
-        self.applied = meta.index;
-        // The entries up to the snapshot are committed cluster-wide; counting them
-        // as persisted cannot make the leader count itself for an uncommitted entry.
-        self.persisted = meta.index;
-        self.unstable = meta.index + 1;
-        self.snapshot = meta.clone();
-        self.pending_snapshot = Some(meta);
-    }
-
-    /// Records `meta` as the latest snapshot and drops entries up to
-    /// `meta.index - trailing` from memory; returns them, so the caller can
-    /// free them where it likes (a large prefix takes a while to free).
-    pub fn compact(&mut self, meta: SnapshotMeta, trailing: u64) -> Vec<Entry> {
-        assert!(
-            meta.index <= self.applied,
-            "snapshot {} covers unapplied entries (applied {})",
-            meta.index,
-            self.applied
-        );
-        if meta.index <= self.snapshot.index {
-            return Vec::new();
-        }
-        if let Some(term) = self.term(meta.index) {
-            assert_eq!(
-                term, meta.term,
-                "snapshot {} has the wrong term",
-                meta.index
-            );
-        }
-        // Entries whose sync is still running stay: a follower may apply (and
-        // snapshot) committed entries before its own copy of them is synced.
-        let drop_to = meta.index.saturating_sub(trailing).min(self.persisted);
-        self.snapshot = meta;
-        if drop_to <= self.offset {
-            return Vec::new();
-        }
-        let term = self.term(drop_to).expect("drop_to is inside the log");
-        self.conf_base = self.conf_at(drop_to).clone();
-        self.confs.retain(|(i, _)| *i > drop_to);
-        // Moves the kept suffix out (O(kept)) rather than draining the prefix.
-        let kept = self.entries.split_off((drop_to - self.offset) as usize);
-        let dropped = std::mem::replace(&mut self.entries, kept);
-        self.offset = drop_to;
-        self.offset_term = term;
-        dropped
-    }
-
     /// Panics with the offending values if an invariant above is broken.
     pub fn check_invariants(&self) {
         debug_assert!(
@@ -448,21 +381,6 @@ fn conf_of(entry: &Entry) -> Option<(u64, Membership)> {
     Some((entry.index, Membership::new(&conf.voters, &conf.learners)))
 }
 
-/// How many entries a trailing margin of at most `max_entries` keeps, given
-/// their payload sizes counting down from the snapshot's index: all of them,
-/// or those before the one whose payload would pass `max_bytes`. The running
-/// node counts its log in memory; a start counts the one on disk.
-pub fn trailing_count(sizes: impl Iterator<Item = u64>, max_entries: u64, max_bytes: u64) -> u64 {
-    let mut bytes = 0u64;
-    for (kept, size) in (0u64..).zip(sizes) {
-        bytes = bytes.saturating_add(size);
-        if bytes > max_bytes {
-            return kept;
-        }
-    }
-    max_entries
-}
-
 /// How many of `entries`, from the first, fit in `max_bytes` of payload;
 /// at least one (when there is one).
 fn count_within(entries: &[Entry], max_bytes: u64) -> usize {
@@ -479,185 +397,5 @@ fn count_within(entries: &[Entry], max_bytes: u64) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ent(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            kind: EntryKind::Normal,
-            data: vec![0; 10].into(),
-        }
-    }
-
-    fn log_with_terms(terms: &[u64]) -> RaftLog {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(i, t)| ent(i as u64 + 1, *t))
-            .collect();
-        RaftLog::restore(SnapshotMeta::default(), Membership::new(&[1], &[]), entries)
-    }
-
-    #[test]
-    fn term_lookup_covers_offset_and_rejects_outside() {
-        let log = RaftLog::restore(
-            SnapshotMeta {
-                index: 5,
-                term: 2,
-                ..Default::default()
-            },
-            Membership::new(&[1], &[]),
-            vec![ent(6, 2), ent(7, 3)],
-        );
-        assert_eq!(log.term(4), None);
-        assert_eq!(log.term(5), Some(2));
-        assert_eq!(log.term(7), Some(3));
-        assert_eq!(log.term(8), None);
-        assert_eq!(log.committed, 5);
-        assert_eq!(log.persisted, 7);
-    }
-
-    #[test]
-    fn up_to_date_compares_last_term_then_last_index() {
-        // Reference: Raft §5.4.1.
-        let log = log_with_terms(&[1, 1, 2]);
-        assert!(
-            log.is_up_to_date(1, 3),
-            "higher last term wins even if shorter"
-        );
-        assert!(log.is_up_to_date(3, 2), "same term, same length");
-        assert!(!log.is_up_to_date(2, 2), "same term, shorter");
-        assert!(
-            !log.is_up_to_date(9, 1),
-            "lower last term loses even if longer"
-        );
-    }
-
-    #[test]
-    fn conflicting_entry_truncates_the_suffix_only() {
-        let mut log = log_with_terms(&[1, 1, 1, 1]);
-        log.take_unstable();
-        log.persisted_through(4);
-        let last = log.append_from_leader(1, &[ent(2, 1), ent(3, 2)]);
-        assert_eq!(last, 3);
-        assert_eq!(
-            log.last_index(),
-            3,
-            "entry 4 followed the conflict and went"
-        );
-        assert_eq!(log.term(3), Some(2));
-        assert_eq!(log.unstable, 3, "the caller must rewrite from the conflict");
-        assert_eq!(log.persisted, 2);
-        // A stale, shorter append of matching entries changes nothing.
-        assert_eq!(log.append_from_leader(0, &[ent(1, 1)]), 1);
-        assert_eq!(log.last_index(), 3);
-    }
-
-    #[test]
-    #[should_panic(expected = "conflicts with committed entry")]
-    fn committed_entries_are_never_truncated() {
-        let mut log = log_with_terms(&[1, 1, 1]);
-        log.commit_to(2);
-        log.append_from_leader(1, &[ent(2, 5)]);
-    }
-
-    #[test]
-    fn find_conflict_by_term_skips_whole_terms() {
-        let log = log_with_terms(&[1, 1, 3, 3, 3, 5, 5]);
-        assert_eq!(log.find_conflict_by_term(7, 4), (5, 3));
-        assert_eq!(log.find_conflict_by_term(7, 5), (7, 5));
-        assert_eq!(log.find_conflict_by_term(4, 2), (2, 1));
-        assert_eq!(log.find_conflict_by_term(20, 3), (5, 3), "clamped to last");
-        assert_eq!(log.find_conflict_by_term(7, 0), (0, 0));
-    }
-
-    #[test]
-    fn entries_from_respects_the_byte_limit_but_sends_one() {
-        let log = log_with_terms(&[1, 1, 1, 1]);
-        assert_eq!(log.entries_from(1, 25).len(), 2);
-        assert_eq!(
-            log.entries_from(1, 5).len(),
-            1,
-            "one entry even over the limit"
-        );
-        assert_eq!(log.entries_from(3, 1000).len(), 2);
-    }
-
-    fn conf_ent(index: u64, voters: &[u64]) -> Entry {
-        let conf = conf_change::ConfEntry {
-            change: conf_change::ConfChange::Remove { id: 9 },
-            voters: voters.to_vec(),
-            learners: Vec::new(),
-        };
-        Entry {
-            index,
-            term: 1,
-            kind: EntryKind::ConfChange,
-            data: conf_change::encode(&conf).into(),
-        }
-    }
-
-    #[test]
-    fn configurations_follow_appends_truncation_and_compaction() {
-        let mut log = RaftLog::restore(
-            SnapshotMeta::default(),
-            Membership::new(&[1, 2, 3], &[]),
-            vec![ent(1, 1), conf_ent(2, &[1, 2]), ent(3, 1)],
-        );
-        log.append(conf_ent(4, &[1]));
-        assert_eq!((log.conf().voters.clone(), log.conf_index()), (vec![1], 4));
-        assert_eq!(log.conf_at(3).voters, vec![1, 2]);
-        assert_eq!(log.conf_at(1).voters, vec![1, 2, 3]);
-        log.append_from_leader(3, &[ent(4, 2)]);
-        assert_eq!(
-            (log.conf().voters.clone(), log.conf_index()),
-            (vec![1, 2], 2)
-        );
-        log.take_unstable();
-        log.persisted_through(4);
-        log.commit_to(4);
-        log.applied = 4;
-        let meta = SnapshotMeta {
-            index: 3,
-            term: 1,
-            voters: vec![1, 2],
-            learners: Vec::new(),
-        };
-        log.compact(meta, 0);
-        assert_eq!(
-            (log.conf().voters.clone(), log.conf_index()),
-            (vec![1, 2], 0),
-            "folded into the configuration at the compaction point"
-        );
-        log.check_invariants();
-    }
-
-    #[test]
-    fn compaction_keeps_a_trailing_margin() {
-        let mut log = log_with_terms(&[1, 1, 2, 2, 2, 3]);
-        log.take_unstable();
-        log.persisted_through(6);
-        log.commit_to(6);
-        log.applied = 5;
-        let meta = SnapshotMeta {
-            index: 5,
-            term: 2,
-            ..Default::default()
-        };
-        let dropped: Vec<u64> = log
-            .compact(meta.clone(), 2)
-            .iter()
-            .map(|e| e.index)
-            .collect();
-        assert_eq!(dropped, vec![1, 2, 3]);
-        assert_eq!(log.first_index(), 4);
-        // An older or equal snapshot drops nothing.
-        assert!(log.compact(meta, 0).is_empty());
-        assert_eq!(log.term(3), Some(2));
-        assert_eq!(log.term(2), None);
-        assert_eq!(log.snapshot.index, 5);
-        log.check_invariants();
-    }
-}
+#[path = "log_tests.rs"]
+mod tests;
