@@ -1,11 +1,12 @@
 //! One segment file: preallocated, memory-mapped, holding records with
 //! contiguous indexes starting at the index in its name.
 //!
-//! This file creates segments and appends, truncates, reads and syncs their
-//! records. Opening a segment found on disk, the scan that finds its
-//! records again, what decides where they end (torn writes, files cut
-//! short), the repairs recovery makes, and what each write here leaves
-//! after a crash are in `segment_recovery.rs`.
+//! This file creates segments and appends, truncates and reads their
+//! records; writing them to the file and syncing them are in
+//! `segment_write.rs`. Opening a segment found on disk, the scan that finds
+//! its records again, what decides where they end (torn writes, files cut
+//! short), the repairs recovery makes, and what each write leaves after a
+//! crash are in `segment_recovery.rs`.
 //!
 //! Safety properties the segment keeps (the recovery side relies on them,
 //! and its repairs, made once recovery succeeds, restore 1 and 4):

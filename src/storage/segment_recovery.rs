@@ -3,12 +3,12 @@
 //! repairs recovery makes once the rest of the data directory is checked
 //! (cutting a torn tail, extending a file cut short).
 //!
-//! Separate from `segment.rs`, which writes the bytes, because this is where
-//! bytes left by a crash (or by someone else) are judged: the rules below,
-//! and the argument that they cover whatever a crash can leave, read best
-//! without the code that appends and syncs. They rely on the safety
-//! properties numbered at the top of `segment.rs`, which its writing code
-//! keeps.
+//! Separate from `segment.rs` and `segment_write.rs`, which write the
+//! bytes, because this is where bytes left by a crash (or by someone else)
+//! are judged: the rules below, and the argument that they cover whatever a
+//! crash can leave, read best without the code that appends and syncs. They
+//! rely on the safety properties numbered at the top of `segment.rs`, which
+//! the writing code keeps.
 //!
 //! # Torn writes, and files cut short
 //!
@@ -73,8 +73,8 @@
 //! `write_offset` (property 1 of `segment.rs`) and the full size (property
 //! 4) may not hold.
 //!
-//! What the segment's own writes (in `segment.rs`) leave after a crash,
-//! whatever the moment:
+//! What the segment's own writes (in `segment.rs` and `segment_write.rs`)
+//! leave after a crash, whatever the moment:
 //!
 //! - Creation ([`Segment::create`]): the file is sized (`set_len`,
 //!   `posix_fallocate`) and fsynced as `.tmp`, then renamed and the directory

@@ -1,7 +1,8 @@
 //! The snapshot directory as a whole: which snapshot a start loads and
 //! which it passes over, what pruning keeps, snapshots set aside, and the
 //! temporary files a crash leaves. The file format, and writing and
-//! receiving one file, are `snapshot.rs`'s.
+//! receiving one file, are `snapshot.rs`'s (receiving in
+//! `snapshot_receive.rs`).
 
 use super::error::{StorageError, StorageErrorKind};
 use super::snapshot::{
