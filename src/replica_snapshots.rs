@@ -65,7 +65,7 @@ impl<W> Replica<W> {
         self.snapshot_due_at = self.due_after(last);
     }
 
-    /// Sets the byte bounds (defaults [`SNAPSHOT_LOG_BYTES`] and
+    /// Sets the byte bounds (defaults `SNAPSHOT_LOG_BYTES` and
     /// [`MAX_TRAILING_BYTES`]); for tests, which cannot write gigabytes.
     pub fn set_snapshot_bytes(&mut self, log_bytes: u64, trailing_bytes: u64) {
         self.snapshot_log_bytes = log_bytes;

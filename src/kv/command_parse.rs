@@ -24,7 +24,7 @@ enum Arity {
 }
 
 impl Command {
-    /// Parses a client argv (argv[0] is the command name, any case).
+    /// Parses a client argv (`argv[0]` is the command name, any case).
     pub fn parse(argv: &[Vec<u8>]) -> Result<Command, CommandError> {
         let Some(name) = argv.first() else {
             return Err(CommandError::Unknown(String::new()));

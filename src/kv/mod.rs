@@ -225,7 +225,7 @@ impl KvStore {
     }
 
     /// Prepares the map for applying these payloads next (a hint; it changes
-    /// nothing): see [`ShardedMap::prefetch`]. Only SETs are looked at.
+    /// nothing): see `ShardedMap::prefetch`. Only SETs are looked at.
     pub fn prefetch_encoded<'a>(&self, payloads: impl Iterator<Item = &'a [u8]>) {
         let mut keys: [&[u8]; shards::PREFETCH_KEYS_MAX] = [&[]; shards::PREFETCH_KEYS_MAX];
         let mut count = 0;

@@ -108,7 +108,7 @@ pub fn hash_key(key: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// Most keys [`ShardedMap::prefetch`] looks ahead at once: enough to keep the
+/// Most keys `ShardedMap::prefetch` looks ahead at once: enough to keep the
 /// memory system busy, few enough that the lines stay in cache until used.
 pub const PREFETCH_KEYS_MAX: usize = 32;
 

@@ -100,7 +100,7 @@ impl Node {
         started
     }
 
-    /// Starts a linearizable read; `ctx` comes back in a [`ReadState`] (or in
+    /// Starts a linearizable read; `ctx` comes back in a [`ReadState`](super::ReadState) (or in
     /// `Ready::dropped_reads` if this node stops being the leader first).
     /// Reads made before the next [`Node::ready`] share one confirmation round.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {

@@ -87,7 +87,7 @@ impl Node {
         self.role
     }
 
-    /// See [`RaftConfig::max_apply_bytes`].
+    /// See [`RaftConfig::max_apply_bytes`](super::RaftConfig::max_apply_bytes).
     pub fn max_apply_bytes(&self) -> u64 {
         self.config.max_apply_bytes
     }

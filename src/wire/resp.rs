@@ -29,7 +29,7 @@ use self::inline::split_inline;
 use crate::kv::parse_integer;
 use std::fmt;
 
-/// A request's words: argv[0] is the command name.
+/// A request's words: `argv[0]` is the command name.
 pub type Argv = Vec<Vec<u8>>;
 
 /// Which reply dialect a connection speaks.
