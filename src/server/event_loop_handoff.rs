@@ -122,8 +122,8 @@ impl Server {
     /// Node `from` is stopping and never read our forwards from
     /// `first_unread` on: they are routed again, as on `not the leader`,
     /// and our connection to it is closed (it counts as unreachable, so
-    /// requests wait for the next leader rather than go to it until the
-    /// usual redial, 20 ms on, which a node slow to exit may still accept:
+    /// requests wait for the next leader rather than go to it, until the
+    /// redial a second on, which a node that slow to exit may still accept:
     /// what goes to it then ends `-TIMEOUT`, as before this message).
     pub(in crate::server) fn peer_stopping(&mut self, from: NodeId, first_unread: u64) {
         info!("node {} is stopping", from);

@@ -549,7 +549,10 @@ impl Peers {
     }
 
     /// Closes the connection this node sends `id` on (`id` said it is
-    /// stopping): it counts as unreachable until the redial this schedules.
+    /// stopping): it counts as unreachable until the redial this schedules,
+    /// which waits the longest backoff rather than the usual 20 ms: a node
+    /// still exiting could accept that one, and be sent requests it will
+    /// never read.
     pub fn close_outbound(
         &mut self,
         id: NodeId,
@@ -559,6 +562,11 @@ impl Peers {
     ) {
         if let Some(token) = self.members.get(&id).and_then(|p| p.outbound) {
             self.close(token, registry, reason, events);
+            for (peer, delay_ms) in self.reconnects.iter_mut() {
+                if *peer == id {
+                    *delay_ms = (*delay_ms).max(BACKOFF_MAX_MS);
+                }
+            }
         }
     }
 

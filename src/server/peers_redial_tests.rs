@@ -136,3 +136,24 @@ fn a_timer_that_fires_while_a_dial_is_under_way_keeps_that_dial() {
     wait_for_failure(&mut peers, &mut poll);
     assert_eq!(peers.reconnects, vec![(2, 2 * BACKOFF_MIN_MS)]);
 }
+
+/// A peer that said it is stopping is redialed only after the longest
+/// backoff: at the usual 20 ms, a node still exiting could accept the
+/// connection and be sent requests it will never read.
+#[test]
+fn a_stopping_peer_is_redialed_after_the_longest_backoff() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let mut poll = Poll::new().expect("poll");
+    let mut peers = node_1_knowing(&[(2, &addr)]);
+    peers.connect(2, poll.registry(), Token(10));
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while !peers.is_connected(2) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+        poll_once(&mut peers, &mut poll, &mut events);
+    }
+    peers.close_outbound(2, poll.registry(), "it is stopping", &mut events);
+    assert!(!peers.is_connected(2));
+    assert_eq!(peers.reconnects, vec![(2, BACKOFF_MAX_MS)]);
+}
