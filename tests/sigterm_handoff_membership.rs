@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{wait_for, Cluster, Resume};
+use common::{wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,12 +190,11 @@ fn writes_a_learner_forwards_to_a_stopping_leader_are_never_left_unknown() {
     assert!(served > 0, "no write served: {replies:?}");
 }
 
-/// A CLUSTER command a follower forwards to a leader that is handing over
-/// is held there, as a write is, and carried out by the new leader once
-/// it leads: not refused `-TRYAGAIN leadership transfer in progress` for
-/// its client to retry, as it was.
-#[test]
-fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader() {
+/// Three voters and a joiner, node 4: the leader is stopped with its
+/// successor frozen, and a follower's client sends `CLUSTER ADD 4` during
+/// the handover. Returns the cluster, the leader, the frozen successor (and
+/// what resumes it) and the client.
+fn add_during_a_handover() -> (Cluster, usize, usize, Resume, Client) {
     let mut cluster = Cluster::with_joiners(3, 1);
     cluster.set_election_timeout_ms(ELECTION_TIMEOUT_MS);
     for i in 0..3 {
@@ -211,6 +210,16 @@ fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader(
     let addr = cluster.nodes[3].raft_addr();
     let mut client = cluster.client(forwarder);
     client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
+    (cluster, leader, target, target_frozen, client)
+}
+
+/// A CLUSTER command a follower forwards to a leader that is handing over
+/// is held there, as a write is, and carried out by the new leader once
+/// it leads: not refused `-TRYAGAIN leadership transfer in progress` for
+/// its client to retry, as it was.
+#[test]
+fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader() {
+    let (mut cluster, leader, target, target_frozen, mut client) = add_during_a_handover();
     // Let it reach the stopping leader while the transfer waits.
     thread::sleep(Duration::from_millis(300));
     drop(target_frozen);
@@ -232,21 +241,7 @@ fn a_cluster_add_forwarded_during_the_handover_is_carried_out_by_the_new_leader(
 /// and is refused `-TRYAGAIN` when the leader stops at its bound.
 #[test]
 fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
-    let mut cluster = Cluster::with_joiners(3, 1);
-    cluster.set_election_timeout_ms(ELECTION_TIMEOUT_MS);
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let target = successor_of(&cluster, leader, &[0, 1, 2]);
-    let forwarder = (0..3)
-        .find(|&i| i != leader && i != target)
-        .expect("a third voter");
-    let target_frozen = Resume::stop(cluster.pid(target).expect("running"));
-    assert_eq!(cluster.stop_and_await_handover(leader), target);
-    let addr = cluster.nodes[3].raft_addr();
-    let mut client = cluster.client(forwarder);
-    client.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
+    let (mut cluster, leader, _, target_frozen, mut client) = add_during_a_handover();
     let reply = client.try_read();
     assert_eq!(
         cluster.wait_exit(leader, Duration::from_secs(10)),
