@@ -259,6 +259,27 @@ fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
     assert!(!text.contains("id=4 "), "{text}");
 }
 
+/// Three voters; the leader's client sends `CLUSTER REMOVE` of the leader
+/// with its successor frozen, and the leader starts handing over for it.
+/// Returns the cluster, the leader, the successor (and what resumes it) and
+/// the client.
+fn self_removal_under_way() -> (Cluster, usize, usize, Resume, Client) {
+    let cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let successor = successor_of(&cluster, leader, &[0, 1, 2]);
+    let successor_frozen = Resume::stop(cluster.pid(successor).expect("running"));
+    let leader_id = id(&cluster, leader).to_string();
+    let mut client = cluster.client(leader);
+    client.send(&[b"CLUSTER", b"REMOVE", leader_id.as_bytes()]);
+    wait_for(Duration::from_secs(5), "the self-removal to start", || {
+        cluster
+            .log_text(leader)
+            .contains("removing this node: handing leadership to node")
+            .then_some(())
+    });
+    (cluster, leader, successor, successor_frozen, client)
+}
+
 /// CLUSTER REMOVE of the leader, then SIGTERM while it hands over for the
 /// removal: the stop waits for the same transfer, and then for the new
 /// leader to commit the removal, whose `+OK` the client gets. Before, the
@@ -266,22 +287,8 @@ fn a_cluster_add_held_by_a_leader_whose_handover_fails_is_refused_tryagain() {
 /// perhaps not even sent on.
 #[test]
 fn a_leader_stopped_while_it_removes_itself_finishes_the_removal() {
-    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let successor = successor_of(&cluster, leader, &[0, 1, 2]);
-    let successor_frozen = Resume::stop(cluster.pid(successor).expect("running"));
+    let (mut cluster, leader, successor, successor_frozen, mut client) = self_removal_under_way();
     let leader_id = id(&cluster, leader).to_string();
-    let mut client = cluster.client(leader);
-    client.send(&[b"CLUSTER", b"REMOVE", leader_id.as_bytes()]);
-    let successor_id = id(&cluster, successor);
-    wait_for(Duration::from_secs(5), "the self-removal to start", || {
-        cluster
-            .log_text(leader)
-            .contains(&format!(
-                "removing this node: handing leadership to node {successor_id} first"
-            ))
-            .then_some(())
-    });
     assert_eq!(cluster.stop_and_await_handover(leader), successor);
     drop(successor_frozen);
     assert_eq!(client.try_read(), Some(Reply::Ok), "the CLUSTER REMOVE");
@@ -307,19 +314,7 @@ fn a_leader_stopped_while_it_removes_itself_finishes_the_removal() {
 /// than left with a closed connection.
 #[test]
 fn a_leader_stopped_while_it_removes_itself_without_a_successor_refuses_the_removal() {
-    let mut cluster = Cluster::start_with_election_timeout(3, ELECTION_TIMEOUT_MS);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let successor = successor_of(&cluster, leader, &[0, 1, 2]);
-    let successor_frozen = Resume::stop(cluster.pid(successor).expect("running"));
-    let leader_id = id(&cluster, leader).to_string();
-    let mut client = cluster.client(leader);
-    client.send(&[b"CLUSTER", b"REMOVE", leader_id.as_bytes()]);
-    wait_for(Duration::from_secs(5), "the self-removal to start", || {
-        cluster
-            .log_text(leader)
-            .contains("removing this node: handing leadership to node")
-            .then_some(())
-    });
+    let (mut cluster, leader, successor, successor_frozen, mut client) = self_removal_under_way();
     assert_eq!(cluster.stop_and_await_handover(leader), successor);
     assert_eq!(
         client.try_read(),
