@@ -452,6 +452,36 @@ fn shipped_conf_files_load() {
     assert_eq!(single.client_addr, "127.0.0.1:6381");
 }
 
+/// README: "Every key is commented, with its default, in conf/node1.conf".
+/// Each shipped file sets every required key and shows every other one,
+/// commented out where it has a default, with that default.
+#[test]
+fn shipped_conf_files_show_every_key_with_its_default() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf");
+    for name in ["node1.conf", "node2.conf", "node3.conf", "single.conf"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        for def in KEYS {
+            let set = format!("{} = ", def.name);
+            let shown = format!("# {} = ", def.name);
+            let line = text
+                .lines()
+                .find(|line| line.starts_with(&set) || line.starts_with(&shown))
+                .unwrap_or_else(|| panic!("{name}: no line for key '{}'", def.name));
+            match def.presence {
+                Presence::Required | Presence::RequiredUnlessJoin => {
+                    assert!(line.starts_with(&set), "{name}: '{line}' is not set")
+                }
+                Presence::Default(value) if line.starts_with(&shown) => assert_eq!(
+                    line,
+                    format!("{shown}{value}"),
+                    "{name}: the default shown is not the default"
+                ),
+                Presence::Default(_) | Presence::Optional => {}
+            }
+        }
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_text_and_values_never_panic(
