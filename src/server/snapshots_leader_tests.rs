@@ -2,8 +2,9 @@
 //! longer wants stop before they cost a follower's worth of bytes.
 
 use super::*;
-use crate::server::peers::{LocalIdentity, PeerEvent};
+use crate::server::peers::{LocalIdentity, PeerEvent, Peers};
 use crate::server::snapshot_resend::MAX_WAIT;
+use crate::storage::snapshot;
 use mio::{Poll, Token, Waker};
 use std::net::TcpListener;
 use std::path::Path;

@@ -3,7 +3,7 @@
 use super::*;
 use crate::kv::Command;
 use crate::raft::{testnet, Node, RaftConfig, Restored};
-use crate::storage::snapshot::SnapshotWriter;
+use crate::storage::snapshot::{self, SnapshotWriter};
 use mio::{Poll, Token, Waker};
 use std::path::Path;
 use std::sync::Arc;
