@@ -119,6 +119,8 @@ mod log;
 pub use log::trailing_count;
 mod membership;
 #[cfg(test)]
+mod membership_removal_tests;
+#[cfg(test)]
 mod membership_tests;
 pub mod message;
 mod node;
