@@ -574,6 +574,8 @@ fn digest_with_timeouts(digest: u64, expires: &Deadlines, clock: u64) -> u64 {
 }
 
 #[cfg(test)]
+mod keyspace_scan_tests;
+#[cfg(test)]
 mod keyspace_tests;
 #[cfg(test)]
 mod tests;
