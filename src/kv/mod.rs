@@ -578,6 +578,8 @@ mod keyspace_scan_tests;
 #[cfg(test)]
 mod keyspace_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod timeouts_tests;
