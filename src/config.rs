@@ -8,7 +8,7 @@
 //! 1. [`load`] reads the file named by `--config`;
 //! 2. [`parse`] turns its text into `(key, value, line)` triples, rejecting
 //!    unknown and duplicate keys (pure, so it is tested on strings);
-//! 3. [`resolve`] lays the flags over the file, checks every value against its
+//! 3. [`resolve`](fn@resolve) lays the flags over the file, checks every value against its
 //!    key's bounds and the keys against each other, and builds a [`Config`].
 //!
 //! Every error is one line naming where the bad setting came from: `file:line:`

@@ -7,7 +7,7 @@ use super::{key_def, ConfigError};
 /// Splits a config file's text into `(key, value, line)` triples, line numbers
 /// counting from 1. `#` starts a comment anywhere on a line (so a value cannot
 /// contain one); blank lines are skipped; keys and values are trimmed. Unknown and
-/// duplicate keys are errors here; values are checked by [`resolve`](super::resolve).
+/// duplicate keys are errors here; values are checked by [`resolve`](fn@super::resolve).
 pub fn parse(text: &str, file_name: &str) -> Result<Vec<(String, String, usize)>, ConfigError> {
     let mut settings: Vec<(String, String, usize)> = Vec::new();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
