@@ -649,10 +649,14 @@ fn a_node_of_another_cluster_does_not_join() {
 /// error. None of it may cost the cluster its leader.
 #[test]
 fn large_relayed_replies_are_the_leaders_bytes_and_oversized_transactions_get_errors() {
-    // The default election timeout, not the tests' 200 ms: a 50 MB reply
-    // holds up the heartbeats queued behind it on the same connection, and
-    // with other work on the machine an election followed once.
-    let cluster = Cluster::start_with_election_timeout(3, 500);
+    // Not the tests' 200 ms, nor the default 500: a 50 MB reply holds up the
+    // heartbeats queued behind it on the same connection, and on a busy
+    // machine a node's loop also stalls for half a second (an 8 MB write
+    // throttled by other disk traffic, or no CPU): elections followed, and
+    // with them a `-TRYAGAIN` for a SET whose slot the new leader took. An
+    // election now still fails the test, but only one a reply held up for
+    // seconds could cause.
+    let cluster = Cluster::start_with_election_timeout(3, 2000);
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     assert_eq!(
         cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
@@ -1422,7 +1426,12 @@ fn clients_over_an_iterations_read_budget_are_all_served_whole_and_in_order() {
     // clients left over go first in the next. Four pipelines of 10 MiB,
     // waiting in the kernel while the node is stopped, take many turns each:
     // none is starved, reordered or cut.
-    let cluster = Cluster::start(1);
+    //
+    // A 2 s election timeout, not the tests' 200 ms: each write's deadline
+    // (4 election timeouts) runs from when the node read it, and the 40 MiB
+    // must be synced by then; 800 ms was too short on a machine with other
+    // disk traffic (`-TIMEOUT outcome unknown`).
+    let cluster = Cluster::start_with_election_timeout(1, 2000);
     let value = |c: usize, i: usize| format!("{c}:{i}:{}", "v".repeat(1 << 20));
     let mut clients = Vec::new();
     let mut pipelines = Vec::new();
@@ -1871,11 +1880,26 @@ fn writes_parked_past_a_dispatch_budget_all_go_once_there_is_a_leader() {
     // Requests that arrive while there is no leader are parked; once one is
     // elected they are routed 16 MiB at a time, in order. Four clients park
     // 8 MiB each on a node alone, then the others start.
+    //
+    // Each write's deadline (4 election timeouts) runs from its arrival, and
+    // must cover the start of two processes, an election (up to 2 election
+    // timeouts after they start) and the replication of 32 MiB: with 1 s
+    // election timeouts a loaded machine took longer, and the first writes
+    // were answered `-TIMEOUT`. With 3 s the election leaves 6 s for the rest.
+    let election_timeout = Duration::from_secs(3);
     let mut cluster = Cluster::new(3);
-    cluster.set_election_timeout_ms(1000);
+    cluster.set_election_timeout_ms(election_timeout.as_millis() as u64);
     cluster.spawn(0);
     let value = |c: usize, i: usize| format!("{c}:{i}:{}", "p".repeat(1 << 20));
     let mut clients: Vec<Client> = (0..4).map(|_| cluster.client(0)).collect();
+    for client in &clients {
+        // The first reply may take up to the writes' deadline.
+        let wait = election_timeout * 4 + Duration::from_secs(10);
+        client
+            .stream
+            .set_read_timeout(Some(wait))
+            .expect("set the read timeout");
+    }
     for (c, client) in clients.iter_mut().enumerate() {
         for i in 0..8 {
             client.send(&[
