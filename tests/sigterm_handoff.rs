@@ -159,10 +159,14 @@ fn a_write_in_flight_when_the_leader_is_stopped_is_answered_before_it_exits() {
     let appended = last(&cluster, leader).expect("numeric index");
     let mut writer = cluster.client(leader);
     writer.send(&[b"SET", b"in-flight", b"1"]);
+    // The leader picks the follower it knows to hold the longest log: that
+    // the successor holds the write is not enough, its acknowledgement must
+    // have reached the leader. Until it has, the frozen voter ties with it,
+    // and on a loaded machine the leader once handed over to the voter.
     wait_for(
-        Duration::from_secs(5),
-        "the successor to hold the write",
-        || (last(&cluster, successor)? > appended).then_some(()),
+        Duration::from_secs(20),
+        "the leader to know the successor holds the write",
+        || (cluster.match_index_known_to(leader, successor)? > appended).then_some(()),
     );
     assert_eq!(cluster.stop_and_await_handover(leader), successor);
     drop(voter_frozen);
@@ -272,16 +276,16 @@ fn write_held_by_a_leader_whose_handover_fails(
     };
     let appended = last(&cluster, leader).expect("numeric index");
     let mut followers: Vec<usize> = (0..nodes).filter(|&i| i != leader).collect();
+    // Until the leader has heard every follower acknowledge it, it could
+    // hand over to one that did: with equal match indexes it hands over to
+    // the lower id. (A 500 ms sleep stood for this.)
     for &i in &followers {
         wait_for(
-            Duration::from_secs(10),
-            "a follower to hold the log",
-            || (last(&cluster, i)? >= appended).then_some(()),
+            Duration::from_secs(20),
+            "the leader to know a follower holds the log",
+            || (cluster.match_index_known_to(leader, i)? >= appended).then_some(()),
         );
     }
-    // Let the leader hear both acknowledge it: with equal match indexes it
-    // hands over to the lower id.
-    std::thread::sleep(Duration::from_millis(500));
     followers.sort_by_key(|&i| id(&cluster, i));
     let (target, forwarder) = (followers[0], followers[1]);
     for &i in &followers[2..2 + killed] {

@@ -34,14 +34,16 @@ fn last_log_index(cluster: &Cluster, i: usize) -> Option<u64> {
 /// leader has heard them say so.
 fn successor_of(cluster: &Cluster, leader: usize, voters: &[usize]) -> usize {
     let appended = last_log_index(cluster, leader).expect("numeric index");
+    // Waiting for the leader to hear it, not a follower to hold it and then
+    // 500 ms: on a loaded machine an acknowledgement can take longer, and
+    // the leader then hands over to another follower.
     for &i in voters.iter().filter(|&&i| i != leader) {
         wait_for(
-            Duration::from_secs(10),
-            "a follower to hold the log",
-            || (last_log_index(cluster, i)? >= appended).then_some(()),
+            Duration::from_secs(20),
+            "the leader to know a follower holds its log",
+            || (cluster.match_index_known_to(leader, i)? >= appended).then_some(()),
         );
     }
-    thread::sleep(Duration::from_millis(500));
     voters
         .iter()
         .copied()

@@ -464,6 +464,22 @@ impl Cluster {
         })
     }
 
+    /// The match index node `leader` knows node `i` to have (its CLUSTER
+    /// MEMBERS): what it acts on, e.g. a stopping leader hands over to the
+    /// follower with the highest, not to one that holds a longer log but
+    /// whose acknowledgement has not reached it yet.
+    pub fn match_index_known_to(&self, leader: usize, i: usize) -> Option<u64> {
+        let Reply::Bulk(text) =
+            Client::try_connect(&self.nodes[leader].client_addr())?.cmd(&["CLUSTER", "MEMBERS"])
+        else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let prefix = format!("id={} ", self.nodes[i].id);
+        let line = text.lines().find(|line| line.starts_with(&prefix))?;
+        line.split("match_index=").nth(1)?.trim().parse().ok()
+    }
+
     pub fn log_text(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
     }
