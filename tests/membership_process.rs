@@ -859,15 +859,20 @@ fn a_joined_node_restarted_on_another_raft_port_exits_1_and_changes_nothing() {
 /// `-TRYAGAIN`, changing nothing, while removing the dead node goes ahead.
 #[test]
 fn removing_a_voter_that_would_leave_no_reachable_quorum_is_refused() {
-    let mut cluster = Cluster::start(3);
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    // With one voter of three dead, the leader keeps leading only while it
+    // hears the live one every check-quorum round (an election timeout):
+    // 2 s, not the tests' 200 ms, which a loaded machine's stalls outlast.
+    let election_timeout = Duration::from_millis(2000);
+    let mut cluster = Cluster::start_with_election_timeout(3, election_timeout.as_millis() as u64);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (live, dead) = (followers[0], followers[1]);
     cluster.kill(dead);
     // The leader counts a voter as down once it missed a whole check-quorum
-    // round (an election timeout, 200 ms here).
-    thread::sleep(Duration::from_millis(1000));
+    // round: within two election timeouts, however late the leader runs (a
+    // late wake-up runs every tick it missed).
+    thread::sleep(election_timeout * 5 / 2);
     for target in [live, leader] {
         let id = cluster.nodes[target].id;
         let reply = cluster
@@ -929,8 +934,13 @@ fn the_dead_one_of_two_voters_is_removed_by_the_survivor_while_it_leads() {
 /// It hands over to a voter it hears from instead.
 #[test]
 fn a_leader_removing_itself_hands_over_to_a_voter_that_is_up() {
-    let mut cluster = Cluster::start(4);
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    // With one voter of four dead, the leader keeps its quorum only while it
+    // hears both others every check-quorum round (an election timeout): with
+    // the tests' 200 ms, a follower that a loaded machine did not run for
+    // 1.3 s cost it the leadership, and the REMOVE got `-TRYAGAIN no leader`.
+    let election_timeout = Duration::from_millis(2000);
+    let mut cluster = Cluster::start_with_election_timeout(4, election_timeout.as_millis() as u64);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let dead = (0..4).find(|&i| i != leader).expect("a follower");
     let dead_id = cluster.nodes[dead].id;
@@ -946,8 +956,10 @@ fn a_leader_removing_itself_hands_over_to_a_voter_that_is_up() {
             .then_some(())
     });
     cluster.kill(dead);
-    // Counted down once it missed a whole check-quorum round (200 ms here).
-    thread::sleep(Duration::from_millis(1000));
+    // Counted down once it missed a whole check-quorum round: within two
+    // election timeouts, however late the leader runs (a late wake-up runs
+    // every tick it missed).
+    thread::sleep(election_timeout * 5 / 2);
     let leader_id = cluster.nodes[leader].id.to_string();
     // On a loaded machine the successor may not take over within an
     // election timeout (`-TRYAGAIN transfer to N abandoned`), and the
