@@ -469,9 +469,11 @@ impl Cluster {
     /// follower with the highest, not to one that holds a longer log but
     /// whose acknowledgement has not reached it yet.
     pub fn match_index_known_to(&self, leader: usize, i: usize) -> Option<u64> {
-        let Reply::Bulk(text) =
-            Client::try_connect(&self.nodes[leader].client_addr())?.cmd(&["CLUSTER", "MEMBERS"])
-        else {
+        let mut client = Client::try_connect(&self.nodes[leader].client_addr())?;
+        if !client.try_send(&[b"CLUSTER", b"MEMBERS"]) {
+            return None;
+        }
+        let Reply::Bulk(text) = client.try_read()? else {
             return None;
         };
         let text = String::from_utf8_lossy(&text).into_owned();
