@@ -258,12 +258,26 @@ fn members_pipelined_behind_an_add_shows_the_learners_address() {
 #[test]
 fn transfers_finish_or_are_abandoned_and_pipelined_changes_run_one_at_a_time() {
     let mut cluster = Cluster::with_joiners(3, 2);
+    // A transfer must finish within an election timeout: 1 s, not the tests'
+    // 200 ms, in which a loaded machine once did not let the target even
+    // acknowledge the leader's first entry (`-ERR transfer to 2 abandoned`).
+    cluster.set_election_timeout_ms(1000);
     for i in 0..3 {
         cluster.spawn(i);
     }
     let leader = cluster.wait_for_leader(Duration::from_secs(15));
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
     let id_a = cluster.nodes[a].id.to_string();
+    // And it starts from a target the leader knows to hold its log, as a
+    // transfer to a caught-up follower is what this part checks.
+    let last: u64 = cluster.info(leader)["last_log_index"]
+        .parse()
+        .expect("last_log_index");
+    wait_for(
+        Duration::from_secs(20),
+        "the leader to hear node a acknowledge its log",
+        || (cluster.match_index_known_to(leader, a)? >= last).then_some(()),
+    );
     // Asked through another follower, answered once node a leads.
     assert_eq!(cluster_cmd(&cluster, b, &["TRANSFER", &id_a]), ok());
     assert_eq!(cluster.info(a)["leader_id"], id_a);
