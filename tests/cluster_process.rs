@@ -1821,7 +1821,15 @@ fn a_transfer_whose_leader_froze_is_answered_once_the_target_leads() {
 /// transaction is now refused as it is queued; the cluster goes on.
 #[test]
 fn a_transaction_whose_entry_would_not_fit_a_frame_is_refused() {
-    let (cluster, leader) = cluster_that_committed_a_write();
+    // 2 s election timeouts, not the tests' 200 ms: under load the leader's
+    // loop once went 0.42 s without running (8 ms of CPU) and a follower
+    // was elected. The refusal itself is checked as each KEYS is queued.
+    let cluster = Cluster::start_with_election_timeout(3, 2000);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "warm", "1"]),
+        Reply::Ok
+    );
     let term = cluster.info(leader)["term"].clone();
     let mut client = cluster.client(leader);
     let count = 425_000;
