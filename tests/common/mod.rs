@@ -533,9 +533,9 @@ impl Drop for Cluster {
             self.keep_logs();
             for i in 0..self.nodes.len() {
                 let text = self.log_text(i);
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("---- node {} log (last 40 lines, newest first) ----", i + 1);
-                for line in tail {
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("---- node {} log (last 40 lines) ----", i + 1);
+                for line in &lines[lines.len().saturating_sub(40)..] {
                     eprintln!("{}", line);
                 }
             }
