@@ -275,6 +275,13 @@ impl<W> Replica<W> {
         }
     }
 
+    /// Takes every waiter of a leadership transfer not settled yet, with its
+    /// target: a node about to exit answers them itself, since the outcome
+    /// will never reach it.
+    pub fn take_transfer_waiters(&mut self) -> Vec<(NodeId, W)> {
+        std::mem::take(&mut self.transfers)
+    }
+
     /// Answers the transfer waiters whose target's outcome is known, and
     /// reports the outcomes.
     fn settle_transfers(

@@ -168,9 +168,10 @@ impl Server {
     /// call has read [`READ_BUDGET`] bytes; the rest waits for the next
     /// iteration.
     pub(super) fn read_client(&mut self, token: Token) {
-        // A stopping leader takes no new request: one read now could get
-        // no answer before the node goes.
-        if self.handing_over() {
+        // A stopping node takes no new request: one read now could get no
+        // answer before the node goes (its last `flush_clients` resumes
+        // reading clients whose requests were all answered at exit).
+        if self.stopping() {
             return;
         }
         if self
@@ -449,4 +450,4 @@ impl Server {
 
 #[cfg(test)]
 #[path = "client_io_tests.rs"]
-mod tests;
+pub(super) mod tests;

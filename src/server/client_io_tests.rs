@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 /// A node of one member on free loopback ports, its loop not running.
-fn node() -> (Server, tempfile::TempDir) {
+pub(in crate::server) fn node() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let client_port = free_port();
     let raft_addr = format!("127.0.0.1:{}", free_port());
@@ -46,7 +46,7 @@ fn node() -> (Server, tempfile::TempDir) {
 }
 
 /// Reads exactly `want` from the client's socket (5 s at most) and compares.
-fn expect_replies(c: &mut TcpStream, want: &[u8]) {
+pub(in crate::server) fn expect_replies(c: &mut TcpStream, want: &[u8]) {
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut got = vec![0; want.len()];
@@ -55,7 +55,7 @@ fn expect_replies(c: &mut TcpStream, want: &[u8]) {
 }
 
 /// Connects a client and has the node accept it; returns its socket and token.
-fn connect(server: &mut Server) -> (TcpStream, Token) {
+pub(in crate::server) fn connect(server: &mut Server) -> (TcpStream, Token) {
     let before: Vec<Token> = server.clients.keys().copied().collect();
     let stream = TcpStream::connect(&server.config.client_addr).expect("connect");
     server.accept_clients();
@@ -68,7 +68,7 @@ fn connect(server: &mut Server) -> (TcpStream, Token) {
     (stream, token)
 }
 
-fn send(stream: &mut TcpStream, bytes: &[u8]) {
+pub(in crate::server) fn send(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).expect("send");
     // On loopback the bytes are in the node's socket by then.
     std::thread::sleep(Duration::from_millis(20));
@@ -207,7 +207,7 @@ fn parked_requests_answered_at_their_deadline_or_whose_client_left_are_dropped()
 
 /// Ticks the node's core until it leads (it is the only member), then lets
 /// it commit the entry of its term.
-fn lead(server: &mut Server) {
+pub(in crate::server) fn lead(server: &mut Server) {
     use crate::raft::Role;
     for _ in 0..1000 {
         if server.replica.node().role() == Role::Leader {
@@ -225,7 +225,13 @@ fn lead(server: &mut Server) {
 /// Opens a slot on `token` for `command` as if forwarded to node `to` with
 /// forwarding id `id`, which then stopped leading: no leader is known and
 /// node `to` is not connected (this node has no peer).
-fn forwarded_to(server: &mut Server, token: Token, id: u64, to: NodeId, command: Command) -> u64 {
+pub(in crate::server) fn forwarded_to(
+    server: &mut Server,
+    token: Token,
+    id: u64,
+    to: NodeId,
+    command: Command,
+) -> u64 {
     let write = command.is_write();
     let kind = if write { Kind::Write } else { Kind::Read };
     let client = server.clients.get_mut(&token).expect("client");
@@ -372,7 +378,11 @@ fn parked_cluster_commands_answered_at_their_deadline_or_whose_client_left_are_d
 
 /// Runs the node's loop (its steps, as `iterate`) until the client has
 /// been sent replies ending with `end` (5 s at most); returns them.
-fn iterate_until_replied(server: &mut Server, c: &mut TcpStream, end: &str) -> String {
+pub(in crate::server) fn iterate_until_replied(
+    server: &mut Server,
+    c: &mut TcpStream,
+    end: &str,
+) -> String {
     c.set_read_timeout(Some(Duration::from_millis(10)))
         .expect("timeout");
     let mut got = Vec::new();

@@ -465,6 +465,11 @@ impl Client {
         self.first_seq
     }
 
+    /// The sequence number the next request's slot will get.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.slots.len() as u64
+    }
+
     fn slot_bytes_mut(&mut self, seq: u64) -> Option<&mut usize> {
         let offset = seq.checked_sub(self.first_seq)?;
         self.slot_bytes.get_mut(usize::try_from(offset).ok()?)

@@ -9,9 +9,12 @@
 //! of this one because they use the loop's private state, building the server
 //! (`event_loop_start.rs`), what peers send (`event_loop_peer_events.rs`),
 //! the clock's work (`event_loop_timers.rs`), the core's output with the
-//! background work that finishes it (`event_loop_ready.rs`), and a stopping
-//! leader's handover (`event_loop_handoff.rs`).
+//! background work that finishes it (`event_loop_ready.rs`), a stopping
+//! leader's handover (`event_loop_handoff.rs`), and the answers a node gives
+//! its clients before it exits (`event_loop_exit.rs`).
 
+#[path = "event_loop_exit.rs"]
+mod exit;
 #[path = "event_loop_handoff.rs"]
 mod handoff;
 #[path = "event_loop_peer_events.rs"]
@@ -269,7 +272,7 @@ impl Server {
         }
         info!("node {} shutting down", self.config.id);
         self.cluster.book.save_before_exit();
-        self.answer_own_cluster_commands();
+        self.answer_clients_before_exit();
         self.flush_clients();
         self.refuse_unproposed_forwards();
         self.tell_peers_stopping();

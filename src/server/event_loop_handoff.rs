@@ -183,6 +183,14 @@ impl Server {
         self.handoff.is_some()
     }
 
+    /// Whether the node is on its way out: handing over, or stopping at the
+    /// end of this iteration. No client request is read or routed then: one
+    /// routed now could get no answer before the node goes, and one still
+    /// parked is answered `-TRYAGAIN` at exit (`event_loop_exit.rs`).
+    pub(in crate::server) fn stopping(&self) -> bool {
+        self.handoff.is_some() || self.shutdown
+    }
+
     /// The poll's timeout, cut so that the loop wakes by the handover's bound.
     pub(super) fn handoff_poll_timeout(&self, timeout: Duration) -> Duration {
         match &self.handoff {

@@ -258,11 +258,11 @@ impl Server {
     /// connection's in order, up to the first that must wait; a connection
     /// whose first must wait is passed over whole.
     pub(in crate::server) fn dispatch_parked(&mut self) {
-        // Routed now, by a leader that is handing over and about to stop,
-        // a request could get no answer before the node goes: left parked,
-        // it was never sent anywhere, and its client sees the connection
-        // close.
-        if self.parked.is_empty() || self.handing_over() {
+        // Routed now, by a node that is handing over or about to stop, a
+        // request could get no answer before the node goes, or only
+        // `-TIMEOUT`: left parked, it was never sent anywhere, and is
+        // answered `-TRYAGAIN` at exit (`event_loop_exit.rs`).
+        if self.parked.is_empty() || self.stopping() {
             return;
         }
         let leader = self.replica.node().leader_id();

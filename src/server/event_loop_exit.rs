@@ -1,0 +1,93 @@
+//! What a node tells its clients just before it exits (SIGTERM or SIGINT,
+//! once a stopping leader's handover ended, or at once on a follower).
+//! Every request it took and has not answered gets, now, the answer its
+//! deadline would have given (`Server::expire`). Left to the closed
+//! connection, a client could not tell a write that was never applied, and
+//! is safe to send again, from one that may have been.
+//!
+//! - Parked, so never appended here nor sent to another node (no leader, no
+//!   connected quorum, held for the handover, past a dispatch budget, or
+//!   behind its connection's earlier requests): `-TRYAGAIN no leader`, the
+//!   promise that it was not and will not be applied.
+//! - Appended here, or sent on to another node, and unanswered:
+//!   `-TIMEOUT outcome unknown`, since the next leader may commit it.
+//! - A read waiting for its ReadIndex round, or sent on: `-TRYAGAIN no
+//!   leader`, since a read changes nothing.
+//! - A `CLUSTER TRANSFER` under way: `-ERR transfer to N abandoned`, as at
+//!   its deadline (it may still finish). The other CLUSTER commands are
+//!   answered first (`Server::answer_own_cluster_commands`).
+//! - The request held behind its connection's unanswered barriers, and the
+//!   whole requests left in its input buffer: never handled, so
+//!   `-TRYAGAIN no leader`.
+//!
+//! The replies keep each connection's order (its reply slots): a request
+//! whose outcome is unknown is answered before those sent after it.
+//! Requests still in the socket, never read, get no answer.
+
+use super::Server;
+use crate::kv::Reply;
+use crate::replica::{reply_transfer_abandoned, Completion};
+use crate::server::requests::NO_LEADER;
+use mio::Token;
+
+impl Server {
+    /// Answers every request of every client still waiting (see the module
+    /// docs); the replies go out with the last `flush_clients`.
+    pub(super) fn answer_clients_before_exit(&mut self) {
+        self.answer_own_cluster_commands();
+        // Replies the leader relayed that wait only for this node to apply
+        // what they committed: the real answer, not `-TIMEOUT`.
+        let relayed = std::mem::take(&mut self.relayed_replies);
+        self.completions
+            .extend(relayed.into_iter().map(|(_, done)| done));
+        for (target, waiter) in self.replica.take_transfer_waiters() {
+            self.completions.push(Completion {
+                waiter,
+                reply: reply_transfer_abandoned(target),
+            });
+        }
+        self.deliver_completions();
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.expire_waiting_requests(token);
+            self.refuse_unhandled_requests(token);
+            self.mark_dirty(token);
+        }
+    }
+
+    /// Answers each request of the connection still waiting as its
+    /// deadline would, oldest first.
+    fn expire_waiting_requests(&mut self, token: Token) {
+        let Some(client) = self.clients.get(&token) else {
+            return;
+        };
+        let waiting: Vec<u64> = (client.first_seq()..client.next_seq())
+            .filter(|&seq| client.pending(seq).is_some())
+            .collect();
+        for seq in waiting {
+            self.expire(token, seq);
+        }
+    }
+
+    /// Refuses the connection's requests it read and never handled: the one
+    /// held behind its barriers (all answered by now) and the whole ones
+    /// still in its input buffer.
+    fn refuse_unhandled_requests(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.release_held().is_some() {
+            client.reply_now(Reply::error(NO_LEADER));
+        }
+        // A malformed request ends it: what follows cannot be told apart.
+        while let Ok(Some((argv, used))) = client.parser.parse(client.conn.input()) {
+            client.conn.consume(used);
+            client.parser.recycle(argv);
+            client.reply_now(Reply::error(NO_LEADER));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "event_loop_exit_tests.rs"]
+mod tests;

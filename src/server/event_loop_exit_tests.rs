@@ -1,0 +1,125 @@
+//! The answers a node gives its clients' waiting requests before it exits,
+//! driven step by step on a node whose loop does not run (a single member
+//! that has not campaigned: no leader is known, so a request that needs
+//! one waits, parked). Before, each of these was left to the closed
+//! connection.
+
+use crate::kv::Command;
+use crate::server::client_io::tests::{connect, expect_replies, forwarded_to, lead, node, send};
+use crate::server::clients::{Kind, Pending};
+
+fn set(key: &str) -> Command {
+    Command::Set(key.as_bytes().to_vec(), b"1".to_vec())
+}
+
+/// A write sent on to node 2, which stopped leading, may have been
+/// appended there: `-TIMEOUT`. The requests pipelined after it wait,
+/// parked, never sent anywhere: `-TRYAGAIN`, after it, in order.
+#[test]
+fn parked_requests_are_refused_tryagain_in_order_behind_one_of_unknown_outcome() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    forwarded_to(&mut server, tc, 7, 2, set("sent"));
+    send(&mut c, b"SET parked 1\r\nGET parked\r\nSET later 1\r\n");
+    server.read_client(tc);
+    assert!(server.parked.holds(tc), "behind the write sent to node 2");
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(
+        &mut c,
+        b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
+    );
+    assert!(server.parked.is_empty());
+    assert!(server.forwards.is_empty());
+}
+
+/// A write this node appended while it led, its commit not come: the next
+/// leader may commit it, `-TIMEOUT`. A read waiting for its ReadIndex round
+/// changed nothing: `-TRYAGAIN`, as is the write parked behind them.
+#[test]
+fn an_appended_write_is_answered_timeout_and_a_waiting_read_tryagain() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    let appended = Pending::InFlight {
+        write: true,
+        forward: None,
+    };
+    client.open_slot(appended, Kind::Write);
+    let reading = Pending::InFlight {
+        write: false,
+        forward: None,
+    };
+    client.open_slot(reading, Kind::Read);
+    send(&mut c, b"SET parked 1\r\n");
+    server.read_client(tc);
+    assert!(server.parked.holds(tc), "no leader is known");
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(
+        &mut c,
+        b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
+    );
+}
+
+/// A request held behind its connection's unanswered CLUSTER ADD, and the
+/// one still in the input buffer behind it, were read and never handled:
+/// `-TRYAGAIN`, after the ADD's `-TIMEOUT` (it went to node 2).
+#[test]
+fn requests_read_and_never_handled_are_refused_tryagain() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    let add = client.open_slot(Pending::Parked, Kind::Change);
+    client.set_forwarded(add, true, 7, 2);
+    server
+        .cluster
+        .forwarded(7, tc, add, "CLUSTER ADD 4 127.0.0.1:9", 2);
+    send(&mut c, b"SET held 1\r\nSET buffered 1\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(
+        &mut c,
+        b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
+    );
+}
+
+/// The last `flush_clients` resumes reading a client whose held request
+/// was answered: a request read then would get no answer before the node
+/// goes, and must not be taken.
+#[test]
+fn a_stopping_node_reads_no_request_after_its_last_answers() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    client.open_slot(Pending::Parked, Kind::Barrier);
+    send(&mut c, b"SET held 1\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    server.shutdown = true;
+    server.answer_clients_before_exit();
+    send(&mut c, b"SET late 1\r\n");
+    server.flush_clients();
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n");
+    assert!(!server.parked.holds(tc), "SET late was taken");
+}
+
+/// In the iteration that ends with the node stopping, a parked write is
+/// not routed, though a leader could take it now: appended, it could only
+/// be answered `-TIMEOUT`; parked, it is refused `-TRYAGAIN`, unapplied.
+#[test]
+fn a_stopping_node_routes_no_parked_write() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    send(&mut c, b"SET parked 1\r\n");
+    server.read_client(tc);
+    assert!(server.parked.holds(tc), "no leader is known");
+    server.shutdown = true;
+    lead(&mut server);
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    assert_eq!(server.replica.kv().get(b"parked"), None);
+}

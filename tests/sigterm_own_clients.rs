@@ -1,0 +1,134 @@
+//! A leader stopped with SIGTERM answers its own clients' requests still
+//! waiting before it exits, in each connection's order: a write it never
+//! appended (parked for want of a connected quorum, or while a leadership
+//! transfer is under way) `-TRYAGAIN no leader`, one it appended whose
+//! commit never came `-TIMEOUT outcome unknown`. Before, those clients saw
+//! only the connection close, and could not tell a write safe to send again
+//! from one that may have been applied. A write answered `-TRYAGAIN` must
+//! never be applied.
+
+mod common;
+
+use common::{bulk, wait_for, Cluster, Resume};
+use raftkv::kv::Reply;
+use std::thread;
+use std::time::Duration;
+
+const ELECTION_TIMEOUT_MS: u64 = 4000;
+
+fn tryagain() -> Option<Reply> {
+    Some(Reply::Error("TRYAGAIN no leader".into()))
+}
+
+/// A three-node cluster with a leader that holds one acknowledged write.
+fn cluster_with_a_leader(election_timeout_ms: u64) -> (Cluster, usize) {
+    let cluster = Cluster::start_with_election_timeout(3, election_timeout_ms);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    assert_eq!(
+        cluster.client(leader).cmd_retry(&["SET", "before", "1"]),
+        Reply::Ok
+    );
+    (cluster, leader)
+}
+
+/// Reads, through a leader the cluster elects, that `keys` hold nothing.
+fn assert_never_applied(cluster: &Cluster, keys: &[&str]) {
+    let next = cluster.wait_for_leader(Duration::from_secs(30));
+    let mut reader = cluster.client(next);
+    assert_eq!(reader.cmd_retry(&["GET", "before"]), bulk("1"));
+    for key in keys {
+        assert_eq!(
+            reader.cmd_retry(&["GET", key]),
+            Reply::Nil,
+            "{key}, answered -TRYAGAIN, was applied"
+        );
+    }
+}
+
+/// Both followers killed: the leader, its connections to them closed,
+/// parks its clients' writes rather than append what could not commit (it
+/// steps down an election timeout after it last heard them; the stop comes
+/// well before), and a read pipelined behind them waits with them. Nobody
+/// can take over, so it stops at once.
+#[test]
+fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops() {
+    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
+    for i in (0..3).filter(|&i| i != leader) {
+        cluster.kill(i);
+    }
+    let mut writer = cluster.client(leader);
+    wait_for(
+        Duration::from_secs(5),
+        "the leader to see its followers gone",
+        || (writer.info()["connected_peers"] == "0").then_some(()),
+    );
+    writer.send(&[b"SET", b"parked", b"1"]);
+    writer.send(&[b"GET", b"parked"]);
+    writer.send(&[b"SET", b"later", b"1"]);
+    // Let the leader read them, before the stop closes its ears.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
+    let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
+    assert_eq!(replies, [tryagain(), tryagain(), tryagain()]);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    assert_never_applied(&cluster, &["parked", "later"]);
+}
+
+/// A `CLUSTER TRANSFER` to a frozen follower: no write is appended while
+/// it is under way, so another client's write is parked. The stop waits
+/// for that transfer, which outlasts the bound (2 s, its own timeout being
+/// 4 s): the transfer gets `-ERR transfer to N abandoned` (its deadline's
+/// answer: the target may still act on it), the parked write `-TRYAGAIN`.
+#[test]
+fn a_write_parked_during_a_transfer_is_refused_tryagain_when_the_leader_stops() {
+    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
+    let target = (0..3).find(|&i| i != leader).expect("a follower");
+    let target_id = cluster.nodes[target].id.to_string();
+    let frozen = Resume::stop(cluster.pid(target).expect("running"));
+    let mut transferrer = cluster.client(leader);
+    transferrer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
+    let started = format!("transferring leadership to node {target_id}");
+    wait_for(Duration::from_secs(5), "the transfer to start", || {
+        cluster.log_text(leader).contains(&started).then_some(())
+    });
+    let mut writer = cluster.client(leader);
+    writer.send(&[b"SET", b"parked", b"1"]);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
+    assert_eq!(
+        transferrer.try_read(),
+        Some(Reply::Error(format!(
+            "ERR transfer to {target_id} abandoned"
+        )))
+    );
+    assert_eq!(writer.try_read(), tryagain(), "the parked write");
+    drop(frozen);
+    cluster.spawn(leader);
+    assert_never_applied(&cluster, &["parked"]);
+}
+
+/// Both followers frozen (their connections stay open): the leader appends
+/// its client's writes, which cannot commit, and its read waits for a
+/// ReadIndex round that cannot finish. The handover to a frozen follower
+/// outlasts the bound; at exit the writes' outcome is unknown (`-TIMEOUT`:
+/// the next leader may commit them), the read changed nothing (`-TRYAGAIN`).
+#[test]
+fn writes_a_stopping_leader_appended_are_answered_timeout_in_order() {
+    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
+    let frozen: Vec<Resume> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| Resume::stop(cluster.pid(i).expect("running")))
+        .collect();
+    let mut writer = cluster.client(leader);
+    writer.send(&[b"SET", b"appended", b"1"]);
+    writer.send(&[b"GET", b"appended"]);
+    writer.send(&[b"SET", b"appended", b"2"]);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
+    let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
+    let timeout = Some(Reply::Error("TIMEOUT outcome unknown".into()));
+    assert_eq!(replies, [timeout.clone(), tryagain(), timeout]);
+    drop(frozen);
+}
