@@ -6,10 +6,13 @@
 //! only the connection close, and could not tell a write safe to send again
 //! from one that may have been applied. A write answered `-TRYAGAIN` must
 //! never be applied.
+//!
+//! Also here: a plain `CLUSTER TRANSFER` holds the CLUSTER ADD that arrives
+//! during it, as a stop's handover does, rather than refuse it.
 
 mod common;
 
-use common::{bulk, wait_for, Cluster, Resume};
+use common::{bulk, wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
 use std::thread;
 use std::time::Duration;
@@ -130,5 +133,38 @@ fn writes_a_stopping_leader_appended_are_answered_timeout_in_order() {
     let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
     let timeout = Some(Reply::Error("TIMEOUT outcome unknown".into()));
     assert_eq!(replies, [timeout.clone(), tryagain(), timeout]);
+    drop(frozen);
+}
+/// A `CLUSTER ADD` sent while a plain `CLUSTER TRANSFER` is under way (to a
+/// frozen follower, so it is abandoned at its timeout) is held, as during a
+/// stop's handover, and carried out once the transfer is over: not refused
+/// `-TRYAGAIN leadership transfer in progress` for its client to retry.
+#[test]
+fn a_cluster_add_during_a_plain_transfer_is_held_and_carried_out() {
+    let mut cluster = Cluster::with_joiners(3, 1);
+    cluster.set_election_timeout_ms(1000);
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let target = (0..3).find(|&i| i != leader).expect("a follower");
+    let target_id = cluster.nodes[target].id.to_string();
+    let frozen = Resume::stop(cluster.pid(target).expect("running"));
+    let mut transferrer = cluster.client(leader);
+    transferrer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
+    let started = format!("transferring leadership to node {target_id}");
+    wait_for(Duration::from_secs(5), "the transfer to start", || {
+        cluster.log_text(leader).contains(&started).then_some(())
+    });
+    let addr = cluster.nodes[3].raft_addr();
+    let mut adder = Client::connect(&cluster.nodes[leader].client_addr());
+    adder.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
+    assert_eq!(
+        transferrer.try_read(),
+        Some(Reply::Error(format!(
+            "ERR transfer to {target_id} abandoned"
+        )))
+    );
+    assert_eq!(adder.try_read(), Some(Reply::Ok), "the CLUSTER ADD");
     drop(frozen);
 }

@@ -123,12 +123,14 @@ impl Server {
                 self.cluster.held.push((waiter, Held::Cluster(request)));
                 None
             }
-            // A stopping leader hands over: held, as a forwarded write is,
-            // the command goes to the new leader once it leads (sent back
-            // `not the leader`), or is refused `-TRYAGAIN no leader` if
-            // this node stops without handing over. Refused now, its
-            // client would have to retry what the next leader can do.
-            Err((ConfChangeError::TransferInProgress, waiter)) if self.handing_over() => {
+            // A transfer under way (CLUSTER TRANSFER, or a stopping
+            // leader's handover): held, as a write is, the command goes to
+            // the new leader once it leads (sent back `not the leader`), is
+            // carried out here if the transfer is abandoned, or is refused
+            // `-TRYAGAIN no leader` if this node stops without handing
+            // over. Refused now, its client would have to retry what the
+            // next leader, or this one a moment later, can do.
+            Err((ConfChangeError::TransferInProgress, waiter)) => {
                 self.cluster.held.push((waiter, Held::Cluster(request)));
                 None
             }
