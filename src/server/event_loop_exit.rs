@@ -18,7 +18,7 @@
 //!   answered first (`Server::answer_own_cluster_commands`).
 //! - The request held behind its connection's unanswered barriers, and the
 //!   whole requests left in its input buffer: never handled, so
-//!   `-TRYAGAIN no leader`.
+//!   `-TRYAGAIN no leader` (a QUIT among them `+OK`, and nothing after it).
 //!
 //! The replies keep each connection's order (its reply slots): a request
 //! whose outcome is unknown is answered before those sent after it.
@@ -71,19 +71,37 @@ impl Server {
 
     /// Refuses the connection's requests it read and never handled: the one
     /// held behind its barriers (all answered by now) and the whole ones
-    /// still in its input buffer.
+    /// still in its input buffer, up to a QUIT, which is answered `+OK` as
+    /// always: what follows it is never taken, as in `handle_buffered_requests`.
     fn refuse_unhandled_requests(&mut self, token: Token) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        if client.release_held().is_some() {
-            client.reply_now(Reply::error(NO_LEADER));
-        }
-        // A malformed request ends it: what follows cannot be told apart.
-        while let Ok(Some((argv, used))) = client.parser.parse(client.conn.input()) {
-            client.conn.consume(used);
+        let mut held = client.release_held();
+        // After a QUIT or a protocol error, nothing more is taken.
+        while !client.close_after_replies && client.lingering.is_none() {
+            let argv = match held.take() {
+                Some(argv) => argv,
+                None => match client.parser.parse(client.conn.input()) {
+                    Ok(Some((argv, used))) => {
+                        client.conn.consume(used);
+                        argv
+                    }
+                    // A malformed request ends it: what follows cannot be
+                    // told apart.
+                    Ok(None) | Err(_) => break,
+                },
+            };
+            if argv
+                .first()
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"quit"))
+            {
+                client.reply_now(Reply::Ok);
+                client.close_after_replies = true;
+            } else {
+                client.reply_now(Reply::error(NO_LEADER));
+            }
             client.parser.recycle(argv);
-            client.reply_now(Reply::error(NO_LEADER));
         }
     }
 }

@@ -7,6 +7,7 @@
 use crate::kv::Command;
 use crate::server::client_io::tests::{connect, expect_replies, forwarded_to, lead, node, send};
 use crate::server::clients::{Kind, Pending};
+use std::io::Read;
 
 fn set(key: &str) -> Command {
     Command::Set(key.as_bytes().to_vec(), b"1".to_vec())
@@ -84,6 +85,29 @@ fn requests_read_and_never_handled_are_refused_tryagain() {
         &mut c,
         b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
     );
+}
+
+/// A QUIT read and never handled is answered `+OK` as always, and ends
+/// the connection: the request sent after it is never taken, so it gets
+/// no answer, not `-TRYAGAIN`.
+#[test]
+fn nothing_after_an_unhandled_quit_is_answered() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    client.open_slot(Pending::Parked, Kind::Barrier);
+    send(&mut c, b"SET held 1\r\nQUIT\r\nSET after 1\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(
+        &mut c,
+        b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n+OK\r\n",
+    );
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("the end of the replies");
+    assert_eq!(String::from_utf8_lossy(&rest), "", "after QUIT");
 }
 
 /// The last `flush_clients` resumes reading a client whose held request
