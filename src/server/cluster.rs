@@ -185,7 +185,11 @@ impl Server {
     /// and not handing over, or to a leader it is connected to. The loop then
     /// does not wait for its next tick.
     pub(super) fn cluster_parked_routable(&self) -> bool {
-        if self.cluster.parked.is_empty() {
+        // Not in the iteration after which the node exits: sent on now, a
+        // change could only be answered `-TIMEOUT` at exit; still parked,
+        // it is refused `-TRYAGAIN`, unapplied. (A handover routes them:
+        // the new leader carries them out, and the node waits for it.)
+        if self.cluster.parked.is_empty() || self.exiting() {
             return false;
         }
         let leader = self.replica.node().leader_id();

@@ -147,3 +147,21 @@ fn a_stopping_node_routes_no_parked_write() {
     expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
     assert_eq!(server.replica.kv().get(b"parked"), None);
 }
+
+/// As for a write: a CLUSTER ADD parked while no leader was known is not
+/// routed in the iteration after which the node exits, though it leads
+/// now; refused `-TRYAGAIN`, it changed nothing.
+#[test]
+fn a_stopping_node_routes_no_parked_cluster_command() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    send(&mut c, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
+    server.read_client(tc);
+    assert!(server.cluster.parked.holds(tc), "no leader is known");
+    server.shutdown = true;
+    lead(&mut server);
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    assert_eq!(server.replica.status().learners, Vec::<u64>::new());
+}

@@ -188,7 +188,12 @@ impl Server {
     /// routed now could get no answer before the node goes, and one still
     /// parked is answered `-TRYAGAIN` at exit (`event_loop_exit.rs`).
     pub(in crate::server) fn stopping(&self) -> bool {
-        self.handoff.is_some() || self.shutdown
+        self.handoff.is_some() || self.exiting()
+    }
+
+    /// Whether the node exits at the end of this iteration.
+    pub(in crate::server) fn exiting(&self) -> bool {
+        self.shutdown
     }
 
     /// The poll's timeout, cut so that the loop wakes by the handover's bound.
