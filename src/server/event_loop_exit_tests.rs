@@ -5,7 +5,9 @@
 //! connection.
 
 use crate::kv::Command;
-use crate::server::client_io::tests::{connect, expect_replies, forwarded_to, lead, node, send};
+use crate::server::client_io::tests::{
+    connect, expect_replies, forwarded_to, iterate_until_replied, lead, node, send,
+};
 use crate::server::clients::{Kind, Pending};
 use std::io::Read;
 
@@ -164,4 +166,29 @@ fn a_stopping_node_routes_no_parked_cluster_command() {
     server.flush_clients();
     expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
     assert_eq!(server.replica.status().learners, Vec::<u64>::new());
+}
+
+/// A node about to exit answers its clients' CLUSTER commands still here:
+/// one parked (never sent anywhere) `-TRYAGAIN`, one forwarded and not
+/// answered (it may still be carried out) `-TIMEOUT`; before, both were
+/// left to the closed connection.
+#[test]
+fn an_exiting_node_answers_its_clients_cluster_commands() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("c");
+    let add = client.open_slot(Pending::Parked, Kind::Change);
+    client.set_forwarded(add, true, 7, 2);
+    server
+        .cluster
+        .forwarded(7, tc, add, "CLUSTER ADD 4 127.0.0.1:9", 2);
+    let (mut d, td) = connect(&mut server);
+    send(&mut d, b"CLUSTER REMOVE 3\r\n");
+    server.read_client(td);
+    assert!(server.cluster.parked.holds(td), "no leader is known");
+    server.answer_own_cluster_commands();
+    let replies = iterate_until_replied(&mut server, &mut c, "\r\n");
+    assert_eq!(replies, "-TIMEOUT outcome unknown\r\n");
+    let replies = iterate_until_replied(&mut server, &mut d, "\r\n");
+    assert_eq!(replies, "-TRYAGAIN no leader\r\n");
 }
