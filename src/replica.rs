@@ -282,6 +282,16 @@ impl<W> Replica<W> {
         std::mem::take(&mut self.transfers)
     }
 
+    /// Stops keeping `waiter` for a transfer's outcome, since it was answered
+    /// otherwise (at its deadline); the transfer's target, if it waited.
+    pub fn forget_transfer_waiter(&mut self, waiter: &W) -> Option<NodeId>
+    where
+        W: PartialEq,
+    {
+        let at = self.transfers.iter().position(|(_, w)| w == waiter)?;
+        Some(self.transfers.swap_remove(at).0)
+    }
+
     /// Answers the transfer waiters whose target's outcome is known, and
     /// reports the outcomes.
     fn settle_transfers(

@@ -243,6 +243,13 @@ impl Server {
     }
 
     pub(super) fn retry_held(&mut self, waiter: Waiter, held: Held) {
+        if let Waiter::Client { token, seq } = waiter {
+            // Answered at its deadline while held (a TRANSFER `-TRYAGAIN
+            // no leader`): carried out now, it would break that answer.
+            if !self.slot_waiting(token, seq) {
+                return;
+            }
+        }
         if !self.replica.is_leader() {
             match (waiter, held) {
                 (Waiter::Client { token, seq }, Held::Cluster(request)) => {
@@ -362,6 +369,75 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CLUSTER command held by a transfer under way whose deadline
+    /// answers it (a TRANSFER `-TRYAGAIN no leader`, an ADD `-TIMEOUT`) is
+    /// dropped when the held commands are retried, not carried out after
+    /// its client was told it was not, or may not be.
+    #[test]
+    fn a_held_cluster_command_answered_at_its_deadline_is_never_carried_out() {
+        use crate::server::client_io::tests::{connect, expect_replies, lead, node};
+        use crate::server::clients::{Kind, Pending};
+        let (mut server, _dir) = node();
+        lead(&mut server);
+        let (mut c, tc) = connect(&mut server);
+        let requests = [
+            (false, ClusterRequest::Transfer { id: 2 }),
+            (
+                true,
+                ClusterRequest::Add {
+                    id: 4,
+                    addr: "127.0.0.1:9".to_string(),
+                },
+            ),
+        ];
+        for (write, request) in requests {
+            let client = server.clients.get_mut(&tc).expect("client");
+            let pending = Pending::InFlight {
+                write,
+                forward: None,
+            };
+            let seq = client.open_slot(pending, Kind::Change);
+            let waiter = Waiter::Client { token: tc, seq };
+            server.cluster.held.push((waiter, Held::Cluster(request)));
+            server.expire(tc, seq);
+        }
+        server.flush_clients();
+        expect_replies(
+            &mut c,
+            b"-TRYAGAIN no leader\r\n-TIMEOUT outcome unknown\r\n",
+        );
+        assert_eq!(server.replica.node().transfer_target(), None);
+        server.cluster_tick();
+        assert!(server.cluster.held.is_empty());
+        assert_eq!(server.replica.pending(), 0, "the ADD was appended");
+        assert_eq!(server.replica.status().learners, Vec::<NodeId>::new());
+    }
+
+    /// A TRANSFER under way when its deadline comes may still finish: it is
+    /// answered as abandoned, not `-TRYAGAIN` (nothing happened), and its
+    /// waiter is let go, so that the outcome does not answer it again.
+    #[test]
+    fn a_transfer_under_way_at_its_deadline_is_answered_abandoned() {
+        use crate::server::client_io::tests::{connect, expect_replies, lead, node};
+        use crate::server::clients::{Kind, Pending};
+        let (mut server, _dir) = node();
+        lead(&mut server);
+        let (mut c, tc) = connect(&mut server);
+        let client = server.clients.get_mut(&tc).expect("client");
+        let pending = Pending::InFlight {
+            write: false,
+            forward: None,
+        };
+        let seq = client.open_slot(pending, Kind::Change);
+        // To itself, the only voter: its outcome comes with the next `Ready`.
+        let waiter = Waiter::Client { token: tc, seq };
+        assert!(server.replica.transfer_leader(1, waiter).is_ok());
+        server.expire(tc, seq);
+        server.flush_clients();
+        expect_replies(&mut c, b"-ERR transfer to 1 abandoned\r\n");
+        assert!(server.replica.take_transfer_waiters().is_empty());
+    }
 
     #[test]
     fn change_errors_read_as_specified() {

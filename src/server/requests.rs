@@ -611,18 +611,20 @@ impl Server {
                 error(NO_LEADER)
             }
             Pending::InFlight { write, forward } => {
-                let mut transfer = None;
-                if let Some(id) = forward {
+                let transfer = if let Some(id) = forward {
                     if self.relayed_reply_arrived(token, seq) {
                         return;
                     }
                     self.forwards.remove(&id);
-                    transfer = self.cluster.forget_forward(id);
-                }
+                    self.cluster.forget_forward(id)
+                } else {
+                    let waiter = Waiter::Client { token, seq };
+                    self.replica.forget_transfer_waiter(&waiter)
+                };
                 if let Some(target) = transfer {
-                    // The leader it went to may have told the target to
-                    // campaign (it may lead by now): not `-TRYAGAIN`, whose
-                    // promise is that nothing happened.
+                    // This leader, or the one it went to, may have told the
+                    // target to campaign (it may lead by now): not
+                    // `-TRYAGAIN`, whose promise is that nothing happened.
                     reply_transfer_abandoned(target)
                 } else if write {
                     error("TIMEOUT outcome unknown")
