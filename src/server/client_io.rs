@@ -415,6 +415,10 @@ impl Server {
     }
 
     pub(super) fn flush_clients(&mut self) {
+        // A stopping node takes no more requests (`Server::stopping`), not
+        // even one released from behind a barrier: routed now, it could only
+        // be answered `-TIMEOUT` at exit, where it is refused `-TRYAGAIN`.
+        let stopping = self.stopping();
         let mut dirty = std::mem::take(&mut self.dirty_clients);
         dirty.sort_unstable();
         dirty.dedup();
@@ -434,7 +438,11 @@ impl Server {
             }
             if client.finished() {
                 self.finish_client(token);
-            } else if client.read_paused && !client.is_backlogged() && !client.over_budget {
+            } else if client.read_paused
+                && !client.is_backlogged()
+                && !client.over_budget
+                && !stopping
+            {
                 // Resumed clients may leave new work in `dirty_clients`; the
                 // next poll does not wait for it (see `has_immediate_work`).
                 if client.is_holding() {

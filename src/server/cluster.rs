@@ -165,6 +165,16 @@ impl ClusterState {
         self.forwards.insert(id, (token, seq, request, leader));
     }
 
+    /// Holds the CLUSTER command `line` of slot `seq` of `token`, as the
+    /// leader does while a change or a transfer is under way.
+    #[cfg(test)]
+    pub(super) fn hold(&mut self, token: Token, seq: u64, line: &str) {
+        let argv: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        let request = ClusterRequest::parse(&argv).expect("a CLUSTER command");
+        let waiter = Waiter::Client { token, seq };
+        self.held.push((waiter, Held::Cluster(request)));
+    }
+
     /// The reply for a request this node will not serve, if it is not a member.
     pub fn refusal(&self) -> Option<Reply> {
         match self.standing {
@@ -219,12 +229,14 @@ impl Server {
             }
             self.cluster.parked.finish_dispatch();
         }
-        // A stopping leader whose transfer was abandoned stops as leader at
-        // the end of this iteration: what it held stays unproposed, and is
-        // refused as such (`refuse_unproposed_forwards`), rather than
-        // appended now to be left with its outcome unknown.
+        // A node exiting at the end of this iteration, or a stopping leader
+        // whose transfer was abandoned (it stops as leader): what it held
+        // stays unproposed, and is refused as such at exit
+        // (`refuse_unproposed_forwards`, `answer_own_cluster_commands`),
+        // rather than appended now to be left with its outcome unknown.
         let stopping_as_leader = self.handing_over() && self.replica.is_leader();
-        if !transferring && !stopping_as_leader && !self.cluster.held.is_empty() {
+        if !transferring && !stopping_as_leader && !self.exiting() && !self.cluster.held.is_empty()
+        {
             for (waiter, held) in std::mem::take(&mut self.cluster.held) {
                 self.retry_held(waiter, held);
             }

@@ -168,6 +168,72 @@ fn a_stopping_node_routes_no_parked_cluster_command() {
     assert_eq!(server.replica.status().learners, Vec::<u64>::new());
 }
 
+/// A request held behind a barrier whose reply comes in the iteration
+/// after which the node exits is not routed then (`flush_clients` does not
+/// resume it), nor are the whole requests behind it in the buffer: appended
+/// or sent on, each could only be answered `-TIMEOUT`; refused at exit,
+/// they are `-TRYAGAIN`, never appended.
+#[test]
+fn a_stopping_node_routes_no_request_released_from_behind_a_barrier() {
+    use crate::kv::Reply;
+    use crate::replica::Completion;
+    use crate::server::event_loop::Waiter;
+    let (mut server, _dir) = node();
+    lead(&mut server);
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    let barrier = client.open_slot(Pending::Parked, Kind::Barrier);
+    send(&mut c, b"SET held 1\r\nSET buffered 1\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    // The iteration that ends with the node stopping (a follower's SIGTERM,
+    // or the handover's last): the barrier's reply comes, then
+    // `iterate` ends with `flush_clients`.
+    server.shutdown = true;
+    server.completions.push(Completion {
+        waiter: Waiter::Client {
+            token: tc,
+            seq: barrier,
+        },
+        reply: Reply::Ok,
+    });
+    server.deliver_completions();
+    server.flush_clients();
+    let appended = server.replica.pending();
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(
+        &mut c,
+        b"+OK\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
+    );
+    assert_eq!(appended, 0, "writes appended while stopping");
+}
+
+/// A leader exiting at once (no voter to hand over to) does not retry, in
+/// its last iteration, a CLUSTER ADD it held (a change was in progress):
+/// appended then, it could only be answered `-TIMEOUT`; still held, it is
+/// refused `-TRYAGAIN`, never appended.
+#[test]
+fn an_exiting_leader_retries_no_held_cluster_command() {
+    let (mut server, _dir) = node();
+    lead(&mut server);
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    let pending = Pending::InFlight {
+        write: true,
+        forward: None,
+    };
+    let seq = client.open_slot(pending, Kind::Change);
+    server.cluster.hold(tc, seq, "CLUSTER ADD 4 127.0.0.1:9");
+    server.shutdown = true;
+    server.cluster_tick();
+    assert_eq!(server.replica.pending(), 0, "the held ADD was appended");
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    assert_eq!(server.replica.status().learners, Vec::<u64>::new());
+}
+
 /// A node about to exit answers its clients' CLUSTER commands still here:
 /// one parked (never sent anywhere) `-TRYAGAIN`, one forwarded and not
 /// answered (it may still be carried out) `-TIMEOUT`; before, both were
