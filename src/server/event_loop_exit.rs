@@ -23,6 +23,12 @@
 //! The replies keep each connection's order (its reply slots): a request
 //! whose outcome is unknown is answered before those sent after it.
 //! Requests still in the socket, never read, get no answer.
+//!
+//! Known gaps, neither a broken promise: a reply the leader relayed that
+//! waits for this node to apply its entry is delivered at exit without that
+//! apply, so an EXEC whose queued INFO or DBSIZE runs on delivery reports
+//! the state from before the entry; and a transfer waiter whose target
+//! already leads, the outcome not yet processed, gets "abandoned", not `+OK`.
 
 use super::Server;
 use crate::kv::Reply;
