@@ -169,8 +169,7 @@ impl Server {
     /// iteration.
     pub(super) fn read_client(&mut self, token: Token) {
         // A stopping node takes no new request: one read now could get no
-        // answer before the node goes (its last `flush_clients` resumes
-        // reading clients whose requests were all answered at exit).
+        // answer before the node goes.
         if self.stopping() {
             return;
         }

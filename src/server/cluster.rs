@@ -204,8 +204,10 @@ impl Server {
         }
         let leader = self.replica.node().leader_id();
         let transferring = self.replica.node().transfer_target().is_some();
-        let reachable =
-            (self.replica.is_leader() && !transferring) || self.peers.is_connected(leader);
+        // A stopping leader carries out no change itself: its handover's
+        // transfer was abandoned, so it exits at the end of this iteration.
+        let leads_on = self.replica.is_leader() && !transferring && !self.handing_over();
+        let reachable = leads_on || self.peers.is_connected(leader);
         reachable
             && self
                 .cluster

@@ -439,6 +439,46 @@ mod tests {
         assert!(server.replica.take_transfer_waiters().is_empty());
     }
 
+    /// Two clients wait on one transfer; the first's deadline lets it go
+    /// ("abandoned"), the second still gets the outcome, and the first gets
+    /// nothing more.
+    #[test]
+    fn other_waiters_of_a_forgotten_transfer_still_get_its_outcome() {
+        use crate::server::client_io::tests::{connect, expect_replies, lead, node};
+        use crate::server::clients::{Kind, Pending};
+        let (mut server, _dir) = node();
+        lead(&mut server);
+        let (mut a, ta) = connect(&mut server);
+        let (mut b, tb) = connect(&mut server);
+        let mut seqs = Vec::new();
+        for t in [ta, tb] {
+            let client = server.clients.get_mut(&t).expect("client");
+            let pending = Pending::InFlight {
+                write: false,
+                forward: None,
+            };
+            let seq = client.open_slot(pending, Kind::Change);
+            assert!(server
+                .replica
+                .transfer_leader(1, Waiter::Client { token: t, seq })
+                .is_ok());
+            seqs.push(seq);
+        }
+        server.expire(ta, seqs[0]);
+        server.flush_clients();
+        expect_replies(&mut a, b"-ERR transfer to 1 abandoned\r\n");
+        for _ in 0..5 {
+            server.iterate().expect("iterate");
+        }
+        expect_replies(&mut b, b"+OK\r\n");
+        assert!(server.replica.take_transfer_waiters().is_empty());
+        a.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("set the read timeout");
+        let mut extra = [0u8; 64];
+        use std::io::Read;
+        assert!(a.read(&mut extra).is_err(), "a second reply to A");
+    }
+
     #[test]
     fn change_errors_read_as_specified() {
         let cases = [

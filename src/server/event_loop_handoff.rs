@@ -252,3 +252,35 @@ impl Server {
         self.shutdown |= stop;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Handoff;
+    use crate::server::client_io::tests::{connect, lead, node, send};
+    use std::time::{Duration, Instant};
+
+    /// A leader handing over whose transfer is no longer under way (it was
+    /// abandoned: `check_handoff` stops the node as leader at the end of
+    /// this iteration) keeps a parked CLUSTER ADD parked: appended here, it
+    /// could only be answered `-TIMEOUT` at exit; parked, it is refused
+    /// `-TRYAGAIN`, unapplied.
+    #[test]
+    fn a_leader_whose_handover_was_abandoned_routes_no_parked_cluster_command() {
+        let (mut server, _dir) = node();
+        let (mut c, tc) = connect(&mut server);
+        send(&mut c, b"CLUSTER ADD 4 127.0.0.1:9\r\n");
+        server.read_client(tc);
+        assert!(server.cluster.parked.holds(tc), "no leader is known");
+        server.handoff = Some(Handoff {
+            target: 2,
+            until: Instant::now() + Duration::from_secs(60),
+        });
+        lead(&mut server);
+        assert_eq!(server.replica.node().transfer_target(), None);
+        assert_eq!(
+            server.replica.status().learners,
+            Vec::<u64>::new(),
+            "a stopping leader appended a parked CLUSTER ADD"
+        );
+    }
+}
