@@ -9,10 +9,20 @@ use crate::server::client_io::tests::{
     connect, expect_replies, forwarded_to, iterate_until_replied, lead, node, send,
 };
 use crate::server::clients::{Kind, Pending};
+use crate::server::event_loop::Server;
 use std::io::Read;
+use std::net::TcpStream;
 
 fn set(key: &str) -> Command {
     Command::Set(key.as_bytes().to_vec(), b"1".to_vec())
+}
+
+/// Has the node answer its clients as it does before exiting, sends the
+/// answers, and compares what `client` reads with `want`.
+fn exit_and_expect(server: &mut Server, client: &mut TcpStream, want: &[u8]) {
+    server.answer_clients_before_exit();
+    server.flush_clients();
+    expect_replies(client, want);
 }
 
 /// A write sent on to node 2, which stopped leading, may have been
@@ -26,9 +36,8 @@ fn parked_requests_are_refused_tryagain_in_order_behind_one_of_unknown_outcome()
     send(&mut c, b"SET parked 1\r\nGET parked\r\nSET later 1\r\n");
     server.read_client(tc);
     assert!(server.parked.holds(tc), "behind the write sent to node 2");
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(
+    exit_and_expect(
+        &mut server,
         &mut c,
         b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
     );
@@ -57,9 +66,8 @@ fn an_appended_write_is_answered_timeout_and_a_waiting_read_tryagain() {
     send(&mut c, b"SET parked 1\r\n");
     server.read_client(tc);
     assert!(server.parked.holds(tc), "no leader is known");
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(
+    exit_and_expect(
+        &mut server,
         &mut c,
         b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
     );
@@ -81,9 +89,8 @@ fn requests_read_and_never_handled_are_refused_tryagain() {
     send(&mut c, b"SET held 1\r\nSET buffered 1\r\n");
     server.read_client(tc);
     assert!(server.clients[&tc].is_holding());
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(
+    exit_and_expect(
+        &mut server,
         &mut c,
         b"-TIMEOUT outcome unknown\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
     );
@@ -101,9 +108,8 @@ fn nothing_after_an_unhandled_quit_is_answered() {
     send(&mut c, b"SET held 1\r\nQUIT\r\nSET after 1\r\n");
     server.read_client(tc);
     assert!(server.clients[&tc].is_holding());
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(
+    exit_and_expect(
+        &mut server,
         &mut c,
         b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n+OK\r\n",
     );
@@ -144,9 +150,7 @@ fn a_stopping_node_routes_no_parked_write() {
     assert!(server.parked.holds(tc), "no leader is known");
     server.shutdown = true;
     lead(&mut server);
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    exit_and_expect(&mut server, &mut c, b"-TRYAGAIN no leader\r\n");
     assert_eq!(server.replica.kv().get(b"parked"), None);
 }
 
@@ -162,9 +166,7 @@ fn a_stopping_node_routes_no_parked_cluster_command() {
     assert!(server.cluster.parked.holds(tc), "no leader is known");
     server.shutdown = true;
     lead(&mut server);
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    exit_and_expect(&mut server, &mut c, b"-TRYAGAIN no leader\r\n");
     assert_eq!(server.replica.status().learners, Vec::<u64>::new());
 }
 
@@ -200,9 +202,8 @@ fn a_stopping_node_routes_no_request_released_from_behind_a_barrier() {
     server.deliver_completions();
     server.flush_clients();
     let appended = server.replica.pending();
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(
+    exit_and_expect(
+        &mut server,
         &mut c,
         b"+OK\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
     );
@@ -228,9 +229,7 @@ fn an_exiting_leader_retries_no_held_cluster_command() {
     server.shutdown = true;
     server.cluster_tick();
     assert_eq!(server.replica.pending(), 0, "the held ADD was appended");
-    server.answer_clients_before_exit();
-    server.flush_clients();
-    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n");
+    exit_and_expect(&mut server, &mut c, b"-TRYAGAIN no leader\r\n");
     assert_eq!(server.replica.status().learners, Vec::<u64>::new());
 }
 
