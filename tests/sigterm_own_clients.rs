@@ -14,7 +14,6 @@ mod common;
 
 use common::{bulk, wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
-use std::thread;
 use std::time::Duration;
 
 const ELECTION_TIMEOUT_MS: u64 = 4000;
@@ -32,6 +31,30 @@ fn cluster_with_a_leader(election_timeout_ms: u64) -> (Cluster, usize) {
         Reply::Ok
     );
     (cluster, leader)
+}
+
+/// How many requests the node behind `observer` has handled, this INFO
+/// included.
+fn commands_processed(observer: &mut Client) -> u64 {
+    observer.info()["total_commands_processed"]
+        .parse()
+        .expect("numeric total_commands_processed")
+}
+
+/// Waits until the node behind `observer` has handled `sent` requests
+/// since `before` was read (each INFO asked counts itself): a stop that
+/// comes after this cannot come before the node read them, however slow
+/// the machine.
+fn wait_until_handled(observer: &mut Client, before: u64, sent: u64) {
+    let mut asked = 0;
+    wait_for(
+        Duration::from_secs(20),
+        "the node to read the requests",
+        || {
+            asked += 1;
+            (commands_processed(observer) >= before + sent + asked).then_some(())
+        },
+    );
 }
 
 /// Reads, through a leader the cluster elects, that `keys` hold nothing.
@@ -65,11 +88,13 @@ fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops
         "the leader to see its followers gone",
         || (writer.info()["connected_peers"] == "0").then_some(()),
     );
+    let mut observer = cluster.client(leader);
+    let before = commands_processed(&mut observer);
     writer.send(&[b"SET", b"parked", b"1"]);
     writer.send(&[b"GET", b"parked"]);
     writer.send(&[b"SET", b"later", b"1"]);
-    // Let the leader read them, before the stop closes its ears.
-    thread::sleep(Duration::from_millis(300));
+    // The leader reads them before the stop closes its ears.
+    wait_until_handled(&mut observer, before, 3);
     assert_eq!(cluster.terminate(leader), Some(0), "exit status");
     let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
     assert_eq!(replies, [tryagain(), tryagain(), tryagain()]);
@@ -97,8 +122,10 @@ fn a_write_parked_during_a_transfer_is_refused_tryagain_when_the_leader_stops() 
         cluster.log_text(leader).contains(&started).then_some(())
     });
     let mut writer = cluster.client(leader);
+    let mut observer = cluster.client(leader);
+    let before = commands_processed(&mut observer);
     writer.send(&[b"SET", b"parked", b"1"]);
-    thread::sleep(Duration::from_millis(300));
+    wait_until_handled(&mut observer, before, 1);
     assert_eq!(cluster.terminate(leader), Some(0), "exit status");
     assert_eq!(
         transferrer.try_read(),
@@ -125,10 +152,12 @@ fn writes_a_stopping_leader_appended_are_answered_timeout_in_order() {
         .map(|i| Resume::stop(cluster.pid(i).expect("running")))
         .collect();
     let mut writer = cluster.client(leader);
+    let mut observer = cluster.client(leader);
+    let before = commands_processed(&mut observer);
     writer.send(&[b"SET", b"appended", b"1"]);
     writer.send(&[b"GET", b"appended"]);
     writer.send(&[b"SET", b"appended", b"2"]);
-    thread::sleep(Duration::from_millis(300));
+    wait_until_handled(&mut observer, before, 3);
     assert_eq!(cluster.terminate(leader), Some(0), "exit status");
     let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
     let timeout = Some(Reply::Error("TIMEOUT outcome unknown".into()));
