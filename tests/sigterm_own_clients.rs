@@ -57,6 +57,26 @@ fn wait_until_handled(observer: &mut Client, before: u64, sent: u64) {
     );
 }
 
+/// Sends `requests` on `writer` to the leader, waits until the leader has
+/// handled them, stops it with SIGTERM and returns what `writer` got for
+/// each.
+fn send_then_stop(
+    cluster: &mut Cluster,
+    leader: usize,
+    writer: &mut Client,
+    requests: &[&[&[u8]]],
+) -> Vec<Option<Reply>> {
+    let mut observer = cluster.client(leader);
+    let before = commands_processed(&mut observer);
+    for request in requests {
+        writer.send(request);
+    }
+    // The leader reads them before the stop closes its ears.
+    wait_until_handled(&mut observer, before, requests.len() as u64);
+    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
+    requests.iter().map(|_| writer.try_read()).collect()
+}
+
 /// Reads, through a leader the cluster elects, that `keys` hold nothing.
 fn assert_never_applied(cluster: &Cluster, keys: &[&str]) {
     let next = cluster.wait_for_leader(Duration::from_secs(30));
@@ -88,15 +108,12 @@ fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops
         "the leader to see its followers gone",
         || (writer.info()["connected_peers"] == "0").then_some(()),
     );
-    let mut observer = cluster.client(leader);
-    let before = commands_processed(&mut observer);
-    writer.send(&[b"SET", b"parked", b"1"]);
-    writer.send(&[b"GET", b"parked"]);
-    writer.send(&[b"SET", b"later", b"1"]);
-    // The leader reads them before the stop closes its ears.
-    wait_until_handled(&mut observer, before, 3);
-    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
-    let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
+    let requests: [&[&[u8]]; 3] = [
+        &[b"SET", b"parked", b"1"],
+        &[b"GET", b"parked"],
+        &[b"SET", b"later", b"1"],
+    ];
+    let replies = send_then_stop(&mut cluster, leader, &mut writer, &requests);
     assert_eq!(replies, [tryagain(), tryagain(), tryagain()]);
     for i in 0..3 {
         cluster.spawn(i);
@@ -122,18 +139,19 @@ fn a_write_parked_during_a_transfer_is_refused_tryagain_when_the_leader_stops() 
         cluster.log_text(leader).contains(&started).then_some(())
     });
     let mut writer = cluster.client(leader);
-    let mut observer = cluster.client(leader);
-    let before = commands_processed(&mut observer);
-    writer.send(&[b"SET", b"parked", b"1"]);
-    wait_until_handled(&mut observer, before, 1);
-    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
+    let replies = send_then_stop(
+        &mut cluster,
+        leader,
+        &mut writer,
+        &[&[b"SET", b"parked", b"1"]],
+    );
     assert_eq!(
         transferrer.try_read(),
         Some(Reply::Error(format!(
             "ERR transfer to {target_id} abandoned"
         )))
     );
-    assert_eq!(writer.try_read(), tryagain(), "the parked write");
+    assert_eq!(replies, [tryagain()], "the parked write");
     drop(frozen);
     cluster.spawn(leader);
     assert_never_applied(&cluster, &["parked"]);
@@ -152,14 +170,12 @@ fn writes_a_stopping_leader_appended_are_answered_timeout_in_order() {
         .map(|i| Resume::stop(cluster.pid(i).expect("running")))
         .collect();
     let mut writer = cluster.client(leader);
-    let mut observer = cluster.client(leader);
-    let before = commands_processed(&mut observer);
-    writer.send(&[b"SET", b"appended", b"1"]);
-    writer.send(&[b"GET", b"appended"]);
-    writer.send(&[b"SET", b"appended", b"2"]);
-    wait_until_handled(&mut observer, before, 3);
-    assert_eq!(cluster.terminate(leader), Some(0), "exit status");
-    let replies: Vec<Option<Reply>> = (0..3).map(|_| writer.try_read()).collect();
+    let requests: [&[&[u8]]; 3] = [
+        &[b"SET", b"appended", b"1"],
+        &[b"GET", b"appended"],
+        &[b"SET", b"appended", b"2"],
+    ];
+    let replies = send_then_stop(&mut cluster, leader, &mut writer, &requests);
     let timeout = Some(Reply::Error("TIMEOUT outcome unknown".into()));
     assert_eq!(replies, [timeout.clone(), tryagain(), timeout]);
     drop(frozen);
