@@ -77,6 +77,22 @@ fn send_then_stop(
     requests.iter().map(|_| writer.try_read()).collect()
 }
 
+/// Freezes a follower and has a client of the leader start a `CLUSTER
+/// TRANSFER` to it, which stays under way until its timeout: the frozen
+/// follower (resumed when dropped), that client, and the follower's id.
+fn transfer_to_a_frozen_follower(cluster: &Cluster, leader: usize) -> (Resume, Client, String) {
+    let target = (0..3).find(|&i| i != leader).expect("a follower");
+    let target_id = cluster.nodes[target].id.to_string();
+    let frozen = Resume::stop(cluster.pid(target).expect("running"));
+    let mut transferrer = cluster.client(leader);
+    transferrer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
+    let started = format!("transferring leadership to node {target_id}");
+    wait_for(Duration::from_secs(5), "the transfer to start", || {
+        cluster.log_text(leader).contains(&started).then_some(())
+    });
+    (frozen, transferrer, target_id)
+}
+
 /// Reads, through a leader the cluster elects, that `keys` hold nothing.
 fn assert_never_applied(cluster: &Cluster, keys: &[&str]) {
     let next = cluster.wait_for_leader(Duration::from_secs(30));
@@ -129,15 +145,7 @@ fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops
 #[test]
 fn a_write_parked_during_a_transfer_is_refused_tryagain_when_the_leader_stops() {
     let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
-    let target = (0..3).find(|&i| i != leader).expect("a follower");
-    let target_id = cluster.nodes[target].id.to_string();
-    let frozen = Resume::stop(cluster.pid(target).expect("running"));
-    let mut transferrer = cluster.client(leader);
-    transferrer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
-    let started = format!("transferring leadership to node {target_id}");
-    wait_for(Duration::from_secs(5), "the transfer to start", || {
-        cluster.log_text(leader).contains(&started).then_some(())
-    });
+    let (frozen, mut transferrer, target_id) = transfer_to_a_frozen_follower(&cluster, leader);
     let mut writer = cluster.client(leader);
     let replies = send_then_stop(
         &mut cluster,
@@ -192,15 +200,7 @@ fn a_cluster_add_during_a_plain_transfer_is_held_and_carried_out() {
         cluster.spawn(i);
     }
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let target = (0..3).find(|&i| i != leader).expect("a follower");
-    let target_id = cluster.nodes[target].id.to_string();
-    let frozen = Resume::stop(cluster.pid(target).expect("running"));
-    let mut transferrer = cluster.client(leader);
-    transferrer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
-    let started = format!("transferring leadership to node {target_id}");
-    wait_for(Duration::from_secs(5), "the transfer to start", || {
-        cluster.log_text(leader).contains(&started).then_some(())
-    });
+    let (frozen, mut transferrer, target_id) = transfer_to_a_frozen_follower(&cluster, leader);
     let addr = cluster.nodes[3].raft_addr();
     let mut adder = Client::connect(&cluster.nodes[leader].client_addr());
     adder.send(&[b"CLUSTER", b"ADD", b"4", addr.as_bytes()]);
