@@ -1,6 +1,6 @@
 //! `raftkv --local-cluster 3` on the default ports (SPEC §1): serving within
 //! seconds, and gone, with exit status 0, soon after SIGTERM; its nodes gone
-//! too when it is killed with SIGKILL.
+//! too when it is killed with SIGKILL, and when one of them is frozen.
 //! This is the only test on the fixed ports 6381-6383 and 7001-7003.
 
 mod common;
@@ -196,6 +196,60 @@ fn local_cluster_carries_on_when_a_node_is_killed_at_once() {
     });
     assert_eq!(status.code(), Some(0));
     wait_all_closed("after SIGTERM with a node killed");
+}
+
+/// A node frozen when the cluster is told to stop (SIGSTOP, a debugger, a
+/// VM paused) cannot act on its SIGTERM: the parent kills it after its grace
+/// period, so Ctrl-C still leaves no node behind holding the ports, and exits
+/// with status 0 (SPEC §1: children gone within 5 s).
+#[test]
+fn local_cluster_stops_with_a_frozen_node() {
+    let _ports = take_default_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let mut guard = spawn_local_cluster(dir.path(), &[]);
+    let parent = guard.0.id();
+    wait_for(Duration::from_secs(20), "all three nodes serving", || {
+        [6381, 6382, 6383]
+            .iter()
+            .all(|port| Client::try_connect(&format!("127.0.0.1:{}", port)).is_some())
+            .then_some(())
+    });
+    let node2 = wait_for(Duration::from_secs(5), "node 2's pid", || {
+        node_pid(parent, 2)
+    });
+    let _frozen = KillFrozenOnDrop(node2);
+    // SAFETY: kill(2) only, on a child of our cluster that it has not reaped.
+    unsafe {
+        libc::kill(node2 as i32, libc::SIGSTOP);
+        libc::kill(parent as i32, libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(6), "the parent to exit", || {
+        guard.0.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", node2)).exists(),
+        "the frozen node 2 was left behind"
+    );
+    wait_all_closed("after SIGTERM with a frozen node");
+}
+
+/// Should the parent leave a node frozen (the failure the test above looks
+/// for), it would hold the default ports for every later test.
+struct KillFrozenOnDrop(u32);
+
+impl Drop for KillFrozenOnDrop {
+    fn drop(&mut self) {
+        // Only while it is still a stopped process; once reaped its pid may be reused.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        if state.is_some_and(|rest| rest.starts_with('T')) {
+            // SAFETY: kill(2) only, on the stopped node found above.
+            unsafe {
+                libc::kill(self.0 as i32, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// The pid of the `--local-cluster` child of `parent` that runs node `id`,
