@@ -218,7 +218,15 @@ pub fn help() -> String {
          Every config file key has a flag of the same name with '_' written as '-'.",
         version()
     );
-    options().usage(&brief)
+    // getopts pads the name column even when a long name pushes the
+    // description to the next line, leaving blanks at the end of that line.
+    let mut text: String = options()
+        .usage(&brief)
+        .lines()
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect();
+    text.pop();
+    text
 }
 
 #[cfg(test)]
@@ -308,6 +316,15 @@ mod tests {
             "--force-new-cluster cannot be used with --local-cluster (it recovers one node)"
         );
         assert!(help().contains("--force-new-cluster"));
+    }
+
+    #[test]
+    fn help_lines_end_without_blanks() {
+        let text = help();
+        assert!(text.contains("--force-new-cluster\n"));
+        for line in text.lines() {
+            assert_eq!(line, line.trim_end(), "blanks at the end of a --help line");
+        }
     }
 
     #[test]
