@@ -10,11 +10,14 @@
 //! (`event_loop_start.rs`), what peers send (`event_loop_peer_events.rs`),
 //! the clock's work (`event_loop_timers.rs`), the core's output with the
 //! background work that finishes it (`event_loop_ready.rs`), a stopping
-//! leader's handover (`event_loop_handoff.rs`), and the answers a node gives
-//! its clients before it exits (`event_loop_exit.rs`).
+//! leader's handover (`event_loop_handoff.rs`), the answers a node gives
+//! its clients before it exits (`event_loop_exit.rs`), and the writing of
+//! those answers after the loop (`event_loop_exit_linger.rs`).
 
 #[path = "event_loop_exit.rs"]
 mod exit;
+#[path = "event_loop_exit_linger.rs"]
+mod exit_linger;
 #[path = "event_loop_handoff.rs"]
 mod handoff;
 #[path = "event_loop_peer_events.rs"]
@@ -132,9 +135,11 @@ pub struct Server {
     /// and requests forwarded behind them: (follower, forward id, command,
     /// tick by which to answer `-TRYAGAIN`).
     pub(super) quorum_waits: VecDeque<(NodeId, u64, Command, u64)>,
-    /// None once a stopping leader closed it (see `event_loop_handoff.rs`).
+    /// None once a stopping leader closed it (see `event_loop_handoff.rs`),
+    /// or once the node lingers before it exits (`event_loop_exit_linger.rs`).
     pub(super) client_listener: Option<TcpListener>,
-    raft_listener: TcpListener,
+    /// None once the node lingers before it exits.
+    raft_listener: Option<TcpListener>,
     signals: Option<Signals>,
     stop_channel: Option<crossbeam_channel::Receiver<()>>,
     waker: Arc<mio::Waker>,
@@ -205,7 +210,8 @@ impl Server {
         token
     }
 
-    /// Loops until a signal asks it to stop; then finishes the iteration, flushes and returns.
+    /// Loops until a signal asks it to stop; then finishes the iteration and
+    /// shuts down (`Server::shut_down`).
     pub fn run(&mut self) -> Result<(), ServerError> {
         self.refresh_membership();
         let ids: Vec<NodeId> = self.peers.members.keys().copied().collect();
@@ -270,6 +276,13 @@ impl Server {
                 );
             }
         }
+        self.shut_down()
+    }
+
+    /// What the node does once its loop ended: answers its clients, tells
+    /// its peers, syncs, and gets its clients their replies (for a second
+    /// at most).
+    pub(super) fn shut_down(&mut self) -> Result<(), ServerError> {
         info!("node {} shutting down", self.config.id);
         self.cluster.book.save_before_exit();
         self.answer_clients_before_exit();
@@ -277,7 +290,10 @@ impl Server {
         self.refuse_unproposed_forwards();
         self.tell_peers_stopping();
         self.peers.close_all(self.poll.registry());
-        self.disk.storage.sync()?;
+        // Synced first: waiting for slow clients must not hold it up.
+        let synced = self.disk.storage.sync();
+        self.linger_before_exit();
+        synced?;
         Ok(())
     }
 

@@ -170,7 +170,7 @@ impl Server {
 
     /// Closes the client listener, so that new clients are refused rather
     /// than accepted by a node about to go.
-    fn stop_taking_clients(&mut self) {
+    pub(super) fn stop_taking_clients(&mut self) {
         if let Some(mut listener) = self.client_listener.take() {
             if let Err(err) = self.poll.registry().deregister(&mut listener) {
                 warn!("cannot deregister the client listener: {}", err);

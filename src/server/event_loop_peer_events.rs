@@ -39,7 +39,11 @@ impl Server {
 
     pub(super) fn accept_peers(&mut self) {
         loop {
-            match self.raft_listener.accept() {
+            // Closed before the node exits; a retry timer may still fire.
+            let Some(listener) = self.raft_listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, _)) => {
                     self.accept_failures[1] = 0;
                     let token = self.take_token();

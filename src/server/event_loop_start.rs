@@ -125,7 +125,7 @@ impl Server {
             quorum_connected: true,
             quorum_waits: VecDeque::new(),
             client_listener: Some(client_listener),
-            raft_listener,
+            raft_listener: Some(raft_listener),
             signals,
             stop_channel,
             waker,
