@@ -16,13 +16,18 @@
 //! - A `CLUSTER TRANSFER` under way: `-ERR transfer to N abandoned`, as at
 //!   its deadline (it may still finish). The other CLUSTER commands are
 //!   answered first (`Server::answer_own_cluster_commands`).
-//! - The request held behind its connection's unanswered barriers, and the
-//!   whole requests left in its input buffer: never handled, so
-//!   `-TRYAGAIN no leader` (a QUIT among them `+OK`, and nothing after it).
+//! - The request held behind its connection's unanswered barriers, the
+//!   whole requests left in its input buffer, and those still in its socket,
+//!   never read (sent after a stopping leader stopped reading its clients at
+//!   the start of its handover, or during the last iteration): never
+//!   handled, so `-TRYAGAIN no leader` (a QUIT among them `+OK`, and nothing
+//!   after it; a malformed or oversized one its protocol error, and nothing
+//!   after it either).
 //!
 //! The replies keep each connection's order (its reply slots): a request
-//! whose outcome is unknown is answered before those sent after it.
-//! Requests still in the socket, never read, get no answer.
+//! whose outcome is unknown is answered before those sent after it. Nothing
+//! is taken or applied here: the loop has ended. The replies are written,
+//! and the connections closed, by `event_loop_exit_linger.rs`.
 //!
 //! Known gaps, neither a broken promise: a reply the leader relayed that
 //! waits for this node to apply its entry is delivered at exit without that
@@ -33,8 +38,19 @@
 use super::Server;
 use crate::kv::Reply;
 use crate::replica::{reply_transfer_abandoned, Completion};
+use crate::server::clients::Client;
+use crate::server::conn::Fill;
 use crate::server::requests::NO_LEADER;
+use crate::wire::resp::{Argv, ProtocolError};
+use log::debug;
 use mio::Token;
+use std::io;
+
+/// The most request bytes read from one connection's socket at exit: more
+/// than a socket's receive buffer holds by default (Linux's `tcp_rmem`
+/// allows 6 MiB), so all of what a client had sent when the node stopped,
+/// while one that keeps sending still cannot keep the node from exiting.
+const EXIT_READ_BYTES: usize = 16 << 20;
 
 impl Server {
     /// Answers every request of every client still waiting (see the module
@@ -75,27 +91,35 @@ impl Server {
         }
     }
 
-    /// Refuses the connection's requests it read and never handled: the one
-    /// held behind its barriers (all answered by now) and the whole ones
-    /// still in its input buffer, up to a QUIT, which is answered `+OK` as
-    /// always: what follows it is never taken, as in `handle_buffered_requests`.
+    /// Refuses the connection's requests it never handled: the one held
+    /// behind its barriers (all answered by now), the whole ones still in its
+    /// input buffer, then those its socket holds, never read (see
+    /// [`next_unhandled`]), up to a QUIT, which is answered `+OK` as always:
+    /// what follows it is never taken, as in `handle_buffered_requests`. A
+    /// malformed or oversized request gets its protocol error, as it would
+    /// have, and ends the connection too: what follows cannot be told apart.
     fn refuse_unhandled_requests(&mut self, token: Token) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         let mut held = client.release_held();
+        let mut socket = SocketReads::default();
         // After a QUIT or a protocol error, nothing more is taken.
         while !client.close_after_replies && client.lingering.is_none() {
             let argv = match held.take() {
                 Some(argv) => argv,
-                None => match client.parser.parse(client.conn.input()) {
-                    Ok(Some((argv, used))) => {
-                        client.conn.consume(used);
-                        argv
+                None => match next_unhandled(client, &mut socket) {
+                    Unhandled::Request(argv) => argv,
+                    Unhandled::Malformed(err) => {
+                        client.reply_now(Reply::Error(err.to_string()));
+                        client.close_after_replies = true;
+                        break;
                     }
-                    // A malformed request ends it: what follows cannot be
-                    // told apart.
-                    Ok(None) | Err(_) => break,
+                    Unhandled::None => break,
+                    Unhandled::ReadFailed(err) => {
+                        debug!("client {} read failed at exit: {}", client.id, err);
+                        return self.close_client(token);
+                    }
                 },
             };
             if argv
@@ -108,6 +132,62 @@ impl Server {
                 client.reply_now(Reply::error(NO_LEADER));
             }
             client.parser.recycle(argv);
+        }
+    }
+}
+
+/// What [`next_unhandled`] found.
+enum Unhandled {
+    Request(Argv),
+    Malformed(ProtocolError),
+    /// No whole request left: the buffer holds at most the start of one,
+    /// and the socket is empty, closed, or read up to [`EXIT_READ_BYTES`].
+    None,
+    ReadFailed(io::Error),
+}
+
+/// How far a connection's socket was read at exit.
+#[derive(Default)]
+struct SocketReads {
+    bytes: usize,
+    /// It held nothing more, or the client closed its side.
+    drained: bool,
+}
+
+/// The next whole request in the connection's input buffer, reading its
+/// socket for more while there is none: requests a client sent that the node
+/// never read (after a stopping leader stopped reading, or in the last
+/// iteration) are answered too, not left to the closing connection. Reading
+/// stops once the socket holds nothing more (or after [`EXIT_READ_BYTES`]):
+/// what arrives later is after the node's exit point, and gets no answer
+/// (`event_loop_exit_linger.rs`).
+fn next_unhandled(client: &mut Client, socket: &mut SocketReads) -> Unhandled {
+    loop {
+        match client.parser.parse(client.conn.input()) {
+            Ok(Some((argv, used))) => {
+                client.conn.consume(used);
+                return Unhandled::Request(argv);
+            }
+            Ok(None) => {}
+            Err(err) => return Unhandled::Malformed(err),
+        }
+        if socket.drained || socket.bytes >= EXIT_READ_BYTES {
+            return Unhandled::None;
+        }
+        let before = client.conn.input().len();
+        let fill = match client.conn.fill() {
+            Ok(fill) => fill,
+            Err(err) => return Unhandled::ReadFailed(err),
+        };
+        socket.bytes += client.conn.input().len() - before;
+        match fill {
+            Fill::Data => {}
+            Fill::Drained | Fill::WouldBlock => socket.drained = true,
+            Fill::Closed => {
+                socket.drained = true;
+                client.close_after_replies = true;
+                client.peer_closed = true;
+            }
         }
     }
 }

@@ -257,3 +257,66 @@ fn an_exiting_node_answers_its_clients_cluster_commands() {
     let replies = iterate_until_replied(&mut server, &mut d, "\r\n");
     assert_eq!(replies, "-TRYAGAIN no leader\r\n");
 }
+
+/// Requests a client sent that the node never read (it was stopping, as a
+/// leader handing over is: `read_client` takes nothing) are read at exit
+/// and refused `-TRYAGAIN`, never taken: before, they got no answer.
+#[test]
+fn requests_left_in_the_socket_are_refused_tryagain() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    server.shutdown = true;
+    send(&mut c, b"SET unread 1\r\nGET unread\r\n");
+    server.read_client(tc);
+    assert!(!server.parked.holds(tc), "read while stopping");
+    exit_and_expect(
+        &mut server,
+        &mut c,
+        b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n",
+    );
+    assert!(server.parked.is_empty());
+    assert_eq!(server.replica.pending(), 0);
+}
+
+/// Unread requests in the socket, behind those in the input buffer, keep
+/// their connection's order; a QUIT among them is answered `+OK` and ends
+/// the connection: the request after it is not answered.
+#[test]
+fn unread_requests_follow_the_buffered_ones_up_to_a_quit() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let client = server.clients.get_mut(&tc).expect("client");
+    client.open_slot(Pending::Parked, Kind::Barrier);
+    send(&mut c, b"SET held 1\r\nSET buffered 1\r\n");
+    server.read_client(tc);
+    assert!(server.clients[&tc].is_holding());
+    server.shutdown = true;
+    send(&mut c, b"SET unread 1\r\nQUIT\r\nSET after 1\r\n");
+    exit_and_expect(
+        &mut server,
+        &mut c,
+        b"-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n-TRYAGAIN no leader\r\n+OK\r\n",
+    );
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("the end of the replies");
+    assert_eq!(String::from_utf8_lossy(&rest), "", "after QUIT");
+}
+
+/// An unread request over `max_request_bytes` gets the protocol error it
+/// would have got, and ends the connection.
+#[test]
+fn an_oversized_unread_request_gets_its_protocol_error() {
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    server.shutdown = true;
+    send(&mut c, b"SET unread 1\r\n*2\r\n$3\r\nGET\r\n$2000000\r\nxx");
+    server.read_client(tc);
+    exit_and_expect(
+        &mut server,
+        &mut c,
+        b"-TRYAGAIN no leader\r\n-ERR protocol error: request exceeds max_request_bytes (1048576)\r\n",
+    );
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("the end of the replies");
+    assert_eq!(String::from_utf8_lossy(&rest), "");
+}
