@@ -7,6 +7,12 @@
 //! from one that may have been applied. A write answered `-TRYAGAIN` must
 //! never be applied.
 //!
+//! Requests the node never read (sent after a stopping leader stopped
+//! reading its clients) get `-TRYAGAIN no leader` too, and a client that is
+//! not reading when the node exits still gets every reply, then the end of
+//! the connection: before, those requests got no answer, and what did not
+//! fit the socket's buffers was lost.
+//!
 //! Also here: a plain `CLUSTER TRANSFER` holds the CLUSTER ADD that arrives
 //! during it, as a stop's handover does, rather than refuse it.
 
@@ -14,6 +20,7 @@ mod common;
 
 use common::{bulk, wait_for, Client, Cluster, Resume};
 use raftkv::kv::Reply;
+use std::io::{self, Read};
 use std::time::Duration;
 
 const ELECTION_TIMEOUT_MS: u64 = 4000;
@@ -188,6 +195,106 @@ fn writes_a_stopping_leader_appended_are_answered_timeout_in_order() {
     assert_eq!(replies, [timeout.clone(), tryagain(), timeout]);
     drop(frozen);
 }
+/// Requests a client pipelines to a leader handing over (to a follower
+/// frozen by a `CLUSTER TRANSFER` under way, so the handover lasts its 2 s
+/// bound) are never read: at exit each is refused `-TRYAGAIN no leader`, in
+/// order, a QUIT among them `+OK`, which ends the connection (the request
+/// after it gets no answer), and none is applied.
+#[test]
+fn requests_a_stopping_leader_never_read_are_refused_tryagain_in_order() {
+    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
+    let (frozen, mut transferrer, target_id) = transfer_to_a_frozen_follower(&cluster, leader);
+    let mut writer = cluster.client(leader);
+    // Accepted before the stop closes the listener.
+    assert_eq!(writer.cmd(&["PING"]), Reply::Status("PONG".into()));
+    cluster.stop_and_await_handover(leader);
+    let requests: [&[&[u8]]; 5] = [
+        &[b"SET", b"unread", b"1"],
+        &[b"GET", b"unread"],
+        &[b"INCR", b"counter"],
+        &[b"QUIT"],
+        &[b"SET", b"after_quit", b"1"],
+    ];
+    for request in requests {
+        writer.send(request);
+    }
+    assert_eq!(cluster.wait_exit(leader, Duration::from_secs(10)), Some(0));
+    let replies: Vec<Option<Reply>> = (0..4).map(|_| writer.try_read()).collect();
+    assert_eq!(
+        replies,
+        [tryagain(), tryagain(), tryagain(), Some(Reply::Ok)]
+    );
+    assert!(writer.is_closed(), "an answer after QUIT");
+    assert_eq!(
+        transferrer.try_read(),
+        Some(Reply::Error(format!(
+            "ERR transfer to {target_id} abandoned"
+        )))
+    );
+    drop(frozen);
+    cluster.spawn(leader);
+    assert_never_applied(&cluster, &["unread", "counter", "after_quit"]);
+}
+
+/// Reads `client`'s connection until the node closes it: every byte, and
+/// how it ended (an error is a reset, or no end within the timeout).
+fn read_until_closed(client: &mut Client) -> (Vec<u8>, io::Result<()>) {
+    let mut got = Vec::new();
+    let mut chunk = vec![0; 1 << 16];
+    loop {
+        match client.stream.read(&mut chunk) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(err) => return (got, Err(err)),
+        }
+    }
+}
+
+/// A client of a leader without a quorum pipelines large ECHOs (answered at
+/// once, 10 MiB of replies) and 20,000 writes (parked, or past the
+/// connection's limit of replies waiting, unread), without reading. The
+/// leader stops: the writes are answered `-TRYAGAIN` at exit, far more than
+/// the socket's buffers hold. The client, reading only then, gets every
+/// reply in order, then the end of the connection, not a reset.
+#[test]
+fn a_client_not_reading_at_exit_gets_every_reply_then_the_end() {
+    const ECHOES: usize = 10;
+    const WRITES: usize = 20_000;
+    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
+    for i in (0..3).filter(|&i| i != leader) {
+        cluster.kill(i);
+    }
+    let mut writer = cluster.client(leader);
+    wait_for(
+        Duration::from_secs(5),
+        "the leader to see its followers gone",
+        || (writer.info()["connected_peers"] == "0").then_some(()),
+    );
+    let mut observer = cluster.client(leader);
+    let before = commands_processed(&mut observer);
+    let echoed = vec![b'e'; 1 << 20];
+    let mut want = Vec::new();
+    for _ in 0..ECHOES {
+        writer.send(&[b"ECHO", &echoed]);
+        want.extend_from_slice(format!("${}\r\n", echoed.len()).as_bytes());
+        want.extend_from_slice(&echoed);
+        want.extend_from_slice(b"\r\n");
+    }
+    for i in 0..WRITES {
+        writer.send(&[b"SET", format!("k{i}").as_bytes(), b"1"]);
+        want.extend_from_slice(b"-TRYAGAIN no leader\r\n");
+    }
+    // The ECHOs are answered, not refused at exit; so are the writes the
+    // connection may have waiting (16384), the rest left unread.
+    wait_until_handled(&mut observer, before, (ECHOES + 16_384) as u64);
+    cluster.sigterm(leader);
+    let (got, end) = read_until_closed(&mut writer);
+    assert_eq!(cluster.wait_exit(leader, Duration::from_secs(10)), Some(0));
+    assert_eq!(got.len(), want.len(), "bytes read before the end");
+    assert!(got == want, "the replies differ");
+    end.expect("the end of the connection, not a reset");
+}
+
 /// A `CLUSTER ADD` sent while a plain `CLUSTER TRANSFER` is under way (to a
 /// frozen follower, so it is abandoned at its timeout) is held, as during a
 /// stop's handover, and carried out once the transfer is over: not refused
