@@ -47,14 +47,15 @@ use mio::Token;
 use std::io;
 
 /// The most request bytes read from one connection's socket at exit: more
-/// than a socket's receive buffer holds by default (Linux's `tcp_rmem`
-/// allows 6 MiB), so all of what a client had sent when the node stopped,
-/// while one that keeps sending still cannot keep the node from exiting.
+/// than a socket's receive buffer holds with Linux's default `tcp_rmem`
+/// (6 MiB at most), so in practice all of what a client had sent when the
+/// node stopped, while one that keeps sending cannot keep it from exiting.
 const EXIT_READ_BYTES: usize = 16 << 20;
 
 impl Server {
     /// Answers every request of every client still waiting (see the module
-    /// docs); the replies go out with the last `flush_clients`.
+    /// docs); the replies go out with the last `flush_clients` and the
+    /// linger after it (`Server::linger_before_exit`).
     pub(super) fn answer_clients_before_exit(&mut self) {
         self.answer_own_cluster_commands();
         // Replies the leader relayed that wait only for this node to apply
