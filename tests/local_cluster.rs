@@ -161,17 +161,8 @@ fn wait_all_closed(when: &str) {
 fn local_cluster_carries_on_when_a_node_is_killed_at_once() {
     let _ports = take_default_ports();
     let dir = tempfile::tempdir().unwrap();
-    let mut guard = spawn_local_cluster(dir.path(), &[]);
+    let (mut guard, node3) = spawn_serving_local_cluster(dir.path(), 3);
     let parent = guard.0.id();
-    wait_for(Duration::from_secs(20), "all three nodes serving", || {
-        [6381, 6382, 6383]
-            .iter()
-            .all(|port| Client::try_connect(&format!("127.0.0.1:{}", port)).is_some())
-            .then_some(())
-    });
-    let node3 = wait_for(Duration::from_secs(5), "node 3's pid", || {
-        node_pid(parent, 3)
-    });
     // SAFETY: kill(2) only. Node 3 is a child of our cluster, which reaps it
     // only once it exits, so the pid is still node 3's (it has no reason to
     // exit on its own in the moment since it was found).
@@ -206,17 +197,8 @@ fn local_cluster_carries_on_when_a_node_is_killed_at_once() {
 fn local_cluster_stops_with_a_frozen_node() {
     let _ports = take_default_ports();
     let dir = tempfile::tempdir().unwrap();
-    let mut guard = spawn_local_cluster(dir.path(), &[]);
+    let (mut guard, node2) = spawn_serving_local_cluster(dir.path(), 2);
     let parent = guard.0.id();
-    wait_for(Duration::from_secs(20), "all three nodes serving", || {
-        [6381, 6382, 6383]
-            .iter()
-            .all(|port| Client::try_connect(&format!("127.0.0.1:{}", port)).is_some())
-            .then_some(())
-    });
-    let node2 = wait_for(Duration::from_secs(5), "node 2's pid", || {
-        node_pid(parent, 2)
-    });
     let _frozen = KillFrozenOnDrop(node2);
     // SAFETY: kill(2) only, on a child of our cluster that it has not reaped.
     unsafe {
@@ -250,6 +232,23 @@ impl Drop for KillFrozenOnDrop {
             }
         }
     }
+}
+
+/// A default `--local-cluster 3` under `dir`, once all three nodes take
+/// clients, with the pid of the child running node `id`.
+fn spawn_serving_local_cluster(dir: &std::path::Path, id: u32) -> (KillOnDrop, u32) {
+    let guard = spawn_local_cluster(dir, &[]);
+    let parent = guard.0.id();
+    wait_for(Duration::from_secs(20), "all three nodes serving", || {
+        [6381, 6382, 6383]
+            .iter()
+            .all(|port| Client::try_connect(&format!("127.0.0.1:{}", port)).is_some())
+            .then_some(())
+    });
+    let pid = wait_for(Duration::from_secs(5), &format!("node {id}'s pid"), || {
+        node_pid(parent, id)
+    });
+    (guard, pid)
 }
 
 /// The pid of the `--local-cluster` child of `parent` that runs node `id`,

@@ -119,8 +119,9 @@ fn assert_never_applied(cluster: &Cluster, keys: &[&str]) {
 /// steps down an election timeout after it last heard them; the stop comes
 /// well before), and a read pipelined behind them waits with them. Nobody
 /// can take over, so it stops at once.
-#[test]
-fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops() {
+/// A cluster whose followers were killed, its leader, and a client of the
+/// leader, once the leader saw its followers gone.
+fn a_leader_without_followers() -> (Cluster, usize, Client) {
     let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
     for i in (0..3).filter(|&i| i != leader) {
         cluster.kill(i);
@@ -131,6 +132,12 @@ fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops
         "the leader to see its followers gone",
         || (writer.info()["connected_peers"] == "0").then_some(()),
     );
+    (cluster, leader, writer)
+}
+
+#[test]
+fn writes_parked_on_a_leader_without_a_quorum_are_refused_tryagain_when_it_stops() {
+    let (mut cluster, leader, mut writer) = a_leader_without_followers();
     let requests: [&[&[u8]]; 3] = [
         &[b"SET", b"parked", b"1"],
         &[b"GET", b"parked"],
@@ -260,16 +267,7 @@ fn read_until_closed(client: &mut Client) -> (Vec<u8>, io::Result<()>) {
 fn a_client_not_reading_at_exit_gets_every_reply_then_the_end() {
     const ECHOES: usize = 10;
     const WRITES: usize = 20_000;
-    let (mut cluster, leader) = cluster_with_a_leader(ELECTION_TIMEOUT_MS);
-    for i in (0..3).filter(|&i| i != leader) {
-        cluster.kill(i);
-    }
-    let mut writer = cluster.client(leader);
-    wait_for(
-        Duration::from_secs(5),
-        "the leader to see its followers gone",
-        || (writer.info()["connected_peers"] == "0").then_some(()),
-    );
+    let (mut cluster, leader, mut writer) = a_leader_without_followers();
     let mut observer = cluster.client(leader);
     let before = commands_processed(&mut observer);
     let echoed = vec![b'e'; 1 << 20];
