@@ -62,6 +62,39 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
+/// Waits until no open file holds a lock on `data_dir`'s lock file, as
+/// `/proc/locks` shows (returns at once where there is none to read). For a
+/// test that wrote the data dir with the storage library and then starts a
+/// node on it: the library's lock is an `flock` on an open file, and a child
+/// another test thread was spawning meanwhile shares that open file from its
+/// fork until its exec, so the lock can outlive the library's close by as
+/// long as the loaded machine takes to run the child (a node started then
+/// found its data dir "in use by another process", this one). Probing with a
+/// lock of our own could be shared the same way; reading `/proc/locks` is not.
+pub fn wait_until_unlocked(data_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(data_dir.join("lock")) else {
+        return;
+    };
+    let file_id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "no process to hold the data dir's lock",
+        || {
+            let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+            (!locks
+                .lines()
+                .any(|line| line.split_whitespace().any(|field| field == file_id)))
+            .then_some(())
+        },
+    );
+}
+
 /// One node's fixed identity; the process comes and goes.
 pub struct NodeSpec {
     pub id: u64,
