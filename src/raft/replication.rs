@@ -109,7 +109,12 @@ impl Node {
             return;
         }
         match pr.state {
-            ProgressState::Probe => pr.become_replicate(),
+            // An acknowledgement short of the probe answers an older message:
+            // one sent a snapshot, then a newer one because the log moved
+            // past the first, acknowledges the first late. Replicating from
+            // there would send it the newer snapshot again, whole.
+            ProgressState::Probe if index + 1 >= pr.next_index => pr.become_replicate(),
+            ProgressState::Probe => {}
             ProgressState::Snapshot { .. } if pr.match_index >= compacted_through => {
                 // The follower now holds everything before our first entry.
                 pr.become_probe();
