@@ -61,7 +61,13 @@ fn a_pipeline_larger_than_a_read_budget_is_served_whole_and_in_order() {
     // rest in later iterations: a pipeline of writes larger than that, which
     // waits in the kernel while the node is stopped, is served whole and in
     // order once it runs again.
-    let cluster = Cluster::start(1);
+    //
+    // A 2 s election timeout, not the tests' 200 ms, as in
+    // `clients_over_an_iterations_read_budget_are_all_served_whole_and_in_order`:
+    // each write's deadline (4 election timeouts) runs from when the node
+    // read it, and the 6 MB must be synced by then, which 800 ms need not
+    // be on a machine with other disk traffic.
+    let cluster = Cluster::start_with_election_timeout(1, 2000);
     let mut client = cluster.client(0);
     let value = |i: usize| format!("{i}:{}", "v".repeat(300 << 10));
     let mut requests = Vec::new();

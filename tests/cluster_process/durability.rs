@@ -3,7 +3,7 @@
 //! acknowledged entries with `fsync = never` catching up.
 
 use super::common::load::{LoadResult, WriteLoad};
-use super::common::{bulk, wait_for, Cluster};
+use super::common::{bulk, wait_for, wait_until_unlocked, Cluster};
 use super::info_u64;
 use raftkv::kv::Reply;
 use std::collections::{HashMap, HashSet};
@@ -229,6 +229,7 @@ fn a_follower_that_lost_acknowledged_entries_without_fsync_catches_up() {
         storage.sync().expect("sync");
         assert_eq!(storage.last_index(), last - 21);
     }
+    wait_until_unlocked(cluster.data_dir(follower));
     cluster.spawn(follower);
     assert_eq!(client.cmd(&["SET", "after", "v"]), Reply::Ok);
     let last = info_u64(&cluster, leader, "last_log_index");
