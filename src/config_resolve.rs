@@ -197,15 +197,30 @@ fn build(merged: &Merged<'_>, join: bool) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// The two listeners cannot share an address; caught here, before the data
-/// directory is made, rather than as a failed bind.
+/// The client listener cannot take the address of a raft listener, this
+/// node's or another member's; caught here, before the data directory is
+/// made, rather than as a failed bind (or, for another member's, as that
+/// member's clients reaching this node's client port).
 fn check_distinct_ports(merged: &Merged<'_>, config: &Config) -> Result<(), ConfigError> {
-    match merged.get("client_addr") {
-        Some(setting) if config.client_addr == config.raft_addr => Err(merged.bad_value(
+    let Some(setting) = merged.get("client_addr") else {
+        return Ok(());
+    };
+    if config.client_addr == config.raft_addr {
+        return Err(merged.bad_value(
             setting,
             "the same address as raft_addr; the two ports must differ",
+        ));
+    }
+    match config
+        .cluster
+        .iter()
+        .find(|(_, addr)| *addr == config.client_addr)
+    {
+        Some((id, _)) => Err(merged.bad_value(
+            setting,
+            &format!("the raft address of node {id} in cluster"),
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -190,6 +190,14 @@ fn client_and_raft_addresses_must_differ() {
 }
 
 #[test]
+fn the_client_address_cannot_be_another_members_raft_address() {
+    assert_eq!(
+        err(BASE, &[("client_addr", "127.0.0.1:7003")]),
+        "--client-addr: bad value '127.0.0.1:7003' for 'client_addr': the raft address of node 3 in cluster"
+    );
+}
+
+#[test]
 fn bad_values_name_their_line_or_flag() {
     let text = format!("{BASE}heartbeat_ms = abc\n");
     assert_eq!(
