@@ -164,7 +164,7 @@ impl Durable for DiskLog {
 /// allocation, such as the table of a shard copied while a snapshot is
 /// written; measured with 1,000,000 keys, that made single loop iterations
 /// take 100+ ms of CPU, against ~13 ms with fastbins off
-/// (tests/snapshot_process.rs, one_million_keys_snapshot_stall_and_restart_time).
+/// (tests/snapshot_process/one_million_keys.rs, one_million_keys_snapshot_stall_and_restart_time).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; M_MXFAST = 0 is a
