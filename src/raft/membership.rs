@@ -99,15 +99,19 @@ impl Node {
             !matches!(change, ConfChange::ForceNewCluster { .. }),
             "{change:?} proposed: it is written at start, never replicated as a change"
         );
-        if self.log.conf_index() > self.log.committed || !self.committed_in_current_term() {
-            return Err(ConfChangeError::ChangeInProgress);
-        }
         if let ConfChange::AddLearner { id, .. } = change {
             if self.dropped_peers.contains(&id) {
                 return Err(ConfChangeError::Dropped { id });
             }
         }
+        // Checked against the latest configuration before the wait for the
+        // one in flight: a change that can never be made (an unknown node,
+        // one already a member) is told so at once, as SPEC words it, not
+        // `-TRYAGAIN` for the client to retry in vain.
         let next = self.log.conf().apply(&change)?;
+        if self.log.conf_index() > self.log.committed || !self.committed_in_current_term() {
+            return Err(ConfChangeError::ChangeInProgress);
+        }
         if let ConfChange::Remove { id } = change {
             self.check_removal_quorum(id, &next.voters)?;
         }

@@ -103,6 +103,28 @@ fn only_one_change_may_be_uncommitted() {
 }
 
 #[test]
+fn a_change_that_can_never_be_made_is_refused_as_such_while_another_is_in_flight() {
+    let mut net = Net::new(3);
+    net.campaign(1);
+    net.add_joiner(4);
+    let node = net.node_mut(1);
+    node.propose_conf_change(add(4)).expect("first change");
+    assert_eq!(
+        node.propose_conf_change(ConfChange::Remove { id: 7 }),
+        Err(ConfChangeError::UnknownNode { id: 7 })
+    );
+    assert!(matches!(
+        node.propose_conf_change(add(4)),
+        Err(ConfChangeError::AlreadyMember { id: 4 })
+    ));
+    assert_eq!(
+        node.propose_conf_change(ConfChange::Remove { id: 3 }),
+        Err(ConfChangeError::ChangeInProgress),
+        "a possible one still waits"
+    );
+}
+
+#[test]
 fn new_leader_changes_nothing_before_committing_an_entry_of_its_term() {
     // Reference: the fix to single-server changes (Ongaro, raft-dev 2015).
     let mut net = Net::new(3);
