@@ -257,8 +257,20 @@ fn read_until_closed(client: &mut Client) -> (Vec<u8>, io::Result<()>) {
     }
 }
 
+/// The bytes written to `stream` that the other end's kernel has not
+/// acknowledged yet (TIOCOUTQ).
+fn unacknowledged_bytes(stream: &std::net::TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: ioctl(TIOCOUTQ) on a socket borrowed for the call, into an int
+    // that outlives it.
+    let got = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(got, 0, "ioctl(TIOCOUTQ): {}", io::Error::last_os_error());
+    usize::try_from(queued).unwrap_or(0)
+}
+
 /// A client of a leader without a quorum pipelines large ECHOs (answered at
-/// once, 10 MiB of replies) and 20,000 writes (parked, or past the
+/// once, 10 MiB of replies) and 17,000 writes (parked, or past the
 /// connection's limit of replies waiting, unread), without reading. The
 /// leader stops: the writes are answered `-TRYAGAIN` at exit, far more than
 /// the socket's buffers hold. The client, reading only then, gets every
@@ -266,7 +278,11 @@ fn read_until_closed(client: &mut Client) -> (Vec<u8>, io::Result<()>) {
 #[test]
 fn a_client_not_reading_at_exit_gets_every_reply_then_the_end() {
     const ECHOES: usize = 10;
-    const WRITES: usize = 20_000;
+    // Past the connection's limit of replies waiting (16384) by few enough
+    // that the rest fits the node's receive buffer: what TCP's flow control
+    // still holds in this client's kernel when the node reads at exit
+    // arrives after its exit point, and is not answered.
+    const WRITES: usize = 17_000;
     let (mut cluster, leader, mut writer) = a_leader_without_followers();
     let mut observer = cluster.client(leader);
     let before = commands_processed(&mut observer);
@@ -285,6 +301,11 @@ fn a_client_not_reading_at_exit_gets_every_reply_then_the_end() {
     // The ECHOs are answered, not refused at exit; so are the writes the
     // connection may have waiting (16384), the rest left unread.
     wait_until_handled(&mut observer, before, (ECHOES + 16_384) as u64);
+    wait_for(
+        Duration::from_secs(10),
+        "the node's kernel to hold every request sent",
+        || (unacknowledged_bytes(&writer.stream) == 0).then_some(()),
+    );
     cluster.sigterm(leader);
     let (got, end) = read_until_closed(&mut writer);
     assert_eq!(cluster.wait_exit(leader, Duration::from_secs(10)), Some(0));
