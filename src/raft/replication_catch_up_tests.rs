@@ -95,31 +95,43 @@ fn follower_behind_the_compaction_point_gets_the_snapshot() {
     assert_eq!(net.applied(3).last().map(|e| e.index), Some(index));
 }
 
-/// The transport asks, before and while it streams a snapshot's bytes,
-/// whether they are still of use; each case that says no would otherwise
-/// have had a whole snapshot streamed for nothing.
-#[test]
-fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_after_it() {
+/// The snapshot node 1 would take now, of everything it applied.
+fn leader_snapshot(net: &Net) -> SnapshotMeta {
+    SnapshotMeta {
+        index: net.node(1).status().applied_index,
+        term: 1,
+        voters: vec![1, 2, 3],
+        learners: vec![],
+    }
+}
+
+/// Node 1 leads three, compacted past what node 3 (cut off meanwhile)
+/// holds, and has handed node 3 a snapshot to stream; this network drops
+/// InstallSnapshot, so node 3 never gets it. Returns the snapshot.
+fn snapshot_handed_out_to_node_3() -> (Net, SnapshotMeta) {
     let mut net = Net::new(3);
     net.campaign(1);
     net.isolate(3);
     for i in 0..20u8 {
         net.propose(1, &[i]);
     }
-    let snapshot_at = |net: &Net| SnapshotMeta {
-        index: net.node(1).status().applied_index,
-        term: 1,
-        voters: vec![1, 2, 3],
-        learners: vec![],
-    };
-    let sent = snapshot_at(&net);
+    let sent = leader_snapshot(&net);
     net.node_mut(1).compact(sent.clone(), 5);
     net.heal();
-    // Handed out, its bytes still on their way.
     net.drop_if = Some(Box::new(|m| {
         matches!(m.body, MessageBody::InstallSnapshot { .. })
     }));
     net.tick_all_until(|net| net.node(1).snapshot_wanted(3, sent.index), 50);
+    (net, sent)
+}
+
+/// The transport asks, before and while it streams a snapshot's bytes,
+/// whether they are still of use; each case that says no would otherwise
+/// have had a whole snapshot streamed for nothing.
+#[test]
+fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_after_it() {
+    // Handed out, its bytes still on their way.
+    let (mut net, sent) = snapshot_handed_out_to_node_3();
     assert!(
         !net.node(1).snapshot_wanted(3, sent.index - 1),
         "another snapshot"
@@ -138,14 +150,14 @@ fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_af
     for i in 0..5u8 {
         net.propose(1, &[i]);
     }
-    let newer = snapshot_at(&net);
+    let newer = leader_snapshot(&net);
     net.node_mut(1)
         .compact(newer.clone(), newer.index - sent.index);
     assert_eq!(net.node(1).status().first_index, sent.index + 1);
     assert!(net.node(1).snapshot_wanted(3, sent.index));
     // One that compacts past it: node 3 would need the newest after it.
     net.propose(1, b"past");
-    let newest = snapshot_at(&net);
+    let newest = leader_snapshot(&net);
     net.node_mut(1).compact(newest, 0);
     assert!(
         !net.node(1).snapshot_wanted(3, sent.index),
@@ -154,19 +166,7 @@ fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_af
 
     // Node 3 caught up otherwise (here: acknowledged the snapshot before its
     // stream was reported): no longer waiting for it.
-    let mut net = Net::new(3);
-    net.campaign(1);
-    net.isolate(3);
-    for i in 0..20u8 {
-        net.propose(1, &[i]);
-    }
-    let sent = snapshot_at(&net);
-    net.node_mut(1).compact(sent.clone(), 5);
-    net.heal();
-    net.drop_if = Some(Box::new(|m| {
-        matches!(m.body, MessageBody::InstallSnapshot { .. })
-    }));
-    net.tick_all_until(|net| net.node(1).snapshot_wanted(3, sent.index), 50);
+    let (mut net, sent) = snapshot_handed_out_to_node_3();
     let term = net.node(1).term();
     net.node_mut(1).step(msg(
         3,
@@ -193,31 +193,13 @@ fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_af
 /// with the real binary under load: 7.9 MB sent twice within a second).
 #[test]
 fn a_late_acknowledgement_of_an_older_snapshot_does_not_send_the_newer_one_again() {
-    let mut net = Net::new(3);
-    net.campaign(1);
-    net.isolate(3);
-    for i in 0..20u8 {
-        net.propose(1, &[i]);
-    }
-    let snapshot_at = |net: &Net| SnapshotMeta {
-        index: net.node(1).status().applied_index,
-        term: 1,
-        voters: vec![1, 2, 3],
-        learners: vec![],
-    };
-    let older = snapshot_at(&net);
-    net.node_mut(1).compact(older.clone(), 5);
-    net.heal();
     // Streamed by the caller, not by this network: node 3 has not got them.
-    net.drop_if = Some(Box::new(|m| {
-        matches!(m.body, MessageBody::InstallSnapshot { .. })
-    }));
-    net.tick_all_until(|net| net.node(1).snapshot_wanted(3, older.index), 50);
+    let (mut net, older) = snapshot_handed_out_to_node_3();
     net.node_mut(1).report_snapshot(3, true);
     for i in 0..5u8 {
         net.propose(1, &[i]);
     }
-    let newer = snapshot_at(&net);
+    let newer = leader_snapshot(&net);
     net.node_mut(1).compact(newer.clone(), 0);
     net.tick_all_until(|net| net.node(1).snapshot_wanted(3, newer.index), 50);
     net.node_mut(1).report_snapshot(3, true);
