@@ -125,6 +125,22 @@ fn snapshot_handed_out_to_node_3() -> (Net, SnapshotMeta) {
     (net, sent)
 }
 
+/// Node 3 tells leader 1, in its term, that it holds everything up to `index`.
+fn acknowledge_from_node_3(net: &mut Net, index: u64) {
+    let term = net.node(1).term();
+    net.node_mut(1).step(msg(
+        3,
+        1,
+        term,
+        MessageBody::AppendResponse {
+            success: true,
+            index,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+}
+
 /// The transport asks, before and while it streams a snapshot's bytes,
 /// whether they are still of use; each case that says no would otherwise
 /// have had a whole snapshot streamed for nothing.
@@ -167,18 +183,7 @@ fn a_snapshot_is_wanted_while_its_follower_waits_for_it_and_the_log_continues_af
     // Node 3 caught up otherwise (here: acknowledged the snapshot before its
     // stream was reported): no longer waiting for it.
     let (mut net, sent) = snapshot_handed_out_to_node_3();
-    let term = net.node(1).term();
-    net.node_mut(1).step(msg(
-        3,
-        1,
-        term,
-        MessageBody::AppendResponse {
-            success: true,
-            index: sent.index,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    acknowledge_from_node_3(&mut net, sent.index);
     assert!(
         !net.node(1).snapshot_wanted(3, sent.index),
         "node 3 holds it"
@@ -205,18 +210,7 @@ fn a_late_acknowledgement_of_an_older_snapshot_does_not_send_the_newer_one_again
     net.node_mut(1).report_snapshot(3, true);
     net.take_queue();
 
-    let term = net.node(1).term();
-    net.node_mut(1).step(msg(
-        3,
-        1,
-        term,
-        MessageBody::AppendResponse {
-            success: true,
-            index: older.index,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    acknowledge_from_node_3(&mut net, older.index);
     net.handle_ready(1);
     let to_3: Vec<MessageBody> = net
         .take_queue()

@@ -49,6 +49,11 @@ impl Sim {
         } else {
             OpKind::Read { key }
         };
+        self.start_op(id, kind, client)
+    }
+
+    /// Records op `id` as invoked now by `client`, its one op in flight.
+    fn start_op(&mut self, id: OpId, kind: OpKind, client: usize) -> OpId {
         self.ops.insert(
             id,
             Op {
@@ -218,19 +223,7 @@ impl Sim {
         self.next_op += 1;
         let value = format!("v{}", id).into_bytes();
         self.history.invoke_write(&key, &value, self.now);
-        self.ops.insert(
-            id,
-            Op {
-                kind: OpKind::Write { key, value },
-                client,
-                invoked: self.now,
-                committed_before: self.checker.max_applied(),
-                node: None,
-                place: None,
-            },
-        );
-        self.clients[client].0 = Some(id);
-        id
+        self.start_op(id, OpKind::Write { key, value }, client)
     }
 
     pub fn is_acked(&self, value_op: OpId) -> bool {
