@@ -32,7 +32,7 @@ use crate::replica::ReadyOutcome;
 use commands::ClusterRequest;
 use log::{info, warn};
 use mio::Token;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// First byte of a Forward payload: an encoded key-value command follows.
 pub const PAYLOAD_KV: u8 = 0;
@@ -70,6 +70,12 @@ pub struct ClusterState {
     /// CLUSTER requests forwarded to the leader: the client's slot, the
     /// request, and the leader it went to.
     forwards: LoopMap<u64, (Token, u64, ClusterRequest, NodeId)>,
+    /// The targets of CLUSTER TRANSFERs parked again, by slot, after the
+    /// node they were forwarded to stopped leading and could not be
+    /// reached: it may have told the target to campaign, so they are
+    /// answered as abandoned rather than `-TRYAGAIN` if they are still
+    /// parked at their deadline or at exit. Each leaves at its deadline.
+    orphaned_transfers: HashMap<(Token, u64), NodeId>,
     held: Vec<(Waiter, Held)>,
     /// CLUSTER REMOVE of this leader: who waits, and the transfer target.
     self_removal: Option<(Waiter, NodeId)>,
@@ -94,6 +100,7 @@ impl ClusterState {
             refresh: true,
             parked: ParkedRequests::default(),
             forwards: LoopMap::default(),
+            orphaned_transfers: HashMap::new(),
             held: Vec::new(),
             self_removal: None,
             leaving: BTreeMap::new(),
@@ -128,6 +135,15 @@ impl ClusterState {
     /// CLUSTER requests forwarded to the leader and not answered yet.
     pub fn forwarded_count(&self) -> usize {
         self.forwards.len()
+    }
+
+    /// The target of slot `seq`'s TRANSFER if it was parked again after
+    /// its leader was lost (see `orphaned_transfers`), which is forgotten.
+    pub fn take_orphaned_transfer(&mut self, token: Token, seq: u64) -> Option<NodeId> {
+        if self.orphaned_transfers.is_empty() {
+            return None;
+        }
+        self.orphaned_transfers.remove(&(token, seq))
     }
 
     pub fn forget_forward(&mut self, id: u64) -> Option<NodeId> {

@@ -257,6 +257,9 @@ impl Server {
                     reply: Reply::error("TIMEOUT outcome unknown"),
                 });
             } else if self.slot_waiting(token, seq) {
+                if let ClusterRequest::Transfer { id: target } = request {
+                    self.cluster.orphaned_transfers.insert((token, seq), target);
+                }
                 self.park_cluster_again(token, seq, request);
             }
         }
@@ -363,6 +366,39 @@ mod tests {
         ];
         for (line, reply) in cases {
             assert_eq!(parse(line), Err(Reply::error(reply)), "{line}");
+        }
+    }
+
+    /// A CLUSTER TRANSFER forwarded to node 2, which then stopped leading
+    /// and cannot be reached, goes to the next leader; none is known
+    /// before its deadline. Node 2 may have told the target to campaign
+    /// before it went, so the target may lead yet: the deadline answers
+    /// it as abandoned, as it does one still forwarded, and at exit too,
+    /// not `-TRYAGAIN`, whose promise is that nothing happened.
+    #[test]
+    fn a_transfer_whose_leader_was_lost_is_answered_abandoned_not_tryagain() {
+        use crate::server::client_io::tests::{connect, expect_replies, node};
+        for at_exit in [false, true] {
+            let (mut server, _dir) = node();
+            let (mut c, tc) = connect(&mut server);
+            let client = server.clients.get_mut(&tc).expect("client");
+            let seq = client.open_slot(Pending::Parked, Kind::Change);
+            client.set_forwarded(seq, false, 7, 2);
+            server
+                .cluster
+                .forwarded(7, tc, seq, "CLUSTER TRANSFER 3", 2);
+            server.settle_orphaned_forwards();
+            assert!(
+                server.cluster.parked.holds(tc),
+                "parked for the next leader"
+            );
+            if at_exit {
+                server.answer_own_cluster_commands();
+            } else {
+                server.expire(tc, seq);
+            }
+            server.flush_clients();
+            expect_replies(&mut c, b"-ERR transfer to 3 abandoned\r\n");
         }
     }
 

@@ -293,7 +293,9 @@ impl Server {
     /// Before a node exits: the CLUSTER commands of its own clients that
     /// are still here are answered, so that none is left to a closed
     /// connection. One parked or held, or a removal of this node still
-    /// handing over, was never proposed: `-TRYAGAIN no leader`. One
+    /// handing over, was never proposed: `-TRYAGAIN no leader` (but a
+    /// TRANSFER parked again after its leader was lost, which that leader
+    /// may have acted on: abandoned). One
     /// forwarded to the new leader and not answered yet may still be
     /// carried out there: `-TIMEOUT outcome unknown` for a change.
     pub(in crate::server) fn answer_own_cluster_commands(&mut self) {
@@ -304,10 +306,12 @@ impl Server {
                     token,
                     seq: parked.seq,
                 };
-                self.completions.push(Completion {
-                    waiter,
-                    reply: refused.clone(),
-                });
+                let reply = match self.cluster.take_orphaned_transfer(token, parked.seq) {
+                    // The leader it went to may have acted on it.
+                    Some(target) => crate::replica::reply_transfer_abandoned(target),
+                    None => refused.clone(),
+                };
+                self.completions.push(Completion { waiter, reply });
             }
         }
         self.cluster.parked.finish_dispatch();

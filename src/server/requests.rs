@@ -460,6 +460,9 @@ impl Server {
 
     /// A request's deadline passed without a reply.
     pub(super) fn expire(&mut self, token: Token, seq: u64) {
+        // Taken first, so that it leaves with the slot's deadline whatever
+        // became of the request.
+        let orphaned_transfer = self.cluster.take_orphaned_transfer(token, seq);
         // Every request's deadline fires, most long after the reply: those
         // return here.
         let Some(pending) = self.clients.get(&token).and_then(|c| c.pending(seq)) else {
@@ -470,7 +473,11 @@ impl Server {
                 // In one queue or the other: a CLUSTER command's, or not.
                 self.parked.remove(token, seq);
                 self.cluster.parked.remove(token, seq);
-                error(NO_LEADER)
+                match orphaned_transfer {
+                    // The leader it went to may have acted on it.
+                    Some(target) => reply_transfer_abandoned(target),
+                    None => error(NO_LEADER),
+                }
             }
             Pending::InFlight { write, forward } => {
                 let transfer = if let Some(id) = forward {
