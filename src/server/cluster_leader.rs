@@ -328,10 +328,15 @@ impl Server {
         let held = std::mem::take(&mut self.cluster.held);
         let removal = self.cluster.self_removal.take().map(|(waiter, _)| waiter);
         for waiter in held.into_iter().map(|(waiter, _)| waiter).chain(removal) {
-            self.completions.push(Completion {
-                waiter,
-                reply: refused.clone(),
-            });
+            let orphaned = match waiter {
+                Waiter::Client { token, seq } => self.cluster.take_orphaned_transfer(token, seq),
+                _ => None,
+            };
+            let reply = match orphaned {
+                Some(target) => crate::replica::reply_transfer_abandoned(target),
+                None => refused.clone(),
+            };
+            self.completions.push(Completion { waiter, reply });
         }
         for (_, (token, seq, request, _)) in std::mem::take(&mut self.cluster.forwards) {
             let reply = match request {
@@ -379,6 +384,10 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_leader_held_tests.rs"]
+mod held_tests;
 
 #[cfg(test)]
 mod tests {
@@ -491,80 +500,6 @@ mod tests {
         let mut extra = [0u8; 64];
         use std::io::Read;
         assert!(a.read(&mut extra).is_err(), "a second reply to A");
-    }
-
-    /// Node 1 of three voters (nodes 2 and 3 never run), made leader by a
-    /// pre-vote and a vote node 2 is said to have granted.
-    fn leader_of_three() -> (Server, tempfile::TempDir) {
-        use crate::raft::{Message, MessageBody, Role};
-        use crate::server::client_io::tests::node;
-        let (one, dir) = node();
-        let mut config = one.config.clone();
-        drop(one);
-        config.data_dir = dir.path().join("three");
-        config.cluster = vec![
-            (1, config.raft_addr.clone()),
-            (2, "127.0.0.1:9".to_string()),
-            (3, "127.0.0.1:9".to_string()),
-        ];
-        let (_stop, receiver) = crossbeam_channel::bounded(1);
-        let stop_on = crate::server::event_loop::StopOn::Channel(receiver);
-        let mut server = crate::server::build(config, stop_on).expect("build");
-        for _ in 0..1000 {
-            if server.replica.node().role() != Role::Follower {
-                break;
-            }
-            server.replica.node_mut().tick();
-            server.iterate().expect("iterate");
-        }
-        for pre_vote in [true, false] {
-            let term = server.replica.node().term() + u64::from(pre_vote);
-            let body = MessageBody::RequestVoteResponse {
-                pre_vote,
-                granted: true,
-            };
-            server.replica.step(Message {
-                from: 2,
-                to: 1,
-                term,
-                body,
-            });
-            server.iterate().expect("iterate");
-        }
-        assert_eq!(server.replica.node().role(), Role::Leader);
-        (server, dir)
-    }
-
-    /// Node 3's `SET k v` and `GET k`, one connection's, held behind a
-    /// CLUSTER TRANSFER held before them while another transfer ran, are
-    /// retried once that one ends: the TRANSFER starts a transfer, so the
-    /// SET is held again, and the GET must wait behind it. Served at once
-    /// (as it was), the read took its place before the write, which the
-    /// next leader then applied: the connection read the key without its
-    /// own write, sent before.
-    #[test]
-    fn a_read_held_behind_a_write_stays_behind_it_when_a_retried_transfer_starts() {
-        let (mut server, _dir) = leader_of_three();
-        let transfer = ClusterRequest::Transfer { id: 2 };
-        let set = Command::Set(b"k".to_vec(), b"v".to_vec());
-        let get = Command::Get(b"k".to_vec());
-        let held = [
-            (Waiter::Peer { from: 2, id: 1 }, Held::Cluster(transfer)),
-            (Waiter::Peer { from: 3, id: 1 }, Held::Kv(set)),
-            (Waiter::Peer { from: 3, id: 2 }, Held::Kv(get)),
-        ];
-        server.cluster.held.extend(held);
-        server.cluster_tick();
-        assert_eq!(server.replica.node().transfer_target(), Some(2));
-        let still_held: Vec<Waiter> = server.cluster.held.iter().map(|(w, _)| *w).collect();
-        assert_eq!(
-            still_held,
-            [
-                Waiter::Peer { from: 3, id: 1 },
-                Waiter::Peer { from: 3, id: 2 }
-            ],
-            "the GET went ahead of the SET sent before it"
-        );
     }
 
     #[test]

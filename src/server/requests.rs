@@ -490,7 +490,8 @@ impl Server {
                     let waiter = Waiter::Client { token, seq };
                     self.replica.forget_transfer_waiter(&waiter)
                 };
-                if let Some(target) = transfer {
+                // One held here may have been acted on where it went first.
+                if let Some(target) = transfer.or(orphaned_transfer) {
                     // This leader, or the one it went to, may have told the
                     // target to campaign (it may lead by now): not
                     // `-TRYAGAIN`, whose promise is that nothing happened.
