@@ -107,6 +107,7 @@ fn fail(sim: &Sim, what: String) -> String {
 fn check_liveness(mut sim: Sim, keep: impl Fn(&Sim, usize) -> bool) -> Result<Sim, String> {
     sim.net.heal();
     sim.net.options = NetworkOptions::reliable();
+    sim.faults = false;
     for i in 0..sim.nodes.len() {
         sim.nodes[i].durable.fail_next_sync = false;
         let running = sim.nodes[i].replica.is_some();

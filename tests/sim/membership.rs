@@ -118,9 +118,23 @@ impl Membership {
             .unwrap_or_else(|| (FOUNDERS.to_vec(), Vec::new()))
     }
 
-    fn is_member(&self, id: NodeId) -> bool {
+    /// Whether `id` is a member of the last committed configuration or of
+    /// one appended after it: a change still in flight when the faults stop
+    /// may commit later (and the leader may then promote its learner), so
+    /// the liveness phase must not stop that node as a removed one.
+    fn may_be_member(&self, id: NodeId) -> bool {
+        let last_committed = self.committed.keys().next_back().copied().unwrap_or(0);
         let (voters, learners) = self.committed_conf();
-        voters.contains(&id) || learners.contains(&id)
+        let in_flight = self
+            .seen
+            .iter()
+            .filter(|((index, _), _)| *index > last_committed)
+            .map(|(_, conf)| conf);
+        voters.contains(&id)
+            || learners.contains(&id)
+            || in_flight
+                .into_iter()
+                .any(|c| c.voters.contains(&id) || c.learners.contains(&id))
     }
 
     /// The live leader of the highest term, if any.
@@ -314,7 +328,7 @@ pub fn run_seed(opts: SimOptions) -> Result<(Sim, Stats), String> {
         membership.observe(&mut sim).map_err(|v| fail(&sim, v))?;
     }
     let members: Vec<bool> = (0..SLOTS)
-        .map(|i| membership.is_member(sim.nodes[i].id))
+        .map(|i| membership.may_be_member(sim.nodes[i].id))
         .collect();
     let sim = check_liveness(sim, |_, i| members[i])?;
     Ok((sim, membership.stats))
