@@ -4,7 +4,7 @@
 //! Apart from `membership_tests.rs` so that each reads in one sitting.
 
 use super::membership_tests::conf;
-use super::testnet::Net;
+use super::testnet::{msg, Net};
 use super::{ConfChange, ConfChangeError, MessageBody, Role};
 
 #[test]
@@ -212,6 +212,50 @@ fn node_removed_by_an_uncommitted_change_still_stands_for_election() {
     }
     assert_eq!(net.node(1).role(), Role::Follower, "quiet once it knows");
     assert_eq!(net.node(2).role(), Role::Leader);
+}
+
+#[test]
+fn a_node_removed_by_an_uncommitted_change_does_not_count_its_own_vote() {
+    // Reference: thesis §4.2.2. Node 1 holds its own removal from {1, 2, 3,
+    // 4}, uncommitted: it stands for election under {2, 3, 4}, where its
+    // own vote is nobody's. Counted, it would win on 2's vote alone, while
+    // 3 and 4 could elect 3 under {2, 3, 4} in the same term.
+    let mut net = Net::with(4, |c| c.pre_vote = true);
+    net.campaign(1);
+    net.isolate(1);
+    net.conf_change(1, ConfChange::Remove { id: 1 });
+    net.restart(1);
+    assert_eq!(conf(&net, 1), (vec![2, 3, 4], vec![]));
+    net.tick_until_role(1, Role::PreCandidate);
+    let asked = net.node(1).term() + 1;
+    let grant = |from, pre_vote| {
+        msg(
+            from,
+            1,
+            asked,
+            MessageBody::RequestVoteResponse {
+                pre_vote,
+                granted: true,
+            },
+        )
+    };
+    net.node_mut(1).step(grant(2, true));
+    assert_eq!(
+        net.node(1).role(),
+        Role::PreCandidate,
+        "1 and 2 of {{2, 3, 4}}"
+    );
+    net.node_mut(1).step(grant(3, true));
+    assert_eq!(net.node(1).role(), Role::Candidate);
+    assert_eq!(net.node(1).term(), asked);
+    net.node_mut(1).step(grant(2, false));
+    assert_eq!(
+        net.node(1).role(),
+        Role::Candidate,
+        "1 and 2 of {{2, 3, 4}}"
+    );
+    net.node_mut(1).step(grant(3, false));
+    assert_eq!(net.node(1).role(), Role::Leader);
 }
 
 /// A leader that removes itself and appends more entries, then is cut off
