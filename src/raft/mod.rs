@@ -142,6 +142,16 @@ mod transfer_tests;
 
 use std::collections::BTreeMap;
 
+/// Makes every node of this process check the core's invariants after
+/// each step and tick in a release build too, as debug builds and unit
+/// tests always do. For the simulation, which runs in the release test
+/// command: a node that breaks one panics with the offending values. Not
+/// for a serving node (the checks cost a pass over the leader's progress
+/// each step).
+pub fn check_invariants_in_release() {
+    node::INVARIANTS_IN_RELEASE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub use conf_change::{ConfChange, ConfEntry};
 pub use error::{ConfChangeError, ProposeError};
 pub use message::{

@@ -3,6 +3,7 @@
 //! `replication.rs`, reads in `read_index.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::election::Campaign;
 use super::log::RaftLog;
@@ -15,6 +16,10 @@ use super::read_index::ReadQueue;
 use super::ready::{Ready, Role, SoftState};
 use super::rng::Rng;
 use super::{Node, Outstanding, RaftConfig, Restored};
+
+/// Whether a release build checks the core's invariants too (see
+/// [`super::check_invariants_in_release`]).
+pub(super) static INVARIANTS_IN_RELEASE: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn new_node(config: RaftConfig, restored: Restored, seed: u64) -> Node {
     assert_ne!(config.id, NO_NODE, "node id 0 is reserved for NO_NODE");
@@ -532,9 +537,11 @@ impl Node {
     }
 
     /// Checks the invariants documented on the fields (TigerBeetle's
-    /// `defer self.invariants()`); free in release builds.
+    /// `defer self.invariants()`): in debug builds, in this crate's unit
+    /// tests and once [`super::check_invariants_in_release`] was called;
+    /// otherwise one relaxed load.
     pub(super) fn debug_assert_invariants(&self) {
-        if !cfg!(debug_assertions) {
+        if !cfg!(any(debug_assertions, test)) && !INVARIANTS_IN_RELEASE.load(Ordering::Relaxed) {
             return;
         }
         self.log.check_invariants();

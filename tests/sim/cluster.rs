@@ -147,6 +147,8 @@ const OP_TIMEOUT_STEPS: u64 = 150;
 
 impl Sim {
     pub fn new(opts: SimOptions) -> Sim {
+        // The test command builds in release, where the core skips them.
+        raftkv::raft::check_invariants_in_release();
         let mut rng = Rng::new(opts.seed);
         let ids: Vec<NodeId> = (1..=opts.nodes as u64).collect();
         let raft = RaftConfig {
