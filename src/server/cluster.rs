@@ -314,7 +314,8 @@ impl Server {
             }
         }
         // The core answered a node we do not dial (a candidate whose
-        // AddLearner we have not appended yet): dial it if we can.
+        // AddLearner we have not appended yet, a removed node back after
+        // its grace period): dial it if we can.
         self.cluster.refresh |= self
             .peers
             .unreachable

@@ -181,6 +181,12 @@ fn pump_one(out: &mut Outgoing, peers: &mut Peers) -> Result<bool, String> {
     };
     loop {
         let Some(pending) = peers.pending_output(to) else {
+            // Reported like a Raft message that could not be queued, so
+            // that a node we do not dial gets dialed: a removed node that
+            // came back after our grace period for it, past our compaction,
+            // is answered with this snapshot, and learned its removal from
+            // nothing else (it pre-voted on, `-TRYAGAIN no leader`).
+            peers.unreachable.push(to);
             return Err("not connected".to_string());
         };
         if pending >= SEND_WINDOW {
