@@ -204,10 +204,9 @@ fn configuration_takes_effect_when_appended_on_leader_and_follower() {
     assert_eq!(conf(&net, 3), (vec![1, 2, 3], vec![]), "not appended there");
 }
 
-#[test]
-fn configuration_reverts_when_its_entry_is_truncated() {
-    // Reference: thesis §4.1 ("if the entry is removed from the log, the
-    // server reverts to the previous configuration").
+/// Node 1, follower of 2 in term 1, with the removal of 3 appended at
+/// index 2 and not committed: the configuration in force is {1, 2}.
+fn follower_with_the_uncommitted_removal_of_3() -> Node {
     let mut node = Node::new(config(1, &[1, 2, 3]), Restored::default(), 1);
     node.step(msg(
         2,
@@ -224,6 +223,14 @@ fn configuration_reverts_when_its_entry_is_truncated() {
         },
     ));
     assert_eq!(node.status().voters, vec![1, 2]);
+    node
+}
+
+#[test]
+fn configuration_reverts_when_its_entry_is_truncated() {
+    // Reference: thesis §4.1 ("if the entry is removed from the log, the
+    // server reverts to the previous configuration").
+    let mut node = follower_with_the_uncommitted_removal_of_3();
     node.step(msg(
         3,
         1,
@@ -246,22 +253,7 @@ fn a_snapshot_that_replaces_the_log_undoes_its_uncommitted_configuration() {
     // leaves the log is undone). The removal of 3 at index 2 is uncommitted;
     // the leader's snapshot at 3 holds another entry 2, and names the
     // configuration of its own history.
-    let mut node = Node::new(config(1, &[1, 2, 3]), Restored::default(), 1);
-    node.step(msg(
-        2,
-        1,
-        1,
-        MessageBody::Append {
-            prev_index: 0,
-            prev_term: 0,
-            entries: vec![
-                entry(1, 1),
-                conf_entry(2, 1, ConfChange::Remove { id: 3 }, &[1, 2], &[]),
-            ],
-            commit: 1,
-        },
-    ));
-    assert_eq!(node.status().voters, vec![1, 2]);
+    let mut node = follower_with_the_uncommitted_removal_of_3();
     let meta = SnapshotMeta {
         index: 3,
         term: 2,

@@ -23,6 +23,7 @@ use crate::replica::Completion;
 use crate::server::event_loop::{Server, Waiter};
 use crate::server::requests::NO_LEADER;
 use log::info;
+use mio::Token;
 use std::fmt::Write as _;
 
 fn change_error(err: ConfChangeError) -> Reply {
@@ -316,11 +317,7 @@ impl Server {
                     token,
                     seq: parked.seq,
                 };
-                let reply = match self.cluster.take_orphaned_transfer(token, parked.seq) {
-                    // The leader it went to may have acted on it.
-                    Some(target) => crate::replica::reply_transfer_abandoned(target),
-                    None => refused.clone(),
-                };
+                let reply = self.refused_unless_orphaned(token, parked.seq, &refused);
                 self.completions.push(Completion { waiter, reply });
             }
         }
@@ -328,13 +325,9 @@ impl Server {
         let held = std::mem::take(&mut self.cluster.held);
         let removal = self.cluster.self_removal.take().map(|(waiter, _)| waiter);
         for waiter in held.into_iter().map(|(waiter, _)| waiter).chain(removal) {
-            let orphaned = match waiter {
-                Waiter::Client { token, seq } => self.cluster.take_orphaned_transfer(token, seq),
-                _ => None,
-            };
-            let reply = match orphaned {
-                Some(target) => crate::replica::reply_transfer_abandoned(target),
-                None => refused.clone(),
+            let reply = match waiter {
+                Waiter::Client { token, seq } => self.refused_unless_orphaned(token, seq, &refused),
+                _ => refused.clone(),
             };
             self.completions.push(Completion { waiter, reply });
         }
@@ -350,6 +343,16 @@ impl Server {
             });
         }
         self.deliver_completions();
+    }
+
+    /// `refused` for a CLUSTER command of slot `seq` answered at exit,
+    /// unless it is a TRANSFER parked again after its leader was lost: that
+    /// leader may have acted on it, so it is abandoned.
+    fn refused_unless_orphaned(&mut self, token: Token, seq: u64, refused: &Reply) -> Reply {
+        match self.cluster.take_orphaned_transfer(token, seq) {
+            Some(target) => crate::replica::reply_transfer_abandoned(target),
+            None => refused.clone(),
+        }
     }
 
     pub(super) fn settle_self_removal(&mut self, outcome: TransferOutcome) {
