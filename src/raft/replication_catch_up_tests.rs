@@ -128,17 +128,7 @@ fn snapshot_handed_out_to_node_3() -> (Net, SnapshotMeta) {
 /// Node 3 tells leader 1, in its term, that it holds everything up to `index`.
 fn acknowledge_from_node_3(net: &mut Net, index: u64) {
     let term = net.node(1).term();
-    net.node_mut(1).step(msg(
-        3,
-        1,
-        term,
-        MessageBody::AppendResponse {
-            success: true,
-            index,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    net.node_mut(1).step(ack(3, term, index));
 }
 
 /// The transport asks, before and while it streams a snapshot's bytes,
