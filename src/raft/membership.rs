@@ -347,7 +347,10 @@ impl Node {
     }
 
     /// Leader: proposes the promotion of the first learner that has caught
-    /// up, when a change may be made at all.
+    /// up, when a change may be made at all. Only one heard from lately: a
+    /// progress keeps the Replicate state and match index it had when the
+    /// learner stopped answering, and a dead voter raises the quorum without
+    /// adding to it. One that answers again is promoted at a later tick.
     pub(super) fn maybe_promote_learner(&mut self) {
         if self.role != Role::Leader
             || self.transfer.is_some()
@@ -358,9 +361,11 @@ impl Node {
         }
         let last = self.log.last_index();
         let ready = self.log.conf().learners.iter().copied().find(|id| {
-            self.progress.get(id).is_some_and(|pr| {
-                pr.state == ProgressState::Replicate && pr.match_index + PROMOTE_LAG_ENTRIES >= last
-            })
+            self.heard_lately(*id)
+                && self.progress.get(id).is_some_and(|pr| {
+                    pr.state == ProgressState::Replicate
+                        && pr.match_index + PROMOTE_LAG_ENTRIES >= last
+                })
         });
         if let Some(id) = ready {
             let promoted = self.propose_conf_change_inner(ConfChange::Promote { id });

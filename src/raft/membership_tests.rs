@@ -335,6 +335,45 @@ fn learner_is_promoted_only_once_it_has_caught_up() {
 }
 
 #[test]
+fn learner_not_heard_from_lately_is_promoted_only_once_it_answers_again() {
+    learner_not_heard_from_lately(true);
+    learner_not_heard_from_lately(false);
+}
+
+fn learner_not_heard_from_lately(check_quorum: bool) {
+    // The learner catches up while its addition cannot commit (the voters'
+    // acknowledgements are lost; their heartbeat answers keep 1 leading),
+    // then stops answering: a promotion proposed now would make a dead node
+    // a voter, and 2 of the 3 live voters a quorum of 4 that needs all 3.
+    let mut net = Net::with(3, |c| c.check_quorum = check_quorum);
+    net.add_joiner(4);
+    net.campaign(1);
+    net.drop_if = Some(Box::new(|m| {
+        matches!(m.body, MessageBody::AppendResponse { .. }) && m.from != 4
+    }));
+    let added = net.conf_change(1, add(4));
+    assert!(net.node(4).status().last_index >= added, "4 caught up");
+    assert!(net.node(1).status().commit_index < added);
+    net.isolate(4);
+    for _ in 0..30 {
+        net.tick_all();
+    }
+    net.drop_if = None;
+    net.tick_all_until(|net| net.node(1).status().commit_index >= added, 5);
+    for _ in 0..30 {
+        net.tick_all();
+    }
+    assert_eq!(net.leader(), Some(1));
+    assert_eq!(
+        conf(&net, 1),
+        (vec![1, 2, 3], vec![4]),
+        "4 has not answered for three election timeouts (check_quorum {check_quorum})"
+    );
+    net.heal();
+    net.tick_all_until(|net| conf(net, 1).0 == vec![1, 2, 3, 4], 20);
+}
+
+#[test]
 fn joiner_learns_the_configuration_from_a_snapshot() {
     let mut net = Net::new(3);
     net.add_joiner(4);

@@ -69,7 +69,8 @@
 //! - [`Node::propose_conf_change`]: `AddLearner` (with an opaque context, the
 //!   shell's place for the raft address), `Promote`, `Remove`; one uncommitted
 //!   change at a time. The leader promotes a learner by itself once its log
-//!   is within `PROMOTE_LAG_ENTRIES` of the leader's, so a caller proposes
+//!   is within `PROMOTE_LAG_ENTRIES` of the leader's and it was heard from
+//!   in this election timeout or the one before, so a caller proposes
 //!   only AddLearner and Remove. The change is committed (answer the client)
 //!   when its (index, term) is applied, like a write.
 //! - Only voters campaign. A node started with no configuration (joining,

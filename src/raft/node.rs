@@ -357,7 +357,10 @@ impl Node {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
-            if self.config.check_quorum && !self.quorum_recently_active() {
+            // The round ends without check-quorum too: who was heard from
+            // lately also decides removals and promotions.
+            let quorum_active = self.quorum_recently_active();
+            if self.config.check_quorum && !quorum_active {
                 // Step down rather than serve stale reads and accept writes that
                 // can never commit while partitioned from the majority.
                 self.become_follower(self.term, NO_NODE);
