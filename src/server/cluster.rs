@@ -7,7 +7,8 @@
 //! commits), and the known leader (a joining node hears from it before it
 //! has any configuration). A node leaving that set is still dialed for a
 //! grace period (three client deadlines), so replies to requests it forwarded
-//! reach it and a removed node's pre-vote gets the answer that tells it so.
+//! reach it and a removed node's pre-vote gets the answer that tells it so;
+//! so is a node outside it that the core sent a message to in vain.
 //!
 //! This file holds the membership state, this node's standing, the peers
 //! dialed, and the two hooks the loop calls (`cluster_tick`,
@@ -352,8 +353,9 @@ impl Server {
         }
     }
 
-    /// Dials the members of the configuration in force (and whoever else
-    /// the core talks to), lets go of the others after a grace period, and
+    /// Dials the members of the configuration in force (and, for a grace
+    /// period, whoever else the core sent to in vain), lets go of the
+    /// others after a grace period, and
     /// works out this node's standing.
     pub(super) fn refresh_membership(&mut self) {
         let status = self.replica.status();
@@ -378,11 +380,33 @@ impl Server {
                 wanted.insert(status.leader_id);
             }
         }
-        wanted.extend(self.peers.unreachable.iter().copied());
         wanted.remove(&me);
         wanted.remove(&NO_NODE);
-        for id in &wanted {
-            self.cluster.leaving.remove(id);
+        // Long enough for a removed node whose election timer fires late (a
+        // loaded machine) to pre-vote and get the leader's answer, which tells
+        // it that it was removed (see `Node::tell_removed_node`).
+        let grace_until = self.now_ticks() + 3 * self.deadline_ticks;
+        // Nodes outside that set the core sent to in vain (an answer to a
+        // removed node's pre-vote, the farewell heartbeat to one that is
+        // down) are dialed for a grace period only: kept for good, a dead
+        // removed node was dialed once a second until membership or the
+        // leader changed. One that is up and pre-votes again is answered,
+        // and dialed again, then.
+        let answered: Vec<NodeId> = self
+            .peers
+            .unreachable
+            .iter()
+            .copied()
+            .filter(|id| !wanted.contains(id) && *id != me && *id != NO_NODE)
+            .collect();
+        for id in &answered {
+            let until = self.cluster.leaving.entry(*id).or_insert(grace_until);
+            *until = (*until).max(grace_until);
+        }
+        for id in wanted.iter().chain(&answered) {
+            if wanted.contains(id) {
+                self.cluster.leaving.remove(id);
+            }
             let Some(addr) = self.cluster.book.raft_addr(*id).map(str::to_string) else {
                 continue;
             };
@@ -390,10 +414,6 @@ impl Server {
             let token = self.take_token();
             self.peers.connect(*id, self.poll.registry(), token);
         }
-        // Long enough for a removed node whose election timer fires late (a
-        // loaded machine) to pre-vote and get the leader's answer, which tells
-        // it that it was removed (see `Node::tell_removed_node`).
-        let grace_until = self.now_ticks() + 3 * self.deadline_ticks;
         let unwanted: Vec<NodeId> = self
             .peers
             .members
@@ -427,3 +447,7 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_leaving_tests.rs"]
+mod leaving_tests;

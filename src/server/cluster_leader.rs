@@ -390,7 +390,7 @@ impl Server {
 
 #[cfg(test)]
 #[path = "cluster_leader_held_tests.rs"]
-mod held_tests;
+pub(in crate::server) mod held_tests;
 
 #[cfg(test)]
 mod tests {

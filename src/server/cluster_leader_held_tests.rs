@@ -9,7 +9,7 @@ use crate::server::clients::{Kind, Pending};
 
 /// Node 1 of three voters (nodes 2 and 3 never run), made leader by a
 /// pre-vote and a vote node 2 is said to have granted.
-fn leader_of_three() -> (Server, tempfile::TempDir) {
+pub(in crate::server) fn leader_of_three() -> (Server, tempfile::TempDir) {
     use crate::raft::{Message, MessageBody, Role};
     use crate::server::client_io::tests::node;
     let (one, dir) = node();
