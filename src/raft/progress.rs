@@ -42,7 +42,8 @@ pub(super) struct Progress {
     inflight_bytes: u64,
     max_inflight: usize,
     max_inflight_bytes: u64,
-    /// Heard from since the last check-quorum round.
+    /// Heard from in the current check-quorum round (a round is an election
+    /// timeout of the leader's, and ends with or without check-quorum).
     pub recent_active: bool,
     /// Heard from in the check-quorum round before the current one: a
     /// follower that is up may not have answered yet in a round just begun.
