@@ -1,6 +1,7 @@
 //! Nodes starting and restarting: without the `cluster` setting, alone, with
-//! members named by host name, SIGTERM while recovering a large log, and a
-//! restarted follower hearing its leader before its election timeout.
+//! members named by host name, SIGTERM while recovering a large log, a
+//! restarted follower hearing its leader before its election timeout, and
+//! the INFO fields SPEC §3 names on every node of a new cluster.
 
 use super::common::{bulk, wait_for, Client, Cluster, Spawned, BIN};
 use raftkv::kv::Reply;
@@ -235,4 +236,96 @@ fn a_restarted_follower_hears_its_leader_before_it_campaigns() {
     assert!(cluster
         .log_text(follower)
         .contains(&format!("connected to peer {leader_id} at {leader_addr}")));
+}
+
+/// SPEC §3's INFO fields on every node of a cluster whose client addresses
+/// are written with a host name: each node gives its own id, the same term
+/// and leader, the leader's `client_addr` exactly as that node was configured
+/// with it (the name, not the address it resolved to: a client that follows it
+/// reconnects the way the operator wrote it), the voters under `members` and
+/// no learners, and indexes in order once a write is applied everywhere.
+#[test]
+fn info_on_every_node_names_the_leader_by_its_client_addr_as_configured() {
+    let cluster = Cluster::new(3);
+    let client_addrs: Vec<String> = (0..3)
+        .map(|i| format!("localhost:{}", cluster.nodes[i].client_port))
+        .collect();
+    let _nodes: Vec<Spawned> = (0..3)
+        .map(|i| {
+            let mut args = cluster.args(i);
+            let at = args
+                .iter()
+                .position(|a| a == "--client-addr")
+                .expect("a --client-addr flag");
+            args[at + 1] = client_addrs[i].clone();
+            let log = std::fs::File::create(&cluster.nodes[i].log_path).expect("node log");
+            Spawned(
+                std::process::Command::new(BIN)
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("spawn raftkv"),
+            )
+        })
+        .collect();
+    let info_of = |i: usize| Client::try_connect(&client_addrs[i])?.try_info();
+    let leader = wait_for(Duration::from_secs(15), "a leader every node knows", || {
+        let ids: Vec<String> = (0..3)
+            .map(|i| info_of(i)?.get("leader_id").cloned())
+            .collect::<Option<_>>()?;
+        let leader = cluster
+            .nodes
+            .iter()
+            .position(|n| n.id.to_string() == ids[0])?;
+        ids.iter().all(|id| *id == ids[0]).then_some(leader)
+    });
+    let follower = (leader + 1) % 3;
+    let mut client = Client::connect(&client_addrs[follower]);
+    assert_eq!(client.cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+
+    let members = (0..3)
+        .map(|i| format!("{}={}", cluster.nodes[i].id, cluster.nodes[i].raft_addr()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let infos: Vec<_> = (0..3)
+        .map(|i| {
+            wait_for(Duration::from_secs(10), "the write applied", || {
+                info_of(i).filter(|info| info.get("keys").is_some_and(|k| k == "1"))
+            })
+        })
+        .collect();
+    for (i, info) in infos.iter().enumerate() {
+        let field = |name: &str| {
+            info.get(name)
+                .unwrap_or_else(|| panic!("node {}'s INFO has no {name}: {info:?}", i + 1))
+                .as_str()
+        };
+        let index = |name: &str| -> u64 {
+            field(name)
+                .parse()
+                .unwrap_or_else(|_| panic!("node {}'s {name} is not a number", i + 1))
+        };
+        assert_eq!(field("id"), cluster.nodes[i].id.to_string());
+        let role = if i == leader { "leader" } else { "follower" };
+        assert_eq!(field("role"), role, "node {}", i + 1);
+        assert_eq!(field("term"), infos[leader]["term"], "node {}", i + 1);
+        assert_eq!(field("leader_id"), cluster.nodes[leader].id.to_string());
+        assert_eq!(
+            field("leader_client_addr"),
+            client_addrs[leader],
+            "node {}",
+            i + 1
+        );
+        assert_eq!(field("members"), members, "node {}", i + 1);
+        assert_eq!(field("learners"), "", "node {}", i + 1);
+        let (applied, commit) = (index("applied_index"), index("commit_index"));
+        assert!(
+            0 < applied && applied <= commit && commit <= index("last_log_index"),
+            "node {}: {info:?}",
+            i + 1
+        );
+        assert_eq!(index("snapshot_index"), 0, "node {}", i + 1);
+    }
 }
