@@ -1,6 +1,7 @@
-//! The binary's command line and start-up contract (SPEC §1, §2, §4): exit
+//! The binary's command line and start-up contract (SPEC §1, §2, §4, §5): exit
 //! status 2 with one line naming the problem for bad flags and config, exit
-//! status 1 for a data dir it cannot use, and never a silent reset.
+//! status 1 for a data dir it cannot use, and never a silent reset; exit
+//! status 0 on SIGINT; `log_level`, RUST_LOG and the `fsync = never` warning.
 
 mod common;
 
@@ -255,4 +256,61 @@ fn a_data_dir_that_cannot_be_created_exits_1() {
         format!("raftkv: {}: exists and is not a directory", file.display()),
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// Starts a one-node cluster with `flags` and `rust_log` as RUST_LOG (none
+/// when `None`), waits until it serves, stops it with SIGINT (Ctrl-C in its
+/// terminal) and returns its exit code and what it wrote to stderr.
+fn serve_then_interrupt(flags: &[&str], rust_log: Option<&str>) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = node_args(&dir.path().join("data").display().to_string());
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let client_addr = args[args.iter().position(|a| a == "--client-addr").unwrap() + 1].clone();
+    let log_path = dir.path().join("stderr");
+    let mut command = Command::new(BIN);
+    command
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    let mut node = common::Spawned(command.spawn().expect("spawn raftkv"));
+    common::wait_for(Duration::from_secs(10), "the client port to open", || {
+        std::net::TcpStream::connect(&client_addr).ok()
+    });
+    // SAFETY: kill(2) with the pid of a child this test owns and has not reaped.
+    assert_eq!(unsafe { libc::kill(node.0.id() as i32, libc::SIGINT) }, 0);
+    let code = common::wait_for(Duration::from_secs(10), "the node to exit", || {
+        node.0.try_wait().expect("wait for the node")
+    })
+    .code();
+    (code, std::fs::read_to_string(&log_path).unwrap())
+}
+
+/// SPEC §5: SIGINT stops a node as SIGTERM does, with exit status 0. SPEC §2:
+/// `fsync = never` logs a warning; `log_level` sets which lines are logged,
+/// and RUST_LOG overrides it.
+#[test]
+fn sigint_exits_0_and_log_level_fsync_never_and_rust_log_are_honoured() {
+    let (code, quiet) = serve_then_interrupt(&["--fsync", "never", "--log-level", "warn"], None);
+    assert_eq!(code, Some(0), "{quiet}");
+    assert!(
+        quiet.contains(" WARN ") && quiet.contains("fsync = never"),
+        "no fsync = never warning: {quiet}"
+    );
+    assert!(
+        !quiet.contains(" INFO "),
+        "INFO lines at log_level warn: {quiet}"
+    );
+
+    let (code, overridden) = serve_then_interrupt(&["--log-level", "warn"], Some("info"));
+    assert_eq!(code, Some(0), "{overridden}");
+    assert!(
+        overridden.contains(" INFO ") && overridden.contains("received signal"),
+        "RUST_LOG=info did not override log_level warn: {overridden}"
+    );
+    assert!(!overridden.contains("fsync = never"), "{overridden}");
 }
