@@ -15,6 +15,8 @@ pub enum ValueKind {
     Word,
     /// Any non-empty text.
     Text,
+    /// A file system path: non-empty, and without the NUL byte no OS path holds.
+    Path,
     /// One of these words (ASCII case-insensitive; stored in lower case).
     OneOf(&'static [&'static str]),
 }
@@ -85,7 +87,7 @@ pub const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         name: "data_dir",
-        kind: ValueKind::Text,
+        kind: ValueKind::Path,
         presence: Presence::Required,
         hint: "DIR",
         help: "directory for the log, stable file and snapshots",

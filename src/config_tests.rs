@@ -197,6 +197,20 @@ fn the_client_address_cannot_be_another_members_raft_address() {
     );
 }
 
+/// A NUL byte cannot be in a path (the OS takes none), so a `data_dir` holding
+/// one is a bad value named with its line (status 2, nothing created), not a
+/// failure to create the data dir (status 1, and no key named); the NUL is
+/// shown escaped, so the line stays one line of text.
+#[test]
+fn a_data_dir_with_a_nul_byte_is_a_bad_value() {
+    let text = BASE.replace("node2\n", "no\0de2\n");
+    assert_eq!(
+        err(&text, &[]),
+        "conf/x.conf:5: bad value '/nonexistent/raftkv-config-tests/no\\u{0}de2' for 'data_dir': \
+         a path cannot contain a NUL byte"
+    );
+}
+
 #[test]
 fn bad_values_name_their_line_or_flag() {
     let text = format!("{BASE}heartbeat_ms = abc\n");

@@ -15,8 +15,15 @@ pub(super) fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
         ValueKind::Word if value.chars().any(char::is_whitespace) => {
             Err("must not contain whitespace".to_string())
         }
-        ValueKind::Text if value.is_empty() => Err("must not be empty".to_string()),
-        ValueKind::Word | ValueKind::Text => Ok(()),
+        ValueKind::Text | ValueKind::Path if value.is_empty() => {
+            Err("must not be empty".to_string())
+        }
+        // Found here, it is a bad value (status 2) rather than a data dir that
+        // cannot be created (status 1).
+        ValueKind::Path if value.contains('\0') => {
+            Err("a path cannot contain a NUL byte".to_string())
+        }
+        ValueKind::Word | ValueKind::Text | ValueKind::Path => Ok(()),
         ValueKind::OneOf(words) if words.iter().any(|w| w.eq_ignore_ascii_case(value)) => Ok(()),
         ValueKind::OneOf(words) => Err(format!("expected {}", one_of(words))),
     }
