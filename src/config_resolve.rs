@@ -46,26 +46,11 @@ impl<'a> Merged<'a> {
         ConfigError(format!(
             "{}bad value '{}' for '{}': {}",
             self.place(setting),
-            printable(setting.value),
+            setting.value,
             setting.key,
             why
         ))
     }
-}
-
-/// `value` with its control characters (a NUL, a lone CR) escaped, so that
-/// the error quoting it stays one line of text.
-fn printable(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Lays `overrides` (flag values, by key) over the `(key, value, line)` triples
