@@ -20,6 +20,8 @@
 
 #[path = "cluster_commands.rs"]
 mod commands;
+#[path = "cluster_held.rs"]
+mod held;
 #[path = "cluster_leader.rs"]
 mod leader;
 
@@ -31,6 +33,7 @@ use crate::kv::{Command, Reply};
 use crate::raft::{ConfChange, Entry, EntryKind, NodeId, Restored, Role, NO_NODE};
 use crate::replica::ReadyOutcome;
 use commands::ClusterRequest;
+use held::HeldRequests;
 use log::{info, warn};
 use mio::Token;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -77,7 +80,8 @@ pub struct ClusterState {
     /// answered as abandoned rather than `-TRYAGAIN` if they are still
     /// parked at their deadline or at exit. Each leaves at its deadline.
     orphaned_transfers: HashMap<(Token, u64), NodeId>,
-    held: Vec<(Waiter, Held)>,
+    /// Requests waiting for a transfer or a change under way to end.
+    held: HeldRequests,
     /// CLUSTER REMOVE of this leader: who waits, and the transfer target.
     self_removal: Option<(Waiter, NodeId)>,
     /// Peers no longer wanted, dialed until the tick given.
@@ -102,7 +106,7 @@ impl ClusterState {
             parked: ParkedRequests::default(),
             forwards: LoopMap::default(),
             orphaned_transfers: HashMap::new(),
-            held: Vec::new(),
+            held: HeldRequests::default(),
             self_removal: None,
             leaving: BTreeMap::new(),
             dropped_seen: BTreeSet::new(),

@@ -46,22 +46,12 @@ impl Server {
     /// The requests followers forwarded that are held here, unproposed:
     /// (follower, forward id), for a node about to stop to refuse.
     pub(in crate::server) fn take_held_forwards(&mut self) -> Vec<(NodeId, u64)> {
-        let mut forwarded = Vec::new();
-        self.cluster.held.retain(|(waiter, _)| match *waiter {
-            Waiter::Peer { from, id } => {
-                forwarded.push((from, id));
-                false
-            }
-            _ => true,
-        });
-        forwarded
+        self.cluster.held.take_forwards()
     }
 
     /// Whether requests forwarded by `from` are held for a transfer.
     pub(in crate::server) fn holds_forwarded_from(&self, from: NodeId) -> bool {
-        self.cluster.held.iter().any(|(waiter, held)| {
-            matches!((waiter, held), (Waiter::Peer { from: by, .. }, Held::Kv(_)) if *by == from)
-        })
+        self.cluster.held.holds_forwarded_from(from)
     }
 
     /// Runs a CLUSTER command on the leader; `None` when `waiter` is
