@@ -31,7 +31,7 @@ fn error_line(stderr: &str) -> &str {
 fn a_second_process_on_a_live_data_dir_exits_1_and_the_first_keeps_serving() {
     let mut cluster = Cluster::new(1);
     cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     let mut client = cluster.client(0);
     assert_eq!(client.cmd_retry(&["SET", "before", "1"]), Reply::Ok);
     let data_dir = cluster.data_dir(0).to_path_buf();
@@ -116,7 +116,7 @@ fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at:
     let mut cluster = Cluster::new(1);
     cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), snapshot_entries.to_string()];
     cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     let mut client = cluster.client(0);
     for k in 0..keys {
         let key = format!("k{}", k);
@@ -182,7 +182,7 @@ fn a_node_with_a_snapshot_whose_log_dir_was_removed_exits_1_naming_it() {
 fn a_joiner_that_never_got_an_entry_restarts() {
     let mut cluster = Cluster::with_joiners(1, 1);
     cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     cluster.spawn(1);
     for dir in ["log", "snapshot"] {
         assert!(cluster.data_dir(1).join(dir).is_dir(), "{dir}/ missing");

@@ -62,7 +62,7 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_keys_grows_again_and_ignores_o
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let mut acked = set_all(&cluster, leader, "k", 100);
     let commit = number(&cluster.info(leader), "commit_index");
     cluster.wait_applied(commit, Duration::from_secs(10));

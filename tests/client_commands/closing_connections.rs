@@ -82,6 +82,7 @@ fn a_closing_connection_drains_what_the_client_still_sends() {
     let mut cluster = Cluster::new(1);
     cluster.nodes[0].extra_args = vec!["--max-request-bytes".into(), "1024".into()];
     cluster.spawn(0);
+    cluster.wait_for_settled_leader(Duration::from_secs(30));
     assert_eq!(cluster.client(0).cmd_retry(&["SET", "k", "v"]), Reply::Ok);
     let addr = cluster.nodes[0].client_addr();
     let mut oversized = Vec::new();

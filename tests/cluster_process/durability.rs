@@ -132,7 +132,7 @@ fn a_node_that_cannot_write_its_log_stops_naming_the_file_and_keeps_every_acknow
     // of 12 runs beside two busy loops) before the limit was reached.
     cluster.set_election_timeout_ms(1000);
     cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     assert_eq!(
         cluster.client(0).cmd_retry(&["SET", "before", "1"]),
         Reply::Ok

@@ -166,7 +166,7 @@ fn a_restarted_follower_gets_no_answer_meant_for_its_previous_run() {
     for i in 0..5 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(60));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(60));
     let follower = (leader + 1) % 5;
     assert_eq!(cluster.client(leader).cmd(&["SET", "g", "v"]), Reply::Ok);
     wait_for(Duration::from_secs(20), "all peers connected", || {

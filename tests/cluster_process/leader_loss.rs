@@ -114,7 +114,7 @@ fn writes_to_a_leader_that_lost_its_quorum_get_tryagain_and_never_apply() {
     for i in 0..5 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let via = (leader + 1) % 5;
     let mut client = cluster.client(leader);
     let mut through_follower = cluster.client(via);
@@ -219,7 +219,7 @@ fn a_transfer_whose_leader_froze_is_answered_once_the_target_leads() {
         if counted == 2 {
             break;
         }
-        let leader = cluster.wait_for_leader(Duration::from_secs(30));
+        let leader = cluster.wait_for_settled_leader(Duration::from_secs(30));
         let (via, target) = if round % 2 == 0 {
             ((leader + 1) % 3, (leader + 2) % 3)
         } else {

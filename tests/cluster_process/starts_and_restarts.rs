@@ -147,7 +147,7 @@ fn a_cluster_whose_members_are_named_by_host_name_forms_and_replicates() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let follower = (leader + 1) % 3;
     assert_eq!(
         cluster.client(follower).cmd_retry(&["SET", "k", "v"]),

@@ -18,7 +18,7 @@ fn a_joined_node_restarted_on_another_raft_port_exits_1_and_changes_nothing() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     cluster.spawn(3);
     cluster.spawn(4);
     let old_raft = cluster.nodes[3].raft_addr();

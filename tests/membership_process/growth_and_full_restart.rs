@@ -19,7 +19,7 @@ fn membership_survives_a_full_restart_from_snapshots() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     for i in [3, 4] {
         cluster.spawn(i);
         let (id, addr) = (
@@ -126,7 +126,7 @@ fn grow_to_five_and_remove_two_founders_with_the_leader_under_load() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let first_leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let first_leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let load = WriteLoad::start(&cluster, 8);
     thread::sleep(Duration::from_millis(300));
     // Grow 3 -> 5, asking a different node each time.

@@ -14,7 +14,7 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let follower = (leader + 1) % 3;
     cluster.spawn(3);
     // The joiner serves connection commands only.

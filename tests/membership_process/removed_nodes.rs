@@ -42,7 +42,7 @@ fn removed_while_down_learns_it(snapshot_entries: Option<u64>, after_grace: bool
         }
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     assert_eq!(cluster.client(leader).cmd_retry(&["SET", "k", "v"]), ok());
     let gone = (0..3).find(|&i| i != leader).expect("a follower");
     assert_eq!(cluster.terminate(gone), Some(0));

@@ -17,7 +17,7 @@ fn transfers_finish_or_are_abandoned_and_pipelined_changes_run_one_at_a_time() {
     for i in 0..3 {
         cluster.spawn(i);
     }
-    let leader = cluster.wait_for_leader(Duration::from_secs(15));
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
     let id_a = cluster.nodes[a].id.to_string();
     // And it starts from a target the leader knows to hold its log, as a

@@ -95,7 +95,7 @@ fn single_node(snapshot_entries: u64) -> Cluster {
     cluster.set_election_timeout_ms(2000);
     cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), snapshot_entries.to_string()];
     cluster.spawn(0);
-    cluster.wait_for_leader(Duration::from_secs(15));
+    cluster.wait_for_settled_leader(Duration::from_secs(15));
     cluster
 }
 
