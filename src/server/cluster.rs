@@ -407,10 +407,10 @@ impl Server {
             let until = self.cluster.leaving.entry(*id).or_insert(grace_until);
             *until = (*until).max(grace_until);
         }
+        for id in &wanted {
+            self.cluster.leaving.remove(id);
+        }
         for id in wanted.iter().chain(&answered) {
-            if wanted.contains(id) {
-                self.cluster.leaving.remove(id);
-            }
             let Some(addr) = self.cluster.book.raft_addr(*id).map(str::to_string) else {
                 continue;
             };
