@@ -32,6 +32,13 @@ impl Node {
         self.confirm_reads_if_alone();
     }
 
+    /// The latest confirmation round broadcast, for tests that answer
+    /// for followers that never run.
+    #[cfg(test)]
+    pub fn read_round(&self) -> u64 {
+        self.reads.round
+    }
+
     pub(super) fn committed_in_current_term(&self) -> bool {
         self.log.term(self.log.committed) == Some(self.term)
     }

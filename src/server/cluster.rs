@@ -59,7 +59,15 @@ pub enum Standing {
 /// during a leadership transfer, or a membership change while this leader
 /// has not committed an entry of its term.
 enum Held {
-    Kv(Command),
+    /// A key-value request a follower forwarded. `by`: the tick by which
+    /// it is answered `-TRYAGAIN no leader` should it wait for a connected
+    /// quorum once the transfer is over (as `handle_forward` counts it,
+    /// from its arrival), so that the follower hears before its own
+    /// deadline would make it `-TIMEOUT`.
+    Kv {
+        command: Command,
+        by: u64,
+    },
     Cluster(ClusterRequest),
 }
 
@@ -260,9 +268,7 @@ impl Server {
         let stopping_as_leader = self.handing_over() && self.replica.is_leader();
         if !transferring && !stopping_as_leader && !self.exiting() && !self.cluster.held.is_empty()
         {
-            for (waiter, held) in std::mem::take(&mut self.cluster.held) {
-                self.retry_held(waiter, held);
-            }
+            self.retry_held_requests();
         }
         if !self.cluster.leaving.is_empty() {
             let now = self.now_ticks();

@@ -21,7 +21,7 @@ pub(super) struct HeldRequests {
 
 impl HeldRequests {
     pub(super) fn push(&mut self, request: (Waiter, Held)) {
-        if let (Waiter::Peer { from, .. }, Held::Kv(_)) = &request {
+        if let (Waiter::Peer { from, .. }, Held::Kv { .. }) = &request {
             self.forwarding.insert(*from);
         }
         self.requests.push(request);

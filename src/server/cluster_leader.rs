@@ -24,7 +24,17 @@ use crate::server::event_loop::{Server, Waiter};
 use crate::server::requests::NO_LEADER;
 use log::info;
 use mio::Token;
+use std::collections::HashSet;
 use std::fmt::Write as _;
+
+/// The held forwards a pass of `retry_held_requests` put to wait for a
+/// connected quorum, in order, and their followers, whose later held
+/// requests of the pass join them rather than go ahead of them.
+#[derive(Default)]
+struct QuorumWaitsAhead {
+    requests: Vec<(NodeId, u64, Command, u64)>,
+    followers: HashSet<NodeId>,
+}
 
 fn change_error(err: ConfChangeError) -> Reply {
     match err {
@@ -39,8 +49,9 @@ fn change_error(err: ConfChangeError) -> Reply {
 impl Server {
     /// A forwarded write refused because a transfer is under way waits for
     /// its outcome here, not on the follower (which would send it straight back).
-    pub(in crate::server) fn hold_forwarded(&mut self, waiter: Waiter, command: Command) {
-        self.cluster.held.push((waiter, Held::Kv(command)));
+    /// `by`: see `Held::Kv`.
+    pub(in crate::server) fn hold_forwarded(&mut self, waiter: Waiter, command: Command, by: u64) {
+        self.cluster.held.push((waiter, Held::Kv { command, by }));
     }
 
     /// The requests followers forwarded that are held here, unproposed:
@@ -233,7 +244,23 @@ impl Server {
         out
     }
 
-    pub(super) fn retry_held(&mut self, waiter: Waiter, held: Held) {
+    /// Once no transfer runs: each held request is carried out, held
+    /// again (a TRANSFER among them started another), or, for a forward
+    /// that would write with no connected quorum, put in `quorum_waits`,
+    /// as it would be had it arrived now. Proposed then, it could not
+    /// commit until the quorum returned, so its follower could only be
+    /// told `-TIMEOUT outcome unknown`; waiting there, it is proposed
+    /// once the quorum is back or answered `-TRYAGAIN no leader` at its
+    /// `by`, never written.
+    pub(super) fn retry_held_requests(&mut self) {
+        let mut ahead = QuorumWaitsAhead::default();
+        for (waiter, held) in std::mem::take(&mut self.cluster.held) {
+            self.retry_held(waiter, held, &mut ahead);
+        }
+        self.wait_for_quorum_ahead(ahead.requests);
+    }
+
+    fn retry_held(&mut self, waiter: Waiter, held: Held, ahead: &mut QuorumWaitsAhead) {
         if let Waiter::Client { token, seq } = waiter {
             // Answered at its deadline while held (a TRANSFER `-TRYAGAIN
             // no leader`): carried out now, it would break that answer.
@@ -256,15 +283,27 @@ impl Server {
             return;
         }
         match held {
-            Held::Kv(command) => {
-                if let Waiter::Peer { from, .. } = waiter {
+            Held::Kv { command, by } => {
+                if let Waiter::Peer { from, id } = waiter {
                     if self.holds_forwarded_from(from) {
                         // Behind that follower's request held again in
                         // this pass (a TRANSFER retried before it started
                         // a transfer), in order, as `propose_forwarded`
                         // keeps them: a read served now would miss the
                         // write its connection sent before it.
-                        return self.hold_forwarded(waiter, command);
+                        return self.hold_forwarded(waiter, command, by);
+                    }
+                    // While a transfer runs (one retried before it
+                    // started), holding it waits for that transfer's end.
+                    let no_quorum = command.is_write()
+                        && !self.quorum_connected
+                        && self.replica.node().transfer_target().is_none();
+                    if no_quorum || ahead.followers.contains(&from) {
+                        // Reads too, behind that follower's writes waiting
+                        // for the quorum, for the same reason.
+                        ahead.followers.insert(from);
+                        ahead.requests.push((from, id, command, by));
+                        return;
                     }
                 }
                 let result = if command.is_write() {
@@ -275,7 +314,7 @@ impl Server {
                 match result {
                     Ok(()) => {}
                     Err(refused) if refused.error == ProposeError::TransferInProgress => {
-                        self.hold_forwarded(refused.waiter, refused.command)
+                        self.hold_forwarded(refused.waiter, refused.command, by)
                     }
                     Err(refused) => self.completions.push(Completion {
                         waiter: refused.waiter,

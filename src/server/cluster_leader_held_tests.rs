@@ -64,8 +64,20 @@ fn a_read_held_behind_a_write_stays_behind_it_when_a_retried_transfer_starts() {
     let get = Command::Get(b"k".to_vec());
     let held = [
         (Waiter::Peer { from: 2, id: 1 }, Held::Cluster(transfer)),
-        (Waiter::Peer { from: 3, id: 1 }, Held::Kv(set)),
-        (Waiter::Peer { from: 3, id: 2 }, Held::Kv(get)),
+        (
+            Waiter::Peer { from: 3, id: 1 },
+            Held::Kv {
+                command: set,
+                by: 0,
+            },
+        ),
+        (
+            Waiter::Peer { from: 3, id: 2 },
+            Held::Kv {
+                command: get,
+                by: 0,
+            },
+        ),
     ];
     server.cluster.held.extend(held);
     server.cluster_tick();
@@ -136,6 +148,20 @@ fn acknowledge_all(server: &mut Server, from: NodeId) {
     });
 }
 
+/// Node `from`'s answer to the leader's latest heartbeat, which confirms
+/// the reads recorded before it.
+fn confirm_reads(server: &mut Server, from: NodeId) {
+    use crate::raft::{Message, MessageBody};
+    let node = server.replica.node();
+    let (term, read_round) = (node.term(), node.read_round());
+    server.replica.step(Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::HeartbeatResponse { read_round },
+    });
+}
+
 fn forward_set(server: &mut Server, from: NodeId, id: u64) {
     use crate::server::cluster::PAYLOAD_KV;
     let mut payload = vec![PAYLOAD_KV];
@@ -170,9 +196,7 @@ fn a_followers_forward_waits_only_while_one_of_its_forwards_is_held() {
     forward_set(&mut server, 3, 2);
     assert!(server.holds_forwarded_from(3));
     // A pass while the transfer runs: held again, and still holding back.
-    for (waiter, held) in std::mem::take(&mut server.cluster.held) {
-        server.retry_held(waiter, held);
-    }
+    server.retry_held_requests();
     assert!(server.holds_forwarded_from(3), "held again");
     assert_eq!(server.cluster.held.len(), 1);
     for _ in 0..1000 {
@@ -228,9 +252,7 @@ fn held_forwards_cost() {
         let holding = started.elapsed();
         assert_eq!(server.cluster.held.len(), forwards.len());
         let started = Instant::now();
-        for (waiter, held) in std::mem::take(&mut server.cluster.held) {
-            server.retry_held(waiter, held);
-        }
+        server.retry_held_requests();
         let retrying = started.elapsed();
         assert_eq!(server.cluster.held.len(), forwards.len());
         println!(
@@ -240,5 +262,96 @@ fn held_forwards_cost() {
             holding / n as u32,
             retrying
         );
+    }
+}
+
+/// Node 3's `SET k 1` and `GET k`, held while a transfer runs, then its
+/// `SET k 3` and node 2's `SET k 1`, which find no connected quorum, then
+/// the transfer abandoned while the quorum is still away. Proposed then
+/// (as it was), node 3's first write could not commit, and its client got
+/// `-TIMEOUT outcome unknown` where nothing need have been written: it
+/// waits for the quorum, ahead of node 3's later requests, with the read
+/// behind it, and is answered `-TRYAGAIN no leader` at its time if the
+/// quorum does not come back, or proposed in its place if it does.
+#[test]
+fn a_held_forward_waits_for_the_quorum_when_the_transfer_is_abandoned_without_one() {
+    use crate::server::cluster::PAYLOAD_KV;
+    use crate::server::requests::NO_LEADER;
+    for quorum_returns in [false, true] {
+        let (mut server, _dir) = leader_of_three();
+        if !quorum_returns {
+            // Every request's time to wait for the quorum is up at once.
+            server.deadline_ticks = 0;
+        }
+        server.quorum_connected = true;
+        assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+        forward_set(&mut server, 3, 1);
+        let mut get = vec![PAYLOAD_KV];
+        Command::Get(b"k".to_vec()).encode(&mut get);
+        server.handle_forward(3, 2, &get);
+        assert_eq!(server.cluster.held.len(), 2);
+        // Nodes 2 and 3 closed their connections (`refresh_quorum_connected`).
+        server.quorum_connected = false;
+        forward_set(&mut server, 3, 3);
+        forward_set(&mut server, 2, 1);
+        for _ in 0..1000 {
+            if server.replica.node().transfer_target().is_none() {
+                break;
+            }
+            acknowledge_all(&mut server, 2);
+            server.replica.node_mut().tick();
+        }
+        assert_eq!(server.replica.node().transfer_target(), None);
+        let last = server.replica.node().last_index();
+        server.cluster_tick();
+        assert_eq!(
+            server.replica.node().last_index(),
+            last,
+            "the held write was appended with no connected quorum"
+        );
+        assert!(server.cluster.held.is_empty());
+        forward_set(&mut server, 3, 4);
+        let waiting: Vec<(NodeId, u64)> = server
+            .quorum_waits
+            .iter()
+            .map(|(from, id, ..)| (*from, *id))
+            .collect();
+        let in_order = [(3, 1), (3, 2), (3, 3), (2, 1), (3, 4)];
+        assert_eq!(waiting, in_order);
+        if quorum_returns {
+            server.quorum_connected = true;
+        }
+        server.dispatch_quorum_waits();
+        if !quorum_returns {
+            assert_eq!(server.replica.node().last_index(), last);
+            let refused: Vec<(NodeId, u64, Reply)> = in_order
+                .iter()
+                .map(|(from, id)| (*from, *id, Reply::error(NO_LEADER)))
+                .collect();
+            assert_eq!(server.peers.forward_replies, refused);
+            continue;
+        }
+        assert_eq!(server.replica.node().last_index(), last + 4);
+        for _ in 0..1000 {
+            if server.peers.forward_replies.len() == in_order.len() {
+                break;
+            }
+            acknowledge_all(&mut server, 2);
+            confirm_reads(&mut server, 2);
+            server.iterate().expect("iterate");
+        }
+        // The read is answered once confirmed, maybe after later writes:
+        // what it saw tells its place, between node 3's two writes.
+        let (read, writes): (Vec<_>, Vec<_>) = std::mem::take(&mut server.peers.forward_replies)
+            .into_iter()
+            .partition(|(from, id, _)| (*from, *id) == (3, 2));
+        assert_eq!(read, [(3, 2, Reply::Bulk(b"1".to_vec()))]);
+        let written: Vec<(NodeId, u64, Reply)> = in_order
+            .iter()
+            .filter(|&&waiter| waiter != (3, 2))
+            .map(|&(from, id)| (from, id, Reply::Ok))
+            .collect();
+        assert_eq!(writes, written, "applied in another order");
+        assert_eq!(server.replica.kv().get(b"k"), Some(&b"4"[..]));
     }
 }

@@ -152,6 +152,10 @@ pub struct Peers {
     /// connected, or its handshake accepted), counted across all nodes.
     connections: HashMap<NodeId, u64>,
     connections_made: u64,
+    /// Every forward reply sent, connected or not, for unit tests whose
+    /// followers never run: (follower, forward id, reply).
+    #[cfg(test)]
+    pub forward_replies: Vec<(NodeId, u64, crate::kv::Reply)>,
 }
 
 impl Peers {
@@ -178,6 +182,8 @@ impl Peers {
             stall_checked: Instant::now(),
             connections: HashMap::new(),
             connections_made: 0,
+            #[cfg(test)]
+            forward_replies: Vec::new(),
         }
     }
 
@@ -502,6 +508,10 @@ impl Peers {
     /// [`frame::MAX_FRAME_BYTES`]: crate::wire::frame::MAX_FRAME_BYTES
     /// [`frame::MAX_FORWARD_REPLY_BYTES`]: crate::wire::frame::MAX_FORWARD_REPLY_BYTES
     pub fn send(&mut self, to: NodeId, message: &PeerMessage) -> bool {
+        #[cfg(test)]
+        if let PeerMessage::ForwardReply { id, reply } = message {
+            self.forward_replies.push((to, *id, reply.clone()));
+        }
         let Some(token) = self
             .members
             .get(&to)

@@ -12,6 +12,7 @@ use crate::server::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use crate::server::connection::error;
 use crate::server::event_loop::{Forwarded, Server, Waiter};
 use crate::wire::peer_msg::PeerMessage;
+use std::collections::VecDeque;
 
 impl Server {
     /// The writes followers forwarded while this leader had no connected
@@ -33,8 +34,8 @@ impl Server {
             return;
         }
         if self.quorum_connected {
-            for (from, id, command, _) in std::mem::take(&mut self.quorum_waits) {
-                self.propose_forwarded(from, id, command);
+            for (from, id, command, by) in std::mem::take(&mut self.quorum_waits) {
+                self.propose_forwarded(from, id, command, by);
             }
             return;
         }
@@ -66,34 +67,64 @@ impl Server {
                 return;
             }
         };
+        // Not answered `-TRYAGAIN` at once if held: the follower would send
+        // it straight back. Answered before the follower's own deadline
+        // (which would make it `-TIMEOUT`), unless the quorum returns.
+        let by = self.now_ticks() + self.deadline_ticks * 3 / 4;
         // Reads too, behind held writes: a connection's read waits for the
         // writes it sent before.
         let held_back =
             !self.quorum_waits.is_empty() || (command.is_write() && !self.quorum_connected);
         if self.replica.is_leader() && held_back {
-            // Not answered `-TRYAGAIN` at once: the follower would send it
-            // straight back. Answered before the follower's own deadline
-            // (which would make it `-TIMEOUT`), unless the quorum returns.
-            let by = self.now_ticks() + self.deadline_ticks * 3 / 4;
             self.quorum_waits.push_back((from, id, command, by));
             return;
         }
-        self.propose_forwarded(from, id, command);
+        self.propose_forwarded(from, id, command, by);
+    }
+
+    /// Puts forwards held for a transfer that ended, which find no
+    /// connected quorum (`retry_held_requests`), into `quorum_waits`:
+    /// `earlier` is in the order they came. A follower's requests already
+    /// there came after its held ones (they enter only on arrival, behind
+    /// what is held then, and leave all at once), and each `by` is its
+    /// arrival plus the same span, so merging by `by`, `earlier` first on
+    /// a tie, keeps each follower's requests in order and the queue in
+    /// the order of `by`, which the expiry above takes from the front.
+    pub(in crate::server) fn wait_for_quorum_ahead(
+        &mut self,
+        earlier: Vec<(NodeId, u64, Command, u64)>,
+    ) {
+        if earlier.is_empty() {
+            return;
+        }
+        let mut later = std::mem::take(&mut self.quorum_waits)
+            .into_iter()
+            .peekable();
+        let mut merged = VecDeque::with_capacity(earlier.len() + later.len());
+        for wait in earlier {
+            while let Some(next) = later.next_if(|(.., by)| *by < wait.3) {
+                merged.push_back(next);
+            }
+            merged.push_back(wait);
+        }
+        merged.extend(later);
+        self.quorum_waits = merged;
     }
 
     /// Proposes (or reads) a request a follower forwarded; a refusal goes
-    /// back to the follower, which routes the request again.
-    fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command) {
+    /// back to the follower, which routes the request again. `by`: as in
+    /// `quorum_waits`, kept should it be held.
+    fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command, by: u64) {
         let waiter = Waiter::Peer { from, id };
         if self.holds_forwarded_from(from) {
             // Behind requests from that follower held for a transfer, in
             // order: a read served now could miss a write its connection
             // sent before it, and a write overtake one.
-            return self.hold_forwarded(waiter, command);
+            return self.hold_forwarded(waiter, command, by);
         }
         if let Err(refused) = self.propose_or_read(command, waiter) {
             if refused.error == ProposeError::TransferInProgress {
-                return self.hold_forwarded(refused.waiter, refused.command);
+                return self.hold_forwarded(refused.waiter, refused.command, by);
             }
             // Nothing was appended, so the follower may safely route it again.
             let reply = match refused.error {
