@@ -355,3 +355,35 @@ fn a_held_forward_waits_for_the_quorum_when_the_transfer_is_abandoned_without_on
         assert_eq!(server.replica.kv().get(b"k"), Some(&b"4"[..]));
     }
 }
+
+/// The leader's own client's `SET`, sent while a transfer runs, is parked
+/// (not held: `route` parks what the core refuses), and parked writes go
+/// only while the leader takes writes, a connected quorum included. So a
+/// transfer abandoned without one leaves it unwritten, and its deadline
+/// answers `-TRYAGAIN no leader`, as for a forwarded write held then.
+#[test]
+fn an_own_write_parked_for_a_transfer_abandoned_without_a_quorum_is_never_appended() {
+    let (mut server, _dir) = leader_of_three();
+    let (mut client, token) = connect(&mut server);
+    server.quorum_connected = true;
+    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let last = server.replica.node().last_index();
+    server.handle_request(token, &[b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]);
+    let seq = server.clients.get(&token).expect("client").first_seq();
+    assert!(server.parked.holds(token));
+    server.quorum_connected = false;
+    for _ in 0..1000 {
+        if server.replica.node().transfer_target().is_none() {
+            break;
+        }
+        acknowledge_all(&mut server, 2);
+        server.replica.node_mut().tick();
+    }
+    assert_eq!(server.replica.node().transfer_target(), None);
+    server.dispatch_parked();
+    server.cluster_tick();
+    assert_eq!(server.replica.node().last_index(), last, "appended");
+    server.expire(token, seq);
+    server.flush_clients();
+    expect_replies(&mut client, b"-TRYAGAIN no leader\r\n");
+}
