@@ -255,3 +255,58 @@ fn a_transfer_whose_leader_froze_is_answered_once_the_target_leads() {
         "the target never led while the leader was frozen"
     );
 }
+
+/// A write a follower forwards while the leader transfers its leadership
+/// is held until the transfer ends. When it is abandoned (the target is
+/// frozen) after three of the five voters died, the leader has no
+/// connected quorum: the write waits for one as a new write does, and
+/// gets `-TRYAGAIN no leader`, never applied. (It used to be appended
+/// then, and answered `-TIMEOUT outcome unknown` once the leader stepped
+/// down.) The election timeout is 2 s so that the write reaches the
+/// leader, and the three die, well within the transfer.
+#[test]
+fn a_write_held_for_a_transfer_abandoned_without_a_quorum_gets_tryagain() {
+    let mut cluster = Cluster::new(5);
+    cluster.set_election_timeout_ms(2000);
+    for i in 0..5 {
+        cluster.spawn(i);
+    }
+    let leader = cluster.wait_for_settled_leader(Duration::from_secs(30));
+    let via = (leader + 1) % 5;
+    let target = (leader + 2) % 5;
+    let mut client = cluster.client(leader);
+    let mut through_follower = cluster.client(via);
+    assert_eq!(client.cmd_retry(&["SET", "before", "v"]), Reply::Ok);
+    wait_for(Duration::from_secs(10), "all peers connected", || {
+        (client.info()["connected_peers"] == "4").then_some(())
+    });
+    let target_id = cluster.nodes[target].id.to_string();
+    let frozen = Resume::stop(cluster.pid(target).expect("running"));
+    let mut transfer = cluster.client(leader);
+    transfer.send(&[b"CLUSTER", b"TRANSFER", target_id.as_bytes()]);
+    let started = format!("transferring leadership to node {target_id}");
+    wait_for(Duration::from_secs(5), "the transfer to start", || {
+        cluster.log_text(leader).contains(&started).then_some(())
+    });
+    through_follower.send(&[b"SET", b"f", b"forwarded"]);
+    // Time for the forward to reach the leader, which holds it.
+    thread::sleep(Duration::from_millis(200));
+    let dead: Vec<usize> = (0..5).filter(|i| *i != leader && *i != via).collect();
+    for &i in &dead {
+        cluster.kill(i);
+    }
+    drop(frozen);
+    let abandoned = Reply::Error(format!("ERR transfer to {target_id} abandoned"));
+    assert_eq!(transfer.read(), abandoned);
+    assert_eq!(
+        through_follower.read(),
+        Reply::Error("TRYAGAIN no leader".into()),
+        "the held write"
+    );
+    for &i in &dead {
+        cluster.spawn(i);
+    }
+    cluster.wait_for_leader(Duration::from_secs(30));
+    assert_eq!(client.cmd_retry(&["GET", "before"]), bulk("v"));
+    assert_eq!(client.cmd_retry(&["GET", "f"]), Reply::Nil);
+}
