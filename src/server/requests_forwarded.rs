@@ -35,7 +35,7 @@ impl Server {
         }
         if self.quorum_connected {
             for (from, id, command, by) in std::mem::take(&mut self.quorum_waits) {
-                self.propose_forwarded(from, id, command, by);
+                self.propose_forwarded(from, id, command, Some(by));
             }
             return;
         }
@@ -67,19 +67,24 @@ impl Server {
                 return;
             }
         };
-        // Not answered `-TRYAGAIN` at once if held: the follower would send
-        // it straight back. Answered before the follower's own deadline
-        // (which would make it `-TIMEOUT`), unless the quorum returns.
-        let by = self.now_ticks() + self.deadline_ticks * 3 / 4;
         // Reads too, behind held writes: a connection's read waits for the
         // writes it sent before.
         let held_back =
             !self.quorum_waits.is_empty() || (command.is_write() && !self.quorum_connected);
         if self.replica.is_leader() && held_back {
+            let by = self.quorum_wait_until();
             self.quorum_waits.push_back((from, id, command, by));
             return;
         }
-        self.propose_forwarded(from, id, command, by);
+        self.propose_forwarded(from, id, command, None);
+    }
+
+    /// The tick by which a forward arriving now that waits for a
+    /// connected quorum is answered `-TRYAGAIN no leader`. Not at once:
+    /// the follower would send it straight back. Before the follower's
+    /// own deadline, which would make it `-TIMEOUT`.
+    fn quorum_wait_until(&self) -> u64 {
+        self.now_ticks() + self.deadline_ticks * 3 / 4
     }
 
     /// Puts forwards held for a transfer that ended, which find no
@@ -112,18 +117,22 @@ impl Server {
     }
 
     /// Proposes (or reads) a request a follower forwarded; a refusal goes
-    /// back to the follower, which routes the request again. `by`: as in
-    /// `quorum_waits`, kept should it be held.
-    fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command, by: u64) {
+    /// back to the follower, which routes the request again. `by`: its
+    /// tick in `quorum_waits`, kept should it be held; `None` for one that
+    /// arrived just now, whose tick is read off the clock only if it is
+    /// held (not on every forward's way).
+    fn propose_forwarded(&mut self, from: NodeId, id: u64, command: Command, by: Option<u64>) {
         let waiter = Waiter::Peer { from, id };
         if self.holds_forwarded_from(from) {
             // Behind requests from that follower held for a transfer, in
             // order: a read served now could miss a write its connection
             // sent before it, and a write overtake one.
+            let by = by.unwrap_or_else(|| self.quorum_wait_until());
             return self.hold_forwarded(waiter, command, by);
         }
         if let Err(refused) = self.propose_or_read(command, waiter) {
             if refused.error == ProposeError::TransferInProgress {
+                let by = by.unwrap_or_else(|| self.quorum_wait_until());
                 return self.hold_forwarded(refused.waiter, refused.command, by);
             }
             // Nothing was appended, so the follower may safely route it again.
