@@ -293,8 +293,9 @@ impl Server {
                         // write its connection sent before it.
                         return self.hold_forwarded(waiter, command, by);
                     }
-                    // While a transfer runs (one retried before it
-                    // started), holding it waits for that transfer's end.
+                    // Not while a transfer runs again (a TRANSFER earlier
+                    // in this pass started one): held again below, it
+                    // waits for that transfer's end first.
                     let no_quorum = command.is_write()
                         && !self.quorum_connected
                         && self.replica.node().transfer_target().is_none();
