@@ -371,9 +371,12 @@ impl Peers {
         registry: &Registry,
         events: &mut Vec<PeerEvent>,
     ) {
+        let identified = self.inbound_peer(token).is_some();
         let result = self.ready_inner(token, readable, writable, events);
         if let Err(reason) = result {
             self.close(token, registry, &reason, events);
+        } else if !identified {
+            self.close_superseded_inbound(token, registry);
         }
     }
 

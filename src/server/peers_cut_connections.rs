@@ -1,5 +1,7 @@
 //! Giving up outbound connections whose path is cut, so that they are
-//! redialed at once instead of waiting out TCP's own retransmission backoff.
+//! redialed at once instead of waiting out TCP's own retransmission backoff;
+//! and, on the receiving side, closing a peer's connection that its newer
+//! one superseded, so that what the peer gave up on it is not taken late.
 //!
 //! Separate from `peers.rs` because it is a periodic check of its own, driven
 //! by the clock rather than by readiness, and it rests on what the kernel
@@ -8,6 +10,8 @@
 //! and how, reads best in one place.
 
 use super::{PeerEvent, Peers, Side};
+use crate::raft::NodeId;
+use log::info;
 use mio::net::TcpStream;
 use mio::{Registry, Token};
 use std::time::{Duration, Instant};
@@ -76,6 +80,52 @@ impl Peers {
             .collect();
         for (token, reason) in cut {
             self.close(token, registry, &reason, events);
+        }
+    }
+}
+
+impl Peers {
+    /// The peer an inbound connection's handshake named, once it has.
+    pub(super) fn inbound_peer(&self, token: Token) -> Option<NodeId> {
+        match self.conns.get(&token)?.side {
+            Side::Inbound { peer } => peer,
+            Side::Outbound { .. } => None,
+        }
+    }
+
+    /// `token` has just said which peer it is from: closes that peer's
+    /// connections to us accepted before it. A peer sends on one connection
+    /// at a time and dials anew only after closing the last one, so an older
+    /// one is dead or given up (`drop_cut_connections` on its side). Left
+    /// open, a given-up one still took what the peer's kernel retransmitted
+    /// after a partition healed, at TCP's backoff: once, a write a follower
+    /// forwarded, and answered `-TIMEOUT` itself 0.8 s later, reached the
+    /// leader and was applied 26 s after it was sent, with the cluster quiet
+    /// by then. Closed, such bytes meet a reset. An old connection whose
+    /// accept itself came that late closes the live one instead; its peer
+    /// redials, and that connection closes the old one.
+    pub(super) fn close_superseded_inbound(&mut self, token: Token, registry: &Registry) {
+        let Some(id) = self.inbound_peer(token) else {
+            return;
+        };
+        let Some(opened) = self.conns.get(&token).map(|pc| pc.opened) else {
+            return;
+        };
+        let older: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(other, pc)| {
+                **other != token
+                    && pc.opened <= opened
+                    && matches!(pc.side, Side::Inbound { peer: Some(p) } if p == id)
+            })
+            .map(|(other, _)| *other)
+            .collect();
+        for other in older {
+            if let Some(mut pc) = self.conns.remove(&other) {
+                let _ = registry.deregister(&mut pc.conn.stream);
+                info!("closed node {id}'s older connection to us: it dialed a newer one");
+            }
         }
     }
 }

@@ -157,3 +157,53 @@ fn a_refusal_ahead_of_a_reset_is_read_before_a_write_fails() {
         Err("refused by the peer".to_string())
     );
 }
+
+/// A node that gave up its connection to us (its path looked cut) and
+/// dialed a new one: once the new one says who it is, the old one is closed,
+/// so nothing its kernel still retransmits on it arrives later, stale (see
+/// `close_superseded_inbound`). The new one stays.
+#[test]
+fn a_peers_newer_connection_closes_its_older_one() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut poll = Poll::new().expect("poll");
+    let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
+    let mut events = Vec::new();
+    let mut handshake = Vec::new();
+    Handshake {
+        version: PROTOCOL_VERSION,
+        cluster_name: "test".to_string(),
+        from: 2,
+        to: 1,
+        raft_addr: "127.0.0.1:9".to_string(),
+        client_addr: "127.0.0.1:10".to_string(),
+    }
+    .encode(&mut handshake);
+    let mut dial = |token: Token, peers: &mut Peers, poll: &mut Poll| {
+        let mut far = std::net::TcpStream::connect(addr).expect("connect");
+        let (near, _) = listener.accept().expect("accept");
+        near.set_nonblocking(true).expect("nonblocking");
+        peers.accept(TcpStream::from_std(near), poll.registry(), token);
+        far.write_all(&handshake).expect("the handshake");
+        let start = Instant::now();
+        while peers.inbound_peer(token).is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "not identified");
+            poll_once(peers, poll, &mut events);
+        }
+        far
+    };
+    let (old, new) = (Token(50), Token(51));
+    let mut old_far = dial(old, &mut peers, &mut poll);
+    assert!(peers.owns(old), "the only connection from node 2 stays");
+    let _new_far = dial(new, &mut peers, &mut poll);
+    assert!(!peers.owns(old), "the older connection is still open");
+    assert!(peers.owns(new));
+    // Our end is closed, so the dialer's end reads its end (or a reset).
+    old_far
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let _ = old_far.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing is sent on an inbound connection");
+}
