@@ -60,10 +60,11 @@ pub enum Standing {
 /// has not committed an entry of its term.
 enum Held {
     /// A key-value request a follower forwarded. `by`: the tick by which
-    /// it is answered `-TRYAGAIN no leader` should it wait for a connected
-    /// quorum once the transfer is over (as `handle_forward` counts it,
-    /// from its arrival), so that the follower hears before its own
-    /// deadline would make it `-TIMEOUT`.
+    /// it is answered `-TRYAGAIN no leader`, never carried out, should it
+    /// still be held (transfers following one another) or wait for a
+    /// connected quorum once the transfer is over (as `handle_forward`
+    /// counts it, from its arrival), so that the follower hears before
+    /// its own deadline would make it `-TIMEOUT`.
     Kv {
         command: Command,
         by: u64,
@@ -266,9 +267,12 @@ impl Server {
         // (`refuse_unproposed_forwards`, `answer_own_cluster_commands`),
         // rather than appended now to be left with its outcome unknown.
         let stopping_as_leader = self.handing_over() && self.replica.is_leader();
-        if !transferring && !stopping_as_leader && !self.exiting() && !self.cluster.held.is_empty()
-        {
-            self.retry_held_requests();
+        if !self.cluster.held.is_empty() {
+            if !transferring && !stopping_as_leader && !self.exiting() {
+                self.retry_held_requests();
+            } else {
+                self.refuse_held_forwards_due();
+            }
         }
         if !self.cluster.leaving.is_empty() {
             let now = self.now_ticks();

@@ -22,6 +22,7 @@ use crate::raft::{ConfChange, ConfChangeError, NodeId, ProposeError, TransferOut
 use crate::replica::Completion;
 use crate::server::event_loop::{Server, Waiter};
 use crate::server::requests::NO_LEADER;
+use crate::wire::peer_msg::PeerMessage;
 use log::info;
 use mio::Token;
 use std::collections::HashSet;
@@ -52,6 +53,26 @@ impl Server {
     /// `by`: see `Held::Kv`.
     pub(in crate::server) fn hold_forwarded(&mut self, waiter: Waiter, command: Command, by: u64) {
         self.cluster.held.push((waiter, Held::Kv { command, by }));
+    }
+
+    /// While held requests are not retried (a transfer runs, or this
+    /// leader is stopping): a follower's held request whose `by` has come
+    /// is answered `-TRYAGAIN no leader` and dropped. Held on, it could
+    /// outlast its follower's deadline (transfers following one another),
+    /// whose `-TIMEOUT outcome unknown` would leave its client guessing,
+    /// and be carried out later. Never appended, it is truthfully not and
+    /// never applied, and the follower passes that answer on rather than
+    /// route the request again (`handle_forward_reply`).
+    pub(super) fn refuse_held_forwards_due(&mut self) {
+        if !self.cluster.held.may_be_due() {
+            return;
+        }
+        let now = self.now_ticks();
+        for (from, id) in self.cluster.held.take_due(now) {
+            let reply = Reply::error(NO_LEADER);
+            self.peers
+                .send(from, &PeerMessage::ForwardReply { id, reply });
+        }
     }
 
     /// The requests followers forwarded that are held here, unproposed:

@@ -387,3 +387,79 @@ fn an_own_write_parked_for_a_transfer_abandoned_without_a_quorum_is_never_append
     server.flush_clients();
     expect_replies(&mut client, b"-TRYAGAIN no leader\r\n");
 }
+
+/// Node 3's `SET k 1`, held while a transfer runs, reaches its `by` before
+/// the transfer ends (transfers following one another): held on, it would
+/// outlast node 3's deadline, whose `-TIMEOUT outcome unknown` could then
+/// be followed by its write. It is answered `-TRYAGAIN no leader` at its
+/// `by` and dropped, never appended, while node 3's later `SET k 2`, not
+/// due yet, stays held and is carried out when the transfer ends. Node 2's
+/// `SET k 21` is held with a later `by` than its `SET k 22` after it (as
+/// no arrival gives, but nothing counts on that): neither is answered
+/// while the earlier one is not due, so the later never goes first.
+#[test]
+fn a_held_forward_is_refused_at_its_time_while_the_transfer_runs() {
+    use crate::server::requests::NO_LEADER;
+    let (mut server, _dir) = leader_of_three();
+    server.quorum_connected = true;
+    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let deadline_ticks = server.deadline_ticks;
+    // Its time to be answered has come as it is held.
+    server.deadline_ticks = 0;
+    forward_set(&mut server, 3, 1);
+    server.deadline_ticks = deadline_ticks;
+    forward_set(&mut server, 3, 2);
+    let set = |value: &str| Command::Set(b"k".to_vec(), value.as_bytes().to_vec());
+    server.hold_forwarded(Waiter::Peer { from: 2, id: 21 }, set("21"), u64::MAX);
+    server.hold_forwarded(Waiter::Peer { from: 2, id: 22 }, set("22"), 0);
+    let last = server.replica.node().last_index();
+    server.cluster_tick();
+    assert_eq!(server.replica.node().transfer_target(), Some(3));
+    assert_eq!(
+        std::mem::take(&mut server.peers.forward_replies),
+        [(3, 1, Reply::error(NO_LEADER))],
+        "answered otherwise at its time while the transfer runs"
+    );
+    let still_held: Vec<Waiter> = server.cluster.held.iter().map(|(w, _)| *w).collect();
+    assert_eq!(
+        still_held,
+        [
+            Waiter::Peer { from: 3, id: 2 },
+            Waiter::Peer { from: 2, id: 21 },
+            Waiter::Peer { from: 2, id: 22 },
+        ]
+    );
+    assert!(server.holds_forwarded_from(3), "node 3's later one is held");
+    for _ in 0..1000 {
+        if server.replica.node().transfer_target().is_none() {
+            break;
+        }
+        acknowledge_all(&mut server, 2);
+        server.replica.node_mut().tick();
+    }
+    assert_eq!(server.replica.node().transfer_target(), None);
+    server.cluster_tick();
+    assert!(server.cluster.held.is_empty());
+    assert_eq!(
+        server.replica.node().last_index(),
+        last + 3,
+        "the refused write was appended too"
+    );
+    let carried_out = [(3, 2), (2, 21), (2, 22)];
+    for _ in 0..1000 {
+        if server.peers.forward_replies.len() == carried_out.len() {
+            break;
+        }
+        acknowledge_all(&mut server, 2);
+        server.iterate().expect("iterate");
+    }
+    let written: Vec<(NodeId, u64, Reply)> = carried_out
+        .iter()
+        .map(|&(from, id)| (from, id, Reply::Ok))
+        .collect();
+    assert_eq!(
+        server.peers.forward_replies, written,
+        "applied in another order"
+    );
+    assert_eq!(server.replica.kv().get(b"k"), Some(&b"22"[..]));
+}
