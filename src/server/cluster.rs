@@ -65,11 +65,11 @@ enum Held {
     /// connected quorum once the transfer is over (as `handle_forward`
     /// counts it, from its arrival), so that the follower hears before
     /// its own deadline would make it `-TIMEOUT`.
-    Kv {
-        command: Command,
-        by: u64,
-    },
-    Cluster(ClusterRequest),
+    Kv { command: Command, by: u64 },
+    /// A CLUSTER command. `by`: as for `Held::Kv`, for one a follower
+    /// forwarded, answered then only if still held (`-TRYAGAIN no leader`);
+    /// a slot's deadline answers the leader's own client's.
+    Cluster { request: ClusterRequest, by: u64 },
 }
 
 pub struct ClusterState {
@@ -202,7 +202,7 @@ impl ClusterState {
         let argv: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
         let request = ClusterRequest::parse(&argv).expect("a CLUSTER command");
         let waiter = Waiter::Client { token, seq };
-        self.held.push((waiter, Held::Cluster(request)));
+        self.held.push((waiter, Held::Cluster { request, by: 0 }));
     }
 
     /// The reply for a request this node will not serve, if it is not a member.

@@ -163,7 +163,7 @@ impl Server {
                     forward: None,
                 },
             );
-            if let Some(reply) = self.execute_cluster(request, waiter) {
+            if let Some(reply) = self.execute_cluster(request, waiter, None) {
                 self.completions.push(Completion { waiter, reply });
             }
             return;
@@ -201,7 +201,7 @@ impl Server {
         let reply = match ClusterRequest::from_text(text) {
             Err(reply) => Some(reply),
             Ok(_) if !self.replica.is_leader() => Some(Reply::error(NOT_THE_LEADER)),
-            Ok(request) => self.execute_cluster(request, Waiter::Peer { from, id }),
+            Ok(request) => self.execute_cluster(request, Waiter::Peer { from, id }, None),
         };
         if let Some(reply) = reply {
             self.peers

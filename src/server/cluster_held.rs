@@ -28,10 +28,9 @@ pub(super) struct HeldRequests {
 }
 
 /// The tick by which a held request a follower forwarded is answered.
-fn due(held: &Held) -> Option<u64> {
+fn due(held: &Held) -> u64 {
     match held {
-        Held::Kv { by, .. } => Some(*by),
-        Held::Cluster(_) => None,
+        Held::Kv { by, .. } | Held::Cluster { by, .. } => *by,
     }
 }
 
@@ -40,14 +39,15 @@ impl HeldRequests {
         if let (Waiter::Peer { from, .. }, Held::Kv { .. }) = &request {
             self.forwarding.insert(*from);
         }
-        if let (Waiter::Peer { .. }, Some(by)) = (&request.0, due(&request.1)) {
+        if let Waiter::Peer { .. } = request.0 {
+            let by = due(&request.1);
             self.next_due = Some(self.next_due.map_or(by, |next| next.min(by)));
         }
         self.requests.push(request);
     }
 
-    /// Whether a forwarded request is held with a `by`, so that one may
-    /// be due: the clock is read only then.
+    /// Whether a forwarded request is held, so that one may be due: the
+    /// clock is read only then.
     pub(super) fn may_be_due(&self) -> bool {
         self.next_due.is_some()
     }
@@ -66,9 +66,10 @@ impl HeldRequests {
         let mut next_due: Option<u64> = None;
         self.forwarding.clear();
         self.requests.retain(|(waiter, held)| {
-            let (Waiter::Peer { from, id }, Some(by)) = (*waiter, due(held)) else {
+            let Waiter::Peer { from, id } = *waiter else {
                 return true;
             };
+            let by = due(held);
             let at = due_by.entry(from).or_insert(by);
             *at = (*at).max(by);
             if *at <= now {

@@ -56,7 +56,8 @@ impl Server {
     }
 
     /// While held requests are not retried (a transfer runs, or this
-    /// leader is stopping): a follower's held request whose `by` has come
+    /// leader is stopping): a follower's held request (a CLUSTER command
+    /// too: held, it never started) whose `by` has come
     /// is answered `-TRYAGAIN no leader` and dropped. Held on, it could
     /// outlast its follower's deadline (transfers following one another),
     /// whose `-TIMEOUT outcome unknown` would leave its client guessing,
@@ -86,12 +87,28 @@ impl Server {
         self.cluster.held.holds_forwarded_from(from)
     }
 
+    /// Holds a CLUSTER command. `held_by`: its `by` if it was held
+    /// before, kept; `None` for one that comes now.
+    fn hold_cluster(&mut self, waiter: Waiter, request: ClusterRequest, held_by: Option<u64>) {
+        let by = match (held_by, waiter) {
+            (Some(by), _) => by,
+            (None, Waiter::Peer { .. }) => self.quorum_wait_until(),
+            // Its slot's deadline answers it.
+            (None, _) => 0,
+        };
+        self.cluster
+            .held
+            .push((waiter, Held::Cluster { request, by }));
+    }
+
     /// Runs a CLUSTER command on the leader; `None` when `waiter` is
-    /// answered later through the completions.
+    /// answered later through the completions. `held_by`: see
+    /// `hold_cluster`.
     pub(super) fn execute_cluster(
         &mut self,
         request: ClusterRequest,
         waiter: Waiter,
+        held_by: Option<u64>,
     ) -> Option<Reply> {
         let me = self.config.id;
         if request.is_change() && !self.change_has_connected_quorum(&request) {
@@ -134,7 +151,7 @@ impl Server {
                 }
                 proposed
             }
-            ClusterRequest::Remove { id } if id == me => return self.remove_self(waiter),
+            ClusterRequest::Remove { id } if id == me => return self.remove_self(waiter, held_by),
             ClusterRequest::Remove { id } => self
                 .replica
                 .propose_conf_change(ConfChange::Remove { id }, waiter),
@@ -143,7 +160,7 @@ impl Server {
         match result {
             Ok(()) => None,
             Err((ConfChangeError::ChangeInProgress, waiter)) if self.change_soon_possible() => {
-                self.cluster.held.push((waiter, Held::Cluster(request)));
+                self.hold_cluster(waiter, request, held_by);
                 None
             }
             // A transfer under way (CLUSTER TRANSFER, or a stopping
@@ -154,7 +171,7 @@ impl Server {
             // over. Refused now, its client would have to retry what the
             // next leader, or this one a moment later, can do.
             Err((ConfChangeError::TransferInProgress, waiter)) => {
-                self.cluster.held.push((waiter, Held::Cluster(request)));
+                self.hold_cluster(waiter, request, held_by);
                 None
             }
             Err((err, _)) => Some(change_error(err)),
@@ -197,7 +214,7 @@ impl Server {
 
     /// CLUSTER REMOVE of this leader: hand over first (see the module docs)
     /// to the most up-to-date other voter heard from lately.
-    fn remove_self(&mut self, waiter: Waiter) -> Option<Reply> {
+    fn remove_self(&mut self, waiter: Waiter, held_by: Option<u64>) -> Option<Reply> {
         let me = self.config.id;
         let status = self.replica.status();
         if !status.voters.contains(&me) && !status.learners.contains(&me) {
@@ -214,7 +231,7 @@ impl Server {
             // again every iteration meanwhile.
             Err(ConfChangeError::ChangeInProgress) => {
                 let request = ClusterRequest::Remove { id: me };
-                self.cluster.held.push((waiter, Held::Cluster(request)));
+                self.hold_cluster(waiter, request, held_by);
                 return None;
             }
             Err(err) => return Some(change_error(err)),
@@ -291,7 +308,7 @@ impl Server {
         }
         if !self.replica.is_leader() {
             match (waiter, held) {
-                (Waiter::Client { token, seq }, Held::Cluster(request)) => {
+                (Waiter::Client { token, seq }, Held::Cluster { request, .. }) => {
                     // Never proposed: parked, its deadline answers -TRYAGAIN.
                     self.park_cluster_again(token, seq, request);
                 }
@@ -344,8 +361,8 @@ impl Server {
                     }),
                 }
             }
-            Held::Cluster(request) => {
-                if let Some(reply) = self.execute_cluster(request, waiter) {
+            Held::Cluster { request, by } => {
+                if let Some(reply) = self.execute_cluster(request, waiter, Some(by)) {
                     self.completions.push(Completion { waiter, reply });
                 }
             }
@@ -476,7 +493,8 @@ mod tests {
             };
             let seq = client.open_slot(pending, Kind::Change);
             let waiter = Waiter::Client { token: tc, seq };
-            server.cluster.held.push((waiter, Held::Cluster(request)));
+            let held = Held::Cluster { request, by: 0 };
+            server.cluster.held.push((waiter, held));
             server.expire(tc, seq);
         }
         server.flush_clients();

@@ -63,7 +63,13 @@ fn a_read_held_behind_a_write_stays_behind_it_when_a_retried_transfer_starts() {
     let set = Command::Set(b"k".to_vec(), b"v".to_vec());
     let get = Command::Get(b"k".to_vec());
     let held = [
-        (Waiter::Peer { from: 2, id: 1 }, Held::Cluster(transfer)),
+        (
+            Waiter::Peer { from: 2, id: 1 },
+            Held::Cluster {
+                request: transfer,
+                by: u64::MAX,
+            },
+        ),
         (
             Waiter::Peer { from: 3, id: 1 },
             Held::Kv {
@@ -179,7 +185,10 @@ fn a_followers_forward_waits_only_while_one_of_its_forwards_is_held() {
     let (mut server, _dir) = leader_of_three();
     server.quorum_connected = true;
     assert!(server.replica.node_mut().transfer_leader(3).is_ok());
-    let change = Held::Cluster(ClusterRequest::Transfer { id: 2 });
+    let change = Held::Cluster {
+        request: ClusterRequest::Transfer { id: 2 },
+        by: u64::MAX,
+    };
     server
         .cluster
         .held
@@ -462,4 +471,50 @@ fn a_held_forward_is_refused_at_its_time_while_the_transfer_runs() {
         "applied in another order"
     );
     assert_eq!(server.replica.kv().get(b"k"), Some(&b"22"[..]));
+}
+
+/// Node 2's `CLUSTER TRANSFER 2`, held while a transfer to node 3 runs,
+/// reaches its `by` before that transfer ends: held on, node 2 would
+/// answer its client at its deadline while this leader could still start
+/// the transfer. It is answered `-TRYAGAIN no leader` at its `by` and
+/// dropped, so the abandoned transfer to node 3 starts none; node 2's
+/// later `CLUSTER ADD 4`, not due yet, stays held and is carried out.
+#[test]
+fn a_held_cluster_forward_is_refused_at_its_time_while_the_transfer_runs() {
+    use crate::server::requests::NO_LEADER;
+    let (mut server, _dir) = leader_of_three();
+    server.quorum_connected = true;
+    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let deadline_ticks = server.deadline_ticks;
+    // Its time to be answered has come as it is held.
+    server.deadline_ticks = 0;
+    server.handle_cluster_forward(2, 1, b"CLUSTER TRANSFER 2");
+    server.deadline_ticks = deadline_ticks;
+    server.handle_cluster_forward(2, 2, b"CLUSTER ADD 4 127.0.0.1:4");
+    assert_eq!(server.peers.forward_replies, []);
+    assert_eq!(server.cluster.held.len(), 2);
+    server.cluster_tick();
+    assert_eq!(
+        std::mem::take(&mut server.peers.forward_replies),
+        [(2, 1, Reply::error(NO_LEADER))],
+        "answered otherwise at its time while the transfer runs"
+    );
+    let still_held: Vec<Waiter> = server.cluster.held.iter().map(|(w, _)| *w).collect();
+    assert_eq!(still_held, [Waiter::Peer { from: 2, id: 2 }]);
+    for _ in 0..1000 {
+        if server.replica.node().transfer_target().is_none() {
+            break;
+        }
+        acknowledge_all(&mut server, 2);
+        server.replica.node_mut().tick();
+    }
+    assert_eq!(server.replica.node().transfer_target(), None);
+    server.cluster_tick();
+    assert_eq!(
+        server.replica.node().transfer_target(),
+        None,
+        "the refused TRANSFER was started"
+    );
+    assert!(server.cluster.held.is_empty(), "the ADD was held again");
+    assert_eq!(server.replica.status().learners, [4]);
 }

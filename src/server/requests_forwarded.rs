@@ -80,10 +80,11 @@ impl Server {
     }
 
     /// The tick by which a forward arriving now that waits for a
-    /// connected quorum is answered `-TRYAGAIN no leader`. Not at once:
-    /// the follower would send it straight back. Before the follower's
-    /// own deadline, which would make it `-TIMEOUT`.
-    fn quorum_wait_until(&self) -> u64 {
+    /// connected quorum, or is held for a transfer, is answered
+    /// `-TRYAGAIN no leader`. Not at once: the follower would send it
+    /// straight back. Before the follower's own deadline, which would
+    /// make it `-TIMEOUT`.
+    pub(in crate::server) fn quorum_wait_until(&self) -> u64 {
         self.now_ticks() + self.deadline_ticks * 3 / 4
     }
 
