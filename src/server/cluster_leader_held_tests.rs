@@ -518,3 +518,26 @@ fn a_held_cluster_forward_is_refused_at_its_time_while_the_transfer_runs() {
     assert!(server.cluster.held.is_empty(), "the ADD was held again");
     assert_eq!(server.replica.status().learners, [4]);
 }
+
+/// The follower's side of a held forward refused at its time: the
+/// leader's `-TRYAGAIN no leader` for the first of a connection's two
+/// writes is its final answer, passed on to the client rather than routed
+/// again (which would only be held again, then outlast its deadline),
+/// and the second write's `+OK` comes after it on the connection.
+#[test]
+fn a_follower_passes_a_held_forwards_refusal_on_in_its_place() {
+    use crate::server::client_io::tests::{forwarded_to, node};
+    use crate::server::requests::NO_LEADER;
+    let (mut server, _dir) = node();
+    let (mut c, tc) = connect(&mut server);
+    let set = |value: &[u8]| Command::Set(b"k".to_vec(), value.to_vec());
+    forwarded_to(&mut server, tc, 7, 2, set(b"1"));
+    forwarded_to(&mut server, tc, 8, 2, set(b"2"));
+    server.handle_forward_reply(7, Reply::error(NO_LEADER));
+    assert!(!server.parked.holds(tc), "routed again");
+    server.handle_forward_reply(8, Reply::Ok);
+    for _ in 0..10 {
+        server.iterate().expect("iterate");
+    }
+    expect_replies(&mut c, b"-TRYAGAIN no leader\r\n+OK\r\n");
+}
