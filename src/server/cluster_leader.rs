@@ -57,13 +57,13 @@ impl Server {
 
     /// While held requests are not retried (a transfer runs, or this
     /// leader is stopping): a follower's held request (a CLUSTER command
-    /// too: held, it never started) whose `by` has come
-    /// is answered `-TRYAGAIN no leader` and dropped. Held on, it could
-    /// outlast its follower's deadline (transfers following one another),
-    /// whose `-TIMEOUT outcome unknown` would leave its client guessing,
-    /// and be carried out later. Never appended, it is truthfully not and
-    /// never applied, and the follower passes that answer on rather than
-    /// route the request again (`handle_forward_reply`).
+    /// too: held, it never started) whose `by` has come is answered
+    /// `-TRYAGAIN no leader` and dropped. Held on, it could outlast its
+    /// follower's deadline (transfers following one another), whose
+    /// `-TIMEOUT outcome unknown` would leave its client guessing, and be
+    /// carried out later. Never appended, it is truthfully not and never
+    /// applied, and the follower passes that answer on rather than route
+    /// the request again (`handle_forward_reply`).
     pub(super) fn refuse_held_forwards_due(&mut self) {
         if !self.cluster.held.may_be_due() {
             return;
