@@ -93,6 +93,24 @@ impl Peers {
         }
     }
 
+    /// Whether `id` has a connection to us accepted after `token` and
+    /// already identified: the peer dials in order and closes one before
+    /// it dials the next, so `token` is one it gave up, whose handshake
+    /// its kernel delivered late (a partition healed), and whatever
+    /// follows the handshake is as stale as what
+    /// `close_superseded_inbound` keeps out. Closed before a frame behind
+    /// the handshake is read (or its addresses learned).
+    pub(super) fn superseded_inbound(&self, token: Token, id: NodeId) -> bool {
+        let Some(opened) = self.conns.get(&token).map(|pc| pc.opened) else {
+            return false;
+        };
+        self.conns.iter().any(|(other, pc)| {
+            *other != token
+                && pc.opened > opened
+                && matches!(pc.side, Side::Inbound { peer: Some(p) } if p == id)
+        })
+    }
+
     /// `token` has just said which peer it is from: closes that peer's
     /// connections to us accepted before it. A peer sends on one connection
     /// at a time and dials anew only after closing the last one, so an older
@@ -101,9 +119,9 @@ impl Peers {
     /// after a partition healed, at TCP's backoff: once, a write a follower
     /// forwarded, and answered `-TIMEOUT` itself 0.8 s later, reached the
     /// leader and was applied 26 s after it was sent, with the cluster quiet
-    /// by then. Closed, such bytes meet a reset. An old connection whose
-    /// accept itself came that late closes the live one instead; its peer
-    /// redials, and that connection closes the old one.
+    /// by then. Closed, such bytes meet a reset. One accepted before the
+    /// newest but identified after it is closed instead
+    /// (`superseded_inbound`).
     pub(super) fn close_superseded_inbound(&mut self, token: Token, registry: &Registry) {
         let Some(id) = self.inbound_peer(token) else {
             return;
@@ -116,7 +134,7 @@ impl Peers {
             .iter()
             .filter(|(other, pc)| {
                 **other != token
-                    && pc.opened <= opened
+                    && pc.opened < opened
                     && matches!(pc.side, Side::Inbound { peer: Some(p) } if p == id)
             })
             .map(|(other, _)| *other)

@@ -134,6 +134,12 @@ impl Peers {
             pc.conn.consume(used);
             match (&mut pc.side, body) {
                 (Side::Inbound { peer: None }, Body::Handshake(hs)) => {
+                    if self.superseded_inbound(token, hs.from) {
+                        return Err(format!(
+                            "node {} dialed a newer connection to us since",
+                            hs.from
+                        ));
+                    }
                     let id = match self.check_handshake(&hs) {
                         Ok(id) => id,
                         Err(reason) => {

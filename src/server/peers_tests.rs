@@ -207,3 +207,73 @@ fn a_peers_newer_connection_closes_its_older_one() {
     let _ = old_far.read_to_end(&mut rest);
     assert!(rest.is_empty(), "nothing is sent on an inbound connection");
 }
+
+/// A peer's older connection whose handshake is read only after that of
+/// its newer one (the peer gave it up with the handshake still unacked;
+/// its kernel delivered it, and what followed, once a partition healed):
+/// it is closed on that handshake, and nothing it carried behind the
+/// handshake (a stale Forward) reaches the server. The newer one stays.
+#[test]
+fn an_older_connection_identified_after_a_newer_one_is_closed_unread() {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut poll = Poll::new().expect("poll");
+    let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
+    let mut events = Vec::new();
+    let mut handshake = Vec::new();
+    Handshake {
+        version: PROTOCOL_VERSION,
+        cluster_name: "test".to_string(),
+        from: 2,
+        to: 1,
+        raft_addr: "127.0.0.1:9".to_string(),
+        client_addr: "127.0.0.1:10".to_string(),
+    }
+    .encode(&mut handshake);
+    let accept = |token: Token, peers: &mut Peers, poll: &mut Poll| {
+        let far = std::net::TcpStream::connect(addr).expect("connect");
+        let (near, _) = listener.accept().expect("accept");
+        near.set_nonblocking(true).expect("nonblocking");
+        peers.accept(TcpStream::from_std(near), poll.registry(), token);
+        far
+    };
+    let (old, new) = (Token(60), Token(61));
+    let mut old_far = accept(old, &mut peers, &mut poll);
+    let mut new_far = accept(new, &mut peers, &mut poll);
+    new_far.write_all(&handshake).expect("the handshake");
+    let start = Instant::now();
+    while peers.inbound_peer(new).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not identified");
+        poll_once(&mut peers, &mut poll, &mut events);
+    }
+    let mut late = handshake.clone();
+    PeerMessage::Forward {
+        id: 7,
+        payload: b"stale".to_vec(),
+    }
+    .encode(&mut late);
+    old_far.write_all(&late).expect("the late bytes");
+    let start = Instant::now();
+    while peers.owns(old) && peers.inbound_peer(old).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never read");
+        poll_once(&mut peers, &mut poll, &mut events);
+    }
+    // One more round, for anything read behind the handshake.
+    poll_once(&mut peers, &mut poll, &mut events);
+    assert!(!peers.owns(old), "the older connection is still open");
+    assert!(peers.owns(new), "the newer connection was closed");
+    let forwards = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                PeerEvent::Message {
+                    message: PeerMessage::Forward { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(forwards, 0, "a stale forward was taken");
+}
