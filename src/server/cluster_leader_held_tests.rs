@@ -541,3 +541,39 @@ fn a_follower_passes_a_held_forwards_refusal_on_in_its_place() {
     }
     expect_replies(&mut c, b"-TRYAGAIN no leader\r\n+OK\r\n");
 }
+
+/// The held list is not in the order of `by` once a transfer follows an
+/// abandoned one: node 2's write, put to wait for the quorum when the
+/// first transfer was abandoned, went back into the held list (the quorum
+/// returned while the second ran) behind node 3's write, held again in
+/// that pass, and so arrived later. When the second transfer is abandoned
+/// without a quorum too, both wait for it: queued in the held list's
+/// order, node 2's write, which the expiry takes only from the front,
+/// waited behind node 3's for its `by`, up to that span late, past its
+/// follower's own deadline (`-TIMEOUT`) and into the quorum's return.
+#[test]
+fn held_forwards_wait_for_the_quorum_in_the_order_of_their_time() {
+    use crate::server::requests::NO_LEADER;
+    let (mut server, _dir) = leader_of_three();
+    server.quorum_connected = false;
+    for (from, by) in [(3, u64::MAX / 2), (2, 0)] {
+        let waiter = Waiter::Peer { from, id: 1 };
+        let command = Command::Set(b"k".to_vec(), b"v".to_vec());
+        server.hold_forwarded(waiter, command, by);
+    }
+    let last = server.replica.node().last_index();
+    server.cluster_tick();
+    server.dispatch_quorum_waits();
+    assert_eq!(server.replica.node().last_index(), last);
+    assert_eq!(
+        server.peers.forward_replies,
+        [(2, 1, Reply::error(NO_LEADER))],
+        "node 2's write was not answered at its time"
+    );
+    let waiting: Vec<(NodeId, u64)> = server
+        .quorum_waits
+        .iter()
+        .map(|(from, id, ..)| (*from, *id))
+        .collect();
+    assert_eq!(waiting, [(3, 1)]);
+}

@@ -12,7 +12,7 @@ use crate::server::cluster::{PAYLOAD_CLUSTER, PAYLOAD_KV};
 use crate::server::connection::error;
 use crate::server::event_loop::{Forwarded, Server, Waiter};
 use crate::wire::peer_msg::PeerMessage;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 impl Server {
     /// The writes followers forwarded while this leader had no connected
@@ -90,19 +90,32 @@ impl Server {
 
     /// Puts forwards held for a transfer that ended, which find no
     /// connected quorum (`retry_held_requests`), into `quorum_waits`:
-    /// `earlier` is in the order they came. A follower's requests already
-    /// there came after its held ones (they enter only on arrival, behind
-    /// what is held then, and leave all at once), and each `by` is its
-    /// arrival plus the same span, so merging by `by`, `earlier` first on
-    /// a tie, keeps each follower's requests in order and the queue in
-    /// the order of `by`, which the expiry above takes from the front.
+    /// `earlier` is in the order each follower's came, but not always in
+    /// the order of `by` across followers (a forward that waited for the
+    /// quorum once, and was held again behind one held anew in that pass,
+    /// when a second transfer ran). So they are sorted by `by` first,
+    /// each raised to its follower's earlier ones' (as `take_due` counts
+    /// them) so that the sort keeps a follower's order. A follower's
+    /// requests already in `quorum_waits` came after its held ones (they
+    /// enter only on arrival, behind what is held then, and leave all at
+    /// once), and each `by` is its arrival plus the same span, so merging
+    /// by `by`, `earlier` first on a tie, keeps each follower's requests
+    /// in order and the queue in the order of `by`, which the expiry
+    /// above takes from the front.
     pub(in crate::server) fn wait_for_quorum_ahead(
         &mut self,
-        earlier: Vec<(NodeId, u64, Command, u64)>,
+        mut earlier: Vec<(NodeId, u64, Command, u64)>,
     ) {
         if earlier.is_empty() {
             return;
         }
+        let mut latest: HashMap<NodeId, u64> = HashMap::new();
+        for (from, _, _, by) in earlier.iter_mut() {
+            let at = latest.entry(*from).or_insert(*by);
+            *at = (*at).max(*by);
+            *by = *at;
+        }
+        earlier.sort_by_key(|(.., by)| *by);
         let mut later = std::mem::take(&mut self.quorum_waits)
             .into_iter()
             .peekable();
