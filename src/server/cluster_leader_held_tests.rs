@@ -136,6 +136,19 @@ fn an_orphaned_transfer_held_here_at_its_deadline_is_answered_abandoned() {
 
 /// Node `from`'s acknowledgement of the leader's whole log, which keeps
 /// the leader's quorum active while it ticks.
+/// Ticks the leader until its transfer is abandoned (the target never
+/// answers), node 2 acknowledging everything meanwhile.
+fn abandon_transfer(server: &mut Server) {
+    for _ in 0..1000 {
+        if server.replica.node().transfer_target().is_none() {
+            break;
+        }
+        acknowledge_all(server, 2);
+        server.replica.node_mut().tick();
+    }
+    assert_eq!(server.replica.node().transfer_target(), None);
+}
+
 fn acknowledge_all(server: &mut Server, from: NodeId) {
     use crate::raft::{Message, MessageBody};
     let node = server.replica.node();
@@ -208,14 +221,7 @@ fn a_followers_forward_waits_only_while_one_of_its_forwards_is_held() {
     server.retry_held_requests();
     assert!(server.holds_forwarded_from(3), "held again");
     assert_eq!(server.cluster.held.len(), 1);
-    for _ in 0..1000 {
-        if server.replica.node().transfer_target().is_none() {
-            break;
-        }
-        acknowledge_all(&mut server, 2);
-        server.replica.node_mut().tick();
-    }
-    assert_eq!(server.replica.node().transfer_target(), None);
+    abandon_transfer(&mut server);
     let last = server.replica.node().last_index();
     server.cluster_tick();
     assert!(server.cluster.held.is_empty());
@@ -303,14 +309,7 @@ fn a_held_forward_waits_for_the_quorum_when_the_transfer_is_abandoned_without_on
         server.quorum_connected = false;
         forward_set(&mut server, 3, 3);
         forward_set(&mut server, 2, 1);
-        for _ in 0..1000 {
-            if server.replica.node().transfer_target().is_none() {
-                break;
-            }
-            acknowledge_all(&mut server, 2);
-            server.replica.node_mut().tick();
-        }
-        assert_eq!(server.replica.node().transfer_target(), None);
+        abandon_transfer(&mut server);
         let last = server.replica.node().last_index();
         server.cluster_tick();
         assert_eq!(
@@ -381,14 +380,7 @@ fn an_own_write_parked_for_a_transfer_abandoned_without_a_quorum_is_never_append
     let seq = server.clients.get(&token).expect("client").first_seq();
     assert!(server.parked.holds(token));
     server.quorum_connected = false;
-    for _ in 0..1000 {
-        if server.replica.node().transfer_target().is_none() {
-            break;
-        }
-        acknowledge_all(&mut server, 2);
-        server.replica.node_mut().tick();
-    }
-    assert_eq!(server.replica.node().transfer_target(), None);
+    abandon_transfer(&mut server);
     server.dispatch_parked();
     server.cluster_tick();
     assert_eq!(server.replica.node().last_index(), last, "appended");
@@ -439,14 +431,7 @@ fn a_held_forward_is_refused_at_its_time_while_the_transfer_runs() {
         ]
     );
     assert!(server.holds_forwarded_from(3), "node 3's later one is held");
-    for _ in 0..1000 {
-        if server.replica.node().transfer_target().is_none() {
-            break;
-        }
-        acknowledge_all(&mut server, 2);
-        server.replica.node_mut().tick();
-    }
-    assert_eq!(server.replica.node().transfer_target(), None);
+    abandon_transfer(&mut server);
     server.cluster_tick();
     assert!(server.cluster.held.is_empty());
     assert_eq!(
@@ -501,14 +486,7 @@ fn a_held_cluster_forward_is_refused_at_its_time_while_the_transfer_runs() {
     );
     let still_held: Vec<Waiter> = server.cluster.held.iter().map(|(w, _)| *w).collect();
     assert_eq!(still_held, [Waiter::Peer { from: 2, id: 2 }]);
-    for _ in 0..1000 {
-        if server.replica.node().transfer_target().is_none() {
-            break;
-        }
-        acknowledge_all(&mut server, 2);
-        server.replica.node_mut().tick();
-    }
-    assert_eq!(server.replica.node().transfer_target(), None);
+    abandon_transfer(&mut server);
     server.cluster_tick();
     assert_eq!(
         server.replica.node().transfer_target(),

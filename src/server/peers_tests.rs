@@ -158,6 +158,21 @@ fn a_refusal_ahead_of_a_reset_is_read_before_a_write_fails() {
     );
 }
 
+/// The handshake node 2 of cluster `test` opens its connections to node 1 with.
+fn node_2_handshake() -> Vec<u8> {
+    let mut handshake = Vec::new();
+    Handshake {
+        version: PROTOCOL_VERSION,
+        cluster_name: "test".to_string(),
+        from: 2,
+        to: 1,
+        raft_addr: "127.0.0.1:9".to_string(),
+        client_addr: "127.0.0.1:10".to_string(),
+    }
+    .encode(&mut handshake);
+    handshake
+}
+
 /// A node that gave up its connection to us (its path looked cut) and
 /// dialed a new one: once the new one says who it is, the old one is closed,
 /// so nothing its kernel still retransmits on it arrives later, stale (see
@@ -170,16 +185,7 @@ fn a_peers_newer_connection_closes_its_older_one() {
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
     let mut events = Vec::new();
-    let mut handshake = Vec::new();
-    Handshake {
-        version: PROTOCOL_VERSION,
-        cluster_name: "test".to_string(),
-        from: 2,
-        to: 1,
-        raft_addr: "127.0.0.1:9".to_string(),
-        client_addr: "127.0.0.1:10".to_string(),
-    }
-    .encode(&mut handshake);
+    let handshake = node_2_handshake();
     let mut dial = |token: Token, peers: &mut Peers, poll: &mut Poll| {
         let mut far = std::net::TcpStream::connect(addr).expect("connect");
         let (near, _) = listener.accept().expect("accept");
@@ -221,16 +227,7 @@ fn an_older_connection_identified_after_a_newer_one_is_closed_unread() {
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
     let mut events = Vec::new();
-    let mut handshake = Vec::new();
-    Handshake {
-        version: PROTOCOL_VERSION,
-        cluster_name: "test".to_string(),
-        from: 2,
-        to: 1,
-        raft_addr: "127.0.0.1:9".to_string(),
-        client_addr: "127.0.0.1:10".to_string(),
-    }
-    .encode(&mut handshake);
+    let handshake = node_2_handshake();
     let accept = |token: Token, peers: &mut Peers, poll: &mut Poll| {
         let far = std::net::TcpStream::connect(addr).expect("connect");
         let (near, _) = listener.accept().expect("accept");
