@@ -118,3 +118,46 @@ fn a_sealed_segment_reads_without_its_file_and_reopens_it_to_take_records() {
     assert_eq!(seg.next_index(), 70);
     assert_reads_back(&seg, len);
 }
+
+/// Resident bytes of the mapping that starts at `start`, from
+/// `/proc/self/smaps` (per mapping, so other tests' threads do not count).
+fn mapping_rss_bytes(start: *const u8) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let head = format!("{:x}-", start as usize);
+    let mut lines = smaps.lines().skip_while(|line| !line.starts_with(&head));
+    assert!(lines.next().is_some(), "no mapping at {head}");
+    let rss = lines
+        .find_map(|line| line.strip_prefix("Rss:"))
+        .expect("an Rss line");
+    let kib: u64 = rss
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("Rss in kB");
+    kib * 1024
+}
+
+/// Recovery reads the zeros after the records through the mapping; they
+/// must not stay resident, or a restarted node reports the whole segment
+/// in its memory.
+#[test]
+fn a_recovered_segment_does_not_keep_its_scanned_zeros_resident() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = 16 << 20;
+    let len = 1000;
+    let mut seg = Segment::create(dir.path(), 1, size).expect("create");
+    append_batch(&mut seg, 100, len, size);
+    seg.sync_file().expect("sync");
+    let path = seg.path().to_path_buf();
+    drop(seg);
+
+    let mut seg = Segment::open(path, 1).expect("open");
+    assert!(matches!(seg.scan(None).expect("scan"), ScanEnd::Clean));
+    let resident = mapping_rss_bytes(seg.map.as_ptr());
+    assert!(
+        resident < 2 << 20,
+        "{resident} bytes of a {size}-byte segment resident after its scan"
+    );
+    assert_reads_back(&seg, len);
+}
