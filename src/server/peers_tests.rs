@@ -173,6 +173,22 @@ fn node_2_handshake() -> Vec<u8> {
     handshake
 }
 
+/// Dials `listener` and has `peers` accept the connection as `token`;
+/// returns the dialer's end.
+fn accept_from(
+    listener: &TcpListener,
+    token: Token,
+    peers: &mut Peers,
+    poll: &mut Poll,
+) -> std::net::TcpStream {
+    let addr = listener.local_addr().expect("addr");
+    let far = std::net::TcpStream::connect(addr).expect("connect");
+    let (near, _) = listener.accept().expect("accept");
+    near.set_nonblocking(true).expect("nonblocking");
+    peers.accept(TcpStream::from_std(near), poll.registry(), token);
+    far
+}
+
 /// A node that gave up its connection to us (its path looked cut) and
 /// dialed a new one: once the new one says who it is, the old one is closed,
 /// so nothing its kernel still retransmits on it arrives later, stale (see
@@ -181,16 +197,12 @@ fn node_2_handshake() -> Vec<u8> {
 fn a_peers_newer_connection_closes_its_older_one() {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
     let mut events = Vec::new();
     let handshake = node_2_handshake();
     let mut dial = |token: Token, peers: &mut Peers, poll: &mut Poll| {
-        let mut far = std::net::TcpStream::connect(addr).expect("connect");
-        let (near, _) = listener.accept().expect("accept");
-        near.set_nonblocking(true).expect("nonblocking");
-        peers.accept(TcpStream::from_std(near), poll.registry(), token);
+        let mut far = accept_from(&listener, token, peers, poll);
         far.write_all(&handshake).expect("the handshake");
         let start = Instant::now();
         while peers.inbound_peer(token).is_none() {
@@ -223,17 +235,12 @@ fn a_peers_newer_connection_closes_its_older_one() {
 fn an_older_connection_identified_after_a_newer_one_is_closed_unread() {
     use std::io::Write;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let mut poll = Poll::new().expect("poll");
     let mut peers = node_1_knowing(&[(2, "127.0.0.1:9")]);
     let mut events = Vec::new();
     let handshake = node_2_handshake();
     let accept = |token: Token, peers: &mut Peers, poll: &mut Poll| {
-        let far = std::net::TcpStream::connect(addr).expect("connect");
-        let (near, _) = listener.accept().expect("accept");
-        near.set_nonblocking(true).expect("nonblocking");
-        peers.accept(TcpStream::from_std(near), poll.registry(), token);
-        far
+        accept_from(&listener, token, peers, poll)
     };
     let (old, new) = (Token(60), Token(61));
     let mut old_far = accept(old, &mut peers, &mut poll);
