@@ -79,6 +79,9 @@ impl Peers {
             })
             .collect();
         for (token, reason) in cut {
+            if let Some(pc) = self.conns.get(&token) {
+                discard_unsent_on_close(&pc.conn.stream);
+            }
             self.close(token, registry, &reason, events);
         }
     }
@@ -185,6 +188,47 @@ fn retransmits_unanswered(stream: &TcpStream, stall: Duration) -> bool {
     }
 }
 
+/// Has closing `stream` reset the connection and drop what its kernel still
+/// holds unsent or unacknowledged. A plain close leaves the socket to the
+/// kernel, which goes on retransmitting those bytes at its backoff and
+/// delivers them whenever the path heals: a write a follower forwarded
+/// there, and answered `-TIMEOUT` itself, reached the leader 26 s later and
+/// was applied then. The receiver closes such a connection once our newer
+/// one says who it is (`close_superseded_inbound`), but bytes that arrived
+/// before that handshake were still taken. Given up, the bytes are gone, and
+/// what they carried is what the deadlines already treat as lost.
+fn discard_unsent_on_close(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket this function borrows, from a
+        // linger that lives through the call, with its size.
+        let set = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            info!(
+                "could not set a reset on close for a cut peer connection: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +264,56 @@ mod tests {
         peers.drop_cut_connections(later + STALL_CHECK_EVERY, poll.registry(), &mut events);
         assert!(!peers.owns(Token(30)));
         assert_eq!(peers.reconnects.len(), 1, "redialed");
+    }
+
+    /// A connection given up as cut takes its unsent bytes with it: the far
+    /// end gets a reset, not the bytes followed by an orderly end, which a
+    /// healed path would deliver late (see `discard_unsent_on_close`).
+    #[test]
+    fn a_connection_given_up_as_cut_is_reset_with_its_unsent_bytes_dropped() {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let mut poll = Poll::new().expect("poll");
+        let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(100);
+        peers.connect(2, poll.registry(), Token(30));
+        let mut events = Vec::new();
+        let start = Instant::now();
+        while !peers.is_connected(2) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
+            poll_once(&mut peers, &mut poll, &mut events);
+        }
+        // More queued than the sockets hold: the kernel keeps the rest of
+        // what it took, as it would the bytes a cut path does not carry.
+        let pc = peers.conns.get_mut(&Token(30)).expect("the connection");
+        pc.conn.output().extend_from_slice(&vec![0u8; 32 << 20]);
+        let _ = pc.conn.flush();
+        assert!(pc.conn.pending_output() > 0, "all of it was written");
+        let (mut far, _) = listener.accept().expect("accept");
+        // The path's check cannot be made to fail on loopback; an unfinished
+        // connect is given up by the same code.
+        peers.conns.get_mut(&Token(30)).expect("conn").side = Side::Outbound {
+            peer: 2,
+            connected: false,
+        };
+        let later = Instant::now() + Duration::from_secs(5);
+        peers.drop_cut_connections(later, poll.registry(), &mut events);
+        assert!(!peers.owns(Token(30)), "not given up");
+        far.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0usize;
+        let end = loop {
+            match far.read(&mut buf) {
+                Ok(0) => break Ok(read),
+                Ok(n) => read += n,
+                Err(err) => break Err(err.kind()),
+            }
+        };
+        assert_eq!(
+            end,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "the far end read the bytes the kernel held to the end"
+        );
     }
 }
