@@ -74,6 +74,16 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     // dirs; this build leaves no such file (a missing or stale stable file
     // aside, which the check on the log below still catches).
     let stable_term = storage.hard_state().term;
+    let stable_path = data_dir.join(crate::storage::STABLE_FILE);
+    // A missing file reads as term 0; said as such, the errors below do not
+    // send the operator looking for a term in a file that is not there.
+    let stable_missing = matches!(std::fs::symlink_metadata(&stable_path),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound);
+    let stable_term_in = if stable_missing {
+        format!("term 0 of {}, which is missing", stable_path.display())
+    } else {
+        format!("the term {} in {}", stable_term, stable_path.display())
+    };
     let mut above_stable = Vec::new();
     let loaded = load_latest_decoded(
         &dir,
@@ -82,11 +92,10 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
             if !installed {
                 above_stable.push(path.display().to_string());
                 warn!(
-                    "passing over snapshot {}: its term {} is above the term {} in {}, so it was received from a leader but never installed (or the stable file is older than it)",
+                    "passing over snapshot {}: its term {} is above {}, so it was received from a leader but never installed (or the stable file is missing or older than it)",
                     path.display(),
                     term,
-                    stable_term,
-                    data_dir.join(crate::storage::STABLE_FILE).display()
+                    stable_term_in
                 );
             }
             installed
@@ -129,10 +138,17 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     // Checked before anything is changed: a log or snapshot of a term above
     // the stable file's (see above) means a missing or stale stable file.
     let newest_term = storage.term(last).unwrap_or(0).max(meta.term);
+    if stable_term < newest_term && stable_missing {
+        return Err(unusable(format!(
+            "{} is missing, but the snapshot and log reach term {}: it holds this node's term and vote, and starting without it could vote twice in a term",
+            stable_path.display(),
+            newest_term
+        )));
+    }
     if stable_term < newest_term {
         return Err(unusable(format!(
-            "{} holds term {}, below term {} of the snapshot and log: the stable file is missing or older than the log, and starting from it could vote twice in a term",
-            data_dir.join(crate::storage::STABLE_FILE).display(),
+            "{} holds term {}, below term {} of the snapshot and log: the stable file is older than the log, and starting from it could vote twice in a term",
+            stable_path.display(),
             stable_term,
             newest_term
         )));
@@ -150,10 +166,9 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         }
         // Unless the stable file is missing or older than they are.
         unusable(format!(
-            "{}; snapshots passed over as never installed, their terms above the {} in {}: {}",
+            "{}; snapshots passed over as never installed, their terms above {}: {}",
             why,
-            stable_term,
-            data_dir.join(crate::storage::STABLE_FILE).display(),
+            stable_term_in,
             above_stable.join(", ")
         ))
     })?;
@@ -393,6 +408,11 @@ mod tests {
                 && err.contains("00000000000000000020-00000000000000000007.snap"),
             "{err}"
         );
+        let stable = dir.path().join(crate::storage::STABLE_FILE);
+        assert!(
+            err.contains(&format!("{}, which is missing", stable.display())),
+            "{err}"
+        );
     }
 
     /// What the stable file's term is checked for still holds: entries of a
@@ -409,6 +429,9 @@ mod tests {
             Ok(_) => panic!("a stable file behind the log was taken"),
             Err(err) => err.to_string(),
         };
-        assert!(err.contains("below term 6"), "{err}");
+        assert!(
+            err.contains("holds term 5, below term 6") && !err.contains("missing"),
+            "{err}"
+        );
     }
 }

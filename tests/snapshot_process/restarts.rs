@@ -129,7 +129,7 @@ fn a_missing_stable_file_stops_the_node_with_exit_status_1() {
         .count();
     let stderr = start_expecting_exit_status_1(&cluster);
     assert!(
-        stderr.contains(&stable.display().to_string()) && stderr.contains("holds term 0"),
+        stderr.contains(&format!("{} is missing", stable.display())),
         "{}",
         stderr
     );
