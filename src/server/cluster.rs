@@ -30,7 +30,7 @@ use super::event_loop::{Server, Waiter};
 use super::parked::ParkedRequests;
 use super::LoopMap;
 use crate::kv::{Command, Reply};
-use crate::raft::{ConfChange, Entry, EntryKind, NodeId, Restored, Role, NO_NODE};
+use crate::raft::{ConfChange, ConfEntry, Entry, EntryKind, NodeId, Restored, Role, NO_NODE};
 use crate::replica::ReadyOutcome;
 use commands::ClusterRequest;
 use held::HeldRequests;
@@ -98,6 +98,11 @@ pub struct ClusterState {
     /// Members dropped by `--force-new-cluster` that dialed this node, and
     /// were told about in the log (once each).
     dropped_seen: BTreeSet<NodeId>,
+    /// The membership changes in this node's log when it started, by
+    /// index: every start applies them again, and logs them as replayed, so
+    /// that an operator reading the log does not take a removal made long
+    /// ago for one made now. One a new leader replaced is not among them.
+    confs_at_start: BTreeMap<u64, ConfEntry>,
 }
 
 impl ClusterState {
@@ -119,6 +124,7 @@ impl ClusterState {
             self_removal: None,
             leaving: BTreeMap::new(),
             dropped_seen: BTreeSet::new(),
+            confs_at_start: BTreeMap::new(),
         }
     }
 
@@ -134,6 +140,7 @@ impl ClusterState {
                 if let ConfChange::AddLearner { context, .. } = &conf.change {
                     self.book.learn_context(context);
                 }
+                self.confs_at_start.insert(entry.index, conf);
             }
         }
         self.ever_member |= named;
@@ -355,9 +362,14 @@ impl Server {
                 format!("node {} made the only member by --force-new-cluster", id)
             }
         };
+        let replayed = if self.cluster.confs_at_start.get(&index) == Some(conf) {
+            " (replayed from the log this node started with: made before it started)"
+        } else {
+            ""
+        };
         info!(
-            "membership change committed at index {}: {} (voters {:?}, learners {:?})",
-            index, what, conf.voters, conf.learners
+            "membership change committed at index {}{}: {} (voters {:?}, learners {:?})",
+            index, replayed, what, conf.voters, conf.learners
         );
         if conf.change == (ConfChange::Remove { id: me }) {
             info!(

@@ -13,6 +13,7 @@ mod common;
 mod growth_and_full_restart;
 mod joining;
 mod removed_nodes;
+mod restart_log;
 mod transfers;
 
 use common::{wait_for, Cluster};
