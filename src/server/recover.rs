@@ -92,10 +92,11 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
             if !installed {
                 above_stable.push(path.display().to_string());
                 warn!(
-                    "passing over snapshot {}: its term {} is above {}, so it was received from a leader but never installed (or the stable file is missing or older than it)",
+                    "passing over snapshot {}: its term {} is above {}, so it was received from a leader but never installed (or the stable file {})",
                     path.display(),
                     term,
-                    stable_term_in
+                    stable_term_in,
+                    if stable_missing { "was lost" } else { "is older than it" }
                 );
             }
             installed
