@@ -71,19 +71,14 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     // leader's term (a removed node, answered by a snapshot to its pre-vote,
     // has not stored it before). It is no state this node reached, and is
     // passed over (and left) as if it were not there. Kept for those data
-    // dirs; this build leaves no such file (a missing or stale stable file
-    // aside, which the check on the log below still catches).
+    // dirs; this build leaves no such file (a stale stable file aside,
+    // which the check on the log below still catches). A stable file that
+    // is missing altogether is no such case: a node stores a term before
+    // it keeps any snapshot, so with one there, the stable file was lost.
     let stable_term = storage.hard_state().term;
     let stable_path = data_dir.join(crate::storage::STABLE_FILE);
-    // A missing file reads as term 0; said as such, the errors below do not
-    // send the operator looking for a term in a file that is not there.
     let stable_missing = matches!(std::fs::symlink_metadata(&stable_path),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound);
-    let stable_term_in = if stable_missing {
-        format!("term 0 of {}, which is missing", stable_path.display())
-    } else {
-        format!("the term {} in {}", stable_term, stable_path.display())
-    };
     let mut above_stable = Vec::new();
     let loaded = load_latest_decoded(
         &dir,
@@ -91,19 +86,32 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
             let installed = term <= stable_term;
             if !installed {
                 above_stable.push(path.display().to_string());
-                warn!(
-                    "passing over snapshot {}: its term {} is above {}, so it was received from a leader but never installed (or the stable file {})",
-                    path.display(),
-                    term,
-                    stable_term_in,
-                    if stable_missing { "was lost" } else { "is older than it" }
-                );
+                if !stable_missing {
+                    warn!(
+                        "passing over snapshot {}: its term {} is above the term {} in {}, so it was received from a leader but never installed (or the stable file is older than it)",
+                        path.display(),
+                        term,
+                        stable_term,
+                        stable_path.display()
+                    );
+                }
             }
             installed
         },
         |body| KvStore::restore_from(&mut &body[..]).map_err(|err| err.to_string()),
     )
     .map_err(|err| unusable(format!("no valid snapshot: {}", err)))?;
+    // Passed over, the snapshots would leave the node empty at term 0: a
+    // silent reset, and a second vote in a term it voted in.
+    if stable_missing {
+        if let Some(snapshot) = above_stable.first() {
+            return Err(unusable(format!(
+                "{} is missing, but {} is there: a node stores its term before it keeps any snapshot, so the stable file was lost, and starting without it could vote twice in a term; restore the file, or replace the node (CLUSTER REMOVE, then a new id with an empty data dir)",
+                stable_path.display(),
+                snapshot
+            )));
+        }
+    }
     // Snapshots passed over now, or set aside by an earlier start: the state
     // reached their indexes once, so it must reach them again.
     // The newest of them, with its file for the error that names it.
@@ -141,7 +149,7 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
     let newest_term = storage.term(last).unwrap_or(0).max(meta.term);
     if stable_term < newest_term && stable_missing {
         return Err(unusable(format!(
-            "{} is missing, but the snapshot and log reach term {}: it holds this node's term and vote, and starting without it could vote twice in a term",
+            "{} is missing, but the log reaches term {}: it holds this node's term and vote, and starting without it could vote twice in a term; restore the file, or replace the node (CLUSTER REMOVE, then a new id with an empty data dir)",
             stable_path.display(),
             newest_term
         )));
@@ -165,11 +173,12 @@ pub(super) fn check(data_dir: &Path, storage: &Storage) -> Result<Checked, Serve
         if above_stable.is_empty() {
             return unusable(why);
         }
-        // Unless the stable file is missing or older than they are.
+        // Unless the stable file is older than they are.
         unusable(format!(
-            "{}; snapshots passed over as never installed, their terms above {}: {}",
+            "{}; snapshots passed over as never installed, their terms above the {} in {}: {}",
             why,
-            stable_term_in,
+            stable_term,
+            stable_path.display(),
             above_stable.join(", ")
         ))
     })?;
@@ -385,7 +394,7 @@ mod tests {
     }
 
     /// A stable file lost after a snapshot was installed (the log emptied)
-    /// still stops the start, and the error names the snapshots passed over.
+    /// still stops the start, and the error names the file and the snapshot.
     #[test]
     fn a_missing_stable_file_beside_an_installed_snapshot_is_still_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -404,14 +413,36 @@ mod tests {
             Ok(_) => panic!("a start without its stable file was taken"),
             Err(err) => err.to_string(),
         };
+        let stable = dir.path().join(crate::storage::STABLE_FILE);
         assert!(
-            err.contains("entries 1..21 are missing")
+            err.contains(&format!("{} is missing", stable.display()))
                 && err.contains("00000000000000000020-00000000000000000007.snap"),
             "{err}"
         );
+    }
+
+    /// With the segments deleted as well as the stable file, nothing but
+    /// the snapshot shows what the node held: passed over as never
+    /// installed, it left the node empty at term 0, a silent reset (found
+    /// by hand: a one-node cluster restarted with none of its keys).
+    #[test]
+    fn a_missing_stable_file_beside_a_snapshot_and_no_log_is_refused() {
+        let dir = data_dir(HardState { term: 7, vote: 1 }, 7);
+        write_snapshot(dir.path(), 3, 7);
+        let log_dir = dir.path().join("log");
+        for segment in std::fs::read_dir(&log_dir).expect("log dir") {
+            std::fs::remove_file(segment.expect("entry").path()).expect("remove a segment");
+        }
         let stable = dir.path().join(crate::storage::STABLE_FILE);
+        std::fs::remove_file(&stable).expect("remove");
+        let storage = Storage::open(dir.path(), options()).expect("reopen");
+        let err = match check(dir.path(), &storage) {
+            Ok(_) => panic!("a start with neither its stable file nor its log was taken"),
+            Err(err) => err.to_string(),
+        };
         assert!(
-            err.contains(&format!("{}, which is missing", stable.display())),
+            err.contains(&format!("{} is missing", stable.display()))
+                && err.contains("00000000000000000003-00000000000000000007.snap"),
             "{err}"
         );
     }
