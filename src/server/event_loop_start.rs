@@ -100,6 +100,15 @@ impl Server {
             "node {} serving clients on {} and peers on {}",
             config.id, config.client_addr, config.raft_addr
         );
+        if !was_member {
+            // Otherwise the log of a node started with `join` says nothing
+            // until a leader contacts it, which an operator cannot tell
+            // from a node that hangs.
+            info!(
+                "node {} is not a member yet: it waits for a leader to add it (CLUSTER ADD {} {} on any member)",
+                config.id, config.id, config.raft_addr
+            );
+        }
         Ok(Server {
             config,
             poll,

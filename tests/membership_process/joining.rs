@@ -21,6 +21,16 @@ fn a_joiner_waits_then_members_and_errors_read_as_specified() {
     let mut joiner = cluster.client(3);
     assert_eq!(joiner.cmd(&["PING"]), Reply::Status("PONG".into()));
     assert_eq!(joiner.info()["membership"], "joining");
+    let waits = format!(
+        "waits for a leader to add it (CLUSTER ADD {} {} on any member)",
+        cluster.nodes[3].id,
+        cluster.nodes[3].raft_addr()
+    );
+    assert!(
+        cluster.log_text(3).contains(&waits),
+        "{}",
+        cluster.log_text(3)
+    );
     assert_eq!(
         joiner.cmd(&["SET", "k", "v"]),
         err("TRYAGAIN not a member yet")
