@@ -116,6 +116,18 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_keys_grows_again_and_ignores_o
         log.contains(&format!("dropped members {dropped_sorted:?}")),
         "the rewrite is not logged with the dropped members:\n{log}"
     );
+    let forced_line = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("made the only member by --force-new-cluster"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // Made by this start, not replayed from the log it started with.
+    let forced = forced_line(&log);
+    assert!(
+        forced.len() == 1 && !forced[0].contains("replayed"),
+        "{forced:?}"
+    );
 
     // A restart without the flag keeps the one-member cluster.
     assert_eq!(cluster.terminate(survivor), Some(0));
@@ -123,6 +135,11 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_keys_grows_again_and_ignores_o
     cluster.spawn(survivor);
     wait_leading(&cluster, survivor, &me);
     check_all(&cluster, survivor, &acked);
+    let forced = forced_line(&cluster.log_text(survivor));
+    assert!(
+        forced.len() == 2 && forced[1].contains("replayed"),
+        "{forced:?}"
+    );
 
     // A fresh node joins and catches up.
     let joiner = 3;

@@ -130,8 +130,9 @@ impl ClusterState {
 
     /// What the restored state says: the addresses in the AddLearner
     /// entries of the log, and whether this node was ever a member (its
-    /// snapshot or a ConfChange entry names it).
-    pub fn restored(&mut self, me: NodeId, restored: &Restored) {
+    /// snapshot or a ConfChange entry names it). The changes up to
+    /// `log_end_before_start` were made before this start.
+    pub fn restored(&mut self, me: NodeId, restored: &Restored, log_end_before_start: u64) {
         let snap = &restored.snapshot;
         let mut named = snap.voters.contains(&me) || snap.learners.contains(&me);
         for entry in conf_entries(&restored.entries) {
@@ -140,7 +141,9 @@ impl ClusterState {
                 if let ConfChange::AddLearner { context, .. } = &conf.change {
                     self.book.learn_context(context);
                 }
-                self.confs_at_start.insert(entry.index, conf);
+                if entry.index <= log_end_before_start {
+                    self.confs_at_start.insert(entry.index, conf);
+                }
             }
         }
         self.ever_member |= named;

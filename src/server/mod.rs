@@ -257,6 +257,13 @@ fn build(
         trailing_entries(config.snapshot_entries),
     )?;
     let passed_over = std::mem::take(&mut recovered.passed_over);
+    // Where the log ended before this start appended anything: the entry
+    // `--force-new-cluster` appends is no change made before it.
+    let log_end_before_start = recovered
+        .restored
+        .entries
+        .last()
+        .map_or(recovered.restored.snapshot.index, |entry| entry.index);
     if config.force_new_cluster {
         let founders: Vec<_> = config.cluster.iter().map(|(id, _)| *id).collect();
         force_new::rewrite(
@@ -326,7 +333,9 @@ fn build(
         stop_on,
         recovered.snapshot_bytes,
     )?;
-    server.cluster.restored(id, &restored_confs);
+    server
+        .cluster
+        .restored(id, &restored_confs, log_end_before_start);
     recover::set_aside(&passed_over);
     Ok(server)
 }
