@@ -71,8 +71,14 @@ fn print_or_fail(text: &str) -> ExitCode {
 /// output of `--local-cluster` stays readable. RUST_LOG overrides `log_level`.
 fn init_logging(level: &str, id: u64) {
     use std::io::Write;
-    let env = env_logger::Env::default().default_filter_or(level);
-    env_logger::Builder::from_env(env)
+    // An empty RUST_LOG (`RUST_LOG=` in a unit file or a compose file
+    // passing an unset variable on) counts as unset: env_logger took it as
+    // a filter, and the node logged nothing at all, not even its role changes.
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|spec| !spec.trim().is_empty());
+    env_logger::Builder::new()
+        .parse_filters(rust_log.as_deref().unwrap_or(level))
         .format(move |buf, record| {
             writeln!(
                 buf,

@@ -313,4 +313,12 @@ fn sigint_exits_0_and_log_level_fsync_never_and_rust_log_are_honoured() {
         "RUST_LOG=info did not override log_level warn: {overridden}"
     );
     assert!(!overridden.contains("fsync = never"), "{overridden}");
+
+    // An empty RUST_LOG is no filter: log_level holds (it logged nothing).
+    let (code, empty) = serve_then_interrupt(&[], Some(""));
+    assert_eq!(code, Some(0), "{empty}");
+    assert!(
+        empty.contains(" INFO ") && empty.contains("serving clients"),
+        "RUST_LOG= silenced log_level info: {empty}"
+    );
 }
