@@ -110,9 +110,15 @@ fn a_second_process_on_a_live_data_dir_exits_1_and_the_first_keeps_serving() {
 }
 
 /// Writes keys to a one-node cluster snapshotting every `snapshot_entries`
-/// entries, kills it, removes its `log/` and restarts it: it must stop
-/// naming `log/` and change nothing, not even the pid in the lock file.
-fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at: u64) {
+/// entries, kills it, removes its `log/` (and `stable` with `stable_too`)
+/// and restarts it: it must stop naming `log/` and change nothing, not even
+/// the pid in the lock file.
+fn removed_log_dir_stops_the_node(
+    snapshot_entries: u64,
+    keys: u64,
+    snapshot_at: u64,
+    stable_too: bool,
+) {
     let mut cluster = Cluster::new(1);
     cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), snapshot_entries.to_string()];
     cluster.spawn(0);
@@ -134,6 +140,11 @@ fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at:
     let data_dir = cluster.data_dir(0).to_path_buf();
     let log_dir = data_dir.join("log");
     fs::remove_dir_all(&log_dir).expect("rm -rf log/");
+    if stable_too {
+        fs::remove_file(data_dir.join("stable")).expect("rm stable");
+    }
+    // What shows the log was there: `stable`, else `founders`.
+    let witness = data_dir.join(if stable_too { "founders" } else { "stable" });
     // `snapshot/` is created with the first snapshot.
     let has_snapshot = fs::read_dir(data_dir.join("snapshot")).is_ok_and(|mut items| {
         items.any(|e| {
@@ -152,7 +163,7 @@ fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at:
         let line = error_line(&stderr);
         assert!(
             line.starts_with(&format!("raftkv: {}: corrupt: missing", log_dir.display()))
-                && line.contains(&data_dir.join("stable").display().to_string()),
+                && line.contains(&witness.display().to_string()),
             "{}",
             stderr
         );
@@ -167,12 +178,26 @@ fn removed_log_dir_stops_the_node(snapshot_entries: u64, keys: u64, snapshot_at:
 
 #[test]
 fn a_node_whose_log_dir_was_removed_exits_1_naming_it_and_recreates_nothing() {
-    removed_log_dir_stops_the_node(1_000_000, 20, 0);
+    removed_log_dir_stops_the_node(1_000_000, 20, 0, false);
+}
+
+/// With `stable` removed too, the node started as a new one: empty, at term
+/// 0, a voter that could vote twice in a term (found by hand, a joiner
+/// rejoined its cluster that way). `founders`, written after the first
+/// start created `log/`, shows the log was removed.
+#[test]
+fn a_node_whose_log_dir_and_stable_file_were_removed_exits_1_naming_them() {
+    removed_log_dir_stops_the_node(1_000_000, 20, 0, true);
 }
 
 #[test]
 fn a_node_with_a_snapshot_whose_log_dir_was_removed_exits_1_naming_it() {
-    removed_log_dir_stops_the_node(10, 45, 30);
+    removed_log_dir_stops_the_node(10, 45, 30, false);
+}
+
+#[test]
+fn a_node_with_a_snapshot_whose_log_dir_and_stable_file_were_removed_exits_1() {
+    removed_log_dir_stops_the_node(10, 45, 30, true);
 }
 
 /// A node started with `--join` that was never added holds an empty `log/`

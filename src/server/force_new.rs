@@ -268,6 +268,7 @@ mod tests {
         StorageOptions {
             segment_bytes: 1 << 20,
             check_payload: None,
+            ..StorageOptions::default()
         }
     }
 

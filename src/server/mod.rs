@@ -226,6 +226,7 @@ fn build(
     }
     let options = StorageOptions {
         check_payload: Some(crate::recovery::check_payload),
+        written_after_log: &[crate::config::FOUNDERS_FILE],
         ..StorageOptions::default()
     };
     let mut storage = Storage::open(&config.data_dir, options)?;

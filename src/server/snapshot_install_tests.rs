@@ -36,6 +36,7 @@ fn options() -> StorageOptions {
     StorageOptions {
         segment_bytes: 1 << 20,
         check_payload: None,
+        ..StorageOptions::default()
     }
 }
 
