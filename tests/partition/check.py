@@ -14,6 +14,10 @@
 * convergence: digests and indexes equal, final GETs equal on every node
 * node logs: panics, refused peer messages, errors/warnings
 * liveness: per heal, time until writes succeed again through every node
+* operator actions (--ops), in check_ops.py; with membership changes the
+  final checks cover the final members: a removed node's data is no longer
+  expected to converge, and a removed node is held to the liveness check
+  only for heals more than 10 s before its removal
 """
 import glob
 import json
@@ -21,6 +25,9 @@ import os
 import re
 import sys
 from collections import defaultdict, Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_ops  # noqa: E402
 
 INF = float("inf")
 
@@ -335,6 +342,15 @@ def main():
             wk = Counter(re.sub(r"\d+", "N", x.split(" ", 3)[-1])[:90] for x in w)
             notes.append("%s: %s; kinds: %s" % (os.path.basename(fn), dict(lvl), dict(wk.most_common(6))))
 
+    # --------------------------------------------------------- operator actions
+    with open(rundir + "/args.json") as f:
+        initial = list(range(1, json.load(f)["nodes"] + 1))
+    p, n = check_ops.check(rundir, events, initial)
+    problems += p
+    notes += n
+    removed = check_ops.removed_nodes(events)
+    added = check_ops.added_nodes(events)
+
     # --------------------------------------------------------- liveness
     nodes = sorted({h["node"] for h in hist})
     okw = defaultdict(list)   # node -> completion times of OK writes
@@ -352,6 +368,8 @@ def main():
             if prev_part and not is_part:
                 per = {}
                 for n in nodes:
+                    if n in removed and e["t"] > removed[n] - 10e9 or e["t"] < added.get(n, 0):
+                        continue
                     i = bisect.bisect_right(okw[n], e["t"])
                     per[n] = round((okw[n][i] - e["t"]) / 1e9, 2) if i < len(okw[n]) else None
                 heal_lat.append(((e["t"] - T0) / 1e9, per))

@@ -7,10 +7,10 @@ FORWARD chain on (src node, dst node) address pairs.  Clients run in the
 router namespace and are never cut off from the node they talk to.
 """
 import argparse
-import ctypes
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -21,46 +21,30 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from resp import Resp, RespError, ConnLost, ConnRefused, info  # noqa: E402
 
-libc = ctypes.CDLL("libc.so.6", use_errno=True)
-PR_SET_PDEATHSIG = 1
-
-
-def pdeath():
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def sh(cmd):
-    subprocess.run(cmd, shell=True, check=True)
-
-
-def mono():
-    return time.monotonic_ns()
-
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-# The repository's release build, and run dirs under its target/.
-ROOT = os.path.dirname(os.path.dirname(HERE))
-DEFAULT_BIN = os.path.join(ROOT, "target", "release", "raftkv")
-RUNS = os.path.join(ROOT, "target", "partition-runs")
-
-RAFT_PORT = 7000
-CLIENT_PORT = 6379
-
-
-def node_ip(i):
-    return "10.0.%d.2" % i
+from common import (pdeath, sh, mono, node_ip, HERE, ROOT, DEFAULT_BIN, RUNS,  # noqa: E402,F401
+                    RAFT_PORT, CLIENT_PORT)
+from ops import Ops, KINDS as OP_KINDS, final_membership  # noqa: E402
+from final import probe_writes, wait_converged, final_reads, keys_written  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------- workers
 
-def worker(wid, node, seed, t0, stop_at, outpath, epoch_ns, nreg, ncnt, think):
+def worker(wid, node, seed, t0, stop_at, outpath, epoch_ns, nreg, ncnt, think, slots=None, slot=None):
+    """slots[slot], when given, names the node to talk to: the harness moves a
+    removed node's clients to the node that joins in its place."""
     pdeath()
     rng = random.Random(seed * 1000 + wid)
-    host, port = node_ip(node), CLIENT_PORT
+    port = CLIENT_PORT
     out = open(outpath, "w")
     conn = None
     n = 0
     while mono() < stop_at:
+        if slots is not None and slots[slot] != node:
+            node = slots[slot]
+            if conn is not None:
+                conn.close()
+                conn = None
+        host = node_ip(node)
         e = (mono() - t0) // epoch_ns
         r = rng.random()
         if r < 0.28:
@@ -134,7 +118,16 @@ class Cluster:
     def __init__(self, a, rundir):
         self.a = a
         self.n = a.nodes
+        # The members the nemesis and the final checks work on; a node the
+        # membership ops remove leaves it, one they add joins it.
         self.ids = list(range(1, self.n + 1))
+        self.removed = set()
+        # Nodes an op is stopping or has stopped: the kill nemesis leaves them be.
+        self.busy = set()
+        self.lock = threading.RLock()
+        # Work other threads hand to the main one: a child's PR_SET_PDEATHSIG
+        # fires when the thread that started it ends, not the process.
+        self.mainq = queue.Queue()
         self.rundir = rundir
         self.holders = {}
         self.procs = {}
@@ -149,29 +142,57 @@ class Cluster:
         print("[%7.2f] %s %s" % ((e["t"] - self.t0) / 1e9, kind,
                                  " ".join("%s=%s" % kv for kv in kw.items())), flush=True)
 
+    def in_main(self, fn):
+        """Runs fn on the main thread (run_mainq) and returns its result."""
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        box = []
+        done = threading.Event()
+        self.mainq.put((fn, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def run_mainq(self):
+        while True:
+            try:
+                fn, box, done = self.mainq.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                box.append(fn())
+            except BaseException as ex:  # handed back to the thread that asked
+                box.append(ex)
+            done.set()
+
     def setup_net(self):
         sh("ip link set lo up")
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
-        mine = os.readlink("/proc/self/ns/net")
         for i in self.ids:
-            p = subprocess.Popen(["unshare", "-n", "sleep", "infinity"], preexec_fn=pdeath)
-            for _ in range(200):
-                try:
-                    if os.readlink("/proc/%d/ns/net" % p.pid) != mine:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.01)
-            self.holders[i] = p
-            sh("ip link add vr%d type veth peer name vn%d" % (i, i))
-            sh("ip link set vn%d netns %d" % (i, p.pid))
-            sh("ip addr add 10.0.%d.1/24 dev vr%d && ip link set vr%d up" % (i, i, i))
-            ns = "nsenter -t %d -n" % p.pid
-            sh("%s ip link set lo up && %s ip addr add %s/24 dev vn%d && %s ip link set vn%d up"
-               " && %s ip route add default via 10.0.%d.1" % (ns, ns, node_ip(i), i, ns, i, ns, i))
+            self.add_ns(i)
         sh("iptables -N PART && iptables -A FORWARD -j PART")
         self.grudge = set()
+
+    def add_ns(self, i):
+        """Node i's namespace at node_ip(i), linked to this (router) namespace."""
+        mine = os.readlink("/proc/self/ns/net")
+        p = subprocess.Popen(["unshare", "-n", "sleep", "infinity"], preexec_fn=pdeath)
+        for _ in range(200):
+            try:
+                if os.readlink("/proc/%d/ns/net" % p.pid) != mine:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.holders[i] = p
+        sh("ip link add vr%d type veth peer name vn%d" % (i, i))
+        sh("ip link set vn%d netns %d" % (i, p.pid))
+        sh("ip addr add 10.0.%d.1/24 dev vr%d && ip link set vr%d up" % (i, i, i))
+        ns = "nsenter -t %d -n" % p.pid
+        sh("%s ip link set lo up && %s ip addr add %s/24 dev vn%d && %s ip link set vn%d up"
+           " && %s ip route add default via 10.0.%d.1" % (ns, ns, node_ip(i), i, ns, i, ns, i))
 
     def set_grudge(self, pairs, label):
         """pairs: set of (src, dst) node ids whose packets src->dst are dropped."""
@@ -185,17 +206,21 @@ class Cluster:
         self.ev("partition" if pairs else "heal", label=label, drops=sorted(pairs))
 
     def write_confs(self):
-        a = self.a
         cl = ",".join("%d=%s:%d" % (i, node_ip(i), RAFT_PORT) for i in self.ids)
         for i in self.ids:
-            base = ("id = %d\nraft_addr = %s:%d\nclient_addr = %s:%d\ndata_dir = %s/data/n%d\n"
-                    "snapshot_entries = %d\nelection_timeout_ms = %d\nheartbeat_ms = %d\n"
-                    % (i, node_ip(i), RAFT_PORT, node_ip(i), CLIENT_PORT, self.rundir, i,
-                       a.snapshot_entries, a.election_ms, a.heartbeat_ms))
-            with open("%s/n%d.conf" % (self.rundir, i), "w") as f:
-                f.write(base + "cluster = %s\n" % cl)
-            with open("%s/n%d-nocluster.conf" % (self.rundir, i), "w") as f:
-                f.write(base)
+            self.write_conf(i, "cluster = %s\n" % cl)
+
+    def write_conf(self, i, extra):
+        """nN.conf with extra (its cluster, or join), nN-nocluster.conf without."""
+        a = self.a
+        base = ("id = %d\nraft_addr = %s:%d\nclient_addr = %s:%d\ndata_dir = %s/data/n%d\n"
+                "snapshot_entries = %d\nelection_timeout_ms = %d\nheartbeat_ms = %d\n"
+                % (i, node_ip(i), RAFT_PORT, node_ip(i), CLIENT_PORT, self.rundir, i,
+                   a.snapshot_entries, a.election_ms, a.heartbeat_ms))
+        with open("%s/n%d.conf" % (self.rundir, i), "w") as f:
+            f.write(base + extra)
+        with open("%s/n%d-nocluster.conf" % (self.rundir, i), "w") as f:
+            f.write(base)
 
     def start(self, i, conf=None):
         conf = conf or "%s/n%d.conf" % (self.rundir, i)
@@ -203,16 +228,18 @@ class Cluster:
         log.write(("==== harness: start node %d conf=%s at t=%.2f\n"
                    % (i, os.path.basename(conf), (mono() - self.t0) / 1e9)).encode())
         log.flush()
-        p = subprocess.Popen(["nsenter", "-t", str(self.holders[i].pid), "-n", self.a.bin,
-                              "--config", conf], stdout=log, stderr=log, preexec_fn=pdeath)
-        self.procs[i] = p
-        self.logs[i] = log
+        with self.lock:
+            p = subprocess.Popen(["nsenter", "-t", str(self.holders[i].pid), "-n", self.a.bin,
+                                  "--config", conf], stdout=log, stderr=log, preexec_fn=pdeath)
+            self.procs[i] = p
+            self.logs[i] = log
 
     def kill9(self, i):
-        p = self.procs.get(i)
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
+        with self.lock:
+            p = self.procs.get(i)
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
         self.ev("kill9", node=i)
 
     def alive(self, i):
@@ -221,7 +248,7 @@ class Cluster:
 
     def infos(self):
         r = {}
-        for i in self.ids:
+        for i in list(self.ids):
             try:
                 r[i] = info(node_ip(i), CLIENT_PORT, timeout=0.5)
             except Exception:
@@ -238,10 +265,10 @@ class Cluster:
         return best[0] if best else None
 
     def stop_all(self):
-        for i, p in self.procs.items():
+        for i, p in list(self.procs.items()):
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
-        for p in self.procs.values():
+        for p in list(self.procs.values()):
             try:
                 p.wait(timeout=5)
             except Exception:
@@ -263,7 +290,7 @@ def all_pairs(A, B):
 
 
 def pick_fault(c, rng):
-    ids = c.ids
+    ids = list(c.ids)
     n = len(ids)
     kinds = ["isolate_leader", "split", "bridge", "asym", "kill", "heal"]
     weights = [3, 3, 2, 3, 2, 1]
@@ -326,13 +353,15 @@ def nemesis(c, rng, duration, restart_pending):
     while mono() < end:
         k, pairs, label = pick_fault(c, rng)
         if k == "kill":
-            alive = [i for i in c.ids if c.alive(i) and i not in restart_pending]
-            dead = len(c.ids) - len(alive)
-            if alive and dead < (len(c.ids) - 1) // 2:
-                L = c.leader()
-                v = L if (L in alive and rng.random() < 0.5) else rng.choice(alive)
-                c.kill9(v)
-                restart_pending[v] = mono() + int(rng.uniform(0.3, 5) * 1e9)
+            L = c.leader()
+            with c.lock:
+                alive = [i for i in c.ids if c.alive(i) and i not in restart_pending
+                         and i not in c.busy]
+                dead = len(c.ids) - len(alive)
+                if alive and dead < (len(c.ids) - 1) // 2:
+                    v = L if (L in alive and rng.random() < 0.5) else rng.choice(alive)
+                    c.kill9(v)
+                    restart_pending[v] = mono() + int(rng.uniform(0.3, 5) * 1e9)
         else:
             c.set_grudge(pairs, label)
         hold = rng.uniform(c.a.hold_min, c.a.hold_max)
@@ -349,128 +378,19 @@ def nemesis(c, rng, duration, restart_pending):
 
 
 def service_restarts(c, rng, pending, force=False):
-    for i, due in list(pending.items()):
-        if force or mono() >= due:
-            conf = None
-            if rng.random() < 0.5:
-                conf = "%s/n%d-nocluster.conf" % (c.rundir, i)
-            c.start(i, conf)
-            c.ev("restart", node=i, conf=os.path.basename(conf or "n%d.conf" % i))
-            del pending[i]
-
-
-# ---------------------------------------------------------------- final phase
-
-def probe_writes(c, t_heal, out):
-    """After the final heal: per node, time until a SET through it succeeds."""
-    def one(i):
-        k = 0
-        while True:
-            k += 1
-            t = mono()
-            try:
-                cn = Resp(node_ip(i), CLIENT_PORT, timeout=5, connect_timeout=0.5)
-                r = cn.call("SET", "probe_%d" % i, "p%d" % k)
-                cn.close()
-                if r == "OK":
-                    out[i] = {"secs": (mono() - t_heal) / 1e9, "attempts": k}
-                    return
-            except (ConnLost, ConnRefused):
-                pass
-            if mono() - t_heal > 60e9:
-                out[i] = {"secs": None, "attempts": k}
-                return
-            time.sleep(max(0, 0.05 - (mono() - t) / 1e9))
-    ths = [threading.Thread(target=one, args=(i,)) for i in c.ids]
-    for t in ths:
-        t.start()
-    return ths
-
-
-def wait_converged(c, timeout=90):
-    t = mono()
-    last = None
-    while mono() - t < timeout * 1e9:
-        infs = c.infos()
-        if len(infs) == len(c.ids):
-            ci = {i: (int(d["commit_index"]), int(d["applied_index"])) for i, d in infs.items()}
-            vals = set(ci.values())
-            if len(vals) == 1 and list(vals)[0][0] == list(vals)[0][1]:
-                # stable for a moment?
-                if last == vals:
-                    return (mono() - t) / 1e9, ci
-                last = vals
-        time.sleep(0.3)
-    return None, {i: (d.get("commit_index"), d.get("applied_index"), d.get("role"),
-                      d.get("term"), d.get("leader_id")) for i, d in c.infos().items()}
-
-
-def final_reads(c, rundir, epochs, nreg, ncnt, ukeys):
-    """Linearizable GETs of every key through every node, after all workers stopped."""
-    res = []
-    for i in c.ids:
-        cn = Resp(node_ip(i), CLIENT_PORT, timeout=10)
-        for e in range(epochs + 1):
-            for pre, cnt in (("r", nreg), ("c", ncnt)):
-                for j in range(cnt):
-                    key = "%s%d_%d" % (pre, e, j)
-                    for attempt in range(5):
-                        t0 = mono()
-                        r = cn.call("GET", key)
-                        t1 = mono()
-                        if isinstance(r, RespError):
-                            time.sleep(0.5)
-                            continue
-                        break
-                    rec = {"w": "final%d" % i, "node": i, "op": "get", "key": key, "t0": t0, "t1": t1}
-                    if isinstance(r, RespError):
-                        rec.update(res="tryagain" if str(r).startswith("TRYAGAIN") else "err",
-                                   detail=str(r))
-                    else:
-                        rec.update(res="ok", out=r.decode() if r is not None else None)
-                    res.append(rec)
-        uk = sorted(ukeys)
-        uvals = {}
-        for s in range(0, len(uk), 500):
-            batch = uk[s:s + 500]
-            for attempt in range(5):
-                r = cn.call("MGET", *batch)
-                if isinstance(r, RespError):
-                    time.sleep(0.5)
-                    continue
-                break
-            if isinstance(r, RespError):
-                uvals["__error__"] = str(r)
-                continue
-            for k, v in zip(batch, r):
-                uvals[k] = v.decode() if v is not None else None
-        dig = cn.call("DEBUG", "DIGEST")
-        inf = info(node_ip(i), CLIENT_PORT)
-        res.append({"w": "final%d" % i, "kind": "summary", "node": i, "uvals": uvals,
-                    "digest": dig.decode() if isinstance(dig, bytes) else str(dig),
-                    "applied_index": inf.get("applied_index"), "commit_index": inf.get("commit_index")})
-        cn.close()
-    with open("%s/final.jsonl" % rundir, "w") as f:
-        for r in res:
-            f.write(json.dumps(r) + "\n")
+    c.run_mainq()
+    with c.lock:
+        for i, due in list(pending.items()):
+            if force or mono() >= due:
+                conf = None
+                if rng.random() < 0.5:
+                    conf = "%s/n%d-nocluster.conf" % (c.rundir, i)
+                c.start(i, conf)
+                c.ev("restart", node=i, conf=os.path.basename(conf or "n%d.conf" % i))
+                del pending[i]
 
 
 # ---------------------------------------------------------------- main
-
-def keys_written(rundir, workers):
-    """The write-once keys and the last register epoch in the workers' histories."""
-    ukeys = set()
-    epochs = 0
-    for w in range(workers):
-        with open("%s/hist/w%d.jsonl" % (rundir, w)) as f:
-            for line in f:
-                r = json.loads(line)
-                if r["key"].startswith("u_"):
-                    ukeys.add(r["key"])
-                else:
-                    epochs = max(epochs, int(r["key"][1:].split("_")[0]))
-    return ukeys, epochs
-
 
 def wait_for_first_write():
     """Waits (at most 20 s) until node 1 takes a write: a leader is up."""
@@ -510,7 +430,15 @@ def main():
     ap.add_argument("--heal-prob", type=float, default=0.6)
     ap.add_argument("--heal-min", type=float, default=1)
     ap.add_argument("--heal-max", type=float, default=5)
+    ap.add_argument("--ops", default="", help="operator actions to mix in, comma-separated: "
+                    + ",".join(OP_KINDS) + " (ops.py)")
+    ap.add_argument("--op-min", type=float, default=3, help="seconds between operator actions")
+    ap.add_argument("--op-max", type=float, default=10)
     a = ap.parse_args()
+    kinds = [k for k in a.ops.split(",") if k]
+    for k in kinds:
+        if k not in OP_KINDS:
+            ap.error("unknown op %r (known: %s)" % (k, ",".join(OP_KINDS)))
     a.bin = os.path.abspath(a.bin)
     rundir = os.path.abspath(a.rundir or os.path.join(RUNS, "n%d-s%d" % (a.nodes, a.seed)))
     subprocess.run(["rm", "-rf", rundir])
@@ -522,6 +450,7 @@ def main():
     c = Cluster(a, rundir)
     restart_pending = {}
     workers = []
+    ops = None
     try:
         c.setup_net()
         c.write_confs()
@@ -534,19 +463,33 @@ def main():
         stop_at = t0 + int((a.duration + a.tail) * 1e9)
         epoch_ns = int(a.epoch * 1e9)
         wid = 0
+        slots = mp.Array("i", [i for i in c.ids for _ in range(a.workers_per_node)])
         for i in c.ids:
             for _ in range(a.workers_per_node):
                 p = mp.Process(target=worker, args=(wid, i, a.seed, t0, stop_at,
                                                     "%s/hist/w%d.jsonl" % (rundir, wid),
-                                                    epoch_ns, a.nreg, a.ncnt, a.think))
+                                                    epoch_ns, a.nreg, a.ncnt, a.think, slots, wid))
                 p.start()
                 workers.append(p)
                 wid += 1
         time.sleep(2)
+        if kinds:
+            ops = Ops(c, kinds, restart_pending, slots)
+            ops.start()
         nemesis(c, rng, a.duration, restart_pending)
         # final heal
+        if ops:
+            ops.stopping.set()
         service_restarts(c, rng, restart_pending, force=True)
         c.set_grudge(set(), "final heal")
+        if ops:
+            # It finishes its current op, adds a node in place of a removed
+            # one, and stops the removed ones.
+            while ops.is_alive():
+                service_restarts(c, rng, restart_pending)
+                ops.join(0.05)
+            service_restarts(c, rng, restart_pending, force=True)
+            c.ev("ops_done")
         t_heal = mono()
         probe = {}
         ths = probe_writes(c, t_heal, probe)
@@ -556,6 +499,8 @@ def main():
         for p in workers:
             p.join()
         c.ev("workers_done")
+        if ops:
+            final_membership(c, ops)
         conv_secs, ci = wait_converged(c)
         c.ev("converged", secs=conv_secs, indexes=ci)
         ukeys, epochs = keys_written(rundir, wid)
