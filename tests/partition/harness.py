@@ -434,6 +434,8 @@ def main():
                     + ",".join(OP_KINDS) + " (ops.py)")
     ap.add_argument("--op-min", type=float, default=3, help="seconds between operator actions")
     ap.add_argument("--op-max", type=float, default=10)
+    ap.add_argument("--ops-in-partition", type=float, default=0.7,
+                    help="chance that an op waits (up to 5 s) for a partition to be in force")
     a = ap.parse_args()
     kinds = [k for k in a.ops.split(",") if k]
     for k in kinds:

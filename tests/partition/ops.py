@@ -82,6 +82,7 @@ class Ops(threading.Thread):
         self.pending = restart_pending
         self.slots = slots
         self.op_min, self.op_max = a.op_min, a.op_max
+        self.in_partition = a.ops_in_partition
         self.stopping = threading.Event()
         self.next_id = max(c.ids) + 1
         self.orphans = []          # per removed node, the worker slots it had
@@ -108,6 +109,13 @@ class Ops(threading.Thread):
             if mono() < nxt:
                 time.sleep(0.05)
                 continue
+            # Most ops wait (5 s at most) for a partition: that is where they
+            # meet cut links.
+            if not self.c.grudge and self.rng.random() < self.in_partition:
+                wait_end = mono() + int(5e9)
+                while not self.c.grudge and mono() < wait_end and not self.stopping.is_set():
+                    self.service()
+                    time.sleep(0.05)
             kinds = [k for k in self.kinds
                      if k != "membership" or (self.add_due is None and self.joiner is None
                                               and not self.frozen and len(self.c.ids) >= 3)]
