@@ -188,6 +188,12 @@ def main():
     errs = Counter(h.get("detail") for h in hist if h["res"] == "err")
     if errs:
         problems.append("unexpected error replies: %s" % dict(errs))
+    # A worker waits 6 s for a reply; every request has a deadline of
+    # election_timeout_ms * 4 (2 s by default), and nothing here freezes a node.
+    silent = [h for h in hist if h["res"] == "info" and "timed out" in (h.get("detail") or "")]
+    if silent:
+        problems.append("%d requests got no reply within the client's timeout, e.g. %s"
+                        % (len(silent), [fmt_op(h, T0) for h in silent[:3]]))
     details = Counter((h["res"], (h.get("detail") or "")[:40]) for h in hist
                       if h["res"] in ("info", "tryagain"))
     notes.append("non-ok detail: %s" % dict(details))

@@ -82,11 +82,21 @@ def check(rundir, events, nodes):
                       for o in full for a in o.get("attempts", []))
     notes.append("ops: %s; replies: %s" % (dict(kinds), dict(replies)))
     transfer_ok = transfer_ok_under_partition = 0
+    stopped = [(e["t"], e["node"]) for e in events if e["kind"] in ("kill9", "restart")]
+    stopped += [(o["t"], o["node"]) for o in full if o["op"] in ("sigterm", "stop_removed")]
     for o in full:
         for a in o.get("attempts", []):
             if not allowed(o, a):
                 problems.append("op %s %s: unexpected reply %r via node %s"
                                 % (o["op"], o.get("node", o.get("target")), a["text"], a["via"]))
+            # Every request has a deadline (election_timeout_ms * 4); no
+            # reply within the 15 s the harness waits is a missing one,
+            # unless the node it went to was stopped meanwhile.
+            if a["res"] == "lost" and "timed out" in a["text"] and not any(
+                    n == a["via"] and a["t0"] <= t <= a["t1"] + 1e9 for t, n in stopped):
+                problems.append("op %s %s: no reply from node %s in %.1f s"
+                                % (o["op"], o.get("node", o.get("target")), a["via"],
+                                   (a["t1"] - a["t0"]) / 1e9))
         if o["op"] in ("remove", "add"):
             at = o["attempts"]
             for idx, a in enumerate(at):
