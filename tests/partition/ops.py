@@ -91,11 +91,31 @@ class Ops(threading.Thread):
         self.stop_due = {}         # removed node -> when to stop it
         self.frozen = False        # a change whose outcome stayed open: no more
         self.out = open("%s/ops.jsonl" % c.rundir, "a")
+        self.out_lock = threading.Lock()
+        # Ops overlap (a transfer during a removal, a SIGTERM during an
+        # add), each on a thread of its own; one membership change at a time.
+        self.threads = []
+        self.mbusy = False
+
+    def dispatch(self, fn, membership=False):
+        if membership:
+            self.mbusy = True
+
+        def run():
+            try:
+                fn()
+            finally:
+                if membership:
+                    self.mbusy = False
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        self.threads = [t for t in self.threads if t.is_alive()] + [th]
 
     def record(self, op):
         op["t"] = mono()
-        self.out.write(json.dumps(op) + "\n")
-        self.out.flush()
+        with self.out_lock:
+            self.out.write(json.dumps(op) + "\n")
+            self.out.flush()
         short = {k: v for k, v in op.items() if k not in ("attempts", "t")}
         if "attempts" in op:
             short["replies"] = [(x["via"], x["text"][:50]) for x in op["attempts"]]
@@ -117,12 +137,15 @@ class Ops(threading.Thread):
                     self.service()
                     time.sleep(0.05)
             kinds = [k for k in self.kinds
-                     if k != "membership" or (self.add_due is None and self.joiner is None
-                                              and not self.frozen and len(self.c.ids) >= 3)]
+                     if k != "membership" or (not self.mbusy and self.add_due is None
+                                              and self.joiner is None and not self.frozen
+                                              and len(self.c.ids) >= 3)]
             if kinds:
                 k = self.rng.choices(kinds, [WEIGHTS[x] for x in kinds])[0]
-                getattr(self, "op_" + k)()
+                self.dispatch(getattr(self, "op_" + k), membership=k == "membership")
             nxt = mono() + int(self.rng.uniform(self.op_min, self.op_max) * 1e9)
+        for th in self.threads:
+            th.join()
         # The run ends: the member count returns and removed nodes stop.
         if (self.add_due is not None or self.joiner is not None) and not self.frozen:
             self.op_add()
@@ -134,8 +157,10 @@ class Ops(threading.Thread):
         for x, due in list(self.stop_due.items()):
             if mono() >= due:
                 self.stop_removed(x)
-        if self.add_due is not None and mono() >= self.add_due and not self.frozen:
-            self.op_add()
+        if (self.add_due is not None and mono() >= self.add_due and not self.frozen
+                and not self.mbusy):
+            self.add_due = None
+            self.dispatch(self.op_add, membership=True)
 
     # ------------------------------------------------------------ ops
     def op_transfer(self):
