@@ -28,6 +28,7 @@ from collections import defaultdict, Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_ops  # noqa: E402
+import pipeline  # noqa: E402
 
 INF = float("inf")
 
@@ -201,7 +202,8 @@ def main():
     # --------------------------------------------------------- linearizability
     bykey = defaultdict(list)
     for h in hist + final:
-        if h["key"].startswith("u_"):
+        # pc_ keys: one writer each, checked in its connection's order below
+        if h["key"].startswith(("u_", "pc_")):
             continue
         if h["res"] in ("fail", "tryagain"):
             continue
@@ -240,6 +242,10 @@ def main():
             print("    " + fmt_op(ops[i], T0))
     if unknown:
         problems.append("keys whose check exceeded the budget: %s" % unknown)
+
+    p, n = pipeline.check(hist, final)
+    problems += p
+    notes += n
 
     # --------------------------------------------------------- INCR
     incr = defaultdict(list)

@@ -53,30 +53,30 @@ def wait_converged(c, timeout=90):
                       d.get("term"), d.get("leader_id")) for i, d in c.infos().items()}
 
 
-def final_reads(c, rundir, epochs, nreg, ncnt, ukeys):
-    """Linearizable GETs of every key through every node, after all workers stopped."""
+def final_reads(c, rundir, epochs, nreg, ncnt, ukeys, more=()):
+    """Linearizable GETs of every key (and of the keys in more) through every
+    node, after all workers stopped."""
     res = []
+    keys = ["%s%d_%d" % (pre, e, j) for e in range(epochs + 1)
+            for pre, cnt in (("r", nreg), ("c", ncnt)) for j in range(cnt)] + list(more)
     for i in c.ids:
         cn = Resp(node_ip(i), CLIENT_PORT, timeout=10)
-        for e in range(epochs + 1):
-            for pre, cnt in (("r", nreg), ("c", ncnt)):
-                for j in range(cnt):
-                    key = "%s%d_%d" % (pre, e, j)
-                    for attempt in range(5):
-                        t0 = mono()
-                        r = cn.call("GET", key)
-                        t1 = mono()
-                        if isinstance(r, RespError):
-                            time.sleep(0.5)
-                            continue
-                        break
-                    rec = {"w": "final%d" % i, "node": i, "op": "get", "key": key, "t0": t0, "t1": t1}
-                    if isinstance(r, RespError):
-                        rec.update(res="tryagain" if str(r).startswith("TRYAGAIN") else "err",
-                                   detail=str(r))
-                    else:
-                        rec.update(res="ok", out=r.decode() if r is not None else None)
-                    res.append(rec)
+        for key in keys:
+            for attempt in range(5):
+                t0 = mono()
+                r = cn.call("GET", key)
+                t1 = mono()
+                if isinstance(r, RespError):
+                    time.sleep(0.5)
+                    continue
+                break
+            rec = {"w": "final%d" % i, "node": i, "op": "get", "key": key, "t0": t0, "t1": t1}
+            if isinstance(r, RespError):
+                rec.update(res="tryagain" if str(r).startswith("TRYAGAIN") else "err",
+                           detail=str(r))
+            else:
+                rec.update(res="ok", out=r.decode() if r is not None else None)
+            res.append(rec)
         uk = sorted(ukeys)
         uvals = {}
         for s in range(0, len(uk), 500):

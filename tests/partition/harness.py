@@ -24,6 +24,7 @@ from resp import Resp, RespError, ConnLost, ConnRefused, info  # noqa: E402
 from common import (pdeath, sh, mono, node_ip, HERE, ROOT, DEFAULT_BIN, RUNS,  # noqa: E402,F401
                     RAFT_PORT, CLIENT_PORT)
 from ops import Ops, KINDS as OP_KINDS, final_membership  # noqa: E402
+from pipeline import pipeliner  # noqa: E402
 from final import probe_writes, wait_converged, final_reads, keys_written  # noqa: E402,F401
 
 
@@ -434,6 +435,8 @@ def main():
                     + ",".join(OP_KINDS) + " (ops.py)")
     ap.add_argument("--op-min", type=float, default=3, help="seconds between operator actions")
     ap.add_argument("--op-max", type=float, default=10)
+    ap.add_argument("--pipeliners", type=int, default=0,
+                    help="clients per node that pipeline INCR/GET on a counter of their own (pipeline.py)")
     ap.add_argument("--ops-in-partition", type=float, default=0.7,
                     help="chance that an op waits (up to 5 s) for a partition to be in force")
     a = ap.parse_args()
@@ -465,7 +468,8 @@ def main():
         stop_at = t0 + int((a.duration + a.tail) * 1e9)
         epoch_ns = int(a.epoch * 1e9)
         wid = 0
-        slots = mp.Array("i", [i for i in c.ids for _ in range(a.workers_per_node)])
+        slots = mp.Array("i", [i for i in c.ids for _ in range(a.workers_per_node)]
+                         + [i for i in c.ids for _ in range(a.pipeliners)])
         for i in c.ids:
             for _ in range(a.workers_per_node):
                 p = mp.Process(target=worker, args=(wid, i, a.seed, t0, stop_at,
@@ -474,6 +478,14 @@ def main():
                 p.start()
                 workers.append(p)
                 wid += 1
+        pkeys = []
+        for slot in range(wid, len(slots)):
+            pid = slot - wid
+            p = mp.Process(target=pipeliner, args=(pid, a.seed, stop_at, "%s/hist/p%d.jsonl" % (rundir, pid),
+                                                   a.think, slots, slot))
+            p.start()
+            workers.append(p)
+            pkeys.append("pc_%d" % pid)
         time.sleep(2)
         if kinds:
             ops = Ops(c, kinds, restart_pending, slots)
@@ -506,7 +518,7 @@ def main():
         conv_secs, ci = wait_converged(c)
         c.ev("converged", secs=conv_secs, indexes=ci)
         ukeys, epochs = keys_written(rundir, wid)
-        final_reads(c, rundir, epochs, a.nreg, a.ncnt, ukeys)
+        final_reads(c, rundir, epochs, a.nreg, a.ncnt, ukeys, pkeys)
         c.ev("final_reads_done")
         alive = {i: c.alive(i) for i in c.ids}
         c.ev("alive", alive=alive)

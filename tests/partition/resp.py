@@ -104,3 +104,18 @@ def info(host, port, timeout=1.0):
             k, v = line.split(":", 1)
             d[k] = v
     return d
+
+
+def pipeline(conn, cmds):
+    """Sends cmds in one write and reads their replies in order: a list of
+    (reply, monotonic ns) for those answered, and the error that ended the
+    connection before the rest were (None if all were answered)."""
+    import time
+    out = []
+    try:
+        conn.sock.sendall(b"".join(Resp.encode(c) for c in cmds))
+        for _ in cmds:
+            out.append((conn._read(), time.monotonic_ns()))
+    except (OSError, ConnLost) as e:
+        return out, "%s: %s" % (type(e).__name__, e)
+    return out, None

@@ -89,3 +89,12 @@ if os.path.exists(os.path.join(src, "ops.jsonl")):
     mutate("tryagain_made", tryagain_then_made)
     mutate("slow_sigterm", slow_stop)
     mutate("wrong_members", wrong_members)
+# With --pipeliners: two pipelined INCRs of one batch that took effect out of order.
+def pipelined_out_of_order(hist, fin):
+    ok = [h for h in hist if h["key"].startswith("pc_") and h["op"] == "incr" and h["res"] == "ok"]
+    for a, b in zip(ok, ok[1:]):
+        if a["w"] == b["w"] and a["batch"] == b["batch"]:
+            a["out"], b["out"] = b["out"], a["out"]
+            return
+if any(os.path.basename(f).startswith("p") for f in glob.glob(os.path.join(src, "hist", "*.jsonl"))):
+    mutate("pipe_order", pipelined_out_of_order)
