@@ -437,6 +437,8 @@ def main():
     ap.add_argument("--op-max", type=float, default=10)
     ap.add_argument("--pipeliners", type=int, default=0,
                     help="clients per node that pipeline INCR/GET on a counter of their own (pipeline.py)")
+    ap.add_argument("--pipeline-transfers", type=float, default=0,
+                    help="chance that a pipelined batch holds a CLUSTER TRANSFER")
     ap.add_argument("--ops-in-partition", type=float, default=0.7,
                     help="chance that an op waits (up to 5 s) for a partition to be in force")
     a = ap.parse_args()
@@ -482,7 +484,7 @@ def main():
         for slot in range(wid, len(slots)):
             pid = slot - wid
             p = mp.Process(target=pipeliner, args=(pid, a.seed, stop_at, "%s/hist/p%d.jsonl" % (rundir, pid),
-                                                   a.think, slots, slot))
+                                                   a.think, slots, slot, a.pipeline_transfers))
             p.start()
             workers.append(p)
             pkeys.append("pc_%d" % pid)

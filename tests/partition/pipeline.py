@@ -1,7 +1,11 @@
 """Pipelining clients (`--pipeliners`): each sends batches of 2-6 INCRs and
 GETs of a counter of its own (`pc_N`, no other client writes it) in one
 write, over one connection, through the node of its slot (moved, as the
-workers are, from a removed node to the one added in its place).
+workers are, from a removed node to the one added in its place). With
+`--pipeline-transfers P`, a batch holds a `CLUSTER TRANSFER` to a random
+node (a removed one included) with chance P: the requests pipelined after
+it wait for its answer (README, Changing membership), and must still take
+effect in order.
 
 A connection's requests take effect in the order it sent them, also while
 the leader changes (README, Client protocol), and a read sees every write
@@ -25,7 +29,11 @@ from common import mono, node_ip, pdeath, CLIENT_PORT
 from resp import Resp, RespError, ConnRefused, pipeline
 
 
-def pipeliner(pid, seed, stop_at, outpath, think, slots, slot):
+# The answers a transfer may get besides +OK, -TRYAGAIN and -TIMEOUT.
+TRANSFER_ERRORS = ("ERR transfer to %d abandoned", "ERR node %d is a learner", "ERR unknown node %d")
+
+
+def pipeliner(pid, seed, stop_at, outpath, think, slots, slot, transfers=0.0):
     pdeath()
     rng = random.Random(seed * 31 + 7 + pid)
     key = "pc_%d" % pid
@@ -41,6 +49,8 @@ def pipeliner(pid, seed, stop_at, outpath, think, slots, slot):
                 conn = None
         cmds = [("INCR", key) if rng.random() < 0.7 else ("GET", key)
                 for _ in range(rng.randint(2, 6))]
+        if rng.random() < transfers:
+            cmds.insert(rng.randrange(len(cmds)), ("CLUSTER", "TRANSFER", str(rng.choice(slots[:]))))
         batch += 1
         base = {"w": "p%d" % pid, "node": node, "key": key, "batch": batch}
         if conn is None:
@@ -56,12 +66,16 @@ def pipeliner(pid, seed, stop_at, outpath, think, slots, slot):
         replies, err = pipeline(conn, cmds)
         for i, c in enumerate(cmds):
             rec = dict(base, op=c[0].lower(), val=None, t0=t0, wall=wall, idx=i)
+            if c[0] == "CLUSTER":
+                rec.update(op="transfer", val=int(c[2]))
             if i < len(replies):
                 rep, rec["t1"] = replies[i]
                 if isinstance(rep, RespError):
                     s = str(rep)
                     rec["res"] = ("tryagain" if s.startswith("TRYAGAIN")
                                   else "info" if s.startswith("TIMEOUT") else "err")
+                    if rec["op"] == "transfer" and s in [e % rec["val"] for e in TRANSFER_ERRORS]:
+                        rec["res"] = "transfer_refused"
                     rec["detail"] = s
                 else:
                     rec["res"] = "ok"
@@ -93,6 +107,8 @@ def check(hist, final):
         bad = 0
         for h in ops:  # in the order the client sent them
             nops += 1
+            if h["op"] == "transfer":
+                continue
             if h["res"] in ("tryagain", "fail"):
                 continue
             if h["res"] == "info" or (h["res"] == "err"):
