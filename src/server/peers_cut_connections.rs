@@ -236,15 +236,12 @@ mod tests {
     use mio::Poll;
     use std::net::TcpListener;
 
-    /// An outbound connection whose connect does not finish within the
-    /// stall time is closed and redialed; one that is up and idle is kept.
-    #[test]
-    fn a_connect_that_does_not_finish_is_given_up_and_an_idle_connection_kept() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    /// Node 1, its connection to node 2 (`listener`) up as `Token(30)`,
+    /// giving up cut paths after the least stall time.
+    fn connected_to_2(listener: &TcpListener) -> (Peers, Poll, Vec<PeerEvent>) {
         let addr = listener.local_addr().expect("addr").to_string();
         let mut poll = Poll::new().expect("poll");
         let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(100);
-        assert_eq!(peers.stall_ms, STALL_MIN_MS);
         peers.connect(2, poll.registry(), Token(30));
         let mut events = Vec::new();
         let start = Instant::now();
@@ -252,14 +249,30 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "never connected");
             poll_once(&mut peers, &mut poll, &mut events);
         }
-        let later = Instant::now() + Duration::from_secs(5);
-        peers.drop_cut_connections(later, poll.registry(), &mut events);
-        assert!(peers.owns(Token(30)), "an idle connection is no cut path");
-        // A connect that never finished: pretend it was dialed long ago.
+        (peers, poll, events)
+    }
+
+    /// Has `drop_cut_connections` take `Token(30)` for a connect that never
+    /// finished: the check of a path cannot be made to fail on loopback,
+    /// and both kinds of cut are given up by the same code.
+    fn pretend_unfinished(peers: &mut Peers) {
         peers.conns.get_mut(&Token(30)).expect("conn").side = Side::Outbound {
             peer: 2,
             connected: false,
         };
+    }
+
+    /// An outbound connection whose connect does not finish within the
+    /// stall time is closed and redialed; one that is up and idle is kept.
+    #[test]
+    fn a_connect_that_does_not_finish_is_given_up_and_an_idle_connection_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut peers, poll, mut events) = connected_to_2(&listener);
+        assert_eq!(peers.stall_ms, STALL_MIN_MS);
+        let later = Instant::now() + Duration::from_secs(5);
+        peers.drop_cut_connections(later, poll.registry(), &mut events);
+        assert!(peers.owns(Token(30)), "an idle connection is no cut path");
+        pretend_unfinished(&mut peers);
         peers.reconnects.clear();
         peers.drop_cut_connections(later + STALL_CHECK_EVERY, poll.registry(), &mut events);
         assert!(!peers.owns(Token(30)));
@@ -273,16 +286,7 @@ mod tests {
     fn a_connection_given_up_as_cut_is_reset_with_its_unsent_bytes_dropped() {
         use std::io::Read;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let mut poll = Poll::new().expect("poll");
-        let mut peers = node_1_knowing(&[(2, &addr)]).with_election_timeout(100);
-        peers.connect(2, poll.registry(), Token(30));
-        let mut events = Vec::new();
-        let start = Instant::now();
-        while !peers.is_connected(2) {
-            assert!(start.elapsed() < Duration::from_secs(10), "never connected");
-            poll_once(&mut peers, &mut poll, &mut events);
-        }
+        let (mut peers, poll, mut events) = connected_to_2(&listener);
         // More queued than the sockets hold: the kernel keeps the rest of
         // what it took, as it would the bytes a cut path does not carry.
         let pc = peers.conns.get_mut(&Token(30)).expect("the connection");
@@ -290,12 +294,7 @@ mod tests {
         let _ = pc.conn.flush();
         assert!(pc.conn.pending_output() > 0, "all of it was written");
         let (mut far, _) = listener.accept().expect("accept");
-        // The path's check cannot be made to fail on loopback; an unfinished
-        // connect is given up by the same code.
-        peers.conns.get_mut(&Token(30)).expect("conn").side = Side::Outbound {
-            peer: 2,
-            connected: false,
-        };
+        pretend_unfinished(&mut peers);
         let later = Instant::now() + Duration::from_secs(5);
         peers.drop_cut_connections(later, poll.registry(), &mut events);
         assert!(!peers.owns(Token(30)), "not given up");
