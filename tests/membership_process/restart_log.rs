@@ -1,6 +1,6 @@
 //! What a restarted node logs about the membership changes in its log.
 
-use super::common::{wait_for, Cluster};
+use super::common::Cluster;
 use super::{cluster_cmd, ok};
 use std::time::Duration;
 
@@ -26,21 +26,11 @@ fn a_restarted_node_logs_the_changes_in_its_log_as_replayed() {
         .parse()
         .expect("commit_index");
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
-    wait_for(Duration::from_secs(10), "the follower to apply", || {
-        let applied: u64 = cluster.info(follower)["applied_index"].parse().ok()?;
-        (applied >= removal).then_some(())
-    });
+    cluster.wait_applied(removal, Duration::from_secs(10));
     assert_eq!(cluster.terminate(follower), Some(0));
     let before_restart = cluster.log_text(follower).len();
     cluster.spawn(follower);
-    wait_for(
-        Duration::from_secs(10),
-        "the restarted node to apply",
-        || {
-            let applied: u64 = cluster.info(follower)["applied_index"].parse().ok()?;
-            (applied >= removal).then_some(())
-        },
-    );
+    cluster.wait_applied(removal, Duration::from_secs(10));
     let leader = cluster.wait_for_settled_leader(Duration::from_secs(15));
     assert_eq!(
         cluster_cmd(&cluster, leader, &["ADD", "8", "127.0.0.1:2"]),
@@ -49,14 +39,7 @@ fn a_restarted_node_logs_the_changes_in_its_log_as_replayed() {
     let added: u64 = cluster.info(leader)["commit_index"]
         .parse()
         .expect("commit_index");
-    wait_for(
-        Duration::from_secs(10),
-        "the new change to be applied",
-        || {
-            let applied: u64 = cluster.info(follower)["applied_index"].parse().ok()?;
-            (applied >= added).then_some(())
-        },
-    );
+    cluster.wait_applied(added, Duration::from_secs(10));
     let log = cluster.log_text(follower);
     let after_restart = &log[before_restart..];
     let line = |what: &str| {
