@@ -77,8 +77,20 @@ fn init_logging(level: &str, id: u64) {
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|spec| !spec.trim().is_empty());
+    // One that does not parse falls back to `log_level`: env_logger warned
+    // and dropped it, and the node logged nothing but errors.
+    let invalid = rust_log.as_deref().and_then(|spec| {
+        env_filter::Builder::new()
+            .try_parse(spec)
+            .err()
+            .map(|err| (spec.to_string(), err))
+    });
+    let filter = match (&rust_log, &invalid) {
+        (Some(spec), None) => spec.as_str(),
+        _ => level,
+    };
     env_logger::Builder::new()
-        .parse_filters(rust_log.as_deref().unwrap_or(level))
+        .parse_filters(filter)
         .format(move |buf, record| {
             writeln!(
                 buf,
@@ -90,4 +102,12 @@ fn init_logging(level: &str, id: u64) {
             )
         })
         .init();
+    if let Some((spec, err)) = invalid {
+        log::warn!(
+            "RUST_LOG={:?} is ignored ({}); logging at log_level {}",
+            spec,
+            err,
+            level
+        );
+    }
 }

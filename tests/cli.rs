@@ -321,4 +321,17 @@ fn sigint_exits_0_and_log_level_fsync_never_and_rust_log_are_honoured() {
         empty.contains(" INFO ") && empty.contains("serving clients"),
         "RUST_LOG= silenced log_level info: {empty}"
     );
+
+    // Nor is one that does not parse: log_level holds, and a warning says
+    // why (it logged errors only).
+    let (code, invalid) = serve_then_interrupt(&[], Some("bogus==="));
+    assert_eq!(code, Some(0), "{invalid}");
+    assert!(
+        invalid.contains(" INFO ") && invalid.contains("serving clients"),
+        "RUST_LOG=bogus=== silenced log_level info: {invalid}"
+    );
+    assert!(
+        invalid.contains(" WARN ") && invalid.contains("RUST_LOG=\"bogus===\" is ignored"),
+        "no warning for an invalid RUST_LOG: {invalid}"
+    );
 }
