@@ -49,6 +49,15 @@ pub(in crate::server) fn leader_of_three() -> (Server, tempfile::TempDir) {
     (server, dir)
 }
 
+/// A leader of three, connected to both followers, transferring its
+/// leadership to node 3, so that it holds what followers forward.
+fn leader_transferring_to_3() -> (Server, tempfile::TempDir) {
+    let (mut server, dir) = leader_of_three();
+    server.quorum_connected = true;
+    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    (server, dir)
+}
+
 /// Node 3's `SET k v` and `GET k`, one connection's, held behind a
 /// CLUSTER TRANSFER held before them while another transfer ran, are
 /// retried once that one ends: the TRANSFER starts a transfer, so the
@@ -195,9 +204,7 @@ fn forward_set(server: &mut Server, from: NodeId, id: u64) {
 /// key-value requests, as it never did.
 #[test]
 fn a_followers_forward_waits_only_while_one_of_its_forwards_is_held() {
-    let (mut server, _dir) = leader_of_three();
-    server.quorum_connected = true;
-    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let (mut server, _dir) = leader_transferring_to_3();
     let change = Held::Cluster {
         request: ClusterRequest::Transfer { id: 2 },
         by: u64::MAX,
@@ -248,10 +255,8 @@ fn held_forwards_cost() {
     use crate::server::cluster::PAYLOAD_KV;
     use std::time::Instant;
     for n in [100u64, 1000, 10_000, 100_000] {
-        let (mut server, _dir) = leader_of_three();
         // Connected or not, the leader holds forwards only during a transfer.
-        server.quorum_connected = true;
-        assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+        let (mut server, _dir) = leader_transferring_to_3();
         let forwards: Vec<(NodeId, u64, Vec<u8>)> = (0..n)
             .map(|i| {
                 let from = if i < n / 2 { 2 } else { 3 };
@@ -401,9 +406,7 @@ fn an_own_write_parked_for_a_transfer_abandoned_without_a_quorum_is_never_append
 #[test]
 fn a_held_forward_is_refused_at_its_time_while_the_transfer_runs() {
     use crate::server::requests::NO_LEADER;
-    let (mut server, _dir) = leader_of_three();
-    server.quorum_connected = true;
-    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let (mut server, _dir) = leader_transferring_to_3();
     let deadline_ticks = server.deadline_ticks;
     // Its time to be answered has come as it is held.
     server.deadline_ticks = 0;
@@ -467,9 +470,7 @@ fn a_held_forward_is_refused_at_its_time_while_the_transfer_runs() {
 #[test]
 fn a_held_cluster_forward_is_refused_at_its_time_while_the_transfer_runs() {
     use crate::server::requests::NO_LEADER;
-    let (mut server, _dir) = leader_of_three();
-    server.quorum_connected = true;
-    assert!(server.replica.node_mut().transfer_leader(3).is_ok());
+    let (mut server, _dir) = leader_transferring_to_3();
     let deadline_ticks = server.deadline_ticks;
     // Its time to be answered has come as it is held.
     server.deadline_ticks = 0;
