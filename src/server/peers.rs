@@ -21,6 +21,8 @@ mod receive;
 #[cfg(test)]
 #[path = "peers_redial_tests.rs"]
 mod redial_tests;
+#[path = "peers_refusals.rs"]
+mod refusals;
 
 use super::conn::Conn;
 use super::LoopMap;
@@ -29,9 +31,10 @@ use crate::wire::frame::{Handshake, PROTOCOL_VERSION};
 use crate::wire::peer_msg::PeerMessage;
 use address_choice::AddressChoice;
 use cut_connections::STALL_MIN_MS;
-use log::{debug, info, warn};
+use log::{debug, info, log, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use refusals::{Refusals, Who};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -101,6 +104,8 @@ struct PeerConn {
     side: Side,
     /// When it was dialed or accepted.
     opened: Instant,
+    /// Whom a refusal on it is counted for.
+    who: Who,
 }
 
 /// This node's side of the handshake.
@@ -152,6 +157,7 @@ pub struct Peers {
     /// connected, or its handshake accepted), counted across all nodes.
     connections: HashMap<NodeId, u64>,
     connections_made: u64,
+    refusals: Refusals,
     /// Every forward reply sent, connected or not, for unit tests whose
     /// followers never run: (follower, forward id, reply).
     #[cfg(test)]
@@ -182,6 +188,7 @@ impl Peers {
             stall_checked: Instant::now(),
             connections: HashMap::new(),
             connections_made: 0,
+            refusals: Refusals::default(),
             #[cfg(test)]
             forward_replies: Vec::new(),
         }
@@ -335,6 +342,7 @@ impl Peers {
                             connected: false,
                         },
                         opened: Instant::now(),
+                        who: Who::Dialed(id),
                     },
                 );
             }
@@ -414,7 +422,13 @@ impl Peers {
                         member.connected_since = Some(Instant::now());
                         at = &member.raft_addr;
                     }
-                    info!("connected to peer {} at {}", peer, at);
+                    // Said at debug while it keeps refusing us: once a second
+                    // for hours otherwise. `note_lasting_dials` says when it stops.
+                    let level = match self.refusals.refusing(Who::Dialed(peer)) {
+                        true => Level::Debug,
+                        false => Level::Info,
+                    };
+                    log!(level, "connected to peer {} at {}", peer, at);
                 }
             }
         }
@@ -462,7 +476,18 @@ impl Peers {
                     }
                 }
                 if connected {
-                    info!("disconnected from peer {} at {}: {}", peer, at, reason);
+                    // A refusal was logged already, as its streak allows.
+                    let level = match reason == receive::REFUSED_BY_PEER {
+                        true => Level::Debug,
+                        false => Level::Info,
+                    };
+                    log!(
+                        level,
+                        "disconnected from peer {} at {}: {}",
+                        peer,
+                        at,
+                        reason
+                    );
                     events.push(PeerEvent::Disconnected(peer));
                 } else {
                     debug!("connecting to peer {} at {} failed: {}", peer, at, reason);
@@ -478,7 +503,9 @@ impl Peers {
                 info!("a peer connection closed before its handshake")
             }
             Side::Inbound { peer: None } => {
-                warn!("refused peer connection: {}", reason)
+                let line = format!("refused peer connection: {}", reason);
+                let (level, line) = self.refusals.refused(pc.who, reason, &line, Instant::now());
+                log!(level, "{}", line)
             }
         }
     }

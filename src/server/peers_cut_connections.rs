@@ -55,6 +55,7 @@ impl Peers {
             return;
         }
         self.stall_checked = now;
+        self.note_lasting_dials(now);
         let stall = Duration::from_millis(self.stall_ms);
         let cut: Vec<(Token, String)> = self
             .conns

@@ -15,13 +15,13 @@
 //! may declare, what a handshake must say. Those limits are easier to check
 //! when they are not spread among the dialing and sending code.
 
-use super::{PeerConn, PeerEvent, Peers, Side};
+use super::{PeerConn, PeerEvent, Peers, Side, Who};
 use crate::raft::NodeId;
 use crate::server::conn::{Conn, Fill};
 use crate::server::fd_limit::MAX_UNIDENTIFIED_PEERS;
 use crate::wire::frame::{self, FrameKind, FrameLimits, Handshake, PROTOCOL_VERSION};
 use crate::wire::peer_msg::PeerMessage;
-use log::{info, warn};
+use log::{info, log, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::time::Instant;
@@ -34,6 +34,8 @@ pub(super) const READ_BUDGET: usize = 4 << 20;
 
 /// Why a connection closed when the other side hung up.
 pub(super) const CLOSED_BY_PEER: &str = "closed by peer";
+/// Why our connection closed when the node we dialed refused it.
+pub(super) const REFUSED_BY_PEER: &str = "refused by the peer";
 
 impl Peers {
     /// A connection someone made to our raft port.
@@ -58,12 +60,14 @@ impl Peers {
             return;
         }
         let _ = stream.set_nodelay(true);
+        let ip = stream.peer_addr().ok().map(|addr| addr.ip());
         self.conns.insert(
             token,
             PeerConn {
                 conn: Conn::new(stream),
                 side: Side::Inbound { peer: None },
                 opened: Instant::now(),
+                who: Who::Dialer { ip, claimed: None },
             },
         );
     }
@@ -134,6 +138,9 @@ impl Peers {
             pc.conn.consume(used);
             match (&mut pc.side, body) {
                 (Side::Inbound { peer: None }, Body::Handshake(hs)) => {
+                    if let Who::Dialer { claimed, .. } = &mut pc.who {
+                        *claimed = Some(hs.from);
+                    }
                     if self.superseded_inbound(token, hs.from) {
                         return Err(format!(
                             "node {} dialed a newer connection to us since",
@@ -150,6 +157,9 @@ impl Peers {
                     self.note_connection(id);
                     if let Some(pc) = self.conns.get_mut(&token) {
                         pc.side = Side::Inbound { peer: Some(id) };
+                        if let Some(after) = self.refusals.accepted(pc.who, Instant::now()) {
+                            info!("accepted node {}'s connection again, {}", id, after);
+                        }
                     }
                 }
                 (Side::Inbound { peer: None }, Body::Bad(err)) if kind == FrameKind::Handshake => {
@@ -158,8 +168,11 @@ impl Peers {
                     return Err(reason);
                 }
                 (Side::Outbound { peer, .. }, Body::Refusal(reason)) => {
-                    warn!("node {} refused our connection: {}", peer, shown(&reason));
-                    return Err("refused by the peer".to_string());
+                    let line = format!("node {} refused our connection: {}", peer, shown(&reason));
+                    let who = Who::Dialed(*peer);
+                    let (level, line) = self.refusals.refused(who, &reason, &line, Instant::now());
+                    log!(level, "{}", line);
+                    return Err(REFUSED_BY_PEER.to_string());
                 }
                 (_, Body::Bad(err)) => return Err(format!("bad {:?} frame: {}", kind, err)),
                 (Side::Inbound { peer: None }, _) => {

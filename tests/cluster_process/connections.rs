@@ -231,3 +231,63 @@ fn a_dialer_that_hangs_up_before_its_handshake_is_no_refusal() {
     });
     assert!(!log.contains("refused peer connection"), "{log}");
 }
+
+/// A node of another cluster is redialed and refused about once a second
+/// for as long as it runs, on both sides; each side warns once per kind of
+/// refusal and logs the repeats at debug (a reminder at warn comes only a
+/// minute later), where it used to warn at every one.
+#[test]
+fn repeated_refusals_warn_once_and_repeat_at_debug() {
+    let mut cluster = Cluster::new(2);
+    cluster.nodes[1].extra_args = vec!["--cluster-name".into(), "other".into()];
+    cluster.spawn(0);
+    cluster.spawn(1);
+    const REPEATS: usize = 8;
+    let kinds = ["refused our connection", "refused peer connection"];
+    let logs: Vec<String> = (0..2)
+        .map(|i| {
+            wait_for(Duration::from_secs(30), "repeated refusals", || {
+                let log = cluster.log_text(i);
+                let repeated = kinds
+                    .iter()
+                    .all(|kind| log.lines().filter(|l| l.contains(kind)).count() >= REPEATS);
+                repeated.then_some(log)
+            })
+        })
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        for kind in kinds {
+            let warned: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(kind) && l.contains(" WARN "))
+                .collect();
+            assert_eq!(warned.len(), 1, "node {}: {:#?}", i + 1, warned);
+            assert!(warned[0].contains("belongs to cluster"), "{}", warned[0]);
+        }
+        let reconnected = log
+            .lines()
+            .filter(|l| l.contains("connected to peer") && l.contains(" INFO "))
+            .count();
+        assert!(
+            reconnected <= 1,
+            "node {}: every redial at info:\n{log}",
+            i + 1
+        );
+    }
+    // Node 2 restarted in the right cluster is accepted, and node 1 says so
+    // both ways, once.
+    cluster.kill(1);
+    cluster.nodes[1].extra_args.clear();
+    cluster.spawn(1);
+    let said = [
+        "accepted node 2's connection again, after",
+        "accepts our connection again, after",
+    ];
+    let log = wait_for(Duration::from_secs(30), "node 1 to accept node 2", || {
+        let log = cluster.log_text(0);
+        said.iter().all(|line| log.contains(line)).then_some(log)
+    });
+    for line in said {
+        assert_eq!(log.matches(line).count(), 1, "{log}");
+    }
+}
