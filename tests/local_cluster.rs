@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{bulk, wait_for, Client, BIN};
+use common::{bulk, output_within, wait_for, Client, BIN};
 use raftkv::kv::Reply;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -137,6 +137,36 @@ fn local_cluster_serves_and_stops_cleanly_on_sigterm() {
     });
     assert_eq!(status.code(), Some(0));
     wait_all_closed("after SIGTERM with stdout closed");
+}
+
+/// A node that cannot start (its client port taken) stops the cluster with
+/// status 1, and the terminal says why: the node's own line, then the
+/// parent's naming the node and the nodes it stops, before those log the
+/// SIGTERM it sends them (which used to come with no reason).
+#[test]
+fn local_cluster_says_why_it_stops_when_a_node_fails_at_start() {
+    let _ports = take_default_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:6382").expect("hold node 2's client port");
+    let mut command = Command::new(BIN);
+    command
+        .args(["--local-cluster", "3"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = output_within(&mut command, Duration::from_secs(30))
+        .unwrap_or_else(|output| panic!("still running: {:?}", output));
+    drop(taken);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let reason = stderr.find("raftkv: cannot listen on client address 127.0.0.1:6382");
+    let why = "raftkv: node 2 exited (exit status: 1) at start; stopping nodes 1 and 3\n";
+    let stopping = stderr.find(why);
+    assert!(reason.is_some() && reason < stopping, "{stderr}");
+    if let Some(signalled) = stderr.find("received signal 15") {
+        assert!(stopping < Some(signalled), "{stderr}");
+    }
+    wait_all_closed("after a node failed at start");
 }
 
 fn wait_all_closed(when: &str) {

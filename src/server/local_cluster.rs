@@ -252,9 +252,15 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
             }
         }
         if let Some((i, status)) = exited {
-            crate::errln!("raftkv: node {} exited ({})", i, status);
             children.retain(|(j, _)| *j != i);
-            if (started.elapsed() < STARTUP && failed_start(status)) || children.is_empty() {
+            let at_start = started.elapsed() < STARTUP && failed_start(status);
+            let next = match (at_start, children.is_empty()) {
+                (true, _) => stopping_at_start(&children),
+                (false, true) => "; no node is left".to_string(),
+                (false, false) => format!("; {}", carry_on(&children)),
+            };
+            crate::errln!("raftkv: node {} exited ({}){}", i, status, next);
+            if at_start || children.is_empty() {
                 terminate(&mut children);
                 return ExitCode::from(1);
             }
@@ -264,6 +270,33 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     terminate(&mut children);
     crate::outln!("raftkv: cluster stopped");
     ExitCode::SUCCESS
+}
+
+/// "node 2", "nodes 1 and 3", "nodes 1, 2 and 4".
+fn listed(children: &[(u32, Child)]) -> String {
+    let ids: Vec<String> = children.iter().map(|(i, _)| i.to_string()).collect();
+    match ids.as_slice() {
+        [rest @ .., last] if !rest.is_empty() => {
+            format!("nodes {} and {}", rest.join(", "), last)
+        }
+        _ => format!("node {}", ids.join("")),
+    }
+}
+
+/// "node 2 carries on", "nodes 1 and 3 carry on".
+fn carry_on(others: &[(u32, Child)]) -> String {
+    match others.len() {
+        1 => format!("{} carries on", listed(others)),
+        _ => format!("{} carry on", listed(others)),
+    }
+}
+
+/// What follows "node N exited (status)" when it failed to start.
+fn stopping_at_start(others: &[(u32, Child)]) -> String {
+    match others.is_empty() {
+        true => " at start".to_string(),
+        false => format!(" at start; stopping {}", listed(others)),
+    }
 }
 
 /// Whether a node that exited within [`STARTUP`] failed to start (an error
@@ -296,15 +329,29 @@ fn wait_until_listening(
         let mut exited = Vec::new();
         for (i, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                crate::errln!("raftkv: node {} exited ({})", i, status);
-                if failed_start(status) {
-                    return Err(ExitCode::from(1));
-                }
-                exited.push(*i);
+                exited.push((*i, status));
             }
         }
-        children.retain(|(i, _)| !exited.contains(i));
-        waiting.retain(|i| !exited.contains(i));
+        // Reaped, so their pids may be reused: out of `children` before any
+        // is sent SIGTERM.
+        children.retain(|(i, _)| !exited.iter().any(|(j, _)| j == i));
+        waiting.retain(|i| !exited.iter().any(|(j, _)| j == i));
+        if let Some((i, status)) = exited.iter().find(|(_, status)| failed_start(*status)) {
+            // Said before the others are stopped: their own lines then say
+            // only that they received SIGTERM.
+            let next = stopping_at_start(children);
+            crate::errln!("raftkv: node {i} exited ({status}){next}");
+            return Err(ExitCode::from(1));
+        }
+        for (i, status) in &exited {
+            match children.is_empty() {
+                true => crate::errln!("raftkv: node {i} exited ({status}); no node is left"),
+                false => {
+                    let others = carry_on(children);
+                    crate::errln!("raftkv: node {i} exited ({status}); {others}");
+                }
+            }
+        }
         if children.is_empty() {
             return Err(ExitCode::from(1));
         }
