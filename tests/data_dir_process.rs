@@ -6,7 +6,7 @@
 //! - a node whose `log/` was removed stops with status 1 naming it and
 //!   recreates nothing, with or without a snapshot (it used to start with an
 //!   empty log, or empty it to continue the snapshot, losing acknowledged
-//!   writes);
+//!   writes); left with only its snapshot, it stops and creates no `log/`;
 //! - a node that joined and never got an entry still restarts;
 //! - a FIFO in place of `stable` or `founders` stops the node with status 1
 //!   naming it, and one left at `stable.tmp` is replaced (each used to hang
@@ -110,14 +110,15 @@ fn a_second_process_on_a_live_data_dir_exits_1_and_the_first_keeps_serving() {
 }
 
 /// Writes keys to a one-node cluster snapshotting every `snapshot_entries`
-/// entries, kills it, removes its `log/` (and `stable` with `stable_too`)
-/// and restarts it: it must stop naming `log/` and change nothing, not even
-/// the pid in the lock file.
+/// entries, kills it, removes its `log/` and the files `removed_too`, and
+/// restarts it: it must stop, naming `log/` (or, with `founders` gone too,
+/// the missing `stable` beside the snapshot), and change nothing, not even
+/// the pid in the lock file: no `log/` is created either.
 fn removed_log_dir_stops_the_node(
     snapshot_entries: u64,
     keys: u64,
     snapshot_at: u64,
-    stable_too: bool,
+    removed_too: &[&str],
 ) {
     let mut cluster = Cluster::new(1);
     cluster.nodes[0].extra_args = vec!["--snapshot-entries".into(), snapshot_entries.to_string()];
@@ -140,11 +141,9 @@ fn removed_log_dir_stops_the_node(
     let data_dir = cluster.data_dir(0).to_path_buf();
     let log_dir = data_dir.join("log");
     fs::remove_dir_all(&log_dir).expect("rm -rf log/");
-    if stable_too {
-        fs::remove_file(data_dir.join("stable")).expect("rm stable");
+    for name in removed_too {
+        fs::remove_file(data_dir.join(name)).expect("rm");
     }
-    // What shows the log was there: `stable`, else `founders`.
-    let witness = data_dir.join(if stable_too { "founders" } else { "stable" });
     // `snapshot/` is created with the first snapshot.
     let has_snapshot = fs::read_dir(data_dir.join("snapshot")).is_ok_and(|mut items| {
         items.any(|e| {
@@ -155,6 +154,18 @@ fn removed_log_dir_stops_the_node(
         })
     });
     assert_eq!(has_snapshot, snapshot_at > 0);
+    // What shows the log was there: `stable`, else `founders`, else (with
+    // neither) the snapshot, which a node keeps only after storing its term.
+    let (stable, founders) = (data_dir.join("stable"), data_dir.join("founders"));
+    let missing_log = format!("raftkv: {}: corrupt: missing", log_dir.display());
+    let (expected, witness) = match (stable.exists(), founders.exists()) {
+        (true, _) => (missing_log, stable.display().to_string()),
+        (false, true) => (missing_log, founders.display().to_string()),
+        (false, false) => (
+            format!("{} is missing, but ", stable.display()),
+            ".snap is there".to_string(),
+        ),
+    };
     let before = contents(&data_dir, &[]);
 
     for _ in 0..2 {
@@ -162,8 +173,7 @@ fn removed_log_dir_stops_the_node(
         assert_eq!(code, Some(1), "{}", stderr);
         let line = error_line(&stderr);
         assert!(
-            line.starts_with(&format!("raftkv: {}: corrupt: missing", log_dir.display()))
-                && line.contains(&witness.display().to_string()),
+            line.contains(&expected) && line.contains(&witness),
             "{}",
             stderr
         );
@@ -178,7 +188,7 @@ fn removed_log_dir_stops_the_node(
 
 #[test]
 fn a_node_whose_log_dir_was_removed_exits_1_naming_it_and_recreates_nothing() {
-    removed_log_dir_stops_the_node(1_000_000, 20, 0, false);
+    removed_log_dir_stops_the_node(1_000_000, 20, 0, &[]);
 }
 
 /// With `stable` removed too, the node started as a new one: empty, at term
@@ -187,17 +197,25 @@ fn a_node_whose_log_dir_was_removed_exits_1_naming_it_and_recreates_nothing() {
 /// start created `log/`, shows the log was removed.
 #[test]
 fn a_node_whose_log_dir_and_stable_file_were_removed_exits_1_naming_them() {
-    removed_log_dir_stops_the_node(1_000_000, 20, 0, true);
+    removed_log_dir_stops_the_node(1_000_000, 20, 0, &["stable"]);
 }
 
 #[test]
 fn a_node_with_a_snapshot_whose_log_dir_was_removed_exits_1_naming_it() {
-    removed_log_dir_stops_the_node(10, 45, 30, false);
+    removed_log_dir_stops_the_node(10, 45, 30, &[]);
 }
 
 #[test]
 fn a_node_with_a_snapshot_whose_log_dir_and_stable_file_were_removed_exits_1() {
-    removed_log_dir_stops_the_node(10, 45, 30, true);
+    removed_log_dir_stops_the_node(10, 45, 30, &["stable"]);
+}
+
+/// With `founders` gone as well, only the snapshot shows what the node
+/// held; the start is refused by recovery's checks, after the storage's
+/// open, which used to create an empty `log/` on the way.
+#[test]
+fn a_node_left_with_only_its_snapshot_exits_1_and_creates_no_log_dir() {
+    removed_log_dir_stops_the_node(10, 45, 30, &["stable", "founders"]);
 }
 
 /// A node started with `--join` that was never added holds an empty `log/`

@@ -249,7 +249,9 @@ fn build(
     }
     founders::check_joiner_address(&config.data_dir, &founding, holds_state, &config.raft_addr)?;
     // The founders file first: on a data dir this node may not write, that
-    // fails before the log's repairs have changed anything.
+    // fails before the log's repairs have changed anything. `log/` before
+    // it: `founders` without `log/` means the log was removed.
+    storage.create_log_dir()?;
     config.cluster = founding.record(&config.data_dir)?;
     let mut recovered = recover::finish(
         &config.data_dir,

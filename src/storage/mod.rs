@@ -171,7 +171,8 @@ impl Storage {
     /// changes the storage. Corruption anywhere else, a record whose payload
     /// `options.check_payload` rejects included, is an error naming the file
     /// and offset. The open writes nothing but the lock file (and creates the
-    /// directories of a new data dir).
+    /// data dir itself if it is missing): `log/` is created by
+    /// [`Storage::create_log_dir`] or [`Storage::finish_recovery`].
     ///
     /// The lock comes before anything in the directory is read or written:
     /// a directory another process (or another open `Storage`) holds is an
@@ -250,6 +251,15 @@ impl Storage {
         self.lock.record_pid();
         self.recovering = false;
         Ok(())
+    }
+
+    /// Creates `log/` if the open found none (a new data dir), durably:
+    /// a start that writes anything else first (`founders`) must call this
+    /// before, since `log/` missing beside such files means the log was
+    /// removed. [`Storage::finish_recovery`] does it too. The open leaves it
+    /// to the caller, so that a start refused after the open creates nothing.
+    pub fn create_log_dir(&mut self) -> Result<(), StorageError> {
+        self.log.create_missing_dir()
     }
 
     fn assert_recovered(&self) {
@@ -477,18 +487,32 @@ pub(crate) mod synced {
     }
 }
 
+/// Whether `dir` is a directory (false: there is nothing by that name).
+/// Anything else by that name is an error naming it, where `create_dir`
+/// would say only "File exists".
+pub(crate) fn existing_dir(dir: &Path) -> Result<bool, StorageError> {
+    match fs::symlink_metadata(dir) {
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(StorageError::io(dir, err)),
+        Ok(_) => {}
+    }
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(_) => {
+            let err = std::io::Error::other("exists and is not a directory");
+            Err(StorageError::io(dir, err))
+        }
+        Err(err) => Err(StorageError::io(dir, err)),
+    }
+}
+
 /// Creates `dir` if it is missing, and any missing parents of it, making
 /// the name of each one created durable in its parent (fsync of a directory
 /// makes only its own entries durable: a data dir under a new parent, or
 /// a relative one, could otherwise vanish whole on a power loss).
 pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
-    if dir.is_dir() {
+    if existing_dir(dir)? {
         return Ok(());
-    }
-    if dir.exists() {
-        // create_dir would say only "File exists".
-        let err = std::io::Error::other("exists and is not a directory");
-        return Err(StorageError::io(dir, err));
     }
     let parent = parent_dir(dir);
     if parent != dir {

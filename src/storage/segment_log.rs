@@ -46,10 +46,12 @@ struct Repair {
     short: Option<String>,
     /// Leftover `.tmp` files of segment creations cut short.
     leftovers: Vec<PathBuf>,
+    /// There was no directory: it is created (see `create_missing_dir`).
+    missing_dir: bool,
 }
 
 impl SegmentLog {
-    /// Opens `dir` (creating it) and recovers every segment in it, checking
+    /// Opens `dir` (an empty log if it is missing) and recovers every segment in it, checking
     /// each record's payload with `check_payload`. Writes nothing: a torn
     /// tail or a short newest segment is only noted (the log ends before the
     /// torn bytes), and repaired by [`SegmentLog::finish_recovery`], which
@@ -64,12 +66,17 @@ impl SegmentLog {
             "segment_bytes {} cannot hold a record",
             segment_bytes
         );
-        create_dir(dir)?;
-        let (files, leftovers) = list_segment_files(dir)?;
+        // Not created here: a start refused after the open changes nothing.
+        let missing_dir = !super::existing_dir(dir)?;
+        let (files, leftovers) = match missing_dir {
+            true => Default::default(),
+            false => list_segment_files(dir)?,
+        };
         let count = files.len();
         let mut segments: Vec<Segment> = Vec::with_capacity(count);
         let mut repair = Repair {
             leftovers,
+            missing_dir,
             ..Repair::default()
         };
         for (k, (first_index, path)) in files.into_iter().enumerate() {
@@ -141,6 +148,7 @@ impl SegmentLog {
     /// in between leaves a file that reopens to the same log. Then removes
     /// leftover `.tmp` files. Called once, after recovery succeeded.
     pub(crate) fn finish_recovery(&mut self) -> Result<(), StorageError> {
+        self.create_missing_dir()?;
         let Some(repair) = self.repair.take() else {
             panic!("{}: recovery finished twice", self.dir.display());
         };
@@ -163,6 +171,15 @@ impl SegmentLog {
         // fsync (a new segment, the newer ones of a truncation).
         super::sync_dir(&self.dir)?;
         remove_leftovers(&repair.leftovers);
+        Ok(())
+    }
+
+    /// Creates the directory [`SegmentLog::open`] did not find, once.
+    pub(crate) fn create_missing_dir(&mut self) -> Result<(), StorageError> {
+        if let Some(repair) = self.repair.as_mut().filter(|r| r.missing_dir) {
+            create_dir(&self.dir)?;
+            repair.missing_dir = false;
+        }
         Ok(())
     }
 

@@ -150,3 +150,27 @@ fn sync_targets_cover_every_append_across_rollover_truncation_and_reset() {
     assert_eq!(paths(&storage.take_sync_targets()), vec![seg(10)]);
     assert!(storage.take_sync_targets().is_empty());
 }
+
+/// The open creates no `log/`, so that a start refused after it (by
+/// recovery's checks) leaves the data dir as it was; `create_log_dir`, which
+/// a start calls before it writes `founders`, creates it with its name
+/// durable, before anything that shows a log was there.
+#[test]
+fn the_open_leaves_creating_log_dir_to_create_log_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let log_dir = data_dir.join(LOG_DIR);
+    let mut storage = Storage::open(&data_dir, StorageOptions::default()).expect("open");
+    assert!(!log_dir.exists(), "the open created {}", log_dir.display());
+    synced::take();
+    storage.create_log_dir().expect("create log/");
+    assert!(log_dir.is_dir());
+    assert!(synced::take().contains(&data_dir), "log/'s name not synced");
+    storage.finish_recovery().expect("finish");
+    storage
+        .append(&(1..=2).map(entry).collect::<Vec<_>>())
+        .expect("append");
+    drop(storage);
+    let storage = Storage::open(&data_dir, StorageOptions::default()).expect("reopen");
+    assert_eq!(storage.last_index(), 2);
+}
