@@ -8,6 +8,7 @@
 //!   empty log, or empty it to continue the snapshot, losing acknowledged
 //!   writes); left with only its snapshot, it stops and creates no `log/`;
 //! - a node that joined and never got an entry still restarts;
+//! - a `log` link to nothing stops the node naming link and target;
 //! - a FIFO in place of `stable` or `founders` stops the node with status 1
 //!   naming it, and one left at `stable.tmp` is replaced (each used to hang
 //!   the node in `open`, deaf to SIGTERM).
@@ -291,6 +292,75 @@ fn a_node_started_on_another_nodes_data_dir_exits_1_and_changes_nothing() {
     for i in [a, b] {
         assert_eq!(cluster.client(i).cmd_retry(&["GET", "k"]), bulk("v"));
     }
+}
+
+/// `log` a symbolic link to a path that does not exist (a volume not
+/// mounted, say): one line naming the link and its target, status 1, and
+/// nothing created, neither the target nor anything in the data dir (it
+/// used to say only `data/log: File exists (os error 17)`). The same on a
+/// data dir of a node that ran, and on one that holds only the link.
+#[test]
+fn a_log_link_to_nothing_exits_1_naming_link_and_target_and_creates_nothing() {
+    let mut cluster = Cluster::new(1);
+    cluster.spawn(0);
+    cluster.wait_for_leader(Duration::from_secs(15));
+    assert_eq!(cluster.client(0).cmd_retry(&["SET", "k", "v"]), Reply::Ok);
+    cluster.kill(0);
+    let data_dir = cluster.data_dir(0).to_path_buf();
+    let log_dir = data_dir.join("log");
+    let moved = cluster.dir.path().join("log-moved");
+    fs::rename(&log_dir, &moved).expect("move log/ away");
+    let target = cluster.dir.path().join("unmounted").join("log");
+    std::os::unix::fs::symlink(&target, &log_dir).expect("symlink");
+    let before = contents(&data_dir, &["log"]);
+    let expected = format!(
+        "raftkv: {}: a symbolic link to {}, which does not exist",
+        log_dir.display(),
+        target.display()
+    );
+    for _ in 0..2 {
+        let (code, stderr) = run_to_exit(&cluster.args(0), Duration::from_secs(15));
+        assert_eq!(code, Some(1), "{}", stderr);
+        assert_eq!(error_line(&stderr), expected, "{}", stderr);
+        assert_eq!(
+            contents(&data_dir, &["log"]),
+            before,
+            "the data dir changed"
+        );
+        assert_eq!(fs::read_link(&log_dir).ok(), Some(target.clone()));
+        assert!(!cluster.dir.path().join("unmounted").exists());
+    }
+    // A new node's data dir, the link alone in it (and its lock, which any
+    // start creates first).
+    let fresh = cluster.dir.path().join("fresh");
+    fs::create_dir(&fresh).expect("mkdir");
+    std::os::unix::fs::symlink(&target, fresh.join("log")).expect("symlink");
+    let mut args = cluster.args(0);
+    let at = args
+        .iter()
+        .position(|arg| arg == "--data-dir")
+        .expect("--data-dir")
+        + 1;
+    args[at] = fresh.display().to_string();
+    let (code, stderr) = run_to_exit(&args, Duration::from_secs(15));
+    assert_eq!(code, Some(1), "{}", stderr);
+    assert!(
+        error_line(&stderr).ends_with("which does not exist"),
+        "{}",
+        stderr
+    );
+    let mut names: Vec<String> = fs::read_dir(&fresh)
+        .expect("read the data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["lock", "log"]);
+    assert!(!cluster.dir.path().join("unmounted").exists());
+    // Back in place, the node serves what it had.
+    fs::remove_file(&log_dir).expect("rm the link");
+    fs::rename(&moved, &log_dir).expect("move log/ back");
+    cluster.spawn(0);
+    assert_eq!(cluster.client(0).cmd_retry(&["GET", "k"]), bulk("v"));
 }
 
 #[test]

@@ -489,21 +489,26 @@ pub(crate) mod synced {
 
 /// Whether `dir` is a directory (false: there is nothing by that name).
 /// Anything else by that name is an error naming it, where `create_dir`
-/// would say only "File exists".
+/// would say only "File exists": a file, or a symbolic link to nothing.
 pub(crate) fn existing_dir(dir: &Path) -> Result<bool, StorageError> {
     match fs::symlink_metadata(dir) {
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(StorageError::io(dir, err)),
         Ok(_) => {}
     }
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(true),
-        Ok(_) => {
-            let err = std::io::Error::other("exists and is not a directory");
-            Err(StorageError::io(dir, err))
-        }
-        Err(err) => Err(StorageError::io(dir, err)),
-    }
+    let why = match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(true),
+        Ok(_) => "exists and is not a directory".to_string(),
+        Err(err) if err.kind() == ErrorKind::NotFound => match fs::read_link(dir) {
+            Ok(target) => format!(
+                "a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            Err(_) => "a symbolic link to something that does not exist".to_string(),
+        },
+        Err(err) => return Err(StorageError::io(dir, err)),
+    };
+    Err(StorageError::io(dir, std::io::Error::other(why)))
 }
 
 /// Creates `dir` if it is missing, and any missing parents of it, making
