@@ -67,7 +67,11 @@ impl Peers {
                 conn: Conn::new(stream),
                 side: Side::Inbound { peer: None },
                 opened: Instant::now(),
-                who: Who::Dialer { ip, claimed: None },
+                who: Who::Dialer {
+                    ip,
+                    claimed: None,
+                    dialed: None,
+                },
             },
         );
     }
@@ -138,8 +142,11 @@ impl Peers {
             pc.conn.consume(used);
             match (&mut pc.side, body) {
                 (Side::Inbound { peer: None }, Body::Handshake(hs)) => {
-                    if let Who::Dialer { claimed, .. } = &mut pc.who {
-                        *claimed = Some(hs.from);
+                    if let Who::Dialer {
+                        claimed, dialed, ..
+                    } = &mut pc.who
+                    {
+                        (*claimed, *dialed) = (Some(hs.from), Some(hs.to));
                     }
                     if self.superseded_inbound(token, hs.from) {
                         return Err(format!(

@@ -30,10 +30,15 @@ pub(super) enum Who {
     /// Our connection to member `0`, refused by whatever answers at its address.
     Dialed(NodeId),
     /// A connection to us from `ip`, by a node that said it is `claimed`
-    /// (None until its handshake, or if it never sent one).
+    /// and dialed node `dialed` (None until its handshake, or if it never
+    /// sent one). The dialed id keeps apart a peer's connections meant for
+    /// us, accepted, from those its member list sends to our address for
+    /// another id, refused: an acceptance of one ended the streak of the
+    /// other, which then warned again.
     Dialer {
         ip: Option<IpAddr>,
         claimed: Option<NodeId>,
+        dialed: Option<NodeId>,
     },
 }
 
@@ -160,6 +165,7 @@ mod tests {
         Who::Dialer {
             ip: Some(IpAddr::from([127, 0, 0, 1])),
             claimed: Some(3),
+            dialed: Some(1),
         }
     }
 
@@ -205,6 +211,7 @@ mod tests {
         let stranger = Who::Dialer {
             ip: Some(IpAddr::from([10, 0, 0, 9])),
             claimed: Some(3),
+            dialed: Some(1),
         };
         let (level, _) = refusals.refused(stranger, REASON, REASON, now);
         assert_eq!(level, Level::Warn, "another address is another dialer");
@@ -218,6 +225,15 @@ mod tests {
             let at = start + Duration::from_secs(s);
             refusals.refused(from3(), REASON, &line(REASON), at);
         }
+        assert!(refusals.refusing(from3()));
+        // Its connection for the id it has right is no end of a streak of
+        // connections for an id it has wrong.
+        let dialed_right = Who::Dialer {
+            ip: Some(IpAddr::from([127, 0, 0, 1])),
+            claimed: Some(3),
+            dialed: Some(2),
+        };
+        assert_eq!(refusals.accepted(dialed_right, start), None);
         assert!(refusals.refusing(from3()));
         let said = refusals.accepted(from3(), start + Duration::from_secs(7));
         assert_eq!(said.as_deref(), Some("after 5 refusals, the first 7 s ago"));
@@ -235,6 +251,7 @@ mod tests {
             let who = Who::Dialer {
                 ip: None,
                 claimed: Some(id),
+                dialed: None,
             };
             let at = start + Duration::from_millis(id);
             refusals.refused(who, REASON, REASON, at);
@@ -243,6 +260,7 @@ mod tests {
         let newest = Who::Dialer {
             ip: None,
             claimed: Some(999),
+            dialed: None,
         };
         assert!(
             refusals.refusing(newest),

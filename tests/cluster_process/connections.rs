@@ -2,7 +2,7 @@
 //! port, a node of another cluster, silent and hung-up raft connections, and
 //! clients that connected while the node was out of descriptors.
 
-use super::common::{bulk, wait_for, Cluster};
+use super::common::{bulk, wait_for, Cluster, Spawned, BIN};
 use super::{cluster_that_committed_a_write, info_u64};
 use raftkv::kv::Reply;
 use std::io::{Read, Write};
@@ -289,5 +289,59 @@ fn repeated_refusals_warn_once_and_repeat_at_debug() {
     });
     for line in said {
         assert_eq!(log.matches(line).count(), 1, "{log}");
+    }
+}
+
+/// A member list that puts the wrong id at an address (node 1 is told node
+/// 3 is where node 2 listens): node 2 refuses node 1's redials, which name
+/// node 3, about once a second; each side warns once about it and logs the
+/// repeats at debug.
+#[test]
+fn a_wrong_id_at_an_address_warns_once_on_each_side() {
+    let cluster = Cluster::new(2);
+    let (one, two) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let start = |node: &super::common::NodeSpec, members: String| {
+        let log = std::fs::File::create(&node.log_path).expect("node log");
+        let args = [
+            "--id".to_string(),
+            node.id.to_string(),
+            "--raft-addr".into(),
+            node.raft_addr(),
+            "--client-addr".into(),
+            node.client_addr(),
+            "--cluster".into(),
+            members,
+            "--data-dir".into(),
+            node.data_dir.display().to_string(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        let child = std::process::Command::new(BIN)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run raftkv");
+        Spawned(child)
+    };
+    let _one = start(one, format!("1={},3={}", one.raft_addr(), two.raft_addr()));
+    let _two = start(two, format!("1={},2={}", one.raft_addr(), two.raft_addr()));
+    let reason = "node 1 dialed node 3 but this is node 2";
+    let sides = [
+        (0, "node 3 refused our connection"),
+        (1, "refused peer connection"),
+    ];
+    for (i, kind) in sides {
+        let log = wait_for(Duration::from_secs(30), "repeated refusals", || {
+            let log = cluster.log_text(i);
+            (log.lines().filter(|l| l.contains(kind)).count() >= 8).then_some(log)
+        });
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(kind) && l.contains(" WARN "))
+            .collect();
+        assert_eq!(warned.len(), 1, "node {}: {:#?}", i + 1, warned);
+        assert!(warned[0].contains(reason), "{}", warned[0]);
     }
 }
