@@ -175,7 +175,10 @@ impl Peers {
                     return Err(reason);
                 }
                 (Side::Outbound { peer, .. }, Body::Refusal(reason)) => {
-                    let line = format!("node {} refused our connection: {}", peer, shown(&reason));
+                    // Shown, cut short, also as the streak's reason: the
+                    // streak keeps it, and the peer chose its length.
+                    let reason = shown(&reason);
+                    let line = format!("node {} refused our connection: {}", peer, reason);
                     let who = Who::Dialed(*peer);
                     let (level, line) = self.refusals.refused(who, &reason, &line, Instant::now());
                     log!(level, "{}", line);
