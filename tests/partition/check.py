@@ -28,6 +28,7 @@ from collections import defaultdict, Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_ops  # noqa: E402
+import check_disk  # noqa: E402
 import pipeline  # noqa: E402
 
 INF = float("inf")
@@ -358,6 +359,9 @@ def main():
     with open(rundir + "/args.json") as f:
         initial = list(range(1, json.load(f)["nodes"] + 1))
     p, n = check_ops.check(rundir, events, initial)
+    problems += p
+    notes += n
+    p, n = check_disk.check(rundir, events)
     problems += p
     notes += n
     removed = check_ops.removed_nodes(events)

@@ -26,6 +26,7 @@ from common import (pdeath, sh, mono, node_ip, HERE, ROOT, DEFAULT_BIN, RUNS,  #
 from ops import Ops, KINDS as OP_KINDS, final_membership  # noqa: E402
 from pipeline import pipeliner  # noqa: E402
 from final import probe_writes, wait_converged, final_reads, keys_written  # noqa: E402,F401
+import diskfault  # noqa: E402
 
 
 # ---------------------------------------------------------------- workers
@@ -135,6 +136,8 @@ class Cluster:
         self.logs = {}
         self.events = []
         self.t0 = mono()
+        # Extra environment per node (diskfault.py's shim).
+        self.node_env = lambda i: {}
 
     def ev(self, kind, **kw):
         e = {"t": mono(), "wall": time.time(), "kind": kind}
@@ -231,7 +234,8 @@ class Cluster:
         log.flush()
         with self.lock:
             p = subprocess.Popen(["nsenter", "-t", str(self.holders[i].pid), "-n", self.a.bin,
-                                  "--config", conf], stdout=log, stderr=log, preexec_fn=pdeath)
+                                  "--config", conf], stdout=log, stderr=log, preexec_fn=pdeath,
+                                 env=dict(os.environ, **self.node_env(i)))
             self.procs[i] = p
             self.logs[i] = log
 
@@ -441,7 +445,17 @@ def main():
                     help="chance that a pipelined batch holds a CLUSTER TRANSFER")
     ap.add_argument("--ops-in-partition", type=float, default=0.7,
                     help="chance that an op waits (up to 5 s) for a partition to be in force")
+    ap.add_argument("--disk-faults", default="", help="disk faults instead of partitions, comma-separated: "
+                    + ",".join(diskfault.KINDS) + " (diskfault.py)")
+    ap.add_argument("--disk-stall-ms", default="50:3000", help="a stalled fdatasync's length, A:B ms")
+    ap.add_argument("--disk-kill-prob", type=float, default=0.2,
+                    help="with --disk-faults, chance that a step is a kill -9 instead")
+    ap.add_argument("--slow-follower-ms", type=int, default=0,
+                    help="one follower's every segment fdatasync stalls this long, all run (diskfault.py)")
     a = ap.parse_args()
+    for k in a.disk_faults.split(","):
+        if k and k not in diskfault.KINDS:
+            ap.error("unknown disk fault %r (known: %s)" % (k, ",".join(diskfault.KINDS)))
     kinds = [k for k in a.ops.split(",") if k]
     for k in kinds:
         if k not in OP_KINDS:
@@ -460,11 +474,17 @@ def main():
     ops = None
     try:
         c.setup_net()
+        if a.disk_faults or a.slow_follower_ms:
+            diskfault.setup(c)
         c.write_confs()
         for i in c.ids:
             c.start(i)
         wait_for_first_write()
         c.ev("up", leader=c.leader())
+        sampler = None
+        if a.slow_follower_ms:
+            diskfault.slow_follower(c, a.slow_follower_ms)
+            sampler = diskfault.start_sampler(c)
         t0 = mono()
         c.t0 = t0
         stop_at = t0 + int((a.duration + a.tail) * 1e9)
@@ -492,7 +512,14 @@ def main():
         if kinds:
             ops = Ops(c, kinds, restart_pending, slots)
             ops.start()
-        nemesis(c, rng, a.duration, restart_pending)
+        if a.disk_faults:
+            diskfault.nemesis(c, rng, a.duration, restart_pending, service_restarts)
+        elif a.slow_follower_ms:
+            time.sleep(a.duration)
+        else:
+            nemesis(c, rng, a.duration, restart_pending)
+        if sampler:
+            sampler[0].set()
         # final heal
         if ops:
             ops.stopping.set()

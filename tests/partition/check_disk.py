@@ -1,0 +1,113 @@
+"""check.py's part for a run with disk faults (diskfault.py): what each
+injected fault did to its node, and how often the leadership changed.
+
+Problems: a node whose segment sync, append or stable file failed (the shim
+says it fired) that did not stop, stopped with a status other than 1, or
+whose last line does not name the file; a node whose snapshot failed that
+stopped, or logged no warning naming the file. Notes: faults that never
+fired, and elections (`became leader`) in all, during stalls of the
+leader's disk, of a follower's, and outside any fault.
+"""
+import calendar
+import glob
+import json
+import os
+import re
+import time
+
+FATAL = ("eio", "pwrite", "stable")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d+)Z ")
+
+
+def wall_of(line):
+    m = STAMP.match(line)
+    if not m:
+        return None
+    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + float("0." + m.group(2))
+
+
+def elections(rundir):
+    """(wall time, node, term) of every `became leader` line."""
+    out = []
+    for fn in glob.glob(rundir + "/n*.log"):
+        node = int(re.search(r"n(\d+)\.log$", fn).group(1))
+        with open(fn, errors="replace") as f:
+            for line in f:
+                m = re.search(r"became leader in term (\d+)", line)
+                if m:
+                    out.append((wall_of(line), node, int(m.group(1))))
+    return sorted(out)
+
+
+def fired_paths(rundir, node, since, until):
+    try:
+        with open("%s/faults%d.log" % (rundir, node)) as f:
+            rows = [line.rstrip("\n").split(" ", 4) for line in f]
+    except FileNotFoundError:
+        return []
+    return [r[4] for r in rows if len(r) == 5 and since <= int(r[0]) / 1000 <= until + 1]
+
+
+def warned(rundir, node, path, since):
+    with open("%s/n%d.log" % (rundir, node), errors="replace") as f:
+        return any(" WARN " in line and path in line and (wall_of(line) or 0) >= since - 1
+                   for line in f)
+
+
+def check(rundir, events):
+    problems, notes = [], []
+    path = rundir + "/disk.jsonl"
+    if not os.path.exists(path):
+        return problems, notes
+    with open(path) as f:
+        recs = [json.loads(line) for line in f]
+    kills = [e for e in events if e["kind"] == "kill9"]
+    t_up = next((e["wall"] for e in events if e["kind"] == "up"), 0)
+    els = [e for e in elections(rundir) if e[0] and e[0] > t_up]
+    by_kind = {}
+    windows = {"leader": [0, 0.0], "follower": [0, 0.0], "all": [0, 0.0]}
+    for r in recs:
+        by_kind.setdefault(r["kind"], [0, 0])
+        by_kind[r["kind"]][0] += 1
+        node = r["nodes"][0] if r["nodes"] else None
+        if r["kind"] in FATAL:
+            if not r["fired"]:
+                continue
+            by_kind[r["kind"]][1] += 1
+            paths = fired_paths(rundir, node, r["wall"], r["wall_end"])
+            if r["exit"] is None:
+                problems.append("%s: node %d kept running after the fault fired (%s)"
+                                % (r["label"], node, paths))
+            elif r["exit"] != 1:
+                problems.append("%s: node %d exited with status %s, not 1: %s"
+                                % (r["label"], node, r["exit"], r["line"]))
+            elif not r["line"].startswith("raftkv: ") or not any(p in r["line"] for p in paths):
+                problems.append("%s: node %d's last line does not name %s: %s"
+                                % (r["label"], node, paths, r["line"]))
+        elif r["kind"] == "snapshot":
+            if not r["fired"].get(str(node), r["fired"].get(node)):
+                continue
+            by_kind["snapshot"][1] += 1
+            paths = fired_paths(rundir, node, r["wall"], r["wall_end"])
+            killed = any(r["t"] <= k["t"] <= r["t_end"] and k["node"] == node for k in kills)
+            if not r["alive"].get(str(node), r["alive"].get(node)) and not killed:
+                problems.append("%s: node %d stopped after a failed snapshot" % (r["label"], node))
+            elif not any(warned(rundir, node, p, r["wall"]) for p in paths):
+                problems.append("%s: node %d logged no warning naming %s" % (r["label"], node, paths))
+        elif r["kind"] == "stall":
+            fired = sum(r["fired"].values())
+            by_kind["stall"][1] += 1 if fired else 0
+            where = r["label"].split()[1]
+            w = windows[where]
+            w[1] += r["wall_end"] - r["wall"]
+            w[0] += sum(1 for e in els if r["wall"] <= e[0] <= r["wall_end"])
+            if where == "leader":
+                killed = any(r["t"] <= k["t"] <= r["t_end"] and k["node"] == node for k in kills)
+                lost = [e for e in els if r["wall"] <= e[0] <= r["wall_end"] and e[1] != node]
+                if lost and not killed:
+                    notes.append("%s: leadership moved during the stall (%d stalled syncs): %s"
+                                 % (r["label"], fired, lost))
+    notes.append("disk faults (injected, fired): %s" % by_kind)
+    notes.append("elections after start: %d; during stalls (count, seconds of stall): %s"
+                 % (len(els), windows))
+    return problems, notes
