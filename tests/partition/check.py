@@ -361,7 +361,7 @@ def main():
     p, n = check_ops.check(rundir, events, initial)
     problems += p
     notes += n
-    p, n = check_disk.check(rundir, events)
+    p, n = check_disk.check(rundir, events, hist)
     problems += p
     notes += n
     removed = check_ops.removed_nodes(events)

@@ -10,6 +10,9 @@ with no disk fault, the baseline the stalls are compared with):
 * stall:    every fdatasync of a segment stalls `--disk-stall-ms` (a range
             A:B, drawn per call) on the leader, one follower, or all nodes;
             with kill -9 and restarts mixed in (`--disk-kill-prob`).
+* allstall: the same for every fdatasync and fsync of every file: the stable
+            file and the directories too, which the event loop syncs itself
+            (a vote or a new term is durable before it is acted on).
 * eio:      one fdatasync of a segment fails with EIO, on the leader or a
             follower: the node must exit with status 1 and a line naming
             the segment.
@@ -40,7 +43,7 @@ import time
 from common import mono, node_ip, ROOT, CLIENT_PORT
 from resp import Resp, RespError, ConnLost, ConnRefused
 
-KINDS = ("stall", "eio", "pwrite", "stable", "snapshot", "none")
+KINDS = ("stall", "allstall", "eio", "pwrite", "stable", "snapshot", "none")
 # Kinds after which the node must stop (exit status 1).
 FATAL = ("eio", "pwrite", "stable")
 SHIM_SRC = os.path.join(ROOT, "tests", "diskfault", "shim.c")
@@ -115,16 +118,17 @@ def pick(c, rng, kinds):
     L = c.leader()
     alive = [i for i in c.ids if c.alive(i)]
     followers = [i for i in alive if i != L]
-    if kind == "stall":
+    if kind in ("stall", "allstall"):
         where = rng.choice(["leader", "follower", "all"])
         lo, hi = c.a.disk_stall_ms.split(":")
-        rule = "fdatasync stall %s:%s 0 .seg" % (lo, hi)
+        rule = ("fdatasync stall %s:%s 0 .seg" if kind == "stall" else "sync stall %s:%s 0") % (lo, hi)
+        kind = "stall"
         if where == "leader" and L is not None:
-            return kind, [L], [rule], "stall leader %d" % L
+            return kind, [L], [rule], "stall leader %d (%s)" % (L, rule)
         if where == "follower" and followers:
             f = rng.choice(followers)
-            return kind, [f], [rule], "stall follower %d" % f
-        return kind, alive, [rule], "stall all"
+            return kind, [f], [rule], "stall follower %d (%s)" % (f, rule)
+        return kind, alive, [rule], "stall all (%s)" % rule
     target = L if (L is not None and rng.random() < 0.5) else rng.choice(alive or c.ids)
     if kind == "eio":
         return kind, [target], ["fdatasync eio 0 1 .seg"], "fdatasync EIO on %d" % target
@@ -177,6 +181,9 @@ def nemesis(c, rng, duration, restart_pending, service_restarts):
             set_rules(c, i, rules)
         c.ev("disk", fault=kind, label=label, nodes=nodes)
         if kind == "stable":
+            # The shim re-reads its control file at most every 10 ms: the
+            # term change must come after that.
+            time.sleep(0.2)
             threading.Thread(target=transfer, args=(c, nodes[0]), daemon=True).start()
         hold = rng.uniform(c.a.hold_min, c.a.hold_max)
         rec = {"t": mono(), "wall": since, "kind": kind, "label": label, "nodes": nodes, "roles": roles,
