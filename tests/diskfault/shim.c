@@ -17,7 +17,8 @@
  *   COUNT   how many matching calls the rule takes: 0 for all of them;
  *           N+K skips K matching calls first
  *   MATCH   a substring of the file's path (`-` or absent: any file); for
- *           rename, of either name
+ *           rename, of either name. Every regular file counts, the node's
+ *           log too when its stderr is one: match narrowly ("/stable").
  *
  * A rule's counts are kept while the file is unchanged, so "fdatasync eio 0 1"
  * fails exactly one call; rewriting the file starts every rule afresh.

@@ -139,8 +139,15 @@ def pick(c, rng, kinds):
         if not followers:
             return "none", [], [], "none"
         f = rng.choice(followers)
-        rule = rng.choice(["write enospc 0 1 stable", "fsync eio 0 1 stable",
-                           "rename eio 0 1 stable"])
+        # "/stable", not "stable": a run dir's name may hold that word, and
+        # then the node's own log file (its stderr) matched too.
+        rule = rng.choice(["write enospc 0 1 /stable", "fsync eio 0 1 /stable",
+                           "rename eio 0 1 /stable"])
+        others = [i for i in followers if i != f]
+        if others and rng.random() < 0.5:
+            # It hears the other's RequestVote, of a new term, as a voter.
+            to = rng.choice(others)
+            return kind, [f, to], [rule], "%s on %d, then transfer to %d" % (rule, f, to)
         return kind, [f], [rule], "%s on %d, then transfer to it" % (rule, f)
     if kind == "snapshot":
         rule = rng.choice(["fsync eio 0 1 .snap", "pwrite enospc 0 1 .snap", "pwrite eio 0 1 .snap"])
@@ -177,6 +184,9 @@ def nemesis(c, rng, duration, restart_pending, service_restarts):
             continue
         roles = {i: ("leader" if i == c.leader() else "follower") for i in nodes}
         since = time.time()
+        transfer_to = None
+        if kind == "stable":
+            nodes, transfer_to = nodes[:1], nodes[-1]
         for i in nodes:
             set_rules(c, i, rules)
         c.ev("disk", fault=kind, label=label, nodes=nodes)
@@ -184,7 +194,7 @@ def nemesis(c, rng, duration, restart_pending, service_restarts):
             # The shim re-reads its control file at most every 10 ms: the
             # term change must come after that.
             time.sleep(0.2)
-            threading.Thread(target=transfer, args=(c, nodes[0]), daemon=True).start()
+            threading.Thread(target=transfer, args=(c, transfer_to), daemon=True).start()
         hold = rng.uniform(c.a.hold_min, c.a.hold_max)
         rec = {"t": mono(), "wall": since, "kind": kind, "label": label, "nodes": nodes, "roles": roles,
                "rules": rules, "hold": hold}
