@@ -95,11 +95,16 @@ def write_rates(recs, hist):
 def memory(rundir):
     """Peak resident size per node, and how far each node's log fell behind
     the leader's, from memory.jsonl (--slow-follower-ms)."""
-    peak, lag, last = {}, {}, {}
+    peak, lag, last, acked = {}, {}, {}, {}
     with open(rundir + "/memory.jsonl") as f:
         for line in f:
             row = json.loads(line)
-            nodes = {k: v for k, v in row.items() if k != "t"}
+            nodes = {k: v for k, v in row.items() if k not in ("t", "match")}
+            match = row.get("match") or {}
+            if match:
+                top = max(match.values())
+                for k, v in match.items():
+                    acked[k] = max(acked.get(k, 0), top - v)
             lead = [v for v in nodes.values() if v.get("role") == "leader"]
             for k, v in nodes.items():
                 peak[k] = max(peak.get(k, 0), int(v.get("used_memory") or 0))
@@ -108,8 +113,9 @@ def memory(rundir):
                     behind = int(lead[0]["last_log_index"]) - int(v["last_log_index"])
                     lag[k] = max(lag.get(k, 0), behind)
     mb = lambda d: {k: "%.0f MB" % (v / 1e6) for k, v in sorted(d.items())}  # noqa: E731
-    return "peak resident %s, at the end %s; most entries behind the leader %s" % (
-        mb(peak), mb(last), dict(sorted(lag.items())))
+    return ("peak resident %s, at the end %s; most entries appended behind the leader %s,"
+            " acknowledged behind the most advanced (match_index) %s" % (
+                mb(peak), mb(last), dict(sorted(lag.items())), dict(sorted(acked.items()))))
 
 
 def check(rundir, events, hist=()):

@@ -260,8 +260,30 @@ def sample_memory(c, stop):
                 d = dict(line.split(":", 1) for line in r.decode().split("\r\n") if ":" in line)
                 row[i] = {k: d.get(k) for k in ("role", "used_memory", "commit_index",
                                                  "last_log_index", "term")}
+            leader = next((i for i in c.ids if row.get(i, {}).get("role") == "leader"), None)
+            if leader is not None:
+                row["match"] = match_indexes(leader)
             out.write(json.dumps(row) + "\n")
             stop.wait(0.5)
+
+
+def match_indexes(leader):
+    """Each member's match_index as the leader sees it (CLUSTER MEMBERS):
+    what it acknowledged, so synced, unlike its INFO's last_log_index."""
+    try:
+        cn = Resp(node_ip(leader), CLIENT_PORT, timeout=0.5, connect_timeout=0.5)
+        r = cn.call("CLUSTER", "MEMBERS")
+        cn.close()
+    except (ConnLost, ConnRefused):
+        return {}
+    if isinstance(r, RespError):
+        return {}
+    out = {}
+    for line in r.decode().split("\n"):
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "id" in fields and "match_index" in fields:
+            out[fields["id"]] = int(fields["match_index"])
+    return out
 
 
 def start_sampler(c):
