@@ -3,7 +3,8 @@ injected fault did to its node, and how often the leadership changed.
 
 Problems: a node whose segment sync, append or stable file failed (the shim
 says it fired) that did not stop, stopped with a status other than 1, or
-whose last line does not name the file; a node whose snapshot failed that
+whose last line does not name the file; a node that stopped though its
+fault never fired, or during a stall; a node whose snapshot failed that
 stopped, or logged no warning naming the file. Notes: faults that never
 fired, and elections (`became leader`) in all, during stalls of the
 leader's disk, of a follower's, and outside any fault.
@@ -139,6 +140,9 @@ def check(rundir, events, hist=()):
         node = r["nodes"][0] if r["nodes"] else None
         if r["kind"] in FATAL:
             if not r["fired"]:
+                if r["exit"] is not None:
+                    problems.append("%s: node %d stopped (status %s) though the fault never fired: %s"
+                                    % (r["label"], node, r["exit"], r["line"]))
                 continue
             by_kind[r["kind"]][1] += 1
             paths = fired_paths(rundir, node, r["wall"], r["wall_end"])
@@ -171,6 +175,10 @@ def check(rundir, events, hist=()):
                 problems.append("%s: node %d logged no warning naming %s" % (r["label"], node, paths))
         elif r["kind"] == "stall":
             fired = sum(r["fired"].values())
+            for i, up in r["alive"].items():
+                killed = any(r["t"] <= k["t"] <= r["t_end"] and k["node"] == int(i) for k in kills)
+                if not up and not killed:
+                    problems.append("%s: node %s stopped during a stall" % (r["label"], i))
             by_kind["stall"][1] += 1 if fired else 0
             where = r["label"].split()[1]
             w = windows[where]
