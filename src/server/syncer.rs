@@ -137,3 +137,61 @@ fn sync_all(jobs: &[Job]) -> Synced {
     }
     Ok(jobs.last().map_or(0, |job| job.ticket))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Poll, Token};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::{Duration, Instant};
+
+    /// A sync that fails is reported as that failure, naming the file, also
+    /// when a later job's sync succeeded before the loop looked: the loop
+    /// must stop (README, "a node that cannot write its data dir"), not take
+    /// the later ticket as covering the failed batch and send the
+    /// acknowledgements it holds (after a failed fdatasync the page cache
+    /// may have dropped the writes, and a later sync succeeds all the same).
+    /// fdatasync of a FIFO fails (EINVAL) where no disk can be made to.
+    #[test]
+    fn a_failed_sync_is_reported_though_a_later_one_succeeded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.seg");
+        let c_path = CString::new(fifo.as_os_str().as_bytes()).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path and nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // Read-write, so the open does not wait for the other end.
+        let open = |path: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .expect("open")
+        };
+        let good = dir.path().join("good.seg");
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let mut syncer = Syncer::start(waker).expect("sync thread");
+        let finished = |syncer: &Syncer, n: usize| {
+            let started = Instant::now();
+            while syncer.done.len() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "sync thread stuck"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        syncer.submit(vec![SyncTarget::for_file(open(&fifo), fifo.clone())]);
+        finished(&syncer, 1);
+        syncer.submit(vec![SyncTarget::for_file(open(&good), good)]);
+        finished(&syncer, 2);
+        match syncer.try_done() {
+            Some(Err(err)) => assert!(err.to_string().contains("fifo.seg"), "{err}"),
+            other => panic!("the failed sync was reported as {other:?}"),
+        }
+    }
+}

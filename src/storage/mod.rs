@@ -142,6 +142,15 @@ impl SyncTarget {
             .map_err(|e| StorageError::io(&self.path, e))
     }
 
+    /// A target for any open file (a test's: one whose sync fails, say).
+    #[cfg(test)]
+    pub(crate) fn for_file(file: File, path: PathBuf) -> SyncTarget {
+        SyncTarget {
+            file: Arc::new(file),
+            path,
+        }
+    }
+
     /// Whether two targets are the same open file.
     pub fn same_file(&self, other: &SyncTarget) -> bool {
         std::sync::Arc::ptr_eq(&self.file, &other.file)
