@@ -1,7 +1,8 @@
 //! The replica against a disk whose syncs run in the background, as the
 //! server's sync thread runs them: an acknowledgement leaves only once the
 //! sync covering its very entries finished, a vote or vote request leaves
-//! with its hard state without waiting for the log's sync, a snapshot
+//! with its hard state without waiting for the log's sync (and never when
+//! the hard state could not be stored), a snapshot
 //! installed mid-sync gets nothing from it, and a leader counts itself only
 //! after its own sync. Apart from `replica_tests.rs` so that each reads in
 //! one sitting.
@@ -24,6 +25,8 @@ struct DiskState {
     /// Syncs started and not finished, oldest first, with what each makes durable.
     running: std::collections::VecDeque<(u64, Vec<u64>)>,
     next_ticket: u64,
+    /// The stable file cannot be written (a full disk).
+    refuse_hard_state: bool,
 }
 
 impl DiskState {
@@ -60,7 +63,12 @@ impl Durable for BackgroundDisk {
         Ok(())
     }
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        self.0.borrow_mut().hard_state = hard_state;
+        let mut disk = self.0.borrow_mut();
+        if disk.refuse_hard_state {
+            let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+            return Err(StorageError::io("stable.tmp", full));
+        }
+        disk.hard_state = hard_state;
         Ok(())
     }
     fn start_sync(&mut self) -> Result<SyncStart, StorageError> {
@@ -302,6 +310,38 @@ fn a_vote_leaves_with_its_hard_state_while_a_log_sync_runs() {
     assert!(granted(&sent), "the vote waited for the log's sync");
     let sent = net.finish_sync(&mut replica);
     assert!(!granted(&sent), "the vote left twice");
+}
+
+/// A vote whose hard state cannot be stored (the stable file's write,
+/// fsync or rename failed) never leaves: the batch stops with the error,
+/// which stops the node. The transport would also catch a vote sent with
+/// the old hard state on disk.
+#[test]
+fn a_vote_whose_hard_state_cannot_be_stored_never_leaves() {
+    let disk = BackgroundDisk::default();
+    disk.0.borrow_mut().refuse_hard_state = true;
+    let mut net = Checked::new(&disk);
+    let mut replica = follower();
+    replica.step(testnet::msg(
+        3,
+        2,
+        2,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            last_index: 0,
+            last_term: 0,
+            transfer: false,
+        },
+    ));
+    let result = replica.handle_ready(&mut disk.clone(), &mut net, &mut Vec::new());
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("stable.tmp")),
+        "{:?}",
+        result.map(|_| ())
+    );
+    assert_eq!(net.sent, Vec::new(), "sent without its hard state");
 }
 
 /// A candidate's vote request leaves with its own vote on disk (the
