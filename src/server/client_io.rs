@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Request bytes one client is read for at a time. Bounds the work one
@@ -223,6 +223,9 @@ impl Server {
                 // had seen pass its deadline, and a write would be stamped
                 // with a time before it was sent.
                 self.replica.set_wall_clock(unix_millis());
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.info.note_read(Instant::now());
+                }
             }
             self.handle_input(token);
             match fill {
@@ -265,6 +268,12 @@ impl Server {
     /// changes.
     pub(super) fn handle_buffered_requests(&mut self, token: Token) -> Result<(), ProtocolError> {
         loop {
+            // Nothing after a SHUTDOWN is taken, as nothing is read once a
+            // signal stopped the node: what follows it in the buffer is
+            // refused at exit (`refuse_unhandled_requests`).
+            if self.stopping() {
+                return Ok(());
+            }
             let unanswered = self.unanswered_reply_bytes.load(Ordering::Relaxed);
             let Some(client) = self.clients.get_mut(&token) else {
                 return Ok(());

@@ -1,9 +1,11 @@
 //! Per-client connection state: the request parser, the MULTI queue, and the
 //! reply slots that keep pipelined replies in request order.
 
+use super::client_list::ClientInfo;
 use super::conn::Conn;
 use super::connection::reports_data;
 use super::requests::only_reads;
+use super::shutdown_command::is_shutdown;
 use super::transactions::{LocalCommand, Queued};
 use crate::kv::Reply;
 use crate::raft::NodeId;
@@ -189,6 +191,8 @@ pub struct Client {
     pub protocol: Protocol,
     pub authenticated: bool,
     pub name: Option<String>,
+    /// Where it comes from and what it last did, for CLIENT LIST.
+    pub info: ClientInfo,
     pub multi: Option<Multi>,
     slots: VecDeque<Slot>,
     /// For each slot, in step with `slots`: the bytes its reply holds once
@@ -248,6 +252,7 @@ pub struct Client {
 impl Client {
     pub fn new(conn: Conn, id: u64, max_request_bytes: usize, authenticated: bool) -> Client {
         Client {
+            info: ClientInfo::new(&conn.stream),
             conn,
             id,
             parser: RequestParser::new(max_request_bytes),
@@ -390,7 +395,8 @@ impl Client {
 
     /// Whether `argv`, this connection's next request, must be held until
     /// replies before it come: anything but a plain read behind unanswered
-    /// barriers (not reads), and a report of this node's data (DBSIZE, INFO) behind any
+    /// barriers (not reads), and a report of this node's data (DBSIZE, INFO), or a
+    /// SHUTDOWN, behind any
     /// unanswered request. A write's reply comes once it is applied here or,
     /// through a follower, by the leader, whose commit reaches this node
     /// ahead of the reply (unless this node is still catching up); held until
@@ -402,7 +408,7 @@ impl Client {
             return true;
         }
         let reports = match &self.multi {
-            None => reports_data(argv),
+            None => reports_data(argv) || is_shutdown(argv),
             // An EXEC runs the connection commands queued with it.
             Some(multi) => {
                 argv.first()

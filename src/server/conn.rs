@@ -127,6 +127,16 @@ impl Conn {
         &self.in_buf[self.in_start..self.in_end]
     }
 
+    /// Free space after the received bytes, before the buffer must grow.
+    pub fn input_free(&self) -> usize {
+        self.in_buf.len() - self.in_end
+    }
+
+    /// The bytes the output buffer holds allocated.
+    pub fn output_capacity(&self) -> usize {
+        self.out_buf.capacity()
+    }
+
     pub fn consume(&mut self, n: usize) {
         assert!(
             self.in_start + n <= self.in_end,

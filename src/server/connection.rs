@@ -1,10 +1,12 @@
-//! The connection commands: PING, ECHO, AUTH, HELLO, INFO, CLIENT, COMMAND,
+//! The connection commands: PING, ECHO, AUTH, HELLO, INFO, CLIENT (its LIST
+//! and INFO in `client_list.rs`), COMMAND,
 //! SELECT, CONFIG, UNWATCH, DBSIZE and DEBUG. This node answers them itself,
 //! in every state (even waiting to join), and they go nowhere near the log.
 //! Also the checks Redis makes of every request before anything else (an
 //! unknown command, a wrong number of arguments, an unknown subcommand), so
 //! that they come before `NOAUTH` and abort a transaction as in Redis.
 
+use super::clients::Client;
 use super::cluster::Standing;
 use super::config_get::config_get;
 use super::event_loop::Server;
@@ -136,7 +138,7 @@ pub(super) fn precheck(name: &str, argv: &[Vec<u8>]) -> Option<Reply> {
     let arity = match name {
         "multi" | "exec" | "discard" => Arity::Exactly(1),
         "watch" | "cluster" => Arity::AtLeast(2),
-        "quit" => Arity::AtLeast(1),
+        "quit" | "shutdown" => Arity::AtLeast(1),
         other => local_arity(other)?,
     };
     if !arity.fits(argv.len()) {
@@ -167,7 +169,7 @@ fn is_known_name(name: &str) -> bool {
     is_local(name)
         || matches!(
             name,
-            "multi" | "exec" | "discard" | "watch" | "cluster" | "quit"
+            "multi" | "exec" | "discard" | "watch" | "cluster" | "quit" | "shutdown"
         )
 }
 
@@ -211,8 +213,11 @@ const CLIENT: Family = (
         // `on` or `off`, as in Redis.
         ("no-evict", Arity::Exactly(3)),
         ("no-touch", Arity::Exactly(3)),
+        // `CLIENT LIST [TYPE t | ID id...]`, checked by `client_list`.
+        ("list", Arity::AtLeast(2)),
+        ("info", Arity::Exactly(2)),
     ],
-    "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
+    "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
 );
 const COMMAND: Family = (
     "command",
@@ -376,6 +381,11 @@ impl Server {
         if let Some(error) = precheck("client", argv) {
             return error;
         }
+        match command_name(&argv[1]).as_str() {
+            "list" => return self.client_list(token, argv),
+            "info" => return self.client_info(token, argv),
+            _ => {}
+        }
         let Some(client) = self.clients.get_mut(&token) else {
             return Reply::Ok;
         };
@@ -392,6 +402,7 @@ impl Server {
                 None => Reply::Nil,
             },
             "id" => Reply::Integer(client.id as i64),
+            "setinfo" => set_info(client, &argv[2], &argv[3]),
             // Redis takes only these; nothing here is evicted or touched.
             "no-evict" | "no-touch" => match argv.get(2).map(|on| command_name(on)) {
                 Some(word) if matches!(word.as_str(), "on" | "off") => Reply::Ok,
@@ -474,6 +485,25 @@ fn client_name(given: &[u8]) -> Result<Option<String>, Reply> {
         ));
     }
     Ok((!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned()))
+}
+
+/// CLIENT SETINFO: lib-name and lib-ver are kept for CLIENT LIST, checked
+/// as Redis checks them; any other attribute is taken and forgotten, as
+/// before raftkv kept these.
+fn set_info(client: &mut Client, attribute: &[u8], value: &[u8]) -> Reply {
+    let kept = match command_name(attribute).as_str() {
+        "lib-name" => &mut client.info.lib_name,
+        "lib-ver" => &mut client.info.lib_ver,
+        _ => return Reply::Ok,
+    };
+    if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Reply::Error(format!(
+            "ERR {} cannot contain spaces, newlines or special characters.",
+            shown_word(attribute)
+        ));
+    }
+    *kept = (!value.is_empty()).then(|| String::from_utf8_lossy(value).into_owned());
+    Reply::Ok
 }
 
 /// COMMAND: redis-cli and client libraries ask for the command table on

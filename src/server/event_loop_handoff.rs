@@ -36,7 +36,7 @@ pub(super) struct Handoff {
 impl Server {
     /// A stop was asked for: hand the leadership over first if this node
     /// leads and has a voter to give it to, else stop after this iteration.
-    pub(super) fn stop_requested(&mut self) {
+    pub(in crate::server) fn stop_requested(&mut self) {
         if self.handoff.is_some() {
             info!("asked to stop again while handing leadership over; stopping now");
             self.shutdown = true;

@@ -3,6 +3,7 @@
 
 mod addresses;
 mod client_io;
+mod client_list;
 mod clients;
 mod clock;
 mod cluster;
@@ -21,6 +22,7 @@ mod parked;
 mod peers;
 mod recover;
 mod requests;
+mod shutdown_command;
 #[cfg(test)]
 mod snapshot_install_tests;
 mod snapshot_resend;

@@ -124,6 +124,7 @@ impl Server {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        client.info.note_command(name, argv);
         if !client.authenticated && !matches!(name, "auth" | "hello" | "quit") {
             // As Redis: an unknown command or a wrong number of arguments is
             // reported before the missing AUTH.
@@ -152,12 +153,15 @@ impl Server {
                 return;
             }
         }
-        if in_multi && (name == "cluster" || (name == "hello" && argv.len() > 1)) {
+        if in_multi
+            && (matches!(name, "cluster" | "shutdown") || (name == "hello" && argv.len() > 1))
+        {
             // A membership change cannot be part of a transaction's log
             // entry. A HELLO that names a protocol would switch it only when
             // EXEC's entry is applied, after the replies to the requests
-            // pipelined behind EXEC were already framed in the old one. This
-            // is Redis's answer to a command it will not queue.
+            // pipelined behind EXEC were already framed in the old one.
+            // SHUTDOWN Redis refuses there too (it is a `no-multi` command).
+            // This is Redis's answer to a command it will not queue.
             let reply = error("ERR Command not allowed inside a transaction");
             self.refuse(token, name, reply);
             return;
@@ -184,6 +188,7 @@ impl Server {
             "discard" => Some(self.discard(token)),
             "watch" => Some(error("ERR WATCH is not supported")),
             "cluster" => self.cluster_command(token, argv),
+            "shutdown" => self.shutdown_command(token, argv),
             "set" if argv.len() == 3 && self.replica.is_leader() => {
                 self.submit_set(token, &argv[1], &argv[2]);
                 None

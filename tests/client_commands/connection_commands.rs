@@ -227,6 +227,7 @@ fn every_connection_command_at_every_arity_gets_a_reply() {
                 "NO-EVICT",
                 "NO-TOUCH",
                 "LIST",
+                "INFO",
             ],
         ),
         ("COMMAND", &["COUNT", "DOCS", "INFO", "LIST", "GETKEYS"]),

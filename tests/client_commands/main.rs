@@ -12,6 +12,7 @@ mod closing_connections;
 mod common;
 mod connection_commands;
 mod memory;
+mod operator_commands;
 mod transactions;
 
 use raftkv::kv::Reply;
