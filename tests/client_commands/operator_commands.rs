@@ -28,6 +28,20 @@ fn listed(reply: Reply) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// CLIENT LIST's lines once they are those of `ids`, in some order: a
+/// connection another client closed is listed until the node reads its
+/// close.
+fn only_these(c: &mut Client, ids: &[&str]) -> Vec<HashMap<String, String>> {
+    wait_for(Duration::from_secs(10), "the list to settle", || {
+        let lines = listed(c.cmd(&["CLIENT", "LIST"]));
+        let mut listed_ids: Vec<&str> = lines.iter().map(|line| line["id"].as_str()).collect();
+        listed_ids.sort_unstable();
+        let mut wanted = ids.to_vec();
+        wanted.sort_unstable();
+        (listed_ids == wanted).then_some(lines)
+    })
+}
+
 fn client_id(c: &mut Client) -> String {
     match c.cmd(&["CLIENT", "ID"]) {
         Reply::Integer(id) => id.to_string(),
@@ -51,8 +65,9 @@ fn client_list_shows_this_nodes_clients_with_their_names_and_addresses() {
         err("ERR lib-ver cannot contain spaces, newlines or special characters.")
     );
 
-    let lines = listed(asking.cmd(&["CLIENT", "LIST"]));
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    // The harness's own connections (it waited for a leader with INFO)
+    // are gone once the node has read their close.
+    let lines = only_these(&mut asking, &[&named_id, &asking_id]);
     let line_of = |id: &str| {
         lines
             .iter()
@@ -118,9 +133,7 @@ fn client_list_shows_this_nodes_clients_with_their_names_and_addresses() {
 
     // A closed connection is gone from the list.
     drop(named);
-    wait_for(Duration::from_secs(10), "the closed client to go", || {
-        (listed(asking.cmd(&["CLIENT", "LIST"])).len() == 1).then_some(())
-    });
+    only_these(&mut asking, &[&asking_id]);
 }
 
 /// Reads until the node closes the connection; returns what came first.
@@ -198,4 +211,42 @@ fn shutdown_needs_auth_under_requirepass() {
     c.send(&[b"SHUTDOWN"]);
     assert_eq!(read_to_close(&mut c), b"");
     assert_eq!(cluster.wait_exit(0, Duration::from_secs(10)), Some(0));
+}
+
+/// On a 3-node cluster: a node lists only its own clients (no peer
+/// connection, no request a follower forwarded), and SHUTDOWN sent to the
+/// leader stops it as SIGTERM does: it hands over, exits 0, and the others
+/// go on taking writes.
+#[test]
+fn shutdown_on_a_leader_hands_over_and_each_node_lists_only_its_clients() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let follower = (leader + 1) % 3;
+    let mut via_follower = cluster.client(follower);
+    assert_eq!(via_follower.cmd_retry(&["SET", "k", "1"]), Reply::Ok);
+    let follower_client = client_id(&mut via_follower);
+    let mut c = cluster.client(leader);
+    let id = client_id(&mut c);
+    let lines = only_these(&mut c, &[&id]);
+    assert_eq!(lines[0]["cmd"], "client|list");
+    let lines = only_these(&mut via_follower, &[&follower_client]);
+    assert_eq!(
+        lines[0]["addr"],
+        via_follower.stream.local_addr().expect("addr").to_string()
+    );
+
+    c.send(&[b"SHUTDOWN"]);
+    assert_eq!(read_to_close(&mut c), b"");
+    assert_eq!(cluster.wait_exit(leader, Duration::from_secs(10)), Some(0));
+    let log = cluster.log_text(leader);
+    assert!(log.contains("shutdown requested by client id="), "{log}");
+    assert!(log.contains("handing leadership to node "), "{log}");
+    assert!(log.contains(" leads now; stopping"), "{log}");
+    let new = cluster.wait_for_leader(Duration::from_secs(30));
+    assert_ne!(new, leader);
+    assert_eq!(cluster.client(new).cmd_retry(&["SET", "k", "2"]), Reply::Ok);
+    assert_eq!(
+        cluster.client(new).cmd(&["GET", "k"]),
+        Reply::Bulk(b"2".to_vec())
+    );
 }
