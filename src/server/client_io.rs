@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Request bytes one client is read for at a time. Bounds the work one
@@ -222,9 +222,10 @@ impl Server {
                 // that time a read would find a key alive that its client
                 // had seen pass its deadline, and a write would be stamped
                 // with a time before it was sent.
-                self.replica.set_wall_clock(unix_millis());
+                let now_ms = unix_millis();
+                self.replica.set_wall_clock(now_ms);
                 if let Some(client) = self.clients.get_mut(&token) {
-                    client.info.note_read(Instant::now());
+                    client.info.note_read(now_ms);
                 }
             }
             self.handle_input(token);

@@ -12,6 +12,7 @@
 //! `obl`/`oll` (Redis's reply list) are 0.
 
 use super::clients::Client;
+use super::clock::unix_millis;
 use super::connection::{command_name, error, shown_word};
 use super::event_loop::Server;
 use crate::kv::command::parse_integer;
@@ -20,7 +21,6 @@ use crate::wire::resp::Protocol;
 use mio::Token;
 use std::fmt::Write;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 /// What a connection's CLIENT LIST line reports beyond its buffers and
 /// protocol state: where it comes from, and what it last did.
@@ -28,8 +28,11 @@ pub struct ClientInfo {
     addr: String,
     laddr: String,
     fd: i32,
-    created: Instant,
-    last_read: Instant,
+    /// Unix milliseconds, as Redis takes age and idle from the wall clock:
+    /// the read path already reads it (for write stamps), so keeping it
+    /// costs no clock read.
+    created_ms: u64,
+    last_read_ms: u64,
     /// The last command, lower-cased, with its subcommand for the command
     /// families Redis lists that way (`client|list`); `NULL` before the
     /// first, as Redis shows a client that sent none.
@@ -57,13 +60,13 @@ impl ClientInfo {
         let shown = |addr: std::io::Result<std::net::SocketAddr>| {
             addr.map_or_else(|_| "?:0".to_string(), |addr| addr.to_string())
         };
-        let now = Instant::now();
+        let now = unix_millis();
         ClientInfo {
             addr: shown(stream.peer_addr()),
             laddr: shown(stream.local_addr()),
             fd: stream.as_raw_fd(),
-            created: now,
-            last_read: now,
+            created_ms: now,
+            last_read_ms: now,
             last_command: "NULL".to_string(),
             lib_name: None,
             lib_ver: None,
@@ -75,8 +78,8 @@ impl ClientInfo {
     }
 
     /// Bytes came from the client: it is not idle.
-    pub fn note_read(&mut self, now: Instant) {
-        self.last_read = now;
+    pub fn note_read(&mut self, now_ms: u64) {
+        self.last_read_ms = now_ms;
     }
 
     /// The client sent a request named `name` (lower-cased); `argv` is the
@@ -138,10 +141,11 @@ pub fn list_filter(argv: &[Vec<u8>]) -> Result<ListFilter, Reply> {
     }
 }
 
-/// Appends `client`'s line, newline included, as of `now`. `current_argv`:
+/// Appends `client`'s line, newline included, as of `now_ms` (unix
+/// milliseconds). `current_argv`:
 /// the words of the request being answered, for the client that asked
 /// (Redis's `argv-mem`), 0 for the others.
-pub fn write_line(out: &mut String, client: &Client, now: Instant, current_argv: usize) {
+pub fn write_line(out: &mut String, client: &Client, now_ms: u64, current_argv: usize) {
     let info = &client.info;
     let multi = client.multi.as_ref();
     let queued = multi.map_or(-1, |multi| multi.queued.len() as i64);
@@ -162,8 +166,8 @@ pub fn write_line(out: &mut String, client: &Client, now: Instant, current_argv:
         info.laddr,
         info.fd,
         client.name.as_deref().unwrap_or(""),
-        now.saturating_duration_since(info.created).as_secs(),
-        now.saturating_duration_since(info.last_read).as_secs(),
+        now_ms.saturating_sub(info.created_ms) / 1000,
+        now_ms.saturating_sub(info.last_read_ms) / 1000,
         if multi.is_some() { "x" } else { "N" },
         queued,
         qbuf,
@@ -202,7 +206,7 @@ impl Server {
             })
             .collect();
         clients.sort_unstable_by_key(|(_, client)| client.id);
-        let now = Instant::now();
+        let now = unix_millis();
         let mut out = String::new();
         for (listed, client) in clients {
             let current = if *listed == token {
@@ -219,7 +223,7 @@ impl Server {
     pub(super) fn client_info(&self, token: Token, argv: &[Vec<u8>]) -> Reply {
         let mut out = String::new();
         if let Some(client) = self.clients.get(&token) {
-            write_line(&mut out, client, Instant::now(), argv_bytes(argv));
+            write_line(&mut out, client, unix_millis(), argv_bytes(argv));
         }
         Reply::Bulk(out.into_bytes())
     }

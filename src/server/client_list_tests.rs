@@ -3,7 +3,6 @@
 use super::*;
 use crate::server::clients::Multi;
 use crate::server::conn::Conn;
-use std::time::Duration;
 
 /// A client connected over loopback, and the far end's address.
 fn client() -> (Client, std::net::TcpStream, std::net::TcpListener) {
@@ -72,7 +71,7 @@ fn a_line_has_redis_fields_in_redis_order_and_ends_with_a_newline() {
     c.info.lib_name = Some("redis-py".into());
     c.info.lib_ver = Some("5.0.1".into());
     c.info.note_command("client", &words("CLIENT LIST"));
-    let now = Instant::now() + Duration::from_secs(5);
+    let now = unix_millis() + 5_000;
     let mut out = String::new();
     write_line(&mut out, &c, now, 10);
     let line = out.strip_suffix('\n').expect("ends with a newline");
@@ -114,7 +113,7 @@ fn a_client_in_multi_shows_flag_x_and_its_queued_count() {
     });
     c.info.note_command("set", &words("SET k v"));
     let mut out = String::new();
-    write_line(&mut out, &c, Instant::now(), 0);
+    write_line(&mut out, &c, unix_millis(), 0);
     for expected in [
         " flags=x ",
         " multi=0 ",
