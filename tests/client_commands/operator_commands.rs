@@ -42,6 +42,13 @@ fn only_these(c: &mut Client, ids: &[&str]) -> Vec<HashMap<String, String>> {
     })
 }
 
+fn line_of_id<'a>(lines: &'a [HashMap<String, String>], id: &str) -> &'a HashMap<String, String> {
+    lines
+        .iter()
+        .find(|line| line["id"] == id)
+        .unwrap_or_else(|| panic!("client {id} not in {lines:?}"))
+}
+
 fn client_id(c: &mut Client) -> String {
     match c.cmd(&["CLIENT", "ID"]) {
         Reply::Integer(id) => id.to_string(),
@@ -92,6 +99,21 @@ fn client_list_shows_this_nodes_clients_with_their_names_and_addresses() {
     assert_eq!(named_line["cmd"], "client|setinfo");
     assert_eq!(asking_line["name"], "");
     assert_eq!(asking_line["cmd"], "client|list");
+
+    // Whole seconds since the connection came and since it last sent.
+    std::thread::sleep(Duration::from_millis(1100));
+    let lines = only_these(&mut asking, &[&named_id, &asking_id]);
+    let named_line = line_of_id(&lines, &named_id);
+    // The asking connection just sent, in the same loop iteration.
+    assert_eq!(line_of_id(&lines, &asking_id)["idle"], "0", "{lines:?}");
+    assert!(
+        named_line["idle"].parse::<u64>().expect("idle") >= 1,
+        "{named_line:?}"
+    );
+    assert!(
+        named_line["age"].parse::<u64>().expect("age") >= 1,
+        "{named_line:?}"
+    );
 
     let own = listed(named.cmd(&["CLIENT", "INFO"]));
     assert_eq!(own.len(), 1, "{own:?}");
