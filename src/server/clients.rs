@@ -395,13 +395,13 @@ impl Client {
 
     /// Whether `argv`, this connection's next request, must be held until
     /// replies before it come: anything but a plain read behind unanswered
-    /// barriers (not reads), and a report of this node's data (DBSIZE, INFO), or a
-    /// SHUTDOWN, behind any
-    /// unanswered request. A write's reply comes once it is applied here or,
-    /// through a follower, by the leader, whose commit reaches this node
-    /// ahead of the reply (unless this node is still catching up); held until
-    /// then, DBSIZE counts the writes sent before it, and none sent after
-    /// it, which are not read until it is answered.
+    /// barriers (not reads), and a report of this node's data (DBSIZE, INFO)
+    /// or a SHUTDOWN behind any unanswered request. A write's reply comes
+    /// once it is applied here or, through a follower, by the leader, whose
+    /// commit reaches this node ahead of the reply (unless this node is
+    /// still catching up); held until then, DBSIZE counts the writes sent
+    /// before it, and none sent after it, which are not read until it is
+    /// answered.
     pub fn must_wait(&self, argv: &[Vec<u8>]) -> bool {
         let in_multi = self.multi.is_some();
         if self.barriers_waiting > 0 && !only_reads(argv, in_multi) {
