@@ -271,4 +271,20 @@ fn shutdown_on_a_leader_hands_over_and_each_node_lists_only_its_clients() {
         cluster.client(new).cmd(&["GET", "k"]),
         Reply::Bulk(b"2".to_vec())
     );
+
+    // Sent to a follower, it stops that follower, not the leader: it is
+    // never forwarded.
+    let last = (0..3)
+        .find(|&i| i != leader && i != new)
+        .expect("a third node");
+    let mut c = cluster.client(last);
+    c.send(&[b"SHUTDOWN"]);
+    assert_eq!(read_to_close(&mut c), b"");
+    assert_eq!(cluster.wait_exit(last, Duration::from_secs(10)), Some(0));
+    assert!(cluster.is_running(new));
+    assert!(matches!(
+        cluster.client(new).cmd(&["CLIENT", "ID"]),
+        Reply::Integer(_)
+    ));
+    assert!(!cluster.log_text(new).contains("shutdown requested"));
 }
