@@ -77,6 +77,15 @@ impl ClientInfo {
         &self.addr
     }
 
+    pub fn laddr(&self) -> &str {
+        &self.laddr
+    }
+
+    /// Whole seconds since the connection was accepted, as `age` shows.
+    pub fn age_secs(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.created_ms) / 1000
+    }
+
     /// Bytes came from the client: it is not idle.
     pub fn note_read(&mut self, now_ms: u64) {
         self.last_read_ms = now_ms;
@@ -166,7 +175,7 @@ pub fn write_line(out: &mut String, client: &Client, now_ms: u64, current_argv: 
         info.laddr,
         info.fd,
         client.name.as_deref().unwrap_or(""),
-        now_ms.saturating_sub(info.created_ms) / 1000,
+        info.age_secs(now_ms),
         now_ms.saturating_sub(info.last_read_ms) / 1000,
         if multi.is_some() { "x" } else { "N" },
         queued,

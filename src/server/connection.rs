@@ -1,5 +1,5 @@
 //! The connection commands: PING, ECHO, AUTH, HELLO, INFO, CLIENT (its LIST
-//! and INFO in `client_list.rs`), COMMAND,
+//! and INFO in `client_list.rs`, KILL in `client_kill.rs`), COMMAND,
 //! SELECT, CONFIG, UNWATCH, DBSIZE and DEBUG. This node answers them itself,
 //! in every state (even waiting to join), and they go nowhere near the log.
 //! Also the checks Redis makes of every request before anything else (an
@@ -216,8 +216,10 @@ const CLIENT: Family = (
         // `CLIENT LIST [TYPE t | ID id...]`, checked by `client_list`.
         ("list", Arity::AtLeast(2)),
         ("info", Arity::Exactly(2)),
+        // `CLIENT KILL ip:port` or filters, checked by `client_kill`.
+        ("kill", Arity::AtLeast(3)),
     ],
-    "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
+    "raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.",
 );
 const COMMAND: Family = (
     "command",
@@ -384,6 +386,7 @@ impl Server {
         match command_name(&argv[1]).as_str() {
             "list" => return self.client_list(token, argv),
             "info" => return self.client_info(token, argv),
+            "kill" => return self.client_kill(token, argv),
             _ => {}
         }
         let Some(client) = self.clients.get_mut(&token) else {

@@ -3,6 +3,7 @@
 
 mod addresses;
 mod client_io;
+mod client_kill;
 mod client_list;
 mod clients;
 mod clock;

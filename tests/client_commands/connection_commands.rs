@@ -103,7 +103,7 @@ fn connection_commands_clients_send_on_connect() {
     );
     assert_eq!(
         c.cmd(&["CLIENT", "NoSuch"]),
-        err("ERR unknown subcommand 'NoSuch'. raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.")
+        err("ERR unknown subcommand 'NoSuch'. raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.")
     );
     let long = "X".repeat(200);
     assert_eq!(

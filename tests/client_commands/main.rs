@@ -7,6 +7,7 @@
 //! holds the helpers more than one of them uses.
 
 mod auth;
+mod client_kill;
 mod closing_connections;
 #[path = "../common/mod.rs"]
 mod common;

@@ -31,7 +31,7 @@ fn listed(reply: Reply) -> Vec<HashMap<String, String>> {
 /// CLIENT LIST's lines once they are those of `ids`, in some order: a
 /// connection another client closed is listed until the node reads its
 /// close.
-fn only_these(c: &mut Client, ids: &[&str]) -> Vec<HashMap<String, String>> {
+pub(super) fn only_these(c: &mut Client, ids: &[&str]) -> Vec<HashMap<String, String>> {
     wait_for(Duration::from_secs(10), "the list to settle", || {
         let lines = listed(c.cmd(&["CLIENT", "LIST"]));
         let mut listed_ids: Vec<&str> = lines.iter().map(|line| line["id"].as_str()).collect();
@@ -49,7 +49,7 @@ fn line_of_id<'a>(lines: &'a [HashMap<String, String>], id: &str) -> &'a HashMap
         .unwrap_or_else(|| panic!("client {id} not in {lines:?}"))
 }
 
-fn client_id(c: &mut Client) -> String {
+pub(super) fn client_id(c: &mut Client) -> String {
     match c.cmd(&["CLIENT", "ID"]) {
         Reply::Integer(id) => id.to_string(),
         other => panic!("CLIENT ID answered {other:?}"),

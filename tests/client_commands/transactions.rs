@@ -98,7 +98,7 @@ fn multi_exec_discard_and_their_errors() {
     assert_eq!(c.cmd(&["MULTI"]), Reply::Ok);
     assert_eq!(
         c.cmd(&["CLIENT", "FOO"]),
-        err("ERR unknown subcommand 'FOO'. raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.")
+        err("ERR unknown subcommand 'FOO'. raftkv supports CLIENT SETNAME, GETNAME, ID, SETINFO, LIST, INFO, KILL, MAINT_NOTIFICATIONS, NO-EVICT and NO-TOUCH.")
     );
     assert_eq!(
         c.cmd(&["DISCARD", "x"]),
