@@ -2,7 +2,7 @@
 //! clients, never a peer connection), what it answers, and a caller that
 //! kills itself getting its reply before the close.
 
-use super::common::{Client, Cluster};
+use super::common::{wait_for, Client, Cluster, Resume};
 use super::err;
 use super::operator_commands::{client_id, only_these};
 use raftkv::kv::Reply;
@@ -157,4 +157,46 @@ fn killing_every_client_on_a_leader_leaves_its_peers_connected() {
         .and_then(|index| index.parse().ok())
         .expect("applied_index");
     cluster.wait_applied(applied, Duration::from_secs(30));
+}
+
+/// A client killed while its write awaits commit: the write is not taken
+/// back (it is in the leader's log), and commits once the followers answer;
+/// only its reply is dropped.
+#[test]
+fn a_write_in_flight_commits_after_its_client_is_killed() {
+    // Long enough that the followers, stopped for a moment, do not start an
+    // election when they resume.
+    let cluster = Cluster::start_with_election_timeout(3, 5000);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let mut asking = cluster.client(leader);
+    assert_eq!(asking.cmd_retry(&["SET", "warm", "1"]), Reply::Ok);
+    let mut victim = cluster.client(leader);
+    let victim_id = client_id(&mut victim);
+    let followers: Vec<Resume> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| Resume::stop(cluster.pid(i).expect("follower runs")))
+        .collect();
+    victim.send(&[b"SET", b"x", b"1"]);
+    wait_for(
+        Duration::from_secs(10),
+        "the leader to read the SET",
+        || {
+            let list = asking.cmd(&["CLIENT", "LIST", "ID", &victim_id]);
+            let Reply::Bulk(text) = list else {
+                panic!("CLIENT LIST answered {list:?}");
+            };
+            String::from_utf8_lossy(&text)
+                .contains("cmd=set ")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        asking.cmd(&["CLIENT", "KILL", "ID", &victim_id]),
+        Reply::Integer(1)
+    );
+    drop(followers);
+    assert_eq!(reply_then_close(&mut victim), "");
+    wait_for(Duration::from_secs(30), "the killed client's write", || {
+        (asking.cmd(&["GET", "x"]) == Reply::Bulk(b"1".to_vec())).then_some(())
+    });
 }
