@@ -1,11 +1,7 @@
 //! CLIENT KILL's arguments and which connections they name.
 
 use super::*;
-use crate::server::conn::Conn;
-
-fn words(line: &str) -> Vec<Vec<u8>> {
-    line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
-}
+use crate::server::client_list::tests::{client, words};
 
 fn parsed(line: &str) -> Result<KillFilter, Reply> {
     kill_filter(&words(line))
@@ -16,15 +12,6 @@ fn refused(line: &str) -> String {
         Err(Reply::Error(text)) => text,
         other => panic!("{line}: not refused: {other:?}"),
     }
-}
-
-/// A client with id 7 connected over loopback, and the far end.
-fn client() -> (Client, std::net::TcpStream, std::net::TcpListener) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let far = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (near, _) = listener.accept().expect("accept");
-    let conn = Conn::new(mio::net::TcpStream::from_std(near));
-    (Client::new(conn, 7, 1 << 20, true), far, listener)
 }
 
 #[test]
@@ -110,6 +97,7 @@ fn bad_filters_get_redis_errors() {
 
 #[test]
 fn every_filter_must_match() {
+    let before = unix_millis();
     let (c, far, _listener) = client();
     let addr = far.local_addr().expect("addr").to_string();
     let laddr = far.peer_addr().expect("addr").to_string();
@@ -131,7 +119,9 @@ fn every_filter_must_match() {
     assert!(!kills("CLIENT KILL id 7", true, now));
     assert!(kills("CLIENT KILL id 7 skipme no", true, now));
     assert!(kills(&format!("CLIENT KILL {addr}"), true, now));
-    // Whole seconds of age, as CLIENT LIST shows them.
-    assert!(!kills("CLIENT KILL maxage 2", false, now + 1999));
+    // Whole seconds of age, as CLIENT LIST shows them. The client was
+    // made between `before` and `now`: a clock tick between them must not
+    // make it a millisecond older than the first check assumes.
+    assert!(!kills("CLIENT KILL maxage 2", false, before + 1999));
     assert!(kills("CLIENT KILL maxage 2", false, now + 2000));
 }

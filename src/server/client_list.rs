@@ -244,4 +244,4 @@ fn argv_bytes(argv: &[Vec<u8>]) -> usize {
 
 #[cfg(test)]
 #[path = "client_list_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -4,8 +4,9 @@ use super::*;
 use crate::server::clients::Multi;
 use crate::server::conn::Conn;
 
-/// A client connected over loopback, and the far end's address.
-fn client() -> (Client, std::net::TcpStream, std::net::TcpListener) {
+/// A client with id 7 connected over loopback, the far end, and the
+/// listener (kept open for the test's length). CLIENT KILL's tests use it too.
+pub(in crate::server) fn client() -> (Client, std::net::TcpStream, std::net::TcpListener) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let far = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (near, _) = listener.accept().expect("accept");
@@ -13,7 +14,7 @@ fn client() -> (Client, std::net::TcpStream, std::net::TcpListener) {
     (Client::new(conn, 7, 1 << 20, true), far, listener)
 }
 
-fn words(line: &str) -> Vec<Vec<u8>> {
+pub(in crate::server) fn words(line: &str) -> Vec<Vec<u8>> {
     line.split(' ').map(|w| w.as_bytes().to_vec()).collect()
 }
 
