@@ -158,8 +158,9 @@ fn list_options_are_checked_as_redis_checks_them() {
         );
     }
     assert_eq!(
-        filter("CLIENT LIST ID 3 1 0 -1"),
-        Ok(ListFilter::Ids(vec![3, 1, 0, 0]))
+        filter("CLIENT LIST ID 3 1 0 -1 3"),
+        Ok(ListFilter::Ids(vec![0, 1, 3])),
+        "sorted and each once, for a binary search per client"
     );
     assert_eq!(
         filter("CLIENT LIST TYPE bogus"),
