@@ -310,3 +310,41 @@ fn node_pid(parent: u32, id: u32) -> Option<u32> {
                 .then_some(pid)
         })
 }
+
+/// `SHUTDOWN` sent to every node stops each with status 0, and the command
+/// with them: `raftkv: cluster stopped` and status 0, not the failure a
+/// node killed from outside leaves (status 1 once none is left).
+#[test]
+fn local_cluster_exits_0_when_every_node_is_shut_down() {
+    use std::io::{Read, Write};
+    let _ports = take_default_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let mut guard = spawn_local_cluster(dir.path(), &[]);
+    wait_for(Duration::from_secs(20), "a leader on 6381-6383", || {
+        let mut client = Client::try_connect("127.0.0.1:6381")?;
+        let info = client.try_info()?;
+        let id: u64 = info.get("leader_id")?.parse().ok()?;
+        (id != 0).then_some(())
+    });
+    for port in [6381, 6382, 6383] {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(b"SHUTDOWN\r\n").expect("send SHUTDOWN");
+        let mut reply = Vec::new();
+        // No reply, as in Redis: the connection closes as the node exits.
+        let _ = stream.read_to_end(&mut reply);
+        assert_eq!(reply, b"", "port {port}");
+    }
+    let status = wait_for(Duration::from_secs(10), "the command to exit", || {
+        guard.0.try_wait().ok().flatten()
+    });
+    let mut out = String::new();
+    if let Some(mut stdout) = guard.0.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.ends_with("raftkv: cluster stopped\n"), "{out}");
+    wait_all_closed("after every node was shut down");
+}

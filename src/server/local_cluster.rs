@@ -244,6 +244,9 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
     }
     crate::outln!("Ctrl-C stops all of them.");
     let started = Instant::now();
+    // Whether every node that left exited with status 0 (a `SHUTDOWN` sent
+    // to it): the last one leaving is then a clean stop, not a failure.
+    let mut all_stopped_cleanly = true;
     while !stop.load(Ordering::Relaxed) {
         let mut exited = None;
         for (i, child) in children.iter_mut() {
@@ -253,6 +256,7 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
         }
         if let Some((i, status)) = exited {
             children.retain(|(j, _)| *j != i);
+            all_stopped_cleanly &= status.success();
             let at_start = started.elapsed() < STARTUP && failed_start(status);
             let next = match (at_start, children.is_empty()) {
                 (true, _) => stopping_at_start(&children),
@@ -260,6 +264,10 @@ pub fn run(nodes: u32, flags: &Flags) -> ExitCode {
                 (false, false) => format!("; {}", carry_on(&children)),
             };
             crate::errln!("raftkv: node {} exited ({}){}", i, status, next);
+            if children.is_empty() && all_stopped_cleanly {
+                crate::outln!("raftkv: cluster stopped");
+                return ExitCode::SUCCESS;
+            }
             if at_start || children.is_empty() {
                 terminate(&mut children);
                 return ExitCode::from(1);
